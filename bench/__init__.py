@@ -1,0 +1,1 @@
+"""Benchmarks: load scenarios, apiserver metrics, latency tracking and reports."""

@@ -1,0 +1,1 @@
+"""Shared fixtures. pytest-trio runs in trio mode (pyproject), so async tests need no marker."""
