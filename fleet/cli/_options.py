@@ -1,0 +1,44 @@
+"""Typer option aliases shared by every command that talks to a cluster.
+
+kubectl's ``--kubeconfig`` and ``--context`` mean the same in every
+kubemock-fleet command (DESIGN: "Every command that talks to a cluster takes
+``--kubeconfig`` and ``--context``, as kubectl does"), so they are declared
+once here and used as annotations::
+
+    @app.command()
+    def run(kubeconfig: KubeconfigOption = None, context: ContextOption = None) -> None:
+        config = load_config(kubeconfig, context)
+
+The values go to :func:`fleet.kube._config.load_config` unchecked: it gives
+the one-line error for a missing or broken file, the same for every caller.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+__all__ = ["ContextOption", "KubeconfigOption"]
+
+KubeconfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--kubeconfig",
+        help="Path to the kubeconfig file to use for CLI requests.",
+        show_default=False,
+        dir_okay=False,
+    ),
+]
+"""``--kubeconfig FILE``: help text as kubectl's. Unset: $KUBECONFIG, then ~/.kube/config."""
+
+ContextOption = Annotated[
+    str | None,
+    typer.Option(
+        "--context",
+        help="The name of the kubeconfig context to use",
+        show_default=False,
+    ),
+]
+"""``--context NAME``: help text as kubectl's. Unset: the kubeconfig's current-context."""
