@@ -1,0 +1,76 @@
+"""The CR models of kubemock-fleet and the value types they are made of.
+
+Bottom layer, beside ``fleet.kube``: imports only ``fleet.errors``. What the
+rest of the project may use is re-exported here; the ``_``-prefixed modules
+are this package's own.
+
+- Quantities (``_quantity``): :func:`parse_quantity`, :class:`Quantity`.
+- Go durations (``_duration``): :func:`parse_go_duration`, :func:`parse_delay`,
+  :func:`format_go_duration`.
+- The Node CR (``_node``): :class:`MockNode` and its parts; the MockStatus CR
+  (``_mockstatus``): a scripted pod lifecycle.
+- Loading raw CRs with one clear :class:`~fleet.errors.InputError` (``_load``).
+- CRDs generated from the models (``_crd``): :func:`crd_manifests`.
+"""
+
+from ._crd import crd_manifests as crd_manifests
+from ._crd import structural_schema as structural_schema
+from ._duration import GO_DURATION_PATTERN as GO_DURATION_PATTERN
+from ._duration import format_go_duration as format_go_duration
+from ._duration import parse_delay as parse_delay
+from ._duration import parse_go_duration as parse_go_duration
+from ._load import load_mock_status as load_mock_status
+from ._load import load_node as load_node
+from ._mockstatus import ContainerScript as ContainerScript
+from ._mockstatus import MockStatus as MockStatus
+from ._mockstatus import MockStatusSpec as MockStatusSpec
+from ._mockstatus import MockStatusStep as MockStatusStep
+from ._mockstatus import TerminatedScript as TerminatedScript
+from ._mockstatus import WaitingScript as WaitingScript
+from ._node import API_VERSION as API_VERSION
+from ._node import GROUP as GROUP
+from ._node import VERSION as VERSION
+from ._node import MockNode as MockNode
+from ._node import MockNodeSpec as MockNodeSpec
+from ._node import MockNodeStatus as MockNodeStatus
+from ._node import NodeConfig as NodeConfig
+from ._quantity import QUANTITY_PATTERN as QUANTITY_PATTERN
+from ._quantity import Quantity as Quantity
+from ._quantity import parse_quantity as parse_quantity
+from ._types import Condition as Condition
+from ._types import LocalObjectReference as LocalObjectReference
+from ._types import ObjectMeta as ObjectMeta
+from ._types import Taint as Taint
+from ._types import Toleration as Toleration
+
+__all__ = [
+    "API_VERSION",
+    "GO_DURATION_PATTERN",
+    "GROUP",
+    "QUANTITY_PATTERN",
+    "VERSION",
+    "Condition",
+    "ContainerScript",
+    "LocalObjectReference",
+    "MockNode",
+    "MockNodeSpec",
+    "MockNodeStatus",
+    "MockStatus",
+    "MockStatusSpec",
+    "MockStatusStep",
+    "NodeConfig",
+    "ObjectMeta",
+    "Quantity",
+    "Taint",
+    "TerminatedScript",
+    "Toleration",
+    "WaitingScript",
+    "crd_manifests",
+    "format_go_duration",
+    "load_mock_status",
+    "load_node",
+    "parse_delay",
+    "parse_go_duration",
+    "parse_quantity",
+    "structural_schema",
+]

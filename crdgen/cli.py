@@ -1,0 +1,67 @@
+"""The ``crdgen`` command line: a typer app with one subcommand per job.
+
+``crdgen crd`` writes the CRD manifests; ``crdgen clone`` (Node CRs from a real
+cluster's nodes) registers itself on :data:`app` from its own module. Every
+command fails with one line on stderr and exit code 1 for a
+:class:`~fleet.errors.FleetError`, never a traceback. Top layer: nothing
+imports this module.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from fleet.errors import FleetError
+
+from ._crd import render_crds
+from ._output import write_output
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="crdgen",
+    help="Clone a cluster's nodes into Node CRs, and write the CRD manifests.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root() -> None:
+    """crdgen: Node CRs and CRD manifests for kubemock-fleet."""
+
+
+def fail(exc: FleetError) -> typer.Exit:
+    """Print one line for ``exc`` on stderr; return the Exit(1) to raise."""
+    typer.echo(f"crdgen: error: {exc}", err=True)
+    return typer.Exit(1)
+
+
+@app.command("crd")
+def crd(
+    output: Path | None = typer.Option(
+        None,
+        "-o",
+        "--output",
+        help="Write to FILE (atomically) instead of stdout; '-' is stdout.",
+        metavar="FILE",
+    ),
+) -> None:
+    """Write the CustomResourceDefinitions (nodes, mockstatuses) as multi-document YAML."""
+    try:
+        write_output(render_crds(), output)
+    except FleetError as exc:
+        raise fail(exc) from exc
+
+
+def main() -> None:
+    """Console entry point (``crdgen = "crdgen.cli:main"``)."""
+    try:
+        app()
+    except FleetError as exc:
+        print(f"crdgen: error: {exc}", file=sys.stderr)
+        sys.exit(1)
