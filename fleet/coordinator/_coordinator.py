@@ -1,0 +1,328 @@
+"""The coordinator: assigns every Node CR to a live shard by writing its shard label.
+
+While it holds the leader Lease (``_election``), the coordinator lists and
+watches the Node CRs (all namespaces, or ``coordinator.namespaces``) and the
+shard Leases in the fleet namespace, each with a :class:`fleet.kube.Reflector`.
+After every change, and whenever a shard's Lease is due to expire or more
+rebalance moves are allowed, it plans (``_planner``) and writes the moves as
+merge PATCHes of the label ``fleet.mock.zhizuqiu.cn/shard`` (the wire
+contract in ``docs/architecture.md``) through a :class:`fleet.kube.WriteQueue`
+(``coordinator.maxWritesInFlight`` writers, retries with backoff).
+
+Fencing rule: two shards never drive one node.
+
+* A shard drives only the CRs labelled with its id, and only while its own
+  Lease renewal is fresh: if it has not renewed within
+  ``coordinator.shardRenewDeadline`` it stops driving every node, and it
+  stops driving a CR as soon as it sees the label leave it.
+* The coordinator moves a dead shard's CRs only after that shard's Lease has
+  expired **by the coordinator's own observation**: ``shardLeaseDuration``
+  after it last saw the Lease record change (``_liveness``), never by
+  comparing the Lease's timestamps with the local clock. Since
+  ``shardRenewDeadline < shardLeaseDuration`` and the coordinator can only
+  have seen a renewal after the shard sent it, a shard that could not renew
+  has already stopped when its CRs move.
+* A live shard loses a CR only by a label change it observes before the new
+  owner's watch can deliver the CR (one write, seen by both in
+  resourceVersion order), so rebalance moves need no wait.
+* Only the elected leader writes labels, and a leader steps down (cancelling
+  this work) before its own lease could be taken over (``_election``).
+
+A fresh leader knows nothing of past renewals, so every existing shard Lease
+counts as just renewed: it waits a full lease duration before declaring any
+shard dead. Unlabelled CRs and CRs labelled with a shard that has no Lease at
+all are assigned at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections import Counter
+from collections.abc import Callable, Mapping
+
+import msgspec
+import trio
+
+from fleet._metrics import FleetMetrics
+from fleet._settings import FleetSettings
+from fleet.api._node import GROUP, VERSION
+from fleet.coordinator._election import LeaderElector
+from fleet.coordinator._leases import WallClock, lease_path, wall_clock
+from fleet.coordinator._liveness import LeaseRecord, Liveness
+from fleet.coordinator._planner import Move, Planner
+from fleet.kube._paths import resource_path
+from fleet.kube._seam import Requester
+from fleet.kube._views import MetaOnly, ObjectMeta
+from fleet.kube._watching import Reflector, WatchEvent
+from fleet.kube._writequeue import Write, WriteQueue, WriteQueueSettings
+
+__all__ = [
+    "COORDINATOR_LEASE",
+    "SHARD_LABEL",
+    "SHARD_LEASE_PREFIX",
+    "Coordinator",
+    "shard_lease_name",
+]
+
+log = logging.getLogger(__name__)
+
+SHARD_LABEL = "fleet.mock.zhizuqiu.cn/shard"
+"""Label on a Node CR naming the shard that drives it (written by the coordinator only)."""
+SHARD_LEASE_PREFIX = "kubemock-fleet-shard-"
+"""Shard K holds the Lease ``kubemock-fleet-shard-<K>`` in the fleet namespace."""
+COORDINATOR_LEASE = "kubemock-fleet-coordinator"
+"""The leader-election Lease of the coordinator replicas."""
+NODE_PLURAL = "nodes"
+
+EVENT_BUFFER = 1024
+"""Watch events buffered between a reflector and the coordinator; the consumer only
+marks state dirty, so the buffer rarely holds more than one list's worth."""
+BATCH_WINDOW = 0.1
+"""Seconds to gather more changes before planning: a `kubectl apply` of 500 CRs is
+planned in a few passes, not 500, and each new CR is still assigned well within 1 s."""
+RETRY_DELAY = 1.0
+"""Seconds before planning again after a label write failed (the write queue has
+already retried it with backoff)."""
+
+_merge_encoder = msgspec.json.Encoder()
+
+
+def shard_lease_name(shard: str) -> str:
+    return f"{SHARD_LEASE_PREFIX}{shard}"
+
+
+class _LeaseSpecView(msgspec.Struct, rename="camel"):
+    holder_identity: str | None = None
+    lease_duration_seconds: int | None = None
+    renew_time: str | None = None
+
+
+class _LeaseView(msgspec.Struct):
+    metadata: ObjectMeta = msgspec.field(default_factory=ObjectMeta)
+    spec: _LeaseSpecView = msgspec.field(default_factory=_LeaseSpecView)
+
+
+class Coordinator:
+    """One coordinator replica: competes for leadership; while leader, assigns Node CRs.
+
+    ``identity`` names this replica in the leader Lease (``coordinator@host/pid``).
+    ``clock`` is monotonic (trio's), ``wall`` writes Lease timestamps, ``rng``
+    jitters election retries: all injected for tests.
+    """
+
+    def __init__(
+        self,
+        requester: Requester,
+        settings: FleetSettings,
+        *,
+        identity: str,
+        metrics: FleetMetrics | None = None,
+        clock: Callable[[], float] = trio.current_time,
+        wall: WallClock = wall_clock,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._requester = requester
+        self._settings = settings
+        self._conf = settings.coordinator
+        self.identity = identity
+        self.metrics = metrics if metrics is not None else FleetMetrics()
+        self._clock = clock
+        self._rng = rng if rng is not None else random.Random()
+        self.elector = LeaderElector(
+            requester,
+            namespace=settings.namespace,
+            name=COORDINATOR_LEASE,
+            identity=identity,
+            lease_duration=self._conf.leader_lease_duration,
+            renew_deadline=self._conf.leader_renew_deadline,
+            retry_period=self._conf.leader_retry_period,
+            clock=clock,
+            wall=wall,
+            rng=self._rng,
+        )
+        self._running = False
+        self._dirty = trio.Event()
+        self._liveness = Liveness(clock)
+        self._pending: dict[str, str] = {}
+        """Labels written but not yet seen on the watch: key -> shard."""
+        self._nodes: list[Reflector[MetaOnly]] = []
+
+    def ready(self) -> bool:
+        """For /readyz: the replica is running (a standby is ready: it is waiting to lead)."""
+        return self._running
+
+    @property
+    def is_leader(self) -> bool:
+        return self.elector.is_leader
+
+    def assignments(self) -> dict[str, str | None]:
+        """Node CR key -> shard label, as this leader sees it (pending writes included)."""
+        out: dict[str, str | None] = {}
+        for reflector in self._nodes:
+            for key, obj in reflector.objects.items():
+                out[key] = obj.metadata.labels.get(SHARD_LABEL) or None
+        for key, shard in list(self._pending.items()):
+            if key not in out or out[key] == shard:
+                del self._pending[key]  # deleted, or the watch caught up
+            else:
+                out[key] = shard
+        return out
+
+    def live_shards(self) -> frozenset[str]:
+        return self._liveness.alive()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Compete for leadership and coordinate while leading, until cancelled."""
+        self._running = True
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self.elector.run, self._lead)
+                task_status.started()
+        finally:
+            self._running = False
+
+    # -- while leading -----------------------------------------------------------------------
+
+    async def _lead(self) -> None:
+        self.metrics.leader.set(1)
+        self._liveness = Liveness(self._clock)  # a new term trusts no old observation
+        self._pending = {}
+        try:
+            async with trio.open_nursery() as nursery:
+                queue = WriteQueue(
+                    self._requester,
+                    WriteQueueSettings(workers=self._conf.max_writes_in_flight),
+                    clock=self._clock,
+                    rng=self._rng,
+                )
+                await nursery.start(queue.run)
+                await self._start_leases(nursery)
+                namespaces: list[str | None] = [*self._conf.namespaces] or [None]  # None: all
+                self._nodes = [await self._start_nodes(nursery, ns) for ns in namespaces]
+                await self._assign_loop(queue)
+        finally:
+            self._nodes = []
+            self.metrics.leader.set(0)
+
+    def _mark_dirty(self) -> None:
+        self._dirty.set()
+
+    async def _start_leases(self, nursery: trio.Nursery) -> None:
+        reflector = Reflector(
+            self._requester,
+            lease_path(self._settings.namespace),
+            _LeaseView,
+            clock=self._clock,
+            rng=self._rng,
+        )
+        send, receive = trio.open_memory_channel[WatchEvent[_LeaseView]](EVENT_BUFFER)
+        nursery.start_soon(self._consume_leases, receive)
+        await nursery.start(reflector.run, send)
+
+    async def _consume_leases(
+        self, receive: trio.MemoryReceiveChannel[WatchEvent[_LeaseView]]
+    ) -> None:
+        default = self._conf.shard_lease_duration
+        async with receive:
+            async for event in receive:
+                name = event.obj.metadata.name
+                if not name.startswith(SHARD_LEASE_PREFIX):
+                    continue
+                shard = name[len(SHARD_LEASE_PREFIX) :]
+                if event.type == "DELETED":
+                    self._liveness.forget(shard)
+                    self._mark_dirty()
+                    continue
+                spec = event.obj.spec
+                record = LeaseRecord(
+                    holder=spec.holder_identity or "",
+                    renew_time=spec.renew_time or "",
+                    duration=float(spec.lease_duration_seconds or default),
+                )
+                before = self._liveness.alive()
+                self._liveness.observe(shard, record)
+                if self._liveness.alive() != before:
+                    self._mark_dirty()
+
+    async def _start_nodes(
+        self, nursery: trio.Nursery, namespace: str | None
+    ) -> Reflector[MetaOnly]:
+        path = resource_path(GROUP, VERSION, NODE_PLURAL, namespace=namespace)
+        reflector = Reflector(self._requester, path, MetaOnly, clock=self._clock, rng=self._rng)
+        send, receive = trio.open_memory_channel[WatchEvent[MetaOnly]](EVENT_BUFFER)
+        nursery.start_soon(self._consume_nodes, receive)
+        await nursery.start(reflector.run, send)
+        return reflector
+
+    async def _consume_nodes(
+        self, receive: trio.MemoryReceiveChannel[WatchEvent[MetaOnly]]
+    ) -> None:
+        async with receive:
+            async for _event in receive:
+                self._mark_dirty()
+
+    async def _assign_loop(self, queue: WriteQueue) -> None:
+        planner = Planner(self._conf.max_moves_per_second, self._clock)
+        while True:
+            self._dirty = trio.Event()
+            assignments = self.assignments()
+            live = self._liveness.alive()
+            moves = planner.next_moves(assignments, live)
+            failed = False
+            if moves:
+                failed = not await self._write_all(moves, queue)
+                assignments = self.assignments()
+            self._export(assignments, live)
+            waits = [math.inf]
+            if (expiry := self._liveness.next_expiry()) is not None:
+                waits.append(max(0.0, expiry - self._clock()))
+            if (more := planner.wake_in()) is not None:
+                waits.append(max(BATCH_WINDOW, more))
+            if failed:
+                waits.append(RETRY_DELAY)
+            with trio.move_on_after(min(waits)):
+                await self._dirty.wait()
+                await trio.sleep(BATCH_WINDOW)
+
+    def _export(self, assignments: Mapping[str, str | None], live: frozenset[str]) -> None:
+        counts = Counter(shard for shard in assignments.values() if shard)
+        for shard in set(counts) | live:
+            self.metrics.assignments.labels(shard=shard).set(counts.get(shard, 0))
+        self.metrics.live_shards.set(len(live))
+
+    async def _write_all(self, moves: list[Move], queue: WriteQueue) -> bool:
+        """Write every move through the write queue, waiting for all; False if any failed."""
+        failures = 0
+        todo = iter(moves)
+
+        async def worker() -> None:
+            nonlocal failures
+            for move in todo:  # workers share one iterator: each move is written once
+                if not await self._write(move, queue):
+                    failures += 1
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(min(queue.settings.workers, len(moves))):
+                nursery.start_soon(worker)
+        return failures == 0
+
+    async def _write(self, move: Move, queue: WriteQueue) -> bool:
+        namespace, _, name = move.key.rpartition("/")
+        path = resource_path(GROUP, VERSION, NODE_PLURAL, namespace=namespace or None, name=name)
+        body = _merge_encoder.encode({"metadata": {"labels": {SHARD_LABEL: move.target}}})
+        # force: a CR deleted and re-created under the same name needs the same label again.
+        write = Write("PATCH", path, body, "application/merge-patch+json", force=True)
+        result = await queue.write(move.key, write)
+        if result.outcome == "gone":
+            return True  # deleted meanwhile: the watch drops it
+        if not result.ok:
+            log.warning(
+                "%s of %s to shard %s failed: %s", move.reason, move.key, move.target, result.error
+            )
+            return False
+        self._pending[move.key] = move.target
+        self.metrics.moves.labels(reason=move.reason).inc()
+        log.info("%s %s: %s -> %s", move.reason, move.key, move.source or "-", move.target)
+        return True

@@ -1,0 +1,94 @@
+"""Shard liveness, judged from shard Leases the way client-go leader election judges a lease.
+
+A shard holds the Lease ``kubemock-fleet-shard-<K>`` in the fleet namespace and
+renews it. The coordinator never compares the Lease's ``renewTime`` with its
+own clock: the two machines' clocks may disagree by more than a lease
+duration. Instead, like client-go's ``LeaderElector`` (``observedRecord`` /
+``observedTime``), it remembers *when it last saw the record change*, on its
+own monotonic clock, and calls the shard alive until
+
+    expiry = last observed change + leaseDurationSeconds
+
+A first sighting counts as a change, so a coordinator that has just started
+gives every existing shard one full lease duration before it moves anything:
+it errs towards waiting, never towards two shards driving one node.
+
+A Lease whose ``holderIdentity`` is empty has been released (the shard stopped
+driving its nodes, then gave up the Lease on a clean shutdown): that shard is
+dead at once. A deleted Lease is forgotten, hence dead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+__all__ = ["LeaseRecord", "Liveness"]
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRecord:
+    """The parts of a Lease's spec whose change shows the holder is alive."""
+
+    holder: str
+    """``spec.holderIdentity``; empty when released."""
+    renew_time: str
+    """``spec.renewTime`` exactly as written (opaque: compared, never parsed)."""
+    duration: float
+    """``spec.leaseDurationSeconds``, or the configured default when absent."""
+
+
+@dataclass(slots=True)
+class _Observed:
+    record: LeaseRecord
+    since: float
+
+
+class Liveness:
+    """Which shards are alive, from the Lease records observed and the local clock.
+
+    ``clock`` is the coordinator's monotonic clock (``trio.current_time`` in
+    production and under the autojump clock in tests).
+    """
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._observed: dict[str, _Observed] = {}
+
+    def observe(self, shard: str, record: LeaseRecord) -> bool:
+        """Record a sighting of ``shard``'s Lease; True when the record changed."""
+        seen = self._observed.get(shard)
+        if seen is not None and seen.record == record:
+            return False
+        self._observed[shard] = _Observed(record, self._clock())
+        return True
+
+    def forget(self, shard: str) -> None:
+        """The shard's Lease was deleted."""
+        self._observed.pop(shard, None)
+
+    def expiry(self, shard: str) -> float | None:
+        """When ``shard`` stops counting as alive (local clock); None if unknown or released."""
+        seen = self._observed.get(shard)
+        if seen is None or not seen.record.holder:
+            return None
+        return seen.since + seen.record.duration
+
+    def alive(self) -> frozenset[str]:
+        """The shards whose Lease changed within its duration, as observed here."""
+        now = self._clock()
+        return frozenset(
+            shard
+            for shard in self._observed
+            if (expiry := self.expiry(shard)) is not None and now < expiry
+        )
+
+    def next_expiry(self) -> float | None:
+        """The earliest future expiry among live shards: when ``alive()`` next shrinks."""
+        now = self._clock()
+        upcoming = [
+            expiry
+            for shard in self._observed
+            if (expiry := self.expiry(shard)) is not None and expiry > now
+        ]
+        return min(upcoming, default=None)

@@ -1,0 +1,145 @@
+"""The coordinator end to end on an in-memory apiserver: assign, fail over, rebalance."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+import trio
+import trio.testing
+
+from fleet._metrics import FleetMetrics
+from fleet._settings import CoordinatorSettings, FleetSettings
+from fleet.api._node import GROUP, VERSION
+from fleet.coordinator import SHARD_LABEL, Coordinator, owner, shard_lease_name
+from fleet.coordinator._leases import lease_path
+from fleet.kube._paths import resource_path
+
+from ._memory import MemoryApiserver, MemoryClient
+
+NS = "kube-mock-system"
+EPOCH = datetime(2030, 1, 1, tzinfo=UTC)
+SHARDS = ["0", "1", "2"]
+
+
+def wall() -> datetime:
+    return EPOCH + timedelta(seconds=trio.current_time())
+
+
+def nodes_path(namespace: str, name: str | None = None) -> str:
+    return resource_path(GROUP, VERSION, "nodes", namespace=namespace, name=name)
+
+
+def add_node(server: MemoryApiserver, namespace: str, name: str) -> None:
+    server.put_object(
+        nodes_path(namespace),
+        {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Node", "metadata": {"name": name}},
+    )
+
+
+def labels(server: MemoryApiserver) -> dict[str, str | None]:
+    return {
+        f"{ns}/{name}": obj["metadata"].get("labels", {}).get(SHARD_LABEL)
+        for (res, ns, name), obj in server.objects.items()
+        if res.endswith("/nodes")
+    }
+
+
+async def fake_shard(
+    client: MemoryClient, shard: str, *, task_status: trio.TaskStatus[None]
+) -> None:
+    """Holds and renews shard K's Lease every 2 s, as a shard process does."""
+    name = shard_lease_name(shard)
+    spec = {"holderIdentity": f"shard-{shard}@test/1", "leaseDurationSeconds": 15}
+    existing = client.server.get(lease_path(NS, name))
+    if existing is None:
+        client.server.put_object(
+            lease_path(NS), {"metadata": {"name": name}, "spec": {**spec, "renewTime": "t0"}}
+        )
+    task_status.started()
+    while True:
+        await trio.sleep(2)
+        lease = client.server.get(lease_path(NS, name))
+        assert lease is not None
+        lease["spec"] = {**spec, "renewTime": wall().isoformat()}
+        await client.request("PUT", lease_path(NS, name), body=json.dumps(lease).encode())
+
+
+async def test_assigns_fails_over_and_rebalances(autojump_clock: trio.abc.Clock) -> None:
+    server = MemoryApiserver()
+    for i in range(300):
+        add_node(server, "default" if i % 2 else "team-a", f"node-{i}")
+    settings = FleetSettings(coordinator=CoordinatorSettings(max_moves_per_second=20))
+    metrics = FleetMetrics()
+    coordinator = Coordinator(
+        server.client(), settings, identity="coordinator@test/1", metrics=metrics,
+        wall=wall, rng=random.Random(0),
+    )  # fmt: skip
+    async with trio.open_nursery() as nursery:
+        scopes = {shard: trio.CancelScope() for shard in SHARDS}
+        for shard in SHARDS:
+            nursery.start_soon(_scoped, scopes[shard], server.client(), shard)
+        await trio.testing.wait_all_tasks_blocked()
+
+        start = trio.current_time()
+        await nursery.start(coordinator.run)
+        assert coordinator.ready()
+        with trio.fail_after(5):
+            await coordinator.elector.leading.wait()
+        await trio.sleep(1)
+        assert coordinator.is_leader
+        # Every CR assigned to its rendezvous owner, within a second of leading.
+        assigned = labels(server)
+        assert assigned == {key: owner(key, SHARDS) for key in assigned}
+        first_writes = [t for t, method, path, _ in server.writes if method == "PATCH"]
+        assert len(first_writes) == 300 and max(first_writes) - start <= 1.0
+        assert set(Counter(assigned.values())) == set(SHARDS)
+
+        # A new CR is assigned within a second.
+        created = trio.current_time()
+        add_node(server, "default", "late")
+        await trio.sleep(1)
+        assert labels(server)["default/late"] == owner("default/late", SHARDS)
+        late_patch = [t for t, m, p, _ in server.writes if m == "PATCH" and p.endswith("/late")]
+        assert late_patch and late_patch[0] - created <= 1.0
+
+        # Shard 2 dies: its CRs move only after its Lease expired by observation.
+        scopes["2"].cancel()
+        last_renewal = max(t for t, m, p, _ in server.writes if p.endswith(shard_lease_name("2")))
+        died = trio.current_time()
+        await trio.sleep(20)
+        after = labels(server)
+        assert "2" not in after.values()
+        moved = {k for k in after if assigned.get(k, owner(k, SHARDS)) == "2"}
+        assert 70 <= len(moved) <= 130
+        failover_times = [t for t, m, p, _ in server.writes if m == "PATCH" and t > died]
+        assert len(failover_times) == len(moved)
+        assert min(failover_times) >= last_renewal + 15
+        assert max(failover_times) <= last_renewal + 15 + 1
+        # Only shard 2's CRs moved.
+        assert all(after[k] == assigned.get(k, owner(k, SHARDS)) for k in after if k not in moved)
+        assert metrics.moves.labels(reason="failover")._value.get() == len(moved)
+
+        # Shard 2 returns: it gets its share back at <= 20 moves/s, not as a storm.
+        back = trio.current_time()
+        nursery.start_soon(_scoped, trio.CancelScope(), server.client(), "2")
+        await trio.sleep(30)
+        final = labels(server)
+        assert final == {key: owner(key, SHARDS) for key in final}
+        rebalance = sorted(t for t, m, p, _ in server.writes if m == "PATCH" and t > back)
+        assert len(rebalance) == len(moved)
+        for t in rebalance:
+            in_window = [u for u in rebalance if t <= u < t + 1]
+            assert len(in_window) <= 20 + 20  # one second's burst, then the rate
+        assert rebalance[-1] - rebalance[0] >= (len(moved) - 20) / 20 - 0.5
+        text = metrics.scrape().decode()
+        assert 'kubemock_fleet_moves_total{reason="rebalance"}' in text
+        assert "kubemock_fleet_leader 1.0" in text
+        nursery.cancel_scope.cancel()
+
+
+async def _scoped(scope: trio.CancelScope, client: MemoryClient, shard: str) -> None:
+    with scope:
+        await fake_shard(client, shard, task_status=trio.TASK_STATUS_IGNORED)
