@@ -1,0 +1,467 @@
+"""The general apiserver client, on httpx: control paths, crdgen, bench, auth flows.
+
+:class:`Client` implements the :class:`~fleet.kube._seam.Requester` seam
+(``request`` and ``stream``) and adds the verbs most callers want, each
+returning decoded JSON and raising the mapped :class:`~fleet.errors.ApiError`
+for an error ``Status``: ``get``, ``list`` (following ``continue`` tokens),
+``create``, ``replace``, ``patch`` (all four patch types), ``delete`` and
+``delete_collection`` (with ``DeleteOptions`` bodies).
+
+It costs ~0.5-1 ms of client CPU per request (docs/performance.md), which is
+fine for everything except the hot path: high-volume Lease and status writes
+and watch streams go through :class:`~fleet.kube._transport.HotTransport`.
+
+httpx runs on trio through anyio. TLS comes from ``ClusterConfig.ssl_context``
+(``tls_server_name`` is honoured through httpcore's ``sni_hostname``
+extension, which also sets the name the certificate is checked against); auth
+headers are fetched from ``ClusterConfig.auth`` on every request, and a 401
+invalidates them and retries once. httpx's exceptions never escape: they are
+mapped into :mod:`fleet.errors` at this boundary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import httpx
+import msgspec
+
+from fleet import __version__
+from fleet.errors import (
+    ConfigError,
+    ConnectError,
+    InputError,
+    ProtocolError,
+    ReadTimeout,
+    TransportError,
+)
+from fleet.kube._cluster import ClusterConfig
+from fleet.kube._seam import Response
+
+__all__ = ["PATCH_CONTENT_TYPES", "Client", "ClientTimeouts", "ListResult", "PatchType"]
+
+PatchType = Literal["json", "merge", "strategic", "apply"]
+PATCH_CONTENT_TYPES: Mapping[PatchType, str] = {
+    "json": "application/json-patch+json",
+    "merge": "application/merge-patch+json",
+    "strategic": "application/strategic-merge-patch+json",
+    # Server-side apply takes YAML; JSON is YAML, so the body is still JSON-encoded.
+    "apply": "application/apply-patch+yaml",
+}
+
+_JSON = "application/json"
+_USER_AGENT = f"kubemock-fleet/{__version__}"
+
+
+@dataclass(frozen=True, slots=True)
+class ClientTimeouts:
+    """Seconds to wait at each stage of a request (httpx's four timeouts)."""
+
+    connect: float = 10.0
+    """TCP connect and TLS handshake: generous, for a remote apiserver behind a load balancer."""
+    read: float = 60.0
+    """Between bytes of an answer: the apiserver's own request timeout is 60 s, and a
+    500-item list page of big objects can take seconds to produce."""
+    write: float = 10.0
+    """Between bytes of a request body; bodies are small."""
+    pool: float = 10.0
+    """Waiting for a free connection in httpx's pool."""
+    stream_read: float | None = None
+    """Between bytes of a streamed answer (a watch). None: a watch may stay quiet for
+    minutes between events, and its reader's inactivity timeout decides when to give up."""
+
+    def _httpx(self, *, streaming: bool = False) -> httpx.Timeout:
+        read = self.stream_read if streaming else self.read
+        return httpx.Timeout(connect=self.connect, read=read, write=self.write, pool=self.pool)
+
+
+@dataclass(frozen=True, slots=True)
+class ListResult:
+    """All items of a (paged) list and the list's resourceVersion, to watch from."""
+
+    items: list[dict[str, Any]]
+    resource_version: str
+    kind: str = ""
+    """The list kind (``PodList``), when the server said."""
+    pages: int = field(default=1)
+    """How many requests the list took."""
+
+
+@contextmanager
+def _mapped_errors(method: str, url: str) -> Iterator[None]:
+    """Turn httpx's exceptions into :mod:`fleet.errors` ones (``raise ... from``)."""
+    try:
+        yield
+    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+        raise ConnectError(f"{method} {url}: cannot connect: {exc}") from exc
+    except (httpx.ReadTimeout, httpx.PoolTimeout, httpx.WriteTimeout) as exc:
+        raise ReadTimeout(f"{method} {url}: timed out: {type(exc).__name__}") from exc
+    except (httpx.RemoteProtocolError, httpx.LocalProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+        raise ProtocolError(f"{method} {url}: {exc or type(exc).__name__}") from exc
+    except httpx.UnsupportedProtocol as exc:
+        raise ConfigError(f"{method} {url}: {exc}") from exc
+    except httpx.TransportError as exc:
+        raise TransportError(f"{method} {url}: {exc or type(exc).__name__}") from exc
+
+
+def _headers(response: httpx.Response) -> dict[str, str]:
+    # httpx joins repeated headers with ", " and lower-cases nothing: the seam wants lower case.
+    return {name.lower(): value for name, value in response.headers.items()}
+
+
+class _HttpxStream:
+    """An httpx streamed response behind :class:`fleet.kube._seam.StreamResponse`."""
+
+    def __init__(self, response: httpx.Response, method: str, url: str) -> None:
+        self.status = response.status_code
+        self.headers: Mapping[str, str] = _headers(response)
+        self._response = response
+        self._method = method
+        self._url = url
+        self._raw: AsyncIterator[bytes] | None = None
+
+    def aiter_bytes(self) -> AsyncIterator[bytes]:
+        # An iterator object, not an async generator: a watch reader that breaks out
+        # early leaves no half-run generator for the garbage collector to finalize.
+        return self
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._raw is None:
+            self._raw = self._response.aiter_raw().__aiter__()
+        with _mapped_errors(self._method, self._url):
+            return await self._raw.__anext__()
+
+    async def aread(self) -> bytes:
+        with _mapped_errors(self._method, self._url):
+            return await self._response.aread()
+
+
+class Client:
+    """The general async apiserver client; a :class:`Requester` plus verbs.
+
+    ``async with Client(config) as c: pod = await c.get(path)``. Pass
+    ``transport=httpx.MockTransport(handler)`` to script the apiserver in tests.
+    """
+
+    def __init__(
+        self,
+        config: ClusterConfig,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeouts: ClientTimeouts = ClientTimeouts(),
+    ) -> None:
+        self._config = config
+        self._timeouts = timeouts
+        self._stream_timeout = timeouts._httpx(streaming=True)
+        # sni_hostname sets both the SNI name and the name the certificate must match.
+        self._extensions = {"sni_hostname": config.tls_server_name} if config.tls_server_name else {}
+        self._decoder = msgspec.json.Decoder(dict[str, Any])
+        self._encoder = msgspec.json.Encoder()
+        self._http = httpx.AsyncClient(
+            base_url=config.server,
+            verify=config.ssl_context if config.ssl_context is not None else True,
+            transport=transport,
+            timeout=timeouts._httpx(),
+            headers={"User-Agent": _USER_AGENT, "Accept": _JSON},
+            # Proxies and CA bundles from the environment would silently override the
+            # kubeconfig; the kubeconfig is the one source of truth for where and how.
+            trust_env=False,
+            follow_redirects=False,
+        )
+
+    async def __aenter__(self) -> Client:
+        await self._http.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self._http.__aexit__(*exc_info)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # -- the Requester seam ----------------------------------------------------------------
+
+    def _build(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, str] | None,
+        body: bytes | None,
+        content_type: str | None,
+        headers: Mapping[str, str] | None,
+        auth: Mapping[str, str],
+        timeout: httpx.Timeout | None = None,
+    ) -> httpx.Request:
+        merged = dict(headers or {})
+        merged.update(auth)
+        if content_type:
+            merged["Content-Type"] = content_type
+        extensions: dict[str, Any] = dict(self._extensions)
+        if timeout is not None:
+            extensions["timeout"] = timeout.as_dict()
+        with _mapped_errors(method, path):
+            return self._http.build_request(
+                method, path, params=params, content=body, headers=merged, extensions=extensions
+            )
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: bytes | None = None,
+        content_type: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Response:
+        """Send one request; return the whole answer, error codes included."""
+        auth = self._config.auth
+        for attempt in (1, 2):
+            request = self._build(
+                method, path, params, body, content_type, headers, await auth.headers()
+            )
+            with _mapped_errors(method, path):
+                response = await self._http.send(request)
+                content = response.content  # send() without stream=True has read the body
+            if response.status_code == 401 and attempt == 1:
+                await auth.invalidate()
+                continue
+            break
+        return Response(response.status_code, content, _headers(response))
+
+    @asynccontextmanager
+    async def stream(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> AsyncIterator[_HttpxStream]:
+        """A streamed answer (a watch); the connection is released when the block ends."""
+        auth = self._config.auth
+        for attempt in (1, 2):
+            request = self._build(
+                method, path, params, None, None, headers, await auth.headers(), self._stream_timeout
+            )
+            with _mapped_errors(method, path):
+                response = await self._http.send(request, stream=True)
+            if response.status_code == 401 and attempt == 1:
+                await response.aclose()
+                await auth.invalidate()
+                continue
+            break
+        try:
+            yield _HttpxStream(response, method, path)
+        finally:
+            await response.aclose()
+
+    # -- verbs -------------------------------------------------------------------------------
+
+    def _decode(self, response: Response, method: str, path: str) -> dict[str, Any]:
+        response.raise_for_status()
+        try:
+            return self._decoder.decode(response.content)
+        except msgspec.DecodeError as exc:
+            # A 2xx answer that is not a JSON object: the server broke the API contract.
+            raise ProtocolError(f"{method} {path}: answer is not a JSON object: {exc}") from exc
+
+    async def _json(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: object = None,
+        content_type: str = _JSON,
+    ) -> dict[str, Any]:
+        payload = None if body is None else self._encoder.encode(body)
+        response = await self.request(
+            method,
+            path,
+            params=params,
+            body=payload,
+            content_type=content_type if payload is not None else None,
+        )
+        return self._decode(response, method, path)
+
+    async def get(self, path: str, params: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """GET one object (or any JSON document) and decode it."""
+        return await self._json("GET", path, params=params)
+
+    async def list(
+        self,
+        path: str,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        limit: int = 500,
+        resource_version: str | None = None,
+    ) -> ListResult:
+        """Every item of a collection, following ``continue`` tokens page by page.
+
+        ``limit=500`` is kubectl's and client-go's page size. The result's
+        ``resource_version`` is the snapshot all pages come from, to watch from.
+        An expired continue token (the snapshot was compacted) raises
+        :class:`~fleet.errors.Gone`: list again from the start.
+        """
+        if limit < 0:
+            raise InputError(f"limit must be >= 0, got {limit}")
+        params: dict[str, str] = {}
+        if label_selector:
+            params["labelSelector"] = label_selector
+        if field_selector:
+            params["fieldSelector"] = field_selector
+        if limit:
+            params["limit"] = str(limit)
+        if resource_version is not None:
+            params["resourceVersion"] = resource_version
+        items: list[dict[str, Any]] = []
+        pages = 0
+        while True:
+            page = await self._json("GET", path, params=params)
+            pages += 1
+            items.extend(page.get("items") or [])
+            metadata = page.get("metadata") or {}
+            token = metadata.get("continue")
+            if not token:
+                return ListResult(
+                    items=items,
+                    resource_version=str(metadata.get("resourceVersion") or ""),
+                    kind=str(page.get("kind") or ""),
+                    pages=pages,
+                )
+            # The token pins the snapshot; the apiserver rejects resourceVersion beside it.
+            params.pop("resourceVersion", None)
+            params["continue"] = str(token)
+
+    async def create(
+        self, path: str, body: Mapping[str, Any], *, field_manager: str | None = None
+    ) -> dict[str, Any]:
+        """POST a new object to its collection path; returns the stored object."""
+        params = {"fieldManager": field_manager} if field_manager else None
+        return await self._json("POST", path, params=params, body=body)
+
+    async def replace(
+        self, path: str, body: Mapping[str, Any], *, field_manager: str | None = None
+    ) -> dict[str, Any]:
+        """PUT a whole object (its ``metadata.resourceVersion`` makes it conditional)."""
+        params = {"fieldManager": field_manager} if field_manager else None
+        return await self._json("PUT", path, params=params, body=body)
+
+    async def patch(
+        self,
+        path: str,
+        body: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+        *,
+        patch_type: PatchType,
+        field_manager: str | None = None,
+        force: bool | None = None,
+    ) -> dict[str, Any]:
+        """PATCH with the Content-Type of ``patch_type``.
+
+        ``json`` takes a list of RFC 6902 operations, the others an object.
+        Server-side ``apply`` requires ``field_manager``; ``force`` is only
+        meaningful for it (take fields owned by other managers).
+        """
+        content_type = PATCH_CONTENT_TYPES.get(patch_type)
+        if content_type is None:
+            raise InputError(f"unknown patch type {patch_type!r}: one of {sorted(PATCH_CONTENT_TYPES)}")
+        if patch_type == "apply" and not field_manager:
+            raise InputError("a server-side apply patch needs field_manager")
+        if patch_type == "json" and isinstance(body, Mapping):
+            raise InputError("a JSON patch body is a list of operations")
+        params: dict[str, str] = {}
+        if field_manager:
+            params["fieldManager"] = field_manager
+        if force is not None:
+            params["force"] = "true" if force else "false"
+        return await self._json(
+            "PATCH", path, params=params or None, body=body, content_type=content_type
+        )
+
+    @staticmethod
+    def _delete_options(
+        *,
+        grace_period_seconds: int | None,
+        preconditions_uid: str | None,
+        preconditions_resource_version: str | None,
+        propagation_policy: str | None,
+        dry_run: bool,
+    ) -> dict[str, Any]:
+        options: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1"}
+        if grace_period_seconds is not None:
+            if grace_period_seconds < 0:
+                raise InputError(f"grace_period_seconds must be >= 0, got {grace_period_seconds}")
+            options["gracePeriodSeconds"] = grace_period_seconds
+        preconditions = {}
+        if preconditions_uid is not None:
+            preconditions["uid"] = preconditions_uid
+        if preconditions_resource_version is not None:
+            preconditions["resourceVersion"] = preconditions_resource_version
+        if preconditions:
+            options["preconditions"] = preconditions
+        if propagation_policy is not None:
+            if propagation_policy not in ("Orphan", "Background", "Foreground"):
+                raise InputError(
+                    f"propagation_policy must be Orphan, Background or Foreground, got {propagation_policy!r}"
+                )
+            options["propagationPolicy"] = propagation_policy
+        if dry_run:
+            options["dryRun"] = ["All"]
+        return options
+
+    async def delete(
+        self,
+        path: str,
+        *,
+        grace_period_seconds: int | None = None,
+        preconditions_uid: str | None = None,
+        preconditions_resource_version: str | None = None,
+        propagation_policy: str | None = None,
+        dry_run: bool = False,
+    ) -> dict[str, Any]:
+        """DELETE one object with a ``DeleteOptions`` body.
+
+        Returns what the apiserver answers: the object (still present while
+        finalizers or a grace period run) or a ``Status`` of success.
+        """
+        options = self._delete_options(
+            grace_period_seconds=grace_period_seconds,
+            preconditions_uid=preconditions_uid,
+            preconditions_resource_version=preconditions_resource_version,
+            propagation_policy=propagation_policy,
+            dry_run=dry_run,
+        )
+        return await self._json("DELETE", path, body=options)
+
+    async def delete_collection(
+        self,
+        path: str,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        grace_period_seconds: int | None = None,
+        propagation_policy: str | None = None,
+        dry_run: bool = False,
+    ) -> dict[str, Any]:
+        """DELETE every object of a collection matching the selectors."""
+        params: dict[str, str] = {}
+        if label_selector:
+            params["labelSelector"] = label_selector
+        if field_selector:
+            params["fieldSelector"] = field_selector
+        options = self._delete_options(
+            grace_period_seconds=grace_period_seconds,
+            preconditions_uid=None,
+            preconditions_resource_version=None,
+            propagation_policy=propagation_policy,
+            dry_run=dry_run,
+        )
+        return await self._json("DELETE", path, params=params or None, body=options)
