@@ -1,0 +1,50 @@
+"""The Kubernetes client of kubemock-fleet: the bottom layer every component stands on.
+
+- Credentials: :func:`load_config` (kubeconfig as kubectl reads it, or in-cluster)
+  gives a :class:`ClusterConfig` (server, TLS context, :class:`Auth`).
+- The transport seam: :class:`Requester`, implemented by :class:`Client` (httpx,
+  general use) and :class:`HotTransport` (hand-framed persistent HTTP/1.1 for
+  Lease renewals, status PATCHes and watches), and by :class:`FakeApiserver`
+  for unit tests.
+- On top of the seam: :class:`Reflector` (list + watch with the client-go
+  contract) and :class:`WriteQueue` (coalesced, rate-limited, retried writes).
+
+Errors are those of :mod:`fleet.errors`.
+"""
+
+from fleet.kube._auth import BasicAuth as BasicAuth
+from fleet.kube._auth import ExecCredentialPlugin as ExecCredentialPlugin
+from fleet.kube._auth import StaticToken as StaticToken
+from fleet.kube._auth import TokenFile as TokenFile
+from fleet.kube._backoff import Backoff as Backoff
+from fleet.kube._backoff import BackoffPolicy as BackoffPolicy
+from fleet.kube._client import Client as Client
+from fleet.kube._client import ClientTimeouts as ClientTimeouts
+from fleet.kube._client import ListResult as ListResult
+from fleet.kube._cluster import Auth as Auth
+from fleet.kube._cluster import ClusterConfig as ClusterConfig
+from fleet.kube._cluster import NoAuth as NoAuth
+from fleet.kube._config import in_cluster_config as in_cluster_config
+from fleet.kube._config import load_config as load_config
+from fleet.kube._config import write_kubeconfig as write_kubeconfig
+from fleet.kube._fake import FakeApiserver as FakeApiserver
+from fleet.kube._fake import FakeRequest as FakeRequest
+from fleet.kube._fake import StreamScript as StreamScript
+from fleet.kube._paths import resource_path as resource_path
+from fleet.kube._ratelimit import TokenBucket as TokenBucket
+from fleet.kube._seam import Requester as Requester
+from fleet.kube._seam import Response as Response
+from fleet.kube._seam import StreamResponse as StreamResponse
+from fleet.kube._transport import HotTransport as HotTransport
+from fleet.kube._transport import HotTransportSettings as HotTransportSettings
+from fleet.kube._views import ListMeta as ListMeta
+from fleet.kube._views import ObjectMeta as ObjectMeta
+from fleet.kube._views import decoder_for as decoder_for
+from fleet.kube._views import object_key as object_key
+from fleet.kube._watching import Reflector as Reflector
+from fleet.kube._watching import WatchEvent as WatchEvent
+from fleet.kube._watching import WatchSettings as WatchSettings
+from fleet.kube._writequeue import Write as Write
+from fleet.kube._writequeue import WriteQueue as WriteQueue
+from fleet.kube._writequeue import WriteQueueSettings as WriteQueueSettings
+from fleet.kube._writequeue import WriteResult as WriteResult
