@@ -1,0 +1,443 @@
+"""The sandbox apiserver as a plain ASGI application: routing, auth, negotiation.
+
+No framework: the hot path (a small PATCH, a watch event) should cost
+microseconds. :class:`SandboxApp` owns the store and the :class:`Api`, turns
+each HTTP request into a :class:`Call`, answers JSON (or a Table when the
+Accept header asks for one), streams watches, and counts every request in
+``/metrics``. Non-resource endpoints: /version, /healthz, /livez, /readyz,
+/metrics, discovery (/api, /apis, ...), /openapi/v2 and /openapi/v3.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import secrets
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl
+
+import msgspec
+import trio
+
+from fleet.sandbox import _libs
+from fleet.sandbox._api import Api, Call
+from fleet.sandbox._crds import CRD_KEY, Crds
+from fleet.sandbox._deletion import Deleter
+from fleet.sandbox._lists import list_body, list_objects
+from fleet.sandbox._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from fleet.sandbox._metrics import Metrics
+from fleet.sandbox._registry import Registry, ResourceType
+from fleet.sandbox._settings import SandboxSettings
+from fleet.sandbox._status import StatusError, method_not_allowed
+from fleet.sandbox._store import Store
+from fleet.sandbox._subresources import bind, evict, get_scale, write_scale
+from fleet.sandbox._watch import WatchStream
+
+log = logging.getLogger("fleet.sandbox")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+VERSION_INFO = {
+    "major": "1", "minor": "33", "gitVersion": "v1.33.0-kubemock-fleet-sandbox",
+    "gitCommit": "0000000000000000000000000000000000000000", "gitTreeState": "clean",
+    "buildDate": "2025-01-01T00:00:00Z", "goVersion": "go1.24.0", "compiler": "gc",
+    "platform": "linux/amd64",
+}
+"""Reported by /version: the sandbox follows the v1.33 API (docs/sandbox.md says where not)."""
+SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+PUBLIC_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/version"})
+"""Paths the apiserver serves to anonymous clients (system:public-info-viewer)."""
+OPENAPI_V2_ETAG = '"kubemock-fleet-sandbox-openapi-v2-empty"'
+_TEXT = "text/plain; charset=utf-8"
+_JSON = "application/json"
+_NOT_FOUND_TEXT = b"404 page not found\n"
+_encoder = msgspec.json.Encoder()
+_WRITE_VERBS = {"POST": "POST", "PUT": "PUT", "PATCH": "PATCH", "DELETE": "DELETE"}
+
+
+@dataclass
+class Reply:
+    """A complete answer."""
+
+    status: int
+    body: bytes
+    content_type: str = _JSON
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _json(status: int, obj: Any, headers: list[tuple[str, str]] | None = None) -> Reply:
+    return Reply(status, _encoder.encode(obj), _JSON, headers or [])
+
+
+def _status_reply(err: StatusError) -> Reply:
+    return _json(err.code, err.body(), err.headers)
+
+
+def _wants_table(accept: str) -> bool:
+    return "as=Table" in accept
+
+
+def _only_aggregated(accept: str) -> bool:
+    entries = [e.strip() for e in accept.split(",") if e.strip()]
+    return bool(entries) and all("as=APIGroupDiscoveryList" in e for e in entries)
+
+
+class SandboxApp:
+    """The ASGI callable, and the state behind it."""
+
+    def __init__(self, settings: SandboxSettings, *, token: str | None = None,
+                 data: dict[str, Any] | None = None) -> None:
+        self.settings = settings
+        self.token = token or settings.token or secrets.token_urlsafe(32)
+        self.require_token = settings.tls if settings.require_token is None else settings.require_token
+        self.server_address = f"{settings.host}:{settings.port}"
+        self.store = Store(history_limit=settings.watch_history, watch_queue=settings.watch_queue)
+        self.registry = Registry()
+        self.api = Api(settings, self.store, self.registry)
+        self.deleter = Deleter(self.api)
+        self.crds = Crds(self.api)
+        self.metrics = Metrics(self._storage_counts)
+        self.api.after_create[("", "namespaces")] = self._namespace_created
+        if data is not None:
+            self.store.load(data)
+            for crd in list(self.store.collection(CRD_KEY).objects.values()):
+                self.crds.serve(crd)
+            self.deleter.rebuild()
+        self._bootstrap()
+        self.store.mark_start()
+
+    # --- state --------------------------------------------------------------------------
+    def _bootstrap(self) -> None:
+        ns_rt = self.registry.get("", "v1", "namespaces")
+        assert ns_rt is not None
+        for ns in SYSTEM_NAMESPACES:
+            if self.store.get(ns_rt.key, "", ns) is None:
+                self.api.create(Call(rt=ns_rt, namespace=None),
+                                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+
+    def _namespace_created(self, ns: dict[str, Any]) -> None:
+        """The service account controller's work: every namespace gets a ``default`` ServiceAccount."""
+        sa_rt = self.registry.get("", "v1", "serviceaccounts")
+        assert sa_rt is not None
+        name = ns["metadata"]["name"]
+        if self.store.get(sa_rt.key, name, "default") is None:
+            self.api.create(Call(rt=sa_rt, namespace=name),
+                            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}})
+
+    def _storage_counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for key in self.store.keys():
+            group, plural = key
+            out[f"{plural}.{group}" if group else plural] = self.store.count(key)
+        return out
+
+    def dump(self) -> dict[str, Any]:
+        return self.store.dump()
+
+    # --- ASGI ---------------------------------------------------------------------------------
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        start = trio.current_time()
+        labels = {"verb": scope["method"], "dry_run": "", "group": "", "version": "", "resource": "",
+                  "subresource": scope["path"], "scope": "", "component": ""}
+        longrunning = False
+        try:
+            reply_or_watch = await self._handle(scope, receive, labels)
+        except StatusError as err:
+            reply_or_watch = _status_reply(err)
+        except Exception:
+            log.exception("sandbox: internal error on %s %s", scope["method"], scope["path"])
+            reply_or_watch = _status_reply(StatusError(500, "InternalError", "Internal error occurred"))
+        if isinstance(reply_or_watch, WatchStream):
+            longrunning = True
+            gauge = self.metrics.longrunning.labels(**{k: v for k, v in labels.items() if k != "dry_run"})
+            gauge.inc()
+            self.metrics.requests.labels(**labels, code="200").inc()
+            try:
+                await self._stream(reply_or_watch, receive, send)
+            finally:
+                gauge.dec()
+            return
+        reply = reply_or_watch
+        headers = [(b"content-type", reply.content_type.encode()),
+                   (b"content-length", str(len(reply.body)).encode())]
+        headers += [(k.encode(), v.encode()) for k, v in reply.headers]
+        await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+        await send({"type": "http.response.body", "body": reply.body})
+        self.metrics.observe(labels, reply.status, trio.current_time() - start, longrunning=longrunning)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            msg = await receive()
+            if msg["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif msg["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _stream(self, watch: WatchStream, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"cache-control", b"no-cache, private")]})
+
+        async def chunk(data: bytes) -> None:
+            await send({"type": "http.response.body", "body": data, "more_body": True})
+
+        async with trio.open_nursery() as nursery:
+
+            async def until_disconnect() -> None:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(until_disconnect)
+            try:
+                await watch.run(chunk)
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            finally:
+                watch.close()
+                nursery.cancel_scope.cancel()
+
+    async def _read_body(self, receive: Receive) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                break
+            data = msg.get("body", b"")
+            size += len(data)
+            if size > self.settings.max_body_bytes:
+                raise StatusError(413, "RequestEntityTooLarge",
+                                  f"the server has received too large of a request body ({size} bytes)")
+            chunks.append(data)
+            more = msg.get("more_body", False)
+        return b"".join(chunks)
+
+    def _authorized(self, headers: dict[str, str]) -> bool:
+        auth = headers.get("authorization", "")
+        if not auth.startswith("Bearer "):
+            return False
+        return hmac.compare_digest(auth[7:].strip().encode(), self.token.encode())
+
+    # --- routing -----------------------------------------------------------------------------------
+    async def _handle(self, scope: Scope, receive: Receive, labels: dict[str, str]) -> Reply | WatchStream:
+        path: str = scope["path"]
+        method: str = scope["method"]
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
+        presented = "authorization" in headers
+        if (self.require_token or presented) and path not in PUBLIC_PATHS and not self._authorized(headers):
+            return _json(401, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                               "message": "Unauthorized", "reason": "Unauthorized", "code": 401})
+        body = await self._read_body(receive) if method in ("POST", "PUT", "PATCH", "DELETE") else b""
+        if path.startswith("/api/") or path.startswith("/apis/"):
+            resolved = self._resolve(path)
+            if isinstance(resolved, Reply):
+                return resolved
+            if resolved is not None:
+                return await self._resource(method, resolved, query, headers, body, labels)
+        return self._non_resource(method, path.rstrip("/") or "/", headers)
+
+    def _non_resource(self, method: str, path: str, headers: dict[str, str]) -> Reply:
+        if method not in ("GET", "HEAD"):
+            return Reply(404, _NOT_FOUND_TEXT, _TEXT)
+        accept = headers.get("accept", "")
+        if path in ("/healthz", "/livez", "/readyz") or path.startswith(("/healthz/", "/livez/", "/readyz/")):
+            return Reply(200, b"ok", _TEXT)
+        if path == "/version":
+            return _json(200, VERSION_INFO)
+        if path == "/metrics":
+            return Reply(200, self.metrics.render(), METRICS_CONTENT_TYPE)
+        if path == "/openapi/v2":
+            # An empty document: kubectl's client-side validation then has no schema to
+            # enforce (the server validates), and `kubectl apply` works without flags.
+            etag_headers = [("etag", OPENAPI_V2_ETAG)]
+            if headers.get("if-none-match") == OPENAPI_V2_ETAG:
+                return Reply(304, b"", "application/octet-stream", etag_headers)
+            if "protobuf" in accept or not accept:
+                return Reply(200, b"", "application/octet-stream", etag_headers)
+            doc = {"swagger": "2.0", "info": {"title": "Kubernetes", "version": VERSION_INFO["gitVersion"]},
+                   "paths": {}, "definitions": {}}
+            # The apiserver labels its JSON OpenAPI document text/plain.
+            return Reply(200, _encoder.encode(doc), _TEXT, etag_headers)
+        if path in ("/api", "/apis") and _only_aggregated(accept):
+            return _json(406, StatusError(
+                406, "NotAcceptable",
+                "only the following media types are accepted: application/json, application/yaml, "
+                "application/vnd.kubernetes.protobuf").body())
+        if path == "/api":
+            return _json(200, self.registry.api_versions(self.server_address))
+        if path == "/apis":
+            return _json(200, self.registry.api_group_list())
+        if path.startswith("/apis/") and path.count("/") == 2:
+            group_doc = self.registry.api_group(path[6:])
+            if group_doc is not None:
+                return _json(200, group_doc)
+        return Reply(404, _NOT_FOUND_TEXT, _TEXT)
+
+    def _resolve(self, path: str) -> tuple[str, str, list[str]] | Reply | None:
+        parts = [p for p in path.split("/") if p]
+        if parts[0] == "api":
+            if len(parts) < 2 or parts[1] != "v1":
+                return None
+            group, version, rest = "", "v1", parts[2:]
+        else:
+            if len(parts) < 3:
+                return None
+            group, version, rest = parts[1], parts[2], parts[3:]
+        if self.registry.group_version(group, version) is None:
+            return Reply(404, _NOT_FOUND_TEXT, _TEXT)
+        if not rest:
+            return _json(200, self.registry.api_resource_list(group, version))
+        return group, version, rest
+
+    async def _resource(
+        self, method: str, resolved: tuple[str, str, list[str]], query: dict[str, str],
+        headers: dict[str, str], body: bytes, labels: dict[str, str],
+    ) -> Reply | WatchStream:
+        group, version, rest = resolved
+        namespace: str | None = None
+        if rest[0] == "namespaces" and len(rest) >= 3 and not (len(rest) == 3 and rest[2] in ("status", "finalize")):
+            namespace, rest = rest[1], rest[2:]
+        if len(rest) > 3:
+            raise _not_served()
+        plural = rest[0]
+        name = rest[1] if len(rest) > 1 else None
+        sub = rest[2] if len(rest) > 2 else None
+        if group == "" and plural == "bindings" and namespace is not None and name is None and method == "POST":
+            pods = self.registry.get("", "v1", "pods")
+            assert pods is not None
+            call = Call(rt=pods, namespace=namespace, body=body, content_type=_media(headers), query=query)
+            bname = ((msgspec.json.decode(body) if body else {}).get("metadata") or {}).get("name", "")
+            return _json(201, bind(self.api, call, bname))
+        rt = self.registry.get(group, version, plural)
+        if rt is None or (namespace is not None and not rt.namespaced):
+            raise _not_served()
+        if name is not None and rt.namespaced and namespace is None:
+            raise _not_served()
+        if sub is not None and sub not in rt.subresources:
+            raise _not_served()
+        watch = method == "GET" and name is None and query.get("watch", "") in ("true", "1")
+        labels.update(
+            verb=_verb(method, name, watch, headers), group=group, version=version, resource=plural,
+            subresource=sub or "", component="apiserver",
+            scope="resource" if name else ("namespace" if namespace else "cluster"),
+            dry_run="All" if query.get("dryRun") == "All" else "",
+        )
+        call = Call(rt=rt, namespace=namespace, name=name, subresource=sub, query=query, body=body,
+                    content_type=_media(headers))
+        if body and call.content_type == "application/vnd.kubernetes.protobuf":
+            raise StatusError(
+                415, "UnsupportedMediaType",
+                "the body of the request was in an unknown format - accepted media types include: "
+                "application/json, application/yaml (the kubemock-fleet sandbox does not decode protobuf)",
+            )
+        accept = headers.get("accept", "")
+        table = _wants_table(accept)
+        if watch:
+            render = (lambda o: self._table(rt, [o], {}, query)) if table else None
+            return WatchStream(self.api, call, render)
+        reply = self._dispatch(method, call, table)
+        if isinstance(reply, Reply):
+            return reply
+        status, obj = await reply
+        extra = [("warning", f'299 - "{w}"') for w in call.warnings]
+        return _json(status, obj, extra)
+
+    def _dispatch(self, method: str, call: Call, table: bool) -> Reply | Awaitable[tuple[int, Any]]:
+        async def run() -> tuple[int, Any]:
+            rt, sub = call.rt, call.subresource
+            if method == "GET":
+                if call.name is None:
+                    items, meta = await list_objects(self.api, call)
+                    if table:
+                        return 200, self._table(rt, items, meta, call.query)
+                    return 200, list_body(rt, items, meta)
+                if sub == "scale":
+                    return 200, get_scale(self.api, call)
+                if sub not in (None, "status"):
+                    raise _sandbox_has_no_kubelet(rt, sub)
+                obj = self.api.lookup(rt, call.ns(), call.name)
+                if table:
+                    return 200, self._table(rt, [obj], {"resourceVersion": obj["metadata"]["resourceVersion"]},
+                                            call.query)
+                return 200, obj
+            if method == "POST":
+                if call.name is None:
+                    return 201, self.api.create(call)
+                if sub == "binding":
+                    return 201, bind(self.api, call, call.name)
+                if sub == "eviction":
+                    return 201, evict(self.api, self.deleter, call)
+                raise _sandbox_has_no_kubelet(rt, sub)
+            if method in ("PUT", "PATCH"):
+                if call.name is None:
+                    raise method_not_allowed()
+                if sub == "scale":
+                    return 200, write_scale(self.api, call, method)
+                if sub not in (None, "status"):
+                    raise _sandbox_has_no_kubelet(rt, sub)
+                if method == "PUT":
+                    return 200, self.api.update(call)
+                existed = self.store.get(rt.key, call.ns(), call.name) is not None
+                obj = self.api.patch(call)
+                return (200 if existed else 201), obj
+            if method == "DELETE":
+                if call.name is None:
+                    items, _meta = await list_objects(self.api, Call(
+                        rt=rt, namespace=call.namespace, query={k: v for k, v in call.query.items()
+                                                                if k in ("labelSelector", "fieldSelector")}))
+                    return 200, self.deleter.delete_collection(call, items)
+                if sub is not None:
+                    raise method_not_allowed()
+                return self.deleter.delete(call)
+            raise method_not_allowed()
+
+        return run()
+
+    def _table(self, rt: ResourceType, items: list[dict[str, Any]], meta: dict[str, Any],
+               query: dict[str, str]) -> dict[str, Any]:
+        columns = None
+        if rt.is_custom:
+            columns = (rt.crd or {}).get("additionalPrinterColumns") or []
+        return _libs.table_for(
+            rt.plural, items, list_meta=meta,
+            include_object=query.get("includeObject", "Metadata") or "Metadata", crd_columns=columns,
+            now=_libs.utcnow(self.settings.wall_clock()),
+        )
+
+
+def _media(headers: dict[str, str]) -> str:
+    return headers.get("content-type", _JSON).split(";")[0].strip().lower() or _JSON
+
+
+def _verb(method: str, name: str | None, watch: bool, headers: dict[str, str]) -> str:
+    if method == "GET":
+        return "WATCH" if watch else ("GET" if name else "LIST")
+    if method == "DELETE" and name is None:
+        return "DELETECOLLECTION"
+    if method == "PATCH" and _media(headers) == "application/apply-patch+yaml":
+        return "APPLY"
+    return _WRITE_VERBS.get(method, method)
+
+
+def _not_served() -> StatusError:
+    return StatusError(404, "NotFound", "the server could not find the requested resource", {})
+
+
+def _sandbox_has_no_kubelet(rt: ResourceType, sub: str | None) -> StatusError:
+    return StatusError(
+        400, "BadRequest",
+        f"{rt.plural}/{sub} is not served by the kubemock-fleet sandbox: there is no kubelet behind its nodes",
+    )

@@ -1,0 +1,90 @@
+"""Object metadata chores: timestamps, uids, generated names, name rules, field order.
+
+Small pure helpers the write paths share.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+# Alphabet of generated name suffixes (k8s.io/apimachinery pkg/util/rand: no vowels, no
+# look-alike digits, so generated names never spell words).
+_SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+GENERATED_SUFFIX_LEN = 5
+MAX_NAME_LEN = 253
+MAX_GENERATE_PREFIX = MAX_NAME_LEN - GENERATED_SUFFIX_LEN
+
+_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+SUBDOMAIN_MSG = (
+    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', "
+    "and must start and end with an alphanumeric character (e.g. 'example.com', regex used for "
+    "validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
+)
+LABEL_MSG = (
+    "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must "
+    "start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for "
+    "validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
+)
+
+
+def is_subdomain(name: str) -> bool:
+    return len(name) <= MAX_NAME_LEN and bool(_DNS1123_SUBDOMAIN.match(name))
+
+
+def is_label(name: str) -> bool:
+    return len(name) <= 63 and bool(_DNS1123_LABEL.match(name))
+
+
+def rfc3339(t: float) -> str:
+    """Whole-second RFC 3339 in UTC, as metav1.Time serialises."""
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def new_uid() -> str:
+    return str(uuid.uuid4())
+
+
+def generated_name(prefix: str) -> str:
+    return prefix[:MAX_GENERATE_PREFIX] + "".join(
+        secrets.choice(_SUFFIX_ALPHABET) for _ in range(GENERATED_SUFFIX_LEN)
+    )
+
+
+_TOP_ORDER = ("kind", "apiVersion", "metadata")
+_META_ORDER = (
+    "name", "generateName", "namespace", "selfLink", "uid", "resourceVersion", "generation",
+    "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "labels", "annotations",
+    "ownerReferences", "finalizers", "managedFields",
+)
+
+
+def ordered(obj: dict[str, Any]) -> dict[str, Any]:
+    """The object with kind, apiVersion, metadata first and metadata keys in Go's field order."""
+    out: dict[str, Any] = {k: obj[k] for k in _TOP_ORDER if k in obj}
+    meta = obj.get("metadata")
+    if isinstance(meta, dict):
+        m = {k: meta[k] for k in _META_ORDER if k in meta}
+        m.update((k, v) for k, v in meta.items() if k not in m)
+        out["metadata"] = m
+    for k, v in obj.items():
+        if k not in out:
+            out[k] = v
+    if "status" in out:  # status last, as Go structs declare it
+        out["status"] = out.pop("status")
+    return out
+
+
+def dig(obj: Any, path: str) -> Any:
+    """The value at a dotted path, or None."""
+    cur = obj
+    for part in path.split("."):
+        if not isinstance(cur, dict):
+            return None
+        cur = cur.get(part)
+    return cur

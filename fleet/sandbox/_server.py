@@ -1,0 +1,123 @@
+"""Serving the sandbox: hypercorn on trio, a kubeconfig, and the data file.
+
+:func:`serve_sandbox` runs the ASGI app (``_asgi.SandboxApp``) in the
+caller's nursery, HTTP/1.1 and HTTP/2 (h2 over TLS by ALPN, h2c in clear),
+writes a kubeconfig carrying a freshly generated bearer token, and reports a
+:class:`RunningSandbox` through ``task_status.started``. With
+``settings.data_file`` the store is loaded at start and saved when the
+server stops (cancellation is a clean stop).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve
+
+from fleet.errors import ConfigError
+from fleet.kube._config import write_kubeconfig
+from fleet.sandbox._asgi import SandboxApp
+from fleet.sandbox._settings import SandboxSettings
+
+GRACEFUL_SHUTDOWN_SECONDS = 1.0
+"""How long open requests (watches) may run on after a stop is asked for."""
+CONTEXT_NAME = "kubemock-fleet-sandbox"
+
+log = logging.getLogger("fleet.sandbox")
+
+
+@dataclass(frozen=True)
+class RunningSandbox:
+    """What a started sandbox reports: where it is and how to reach it."""
+
+    url: str
+    """Base URL, e.g. ``http://127.0.0.1:38211``."""
+    token: str
+    """The bearer token clients must send."""
+    kubeconfig: Path
+    """A kubeconfig (mode 0600) for this sandbox, as its current context."""
+    ca_pem: bytes | None
+    """The CA that signed the server certificate (TLS only)."""
+    app: SandboxApp
+    """The application itself (in-process tests may inspect its store)."""
+
+
+def _load(path: Path | None) -> dict[str, Any] | None:
+    if path is None or not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: cannot load sandbox data ({exc})") from exc
+    if not isinstance(data, dict) or "collections" not in data:
+        raise ConfigError(f"{path}: not a kubemock-fleet sandbox data file")
+    return data
+
+
+def _save(path: Path, app: SandboxApp) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(app.dump(), fh, separators=(",", ":"))
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _tls_files(directory: Path, host: str) -> tuple[Path, Path, bytes]:
+    try:
+        import trustme
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ConfigError("--tls needs the 'trustme' package (pip install trustme)") from exc
+    ca = trustme.CA(organization_name="kubemock-fleet sandbox")
+    names = sorted({host, "127.0.0.1", "localhost", "::1"})
+    cert = ca.issue_cert(*names)
+    cert_path, key_path = directory / "server.crt", directory / "server.key"
+    cert.cert_chain_pems[0].write_to_path(str(cert_path))
+    cert.private_key_pem.write_to_path(str(key_path))
+    os.chmod(key_path, 0o600)
+    return cert_path, key_path, ca.cert_pem.bytes()
+
+
+async def serve_sandbox(
+    settings: SandboxSettings, *, task_status: trio.TaskStatus[RunningSandbox] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Run the sandbox apiserver until cancelled; report a :class:`RunningSandbox` once it listens."""
+    app = SandboxApp(settings, data=_load(settings.data_file))
+    workdir = Path(tempfile.mkdtemp(prefix="kubemock-fleet-sandbox-"))
+    config = Config()
+    config.bind = [f"[{settings.host}]:{settings.port}" if ":" in settings.host else f"{settings.host}:{settings.port}"]
+    config.graceful_timeout = GRACEFUL_SHUTDOWN_SECONDS
+    config.errorlog = logging.getLogger("fleet.sandbox.http")
+    config.accesslog = None
+    config.keep_alive_timeout = 75
+    ca_pem: bytes | None = None
+    if settings.tls:
+        cert, key, ca_pem = _tls_files(workdir, settings.host)
+        config.certfile, config.keyfile = str(cert), str(key)
+    try:
+        async with trio.open_nursery() as nursery:
+            binds: list[str] = await nursery.start(partial(serve, app, config))  # type: ignore[arg-type]
+            url = binds[0]
+            app.server_address = url.split("://", 1)[1]
+            kubeconfig = settings.kubeconfig_out or workdir / "kubeconfig"
+            write_kubeconfig(Path(kubeconfig), server=url, token=app.token, ca_data=ca_pem,
+                             context_name=CONTEXT_NAME, namespace="default")
+            log.info("sandbox apiserver on %s, kubeconfig %s", url, kubeconfig)
+            task_status.started(RunningSandbox(url, app.token, Path(kubeconfig), ca_pem, app))
+    finally:
+        if settings.data_file is not None:
+            _save(settings.data_file, app)

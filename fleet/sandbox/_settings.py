@@ -1,0 +1,55 @@
+"""Settings of the sandbox apiserver: one small frozen object, every limit named.
+
+The CLI (``kubemock-fleet sandbox``), ``kubemock-fleet up`` and the test
+fixtures build one :class:`SandboxSettings` and hand it to
+:func:`fleet.sandbox.serve_sandbox`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class SandboxSettings:
+    """How the sandbox apiserver listens and what it remembers."""
+
+    host: str = "127.0.0.1"
+    """Address to bind. Loopback by default: the sandbox has one admin token and no RBAC."""
+    port: int = 0
+    """TCP port; 0 picks a free one (the chosen URL is reported on start)."""
+    tls: bool = True
+    """Serve https with a throwaway CA (its certificate goes into the kubeconfig). On by default:
+    kubectl (client-go) never sends a bearer token over plain http."""
+    require_token: bool | None = None
+    """Refuse requests without the bearer token (401). None: required over https, not over
+    plain http, where no client-go client would send it (bind to loopback then)."""
+    kubeconfig_out: Path | None = None
+    """Where to write the kubeconfig (mode 0600); None: a file in a fresh temporary directory."""
+    token: str | None = None
+    """Bearer token clients must send; None generates a random one at start."""
+    data_file: Path | None = None
+    """With a path, the store is loaded from it at start and saved to it on clean shutdown."""
+    watch_history: int = 1000
+    """Events kept per resource for watches and consistent pages (the real watch cache keeps
+    100 to a few thousand). A watch from an older resourceVersion gets 410 Gone."""
+    watch_queue: int = 1000
+    """Events buffered per watcher; a watcher that falls this far behind is closed, as the
+    real apiserver closes a watcher that cannot keep up (the client re-lists)."""
+    bookmark_interval: float = 60.0
+    """Seconds between BOOKMARK events on watches that allow them (the real apiserver: ~1 min)."""
+    bookmark_before_timeout: float = 2.0
+    """A bookmark is also sent this long before a watch's timeoutSeconds ends, as the real one does."""
+    max_watch_timeout: float = 1800.0
+    """Upper bound of a watch's duration when the client names none (--min-request-timeout x2)."""
+    too_large_rv_wait: float = 3.0
+    """Seconds a list naming a future resourceVersion waits before 504 (the real apiserver: 3 s)."""
+    max_body_bytes: int = 3 * 1024 * 1024
+    """Largest request body accepted (the real apiserver's limit is 3 MiB)."""
+    max_list_limit: int = 100_000
+    """Upper bound of items a single page may hold, whatever limit the client asks."""
+    wall_clock: Callable[[], float] = field(default=time.time, repr=False)
+    """Wall clock for creationTimestamp and friends (injected in tests)."""

@@ -1,0 +1,200 @@
+"""The sandbox's storage: objects in memory, one global resourceVersion, watch fan-out.
+
+Plays etcd plus the apiserver's watch cache. Every write goes through
+:meth:`Store.commit`, which bumps the one global resourceVersion counter,
+records an event in the resource's bounded history (``watch_history``) and
+hands it to that resource's watchers through their bounded channels. The
+history also lets a list be served as of an older resourceVersion (consistent
+pages, ``resourceVersionMatch=Exact``); asking for one older than the history
+keeps is 410 Gone, as after an etcd compaction.
+
+Objects are plain dicts and are never mutated once stored: writers build a
+new dict (:func:`clone`) and commit it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import trio
+
+Key = tuple[str, str]
+"""Storage key of a resource type: (group, plural)."""
+ObjKey = tuple[str, str]
+"""Key of an object within its type: (namespace or "", name)."""
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder()
+
+
+def clone(obj: Any) -> Any:
+    """A deep copy of a JSON-like value (faster than copy.deepcopy for these)."""
+    return _decoder.decode(_encoder.encode(obj))
+
+
+def obj_key(obj: dict[str, Any]) -> ObjKey:
+    meta = obj["metadata"]
+    return (meta.get("namespace") or "", meta["name"])
+
+
+@dataclass(slots=True, frozen=True)
+class Event:
+    """One committed change: ``obj`` is the new state (the last state for DELETED)."""
+
+    rv: int
+    type: str
+    obj: dict[str, Any]
+    prev: dict[str, Any] | None
+
+
+class Watcher:
+    """One open watch: the store pushes events into its bounded channel."""
+
+    def __init__(self, namespace: str | None, capacity: int) -> None:
+        self.namespace = namespace
+        self.send, self.receive = trio.open_memory_channel[Event](capacity)
+        self.overflowed = False
+
+    def offer(self, ev: Event) -> None:
+        if self.overflowed:
+            return
+        try:
+            self.send.send_nowait(ev)
+        except trio.WouldBlock:
+            # Too slow: close its stream, as the real apiserver drops a watcher that
+            # cannot keep up; the client re-lists and watches again.
+            self.overflowed = True
+            self.send.close()
+        except trio.ClosedResourceError:
+            self.overflowed = True
+
+
+@dataclass
+class Collection:
+    """All objects of one resource type, their recent events and their watchers."""
+
+    history_limit: int
+    window_start: int
+    """A watch or snapshot from resourceVersion N can be served iff N >= window_start."""
+    objects: dict[ObjKey, dict[str, Any]] = field(default_factory=dict)
+    history: deque[Event] = field(default_factory=deque)
+    watchers: set[Watcher] = field(default_factory=set)
+
+    def record(self, ev: Event) -> None:
+        if len(self.history) >= self.history_limit:
+            dropped = self.history.popleft()
+            self.window_start = max(self.window_start, dropped.rv)
+        self.history.append(ev)
+        for w in list(self.watchers):
+            if w.namespace is None or w.namespace == (ev.obj["metadata"].get("namespace") or ""):
+                w.offer(ev)
+
+    def events_after(self, rv: int) -> list[Event]:
+        """Events newer than ``rv`` (caller checked ``rv >= window_start``)."""
+        out: list[Event] = []
+        for ev in reversed(self.history):
+            if ev.rv <= rv:
+                break
+            out.append(ev)
+        out.reverse()
+        return out
+
+    def snapshot(self, rv: int) -> dict[ObjKey, dict[str, Any]]:
+        """The objects as they were at ``rv`` (caller checked ``rv >= window_start``)."""
+        state = dict(self.objects)
+        for ev in reversed(self.history):
+            if ev.rv <= rv:
+                break
+            k = obj_key(ev.obj)
+            if ev.prev is None:
+                state.pop(k, None)
+            else:
+                state[k] = ev.prev
+        return state
+
+
+class Store:
+    """Every object the sandbox holds, keyed by resource type."""
+
+    def __init__(self, *, history_limit: int, watch_queue: int) -> None:
+        self.rv = 0
+        self.start_rv = 0
+        self.history_limit = history_limit
+        self.watch_queue = watch_queue
+        self._collections: dict[Key, Collection] = {}
+        self._changed = trio.Event()
+        self.on_commit: list[Callable[[Key, Event], None]] = []
+
+    def collection(self, key: Key) -> Collection:
+        c = self._collections.get(key)
+        if c is None:
+            c = self._collections[key] = Collection(self.history_limit, self.start_rv)
+        return c
+
+    def keys(self) -> Iterable[Key]:
+        return list(self._collections)
+
+    def get(self, key: Key, ns: str, name: str) -> dict[str, Any] | None:
+        c = self._collections.get(key)
+        return None if c is None else c.objects.get((ns, name))
+
+    def commit(self, key: Key, type_: str, obj: dict[str, Any], prev: dict[str, Any] | None) -> dict[str, Any]:
+        """Store ``obj`` (ADDED/MODIFIED) or remove it (DELETED) at the next resourceVersion.
+
+        ``obj`` must be a fresh dict owned by the store from now on; it is given its
+        resourceVersion here and returned.
+        """
+        self.rv += 1
+        obj["metadata"]["resourceVersion"] = str(self.rv)
+        c = self.collection(key)
+        k = obj_key(obj)
+        if type_ == "DELETED":
+            c.objects.pop(k, None)
+        else:
+            c.objects[k] = obj
+        ev = Event(self.rv, type_, obj, prev)
+        c.record(ev)
+        for hook in self.on_commit:
+            hook(key, ev)
+        self._changed.set()
+        self._changed = trio.Event()
+        return obj
+
+    async def wait_for_rv(self, rv: int) -> None:
+        """Return once the global resourceVersion reaches ``rv``."""
+        while self.rv < rv:
+            await self._changed.wait()
+
+    def count(self, key: Key) -> int:
+        c = self._collections.get(key)
+        return 0 if c is None else len(c.objects)
+
+    # persistence ---------------------------------------------------------------------
+    def dump(self) -> dict[str, Any]:
+        return {
+            "resourceVersion": self.rv,
+            "collections": [
+                {"group": k[0], "resource": k[1], "objects": list(c.objects.values())}
+                for k, c in self._collections.items() if c.objects
+            ],
+        }
+
+    def load(self, data: dict[str, Any]) -> None:
+        self.rv = int(data["resourceVersion"])
+        self.start_rv = self.rv
+        self._collections.clear()
+        for entry in data["collections"]:
+            c = self.collection((entry["group"], entry["resource"]))
+            for obj in entry["objects"]:
+                c.objects[obj_key(obj)] = obj
+
+    def mark_start(self) -> None:
+        """History begins now: watches from an earlier resourceVersion get 410, as on a fresh apiserver."""
+        self.start_rv = self.rv
+        for c in self._collections.values():
+            c.history.clear()
+            c.window_start = self.rv
