@@ -1,7 +1,7 @@
 """The ``crdgen`` command line: a typer app with one subcommand per job.
 
 ``crdgen crd`` writes the CRD manifests; ``crdgen clone`` (Node CRs from a real
-cluster's nodes) registers itself on :data:`app` from its own module. Every
+cluster's nodes) is :func:`crdgen._clone.clone_command`, registered here. Every
 command fails with one line on stderr and exit code 1 for a
 :class:`~fleet.errors.FleetError`, never a traceback. Top layer: nothing
 imports this module.
@@ -16,6 +16,7 @@ import typer
 
 from fleet.errors import FleetError
 
+from ._clone import clone_command
 from ._crd import render_crds
 from ._output import write_output
 
@@ -56,6 +57,9 @@ def crd(
         write_output(render_crds(), output)
     except FleetError as exc:
         raise fail(exc) from exc
+
+
+app.command("clone")(clone_command)
 
 
 def main() -> None:
