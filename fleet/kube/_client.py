@@ -141,6 +141,27 @@ class _HttpxStream:
         with _mapped_errors(self._method, self._url):
             return await self._response.aread()
 
+    async def aclose(self) -> None:
+        """Release the connection, ending the body's iterators even if not read to the end.
+
+        httpx reads a body through nested async generators (``aiter_raw``, its bound
+        stream, httpcore's streams). One abandoned half-way (a reader that stops at an
+        ERROR event) is left to the garbage collector, which trio reports as a
+        ResourceWarning (encode/httpx#3686). So close the response first, then pull the
+        outer iterator until it ends: on the closed connection every layer ends at once.
+        """
+        raw, self._raw = self._raw, None
+        await self._response.aclose()
+        if raw is None:
+            return
+        try:
+            while True:
+                await raw.__anext__()  # bytes h11 had buffered, then the end or an error
+        except StopAsyncIteration:
+            pass
+        except Exception:  # expected: the connection was just closed
+            pass
+
 
 class Client:
     """The general async apiserver client; a :class:`Requester` plus verbs.
@@ -257,10 +278,11 @@ class Client:
                 await auth.invalidate()
                 continue
             break
+        stream = _HttpxStream(response, method, path)
         try:
-            yield _HttpxStream(response, method, path)
+            yield stream
         finally:
-            await response.aclose()
+            await stream.aclose()
 
     # -- verbs -------------------------------------------------------------------------------
 
