@@ -1,1 +1,26 @@
-"""The shard process: thousands of fake kubelets and their pods in one trio process."""
+"""The shard process: thousands of fake kubelets and their pods in one trio process.
+
+The public surface is :class:`ShardEngine` (run one shard against an
+apiserver, given its settings and a Requester or two) and the pieces other
+packages and tests name; everything else lives in the ``_``-prefixed modules:
+``_engine`` (the tasks), ``_kubelets`` (Nodes, Leases, CR status),
+``_pods`` (pod lifecycle), ``_shardlease`` (the shard's Lease and the fence),
+``_cr`` (Node CR -> kubelet), and the pure parts ``_plan``, ``_podstatus``,
+``_nodeobj``, ``_ipam``, ``_timers``.
+"""
+
+from shards._context import Fenced as Fenced
+from shards._cr import FINALIZER as FINALIZER
+from shards._cr import NODE_CR_ANNOTATION as NODE_CR_ANNOTATION
+from shards._engine import TIMER_WORKERS as TIMER_WORKERS
+from shards._engine import ShardEngine as ShardEngine
+from shards._shardlease import ShardLease as ShardLease
+
+__all__ = [
+    "FINALIZER",
+    "NODE_CR_ANNOTATION",
+    "TIMER_WORKERS",
+    "Fenced",
+    "ShardEngine",
+    "ShardLease",
+]

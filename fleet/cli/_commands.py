@@ -5,3 +5,5 @@ from fleet.cli import _config_cmd as _config_cmd
 from fleet.cli import _coordinator as _coordinator
 from fleet.cli import _run as _run
 from fleet.cli import _sandbox as _sandbox
+from fleet.cli import _shard as _shard
+from fleet.cli import _up as _up

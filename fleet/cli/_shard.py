@@ -1,0 +1,87 @@
+"""``kubemock-fleet shard --id K``: one shard process, as ``run`` and deploy/ start it.
+
+Loads the settings and the kubeconfig (in a pod: the service account), opens
+the general client (control traffic) and the hot-path transport (Lease PUTs,
+status PATCHes, pod watches), serves ``/metrics``, ``/healthz`` and
+``/readyz`` on ``shard.metricsPort + K`` (any free port when it is 0), and
+runs :class:`shards.ShardEngine` until SIGINT or SIGTERM, then exits cleanly.
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Literal
+
+import trio
+import typer
+
+from fleet._settings import FleetSettings, load_settings
+from fleet.cli._app import app
+from fleet.cli._options import ContextOption, KubeconfigOption
+from fleet.cli._run import _identity
+
+__all__ = ["run_shard"]
+
+
+async def run_shard(settings: FleetSettings, shard_id: int) -> None:
+    """Run shard ``shard_id`` until a signal."""
+    from fleet.kube._client import Client
+    from fleet.kube._config import load_config
+    from fleet.kube._transport import HotTransport, HotTransportSettings
+    from shards import ShardEngine
+
+    config = load_config(settings.kubeconfig, settings.context)
+    base = settings.shard.metrics_port
+    port = base + shard_id if base else 0
+    hot_settings = HotTransportSettings(connections=settings.shard.writers)
+    async with (
+        Client(config) as client,
+        HotTransport(config, hot_settings) as hot,
+        trio.open_nursery() as nursery,
+    ):
+        engine = ShardEngine(
+            settings,
+            str(shard_id),
+            control=client,
+            hot=hot,
+            identity=_identity(f"shard-{shard_id}"),
+        )
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            await nursery.start(
+                lambda task_status: engine.run(metrics_port=port, task_status=task_status)
+            )
+            async for _ in signals:
+                break
+        nursery.cancel_scope.cancel()
+
+
+@app.command()
+def shard(
+    shard_id: int = typer.Option(..., "--id", min=0, help="This shard's id (K in shard-K)."),
+    config: Path | None = typer.Option(
+        None, "--config", dir_okay=False, help="YAML settings file (see `config show`)."
+    ),
+    kubeconfig: KubeconfigOption = None,
+    context: ContextOption = None,
+    pod_watch: str | None = typer.Option(
+        None,
+        "--pod-watch",
+        help="One pod watch for the shard ('shard'), or one per node ('per-node').",
+    ),
+) -> None:
+    """Run one shard: drive every Node CR labelled with its id, and their pods."""
+    watch: Literal["shard", "per-node"] | None = None
+    if pod_watch is not None:
+        if pod_watch not in ("shard", "per-node"):
+            raise typer.BadParameter("must be 'shard' or 'per-node'", param_hint="--pod-watch")
+        watch = "shard" if pod_watch == "shard" else "per-node"
+    settings = load_settings(
+        config_file=config,
+        flags={
+            "kubeconfig": str(kubeconfig) if kubeconfig is not None else None,
+            "context": context,
+            "shard.pod_watch": watch,
+        },
+    )
+    trio.run(run_shard, settings, shard_id)

@@ -1,0 +1,165 @@
+"""What the parts of a shard share: requesters behind the fence, timers, writes, events.
+
+:class:`ShardContext` is built once by the engine and handed to the node
+driver (``_kubelets``) and the pod driver (``_pods``). Its requesters are
+wrapped in :class:`FencedRequester`, so no write for any node or pod leaves
+the process while the shard's own Lease is stale (``_shardlease``): the fence
+holds even for writes already queued. :class:`EventRecorder` posts Warning
+Events (core/v1, as the kubelet's recorder shapes them), once per object,
+reason and message.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Mapping
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import msgspec
+import trio
+
+from fleet._metrics import FleetMetrics
+from fleet._settings import FleetSettings
+from fleet.errors import FleetError, TransportError
+from fleet.kube._paths import resource_path
+from fleet.kube._seam import Requester, Response, StreamResponse
+from fleet.kube._writequeue import WriteQueue
+from shards._podstatus import format_time
+from shards._timers import DelayQueue
+
+__all__ = [
+    "EventRecorder",
+    "Fenced",
+    "FencedRequester",
+    "ShardContext",
+    "TimerKey",
+]
+
+log = logging.getLogger(__name__)
+
+TimerKey = tuple[str, str]
+"""``(kind, object key)``: ``("lease", "ns/cr")``, ``("pod", "ns/pod")``..."""
+
+_encoder = msgspec.json.Encoder()
+_READS = frozenset({"GET", "HEAD"})
+
+
+class Fenced(TransportError):
+    """A write refused locally: the shard's Lease is stale, it must not drive anything."""
+
+
+class FencedRequester:
+    """A :class:`Requester` that refuses every write while ``allowed()`` is False."""
+
+    def __init__(self, inner: Requester, allowed: Callable[[], bool]) -> None:
+        self.inner = inner
+        self._allowed = allowed
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: bytes | None = None,
+        content_type: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Response:
+        if method not in _READS and not self._allowed():
+            await trio.lowlevel.checkpoint()
+            raise Fenced(f"{method} {path}: shard lease not fresh, not sending")
+        return await self.inner.request(
+            method, path, params=params, body=body, content_type=content_type, headers=headers
+        )
+
+    def stream(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> AbstractAsyncContextManager[StreamResponse]:
+        return self.inner.stream(method, path, params=params, headers=headers)
+
+
+class EventRecorder:
+    """Posts Warning Events about CRs and pods, each (object, reason, message) once."""
+
+    MAX_REMEMBERED = 50_000
+    """Distinct events remembered for de-duplication; the memory is cleared beyond it."""
+
+    def __init__(
+        self, requester: Requester, *, component: str, host: str, wall: Callable[[], datetime]
+    ) -> None:
+        self._requester = requester
+        self._component = component
+        self._host = host
+        self._wall = wall
+        self._sent: set[tuple[str, str, str]] = set()
+        self.posted = 0
+
+    async def warn(self, involved: Mapping[str, Any], reason: str, message: str) -> None:
+        """Post one Warning Event on ``involved`` (an ObjectReference); failures are logged."""
+        ident = (str(involved.get("uid") or involved.get("name")), reason, message)
+        if ident in self._sent:
+            return
+        if len(self._sent) >= self.MAX_REMEMBERED:
+            self._sent.clear()
+        namespace = str(involved.get("namespace") or "default")
+        now = self._wall()
+        stamp = format_time(now)
+        body = {
+            "kind": "Event",
+            "apiVersion": "v1",
+            "metadata": {
+                "name": f"{involved.get('name')}.{int(now.timestamp() * 1e9):x}",
+                "namespace": namespace,
+            },
+            "involvedObject": dict(involved),
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": self._component, "host": self._host},
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
+            "type": "Warning",
+            "reportingComponent": self._component,
+            "reportingInstance": self._host,
+        }
+        path = resource_path("", "v1", "events", namespace=namespace)
+        try:
+            response = await self._requester.request(
+                "POST", path, body=_encoder.encode(body), content_type="application/json"
+            )
+            response.raise_for_status()
+        except FleetError as exc:
+            log.info("event %s on %s not posted: %s", reason, involved.get("name"), exc)
+            return
+        self._sent.add(ident)
+        self.posted += 1
+
+
+@dataclass
+class ShardContext:
+    """The shared machinery of one shard."""
+
+    shard: str
+    settings: FleetSettings
+    control: Requester
+    """CR reads and writes, registration, events (fenced)."""
+    hot: Requester
+    """Through the write queue: Lease PUTs, status PATCHes, pod DELETEs (fenced)."""
+    writes: WriteQueue
+    timers: DelayQueue[TimerKey]
+    events: EventRecorder
+    metrics: FleetMetrics
+    clock: Callable[[], float]
+    wall: Callable[[], datetime]
+    fresh: Callable[[], bool]
+    """The fence: True while the shard's Lease is fresh."""
+    rng: random.Random = field(default_factory=random.Random)

@@ -1,0 +1,215 @@
+"""The shard engine: thousands of fake kubelets and their pods on a fixed set of trio tasks.
+
+:class:`ShardEngine` wires the parts together and runs them in one nursery:
+
+================================  ============================================
+task                              does
+================================  ============================================
+shard-lease renewer               ``_shardlease.ShardLease``: the shard's own
+                                  Lease and the fence
+CR reflector + consumer           Node CRs labelled ``<SHARD_LABEL>=<K>``, all
+                                  namespaces -> ``NodeDriver.on_event``
+pod reflector(s) + consumer       ``PodDriver`` (one watch, or one per node
+                                  with ``podWatch: per-node``)
+timer runner                      one :class:`~shards._timers.DelayQueue` for
+                                  every sync, Lease renewal, status report and
+                                  pod transition, feeding a bounded channel
+``TIMER_WORKERS`` workers         run each due timer (node or pod driver)
+write queue writers               ``shard.writers`` tasks sending coalesced
+                                  PUTs, PATCHes and DELETEs at ``shard.qps``
+metrics updater (+ server)        gauges every second; ``/metrics`` when a
+                                  port is given
+================================  ============================================
+
+High-volume traffic (Lease PUTs, status PATCHes, pod watches) goes through
+``hot`` (the h11 :class:`~fleet.kube._transport.HotTransport` in the CLI),
+control traffic (CR watch and writes, registration, events) through
+``control`` (the httpx Client); a test passes one fake for both. Both are
+fenced: while the shard's Lease is stale nothing for any node or pod is sent.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from datetime import datetime
+from functools import partial
+
+import trio
+
+from fleet._metrics import FleetMetrics, serve_metrics
+from fleet._settings import FleetSettings
+from fleet.coordinator import SHARD_LABEL
+from fleet.errors import FleetError
+from fleet.kube._seam import Requester
+from fleet.kube._watching import Reflector, WatchEvent
+from fleet.kube._writequeue import WriteQueue, WriteQueueSettings
+from shards._context import EventRecorder, FencedRequester, ShardContext, TimerKey
+from shards._cr import CrView, cr_path
+from shards._kubelets import NodeDriver
+from shards._pods import PodDriver
+from shards._podstatus import utc_now
+from shards._shardlease import ShardLease
+from shards._timers import DelayQueue
+
+__all__ = ["TIMER_WORKERS", "ShardEngine"]
+
+log = logging.getLogger(__name__)
+
+TIMER_WORKERS = 8
+"""Tasks running due timers. Most timers only compute and queue a write; the few that
+wait on the apiserver (registration) should not hold up Lease renewals behind them."""
+TIMER_CHANNEL = 1024
+"""Due timer keys buffered for the workers; a full channel shows up as timer lateness."""
+CR_EVENT_BUFFER = 1024
+"""CR watch events buffered for the consumer (which does no I/O)."""
+METRICS_EVERY = 1.0
+"""Seconds between gauge updates."""
+
+
+class ShardEngine:
+    """Shard ``shard``: drives every Node CR labelled with its id, and their pods."""
+
+    def __init__(
+        self,
+        settings: FleetSettings,
+        shard: str,
+        *,
+        control: Requester,
+        hot: Requester | None = None,
+        identity: str | None = None,
+        metrics: FleetMetrics | None = None,
+        clock: Callable[[], float] = trio.current_time,
+        wall: Callable[[], datetime] = utc_now,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.shard = shard
+        self.metrics = metrics if metrics is not None else FleetMetrics()
+        self._clock = clock
+        self._rng = rng if rng is not None else random.Random()
+        conf = settings.coordinator
+        self.lease = ShardLease(
+            control,
+            namespace=settings.namespace,
+            shard=shard,
+            identity=identity or f"shard-{shard}",
+            duration=conf.shard_lease_duration,
+            renew_interval=conf.shard_renew_interval,
+            renew_deadline=conf.shard_renew_deadline,
+            clock=clock,
+            wall=wall,
+            on_lost=self._fence_lost,
+            on_regained=self._fence_regained,
+        )
+        fresh = self.lease.fresh
+        gated_control = FencedRequester(control, fresh)
+        gated_hot = FencedRequester(hot if hot is not None else control, fresh)
+        s = settings.shard
+        self.writes = WriteQueue(
+            gated_hot,
+            WriteQueueSettings(
+                workers=s.writers, qps=s.qps, burst=s.burst, max_pending=s.write_queue_bound
+            ),
+            clock=clock,
+            rng=self._rng,
+        )
+        self.timers: DelayQueue[TimerKey] = DelayQueue(clock=clock)
+        self.ctx = ShardContext(
+            shard=shard,
+            settings=settings,
+            control=gated_control,
+            hot=gated_hot,
+            writes=self.writes,
+            timers=self.timers,
+            events=EventRecorder(
+                gated_control, component="kubemock-fleet", host=f"shard-{shard}", wall=wall
+            ),
+            metrics=self.metrics,
+            clock=clock,
+            wall=wall,
+            fresh=fresh,
+            rng=self._rng,
+        )
+        self.pods = PodDriver(self.ctx)
+        self.nodes = NodeDriver(self.ctx, self.pods)
+        self.crs: Reflector[CrView] = Reflector(
+            gated_control,
+            cr_path(),
+            CrView,
+            label_selector=f"{SHARD_LABEL}={shard}",
+            clock=clock,
+            rng=self._rng,
+        )
+        self._ready = False
+
+    def ready(self) -> bool:
+        """For /readyz: the watches are up and the shard's Lease is fresh."""
+        return self._ready and self.lease.fresh()
+
+    # -- the fence -----------------------------------------------------------------------------
+
+    def _fence_lost(self) -> None:
+        self.nodes.fence_lost()
+        self.pods.pause_all()
+
+    def _fence_regained(self) -> None:
+        self.nodes.fence_regained()
+
+    # -- running -------------------------------------------------------------------------------
+
+    async def run(
+        self,
+        *,
+        metrics_port: int | None = None,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Run every task until cancelled. ``metrics_port`` (0: any) also serves /metrics."""
+        async with trio.open_nursery() as nursery:
+            if metrics_port is not None:
+                await nursery.start(
+                    partial(serve_metrics, self.metrics.registry, metrics_port, self.ready)
+                )
+            await nursery.start(self.writes.run)
+            send, receive = trio.open_memory_channel[TimerKey](TIMER_CHANNEL)
+            async with receive:
+                for _ in range(TIMER_WORKERS):
+                    nursery.start_soon(self._worker, receive.clone())
+            await nursery.start(self.timers.run, send)
+            await nursery.start(self.pods.run)
+            cr_send, cr_receive = trio.open_memory_channel[WatchEvent[CrView]](CR_EVENT_BUFFER)
+            nursery.start_soon(self._consume_crs, cr_receive)
+            await nursery.start(self.crs.run, cr_send)
+            await nursery.start(self.lease.run)
+            nursery.start_soon(self._export_metrics)
+            self._ready = True
+            task_status.started()
+
+    async def _consume_crs(self, receive: trio.MemoryReceiveChannel[WatchEvent[CrView]]) -> None:
+        async with receive:
+            async for event in receive:
+                self.nodes.on_event(event)
+
+    async def _worker(self, receive: trio.MemoryReceiveChannel[TimerKey]) -> None:
+        async with receive:
+            async for kind, key in receive:
+                try:
+                    if kind.startswith("pod"):
+                        await self.pods.handle(kind, key)
+                    else:
+                        await self.nodes.handle(kind, key)
+                except FleetError as exc:
+                    log.warning("%s %s: %s", kind, key, exc)
+
+    async def _export_metrics(self) -> None:
+        metrics = self.metrics
+        known: set[str] = set()
+        while True:
+            metrics.nodes.set(self.nodes.driven())
+            phases = self.pods.phases()
+            for phase in known | set(phases):
+                metrics.pods.labels(phase=phase).set(phases.get(phase, 0))
+            known |= set(phases)
+            metrics.write_queue_depth.set(self.writes.statistics().depth)
+            await trio.sleep(METRICS_EVERY)

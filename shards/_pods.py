@@ -1,0 +1,457 @@
+"""The pods on a shard's nodes: from bound to Running, Succeeded, Failed, and deleted.
+
+:class:`PodDriver` consumes one pod reflector (``spec.nodeName!=``, filtered
+to the nodes the shard drives) or, with ``podWatch: per-node``, one
+reflector per driven node (``spec.nodeName=<node>``, as real kubelets load
+the apiserver). Every pod's lifecycle is its annotations compiled into a
+:class:`~shards._plan.Plan` (``compile_plan``); a ``pod`` timer evaluates
+``plan.state_at(now - creationTimestamp)``, writes the status a kubelet
+would (``build_status`` / ``pod_status_patch``: strategic merge with the uid
+precondition) through the write queue, coalesced per pod, and re-arms the
+timer for ``plan.next_change_after``. A pod seen late goes straight to its
+timeline's state. Pod IPs come from the node's pool, or the podIPs
+annotation; a pod's existing IPs and start time are adopted, never reset.
+
+Deletion, as the recorded kubelet does it: on deletionTimestamp the
+containers stop and that status is written, then, after
+``shard.podDeletionDelay`` (0 s by default), DELETE with gracePeriodSeconds 0
+and a uid precondition. Bad annotations get a Warning Event on the pod, which
+stays Pending with a reason; every other pod keeps going.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import partial
+from typing import Any
+
+import msgspec
+import trio
+
+from fleet.errors import InputError
+from fleet.kube._paths import resource_path
+from fleet.kube._views import ObjectMeta
+from fleet.kube._watching import Reflector, WatchEvent
+from fleet.kube._writequeue import Write, WriteResult
+from shards._context import ShardContext
+from shards._ipam import PoolExhausted
+from shards._kubelets import NodeState
+from shards._plan import POD_INITIALIZING, ContainerState, Plan, Step, compile_plan
+from shards._podstatus import ContainerSpec, PodView, RuntimeStyle, build_status, encode_patch
+from shards._podstatus import pod_status_patch as make_patch
+
+__all__ = ["PodDriver", "PodObject", "PodRecord"]
+
+log = logging.getLogger(__name__)
+
+EVENT_BUFFER = 4096
+"""Watch events buffered between the pod reflector(s) and the consumer task."""
+_STRATEGIC = "application/strategic-merge-patch+json"
+_JSON = "application/json"
+_decode_status = msgspec.json.Decoder(dict[str, Any]).decode
+
+
+class _Resources(msgspec.Struct, frozen=True):
+    requests: dict[str, str | int | float] = {}
+    limits: dict[str, str | int | float] = {}
+
+
+class _Container(msgspec.Struct, frozen=True):
+    name: str = ""
+    image: str = ""
+    resources: _Resources = _Resources()
+
+
+class _Gate(msgspec.Struct, rename="camel", frozen=True):
+    condition_type: str = ""
+
+
+class _PodSpec(msgspec.Struct, rename="camel", frozen=True):
+    node_name: str = ""
+    containers: list[_Container] = []
+    init_containers: list[_Container] = []
+    readiness_gates: list[_Gate] = []
+    host_network: bool = False
+
+
+class PodObject(msgspec.Struct, frozen=True):
+    """A pod as the reflector holds it: the spec the status needs, the status still raw."""
+
+    metadata: ObjectMeta = ObjectMeta()
+    spec: _PodSpec = _PodSpec()
+    status: msgspec.Raw = msgspec.Raw(b"{}")
+
+
+def _container(c: _Container) -> ContainerSpec:
+    return ContainerSpec(
+        c.name,
+        c.image,
+        {k: str(v) for k, v in c.resources.requests.items()},
+        {k: str(v) for k, v in c.resources.limits.items()},
+    )
+
+
+def _view(obj: PodObject) -> PodView:
+    meta = obj.metadata
+    return PodView(
+        uid=meta.uid,
+        name=meta.name,
+        namespace=meta.namespace,
+        containers=tuple(_container(c) for c in obj.spec.containers),
+        init_containers=tuple(_container(c) for c in obj.spec.init_containers),
+        readiness_gates=tuple(g.condition_type for g in obj.spec.readiness_gates),
+        host_network=obj.spec.host_network,
+    )
+
+
+def _invalid_plan(message: str) -> Plan:
+    waiting = ContainerState("waiting", reason="CreateContainerConfigError", message=message)
+    return Plan(
+        (
+            Step(
+                0.0,
+                "Pending",
+                waiting,
+                POD_INITIALIZING,
+                source="invalid",
+                reason="InvalidLifecycleAnnotation",
+                message=message,
+            ),
+        )
+    )
+
+
+@dataclass(slots=True)
+class PodRecord:
+    """One pod on a driven node."""
+
+    key: str
+    uid: str
+    node: str
+    obj: PodObject
+    view: PodView
+    creation: datetime
+    plan: Plan
+    status: dict[str, Any] = field(default_factory=dict)
+    ips: tuple[str, ...] = ()
+    deleting_since: float | None = None
+    delete_scheduled: bool = False
+
+
+class PodDriver:
+    """Every pod on the nodes of one shard; see the module docstring."""
+
+    def __init__(self, ctx: ShardContext) -> None:
+        self._ctx = ctx
+        self.pods: dict[str, PodRecord] = {}
+        self._nodes: dict[str, NodeState] = {}
+        self._by_node: dict[str, set[str]] = {}
+        """Node name -> keys of every pod seen bound to it (driven or not)."""
+        self._seen: dict[str, PodObject] = {}
+        """Pods on nodes not (yet) driven, in shard mode: the reflector's objects."""
+        self._reflector: Reflector[PodObject] | None = None
+        self._nursery: trio.Nursery | None = None
+        self._send: trio.MemorySendChannel[WatchEvent[PodObject]] | None = None
+        self._node_watches: dict[str, trio.CancelScope] = {}
+        self.per_node = ctx.settings.shard.pod_watch == "per-node"
+
+    # -- watching ----------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The consumer task, and the reflector(s), until cancelled."""
+        send, receive = trio.open_memory_channel[WatchEvent[PodObject]](EVENT_BUFFER)
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            self._send = send
+            nursery.start_soon(self._consume, receive)
+            if not self.per_node:
+                self._reflector = Reflector(
+                    self._ctx.hot,
+                    resource_path("", "v1", "pods"),
+                    PodObject,
+                    field_selector="spec.nodeName!=",
+                    clock=self._ctx.clock,
+                    rng=self._ctx.rng,
+                )
+                await nursery.start(self._reflector.run, send.clone())
+            else:
+                for name in list(self._nodes):
+                    self._watch_node(name)
+            task_status.started()
+
+    def _watch_node(self, name: str) -> None:
+        if self._nursery is None or self._send is None or name in self._node_watches:
+            return
+        scope = trio.CancelScope()
+        self._node_watches[name] = scope
+        reflector = Reflector(
+            self._ctx.hot,
+            resource_path("", "v1", "pods"),
+            PodObject,
+            field_selector=f"spec.nodeName={name}",
+            clock=self._ctx.clock,
+            rng=self._ctx.rng,
+        )
+
+        async def watch(send: trio.MemorySendChannel[WatchEvent[PodObject]]) -> None:
+            with scope:
+                await reflector.run(send)
+
+        self._nursery.start_soon(watch, self._send.clone())
+
+    async def _consume(self, receive: trio.MemoryReceiveChannel[WatchEvent[PodObject]]) -> None:
+        async with receive:
+            async for event in receive:
+                self.on_event(event)
+
+    def on_event(self, event: WatchEvent[PodObject]) -> None:
+        obj = event.obj
+        meta = obj.metadata
+        key = f"{meta.namespace}/{meta.name}"
+        node = obj.spec.node_name
+        if event.type == "DELETED":
+            self._forget(key)
+            self._seen.pop(key, None)
+            keys = self._by_node.get(node)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._by_node[node]
+            return
+        self._by_node.setdefault(node, set()).add(key)
+        if node not in self._nodes:
+            if not self.per_node:
+                self._seen[key] = obj
+            return
+        self._seen.pop(key, None)
+        self._track(key, obj)
+
+    def _track(self, key: str, obj: PodObject) -> None:
+        record = self.pods.get(key)
+        if record is not None and record.uid != obj.metadata.uid:
+            self._forget(key)
+            record = None
+        status = _decode_status(obj.status) if obj.status else {}
+        if record is None:
+            creation = obj.metadata.creation_timestamp or self._ctx.wall()
+            try:
+                plan = compile_plan(obj.metadata.annotations)
+                problem = None
+            except InputError as exc:
+                plan = _invalid_plan(str(exc))
+                problem = str(exc)
+            record = PodRecord(
+                key=key,
+                uid=obj.metadata.uid,
+                node=obj.spec.node_name,
+                obj=obj,
+                view=_view(obj),
+                creation=creation,
+                plan=plan,
+                status=status,
+            )
+            self.pods[key] = record
+            if problem is not None:
+                self._ctx.timers.schedule(("pod-event", key), self._ctx.clock())
+        else:
+            if obj.metadata.annotations != record.obj.metadata.annotations:
+                try:
+                    record.plan = compile_plan(obj.metadata.annotations)
+                except InputError as exc:
+                    record.plan = _invalid_plan(str(exc))
+                    self._ctx.timers.schedule(("pod-event", key), self._ctx.clock())
+            record.obj = obj
+            record.status = status
+        if obj.metadata.deletion_timestamp is not None and record.deleting_since is None:
+            record.deleting_since = self._ctx.clock()
+        self._ctx.timers.schedule(("pod", key), self._ctx.clock())
+
+    def _forget(self, key: str) -> None:
+        record = self.pods.pop(key, None)
+        if record is None:
+            return
+        for kind in ("pod", "pod-delete", "pod-event"):
+            self._ctx.timers.cancel((kind, key))
+        node = self._nodes.get(record.node)
+        if node is not None and node.pool is not None:
+            node.pool.release(key)
+        self._ctx.writes.forget(f"pods/{key}/status")
+        self._ctx.writes.forget(f"pods/{key}")
+
+    # -- nodes coming and going (NodeListener) -----------------------------------------------
+
+    def node_added(self, name: str, state: NodeState) -> None:
+        self._nodes[name] = state
+        if self.per_node:
+            self._watch_node(name)
+            return
+        for key in list(self._by_node.get(name, ())):
+            obj = self._seen.pop(key, None)
+            if obj is None and self._reflector is not None:
+                obj = self._reflector.objects.get(key)
+            if obj is not None:
+                self._track(key, obj)
+
+    def node_removed(self, name: str) -> None:
+        self._nodes.pop(name, None)
+        scope = self._node_watches.pop(name, None)
+        if scope is not None:
+            scope.cancel()
+        for key in list(self._by_node.get(name, ())):
+            record = self.pods.get(key)
+            if record is not None:
+                if not self.per_node:
+                    self._seen[key] = record.obj
+                self._forget(key)
+        if self.per_node:
+            self._by_node.pop(name, None)
+
+    # -- timers --------------------------------------------------------------------------------
+
+    async def handle(self, kind: str, key: str) -> None:
+        if kind == "pod":
+            await self._evaluate(key)
+        elif kind == "pod-delete":
+            await self._delete(key)
+        elif kind == "pod-event":
+            record = self.pods.get(key)
+            if record is not None and record.plan.steps[0].source == "invalid":
+                meta = record.obj.metadata
+                involved = {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "namespace": meta.namespace,
+                    "name": meta.name,
+                    "uid": meta.uid,
+                }
+                reason = record.plan.steps[0].reason
+                await self._ctx.events.warn(involved, reason, record.plan.steps[0].message)
+
+    def _ips(self, record: PodRecord, node: NodeState) -> tuple[str, ...]:
+        if record.plan.pod_ips:
+            return record.plan.pod_ips
+        if record.view.host_network or node.pool is None:
+            return ()
+        if record.ips:
+            return record.ips
+        existing = tuple(
+            str(e["ip"]) for e in record.status.get("podIPs") or [] if isinstance(e, Mapping)
+        ) or ((str(record.status["podIP"]),) if record.status.get("podIP") else ())
+        try:
+            if existing:
+                record.ips = node.pool.adopt(record.key, existing)
+            else:
+                record.ips = node.pool.allocate(record.key)
+        except (InputError, PoolExhausted) as exc:
+            log.warning("pod %s: no IP: %s", record.key, exc)
+            record.ips = ()
+        return record.ips
+
+    async def _evaluate(self, key: str) -> None:
+        ctx = self._ctx
+        record = self.pods.get(key)
+        if record is None or not ctx.fresh():
+            return
+        node = self._nodes.get(record.node)
+        if node is None or node.spec is None:
+            return
+        now = ctx.wall()
+        elapsed = (now - record.creation).total_seconds()
+        step = record.plan.state_at(elapsed)
+        deleting = record.deleting_since is not None
+        if deleting:
+            step = step.stopped(elapsed)
+        spec = node.spec
+        style = RuntimeStyle.for_kubelet(spec.kubelet_version, spec.container_runtime_version)
+        desired = build_status(
+            record.view,
+            step,
+            original=record.status,
+            creation=record.creation,
+            now=now,
+            pod_ips=self._ips(record, node),
+            host_ips=spec.internal_ips,
+            style=style,
+        )
+        patch = make_patch(record.uid, record.status, desired)
+        if deleting:
+            if record.delete_scheduled:
+                return
+            record.delete_scheduled = True
+            if patch is None:
+                self._schedule_delete(record)
+                return
+            await self._submit_status(record, patch, then_delete=True)
+            return
+        if patch is not None:
+            await self._submit_status(record, patch, then_delete=False)
+        following = record.plan.next_change_after(elapsed)
+        if following is not None:
+            ctx.timers.schedule(("pod", key), ctx.clock() + max(0.0, following - elapsed))
+
+    async def _submit_status(
+        self, record: PodRecord, patch: dict[str, Any], *, then_delete: bool
+    ) -> None:
+        ctx = self._ctx
+        meta = record.obj.metadata
+        path = resource_path(
+            "", "v1", "pods", namespace=meta.namespace, name=meta.name, subresource="status"
+        )
+        write = Write(
+            "PATCH",
+            path,
+            encode_patch(patch),
+            _STRATEGIC,
+            on_result=partial(self._status_done, record, then_delete),
+        )
+        await ctx.writes.submit(f"pods/{record.key}/status", write)
+
+    def _status_done(self, record: PodRecord, then_delete: bool, result: WriteResult) -> None:
+        if self.pods.get(record.key) is not record:
+            return
+        if result.outcome == "sent" and result.response is not None:
+            fresh = msgspec.json.decode(result.response.content, type=PodObject)
+            if fresh.metadata.uid == record.uid:
+                record.status = _decode_status(fresh.status)
+        if then_delete and result.outcome not in ("gone", "superseded"):
+            self._schedule_delete(record)
+
+    def _schedule_delete(self, record: PodRecord) -> None:
+        since = record.deleting_since if record.deleting_since is not None else self._ctx.clock()
+        delay = self._ctx.settings.shard.pod_deletion_delay
+        self._ctx.timers.schedule(("pod-delete", record.key), max(self._ctx.clock(), since + delay))
+
+    async def _delete(self, key: str) -> None:
+        ctx = self._ctx
+        record = self.pods.get(key)
+        if record is None or not ctx.fresh():
+            return
+        meta = record.obj.metadata
+        options = {
+            "kind": "DeleteOptions",
+            "apiVersion": "v1",
+            "gracePeriodSeconds": 0,
+            "preconditions": {"uid": record.uid},
+        }
+        path = resource_path("", "v1", "pods", namespace=meta.namespace, name=meta.name)
+        await ctx.writes.submit(
+            f"pods/{key}", Write("DELETE", path, encode_patch(options), _JSON, force=True)
+        )
+
+    # -- fence -----------------------------------------------------------------------------------
+
+    def pause_all(self) -> None:
+        for name in list(self._nodes):
+            self.node_removed(name)
+
+    # -- observation -----------------------------------------------------------------------------
+
+    def phases(self) -> Counter[str]:
+        counts: Counter[str] = Counter()
+        for record in self.pods.values():
+            counts[str(record.status.get("phase") or "Pending")] += 1
+        return counts

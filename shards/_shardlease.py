@@ -1,0 +1,179 @@
+"""The shard's own Lease, and the fence it puts around everything the shard drives.
+
+Shard K holds ``kubemock-fleet-shard-<K>`` in the fleet namespace
+(docs/architecture.md), renewed every ``coordinator.shardRenewInterval``
+(2 s) with a fresh renewTime, so the coordinator sees the record change
+(fleet.coordinator ``_liveness`` judges a shard alive by observing changes,
+never by comparing clocks).
+
+The fence (``_coordinator``'s docstring): a shard that has not renewed
+successfully within ``coordinator.shardRenewDeadline`` (10 s) stops driving
+every node, before the coordinator (which waits a whole
+``shardLeaseDuration``, 15 s, after the last change it saw) can hand its CRs
+to another shard. :meth:`ShardLease.fresh` is the live test, measured from
+the moment the last successful renewal was *sent*, so it never errs late;
+the engine checks it before every node write (through a gate on its
+requesters) and gets ``on_lost`` / ``on_regained`` callbacks on each
+transition to cancel or re-adopt its nodes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+import msgspec
+import trio
+
+from fleet.coordinator import shard_lease_name
+from fleet.errors import FleetError
+from fleet.kube._paths import resource_path
+from fleet.kube._seam import Requester
+from shards._nodeobj import Lease, LeaseMeta, LeaseSpec, decode_lease, encode_lease
+from shards._podstatus import format_micro_time
+
+__all__ = ["ShardLease"]
+
+log = logging.getLogger(__name__)
+
+_JSON = "application/json"
+
+
+def _lease_path(namespace: str, name: str | None = None) -> str:
+    return resource_path("coordination.k8s.io", "v1", "leases", namespace=namespace, name=name)
+
+
+class ShardLease:
+    """Creates and renews one shard Lease; tells the engine when the fence closes and opens."""
+
+    def __init__(
+        self,
+        requester: Requester,
+        *,
+        namespace: str,
+        shard: str,
+        identity: str,
+        duration: float,
+        renew_interval: float,
+        renew_deadline: float,
+        clock: Callable[[], float],
+        wall: Callable[[], datetime],
+        on_lost: Callable[[], None] = lambda: None,
+        on_regained: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._requester = requester
+        self.namespace = namespace
+        self.name = shard_lease_name(shard)
+        self.identity = identity
+        self._duration = max(1, round(duration))
+        self._interval = renew_interval
+        self._deadline = renew_deadline
+        self._clock = clock
+        self._wall = wall
+        self._on_lost = on_lost
+        self._on_regained = on_regained
+        self._lease: Lease | None = None
+        self._last_ok: float | None = None
+        self._active = False
+        self.renewals = 0
+        self.failures = 0
+
+    def fresh(self) -> bool:
+        """True while the last successful renewal was sent within the renew deadline."""
+        return self._last_ok is not None and self._clock() - self._last_ok <= self._deadline
+
+    @property
+    def active(self) -> bool:
+        """The fence as last reported through the callbacks (open = True)."""
+        return self._active
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Renew until cancelled. Reports started at once: the fence starts closed."""
+        task_status.started()
+        while True:
+            sent = self._clock()
+            ok = False
+            # An attempt never outlasts an interval: a hung request must not delay the next.
+            with trio.move_on_after(self._interval):
+                ok = await self._attempt()
+            if ok:
+                self._last_ok = sent
+                self.renewals += 1
+            else:
+                self.failures += 1
+            self._check()
+            wake = sent + self._interval
+            if self._active and self._last_ok is not None:
+                wake = min(wake, self._last_ok + self._deadline + 1e-6)
+            await trio.sleep_until(max(wake, trio.current_time()))
+            self._check()
+
+    def _check(self) -> None:
+        fresh = self.fresh()
+        if fresh == self._active:
+            return
+        self._active = fresh
+        if fresh:
+            log.info("shard lease %s renewed: driving nodes", self.name)
+            self._on_regained()
+        else:
+            log.warning("shard lease %s not renewed for %.0f s: fenced", self.name, self._deadline)
+            self._on_lost()
+
+    async def _attempt(self) -> bool:
+        try:
+            if self._lease is None:
+                self._lease, created = await self._read_or_create()
+                if created:
+                    return True  # the create was this round's renewal
+            self._lease = await self._put(self._renewed(self._lease))
+            return True
+        except FleetError as exc:
+            log.info("shard lease %s: renewal failed: %s", self.name, exc)
+            self._lease = None  # re-read next time (409, 404, anything)
+            return False
+
+    def _renewed(self, lease: Lease) -> Lease:
+        now = format_micro_time(self._wall())
+        spec = lease.spec
+        if spec.holderIdentity != self.identity:
+            spec = msgspec.structs.replace(
+                spec,
+                holderIdentity=self.identity,
+                acquireTime=now,
+                leaseTransitions=(spec.leaseTransitions or 0) + 1,
+            )
+        spec = msgspec.structs.replace(spec, leaseDurationSeconds=self._duration, renewTime=now)
+        return msgspec.structs.replace(lease, spec=spec)
+
+    async def _read_or_create(self) -> tuple[Lease, bool]:
+        response = await self._requester.request("GET", _lease_path(self.namespace, self.name))
+        if response.status != 404:
+            return decode_lease(response.raise_for_status().content), False
+        now = format_micro_time(self._wall())
+        body = Lease(
+            kind="Lease",
+            apiVersion="coordination.k8s.io/v1",
+            metadata=LeaseMeta(name=self.name, namespace=self.namespace),
+            spec=LeaseSpec(
+                holderIdentity=self.identity,
+                leaseDurationSeconds=self._duration,
+                renewTime=now,
+                acquireTime=now,
+                leaseTransitions=0,
+            ),
+        )
+        response = await self._requester.request(
+            "POST", _lease_path(self.namespace), body=encode_lease(body), content_type=_JSON
+        )
+        return decode_lease(response.raise_for_status().content), True
+
+    async def _put(self, lease: Lease) -> Lease:
+        response = await self._requester.request(
+            "PUT",
+            _lease_path(self.namespace, self.name),
+            body=encode_lease(lease),
+            content_type=_JSON,
+        )
+        return decode_lease(response.raise_for_status().content)
