@@ -1,0 +1,52 @@
+"""The sandbox's control plane: what kube-scheduler and kube-controller-manager would do.
+
+Every loop is a client of the apiserver through the transport seam
+(:class:`fleet.kube._seam.Requester`), so it behaves the same against the
+sandbox, a real apiserver, or the fakes of the unit tests. Layer 3: it uses
+``fleet.kube`` and ``fleet.api`` (and the sandbox's label selector parser);
+only the CLI (``kubemock-fleet up``) sits above it.
+
+- :class:`ControlPlane`, :class:`ControlPlaneSettings`, :func:`serve_control_plane`:
+  run the enabled loops in one nursery over shared informers;
+- the loops, each usable alone: :class:`Scheduler`, :class:`ReplicaSetController`,
+  :class:`DeploymentController`, :class:`NodeLifecycleController`,
+  :class:`GarbageCollector`, with their settings.
+"""
+
+from fleet.controlplane._deployments import DeploymentController as DeploymentController
+from fleet.controlplane._deployments import DeploymentSettings as DeploymentSettings
+from fleet.controlplane._deployments import pod_template_hash as pod_template_hash
+from fleet.controlplane._gc import GarbageCollector as GarbageCollector
+from fleet.controlplane._gc import GCSettings as GCSettings
+from fleet.controlplane._informer import Informer as Informer
+from fleet.controlplane._informer import Informers as Informers
+from fleet.controlplane._manager import ControlPlane as ControlPlane
+from fleet.controlplane._manager import ControlPlaneSettings as ControlPlaneSettings
+from fleet.controlplane._manager import serve_control_plane as serve_control_plane
+from fleet.controlplane._nodelifecycle import NodeLifecycleController as NodeLifecycleController
+from fleet.controlplane._nodelifecycle import NodeLifecycleSettings as NodeLifecycleSettings
+from fleet.controlplane._replicasets import ReplicaSetController as ReplicaSetController
+from fleet.controlplane._replicasets import ReplicaSetSettings as ReplicaSetSettings
+from fleet.controlplane._rest import Rest as Rest
+from fleet.controlplane._scheduler import Scheduler as Scheduler
+from fleet.controlplane._scheduler import SchedulerSettings as SchedulerSettings
+
+__all__ = [
+    "ControlPlane",
+    "ControlPlaneSettings",
+    "DeploymentController",
+    "DeploymentSettings",
+    "GCSettings",
+    "GarbageCollector",
+    "Informer",
+    "Informers",
+    "NodeLifecycleController",
+    "NodeLifecycleSettings",
+    "ReplicaSetController",
+    "ReplicaSetSettings",
+    "Rest",
+    "Scheduler",
+    "SchedulerSettings",
+    "pod_template_hash",
+    "serve_control_plane",
+]

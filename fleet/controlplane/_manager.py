@@ -1,0 +1,118 @@
+"""Running the control-plane loops together: one nursery, shared informers, each loop optional.
+
+:class:`ControlPlane` builds the enabled loops over one
+:class:`~fleet.controlplane._informer.Informers` (so the scheduler, the
+ReplicaSet controller, node lifecycle and the garbage collector share one pod
+watch, as kube-controller-manager's controllers share informers), then runs
+them and the informers in one nursery. :func:`serve_control_plane` does the
+same over an httpx :class:`~fleet.kube._client.Client` for a cluster config,
+which is how ``kubemock-fleet up`` runs it beside the sandbox.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import trio
+
+from fleet.controlplane._deployments import DeploymentController, DeploymentSettings
+from fleet.controlplane._gc import GarbageCollector, GCSettings
+from fleet.controlplane._informer import Informers
+from fleet.controlplane._nodelifecycle import NodeLifecycleController, NodeLifecycleSettings
+from fleet.controlplane._replicasets import ReplicaSetController, ReplicaSetSettings
+from fleet.controlplane._rest import Rest
+from fleet.controlplane._scheduler import Scheduler, SchedulerSettings
+from fleet.kube._client import Client
+from fleet.kube._cluster import ClusterConfig
+from fleet.kube._seam import Requester
+
+__all__ = ["ControlPlane", "ControlPlaneSettings", "serve_control_plane"]
+
+
+@dataclass(frozen=True, slots=True)
+class ControlPlaneSettings:
+    """Which loops run, and how each works. Every loop is on by default, as in a real cluster."""
+
+    scheduler: bool = True
+    """Bind pending pods to nodes (kube-scheduler)."""
+    replicasets: bool = True
+    """Keep ReplicaSets' pods (the ``replicaset`` controller)."""
+    deployments: bool = True
+    """Roll Deployments out through ReplicaSets (the ``deployment`` controller)."""
+    node_lifecycle: bool = True
+    """Mark silent nodes Unknown, taint them, evict their pods (``nodelifecycle``)."""
+    gc: bool = True
+    """Cascade deletions, collect pods of vanished nodes, finish namespace deletion."""
+    scheduler_settings: SchedulerSettings = field(default_factory=SchedulerSettings)
+    replicaset_settings: ReplicaSetSettings = field(default_factory=ReplicaSetSettings)
+    deployment_settings: DeploymentSettings = field(default_factory=DeploymentSettings)
+    node_lifecycle_settings: NodeLifecycleSettings = field(default_factory=NodeLifecycleSettings)
+    gc_settings: GCSettings = field(default_factory=GCSettings)
+
+
+class ControlPlane:
+    """The enabled loops over one requester; ``await nursery.start(cp.run)``."""
+
+    def __init__(
+        self,
+        requester: Requester,
+        settings: ControlPlaneSettings | None = None,
+        *,
+        clock: Callable[[], float] = trio.current_time,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = s = settings if settings is not None else ControlPlaneSettings()
+        rest = Rest(requester)
+        self.informers = Informers(requester, clock=clock)
+        self.scheduler = (
+            Scheduler(rest, self.informers, s.scheduler_settings, clock=clock, wall_clock=wall_clock)
+            if s.scheduler else None
+        )  # fmt: skip
+        self.replicasets = (
+            ReplicaSetController(rest, self.informers, s.replicaset_settings, clock=clock, wall_clock=wall_clock)
+            if s.replicasets else None
+        )  # fmt: skip
+        self.deployments = (
+            DeploymentController(rest, self.informers, s.deployment_settings, clock=clock, wall_clock=wall_clock)
+            if s.deployments else None
+        )  # fmt: skip
+        self.node_lifecycle = (
+            NodeLifecycleController(
+                rest, self.informers, s.node_lifecycle_settings, clock=clock, wall_clock=wall_clock
+            )
+            if s.node_lifecycle else None
+        )  # fmt: skip
+        self.gc = GarbageCollector(rest, self.informers, s.gc_settings, clock=clock) if s.gc else None
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run every enabled loop until cancelled; reports started once the informers synced."""
+        loops = [
+            loop for loop in (self.scheduler, self.replicasets, self.deployments, self.node_lifecycle, self.gc)
+            if loop is not None
+        ]  # fmt: skip
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.informers.run)
+            for loop in loops:
+                await nursery.start(loop.run)
+            await self.informers.wait_synced(*self.informers.all())
+            task_status.started()
+
+
+async def serve_control_plane(
+    config: ClusterConfig,
+    settings: ControlPlaneSettings | None = None,
+    *,
+    task_status: trio.TaskStatus[ControlPlane] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the control plane against the cluster in ``config`` until cancelled.
+
+    ``await nursery.start(serve_control_plane, load_config(sandbox.kubeconfig))``
+    returns the running :class:`ControlPlane` once its informers have listed.
+    """
+    async with Client(config) as client:
+        plane = ControlPlane(client, settings)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(plane.run)
+            task_status.started(plane)

@@ -1,0 +1,245 @@
+"""Node lifecycle: unreachable nodes get Ready=Unknown and taints; their pods are evicted.
+
+As kube-controller-manager's ``nodelifecycle`` controller (with taint-based
+eviction): a node's heartbeat is its Lease (``kube-node-lease/<node>``,
+``spec.renewTime``) or its Ready condition's ``lastHeartbeatTime``. What
+counts is when a *change* of either was *observed*, on this controller's own
+clock, never the timestamps' values (the kubelet's clock is not ours). A node
+first seen counts as just heard from.
+
+Every ``monitor_period``: a node not heard from for ``grace_period`` gets its
+Ready, MemoryPressure, DiskPressure and PIDPressure conditions set to
+``Unknown`` (reason ``NodeStatusUnknown``, "Kubelet stopped posting node
+status.") and the ``node.kubernetes.io/unreachable`` NoSchedule and
+NoExecute taints. Once the NoExecute taint has been there for a pod's
+``tolerationSeconds`` (the smallest of its matching tolerations; a pod with
+no matching toleration gets ``default_toleration_seconds``, what the
+DefaultTolerationSeconds admission plugin gives every pod; one tolerating
+without a limit stays), the pod is deleted. A node heard from again loses
+the taints; its kubelet sets Ready itself, as a real one does.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from fleet.controlplane._informer import Informer, Informers
+from fleet.controlplane._podutil import tolerates
+from fleet.controlplane._resources import LEASES, NODES, PODS, KObject, condition, rfc3339
+from fleet.controlplane._rest import Rest
+from fleet.errors import ConfigError, FleetError, NotFound
+from fleet.kube._views import object_key
+from fleet.kube._watching import WatchEvent
+
+__all__ = ["NodeLifecycleController", "NodeLifecycleSettings"]
+
+log = logging.getLogger(__name__)
+
+TAINT_UNREACHABLE = "node.kubernetes.io/unreachable"
+_WATCHED_CONDITIONS = ("Ready", "MemoryPressure", "DiskPressure", "PIDPressure")
+_NO_EXECUTE = {"key": TAINT_UNREACHABLE, "effect": "NoExecute"}
+
+
+@dataclass(frozen=True, slots=True)
+class NodeLifecycleSettings:
+    """Timings of the node lifecycle controller; defaults are kube-controller-manager's."""
+
+    grace_period: float = 40.0
+    """Seconds without an observed heartbeat before a node is Unknown
+    (``--node-monitor-grace-period``; a kubelet renews its Lease every 10 s)."""
+    monitor_period: float = 5.0
+    """Seconds between checks (``--node-monitor-period``): the precision of the above."""
+    default_toleration_seconds: float = 300.0
+    """Eviction delay of a pod with no toleration for the unreachable taint
+    (``--default-unreachable-toleration-seconds``)."""
+    lease_namespace: str = "kube-node-lease"
+
+    def __post_init__(self) -> None:
+        if self.grace_period <= 0 or self.monitor_period <= 0:
+            raise ConfigError("node lifecycle: grace_period and monitor_period must be > 0")
+        if self.default_toleration_seconds < 0:
+            raise ConfigError("node lifecycle: default_toleration_seconds must be >= 0")
+
+
+def eviction_delay(tolerations: list[Mapping[str, Any]], default: float) -> float | None:
+    """Seconds a pod may stay on an unreachable node; None: forever."""
+    matching = [t for t in tolerations if tolerates(t, _NO_EXECUTE)]
+    if not matching:
+        return default
+    limits = [float(t["tolerationSeconds"]) for t in matching if t.get("tolerationSeconds") is not None]
+    if not limits:
+        return None
+    return max(0.0, min(limits))
+
+
+class NodeLifecycleController:
+    """Watches heartbeats, marks silent nodes, evicts their pods; an apiserver client."""
+
+    def __init__(
+        self,
+        rest: Rest,
+        informers: Informers,
+        settings: NodeLifecycleSettings | None = None,
+        *,
+        clock: Callable[[], float] = trio.current_time,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = s = settings if settings is not None else NodeLifecycleSettings()
+        self._rest = rest
+        self._clock = clock
+        self._wall = wall_clock
+        self._informers = informers
+        self._nodes: Informer[KObject] = informers.get(NODES)
+        self._leases: Informer[KObject] = informers.get(LEASES, s.lease_namespace)
+        self._pods: Informer[KObject] = informers.get(PODS)
+        self._nodes.subscribe(self._on_node)
+        self._leases.subscribe(self._on_lease)
+        self._pods.subscribe(self._on_pod)
+        self._heard: dict[str, tuple[object, object, float]] = {}
+        """Node -> (lease token, node heartbeat token, when a change was last observed)."""
+        self._tainted_since: dict[str, float] = {}
+        self._on_node_pods: dict[str, set[str]] = defaultdict(set)
+        self._evicted: set[str] = set()
+        self.evictions = 0
+
+    def _note(self, node: str, *, lease: object = None, beat: object = None) -> None:
+        old = self._heard.get(node)
+        now = self._clock()
+        if old is None:
+            self._heard[node] = (lease, beat, now)
+            return
+        new_lease = lease if lease is not None else old[0]
+        new_beat = beat if beat is not None else old[1]
+        if (new_lease, new_beat) != (old[0], old[1]):
+            self._heard[node] = (new_lease, new_beat, now)
+
+    async def _on_lease(self, event: WatchEvent[KObject]) -> None:
+        await trio.lowlevel.checkpoint()
+        if event.type == "DELETED":
+            return
+        spec = event.obj.spec
+        self._note(event.obj.metadata.name, lease=spec.get("renewTime") or event.obj.metadata.resource_version)
+
+    async def _on_node(self, event: WatchEvent[KObject]) -> None:
+        await trio.lowlevel.checkpoint()
+        name = event.obj.metadata.name
+        if event.type == "DELETED":
+            self._heard.pop(name, None)
+            self._tainted_since.pop(name, None)
+            return
+        ready = condition(event.obj.status, "Ready")
+        beat = ready.get("lastHeartbeatTime") if ready is not None else None
+        self._note(name, beat=beat if beat is not None else "")
+
+    async def _on_pod(self, event: WatchEvent[KObject]) -> None:
+        await trio.lowlevel.checkpoint()
+        key = object_key(event.obj.metadata)
+        node = event.obj.spec.get("nodeName")
+        if event.type == "DELETED":
+            self._evicted.discard(key)
+            if node:
+                self._on_node_pods[node].discard(key)
+        elif node:
+            self._on_node_pods[node].add(key)
+
+    # -- the monitor pass ---------------------------------------------------------------------------
+
+    async def monitor_once(self) -> None:
+        """One pass over every node (what runs every ``monitor_period``)."""
+        now = self._clock()
+        for node in list(self._nodes.store.values()):
+            name = node.metadata.name
+            heard = self._heard.get(name)
+            if heard is None:
+                self._note(name)
+                continue
+            taints = [t for t in node.spec.get("taints") or () if isinstance(t, Mapping)]
+            ours = [t for t in taints if t.get("key") == TAINT_UNREACHABLE]
+            if now - heard[2] > self.settings.grace_period:
+                await self._mark_unknown(node)
+                if {t.get("effect") for t in ours} != {"NoSchedule", "NoExecute"}:
+                    await self._set_taints(node, [t for t in taints if t.get("key") != TAINT_UNREACHABLE] + [
+                        {"key": TAINT_UNREACHABLE, "effect": "NoSchedule", "timeAdded": rfc3339(self._wall())},
+                        {"key": TAINT_UNREACHABLE, "effect": "NoExecute", "timeAdded": rfc3339(self._wall())},
+                    ])
+            elif ours:
+                await self._set_taints(node, [t for t in taints if t.get("key") != TAINT_UNREACHABLE])
+            if any(t.get("effect") == "NoExecute" for t in ours):
+                since = self._tainted_since.setdefault(name, now)
+                await self._evict(name, now - since)
+            else:
+                self._tainted_since.pop(name, None)
+
+    async def _mark_unknown(self, node: KObject) -> None:
+        conds = [dict(c) for c in node.status.get("conditions") or () if isinstance(c, Mapping)]
+        now = rfc3339(self._wall())
+        changed = False
+        present = {c.get("type") for c in conds}
+        for cond in conds:
+            if cond.get("type") in _WATCHED_CONDITIONS and cond.get("status") != "Unknown":
+                cond.update(status="Unknown", reason="NodeStatusUnknown",
+                            message="Kubelet stopped posting node status.", lastTransitionTime=now)
+                changed = True
+        if "Ready" not in present:
+            conds.append({"type": "Ready", "status": "Unknown", "reason": "NodeStatusNeverUpdated",
+                          "message": "Kubelet never posted node status.", "lastHeartbeatTime": None,
+                          "lastTransitionTime": now})
+            changed = True
+        if not changed:
+            return
+        patch = {"metadata": {"resourceVersion": node.metadata.resource_version},
+                 "status": {"conditions": conds}}
+        try:
+            await self._rest.merge_patch(NODES.path(name=node.metadata.name, subresource="status"), patch)
+            log.info("node %s: not heard from for %s s, Ready=Unknown", node.metadata.name,
+                     self.settings.grace_period)
+        except FleetError as exc:
+            log.info("node %s: cannot set Ready=Unknown (%s); next pass retries", node.metadata.name, exc)
+
+    async def _set_taints(self, node: KObject, taints: list[Mapping[str, Any]]) -> None:
+        patch = {"metadata": {"resourceVersion": node.metadata.resource_version},
+                 "spec": {"taints": taints or None}}
+        try:
+            await self._rest.merge_patch(NODES.path(name=node.metadata.name), patch)
+        except FleetError as exc:
+            log.info("node %s: cannot update taints (%s); next pass retries", node.metadata.name, exc)
+
+    async def _evict(self, node: str, tainted_for: float) -> None:
+        store = self._pods.store
+        for key in list(self._on_node_pods.get(node, ())):
+            pod = store.get(key)
+            if pod is None or pod.metadata.deletion_timestamp is not None or key in self._evicted:
+                continue
+            if pod.spec.get("nodeName") != node:
+                continue
+            tolerations = [t for t in pod.spec.get("tolerations") or () if isinstance(t, Mapping)]
+            delay = eviction_delay(tolerations, self.settings.default_toleration_seconds)
+            if delay is None or tainted_for < delay:
+                continue
+            try:
+                await self._rest.delete(
+                    PODS.path(pod.metadata.namespace, pod.metadata.name), uid=pod.metadata.uid
+                )
+            except NotFound:
+                pass
+            except FleetError as exc:
+                log.info("evicting %s failed (%s); next pass retries", key, exc)
+                continue
+            self._evicted.add(key)
+            self.evictions += 1
+            log.info("evicted %s from unreachable node %s", key, node)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Monitor until cancelled; reports started at once, works once the informers synced."""
+        task_status.started()
+        await self._informers.wait_synced(self._nodes, self._leases, self._pods)
+        while True:
+            await self.monitor_once()
+            await trio.sleep(self.settings.monitor_period)

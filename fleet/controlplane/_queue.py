@@ -1,0 +1,136 @@
+"""A keyed work queue: many objects, few workers (client-go ``util/workqueue``).
+
+A key (``namespace/name``) is queued at most once however often it is added
+(the *dirty* set); a key being processed is never handed to a second worker
+(the *processing* set), and if it is added meanwhile it is queued again when
+the first worker calls :meth:`WorkQueue.done`. :meth:`WorkQueue.add_after`
+keeps one due time per key (the earliest) in a heap that one timer task
+drains, so a requeue never needs a task of its own.
+
+Bounded: at most ``max_keys`` distinct keys wait; adding a new key beyond
+that waits for room, passing the pressure back to the informer that feeds
+it. The delayed set holds at most one entry per key.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import trio
+
+from fleet.errors import ConfigError
+
+__all__ = ["WorkQueue", "WorkQueueStatistics"]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkQueueStatistics:
+    depth: int
+    """Keys waiting for a worker."""
+    peak_depth: int
+    processing: int
+    delayed: int
+    """Keys with a pending :meth:`WorkQueue.add_after`."""
+    added: int
+    """Adds of a key that was not already waiting."""
+
+
+class WorkQueue:
+    """Deduplicating FIFO of keys with delayed adds."""
+
+    def __init__(
+        self, name: str, *, max_keys: int = 100_000, clock: Callable[[], float] = trio.current_time
+    ) -> None:
+        if max_keys < 1:
+            raise ConfigError(f"work queue {name}: max_keys must be >= 1, got {max_keys}")
+        self.name = name
+        self._max = max_keys
+        self._clock = clock
+        self._queue: deque[str] = deque()
+        self._dirty: set[str] = set()
+        self._processing: set[str] = set()
+        self._delayed: dict[str, float] = {}
+        self._heap: list[tuple[float, str]] = []
+        self._items = trio.lowlevel.ParkingLot()
+        self._room = trio.lowlevel.ParkingLot()
+        self._timer = trio.lowlevel.ParkingLot()
+        self._peak = 0
+        self._added = 0
+
+    async def add(self, key: str) -> None:
+        """Queue ``key`` unless it already waits; waits for room when ``max_keys`` wait."""
+        while key not in self._dirty and len(self._dirty) >= self._max:
+            await self._room.park()
+        if not self.add_nowait(key):
+            await trio.lowlevel.checkpoint()
+
+    def add_nowait(self, key: str) -> bool:
+        """Queue ``key`` if there is room (or it already waits); False when full."""
+        if key in self._dirty:
+            return True
+        if len(self._dirty) >= self._max:
+            return False
+        self._dirty.add(key)
+        self._added += 1
+        if key not in self._processing:
+            self._queue.append(key)
+            self._peak = max(self._peak, len(self._queue))
+            self._items.unpark()
+        return True
+
+    def add_after(self, key: str, delay: float) -> None:
+        """Queue ``key`` after ``delay`` seconds (an earlier pending due time wins)."""
+        due = self._clock() + max(0.0, delay)
+        current = self._delayed.get(key)
+        if current is not None and current <= due:
+            return
+        self._delayed[key] = due
+        heapq.heappush(self._heap, (due, key))
+        self._timer.unpark_all()
+
+    async def get(self) -> str:
+        """The next key; the caller must call :meth:`done` with it afterwards."""
+        while not self._queue:
+            await self._items.park()
+        key = self._queue.popleft()
+        self._dirty.discard(key)
+        self._processing.add(key)
+        self._room.unpark()
+        return key
+
+    def done(self, key: str) -> None:
+        self._processing.discard(key)
+        if key in self._dirty:
+            self._queue.append(key)
+            self._items.unpark()
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def statistics(self) -> WorkQueueStatistics:
+        return WorkQueueStatistics(
+            depth=len(self._queue),
+            peak_depth=self._peak,
+            processing=len(self._processing),
+            delayed=len(self._delayed),
+            added=self._added,
+        )
+
+    async def run_timer(self) -> None:
+        """Move due delayed keys into the queue, until cancelled (one task per queue)."""
+        while True:
+            now = self._clock()
+            while self._heap and self._heap[0][0] <= now:
+                due, key = heapq.heappop(self._heap)
+                if self._delayed.get(key) != due:
+                    continue  # superseded by an earlier due time
+                del self._delayed[key]
+                await self.add(key)
+            if self._heap:
+                with trio.move_on_after(max(0.0, self._heap[0][0] - self._clock())):
+                    await self._timer.park()
+            else:
+                await self._timer.park()

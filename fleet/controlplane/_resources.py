@@ -1,0 +1,122 @@
+"""What the control-plane loops know of the API: resource addresses, one object view, times.
+
+Every loop is a client of the apiserver, so it names resources by their REST
+address (:class:`Resource`), decodes watched objects into one small view
+(:class:`KObject`: typed metadata, ``spec`` and ``status`` left as plain
+dicts, since controllers copy templates and write status back), and writes
+timestamps in the apiserver's RFC 3339 form from an injected wall clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from fleet.kube._paths import resource_path
+from fleet.kube._views import ObjectMeta, OwnerReference
+
+__all__ = [
+    "DEPLOYMENTS",
+    "EVENTS",
+    "LEASES",
+    "NAMESPACES",
+    "NODES",
+    "PODS",
+    "REPLICASETS",
+    "KObject",
+    "Meta",
+    "OwnerRef",
+    "Resource",
+    "condition",
+    "controller_of",
+    "parse_time",
+    "rfc3339",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    """One REST resource: where its objects live and what their kind is."""
+
+    group: str
+    version: str
+    plural: str
+    kind: str
+    namespaced: bool = True
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    def path(
+        self, namespace: str | None = None, name: str | None = None, subresource: str | None = None
+    ) -> str:
+        """The collection (all namespaces when ``namespace`` is None), object or subresource path."""
+        return resource_path(
+            self.group, self.version, self.plural,
+            namespace=namespace if self.namespaced else None, name=name, subresource=subresource,
+        )  # fmt: skip
+
+
+PODS = Resource("", "v1", "pods", "Pod")
+NODES = Resource("", "v1", "nodes", "Node", namespaced=False)
+NAMESPACES = Resource("", "v1", "namespaces", "Namespace", namespaced=False)
+EVENTS = Resource("", "v1", "events", "Event")
+LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease")
+REPLICASETS = Resource("apps", "v1", "replicasets", "ReplicaSet")
+DEPLOYMENTS = Resource("apps", "v1", "deployments", "Deployment")
+
+
+class OwnerRef(OwnerReference, rename="camel", omit_defaults=True, frozen=True):
+    """An owner reference with ``blockOwnerDeletion`` (foreground deletion waits on it)."""
+
+    block_owner_deletion: bool | None = None
+
+
+class Meta(ObjectMeta, rename="camel", omit_defaults=True, frozen=True):
+    """Object metadata as the control plane reads it (owner references in full)."""
+
+    owner_references: list[OwnerRef] = []  # type: ignore[assignment]
+
+
+class KObject(msgspec.Struct, frozen=True):
+    """Any object a loop watches: typed metadata, the rest as decoded JSON."""
+
+    metadata: Meta = Meta()
+    spec: dict[str, Any] = {}
+    status: dict[str, Any] = {}
+
+
+def controller_of(meta: ObjectMeta) -> OwnerReference | None:
+    """The owner reference with ``controller: true``, if any."""
+    for ref in meta.owner_references:
+        if ref.controller:
+            return ref
+    return None
+
+
+def rfc3339(seconds: float) -> str:
+    """Seconds since the epoch as the apiserver writes times (second precision, ``Z``)."""
+    return datetime.fromtimestamp(int(seconds), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(value: object) -> float | None:
+    """An RFC 3339 time (``...Z``, fractions allowed) as epoch seconds; None if absent or bad."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def condition(status: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
+    """The condition of type ``kind`` in ``status.conditions``, if present."""
+    for cond in status.get("conditions") or ():
+        if isinstance(cond, Mapping) and cond.get("type") == kind:
+            return cond
+    return None

@@ -1,0 +1,629 @@
+"""The scheduler: binds pending pods to nodes, as kube-scheduler's default profile does.
+
+A pod is ours when it has no ``spec.nodeName``, is not being deleted, and
+names ``default-scheduler`` (or no scheduler). One scheduling task takes pods
+from a keyed queue and decides against an in-memory cache of every node's
+allocatable resources and the requests of the non-terminal pods bound to it
+(kept from the pod and node watches, and updated at once when a decision is
+made: the pod is *assumed* on its node while its binding is in flight). A
+fixed pool of binder tasks sends the decisions: ``POST .../pods/<name>/binding``
+with a ``v1.Binding``.
+
+Filters, in kube-scheduler's order, first failure per node wins:
+
+- ``NodeUnschedulable``: ``spec.unschedulable`` (unless tolerated);
+- ``TaintToleration``: NoSchedule and NoExecute taints need a toleration. A
+  node whose Ready condition is not True counts as carrying the
+  ``node.kubernetes.io/not-ready`` (``unreachable`` when Unknown) NoSchedule
+  taint the node lifecycle controller would give it;
+- ``NodeAffinity``: ``nodeSelector`` and required node affinity
+  (In, NotIn, Exists, DoesNotExist, Gt, Lt; ``matchFields`` on ``metadata.name``);
+- ``NodeResourcesFit``: cpu, memory and pod count against allocatable.
+
+Feasible nodes are scored least-allocated (cpu and memory equally, with
+kube-scheduler's non-zero request defaults), ties broken at random; on a
+large cluster only the first ``max(100, adaptive %)`` feasible nodes are
+looked at, from a rotating start (``percentageOfNodesToScore``).
+
+A pod that fits nowhere gets ``PodScheduled=False`` reason ``Unschedulable``
+with kube-scheduler's message (``0/3 nodes are available: 1 node(s) had
+untolerated taint {k: v}, 2 Insufficient cpu.``) and a ``FailedScheduling``
+Warning event, and waits in the unschedulable set until a node is added or
+changes what it offers, a bound pod goes away, the pod itself changes, or
+``retry_interval`` passes.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from fleet.controlplane._informer import Informer, Informers
+from fleet.controlplane._podutil import (
+    Requests,
+    is_terminal,
+    pod_requests,
+    quantity_milli,
+    quantity_value,
+    tolerates,
+    untolerated,
+)
+from fleet.controlplane._queue import WorkQueue
+from fleet.controlplane._resources import EVENTS, NODES, PODS, KObject, condition, rfc3339
+from fleet.controlplane._rest import Rest
+from fleet.errors import ApiError, ConfigError, Conflict, FleetError, NotFound
+from fleet.kube._views import object_key
+from fleet.kube._watching import WatchEvent
+from fleet.sandbox._selectors import Requirement
+
+__all__ = ["Scheduler", "SchedulerSettings", "SchedulerStatistics", "unschedulable_message"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SCHEDULER = "default-scheduler"
+MIN_FEASIBLE_NODES = 100
+"""kube-scheduler's ``minFeasibleNodesToFind``: below this many nodes, all are looked at."""
+MIN_FEASIBLE_PERCENTAGE = 5
+"""kube-scheduler's floor of the adaptive ``percentageOfNodesToScore``."""
+TAINT_NOT_READY = "node.kubernetes.io/not-ready"
+TAINT_UNREACHABLE = "node.kubernetes.io/unreachable"
+TAINT_UNSCHEDULABLE = "node.kubernetes.io/unschedulable"
+
+_UNSCHEDULABLE_TAINT = {"key": TAINT_UNSCHEDULABLE, "effect": "NoSchedule"}
+REASON_UNSCHEDULABLE = "node(s) were unschedulable"
+REASON_AFFINITY = "node(s) didn't match Pod's node affinity/selector"
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerSettings:
+    """How the scheduler works; the defaults are kube-scheduler's unless said otherwise."""
+
+    scheduler_name: str = DEFAULT_SCHEDULER
+    """Pods naming this scheduler (or none) are scheduled."""
+    binders: int = 16
+    """Binding and status requests in flight. Binding is one small POST; 16 keeps a local
+    apiserver busy without queueing thousands of requests on it."""
+    retry_interval: float = 60.0
+    """Unschedulable pods are retried at least this often even if nothing seems to change.
+    kube-scheduler waits 5 min (``podMaxInUnschedulablePodsDuration``); a test cluster whose
+    capacity changes in ways the watches do not show is better served by a minute."""
+    backoff_initial: float = 1.0
+    """Delay before retrying a pod whose binding failed (``podInitialBackoffSeconds``)."""
+    backoff_max: float = 10.0
+    """Upper bound of that delay, doubling per failure (``podMaxBackoffSeconds``)."""
+    percentage_of_nodes_to_score: int = 0
+    """Share of nodes to look at once enough fit; 0 is kube-scheduler's adaptive default
+    (50 % less 1 % per 125 nodes, at least 5 %, at least 100 nodes)."""
+    max_queue: int = 100_000
+    """Pending pods waiting to be scheduled before the pod watch is slowed down."""
+    seed: int | None = None
+    """Seed for the tie-breaking draw (tests); None draws from the OS."""
+
+    def __post_init__(self) -> None:
+        if self.binders < 1:
+            raise ConfigError(f"scheduler: binders must be >= 1, got {self.binders}")
+        if not 0 <= self.percentage_of_nodes_to_score <= 100:
+            raise ConfigError(
+                "scheduler: percentage_of_nodes_to_score must be in [0, 100], got "
+                f"{self.percentage_of_nodes_to_score}"
+            )
+        if self.retry_interval <= 0 or self.backoff_initial <= 0:
+            raise ConfigError("scheduler: retry_interval and backoff_initial must be > 0")
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerStatistics:
+    pending: int
+    """Pods waiting in the active queue."""
+    unschedulable: int
+    """Pods that fit nowhere at their last attempt."""
+    assumed: int
+    """Pods whose binding is in flight."""
+    scheduled: int
+    """Bindings the apiserver accepted."""
+    failed_attempts: int
+    """Attempts that found no node."""
+    bind_errors: int
+
+
+@dataclass(slots=True)
+class _Usage:
+    """What the pods bound to one node request."""
+
+    milli_cpu: int = 0
+    memory: int = 0
+    nonzero_milli_cpu: int = 0
+    nonzero_memory: int = 0
+    pods: int = 0
+
+    def add(self, r: Requests, sign: int) -> None:
+        self.milli_cpu += sign * r.milli_cpu
+        self.memory += sign * r.memory
+        self.nonzero_milli_cpu += sign * r.nonzero_milli_cpu
+        self.nonzero_memory += sign * r.nonzero_memory
+        self.pods += sign
+
+
+@dataclass(frozen=True, slots=True)
+class _Node:
+    """A node as the filters see it."""
+
+    name: str
+    labels: Mapping[str, str]
+    taints: tuple[Mapping[str, Any], ...]
+    unschedulable: bool
+    milli_cpu: int
+    memory: int
+    pods: int
+
+    @classmethod
+    def of(cls, node: KObject) -> _Node:
+        status = node.status
+        alloc = status.get("allocatable") or status.get("capacity") or {}
+        taints = [t for t in node.spec.get("taints") or () if isinstance(t, Mapping)]
+        ready = condition(status, "Ready")
+        ready_status = ready.get("status") if ready is not None else "Unknown"
+        if ready_status != "True":
+            # What the node lifecycle controller's TaintNodesByCondition would add.
+            implied = TAINT_UNREACHABLE if ready_status == "Unknown" else TAINT_NOT_READY
+            if not any(t.get("key") == implied and t.get("effect") == "NoSchedule" for t in taints):
+                taints.append({"key": implied, "effect": "NoSchedule"})
+        return cls(
+            name=node.metadata.name,
+            labels=node.metadata.labels,
+            taints=tuple(taints),
+            unschedulable=bool(node.spec.get("unschedulable")),
+            milli_cpu=quantity_milli(alloc.get("cpu")),
+            memory=quantity_value(alloc.get("memory")),
+            pods=quantity_value(alloc.get("pods")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _PodInfo:
+    """What a pending pod asks, computed once per attempt."""
+
+    requests: Requests
+    node_selector: Mapping[str, str]
+    terms: tuple[tuple[tuple[Requirement, ...], tuple[Requirement, ...]], ...] | None
+    """Required node affinity: ORed terms of (label requirements, field requirements)."""
+    tolerations: tuple[Mapping[str, Any], ...]
+
+
+_OPERATORS = {"In": "in", "NotIn": "notin", "Exists": "exists", "DoesNotExist": "!", "Gt": "gt", "Lt": "lt"}
+
+
+def _requirements(expressions: object) -> tuple[Requirement, ...] | None:
+    """Node selector requirements; None if one is malformed (the term then matches nothing)."""
+    out: list[Requirement] = []
+    for expr in expressions if isinstance(expressions, list) else ():
+        op = _OPERATORS.get(str(expr.get("operator", ""))) if isinstance(expr, Mapping) else None
+        if op is None:
+            return None
+        values = tuple(sorted(str(v) for v in expr.get("values") or ()))
+        if op in ("gt", "lt") and len(values) != 1:
+            return None
+        out.append(Requirement(str(expr.get("key", "")), op, values))
+    return tuple(out)
+
+
+def _pod_info(pod: KObject) -> _PodInfo:
+    spec = pod.spec
+    terms: list[tuple[tuple[Requirement, ...], tuple[Requirement, ...]]] | None = None
+    required = (
+        ((spec.get("affinity") or {}).get("nodeAffinity") or {})
+        .get("requiredDuringSchedulingIgnoredDuringExecution")
+    )
+    if isinstance(required, Mapping):
+        terms = []
+        for term in required.get("nodeSelectorTerms") or ():
+            if not isinstance(term, Mapping):
+                continue
+            labels = _requirements(term.get("matchExpressions"))
+            fields = _requirements(term.get("matchFields"))
+            if labels is None or fields is None or (not labels and not fields):
+                continue  # an empty or invalid term matches no node
+            terms.append((labels, fields))
+    return _PodInfo(
+        requests=pod_requests(spec),
+        node_selector=spec.get("nodeSelector") or {},
+        terms=None if terms is None else tuple(terms),
+        tolerations=tuple(t for t in spec.get("tolerations") or () if isinstance(t, Mapping)),
+    )
+
+
+def _matches_affinity(info: _PodInfo, node: _Node) -> bool:
+    labels = node.labels
+    for key, value in info.node_selector.items():
+        if labels.get(key) != value:
+            return False
+    if info.terms is None:
+        return True
+    fields = {"metadata.name": node.name}
+    return any(
+        all(r.matches(labels) for r in label_reqs) and all(r.matches(fields) for r in field_reqs)
+        for label_reqs, field_reqs in info.terms
+    )
+
+
+def _filter(info: _PodInfo, node: _Node, usage: _Usage) -> list[str]:
+    """Why ``node`` cannot take the pod: empty when it can."""
+    if node.unschedulable and not any(tolerates(t, _UNSCHEDULABLE_TAINT) for t in info.tolerations):
+        return [REASON_UNSCHEDULABLE]
+    taint = untolerated(node.taints, info.tolerations)
+    if taint is not None:
+        return [f"node(s) had untolerated taint {{{taint.get('key', '')}: {taint.get('value') or ''}}}"]
+    if not _matches_affinity(info, node):
+        return [REASON_AFFINITY]
+    reasons: list[str] = []
+    r = info.requests
+    if usage.pods + 1 > node.pods:
+        reasons.append("Too many pods")
+    if r.milli_cpu > 0 and r.milli_cpu > node.milli_cpu - usage.milli_cpu:
+        reasons.append("Insufficient cpu")
+    if r.memory > 0 and r.memory > node.memory - usage.memory:
+        reasons.append("Insufficient memory")
+    return reasons
+
+
+def _least_allocated(info: _PodInfo, node: _Node, usage: _Usage) -> float:
+    def part(capacity: int, requested: int) -> float:
+        if capacity <= 0 or requested > capacity:
+            return 0.0
+        return (capacity - requested) * 100.0 / capacity
+
+    r = info.requests
+    cpu = part(node.milli_cpu, usage.nonzero_milli_cpu + r.nonzero_milli_cpu)
+    mem = part(node.memory, usage.nonzero_memory + r.nonzero_memory)
+    return (cpu + mem) / 2
+
+
+def unschedulable_message(nodes: int, reasons: Mapping[str, int]) -> str:
+    """kube-scheduler's ``FitError`` text: a histogram of reasons, sorted as strings."""
+    if nodes == 0:
+        return "no nodes available to schedule pods"
+    histogram = sorted(f"{count} {reason}" for reason, count in reasons.items())
+    text = f"0/{nodes} nodes are available"
+    if histogram:
+        text += ": " + ", ".join(histogram)
+    return text + "."
+
+
+@dataclass(frozen=True, slots=True)
+class _Bind:
+    key: str
+    pod: KObject
+    node: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Unschedulable:
+    pod: KObject
+    message: str
+
+
+@dataclass(slots=True)
+class _Counters:
+    scheduled: int = 0
+    failed_attempts: int = 0
+    bind_errors: int = 0
+    attempts: dict[str, int] = field(default_factory=dict)
+
+
+class Scheduler:
+    """kube-scheduler's default profile, as an apiserver client."""
+
+    def __init__(
+        self,
+        rest: Rest,
+        informers: Informers,
+        settings: SchedulerSettings | None = None,
+        *,
+        clock: Callable[[], float] = trio.current_time,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = s = settings if settings is not None else SchedulerSettings()
+        self._rest = rest
+        self._clock = clock
+        self._wall = wall_clock
+        self._rng = random.Random(s.seed)
+        self._pods: Informer[KObject] = informers.get(PODS)
+        self._nodes: Informer[KObject] = informers.get(NODES)
+        self._informers = informers
+        self._pods.subscribe(self._on_pod)
+        self._nodes.subscribe(self._on_node)
+        self.queue = WorkQueue("scheduler", max_keys=s.max_queue, clock=clock)
+        self._node_info: dict[str, _Node] = {}
+        self._node_order: list[str] = []
+        self._order_dirty = False
+        self._next_start = 0
+        self._usage: dict[str, _Usage] = {}
+        self._bound: dict[str, tuple[str, Requests]] = {}
+        """Pod key -> (node, requests) of every non-terminal pod on a node, assumed ones too."""
+        self._assumed: set[str] = set()
+        self._unschedulable: dict[str, dict[str, Any]] = {}
+        """Pod key -> the spec it was found unschedulable with."""
+        self._counters = _Counters()
+        self._jobs_send, self._jobs_receive = trio.open_memory_channel[_Bind | _Unschedulable](
+            s.binders * 4
+        )
+
+    # -- cache, from the watches ---------------------------------------------------------------
+
+    def _account(self, key: str, node: str, requests: Requests) -> None:
+        current = self._bound.get(key)
+        if current is not None:
+            if current[0] == node:
+                return
+            self._unaccount(key)
+        self._bound[key] = (node, requests)
+        self._usage.setdefault(node, _Usage()).add(requests, +1)
+
+    def _unaccount(self, key: str) -> bool:
+        current = self._bound.pop(key, None)
+        if current is None:
+            return False
+        usage = self._usage[current[0]]
+        usage.add(current[1], -1)
+        if usage.pods == 0:
+            del self._usage[current[0]]
+        return True
+
+    def _ours(self, pod: KObject) -> bool:
+        name = pod.spec.get("schedulerName") or DEFAULT_SCHEDULER
+        return (
+            name == self.settings.scheduler_name
+            and not pod.spec.get("nodeName")
+            and pod.metadata.deletion_timestamp is None
+            and not is_terminal(pod)
+        )
+
+    async def _on_pod(self, event: WatchEvent[KObject]) -> None:
+        pod = event.obj
+        key = object_key(pod.metadata)
+        node = pod.spec.get("nodeName")
+        if event.type == "DELETED" or is_terminal(pod):
+            self._unschedulable.pop(key, None)
+            self._assumed.discard(key)
+            self._counters.attempts.pop(key, None)
+            if self._unaccount(key):
+                self._flush_unschedulable()  # room was freed
+            return
+        if node:
+            self._assumed.discard(key)
+            self._unschedulable.pop(key, None)
+            self._counters.attempts.pop(key, None)
+            self._account(key, node, pod_requests(pod.spec))
+            return
+        if key in self._assumed or not self._ours(pod):
+            return
+        spec = self._unschedulable.get(key)
+        if spec is not None:
+            if spec == pod.spec and event.type == "MODIFIED":
+                return  # e.g. our own status write: nothing that changes the verdict
+            del self._unschedulable[key]
+        await self.queue.add(key)
+
+    async def _on_node(self, event: WatchEvent[KObject]) -> None:
+        name = event.obj.metadata.name
+        if event.type == "DELETED":
+            if self._node_info.pop(name, None) is not None:
+                self._order_dirty = True
+            return
+        info = _Node.of(event.obj)
+        old = self._node_info.get(name)
+        self._node_info[name] = info
+        if old is None:
+            self._order_dirty = True
+        if old != info:
+            self._flush_unschedulable()
+
+    def _flush_unschedulable(self) -> None:
+        """Move every unschedulable pod back to the active queue (``MoveAllToActiveQueue``)."""
+        for key in list(self._unschedulable):
+            if not self.queue.add_nowait(key):
+                break  # the queue is full; the periodic retry picks up the rest
+            del self._unschedulable[key]
+
+    # -- deciding ---------------------------------------------------------------------------
+
+    def _feasible_wanted(self, total: int) -> int:
+        if total < MIN_FEASIBLE_NODES:
+            return total
+        pct = self.settings.percentage_of_nodes_to_score
+        if pct == 0:
+            pct = max(MIN_FEASIBLE_PERCENTAGE, 50 - total // 125)
+        return max(MIN_FEASIBLE_NODES, total * pct // 100)
+
+    def _decide(self, pod: KObject) -> tuple[str | None, str]:
+        """The chosen node, or None and the unschedulable message."""
+        if self._order_dirty:
+            self._node_order = sorted(self._node_info)
+            self._order_dirty = False
+        order = self._node_order
+        total = len(order)
+        if total == 0:
+            return None, unschedulable_message(0, {})
+        info = _pod_info(pod)
+        wanted = self._feasible_wanted(total)
+        reasons: dict[str, int] = {}
+        best: list[str] = []
+        best_score = -1.0
+        found = 0
+        start = self._next_start % total
+        empty = _Usage()
+        processed = 0
+        for i in range(total):
+            name = order[(start + i) % total]
+            processed += 1
+            node = self._node_info[name]
+            usage = self._usage.get(name, empty)
+            failed = _filter(info, node, usage)
+            if failed:
+                for reason in failed:
+                    reasons[reason] = reasons.get(reason, 0) + 1
+                continue
+            found += 1
+            score = _least_allocated(info, node, usage)
+            if score > best_score:
+                best_score, best = score, [name]
+            elif score == best_score:
+                best.append(name)
+            if found >= wanted:
+                break
+        self._next_start = (start + processed) % total
+        if not best:
+            return None, unschedulable_message(total, reasons)
+        return self._rng.choice(best), ""
+
+    async def _schedule_loop(self) -> None:
+        await self._informers.wait_synced(self._pods, self._nodes)
+        while True:
+            key = await self.queue.get()
+            try:
+                pod = self._pods.store.get(key)
+                if pod is None or not self._ours(pod) or key in self._assumed:
+                    continue
+                node, message = self._decide(pod)
+                if node is None:
+                    self._counters.failed_attempts += 1
+                    self._unschedulable[key] = pod.spec
+                    await self._jobs_send.send(_Unschedulable(pod, message))
+                    continue
+                self._assumed.add(key)
+                self._account(key, node, pod_requests(pod.spec))
+                await self._jobs_send.send(_Bind(key, pod, node))
+            finally:
+                self.queue.done(key)
+
+    # -- writing -------------------------------------------------------------------------------
+
+    async def _binder(self) -> None:
+        async for job in self._jobs_receive:
+            if isinstance(job, _Bind):
+                await self._bind(job)
+            else:
+                await self._report_unschedulable(job)
+
+    async def _bind(self, job: _Bind) -> None:
+        meta = job.pod.metadata
+        body = {
+            "apiVersion": "v1",
+            "kind": "Binding",
+            "metadata": {"name": meta.name, "namespace": meta.namespace, "uid": meta.uid},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": job.node},
+        }
+        try:
+            await self._rest.create(PODS.path(meta.namespace, meta.name, "binding"), body)
+        except FleetError as exc:
+            self._counters.bind_errors += 1
+            log.info("binding %s to %s failed: %s", job.key, job.node, exc)
+            if job.key in self._assumed:
+                self._assumed.discard(job.key)
+                current = self._pods.store.get(job.key)
+                if current is None or not current.spec.get("nodeName"):
+                    self._unaccount(job.key)
+            if isinstance(exc, NotFound):
+                return
+            attempts = self._counters.attempts.get(job.key, 0) + 1
+            self._counters.attempts[job.key] = attempts
+            delay = min(self.settings.backoff_max, self.settings.backoff_initial * 2 ** (attempts - 1))
+            self.queue.add_after(job.key, delay)
+            return
+        self._counters.scheduled += 1
+        self._counters.attempts.pop(job.key, None)
+
+    def _now(self) -> float:
+        return self._wall()
+
+    async def _report_unschedulable(self, job: _Unschedulable) -> None:
+        pod = job.pod
+        meta = pod.metadata
+        current = condition(pod.status, "PodScheduled")
+        now = rfc3339(self._now())
+        if (
+            current is not None
+            and current.get("status") == "False"
+            and current.get("reason") == "Unschedulable"
+            and current.get("message") == job.message
+        ):
+            return  # said already: no status write, no second event
+        conds = [dict(c) for c in pod.status.get("conditions") or () if c.get("type") != "PodScheduled"]
+        transition = (
+            current.get("lastTransitionTime")
+            if current is not None and current.get("status") == "False"
+            else now
+        )
+        conds.append({
+            "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+            "message": job.message, "lastProbeTime": None, "lastTransitionTime": transition,
+        })  # fmt: skip
+        patch = {"metadata": {"resourceVersion": meta.resource_version}, "status": {"conditions": conds}}
+        try:
+            await self._rest.merge_patch(PODS.path(meta.namespace, meta.name, "status"), patch)
+        except (Conflict, NotFound):
+            return  # the pod moved on; its next attempt will tell
+        except FleetError as exc:
+            log.info("cannot mark %s/%s unschedulable: %s", meta.namespace, meta.name, exc)
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{meta.name}.{int(self._now() * 1e9):x}", "namespace": meta.namespace},
+            "involvedObject": {
+                "apiVersion": "v1", "kind": "Pod", "namespace": meta.namespace, "name": meta.name,
+                "uid": meta.uid, "resourceVersion": meta.resource_version,
+            },
+            "reason": "FailedScheduling",
+            "message": job.message,
+            "type": "Warning",
+            "source": {"component": DEFAULT_SCHEDULER},
+            "reportingComponent": DEFAULT_SCHEDULER,
+            "reportingInstance": DEFAULT_SCHEDULER,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }  # fmt: skip
+        try:
+            await self._rest.create(EVENTS.path(meta.namespace), event)
+        except ApiError as exc:
+            log.debug("event for %s/%s not recorded: %s", meta.namespace, meta.name, exc)
+        except FleetError as exc:
+            log.info("event for %s/%s not recorded: %s", meta.namespace, meta.name, exc)
+
+    async def _retry_loop(self) -> None:
+        while True:
+            await trio.sleep(self.settings.retry_interval)
+            self._flush_unschedulable()
+
+    # -- running --------------------------------------------------------------------------------
+
+    def statistics(self) -> SchedulerStatistics:
+        return SchedulerStatistics(
+            pending=len(self.queue),
+            unschedulable=len(self._unschedulable),
+            assumed=len(self._assumed),
+            scheduled=self._counters.scheduled,
+            failed_attempts=self._counters.failed_attempts,
+            bind_errors=self._counters.bind_errors,
+        )
+
+    def node_usage(self, node: str) -> tuple[int, int, int]:
+        """(milli-cpu, memory, pods) requested on ``node`` by the pods the cache holds."""
+        usage = self._usage.get(node, _Usage())
+        return usage.milli_cpu, usage.memory, usage.pods
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Schedule until cancelled (the informers run beside it, in :class:`Informers`)."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.queue.run_timer)
+            nursery.start_soon(self._retry_loop)
+            for _ in range(self.settings.binders):
+                nursery.start_soon(self._binder)
+            nursery.start_soon(self._schedule_loop)
+            task_status.started()

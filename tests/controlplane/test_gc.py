@@ -1,0 +1,154 @@
+"""Garbage collection on the in-memory apiserver (which, unlike the sandbox, collects nothing itself)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import trio
+
+from fleet.controlplane._gc import GarbageCollector
+from fleet.controlplane._informer import Informers
+from fleet.controlplane._rest import Rest
+from tests.controlplane._helpers import eventually, node, pod
+from tests.controlplane._memapi import MemApi
+
+
+def ref(owner: dict[str, Any], *, block: bool | None = None, controller: bool = True) -> dict[str, Any]:
+    out = {"apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": owner["metadata"]["name"],
+           "uid": owner["metadata"]["uid"], "controller": controller}
+    if block is not None:
+        out["blockOwnerDeletion"] = block
+    return out
+
+
+def owned_pod(name: str, *owners: dict[str, Any], node_name: str | None = None) -> dict[str, Any]:
+    body = pod(name, node_name=node_name)
+    body["metadata"]["ownerReferences"] = list(owners)
+    return body
+
+
+def rs(name: str, *owners: dict[str, Any]) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "namespace": "default"}
+    if owners:
+        meta["ownerReferences"] = list(owners)
+    return {"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": meta, "spec": {"replicas": 1}}
+
+
+@pytest.fixture
+async def api(nursery: trio.Nursery) -> AsyncIterator[MemApi]:
+    api = MemApi()
+    informers = Informers(api)
+    gc = GarbageCollector(Rest(api), informers)
+    await nursery.start(informers.run)
+    await nursery.start(gc.run)
+    yield api
+
+
+def names(api: MemApi, group: str, plural: str) -> set[str]:
+    return {o["metadata"]["name"] for o in api.items(group, plural)}
+
+
+async def test_background_cascade(api: MemApi, autojump_clock: trio.testing.MockClock) -> None:
+    owner = api.put("apps", "replicasets", rs("web"))
+    api.put("", "pods", owned_pod("a", ref(owner)))
+    api.put("", "pods", owned_pod("b", ref(owner)))
+    api.put("", "pods", pod("unowned"))
+    await trio.sleep(5)
+    assert names(api, "", "pods") == {"a", "b", "unowned"}
+    api.remove("apps", "replicasets", "default", "web")
+    await eventually(lambda: names(api, "", "pods") == {"unowned"}, within=10)
+
+
+async def test_dependent_keeps_its_live_owners(api: MemApi, autojump_clock: trio.testing.MockClock) -> None:
+    one = api.put("apps", "replicasets", rs("one"))
+    two = api.put("apps", "replicasets", rs("two"))
+    api.put("", "pods", owned_pod("p", ref(one), ref(two, controller=False)))
+    await trio.sleep(2)
+    api.remove("apps", "replicasets", "default", "one")
+    await eventually(lambda: [r["name"] for r in (api.get("", "pods", "default", "p") or {})["metadata"]
+                              .get("ownerReferences", [])] == ["two"], within=10)
+    await trio.sleep(5)
+    assert names(api, "", "pods") == {"p"}
+
+
+async def test_owner_of_unknown_kind_is_never_guessed(api: MemApi, autojump_clock: trio.testing.MockClock) -> None:
+    api.put("", "pods", owned_pod("p", {"apiVersion": "example.com/v1", "kind": "Widget", "name": "w",
+                                        "uid": "nope", "controller": True}))
+    await trio.sleep(30)
+    assert names(api, "", "pods") == {"p"}
+
+
+async def test_foreground_cascade_waits_for_blocking_dependents(
+    api: MemApi, autojump_clock: trio.testing.MockClock
+) -> None:
+    deploy = api.put("apps", "deployments", {"apiVersion": "apps/v1", "kind": "Deployment",
+                                             "metadata": {"name": "d", "namespace": "default"}, "spec": {}})
+    owner = api.put("apps", "replicasets", rs("d-1", ref(deploy, block=True)))
+    api.put("", "pods", owned_pod("a", ref(owner, block=True)))
+    api.put("", "pods", owned_pod("b", ref(owner, block=True)))
+    await trio.sleep(2)
+    response = await api.request("DELETE", "/apis/apps/v1/namespaces/default/deployments/d",
+                                 body=b'{"propagationPolicy":"Foreground"}')
+    assert response.ok
+    d = api.get("apps", "deployments", "default", "d")
+    assert d is not None and d["metadata"]["finalizers"] == ["foregroundDeletion"]
+    await eventually(lambda: not names(api, "apps", "deployments"), within=10)
+    assert not names(api, "apps", "replicasets")
+    assert not names(api, "", "pods")
+    # The owner went last: after every pod and the ReplicaSet.
+    order = [(kind, o["metadata"]["name"]) for _, (_, kind), t, o in
+             [(h[0], h[1], h[2], h[3]) for h in api.history] if t == "DELETED"]
+    assert order[-1] == ("deployments", "d")
+    assert order.index(("replicasets", "d-1")) > max(order.index(("pods", "a")), order.index(("pods", "b")))
+
+
+async def test_orphan_keeps_dependents(api: MemApi, autojump_clock: trio.testing.MockClock) -> None:
+    owner = api.put("apps", "replicasets", rs("web"))
+    api.put("", "pods", owned_pod("a", ref(owner)))
+    await trio.sleep(2)
+    response = await api.request("DELETE", "/apis/apps/v1/namespaces/default/replicasets/web",
+                                 body=b'{"propagationPolicy":"Orphan"}')
+    assert response.ok
+    await eventually(lambda: not names(api, "apps", "replicasets"), within=10)
+    await trio.sleep(5)
+    p = api.get("", "pods", "default", "a")
+    assert p is not None and "ownerReferences" not in p["metadata"]
+
+
+async def test_pods_of_a_deleted_node_go_after_quarantine(
+    api: MemApi, autojump_clock: trio.testing.MockClock
+) -> None:
+    api.put("", "nodes", node("n1"))
+    api.put("", "pods", pod("on-n1", node_name="n1"))
+    api.put("", "pods", pod("pending"))
+    await trio.sleep(60)
+    assert names(api, "", "pods") == {"on-n1", "pending"}
+    api.remove("", "nodes", "", "n1")
+    gone = trio.current_time()
+    await eventually(lambda: names(api, "", "pods") == {"pending"}, within=120)
+    assert 40 <= trio.current_time() - gone <= 40 + 20 + 0.5
+
+
+async def test_namespace_deletion_empties_then_finalizes(
+    api: MemApi, autojump_clock: trio.testing.MockClock
+) -> None:
+    api.put("", "namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team"}})
+    api.put("", "pods", pod("p", namespace="team"))
+    api.put("", "configmaps", {"apiVersion": "v1", "kind": "ConfigMap",
+                               "metadata": {"name": "cm", "namespace": "team", "finalizers": ["example.com/hold"]}})
+    api.put("", "pods", pod("stays", namespace="default"))
+    await trio.sleep(2)
+    response = await api.request("DELETE", "/api/v1/namespaces/team", body=b"{}")
+    assert response.ok
+    await eventually(lambda: not api.items("", "pods", "team"), within=10)
+    await trio.sleep(20)
+    assert "team" in names(api, "", "namespaces")  # a finalizer holds the ConfigMap
+    cm = api.get("", "configmaps", "team", "cm")
+    assert cm is not None and cm["metadata"].get("deletionTimestamp")
+    cm["metadata"]["finalizers"] = []
+    api.update("", "configmaps", cm)
+    await eventually(lambda: "team" not in names(api, "", "namespaces"), within=10)
+    assert api.requests_to("PUT", "/namespaces/team/finalize")
+    assert names(api, "", "pods") == {"stays"}

@@ -1,0 +1,135 @@
+"""Node lifecycle on the in-memory apiserver: heartbeats, taints, evictions, recovery."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import trio
+
+from fleet.controlplane._informer import Informers
+from fleet.controlplane._nodelifecycle import (
+    NodeLifecycleController,
+    NodeLifecycleSettings,
+    eviction_delay,
+)
+from fleet.controlplane._rest import Rest
+from tests.controlplane._helpers import eventually, node, pod
+from tests.controlplane._memapi import MemApi, rfc
+
+UNREACHABLE = "node.kubernetes.io/unreachable"
+
+
+@dataclass
+class Kubelet:
+    """Renews one node's Lease every 10 s while ``alive``."""
+
+    api: MemApi
+    name: str
+    alive: bool = True
+    renewals: list[float] = field(default_factory=list)
+
+    async def run(self) -> None:
+        self.api.put("coordination.k8s.io", "leases", {
+            "metadata": {"name": self.name, "namespace": "kube-node-lease"},
+            "spec": {"holderIdentity": self.name, "leaseDurationSeconds": 40,
+                     "renewTime": rfc(self.api.now())}})  # fmt: skip
+        while True:
+            await trio.sleep(10)
+            if self.alive:
+                lease = self.api.get("coordination.k8s.io", "leases", "kube-node-lease", self.name)
+                assert lease is not None
+                lease["spec"]["renewTime"] = f"{rfc(self.api.now())[:-1]}.{len(self.renewals):06d}Z"
+                self.api.update("coordination.k8s.io", "leases", lease)
+                self.renewals.append(trio.current_time())
+
+
+@dataclass
+class Env:
+    api: MemApi
+    controller: NodeLifecycleController
+    kubelet: Kubelet
+
+    def node(self) -> dict[str, Any]:
+        obj = self.api.get("", "nodes", "", "n1")
+        assert obj is not None
+        return obj
+
+    def ready(self) -> tuple[str, str]:
+        cond = next(c for c in self.node()["status"]["conditions"] if c["type"] == "Ready")
+        return cond["status"], cond.get("reason", "")
+
+    def taints(self) -> set[tuple[str, str]]:
+        return {(t["key"], t["effect"]) for t in self.node()["spec"].get("taints") or []}
+
+    def pod_names(self) -> set[str]:
+        return {p["metadata"]["name"] for p in self.api.items("", "pods")}
+
+
+@pytest.fixture
+async def env(nursery: trio.Nursery) -> AsyncIterator[Env]:
+    api = MemApi()
+    api.put("", "nodes", node("n1", taints=[{"key": "other", "effect": "NoSchedule"}]))
+    kubelet = Kubelet(api, "n1")
+    nursery.start_soon(kubelet.run)
+    informers = Informers(api)
+    controller = NodeLifecycleController(Rest(api), informers, NodeLifecycleSettings(), wall_clock=api.now)
+    await nursery.start(informers.run)
+    await nursery.start(controller.run)
+    yield Env(api, controller, kubelet)
+
+
+def test_eviction_delay() -> None:
+    assert eviction_delay([], 300) == 300
+    assert eviction_delay([{"key": "other", "operator": "Exists"}], 300) == 300
+    assert eviction_delay([{"key": UNREACHABLE, "operator": "Exists", "effect": "NoExecute"}], 300) is None
+    assert eviction_delay([{"operator": "Exists"}], 300) is None
+    assert eviction_delay([
+        {"key": UNREACHABLE, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 60},
+        {"key": UNREACHABLE, "operator": "Exists", "tolerationSeconds": 30},
+    ], 300) == 30
+
+
+async def test_live_node_is_left_alone(env: Env, autojump_clock: trio.testing.MockClock) -> None:
+    await trio.sleep(600)
+    assert env.ready() == ("True", "KubeletReady")
+    assert env.taints() == {("other", "NoSchedule")}
+    assert not env.api.requests_to("PATCH", "/nodes/")
+
+
+async def test_silent_node_goes_unknown_tainted_pods_evicted_then_recovers(
+    env: Env, autojump_clock: trio.testing.MockClock
+) -> None:
+    tolerate = {"key": UNREACHABLE, "operator": "Exists", "effect": "NoExecute"}
+    env.api.put("", "pods", pod("plain", node_name="n1"))
+    env.api.put("", "pods", pod("short", node_name="n1", spec={"tolerations": [{**tolerate, "tolerationSeconds": 60}]}))
+    env.api.put("", "pods", pod("forever", node_name="n1", spec={"tolerations": [tolerate]}))
+    env.api.put("", "pods", pod("elsewhere", node_name="n2"))
+    await trio.sleep(95)
+    env.kubelet.alive = False
+    last = env.kubelet.renewals[-1]
+    await eventually(lambda: env.ready()[0] == "Unknown", within=120)
+    assert 40 < trio.current_time() - last <= 40 + 5 + 0.5
+    assert env.ready() == ("Unknown", "NodeStatusUnknown")
+    ready = next(c for c in env.node()["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["message"] == "Kubelet stopped posting node status."
+    await eventually(lambda: (UNREACHABLE, "NoExecute") in env.taints())
+    tainted = trio.current_time()
+    assert env.taints() == {("other", "NoSchedule"), (UNREACHABLE, "NoSchedule"), (UNREACHABLE, "NoExecute")}
+
+    await eventually(lambda: "short" not in env.pod_names(), within=120)
+    assert 60 <= trio.current_time() - tainted <= 60 + 5 + 0.5
+    assert "plain" in env.pod_names()
+    await eventually(lambda: "plain" not in env.pod_names(), within=400)
+    assert 300 <= trio.current_time() - tainted <= 300 + 5 + 0.5
+    await trio.sleep(600)
+    assert env.pod_names() == {"forever", "elsewhere"}
+    assert env.controller.evictions == 2
+
+    env.kubelet.alive = True
+    await eventually(lambda: UNREACHABLE not in {k for k, _ in env.taints()}, within=30)
+    assert env.taints() == {("other", "NoSchedule")}
+    await trio.sleep(100)
+    assert env.taints() == {("other", "NoSchedule")}
