@@ -1,1 +1,71 @@
-"""Benchmarks: load scenarios, apiserver metrics, latency tracking and reports."""
+"""Benchmarks: load scenarios against a control plane, apiserver metrics, reports and plots.
+
+What the CLI (``kubemock-fleet bench``) and tests may use is re-exported here;
+the ``_``-prefixed modules are this package's own. ``bench.transport`` (the
+client micro-benchmark) and ``bench.shard`` are separate, importable on
+their own.
+
+- Scenarios (``_scenarios``): :class:`ScenarioSpec`, :func:`load_scenario`, :data:`BUILTIN`.
+- Running one (``_runner``): :func:`run_scenario`, :class:`RunOptions`, :class:`Progress`,
+  :data:`RUN_LABEL`.
+- The apiserver's /metrics (``_promtext``): :func:`parse_metrics`, :func:`diff`.
+- Client-side latency (``_latency``): :class:`LatencyRecorder`; the SLO table (``_slo``).
+- The report (``_report``): :class:`Report`, :func:`write_report`, :func:`read_report`,
+  :func:`report_schema`, :func:`summary_markdown`, :func:`write_plots`.
+"""
+
+from bench._latency import LatencyRecorder as LatencyRecorder
+from bench._latency import PhaseStats as PhaseStats
+from bench._promtext import MetricsDelta as MetricsDelta
+from bench._promtext import Scrape as Scrape
+from bench._promtext import diff as diff
+from bench._promtext import histogram_quantile as histogram_quantile
+from bench._promtext import parse_metrics as parse_metrics
+from bench._report import SCHEMA_VERSION as SCHEMA_VERSION
+from bench._report import Report as Report
+from bench._report import TargetInfo as TargetInfo
+from bench._report import read_report as read_report
+from bench._report import report_schema as report_schema
+from bench._report import summary_markdown as summary_markdown
+from bench._report import write_plots as write_plots
+from bench._report import write_report as write_report
+from bench._runner import RUN_LABEL as RUN_LABEL
+from bench._runner import NullProgress as NullProgress
+from bench._runner import Progress as Progress
+from bench._runner import RunOptions as RunOptions
+from bench._runner import run_scenario as run_scenario
+from bench._scenarios import BUILTIN as BUILTIN
+from bench._scenarios import ScenarioSpec as ScenarioSpec
+from bench._scenarios import load_scenario as load_scenario
+from bench._slo import SloRow as SloRow
+from bench._slo import SloThresholds as SloThresholds
+from bench._slo import slo_table as slo_table
+
+__all__ = [
+    "BUILTIN",
+    "RUN_LABEL",
+    "SCHEMA_VERSION",
+    "LatencyRecorder",
+    "MetricsDelta",
+    "NullProgress",
+    "PhaseStats",
+    "Progress",
+    "Report",
+    "RunOptions",
+    "ScenarioSpec",
+    "Scrape",
+    "SloRow",
+    "SloThresholds",
+    "TargetInfo",
+    "diff",
+    "histogram_quantile",
+    "load_scenario",
+    "parse_metrics",
+    "read_report",
+    "report_schema",
+    "run_scenario",
+    "slo_table",
+    "summary_markdown",
+    "write_plots",
+    "write_report",
+]

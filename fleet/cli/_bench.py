@@ -1,46 +1,106 @@
-"""``kubemock-fleet bench SCENARIO``: load scenarios and micro-benchmarks.
+"""``kubemock-fleet bench SCENARIO|FILE.yaml``: load scenarios and micro-benchmarks.
 
-For now the one scenario is ``transport``, the client micro-benchmark of
-:mod:`bench.transport` (client CPU per PATCH, httpx's pool against the hot-path
-transport). Load scenarios against a control plane join it here as they land.
+Two kinds of benchmark share the command:
+
+- ``transport``: the client micro-benchmark of :mod:`bench.transport` (client
+  CPU per PATCH, httpx's pool against the hot-path transport); its options are
+  ``--requests``, ``--repeats``, ``--inflight``, ``--client``, ``--json``.
+- ``sandbox``: the sandbox apiserver's PATCHes/s, server CPU per PATCH and
+  watch fan-out (:mod:`bench.sandbox`, issue 3); options ``--requests``,
+  ``--repeats``, ``--inflight`` (default 16), ``--scheme``, ``--server``,
+  ``--watchers``, ``--events``, ``--rate``, ``--json``, ``--output``.
+- Load scenarios against a control plane (:mod:`bench`): the built-in
+  ``node-density``, ``pod-startup``, ``churn``, ``heartbeat-soak``,
+  ``kwok-ci``, or a YAML file naming one of them as its ``type``
+  (docs/bench.md). With ``--kubeconfig``/``--context`` the bench runs against
+  that cluster, where a fleet must already run; without, it starts what
+  ``kubemock-fleet up`` starts (sandbox apiserver and control plane in this
+  process, ``--shards N`` shard child processes, no nodes). It writes ``report.json``, ``summary.md``
+  and PNG plots into ``--output`` and exits 1 if a step failed or an SLO row
+  failed.
 """
 
 from __future__ import annotations
 
-from enum import StrEnum
+import tempfile
+from functools import partial
 from pathlib import Path
+from typing import Any
 
+import trio
 import typer
 
 from fleet.cli._app import app
-from fleet.errors import InputError
+from fleet.cli._options import ContextOption, KubeconfigOption
+from fleet.errors import FleetError, InputError
 
-
-class Scenario(StrEnum):
-    transport = "transport"
+TRANSPORT = "transport"
+SANDBOX = "sandbox"
 
 
 @app.command()
 def bench(
-    scenario: Scenario = typer.Argument(..., help="What to measure: 'transport' (client CPU per PATCH)."),
-    requests: int = typer.Option(5000, "--requests", min=1, help="Requests per timed repeat."),
-    repeats: int = typer.Option(5, "--repeats", min=1, help="Timed repeats; the minimum is reported."),
+    scenario: str = typer.Argument(
+        ...,
+        help="'transport' (client CPU per PATCH), a load scenario (node-density, pod-startup, churn, "
+        "heartbeat-soak, kwok-ci) or a scenario YAML file.",
+    ),
+    requests: int = typer.Option(5000, "--requests", min=1, help="transport: requests per timed repeat."),
+    repeats: int = typer.Option(5, "--repeats", min=1, help="transport: timed repeats; the minimum is reported."),
     inflight: list[int] = typer.Option(
-        [1, 16, 64], "--inflight", help="In-flight levels (repeat the flag for several)."
+        [1, 16, 64], "--inflight", help="transport: in-flight levels (repeat the flag for several)."
     ),
     clients: list[str] | None = typer.Option(
         None,
         "--client",
-        help="Clients to compare (repeat the flag): httpx, hot, h11 (the framing reference). "
+        help="transport: clients to compare (repeat the flag): httpx, hot, h11 (the framing reference). "
         "Default: httpx and hot.",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON instead of a table."),
     output: Path | None = typer.Option(
-        None, "--output", help="Also write <scenario>.json into this directory."
+        None, "--output", help="transport: also write <scenario>.json here. Scenarios: the report "
+        "directory (default ./bench-results/<scenario>-<run id>)."
     ),
+    nodes: int | None = typer.Option(None, "--nodes", min=1, help="Scenarios: Node CRs (overrides the scenario)."),
+    pods: int | None = typer.Option(None, "--pods", min=0, help="Scenarios: pods (overrides the scenario)."),
+    shards: int = typer.Option(
+        1, "--shards", min=0, help="Scenarios on the bench's own sandbox: fleet shards to start (0: none)."
+    ),
+    plots: bool = typer.Option(True, "--plots/--no-plots", help="Scenarios: write PNG plots."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Scenarios: show a progress bar."),
+    kubeconfig: KubeconfigOption = None,
+    context: ContextOption = None,
+    schemes: list[str] | None = typer.Option(
+        None, "--scheme", help="sandbox: http and/or https (repeat the flag; default both)."),
+    servers: list[str] | None = typer.Option(
+        None, "--server", help="sandbox: lean (default) and/or hypercorn, the HTTP server in front."),
+    watchers: int = typer.Option(10, "--watchers", min=0, help="sandbox: concurrent watchers (0: no watch case)."),
+    events: int = typer.Option(20000, "--events", min=1, help="sandbox: changes per timed watch repeat."),
+    rates: list[int] | None = typer.Option(
+        None, "--rate", help="sandbox: in-server writes/s of the watch case, 0 = as fast as it can "
+        "(repeat the flag; default 10000 and 0)."),
 ) -> None:
-    """Run a benchmark scenario and report it as a table (or JSON)."""
-    from bench import transport  # heavy imports only when the command runs
+    """Run a benchmark: the transport or sandbox micro-benchmark, or a load scenario against a control plane."""
+    if scenario == TRANSPORT:
+        _transport(requests, repeats, inflight, clients, as_json, output)
+        return
+    if scenario == SANDBOX:
+        _sandbox(requests, repeats, inflight, schemes, servers, watchers, events, rates, as_json, output)
+        return
+    from bench import load_scenario  # heavy imports only when the command runs
+
+    spec = load_scenario(scenario, {"nodes": nodes, "pods": pods})
+    report = _run_scenario(spec, output=output, shards=shards, plots=plots, progress=progress,
+                           kubeconfig=kubeconfig, context=context, as_json=as_json)
+    if not (report.completed and report.slo_passed):
+        raise typer.Exit(1)
+
+
+def _transport(
+    requests: int, repeats: int, inflight: list[int], clients: list[str] | None, as_json: bool,
+    output: Path | None,
+) -> None:
+    from bench import transport
 
     if any(level < 1 for level in inflight):
         raise InputError(f"--inflight levels must be >= 1, got {inflight}")
@@ -52,10 +112,144 @@ def bench(
     result = transport.run(requests=requests, inflight=inflight, repeats=repeats, clients=chosen)
     if output is not None:
         output.mkdir(parents=True, exist_ok=True)
-        (output / f"{scenario.value}.json").write_text(result.to_json() + "\n")
+        (output / f"{TRANSPORT}.json").write_text(result.to_json() + "\n")
     if as_json:
         typer.echo(result.to_json())
     else:
         typer.echo(f"{result.machine}, Python {result.python}")
         typer.echo(f"command: {result.command}\n")
         typer.echo(transport.format_table(result))
+
+
+def _sandbox(
+    requests: int, repeats: int, inflight: list[int], schemes: list[str] | None, servers: list[str] | None,
+    watchers: int, events: int, rates: list[int] | None, as_json: bool, output: Path | None,
+) -> None:
+    """The sandbox apiserver's PATCH rate and watch fan-out (:mod:`bench.sandbox`, issue 3)."""
+    from bench import sandbox
+
+    levels = [16] if inflight == [1, 16, 64] else inflight  # the transport's default levels: use 16
+    if any(level < 1 for level in levels):
+        raise InputError(f"--inflight levels must be >= 1, got {levels}")
+    if not set(schemes or ()) <= {"http", "https"} or not set(servers or ()) <= set(sandbox.SERVERS):
+        raise InputError(f"--scheme: http or https; --server: one of {list(sandbox.SERVERS)}")
+    if any(rate < 0 for rate in rates or ()):
+        raise InputError("--rate must be >= 0")
+    result = sandbox.run(
+        requests=requests, repeats=repeats, inflight=levels, schemes=schemes or ("http", "https"),  # type: ignore[arg-type]
+        servers=servers or ("lean",), watchers=watchers, events=events, rates=rates or (10000, 0),  # type: ignore[arg-type]
+    )
+    if output is not None:
+        output.mkdir(parents=True, exist_ok=True)
+        (output / f"{SANDBOX}.json").write_text(result.to_json() + "\n")
+    if as_json:
+        typer.echo(result.to_json())
+    else:
+        typer.echo(f"{result.machine}, Python {result.python}, {result.load}")
+        typer.echo(f"command: {result.command}\n")
+        typer.echo(sandbox.format_report(result))
+
+
+# --------------------------------------------------------------------------- load scenarios
+
+
+class _RichProgress:
+    """The runner's progress, drawn as one rich bar per step."""
+
+    def __init__(self, progress: Any) -> None:
+        self._progress = progress
+        self._tasks: dict[str, Any] = {}
+
+    def begin(self, step: str, total: int) -> None:
+        self._tasks[step] = self._progress.add_task(step, total=max(total, 1))
+
+    def update(self, step: str, completed: int) -> None:
+        if step in self._tasks:
+            self._progress.update(self._tasks[step], completed=completed)
+
+    def end(self, step: str) -> None:
+        if step in self._tasks:
+            self._progress.stop_task(self._tasks[step])
+
+
+async def _own_cluster(
+    shards: int, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """``kubemock-fleet up`` as a task: sandbox, control plane (scheduler, controllers),
+    coordinator and ``shards`` shard child processes, no nodes; reports the ``Up`` and its
+    ``RunningUp``. ``up.stop()`` ends it cleanly (shards first, then the apiserver)."""
+    from fleet.up import Up, UpSettings
+
+    workdir = Path(tempfile.mkdtemp(prefix="kubemock-fleet-bench-"))
+    up = Up(UpSettings(port=0, kubeconfig_out=workdir / "kubeconfig", nodes=0, shards=shards,
+                       shard_processes=shards > 0))
+    async with trio.open_nursery() as inner:
+        running = await inner.start(up.run)
+        task_status.started((up, running))
+
+
+def _run_scenario(
+    spec: Any, *, output: Path | None, shards: int, plots: bool, progress: bool,
+    kubeconfig: Path | None, context: str | None, as_json: bool,
+) -> Any:
+    import secrets
+
+    import msgspec
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from bench import NullProgress, RunOptions, TargetInfo, run_scenario
+    from fleet.kube._client import Client
+    from fleet.kube._config import load_config
+
+    own = kubeconfig is None and context is None
+    run_id = secrets.token_hex(4)
+    out = output if output is not None else Path("bench-results") / f"{spec.name}-{run_id}"
+    console = Console(stderr=True)
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=console, disable=not progress, transient=False)
+
+    async def main() -> Any:
+        async with trio.open_nursery() as nursery:
+            up = None
+            if not own:
+                config = load_config(kubeconfig, context)
+                target = TargetInfo(server=config.server, mode="cluster", fleet="external")
+            else:
+                up, running = await nursery.start(partial(_own_cluster, shards))
+                config = load_config(running.kubeconfig)
+                target = TargetInfo(server=running.url, mode="sandbox", fleet="started" if shards else "none")
+            options = RunOptions(target=target, output=out, plots=plots, run_id=run_id,
+                                 progress=_RichProgress(bar) if progress else NullProgress(),
+                                 fleet_children=own and shards > 0, ensure_crds=own)
+            try:
+                async with Client(config) as client:
+                    with bar:
+                        report = await run_scenario(client, spec, options)
+            finally:
+                if up is not None:
+                    up.stop()  # shards stop before the apiserver goes
+        return report
+
+    try:
+        report = trio.run(main)
+    except BaseExceptionGroup as group:
+        # A nursery wraps what failed in it; the CLI's error boundary wants the one FleetError.
+        errors = group.subgroup(FleetError)
+        if errors is not None and len(errors.exceptions) == 1 and group.split(FleetError)[1] is None:
+            raise errors.exceptions[0] from None
+        raise
+    except KeyboardInterrupt:
+        console.print(f"interrupted: objects of run {run_id} deleted; partial report in {out}")
+        raise typer.Exit(130) from None
+    if as_json:
+        typer.echo(msgspec.json.encode(report).decode())
+    else:
+        verdict = "PASS" if report.slo_passed else "FAIL"
+        for step in report.steps:
+            typer.echo(f"{step.name:16} {step.reached}/{step.target} in {step.seconds:.2f} s"
+                       f"{'' if step.ok else '  (FAILED)'}")
+        typer.echo(f"SLOs: {verdict} ({len(report.slo)} rows); report: {out / 'report.json'}")
+        for note in report.notes:
+            typer.echo(f"note: {note}")
+    return report

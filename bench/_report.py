@@ -1,0 +1,409 @@
+"""The bench report: a versioned JSON schema, a Markdown summary and PNG plots.
+
+:class:`Report` is the whole schema, a tree of msgspec Structs with camelCase
+JSON names (``docs/bench.md`` documents every field; :func:`report_schema`
+gives it as JSON Schema). A report is validated on write (encoded, then
+decoded back into the schema with its constraints) and on read (a file of
+another ``schemaVersion`` is refused with a clear message, not misread).
+
+Schema versions: 1 is the first. A change that removes or renames a field,
+or changes a field's meaning, bumps :data:`SCHEMA_VERSION`; adding an
+optional field does not.
+
+Plots need matplotlib (the ``plots`` extra). Without it the report says so in
+``plots.skipped`` and nothing crashes.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from fleet.errors import ConfigError, InputError
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "ApiserverSummary",
+    "CleanupResult",
+    "LatencyRow",
+    "Percentiles",
+    "PlotsInfo",
+    "ProcessUsage",
+    "Report",
+    "RequestRow",
+    "SloResult",
+    "StepResult",
+    "StorageRow",
+    "TargetInfo",
+    "TimelineSample",
+    "read_report",
+    "report_schema",
+    "summary_markdown",
+    "write_plots",
+    "write_report",
+]
+
+SCHEMA_VERSION = 1
+"""The version this code writes and reads."""
+
+NonNegative = Annotated[float, msgspec.Meta(ge=0)]
+Count = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class _Base(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True, frozen=True):
+    pass
+
+
+class Percentiles(_Base, frozen=True):
+    """Latency percentiles of one phase, in seconds."""
+
+    count: Count
+    p50: NonNegative
+    p90: NonNegative
+    p99: NonNegative
+    max: NonNegative | None = None
+    mean: NonNegative | None = None
+
+
+class StepResult(_Base, frozen=True):
+    """One timed step of a scenario (``nodes-ready``, ``pods-running``, ``pods-deleted``)."""
+
+    name: str
+    seconds: NonNegative
+    """From the step's first request to the last object observed in its target state."""
+    target: Count
+    """Objects the step set out to bring to its state."""
+    reached: Count
+    """Objects observed in that state when the step ended."""
+    ok: bool
+    """All of them, within the step's timeout."""
+    per_second: NonNegative = 0.0
+    """``reached / seconds``."""
+
+
+class RequestRow(_Base, frozen=True):
+    """Requests the apiserver served during the run, for one key."""
+
+    verb: str
+    group: str
+    resource: str
+    subresource: str
+    code: str
+    count: NonNegative
+
+
+class LatencyRow(_Base, frozen=True):
+    """Apiserver-side latency of one verb and resource over the run (from buckets)."""
+
+    verb: str
+    resource: str
+    """``pods``, ``pods/status``, ``leases.coordination.k8s.io``."""
+    count: NonNegative
+    p50: NonNegative | None
+    p90: NonNegative | None
+    p99: NonNegative | None
+
+
+class StorageRow(_Base, frozen=True):
+    """Stored objects of one resource before and after the run."""
+
+    resource: str
+    before: float
+    after: float
+
+
+class ApiserverSummary(_Base, frozen=True):
+    """What the run cost the apiserver, from its ``/metrics`` before and after."""
+
+    latency_family: str | None
+    """The histogram the latencies come from (SLI, else SLO, else plain duration)."""
+    requests_total: NonNegative
+    requests_per_second: NonNegative
+    requests_by_verb: dict[str, NonNegative]
+    requests: list[RequestRow]
+    latency: list[LatencyRow]
+    inflight_peak: dict[str, float]
+    """Highest ``apiserver_current_inflight_requests`` seen in any scrape, by kind."""
+    watches_peak: NonNegative
+    """Highest count of open watches seen in any scrape."""
+    storage: list[StorageRow]
+    """Resources whose stored object count changed."""
+    scrapes: Count
+
+
+class TimelineSample(_Base, frozen=True):
+    """One periodic sample while the scenario ran."""
+
+    t: NonNegative
+    """Seconds since the run started."""
+    pods_by_phase: dict[str, Count]
+    """The run's pods by phase (``Pending``, ``Running``, ``Terminating``, ...)."""
+    nodes_ready: Count
+    requests_by_verb: dict[str, NonNegative] | None = None
+    """Cumulative apiserver request counters by verb at this time (None: scrape failed)."""
+    inflight: dict[str, float] | None = None
+
+
+class SloResult(_Base, frozen=True):
+    """One row of the SLO table."""
+
+    slo: str
+    subject: str
+    count: Count
+    p99: NonNegative
+    threshold: NonNegative
+    passed: bool
+
+
+class ProcessUsage(_Base, frozen=True):
+    """CPU and memory of the fleet's own processes (those the bench started)."""
+
+    pids: list[int]
+    cpu_seconds: NonNegative
+    peak_rss_bytes: Count
+
+
+class CleanupResult(_Base, frozen=True):
+    """What the bench deleted at the end, and whether anything was left."""
+
+    deleted: Count
+    leftover: Count
+    errors: tuple[str, ...] = ()
+
+
+class PlotsInfo(_Base, frozen=True):
+    written: tuple[str, ...] = ()
+    """File names (relative to the report) of the PNGs written."""
+    skipped: str | None = None
+    """Why plots were not written (e.g. matplotlib is not installed)."""
+
+
+class TargetInfo(_Base, frozen=True):
+    server: str
+    mode: Literal["sandbox", "cluster"]
+    """``sandbox``: the bench started its own; ``cluster``: from a kubeconfig."""
+    fleet: Literal["started", "external", "none"]
+    """``started``: the bench ran the fleet itself; ``external``: one already drives the cluster;
+    ``none``: no fleet (``--shards 0``), the apiserver alone."""
+
+
+class Report(_Base, frozen=True):
+    """A bench run, everything in it (docs/bench.md, "Report schema")."""
+
+    schema_version: Literal[1]
+    """The schema this report follows (:data:`SCHEMA_VERSION`)."""
+    tool: str
+    run_id: str
+    """Also the value of the ``bench.kubemock-fleet.io/run`` label on every object created."""
+    scenario: str
+    scenario_type: str
+    parameters: dict[str, Any]
+    """The scenario as run (after CLI overrides)."""
+    target: TargetInfo
+    started_at: str
+    """RFC 3339, UTC."""
+    duration_seconds: NonNegative
+    steps: list[StepResult]
+    pods_created: Count
+    pods_running: Count
+    """Distinct pods observed Running."""
+    pods_deleted: Count
+    nodes_created: Count
+    nodes_ready: Count
+    writes_per_second: NonNegative
+    """The bench's own creates and deletes over their steps' time."""
+    pod_startup: dict[str, Percentiles]
+    """Client-observed pod startup, split as ClusterLoader2 does: ``create_to_schedule``,
+    ``schedule_to_run``, ``run_to_watch``, ``pod_startup`` (create to watch)."""
+    client_latency: dict[str, Percentiles]
+    """Round trips of the bench's own calls by phase (``create pods``, ``delete pods``)."""
+    apiserver: ApiserverSummary | None
+    """None when ``/metrics`` could not be read (the report says why in ``notes``)."""
+    slo: list[SloResult]
+    slo_passed: bool
+    """Every row passed (and there was at least one)."""
+    timeline: list[TimelineSample]
+    cleanup: CleanupResult
+    fleet_usage: ProcessUsage | None = None
+    plots: PlotsInfo = PlotsInfo()
+    notes: tuple[str, ...] = ()
+    completed: bool = True
+    """False when the run was interrupted (Ctrl-C) or a step failed: figures are partial."""
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(Report)
+
+
+def report_schema() -> dict[str, Any]:
+    """The report's JSON Schema (draft 2020-12), generated from the Structs."""
+    return msgspec.json.schema(Report)
+
+
+def validate(report: Report) -> bytes:
+    """Encode ``report`` and check it against the schema; the JSON bytes."""
+    data = _encoder.encode(report)
+    try:
+        _decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        raise InputError(f"bench report does not fit its schema: {exc}") from exc
+    return data
+
+
+def write_report(report: Report, path: Path) -> None:
+    """Write ``report`` as indented JSON, validated first."""
+    data = validate(report)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(msgspec.json.format(data, indent=2) + b"\n")
+
+
+def read_report(path: Path) -> Report:
+    """Read and validate a report; refuse another schema version by name."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read report: {exc}") from exc
+    try:
+        head = msgspec.json.decode(raw, type=dict[str, Any])
+    except msgspec.DecodeError as exc:
+        raise InputError(f"{path}: not JSON: {exc}") from exc
+    version = head.get("schemaVersion")
+    if version != SCHEMA_VERSION:
+        raise InputError(f"{path}: report schemaVersion {version!r}; this version reads {SCHEMA_VERSION}")
+    try:
+        return _decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        raise InputError(f"{path}: report does not fit schema version {SCHEMA_VERSION}: {exc}") from exc
+
+
+# --------------------------------------------------------------------------- Markdown
+
+
+def _ms(seconds: float | None) -> str:
+    return "n/a" if seconds is None else f"{seconds * 1000:.1f} ms"
+
+
+def summary_markdown(report: Report) -> str:
+    """A human summary of ``report`` (what ``summary.md`` holds)."""
+    out = [f"# Bench `{report.scenario}` ({report.scenario_type})", ""]
+    out.append(f"- run `{report.run_id}` at {report.started_at}, {report.duration_seconds:.1f} s, "
+               f"against {report.target.mode} `{report.target.server}` (fleet {report.target.fleet})")
+    if not report.completed:
+        out.append("- **incomplete run**: figures are partial")
+    out.append(f"- nodes: {report.nodes_created} created, {report.nodes_ready} Ready; pods: "
+               f"{report.pods_created} created, {report.pods_running} Running, {report.pods_deleted} deleted")
+    out.append(f"- bench writes/s: {report.writes_per_second:.1f}")
+    verdict = "PASS" if report.slo_passed else "FAIL"
+    out += ["", f"## SLOs: {verdict}", "", "| SLO | subject | samples | p99 | threshold | result |",
+            "|---|---|---:|---:|---:|---|"]
+    for slo in report.slo:
+        out.append(f"| {slo.slo} | {slo.subject} | {slo.count} | {_ms(slo.p99)} | {_ms(slo.threshold)} | "
+                   f"{'pass' if slo.passed else '**FAIL**'} |")
+    if not report.slo:
+        out.append("| (no rows: nothing measured) | | | | | |")
+    out += ["", "## Steps", "", "| step | target | reached | seconds | per second | ok |",
+            "|---|---:|---:|---:|---:|---|"]
+    for step in report.steps:
+        out.append(f"| {step.name} | {step.target} | {step.reached} | {step.seconds:.2f} | "
+                   f"{step.per_second:.1f} | {'yes' if step.ok else 'no'} |")
+    if report.pod_startup:
+        out += ["", "## Pod startup (client-observed)", "", "| phase | count | p50 | p90 | p99 |",
+                "|---|---:|---:|---:|---:|"]
+        for name, p in report.pod_startup.items():
+            out.append(f"| {name} | {p.count} | {_ms(p.p50)} | {_ms(p.p90)} | {_ms(p.p99)} |")
+    api = report.apiserver
+    if api is not None:
+        out += ["", f"## Apiserver ({api.latency_family or 'no latency histogram'})", "",
+                f"{api.requests_total:.0f} requests, {api.requests_per_second:.1f}/s; "
+                f"peak watches {api.watches_peak:.0f}; peak inflight "
+                + (", ".join(f"{k} {v:.0f}" for k, v in sorted(api.inflight_peak.items())) or "n/a"), "",
+                "| verb resource | count | p50 | p90 | p99 |", "|---|---:|---:|---:|---:|"]
+        for row in api.latency:
+            out.append(f"| {row.verb} {row.resource} | {row.count:.0f} | {_ms(row.p50)} | "
+                       f"{_ms(row.p90)} | {_ms(row.p99)} |")
+    if report.fleet_usage is not None:
+        u = report.fleet_usage
+        out += ["", f"Fleet processes {u.pids}: {u.cpu_seconds:.2f} CPU-s, peak RSS "
+                f"{u.peak_rss_bytes / 2**20:.1f} MiB"]
+    out += ["", f"Cleanup: {report.cleanup.deleted} deleted, {report.cleanup.leftover} left over."]
+    if report.plots.written:
+        out += ["", *[f"![{name}]({name})" for name in report.plots.written]]
+    elif report.plots.skipped:
+        out += ["", f"Plots skipped: {report.plots.skipped}"]
+    if report.notes:
+        out += ["", "## Notes", "", *[f"- {note}" for note in report.notes]]
+    return "\n".join(out) + "\n"
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def write_plots(report: Report, directory: Path) -> PlotsInfo:
+    """Write the PNG plots beside the report; say why not when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return PlotsInfo(skipped="matplotlib is not installed (pip install 'kubemock-fleet[plots]')")
+    directory.mkdir(parents=True, exist_ok=True)
+    written: list[str] = []
+
+    samples = report.timeline
+    if samples:
+        fig, ax = plt.subplots(figsize=(8, 4.5))
+        phases = sorted({phase for s in samples for phase in s.pods_by_phase})
+        times = [s.t for s in samples]
+        for phase in phases:
+            ax.plot(times, [s.pods_by_phase.get(phase, 0) for s in samples], label=phase)
+        ax.plot(times, [s.nodes_ready for s in samples], label="nodes Ready", linestyle="--")
+        ax.set(xlabel="seconds", ylabel="objects", title=f"{report.scenario}: pods by phase")
+        ax.legend(loc="best")
+        fig.savefig(directory / "pods-by-phase.png", dpi=100)
+        plt.close(fig)
+        written.append("pods-by-phase.png")
+
+        scraped = [s for s in samples if s.requests_by_verb is not None]
+        if len(scraped) >= 2:
+            fig, ax = plt.subplots(figsize=(8, 4.5))
+            verbs = sorted({v for s in scraped for v in (s.requests_by_verb or {})})
+            mids = [(a.t + b.t) / 2 for a, b in itertools.pairwise(scraped)]
+            for verb in verbs:
+                rates = []
+                for a, b in itertools.pairwise(scraped):
+                    dt = max(b.t - a.t, 1e-9)
+                    ra, rb = (a.requests_by_verb or {}).get(verb, 0.0), (b.requests_by_verb or {}).get(verb, 0.0)
+                    rates.append(max(rb - ra, 0.0) / dt)
+                ax.plot(mids, rates, label=verb)
+            ax.set(xlabel="seconds", ylabel="requests/s", title="apiserver requests/s by verb")
+            ax.legend(loc="best")
+            fig.savefig(directory / "apiserver-requests.png", dpi=100)
+            plt.close(fig)
+            written.append("apiserver-requests.png")
+
+    rows: list[tuple[str, float, float, float]] = [
+        (f"pod {name}", p.p50, p.p90, p.p99) for name, p in report.pod_startup.items()
+    ]
+    if report.apiserver is not None:
+        rows += [(f"{r.verb} {r.resource}", r.p50 or 0.0, r.p90 or 0.0, r.p99 or 0.0)
+                 for r in report.apiserver.latency]
+    if rows:
+        fig, ax = plt.subplots(figsize=(9, max(3.0, 0.35 * len(rows) + 1.5)))
+        ys = list(range(len(rows)))
+        height = 0.27
+        for offset, (label, index) in enumerate((("p50", 1), ("p90", 2), ("p99", 3))):
+            ax.barh([y + (offset - 1) * height for y in ys], [r[index] * 1000 for r in rows],
+                    height=height, label=label)
+        ax.set_yticks(ys, [r[0] for r in rows])
+        ax.invert_yaxis()
+        ax.set(xlabel="milliseconds", title="latency percentiles")
+        ax.legend(loc="best")
+        fig.tight_layout()
+        fig.savefig(directory / "latency-percentiles.png", dpi=100)
+        plt.close(fig)
+        written.append("latency-percentiles.png")
+    return PlotsInfo(written=tuple(written))

@@ -1,0 +1,831 @@
+"""Running a scenario against an apiserver: create the load, watch it land, time it, clean up.
+
+:func:`run_scenario` takes a :class:`~fleet.kube._client.Client` already
+pointed at a cluster (the CLI starts the sandbox and the fleet, or loads a
+kubeconfig) and one :class:`~bench._scenarios.ScenarioSpec`. In one nursery:
+
+- two :class:`~fleet.kube._watching.Reflector` watches (core Nodes; the run's
+  pods by label) feed trackers that count Ready nodes and pods by phase, and
+  time each pod's startup as ClusterLoader2 splits it;
+- a sampler scrapes ``/metrics`` and the fleet's processes every
+  ``scrapeInterval`` (the timeline);
+- each step writes through a fixed pool of ``concurrency`` workers fed by a
+  bounded channel, paced by a token bucket (``rate``), and waits, with the
+  step's ``timeout``, until the watch has seen every object in its state.
+
+Every object the bench creates carries the label ``bench.kubemock-fleet.io/run:
+<run id>``. At the end, and also when the run is cancelled (Ctrl-C), a
+shielded cleanup deletes by that label: pods (grace 0: they live on fake
+nodes), Deployments, Node CRs (the fleet's finalizer takes their Nodes and
+Leases), then any core Node left with the label, and the namespaces the bench
+created itself. The report is written after the cleanup, partial
+(``completed: false``) if the run was interrupted.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import msgspec
+import trio
+
+from bench._latency import LatencyRecorder, PhaseStats
+from bench._procstat import ProcessSampler
+from bench._promtext import MetricsDelta, Scrape, diff, parse_metrics
+from bench._report import (
+    ApiserverSummary,
+    CleanupResult,
+    LatencyRow,
+    Percentiles,
+    PlotsInfo,
+    ProcessUsage,
+    Report,
+    RequestRow,
+    SloResult,
+    StepResult,
+    StorageRow,
+    TargetInfo,
+    TimelineSample,
+    summary_markdown,
+    write_plots,
+    write_report,
+)
+from bench._scenarios import ScenarioSpec
+from bench._slo import SloThresholds, slo_table
+from fleet import __version__
+from fleet.api import API_VERSION, GROUP, VERSION, crd_manifests
+from fleet.errors import AlreadyExists, ApiError, FleetError, MethodNotAllowed, NotFound
+from fleet.kube._client import Client
+from fleet.kube._ratelimit import TokenBucket
+from fleet.kube._views import ObjectMeta
+from fleet.kube._watching import Reflector, WatchEvent
+
+__all__ = ["RUN_LABEL", "NullProgress", "Progress", "RunOptions", "run_scenario"]
+
+log = logging.getLogger("bench")
+
+RUN_LABEL = "bench.kubemock-fleet.io/run"
+"""Label on every object a bench run creates; its value is the run id."""
+POD_IMAGE = "registry.k8s.io/pause:3.9"
+"""The image the bench's pods name (fake kubelets never pull it)."""
+WATCH_BUFFER = 1024
+"""Events buffered between a watch and its tracker."""
+CLEANUP_TIMEOUT = 120.0
+"""Seconds the cleanup may take before it gives up and reports what is left."""
+
+
+class Progress(Protocol):
+    """Where the runner reports progress (the CLI draws a rich progress bar)."""
+
+    def begin(self, step: str, total: int) -> None: ...
+
+    def update(self, step: str, completed: int) -> None: ...
+
+    def end(self, step: str) -> None: ...
+
+
+class NullProgress:
+    """Progress reported nowhere."""
+
+    def begin(self, step: str, total: int) -> None:
+        return None
+
+    def update(self, step: str, completed: int) -> None:
+        return None
+
+    def end(self, step: str) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run, beside what (the scenario)."""
+
+    target: TargetInfo
+    output: Path | None = None
+    """Directory for report.json, summary.md and the plots; None writes nothing."""
+    plots: bool = True
+    run_id: str | None = None
+    """None draws a random one (8 hex digits)."""
+    progress: Progress = field(default_factory=NullProgress)
+    fleet_pids: Sequence[int] = ()
+    """Processes of the fleet the bench started (their CPU and RSS are reported)."""
+    fleet_children: bool = False
+    """The fleet runs as child processes of this one (the bench started it with ``up``):
+    measure them."""
+    ensure_crds: bool = False
+    """Create the Node CRDs if missing (the bench's own sandbox has none)."""
+    cleanup_timeout: float = CLEANUP_TIMEOUT
+
+
+# --------------------------------------------------------------------------- watch views
+
+
+class _Condition(msgspec.Struct, rename="camel", frozen=True):
+    type: str = ""
+    status: str = ""
+    last_transition_time: datetime | None = None
+
+
+class _Running(msgspec.Struct, rename="camel", frozen=True):
+    started_at: datetime | None = None
+
+
+class _ContainerState(msgspec.Struct, frozen=True):
+    running: _Running | None = None
+
+
+class _ContainerStatus(msgspec.Struct, frozen=True):
+    state: _ContainerState = _ContainerState()
+
+
+class _PodStatus(msgspec.Struct, rename="camel", frozen=True):
+    phase: str = ""
+    start_time: datetime | None = None
+    conditions: list[_Condition] = []
+    container_statuses: list[_ContainerStatus] = []
+
+
+class _PodView(msgspec.Struct, frozen=True):
+    metadata: ObjectMeta
+    status: _PodStatus = _PodStatus()
+
+
+class _NodeStatus(msgspec.Struct, frozen=True):
+    conditions: list[_Condition] = []
+
+
+class _NodeView(msgspec.Struct, frozen=True):
+    metadata: ObjectMeta
+    status: _NodeStatus = _NodeStatus()
+
+
+def _ts(value: datetime | None) -> float | None:
+    return None if value is None else value.timestamp()
+
+
+# --------------------------------------------------------------------------- trackers
+
+
+class _Tracker:
+    """Something a step can wait on: ``changed`` fires on every observed event."""
+
+    def __init__(self) -> None:
+        self._changed = trio.Event()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_until(self, count: Callable[[], int], target: int, step: str, progress: Progress) -> None:
+        while True:
+            event = self._changed
+            now = count()
+            progress.update(step, now)
+            if now >= target:
+                return
+            await event.wait()
+
+
+class _NodeTracker(_Tracker):
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self._prefix = prefix
+        self.ready: set[str] = set()
+
+    async def consume(self, receive: trio.MemoryReceiveChannel[WatchEvent[_NodeView]]) -> None:
+        async with receive:
+            async for event in receive:
+                name = event.obj.metadata.name
+                if not name.startswith(self._prefix):
+                    continue
+                ready = event.type != "DELETED" and any(
+                    c.type == "Ready" and c.status == "True" for c in event.obj.status.conditions
+                )
+                if ready:
+                    self.ready.add(name)
+                else:
+                    self.ready.discard(name)
+                self._notify()
+
+
+class _PodTracker(_Tracker):
+    """Pods of the run by phase; startup latency of each, the first time it is seen Running."""
+
+    def __init__(self, recorder: LatencyRecorder, wall: Callable[[], float]) -> None:
+        super().__init__()
+        self._recorder = recorder
+        self._wall = wall
+        self.phase: dict[str, str] = {}
+        self.created_client: dict[str, float] = {}
+        """Wall time each bare pod's create call was sent (the client-side start)."""
+        self.running: set[str] = set()
+        self.deleted: set[str] = set()
+        self.on_running: trio.MemorySendChannel[str] | None = None
+
+    def by_phase(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for phase in self.phase.values():
+            out[phase] = out.get(phase, 0) + 1
+        return out
+
+    async def consume(self, receive: trio.MemoryReceiveChannel[WatchEvent[_PodView]]) -> None:
+        async with receive:
+            async for event in receive:
+                pod = event.obj
+                name = pod.metadata.name
+                if event.type == "DELETED":
+                    self.phase.pop(name, None)
+                    self.deleted.add(name)
+                    self._notify()
+                    continue
+                phase = pod.status.phase or "Pending"
+                self.phase[name] = "Terminating" if pod.metadata.deletion_timestamp else phase
+                if phase == "Running" and name not in self.running:
+                    self.running.add(name)
+                    self._startup(pod)
+                    if self.on_running is not None:
+                        await self.on_running.send(name)
+                self._notify()
+
+    def _startup(self, pod: _PodView) -> None:
+        """ClusterLoader2's split: create->schedule->run->watch (server times, watch on our clock)."""
+        watch = self._wall()
+        create = _ts(pod.metadata.creation_timestamp)
+        if create is None:
+            return
+        scheduled = next(
+            (_ts(c.last_transition_time) for c in pod.status.conditions
+             if c.type == "PodScheduled" and c.status == "True" and c.last_transition_time),
+            None,
+        )
+        schedule = scheduled if scheduled is not None else create
+        started = [_ts(s.state.running.started_at) for s in pod.status.container_statuses
+                   if s.state.running is not None and s.state.running.started_at is not None]
+        run = max(t for t in started if t is not None) if started else _ts(pod.status.start_time)
+        if run is None:
+            run = watch
+        self._recorder.record("create_to_schedule", schedule - create)
+        self._recorder.record("schedule_to_run", run - schedule)
+        self._recorder.record("run_to_watch", watch - run)
+        self._recorder.record("pod_startup", watch - create)
+        sent = self.created_client.get(pod.metadata.name)
+        if sent is not None:
+            # On the bench's clock alone: free of the apiserver's whole-second timestamps.
+            self._recorder.record("create_to_watch_client", watch - sent)
+
+
+class _StepFailed(Exception):
+    pass
+
+
+# --------------------------------------------------------------------------- the run
+
+
+@dataclass
+class _Writes:
+    ok: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+
+class _Run:
+    def __init__(self, client: Client, spec: ScenarioSpec, options: RunOptions) -> None:
+        self.client = client
+        self.spec = spec
+        self.options = options
+        self.progress = options.progress
+        self.run_id = options.run_id or secrets.token_hex(4)
+        self.prefix = f"bench-{self.run_id}-"
+        self.selector = f"{RUN_LABEL}={self.run_id}"
+        self.recorder = LatencyRecorder()
+        self.client_latency = LatencyRecorder()
+        self.pods = _PodTracker(self.recorder, time.time)
+        self.nodes = _NodeTracker(self.prefix)
+        self.steps: list[StepResult] = []
+        self.notes: list[str] = []
+        self.timeline: list[TimelineSample] = []
+        self.scrapes: list[tuple[float, Scrape]] = []
+        self.writes = _Writes()
+        self.sampler = ProcessSampler(list(options.fleet_pids), own_children=options.fleet_children)
+        self.created_namespaces: list[str] = []
+        self.node_names: list[str] = []
+        self.pods_created = 0
+        self.started_wall = time.time()
+        self.t0 = trio.current_time()
+        self.failed = False
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def now(self) -> float:
+        return trio.current_time() - self.t0
+
+    async def scrape(self) -> Scrape | None:
+        try:
+            response = await self.client.request("GET", "/metrics", headers={"Accept": "text/plain"})
+            response.raise_for_status()
+            return parse_metrics(response.content.decode("utf-8", "replace"))
+        except FleetError as exc:
+            note = f"/metrics could not be read: {exc}"
+            if note not in self.notes:
+                self.notes.append(note)
+            return None
+
+    async def sample(self) -> None:
+        scraped = await self.scrape()
+        t = self.now()
+        if scraped is not None:
+            self.scrapes.append((t, scraped))
+        self.sampler.sample()
+        self.timeline.append(TimelineSample(
+            t=t,
+            pods_by_phase=self.pods.by_phase(),
+            nodes_ready=len(self.nodes.ready),
+            requests_by_verb=None if scraped is None else scraped.requests_by_verb(),
+            inflight=None if scraped is None else dict(scraped.inflight),
+        ))
+
+    async def sampler_loop(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        await self.sample()  # the "before" scrape
+        task_status.started()
+        while True:
+            await trio.sleep(self.spec.scrape_interval)
+            await self.sample()
+
+    async def write_pool(
+        self, items: Iterable[Any] | trio.MemoryReceiveChannel[Any], write: Callable[[Any], Awaitable[None]],
+        phase: str,
+    ) -> None:
+        """Run ``write`` on every item through ``concurrency`` workers at ``rate`` per second."""
+        # A burst of 1: evenly spaced starts, shared by the workers.
+        bucket = TokenBucket(self.spec.rate, 1)
+
+        async def worker(receive: trio.MemoryReceiveChannel[Any]) -> None:
+            async with receive:
+                async for item in receive:
+                    await bucket.acquire()
+                    start = trio.current_time()
+                    try:
+                        await write(item)
+                    except ApiError as exc:
+                        self.writes.failed += 1
+                        if len(self.writes.errors) < 20:
+                            self.writes.errors.append(f"{phase}: {exc}")
+                        continue
+                    elapsed = trio.current_time() - start
+                    self.client_latency.record(phase, elapsed)
+                    self.writes.ok += 1
+
+        started = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            if isinstance(items, trio.MemoryReceiveChannel):
+                receive = items
+            else:
+                send, receive = trio.open_memory_channel[Any](self.spec.concurrency)
+
+                async def feed(send: trio.MemorySendChannel[Any]) -> None:
+                    async with send:
+                        for item in items:
+                            await send.send(item)
+
+                nursery.start_soon(feed, send)
+            async with receive:
+                for _ in range(self.spec.concurrency):
+                    nursery.start_soon(worker, receive.clone())
+        self.writes.seconds += trio.current_time() - started
+
+    async def step(
+        self, name: str, target: int, work: Callable[[], Awaitable[None]],
+        reached: Callable[[], int], tracker: _Tracker,
+    ) -> None:
+        """Run ``work`` and wait until ``reached() >= target``, within the timeout."""
+        self.progress.begin(name, target)
+        start = trio.current_time()
+        with trio.move_on_after(self.spec.timeout) as scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(work)
+                await tracker.wait_until(reached, target, name, self.progress)
+        seconds = trio.current_time() - start
+        got = reached()
+        ok = got >= target and not scope.cancelled_caught
+        self.steps.append(StepResult(name=name, seconds=seconds, target=target, reached=min(got, target),
+                                     ok=ok, per_second=min(got, target) / seconds if seconds > 0 else 0.0))
+        self.progress.end(name)
+        if not ok:
+            self.notes.append(f"step {name}: {got} of {target} within {self.spec.timeout:g} s")
+            raise _StepFailed(name)
+
+    # -- objects --------------------------------------------------------------------------
+
+    def labels(self) -> dict[str, str]:
+        return {RUN_LABEL: self.run_id}
+
+    async def ensure_namespace(self, name: str) -> None:
+        try:
+            await self.client.create("/api/v1/namespaces", {
+                "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+        except AlreadyExists:
+            return
+        self.created_namespaces.append(name)
+
+    async def ensure_crds(self) -> None:
+        for crd in crd_manifests():
+            try:
+                await self.client.create("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
+            except AlreadyExists:
+                pass
+        with trio.move_on_after(30):
+            while True:
+                try:
+                    await self.client.get(f"/apis/{GROUP}/{VERSION}")
+                    return
+                except NotFound:
+                    await trio.sleep(0.05)
+        raise FleetError(f"the {GROUP} CRDs were created but are not served after 30 s")
+
+    def node_cr(self, name: str) -> dict[str, Any]:
+        config = dict(self.spec.node_config)
+        config["labels"] = {**dict(config.get("labels") or {}), **self.labels()}
+        return {
+            "apiVersion": API_VERSION, "kind": "Node",
+            "metadata": {"name": name, "namespace": self.spec.node_namespace, "labels": self.labels()},
+            "spec": {"nodeConfig": config},
+        }
+
+    def pod_template(self) -> dict[str, Any]:
+        spec: dict[str, Any] = {
+            "containers": [{"name": "pause", "image": POD_IMAGE}],
+            # Fake nodes may carry taints (kwok-style); the bench's pods go anywhere it placed them.
+            "tolerations": [{"operator": "Exists"}],
+            "terminationGracePeriodSeconds": 30,
+        }
+        if self.spec.placement == "scheduler":
+            spec["nodeSelector"] = self.labels()
+        return {"metadata": {"labels": self.labels(), "annotations": dict(self.spec.pod_annotations)},
+                "spec": spec}
+
+    def pod_name(self, index: int) -> str:
+        return f"{self.prefix}p{index:06d}"
+
+    async def create_pod(self, index: int) -> None:
+        template = self.pod_template()
+        name = self.pod_name(index)
+        body: dict[str, Any] = {"apiVersion": "v1", "kind": "Pod",
+                "metadata": {**template["metadata"], "name": name, "namespace": self.spec.namespace},
+                "spec": dict(template["spec"])}
+        if self.spec.placement == "direct":
+            body["spec"]["nodeName"] = self.node_names[index % len(self.node_names)]
+        self.pods.created_client[name] = time.time()
+        await self.client.create(f"/api/v1/namespaces/{self.spec.namespace}/pods", body)
+        self.pods_created += 1
+
+    async def delete_pod(self, name: str) -> None:
+        try:
+            await self.client.delete(f"/api/v1/namespaces/{self.spec.namespace}/pods/{name}")
+        except NotFound:
+            pass
+
+    # -- steps ----------------------------------------------------------------------------
+
+    async def nodes_ready(self) -> None:
+        self.node_names = [f"{self.prefix}n{i:05d}" for i in range(self.spec.nodes)]
+        path = f"/apis/{GROUP}/{VERSION}/namespaces/{self.spec.node_namespace}/nodes"
+
+        async def create(name: str) -> None:
+            await self.client.create(path, self.node_cr(name))
+
+        await self.step("nodes-ready", self.spec.nodes,
+                        lambda: self.write_pool(self.node_names, create, f"create nodes.{GROUP}"),
+                        lambda: len(self.nodes.ready), self.nodes)
+
+    async def pods_running(self, count: int) -> None:
+        async def work() -> None:
+            if self.spec.workload == "deployment":
+                await self._create_deployments(count)
+            else:
+                await self.write_pool(range(count), self.create_pod, "create pods")
+
+        await self.step("pods-running", count, work, lambda: len(self.pods.running), self.pods)
+
+    async def _create_deployments(self, count: int) -> None:
+        per = self.spec.pods_per_deployment
+        sizes = [min(per, count - start) for start in range(0, count, per)]
+        path = f"/apis/apps/v1/namespaces/{self.spec.namespace}/deployments"
+
+        async def create(index: int) -> None:
+            name = f"{self.prefix}d{index:04d}"
+            template = self.pod_template()
+            template["metadata"]["labels"] = {**template["metadata"]["labels"], "app": name}
+            await self.client.create(path, {
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": name, "namespace": self.spec.namespace, "labels": self.labels()},
+                "spec": {"replicas": sizes[index], "selector": {"matchLabels": {"app": name}},
+                         "template": template},
+            })
+            self.pods_created += sizes[index]
+
+        await self.write_pool(range(len(sizes)), create, "create deployments")
+
+    async def pods_deleted(self) -> None:
+        names = sorted(self.pods.running)
+        before = len(self.pods.deleted)
+        if self.spec.workload == "deployment":
+            path = f"/apis/apps/v1/namespaces/{self.spec.namespace}/deployments"
+
+            async def work() -> None:
+                await self.client.delete_collection(path, label_selector=self.selector,
+                                                    propagation_policy="Background")
+        else:
+            async def work() -> None:
+                await self.write_pool(names, self.delete_pod, "delete pods")
+
+        await self.step("pods-deleted", len(names), work,
+                        lambda: len(self.pods.deleted) - before, self.pods)
+
+    async def churn(self) -> None:
+        deadline = trio.current_time() + self.spec.duration
+        send, receive = trio.open_memory_channel[str](self.spec.concurrency * 4)
+        self.pods.on_running = send
+
+        def indices() -> Iterable[int]:
+            index = 0
+            while trio.current_time() < deadline:
+                yield index
+                index += 1
+
+        async def work() -> None:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self.write_pool, receive, self.delete_pod, "delete pods")
+                await self.write_pool(indices(), self.create_pod, "create pods")
+                # Creation is over: wait until every pod created was deleted, then stop deleting.
+                await self.pods.wait_until(lambda: len(self.pods.deleted), self.pods_created,
+                                           "churn", self.progress)
+                nursery.cancel_scope.cancel()
+
+        expected = math.ceil(self.spec.duration * self.spec.rate)
+        self.progress.begin("churn", expected)
+        start = trio.current_time()
+        with trio.move_on_after(self.spec.duration + self.spec.timeout) as scope:
+            await work()
+        self.pods.on_running = None
+        seconds = trio.current_time() - start
+        deleted = len(self.pods.deleted)
+        ok = not scope.cancelled_caught and deleted >= self.pods_created
+        self.steps.append(StepResult(name="churn", seconds=seconds, target=self.pods_created,
+                                     reached=min(deleted, self.pods_created), ok=ok,
+                                     per_second=self.pods_created / seconds if seconds > 0 else 0.0))
+        self.progress.end("churn")
+        if not ok:
+            self.notes.append(f"churn: {deleted} of {self.pods_created} pods deleted in time")
+            raise _StepFailed("churn")
+
+    async def soak(self) -> None:
+        self.progress.begin("heartbeat-soak", round(self.spec.duration))
+        start = trio.current_time()
+        while (elapsed := trio.current_time() - start) < self.spec.duration:
+            self.progress.update("heartbeat-soak", round(elapsed))
+            await trio.sleep(min(1.0, self.spec.duration - elapsed))
+        ready = len(self.nodes.ready)
+        seconds = trio.current_time() - start
+        self.steps.append(StepResult(name="heartbeat-soak", seconds=seconds, target=self.spec.nodes,
+                                     reached=ready, ok=ready >= self.spec.nodes, per_second=0.0))
+        self.progress.end("heartbeat-soak")
+        if ready < self.spec.nodes:
+            self.notes.append(f"heartbeat-soak: only {ready} of {self.spec.nodes} nodes Ready at the end")
+            raise _StepFailed("heartbeat-soak")
+
+    async def scenario(self) -> None:
+        kind = self.spec.type
+        await self.nodes_ready()
+        if kind == "pod-startup":
+            await self.pods_running(self.spec.pods)
+        elif kind == "kwok-ci":
+            await self.pods_running(self.spec.pods)
+            await self.pods_deleted()
+        elif kind == "churn":
+            await self.churn()
+        elif kind == "heartbeat-soak":
+            await self.soak()
+
+    # -- cleanup --------------------------------------------------------------------------
+
+    async def _delete_labelled(self, path: str, *, grace: int | None = None) -> int:
+        """Delete every object of ``path`` with the run label; how many there were."""
+        try:
+            listed = await self.client.list(path, label_selector=self.selector)
+        except NotFound:
+            return 0
+        if not listed.items:
+            return 0
+        try:
+            await self.client.delete_collection(path, label_selector=self.selector,
+                                                grace_period_seconds=grace, propagation_policy="Background")
+        except MethodNotAllowed:
+            for item in listed.items:
+                name = item.get("metadata", {}).get("name", "")
+                try:
+                    await self.client.delete(f"{path}/{name}", grace_period_seconds=grace)
+                except NotFound:
+                    pass
+        return len(listed.items)
+
+    async def _count_labelled(self, path: str) -> int:
+        try:
+            return len((await self.client.list(path, label_selector=self.selector)).items)
+        except NotFound:
+            return 0
+
+    async def cleanup(self) -> CleanupResult:
+        ns, node_ns = self.spec.namespace, self.spec.node_namespace
+        pods = f"/api/v1/namespaces/{ns}/pods"
+        deployments = f"/apis/apps/v1/namespaces/{ns}/deployments"
+        crs = f"/apis/{GROUP}/{VERSION}/namespaces/{node_ns}/nodes"
+        nodes = "/api/v1/nodes"
+        deleted = 0
+        errors: list[str] = []
+        leftover = 0
+        with trio.move_on_after(self.options.cleanup_timeout) as scope:
+            for path, grace in ((deployments, None), (pods, 0), (crs, None)):
+                try:
+                    deleted += await self._delete_labelled(path, grace=grace)
+                except FleetError as exc:
+                    errors.append(f"{path}: {exc}")
+            # The fleet's finalizer removes each Node and Lease before its CR goes.
+            while True:
+                try:
+                    remaining = await self._count_labelled(crs) + await self._count_labelled(pods)
+                except FleetError as exc:
+                    errors.append(str(exc))
+                    break
+                if remaining == 0:
+                    break
+                await trio.sleep(0.2)
+            try:
+                deleted += await self._delete_labelled(nodes)  # Nodes a stopped fleet left behind
+                leftover = sum([await self._count_labelled(p) for p in (pods, deployments, crs, nodes)])
+            except FleetError as exc:
+                errors.append(str(exc))
+            for name in self.created_namespaces:
+                try:
+                    await self.client.delete(f"/api/v1/namespaces/{name}")
+                except FleetError as exc:
+                    errors.append(f"namespace {name}: {exc}")
+        if scope.cancelled_caught:
+            errors.append(f"cleanup did not finish within {self.options.cleanup_timeout:.0f} s")
+            try:
+                with trio.move_on_after(10):
+                    leftover = sum([await self._count_labelled(p) for p in (pods, deployments, crs)])
+            except FleetError:
+                pass
+        return CleanupResult(deleted=deleted, leftover=leftover, errors=tuple(errors))
+
+    # -- the whole ------------------------------------------------------------------------
+
+    async def execute(self) -> Report:
+        try:
+            async with trio.open_nursery() as nursery:
+                if self.options.ensure_crds:
+                    await self.ensure_crds()
+                for namespace in dict.fromkeys((self.spec.namespace, self.spec.node_namespace)):
+                    await self.ensure_namespace(namespace)
+                await self._watch(nursery, Reflector(self.client, "/api/v1/nodes", _NodeView),
+                                  self.nodes.consume)
+                await self._watch(nursery, Reflector(
+                    self.client, f"/api/v1/namespaces/{self.spec.namespace}/pods", _PodView,
+                    label_selector=self.selector), self.pods.consume)
+                await nursery.start(self.sampler_loop)
+                try:
+                    await self.scenario()
+                except _StepFailed:
+                    self.failed = True
+                await self.sample()  # the "after" scrape
+                nursery.cancel_scope.cancel()
+        except BaseException:
+            # Interrupted (Ctrl-C is a cancellation) or broken: clean up, keep a partial report.
+            with trio.CancelScope(shield=True):
+                cleanup = await self.cleanup()
+                self.notes.append("the run was interrupted: figures are partial")
+                self.finish(cleanup, completed=False)
+            raise
+        cleanup = await self.cleanup()
+        return self.finish(cleanup, completed=not self.failed)
+
+    async def _watch(self, nursery: trio.Nursery, reflector: Reflector[Any],
+                     consume: Callable[[trio.MemoryReceiveChannel[Any]], Awaitable[None]]) -> None:
+        send, receive = trio.open_memory_channel[WatchEvent[Any]](WATCH_BUFFER)
+        nursery.start_soon(consume, receive)
+        await nursery.start(reflector.run, send)
+
+    # -- the report -----------------------------------------------------------------------
+
+    def finish(self, cleanup: CleanupResult, *, completed: bool) -> Report:
+        report = self.build(cleanup, completed=completed)
+        if self.options.output is not None:
+            out = self.options.output
+            out.mkdir(parents=True, exist_ok=True)
+            if self.options.plots:
+                plots = write_plots(report, out)
+            else:
+                plots = PlotsInfo(skipped="plots not asked for (--no-plots)")
+            report = msgspec.structs.replace(report, plots=plots)
+            write_report(report, out / "report.json")
+            (out / "summary.md").write_text(summary_markdown(report), encoding="utf-8")
+        return report
+
+    def build(self, cleanup: CleanupResult, *, completed: bool) -> Report:
+        api: ApiserverSummary | None = None
+        delta: MetricsDelta | None = None
+        if len(self.scrapes) >= 2:
+            (t0, first), (t1, last) = self.scrapes[0], self.scrapes[-1]
+            delta = diff(first, last, seconds=t1 - t0)
+            api = self._apiserver(delta)
+        elif self.scrapes:
+            self.notes.append("only one /metrics scrape succeeded: no apiserver figures")
+        startup = self.recorder.stats("pod_startup")
+        thresholds = SloThresholds(self.spec.slo.mutating_p99, self.spec.slo.pod_startup_p99)
+        rows = slo_table(delta.latencies if delta else {}, startup, thresholds)
+        if not rows:
+            self.notes.append("the SLO table is empty: nothing was measured against it")
+        usage = None
+        if (self.sampler.roots or self.sampler.own_children) and self.sampler.available and self.sampler.pids:
+            usage = ProcessUsage(pids=self.sampler.pids, cpu_seconds=self.sampler.cpu_seconds,
+                                 peak_rss_bytes=self.sampler.peak_rss)
+        if self.writes.errors:
+            self.notes.extend(self.writes.errors)
+        return Report(
+            schema_version=1,
+            tool=f"kubemock-fleet {__version__}",
+            run_id=self.run_id,
+            scenario=self.spec.name,
+            scenario_type=self.spec.type,
+            parameters=self.spec.parameters(),
+            target=self.options.target,
+            started_at=datetime.fromtimestamp(self.started_wall, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            duration_seconds=self.now(),
+            steps=self.steps,
+            pods_created=self.pods_created,
+            pods_running=len(self.pods.running),
+            pods_deleted=len(self.pods.deleted),
+            nodes_created=len(self.node_names),
+            nodes_ready=len(self.nodes.ready),
+            writes_per_second=self.writes.ok / self.writes.seconds if self.writes.seconds > 0 else 0.0,
+            pod_startup={name: _percentiles(s) for name, s in self.recorder.all_stats().items()},
+            client_latency={name: _percentiles(s) for name, s in self.client_latency.all_stats().items()},
+            apiserver=api,
+            slo=[SloResult(slo=r.slo, subject=r.subject, count=r.count, p99=r.p99, threshold=r.threshold,
+                           passed=r.passed) for r in rows],
+            slo_passed=bool(rows) and all(r.passed for r in rows),
+            timeline=self.timeline,
+            fleet_usage=usage,
+            cleanup=cleanup,
+            notes=tuple(dict.fromkeys(self.notes)),
+            completed=completed,
+        )
+
+    def _apiserver(self, delta: MetricsDelta) -> ApiserverSummary:
+        peaks: dict[str, float] = {}
+        watches = 0.0
+        for _, scraped in self.scrapes:
+            for kind, value in scraped.inflight.items():
+                peaks[kind] = max(peaks.get(kind, 0.0), value)
+            watches = max(watches, scraped.watches())
+        rows = [RequestRow(verb=k.verb, group=k.group, resource=k.resource, subresource=k.subresource,
+                           code=k.code, count=v) for k, v in sorted(delta.requests.items())]
+        latency = [LatencyRow(verb=k.verb, resource=k.label.split(" ", 1)[1], count=h.count,
+                              p50=h.quantile(0.5), p90=h.quantile(0.9), p99=h.quantile(0.99))
+                   for k, h in sorted(delta.latencies.items())]
+        storage = [StorageRow(resource=name, before=b, after=a) for name, (b, a) in delta.storage_change().items()]
+        total = delta.requests_total()
+        return ApiserverSummary(
+            latency_family=delta.latency_family,
+            requests_total=total,
+            requests_per_second=total / delta.seconds if delta.seconds > 0 else 0.0,
+            requests_by_verb=delta.requests_by_verb(),
+            requests=rows,
+            latency=latency,
+            inflight_peak=peaks,
+            watches_peak=watches,
+            storage=storage,
+            scrapes=len(self.scrapes),
+        )
+
+
+def _percentiles(stats: PhaseStats) -> Percentiles:
+    return Percentiles(count=stats.count, p50=stats.p50, p90=stats.p90, p99=stats.p99, max=stats.max,
+                       mean=stats.mean)
+
+
+async def run_scenario(client: Client, spec: ScenarioSpec, options: RunOptions) -> Report:
+    """Run ``spec`` against the cluster ``client`` reaches; the report (also written to
+    ``options.output`` when set). Everything created is deleted again, also on cancellation."""
+    return await _Run(client, spec, options).execute()
+

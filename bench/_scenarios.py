@@ -1,0 +1,154 @@
+"""Bench scenarios: the built-in ones, and YAML files users write, validated by pydantic.
+
+A scenario is one :class:`ScenarioSpec`: which load (``type``) and its sizes.
+A YAML file names the built-in ``type`` it runs and overrides any of its
+defaults; unknown fields are refused (a typo is not silently ignored)::
+
+    name: density-2k
+    type: node-density
+    nodes: 2000
+    rate: 100          # Node CR creates per second
+    timeout: 10m
+
+Durations are Go syntax (``90s``, ``10m``) or plain seconds. The types:
+
+===============  ===========================================================
+node-density     ``nodes`` Node CRs, timed to ``nodes`` Ready Nodes (watched)
+pod-startup      ``nodes`` Ready, then ``pods`` pods (bare, or through
+                 Deployments) timed to Running; per-pod startup latency
+churn            ``nodes`` Ready, then pods created at ``rate``/s for
+                 ``duration``, each deleted once Running
+heartbeat-soak   ``nodes`` Ready, then nothing for ``duration``: the cost of
+                 heartbeats (Leases, node status) alone
+kwok-ci          KWOK's CI benchmark: 5,000 nodes Ready, 10,000 pods Running,
+                 10,000 pods deleted, each step timed
+===============  ===========================================================
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic.alias_generators import to_camel
+
+from fleet.api import parse_delay
+from fleet.errors import ConfigError, InputError
+
+__all__ = ["BUILTIN", "ScenarioSpec", "ScenarioType", "SloSpec", "load_scenario"]
+
+ScenarioType = Literal["node-density", "pod-startup", "churn", "heartbeat-soak", "kwok-ci"]
+
+
+def _seconds(value: object) -> object:
+    if isinstance(value, str):
+        try:
+            return parse_delay(value)
+        except InputError as exc:
+            raise ValueError(str(exc)) from exc
+    return value
+
+
+Seconds = Annotated[float, BeforeValidator(_seconds), Field(gt=0)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True)
+
+
+class SloSpec(_Model):
+    """Thresholds of the SLO table (seconds); the defaults are the Kubernetes SLOs."""
+
+    mutating_p99: Seconds = 1.0
+    pod_startup_p99: Seconds = 5.0
+
+
+class ScenarioSpec(_Model):
+    """One load, fully specified."""
+
+    name: str = Field(min_length=1, max_length=63)
+    type: ScenarioType
+    nodes: int = Field(0, ge=0, description="Node CRs to create (each becomes a Ready Node).")
+    pods: int = Field(0, ge=0, description="Pods to create (pod-startup, kwok-ci).")
+    workload: Literal["pods", "deployment"] = Field(
+        "pods", description="Bare pods, or Deployments of podsPerDeployment replicas."
+    )
+    pods_per_deployment: int = Field(100, ge=1)
+    placement: Literal["scheduler", "direct"] = Field(
+        "scheduler",
+        description="scheduler: pods select the run's nodes by label and the cluster's scheduler binds "
+        "them; direct: the bench sets spec.nodeName round-robin (no scheduler needed).",
+    )
+    rate: float = Field(50.0, gt=0, description="Bench writes (creates, deletes) per second.")
+    concurrency: int = Field(16, ge=1, le=1024, description="Bench writes in flight at most.")
+    duration: Seconds = Field(60.0, description="How long churn and heartbeat-soak run.")
+    timeout: Seconds = Field(300.0, description="How long one step may take before it fails.")
+    scrape_interval: Seconds = Field(5.0, description="Seconds between /metrics scrapes and samples.")
+    namespace: str = Field("kubemock-bench", description="Where the bench's pods and Deployments go.")
+    node_namespace: str = Field("kube-mock-system", description="Where the bench's Node CRs go.")
+    node_config: dict[str, Any] = Field(default_factory=dict, description="spec.nodeConfig of every Node CR.")
+    pod_annotations: dict[str, str] = Field(
+        default_factory=dict, description="Annotations of every pod (e.g. zhizuqiu.github.com/delayRunning)."
+    )
+    slo: SloSpec = SloSpec()
+
+    @model_validator(mode="after")
+    def _sizes(self) -> ScenarioSpec:
+        if self.type in ("node-density", "heartbeat-soak", "churn", "pod-startup", "kwok-ci") and self.nodes < 1:
+            raise ValueError(f"a {self.type} scenario needs nodes >= 1")
+        if self.type in ("pod-startup", "kwok-ci") and self.pods < 1:
+            raise ValueError(f"a {self.type} scenario needs pods >= 1")
+        return self
+
+    def parameters(self) -> dict[str, Any]:
+        """The scenario as JSON-ready data (camelCase, as a YAML file spells it)."""
+        return self.model_dump(mode="json", by_alias=True)
+
+
+BUILTIN: dict[str, dict[str, Any]] = {
+    "node-density": {"type": "node-density", "nodes": 100},
+    "pod-startup": {"type": "pod-startup", "nodes": 10, "pods": 100},
+    "churn": {"type": "churn", "nodes": 10, "rate": 10.0, "duration": 60.0},
+    "heartbeat-soak": {"type": "heartbeat-soak", "nodes": 100, "duration": 600.0},
+    # KWOK's CI benchmark (kwok .github/workflows/test.yaml, "benchmark"): 5k nodes, 10k pods.
+    "kwok-ci": {"type": "kwok-ci", "nodes": 5000, "pods": 10000, "rate": 200.0, "concurrency": 32,
+                "timeout": 1200.0},
+}
+"""The built-in scenarios by name: each is its ``type`` with these defaults."""
+
+
+def _validate(data: dict[str, Any], where: str) -> ScenarioSpec:
+    try:
+        return ScenarioSpec.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"{where}: {problems}") from exc
+
+
+def load_scenario(name_or_file: str, overrides: dict[str, Any] | None = None) -> ScenarioSpec:
+    """A built-in scenario by name, or a YAML file; ``overrides`` (e.g. ``--nodes``) win."""
+    extra = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if name_or_file in BUILTIN:
+        return _validate({"name": name_or_file, **BUILTIN[name_or_file], **extra}, f"scenario {name_or_file}")
+    path = Path(name_or_file)
+    if path.suffix not in (".yaml", ".yml") and not path.exists():
+        raise ConfigError(
+            f"unknown scenario {name_or_file!r}: one of {', '.join(BUILTIN)} or a .yaml file"
+        )
+    try:
+        doc = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read scenario: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not YAML: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: a scenario is a mapping with at least 'type'")
+    kind = doc.get("type")
+    if kind not in BUILTIN:
+        raise ConfigError(f"{path}: type: must be one of {', '.join(BUILTIN)}, got {kind!r}")
+    data = {"name": path.stem, **BUILTIN[kind], **doc, **extra}
+    return _validate(data, str(path))

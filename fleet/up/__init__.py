@@ -1,0 +1,38 @@
+"""``kubemock-fleet up``: sandbox apiserver, control plane and fleet on this machine.
+
+The orchestration behind the ``up`` command (``fleet/cli/_up.py`` is its
+command line). It sits at the top, beside the CLIs: it starts the sandbox,
+the control-plane loops, the coordinator and the shards, and supervises
+shard processes with :class:`fleet.cli._run.Supervisor`. Nothing imports it
+but the CLI and the tests. Public surface:
+
+- :class:`UpSettings`, :class:`Up` (``await nursery.start(up.run)`` gives a
+  :class:`RunningUp`; ``up.stop()`` ends it cleanly), ``up.status()``;
+- :class:`Status` and :func:`render`: the live status line;
+- :func:`load_template` and :data:`DEFAULT_TEMPLATE`: the ``--nodes`` template;
+- :data:`LOOPS`: the control-plane loops ``--disable`` can switch off.
+"""
+
+from fleet.up._controlplane import LOOPS as LOOPS
+from fleet.up._nodes import DEFAULT_TEMPLATE as DEFAULT_TEMPLATE
+from fleet.up._nodes import FLEET_NAMESPACE as FLEET_NAMESPACE
+from fleet.up._nodes import NodeTemplate as NodeTemplate
+from fleet.up._nodes import load_template as load_template
+from fleet.up._status import Status as Status
+from fleet.up._status import render as render
+from fleet.up._up import RunningUp as RunningUp
+from fleet.up._up import Up as Up
+from fleet.up._up import UpSettings as UpSettings
+
+__all__ = [
+    "DEFAULT_TEMPLATE",
+    "FLEET_NAMESPACE",
+    "LOOPS",
+    "NodeTemplate",
+    "RunningUp",
+    "Status",
+    "Up",
+    "UpSettings",
+    "load_template",
+    "render",
+]

@@ -1,0 +1,261 @@
+"""``up``: the sandbox apiserver, the control plane and the fleet, in one command.
+
+:class:`Up` runs, in one nursery, bottom to top:
+
+1. the sandbox apiserver (:func:`fleet.sandbox.serve_sandbox`: TLS, a bearer
+   token, the kubeconfig written where asked);
+2. over one httpx :class:`~fleet.kube.Client`: the fleet's CRDs (from the
+   models) and the namespace ``kube-mock-system`` (``_bootstrap``);
+3. the control-plane loops not switched off (:class:`fleet.controlplane.ControlPlane`,
+   on the same client);
+4. the fleet, unless ``shards == 0``: the coordinator in this process, and
+   the shards. One shard runs in this process, on its own client and hot-path
+   transport as ``kubemock-fleet shard`` would (no second Python start,
+   nothing to supervise); several run as child processes under
+   :class:`fleet.cli._run.Supervisor`, each ``kubemock-fleet shard --id K
+   --kubeconfig <the written kubeconfig>``, with ``/metrics`` on any free port
+   unless the settings name one;
+5. ``--nodes N`` Node CRs from a template (``_nodes``).
+
+Then it reports a :class:`RunningUp` through ``task_status.started`` and
+runs until :meth:`Up.stop`, which stops top to bottom: shard children get
+SIGTERM and up to ``SHUTDOWN_GRACE`` (10 s) to exit, then the in-process
+shard, the coordinator (it releases its leader Lease, shielded) and the
+control plane are cancelled while the apiserver still answers, and the
+sandbox goes last (it saves ``--data`` on the way out).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import trio
+
+from fleet._metrics import FleetMetrics
+from fleet._settings import ENV_PREFIX, FleetSettings, ShardSettings
+from fleet.controlplane import ControlPlane
+from fleet.errors import ConfigError
+from fleet.kube._client import Client
+from fleet.kube._config import load_config
+from fleet.sandbox import RunningSandbox, SandboxSettings, serve_sandbox
+from fleet.up._bootstrap import ensure_namespace, install_crds
+from fleet.up._controlplane import LOOPS, check_loops, control_plane_settings
+from fleet.up._nodes import NodeTemplate, create_nodes, load_template
+from fleet.up._status import Status, StatusSampler
+
+DEFAULT_SHARD_METRICS_PORT = ShardSettings().metrics_port
+
+if TYPE_CHECKING:
+    from fleet.cli._run import Supervisor
+
+__all__ = ["RunningUp", "Up", "UpSettings"]
+
+
+@dataclass(frozen=True)
+class UpSettings:
+    """What ``up`` starts; the CLI builds one from its flags."""
+
+    host: str = "127.0.0.1"
+    """Address the sandbox binds. Loopback: it has one admin token and no RBAC."""
+    port: int = 6443
+    """The sandbox's port: kube-apiserver's own default; 0 picks a free one."""
+    kubeconfig_out: Path | None = None
+    """Where the kubeconfig is written; None: a fresh temporary directory."""
+    data_file: Path | None = None
+    """Sandbox state is loaded from here at start and saved here on a clean stop."""
+    nodes: int = 0
+    """Node CRs to create from :attr:`node_template` (``fleet-node-0`` ...)."""
+    node_template: NodeTemplate = field(default_factory=lambda: load_template(None))
+    """The Node CR the ``--nodes`` copies are made from: kube-mock's README node by default."""
+    shards: int = 1
+    """Shards to run; 0: no fleet (no coordinator either), the apiserver and control plane alone."""
+    disabled: frozenset[str] = frozenset()
+    """Control-plane loops not to run (names from ``fleet.up.LOOPS``)."""
+    fleet: FleetSettings = field(default_factory=FleetSettings)
+    """Coordinator and shard settings (``--config``, KUBEMOCK_FLEET_* variables)."""
+    config_file: Path | None = None
+    """The ``--config`` file, handed on to shard child processes."""
+    shard_processes: bool | None = None
+    """Run shards as child processes; None: only when there is more than one (a single
+    shard runs in this process)."""
+    shard_command: Callable[[int, Path], Sequence[str]] | None = None
+    """The command line of shard K's child process given the kubeconfig; None:
+    :func:`fleet.cli._run.shard_command`. Tests substitute a stand-in."""
+    child_env: Mapping[str, str] | None = None
+    """Environment of shard children; None: ours."""
+
+    def __post_init__(self) -> None:
+        if self.nodes < 0:
+            raise ConfigError(f"--nodes: must be 0 or more, got {self.nodes}")
+        if self.shards < 0:
+            raise ConfigError(f"--shards: must be 0 or more, got {self.shards}")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"--port: must be between 0 and 65535, got {self.port}")
+        check_loops(self.disabled)
+
+
+@dataclass(frozen=True)
+class RunningUp:
+    """What a started ``up`` reports."""
+
+    sandbox: RunningSandbox
+    kubeconfig: Path
+    """The kubeconfig written for users (``export KUBECONFIG=...``)."""
+    loops: tuple[str, ...]
+    """The control-plane loops running."""
+    nodes_created: int
+    nodes_existing: int
+    """Of the ``--nodes`` CRs: how many were created now, how many were there already."""
+
+    @property
+    def url(self) -> str:
+        return self.sandbox.url
+
+
+def _bind_error(exc: BaseException) -> OSError | None:
+    """The OSError of a failed bind, alone or as the only kind of error in nested groups."""
+    if isinstance(exc, BaseExceptionGroup):
+        matched, rest = exc.split(OSError)
+        if matched is None or rest is not None:
+            return None
+        exc = matched
+        while isinstance(exc, BaseExceptionGroup):
+            exc = exc.exceptions[0]
+    return exc if isinstance(exc, OSError) else None
+
+
+def _identity(role: str) -> str:
+    return f"{role}@{socket.gethostname()}/{os.getpid()}"
+
+
+class Up:
+    """The whole ``up`` stack; :meth:`run` in a nursery, :meth:`stop` to end it cleanly."""
+
+    def __init__(self, settings: UpSettings) -> None:
+        self.settings = settings
+        self._stop = trio.Event()
+        self._sampler: StatusSampler | None = None
+        self.supervisor: Supervisor | None = None
+        """The shard children's supervisor, when shards run as processes."""
+
+    def stop(self) -> None:
+        """Ask for a clean stop (idempotent); :meth:`run` returns once everything has stopped."""
+        self._stop.set()
+
+    def status(self) -> Status:
+        """The current reading for the status line (after :meth:`run` has started)."""
+        if self._sampler is None:
+            return Status()
+        return self._sampler.sample()
+
+    async def run(self, *, task_status: trio.TaskStatus[RunningUp] = trio.TASK_STATUS_IGNORED) -> None:
+        s = self.settings
+        sandbox_settings = SandboxSettings(
+            host=s.host, port=s.port, tls=True, kubeconfig_out=s.kubeconfig_out, data_file=s.data_file
+        )
+        async with trio.open_nursery() as outer:
+            try:
+                sandbox: RunningSandbox = await outer.start(partial(serve_sandbox, sandbox_settings))
+            except (OSError, BaseExceptionGroup) as exc:  # hypercorn's bind error comes in groups
+                bind_error = _bind_error(exc)
+                if bind_error is None:
+                    raise
+                raise ConfigError(
+                    f"--port {s.port}: cannot listen on {s.host}:{s.port}: "
+                    f"{bind_error.strerror or bind_error}"
+                ) from exc
+            self._sampler = StatusSampler(sandbox.app)
+            self._sampler.sample()  # the first reading only starts the request-rate clock
+            config = load_config(sandbox.kubeconfig)
+            async with Client(config) as client:
+                await install_crds(client)
+                for namespace in sorted({s.fleet.namespace, s.node_template.namespace}):
+                    await ensure_namespace(client, namespace)
+                async with trio.open_nursery() as fleet:
+                    loops = tuple(name for name in LOOPS if name not in s.disabled)
+                    if loops:
+                        plane = ControlPlane(client, control_plane_settings(s.disabled))
+                        await fleet.start(plane.run)
+                    children_done = await self._start_fleet(fleet, client, sandbox.kubeconfig)
+                    created, existing = (0, 0)
+                    if s.nodes:
+                        created, existing = await create_nodes(client, s.node_template, s.nodes)
+                    task_status.started(
+                        RunningUp(sandbox, sandbox.kubeconfig, loops, created, existing)
+                    )
+                    await self._stop.wait()
+                    if self.supervisor is not None:
+                        self.supervisor.stop(signal.SIGTERM)
+                        await children_done.wait()
+                    fleet.cancel_scope.cancel()
+            outer.cancel_scope.cancel()
+
+    async def _run_shards_here(
+        self, kubeconfig: Path, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """The shards in this process, each as ``kubemock-fleet shard`` runs one (no /metrics)."""
+        from fleet.kube._transport import HotTransport, HotTransportSettings
+        from shards import ShardEngine
+
+        s = self.settings
+        config = load_config(kubeconfig)
+        hot_settings = HotTransportSettings(connections=s.fleet.shard.writers)
+        async with (
+            Client(config) as client,
+            HotTransport(config, hot_settings) as hot,
+            trio.open_nursery() as nursery,
+        ):
+            for k in range(s.shards):
+                engine = ShardEngine(
+                    s.fleet, str(k), control=client, hot=hot, identity=_identity(f"shard-{k}")
+                )
+                await nursery.start(engine.run)
+            task_status.started()
+
+    async def _start_fleet(self, nursery: trio.Nursery, client: Client, kubeconfig: Path) -> trio.Event:
+        """Start the coordinator and the shards; returns an event set once shard children are gone."""
+        s = self.settings
+        children_done = trio.Event()
+        if s.shards == 0:
+            children_done.set()
+            return children_done
+        from fleet.coordinator import Coordinator
+
+        coordinator = Coordinator(
+            client, s.fleet, identity=_identity("coordinator"), metrics=FleetMetrics()
+        )
+        await nursery.start(coordinator.run)
+        processes = s.shard_processes if s.shard_processes is not None else s.shards > 1
+        if not processes:
+            await nursery.start(partial(self._run_shards_here, kubeconfig))
+            children_done.set()
+            return children_done
+        from fleet.cli._run import Supervisor, shard_command
+
+        def command(k: int) -> Sequence[str]:
+            if s.shard_command is not None:
+                return s.shard_command(k, kubeconfig)
+            return shard_command(k, config=s.config_file, kubeconfig=kubeconfig)
+
+        env = dict(os.environ if s.child_env is None else s.child_env)
+        if s.fleet.shard.metrics_port == DEFAULT_SHARD_METRICS_PORT:
+            # Nothing scrapes the shards of a local `up`; a fixed port would only collide.
+            env.setdefault(f"{ENV_PREFIX}SHARD__METRICS_PORT", "0")
+        supervisor = Supervisor({f"shard {k}": command(k) for k in range(s.shards)}, env=env)
+        self.supervisor = supervisor
+
+        async def supervise(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            try:
+                await supervisor.run(task_status=task_status)
+            finally:
+                children_done.set()
+
+        await nursery.start(supervise)
+        return children_done

@@ -1,0 +1,109 @@
+"""The report schema: round trip, validation on write and read, Markdown, plots with and without matplotlib."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from bench import (
+    SCHEMA_VERSION,
+    Report,
+    read_report,
+    report_schema,
+    summary_markdown,
+    write_plots,
+    write_report,
+)
+from bench._report import (
+    ApiserverSummary,
+    CleanupResult,
+    LatencyRow,
+    Percentiles,
+    SloResult,
+    StepResult,
+    TargetInfo,
+    TimelineSample,
+)
+from fleet.errors import InputError
+
+
+def _report() -> Report:
+    return Report(
+        schema_version=1, tool="kubemock-fleet test", run_id="abcd1234", scenario="pod-startup",
+        scenario_type="pod-startup", parameters={"nodes": 2, "pods": 4},
+        target=TargetInfo(server="https://127.0.0.1:6443", mode="sandbox", fleet="started"),
+        started_at="2024-05-01T10:00:00Z", duration_seconds=3.5,
+        steps=[StepResult(name="nodes-ready", seconds=0.5, target=2, reached=2, ok=True, per_second=4.0)],
+        pods_created=4, pods_running=4, pods_deleted=0, nodes_created=2, nodes_ready=2, writes_per_second=12.0,
+        pod_startup={"pod_startup": Percentiles(count=4, p50=0.5, p90=0.9, p99=1.2)},
+        client_latency={"create pods": Percentiles(count=4, p50=0.01, p90=0.02, p99=0.03)},
+        apiserver=ApiserverSummary(
+            latency_family="apiserver_request_sli_duration_seconds", requests_total=20, requests_per_second=5,
+            requests_by_verb={"POST": 6, "GET": 14}, requests=[],
+            latency=[LatencyRow(verb="POST", resource="pods", count=4, p50=0.01, p90=0.02, p99=0.03)],
+            inflight_peak={"mutating": 2}, watches_peak=3, storage=[], scrapes=3),
+        slo=[SloResult(slo="pod-startup-latency", subject="pods", count=4, p99=1.2, threshold=5, passed=True)],
+        slo_passed=True,
+        timeline=[TimelineSample(t=0, pods_by_phase={}, nodes_ready=0, requests_by_verb={"GET": 1}),
+                  TimelineSample(t=1, pods_by_phase={"Running": 4}, nodes_ready=2, requests_by_verb={"GET": 9})],
+        cleanup=CleanupResult(deleted=6, leftover=0),
+    )
+
+
+def test_round_trip(tmp_path: Path) -> None:
+    report = _report()
+    write_report(report, tmp_path / "report.json")
+    data = json.loads((tmp_path / "report.json").read_text())
+    assert data["schemaVersion"] == SCHEMA_VERSION
+    assert data["podStartup"]["pod_startup"]["p99"] == 1.2
+    assert read_report(tmp_path / "report.json") == report
+
+
+def test_invalid_report_is_refused_on_write_and_read(tmp_path: Path) -> None:
+    bad = msgspec.structs.replace(_report(), pods_created=-1)
+    with pytest.raises(InputError, match="podsCreated"):
+        write_report(bad, tmp_path / "bad.json")
+    path = tmp_path / "report.json"
+    write_report(_report(), path)
+    data = json.loads(path.read_text())
+    data["schemaVersion"] = 2
+    path.write_text(json.dumps(data))
+    with pytest.raises(InputError, match="schemaVersion 2; this version reads 1"):
+        read_report(path)
+    data["schemaVersion"] = 1
+    data["surprise"] = True
+    path.write_text(json.dumps(data))
+    with pytest.raises(InputError, match="surprise"):
+        read_report(path)
+
+
+def test_json_schema_names_the_fields() -> None:
+    schema = report_schema()
+    props = schema["$defs"]["Report"]["properties"]
+    assert {"schemaVersion", "runId", "steps", "apiserver", "slo", "timeline", "cleanup"} <= set(props)
+
+
+def test_markdown_summary() -> None:
+    text = summary_markdown(_report())
+    assert "## SLOs: PASS" in text
+    assert "| pod-startup-latency | pods | 4 | 1200.0 ms | 5000.0 ms | pass |" in text
+    assert "| nodes-ready | 2 | 2 | 0.50 | 4.0 | yes |" in text
+
+
+def test_plots_written(tmp_path: Path) -> None:
+    info = write_plots(_report(), tmp_path)
+    assert info.written == ("pods-by-phase.png", "apiserver-requests.png", "latency-percentiles.png")
+    for name in info.written:
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plots_skipped_without_matplotlib(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
+    info = write_plots(_report(), tmp_path)
+    assert info.written == ()
+    assert info.skipped is not None and "matplotlib is not installed" in info.skipped
+    assert list(tmp_path.iterdir()) == []

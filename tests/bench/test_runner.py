@@ -1,0 +1,164 @@
+"""Scenarios end to end against the sandbox.
+
+The async tests use ``MiniFleet`` (tests/bench/_minifleet.py: fast, in-process, no
+child processes) for the fleet: Node CRs become Ready Nodes, bound pods become
+Running, deletions complete. The CLI tests run the real stack (``up``: sandbox,
+control plane, coordinator, shard processes).
+These tests check the runner's plumbing and bookkeeping (figures non-zero and
+consistent, schema valid, plots written, everything cleaned up), never timings.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import trio
+from typer.testing import CliRunner
+
+from bench import RUN_LABEL, RunOptions, TargetInfo, load_scenario, read_report, run_scenario
+from fleet.api import GROUP, VERSION, crd_manifests
+from fleet.cli import app
+from fleet.kube._client import Client
+from fleet.kube._config import load_config
+from fleet.sandbox import RunningSandbox
+
+from ._minifleet import MiniFleet
+
+FAST = {"nodes": 3, "pods": 7, "placement": "direct", "scrapeInterval": 0.1, "timeout": 20, "rate": 200,
+        "duration": 0.5}
+
+
+@pytest.fixture
+async def client(sandbox: RunningSandbox, nursery: trio.Nursery) -> AsyncIterator[Client]:
+    config = load_config(sandbox.kubeconfig)
+    async with Client(config) as c, Client(config) as fleet_client:
+        for crd in crd_manifests():
+            await c.create("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
+        await c.create("/api/v1/namespaces", {"metadata": {"name": "kube-mock-system"}})
+        await nursery.start(MiniFleet(fleet_client, "kube-mock-system").run)
+        yield c
+
+
+def _options(sandbox: RunningSandbox, output: Path | None) -> RunOptions:
+    return RunOptions(target=TargetInfo(server=sandbox.url, mode="sandbox", fleet="started"),
+                      output=output, ensure_crds=True)
+
+
+async def _labelled(client: Client, run_id: str) -> int:
+    selector = f"{RUN_LABEL}={run_id}"
+    paths = ["/api/v1/namespaces/kubemock-bench/pods", f"/apis/{GROUP}/{VERSION}/namespaces/kube-mock-system/nodes",
+             "/api/v1/nodes"]
+    return sum([len((await client.list(p, label_selector=selector)).items) for p in paths])
+
+
+async def test_kwok_ci_small(sandbox: RunningSandbox, client: Client, tmp_path: Path) -> None:
+    spec = load_scenario("kwok-ci", FAST)
+    report = await run_scenario(client, spec, _options(sandbox, tmp_path))
+
+    assert report.completed and not report.notes
+    assert [(s.name, s.target, s.reached, s.ok) for s in report.steps] == [
+        ("nodes-ready", 3, 3, True), ("pods-running", 7, 7, True), ("pods-deleted", 7, 7, True)]
+    assert report.nodes_created == report.nodes_ready == 3
+    assert report.pods_created == report.pods_running == report.pods_deleted == 7
+    assert all(s.seconds > 0 for s in report.steps)
+    assert {name: p.count for name, p in report.pod_startup.items()} == {
+        "create_to_schedule": 7, "schedule_to_run": 7, "run_to_watch": 7, "pod_startup": 7,
+        "create_to_watch_client": 7}
+    assert report.client_latency["create pods"].count == 7
+    assert report.client_latency["delete pods"].count == 7
+    assert report.client_latency[f"create nodes.{GROUP}"].count == 3
+    assert report.writes_per_second > 0
+
+    api = report.apiserver
+    assert api is not None and api.latency_family == "apiserver_request_sli_duration_seconds"
+    counts = {(r.verb, r.resource, r.subresource): r.count for r in api.requests if r.code.startswith("2")}
+    assert counts[("POST", "pods", "")] == 7  # every create the bench made, seen by the apiserver
+    assert counts[("POST", "nodes", "")] == 3  # the stand-in fleet's registrations
+    assert counts[("PATCH", "pods", "status")] == 7
+    assert api.requests_per_second > 0 and api.watches_peak >= 2
+    rows = {row.subject: row for row in report.slo}
+    assert rows["pods"].count == 7 and "POST pods" in rows and report.slo_passed
+
+    assert report.cleanup.leftover == 0 and report.cleanup.errors == ()
+    assert await _labelled(client, report.run_id) == 0
+    assert read_report(tmp_path / "report.json") == report
+    assert "## SLOs: PASS" in (tmp_path / "summary.md").read_text()
+    assert report.plots.written == ("pods-by-phase.png", "apiserver-requests.png", "latency-percentiles.png")
+    for name in report.plots.written:
+        assert (tmp_path / name).stat().st_size > 1000
+
+
+async def test_churn_and_soak_small(sandbox: RunningSandbox, client: Client) -> None:
+    churn = await run_scenario(client, load_scenario("churn", {**FAST, "rate": 40}), _options(sandbox, None))
+    assert churn.completed
+    step = churn.steps[-1]
+    assert step.name == "churn" and step.ok
+    assert churn.pods_created == churn.pods_running == churn.pods_deleted == step.target > 0
+    soak = await run_scenario(client, load_scenario("heartbeat-soak", FAST), _options(sandbox, None))
+    assert [(s.name, s.reached, s.ok) for s in soak.steps] == [("nodes-ready", 3, True), ("heartbeat-soak", 3, True)]
+    assert soak.steps[-1].seconds >= 0.5
+    assert len(soak.timeline) >= 3
+
+
+async def test_failed_step_is_reported_and_cleaned_up(sandbox: RunningSandbox, tmp_path: Path) -> None:
+    # No fleet at all: no node ever becomes Ready.
+    config = load_config(sandbox.kubeconfig)
+    spec = load_scenario("node-density", {**FAST, "timeout": 0.5})
+    async with Client(config) as client:
+        report = await run_scenario(client, spec, _options(sandbox, tmp_path))
+        assert not report.completed
+        assert report.steps[0].ok is False and report.steps[0].reached == 0
+        assert report.notes[0] == "step nodes-ready: 0 of 3 within 0.5 s"
+        assert report.cleanup.deleted == 3 and report.cleanup.leftover == 0
+        assert await _labelled(client, report.run_id) == 0
+    assert json.loads((tmp_path / "report.json").read_text())["completed"] is False
+
+
+async def test_cancellation_still_cleans_up(sandbox: RunningSandbox, client: Client, tmp_path: Path) -> None:
+    spec = load_scenario("heartbeat-soak", {**FAST, "duration": 600})
+    options = RunOptions(target=TargetInfo(server=sandbox.url, mode="sandbox", fleet="started"),
+                         output=tmp_path, run_id="cafe0001")
+    with trio.move_on_after(1.5) as scope:  # Ctrl-C is a cancellation like this one
+        await run_scenario(client, spec, options)
+    assert scope.cancelled_caught
+    assert await _labelled(client, "cafe0001") == 0
+    partial = read_report(tmp_path / "report.json")
+    assert not partial.completed and partial.nodes_ready == 3
+    assert "the run was interrupted: figures are partial" in partial.notes
+
+
+def test_cli_runs_pod_startup_on_up_with_the_real_fleet(tmp_path: Path) -> None:
+    # No --kubeconfig: the bench starts what `kubemock-fleet up` does (sandbox, scheduler and
+    # controllers, coordinator, one shard process) and measures the real fleet.
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["bench", "pod-startup", "--nodes", "2", "--pods", "5", "--no-progress",
+                                      "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    report = read_report(out / "report.json")
+    assert report.target.mode == "sandbox" and report.target.fleet == "started"
+    assert report.completed and report.slo_passed
+    assert report.nodes_created == report.nodes_ready == 2
+    assert report.pods_created == report.pods_running == 5
+    assert report.pod_startup["pod_startup"].count == 5
+    assert report.fleet_usage is not None and report.fleet_usage.peak_rss_bytes > 0
+    assert report.cleanup.leftover == 0
+    assert len(report.plots.written) == 3
+
+
+def test_cli_runs_a_yaml_scenario_on_its_own_sandbox(tmp_path: Path) -> None:
+    scenario = tmp_path / "tiny.yaml"
+    scenario.write_text("type: node-density\nnodes: 2\ntimeout: 0.5s\nscrapeInterval: 0.1s\n")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["bench", str(scenario), "--shards", "0", "--no-progress",
+                                      "--output", str(out), "--no-plots"])
+    # --shards 0: the sandbox alone, so the nodes step fails: exit 1, a partial report, nothing left.
+    assert result.exit_code == 1, result.output
+    assert "nodes-ready      0/2" in result.output
+    report = read_report(out / "report.json")
+    assert report.target.mode == "sandbox" and report.target.fleet == "none"
+    assert report.scenario == "tiny" and not report.completed
+    assert report.cleanup.leftover == 0
+    assert report.plots.skipped == "plots not asked for (--no-plots)"
