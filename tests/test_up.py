@@ -165,17 +165,10 @@ def test_bad_flags_are_usage_errors(
 
 # --- in process ----------------------------------------------------------------------------
 
-HTTPX_BODY_GC = (
-    "ignore:Async generator 'httpx._content.ByteStream.__aiter__' was garbage collected:ResourceWarning"
-)
-"""httpx iterates a request body with an async generator; a request cancelled while sending
-its body (stopping the fleet cancels its writes in flight) leaves it for the garbage
-collector, and trio warns (encode/httpx#3686). Only that warning is ignored, in the tests
-that stop an in-process fleet, and they collect garbage before they end so that it is
-finalized inside them."""
+# Stopping an in-process fleet cancels its writes in flight; the tests collect garbage before
+# they end so that anything such a cancellation left unfinished is reported inside them.
 
 
-@pytest.mark.filterwarnings(HTTPX_BODY_GC)
 async def test_up_in_process_drives_nodes_and_reports_status(tmp_path: Path) -> None:
     up = Up(UpSettings(port=0, kubeconfig_out=tmp_path / "kc", nodes=3))
     async with trio.open_nursery() as nursery:
@@ -195,7 +188,6 @@ async def test_up_in_process_drives_nodes_and_reports_status(tmp_path: Path) -> 
     assert lease is not None and not lease["spec"].get("holderIdentity")
 
 
-@pytest.mark.filterwarnings(HTTPX_BODY_GC)
 @pytest.mark.parametrize("disabled", [frozenset(), frozenset({"scheduler"})])
 async def test_shards_zero_means_no_fleet_and_loops_switch_off(tmp_path: Path, disabled: frozenset[str]) -> None:
     up = Up(UpSettings(port=0, kubeconfig_out=tmp_path / "kc", nodes=1, shards=0, disabled=disabled))
@@ -236,7 +228,6 @@ while True:
 """
 
 
-@pytest.mark.filterwarnings(HTTPX_BODY_GC)
 async def test_shard_children_get_the_kubeconfig_and_sigterm(tmp_path: Path) -> None:
     marks = tmp_path / "marks"
     marks.mkdir()

@@ -56,6 +56,30 @@ _JSON = "application/json"
 _USER_AGENT = f"kubemock-fleet/{__version__}"
 
 
+class _FixedBody(httpx.AsyncByteStream):
+    """A request body of known bytes whose iterator is an object, not an async generator."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def __aiter__(self) -> _FixedBodyIterator:
+        return _FixedBodyIterator(self._data)
+
+
+class _FixedBodyIterator:
+    def __init__(self, data: bytes) -> None:
+        self._data: bytes | None = data
+
+    def __aiter__(self) -> _FixedBodyIterator:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._data is None:
+            raise StopAsyncIteration
+        data, self._data = self._data, None
+        return data
+
+
 @dataclass(frozen=True, slots=True)
 class ClientTimeouts:
     """Seconds to wait at each stage of a request (httpx's four timeouts)."""
@@ -227,9 +251,15 @@ class Client:
         if timeout is not None:
             extensions["timeout"] = timeout.as_dict()
         with _mapped_errors(method, path):
-            return self._http.build_request(
+            request = self._http.build_request(
                 method, path, params=params, content=body, headers=merged, extensions=extensions
             )
+        if body is not None:
+            # httpx's own ByteStream iterates through an async generator; a request cancelled
+            # mid-send leaves it unfinished, and trio reports that at garbage collection
+            # (encode/httpx#3686). Same bytes and Content-Length, iterated by a plain object.
+            request.stream = _FixedBody(body)
+        return request
 
     async def request(
         self,
