@@ -28,6 +28,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain click output: a usage error is a "Usage:" line and one "Error:" line, not a panel.
+    rich_markup_mode=None,
 )
 
 
