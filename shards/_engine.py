@@ -9,6 +9,9 @@ shard-lease renewer               ``_shardlease.ShardLease``: the shard's own
                                   Lease and the fence
 CR reflector + consumer           Node CRs labelled ``<SHARD_LABEL>=<K>``, all
                                   namespaces -> ``NodeDriver.on_event``
+MockStatus reflector + consumer   ``ScriptLibrary``: every MockStatus, all
+                                  namespaces; a change re-plans the pods
+                                  naming it (``PodDriver.scripts_changed``)
 pod reflector(s) + consumer       ``PodDriver`` (one watch, or one per node
                                   with ``podWatch: per-node``)
 timer runner                      one :class:`~shards._timers.DelayQueue` for
@@ -50,6 +53,7 @@ from shards._cr import CrView, cr_path
 from shards._kubelets import NodeDriver
 from shards._pods import PodDriver
 from shards._podstatus import utc_now
+from shards._scripts import ScriptLibrary
 from shards._shardlease import ShardLease
 from shards._timers import DelayQueue
 
@@ -104,8 +108,9 @@ class ShardEngine:
             on_regained=self._fence_regained,
         )
         fresh = self.lease.fresh
-        gated_control = FencedRequester(control, fresh)
-        gated_hot = FencedRequester(hot if hot is not None else control, fresh)
+        manager = f"kubemock-fleet-shard-{shard}"  # names the writer: see FencedRequester
+        gated_control = FencedRequester(control, fresh, field_manager=manager)
+        gated_hot = FencedRequester(hot if hot is not None else control, fresh, field_manager=manager)
         s = settings.shard
         self.writes = WriteQueue(
             gated_hot,
@@ -132,7 +137,9 @@ class ShardEngine:
             fresh=fresh,
             rng=self._rng,
         )
-        self.pods = PodDriver(self.ctx)
+        self.scripts = ScriptLibrary(gated_control, clock=clock, rng=self._rng)
+        self.pods = PodDriver(self.ctx, self.scripts)
+        self.scripts.on_change = self.pods.scripts_changed
         self.nodes = NodeDriver(self.ctx, self.pods)
         self.crs: Reflector[CrView] = Reflector(
             gated_control,
@@ -177,6 +184,7 @@ class ShardEngine:
                 for _ in range(TIMER_WORKERS):
                     nursery.start_soon(self._worker, receive.clone())
             await nursery.start(self.timers.run, send)
+            await nursery.start(self.scripts.run)
             await nursery.start(self.pods.run)
             cr_send, cr_receive = trio.open_memory_channel[WatchEvent[CrView]](CR_EVENT_BUFFER)
             nursery.start_soon(self._consume_crs, cr_receive)

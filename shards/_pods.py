@@ -12,6 +12,14 @@ timer for ``plan.next_change_after``. A pod seen late goes straight to its
 timeline's state. Pod IPs come from the node's pool, or the podIPs
 annotation; a pod's existing IPs and start time are adopted, never reset.
 
+A pod naming a MockStatus (``zhizuqiu.github.com/mockStatus``) follows the
+Plan the :class:`~shards._scripts.ScriptLibrary` compiled from it; while the
+MockStatus is missing or invalid the pod stays Pending with that reason. A
+MockStatus created or changed re-plans the pods naming it (:meth:`PodDriver.
+scripts_changed`), from their creation time; a pod that reached Succeeded or
+Failed stays there, and a pod already following a valid version keeps it if
+the MockStatus turns invalid or is deleted.
+
 Deletion, as the recorded kubelet does it: on deletionTimestamp the
 containers stop and that status is written, then, after
 ``shard.podDeletionDelay`` (0 s by default), DELETE with gracePeriodSeconds 0
@@ -40,9 +48,17 @@ from fleet.kube._writequeue import Write, WriteResult
 from shards._context import ShardContext
 from shards._ipam import PoolExhausted
 from shards._kubelets import NodeState
-from shards._plan import POD_INITIALIZING, ContainerState, Plan, Step, compile_plan
+from shards._plan import (
+    ANNOTATION_MOCK_STATUS,
+    POD_INITIALIZING,
+    ContainerState,
+    Plan,
+    Step,
+    compile_plan,
+)
 from shards._podstatus import ContainerSpec, PodView, RuntimeStyle, build_status, encode_patch
 from shards._podstatus import pod_status_patch as make_patch
+from shards._scripts import INVALID_REASON, MISSING_REASON, ScriptError, ScriptLibrary
 
 __all__ = ["PodDriver", "PodObject", "PodRecord"]
 
@@ -53,6 +69,7 @@ EVENT_BUFFER = 4096
 _STRATEGIC = "application/strategic-merge-patch+json"
 _JSON = "application/json"
 _decode_status = msgspec.json.Decoder(dict[str, Any]).decode
+_OWN_REASONS = frozenset({"InvalidLifecycleAnnotation", MISSING_REASON, INVALID_REASON})
 
 
 class _Resources(msgspec.Struct, frozen=True):
@@ -108,7 +125,7 @@ def _view(obj: PodObject) -> PodView:
     )
 
 
-def _invalid_plan(message: str) -> Plan:
+def _invalid_plan(message: str, reason: str = "InvalidLifecycleAnnotation") -> Plan:
     waiting = ContainerState("waiting", reason="CreateContainerConfigError", message=message)
     return Plan(
         (
@@ -118,7 +135,7 @@ def _invalid_plan(message: str) -> Plan:
                 waiting,
                 POD_INITIALIZING,
                 source="invalid",
-                reason="InvalidLifecycleAnnotation",
+                reason=reason,
                 message=message,
             ),
         )
@@ -145,8 +162,9 @@ class PodRecord:
 class PodDriver:
     """Every pod on the nodes of one shard; see the module docstring."""
 
-    def __init__(self, ctx: ShardContext) -> None:
+    def __init__(self, ctx: ShardContext, scripts: ScriptLibrary | None = None) -> None:
         self._ctx = ctx
+        self.scripts = scripts
         self.pods: dict[str, PodRecord] = {}
         self._nodes: dict[str, NodeState] = {}
         self._by_node: dict[str, set[str]] = {}
@@ -238,12 +256,7 @@ class PodDriver:
         status = _decode_status(obj.status) if obj.status else {}
         if record is None:
             creation = obj.metadata.creation_timestamp or self._ctx.wall()
-            try:
-                plan = compile_plan(obj.metadata.annotations)
-                problem = None
-            except InputError as exc:
-                plan = _invalid_plan(str(exc))
-                problem = str(exc)
+            plan, problem = self._plan(obj.metadata)
             record = PodRecord(
                 key=key,
                 uid=obj.metadata.uid,
@@ -259,16 +272,50 @@ class PodDriver:
                 self._ctx.timers.schedule(("pod-event", key), self._ctx.clock())
         else:
             if obj.metadata.annotations != record.obj.metadata.annotations:
-                try:
-                    record.plan = compile_plan(obj.metadata.annotations)
-                except InputError as exc:
-                    record.plan = _invalid_plan(str(exc))
+                record.plan, problem = self._plan(obj.metadata)
+                if problem is not None:
                     self._ctx.timers.schedule(("pod-event", key), self._ctx.clock())
             record.obj = obj
             record.status = status
         if obj.metadata.deletion_timestamp is not None and record.deleting_since is None:
             record.deleting_since = self._ctx.clock()
         self._ctx.timers.schedule(("pod", key), self._ctx.clock())
+
+    def _plan(self, meta: ObjectMeta) -> tuple[Plan, str | None]:
+        """The pod's Plan, and what is wrong with its annotations (None: nothing)."""
+        scripts = None if self.scripts is None else self.scripts.resolver(meta.namespace)
+        try:
+            return compile_plan(meta.annotations, scripts=scripts), None
+        except ScriptError as exc:
+            return _invalid_plan(str(exc), exc.reason), str(exc)
+        except InputError as exc:
+            return _invalid_plan(str(exc)), str(exc)
+
+    def scripts_changed(self, namespace: str, name: str) -> None:
+        """MockStatus ``namespace/name`` appeared or changed: re-plan the pods naming it."""
+        ctx = self._ctx
+        now = ctx.wall()
+        for key, record in self.pods.items():
+            meta = record.obj.metadata
+            if meta.namespace != namespace or meta.annotations.get(ANNOTATION_MOCK_STATUS) != name:
+                continue
+            if record.deleting_since is not None:
+                continue
+            elapsed = (now - record.creation).total_seconds()
+            if record.plan.state_at(elapsed).terminal or record.status.get("phase") in (
+                "Succeeded",
+                "Failed",
+            ):
+                continue  # a terminal state reached stays
+            plan, problem = self._plan(meta)
+            if plan == record.plan:
+                continue
+            if problem is not None:
+                if record.plan.steps[0].source != "invalid":
+                    continue  # keep following the last valid version
+                ctx.timers.schedule(("pod-event", key), ctx.clock())
+            record.plan = plan
+            ctx.timers.schedule(("pod", key), ctx.clock())
 
     def _forget(self, key: str) -> None:
         record = self.pods.pop(key, None)
@@ -367,10 +414,17 @@ class PodDriver:
             step = step.stopped(elapsed)
         spec = node.spec
         style = RuntimeStyle.for_kubelet(spec.kubelet_version, spec.container_runtime_version)
+        original = record.status
+        if not step.reason and "reason" in original:
+            held = original.get("reason")
+            if held in _OWN_REASONS or original.get("phase") != step.phase:
+                # The kubelet keeps status.reason/message only while the phase stays; ours
+                # (a pod waiting for its annotations or MockStatus to be fixed) go at once.
+                original = {k: v for k, v in original.items() if k not in ("reason", "message")}
         desired = build_status(
             record.view,
             step,
-            original=record.status,
+            original=original,
             creation=record.creation,
             now=now,
             pod_ips=self._ips(record, node),
