@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl
 import msgspec
 import trio
 
-from fleet.sandbox import _libs
+from fleet.sandbox import _libs, _protobuf
 from fleet.sandbox._api import Api, Call
 from fleet.sandbox._crds import CRD_KEY, Crds
 from fleet.sandbox._deletion import Deleter
@@ -337,12 +337,8 @@ class SandboxApp:
         )
         call = Call(rt=rt, namespace=namespace, name=name, subresource=sub, query=query, body=body,
                     content_type=_media(headers))
-        if body and call.content_type == "application/vnd.kubernetes.protobuf":
-            raise StatusError(
-                415, "UnsupportedMediaType",
-                "the body of the request was in an unknown format - accepted media types include: "
-                "application/json, application/yaml (the kubemock-fleet sandbox does not decode protobuf)",
-            )
+        if body and call.content_type == _protobuf.MEDIA_TYPE:  # kubectl >= 1.33 create generators
+            call.body, call.content_type = _protobuf.to_json(body, rt.kind), _JSON
         accept = headers.get("accept", "")
         table = _wants_table(accept)
         if watch:

@@ -134,8 +134,15 @@ def default(rt: ResourceType, obj: dict[str, Any], *, creating: bool) -> None:
     elif key == ("apps", "deployments"):
         spec = obj.setdefault("spec", {})
         spec.setdefault("replicas", 1)
-        spec.setdefault("strategy", {"type": "RollingUpdate",
-                                     "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}})
+        strategy = spec.setdefault("strategy", {})  # kubectl's generators send "strategy": {}
+        if isinstance(strategy, dict):
+            strategy["type"] = strategy.get("type") or "RollingUpdate"
+            if strategy["type"] == "RollingUpdate":
+                rolling = strategy.get("rollingUpdate") or {}
+                strategy["rollingUpdate"] = rolling
+                if isinstance(rolling, dict):
+                    rolling.setdefault("maxUnavailable", "25%")
+                    rolling.setdefault("maxSurge", "25%")
         spec.setdefault("revisionHistoryLimit", 10)
         spec.setdefault("progressDeadlineSeconds", 600)
         _default_template(spec)
@@ -177,6 +184,8 @@ def initial_status(rt: ResourceType, obj: dict[str, Any]) -> None:
     elif rt.has_status():
         if rt.is_custom:
             obj.pop("status", None)
+        elif rt.key == ("", "services"):
+            obj["status"] = {"loadBalancer": {}}  # a struct, never omitted in the JSON
         else:
             obj["status"] = {}
 

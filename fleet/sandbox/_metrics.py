@@ -9,6 +9,7 @@ apiserver_storage_objects. Each sandbox has its own registry.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -61,13 +62,23 @@ class Metrics:
             "resource, scope and component. Not all requests are tracked this way.",
             _LONG_LABELS, registry=self.registry)
         self.registry.register(_StorageObjects(storage_counts))
+        # The labelled children of one request kind, looked up once: prometheus_client's
+        # labels() validates and sorts its keyword arguments on every call, a quarter of
+        # a small PATCH's CPU in the app before this cache.
+        self._children: dict[tuple[str, ...], tuple[Any, Any, Any]] = {}
 
     def observe(self, labels: dict[str, str], code: int, seconds: float, *, longrunning: bool) -> None:
-        self.requests.labels(**labels, code=str(code)).inc()
-        if not longrunning:
-            self.duration.labels(**labels).observe(seconds)
+        key = (*(labels[k] for k in _REQ_LABELS), str(code))
+        children = self._children.get(key)
+        if children is None:
             sli_labels = {k: v for k, v in labels.items() if k != "dry_run"}
-            self.sli.labels(**sli_labels).observe(seconds)
+            children = (self.requests.labels(**labels, code=key[-1]), self.duration.labels(**labels),
+                        self.sli.labels(**sli_labels))
+            self._children[key] = children
+        children[0].inc()
+        if not longrunning:
+            children[1].observe(seconds)
+            children[2].observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -53,7 +53,11 @@ def _rejected() -> StatusError:
 
 
 def apply_patch(rt: ResourceType, current: dict[str, Any], body: bytes, content_type: str) -> dict[str, Any]:
-    """The object after the patch; raises :class:`StatusError` as the apiserver answers."""
+    """The object after the patch; raises :class:`StatusError` as the apiserver answers.
+
+    ``current`` is consumed: callers pass a fresh clone of the stored object, which
+    the patch may change in place.
+    """
     if content_type not in PATCH_TYPES or (content_type == STRATEGIC and rt.is_custom):
         if rt.is_custom and content_type == STRATEGIC:
             raise unsupported_media(
@@ -91,7 +95,7 @@ def apply_patch(rt: ResourceType, current: dict[str, Any], body: bytes, content_
         if not isinstance(patch, dict):
             raise bad_request("json: cannot unmarshal array into Go value of type map[string]interface {}")
         try:
-            return _libs.strategic_merge_patch(current, patch, rt.kind)
+            return _libs.strategic_merge_patch(current, patch, rt.kind, copy=False)
         except InputError as exc:
             raise bad_request(str(exc)) from exc
     # Server-side apply, simplified: the applied configuration is merged into the live

@@ -1,8 +1,9 @@
-"""Serving the sandbox: hypercorn on trio, a kubeconfig, and the data file.
+"""Serving the sandbox: a lean HTTP/1.1 server and hypercorn on trio, a kubeconfig, the data file.
 
 :func:`serve_sandbox` runs the ASGI app (``_asgi.SandboxApp``) in the
-caller's nursery, HTTP/1.1 and HTTP/2 (h2 over TLS by ALPN, h2c in clear),
-writes a kubeconfig carrying a freshly generated bearer token, and reports a
+caller's nursery, HTTP/1.1 and HTTP/2 (h2 over TLS by ALPN, h2c in clear):
+HTTP/1.1 by the lean server of ``_http1``, HTTP/2 handed to hypercorn (or
+everything by hypercorn with ``lean_http1=False``). It writes a kubeconfig carrying a freshly generated bearer token, and reports a
 :class:`RunningSandbox` through ``task_status.started``. With
 ``settings.data_file`` the store is loaded at start and saved when the
 server stops (cancellation is a clean stop).
@@ -27,6 +28,7 @@ from hypercorn.trio import serve
 from fleet.errors import ConfigError
 from fleet.kube._config import write_kubeconfig
 from fleet.sandbox._asgi import SandboxApp
+from fleet.sandbox._http1 import Http1Server, open_listeners, url_of
 from fleet.sandbox._settings import SandboxSettings
 
 GRACEFUL_SHUTDOWN_SECONDS = 1.0
@@ -110,8 +112,14 @@ async def serve_sandbox(
         config.certfile, config.keyfile = str(cert), str(key)
     try:
         async with trio.open_nursery() as nursery:
-            binds: list[str] = await nursery.start(partial(serve, app, config))  # type: ignore[arg-type]
-            url = binds[0]
+            if settings.lean_http1:
+                listeners = await open_listeners(settings.host, settings.port)
+                server = Http1Server(app, config, tls=config.create_ssl_context() if settings.tls else None)
+                await nursery.start(server.serve, listeners)
+                url = url_of(listeners[0], "https" if settings.tls else "http")
+            else:
+                binds: list[str] = await nursery.start(partial(serve, app, config))  # type: ignore[arg-type]
+                url = binds[0]
             app.server_address = url.split("://", 1)[1]
             kubeconfig = settings.kubeconfig_out or workdir / "kubeconfig"
             write_kubeconfig(Path(kubeconfig), server=url, token=app.token, ca_data=ca_pem,

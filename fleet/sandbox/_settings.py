@@ -51,5 +51,9 @@ class SandboxSettings:
     """Largest request body accepted (the real apiserver's limit is 3 MiB)."""
     max_list_limit: int = 100_000
     """Upper bound of items a single page may hold, whatever limit the client asks."""
+    lean_http1: bool = True
+    """Serve HTTP/1.1 with the sandbox's own lean server (``_http1``) and hand only HTTP/2
+    to hypercorn. False: hypercorn serves everything (it costs ~450 µs of CPU per request
+    on the dev box, more than issue 3's budget; docs/performance.md)."""
     wall_clock: Callable[[], float] = field(default=time.time, repr=False)
     """Wall clock for creationTimestamp and friends (injected in tests)."""

@@ -49,6 +49,9 @@ class Event:
     type: str
     obj: dict[str, Any]
     prev: dict[str, Any] | None
+    lines: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
+    """Watch lines already encoded for ``obj``, by event type: every watcher that sends
+    ``obj`` as is sends the same bytes, so it is encoded once, not once per watcher."""
 
 
 class Watcher:
