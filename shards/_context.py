@@ -46,6 +46,8 @@ TimerKey = tuple[str, str]
 
 _encoder = msgspec.json.Encoder()
 _READS = frozenset({"GET", "HEAD"})
+_MANAGED = frozenset({"POST", "PUT", "PATCH"})
+"""The verbs that take ``fieldManager`` (DELETE does not)."""
 
 
 class Fenced(TransportError):
@@ -53,11 +55,19 @@ class Fenced(TransportError):
 
 
 class FencedRequester:
-    """A :class:`Requester` that refuses every write while ``allowed()`` is False."""
+    """A :class:`Requester` that refuses every write while ``allowed()`` is False.
 
-    def __init__(self, inner: Requester, allowed: Callable[[], bool]) -> None:
+    With ``field_manager``, every create, update and patch names its writer in the
+    ``fieldManager`` query parameter (an apiserver records it in managedFields), so
+    which shard wrote a node Lease or a pod status can be told from the server side.
+    """
+
+    def __init__(
+        self, inner: Requester, allowed: Callable[[], bool], *, field_manager: str | None = None
+    ) -> None:
         self.inner = inner
         self._allowed = allowed
+        self._manager = {"fieldManager": field_manager} if field_manager else None
 
     async def request(
         self,
@@ -72,6 +82,8 @@ class FencedRequester:
         if method not in _READS and not self._allowed():
             await trio.lowlevel.checkpoint()
             raise Fenced(f"{method} {path}: shard lease not fresh, not sending")
+        if self._manager is not None and method in _MANAGED:
+            params = {**params, **self._manager} if params else self._manager
         return await self.inner.request(
             method, path, params=params, body=body, content_type=content_type, headers=headers
         )

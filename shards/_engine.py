@@ -110,7 +110,9 @@ class ShardEngine:
         fresh = self.lease.fresh
         manager = f"kubemock-fleet-shard-{shard}"  # names the writer: see FencedRequester
         gated_control = FencedRequester(control, fresh, field_manager=manager)
-        gated_hot = FencedRequester(hot if hot is not None else control, fresh, field_manager=manager)
+        gated_hot = FencedRequester(
+            hot if hot is not None else control, fresh, field_manager=manager
+        )
         s = settings.shard
         self.writes = WriteQueue(
             gated_hot,

@@ -19,7 +19,7 @@ from fleet._metrics import FleetMetrics, serve_metrics
 from fleet._settings import FleetSettings, load_settings
 from fleet.cli._app import app
 from fleet.cli._options import ContextOption, KubeconfigOption
-from fleet.cli._run import _identity
+from fleet.cli._run import _identity, configure_logging
 
 
 async def run_coordinator(settings: FleetSettings) -> None:
@@ -65,4 +65,5 @@ def coordinator(
             "context": context,
         },
     )
+    configure_logging()
     trio.run(run_coordinator, settings)

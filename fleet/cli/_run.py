@@ -31,7 +31,7 @@ import trio
 import typer
 
 from fleet._metrics import FleetMetrics, serve_metrics
-from fleet._settings import FleetSettings, load_settings
+from fleet._settings import ENV_PREFIX, FleetSettings, load_settings
 from fleet.cli._app import app
 from fleet.cli._options import ContextOption, KubeconfigOption
 from fleet.kube._backoff import Backoff, BackoffPolicy
@@ -58,6 +58,21 @@ MAX_LINE = 64 * 1024
 
 Sink = Callable[[bytes], None]
 """Where prefixed output lines go (each ends in a newline)."""
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def configure_logging() -> None:
+    """INFO and up to stderr, one line per record, for the long-running commands.
+
+    Without it only warnings reach stderr (Python's last-resort handler), so a
+    shard's or the coordinator's progress (Lease acquired, CRs moved) is lost
+    and ``run`` has nothing to prefix. httpx's one line per request stays quiet.
+    A no-op when logging is already configured (an embedding program, pytest).
+    """
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def _write_to(stream: object) -> Sink:
@@ -253,7 +268,10 @@ async def run_fleet(
     from fleet.kube._client import Client
     from fleet.kube._config import load_config
 
-    supervisor = Supervisor(children)
+    # Every shard must know the fleet's size: each takes its own part of the node address
+    # and pod CIDR ranges by it (shards._kubelets), and parts must not overlap.
+    env = {**os.environ, f"{ENV_PREFIX}SHARDS": str(len(children))}
+    supervisor = Supervisor(children, env=env)
     async with trio.open_nursery() as nursery:
         coordinator_scope = trio.CancelScope()
         nursery.start_soon(_forward_signals, supervisor, coordinator_scope)
@@ -299,6 +317,7 @@ def run(
             "context": context,
         },
     )
+    configure_logging()
     children = {
         f"shard {k}": shard_command(k, config=config, kubeconfig=kubeconfig, context=context)
         for k in range(settings.shards)

@@ -19,7 +19,7 @@ import typer
 from fleet._settings import FleetSettings, load_settings
 from fleet.cli._app import app
 from fleet.cli._options import ContextOption, KubeconfigOption
-from fleet.cli._run import _identity
+from fleet.cli._run import _identity, configure_logging
 
 __all__ = ["run_shard"]
 
@@ -84,4 +84,5 @@ def shard(
             "shard.pod_watch": watch,
         },
     )
+    configure_logging()
     trio.run(run_shard, settings, shard_id)

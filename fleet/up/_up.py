@@ -248,6 +248,9 @@ class Up:
         if s.fleet.shard.metrics_port == DEFAULT_SHARD_METRICS_PORT:
             # Nothing scrapes the shards of a local `up`; a fixed port would only collide.
             env.setdefault(f"{ENV_PREFIX}SHARD__METRICS_PORT", "0")
+        # Each shard carves its node-IP and pod-CIDR share out of the ranges by the fleet
+        # size: every shard must know it, or their shares overlap (as `run` does too).
+        env[f"{ENV_PREFIX}SHARDS"] = str(s.shards)
         supervisor = Supervisor({f"shard {k}": command(k) for k in range(s.shards)}, env=env)
         self.supervisor = supervisor
 

@@ -1,0 +1,291 @@
+"""A local fleet against the sandbox: 3 shard processes, a coordinator process, 300 Node CRs.
+
+One story in three acts on one sandbox (issue 5, "Tests"):
+
+1. spread: every CR labelled within 2 s, shares within 10 % of even, every
+   Node Ready, every node Lease renewed by exactly one shard;
+2. ``kill -9`` of a shard: its nodes are renewed by the others within the
+   shard Lease duration plus two node-Lease renewal intervals, no node is
+   driven by two shards at any moment (the sandbox records each write's
+   ``fieldManager``), and pods that were Running stay Running with the same
+   startTime and IP;
+3. the shard comes back: it gets exactly its old share again, moved at the
+   coordinator's bounded rate (``maxMovesPerSecond``), not in a storm.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from fleet.coordinator._hashing import owner
+from fleet.kube._client import Client
+from fleet.kube._config import load_config
+from fleet.kube._views import ObjectMeta
+from fleet.kube._watching import Reflector, WatchEvent
+from fleet.sandbox import RunningSandbox
+from tests.fleet._fleet import (
+    CR_GROUP_PATH,
+    FLEET_NS,
+    MAX_MOVES_PER_SECOND,
+    NODE_LEASE_DURATION,
+    NODE_RENEW_INTERVAL,
+    OTHER_NS,
+    SHARD_LEASE_DURATION,
+    LabelWatch,
+    Processes,
+    WriteLog,
+    assert_one_driver_at_a_time,
+    coordinator_holder,
+    cr_body,
+    cr_path,
+    kill9,
+    prepare,
+    ready,
+    shard_leases,
+    shard_of,
+    wait_for,
+    write_config,
+)
+
+PER_NAMESPACE = 150
+SHARDS = ("0", "1", "2")
+VICTIM = "2"
+PODS = 6
+
+
+def _keys() -> list[str]:
+    return [f"{FLEET_NS}/sys-{i:03d}" for i in range(PER_NAMESPACE)] + [
+        f"{OTHER_NS}/extra-{i:03d}" for i in range(PER_NAMESPACE)
+    ]
+
+
+class _PodPhases:
+    """Every phase each watched pod was seen in, in order."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, list[str]] = {}
+
+    async def run(self, client: Client, *, task_status: trio.TaskStatus[None]) -> None:
+        import msgspec
+
+        class PodView(msgspec.Struct):
+            metadata: ObjectMeta = ObjectMeta()
+            status: dict[str, Any] = {}
+
+        reflector = Reflector(client, "/api/v1/namespaces/default/pods", PodView)
+        send, receive = trio.open_memory_channel[WatchEvent[PodView]](10_000)
+        async with trio.open_nursery() as nursery:
+
+            async def consume() -> None:
+                async with receive:
+                    async for event in receive:
+                        phase = str(event.obj.status.get("phase") or "")
+                        seen = self.seen.setdefault(event.obj.metadata.name, [])
+                        if not seen or seen[-1] != phase:
+                            seen.append(phase)
+
+            nursery.start_soon(consume)
+            await nursery.start(reflector.run, send)
+            task_status.started()
+
+
+async def test_spread_kill_and_return(
+    nursery: trio.Nursery, sandbox: RunningSandbox, tmp_path: Path
+) -> None:
+    writes = WriteLog(sandbox)
+    config = write_config(tmp_path / "fleet.yaml", shards=len(SHARDS))
+    procs = Processes(nursery, sandbox, tmp_path, config)
+    client = Client(load_config(sandbox.kubeconfig))
+    async with client:
+        await prepare(client, (FLEET_NS, OTHER_NS))
+        labels = LabelWatch()
+        await nursery.start(labels.run, client)
+        try:
+            await _acts(nursery, client, procs, writes, labels)
+        except BaseException:
+            print(procs.logs())
+            raise
+
+
+async def _acts(
+    nursery: trio.Nursery, client: Client, procs: Processes, writes: WriteLog, labels: LabelWatch
+) -> None:
+    keys = _keys()
+    # -- act 1: the fleet spreads 300 CRs -------------------------------------------------
+    shard_procs = {k: await procs.shard(int(k)) for k in SHARDS}
+    await procs.coordinator()
+    await wait_for(lambda: _has_leader(client), 10, "a coordinator leader")
+    await wait_for(lambda: _shards_up(client), 10, "three shard Leases")
+    await trio.sleep(0.3)  # the leader's watch delivers the shard Leases
+
+    created: dict[str, float] = {}
+    limit = trio.CapacityLimiter(16)
+
+    async def create(key: str) -> None:
+        namespace, _, name = key.partition("/")
+        async with limit:
+            await client.create(cr_path(namespace), cr_body(name))
+        created[key] = trio.current_time()
+
+    async with trio.open_nursery() as creators:
+        for key in keys:
+            creators.start_soon(create, key)
+    await wait_for(lambda: all(labels.labels.get(k) for k in keys), 10, "every CR labelled")
+    # When the apiserver served each CR's first label write (the test's own watch lags: it
+    # shares its process with the sandbox).
+    labelled: dict[str, float] = {}
+    for w in writes.writes:
+        if w.method == "PATCH" and w.path.startswith(CR_GROUP_PATH) and not w.manager:
+            namespace, name = w.path.split("/")[5], w.path.split("/")[7]
+            labelled.setdefault(f"{namespace}/{name}", w.time)
+    latency = max(labelled[k] - created[k] for k in keys)
+    assert latency < 2.0, f"a CR waited {latency:.2f} s for its shard label"
+
+    initial = {k: labels.labels[k] for k in keys}
+    assert initial == {k: owner(k, SHARDS) for k in keys}  # rendezvous owners, no churn
+    counts = Counter(initial.values())
+    even = len(keys) / len(SHARDS)
+    assert set(counts) == set(SHARDS)
+    assert all(abs(n - even) <= 0.1 * even for n in counts.values()), counts
+
+    names = [k.partition("/")[2] for k in keys]
+    await wait_for(lambda: _all_ready(client, names), 10, "every Node Ready", interval=0.25)
+    window_start = trio.current_time()
+    await trio.sleep(NODE_RENEW_INTERVAL * 1.6)  # every node renews at least once
+    renewed = writes.lease_writes(since=window_start)
+    for key in keys:
+        name = key.partition("/")[2]
+        by = {shard_of(w) for w in renewed.get(name, [])}
+        assert by == {initial[key]}, f"node {name} (shard {initial[key]}) renewed by {by}"
+
+    # -- act 2: kill -9 one shard ---------------------------------------------------------
+    victims = [k for k in keys if initial[k] == VICTIM]
+    pods = await _running_pods(nursery, client, [k.partition("/")[2] for k in victims[:PODS]])
+    phases = _PodPhases()
+    await nursery.start(phases.run, client)
+
+    killed = trio.current_time()
+    await kill9(shard_procs[VICTIM])
+    survivors = tuple(s for s in SHARDS if s != VICTIM)
+    bound = SHARD_LEASE_DURATION + 2 * NODE_RENEW_INTERVAL + 1.0
+
+    def taken_over() -> bool:
+        after = writes.lease_writes(since=killed)
+        return all(
+            any(shard_of(w) != VICTIM for w in after.get(k.partition("/")[2], [])) for k in victims
+        )
+
+    await wait_for(taken_over, bound + 5, "the victim's nodes renewed by other shards")
+    after = writes.lease_writes(since=killed)
+    took = max(
+        min(w.time for w in after[k.partition("/")[2]] if shard_of(w) != VICTIM) - killed
+        for k in victims
+    )
+    assert took <= bound, f"takeover took {took:.2f} s (bound {bound:.1f} s)"
+    assert not any(shard_of(w) == VICTIM for ws in after.values() for w in ws)
+    moved = {k: labels.labels[k] for k in keys}
+    assert moved == {k: owner(k, survivors) if initial[k] == VICTIM else initial[k] for k in keys}
+    # No node Lease went stale across the takeover.
+    for key in victims:
+        times = [w.time for w in writes.lease_writes()[key.partition("/")[2]]]
+        gap = max(b - a for a, b in pairwise(times))
+        assert gap < NODE_LEASE_DURATION, f"{key}: node Lease unrenewed for {gap:.1f} s"
+
+    await trio.sleep(NODE_RENEW_INTERVAL)  # the adopters drive the pods' nodes a while
+    for name, before in pods.items():
+        now = await client.get(f"/api/v1/namespaces/default/pods/{name}")
+        status = now["status"]
+        assert status["phase"] == "Running", (name, status)
+        assert (status.get("startTime"), status.get("podIP")) == before, (name, status)
+        assert phases.seen.get(name) == ["Running"], (name, phases.seen.get(name))
+    assert await _all_ready(client, names)
+
+    # -- act 3: the shard comes back ------------------------------------------------------
+    restarted = trio.current_time()
+    await procs.shard(int(VICTIM))
+    await wait_for(
+        lambda: all(labels.labels.get(k) == initial[k] for k in keys),
+        SHARD_LEASE_DURATION + len(victims) / MAX_MOVES_PER_SECOND + 8,
+        "the returning shard's share moved back",
+    )
+    back = [c for c in labels.changes if c.time >= restarted]
+    assert {c.key for c in back} == set(victims)
+    assert all(c.new == VICTIM for c in back), [c for c in back if c.new != VICTIM]
+    _assert_rate(sorted(c.time for c in back), MAX_MOVES_PER_SECOND)
+
+    def renewed_by_victim() -> bool:
+        since = writes.lease_writes(since=restarted)
+        return all(
+            any(shard_of(w) == VICTIM for w in since.get(k.partition("/")[2], [])) for k in victims
+        )
+
+    await wait_for(renewed_by_victim, 2 * NODE_RENEW_INTERVAL + 2, "the returned shard renewing")
+    await trio.sleep(NODE_RENEW_INTERVAL)  # let any stray write by the old owners show
+    checked = assert_one_driver_at_a_time(writes, labels)
+    assert checked > 3 * len(keys)
+    for name, before in pods.items():
+        status = (await client.get(f"/api/v1/namespaces/default/pods/{name}"))["status"]
+        assert (status["phase"], status.get("startTime"), status.get("podIP")) == (
+            "Running",
+            *before,
+        )
+    assert await _all_ready(client, names)
+
+
+def _assert_rate(times: list[float], rate: float) -> None:
+    """At most a second's burst plus ``rate`` per second in any window; and not all at once."""
+    slack = 3  # moves written in one planning pass can arrive a little bunched
+    for i, start in enumerate(times):
+        for width in (0.25, 0.5, 1.0, 2.0):
+            inside = sum(1 for t in times[i:] if t - start <= width)
+            assert inside <= rate * (1 + width) + slack, (
+                f"{inside} label moves within {width} s (limit {rate}/s, burst {rate})"
+            )
+    if len(times) > 2 * rate:
+        spread = times[-1] - times[0]
+        assert spread >= (len(times) - rate) / rate * 0.8, f"{len(times)} moves in {spread:.2f} s"
+
+
+async def _has_leader(client: Client) -> bool:
+    return await coordinator_holder(client) is not None
+
+
+async def _shards_up(client: Client) -> bool:
+    return await shard_leases(client) >= set(SHARDS)
+
+
+async def _all_ready(client: Client, names: list[str]) -> bool:
+    nodes = {n["metadata"]["name"]: n for n in (await client.list("/api/v1/nodes")).items}
+    return all(ready(nodes.get(name)) for name in names)
+
+
+async def _running_pods(
+    nursery: trio.Nursery, client: Client, nodes: list[str]
+) -> dict[str, tuple[str, str]]:
+    """A Running pod on each of ``nodes``: name -> (startTime, podIP)."""
+    for node in nodes:
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": f"pod-{node}"},
+            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "nginx"}]},
+        }
+        await client.create("/api/v1/namespaces/default/pods", pod)
+    out: dict[str, tuple[str, str]] = {}
+
+    async def running() -> bool:
+        for node in nodes:
+            obj = await client.get(f"/api/v1/namespaces/default/pods/pod-{node}")
+            status = obj.get("status") or {}
+            if status.get("phase") != "Running" or not status.get("podIP"):
+                return False
+            out[f"pod-{node}"] = (str(status.get("startTime")), str(status["podIP"]))
+        return True
+
+    await wait_for(running, 10, "the pods Running", interval=0.1)
+    return out

@@ -1,0 +1,121 @@
+"""``kubemock-fleet run --shards 2`` against the sandbox: a whole local fleet in one command.
+
+It starts the coordinator and two shard children, prefixes every child line
+``[shard K]``, turns a Node CR into a Ready node, and on SIGTERM stops
+everything (no child left behind) and exits 0.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from functools import partial
+from pathlib import Path
+
+import trio
+
+from fleet.coordinator import SHARD_LABEL
+from fleet.kube._client import Client
+from fleet.kube._config import load_config
+from fleet.sandbox import RunningSandbox
+from tests.fleet._fleet import FLEET_NS, cr_body, cr_path, prepare, ready, wait_for, write_config
+
+
+def _children_of(config: Path) -> list[int]:
+    """Pids of live processes whose command line names ``config`` (the run's shards)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                cmdline = fh.read()
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                state = fh.read().rpartition(b")")[2].split()[0]
+        except OSError:
+            continue
+        if str(config).encode() in cmdline and b"\0shard\0" in cmdline and state != b"Z":
+            pids.append(int(entry))
+    return pids
+
+
+def _fleet_size(pid: int) -> bytes | None:
+    with open(f"/proc/{pid}/environ", "rb") as fh:
+        for var in fh.read().split(b"\0"):
+            if var.startswith(b"KUBEMOCK_FLEET_SHARDS="):
+                return var.partition(b"=")[2]
+    return None
+
+
+async def test_run_two_shards(
+    nursery: trio.Nursery, sandbox: RunningSandbox, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path / "fleet.yaml")
+    out_path, err_path = tmp_path / "run.out", tmp_path / "run.err"
+    async with Client(load_config(sandbox.kubeconfig)) as client:
+        await prepare(client)
+        command = [
+            sys.executable, "-m", "fleet", "run", "--shards", "2",
+            "--config", str(config), "--kubeconfig", str(sandbox.kubeconfig),
+        ]  # fmt: skip
+        out = os.open(out_path, os.O_WRONLY | os.O_CREAT, 0o600)
+        err = os.open(err_path, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            process: trio.Process = await nursery.start(
+                partial(
+                    trio.run_process,
+                    command,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=err,
+                    check=False,
+                )
+            )
+        finally:
+            os.close(out)
+            os.close(err)
+
+        def output() -> str:
+            return out_path.read_text(errors="replace") + err_path.read_text(errors="replace")
+
+        try:
+            await client.create(cr_path(FLEET_NS), cr_body("run-node"))
+
+            async def node_ready() -> bool:
+                response = await client.request("GET", "/api/v1/nodes/run-node")
+                return response.status == 200 and ready(await client.get("/api/v1/nodes/run-node"))
+
+            await wait_for(node_ready, 15, "the CR's node Ready", interval=0.1)
+            cr = await client.get(cr_path(FLEET_NS, "run-node"))
+            shard = cr["metadata"]["labels"][SHARD_LABEL]
+            assert shard in ("0", "1")
+            assert {c["type"]: c["status"] for c in cr["status"]["conditions"]} == {
+                "Registered": "True",
+                "Ready": "True",
+            }
+            await wait_for(
+                lambda: all(f"[shard {k}] " in output() for k in (0, 1)),
+                5,
+                "a line from each shard",
+            )
+            children = _children_of(config)
+            assert len(children) == 2, output()
+            # Each shard knows the fleet's size: its node address range hangs on it.
+            assert all(_fleet_size(pid) == b"2" for pid in children), output()
+
+            process.send_signal(signal.SIGTERM)
+            with trio.fail_after(15):
+                code = await process.wait()
+            assert code == 0, output()
+            assert _children_of(config) == []
+        except BaseException:
+            print(output())
+            raise
+    lines = output().splitlines()
+    shard_lines = [line for line in lines if line.startswith("[shard ")]
+    assert {line[: len("[shard 0]")] for line in shard_lines} == {"[shard 0]", "[shard 1]"}
+    # The coordinator's own lines are unprefixed; everything else comes from a shard.
+    others = [line for line in lines if not line.startswith("[shard ")]
+    assert all(" fleet." in line or line.startswith("[run] ") for line in others), others
