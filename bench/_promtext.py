@@ -36,8 +36,10 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from fleet.errors import ProtocolError
 
@@ -193,7 +195,10 @@ class Scrape:
         return open_watches
 
 
-def _add(target: dict[object, float], key: object, value: float) -> None:
+_K = TypeVar("_K")
+
+
+def _add(target: dict[_K, float], key: _K, value: float) -> None:
     target[key] = target.get(key, 0.0) + value
 
 
@@ -204,7 +209,7 @@ def parse_metrics(text: str) -> Scrape:
     except (ValueError, IndexError, TypeError) as exc:
         raise ProtocolError(f"/metrics: not Prometheus text exposition: {exc}") from exc
 
-    requests: dict[object, float] = {}
+    requests: dict[RequestKey, float] = {}
     # The parser names a counter family without its _total suffix.
     for name in (_REQUESTS, _REQUESTS.removesuffix("_total")):
         family = families.get(name)
@@ -224,48 +229,46 @@ def parse_metrics(text: str) -> Scrape:
     if latency_family is not None:
         latencies = _histograms(latency_family, families[latency_family].samples)
 
-    inflight: dict[object, float] = {}
+    inflight: dict[str, float] = {}
     if _INFLIGHT in families:
         for s in families[_INFLIGHT].samples:
             _add(inflight, s.labels.get("request_kind", ""), s.value)
 
-    longrunning: dict[object, float] = {}
+    longrunning: dict[tuple[str, str, str], float] = {}
     long_family = next((n for n in _LONGRUNNING if n in families), None)
     if long_family is not None:
         for s in families[long_family].samples:
             lb = s.labels
             _add(longrunning, (lb.get("verb", ""), lb.get("group", ""), lb.get("resource", "")), s.value)
 
-    watchers: dict[object, float] = {}
+    watchers: dict[tuple[str, str], float] = {}
     if _WATCHERS in families:
         for s in families[_WATCHERS].samples:
             _add(watchers, (s.labels.get("group", ""), s.labels.get("kind", "")), s.value)
 
-    storage: dict[object, float] = {}
+    storage: dict[str, float] = {}
     storage_family = next((n for n in _STORAGE if n in families), None)
     if storage_family is not None:
         for s in families[storage_family].samples:
             _add(storage, s.labels.get("resource", ""), s.value)
 
     return Scrape(
-        requests=requests,  # type: ignore[arg-type]
+        requests=requests,
         latency_family=latency_family,
         latencies=latencies,
-        inflight=inflight,  # type: ignore[arg-type]
-        longrunning=longrunning,  # type: ignore[arg-type]
-        watchers=watchers,  # type: ignore[arg-type]
-        storage=storage,  # type: ignore[arg-type]
+        inflight=inflight,
+        longrunning=longrunning,
+        watchers=watchers,
+        storage=storage,
     )
 
 
-def _histograms(family: str, samples: Iterable[object]) -> dict[LatencyKey, Buckets]:
+def _histograms(family: str, samples: Iterable[Sample]) -> dict[LatencyKey, Buckets]:
     buckets: dict[LatencyKey, dict[float, float]] = {}
     sums: dict[LatencyKey, float] = {}
     counts: dict[LatencyKey, float] = {}
     for s in samples:
-        name: str = s.name  # type: ignore[attr-defined]
-        lb: dict[str, str] = s.labels  # type: ignore[attr-defined]
-        value: float = s.value  # type: ignore[attr-defined]
+        name, lb, value = s.name, s.labels, s.value
         verb = lb.get("verb", "")
         if verb in LONG_RUNNING_VERBS:
             continue

@@ -210,7 +210,7 @@ async def _serve_empty(scheme: Scheme, front: str, workdir: Path, nursery: trio.
         await nursery.start(Http1Server(_empty_app, config, tls=tls).serve, listeners)
         url = url_of(listeners[0], scheme)
     else:
-        url = (await nursery.start(partial(serve, _empty_app, config)))[0]  # type: ignore[arg-type]
+        url = (await nursery.start(partial(serve, _empty_app, config)))[0]  # type: ignore[arg-type]  # hypercorn types an ASGI app by its TypedDict scopes, which no MutableMapping-typed app matches
     kubeconfig = workdir / "kubeconfig"
     write_kubeconfig(kubeconfig, server=url, token="bench", ca_data=ca)
     return url, kubeconfig

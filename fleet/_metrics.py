@@ -66,14 +66,14 @@ class FleetMetrics:
         )
         self.requests = Counter(
             "kubemock_fleet_requests",
-            "Requests to the apiserver, by verb and HTTP code ('error' when no answer).",
-            ["verb", "code"],
+            "Requests to the apiserver, by verb, resource and HTTP code ('error' when no answer).",
+            ["verb", "resource", "code"],
             registry=r,
         )
         self.request_latency = Histogram(
             "kubemock_fleet_request_duration_seconds",
-            "Latency of requests to the apiserver, by verb.",
-            ["verb"],
+            "Latency of requests to the apiserver (for WATCH: until the headers), by verb and resource.",
+            ["verb", "resource"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
@@ -101,6 +101,26 @@ class FleetMetrics:
         self.leader = Gauge(
             "kubemock_fleet_leader", "1 while this coordinator holds the leader Lease.", registry=r
         )
+        self._request_children: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
+
+    # -- fleet.kube.RequestRecorder: what an InstrumentedRequester reports ---------------
+
+    def observe_request(self, verb: str, resource: str, code: str, seconds: float) -> None:
+        """Count one apiserver request and time it (``code`` ``"error"``: no answer)."""
+        key = (verb, resource, code)
+        children = self._request_children.get(key)
+        if children is None:  # labels() takes a lock and validates: do it once per key
+            children = (
+                self.requests.labels(verb=verb, resource=resource, code=code),
+                self.request_latency.labels(verb=verb, resource=resource),
+            )
+            self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def observe_watch_end(self, resource: str, reason: str) -> None:
+        """Count one watch that ended (and is started again) for ``reason``."""
+        self.watch_restarts.labels(resource=resource, reason=reason).inc()
 
     def scrape(self) -> bytes:
         """The registry in Prometheus text format."""

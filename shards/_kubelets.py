@@ -199,7 +199,9 @@ class _CidrPool:
         if (
             network.version != cluster.version
             or network.prefixlen != self._prefix
-            or not network.subnet_of(cluster)  # type: ignore[arg-type]
+            # subnet_of, for one version (checked above): both ends inside the cluster range
+            or network.network_address not in cluster
+            or network.broadcast_address not in cluster
         ):
             return
         index = (int(network.network_address) - int(cluster.network_address)) >> (

@@ -358,23 +358,42 @@ def _names(names: Sequence[str]) -> str:
     return "[" + " ".join(names) + "]"  # Go's %s of a []string
 
 
-def _containers_ready(
-    pod: PodView, statuses: Mapping[str, Mapping[str, JSON]], phase: str
+def _all_ready(
+    names: Sequence[str],
+    statuses: Mapping[str, Mapping[str, JSON]],
+    phase: str,
+    *,
+    completed: str,
+    unready: str,
+    reason: str,
 ) -> tuple[str, str, str]:
-    unknown = [c.name for c in pod.containers if c.name not in statuses]
-    unready = [
-        c.name for c in pod.containers if c.name in statuses and not statuses[c.name]["ready"]
-    ]
+    """(status, reason, message) of a condition that all ``names`` are ready, worded as the kubelet.
+
+    Serves ContainersReady (``completed="False"``, ``"unready"``) and
+    Initialized (``completed="True"``, ``"incomplete"``); a Succeeded pod
+    whose containers all reported gives ``completed`` with reason PodCompleted.
+    """
+    unknown = [name for name in names if name not in statuses]
+    not_ready = [name for name in names if name in statuses and not statuses[name]["ready"]]
     if phase == "Succeeded" and not unknown:
-        return "False", "PodCompleted", ""
+        return completed, "PodCompleted", ""
     messages = []
     if unknown:
         messages.append(f"containers with unknown status: {_names(unknown)}")
-    if unready:
-        messages.append(f"containers with unready status: {_names(unready)}")
+    if not_ready:
+        messages.append(f"containers with {unready} status: {_names(not_ready)}")
     if messages:
-        return "False", "ContainersNotReady", ", ".join(messages)
+        return "False", reason, ", ".join(messages)
     return "True", "", ""
+
+
+def _containers_ready(
+    pod: PodView, statuses: Mapping[str, Mapping[str, JSON]], phase: str
+) -> tuple[str, str, str]:
+    names = [c.name for c in pod.containers]
+    return _all_ready(
+        names, statuses, phase, completed="False", unready="unready", reason="ContainersNotReady"
+    )
 
 
 def _pod_ready(
@@ -403,20 +422,15 @@ def _pod_ready(
 def _initialized(
     pod: PodView, statuses: Mapping[str, Mapping[str, JSON]], phase: str
 ) -> tuple[str, str, str]:
-    unknown = [c.name for c in pod.init_containers if c.name not in statuses]
-    unready = [
-        c.name for c in pod.init_containers if c.name in statuses and not statuses[c.name]["ready"]
-    ]
-    if phase == "Succeeded" and not unknown:
-        return "True", "PodCompleted", ""
-    messages = []
-    if unknown:
-        messages.append(f"containers with unknown status: {_names(unknown)}")
-    if unready:
-        messages.append(f"containers with incomplete status: {_names(unready)}")
-    if messages:
-        return "False", "ContainersNotInitialized", ", ".join(messages)
-    return "True", "", ""
+    names = [c.name for c in pod.init_containers]
+    return _all_ready(
+        names,
+        statuses,
+        phase,
+        completed="True",
+        unready="incomplete",
+        reason="ContainersNotInitialized",
+    )
 
 
 def _by_name(entries: JSON) -> dict[str, Mapping[str, JSON]]:

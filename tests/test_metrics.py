@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import socket
 from functools import partial
 
 import httpx
 import trio
+from prometheus_client.parser import text_string_to_metric_families
 
 from fleet._metrics import FleetMetrics, serve_metrics
+from fleet._settings import CoordinatorSettings, FleetSettings, ShardSettings
+from fleet.api import crd_manifests
+from fleet.cli._coordinator import run_coordinator
+from fleet.cli._shard import run_shard
+from fleet.kube._client import Client
+from fleet.kube._config import load_config
+from fleet.sandbox import RunningSandbox
 
 
 def test_registries_are_isolated() -> None:
@@ -20,8 +29,7 @@ def test_registries_are_isolated() -> None:
 async def test_endpoint_serves_metrics_health_and_readiness() -> None:
     metrics = FleetMetrics()
     metrics.pods.labels(phase="Running").set(7)
-    metrics.requests.labels(verb="PATCH", code="200").inc()
-    metrics.request_latency.labels(verb="PATCH").observe(0.003)
+    metrics.observe_request("PATCH", "pods/status", "200", 0.003)
     metrics.moves.labels(reason="failover").inc(2)
     ready = False
     async with trio.open_nursery() as nursery:
@@ -34,10 +42,13 @@ async def test_endpoint_serves_metrics_health_and_readiness() -> None:
             assert scrape.headers["content-type"].startswith("text/plain")
             text = scrape.text
             assert 'kubemock_fleet_pods{phase="Running"} 7.0' in text
-            assert 'kubemock_fleet_requests_total{code="200",verb="PATCH"} 1.0' in text
             assert (
-                'kubemock_fleet_request_duration_seconds_bucket{le="0.005",verb="PATCH"} 1.0'
+                'kubemock_fleet_requests_total{code="200",resource="pods/status",verb="PATCH"} 1.0'
                 in text
+            )
+            assert (
+                'kubemock_fleet_request_duration_seconds_bucket{le="0.005",'
+                'resource="pods/status",verb="PATCH"} 1.0' in text
             )
             assert 'kubemock_fleet_moves_total{reason="failover"} 2.0' in text
             assert (await client.get("/healthz")).status_code == 200
@@ -47,3 +58,82 @@ async def test_endpoint_serves_metrics_health_and_readiness() -> None:
             assert (await client.get("/nope")).status_code == 404
             assert (await client.post("/metrics")).status_code == 405
         nursery.cancel_scope.cancel()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _samples(text: str, name: str) -> dict[frozenset[tuple[str, str]], float]:
+    """Every sample of ``name`` in a scrape, keyed by its labels."""
+    found: dict[frozenset[tuple[str, str]], float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                found[frozenset(sample.labels.items())] = sample.value
+    return found
+
+
+def _count(samples: dict[frozenset[tuple[str, str]], float], **labels: str) -> float:
+    wanted = set(labels.items())
+    return sum(value for key, value in samples.items() if wanted <= key)
+
+
+async def test_shard_and_coordinator_serve_request_metrics(
+    nursery: trio.Nursery, sandbox: RunningSandbox
+) -> None:
+    """The shard and coordinator commands, against the sandbox: /metrics counts their traffic."""
+    shard_port, coordinator_port = _free_port(), _free_port()
+    settings = FleetSettings(
+        kubeconfig=str(sandbox.kubeconfig),
+        shard=ShardSettings(metrics_port=shard_port),
+        coordinator=CoordinatorSettings(metrics_port=coordinator_port),
+    )
+    async with Client(load_config(sandbox.kubeconfig)) as client:
+        for crd in crd_manifests():
+            await client.create("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
+        await client.create("/api/v1/namespaces", {"metadata": {"name": settings.namespace}})
+        nursery.start_soon(run_shard, settings, 0)
+        nursery.start_soon(run_coordinator, settings)
+        cr = {
+            "apiVersion": "mock.zhizuqiu.cn/v1alpha1",
+            "kind": "Node",
+            "metadata": {"name": "scraped", "namespace": "default"},
+            "spec": {},
+        }
+        await client.create("/apis/mock.zhizuqiu.cn/v1alpha1/namespaces/default/nodes", cr)
+    async with httpx.AsyncClient() as scraper:
+        with trio.fail_after(20):
+            while True:  # the coordinator assigns the CR to shard 0, which registers the Node
+                try:
+                    shard = (await scraper.get(f"http://127.0.0.1:{shard_port}/metrics")).text
+                    coordinator = (
+                        await scraper.get(f"http://127.0.0.1:{coordinator_port}/metrics")
+                    ).text
+                except httpx.TransportError:  # not listening yet
+                    shard = coordinator = ""
+                requests = _samples(shard, "kubemock_fleet_requests_total")
+                if _count(requests, verb="POST", resource="nodes", code="201"):
+                    break
+                await trio.sleep(0.1)
+    # The shard: its Lease, the CR watch, the Node it registered, the Node's Lease.
+    assert _count(requests, verb="LIST", resource="nodes.mock.zhizuqiu.cn", code="200") >= 1
+    assert _count(requests, verb="WATCH", resource="nodes.mock.zhizuqiu.cn", code="200") >= 1
+    assert _count(requests, verb="WATCH", resource="pods", code="200") >= 1
+    assert _count(requests, resource="leases.coordination.k8s.io") >= 2
+    latency = _samples(shard, "kubemock_fleet_request_duration_seconds_count")
+    assert _count(latency, verb="POST", resource="nodes") == _count(
+        requests, verb="POST", resource="nodes"
+    )
+    # The coordinator: its election Lease, the CR watch, the shard-label PATCH; the assignment.
+    requests = _samples(coordinator, "kubemock_fleet_requests_total")
+    assert _count(requests, verb="PATCH", resource="nodes.mock.zhizuqiu.cn", code="200") == 1
+    assert _count(requests, verb="WATCH", resource="leases.coordination.k8s.io") >= 1
+    assert _count(requests, verb="GET", resource="leases.coordination.k8s.io") >= 1
+    moves = _samples(coordinator, "kubemock_fleet_moves_total")
+    assert _count(moves, reason="assign") == 1
+    assert _samples(coordinator, "kubemock_fleet_assignments") == {
+        frozenset({("shard", "0")}): 1.0
+    }

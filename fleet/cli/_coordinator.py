@@ -27,12 +27,16 @@ async def run_coordinator(settings: FleetSettings) -> None:
     from fleet.coordinator import Coordinator
     from fleet.kube._client import Client
     from fleet.kube._config import load_config
+    from fleet.kube._instrumented import InstrumentedRequester
 
     config = load_config(settings.kubeconfig, settings.context)
     async with Client(config) as client, trio.open_nursery() as nursery:
         metrics = FleetMetrics()
         coordinator = Coordinator(
-            client, settings, identity=_identity("coordinator"), metrics=metrics
+            InstrumentedRequester(client, metrics),
+            settings,
+            identity=_identity("coordinator"),
+            metrics=metrics,
         )
         await nursery.start(
             partial(

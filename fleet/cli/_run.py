@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import TextIO
 
 import trio
 import typer
@@ -35,6 +36,7 @@ from fleet._settings import ENV_PREFIX, FleetSettings, load_settings
 from fleet.cli._app import app
 from fleet.cli._options import ContextOption, KubeconfigOption
 from fleet.kube._backoff import Backoff, BackoffPolicy
+from fleet.kube._instrumented import InstrumentedRequester
 
 __all__ = [
     "MAX_LINE",
@@ -75,12 +77,12 @@ def configure_logging() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _write_to(stream: object) -> Sink:
-    buffer = getattr(stream, "buffer", stream)
+def _write_to(stream: TextIO) -> Sink:
+    buffer = stream.buffer  # lines are passed on as bytes, as the children wrote them
 
     def write(line: bytes) -> None:
-        buffer.write(line)  # type: ignore[attr-defined]
-        buffer.flush()  # type: ignore[attr-defined]
+        buffer.write(line)
+        buffer.flush()
 
     return write
 
@@ -282,7 +284,10 @@ async def run_fleet(
                 async with Client(config) as client:
                     metrics = FleetMetrics()
                     coordinator = Coordinator(
-                        client, settings, identity=_identity("coordinator"), metrics=metrics
+                        InstrumentedRequester(client, metrics),
+                        settings,
+                        identity=_identity("coordinator"),
+                        metrics=metrics,
                     )
                     async with trio.open_nursery() as inner:
                         await inner.start(

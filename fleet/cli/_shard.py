@@ -16,6 +16,7 @@ from typing import Literal
 import trio
 import typer
 
+from fleet._metrics import FleetMetrics
 from fleet._settings import FleetSettings, load_settings
 from fleet.cli._app import app
 from fleet.cli._options import ContextOption, KubeconfigOption
@@ -28,6 +29,7 @@ async def run_shard(settings: FleetSettings, shard_id: int) -> None:
     """Run shard ``shard_id`` until a signal."""
     from fleet.kube._client import Client
     from fleet.kube._config import load_config
+    from fleet.kube._instrumented import InstrumentedRequester
     from fleet.kube._transport import HotTransport, HotTransportSettings
     from shards import ShardEngine
 
@@ -40,12 +42,14 @@ async def run_shard(settings: FleetSettings, shard_id: int) -> None:
         HotTransport(config, hot_settings) as hot,
         trio.open_nursery() as nursery,
     ):
+        metrics = FleetMetrics()
         engine = ShardEngine(
             settings,
             str(shard_id),
-            control=client,
-            hot=hot,
+            control=InstrumentedRequester(client, metrics),
+            hot=InstrumentedRequester(hot, metrics),
             identity=_identity(f"shard-{shard_id}"),
+            metrics=metrics,
         )
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             await nursery.start(

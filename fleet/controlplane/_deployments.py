@@ -52,6 +52,7 @@ from fleet.controlplane._resources import (
     REPLICASETS,
     KObject,
     condition,
+    controlled,
     controller_of,
     rfc3339,
 )
@@ -206,14 +207,7 @@ class DeploymentController:
         await self.queue.add(f"{rs.metadata.namespace}/{ref.name}")
 
     def _sets_of(self, d: KObject) -> list[KObject]:
-        out = []
-        for key in self._owned.get(d.metadata.uid, ()):
-            rs = self._sets.store.get(key)
-            if rs is None:
-                continue
-            ref = controller_of(rs.metadata)
-            if ref is not None and ref.uid == d.metadata.uid:
-                out.append(rs)
+        out = controlled(d.metadata.uid, self._owned.get(d.metadata.uid, ()), self._sets.store)
         return sorted(out, key=lambda r: (r.metadata.creation_timestamp is None,
                                           r.metadata.creation_timestamp, r.metadata.name))
 
@@ -484,14 +478,6 @@ class DeploymentController:
 
     # -- running -------------------------------------------------------------------------------------
 
-    async def _worker(self) -> None:
-        while True:
-            key = await self.queue.get()
-            try:
-                await self._sync(key)
-            finally:
-                self.queue.done(key)
-
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Reconcile until cancelled; reports started at once, works once the informers synced."""
         async with trio.open_nursery() as nursery:
@@ -499,4 +485,4 @@ class DeploymentController:
             task_status.started()
             await self._informers.wait_synced(self._deployments, self._sets)
             for _ in range(self.settings.workers):
-                nursery.start_soon(self._worker)
+                nursery.start_soon(self.queue.work, self._sync)

@@ -377,14 +377,6 @@ class GarbageCollector:
 
     # -- running ---------------------------------------------------------------------------------
 
-    async def _worker(self) -> None:
-        while True:
-            key = await self.queue.get()
-            try:
-                await self._process(key)
-            finally:
-                self.queue.done(key)
-
     async def _pod_gc_loop(self) -> None:
         while True:
             await self.collect_orphan_pods()
@@ -397,5 +389,5 @@ class GarbageCollector:
             task_status.started()
             await self._informers.wait_synced(*self._watched, self._nodes, self._namespaces)
             for _ in range(self.settings.workers):
-                nursery.start_soon(self._worker)
+                nursery.start_soon(self.queue.work, self._process)
             nursery.start_soon(self._pod_gc_loop)

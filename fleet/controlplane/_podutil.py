@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fleet.api import parse_quantity
+from fleet.api import Quantity, parse_quantity
 from fleet.controlplane._resources import KObject, condition, parse_time
 from fleet.errors import InputError
 
@@ -54,26 +54,30 @@ class Requests:
     nonzero_memory: int = 0
 
 
-def quantity_milli(value: object) -> int:
-    """A quantity in thousandths (CPU); 0 for an absent or unparsable value."""
+def _quantity(value: object) -> Quantity | None:
+    """``value`` parsed; None for an absent or unparsable value (logged)."""
     if value is None:
-        return 0
+        return None
+    if not isinstance(value, str | int):
+        log.debug("ignoring quantity %r: not a string or an integer", value)
+        return None
     try:
-        return parse_quantity(value).milli_value()  # type: ignore[arg-type]
+        return parse_quantity(value)
     except InputError as exc:
         log.debug("ignoring quantity %r: %s", value, exc)
-        return 0
+        return None
+
+
+def quantity_milli(value: object) -> int:
+    """A quantity in thousandths (CPU); 0 for an absent or unparsable value."""
+    quantity = _quantity(value)
+    return 0 if quantity is None else quantity.milli_value()
 
 
 def quantity_value(value: object) -> int:
     """A quantity as a whole number (memory, pods); 0 for an absent or unparsable value."""
-    if value is None:
-        return 0
-    try:
-        return parse_quantity(value).int_value()  # type: ignore[arg-type]
-    except InputError as exc:
-        log.debug("ignoring quantity %r: %s", value, exc)
-        return 0
+    quantity = _quantity(value)
+    return 0 if quantity is None else quantity.int_value()
 
 
 def _container_requests(container: Mapping[str, Any]) -> tuple[int, int, int, int]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import trio
@@ -106,6 +106,15 @@ class WorkQueue:
         if key in self._dirty:
             self._queue.append(key)
             self._items.unpark()
+
+    async def work(self, process: Callable[[str], Awaitable[None]]) -> None:
+        """One worker, until cancelled: take each key in turn, ``process`` it, mark it done."""
+        while True:
+            key = await self.get()
+            try:
+                await process(key)
+            finally:
+                self.done(key)
 
     def __len__(self) -> int:
         return len(self._queue)

@@ -31,7 +31,7 @@ import trio
 from fleet.controlplane._informer import Informer, Informers
 from fleet.controlplane._podutil import is_active, is_ready, ready_since
 from fleet.controlplane._queue import WorkQueue
-from fleet.controlplane._resources import PODS, REPLICASETS, KObject, controller_of
+from fleet.controlplane._resources import PODS, REPLICASETS, KObject, controlled, controller_of
 from fleet.controlplane._rest import Rest
 from fleet.errors import ConfigError, FleetError, NotFound
 from fleet.kube._views import object_key
@@ -171,15 +171,7 @@ class ReplicaSetController:
         await self.queue.add(owner_key)
 
     def _pods_of(self, rs: KObject) -> list[KObject]:
-        store = self._pods.store
-        pods = []
-        for key in self._owned.get(rs.metadata.uid, ()):
-            pod = store.get(key)
-            if pod is not None:
-                ref = controller_of(pod.metadata)
-                if ref is not None and ref.uid == rs.metadata.uid:
-                    pods.append(pod)
-        return pods
+        return controlled(rs.metadata.uid, self._owned.get(rs.metadata.uid, ()), self._pods.store)
 
     async def _sync(self, key: str) -> None:
         rs = self._sets.store.get(key)
@@ -283,14 +275,6 @@ class ReplicaSetController:
             log.info("replicaset %s: status update failed: %s", key, exc)
             self.queue.add_after(key, 1.0)
 
-    async def _worker(self) -> None:
-        while True:
-            key = await self.queue.get()
-            try:
-                await self._sync(key)
-            finally:
-                self.queue.done(key)
-
     def selector_matches(self, rs: KObject, labels: Mapping[str, str]) -> bool:
         """Whether ``labels`` match the ReplicaSet's selector (for callers that adopt)."""
         return label_selector_from_dict(rs.spec.get("selector")).matches(labels)
@@ -302,4 +286,4 @@ class ReplicaSetController:
             task_status.started()
             await self._informers.wait_synced(self._sets, self._pods)
             for _ in range(self.settings.workers):
-                nursery.start_soon(self._worker)
+                nursery.start_soon(self.queue.work, self._sync)

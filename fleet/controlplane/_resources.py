@@ -9,7 +9,7 @@ timestamps in the apiserver's RFC 3339 form from an injected wall clock.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -80,7 +80,7 @@ class OwnerRef(OwnerReference, rename="camel", omit_defaults=True, frozen=True):
 class Meta(ObjectMeta, rename="camel", omit_defaults=True, frozen=True):
     """Object metadata as the control plane reads it (owner references in full)."""
 
-    owner_references: list[OwnerRef] = []  # type: ignore[assignment]
+    owner_references: tuple[OwnerRef, ...] = ()
 
 
 class KObject(msgspec.Struct, frozen=True):
@@ -97,6 +97,23 @@ def controller_of(meta: ObjectMeta) -> OwnerReference | None:
         if ref.controller:
             return ref
     return None
+
+
+def controlled(owner_uid: str, keys: Iterable[str], store: Mapping[str, KObject]) -> list[KObject]:
+    """The objects at ``keys`` in ``store`` that ``owner_uid`` still controls.
+
+    ``keys`` is a controller's index of what it owns, built from watch events;
+    it may name objects gone from the store or since adopted by another owner.
+    """
+    found = []
+    for key in keys:
+        obj = store.get(key)
+        if obj is None:
+            continue
+        ref = controller_of(obj.metadata)
+        if ref is not None and ref.uid == owner_uid:
+            found.append(obj)
+    return found
 
 
 def rfc3339(seconds: float) -> str:

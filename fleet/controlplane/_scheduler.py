@@ -484,23 +484,21 @@ class Scheduler:
 
     async def _schedule_loop(self) -> None:
         await self._informers.wait_synced(self._pods, self._nodes)
-        while True:
-            key = await self.queue.get()
-            try:
-                pod = self._pods.store.get(key)
-                if pod is None or not self._ours(pod) or key in self._assumed:
-                    continue
-                node, message = self._decide(pod)
-                if node is None:
-                    self._counters.failed_attempts += 1
-                    self._unschedulable[key] = pod.spec
-                    await self._jobs_send.send(_Unschedulable(pod, message))
-                    continue
-                self._assumed.add(key)
-                self._account(key, node, pod_requests(pod.spec))
-                await self._jobs_send.send(_Bind(key, pod, node))
-            finally:
-                self.queue.done(key)
+        await self.queue.work(self._schedule)
+
+    async def _schedule(self, key: str) -> None:
+        pod = self._pods.store.get(key)
+        if pod is None or not self._ours(pod) or key in self._assumed:
+            return
+        node, message = self._decide(pod)
+        if node is None:
+            self._counters.failed_attempts += 1
+            self._unschedulable[key] = pod.spec
+            await self._jobs_send.send(_Unschedulable(pod, message))
+            return
+        self._assumed.add(key)
+        self._account(key, node, pod_requests(pod.spec))
+        await self._jobs_send.send(_Bind(key, pod, node))
 
     # -- writing -------------------------------------------------------------------------------
 

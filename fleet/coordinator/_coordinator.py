@@ -148,6 +148,8 @@ class Coordinator:
         self._pending: dict[str, str] = {}
         """Labels written but not yet seen on the watch: key -> shard."""
         self._nodes: list[Reflector[MetaOnly]] = []
+        self._exported: set[str] = set()
+        """Shards with an assignments gauge: one that leaves the fleet loses its series."""
 
     def ready(self) -> bool:
         """For /readyz: the replica is running (a standby is ready: it is waiting to lead)."""
@@ -288,8 +290,12 @@ class Coordinator:
 
     def _export(self, assignments: Mapping[str, str | None], live: frozenset[str]) -> None:
         counts = Counter(shard for shard in assignments.values() if shard)
-        for shard in set(counts) | live:
+        shards = set(counts) | live
+        for shard in self._exported - shards:  # dead and emptied: not a stale count
+            self.metrics.assignments.remove(shard)
+        for shard in shards:
             self.metrics.assignments.labels(shard=shard).set(counts.get(shard, 0))
+        self._exported = shards
         self.metrics.live_shards.set(len(live))
 
     async def _write_all(self, moves: list[Move], queue: WriteQueue) -> bool:

@@ -69,7 +69,8 @@ class ObjectMeta(msgspec.Struct, rename="camel", omit_defaults=True, frozen=True
     labels: dict[str, str] = {}
     annotations: dict[str, str] = {}
     finalizers: list[str] = []
-    owner_references: list[OwnerReference] = []
+    owner_references: tuple[OwnerReference, ...] = ()
+    """A tuple, not a list, so a view may narrow it to a subtype (``fleet.controlplane.Meta``)."""
 
 
 class ListMeta(msgspec.Struct, rename="camel", omit_defaults=True, frozen=True):

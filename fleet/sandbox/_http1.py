@@ -119,7 +119,7 @@ class Http1Server:
         self.tls = tls
         """An ``ssl.SSLContext`` (ALPN h2 and http/1.1), or None for cleartext."""
         self.keep_alive_timeout: float = config.keep_alive_timeout
-        self._wrapped = wrap_app(app, config.wsgi_max_body_size, "asgi")  # type: ignore[arg-type]
+        self._wrapped = wrap_app(app, config.wsgi_max_body_size, "asgi")  # type: ignore[arg-type]  # hypercorn types an ASGI app by its TypedDict scopes, which no MutableMapping-typed app matches
         self._context = WorkerContext(None)
         self._state = ConnectionState
 
@@ -164,6 +164,7 @@ class Http1Server:
     async def _hypercorn(self, stream: trio.abc.Stream) -> None:
         from hypercorn.trio.tcp_server import TCPServer
 
+        # hypercorn annotates the stream as SSLStream[SocketStream]; it serves any trio Stream.
         await TCPServer(self._wrapped, self.config, self._context, self._state({}), stream)  # type: ignore[arg-type]
 
 

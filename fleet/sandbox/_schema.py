@@ -41,6 +41,7 @@ from datetime import date
 from typing import Any
 
 from fleet.errors import InputError
+from fleet.sandbox._gofmt import go_quote
 
 __all__ = [
     "Cause",
@@ -72,24 +73,6 @@ class Cause:
 # --- Go formatting ---------------------------------------------------------------
 
 
-def _go_quote(s: str) -> str:
-    out = []
-    for ch in s:
-        if ch in ('"', "\\"):
-            out.append("\\" + ch)
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\x{ord(ch):02x}")
-        else:
-            out.append(ch)
-    return '"' + "".join(out) + '"'
-
-
 def _go_num(v: float | int) -> str:
     """Go's ``%v`` of an int64 or float64."""
     if isinstance(v, bool):
@@ -113,7 +96,7 @@ def _body_value(v: Any) -> str:
     if v is None:
         return "null"
     if isinstance(v, str):
-        return _go_quote(v)
+        return go_quote(v)
     if isinstance(v, (bool, int, float)):
         return _go_num(v)
     return repr(v)
@@ -344,7 +327,7 @@ def _validate(value: Any, schema: dict[str, Any], path: str, res: _Result) -> No
                     _type_invalid(
                         path,
                         have,
-                        f"{name} in body must be of type {','.join(types)}: {_go_quote(have)}",
+                        f"{name} in body must be of type {','.join(types)}: {go_quote(have)}",
                     )
                 )
     # schemaPropsValidator: allOf, oneOf, anyOf, not
@@ -360,7 +343,7 @@ def _validate(value: Any, schema: dict[str, Any], path: str, res: _Result) -> No
         res.matches += 1
         if not any(_num_eq(value, e) for e in enum):
             supported = ", ".join(
-                _go_quote(e) if isinstance(e, str) else _json_dumps(e) for e in enum
+                go_quote(e) if isinstance(e, str) else _json_dumps(e) for e in enum
             )
             shown = (
                 _body_value(value)
@@ -392,7 +375,7 @@ def _validate_composition(value: Any, schema: dict[str, Any], path: str, res: _R
             failed = failed or bool(r.causes)
         if failed:
             res.causes.append(
-                _invalid("<nil>", "", f"{_go_quote(path)} must validate all the schemas (allOf)")
+                _invalid("<nil>", "", f"{go_quote(path)} must validate all the schemas (allOf)")
             )
     one_of = schema.get("oneOf")
     if isinstance(one_of, list) and one_of:
@@ -404,7 +387,7 @@ def _validate_composition(value: Any, schema: dict[str, Any], path: str, res: _R
                 _invalid(
                     "<nil>",
                     "",
-                    f"{_go_quote(path)} must validate one and only one schema (oneOf). {extra}",
+                    f"{go_quote(path)} must validate one and only one schema (oneOf). {extra}",
                 )
             )
             if valid == 0:
@@ -424,9 +407,7 @@ def _validate_composition(value: Any, schema: dict[str, Any], path: str, res: _R
                 best_failures = r
         if not succeeded:
             res.causes.append(
-                _invalid(
-                    "<nil>", "", f"{_go_quote(path)} must validate at least one schema (anyOf)"
-                )
+                _invalid("<nil>", "", f"{go_quote(path)} must validate at least one schema (anyOf)")
             )
         if best_failures is not None:
             res.causes.extend(best_failures.causes)
@@ -434,7 +415,7 @@ def _validate_composition(value: Any, schema: dict[str, Any], path: str, res: _R
     if isinstance(not_schema, dict):
         if not _sub(value, not_schema, path).causes:
             res.causes.append(
-                _invalid("<nil>", "", f"{_go_quote(path)} must not validate the schema (not)")
+                _invalid("<nil>", "", f"{go_quote(path)} must not validate the schema (not)")
             )
 
 
@@ -479,7 +460,7 @@ def _validate_string(value: str, schema: dict[str, Any], path: str, res: _Result
         if not _FORMATS[fmt](value):
             res.causes.append(
                 _type_invalid(
-                    path, value, f"{path} in body must be of type {fmt}: {_go_quote(value)}"
+                    path, value, f"{path} in body must be of type {fmt}: {go_quote(value)}"
                 )
             )
 
@@ -618,8 +599,8 @@ def validate_custom_resource(
     """
     if field_validation not in FIELD_VALIDATION_VALUES:
         raise InputError(
-            f"fieldValidation: Unsupported value: {_go_quote(field_validation)}: supported values: "
-            + ", ".join(_go_quote(v) for v in FIELD_VALIDATION_VALUES)
+            f"fieldValidation: Unsupported value: {go_quote(field_validation)}: supported values: "
+            + ", ".join(go_quote(v) for v in FIELD_VALIDATION_VALUES)
         )
     unknown: list[str] = []
     pruned = _prune(copy.deepcopy(obj), schema, "", unknown, root=True)
@@ -631,10 +612,10 @@ def validate_custom_resource(
     unknown.sort()
     if field_validation == "Strict":
         causes.extend(
-            Cause(p, "FieldValueUnknown", f"unknown field {_go_quote(p)}") for p in unknown
+            Cause(p, "FieldValueUnknown", f"unknown field {go_quote(p)}") for p in unknown
         )
     elif field_validation == "Warn":
-        warnings = [f"unknown field {_go_quote(p)}" for p in unknown]
+        warnings = [f"unknown field {go_quote(p)}" for p in unknown]
     return defaulted, causes, warnings
 
 
@@ -651,7 +632,7 @@ def invalid_message(kind_group: str, name: str, causes: Iterable[Cause]) -> str:
             seen.add(text)
             parts.append(text)
     body = parts[0] if len(parts) == 1 else "[" + ", ".join(parts) + "]"
-    return f"{kind_group} {_go_quote(name)} is invalid: {body}"
+    return f"{kind_group} {go_quote(name)} is invalid: {body}"
 
 
 def strict_decoding_message(kind: str, version: str, causes: Iterable[Cause]) -> str:
@@ -663,6 +644,6 @@ def strict_decoding_message(kind: str, version: str, causes: Iterable[Cause]) ->
     """
     unknown = [c.message for c in causes if c.reason == "FieldValueUnknown"]
     return (
-        f"{kind} in version {_go_quote(version)} cannot be handled as a {kind}: "
+        f"{kind} in version {go_quote(version)} cannot be handled as a {kind}: "
         f"strict decoding error: {', '.join(unknown)}"
     )

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fleet.errors import InputError
+from fleet.sandbox._gofmt import go_quote
 
 __all__ = [
     "FieldSelector",
@@ -123,31 +124,12 @@ def is_valid_label_value(value: str) -> list[str]:
     return errs
 
 
-def _go_quote(s: str) -> str:
-    """Go's ``%q`` for the strings that reach these messages."""
-    out = []
-    for ch in s:
-        if ch in ('"', "\\"):
-            out.append("\\" + ch)
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\x{ord(ch):02x}")
-        else:
-            out.append(ch)
-    return '"' + "".join(out) + '"'
-
-
 def _invalid(path: str, value: str | list[str], detail: str) -> str:
     """``field.Invalid(path, value, detail).Error()``."""
     shown = (
-        _go_quote(value)
+        go_quote(value)
         if isinstance(value, str)
-        else "[]string{" + ", ".join(_go_quote(v) for v in value) + "}"
+        else "[]string{" + ", ".join(go_quote(v) for v in value) + "}"
     )
     return f"{path}: Invalid value: {shown}: {detail}"
 
@@ -471,9 +453,9 @@ def _new_requirement(key: str, op: str, values: list[str]) -> Requirement:
                 )
     else:
         supported = ", ".join(
-            _go_quote(o) for o in ("!", "!=", "=", "==", "gt", "in", "lt", "notin", "exists")
+            go_quote(o) for o in ("!", "!=", "=", "==", "gt", "in", "lt", "notin", "exists")
         )
-        errs.append(f"operator: Unsupported value: {_go_quote(op)}: supported values: {supported}")
+        errs.append(f"operator: Unsupported value: {go_quote(op)}: supported values: {supported}")
     for i, v in enumerate(values):
         value_errs = is_valid_label_value(v)
         if value_errs:
@@ -520,7 +502,7 @@ def label_selector_from_dict(sel: Mapping[str, Any] | None) -> LabelSelector:
             op = _EXPRESSION_OPERATORS.get(str(expr.get("operator", "")))
             if op is None:
                 raise InputError(
-                    f"{_go_quote(str(expr.get('operator', '')))} is not a valid label selector operator"
+                    f"{go_quote(str(expr.get('operator', '')))} is not a valid label selector operator"
                 )
             values = [str(v) for v in expr.get("values") or []]
             if op in ("in", "notin"):

@@ -118,7 +118,7 @@ async def serve_sandbox(
                 await nursery.start(server.serve, listeners)
                 url = url_of(listeners[0], "https" if settings.tls else "http")
             else:
-                binds: list[str] = await nursery.start(partial(serve, app, config))  # type: ignore[arg-type]
+                binds: list[str] = await nursery.start(partial(serve, app, config))  # type: ignore[arg-type]  # hypercorn types an ASGI app by its TypedDict scopes, which no MutableMapping-typed app matches
                 url = binds[0]
             app.server_address = url.split("://", 1)[1]
             kubeconfig = settings.kubeconfig_out or workdir / "kubeconfig"

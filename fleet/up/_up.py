@@ -44,6 +44,7 @@ from fleet.controlplane import ControlPlane
 from fleet.errors import ConfigError
 from fleet.kube._client import Client
 from fleet.kube._config import load_config
+from fleet.kube._instrumented import InstrumentedRequester
 from fleet.sandbox import RunningSandbox, SandboxSettings, serve_sandbox
 from fleet.up._bootstrap import ensure_namespace, install_crds
 from fleet.up._controlplane import LOOPS, check_loops, control_plane_settings
@@ -213,8 +214,14 @@ class Up:
             trio.open_nursery() as nursery,
         ):
             for k in range(s.shards):
+                metrics = FleetMetrics()
                 engine = ShardEngine(
-                    s.fleet, str(k), control=client, hot=hot, identity=_identity(f"shard-{k}")
+                    s.fleet,
+                    str(k),
+                    control=InstrumentedRequester(client, metrics),
+                    hot=InstrumentedRequester(hot, metrics),
+                    identity=_identity(f"shard-{k}"),
+                    metrics=metrics,
                 )
                 await nursery.start(engine.run)
             task_status.started()
@@ -228,8 +235,12 @@ class Up:
             return children_done
         from fleet.coordinator import Coordinator
 
+        metrics = FleetMetrics()
         coordinator = Coordinator(
-            client, s.fleet, identity=_identity("coordinator"), metrics=FleetMetrics()
+            InstrumentedRequester(client, metrics),
+            s.fleet,
+            identity=_identity("coordinator"),
+            metrics=metrics,
         )
         await nursery.start(coordinator.run)
         processes = s.shard_processes if s.shard_processes is not None else s.shards > 1

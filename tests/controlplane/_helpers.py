@@ -66,12 +66,12 @@ async def eventually(check: Callable[[], Any], *, within: float = 60.0, step: fl
 
 def mark_ready(api: Any, namespace: str, name: str) -> None:
     """What a kubelet does once a pod's containers are up: Running and Ready."""
-    from tests.controlplane._memapi import rfc
+    from tests._memapi import stamp
 
-    obj = api.get("", "pods", namespace, name)
+    obj = api.get(f"/api/v1/namespaces/{namespace}/pods/{name}")
     obj = {**obj, "status": {**obj.get("status", {}), "phase": "Running", "conditions": [
-        {"type": "Ready", "status": "True", "lastTransitionTime": rfc(api.now())}]}}
-    api.update("", "pods", obj)
+        {"type": "Ready", "status": "True", "lastTransitionTime": stamp(api.now())}]}}
+    api.update("/api/v1/pods", obj)
 
 
 async def fake_kubelets(api: Any, *, delay: float = 2.0, step: float = 0.5) -> None:
@@ -79,7 +79,7 @@ async def fake_kubelets(api: Any, *, delay: float = 2.0, step: float = 0.5) -> N
     seen: dict[str, float] = {}
     while True:
         now = trio.current_time()
-        for obj in api.items("", "pods"):
+        for obj in api.items("/api/v1/pods"):
             meta = obj["metadata"]
             key = f"{meta['namespace']}/{meta['name']}"
             ready = any(c.get("type") == "Ready" for c in obj.get("status", {}).get("conditions") or [])

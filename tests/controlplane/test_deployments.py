@@ -17,8 +17,8 @@ from fleet.controlplane._informer import Informers
 from fleet.controlplane._replicasets import ReplicaSetController
 from fleet.controlplane._resources import KObject
 from fleet.controlplane._rest import Rest
+from tests._memapi import MemoryApiserver
 from tests.controlplane._helpers import eventually, fake_kubelets
-from tests.controlplane._memapi import MemApi
 
 
 def deployment(
@@ -43,8 +43,8 @@ def deployment(
 
 
 @pytest.fixture
-async def api(nursery: trio.Nursery) -> AsyncIterator[MemApi]:
-    api = MemApi()
+async def api(nursery: trio.Nursery) -> AsyncIterator[MemoryApiserver]:
+    api = MemoryApiserver(graceful_pod_deletion=False)
     informers = Informers(api)
     rest = Rest(api)
     rs = ReplicaSetController(rest, informers, wall_clock=api.now)
@@ -55,28 +55,28 @@ async def api(nursery: trio.Nursery) -> AsyncIterator[MemApi]:
     yield api
 
 
-def live_pods(api: MemApi) -> list[dict[str, Any]]:
+def live_pods(api: MemoryApiserver) -> list[dict[str, Any]]:
     return [
-        p for p in api.items("", "pods", "default") if not p["metadata"].get("deletionTimestamp")
+        p for p in api.items("/api/v1/namespaces/default/pods") if not p["metadata"].get("deletionTimestamp")
     ]
 
 
-def dstatus(api: MemApi, name: str = "web") -> dict[str, Any]:
-    d = api.get("apps", "deployments", "default", name)
+def dstatus(api: MemoryApiserver, name: str = "web") -> dict[str, Any]:
+    d = api.get(f"/apis/apps/v1/namespaces/default/deployments/{name}")
     assert d is not None
     return dict(d.get("status") or {})
 
 
-def conditions(api: MemApi, name: str = "web") -> dict[str, tuple[str, str]]:
+def conditions(api: MemoryApiserver, name: str = "web") -> dict[str, tuple[str, str]]:
     return {
         c["type"]: (c["status"], c["reason"]) for c in dstatus(api, name).get("conditions") or []
     }
 
 
-def sets(api: MemApi) -> dict[str, int]:
+def sets(api: MemoryApiserver) -> dict[str, int]:
     return {
         rs["metadata"]["name"]: rs["spec"]["replicas"]
-        for rs in api.items("apps", "replicasets", "default")
+        for rs in api.items("/apis/apps/v1/namespaces/default/replicasets")
     }
 
 
@@ -110,12 +110,12 @@ def test_fenceposts() -> None:
 
 
 async def test_new_deployment_becomes_available(
-    api: MemApi, nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+    api: MemoryApiserver, nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
-    d = api.put("apps", "deployments", deployment("web", 3))
+    d = api.create("/apis/apps/v1/deployments", deployment("web", 3))
     await eventually(lambda: len(live_pods(api)) == 3)
     [(rs_name, replicas)] = sets(api).items()
-    rs = api.get("apps", "replicasets", "default", rs_name)
+    rs = api.get(f"/apis/apps/v1/namespaces/default/replicasets/{rs_name}")
     assert rs is not None
     h = rs["metadata"]["labels"]["pod-template-hash"]
     assert rs_name == f"web-{h}" and replicas == 3
@@ -153,25 +153,25 @@ async def test_new_deployment_becomes_available(
     }
     progressing = next(c for c in st["conditions"] if c["type"] == "Progressing")
     assert progressing["message"] == f'ReplicaSet "{rs_name}" has successfully progressed.'
-    d2 = api.get("apps", "deployments", "default", "web")
+    d2 = api.get("/apis/apps/v1/namespaces/default/deployments/web")
     assert (
         d2 is not None and d2["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "1"
     )
 
 
 async def test_rolling_update_respects_surge_and_unavailable(
-    api: MemApi, nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+    api: MemoryApiserver, nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
     nursery.start_soon(fake_kubelets, api)
-    api.put("apps", "deployments", deployment("web", 4))
+    api.create("/apis/apps/v1/deployments", deployment("web", 4))
     await eventually(
         lambda: conditions(api).get("Progressing") == ("True", "NewReplicaSetAvailable")
     )
     [first] = sets(api)
-    d = api.get("apps", "deployments", "default", "web")
+    d = api.get("/apis/apps/v1/namespaces/default/deployments/web")
     assert d is not None
     d["spec"]["template"]["spec"]["containers"][0]["image"] = "nginx:2"
-    api.update("apps", "deployments", d)
+    api.update("/apis/apps/v1/deployments", d)
     most, least = 0, 4
     with trio.fail_after(300):
         while not (
@@ -189,7 +189,7 @@ async def test_rolling_update_respects_surge_and_unavailable(
     assert final[first] == 0 and len(final) == 2
     [second] = set(final) - {first}
     assert final[second] == 4
-    rs = api.get("apps", "replicasets", "default", second)
+    rs = api.get(f"/apis/apps/v1/namespaces/default/replicasets/{second}")
     assert (
         rs is not None and rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "2"
     )
@@ -198,18 +198,18 @@ async def test_rolling_update_respects_surge_and_unavailable(
 
 
 async def test_recreate_waits_for_old_pods(
-    api: MemApi, nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+    api: MemoryApiserver, nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
     nursery.start_soon(fake_kubelets, api)
-    api.put("apps", "deployments", deployment("web", 3, strategy={"type": "Recreate"}))
+    api.create("/apis/apps/v1/deployments", deployment("web", 3, strategy={"type": "Recreate"}))
     await eventually(
         lambda: conditions(api).get("Progressing") == ("True", "NewReplicaSetAvailable")
     )
     [first] = sets(api)
-    d = api.get("apps", "deployments", "default", "web")
+    d = api.get("/apis/apps/v1/namespaces/default/deployments/web")
     assert d is not None
     d["spec"]["template"]["spec"]["containers"][0]["image"] = "nginx:2"
-    api.update("apps", "deployments", d)
+    api.update("/apis/apps/v1/deployments", d)
     overlap = False
     with trio.fail_after(300):
         while not (
@@ -226,16 +226,16 @@ async def test_recreate_waits_for_old_pods(
 
 
 async def test_scaling_keeps_the_replica_set(
-    api: MemApi, nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+    api: MemoryApiserver, nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
     nursery.start_soon(fake_kubelets, api)
-    api.put("apps", "deployments", deployment("web", 2))
+    api.create("/apis/apps/v1/deployments", deployment("web", 2))
     await eventually(lambda: dstatus(api).get("availableReplicas") == 2)
     for replicas in (5, 1):
-        d = api.get("apps", "deployments", "default", "web")
+        d = api.get("/apis/apps/v1/namespaces/default/deployments/web")
         assert d is not None
         d["spec"]["replicas"] = replicas
-        api.update("apps", "deployments", d)
+        api.update("/apis/apps/v1/deployments", d)
         await eventually(
             lambda r=replicas: (
                 dstatus(api).get("availableReplicas") == r  # type: ignore[misc]

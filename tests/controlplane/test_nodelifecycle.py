@@ -16,8 +16,8 @@ from fleet.controlplane._nodelifecycle import (
     eviction_delay,
 )
 from fleet.controlplane._rest import Rest
+from tests._memapi import MemoryApiserver, stamp
 from tests.controlplane._helpers import eventually, node, pod
-from tests.controlplane._memapi import MemApi, rfc
 
 UNREACHABLE = "node.kubernetes.io/unreachable"
 
@@ -26,34 +26,34 @@ UNREACHABLE = "node.kubernetes.io/unreachable"
 class Kubelet:
     """Renews one node's Lease every 10 s while ``alive``."""
 
-    api: MemApi
+    api: MemoryApiserver
     name: str
     alive: bool = True
     renewals: list[float] = field(default_factory=list)
 
     async def run(self) -> None:
-        self.api.put("coordination.k8s.io", "leases", {
+        self.api.create("/apis/coordination.k8s.io/v1/leases", {
             "metadata": {"name": self.name, "namespace": "kube-node-lease"},
             "spec": {"holderIdentity": self.name, "leaseDurationSeconds": 40,
-                     "renewTime": rfc(self.api.now())}})  # fmt: skip
+                     "renewTime": stamp(self.api.now())}})  # fmt: skip
         while True:
             await trio.sleep(10)
             if self.alive:
-                lease = self.api.get("coordination.k8s.io", "leases", "kube-node-lease", self.name)
+                lease = self.api.get(f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{self.name}")
                 assert lease is not None
-                lease["spec"]["renewTime"] = f"{rfc(self.api.now())[:-1]}.{len(self.renewals):06d}Z"
-                self.api.update("coordination.k8s.io", "leases", lease)
+                lease["spec"]["renewTime"] = f"{stamp(self.api.now())[:-1]}.{len(self.renewals):06d}Z"
+                self.api.update("/apis/coordination.k8s.io/v1/leases", lease)
                 self.renewals.append(trio.current_time())
 
 
 @dataclass
 class Env:
-    api: MemApi
+    api: MemoryApiserver
     controller: NodeLifecycleController
     kubelet: Kubelet
 
     def node(self) -> dict[str, Any]:
-        obj = self.api.get("", "nodes", "", "n1")
+        obj = self.api.get("/api/v1/nodes/n1")
         assert obj is not None
         return obj
 
@@ -65,13 +65,13 @@ class Env:
         return {(t["key"], t["effect"]) for t in self.node()["spec"].get("taints") or []}
 
     def pod_names(self) -> set[str]:
-        return {p["metadata"]["name"] for p in self.api.items("", "pods")}
+        return {p["metadata"]["name"] for p in self.api.items("/api/v1/pods")}
 
 
 @pytest.fixture
 async def env(nursery: trio.Nursery) -> AsyncIterator[Env]:
-    api = MemApi()
-    api.put("", "nodes", node("n1", taints=[{"key": "other", "effect": "NoSchedule"}]))
+    api = MemoryApiserver(graceful_pod_deletion=False)
+    api.create("/api/v1/nodes", node("n1", taints=[{"key": "other", "effect": "NoSchedule"}]))
     kubelet = Kubelet(api, "n1")
     nursery.start_soon(kubelet.run)
     informers = Informers(api)
@@ -96,17 +96,17 @@ async def test_live_node_is_left_alone(env: Env, autojump_clock: trio.testing.Mo
     await trio.sleep(600)
     assert env.ready() == ("True", "KubeletReady")
     assert env.taints() == {("other", "NoSchedule")}
-    assert not env.api.requests_to("PATCH", "/nodes/")
+    assert not env.api.log("PATCH", containing="/nodes/")
 
 
 async def test_silent_node_goes_unknown_tainted_pods_evicted_then_recovers(
     env: Env, autojump_clock: trio.testing.MockClock
 ) -> None:
     tolerate = {"key": UNREACHABLE, "operator": "Exists", "effect": "NoExecute"}
-    env.api.put("", "pods", pod("plain", node_name="n1"))
-    env.api.put("", "pods", pod("short", node_name="n1", spec={"tolerations": [{**tolerate, "tolerationSeconds": 60}]}))
-    env.api.put("", "pods", pod("forever", node_name="n1", spec={"tolerations": [tolerate]}))
-    env.api.put("", "pods", pod("elsewhere", node_name="n2"))
+    env.api.create("/api/v1/pods", pod("plain", node_name="n1"))
+    env.api.create("/api/v1/pods", pod("short", node_name="n1", spec={"tolerations": [{**tolerate, "tolerationSeconds": 60}]}))
+    env.api.create("/api/v1/pods", pod("forever", node_name="n1", spec={"tolerations": [tolerate]}))
+    env.api.create("/api/v1/pods", pod("elsewhere", node_name="n2"))
     await trio.sleep(95)
     env.kubelet.alive = False
     last = env.kubelet.renewals[-1]

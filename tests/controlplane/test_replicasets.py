@@ -11,8 +11,8 @@ import trio
 from fleet.controlplane._informer import Informers
 from fleet.controlplane._replicasets import ReplicaSetController
 from fleet.controlplane._rest import Rest
+from tests._memapi import MemoryApiserver
 from tests.controlplane._helpers import eventually, mark_ready
-from tests.controlplane._memapi import MemApi
 
 
 def replicaset(name: str, replicas: int, *, min_ready: int = 0) -> dict[str, Any]:
@@ -27,8 +27,8 @@ def replicaset(name: str, replicas: int, *, min_ready: int = 0) -> dict[str, Any
 
 
 @pytest.fixture
-async def api(nursery: trio.Nursery) -> AsyncIterator[MemApi]:
-    api = MemApi()
+async def api(nursery: trio.Nursery) -> AsyncIterator[MemoryApiserver]:
+    api = MemoryApiserver(graceful_pod_deletion=False)
     informers = Informers(api)
     controller = ReplicaSetController(Rest(api), informers, wall_clock=api.now)
     await nursery.start(informers.run)
@@ -36,20 +36,20 @@ async def api(nursery: trio.Nursery) -> AsyncIterator[MemApi]:
     yield api
 
 
-def pods(api: MemApi) -> list[dict[str, Any]]:
-    return [p for p in api.items("", "pods", "default") if not p["metadata"].get("deletionTimestamp")]
+def pods(api: MemoryApiserver) -> list[dict[str, Any]]:
+    return [p for p in api.items("/api/v1/namespaces/default/pods") if not p["metadata"].get("deletionTimestamp")]
 
 
-def status(api: MemApi, name: str) -> dict[str, Any]:
-    rs = api.get("apps", "replicasets", "default", name)
+def status(api: MemoryApiserver, name: str) -> dict[str, Any]:
+    rs = api.get(f"/apis/apps/v1/namespaces/default/replicasets/{name}")
     assert rs is not None
     return dict(rs.get("status") or {})
 
 
 async def test_creates_pods_from_the_template_and_reports_status(
-    api: MemApi, autojump_clock: trio.testing.MockClock
+    api: MemoryApiserver, autojump_clock: trio.testing.MockClock
 ) -> None:
-    rs = api.put("apps", "replicasets", replicaset("web", 3))
+    rs = api.create("/apis/apps/v1/replicasets", replicaset("web", 3))
     await eventually(lambda: len(pods(api)) == 3)
     for p in pods(api):
         assert p["metadata"]["name"].startswith("web-")
@@ -64,42 +64,42 @@ async def test_creates_pods_from_the_template_and_reports_status(
     assert status(api, "web") == {"replicas": 3, "fullyLabeledReplicas": 3, "readyReplicas": 2,
                                   "availableReplicas": 2, "observedGeneration": 1}
     await trio.sleep(10)
-    assert len(api.requests_to("POST", "/pods")) == 3  # expectations: no double creation
+    assert len(api.log("POST", containing="/pods")) == 3  # expectations: no double creation
 
 
-async def test_replaces_a_deleted_pod_once(api: MemApi, autojump_clock: trio.testing.MockClock) -> None:
-    api.put("apps", "replicasets", replicaset("web", 2))
+async def test_replaces_a_deleted_pod_once(api: MemoryApiserver, autojump_clock: trio.testing.MockClock) -> None:
+    api.create("/apis/apps/v1/replicasets", replicaset("web", 2))
     await eventually(lambda: len(pods(api)) == 2)
     victim = pods(api)[0]["metadata"]["name"]
-    api.remove("", "pods", "default", victim)
+    api.remove(f"/api/v1/namespaces/default/pods/{victim}")
     await eventually(lambda: len(pods(api)) == 2 and victim not in {p["metadata"]["name"] for p in pods(api)})
     await trio.sleep(10)
-    assert len(api.requests_to("POST", "/pods")) == 3
+    assert len(api.log("POST", containing="/pods")) == 3
 
 
 async def test_scale_down_removes_not_ready_then_newest(
-    api: MemApi, autojump_clock: trio.testing.MockClock
+    api: MemoryApiserver, autojump_clock: trio.testing.MockClock
 ) -> None:
-    api.put("apps", "replicasets", replicaset("web", 1))
+    api.create("/apis/apps/v1/replicasets", replicaset("web", 1))
     await eventually(lambda: len(pods(api)) == 1)
     oldest = pods(api)[0]["metadata"]["name"]
     await trio.sleep(5)
-    rs = api.get("apps", "replicasets", "default", "web")
+    rs = api.get("/apis/apps/v1/namespaces/default/replicasets/web")
     assert rs is not None
-    api.update("apps", "replicasets", {**rs, "spec": {**rs["spec"], "replicas": 3}})
+    api.update("/apis/apps/v1/replicasets", {**rs, "spec": {**rs["spec"], "replicas": 3}})
     await eventually(lambda: len(pods(api)) == 3)
     names = sorted((p["metadata"]["name"] for p in pods(api)), key=lambda n: n != oldest)
     mark_ready(api, "default", names[0])
     mark_ready(api, "default", names[1])  # names[2] stays not ready
     await eventually(lambda: status(api, "web").get("readyReplicas") == 2)
-    rs = api.get("apps", "replicasets", "default", "web")
+    rs = api.get("/apis/apps/v1/namespaces/default/replicasets/web")
     assert rs is not None
-    api.update("apps", "replicasets", {**rs, "spec": {**rs["spec"], "replicas": 2}})
+    api.update("/apis/apps/v1/replicasets", {**rs, "spec": {**rs["spec"], "replicas": 2}})
     await eventually(lambda: len(pods(api)) == 2)
     assert {p["metadata"]["name"] for p in pods(api)} == {names[0], names[1]}
-    rs = api.get("apps", "replicasets", "default", "web")
+    rs = api.get("/apis/apps/v1/namespaces/default/replicasets/web")
     assert rs is not None
-    api.update("apps", "replicasets", {**rs, "spec": {**rs["spec"], "replicas": 1}})
+    api.update("/apis/apps/v1/replicasets", {**rs, "spec": {**rs["spec"], "replicas": 1}})
     await eventually(lambda: len(pods(api)) == 1)
     assert pods(api)[0]["metadata"]["name"] == oldest
     await eventually(lambda: status(api, "web").get("replicas") == 1)
@@ -107,9 +107,9 @@ async def test_scale_down_removes_not_ready_then_newest(
 
 
 async def test_available_after_min_ready_seconds(
-    api: MemApi, autojump_clock: trio.testing.MockClock
+    api: MemoryApiserver, autojump_clock: trio.testing.MockClock
 ) -> None:
-    api.put("apps", "replicasets", replicaset("web", 1, min_ready=10))
+    api.create("/apis/apps/v1/replicasets", replicaset("web", 1, min_ready=10))
     await eventually(lambda: len(pods(api)) == 1)
     mark_ready(api, "default", pods(api)[0]["metadata"]["name"])
     ready_at = trio.current_time()

@@ -16,8 +16,7 @@ from fleet.api._node import GROUP, VERSION
 from fleet.coordinator import SHARD_LABEL, Coordinator, owner, shard_lease_name
 from fleet.coordinator._leases import lease_path
 from fleet.kube._paths import resource_path
-
-from ._memory import MemoryApiserver, MemoryClient
+from tests._memapi import MemoryApiserver, MemoryClient
 
 NS = "kube-mock-system"
 EPOCH = datetime(2030, 1, 1, tzinfo=UTC)
@@ -33,18 +32,15 @@ def nodes_path(namespace: str, name: str | None = None) -> str:
 
 
 def add_node(server: MemoryApiserver, namespace: str, name: str) -> None:
-    server.put_object(
+    server.create(
         nodes_path(namespace),
         {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Node", "metadata": {"name": name}},
     )
 
 
 def labels(server: MemoryApiserver) -> dict[str, str | None]:
-    return {
-        f"{ns}/{name}": obj["metadata"].get("labels", {}).get(SHARD_LABEL)
-        for (res, ns, name), obj in server.objects.items()
-        if res.endswith("/nodes")
-    }
+    metas = [obj["metadata"] for obj in server.items(resource_path(GROUP, VERSION, "nodes"))]
+    return {f"{m['namespace']}/{m['name']}": m.get("labels", {}).get(SHARD_LABEL) for m in metas}
 
 
 async def fake_shard(
@@ -55,7 +51,7 @@ async def fake_shard(
     spec = {"holderIdentity": f"shard-{shard}@test/1", "leaseDurationSeconds": 15}
     existing = client.server.get(lease_path(NS, name))
     if existing is None:
-        client.server.put_object(
+        client.server.create(
             lease_path(NS), {"metadata": {"name": name}, "spec": {**spec, "renewTime": "t0"}}
         )
     task_status.started()
@@ -121,6 +117,9 @@ async def test_assigns_fails_over_and_rebalances(autojump_clock: trio.abc.Clock)
         # Only shard 2's CRs moved.
         assert all(after[k] == assigned.get(k, owner(k, SHARDS)) for k in after if k not in moved)
         assert metrics.moves.labels(reason="failover")._value.get() == len(moved)
+        # The dead shard's assignment series is gone, not left at its last count.
+        gauge = {s.labels["shard"]: s.value for s in metrics.assignments.collect()[0].samples}
+        assert set(gauge) == {"0", "1"} and sum(gauge.values()) == len(after)
 
         # Shard 2 returns: it gets its share back at <= 20 moves/s, not as a storm.
         back = trio.current_time()

@@ -13,8 +13,7 @@ import trio.testing
 
 from fleet.coordinator._election import LeaderElector
 from fleet.coordinator._leases import lease_path
-
-from ._memory import MemoryApiserver, MemoryClient
+from tests._memapi import MemoryApiserver, MemoryClient
 
 NS = "kube-mock-system"
 LEASE = "kubemock-fleet-coordinator"

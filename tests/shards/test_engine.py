@@ -15,7 +15,7 @@ from fleet.errors import ConnectError
 from fleet.kube._fake import status_response
 from fleet.kube._seam import Response
 from shards import ShardEngine
-from tests.shards._apiserver import ShardApiserver, wall
+from tests._memapi import MemoryApiserver, wall
 
 CRS = "/apis/mock.zhizuqiu.cn/v1alpha1/namespaces/default/nodes"
 NODES = "/api/v1/nodes"
@@ -58,7 +58,7 @@ def settings(**shard: Any) -> FleetSettings:
 
 
 async def start(
-    api: ShardApiserver, nursery: trio.Nursery, **shard: Any
+    api: MemoryApiserver, nursery: trio.Nursery, **shard: Any
 ) -> tuple[ShardEngine, trio.CancelScope]:
     engine = ShardEngine(settings(**shard), "0", control=api, wall=wall, rng=random.Random(7))
     scope = trio.CancelScope()
@@ -71,11 +71,11 @@ async def start(
     return engine, scope
 
 
-def puts(api: ShardApiserver, path: str) -> list[float]:
+def puts(api: MemoryApiserver, path: str) -> list[float]:
     return [c.at for c in api.log("PUT", path)]
 
 
-def phase(api: ShardApiserver, name: str) -> str | None:
+def phase(api: MemoryApiserver, name: str) -> str | None:
     obj = api.get(f"{PODS}/{name}")
     return None if obj is None else obj["status"].get("phase")
 
@@ -87,7 +87,7 @@ async def test_shard_lease_created_and_renewed_with_changing_renew_time(
     autojump_clock: trio.abc.Clock,
     nursery: trio.Nursery,
 ) -> None:
-    api = ShardApiserver()
+    api = MemoryApiserver()
     await start(api, nursery)
     await trio.sleep(7)
     lease = api.get(SHARD_LEASE)
@@ -107,7 +107,7 @@ async def test_shard_lease_created_and_renewed_with_changing_renew_time(
 async def test_cr_registers_node_lease_finalizer_and_status(
     autojump_clock: trio.abc.Clock, nursery: trio.Nursery
 ) -> None:
-    api = ShardApiserver()
+    api = MemoryApiserver()
     api.create(CRS, node_cr("n1", nodeConfig={"cpu": "8", "labels": {"zone": "a"}}))
     api.create(CRS, node_cr("other", shard="1"))
     await start(api, nursery)
@@ -145,7 +145,7 @@ async def test_cr_registers_node_lease_finalizer_and_status(
 async def test_lease_cadence_10s_with_jitter(
     autojump_clock: trio.abc.Clock, nursery: trio.Nursery
 ) -> None:
-    api = ShardApiserver()
+    api = MemoryApiserver()
     api.create(CRS, node_cr("n1"))
     engine, _ = await start(api, nursery)
     await trio.sleep(95)
@@ -162,7 +162,7 @@ async def test_lease_cadence_10s_with_jitter(
 async def test_late_lease_renewal_is_counted(
     autojump_clock: trio.abc.Clock, nursery: trio.Nursery
 ) -> None:
-    api = ShardApiserver()
+    api = MemoryApiserver()
     api.create(CRS, node_cr("n1"))
 
     def flaky(method: str, path: str) -> Response | None:
@@ -181,7 +181,7 @@ async def test_late_lease_renewal_is_counted(
 async def test_status_on_change_and_every_5_minutes(
     autojump_clock: trio.abc.Clock, nursery: trio.Nursery
 ) -> None:
-    api = ShardApiserver()
+    api = MemoryApiserver()
     api.create(CRS, node_cr("n1"))
     await start(api, nursery)
     await trio.sleep(10)
@@ -203,7 +203,7 @@ async def test_status_on_change_and_every_5_minutes(
 async def test_status_updates_interval_from_the_cr(
     autojump_clock: trio.abc.Clock, nursery: trio.Nursery
 ) -> None:
-    api = ShardApiserver()
+    api = MemoryApiserver()
     api.create(CRS, node_cr("n1", statusUpdatesInterval="1m"))
     await start(api, nursery)
     await trio.sleep(185)
@@ -214,7 +214,7 @@ async def test_labels_and_taints_follow_the_cr_and_others_taints_stay(
     autojump_clock: trio.abc.Clock,
     nursery: trio.Nursery,
 ) -> None:
-    api = ShardApiserver()
+    api = MemoryApiserver()
     taint = {"key": "a", "effect": "NoSchedule"}
     api.create(CRS, node_cr("n1", nodeConfig={"labels": {"x": "1"}, "taints": [taint]}))
     await start(api, nursery)
@@ -241,7 +241,7 @@ async def test_labels_and_taints_follow_the_cr_and_others_taints_stay(
 async def test_suspend_stops_lease_and_status_and_resume_restarts(
     autojump_clock: trio.abc.Clock, nursery: trio.Nursery
 ) -> None:
-    api = ShardApiserver()
+    api = MemoryApiserver()
     api.create(CRS, node_cr("n1"))
     await start(api, nursery)
     await trio.sleep(15)
@@ -269,7 +269,7 @@ async def test_suspend_stops_lease_and_status_and_resume_restarts(
 async def test_cr_deletion_removes_node_and_lease_then_finalizer(
     autojump_clock: trio.abc.Clock, nursery: trio.Nursery
 ) -> None:
-    api = ShardApiserver()
+    api = MemoryApiserver()
     api.create(CRS, node_cr("n1"))
     await start(api, nursery)
     await trio.sleep(3)
@@ -287,7 +287,7 @@ async def test_cr_deletion_removes_node_and_lease_then_finalizer(
 async def test_cr_moved_to_another_shard_stops_without_deleting(
     autojump_clock: trio.abc.Clock, nursery: trio.Nursery
 ) -> None:
-    api = ShardApiserver()
+    api = MemoryApiserver()
     api.create(CRS, node_cr("n1"))
     await start(api, nursery)
     await trio.sleep(3)
@@ -302,7 +302,7 @@ async def test_cr_moved_to_another_shard_stops_without_deleting(
 async def test_same_name_in_two_namespaces_second_gets_conflict(
     autojump_clock: trio.abc.Clock, nursery: trio.Nursery
 ) -> None:
-    api = ShardApiserver()
+    api = MemoryApiserver()
     api.create(CRS, node_cr("n1"))
     await start(api, nursery)
     await trio.sleep(3)
@@ -322,7 +322,7 @@ async def test_same_name_in_two_namespaces_second_gets_conflict(
 async def test_bad_cr_gets_event_and_condition_others_keep_going(
     autojump_clock: trio.abc.Clock, nursery: trio.Nursery
 ) -> None:
-    api = ShardApiserver()
+    api = MemoryApiserver()
     api.create(CRS, node_cr("bad", nodeConfig={"cpu": "lots"}))
     api.create(CRS, node_cr("good"))
     await start(api, nursery)
@@ -346,7 +346,7 @@ async def test_bad_cr_gets_event_and_condition_others_keep_going(
 async def test_fence_stops_all_writes_and_resumes_by_readoption(
     autojump_clock: trio.abc.Clock, nursery: trio.Nursery
 ) -> None:
-    api = ShardApiserver()
+    api = MemoryApiserver()
     api.create(CRS, node_cr("n1"))
     api.create(CRS, node_cr("n2"))
     api.create(PODS, pod("p1", "n1", delayRunning="100s"))
@@ -411,7 +411,7 @@ async def test_annotations_drive_the_phase_at_the_right_time(
     annotations: dict[str, str],
     expected: list[tuple[float, str]],
 ) -> None:
-    api = ShardApiserver()
+    api = MemoryApiserver()
     api.create(CRS, node_cr("n1"))
     await start(api, nursery)
     await trio.sleep(2)
@@ -425,7 +425,7 @@ async def test_annotations_drive_the_phase_at_the_right_time(
 async def test_running_pod_status_is_kubelet_shaped(
     autojump_clock: trio.abc.Clock, nursery: trio.Nursery
 ) -> None:
-    api = ShardApiserver()
+    api = MemoryApiserver()
     api.create(CRS, node_cr("n1"))
     await start(api, nursery)
     await trio.sleep(2)
@@ -450,7 +450,7 @@ async def test_running_pod_status_is_kubelet_shaped(
 async def test_pod_seen_late_goes_straight_to_its_state(
     autojump_clock: trio.abc.Clock, nursery: trio.Nursery
 ) -> None:
-    api = ShardApiserver()
+    api = MemoryApiserver()
     api.create(PODS, pod("p", "n1", delayRunning="5s", delaySucceeded="30s"))
     await trio.sleep(20)
     api.create(CRS, node_cr("n1"))
@@ -465,7 +465,7 @@ async def test_pod_seen_late_goes_straight_to_its_state(
 async def test_pod_deletion_grace_zero_with_uid_precondition(
     autojump_clock: trio.abc.Clock, nursery: trio.Nursery
 ) -> None:
-    api = ShardApiserver()
+    api = MemoryApiserver()
     api.create(CRS, node_cr("n1"))
     await start(api, nursery)
     await trio.sleep(2)
@@ -488,7 +488,7 @@ async def test_pod_deletion_grace_zero_with_uid_precondition(
 async def test_pod_deletion_delay_from_settings(
     autojump_clock: trio.abc.Clock, nursery: trio.Nursery
 ) -> None:
-    api = ShardApiserver()
+    api = MemoryApiserver()
     api.create(CRS, node_cr("n1"))
     await start(api, nursery, pod_deletion_delay=5.0)
     await trio.sleep(2)
@@ -507,7 +507,7 @@ async def test_pod_deletion_delay_from_settings(
 async def test_bad_annotation_event_and_pending_with_reason(
     autojump_clock: trio.abc.Clock, nursery: trio.Nursery
 ) -> None:
-    api = ShardApiserver()
+    api = MemoryApiserver()
     api.create(CRS, node_cr("n1"))
     await start(api, nursery)
     await trio.sleep(2)
@@ -529,7 +529,7 @@ async def test_bad_annotation_event_and_pending_with_reason(
 async def test_pod_ips_from_annotation_and_released_on_delete(
     autojump_clock: trio.abc.Clock, nursery: trio.Nursery
 ) -> None:
-    api = ShardApiserver()
+    api = MemoryApiserver()
     api.create(CRS, node_cr("n1", nodeConfig={"podCIDR": "10.9.0.0/29"}))
     await start(api, nursery)
     await trio.sleep(2)
@@ -551,7 +551,7 @@ async def test_pod_ips_from_annotation_and_released_on_delete(
 async def test_restart_adopts_nodes_leases_and_pods(
     autojump_clock: trio.abc.Clock, nursery: trio.Nursery
 ) -> None:
-    api = ShardApiserver()
+    api = MemoryApiserver()
     api.create(CRS, node_cr("n1"))
     _, scope = await start(api, nursery)
     await trio.sleep(2)
@@ -580,7 +580,7 @@ async def test_restart_adopts_nodes_leases_and_pods(
 
 
 async def test_per_node_pod_watch(autojump_clock: trio.abc.Clock, nursery: trio.Nursery) -> None:
-    api = ShardApiserver()
+    api = MemoryApiserver()
     api.create(CRS, node_cr("n1"))
     api.create(CRS, node_cr("n2"))
     await start(api, nursery, pod_watch="per-node")
@@ -598,7 +598,7 @@ async def test_per_node_pod_watch(autojump_clock: trio.abc.Clock, nursery: trio.
 async def test_metrics_nodes_pods_and_queue(
     autojump_clock: trio.abc.Clock, nursery: trio.Nursery
 ) -> None:
-    api = ShardApiserver()
+    api = MemoryApiserver()
     for i in range(3):
         api.create(CRS, node_cr(f"n{i}"))
     engine, _ = await start(api, nursery)

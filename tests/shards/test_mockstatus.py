@@ -18,7 +18,7 @@ from fleet.sandbox import RunningSandbox
 from shards import ShardEngine
 from shards._plan import ContainerState
 from shards._scripts import compile_script
-from tests.shards._apiserver import BASE, ShardApiserver, stamp
+from tests._memapi import BASE, MemoryApiserver, stamp
 from tests.shards.test_engine import CRS, EVENTS, PODS, node_cr, phase, pod, start
 
 SCRIPTS = "/apis/mock.zhizuqiu.cn/v1alpha1/namespaces/default/mockstatuses"
@@ -59,18 +59,18 @@ def two_containers(name: str, node: str, mock_status: str) -> dict[str, Any]:
     return obj
 
 
-def status(api: ShardApiserver, name: str) -> dict[str, Any]:
+def status(api: MemoryApiserver, name: str) -> dict[str, Any]:
     obj = api.get(f"{PODS}/{name}")
     assert obj is not None
     result: dict[str, Any] = obj["status"]
     return result
 
 
-def states(api: ShardApiserver, name: str) -> dict[str, dict[str, Any]]:
+def states(api: MemoryApiserver, name: str) -> dict[str, dict[str, Any]]:
     return {c["name"]: c for c in status(api, name).get("containerStatuses") or []}
 
 
-async def phases_until(api: ShardApiserver, name: str, end: float) -> list[tuple[float, str]]:
+async def phases_until(api: MemoryApiserver, name: str, end: float) -> list[tuple[float, str]]:
     """(time, phase) at each phase change of pod ``name`` until trio time ``end``."""
     seen: list[tuple[float, str]] = []
     while trio.current_time() < end:
@@ -124,7 +124,7 @@ def test_compile_script_steps_and_container_defaults() -> None:
 async def test_pod_follows_its_mock_status(
     autojump_clock: trio.abc.Clock, nursery: trio.Nursery
 ) -> None:
-    api = ShardApiserver()
+    api = MemoryApiserver()
     api.create(CRS, node_cr("n1"))
     api.create(SCRIPTS, yaml.safe_load(SAMPLE))
     await start(api, nursery)
@@ -154,7 +154,7 @@ async def test_pod_follows_its_mock_status(
 async def test_sidecar_override_while_running(
     autojump_clock: trio.abc.Clock, nursery: trio.Nursery
 ) -> None:
-    api = ShardApiserver()
+    api = MemoryApiserver()
     api.create(CRS, node_cr("n1"))
     api.create(SCRIPTS, yaml.safe_load(SAMPLE))
     await start(api, nursery)
@@ -175,7 +175,7 @@ async def test_sidecar_override_while_running(
 async def test_missing_mock_status_waits_then_applies_from_creation(
     autojump_clock: trio.abc.Clock, nursery: trio.Nursery
 ) -> None:
-    api = ShardApiserver()
+    api = MemoryApiserver()
     api.create(CRS, node_cr("n1"))
     await start(api, nursery)
     await trio.sleep(2)
@@ -219,7 +219,7 @@ async def test_missing_mock_status_waits_then_applies_from_creation(
 async def test_changed_mock_status_replans_but_terminal_states_stay(
     autojump_clock: trio.abc.Clock, nursery: trio.Nursery
 ) -> None:
-    api = ShardApiserver()
+    api = MemoryApiserver()
     api.create(CRS, node_cr("n1"))
     api.create(
         SCRIPTS,
@@ -258,7 +258,7 @@ async def test_changed_mock_status_replans_but_terminal_states_stay(
 async def test_invalid_or_deleted_mock_status(
     autojump_clock: trio.abc.Clock, nursery: trio.Nursery
 ) -> None:
-    api = ShardApiserver()
+    api = MemoryApiserver()
     api.create(CRS, node_cr("n1"))
     api.create(
         SCRIPTS,
