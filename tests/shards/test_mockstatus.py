@@ -288,7 +288,9 @@ async def test_invalid_or_deleted_mock_status(
             "spec": {
                 "steps": [
                     {"after": "0s", "phase": "Succeeded"},
-                    {"after": "1s", "phase": "Running"},
+                    # Long enough that a loaded machine still sees the Pending step: a pod the
+                # shard first sees after it has passed goes straight to Running, correctly.
+                {"after": "2s", "phase": "Running"},
                 ]
             }
         },
@@ -344,16 +346,21 @@ async def test_mock_status_against_the_sandbox(
                     "phase": "Pending",
                     "containers": [{"waiting": {"reason": "ErrImagePull"}}],
                 },
-                {"after": "1s", "phase": "Running"},
+                # Long enough that a loaded machine still sees the Pending step: a pod the
+                # shard first sees after it has passed goes straight to Running, correctly.
+                {"after": "2s", "phase": "Running"},
             ),
         )
         engine = ShardEngine(FleetSettings(), "0", control=client, hot=hot)
         await nursery.start(engine.run)
         await client.create(CRS, node_cr("sb-node"))
+        with trio.fail_after(5):  # the node first, so the pods' timelines start with it driven
+            while await get("/api/v1/nodes/sb-node") is None:
+                await trio.sleep(0.05)
         await client.create(PODS, pod("scripted", "sb-node", mockStatus="pull-then-run"))
         await client.create(PODS, pod("orphan", "sb-node", mockStatus="not-yet"))
         reasons: set[str] = set()
-        with trio.fail_after(6):
+        with trio.fail_after(8):
             while True:
                 scripted = await pod_status("scripted")
                 for entry in scripted.get("containerStatuses") or []:
