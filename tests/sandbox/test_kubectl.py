@@ -5,6 +5,7 @@ Each test works in its own namespace of the session's sandbox.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import subprocess
@@ -72,7 +73,10 @@ Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 
 @pytest.fixture
 def kubectl(shared_sandbox: RunningSandbox, tmp_path: Path, request: pytest.FixtureRequest) -> Kubectl:
-    namespace = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:50].strip("-")
+    namespace = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")
+    if len(namespace) > 50:  # keep it a DNS label and unique across parametrized ids
+        digest = hashlib.sha1(namespace.encode()).hexdigest()[:8]
+        namespace = f"{namespace[:41].strip('-')}-{digest}"
 
     def run(*args: str, binary: str = KUBECTL, stdin: str | None = None, check: bool = True,
             timeout: float = 20) -> subprocess.CompletedProcess[str]:
@@ -148,3 +152,19 @@ def test_crd_then_custom_resource(kubectl: Kubectl) -> None:
     assert "api-resources" not in kubectl("api-resources", "--api-group=example.com").stderr
     assert "widgets" in kubectl("api-resources", "--api-group=example.com").stdout
     kubectl("delete", "-f", "-", stdin=CRD)
+
+
+@pytest.mark.kubectl
+@pytest.mark.parametrize("binary", [KUBECTL_127, KUBECTL_133], ids=["1.27", "1.33"])
+def test_server_side_apply_of_the_readme_deployment(kubectl: Kubectl, binary: str) -> None:
+    example = (Path(__file__).resolve().parents[2] / "examples" / "deployment.yaml").read_text()
+    applied = kubectl("apply", "--server-side", "-f", "-", stdin=example, binary=binary)
+    assert "deployment.apps/kube-mock-example serverside-applied" in applied.stdout
+    scaled = example.replace("replicas: 20", "replicas: 7")
+    assert scaled != example
+    kubectl("apply", "--server-side", "-f", "-", stdin=scaled, binary=binary)
+    got = json.loads(kubectl("get", "deploy", "kube-mock-example", "-o", "json", binary=binary).stdout)
+    assert got["spec"]["replicas"] == 7
+    template = got["spec"]["template"]
+    assert template["metadata"]["annotations"] == {"zhizuqiu.github.com/delayRunning": "10s"}
+    assert template["spec"]["containers"][0]["resources"]["limits"] == {"cpu": "100m", "memory": "20Mi"}
