@@ -9,6 +9,10 @@ Two kinds of benchmark share the command:
   watch fan-out (:mod:`bench.sandbox`, issue 3); options ``--requests``,
   ``--repeats``, ``--inflight`` (default 16), ``--scheme``, ``--server``,
   ``--watchers``, ``--events``, ``--rate``, ``--json``, ``--output``.
+- ``shard``: one shard process against a stub apiserver (:mod:`bench.shard`,
+  issue 4): start-up, steady-state CPU and RSS, Lease lateness, bound to
+  Running; options ``--nodes`` (10000), ``--pods`` (100000), ``--duration``
+  (600 s), ``--json``, ``--output``.
 - Load scenarios against a control plane (:mod:`bench`): the built-in
   ``node-density``, ``pod-startup``, ``churn``, ``heartbeat-soak``,
   ``kwok-ci``, or a YAML file naming one of them as its ``type``
@@ -36,6 +40,7 @@ from fleet.errors import FleetError, InputError
 
 TRANSPORT = "transport"
 SANDBOX = "sandbox"
+SHARD = "shard"
 
 
 @app.command()
@@ -79,6 +84,7 @@ def bench(
     rates: list[int] | None = typer.Option(
         None, "--rate", help="sandbox: in-server writes/s of the watch case, 0 = as fast as it can "
         "(repeat the flag; default 10000 and 0)."),
+    duration: float = typer.Option(600.0, "--duration", min=1, help="shard: seconds of steady state measured."),
 ) -> None:
     """Run a benchmark: the transport or sandbox micro-benchmark, or a load scenario against a control plane."""
     if scenario == TRANSPORT:
@@ -86,6 +92,9 @@ def bench(
         return
     if scenario == SANDBOX:
         _sandbox(requests, repeats, inflight, schemes, servers, watchers, events, rates, as_json, output)
+        return
+    if scenario == SHARD:
+        _shard(nodes, pods, duration, as_json, output)
         return
     from bench import load_scenario  # heavy imports only when the command runs
 
@@ -148,6 +157,25 @@ def _sandbox(
         typer.echo(f"{result.machine}, Python {result.python}, {result.load}")
         typer.echo(f"command: {result.command}\n")
         typer.echo(sandbox.format_report(result))
+
+
+def _shard(nodes: int | None, pods: int | None, duration: float, as_json: bool, output: Path | None) -> None:
+    """One shard against a stub apiserver: steady-state CPU, RSS, Lease lateness (:mod:`bench.shard`, issue 4)."""
+    from bench import shard
+
+    nodes, pods = nodes or 10_000, pods or 100_000
+    # Bound -> Running: 10,000 pods on 1,000 nodes (fewer in a small run); settle at most 20 s.
+    result = shard.run(nodes=nodes, pods=pods, duration=duration, settle=min(20.0, duration),
+                       running_nodes=min(nodes, 1_000), running_pods=min(pods, 10_000))
+    if output is not None:
+        output.mkdir(parents=True, exist_ok=True)
+        (output / f"{SHARD}.json").write_text(result.to_json() + "\n")
+    if as_json:
+        typer.echo(result.to_json())
+    else:
+        typer.echo(f"{result.machine}, Python {result.python}, {result.load}")
+        typer.echo(f"command: {result.command}\n")
+        typer.echo(shard.format_report(result))
 
 
 # --------------------------------------------------------------------------- load scenarios

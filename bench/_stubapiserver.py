@@ -1,0 +1,609 @@
+"""A stub apiserver for the shard benchmark: answers a shard's requests at once, in its own process.
+
+:mod:`bench.shard` runs one shard (``kubemock-fleet shard --id 0``) against
+this server, so what it measures is the *shard's* cost. It serves a generated
+population and only what a shard sends:
+
+- LIST (paged with ``limit``/``continue``) and WATCH of the MockStatus CRs
+  (none) and of the Node CRs (all
+  labelled for shard 0, finalizer already on, so no CR write is needed before
+  registration) and of the pods bound to them (``creationTimestamp`` = the
+  stub's start, no lifecycle annotations: a pod goes Running at once); watches
+  stay open (a BOOKMARK every :data:`BOOKMARK_EVERY` s, ended at the client's
+  ``timeoutSeconds``);
+- Node GET/POST and status PATCH (strategic merge, the sandbox's
+  implementation, so the answer holds the merged status as a real server's
+  does), Node metadata PATCH, Lease GET/POST/PUT (any namespace), Node CR
+  status PATCH, pod status PATCH (strategic merge, uid precondition), Event
+  POST.
+
+It counts requests by kind, the pods PATCHed to Running, and the gap between
+successive PUTs of each Lease (its renewal lateness, seen from outside: the
+gap minus the longest interval the jitter allows). Control endpoints, on the
+same port: ``GET /_stub/stats`` (JSON), ``POST /_stub/reset`` (start a new
+measurement window), ``POST /_stub/inject?pods=N`` (N new pods bound to the
+nodes, created now, sent as ADDED events on every pod watch).
+
+HTTP/1.1 is framed by hand on asyncio's Protocol API (as
+:mod:`bench._httpserver`): keep-alive, ``Content-Length`` request bodies,
+``Content-Length`` answers, chunked watch streams. ``python -m
+bench._stubapiserver --nodes N --pods M`` prints the bound port on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import bisect
+import time
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import msgspec
+
+from fleet.sandbox._smp import strategic_merge_patch
+
+__all__ = ["BOOKMARK_EVERY", "Population", "StubServer", "serve"]
+
+BOOKMARK_EVERY = 30.0
+"""Seconds between BOOKMARK events on an open watch (well within the client's 150 s
+inactivity timeout)."""
+SHARD_LABEL = "fleet.mock.zhizuqiu.cn/shard"
+FINALIZER = "mock.zhizuqiu.cn/node-cleanup"
+NAMESPACE = "default"
+_CR_PREFIX = "/apis/mock.zhizuqiu.cn/v1alpha1/"
+_LEASE_PREFIX = "/apis/coordination.k8s.io/v1/namespaces/"
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder(dict[str, Any]).decode
+_REASONS = {200: b"OK", 201: b"Created", 404: b"Not Found", 409: b"Conflict", 422: b"Unprocessable"}
+
+
+def _status(code: int, reason: str, message: str) -> bytes:
+    return _encode(
+        {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "status": "Failure",
+            "message": message,
+            "reason": reason,
+            "code": code,
+        }
+    )
+
+
+def _answer(code: int, body: bytes) -> bytes:
+    return (
+        b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+        % (code, _REASONS.get(code, b"X"), len(body))
+        + body
+    )
+
+
+class Population:
+    """The generated Node CRs and pods: node ``i`` is ``node-<i>``, pod ``j`` is on node ``j % N``."""
+
+    def __init__(self, nodes: int, pods: int) -> None:
+        self.nodes = nodes
+        self.pods = pods
+        self.created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        self.pod_created: dict[int, str] = {}
+        """Creation time of pods added after the start (``inject``)."""
+
+    def node_name(self, i: int) -> str:
+        return f"node-{i:05d}"
+
+    def cr(self, i: int) -> dict[str, Any]:
+        name = self.node_name(i)
+        return {
+            "apiVersion": "mock.zhizuqiu.cn/v1alpha1",
+            "kind": "Node",
+            "metadata": {
+                "name": name,
+                "namespace": NAMESPACE,
+                "uid": f"cr-{i:08d}",
+                "resourceVersion": "10",
+                "generation": 1,
+                "creationTimestamp": self.created,
+                "labels": {SHARD_LABEL: "0"},
+                "finalizers": [FINALIZER],
+            },
+            "spec": {"nodeConfig": {"labels": {"bench": "shard"}}},
+        }
+
+    def pod(self, j: int, status: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Pod ``j`` as the apiserver returns it (about 1 KiB of JSON)."""
+        name = f"pod-{j:06d}"
+        created = self.pod_created.get(j, self.created)
+        return {
+            "kind": "Pod",
+            "apiVersion": "v1",
+            "metadata": {
+                "name": name,
+                "namespace": NAMESPACE,
+                "uid": f"pod-uid-{j:08d}",
+                "resourceVersion": "20",
+                "creationTimestamp": created,
+                "labels": {"app": "bench", "pod-template-hash": "5d4f8b7c9"},
+                "annotations": {"bench.kubemock/index": str(j)},
+            },
+            "spec": {
+                "nodeName": self.node_name(j % self.nodes),
+                "containers": [
+                    {
+                        "name": "main",
+                        "image": "registry.k8s.io/pause:3.9",
+                        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
+                        "terminationMessagePath": "/dev/termination-log",
+                        "imagePullPolicy": "IfNotPresent",
+                    }
+                ],
+                "restartPolicy": "Always",
+                "terminationGracePeriodSeconds": 30,
+                "dnsPolicy": "ClusterFirst",
+                "serviceAccountName": "default",
+                "schedulerName": "default-scheduler",
+                "priority": 0,
+                "tolerations": [
+                    {
+                        "key": "node.kubernetes.io/not-ready",
+                        "operator": "Exists",
+                        "effect": "NoExecute",
+                        "tolerationSeconds": 300,
+                    },
+                    {
+                        "key": "node.kubernetes.io/unreachable",
+                        "operator": "Exists",
+                        "effect": "NoExecute",
+                        "tolerationSeconds": 300,
+                    },
+                ],
+            },
+            "status": status
+            if status is not None
+            else {
+                "phase": "Pending",
+                "qosClass": "Burstable",
+                "conditions": [
+                    {
+                        "type": "PodScheduled",
+                        "status": "True",
+                        "lastProbeTime": None,
+                        "lastTransitionTime": created,
+                    }
+                ],
+            },
+        }
+
+
+class _Watch:
+    """One open watch stream: a chunked answer kept open, bookmarks, ended at its timeout."""
+
+    def __init__(self, server: StubServer, conn: _Http, kind: str, timeout: float) -> None:
+        self.conn = conn
+        self.kind = kind
+        loop = asyncio.get_running_loop()
+        self._bookmark = loop.call_later(BOOKMARK_EVERY, self._tick)
+        self._end = loop.call_later(timeout, self.close)
+        self._server = server
+
+    def send(self, lines: list[bytes]) -> None:
+        data = b"".join(line + b"\n" for line in lines)
+        self.conn.write(b"%x\r\n%s\r\n" % (len(data), data))
+
+    def _tick(self) -> None:
+        kind = {"pods": "Pod", "crs": "Node"}.get(self.kind, "MockStatus")
+        self.send(
+            [
+                _encode(
+                    {
+                        "type": "BOOKMARK",
+                        "object": {
+                            "kind": kind,
+                            "metadata": {"resourceVersion": str(self._server.rv)},
+                        },
+                    }
+                )
+            ]
+        )
+        self._bookmark = asyncio.get_running_loop().call_later(BOOKMARK_EVERY, self._tick)
+
+    def close(self) -> None:
+        self._bookmark.cancel()
+        self._end.cancel()
+        self._server.watches.discard(self)
+        self.conn.write(b"0\r\n\r\n")
+        self.conn.watch = None
+
+
+class _Window:
+    """What the stub counts between two resets."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.requests: dict[str, int] = {}
+        self.gaps: list[float] = []
+        """Gaps between successive PUTs of one Lease (node Leases only)."""
+        self.first_running: float | None = None
+        self.last_running: float | None = None
+        self.running = 0
+
+
+class StubServer:
+    """Everything the stub holds; one instance per process."""
+
+    def __init__(self, population: Population, interval: float) -> None:
+        self.population = population
+        self.interval = interval
+        self.rv = 1000
+        self.leases: dict[str, bytes] = {}
+        self.lease_put_at: dict[str, float] = {}
+        self.nodes: dict[str, dict[str, Any]] = {}
+        self.pod_status: dict[int, dict[str, Any]] = {}
+        self.running: set[int] = set()
+        self.watches: set[_Watch] = set()
+        self.window = _Window()
+        self.totals: dict[str, int] = {}
+        self.unknown: list[str] = []
+
+    def count(self, kind: str) -> None:
+        self.totals[kind] = self.totals.get(kind, 0) + 1
+        requests = self.window.requests
+        requests[kind] = requests.get(kind, 0) + 1
+
+    # -- routing ---------------------------------------------------------------------------
+
+    def handle(self, conn: _Http, method: str, target: str, body: bytes) -> bytes | None:
+        parts = urlsplit(target)
+        path = parts.path
+        query = dict(parse_qsl(parts.query))
+        if path.startswith(_LEASE_PREFIX) and "/leases" in path:
+            return self._lease(method, path, body)
+        if path.startswith("/api/v1/nodes"):
+            return self._node(method, path, body)
+        if path == "/api/v1/pods":
+            return self._collection(conn, "pods", query)
+        if path.startswith("/api/v1/namespaces/") and "/pods/" in path and path.endswith("/status"):
+            return self._pod_status(path, body)
+        if path.startswith(_CR_PREFIX):
+            if method == "GET" and path.rstrip("/").endswith("v1alpha1/nodes"):
+                return self._collection(conn, "crs", query)
+            if method == "GET" and path.rstrip("/").endswith("v1alpha1/mockstatuses"):
+                return self._collection(conn, "mockstatuses", query)
+            return self._cr(method, path, body)
+        if path.startswith("/api/v1/namespaces/") and path.endswith("/events") and method == "POST":
+            self.count("event_post")
+            return _answer(201, body)
+        if path.startswith("/_stub/"):
+            return self._control(method, path, query)
+        self.count("other")
+        if len(self.unknown) < 20:
+            self.unknown.append(f"{method} {target}")
+        return _answer(404, _status(404, "NotFound", f"stub: {method} {path}"))
+
+    def _lease(self, method: str, path: str, body: bytes) -> bytes:
+        # ['', apis, coordination.k8s.io, v1, namespaces, ns, leases, name?]
+        segments = path.split("/")
+        namespace = segments[5]
+        name = segments[7] if len(segments) > 7 else ""
+        node = namespace == "kube-node-lease"
+        if method == "GET":
+            self.count("lease_get")
+            stored = self.leases.get(f"{namespace}/{name}")
+            if stored is None:
+                return _answer(404, _status(404, "NotFound", f"leases {name!r} not found"))
+            return _answer(200, stored)
+        if method == "POST":
+            self.count("lease_post" if node else "shard_lease_write")
+            obj = _decode(body)
+            meta = obj.setdefault("metadata", {})
+            key = f"{namespace}/{meta.get('name')}"
+            if key in self.leases:
+                return _answer(409, _status(409, "AlreadyExists", "exists"))
+            self.rv += 1
+            meta.update(uid=f"lease-{self.rv}", resourceVersion=str(self.rv), namespace=namespace)
+            stored = self.leases[key] = _encode(obj)
+            return _answer(201, stored)
+        if method == "PUT":
+            self.count("lease_put" if node else "shard_lease_write")
+            key = f"{namespace}/{name}"
+            if node:
+                now = time.monotonic()
+                last = self.lease_put_at.get(key)
+                self.lease_put_at[key] = now
+                if last is not None:
+                    self.window.gaps.append(now - last)
+            self.leases[key] = body
+            return _answer(200, body)
+        self.count("other")
+        return _answer(404, _status(404, "NotFound", path))
+
+    def _node(self, method: str, path: str, body: bytes) -> bytes:
+        segments = path.split("/")  # ['', api, v1, nodes, name?, status?]
+        name = segments[4] if len(segments) > 4 else ""
+        if method == "GET":
+            self.count("node_get")
+            node = self.nodes.get(name)
+            if node is None:
+                return _answer(404, _status(404, "NotFound", f'nodes "{name}" not found'))
+            return _answer(200, _encode(node))
+        if method == "POST":
+            self.count("node_post")
+            obj = _decode(body)
+            meta = obj.setdefault("metadata", {})
+            name = str(meta.get("name"))
+            if name in self.nodes:
+                return _answer(409, _status(409, "AlreadyExists", "exists"))
+            self.rv += 1
+            meta.update(uid=f"node-uid-{self.rv}", resourceVersion=str(self.rv))
+            self.nodes[name] = obj
+            return _answer(201, _encode(obj))
+        if method == "PATCH":
+            node = self.nodes.get(name)
+            if node is None:
+                self.count("other")
+                return _answer(404, _status(404, "NotFound", name))
+            patch = _decode(body)
+            if len(segments) > 5 and segments[5] == "status":
+                self.count("node_status_patch")
+                merged = strategic_merge_patch({"status": node.get("status") or {}}, patch, "Node")
+                node["status"] = merged.get("status") or {}
+            else:
+                self.count("node_patch")
+                patch.get("metadata", {}).pop("resourceVersion", None)
+                node.update(strategic_merge_patch(node, patch, "Node"))
+            self.rv += 1
+            node["metadata"]["resourceVersion"] = str(self.rv)
+            return _answer(200, _encode(node))
+        self.count("other")
+        return _answer(404, _status(404, "NotFound", path))
+
+    def _pod_status(self, path: str, body: bytes) -> bytes:
+        self.count("pod_status_patch")
+        name = path.split("/")[6]  # ['', api, v1, namespaces, ns, pods, name, status]
+        try:
+            j = int(name.rsplit("-", 1)[1])
+        except (IndexError, ValueError):
+            return _answer(404, _status(404, "NotFound", name))
+        patch = _decode(body)
+        uid = (patch.pop("metadata", None) or {}).get("uid")
+        if uid is not None and uid != f"pod-uid-{j:08d}":
+            return _answer(409, _status(409, "Conflict", "uid precondition"))
+        base = self.pod_status.get(j)
+        if base is None:
+            base = self.population.pod(j)["status"]
+        status = strategic_merge_patch({"status": base}, patch, "Pod").get("status") or {}
+        self.pod_status[j] = status
+        if status.get("phase") == "Running" and j not in self.running:
+            self.running.add(j)
+            now = time.monotonic()
+            window = self.window
+            window.running += 1
+            if window.first_running is None:
+                window.first_running = now
+            window.last_running = now
+        return _answer(200, _encode(self.population.pod(j, status)))
+
+    def _cr(self, method: str, path: str, body: bytes) -> bytes:
+        # ['', apis, group, v1alpha1, namespaces, ns, nodes, name, status?]
+        segments = path.split("/")
+        name = segments[7] if len(segments) > 7 else ""
+        try:
+            i = int(name.rsplit("-", 1)[1])
+        except (IndexError, ValueError):
+            i = -1
+        if not 0 <= i < self.population.nodes:
+            self.count("other")
+            return _answer(404, _status(404, "NotFound", name))
+        cr = self.population.cr(i)
+        if method == "PATCH":
+            self.count("cr_status_patch" if path.endswith("/status") else "cr_patch")
+            patch = _decode(body)
+            if "status" in patch:
+                cr["status"] = patch["status"]
+        else:
+            self.count("cr_get")
+        return _answer(200, _encode(cr))
+
+    # -- lists and watches ------------------------------------------------------------------
+
+    def _collection(self, conn: _Http, kind: str, query: dict[str, str]) -> bytes | None:
+        if query.get("watch") in ("true", "1"):
+            self.count(f"{kind}_watch")
+            timeout = float(query.get("timeoutSeconds") or 1800)
+            conn.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n"
+            )
+            watch = _Watch(self, conn, kind, timeout)
+            conn.watch = watch
+            self.watches.add(watch)
+            return None
+        self.count(f"{kind}_list")
+        total = {"crs": self.population.nodes, "pods": self.population.pods}.get(kind, 0)
+        start = int(query.get("continue") or 0)
+        limit = int(query.get("limit") or 0) or total
+        stop = min(total, start + limit)
+        if kind == "crs":
+            items = [self.population.cr(i) for i in range(start, stop)]
+        elif kind == "mockstatuses":
+            items = []
+        else:
+            items = [self.population.pod(j, self.pod_status.get(j)) for j in range(start, stop)]
+        meta: dict[str, Any] = {"resourceVersion": str(self.rv)}
+        if stop < total:
+            meta["continue"] = str(stop)
+        listing = {"kind": "List", "apiVersion": "v1", "metadata": meta, "items": items}
+        return _answer(200, _encode(listing))
+
+    # -- control -----------------------------------------------------------------------------
+
+    def _control(self, method: str, path: str, query: dict[str, str]) -> bytes:
+        if path == "/_stub/stats":
+            return _answer(200, _encode(self.stats()))
+        if path == "/_stub/reset" and method == "POST":
+            self.window = _Window()
+            return _answer(200, b"{}")
+        if path == "/_stub/inject" and method == "POST":
+            count = int(query.get("pods") or 0)
+            self.inject(count)
+            return _answer(200, _encode({"injected": count}))
+        return _answer(404, _status(404, "NotFound", path))
+
+    def inject(self, count: int) -> None:
+        population = self.population
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        first = population.pods
+        population.pods += count
+        lines = []
+        for j in range(first, first + count):
+            population.pod_created[j] = now
+            self.rv += 1
+            pod = population.pod(j)
+            pod["metadata"]["resourceVersion"] = str(self.rv)
+            lines.append(_encode({"type": "ADDED", "object": pod}))
+        for watch in [w for w in self.watches if w.kind == "pods"]:
+            for at in range(0, len(lines), 200):
+                watch.send(lines[at : at + 200])
+
+    def stats(self) -> dict[str, Any]:
+        window = self.window
+        elapsed = time.monotonic() - window.started
+        late_after = self.interval
+        lateness = sorted(max(0.0, gap - late_after) for gap in window.gaps)
+        writes = sum(
+            n
+            for kind, n in window.requests.items()
+            if kind
+            in (
+                "lease_put",
+                "lease_post",
+                "node_status_patch",
+                "pod_status_patch",
+                "node_post",
+                "node_patch",
+                "cr_status_patch",
+                "cr_patch",
+                "event_post",
+                "shard_lease_write",
+            )
+        )
+        p99 = lateness[min(len(lateness) - 1, int(len(lateness) * 0.99))] if lateness else 0.0
+        return {
+            "window_s": elapsed,
+            "requests": window.requests,
+            "totals": self.totals,
+            "writes": writes,
+            "writes_per_s": writes / elapsed if elapsed > 0 else 0.0,
+            "nodes_registered": len(self.nodes),
+            "node_leases": sum(1 for key in self.leases if key.startswith("kube-node-lease/")),
+            "pods": self.population.pods,
+            "pods_running": len(self.running),
+            "window_running": window.running,
+            "window_running_span_s": (
+                window.last_running - window.first_running
+                if window.first_running is not None and window.last_running is not None
+                else None
+            ),
+            "renewals": len(lateness),
+            "lateness_max_s": lateness[-1] if lateness else 0.0,
+            "lateness_p99_s": p99,
+            "renewals_late_2s": len(lateness) - bisect.bisect_right(lateness, 2.0),
+            "open_watches": len(self.watches),
+            "unknown": self.unknown,
+        }
+
+
+class _Http(asyncio.Protocol):
+    """One connection: requests answered in order; a watch takes the connection over."""
+
+    server: StubServer
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._transport: asyncio.Transport | None = None
+        self.watch: _Watch | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.watch is not None:
+            watch, self.watch = self.watch, None
+            watch._bookmark.cancel()
+            watch._end.cancel()
+            self.server.watches.discard(watch)
+        self._transport = None
+
+    def write(self, data: bytes) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(data)
+
+    def data_received(self, data: bytes) -> None:
+        self._buf += data
+        out: list[bytes] = []
+        while self.watch is None:
+            end = self._buf.find(b"\r\n\r\n")
+            if end < 0:
+                break
+            head = bytes(self._buf[:end])
+            lower = head.lower()
+            length = 0
+            at = lower.find(b"\r\ncontent-length:")
+            if at >= 0:
+                stop = lower.find(b"\r\n", at + 2)
+                length = int(lower[at + 17 : stop if stop >= 0 else None])
+            total = end + 4 + length
+            if len(self._buf) < total:
+                break
+            body = bytes(self._buf[end + 4 : total])
+            del self._buf[:total]
+            line = head.split(b"\r\n", 1)[0].decode("latin-1")
+            method, target, _ = line.split(" ", 2)
+            if out:
+                self.write(b"".join(out))
+                out.clear()
+            answer = self.server.handle(self, method, target, body)
+            if answer is not None:
+                out.append(answer)
+        if out:
+            self.write(b"".join(out))
+
+
+async def serve(population: Population, interval: float, port: int = 0) -> None:
+    """Serve on 127.0.0.1 until cancelled; print the bound port on stdout first."""
+    state = StubServer(population, interval)
+
+    def factory() -> _Http:
+        conn = _Http()
+        conn.server = state
+        return conn
+
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(factory, "127.0.0.1", port, backlog=1024)
+    print(server.sockets[0].getsockname()[1], flush=True)
+    async with server:
+        await server.serve_forever()
+
+
+def _main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench._stubapiserver")
+    parser.add_argument("--nodes", type=int, required=True)
+    parser.add_argument("--pods", type=int, required=True)
+    parser.add_argument(
+        "--interval",
+        type=float,
+        default=10.4,
+        help="Longest Lease renewal interval the jitter allows (lateness is past it).",
+    )
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args()
+    try:
+        asyncio.run(serve(Population(args.nodes, args.pods), args.interval, args.port))
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":  # pragma: no cover - run as a subprocess by bench.shard
+    _main()

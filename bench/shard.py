@@ -1,0 +1,437 @@
+"""Shard benchmark: one shard process, N nodes and M pods, against a stub apiserver (issue 4).
+
+What it answers (issue 4, "Performance"): can one shard process carry 10,000
+nodes (Lease every 10 s) and 100,000 pods in steady state in <= 30 % of one
+core and <= 500 MB RSS, with no Lease renewal later than 2 s past due; and
+does it take 10,000 pods from bound to Running (PATCH sent) in <= 10 s of
+shard CPU. docs/performance.md keeps the figures.
+
+How, so that the figures are the shard's:
+
+- the apiserver is :mod:`bench._stubapiserver`, in its own process, answering
+  at once from a generated population (its CPU is never counted);
+- the shard is the real command, ``kubemock-fleet shard --id 0`` with a
+  kubeconfig pointing at the stub, in its own process; its CPU (utime +
+  stime) and RSS are read from ``/proc/<pid>``; peak RSS is ``VmHWM``;
+- each case (``steady``: start-up then steady state; ``running``: bound to
+  Running) runs in a fresh stub + shard pair;
+- Lease lateness is taken twice: by the stub (the gap between successive PUTs
+  of each node Lease, minus the longest interval the jitter allows: 10.4 s)
+  and by the shard itself (``kubemock_fleet_lease_renewals_late_total``,
+  renewals finished > 2 s past due, and ``..._missed_total``, from its
+  ``/metrics``).
+
+``steady``: the shard starts against N CRs and M bound pods; the bench notes
+wall time and shard CPU until every Node is registered (POSTed, Lease created)
+and until every pod was PATCHed Running, waits ``settle`` seconds, then
+measures ``duration`` seconds of steady state: CPU % of one core, peak RSS,
+writes/s, Lease lateness.
+
+``running``: a shard with ``running_nodes`` nodes and no pods settles; then,
+``repeats`` times, the stub adds ``running_pods`` pods bound to its nodes in
+one burst on the pod watch, and the bench measures the shard CPU until the
+last of them is PATCHed Running; the minimum over repeats is reported, raw and
+net of the Lease work the shard does meanwhile (its idle rate measured just
+before).
+
+Entry points: :func:`run` (used by ``kubemock-fleet bench shard``) and
+:func:`format_report`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "BenchResult",
+    "RunningCase",
+    "SteadyCase",
+    "format_report",
+    "run",
+]
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+_POLL = 0.5
+"""Seconds between progress polls of the stub during start-up."""
+
+
+@dataclass(frozen=True, slots=True)
+class SteadyCase:
+    """Start-up and steady state of one shard with ``nodes`` nodes and ``pods`` pods."""
+
+    nodes: int
+    pods: int
+    registered_s: float
+    """Wall seconds from the shard's start until every Node was POSTed and its Lease created."""
+    registered_cpu_s: float
+    """Shard CPU seconds (process start, imports included) until then."""
+    running_s: float
+    """Wall seconds from the shard's start until every pod was PATCHed Running."""
+    running_cpu_s: float
+    """Shard CPU seconds until then."""
+    duration_s: float
+    """Length of the steady-state window."""
+    cpu_percent: float
+    """Shard CPU over the window, % of one core."""
+    cpu_percent_max_10s: float
+    """The busiest 10 s of the window, % of one core."""
+    rss_mib: float
+    """Shard RSS at the end of the window."""
+    peak_rss_mib: float
+    """Shard peak RSS (VmHWM) over the whole run, start-up included."""
+    writes_per_s: float
+    """Writes the stub received per second over the window."""
+    requests: dict[str, int]
+    """Requests the stub received over the window, by kind."""
+    renewals: int
+    """Node Lease renewals (PUT after PUT) the stub saw over the window."""
+    lateness_max_s: float
+    """Stub-observed: the largest gap between two PUTs of one Lease, past 10.4 s."""
+    lateness_p99_s: float
+    renewals_late_stub: int
+    """Stub-observed renewals more than 2 s past 10.4 s after the previous one."""
+    renewals_late_shard: int
+    """The shard's own count over the window: renewals finished > 2 s past due."""
+    renewals_missed_shard: int
+    """The shard's own count over the window: Leases that expired before renewal."""
+    loadavg: tuple[float, float, float]
+    """The machine's load average at the end of the window (others' jobs included)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunningCase:
+    """``pods`` pods bound at once to ``nodes`` nodes, to Running (PATCH sent)."""
+
+    nodes: int
+    pods: int
+    repeats: int
+    cpu_s: float
+    """Shard CPU seconds from the burst until the last PATCH, minimum over repeats."""
+    cpu_net_s: float
+    """The same, less the shard's idle rate (Leases) over that time; minimum over repeats."""
+    wall_s: float
+    """Wall seconds of the repeat with the least CPU."""
+    idle_cpu_percent: float
+    """The shard's CPU before the burst (its Lease work), % of one core."""
+    peak_rss_mib: float
+    all_cpu_s: list[float] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class BenchResult:
+    machine: str
+    python: str
+    command: str
+    load: str
+    steady: SteadyCase | None
+    running: RunningCase | None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+
+# -- processes -----------------------------------------------------------------------------------
+
+
+def _cpu_s(pid: int) -> float:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def _status_kib(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key):
+            return int(line.split()[1])
+    return 0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class _Pair:
+    """A stub apiserver and a shard pointed at it, each in its own process."""
+
+    def __init__(self, nodes: int, pods: int) -> None:
+        self._dir = Path(tempfile.mkdtemp(prefix="kubemock-fleet-bench-shard-"))
+        self.stub = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bench._stubapiserver",
+                "--nodes",
+                str(nodes),
+                "--pods",
+                str(pods),
+            ],
+            stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+        )
+        assert self.stub.stdout is not None
+        line = self.stub.stdout.readline()
+        if not line.strip().isdigit():
+            self.stub.kill()
+            raise RuntimeError("stub apiserver did not start")
+        self.port = int(line)
+        self.metrics_port = _free_port()
+        kubeconfig = self._dir / "kubeconfig"
+        kubeconfig.write_text(
+            "apiVersion: v1\nkind: Config\ncurrent-context: stub\n"
+            f"clusters:\n- name: stub\n  cluster:\n    server: http://127.0.0.1:{self.port}\n"
+            "contexts:\n- name: stub\n  context:\n    cluster: stub\n    user: stub\n"
+            "users:\n- name: stub\n  user: {}\n"
+        )
+        config = self._dir / "fleet.yaml"
+        config.write_text(f"shard:\n  metricsPort: {self.metrics_port}\n")
+        self.log = (self._dir / "shard.log").open("wb")
+        self.started = time.monotonic()
+        self.shard = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "from fleet.cli import main; main()",
+                "shard",
+                "--id",
+                "0",
+                "--config",
+                str(config),
+                "--kubeconfig",
+                str(kubeconfig),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def stub_call(self, path: str, method: str = "GET") -> dict[str, Any]:
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", method=method)
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            result: dict[str, Any] = json.loads(answer.read())
+            return result
+
+    def shard_metric(self, name: str) -> float:
+        """Sum of a shard counter over its label sets (node Leases), from /metrics."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            text = answer.read().decode()
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith(name + "{") and 'lease="node"' in line:
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    def cpu(self) -> float:
+        self.check()
+        return _cpu_s(self.shard.pid)
+
+    def check(self) -> None:
+        if self.shard.poll() is not None:
+            raise RuntimeError(f"shard exited with {self.shard.returncode}; log: {self.log.name}")
+
+    def wait_for(
+        self, done: Callable[[dict[str, Any]], bool], timeout: float, what: str
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            self.check()
+            stats = self.stub_call("/_stub/stats")
+            if done(stats):
+                return stats
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"timed out waiting for {what}: {stats}")
+            time.sleep(_POLL)
+
+    def stop(self) -> None:
+        for proc in (self.shard, self.stub):
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        if self.stub.stdout is not None:
+            self.stub.stdout.close()
+        self.log.close()
+
+
+# -- cases ---------------------------------------------------------------------------------------
+
+
+def _steady(nodes: int, pods: int, duration: float, settle: float, timeout: float) -> SteadyCase:
+    pair = _Pair(nodes, pods)
+    try:
+        pid = pair.shard.pid
+        pair.wait_for(
+            lambda s: s["nodes_registered"] >= nodes and s["node_leases"] >= nodes,
+            timeout,
+            "nodes registered",
+        )
+        registered_s, registered_cpu = time.monotonic() - pair.started, pair.cpu()
+        pair.wait_for(lambda s: s["pods_running"] >= pods, timeout, "pods Running")
+        running_s, running_cpu = time.monotonic() - pair.started, pair.cpu()
+        time.sleep(settle)
+        late0 = pair.shard_metric("kubemock_fleet_lease_renewals_late_total")
+        missed0 = pair.shard_metric("kubemock_fleet_lease_renewals_missed_total")
+        pair.stub_call("/_stub/reset", "POST")
+        cpu0, t0 = pair.cpu(), time.monotonic()
+        samples = [(t0, cpu0)]
+        while time.monotonic() - t0 < duration:
+            time.sleep(min(1.0, max(0.0, duration - (time.monotonic() - t0))))
+            samples.append((time.monotonic(), pair.cpu()))
+        cpu1, t1 = samples[-1][1], samples[-1][0]
+        stats = pair.stub_call("/_stub/stats")
+        late = pair.shard_metric("kubemock_fleet_lease_renewals_late_total") - late0
+        missed = pair.shard_metric("kubemock_fleet_lease_renewals_missed_total") - missed0
+        rss = _status_kib(pid, "VmRSS:")
+        peak = _status_kib(pid, "VmHWM:")
+        busiest = 0.0
+        for i, (ta, ca) in enumerate(samples):
+            for tb, cb in samples[i + 1 :]:
+                if tb - ta >= 10.0:
+                    busiest = max(busiest, (cb - ca) / (tb - ta))
+                    break
+        load = os.getloadavg()
+    finally:
+        pair.stop()
+    return SteadyCase(
+        nodes=nodes,
+        pods=pods,
+        registered_s=round(registered_s, 1),
+        registered_cpu_s=round(registered_cpu, 1),
+        running_s=round(running_s, 1),
+        running_cpu_s=round(running_cpu, 1),
+        duration_s=round(t1 - t0, 1),
+        cpu_percent=round(100 * (cpu1 - cpu0) / (t1 - t0), 1),
+        cpu_percent_max_10s=round(100 * busiest, 1),
+        rss_mib=round(rss / 1024, 1),
+        peak_rss_mib=round(peak / 1024, 1),
+        writes_per_s=round(stats["writes_per_s"], 1),
+        requests=stats["requests"],
+        renewals=stats["renewals"],
+        lateness_max_s=round(stats["lateness_max_s"], 3),
+        lateness_p99_s=round(stats["lateness_p99_s"], 3),
+        renewals_late_stub=stats["renewals_late_2s"],
+        renewals_late_shard=int(late),
+        renewals_missed_shard=int(missed),
+        loadavg=(round(load[0], 2), round(load[1], 2), round(load[2], 2)),
+    )
+
+
+def _running(nodes: int, pods: int, repeats: int, settle: float, timeout: float) -> RunningCase:
+    pair = _Pair(nodes, 0)
+    best: tuple[float, float, float] | None = None
+    all_cpu: list[float] = []
+    idle_rate = 0.0
+    try:
+        pair.wait_for(
+            lambda s: s["nodes_registered"] >= nodes and s["node_leases"] >= nodes,
+            timeout,
+            "nodes registered",
+        )
+        time.sleep(settle)
+        for round_ in range(repeats):
+            c0, t0 = pair.cpu(), time.monotonic()
+            time.sleep(min(5.0, max(1.0, settle)))
+            c1, t1 = pair.cpu(), time.monotonic()
+            idle_rate = (c1 - c0) / (t1 - t0)
+            pair.stub_call(f"/_stub/inject?pods={pods}", "POST")
+            want = (round_ + 1) * pods
+
+            def all_running(stats: dict[str, Any], want: int = want) -> bool:
+                return bool(stats["pods_running"] >= want)
+
+            pair.wait_for(all_running, timeout, "injected pods Running")
+            cpu, wall = pair.cpu() - c1, time.monotonic() - t1
+            all_cpu.append(round(cpu, 2))
+            net = max(0.0, cpu - idle_rate * wall)
+            if best is None or cpu < best[0]:
+                best = (cpu, net, wall)
+        peak = _status_kib(pair.shard.pid, "VmHWM:")
+    finally:
+        pair.stop()
+    assert best is not None
+    return RunningCase(
+        nodes=nodes,
+        pods=pods,
+        repeats=repeats,
+        cpu_s=round(best[0], 2),
+        cpu_net_s=round(best[1], 2),
+        wall_s=round(best[2], 2),
+        idle_cpu_percent=round(100 * idle_rate, 1),
+        peak_rss_mib=round(peak / 1024, 1),
+        all_cpu_s=all_cpu,
+    )
+
+
+def run(
+    *,
+    nodes: int = 10_000,
+    pods: int = 100_000,
+    duration: float = 600.0,
+    settle: float = 20.0,
+    running_nodes: int = 1_000,
+    running_pods: int = 10_000,
+    repeats: int = 3,
+    cases: tuple[str, ...] = ("steady", "running"),
+    timeout: float = 1800.0,
+) -> BenchResult:
+    """Run the chosen cases, each against its own stub and shard processes."""
+    if pods < 1 or nodes < 1 or running_pods < 1 or running_nodes < 1 or repeats < 1:
+        raise ValueError("bench shard: nodes, pods and repeats must be >= 1")
+    steady = _steady(nodes, pods, duration, settle, timeout) if "steady" in cases else None
+    running = (
+        _running(running_nodes, running_pods, repeats, min(settle, 15.0), timeout)
+        if "running" in cases
+        else None
+    )
+    load = os.getloadavg()
+    return BenchResult(
+        machine=f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}",
+        python=platform.python_version(),
+        command=f"kubemock-fleet bench shard --nodes {nodes} --pods {pods} --duration {duration:g}",
+        load=f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at the end",
+        steady=steady,
+        running=running,
+    )
+
+
+def format_report(result: BenchResult) -> str:
+    """Markdown rows: the figures against issue 4's targets."""
+    lines = ["| figure | measured | target |", "|---|---|---|"]
+    s = result.steady
+    if s is not None:
+        lines += [
+            f"| nodes registered (from shard start) | {s.registered_s:.1f} s, {s.registered_cpu_s:.1f} s CPU | |",
+            f"| all {s.pods:,} pods Running (from shard start) | {s.running_s:.1f} s, {s.running_cpu_s:.1f} s CPU | |",
+            f"| steady CPU ({s.nodes:,} nodes, {s.pods:,} pods, {s.duration_s:.0f} s) | {s.cpu_percent:.1f} % "
+            f"(busiest 10 s: {s.cpu_percent_max_10s:.1f} %) | <= 30 % |",
+            f"| RSS end / peak | {s.rss_mib:.0f} / {s.peak_rss_mib:.0f} MiB | <= 500 MB |",
+            f"| Lease renewals > 2 s late (stub / shard) | {s.renewals_late_stub} / {s.renewals_late_shard}"
+            f" of {s.renewals:,}; missed {s.renewals_missed_shard} | 0 |",
+            f"| Lease lateness max / p99 (stub) | {s.lateness_max_s:.2f} / {s.lateness_p99_s:.2f} s | <= 2 s |",
+            f"| writes/s | {s.writes_per_s:,.0f} | |",
+        ]
+    r = result.running
+    if r is not None:
+        lines.append(
+            f"| {r.pods:,} pods bound -> Running ({r.nodes:,} nodes, min of {r.repeats}) | "
+            f"{r.cpu_s:.2f} s CPU ({r.cpu_net_s:.2f} s net of Leases), {r.wall_s:.1f} s wall | <= 10 s CPU |"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,67 @@
+"""The shard benchmark runs end to end and reports a well-formed result.
+
+A tiny population (a few nodes and pods, seconds of steady state): this checks
+the plumbing (stub apiserver and shard in their own processes, JSON shape,
+figures present and positive), never the issue's thresholds, which only mean
+something at full size on a quiet machine (docs/performance.md).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from bench.shard import BenchResult, RunningCase, format_report
+from fleet.cli import app
+
+
+def test_bench_shard_json(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            "shard",
+            "--nodes",
+            "8",
+            "--pods",
+            "40",
+            "--duration",
+            "4",
+            "--json",
+            "--output",
+            str(tmp_path),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert json.loads((tmp_path / "shard.json").read_text()) == report
+    assert set(report) == {"machine", "python", "command", "load", "steady", "running"}
+    assert "--nodes 8 --pods 40" in report["command"]
+    steady = report["steady"]
+    assert (steady["nodes"], steady["pods"]) == (8, 40)
+    for key in (
+        "registered_s",
+        "registered_cpu_s",
+        "running_s",
+        "running_cpu_s",
+        "duration_s",
+        "rss_mib",
+        "peak_rss_mib",
+    ):
+        assert steady[key] > 0, key
+    assert steady["cpu_percent"] >= 0 and steady["writes_per_s"] > 0
+    assert steady["requests"]["shard_lease_write"] > 0  # the shard's own Lease, every 2 s
+    assert steady["renewals_missed_shard"] == 0
+    running = report["running"]
+    assert (running["nodes"], running["pods"], running["repeats"]) == (8, 40, 3)
+    assert running["cpu_s"] > 0 and running["wall_s"] > 0 and running["peak_rss_mib"] > 0
+    assert len(running["all_cpu_s"]) == 3
+
+
+def test_bench_shard_report_rows() -> None:
+    running = RunningCase(1000, 10000, 3, 4.5, 4.0, 6.0, 2.5, 90.0, [4.5, 4.7, 4.6])
+    text = format_report(BenchResult("x86_64, 2 cores", "3.11", "cmd", "load", None, running))
+    assert "| 10,000 pods bound -> Running (1,000 nodes, min of 3) | 4.50 s CPU" in text
+    assert "<= 10 s CPU" in text
