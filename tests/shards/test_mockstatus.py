@@ -355,7 +355,9 @@ async def test_mock_status_against_the_sandbox(
         await nursery.start(engine.run)
         await client.create(CRS, node_cr("sb-node"))
         with trio.fail_after(5):  # the node first, so the pods' timelines start with it driven
-            while await get("/api/v1/nodes/sb-node") is None:
+            while True:
+                if await get("/api/v1/nodes/sb-node") is not None:
+                    break
                 await trio.sleep(0.05)
         await client.create(PODS, pod("scripted", "sb-node", mockStatus="pull-then-run"))
         await client.create(PODS, pod("orphan", "sb-node", mockStatus="not-yet"))
