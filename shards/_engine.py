@@ -15,11 +15,14 @@ MockStatus reflector + consumer   ``ScriptLibrary``: every MockStatus, all
 pod reflector(s) + consumer       ``PodDriver`` (one watch, or one per node
                                   with ``podWatch: per-node``)
 timer runner                      one :class:`~shards._timers.DelayQueue` for
-                                  every sync, Lease renewal, status report and
-                                  pod transition, feeding a bounded channel
+                                  every sync, status report and pod
+                                  transition, feeding a bounded channel
 ``TIMER_WORKERS`` workers         run each due timer (node or pod driver)
+Lease lane                        ``_leaselane.LeaseLane``: node Lease renewals,
+                                  timed from their due times, on their own
+                                  dispatcher and writers, pipelined
 write queue writers               ``shard.writers`` tasks sending coalesced
-                                  PUTs, PATCHes and DELETEs at ``shard.qps``
+                                  PATCHes, PUTs and DELETEs at ``shard.qps``
 metrics updater (+ server)        gauges every second; ``/metrics`` when a
                                   port is given
 ================================  ============================================
@@ -181,6 +184,7 @@ class ShardEngine:
                     partial(serve_metrics, self.metrics.registry, metrics_port, self.ready)
                 )
             await nursery.start(self.writes.run)
+            await nursery.start(self.nodes.leases.run)
             send, receive = trio.open_memory_channel[TimerKey](TIMER_CHANNEL)
             async with receive:
                 for _ in range(TIMER_WORKERS):

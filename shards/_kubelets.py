@@ -47,9 +47,11 @@ import msgspec
 from fleet.api import MockNode, load_node
 from fleet.errors import AlreadyExists, Conflict, FleetError, InputError, NotFound
 from fleet.kube._paths import resource_path
+from fleet.kube._seam import Response
+from fleet.kube._transport import BatchRequest
 from fleet.kube._watching import WatchEvent
 from fleet.kube._writequeue import Write, WriteResult
-from shards._context import ShardContext
+from shards._context import FencedRequester, ShardContext
 from shards._cr import (
     FINALIZER,
     NODE_CR_ANNOTATION,
@@ -63,6 +65,7 @@ from shards._cr import (
     status_interval,
 )
 from shards._ipam import NodeAddressPool, PodIPPool, PoolExhausted, node_pod_cidr, subrange
+from shards._leaselane import LeaseLane
 from shards._nodeobj import (
     LEASE_NAMESPACE,
     KubeletSpec,
@@ -125,6 +128,9 @@ class NodeState:
     """Registered, Lease renewing (not suspended, fence open)."""
     registered: bool = False
     lease_due: float = 0.0
+    """Due time of the next renewal."""
+    renewing_due: float = 0.0
+    """Due time of the renewal being sent (lateness is measured against it)."""
     lease_ok: float | None = None
     missed_counted: bool = False
     problem: ConditionValue | None = None
@@ -238,6 +244,12 @@ class NodeDriver:
         """Node name -> key of the CR that holds it (within this shard)."""
         self._leaving: dict[str, str] = {}
         """CR key -> node name, for CRs that left the watch and are being checked."""
+        hot = ctx.hot
+        assert isinstance(hot, FencedRequester)
+        self.leases = LeaseLane(
+            hot, self, limiter=ctx.writes.limiter, clock=ctx.clock, rng=ctx.rng
+        )
+        """Every node Lease renewal: its own timers and writers (run by the engine)."""
 
     # -- reflector events (consumer task: no I/O here) --------------------------------------
 
@@ -277,8 +289,9 @@ class NodeDriver:
 
     def _halt(self, state: NodeState) -> None:
         timers = self._ctx.timers
-        for kind in ("sync", "lease", "status"):
+        for kind in ("sync", "status"):
             timers.cancel((kind, state.key))
+        self.leases.cancel(state.key)
         if state.driving:
             state.driving = False
             self._listener.node_removed(state.name)
@@ -303,8 +316,6 @@ class NodeDriver:
     async def handle(self, kind: str, key: str) -> None:
         if kind == "sync":
             await self._sync_guarded(key)
-        elif kind == "lease":
-            await self._renew(key)
         elif kind == "status":
             await self._report(key, periodic=True)
         elif kind == "gone":
@@ -558,7 +569,7 @@ class NodeDriver:
                 )
                 return
             state.lease = decode_lease(response.raise_for_status().content)
-        if ("lease", state.key) not in ctx.timers:
+        if state.key not in self.leases:
             # Adopted (restart, takeover, resume): renew soon, spread so a thousand adoptions
             # do not renew in one instant; well within the 40 s the Lease lasts.
             self._schedule_lease(state, ctx.clock() + spread(min(self._interval(), 2.0), ctx.rng))
@@ -571,15 +582,19 @@ class NodeDriver:
 
     def _schedule_lease(self, state: NodeState, when: float) -> None:
         state.lease_due = when
-        self._ctx.timers.schedule(("lease", state.key), when)
+        self.leases.schedule(state.key, when)
 
-    async def _renew(self, key: str) -> None:
+    def lease_request(self, key: str) -> BatchRequest | None:
+        """The lane asks for ``key``'s renewal (:class:`~shards._leaselane.LeaseOwner`).
+
+        Arms the next one from this one's due time (not from now), so a late
+        renewal does not push every later one back, and a bunch does not persist.
+        """
         ctx = self._ctx
         state = self.states.get(key)
         if state is None or not state.driving or state.lease is None or not ctx.fresh():
-            return
+            return None
         now = ctx.clock()
-        due = state.lease_due
         duration = ctx.settings.shard.node_lease_duration
         if (
             state.lease_ok is not None
@@ -588,38 +603,51 @@ class NodeDriver:
         ):
             ctx.metrics.lease_renewals_missed.labels(lease="node").inc()
             state.missed_counted = True
-        self._schedule_lease(state, now + jitter(self._interval(), self._jitter(), ctx.rng))
-        body = encode_lease(renew_lease(state.lease, ctx.wall(), node_uid=state.node_uid))
-        path = _lease_path(state.name)
+        if not self.leases.retrying(key):  # a regular renewal: arm the next one
+            state.renewing_due = state.lease_due
+            self._schedule_lease(
+                state,
+                max(now, state.lease_due + jitter(self._interval(), self._jitter(), ctx.rng)),
+            )
+        renewed = renew_lease(state.lease, ctx.wall(), node_uid=state.node_uid)
+        return BatchRequest("PUT", _lease_path(state.name), None, encode_lease(renewed), _JSON)
 
-        def done(result: WriteResult) -> None:
-            if self.states.get(key) is not state:
-                return
-            if result.outcome == "sent" and result.response is not None:
-                state.lease = decode_lease(result.response.content)
-                finished = ctx.clock()
-                if state.lease_ok is not None and finished - state.lease_ok > duration:
-                    if not state.missed_counted:
-                        ctx.metrics.lease_renewals_missed.labels(lease="node").inc()
-                elif finished - due > _LATE_AFTER:
-                    ctx.metrics.lease_renewals_late.labels(lease="node").inc()
-                state.lease_ok = finished
-                state.missed_counted = False
-            elif result.outcome == "gone":
-                state.lease = None  # deleted: the sync re-creates it
-                ctx.timers.schedule(("sync", key), ctx.clock())
-
-        async def reread(_: Conflict) -> Write | None:
-            response = await ctx.hot.request("GET", path)
+    async def lease_answered(self, key: str, answer: Response | FleetError) -> bool:
+        """The renewal's answer (:class:`~shards._leaselane.LeaseOwner`); True: send again."""
+        ctx = self._ctx
+        state = self.states.get(key)
+        if state is None or not isinstance(answer, Response):
+            return False
+        if answer.status < 300:
+            state.lease = decode_lease(answer.content)
+            finished = ctx.clock()
+            duration = ctx.settings.shard.node_lease_duration
+            if state.lease_ok is not None and finished - state.lease_ok > duration:
+                if not state.missed_counted:
+                    ctx.metrics.lease_renewals_missed.labels(lease="node").inc()
+            elif finished - state.renewing_due > _LATE_AFTER:
+                ctx.metrics.lease_renewals_late.labels(lease="node").inc()
+            state.lease_ok = finished
+            state.missed_counted = False
+            return False
+        if answer.status == 404:
+            state.lease = None  # deleted: the sync re-creates it
+            ctx.timers.schedule(("sync", key), ctx.clock())
+            return False
+        if answer.status == 409:
+            # Someone else wrote the Lease: re-read it and renew on top of it, at once.
+            response = await ctx.hot.request("GET", _lease_path(state.name))
             if response.status == 404:
-                return None
+                return False
             fresh = decode_lease(response.raise_for_status().content)
-            state.lease = fresh
-            renewed = renew_lease(fresh, ctx.wall(), node_uid=state.node_uid)
-            return Write("PUT", path, encode_lease(renewed), _JSON, force=True, on_result=done)
-
-        write = Write("PUT", path, body, _JSON, on_conflict=reread, on_result=done, force=True)
-        await ctx.writes.submit(f"leases/{state.name}", write)
+            if self.states.get(key) is state:
+                state.lease = fresh
+            return True
+        try:
+            answer.raise_for_status()
+        except FleetError as exc:
+            log.warning("lease %s: renewal refused: %s", key, exc)
+        return False
 
     # -- node status -------------------------------------------------------------------------
 

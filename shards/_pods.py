@@ -108,11 +108,17 @@ class _PodSpec(msgspec.Struct, rename="camel", frozen=True):
 
 
 class PodObject(msgspec.Struct, frozen=True):
-    """A pod as the reflector holds it: the spec the status needs, the status still raw."""
+    """A pod as the reflector hands it over: the spec the status needs, the status still raw.
+
+    A :class:`PodRecord` keeps it without the status (``{}``), which lives in
+    :attr:`PodRecord.raw_status` alone."""
 
     metadata: ObjectMeta = ObjectMeta()
     spec: _PodSpec = _PodSpec()
     status: msgspec.Raw = msgspec.Raw(b"{}")
+
+
+_NO_STATUS = msgspec.Raw(b"{}")
 
 
 def _container(c: _Container) -> ContainerSpec:
@@ -218,6 +224,7 @@ class PodDriver:
                     field_selector="spec.nodeName!=",
                     clock=self._ctx.clock,
                     rng=self._ctx.rng,
+                    keep_objects=False,  # the driver holds every pod it needs
                 )
                 await nursery.start(self._reflector.run, send.clone())
             else:
@@ -237,6 +244,7 @@ class PodDriver:
             field_selector=f"spec.nodeName={name}",
             clock=self._ctx.clock,
             rng=self._ctx.rng,
+            keep_objects=False,
         )
 
         async def watch(send: trio.MemorySendChannel[WatchEvent[PodObject]]) -> None:
@@ -256,6 +264,9 @@ class PodDriver:
         key = f"{meta.namespace}/{meta.name}"
         node = obj.spec.node_name
         if event.type == "DELETED":
+            if not node:  # a relist's tombstone carries the metadata only
+                record, seen = self.pods.get(key), self._seen.get(key)
+                node = record.node if record else seen.spec.node_name if seen else ""
             self._forget(key)
             self._seen.pop(key, None)
             keys = self._by_node.get(node)
@@ -264,6 +275,9 @@ class PodDriver:
                 if not keys:
                     del self._by_node[node]
             return
+        # The status is a slice of the list page or watch line it came in: copy it out, so
+        # that buffer (~2 KiB a pod) is not kept alive by it.
+        obj = msgspec.structs.replace(obj, status=obj.status.copy())
         self._by_node.setdefault(node, set()).add(key)
         if node not in self._nodes:
             if not self.per_node:
@@ -284,7 +298,7 @@ class PodDriver:
                 key=key,
                 uid=obj.metadata.uid,
                 node=obj.spec.node_name,
-                obj=obj,
+                obj=msgspec.structs.replace(obj, status=_NO_STATUS),
                 view=_view(obj),
                 creation=creation,
                 plan=plan,
@@ -298,7 +312,7 @@ class PodDriver:
                 record.plan, problem = self._plan(obj.metadata)
                 if problem is not None:
                     self._ctx.timers.schedule(("pod-event", key), self._ctx.clock())
-            record.obj = obj
+            record.obj = msgspec.structs.replace(obj, status=_NO_STATUS)
         self._set_status(record, obj.status)
         if obj.metadata.deletion_timestamp is not None and record.deleting_since is None:
             record.deleting_since = self._ctx.clock()
@@ -391,7 +405,9 @@ class PodDriver:
             record = self.pods.get(key)
             if record is not None:
                 if not self.per_node:
-                    self._seen[key] = record.obj
+                    raw = record.raw_status
+                    status = raw if isinstance(raw, msgspec.Raw) else msgspec.Raw(raw or b"{}")
+                    self._seen[key] = msgspec.structs.replace(record.obj, status=status)
                 self._forget(key)
         if self.per_node:
             self._by_node.pop(name, None)

@@ -174,6 +174,32 @@ class DelayQueue(Generic[K]):
             out.append((key, when))
         return out
 
+    def next_due(self) -> float | None:
+        """Due time of the earliest live timer (stale entries at the top are dropped)."""
+        heap = self._heap
+        while heap:
+            when, seq, key = heap[0]
+            live = self._live.get(key)
+            if live is not None and live[1] == seq:
+                return when
+            heapq.heappop(heap)
+        return None
+
+    async def wait_until(self, deadline: float) -> None:
+        """Sleep until ``deadline`` (clock time; ``math.inf``: forever), or until a timer is
+        scheduled before it. For one polling task at a time (as :meth:`run`)."""
+        self._wakeup = trio.Event()
+        self._sleeping_until = deadline
+        try:
+            if deadline == math.inf:
+                await self._wakeup.wait()
+            else:
+                delay = max(0.0, deadline - self._clock())
+                with trio.move_on_at(trio.current_time() + delay):
+                    await self._wakeup.wait()
+        finally:
+            self._sleeping_until = None
+
     async def run(
         self,
         out: trio.abc.SendChannel[K] | Callable[[K], object],

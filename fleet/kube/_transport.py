@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import re
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from urllib.parse import urlencode, urlsplit
@@ -57,7 +57,14 @@ from fleet.errors import (
 from fleet.kube._cluster import ClusterConfig
 from fleet.kube._seam import Response
 
-__all__ = ["DEFAULT_CONNECTIONS", "HotTransport", "HotTransportSettings", "HotTransportStatistics"]
+__all__ = [
+    "DEFAULT_CONNECTIONS",
+    "MAX_PIPELINE",
+    "BatchRequest",
+    "HotTransport",
+    "HotTransportSettings",
+    "HotTransportStatistics",
+]
 
 DEFAULT_CONNECTIONS = 16
 """Persistent connections per transport.
@@ -72,6 +79,11 @@ _MAX_HEAD_BYTES = 64 * 1024
 
 _RECEIVE_BYTES = 64 * 1024
 """Bytes asked of the socket per read: a whole small response in one syscall."""
+
+MAX_PIPELINE = 64
+"""Requests sent back to back on one connection by :meth:`HotTransport.request_batch`: a
+second of Lease renewals of a 10,000-node shard in about 16 round trips, and a bounded
+amount to redo when a connection is lost mid-pipeline."""
 
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -110,6 +122,17 @@ class HotTransportStatistics:
     """Connections made since the start (pool and streams); growth means reconnects."""
     waiting: int
     """Requests waiting for a free connection."""
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRequest:
+    """One request of a pipelined batch (:meth:`HotTransport.request_batch`)."""
+
+    method: str
+    path: str
+    params: Mapping[str, str] | None = None
+    body: bytes | None = None
+    content_type: str | None = None
 
 
 class _StaleConnection(Exception):
@@ -256,6 +279,29 @@ async def _read_head(conn: _Conn) -> tuple[int, dict[str, str], bool]:
         if status >= 200 or status == 101:
             return status, headers, keep
         # 1xx informational answers precede the real one; we never send Expect, but skip them.
+
+
+async def _read_body(
+    conn: _Conn, method: str, status: int, headers: dict[str, str], keep: bool
+) -> tuple[Response, bool]:
+    """The body of the answer whose head was just read; and whether ``conn`` stays usable."""
+    if method == "HEAD" or status in (204, 304):
+        content = b""
+    elif _is_chunked(headers):
+        pieces = []
+        while (data := await conn.chunk()) is not None:
+            pieces.append(data)
+        content = b"".join(pieces)
+    elif (length := _content_length(headers)) is not None:
+        await conn.fill(length)
+        content = bytes(conn.buf[:length])
+        del conn.buf[:length]
+    else:  # no framing: the body runs to EOF and the connection cannot be reused
+        while data := await conn.receive():
+            conn.buf += data
+        content = bytes(conn.buf)
+        keep = False
+    return Response(status, content, headers), keep
 
 
 class _HotStream:
@@ -462,27 +508,47 @@ class HotTransport:
             await self._connect(conn)
             await self._send(conn, payload)
             status, headers, keep = await _read_head(conn)
-        if method == "HEAD" or status in (204, 304):
-            content = b""
-        elif _is_chunked(headers):
-            pieces = []
-            while (data := await conn.chunk()) is not None:
-                pieces.append(data)
-            content = b"".join(pieces)
-        elif (length := _content_length(headers)) is not None:
-            await conn.fill(length)
-            content = bytes(conn.buf[:length])
-            del conn.buf[:length]
-        else:  # no framing: the body runs to EOF and the connection cannot be reused
-            while data := await conn.receive():
-                conn.buf += data
-            content = bytes(conn.buf)
-            keep = False
+        response, keep = await _read_body(conn, method, status, headers, keep)
         if keep:
             conn.used += 1
         else:
             await conn.discard()
-        return Response(status, content, headers)
+        return response
+
+    async def _pipeline(
+        self, conn: _Conn, methods: Sequence[str], payload: bytes, out: list[Response]
+    ) -> None:
+        """Send every request at once on ``conn`` and append the answers to ``out`` in order.
+
+        Stops early (without error) after an answer that closes the connection: a
+        server that says ``Connection: close`` has not processed what follows
+        (RFC 9112 9.6), so the caller may send the rest again. Any error after the
+        first answer is a :class:`ProtocolError`: what was not answered may or may
+        not have been processed.
+        """
+        if conn.stream is None:
+            await self._connect(conn)
+        try:
+            await self._send(conn, payload)
+            head = await _read_head(conn)
+        except _StaleConnection:
+            # Nothing of this pipeline was read by the server (see _roundtrip).
+            await conn.discard()
+            await self._connect(conn)
+            await self._send(conn, payload)
+            head = await _read_head(conn)
+        for index, method in enumerate(methods):
+            if index:
+                try:
+                    head = await _read_head(conn)
+                except _StaleConnection:
+                    raise ProtocolError("server closed the connection mid-pipeline") from None
+            response, keep = await _read_body(conn, method, *head)
+            out.append(response)
+            if not keep:
+                await conn.discard()
+                return
+            conn.used += 1
 
     async def _exchange(self, method: str, payload: bytes) -> Response:
         await self._free.acquire()
@@ -531,6 +597,80 @@ class HotTransport:
                 + (body or b""),
             )
         return response
+
+    async def request_batch(
+        self, requests: Sequence[BatchRequest]
+    ) -> list[Response | TransportError]:
+        """Send ``requests`` pipelined (HTTP/1.1), up to :data:`MAX_PIPELINE` per connection.
+
+        Returns one entry per request, in order: its whole answer, or the
+        :class:`~fleet.errors.TransportError` that kept it from being answered.
+        One pool connection carries each group of requests written back to back;
+        the answers are read in order. When the connection is lost mid-pipeline,
+        the answers already read stand and every request after them gets the
+        error (it may or may not have been processed: the caller decides whether
+        it is safe to send again); after a ``Connection: close`` answer the rest
+        are sent again on a fresh connection, since the server processed none
+        of them. 401 answers invalidate the auth headers and their requests are
+        sent once more, as with :meth:`request`.
+        """
+        auth = self._config.auth
+        results: list[Response | TransportError] = []
+        for start in range(0, len(requests), MAX_PIPELINE):
+            group = requests[start : start + MAX_PIPELINE]
+            answers = await self._send_group(group, await auth.headers())
+            retry = [i for i, a in enumerate(answers) if isinstance(a, Response) and a.status == 401]
+            if retry:
+                await auth.invalidate()
+                again = await self._send_group([group[i] for i in retry], await auth.headers())
+                for i, answer in zip(retry, again, strict=True):
+                    answers[i] = answer
+            results += answers
+        return results
+
+    async def _send_group(
+        self, group: Sequence[BatchRequest], auth: Mapping[str, str]
+    ) -> list[Response | TransportError]:
+        payloads = [
+            self._head(r.method, self._target(r.path, r.params), auth, r.body, r.content_type, None)
+            + (r.body or b"")
+            for r in group
+        ]
+        methods = [r.method for r in group]
+        answers: list[Response | TransportError] = []
+        while len(answers) < len(group):
+            done: list[Response] = []
+            first = len(answers)
+            try:
+                await self._exchange_many(methods[first:], b"".join(payloads[first:]), done)
+            except TransportError as exc:
+                answers += done
+                answers += [exc] * (len(group) - len(answers))
+                break
+            if not done:  # cannot happen (an exchange answers or raises); never spin
+                answers += [ProtocolError("pipeline answered nothing")] * (len(group) - first)
+                break
+            answers += done
+        return answers
+
+    async def _exchange_many(self, methods: Sequence[str], payload: bytes, out: list[Response]) -> None:
+        await self._free.acquire()
+        conn = self._idle.pop()
+        try:
+            with trio.fail_after(self._settings.request_timeout):
+                await self._pipeline(conn, methods, payload, out)
+        except trio.TooSlowError as exc:
+            await conn.discard()
+            raise ReadTimeout(
+                f"pipeline of {len(methods)} to {self._server}: no complete answers within "
+                f"{self._settings.request_timeout:g}s"
+            ) from exc
+        except BaseException:
+            await conn.discard()
+            raise
+        finally:
+            self._idle.append(conn)
+            self._free.release()
 
     async def _open_stream(self, method: str, head: bytes) -> tuple[_Conn, int, dict[str, str]]:
         conn = _Conn()

@@ -93,6 +93,7 @@ _envelope_decoder = msgspec.json.Decoder(WatchEnvelope)
 _list_decoder = msgspec.json.Decoder(ListEnvelope)
 _meta_decoder = msgspec.json.Decoder(MetaOnly)
 _status_decoder = msgspec.json.Decoder(Status)
+_encode = msgspec.json.Encoder().encode
 
 
 class ObjectTooLarge(ProtocolError):
@@ -233,8 +234,10 @@ class Reflector(Generic[T]):
         settings: WatchSettings | None = None,
         clock: Callable[[], float] = trio.current_time,
         rng: random.Random | None = None,
+        keep_objects: bool = True,
     ) -> None:
         self._requester = requester
+        self._keep = keep_objects
         self.path = path
         self._decoder = decoder_for(view)
         self._selectors: dict[str, str] = {}
@@ -247,6 +250,8 @@ class Reflector(Generic[T]):
         self._rng = rng if rng is not None else random.Random()
         self._backoff = self.settings.backoff.start(clock=clock, rng=self._rng)
         self._store: dict[str, T] = {}
+        self._versions: dict[str, tuple[str, str]] = {}
+        """Without ``keep_objects``: key -> (uid, resourceVersion), all a relist diff needs."""
         self._rv = ""
         self._events = 0
         self._bookmarks = 0
@@ -262,7 +267,12 @@ class Reflector(Generic[T]):
 
     @property
     def objects(self) -> Mapping[str, T]:
-        """The objects the consumer has been told about, by ``namespace/name`` (read-only)."""
+        """The objects the consumer has been told about, by ``namespace/name`` (read-only).
+
+        Empty when made with ``keep_objects=False``: the reflector then keeps only
+        each object's uid and resourceVersion (a consumer that holds what it needs
+        saves a whole copy of every object, and the buffers it was decoded from).
+        """
         return MappingProxyType(self._store)
 
     def statistics(self) -> ReflectorStatistics:
@@ -274,7 +284,7 @@ class Reflector(Generic[T]):
             restarts=max(0, self._watches - 1),
             resource_version=self._rv,
             watch_age=None if opened is None else self._clock() - opened,
-            objects=len(self._store),
+            objects=len(self._store) if self._keep else len(self._versions),
             last_error=self._last_error,
         )
 
@@ -368,8 +378,14 @@ class Reflector(Generic[T]):
                 break
             params = {**params, "continue": token}
         self._backoff.mark_healthy()
-        events = self._diff(fresh)
-        self._store = fresh
+        if self._keep:
+            events = self._diff(fresh)
+            self._store = fresh
+        else:
+            events = self._diff_versions(fresh)
+            self._versions = {
+                key: (obj.metadata.uid, obj.metadata.resource_version) for key, obj in fresh.items()
+            }
         self._rv = rv
         for event in events:
             await send.send(event)
@@ -391,6 +407,32 @@ class Reflector(Generic[T]):
             elif old.metadata.resource_version != new.metadata.resource_version:
                 events.append(WatchEvent("MODIFIED", new))
         return events
+
+    def _diff_versions(self, fresh: dict[str, T]) -> list[WatchEvent[T]]:
+        """:meth:`_diff` against the kept (uid, resourceVersion) pairs; a DELETED event of an
+        object not seen in the list carries its metadata only (name, namespace, uid, rv)."""
+        held = self._versions
+        events: list[WatchEvent[T]] = [
+            WatchEvent("DELETED", self._tombstone(key, *version))
+            for key, version in held.items()
+            if key not in fresh
+        ]
+        for key, new in fresh.items():
+            old = held.get(key)
+            meta = new.metadata
+            if old is None:
+                events.append(WatchEvent("ADDED", new))
+            elif old[0] != meta.uid:
+                events.append(WatchEvent("DELETED", self._tombstone(key, *old)))
+                events.append(WatchEvent("ADDED", new))
+            elif old[1] != meta.resource_version:
+                events.append(WatchEvent("MODIFIED", new))
+        return events
+
+    def _tombstone(self, key: str, uid: str, resource_version: str) -> T:
+        namespace, _, name = key.rpartition("/")
+        meta = {"name": name, "namespace": namespace, "uid": uid, "resourceVersion": resource_version}
+        return self._decode(msgspec.Raw(_encode({"metadata": meta})))
 
     def _decode(self, raw: msgspec.Raw) -> T:
         try:
@@ -475,7 +517,12 @@ class Reflector(Generic[T]):
         if kind in _CHANGES:
             obj = self._decode(envelope.object)
             key = object_key(obj.metadata)
-            if kind == "DELETED":
+            if not self._keep:
+                if kind == "DELETED":
+                    self._versions.pop(key, None)
+                else:
+                    self._versions[key] = (obj.metadata.uid, obj.metadata.resource_version)
+            elif kind == "DELETED":
                 self._store.pop(key, None)
             else:
                 self._store[key] = obj

@@ -26,7 +26,8 @@ from fleet.errors import (
     Unauthorized,
 )
 from fleet.kube._cluster import ClusterConfig
-from fleet.kube._transport import HotTransport, HotTransportSettings
+from fleet.kube._seam import Response
+from fleet.kube._transport import MAX_PIPELINE, BatchRequest, HotTransport, HotTransportSettings
 
 
 @dataclass
@@ -522,3 +523,93 @@ async def test_stream_error_answer_is_readable(serve: ServeFn) -> None:
             assert stream.status == 410
             assert b"Expired" in await stream.aread()
             assert await stream.aread() == b""  # already consumed
+
+
+# -- pipelining (request_batch) ----------------------------------------------------------------
+
+
+def puts(n: int) -> list[BatchRequest]:
+    return [
+        BatchRequest("PUT", f"/lease/{i}", {"fieldManager": "f"}, b'{"i":%d}' % i, "application/json")
+        for i in range(n)
+    ]
+
+
+async def test_batch_is_pipelined_on_one_connection_answers_in_order(serve: ServeFn) -> None:
+    async def echo(seen: Seen) -> tuple[bytes, bool]:
+        return reply(body=seen.body), False
+
+    server, port = await serve(echo)
+    async with HotTransport(config(port), HotTransportSettings(connections=4)) as hot:
+        answers = await hot.request_batch(puts(MAX_PIPELINE + 6))
+        assert [a.content for a in answers if isinstance(a, Response)] == [
+            b'{"i":%d}' % i for i in range(MAX_PIPELINE + 6)
+        ]
+        assert hot.statistics().opened == 1  # two pipelines, one after the other
+    assert server.connections == 1
+    assert server.seen[3].target == "/lease/3?fieldManager=f"
+    assert server.seen[3].headers["content-length"] == "7"
+
+
+async def test_batch_connection_lost_mid_pipeline_keeps_answers_and_fails_the_rest(
+    serve: ServeFn,
+) -> None:
+    async def handler(seen: Seen) -> tuple[bytes, bool]:
+        if seen.target.startswith("/lease/3"):
+            return b"", True  # read the request, then drop the connection unanswered
+        return reply(body=seen.body), False
+
+    server, port = await serve(handler)
+    async with HotTransport(config(port), HotTransportSettings(connections=1)) as hot:
+        answers = await hot.request_batch(puts(6))
+        assert [a.status for a in answers[:3] if isinstance(a, Response)] == [200, 200, 200]
+        assert all(isinstance(a, ProtocolError) for a in answers[3:])
+        # The connection was dropped; the next batch makes a new one and goes through.
+        again = await hot.request_batch(puts(2))
+        assert all(isinstance(a, Response) and a.status == 200 for a in again)
+    assert server.connections == 2
+
+
+async def test_batch_connection_close_answer_sends_the_rest_on_a_fresh_connection(
+    serve: ServeFn,
+) -> None:
+    async def handler(seen: Seen) -> tuple[bytes, bool]:
+        if seen.target.startswith("/lease/1"):
+            return reply(body=seen.body, headers=(("Connection", "close"),)), True
+        return reply(body=seen.body), False
+
+    server, port = await serve(handler)
+    async with HotTransport(config(port), HotTransportSettings(connections=1)) as hot:
+        answers = await hot.request_batch(puts(4))
+        assert [a.content for a in answers if isinstance(a, Response)] == [
+            b'{"i":%d}' % i for i in range(4)
+        ]
+    assert server.connections == 2
+    assert [s.target.split("?")[0] for s in server.seen] == [f"/lease/{i}" for i in range(4)]
+
+
+async def test_batch_401_invalidates_auth_and_resends_those(serve: ServeFn) -> None:
+    async def handler(seen: Seen) -> tuple[bytes, bool]:
+        if seen.headers["authorization"] == "Bearer token-1" and seen.target.startswith("/lease/1"):
+            return reply(401), False
+        return reply(body=seen.headers["authorization"].encode()), False
+
+    _, port = await serve(handler)
+    auth = CountingAuth()
+    async with HotTransport(config(port, auth=auth)) as hot:
+        answers = await hot.request_batch(puts(3))
+        assert [a.content for a in answers if isinstance(a, Response)] == [
+            b"Bearer token-1",
+            b"Bearer token-2",
+            b"Bearer token-1",
+        ]
+    assert auth.invalidations == 1
+
+
+async def test_batch_refused_connection_is_an_error_per_request() -> None:
+    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+    port = listener.socket.getsockname()[1]
+    await listener.aclose()
+    async with HotTransport(config(port)) as hot:
+        answers = await hot.request_batch(puts(2))
+    assert all(isinstance(a, ConnectError) for a in answers)

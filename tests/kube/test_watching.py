@@ -562,3 +562,38 @@ def test_settings_validation() -> None:
         WatchSettings(inactivity_timeout=0)
     with pytest.raises(ConfigError):
         WatchSettings(max_object_size=10)
+
+
+@pytest.mark.parametrize("keep_objects", [True, False])
+async def test_relist_difference_without_keeping_objects(
+    autojump_clock: trio.testing.MockClock, keep_objects: bool
+) -> None:
+    # keep_objects=False keeps (uid, resourceVersion) per key only: the same events come
+    # out, a DELETED of an object not in the new list carrying its metadata alone.
+    before = [pod("same", "1"), pod("changed", "2"), pod("deleted", "3"), pod("a", "4", uid="u1")]
+    after = [pod("same", "1"), pod("changed", "40"), pod("new", "41"), pod("a", "55", uid="u2")]
+    api = FakeApiserver(Lister(("10", before), ("50", after)), [STREAM_410_STATUS, STREAM_HANGS])
+    reflector = Reflector(api, PATH, Pod, settings=settings(), keep_objects=keep_objects)
+    send, receive = trio.open_memory_channel[WatchEvent[Pod]](10)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(reflector.run, send)
+        assert len(drain(receive)) == 4
+        await trio.sleep(1.0)
+        events = []
+        while True:
+            try:
+                events.append(receive.receive_nowait())
+            except trio.WouldBlock:
+                break
+        assert [(e.type, e.obj.metadata.name, e.obj.metadata.uid) for e in events] == [
+            ("DELETED", "deleted", "uid-deleted"),
+            ("MODIFIED", "changed", "uid-changed"),
+            ("ADDED", "new", "uid-new"),
+            ("DELETED", "a", "u1"),
+            ("ADDED", "a", "u2"),
+        ]
+        deleted = events[0].obj
+        assert (deleted.metadata.namespace, deleted.metadata.resource_version) == ("default", "3")
+        assert reflector.statistics().objects == 4
+        assert len(reflector.objects) == (4 if keep_objects else 0)
+        nursery.cancel_scope.cancel()

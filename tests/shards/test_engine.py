@@ -178,6 +178,52 @@ async def test_late_lease_renewal_is_counted(
     assert engine.metrics.lease_renewals_missed.labels(lease="node")._value.get() == 0
 
 
+async def test_next_renewal_is_timed_from_the_due_time_not_the_late_finish(
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
+) -> None:
+    api = MemoryApiserver()
+    api.create(CRS, node_cr("n1"))
+
+    def flaky(method: str, path: str) -> Response | None:
+        if method == "PUT" and path.startswith(NODE_LEASES) and 30 < trio.current_time() < 34:
+            return status_response(500, "InternalError", "etcd is slow")
+        return None
+
+    api.fail = flaky
+    await start(api, nursery)
+    await trio.sleep(80)
+    times = [c.at for c in api.log("PUT", f"{NODE_LEASES}/n1")]
+    late = next(i for i, t in enumerate(times) if t >= 34)
+    failed_from = max(t for t in times if t < 34 and t > 30)
+    first_due = max(t for t in times if t <= 30)
+    # The retried renewal went through after 34 s; the one after it is armed from the due
+    # time of the failed one (<= 10.4 s after it), not 10 s after the late success.
+    assert times[late + 1] - failed_from < 10.4 + 4
+    assert times[late + 1] - first_due <= 2 * 10.4 + 1e-6
+    gaps = [b - a for a, b in itertools.pairwise(times[late + 1 :])]
+    assert all(10.0 <= gap <= 10.4 + 1e-6 for gap in gaps), gaps
+
+
+async def test_lease_written_by_someone_else_is_reread_and_renewed(
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
+) -> None:
+    api = MemoryApiserver()
+    api.create(CRS, node_cr("n1"))
+    engine, _ = await start(api, nursery)
+    await trio.sleep(1)
+    api.patch(f"{NODE_LEASES}/n1", {"spec": {"holderIdentity": "intruder"}})
+    gets = len(api.log("GET", f"{NODE_LEASES}/n1"))
+    await trio.sleep(11)
+    lease = api.get(f"{NODE_LEASES}/n1")
+    assert lease is not None and lease["spec"]["holderIdentity"] == "n1"
+    assert len(api.log("GET", f"{NODE_LEASES}/n1")) == gets + 1  # the re-read after the 409
+    renewed_at = api.log("PUT", f"{NODE_LEASES}/n1")[-1].at
+    await trio.sleep(11)
+    # The cadence goes on from the due time.
+    assert 10.0 <= api.log("PUT", f"{NODE_LEASES}/n1")[-1].at - renewed_at <= 10.4 + 1e-6
+    assert engine.metrics.lease_renewals_late.labels(lease="node")._value.get() == 0
+
+
 async def test_status_on_change_and_every_5_minutes(
     autojump_clock: trio.abc.Clock, nursery: trio.Nursery
 ) -> None:

@@ -1,0 +1,234 @@
+"""Node Lease renewals in a lane of their own: own timers, own writers, pipelined PUTs.
+
+A Lease renewal must not wait behind anything: not behind registrations, not
+behind a flood of pod status PATCHes (those can wait, a Lease cannot: 40 s
+after its last renewal the node goes NotReady). So renewals do not go through
+the engine's timer workers and the shared :class:`~fleet.kube._writequeue.WriteQueue`
+(kwok's known weakness at a few thousand nodes is exactly late renewals);
+:class:`LeaseLane` keeps:
+
+- its own :class:`~shards._timers.DelayQueue` of node keys, each due at its
+  renewal time. The next renewal is armed from the *due* time (due + 10 s
+  with jitter), not from when the last one fired or finished, so a bunch of
+  late renewals does not stay a bunch;
+- one dispatcher task: it sleeps until the earliest due time plus
+  ``window`` (a few tens of ms, well inside the 2 s a renewal may be late),
+  takes everything due by then and hands it to
+- ``writers`` tasks, each sending its share as one pipelined batch
+  (:meth:`~fleet.kube._transport.HotTransport.request_batch` through the
+  fenced requester; sequential requests on any other requester): a second of
+  renewals of a 10,000-node shard costs tens of task switches, not thousands.
+
+What is sent and what an answer means is the owner's business
+(:class:`LeaseOwner`, the node driver): it builds each PUT body and reads each
+answer. The lane adds retries: 429/5xx/transport errors come back after a
+backoff (Retry-After when given), up to ``max_attempts``; the regular renewal
+after that stays where it was. Writes count against the write queue's token
+bucket (``shard.qps``), taken ahead of the pod writes waiting there.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import trio
+
+from fleet.errors import ApiError, FleetError, ServerError, TooManyRequests, TransportError
+from fleet.kube._backoff import BackoffPolicy
+from fleet.kube._ratelimit import TokenBucket
+from fleet.kube._seam import Response
+from fleet.kube._transport import MAX_PIPELINE, BatchRequest
+from shards._timers import DelayQueue
+
+__all__ = ["LANE_WINDOW", "LANE_WRITERS", "BatchSender", "LeaseLane", "LeaseOwner"]
+
+log = logging.getLogger(__name__)
+
+LANE_WRITERS = 4
+"""Writer tasks of the lane: each sends one pipelined batch at a time on one connection."""
+LANE_WINDOW = 0.05
+"""Seconds the dispatcher waits past the earliest due time so renewals due close together
+go as one batch: 50 batches a second at 1,000 renewals/s, each at most 50 ms late."""
+MAX_ATTEMPTS = 5
+"""Requests per renewal before it is given up (the next regular one is already armed)."""
+BACKOFF = BackoffPolicy(initial=0.5, maximum=8.0, jitter=0.5)
+"""As the write queue's: a failed renewal is retried well within the Lease's 40 s."""
+
+
+class BatchSender(Protocol):
+    """What the lane sends through: :class:`shards._context.FencedRequester`."""
+
+    async def request_batch(
+        self, requests: Sequence[BatchRequest]
+    ) -> list[Response | TransportError]: ...
+
+
+class LeaseOwner(Protocol):
+    """Builds renewals and reads their answers (the node driver)."""
+
+    def lease_request(self, key: str) -> BatchRequest | None:
+        """The PUT renewing ``key``'s Lease now, or None when it is not to be renewed."""
+        ...
+
+    async def lease_answered(self, key: str, answer: Response | FleetError) -> bool:
+        """Handle the answer; True when the renewal should be sent again now (after a 409)."""
+        ...
+
+
+class LeaseLane:
+    """Due-time-scheduled, batched, pipelined node Lease renewals; see the module docstring."""
+
+    def __init__(
+        self,
+        sender: BatchSender,
+        owner: LeaseOwner,
+        *,
+        limiter: TokenBucket | None = None,
+        clock: Callable[[], float] = trio.current_time,
+        writers: int = LANE_WRITERS,
+        window: float = LANE_WINDOW,
+        max_attempts: int = MAX_ATTEMPTS,
+        backoff: BackoffPolicy = BACKOFF,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._rng = rng if rng is not None else random.Random()
+        self._sender = sender
+        self._owner = owner
+        self._limiter = limiter
+        self._clock = clock
+        self._writers = writers
+        self._window = window
+        self._max_attempts = max_attempts
+        self._backoff = backoff
+        self.timers: DelayQueue[str] = DelayQueue(clock=clock)
+        self._ready: deque[str] = deque()
+        self._has_ready = trio.Event()
+        self._attempts: dict[str, int] = {}
+        """Keys whose renewal failed and is being retried: attempts made so far."""
+        self._regular: dict[str, float] = {}
+        """Keys being retried: the due time of their next regular renewal."""
+        self.batches = 0
+        self.sent = 0
+
+    # -- scheduling (sync) -----------------------------------------------------------------
+
+    def schedule(self, key: str, when: float) -> None:
+        """Renew ``key`` at ``when``, replacing any renewal it had (a retry included)."""
+        self._attempts.pop(key, None)
+        self._regular.pop(key, None)
+        self.timers.schedule(key, when)
+
+    def cancel(self, key: str) -> None:
+        self._attempts.pop(key, None)
+        self._regular.pop(key, None)
+        self.timers.cancel(key)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.timers
+
+    def retrying(self, key: str) -> bool:
+        """Whether ``key``'s renewal failed and is being sent again (its next one is armed)."""
+        return key in self._attempts
+
+    # -- running -----------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            for _ in range(self._writers):
+                nursery.start_soon(self._writer)
+            nursery.start_soon(self._dispatch)
+            task_status.started()
+
+    async def _dispatch(self) -> None:
+        timers = self.timers
+        while True:
+            now = self._clock()
+            due = timers.pop_due(now)
+            if due:
+                self._ready.extend(key for key, _when in due)
+                self._has_ready.set()
+            deadline = timers.next_due()
+            if deadline is None:
+                deadline = math.inf
+            else:
+                deadline = max(deadline + self._window, now + self._window)
+            await timers.wait_until(deadline)
+
+    async def _writer(self) -> None:
+        ready = self._ready
+        while True:
+            while not ready:
+                if self._has_ready.is_set():
+                    self._has_ready = trio.Event()
+                await self._has_ready.wait()
+            share = min(MAX_PIPELINE, max(1, -(-len(ready) // self._writers)))
+            keys: list[str] = []
+            requests: list[BatchRequest] = []
+            while ready and len(keys) < share:
+                key = ready.popleft()
+                request = self._owner.lease_request(key)
+                if request is not None:
+                    keys.append(key)
+                    requests.append(request)
+            if not keys:
+                continue
+            if self._limiter is not None:
+                for _ in keys:
+                    await self._limiter.acquire()
+            answers = await self._sender.request_batch(requests)
+            self.batches += 1
+            self.sent += len(keys)
+            for key, answer in zip(keys, answers, strict=True):
+                await self._answered(key, answer)
+
+    async def _answered(self, key: str, answer: Response | TransportError) -> None:
+        error: FleetError
+        if isinstance(answer, Response):
+            if answer.status != 429 and answer.status < 500:
+                await self._settled(key, answer)
+                return
+            try:
+                answer.raise_for_status()
+                return  # unreachable: 429 and 5xx raise
+            except (TooManyRequests, ServerError) as exc:
+                error = exc
+        else:
+            error = answer
+        attempts = self._attempts.get(key, 0) + 1
+        if attempts >= self._max_attempts:
+            log.warning("lease %s: renewal failed after %d attempts: %s", key, attempts, error)
+            await self._settled(key, error)
+            return
+        regular_due = self.timers.due_time(key)
+        if regular_due is None and key not in self._regular:
+            return  # cancelled meanwhile (node stopped, fence closed): nothing to retry
+        retry_after = error.retry_after if isinstance(error, ApiError) else None
+        if retry_after is None:
+            b = self._backoff
+            base = min(b.initial * b.factor ** (attempts - 1), b.maximum)
+            retry_after = base * (1.0 + b.jitter * self._rng.random())
+        if regular_due is not None:
+            self._regular[key] = regular_due
+        self._attempts[key] = attempts
+        self.timers.schedule(key, self._clock() + retry_after)
+
+    async def _settled(self, key: str, answer: Response | FleetError) -> None:
+        """The renewal ended: the owner reads the answer; the regular renewal comes back."""
+        attempts = self._attempts.pop(key, 0) + 1
+        regular = self._regular.pop(key, None)
+        try:
+            again = await self._owner.lease_answered(key, answer)
+        except FleetError as exc:  # the re-read after a 409 failed: wait for the next one
+            log.info("lease %s: %s", key, exc)
+            again = False
+        if regular is not None and key not in self.timers:
+            self.timers.schedule(key, regular)
+        if again and attempts < self._max_attempts:
+            self._attempts[key] = attempts  # a retry: its next regular renewal stays armed
+            self._ready.append(key)
+            self._has_ready.set()
