@@ -62,7 +62,7 @@ from bench._scenarios import ScenarioSpec
 from bench._slo import SloThresholds, slo_table
 from fleet import __version__
 from fleet.api import API_VERSION, GROUP, VERSION, crd_manifests
-from fleet.errors import AlreadyExists, ApiError, FleetError, MethodNotAllowed, NotFound
+from fleet.errors import AlreadyExists, FleetError, MethodNotAllowed, NotFound
 from fleet.kube._client import Client
 from fleet.kube._ratelimit import TokenBucket
 from fleet.kube._views import ObjectMeta
@@ -376,7 +376,7 @@ class _Run:
                     start = trio.current_time()
                     try:
                         await write(item)
-                    except ApiError as exc:
+                    except FleetError as exc:  # an error answer, or none (a cut connection)
                         self.writes.failed += 1
                         if len(self.writes.errors) < 20:
                             self.writes.errors.append(f"{phase}: {exc}")

@@ -41,6 +41,7 @@ Entry points: :func:`run` (used by ``kubemock-fleet bench shard``) and
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import socket
@@ -108,6 +109,18 @@ class SteadyCase:
     """The shard's own count over the window: Leases that expired before renewal."""
     loadavg: tuple[float, float, float]
     """The machine's load average at the end of the window (others' jobs included)."""
+    renewals_late_startup_shard: int = 0
+    """The shard's own count from its start until every pod was Running."""
+    lane_startup: dict[str, dict[str, float]] = field(default_factory=dict)
+    """The shard's Lease lane from its start until every pod was Running, by stage
+    (``due_to_sent``: its backlog; ``sent_to_answered``: the stub + reading the answer):
+    count, mean, p99 (a bucket's upper bound), over_1s, over_2s."""
+    lane_steady: dict[str, dict[str, float]] = field(default_factory=dict)
+    """The same over the steady-state window."""
+    stub_startup: dict[str, Any] = field(default_factory=dict)
+    """The stub's own delays until every pod was Running: busy fraction, loop stalls."""
+    stub_steady: dict[str, Any] = field(default_factory=dict)
+    """The same over the steady-state window."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +249,31 @@ class _Pair:
                 total += float(line.rsplit(" ", 1)[1])
         return total
 
+    def lane_lag(self) -> dict[str, dict[str, float]]:
+        """``kubemock_fleet_lease_lane_seconds`` by stage: cumulative buckets, sum, count."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            text = answer.read().decode()
+        out: dict[str, dict[str, float]] = {}
+        prefix = "kubemock_fleet_lease_lane_seconds"
+        for line in text.splitlines():
+            if not line.startswith(prefix):
+                continue
+            head, value = line.rsplit(" ", 1)
+            name, _, labels = head.partition("{")
+            fields = dict(
+                part.split("=", 1) for part in labels.rstrip("}").split(",") if "=" in part
+            )
+            stage = fields.get("stage", "").strip('"')
+            row = out.setdefault(stage, {})
+            if name.endswith("_bucket"):
+                row["le=" + fields["le"].strip('"')] = float(value)
+            elif name.endswith("_sum"):
+                row["sum"] = float(value)
+            elif name.endswith("_count"):
+                row["count"] = float(value)
+        return out
+
     def cpu(self) -> float:
         self.check()
         return _cpu_s(self.shard.pid)
@@ -274,6 +312,45 @@ class _Pair:
 # -- cases ---------------------------------------------------------------------------------------
 
 
+def _lag_summary(
+    before: dict[str, dict[str, float]], after: dict[str, dict[str, float]]
+) -> dict[str, dict[str, float]]:
+    """Per stage between two scrapes: count, mean, p99 (bucket bound), over 1 s, over 2 s."""
+    out: dict[str, dict[str, float]] = {}
+    for stage, row in after.items():
+        base = before.get(stage, {})
+        delta = {k: v - base.get(k, 0.0) for k, v in row.items()}
+        count = delta.get("count", 0.0)
+        bounds = sorted(
+            (float(k[3:]), v) for k, v in delta.items() if k.startswith("le=") and k != "le=+Inf"
+        )
+        p99 = math.inf
+        for bound, cumulative in bounds:
+            if cumulative >= 0.99 * count:
+                p99 = bound
+                break
+        under = dict(bounds)
+        out[stage] = {
+            "count": count,
+            "mean_s": round(delta.get("sum", 0.0) / count, 4) if count else 0.0,
+            "p99_le_s": p99 if count else 0.0,
+            "over_1s": count - under.get(1.0, count),
+            "over_2s": count - under.get(2.0, count),
+        }
+    return out
+
+
+def _stub_delays(stats: dict[str, Any]) -> dict[str, Any]:
+    busy = sorted(stats.get("busy_s", {}).items(), key=lambda kv: -kv[1])[:4]
+    return {
+        "busy_fraction": round(stats.get("busy_fraction", 0.0), 3),
+        "busiest": dict(busy),
+        "stall_max_s": round(stats.get("stall_max_s", 0.0), 3),
+        "stalled_s": round(stats.get("stalled_s", 0.0), 2),
+        "stalls_over": stats.get("stalls", {}),
+    }
+
+
 def _steady(nodes: int, pods: int, duration: float, settle: float, timeout: float) -> SteadyCase:
     pair = _Pair(nodes, pods)
     try:
@@ -284,9 +361,12 @@ def _steady(nodes: int, pods: int, duration: float, settle: float, timeout: floa
             "nodes registered",
         )
         registered_s, registered_cpu = time.monotonic() - pair.started, pair.cpu()
-        pair.wait_for(lambda s: s["pods_running"] >= pods, timeout, "pods Running")
+        startup = pair.wait_for(lambda s: s["pods_running"] >= pods, timeout, "pods Running")
         running_s, running_cpu = time.monotonic() - pair.started, pair.cpu()
+        lane_startup = _lag_summary({}, pair.lane_lag())
+        late_startup = pair.shard_metric("kubemock_fleet_lease_renewals_late_total")
         time.sleep(settle)
+        lag0 = pair.lane_lag()
         late0 = pair.shard_metric("kubemock_fleet_lease_renewals_late_total")
         missed0 = pair.shard_metric("kubemock_fleet_lease_renewals_missed_total")
         pair.stub_call("/_stub/reset", "POST")
@@ -297,6 +377,7 @@ def _steady(nodes: int, pods: int, duration: float, settle: float, timeout: floa
             samples.append((time.monotonic(), pair.cpu()))
         cpu1, t1 = samples[-1][1], samples[-1][0]
         stats = pair.stub_call("/_stub/stats")
+        lane_steady = _lag_summary(lag0, pair.lane_lag())
         late = pair.shard_metric("kubemock_fleet_lease_renewals_late_total") - late0
         missed = pair.shard_metric("kubemock_fleet_lease_renewals_missed_total") - missed0
         rss = _status_kib(pid, "VmRSS:")
@@ -331,6 +412,11 @@ def _steady(nodes: int, pods: int, duration: float, settle: float, timeout: floa
         renewals_late_shard=int(late),
         renewals_missed_shard=int(missed),
         loadavg=(round(load[0], 2), round(load[1], 2), round(load[2], 2)),
+        renewals_late_startup_shard=int(late_startup),
+        lane_startup=lane_startup,
+        lane_steady=lane_steady,
+        stub_startup=_stub_delays(startup),
+        stub_steady=_stub_delays(stats),
     )
 
 
@@ -428,6 +514,27 @@ def format_report(result: BenchResult) -> str:
             f"| Lease lateness max / p99 (stub) | {s.lateness_max_s:.2f} / {s.lateness_p99_s:.2f} s | <= 2 s |",
             f"| writes/s | {s.writes_per_s:,.0f} | |",
         ]
+        lines.append(
+            f"| Lease renewals > 2 s late during start-up (shard) | {s.renewals_late_startup_shard:,} | 0 |"
+        )
+        for when, lane, stub in (
+            ("start-up", s.lane_startup, s.stub_startup),
+            ("steady", s.lane_steady, s.stub_steady),
+        ):
+            for stage in ("due_to_sent", "sent_to_answered"):
+                row = lane.get(stage)
+                if row:
+                    lines.append(
+                        f"| lane {stage} ({when}): mean / p99 <= / > 1 s / > 2 s | "
+                        f"{row['mean_s']:.3f} / {row['p99_le_s']:g} s / {row['over_1s']:,.0f} / "
+                        f"{row['over_2s']:,.0f} of {row['count']:,.0f} | |"
+                    )
+            if stub:
+                lines.append(
+                    f"| stub ({when}): busy / longest stall / stalled | "
+                    f"{100 * stub['busy_fraction']:.0f} % / {stub['stall_max_s']:.2f} s / "
+                    f"{stub['stalled_s']:.1f} s | |"
+                )
     r = result.running
     if r is not None:
         lines.append(

@@ -25,7 +25,6 @@ import trio
 from fleet._metrics import FleetMetrics
 from fleet._settings import FleetSettings
 from fleet.errors import FleetError, TransportError
-from fleet.kube._instrumented import ERROR_CODE, InstrumentedRequester, RequestRecorder, classify
 from fleet.kube._paths import resource_path
 from fleet.kube._seam import Requester, Response, StreamResponse
 from fleet.kube._transport import BatchRequest
@@ -113,10 +112,11 @@ class FencedRequester:
 
         Pipelined when the requester underneath has ``request_batch``
         (:class:`~fleet.kube._transport.HotTransport`, also behind an
-        :class:`~fleet.kube._instrumented.InstrumentedRequester`, whose recorder is
-        then told of each request as it would be); one by one otherwise.
+        :class:`~fleet.kube._instrumented.InstrumentedRequester`, which reports each
+        request); one by one otherwise.
         """
         if any(r.method not in _READS for r in requests) and not self._allowed():
+            await trio.lowlevel.checkpoint()
             await trio.lowlevel.checkpoint()
             return [Fenced("shard lease not fresh, not sending")] * len(requests)
         if self._manager is not None:
@@ -132,22 +132,10 @@ class FencedRequester:
                 else r
                 for r in requests
             ]
-        inner: object = self.inner
-        recorder: RequestRecorder | None = None
-        if isinstance(inner, InstrumentedRequester) and _batching(inner.inner):
-            # InstrumentedRequester has no batch call of its own (yet): report for it.
-            recorder, inner = getattr(inner, "_recorder", None), inner.inner
-        batch = getattr(inner, "request_batch", None) if _batching(inner) else None
-        if batch is None:
+        batch = getattr(self.inner, "request_batch", None)
+        if not callable(batch):
             return [await self._one(r) for r in requests]
-        start = self._clock()
         answers: list[Response | TransportError] = await batch(requests)
-        if recorder is not None:
-            took = self._clock() - start
-            for r, answer in zip(requests, answers, strict=True):
-                verb, resource = classify(r.method, r.path, r.params, r.content_type)
-                code = str(answer.status) if isinstance(answer, Response) else ERROR_CODE
-                recorder.observe_request(verb, resource, code, took)
         return answers
 
     async def _one(self, r: BatchRequest) -> Response | TransportError:
@@ -157,10 +145,6 @@ class FencedRequester:
             )
         except TransportError as exc:
             return exc
-
-
-def _batching(requester: object) -> bool:
-    return callable(getattr(requester, "request_batch", None))
 
 
 class EventRecorder:

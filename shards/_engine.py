@@ -54,6 +54,7 @@ from fleet.kube._writequeue import WriteQueue, WriteQueueSettings
 from shards._context import EventRecorder, FencedRequester, ShardContext, TimerKey
 from shards._cr import CrView, cr_path
 from shards._kubelets import NodeDriver
+from shards._leaselane import LaneFirstBucket
 from shards._pods import PodDriver
 from shards._podstatus import utc_now
 from shards._scripts import ScriptLibrary
@@ -125,6 +126,8 @@ class ShardEngine:
             clock=clock,
             rng=self._rng,
         )
+        limiter = LaneFirstBucket(s.qps, s.burst, clock=clock)
+        self.writes.limiter = limiter  # the Lease lane's writes go first (see LaneFirstBucket)
         self.timers: DelayQueue[TimerKey] = DelayQueue(clock=clock)
         self.ctx = ShardContext(
             shard=shard,
@@ -146,6 +149,8 @@ class ShardEngine:
         self.pods = PodDriver(self.ctx, self.scripts)
         self.scripts.on_change = self.pods.scripts_changed
         self.nodes = NodeDriver(self.ctx, self.pods)
+        limiter.lane = self.nodes.leases
+        self.pods.give_way = self.nodes.leases.give_way
         self.crs: Reflector[CrView] = Reflector(
             gated_control,
             cr_path(),
@@ -207,7 +212,9 @@ class ShardEngine:
 
     async def _worker(self, receive: trio.MemoryReceiveChannel[TimerKey]) -> None:
         async with receive:
+            give_way = self.nodes.leases.give_way
             async for kind, key in receive:
+                await give_way()  # overdue Lease renewals first (trio has no priorities)
                 try:
                     if kind.startswith("pod"):
                         await self.pods.handle(kind, key)

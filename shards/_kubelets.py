@@ -37,12 +37,14 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import weakref
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import msgspec
+from prometheus_client import CollectorRegistry, Histogram
 
 from fleet.api import MockNode, load_node
 from fleet.errors import AlreadyExists, Conflict, FleetError, InputError, NotFound
@@ -97,6 +99,27 @@ READOPT_SPREAD = 1.0
 and after a lost shard Lease came back): a burst of GETs, not one instant of them."""
 RESYNC_DELAY = 1.0
 """Seconds before a sync that hit a conflict or an error runs again."""
+LANE_LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+_lane_lag: weakref.WeakKeyDictionary[CollectorRegistry, Histogram] = weakref.WeakKeyDictionary()
+
+
+def lane_lag_histogram(registry: CollectorRegistry) -> Histogram:
+    """``kubemock_fleet_lease_lane_seconds{stage}`` on ``registry`` (one per registry).
+
+    ``stage="due_to_sent"``: a node Lease renewal's due time to its PUT written
+    (the lane's backlog); ``stage="sent_to_answered"``: written to its answer read
+    (the server, plus the shard's own delay in reading).
+    """
+    histogram = _lane_lag.get(registry)
+    if histogram is None:
+        histogram = _lane_lag[registry] = Histogram(
+            "kubemock_fleet_lease_lane_seconds",
+            "Node Lease renewals: due -> PUT written, written -> answer read.",
+            ["stage"],
+            buckets=LANE_LAG_BUCKETS,
+            registry=registry,
+        )
+    return histogram
 
 _decode_any = msgspec.json.Decoder(dict[str, Any]).decode
 
@@ -250,6 +273,15 @@ class NodeDriver:
             hot, self, limiter=ctx.writes.limiter, clock=ctx.clock, rng=ctx.rng
         )
         """Every node Lease renewal: its own timers and writers (run by the engine)."""
+        lag = lane_lag_histogram(ctx.metrics.registry)
+        due_to_sent = lag.labels(stage="due_to_sent").observe
+        sent_to_answered = lag.labels(stage="sent_to_answered").observe
+
+        def on_lag(backlog: float, answer: float) -> None:
+            due_to_sent(backlog)
+            sent_to_answered(answer)
+
+        self.leases.on_lag = on_lag
 
     # -- reflector events (consumer task: no I/O here) --------------------------------------
 
@@ -657,7 +689,8 @@ class NodeDriver:
         if state is None or not state.driving or state.spec is None or not ctx.fresh():
             return
         desired = node_status(state.spec, ctx.wall(), state.status)
-        if periodic or status_changed(state.status, desired) or ("status", key) not in ctx.timers:
+        first = ("status", key) not in ctx.timers
+        if periodic or status_changed(state.status, desired) or first:
             patch = node_status_patch(state.status, desired)
             if patch:
 
@@ -675,7 +708,13 @@ class NodeDriver:
                     on_result=done,
                 )
                 await ctx.writes.submit(f"nodes/{state.name}/status", write)
-            ctx.timers.schedule(("status", key), ctx.clock() + state.interval)
+            interval = state.interval
+            if first and not periodic:
+                # The first periodic report of a node just registered (or re-adopted) comes
+                # anywhere in the next interval, so a registration burst does not come back
+                # as a status burst every interval (a kubelet's own start times are spread).
+                interval *= 0.1 + 0.9 * ctx.rng.random()
+            ctx.timers.schedule(("status", key), ctx.clock() + interval)
 
     # -- CR status -----------------------------------------------------------------------------
 

@@ -45,7 +45,15 @@ from fleet.kube._seam import Response
 from fleet.kube._transport import MAX_PIPELINE, BatchRequest
 from shards._timers import DelayQueue
 
-__all__ = ["LANE_WINDOW", "LANE_WRITERS", "BatchSender", "LeaseLane", "LeaseOwner"]
+__all__ = [
+    "GIVE_WAY_AFTER",
+    "LANE_WINDOW",
+    "LANE_WRITERS",
+    "BatchSender",
+    "LaneFirstBucket",
+    "LeaseLane",
+    "LeaseOwner",
+]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +66,31 @@ MAX_ATTEMPTS = 5
 """Requests per renewal before it is given up (the next regular one is already armed)."""
 BACKOFF = BackoffPolicy(initial=0.5, maximum=8.0, jitter=0.5)
 """As the write queue's: a failed renewal is retried well within the Lease's 40 s."""
+GIVE_WAY_AFTER = 0.1
+"""Seconds past due (beyond the dispatcher's window) after which the lane counts as behind:
+other work (timers, the pod consumer, the write queue's writers) waits for it to catch up."""
+GIVE_WAY_MAX = 1.0
+"""Longest a task waits in :meth:`LeaseLane.give_way` at a time, so nothing starves."""
+
+
+class LaneFirstBucket(TokenBucket):
+    """The write queue's token bucket, giving way to the Lease lane.
+
+    Writes through :meth:`acquire` (the write queue's) first wait while the lane is
+    behind (:meth:`LeaseLane.give_way`); the lane takes its tokens with
+    :meth:`acquire_first`, from the same bucket, without waiting for anyone.
+    """
+
+    lane: LeaseLane | None = None
+
+    async def acquire(self) -> None:
+        lane = self.lane
+        if lane is not None:
+            await lane.give_way()
+        await super().acquire()
+
+    async def acquire_first(self) -> None:
+        await super().acquire()
 
 
 class BatchSender(Protocol):
@@ -112,6 +145,15 @@ class LeaseLane:
         """Keys whose renewal failed and is being retried: attempts made so far."""
         self._regular: dict[str, float] = {}
         """Keys being retried: the due time of their next regular renewal."""
+        self._due: dict[str, float] = {}
+        """Keys handed to the writers: the time they were due (for :attr:`on_lag`)."""
+        self.on_lag: Callable[[float, float], None] | None = None
+        """Told ``(due -> request written, written -> answer read)`` in seconds for each
+        renewal sent: the lane's own backlog apart from the server's (and reading's) delay."""
+        self._clear = trio.Event()
+        """Set when the lane caught up (see :meth:`give_way`); replaced while it is behind."""
+        self.gave_way = 0
+        """Times a task waited for the lane in :meth:`give_way`."""
         self.batches = 0
         self.sent = 0
 
@@ -135,6 +177,35 @@ class LeaseLane:
         """Whether ``key``'s renewal failed and is being sent again (its next one is armed)."""
         return key in self._attempts
 
+    # -- priority ----------------------------------------------------------------------------
+
+    def behind(self) -> bool:
+        """Renewals are due and not yet written (popped, or overdue past the dispatcher)."""
+        if self._ready:
+            return True
+        due = self.timers.next_due()
+        return due is not None and due < self._clock() - self._window - GIVE_WAY_AFTER
+
+    async def give_way(self) -> None:
+        """Wait (at most :data:`GIVE_WAY_MAX`) while the lane is behind; at once otherwise.
+
+        trio has no task priorities: the shard's other busy tasks (registrations, the
+        pod flood) call this before each unit of work, so a CPU-bound process spends
+        its time on overdue renewals first.
+        """
+        if not self.behind():
+            return
+        self.gave_way += 1
+        with trio.move_on_after(GIVE_WAY_MAX):
+            while self.behind():
+                if self._clear.is_set():
+                    self._clear = trio.Event()
+                await self._clear.wait()
+
+    def _maybe_clear(self) -> None:
+        if not self._clear.is_set() and not self.behind():
+            self._clear.set()
+
     # -- running -----------------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -150,6 +221,7 @@ class LeaseLane:
             now = self._clock()
             due = timers.pop_due(now)
             if due:
+                self._due.update(due)
                 self._ready.extend(key for key, _when in due)
                 self._has_ready.set()
             deadline = timers.next_due()
@@ -168,21 +240,38 @@ class LeaseLane:
                 await self._has_ready.wait()
             share = min(MAX_PIPELINE, max(1, -(-len(ready) // self._writers)))
             keys: list[str] = []
+            dues: list[float | None] = []
             requests: list[BatchRequest] = []
             while ready and len(keys) < share:
                 key = ready.popleft()
+                due_at = self._due.pop(key, None)
                 request = self._owner.lease_request(key)
                 if request is not None:
                     keys.append(key)
+                    dues.append(due_at)
                     requests.append(request)
+            self._maybe_clear()
             if not keys:
                 continue
-            if self._limiter is not None:
+            limiter = self._limiter
+            if limiter is not None:
+                acquire = (
+                    limiter.acquire_first
+                    if isinstance(limiter, LaneFirstBucket)
+                    else limiter.acquire
+                )
                 for _ in keys:
-                    await self._limiter.acquire()
+                    await acquire()
+            sent = self._clock()
             answers = await self._sender.request_batch(requests)
             self.batches += 1
             self.sent += len(keys)
+            on_lag = self.on_lag
+            if on_lag is not None:
+                took = self._clock() - sent
+                for due_at in dues:
+                    if due_at is not None:
+                        on_lag(max(0.0, sent - due_at), took)
             for key, answer in zip(keys, answers, strict=True):
                 await self._answered(key, answer)
 

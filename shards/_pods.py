@@ -30,8 +30,9 @@ stays Pending with a reason; every other pod keeps going.
 from __future__ import annotations
 
 import logging
+import sys
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -69,6 +70,9 @@ EVENT_BUFFER = 4096
 _STRATEGIC = "application/strategic-merge-patch+json"
 _JSON = "application/json"
 _decode_status = msgspec.json.Decoder(dict[str, Any]).decode
+_encode_spec = msgspec.json.Encoder().encode
+INTERN_LIMIT = 50_000
+"""Distinct pod specs (and label sets) shared before the tables start afresh."""
 
 
 class _PhaseOnly(msgspec.Struct):
@@ -206,6 +210,13 @@ class PodDriver:
         self._send: trio.MemorySendChannel[WatchEvent[PodObject]] | None = None
         self._node_watches: dict[str, trio.CancelScope] = {}
         self.per_node = ctx.settings.shard.pod_watch == "per-node"
+        self.give_way: Callable[[], Awaitable[None]] | None = None
+        self._specs: dict[bytes, _PodSpec] = {}
+        """Pod specs by their JSON (see :meth:`_slim`)."""
+        self._spec_views: dict[int, tuple[_PodSpec, PodView]] = {}
+        """A shared spec's id -> it and the view of its first pod (see :meth:`_view`)."""
+        self._labels: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
+        """Awaited before each pod event (the Lease lane's :meth:`~shards._leaselane.LeaseLane.give_way`)."""
 
     # -- watching ----------------------------------------------------------------------------
 
@@ -256,6 +267,8 @@ class PodDriver:
     async def _consume(self, receive: trio.MemoryReceiveChannel[WatchEvent[PodObject]]) -> None:
         async with receive:
             async for event in receive:
+                if self.give_way is not None:
+                    await self.give_way()  # overdue Lease renewals first
                 self.on_event(event)
 
     def on_event(self, event: WatchEvent[PodObject]) -> None:
@@ -277,7 +290,7 @@ class PodDriver:
             return
         # The status is a slice of the list page or watch line it came in: copy it out, so
         # that buffer (~2 KiB a pod) is not kept alive by it.
-        obj = msgspec.structs.replace(obj, status=obj.status.copy())
+        obj = self._slim(obj)
         self._by_node.setdefault(node, set()).add(key)
         if node not in self._nodes:
             if not self.per_node:
@@ -285,6 +298,57 @@ class PodDriver:
             return
         self._seen.pop(key, None)
         self._track(key, obj)
+
+    def _slim(self, obj: PodObject) -> PodObject:
+        """``obj`` with its status copied out and the parts pods share, shared.
+
+        Pods of one template on one node have equal specs, and pods of one template
+        equal labels: kept once each (a decoded spec is ~1 KiB of Python objects a pod;
+        100,000 pods on 10,000 nodes hold ~10,000 distinct ones). Read-only, as every
+        decoded object here is. The tables are emptied when they grow past
+        :data:`INTERN_LIMIT` (churn), which costs sharing, never correctness.
+        """
+        spec_key = _encode_spec(obj.spec)
+        spec = self._specs.get(spec_key)
+        if spec is None:
+            if len(self._specs) >= INTERN_LIMIT:
+                self._specs.clear()
+                self._spec_views.clear()
+            spec = self._specs[spec_key] = obj.spec
+        meta = obj.metadata
+        labels = meta.labels
+        if labels:
+            label_key = tuple(labels.items())
+            shared = self._labels.get(label_key)
+            if shared is None:
+                if len(self._labels) >= INTERN_LIMIT:
+                    self._labels.clear()
+                shared = self._labels[label_key] = labels
+            meta = msgspec.structs.replace(meta, labels=shared, namespace=sys.intern(meta.namespace))
+        else:
+            meta = msgspec.structs.replace(meta, namespace=sys.intern(meta.namespace))
+        return msgspec.structs.replace(obj, metadata=meta, spec=spec, status=obj.status.copy())
+
+    def _view(self, obj: PodObject) -> PodView:
+        """:func:`_view`, with the container parts shared by pods that share a spec."""
+        spec = obj.spec
+        entry = self._spec_views.get(id(spec))
+        if entry is None or entry[0] is not spec:
+            view = _view(obj)
+            if self._specs.get(_encode_spec(spec)) is spec:  # interned: id stays its own
+                self._spec_views[id(spec)] = (spec, view)
+            return view
+        shared = entry[1]
+        meta = obj.metadata
+        return PodView(
+            uid=meta.uid,
+            name=meta.name,
+            namespace=meta.namespace,
+            containers=shared.containers,
+            init_containers=shared.init_containers,
+            readiness_gates=shared.readiness_gates,
+            host_network=shared.host_network,
+        )
 
     def _track(self, key: str, obj: PodObject) -> None:
         record = self.pods.get(key)
@@ -299,7 +363,7 @@ class PodDriver:
                 uid=obj.metadata.uid,
                 node=obj.spec.node_name,
                 obj=msgspec.structs.replace(obj, status=_NO_STATUS),
-                view=_view(obj),
+                view=self._view(obj),
                 creation=creation,
                 plan=plan,
             )

@@ -16,7 +16,7 @@ Two kinds of benchmark share the command:
 - Load scenarios against a control plane (:mod:`bench`): the built-in
   ``node-density``, ``pod-startup``, ``churn``, ``heartbeat-soak``,
   ``kwok-ci``, or a YAML file naming one of them as its ``type``
-  (docs/bench.md). With ``--kubeconfig``/``--context`` the bench runs against
+  (docs/bench.md); ``--nodes``, ``--pods`` and ``--rate`` override it. With ``--kubeconfig``/``--context`` the bench runs against
   that cluster, where a fleet must already run; without, it starts what
   ``kubemock-fleet up`` starts (sandbox apiserver and control plane in this
   process, ``--shards N`` shard child processes, no nodes). It writes ``report.json``, ``summary.md``
@@ -26,7 +26,9 @@ Two kinds of benchmark share the command:
 
 from __future__ import annotations
 
+import signal
 import tempfile
+from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -83,7 +85,8 @@ def bench(
     events: int = typer.Option(20000, "--events", min=1, help="sandbox: changes per timed watch repeat."),
     rates: list[int] | None = typer.Option(
         None, "--rate", help="sandbox: in-server writes/s of the watch case, 0 = as fast as it can "
-        "(repeat the flag; default 10000 and 0)."),
+        "(repeat the flag; default 10000 and 0). Scenarios: the bench's writes/s (once; overrides the "
+        "scenario)."),
     duration: float = typer.Option(600.0, "--duration", min=1, help="shard: seconds of steady state measured."),
 ) -> None:
     """Run a benchmark: the transport or sandbox micro-benchmark, or a load scenario against a control plane."""
@@ -98,11 +101,20 @@ def bench(
         return
     from bench import load_scenario  # heavy imports only when the command runs
 
-    spec = load_scenario(scenario, {"nodes": nodes, "pods": pods})
+    spec = load_scenario(scenario, {"nodes": nodes, "pods": pods, "rate": _scenario_rate(rates)})
     report = _run_scenario(spec, output=output, shards=shards, plots=plots, progress=progress,
                            kubeconfig=kubeconfig, context=context, as_json=as_json)
     if not (report.completed and report.slo_passed):
         raise typer.Exit(1)
+
+
+def _scenario_rate(rates: list[int] | None) -> float | None:
+    """A scenario's ``--rate`` override: at most one value, >= 1 (None: the scenario's own)."""
+    if not rates:
+        return None
+    if len(rates) > 1 or rates[0] < 1:
+        raise InputError("scenarios take one --rate, >= 1 (bench writes per second)")
+    return float(rates[0])
 
 
 def _transport(
@@ -216,6 +228,37 @@ async def _own_cluster(
         task_status.started((up, running))
 
 
+class _Interrupted(Exception):
+    """SIGINT or SIGTERM stopped the scenario; it cleaned up and wrote its partial report."""
+
+
+async def _until_signal(scenario: Callable[[], Awaitable[Any]]) -> Any:
+    """Run ``scenario`` until it ends or SIGINT/SIGTERM arrives.
+
+    A signal cancels the scenario alone, so its shielded cleanup runs while the bench's
+    own apiserver still answers (a KeyboardInterrupt would tear everything down at
+    once); then :class:`_Interrupted` tells the CLI to exit 130.
+    """
+    signalled = False
+    result: Any = None
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def watch() -> None:
+                nonlocal signalled
+                async for _ in signals:
+                    signalled = True
+                    nursery.cancel_scope.cancel()
+                    return
+
+            nursery.start_soon(watch)
+            result = await scenario()
+            nursery.cancel_scope.cancel()
+    if signalled:
+        raise _Interrupted
+    return result
+
+
 def _run_scenario(
     spec: Any, *, output: Path | None, shards: int, plots: bool, progress: bool,
     kubeconfig: Path | None, context: str | None, as_json: bool,
@@ -253,23 +296,27 @@ def _run_scenario(
             try:
                 async with Client(config) as client:
                     with bar:
-                        report = await run_scenario(client, spec, options)
+                        report = await _until_signal(partial(run_scenario, client, spec, options))
             finally:
                 if up is not None:
                     up.stop()  # shards stop before the apiserver goes
         return report
 
+    interrupted = f"interrupted: objects of run {run_id} deleted; partial report in {out}"
     try:
         report = trio.run(main)
+    except (_Interrupted, KeyboardInterrupt):
+        console.print(interrupted)
+        raise typer.Exit(130) from None
     except BaseExceptionGroup as group:
-        # A nursery wraps what failed in it; the CLI's error boundary wants the one FleetError.
+        # A nursery wraps what ended it; the CLI's error boundary wants one clear outcome.
+        if group.subgroup((_Interrupted, KeyboardInterrupt)) is not None:
+            console.print(interrupted)
+            raise typer.Exit(130) from None
         errors = group.subgroup(FleetError)
         if errors is not None and len(errors.exceptions) == 1 and group.split(FleetError)[1] is None:
             raise errors.exceptions[0] from None
         raise
-    except KeyboardInterrupt:
-        console.print(f"interrupted: objects of run {run_id} deleted; partial report in {out}")
-        raise typer.Exit(130) from None
     if as_json:
         typer.echo(msgspec.json.encode(report).decode())
     else:

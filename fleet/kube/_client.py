@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 import httpx
 import msgspec
+import trio
 
 from fleet import __version__
 from fleet.errors import (
@@ -54,6 +55,10 @@ PATCH_CONTENT_TYPES: Mapping[PatchType, str] = {
 
 _JSON = "application/json"
 _USER_AGENT = f"kubemock-fleet/{__version__}"
+_CLOSE_GRACE = 5.0
+"""Seconds a stream's close may take even when its reader was cancelled (it is local work)."""
+_MAX_CONNECTIONS = 100
+"""httpx's default pool size; all of them are kept alive between requests."""
 
 
 class _FixedBody(httpx.AsyncByteStream):
@@ -175,16 +180,21 @@ class _HttpxStream:
         outer iterator until it ends: on the closed connection every layer ends at once.
         """
         raw, self._raw = self._raw, None
-        await self._response.aclose()
-        if raw is None:
-            return
-        try:
-            while True:
-                await raw.__anext__()  # bytes h11 had buffered, then the end or an error
-        except StopAsyncIteration:
-            pass
-        except Exception:  # expected: the connection was just closed
-            pass
+        # Shielded: a watch is most often closed by cancellation, and httpcore's close
+        # passes checkpoints (pool locks) before it closes the socket, so a cancelled
+        # close would leave the socket to the garbage collector. Bounded all the same.
+        with trio.move_on_after(_CLOSE_GRACE) as scope:
+            scope.shield = True
+            await self._response.aclose()
+            if raw is None:
+                return
+            try:
+                while True:
+                    await raw.__anext__()  # bytes h11 had buffered, then the end or an error
+            except StopAsyncIteration:
+                pass
+            except Exception:  # expected: the connection was just closed
+                pass
 
 
 class Client:
@@ -218,6 +228,12 @@ class Client:
             # kubeconfig; the kubeconfig is the one source of truth for where and how.
             trust_env=False,
             follow_redirects=False,
+            # Keep every connection the pool opens: httpx keeps only 20 idle by default, so
+            # more than 20 callers at once (the bench's writers, 16 scheduler binders plus
+            # the informers' watches) closed a connection after each request and opened a
+            # new one, a TLS handshake on both sides; at a few hundred requests/s that
+            # starved the sandbox's accept loop (docs/performance.md, issue 8).
+            limits=httpx.Limits(max_connections=_MAX_CONNECTIONS, max_keepalive_connections=_MAX_CONNECTIONS),
         )
 
     async def __aenter__(self) -> Client:

@@ -41,14 +41,15 @@ stream). A watch cancelled from outside (shutdown, fencing) reports nothing.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Literal, Protocol
 
 import trio
 
-from fleet.errors import Gone
+from fleet.errors import Gone, TransportError
 from fleet.kube._seam import Requester, Response, StreamResponse
+from fleet.kube._transport import BatchRequest
 
 __all__ = [
     "InstrumentedRequester",
@@ -154,6 +155,42 @@ class InstrumentedRequester:
             raise
         self._recorder.observe_request(verb, resource, str(response.status), self._clock() - start)
         return response
+
+    async def request_batch(
+        self, requests: Sequence[BatchRequest]
+    ) -> list[Response | TransportError]:
+        """``inner``'s ``request_batch`` (pipelined), each request reported; one by one without it.
+
+        One answer or :class:`~fleet.errors.TransportError` per request, in order. A
+        pipelined request's latency is the whole batch's (its answer is complete only
+        when the batch's is read); a transport error is recorded with code ``"error"``.
+        """
+        batch = getattr(self.inner, "request_batch", None)
+        if not callable(batch):
+            return [await self._one(r) for r in requests]
+        start = self._clock()
+        try:
+            answers: list[Response | TransportError] = await batch(requests)
+        except Exception:
+            took = self._clock() - start
+            for r in requests:
+                verb, resource = classify(r.method, r.path, r.params, r.content_type)
+                self._recorder.observe_request(verb, resource, ERROR_CODE, took)
+            raise
+        took = self._clock() - start
+        for r, answer in zip(requests, answers, strict=True):
+            verb, resource = classify(r.method, r.path, r.params, r.content_type)
+            code = str(answer.status) if isinstance(answer, Response) else ERROR_CODE
+            self._recorder.observe_request(verb, resource, code, took)
+        return answers
+
+    async def _one(self, r: BatchRequest) -> Response | TransportError:
+        try:
+            return await self.request(
+                r.method, r.path, params=r.params, body=r.body, content_type=r.content_type
+            )
+        except TransportError as exc:
+            return exc
 
     def stream(
         self,

@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 from bench import RUN_LABEL, RunOptions, TargetInfo, load_scenario, read_report, run_scenario
 from fleet.api import GROUP, VERSION, crd_manifests
 from fleet.cli import app
+from fleet.errors import InputError
 from fleet.kube._client import Client
 from fleet.kube._config import load_config
 from fleet.sandbox import RunningSandbox
@@ -135,9 +136,10 @@ def test_cli_runs_pod_startup_on_up_with_the_real_fleet(tmp_path: Path) -> None:
     # controllers, coordinator, one shard process) and measures the real fleet.
     out = tmp_path / "out"
     result = CliRunner().invoke(app, ["bench", "pod-startup", "--nodes", "2", "--pods", "5", "--no-progress",
-                                      "--output", str(out)])
+                                      "--rate", "500", "--output", str(out)])
     assert result.exit_code == 0, result.output
     report = read_report(out / "report.json")
+    assert report.parameters["rate"] == 500.0  # --rate overrides the scenario's 50 writes/s
     assert report.target.mode == "sandbox" and report.target.fleet == "started"
     assert report.completed and report.slo_passed
     assert report.nodes_created == report.nodes_ready == 2
@@ -146,6 +148,14 @@ def test_cli_runs_pod_startup_on_up_with_the_real_fleet(tmp_path: Path) -> None:
     assert report.fleet_usage is not None and report.fleet_usage.peak_rss_bytes > 0
     assert report.cleanup.leftover == 0
     assert len(report.plots.written) == 3
+
+
+def test_cli_refuses_a_scenario_rate_given_twice(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["bench", "node-density", "--rate", "100", "--rate", "200", "--shards", "0",
+                                      "--no-progress", "--output", str(tmp_path / "out")])
+    assert isinstance(result.exception, InputError), result.output
+    assert "scenarios take one --rate" in str(result.exception)
+    assert not (tmp_path / "out").exists()
 
 
 def test_cli_runs_a_yaml_scenario_on_its_own_sandbox(tmp_path: Path) -> None:
@@ -162,3 +172,76 @@ def test_cli_runs_a_yaml_scenario_on_its_own_sandbox(tmp_path: Path) -> None:
     assert report.scenario == "tiny" and not report.completed
     assert report.cleanup.leftover == 0
     assert report.plots.skipped == "plots not asked for (--no-plots)"
+
+
+async def test_a_write_without_an_answer_counts_as_failed_not_fatal() -> None:
+    # A cut connection (ProtocolError, not an ApiError) under load must not end the run.
+    import httpx
+
+    from bench._runner import _Run
+    from fleet.kube._config import ClusterConfig
+
+    def cut(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadError("connection cut", request=request)
+
+    async with Client(ClusterConfig(server="http://apiserver.test"), transport=httpx.MockTransport(cut)) as c:
+        spec = load_scenario("node-density", {"nodes": 3, "rate": 1000.0})
+        run = _Run(c, spec, RunOptions(target=TargetInfo(server="http://apiserver.test", mode="cluster",
+                                                         fleet="external")))
+
+        async def write(index: int) -> None:
+            await c.create("/api/v1/namespaces/x/pods", {"metadata": {"name": f"p{index}"}})
+
+        await run.write_pool(range(3), write, "create pods")
+    assert (run.writes.ok, run.writes.failed) == (0, 3)
+    assert "create pods" in run.writes.errors[0]
+
+
+async def test_a_signal_cancels_the_scenario_alone_and_lets_its_cleanup_run() -> None:
+    # Ctrl-C must not tear down the bench's own apiserver under the scenario's feet: the
+    # signal cancels the scenario, its shielded cleanup runs, then the CLI exits 130.
+    import os
+    import signal
+
+    import trio
+
+    from fleet.cli._bench import _Interrupted, _until_signal
+
+    started = trio.Event()
+    cleaned_up: list[bool] = []
+
+    async def scenario() -> None:
+        try:
+            started.set()
+            await trio.sleep_forever()
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.sleep(0.01)  # the cleanup still gets to talk to the apiserver
+                cleaned_up.append(True)
+
+    async def interrupt() -> None:
+        await started.wait()
+        os.kill(os.getpid(), signal.SIGINT)
+
+    interrupted = False
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(interrupt)
+            await _until_signal(scenario)
+    except* _Interrupted:
+        interrupted = True
+    assert interrupted
+    assert cleaned_up == [True]
+
+
+async def test_a_scenario_that_ends_returns_its_result_and_installs_nothing_after() -> None:
+    import signal
+
+    from fleet.cli._bench import _until_signal
+
+    async def scenario() -> str:
+        return "report"
+
+    before = signal.getsignal(signal.SIGINT)
+    assert await _until_signal(scenario) == "report"
+    assert signal.getsignal(signal.SIGINT) is before

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import msgspec
 import pytest
@@ -11,7 +11,7 @@ import trio
 import trio.testing
 
 from fleet._metrics import FleetMetrics
-from fleet.errors import ConnectError, ProtocolError
+from fleet.errors import ConnectError, ProtocolError, TransportError
 from fleet.kube import InstrumentedRequester
 from fleet.kube._fake import (
     HANG,
@@ -25,6 +25,7 @@ from fleet.kube._fake import (
 )
 from fleet.kube._instrumented import WatchEnd, classify
 from fleet.kube._seam import Response
+from fleet.kube._transport import BatchRequest
 from fleet.kube._views import MetaOnly
 from fleet.kube._watching import Reflector, WatchEvent, WatchSettings
 
@@ -118,6 +119,70 @@ async def test_codes_and_latency(autojump_clock: trio.abc.Clock) -> None:
         ("DELETE", "pods", "error", pytest.approx(1.5)),
     ]
     assert recorder.watch_ends == []
+
+
+class _Pipelining:
+    """A requester with ``request_batch``: answers a batch after 0.5 s, one error in it."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[BatchRequest]] = []
+
+    async def request_batch(
+        self, requests: Sequence[BatchRequest]
+    ) -> list[Response | TransportError]:
+        self.batches.append(list(requests))
+        await trio.sleep(0.5)
+        return [
+            ConnectError("cut") if r.path.endswith("/cut") else Response(200, b"{}")
+            for r in requests
+        ]
+
+
+async def test_request_batch_reports_each_request(autojump_clock: trio.abc.Clock) -> None:
+    batch = [
+        BatchRequest("PUT", f"{LEASES}/a", None, b"{}", "application/json"),
+        BatchRequest("PUT", f"{LEASES}/cut", None, b"{}", "application/json"),
+        BatchRequest("GET", f"{LEASES}/b"),
+    ]
+    # Pipelined when the requester underneath batches: one batch, each request reported
+    # with the batch's latency, a transport error as "error".
+    recorder = Recorder()
+    inner = _Pipelining()
+    api = InstrumentedRequester(inner, recorder)  # type: ignore[arg-type]
+    answers = await api.request_batch(batch)
+    assert inner.batches == [batch]
+    assert [a.status if isinstance(a, Response) else type(a) for a in answers] == [
+        200,
+        ConnectError,
+        200,
+    ]
+    assert recorder.requests == [
+        ("PUT", "leases.coordination.k8s.io", "200", pytest.approx(0.5)),
+        ("PUT", "leases.coordination.k8s.io", "error", pytest.approx(0.5)),
+        ("GET", "leases.coordination.k8s.io", "200", pytest.approx(0.5)),
+    ]
+
+    # One by one otherwise, each timed on its own; transport errors come back in place.
+    async def handler(request: FakeRequest) -> Response:
+        await trio.sleep(0.1)
+        if request.path.endswith("/cut"):
+            raise ConnectError("cut")
+        return json_response({})
+
+    recorder = Recorder()
+    fake = FakeApiserver(handler)
+    answers = await InstrumentedRequester(fake, recorder).request_batch(batch)
+    assert [a.status if isinstance(a, Response) else type(a) for a in answers] == [
+        200,
+        ConnectError,
+        200,
+    ]
+    assert [r.method for r in fake.log()] == ["PUT", "PUT", "GET"]
+    assert recorder.requests == [
+        ("PUT", "leases.coordination.k8s.io", "200", pytest.approx(0.1)),
+        ("PUT", "leases.coordination.k8s.io", "error", pytest.approx(0.1)),
+        ("GET", "leases.coordination.k8s.io", "200", pytest.approx(0.1)),
+    ]
 
 
 async def test_cancelled_request_records_nothing(autojump_clock: trio.abc.Clock) -> None:
