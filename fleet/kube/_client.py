@@ -17,15 +17,21 @@ extension, which also sets the name the certificate is checked against); auth
 headers are fetched from ``ClusterConfig.auth`` on every request, and a 401
 invalidates them and retries once. httpx's exceptions never escape: they are
 mapped into :mod:`fleet.errors` at this boundary.
+
+Cancellation never leaves a socket to the garbage collector: streams close
+shielded (:class:`_HttpxStream`), and so does a connection whose TLS handshake
+is cancelled (:class:`_ClosingOnFailedTls`, which httpcore does not do).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+import ssl
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import httpcore
 import httpx
 import msgspec
 import trio
@@ -83,6 +89,102 @@ class _FixedBodyIterator:
             raise StopAsyncIteration
         data, self._data = self._data, None
         return data
+
+
+class _ClosingOnFailedTls(httpcore.AsyncNetworkStream):
+    """A new connection's TCP stream, which closes itself when its TLS handshake does not finish.
+
+    httpcore opens a connection in two steps, ``connect_tcp`` then ``start_tls``, and
+    keeps no reference to the TCP stream in between. Its trio backend closes that
+    stream when the handshake fails with an ``Exception``, but not when the handshake
+    is cancelled (``trio.Cancelled`` is a ``BaseException``), and the connection,
+    which never got a stream, closes nothing: the socket was left to the garbage
+    collector (a ResourceWarning). Any request cancelled while it opens a connection
+    did that, e.g. the bench's /metrics sampler when its run ends. Closing here, on
+    every way out of the handshake, is the owner's ``finally``.
+    """
+
+    def __init__(self, stream: httpcore.AsyncNetworkStream) -> None:
+        self._stream = stream
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:  # noqa: ASYNC109 - httpcore's signature
+        return await self._stream.read(max_bytes, timeout)
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:  # noqa: ASYNC109 - httpcore's signature
+        await self._stream.write(buffer, timeout)
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+    async def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's signature
+    ) -> httpcore.AsyncNetworkStream:
+        try:
+            # The TLS stream is returned as it is: this wrapper costs nothing after the handshake.
+            return await self._stream.start_tls(ssl_context, server_hostname, timeout)
+        except BaseException:
+            # Shielded: the handshake is most often ended by a cancellation. Closing a TCP
+            # stream is local work (no TLS goodbye to send yet); bounded all the same.
+            with trio.move_on_after(_CLOSE_GRACE) as scope:
+                scope.shield = True
+                await self._stream.aclose()
+            raise
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
+class _ClosingBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's network backend, its new streams wrapped in :class:`_ClosingOnFailedTls`."""
+
+    def __init__(self, backend: httpcore.AsyncNetworkBackend) -> None:
+        self._backend = backend
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's signature
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        stream = await self._backend.connect_tcp(host, port, timeout, local_address, socket_options)
+        return _ClosingOnFailedTls(stream)
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's signature
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        stream = await self._backend.connect_unix_socket(path, timeout, socket_options)
+        return _ClosingOnFailedTls(stream)
+
+    async def sleep(self, seconds: float) -> None:
+        await self._backend.sleep(seconds)
+
+
+def _transport(config: ClusterConfig, limits: httpx.Limits) -> httpx.AsyncHTTPTransport:
+    """httpx's own transport, its pool opening connections through :class:`_ClosingBackend`."""
+    transport = httpx.AsyncHTTPTransport(
+        verify=config.ssl_context if config.ssl_context is not None else True,
+        limits=limits,
+        # Proxies and CA bundles from the environment would silently override the
+        # kubeconfig; the kubeconfig is the one source of truth for where and how.
+        trust_env=False,
+    )
+    # httpx takes no network backend, so it is set on the pool httpx built (httpcore's
+    # own parameter, kept on the pool for every connection it creates). Checked, so an
+    # httpx that builds its pool differently fails here, not with a leak now and then.
+    pool = transport._pool
+    backend = getattr(pool, "_network_backend", None)
+    if not isinstance(backend, httpcore.AsyncNetworkBackend):
+        raise RuntimeError(f"httpx {httpx.__version__}: cannot reach its connection pool's network backend")
+    pool._network_backend = _ClosingBackend(backend)
+    return transport
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,22 +320,22 @@ class Client:
         self._extensions = {"sni_hostname": config.tls_server_name} if config.tls_server_name else {}
         self._decoder = msgspec.json.Decoder(dict[str, Any])
         self._encoder = msgspec.json.Encoder()
-        self._http = httpx.AsyncClient(
-            base_url=config.server,
-            verify=config.ssl_context if config.ssl_context is not None else True,
-            transport=transport,
-            timeout=timeouts._httpx(),
-            headers={"User-Agent": _USER_AGENT, "Accept": _JSON},
-            # Proxies and CA bundles from the environment would silently override the
-            # kubeconfig; the kubeconfig is the one source of truth for where and how.
-            trust_env=False,
-            follow_redirects=False,
+        if transport is None:
             # Keep every connection the pool opens: httpx keeps only 20 idle by default, so
             # more than 20 callers at once (the bench's writers, 16 scheduler binders plus
             # the informers' watches) closed a connection after each request and opened a
             # new one, a TLS handshake on both sides; at a few hundred requests/s that
             # starved the sandbox's accept loop (docs/performance.md, issue 8).
-            limits=httpx.Limits(max_connections=_MAX_CONNECTIONS, max_keepalive_connections=_MAX_CONNECTIONS),
+            limits = httpx.Limits(max_connections=_MAX_CONNECTIONS, max_keepalive_connections=_MAX_CONNECTIONS)
+            transport = _transport(config, limits)
+        self._http = httpx.AsyncClient(
+            base_url=config.server,
+            transport=transport,
+            timeout=timeouts._httpx(),
+            headers={"User-Agent": _USER_AGENT, "Accept": _JSON},
+            # No proxy mounts from the environment either (see _transport).
+            trust_env=False,
+            follow_redirects=False,
         )
 
     async def __aenter__(self) -> Client:
