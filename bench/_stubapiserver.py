@@ -15,7 +15,8 @@ population and only what a shard sends:
   implementation, so the answer holds the merged status as a real server's
   does), Node metadata PATCH, Lease GET/POST/PUT (any namespace), Node CR
   status PATCH, pod status PATCH (strategic merge, uid precondition), Event
-  POST.
+  POST. A pod status PATCH comes back on the pod watches as a MODIFIED event, as a
+  real apiserver sends it.
 
 It counts requests by kind, the pods PATCHed to Running, and the gap between
 successive PUTs of each Lease (its renewal lateness, seen from outside: the
@@ -422,7 +423,16 @@ class StubServer:
             if window.first_running is None:
                 window.first_running = now
             window.last_running = now
-        return _answer(200, _encode(self.population.pod(j, status)))
+        self.rv += 1
+        pod = self.population.pod(j, status)
+        pod["metadata"]["resourceVersion"] = str(self.rv)
+        body = _encode(pod)
+        # As a real apiserver does: the writer's own watch sees its write come back.
+        line = b'{"type":"MODIFIED","object":%s}' % body
+        for watch in self.watches:
+            if watch.kind == "pods":
+                watch.send([line])
+        return _answer(200, body)
 
     def _cr(self, method: str, path: str, body: bytes) -> bytes:
         # ['', apis, group, v1alpha1, namespaces, ns, nodes, name, status?]

@@ -27,10 +27,13 @@ metrics updater (+ server)        gauges every second; ``/metrics`` when a
                                   port is given
 ================================  ============================================
 
-High-volume traffic (Lease PUTs, status PATCHes, pod watches) goes through
-``hot`` (the h11 :class:`~fleet.kube._transport.HotTransport` in the CLI),
-control traffic (CR watch and writes, registration, events) through
-``control`` (the httpx Client); a test passes one fake for both. Both are
+High-volume traffic (Lease PUTs, status PATCHes, pod watches and reads, and
+registration's Node and Lease POSTs, 10,000 of each at start-up) goes through
+``hot`` (the hand-framed :class:`~fleet.kube._transport.HotTransport` in the
+CLI), control traffic (CR watch and writes, taint sync, deletion, events)
+through ``control`` (the httpx Client); a test passes one fake for both.
+The pod reflector starts once the first list of CRs is consumed, so the pod
+driver knows from the first pod which nodes are this shard's. Both are
 fenced: while the shard's Lease is stale nothing for any node or pod is sent.
 """
 
@@ -151,6 +154,7 @@ class ShardEngine:
         self.nodes = NodeDriver(self.ctx, self.pods)
         limiter.lane = self.nodes.leases
         self.pods.give_way = self.nodes.leases.give_way
+        self.pods.claims = self.nodes.claims
         self.crs: Reflector[CrView] = Reflector(
             gated_control,
             cr_path(),
@@ -160,6 +164,7 @@ class ShardEngine:
             rng=self._rng,
         )
         self._ready = False
+        self._crs_drained = trio.Event()
 
     def ready(self) -> bool:
         """For /readyz: the watches are up and the shard's Lease is fresh."""
@@ -196,10 +201,14 @@ class ShardEngine:
                     nursery.start_soon(self._worker, receive.clone())
             await nursery.start(self.timers.run, send)
             await nursery.start(self.scripts.run)
-            await nursery.start(self.pods.run)
             cr_send, cr_receive = trio.open_memory_channel[WatchEvent[CrView]](CR_EVENT_BUFFER)
             nursery.start_soon(self._consume_crs, cr_receive)
             await nursery.start(self.crs.run, cr_send)
+            # Every CR of the first list consumed before the pods are listed: the pod driver
+            # holds only the pods of nodes this shard claims (NodeDriver.claims).
+            if cr_receive.statistics().current_buffer_used:
+                await self._crs_drained.wait()
+            await nursery.start(self.pods.run)
             await nursery.start(self.lease.run)
             nursery.start_soon(self._export_metrics)
             self._ready = True
@@ -209,6 +218,8 @@ class ShardEngine:
         async with receive:
             async for event in receive:
                 self.nodes.on_event(event)
+                if not receive.statistics().current_buffer_used:
+                    self._crs_drained.set()
 
     async def _worker(self, receive: trio.MemoryReceiveChannel[TimerKey]) -> None:
         async with receive:

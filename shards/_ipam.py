@@ -73,25 +73,34 @@ class PoolStatistics:
 
 
 class _Range:
-    """One contiguous range of offsets with owners: the O(1) amortised allocator."""
+    """One contiguous range of offsets with owners: the O(1) amortised allocator.
 
-    __slots__ = ("base", "cursor", "first", "free", "last", "network", "owners", "version")
+    One per node (its pod CIDR), so it holds ints only: no ``ipaddress`` network
+    (with its cached addresses) and no free-list deque until an address is released
+    (an empty deque is ~0.6 KiB, and most nodes never release one between restarts).
+    """
+
+    __slots__ = ("base", "cursor", "first", "free", "last", "owners", "prefixlen", "version")
 
     def __init__(self, network: Network, reserve_low: int, reserve_high: int) -> None:
-        self.network = network
         self.version = network.version
+        self.prefixlen = network.prefixlen
         self.base = int(network.network_address)
         self.first = reserve_low
         self.last = network.num_addresses - 1 - reserve_high
         if self.last < self.first:
             raise InputError(f"range {network} is too small to hand out addresses")
         self.cursor = self.first
-        self.free: deque[int] = deque()
+        self.free: deque[int] | None = None
         self.owners: dict[int, Hashable] = {}
 
     @property
     def capacity(self) -> int:
         return self.last - self.first + 1
+
+    @property
+    def cidr(self) -> str:
+        return f"{self.text(0)}/{self.prefixlen}"
 
     def offset(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> int | None:
         """The offset of an address inside the allocatable part of the range, else None."""
@@ -101,7 +110,10 @@ class _Range:
         return offset if self.first <= offset <= self.last else None
 
     def text(self, offset: int) -> str:
-        return str(ipaddress.ip_address(self.base + offset))
+        # By version, not ipaddress.ip_address(int): that reads a low IPv6 address as IPv4.
+        if self.version == 4:
+            return str(ipaddress.IPv4Address(self.base + offset))
+        return str(ipaddress.IPv6Address(self.base + offset))
 
     def take(self, owner: Hashable) -> int:
         owners = self.owners
@@ -111,14 +123,13 @@ class _Range:
             if offset not in owners:
                 owners[offset] = owner
                 return offset
-        while self.free:
-            offset = self.free.popleft()
+        free = self.free
+        while free:
+            offset = free.popleft()
             if offset not in owners:
                 owners[offset] = owner
                 return offset
-        raise PoolExhausted(
-            f"no free address left in {self.network}: all {self.capacity} are in use"
-        )
+        raise PoolExhausted(f"no free address left in {self.cidr}: all {self.capacity} are in use")
 
     def mark(self, offset: int, owner: Hashable) -> None:
         holder = self.owners.get(offset)
@@ -131,6 +142,8 @@ class _Range:
             return
         del self.owners[offset]
         if offset < self.cursor:  # the cursor has not passed it yet otherwise: it will find it
+            if self.free is None:
+                self.free = deque()
             self.free.append(offset)
 
 
@@ -139,8 +152,16 @@ def _pod_range(network: Network) -> _Range:
     return _Range(network, 2, 1 if network.version == 4 else 0)
 
 
+_Held = int | tuple[str, ...]
+"""What a pool keeps per key: the offset in its one range (the common case: the very int
+object the range's ``owners`` holds, so nothing more per pod), else the addresses as text
+(dual stack, or adopted IPs outside the range). Text is built when asked for."""
+
+
 class PodIPPool:
     """Pod IPs of one node: one address per family from the node's pod CIDR(s)."""
+
+    __slots__ = ("_by_key", "_ranges", "cidrs")
 
     def __init__(self, cidrs: Sequence[str]) -> None:
         if not cidrs or len(cidrs) > 2:
@@ -150,15 +171,24 @@ class PodIPPool:
             raise InputError(
                 f"pod CIDRs {list(cidrs)!r}: dual stack needs one IPv4 and one IPv6 range"
             )
-        self.cidrs = tuple(str(network) for network in networks)
+        texts = tuple(str(network) for network in networks)
+        # The node's spec holds these strings already: share its tuple when it is canonical.
+        self.cidrs: tuple[str, ...] = (
+            cidrs if isinstance(cidrs, tuple) and cidrs == texts else texts
+        )
         self._ranges = tuple(_pod_range(network) for network in networks)
-        self._by_key: dict[Hashable, tuple[str, ...]] = {}
+        self._by_key: dict[Hashable, _Held] = {}
+
+    def _texts(self, held: _Held) -> tuple[str, ...]:
+        if isinstance(held, int):
+            return (self._ranges[0].text(held),)
+        return held
 
     def allocate(self, key: Hashable) -> tuple[str, ...]:
         """The key's IPs, one per family (primary first); the same ones if it has them."""
         existing = self._by_key.get(key)
         if existing is not None:
-            return existing
+            return self._texts(existing)
         taken: list[tuple[_Range, int]] = []
         try:
             for ip_range in self._ranges:
@@ -167,6 +197,9 @@ class PodIPPool:
             for ip_range, offset in taken:
                 ip_range.release(offset, key)
             raise
+        if len(taken) == 1:
+            self._by_key[key] = taken[0][1]
+            return (taken[0][0].text(taken[0][1]),)
         ips = tuple(ip_range.text(offset) for ip_range, offset in taken)
         self._by_key[key] = ips
         return ips
@@ -188,21 +221,24 @@ class PodIPPool:
                     ip_range.mark(offset, key)
                     marks.append((ip_range, offset))
         previous = self._by_key.get(key)
-        if previous is not None and previous != addresses:
-            self._release_ips(key, previous, keep=marks)
-        self._by_key[key] = addresses
+        if previous is not None and self._texts(previous) != addresses:
+            self._release_held(key, previous, keep=marks)
+        one = len(self._ranges) == 1 and len(addresses) == 1 and len(marks) == 1
+        self._by_key[key] = marks[0][1] if one else addresses
         return addresses
 
     def release(self, key: Hashable) -> None:
         """Free the key's IPs (pod deleted). Unknown keys are ignored."""
-        ips = self._by_key.pop(key, None)
-        if ips is not None:
-            self._release_ips(key, ips, keep=())
+        held = self._by_key.pop(key, None)
+        if held is not None:
+            self._release_held(key, held, keep=())
 
-    def _release_ips(
-        self, key: Hashable, ips: Iterable[str], keep: Sequence[tuple[_Range, int]]
-    ) -> None:
-        for ip in ips:
+    def _release_held(self, key: Hashable, held: _Held, keep: Sequence[tuple[_Range, int]]) -> None:
+        if isinstance(held, int):
+            if (self._ranges[0], held) not in keep:
+                self._ranges[0].release(held, key)
+            return
+        for ip in held:
             parsed = ipaddress.ip_address(ip)
             for ip_range in self._ranges:
                 offset = ip_range.offset(parsed)
@@ -210,7 +246,9 @@ class PodIPPool:
                     ip_range.release(offset, key)
 
     def ips_of(self, key: Hashable) -> tuple[str, ...] | None:
-        return self._by_key.get(key)
+        """The key's IPs (built afresh: the pool keeps offsets), or None."""
+        held = self._by_key.get(key)
+        return None if held is None else self._texts(held)
 
     def __len__(self) -> int:
         return len(self._by_key)

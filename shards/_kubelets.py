@@ -9,16 +9,21 @@ engine's fixed pool of workers (no task per node):
     reopens): validate it with the models (a bad one gets a Warning Event and
     a condition reason, the rest keep going), claim its node name (a second CR
     of one name in another namespace gets ``Registered=False NameConflict``
-    and an Event, never the node), add the finalizer, GET the Node and POST it
-    when missing (adopting an existing one as it stands: its addresses,
-    podCIDRs and uid), bring its labels, taints and annotations in line with
-    the CR (taints other controllers added stay), create or adopt its Lease,
-    report status when it changed, write the CR status when it changed.
+    and an Event, never the node), add the finalizer, POST the Node (a 409
+    adopts the existing one as it stands: its addresses, podCIDRs and uid; a
+    CR whose status shows a shard served it, after a restart or a takeover,
+    GETs first), bring its labels, taints and annotations in line with the CR
+    (taints other controllers added stay), create or adopt its Lease (POSTed
+    without a GET when the Node was just created), report status when it
+    changed, write the CR status when it changed. A new node costs three
+    requests: Node POST, Lease POST (both through ``hot``:
+    :data:`REGISTER_ON_HOT`), CR status PATCH.
 ``lease``
-    A Lease PUT through the write queue every 10 s with jitter (the body is
-    the Lease as the last write returned it, so a concurrent writer gets a
-    409, re-read and renewed); 404 re-creates it. Lateness against the due
-    time and renewals that came after the Lease expired are counted.
+    A Lease PUT through the Lease lane (:mod:`shards._leaselane`) every 10 s
+    with jitter, timed from its due time (the body is the Lease as the last
+    write returned it, so a concurrent writer gets a 409, re-read and
+    renewed); 404 re-creates it. Lateness against the due time and renewals
+    that came after the Lease expired are counted.
 ``status``
     The node status PATCH every ``statusUpdatesInterval`` (5 min default), as
     the kubelet's nodeStatusReportFrequency; changes are reported at once by
@@ -30,7 +35,13 @@ engine's fixed pool of workers (no task per node):
 A CR with a deletionTimestamp is cleaned up: Lease and Node deleted, then the
 finalizer removed. ``suspend: true`` cancels the Lease and status timers;
 ``false`` renews at once. The pod driver learns which nodes are driven
-through :meth:`NodeDriver.node_added`'s listener.
+through :meth:`NodeDriver.node_added`'s listener, and which node names the
+shard's CRs claim through :meth:`NodeDriver.claims`.
+
+What a node keeps between uses is bytes, not decoded JSON (10,000 nodes per
+shard): its status and its CR status as the apiserver last returned them,
+deflated, and its Lease trimmed to what a renewal carries; each is decoded
+when used (a status report, a sync, a renewal).
 """
 
 from __future__ import annotations
@@ -38,9 +49,11 @@ from __future__ import annotations
 import ipaddress
 import logging
 import weakref
+import zlib
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import msgspec
@@ -71,7 +84,6 @@ from shards._leaselane import LeaseLane
 from shards._nodeobj import (
     LEASE_NAMESPACE,
     KubeletSpec,
-    Lease,
     decode_lease,
     encode_lease,
     lease_body,
@@ -81,6 +93,7 @@ from shards._nodeobj import (
     node_status_patch,
     renew_lease,
     status_changed,
+    trim_lease,
 )
 from shards._podstatus import encode_patch
 from shards._timers import jitter, spread
@@ -99,6 +112,12 @@ READOPT_SPREAD = 1.0
 and after a lost shard Lease came back): a burst of GETs, not one instant of them."""
 RESYNC_DELAY = 1.0
 """Seconds before a sync that hit a conflict or an error runs again."""
+REGISTER_ON_HOT = True
+"""Registration's Node and Lease GETs and POSTs go through ``hot``, the lean HTTP/1.1
+transport that already carries these objects' status PATCHes and Lease PUTs, not through
+``control`` (httpx), whose pool costs ~1 ms of shard CPU a request: registration is CPU
+bound, and 2,000 nodes against the stub register at ~330/s this way, ~210/s through
+``control``. The CR and Events stay on ``control`` with the rest of the CR traffic."""
 LANE_LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 _lane_lag: weakref.WeakKeyDictionary[CollectorRegistry, Histogram] = weakref.WeakKeyDictionary()
 
@@ -121,7 +140,107 @@ def lane_lag_histogram(registry: CollectorRegistry) -> Histogram:
         )
     return histogram
 
+
 _decode_any = msgspec.json.Decoder(dict[str, Any]).decode
+_decode_json = msgspec.json.Decoder().decode
+
+
+class _StatusOnly(msgspec.Struct):
+    """An answer read for its ``status`` alone, left as JSON (the rest is skipped)."""
+
+    status: msgspec.Raw = msgspec.Raw(b"{}")
+
+
+class _Uid(msgspec.Struct, frozen=True):
+    uid: str = ""
+
+
+class _CrAnswer(msgspec.Struct):
+    metadata: _Uid = _Uid()
+    status: msgspec.Raw = msgspec.Raw(b"{}")
+
+
+class _NodeAnswer(msgspec.Struct):
+    """A v1.Node as registration reads it: its status left as JSON, to be kept as such."""
+
+    metadata: dict[str, Any] = {}
+    spec: dict[str, Any] = {}
+    status: msgspec.Raw = msgspec.Raw(b"{}")
+
+
+_decode_status_only = msgspec.json.Decoder(_StatusOnly).decode
+_decode_cr_answer = msgspec.json.Decoder(_CrAnswer).decode
+_decode_node_answer = msgspec.json.Decoder(_NodeAnswer).decode
+
+
+def _json_object(data: bytes) -> dict[str, Any]:
+    """``data`` decoded, if it is a JSON object; ``{}`` if empty, ``null`` or anything else."""
+    if not data:
+        return {}
+    value = _decode_json(data)
+    return value if isinstance(value, dict) else {}
+
+
+class _Deflated:
+    """JSON a node keeps for long and reads seldom, deflated against a typical one.
+
+    The preset dictionary holds the field names and the kubelet's wording, so a
+    node status of ~1.4 KiB is kept in ~0.1 KiB (13 MB over 10,000 nodes) for
+    ~10 us to pack (each status answer: every 5 min a node) and ~2 us to unpack
+    (each report). Anything unlike the typical one packs less well, never wrongly.
+    """
+
+    __slots__ = ("_zdict",)
+
+    def __init__(self, typical: bytes) -> None:
+        self._zdict = typical
+
+    def pack(self, data: bytes) -> bytes:
+        """``data`` deflated; ``b""`` stays ``b""``."""
+        if not data:
+            return b""
+        packer = zlib.compressobj(6, zlib.DEFLATED, -15, 8, zlib.Z_DEFAULT_STRATEGY, self._zdict)
+        return packer.compress(data) + packer.flush()
+
+    def unpack(self, packed: bytes) -> bytes:
+        if not packed:
+            return b""
+        unpacker = zlib.decompressobj(-15, self._zdict)
+        return unpacker.decompress(packed) + unpacker.flush()
+
+
+_TYPICAL_TIME = datetime(2024, 1, 1, tzinfo=UTC)
+_NODE_STATUS = _Deflated(
+    msgspec.json.encode(
+        node_status(
+            KubeletSpec(
+                name="node",
+                internal_ips=("10.0.0.1",),
+                # the models' defaults
+                capacity={
+                    "cpu": "20",
+                    "memory": "100Gi",
+                    "pods": "200",
+                    "ephemeral-storage": "100Gi",
+                },
+            ),
+            _TYPICAL_TIME,
+        )
+    )
+)
+_CR_STATUS = _Deflated(
+    msgspec.json.encode(
+        cr_status(
+            previous={},
+            shard="0",
+            node_name="node",
+            generation=1,
+            registered=ConditionValue("True", "Registered", "v1.Node node registered"),
+            ready=ConditionValue("True", "KubeletReady", "Lease renewed by shard 0"),
+            now=_TYPICAL_TIME,
+        )
+    )
+)
 
 
 class NodeListener(Protocol):
@@ -142,9 +261,16 @@ class NodeState:
     name: str
     spec: KubeletSpec | None = None
     node_uid: str = ""
-    lease: Lease | None = None
-    status: dict[str, Any] = field(default_factory=dict)
-    """The node status as the apiserver last returned it."""
+    lease: bytes | None = None
+    """The Lease as the last write returned it, trimmed to what a renewal carries
+    (:func:`~shards._nodeobj.trim_lease`); decoded for each renewal."""
+    packed_status: bytes = b""
+    """The node status as the apiserver last returned it: its JSON, deflated. It is read
+    only when a report is due (on change, or every 5 min); decoded it cost ~5 KiB a node,
+    as JSON ~1.4 KiB, deflated ~0.1 KiB. See :attr:`status`."""
+    packed_cr_status: bytes = b""
+    """The CR status as our last write of it returned it (JSON, deflated): newer than
+    ``cr.status`` until the watch brings the CR again (which empties it)."""
     interval: float = 300.0
     pool: PodIPPool | None = None
     driving: bool = False
@@ -160,6 +286,19 @@ class NodeState:
     """Why the CR cannot be (fully) served: InvalidSpec, NameConflict, ..."""
     busy: bool = False
     again: bool = False
+
+    @property
+    def status(self) -> dict[str, Any]:
+        """The node status, decoded afresh on each access (a private copy); ``{}`` before registration."""
+        return _json_object(_NODE_STATUS.unpack(self.packed_status))
+
+    @property
+    def cr_status_now(self) -> Mapping[str, Any]:
+        """The CR status as the apiserver holds it, as far as the shard knows: our last
+        write's answer (decoded afresh), else the CR's as the watch brought it."""
+        if self.packed_cr_status:
+            return _json_object(_CR_STATUS.unpack(self.packed_cr_status))
+        return self.cr.status
 
     @property
     def involved(self) -> dict[str, Any]:
@@ -263,15 +402,18 @@ class NodeDriver:
             subrange(str(s.pod_cidr_range), shard_index, parts), s.node_pod_cidr_prefix
         )
         self.states: dict[str, NodeState] = {}
+        self._claims: dict[str, int] = {}
+        """Node name -> how many CRs in :attr:`states` name it (two only while in conflict):
+        in step with ``states``, for :meth:`claims`."""
         self._names: dict[str, str] = {}
         """Node name -> key of the CR that holds it (within this shard)."""
         self._leaving: dict[str, str] = {}
         """CR key -> node name, for CRs that left the watch and are being checked."""
         hot = ctx.hot
         assert isinstance(hot, FencedRequester)
-        self.leases = LeaseLane(
-            hot, self, limiter=ctx.writes.limiter, clock=ctx.clock, rng=ctx.rng
-        )
+        self._register_io = ctx.hot if REGISTER_ON_HOT else ctx.control
+        """Where registration's Node and Lease requests go (:data:`REGISTER_ON_HOT`)."""
+        self.leases = LeaseLane(hot, self, limiter=ctx.writes.limiter, clock=ctx.clock, rng=ctx.rng)
         """Every node Lease renewal: its own timers and writers (run by the engine)."""
         lag = lane_lag_histogram(ctx.metrics.registry)
         due_to_sent = lag.labels(stage="due_to_sent").observe
@@ -300,17 +442,36 @@ class NodeDriver:
             state = None
         if state is None:
             state = self.states[key] = NodeState(key=key, cr=cr, name=cr.metadata.name)
+            self._claims[state.name] = self._claims.get(state.name, 0) + 1
             self._leaving.pop(key, None)
         else:
             state.cr = cr
+            state.packed_cr_status = b""  # the watch's CR is the newer
         self._ctx.timers.schedule(("sync", key), self._ctx.clock())
+
+    def claims(self, name: str) -> bool:
+        """True if one of this shard's Node CRs names the v1.Node ``name``, registered or not.
+
+        O(1): the pod driver asks for every pod event.
+        """
+        return name in self._claims
 
     def _stop(self, key: str, *, check_gone: bool) -> None:
         """Stop driving a CR at once: no timer left, nothing more sent for it."""
         state = self.states.pop(key, None)
         if state is None:
             return
+        count = self._claims.get(state.name, 0) - 1
+        if count > 0:
+            self._claims[state.name] = count
+        else:
+            self._claims.pop(state.name, None)
+        was_driving = state.driving
         self._halt(state)
+        if not was_driving and state.name not in self._claims:
+            # No longer ours, and not driven since (its CR's deletion cleanup, a closed
+            # fence): the listener lets go of the pods it kept for it.
+            self._listener.node_removed(state.name)
         if self._names.get(state.name) == key:
             del self._names[state.name]
             self._addresses.release(state.name)
@@ -397,20 +558,23 @@ class NodeDriver:
             await self._add_finalizer(state)
             return  # the watch brings the CR with its finalizer, and another sync
         state.interval = interval
+        created = False
         if not state.registered:
-            if not await self._register(state, model):
+            registered = await self._register(state, model)
+            if registered is None:
                 return
+            created = registered
         else:
             await self._update(state, model)
         state.problem = None
         if model.spec.suspend:
             self._halt(state)
         else:
-            await self._ensure_lease(state)
+            await self._ensure_lease(state, node_created=created)
             if not state.driving:
                 state.driving = True
                 self._listener.node_added(state.name, state)
-            await self._report(state.key, periodic=False)
+            await self._report(state.key, periodic=False, node_created=created)
         await self._write_cr_status(state)
 
     # -- registration --------------------------------------------------------------------------
@@ -428,41 +592,47 @@ class NodeDriver:
             internal = (self._addresses.allocate(state.name),)
         return kubelet_spec(model, key=state.key, internal_ips=internal, pod_cidrs=cidrs)
 
-    async def _register(self, state: NodeState, model: MockNode) -> bool:
-        """GET the Node, POST it when missing; adopt it when it is there. False on conflict."""
+    async def _register(self, state: NodeState, model: MockNode) -> bool | None:
+        """POST the Node, or adopt the one there. True: POSTed now; False: adopted; None: conflict.
+
+        A CR a shard has served before (its status names the node) most likely has its
+        Node already (a restart, a takeover, the fence reopening): GET it first. Any other
+        CR is new: POST at once, and only a 409 costs the GET.
+        """
         ctx = self._ctx
-        response = await ctx.control.request("GET", _node_path(state.name))
-        if response.status == 404:
+        response: Response | None = None
+        if state.cr_status_now.get("nodeName"):
+            response = await self._register_io.request("GET", _node_path(state.name))
+        if response is None or response.status == 404:
             cidrs = tuple(model.spec.node_config.effective_pod_cidrs()) or (
                 self._cidrs.allocate(state.name),
             )
             spec = self._spec_for(state, model, None, cidrs)
             body = encode_patch(node_body(spec, ctx.wall()))
             try:
-                response = await ctx.control.request(
+                response = await self._register_io.request(
                     "POST", _node_path(), body=body, content_type=_JSON
                 )
                 response.raise_for_status()
             except AlreadyExists:
-                response = await ctx.control.request("GET", _node_path(state.name))
+                response = await self._register_io.request("GET", _node_path(state.name))
                 response.raise_for_status()
             else:
-                node = _decode_any(response.content)
-                self._adopt_node(state, spec, node)
+                self._adopt_node(state, spec, _decode_node_answer(response.content))
                 return True
-        node = _decode_any(response.raise_for_status().content)
-        meta = node.get("metadata") or {}
+        node = _decode_node_answer(response.raise_for_status().content)
+        meta = node.metadata
         owner = (meta.get("annotations") or {}).get(NODE_CR_ANNOTATION)
         if owner and owner != state.key:
             await self._conflict(state, owner)
-            return False
-        status = node.get("status") or {}
+            return None
+        status = _json_object(node.status)
         ips = tuple(
             str(a["address"])
             for a in status.get("addresses") or []
             if isinstance(a, Mapping) and a.get("type") == "InternalIP" and a.get("address")
         )
-        node_spec = node.get("spec") or {}
+        node_spec = node.spec
         cidrs = tuple(node_spec.get("podCIDRs") or ()) or (
             (node_spec["podCIDR"],) if node_spec.get("podCIDR") else ()
         )
@@ -474,13 +644,13 @@ class NodeDriver:
             )
         spec = self._spec_for(state, model, ips, cidrs)
         self._adopt_node(state, spec, node)
-        await self._reconcile_meta(state, None, node)
-        return True
+        await self._reconcile_meta(state, None, {"metadata": meta, "spec": node_spec})
+        return False
 
-    def _adopt_node(self, state: NodeState, spec: KubeletSpec, node: Mapping[str, Any]) -> None:
+    def _adopt_node(self, state: NodeState, spec: KubeletSpec, node: _NodeAnswer) -> None:
         state.spec = spec
-        state.node_uid = str((node.get("metadata") or {}).get("uid") or "")
-        state.status = dict(node.get("status") or {})
+        state.node_uid = str(node.metadata.get("uid") or "")
+        state.packed_status = _NODE_STATUS.pack(bytes(node.status))
         state.registered = True
         try:
             state.pool = PodIPPool(spec.pod_cidrs) if spec.pod_cidrs else None
@@ -578,29 +748,38 @@ class NodeDriver:
 
     # -- the Lease -----------------------------------------------------------------------------
 
-    async def _ensure_lease(self, state: NodeState) -> None:
+    async def _ensure_lease(self, state: NodeState, *, node_created: bool = False) -> None:
+        """Create the node's Lease, or adopt the one there.
+
+        ``node_created``: the Node was POSTed just now, so its Lease is most likely
+        missing too: POST at once; a leftover Lease costs a 409 and the GET.
+        """
         ctx = self._ctx
         if state.lease is None:
-            response = await ctx.control.request("GET", _lease_path(state.name))
-            if response.status == 404:
+            response = (
+                None
+                if node_created
+                else await self._register_io.request("GET", _lease_path(state.name))
+            )
+            if response is None or response.status == 404:
                 body = encode_lease(lease_body(state.name, state.node_uid, ctx.wall()))
-                response = await ctx.control.request(
+                response = await self._register_io.request(
                     "POST", _lease_path(), body=body, content_type=_JSON
                 )
                 try:
                     response.raise_for_status()
                 except AlreadyExists:
-                    response = await ctx.control.request("GET", _lease_path(state.name))
-                    state.lease = decode_lease(response.raise_for_status().content)
+                    response = await self._register_io.request("GET", _lease_path(state.name))
+                    state.lease = trim_lease(response.raise_for_status().content)
                     self._schedule_lease(state, ctx.clock())
                     return
-                state.lease = decode_lease(response.content)
+                state.lease = trim_lease(response.content)
                 state.lease_ok = ctx.clock()
                 self._schedule_lease(
                     state, ctx.clock() + jitter(self._interval(), self._jitter(), ctx.rng)
                 )
                 return
-            state.lease = decode_lease(response.raise_for_status().content)
+            state.lease = trim_lease(response.raise_for_status().content)
         if state.key not in self.leases:
             # Adopted (restart, takeover, resume): renew soon, spread so a thousand adoptions
             # do not renew in one instant; well within the 40 s the Lease lasts.
@@ -641,7 +820,7 @@ class NodeDriver:
                 state,
                 max(now, state.lease_due + jitter(self._interval(), self._jitter(), ctx.rng)),
             )
-        renewed = renew_lease(state.lease, ctx.wall(), node_uid=state.node_uid)
+        renewed = renew_lease(decode_lease(state.lease), ctx.wall(), node_uid=state.node_uid)
         return BatchRequest("PUT", _lease_path(state.name), None, encode_lease(renewed), _JSON)
 
     async def lease_answered(self, key: str, answer: Response | FleetError) -> bool:
@@ -651,7 +830,7 @@ class NodeDriver:
         if state is None or not isinstance(answer, Response):
             return False
         if answer.status < 300:
-            state.lease = decode_lease(answer.content)
+            state.lease = trim_lease(answer.content)
             finished = ctx.clock()
             duration = ctx.settings.shard.node_lease_duration
             if state.lease_ok is not None and finished - state.lease_ok > duration:
@@ -671,7 +850,7 @@ class NodeDriver:
             response = await ctx.hot.request("GET", _lease_path(state.name))
             if response.status == 404:
                 return False
-            fresh = decode_lease(response.raise_for_status().content)
+            fresh = trim_lease(response.raise_for_status().content)
             if self.states.get(key) is state:
                 state.lease = fresh
             return True
@@ -683,22 +862,28 @@ class NodeDriver:
 
     # -- node status -------------------------------------------------------------------------
 
-    async def _report(self, key: str, *, periodic: bool) -> None:
+    async def _report(self, key: str, *, periodic: bool, node_created: bool = False) -> None:
+        """Report the node status if due: ``periodic``, changed, or first since (re)adoption.
+
+        ``node_created``: the Node was POSTed just now with the status the kubelet
+        wants, so its first report is due only on change (heartbeat times aside).
+        """
         ctx = self._ctx
         state = self.states.get(key)
         if state is None or not state.driving or state.spec is None or not ctx.fresh():
             return
-        desired = node_status(state.spec, ctx.wall(), state.status)
+        current = state.status
+        desired = node_status(state.spec, ctx.wall(), current)
         first = ("status", key) not in ctx.timers
-        if periodic or status_changed(state.status, desired) or first:
-            patch = node_status_patch(state.status, desired)
+        if periodic or status_changed(current, desired) or (first and not node_created):
+            patch = node_status_patch(current, desired)
             if patch:
 
                 def done(result: WriteResult) -> None:
                     if result.outcome == "sent" and result.response is not None:
                         if self.states.get(key) is state:
-                            node = _decode_any(result.response.content)
-                            state.status = dict(node.get("status") or {})
+                            answer = _decode_status_only(result.response.content)
+                            state.packed_status = _NODE_STATUS.pack(bytes(answer.status))
 
                 write = Write(
                     "PATCH",
@@ -734,8 +919,9 @@ class NodeDriver:
             ready = ConditionValue("True", "KubeletReady", "Lease renewed by shard " + ctx.shard)
         else:
             ready = ConditionValue("False", "NotDriven", "not driven")
+        previous = state.cr_status_now
         desired = cr_status(
-            previous=cr.status,
+            previous=previous,
             shard=ctx.shard,
             node_name=state.name,
             generation=cr.metadata.generation or None,
@@ -743,7 +929,7 @@ class NodeDriver:
             ready=ready,
             now=ctx.wall(),
         )
-        if not status_differs(cr.status, desired):
+        if not status_differs(previous, desired):
             return
         meta = cr.metadata
         response = await ctx.control.request(
@@ -754,10 +940,10 @@ class NodeDriver:
         )
         if response.status != 404:
             response.raise_for_status()
-            fresh = msgspec.json.decode(response.content, type=CrView)
+            fresh = _decode_cr_answer(response.content)
             if self.states.get(state.key) is state and fresh.metadata.uid == meta.uid:
                 # Keep what we wrote as the baseline, so the same status is not written twice.
-                state.cr = msgspec.structs.replace(state.cr, status=fresh.status)
+                state.packed_cr_status = _CR_STATUS.pack(bytes(fresh.status))
 
     # -- deletion ------------------------------------------------------------------------------
 

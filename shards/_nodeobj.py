@@ -30,7 +30,8 @@ module builds, with no I/O:
   the hot path (one PUT per node every 10 s), so they are msgspec Structs with
   one reused encoder and decoder; the PUT carries the Lease as the last write
   returned it (resourceVersion included), less managedFields, which an update
-  that omits them leaves as they are.
+  that omits them leaves as they are. :func:`trim_lease` gives the form a
+  shard keeps between renewals: that Lease as JSON bytes.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ __all__ = [
     "node_status_patch",
     "renew_lease",
     "status_changed",
+    "trim_lease",
 ]
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
@@ -396,6 +398,16 @@ def encode_lease(lease: Lease) -> bytes:
 def decode_lease(data: bytes) -> Lease:
     """Decode a Lease the apiserver returned, ignoring managedFields and the rest."""
     return _LEASE_DECODER.decode(data)
+
+
+def trim_lease(data: bytes) -> bytes:
+    """A Lease the apiserver returned, as the JSON of just what a renewal carries.
+
+    What a shard keeps per node between renewals: one bytes object of ~0.4 KiB,
+    where the decoded :class:`Lease` is ~18 objects and ~1.1 KiB (11 MB over
+    10,000 nodes); decoding it again for each renewal costs a few microseconds.
+    """
+    return _LEASE_ENCODER.encode(_LEASE_DECODER.decode(data))
 
 
 def lease_as_json(lease: Lease) -> dict[str, Any]:

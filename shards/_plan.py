@@ -46,6 +46,7 @@ __all__ = [
     "ANNOTATION_DELAY_SUCCEEDED",
     "ANNOTATION_MOCK_STATUS",
     "ANNOTATION_POD_IPS",
+    "ANNOTATION_PREFIX",
     "COMPLETED",
     "CONTAINER_CREATING",
     "INIT_COMPLETED",
@@ -62,6 +63,8 @@ __all__ = [
 ]
 
 _PREFIX = "zhizuqiu.github.com/"
+ANNOTATION_PREFIX = _PREFIX
+"""Every lifecycle annotation starts with it: a pod's other annotations never change its Plan."""
 ANNOTATION_DELAY_RUNNING = _PREFIX + "delayRunning"
 ANNOTATION_DELAY_SUCCEEDED = _PREFIX + "delaySucceeded"
 ANNOTATION_DELAY_FAILED = _PREFIX + "delayFailed"

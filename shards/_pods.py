@@ -41,9 +41,10 @@ from typing import Any
 import msgspec
 import trio
 
-from fleet.errors import InputError
+from fleet.errors import FleetError, InputError, NotFound
+from fleet.kube._backoff import BackoffPolicy
 from fleet.kube._paths import resource_path
-from fleet.kube._views import ObjectMeta
+from fleet.kube._views import ListMeta
 from fleet.kube._watching import Reflector, WatchEvent
 from fleet.kube._writequeue import Write, WriteResult
 from shards._context import ShardContext
@@ -51,6 +52,7 @@ from shards._ipam import PoolExhausted
 from shards._kubelets import NodeState
 from shards._plan import (
     ANNOTATION_MOCK_STATUS,
+    ANNOTATION_PREFIX,
     POD_INITIALIZING,
     ContainerState,
     Plan,
@@ -111,18 +113,45 @@ class _PodSpec(msgspec.Struct, rename="camel", frozen=True):
     host_network: bool = False
 
 
+class _PodMeta(msgspec.Struct, rename="camel", frozen=True):
+    """The metadata a pod's lifecycle needs; labels, owners and managedFields stay undecoded."""
+
+    name: str = ""
+    namespace: str = ""
+    uid: str = ""
+    resource_version: str = ""
+    creation_timestamp: datetime | None = None
+    deletion_timestamp: datetime | None = None
+    annotations: dict[str, str] = {}
+
+
 class PodObject(msgspec.Struct, frozen=True):
-    """A pod as the reflector hands it over: the spec the status needs, the status still raw.
+    """A pod as the reflector hands it over: the parts the lifecycle needs, the status raw."""
 
-    A :class:`PodRecord` keeps it without the status (``{}``), which lives in
-    :attr:`PodRecord.raw_status` alone."""
-
-    metadata: ObjectMeta = ObjectMeta()
+    metadata: _PodMeta = _PodMeta()
     spec: _PodSpec = _PodSpec()
     status: msgspec.Raw = msgspec.Raw(b"{}")
 
 
-_NO_STATUS = msgspec.Raw(b"{}")
+_NO_ANNOTATIONS: dict[str, str] = {}
+CATCH_UP_BACKOFF = BackoffPolicy(initial=1.0, maximum=30.0, jitter=0.5)
+"""Between attempts to list the pods of a node just driven (see ``_catch_up_worker``)."""
+
+
+class _PodList(msgspec.Struct, frozen=True):
+    metadata: ListMeta = ListMeta()
+    items: list[PodObject] | None = None
+
+
+_decode_pod_list = msgspec.json.Decoder(_PodList).decode
+
+
+def _claims_all(node: str) -> bool:
+    return True
+
+
+def _node_of(held: PodObject | PodRecord) -> str:
+    return held.node if isinstance(held, PodRecord) else held.spec.node_name
 
 
 def _container(c: _Container) -> ContainerSpec:
@@ -164,30 +193,57 @@ def _invalid_plan(message: str, reason: str = "InvalidLifecycleAnnotation") -> P
     )
 
 
+UNHELD = b""
+""":attr:`PodRecord.raw_status` of a pod whose status the driver does not hold (see there)."""
+
+
 @dataclass(slots=True)
 class PodRecord:
-    """One pod on a driven node."""
+    """One pod on a driven node: what its lifecycle needs, ~0.5 KiB (100,000 pods ~50 MB)."""
 
     key: str
+    """``namespace/name``."""
     uid: str
     node: str
-    obj: PodObject
-    view: PodView
+    spec: _PodSpec
+    """Shared by the pods of one template on one node (:meth:`PodDriver._slim`)."""
+    annotations: Mapping[str, str]
+    """Shared by the pods of one template."""
     creation: datetime
     plan: Plan
-    raw_status: bytes | msgspec.Raw = b""
-    """The status as last seen (watch) or written (PATCH answer), kept as JSON: a decoded
-    status costs ~4 KiB of Python objects per pod, its JSON ~1 KiB (100k pods: 400 MB
-    against 100 MB). Decoded only when the pod is evaluated (:attr:`status`)."""
+    deletion: datetime | None = None
+    """``metadata.deletionTimestamp``."""
+    raw_status: bytes | msgspec.Raw = UNHELD
+    """The status as last seen (watch) or written (PATCH answer), kept as JSON (a decoded
+    status is ~4 KiB of Python objects, its JSON ~1 KiB), decoded when the pod is evaluated
+    (:attr:`status`). :data:`UNHELD` once the pod has reached a state with nothing more to
+    write: its next watch event brings the status again, and an evaluation without one
+    reads the pod first (:meth:`PodDriver._fetch_status`). 100,000 Running pods hold none."""
+    status_hash: int = 0
+    """``hash()`` of the status bytes last seen or written: the watch's echo of our own
+    PATCH carries the same bytes and needs no evaluation."""
     phase: str = "Pending"
-    """``status.phase`` of :attr:`raw_status` (``Pending`` when absent), for :meth:`PodDriver.phases`."""
+    """``status.phase`` (``Pending`` when absent), for :meth:`PodDriver.phases`."""
+    writes_out: int = 0
+    """Status PATCHes submitted and not yet ended."""
+    seen_while_writing: int = 0
+    """``hash()`` of a status the watch brought while :attr:`writes_out`: most likely the
+    echo of that very PATCH, racing its answer; looked at when the answer is in."""
     ips: tuple[str, ...] = ()
     deleting_since: float | None = None
     delete_scheduled: bool = False
 
     @property
+    def namespace(self) -> str:
+        return self.key.partition("/")[0]
+
+    @property
+    def name(self) -> str:
+        return self.key.partition("/")[2]
+
+    @property
     def status(self) -> dict[str, Any]:
-        """The status, decoded afresh on each access (a private copy)."""
+        """The status, decoded afresh on each access (a private copy); ``{}`` when unheld."""
         return _decode_status(self.raw_status) if self.raw_status else {}
 
 
@@ -202,21 +258,32 @@ class PodDriver:
         """Pods in :attr:`pods` by phase, kept in step by ``_set_status`` and ``_forget``."""
         self._nodes: dict[str, NodeState] = {}
         self._by_node: dict[str, set[str]] = {}
-        """Node name -> keys of every pod seen bound to it (driven or not)."""
-        self._seen: dict[str, PodObject] = {}
-        """Pods on nodes not (yet) driven, in shard mode: the reflector's objects."""
+        """Node name -> keys of the pods held for it (driven, or claimed and waiting)."""
+        self._seen: dict[str, PodObject | PodRecord] = {}
+        """Pods held for claimed nodes not (yet, or no longer) driven, in shard mode."""
+        self._dropped: set[str] = set()
+        """Nodes of other shards whose pods went by unheld (see :meth:`on_event`)."""
+        self._catch_up: set[str] = set()
+        """Nodes just driven whose pods went by unheld: each is listed once."""
+        self._catch_up_wake = trio.Event()
+        self._gone_while_listing: set[str] = set()
         self._reflector: Reflector[PodObject] | None = None
         self._nursery: trio.Nursery | None = None
         self._send: trio.MemorySendChannel[WatchEvent[PodObject]] | None = None
         self._node_watches: dict[str, trio.CancelScope] = {}
         self.per_node = ctx.settings.shard.pod_watch == "per-node"
         self.give_way: Callable[[], Awaitable[None]] | None = None
+        """Awaited before each pod event (the Lease lane's :meth:`~shards._leaselane.LeaseLane.give_way`)."""
+        self.claims: Callable[[str], bool] = _claims_all
+        """Whether a node is one of this shard's (:meth:`~shards._kubelets.NodeDriver.claims`):
+        the one pod watch sees every bound pod in the cluster, and holding those of other
+        shards' nodes would cost each shard the whole fleet's pods."""
         self._specs: dict[bytes, _PodSpec] = {}
         """Pod specs by their JSON (see :meth:`_slim`)."""
         self._spec_views: dict[int, tuple[_PodSpec, PodView]] = {}
         """A shared spec's id -> it and the view of its first pod (see :meth:`_view`)."""
-        self._labels: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
-        """Awaited before each pod event (the Lease lane's :meth:`~shards._leaselane.LeaseLane.give_way`)."""
+        self._annotations: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
+        self._times: dict[datetime, datetime] = {}
 
     # -- watching ----------------------------------------------------------------------------
 
@@ -228,6 +295,7 @@ class PodDriver:
             self._send = send
             nursery.start_soon(self._consume, receive)
             if not self.per_node:
+                nursery.start_soon(self._catch_up_worker)
                 self._reflector = Reflector(
                     self._ctx.hot,
                     resource_path("", "v1", "pods"),
@@ -279,23 +347,27 @@ class PodDriver:
         if event.type == "DELETED":
             if not node:  # a relist's tombstone carries the metadata only
                 record, seen = self.pods.get(key), self._seen.get(key)
-                node = record.node if record else seen.spec.node_name if seen else ""
+                node = record.node if record else "" if seen is None else _node_of(seen)
             self._forget(key)
             self._seen.pop(key, None)
+            if self._catch_up:
+                self._gone_while_listing.add(key)
             keys = self._by_node.get(node)
             if keys is not None:
                 keys.discard(key)
                 if not keys:
                     del self._by_node[node]
             return
-        # The status is a slice of the list page or watch line it came in: copy it out, so
-        # that buffer (~2 KiB a pod) is not kept alive by it.
-        obj = self._slim(obj)
-        self._by_node.setdefault(node, set()).add(key)
         if node not in self._nodes:
-            if not self.per_node:
-                self._seen[key] = obj
+            if self.per_node:
+                return
+            if not self.claims(node):
+                self._dropped.add(node)
+                return
+            self._by_node.setdefault(node, set()).add(key)
+            self._seen[key] = self._slim(obj)
             return
+        self._by_node.setdefault(node, set()).add(key)
         self._seen.pop(key, None)
         self._track(key, obj)
 
@@ -303,10 +375,12 @@ class PodDriver:
         """``obj`` with its status copied out and the parts pods share, shared.
 
         Pods of one template on one node have equal specs, and pods of one template
-        equal labels: kept once each (a decoded spec is ~1 KiB of Python objects a pod;
-        100,000 pods on 10,000 nodes hold ~10,000 distinct ones). Read-only, as every
-        decoded object here is. The tables are emptied when they grow past
-        :data:`INTERN_LIMIT` (churn), which costs sharing, never correctness.
+        equal annotations: kept once each (a decoded spec is ~1 KiB of Python objects a
+        pod; 100,000 pods on 10,000 nodes hold ~10,000 distinct ones), as are equal
+        creation times. Read-only, as every decoded object here is. The tables are
+        emptied when they grow past :data:`INTERN_LIMIT` (churn), which costs sharing,
+        never correctness. The status is copied out of the list page or watch line it
+        came in, so that buffer (~2 KiB a pod) is not kept alive by it.
         """
         spec_key = _encode_spec(obj.spec)
         spec = self._specs.get(spec_key)
@@ -316,34 +390,69 @@ class PodDriver:
                 self._spec_views.clear()
             spec = self._specs[spec_key] = obj.spec
         meta = obj.metadata
-        labels = meta.labels
-        if labels:
-            label_key = tuple(labels.items())
-            shared = self._labels.get(label_key)
-            if shared is None:
-                if len(self._labels) >= INTERN_LIMIT:
-                    self._labels.clear()
-                shared = self._labels[label_key] = labels
-            meta = msgspec.structs.replace(meta, labels=shared, namespace=sys.intern(meta.namespace))
-        else:
-            meta = msgspec.structs.replace(meta, namespace=sys.intern(meta.namespace))
-        return msgspec.structs.replace(obj, metadata=meta, spec=spec, status=obj.status.copy())
+        return msgspec.structs.replace(
+            obj,
+            metadata=msgspec.structs.replace(
+                meta,
+                namespace=sys.intern(meta.namespace),
+                annotations=self._shared_annotations(meta.annotations),
+                creation_timestamp=self._shared_time(meta.creation_timestamp),
+                resource_version="",
+            ),
+            spec=spec,
+            status=msgspec.Raw(bytes(obj.status)),
+        )
 
-    def _view(self, obj: PodObject) -> PodView:
-        """:func:`_view`, with the container parts shared by pods that share a spec."""
-        spec = obj.spec
+    def _shared_annotations(self, annotations: dict[str, str]) -> dict[str, str]:
+        """The lifecycle annotations of ``annotations`` (all a Plan reads), shared."""
+        if not annotations:
+            return _NO_ANNOTATIONS
+        key = tuple((k, v) for k, v in annotations.items() if k.startswith(ANNOTATION_PREFIX))
+        if not key:
+            return _NO_ANNOTATIONS
+        table = self._annotations
+        shared = table.get(key)
+        if shared is None:
+            if len(table) >= INTERN_LIMIT:
+                table.clear()
+            shared = table[key] = dict(key)
+        return shared
+
+    def _shared_time(self, when: datetime | None) -> datetime | None:
+        if when is None:
+            return None
+        table = self._times
+        shared = table.get(when)
+        if shared is None:
+            if len(table) >= INTERN_LIMIT:
+                table.clear()
+            shared = table[when] = when
+        return shared
+
+    def _view(self, record: PodRecord) -> PodView:
+        """The :class:`PodView` of ``record``, its container parts shared by pods that share
+        a spec (built when the pod is evaluated, not kept)."""
+        spec = record.spec
+        namespace, _, name = record.key.partition("/")
         entry = self._spec_views.get(id(spec))
         if entry is None or entry[0] is not spec:
-            view = _view(obj)
+            view = PodView(
+                uid=record.uid,
+                name=name,
+                namespace=namespace,
+                containers=tuple(_container(c) for c in spec.containers),
+                init_containers=tuple(_container(c) for c in spec.init_containers),
+                readiness_gates=tuple(g.condition_type for g in spec.readiness_gates),
+                host_network=spec.host_network,
+            )
             if self._specs.get(_encode_spec(spec)) is spec:  # interned: id stays its own
                 self._spec_views[id(spec)] = (spec, view)
             return view
         shared = entry[1]
-        meta = obj.metadata
         return PodView(
-            uid=meta.uid,
-            name=meta.name,
-            namespace=meta.namespace,
+            uid=record.uid,
+            name=name,
+            namespace=namespace,
             containers=shared.containers,
             init_containers=shared.init_containers,
             readiness_gates=shared.readiness_gates,
@@ -352,41 +461,69 @@ class PodDriver:
 
     def _track(self, key: str, obj: PodObject) -> None:
         record = self.pods.get(key)
-        if record is not None and record.uid != obj.metadata.uid:
+        meta = obj.metadata
+        if record is not None and record.uid != meta.uid:
             self._forget(key)
             record = None
+        raw = bytes(obj.status)
         if record is None:
-            creation = obj.metadata.creation_timestamp or self._ctx.wall()
-            plan, problem = self._plan(obj.metadata)
+            obj = self._slim(obj)
+            meta = obj.metadata
+            plan, problem = self._plan(meta.namespace, meta.annotations)
             record = PodRecord(
                 key=key,
-                uid=obj.metadata.uid,
+                uid=meta.uid,
                 node=obj.spec.node_name,
-                obj=msgspec.structs.replace(obj, status=_NO_STATUS),
-                view=self._view(obj),
-                creation=creation,
+                spec=obj.spec,
+                annotations=meta.annotations,
+                creation=meta.creation_timestamp or self._ctx.wall(),
                 plan=plan,
+                deletion=meta.deletion_timestamp,
             )
             self.pods[key] = record
             self._phases[record.phase] += 1
             if problem is not None:
                 self._ctx.timers.schedule(("pod-event", key), self._ctx.clock())
         else:
-            if obj.metadata.annotations != record.obj.metadata.annotations:
-                record.plan, problem = self._plan(obj.metadata)
+            annotations = self._shared_annotations(meta.annotations)
+            if (
+                hash(raw) == record.status_hash
+                and meta.deletion_timestamp == record.deletion
+                and annotations == record.annotations
+            ):
+                return  # the echo of our own PATCH, or a change to parts we do not drive
+            if (
+                record.writes_out
+                and meta.deletion_timestamp == record.deletion
+                and annotations == record.annotations
+            ):
+                record.seen_while_writing = hash(raw)  # see _status_done
+                return
+            if annotations != record.annotations:
+                record.annotations = annotations
+                record.plan, problem = self._plan(meta.namespace, record.annotations)
                 if problem is not None:
                     self._ctx.timers.schedule(("pod-event", key), self._ctx.clock())
-            record.obj = msgspec.structs.replace(obj, status=_NO_STATUS)
-        self._set_status(record, obj.status)
-        if obj.metadata.deletion_timestamp is not None and record.deleting_since is None:
+            record.deletion = meta.deletion_timestamp
+        self._set_status(record, raw)
+        if record.deletion is not None and record.deleting_since is None:
             record.deleting_since = self._ctx.clock()
         self._ctx.timers.schedule(("pod", key), self._ctx.clock())
 
-    def _plan(self, meta: ObjectMeta) -> tuple[Plan, str | None]:
+    def _resume(self, record: PodRecord) -> None:
+        """Drive again a pod parked by :meth:`node_removed`, as it was (its IPs re-adopted)."""
+        record.ips = ()
+        record.delete_scheduled = False
+        record.deleting_since = None if record.deletion is None else self._ctx.clock()
+        self.pods[record.key] = record
+        self._phases[record.phase] += 1
+        self._ctx.timers.schedule(("pod", record.key), self._ctx.clock())
+
+    def _plan(self, namespace: str, annotations: Mapping[str, str]) -> tuple[Plan, str | None]:
         """The pod's Plan, and what is wrong with its annotations (None: nothing)."""
-        scripts = None if self.scripts is None else self.scripts.resolver(meta.namespace)
+        scripts = None if self.scripts is None else self.scripts.resolver(namespace)
         try:
-            return compile_plan(meta.annotations, scripts=scripts), None
+            return compile_plan(annotations, scripts=scripts), None
         except ScriptError as exc:
             return _invalid_plan(str(exc), exc.reason), str(exc)
         except InputError as exc:
@@ -397,8 +534,10 @@ class PodDriver:
         ctx = self._ctx
         now = ctx.wall()
         for key, record in self.pods.items():
-            meta = record.obj.metadata
-            if meta.namespace != namespace or meta.annotations.get(ANNOTATION_MOCK_STATUS) != name:
+            if (
+                record.annotations.get(ANNOTATION_MOCK_STATUS) != name
+                or record.namespace != namespace
+            ):
                 continue
             if record.deleting_since is not None:
                 continue
@@ -408,7 +547,7 @@ class PodDriver:
                 "Failed",
             ):
                 continue  # a terminal state reached stays
-            plan, problem = self._plan(meta)
+            plan, problem = self._plan(namespace, record.annotations)
             if plan == record.plan:
                 continue
             if problem is not None:
@@ -418,7 +557,7 @@ class PodDriver:
             record.plan = plan
             ctx.timers.schedule(("pod", key), ctx.clock())
 
-    def _set_status(self, record: PodRecord, raw: bytes | msgspec.Raw) -> None:
+    def _set_status(self, record: PodRecord, raw: bytes) -> None:
         """Keep ``raw`` as the pod's status, and the phase counts in step."""
         phase = _phase_of(raw)
         if phase != record.phase:
@@ -429,6 +568,7 @@ class PodDriver:
             counts[phase] += 1
             record.phase = phase
         record.raw_status = raw
+        record.status_hash = hash(raw)
 
     def _forget(self, key: str) -> None:
         record = self.pods.pop(key, None)
@@ -446,6 +586,78 @@ class PodDriver:
         self._ctx.writes.forget(f"pods/{key}/status")
         self._ctx.writes.forget(f"pods/{key}")
 
+    # -- pods that went by unheld -------------------------------------------------------------
+
+    async def _catch_up_worker(self) -> None:
+        """List the pods of each node driven after its pods went by unheld (shard moves).
+
+        One node at a time, one LIST of ``spec.nodeName=<node>`` each: a move is rate
+        limited by the coordinator, and a relist of every bound pod would cost far more.
+        A pod the watch delivered meanwhile (fresher) or deleted meanwhile is left as the
+        watch has it."""
+        backoff = CATCH_UP_BACKOFF.start(clock=self._ctx.clock, rng=self._ctx.rng)
+        while True:
+            if not self._catch_up:
+                self._catch_up_wake = trio.Event()
+                await self._catch_up_wake.wait()
+                continue
+            name = next(iter(self._catch_up))
+            if name not in self._nodes:
+                self._catch_up.discard(name)
+                continue
+            self._gone_while_listing.clear()
+            try:
+                pods = await self._list_node(name)
+            except FleetError as exc:
+                delay = backoff.next_delay()
+                log.warning("pods of node %s: %s; listing again in %.1f s", name, exc, delay)
+                await trio.sleep(delay)
+                continue
+            backoff.mark_healthy()
+            self._catch_up.discard(name)
+            for obj in pods:
+                meta = obj.metadata
+                key = f"{meta.namespace}/{meta.name}"
+                if key not in self.pods and key not in self._gone_while_listing:
+                    self.on_event(WatchEvent("ADDED", obj))
+            if not self._catch_up:
+                self._gone_while_listing.clear()
+
+    async def _list_node(self, name: str) -> list[PodObject]:
+        path = resource_path("", "v1", "pods")
+        params = {"fieldSelector": f"spec.nodeName={name}", "limit": "500"}
+        out: list[PodObject] = []
+        while True:
+            response = (await self._ctx.hot.request("GET", path, params=params)).raise_for_status()
+            try:
+                page = _decode_pod_list(response.content)
+            except msgspec.DecodeError as exc:
+                raise InputError(f"list of pods on node {name}: undecodable: {exc}") from exc
+            out.extend(page.items or ())
+            if not page.metadata.continue_:
+                return out
+            params = {**params, "continue": page.metadata.continue_}
+
+    async def _fetch_status(self, record: PodRecord) -> bool:
+        """Read a pod whose status is unheld; False if it is gone or could not be read."""
+        namespace, _, name = record.key.partition("/")
+        path = resource_path("", "v1", "pods", namespace=namespace, name=name)
+        try:
+            response = (await self._ctx.hot.request("GET", path)).raise_for_status()
+            fresh = msgspec.json.decode(response.content, type=PodObject)
+        except NotFound:
+            return False  # its DELETED event is on its way
+        except (FleetError, msgspec.DecodeError) as exc:
+            log.warning("pod %s: reading its status: %s; trying again", record.key, exc)
+            self._ctx.timers.schedule(
+                ("pod", record.key), self._ctx.clock() + 1.0 + self._ctx.rng.random()
+            )
+            return False
+        if fresh.metadata.uid != record.uid or self.pods.get(record.key) is not record:
+            return False
+        self._set_status(record, bytes(fresh.status))
+        return True
+
     # -- nodes coming and going (NodeListener) -----------------------------------------------
 
     def node_added(self, name: str, state: NodeState) -> None:
@@ -454,27 +666,37 @@ class PodDriver:
             self._watch_node(name)
             return
         for key in list(self._by_node.get(name, ())):
-            obj = self._seen.pop(key, None)
-            if obj is None and self._reflector is not None:
-                obj = self._reflector.objects.get(key)
-            if obj is not None:
-                self._track(key, obj)
+            parked = self._seen.pop(key, None)
+            if isinstance(parked, PodRecord):
+                self._resume(parked)
+            elif parked is not None:
+                self._track(key, parked)
+        if name in self._dropped:
+            self._dropped.discard(name)
+            self._catch_up.add(name)
+            self._catch_up_wake.set()
 
     def node_removed(self, name: str) -> None:
         self._nodes.pop(name, None)
+        self._catch_up.discard(name)
         scope = self._node_watches.pop(name, None)
         if scope is not None:
             scope.cancel()
+        # Still this shard's (the fence closed, the CR is being re-registered): park the
+        # pods as they are until the node is driven again. Gone to another shard: let go.
+        park = not self.per_node and self.claims(name)
         for key in list(self._by_node.get(name, ())):
             record = self.pods.get(key)
             if record is not None:
-                if not self.per_node:
-                    raw = record.raw_status
-                    status = raw if isinstance(raw, msgspec.Raw) else msgspec.Raw(raw or b"{}")
-                    self._seen[key] = msgspec.structs.replace(record.obj, status=status)
                 self._forget(key)
-        if self.per_node:
+                if park:
+                    self._seen[key] = record
+            elif not park:
+                self._seen.pop(key, None)
+        if not park:
             self._by_node.pop(name, None)
+            if not self.per_node:
+                self._dropped.add(name)
 
     # -- timers --------------------------------------------------------------------------------
 
@@ -486,25 +708,25 @@ class PodDriver:
         elif kind == "pod-event":
             record = self.pods.get(key)
             if record is not None and record.plan.steps[0].source == "invalid":
-                meta = record.obj.metadata
                 involved = {
                     "apiVersion": "v1",
                     "kind": "Pod",
-                    "namespace": meta.namespace,
-                    "name": meta.name,
-                    "uid": meta.uid,
+                    "namespace": record.namespace,
+                    "name": record.name,
+                    "uid": record.uid,
                 }
                 reason = record.plan.steps[0].reason
                 await self._ctx.events.warn(involved, reason, record.plan.steps[0].message)
 
-    def _ips(self, record: PodRecord, node: NodeState) -> tuple[str, ...]:
+    def _ips(
+        self, record: PodRecord, node: NodeState, status: Mapping[str, Any]
+    ) -> tuple[str, ...]:
         if record.plan.pod_ips:
             return record.plan.pod_ips
-        if record.view.host_network or node.pool is None:
+        if record.spec.host_network or node.pool is None:
             return ()
         if record.ips:
             return record.ips
-        status = record.status
         existing = tuple(
             str(e["ip"]) for e in status.get("podIPs") or [] if isinstance(e, Mapping)
         ) or ((str(status["podIP"]),) if status.get("podIP") else ())
@@ -526,6 +748,8 @@ class PodDriver:
         node = self._nodes.get(record.node)
         if node is None or node.spec is None:
             return
+        if not record.raw_status and not await self._fetch_status(record):
+            return
         now = ctx.wall()
         elapsed = (now - record.creation).total_seconds()
         step = record.plan.state_at(elapsed)
@@ -542,12 +766,12 @@ class PodDriver:
                 # (a pod waiting for its annotations or MockStatus to be fixed) go at once.
                 original = {k: v for k, v in original.items() if k not in ("reason", "message")}
         desired = build_status(
-            record.view,
+            self._view(record),
             step,
             original=original,
             creation=record.creation,
             now=now,
-            pod_ips=self._ips(record, node),
+            pod_ips=self._ips(record, node, current),
             host_ips=spec.internal_ips,
             style=style,
         )
@@ -561,9 +785,11 @@ class PodDriver:
                 return
             await self._submit_status(record, patch, then_delete=True)
             return
+        following = record.plan.next_change_after(elapsed)
         if patch is not None:
             await self._submit_status(record, patch, then_delete=False)
-        following = record.plan.next_change_after(elapsed)
+        elif following is None:
+            record.raw_status = UNHELD  # nothing more to write: see PodRecord.raw_status
         if following is not None:
             ctx.timers.schedule(("pod", key), ctx.clock() + max(0.0, following - elapsed))
 
@@ -571,20 +797,21 @@ class PodDriver:
         self, record: PodRecord, patch: dict[str, Any], *, then_delete: bool
     ) -> None:
         ctx = self._ctx
-        meta = record.obj.metadata
-        path = resource_path(
-            "", "v1", "pods", namespace=meta.namespace, name=meta.name, subresource="status"
-        )
+        namespace, _, name = record.key.partition("/")
+        path = resource_path("", "v1", "pods", namespace=namespace, name=name, subresource="status")
         write = Write(
             "PATCH",
             path,
             encode_patch(patch),
             _STRATEGIC,
             on_result=partial(self._status_done, record, then_delete),
+            force=True,  # diffed against the status already (make_patch)
         )
+        record.writes_out += 1
         await ctx.writes.submit(f"pods/{record.key}/status", write)
 
     def _status_done(self, record: PodRecord, then_delete: bool, result: WriteResult) -> None:
+        record.writes_out -= 1
         if self.pods.get(record.key) is not record:
             return
         if result.outcome == "sent" and result.response is not None:
@@ -592,8 +819,23 @@ class PodDriver:
             if fresh.metadata.uid == record.uid:
                 # A copy of the status alone: the Raw would keep the whole answer alive.
                 self._set_status(record, bytes(fresh.status))
+                if not then_delete and self._settled(record):
+                    record.raw_status = UNHELD  # see PodRecord.raw_status
+        if not record.writes_out:
+            seen, record.seen_while_writing = record.seen_while_writing, 0
+            if seen and seen != record.status_hash:
+                # Not (only) our echo: someone else changed the status meanwhile. The status
+                # now held is at least as new as our write; evaluate against it.
+                self._ctx.timers.schedule(("pod", record.key), self._ctx.clock())
         if then_delete and result.outcome not in ("gone", "superseded"):
             self._schedule_delete(record)
+
+    def _settled(self, record: PodRecord) -> bool:
+        """Nothing more to write for ``record`` unless something changes it."""
+        if record.deleting_since is not None:
+            return False
+        elapsed = (self._ctx.wall() - record.creation).total_seconds()
+        return record.plan.next_change_after(elapsed) is None
 
     def _schedule_delete(self, record: PodRecord) -> None:
         since = record.deleting_since if record.deleting_since is not None else self._ctx.clock()
@@ -605,14 +847,13 @@ class PodDriver:
         record = self.pods.get(key)
         if record is None or not ctx.fresh():
             return
-        meta = record.obj.metadata
         options = {
             "kind": "DeleteOptions",
             "apiVersion": "v1",
             "gracePeriodSeconds": 0,
             "preconditions": {"uid": record.uid},
         }
-        path = resource_path("", "v1", "pods", namespace=meta.namespace, name=meta.name)
+        path = resource_path("", "v1", "pods", namespace=record.namespace, name=record.name)
         await ctx.writes.submit(
             f"pods/{key}", Write("DELETE", path, encode_patch(options), _JSON, force=True)
         )

@@ -405,8 +405,12 @@ class HotTransport:
     async def aclose(self) -> None:
         """Close every pool connection. Streams close with their own ``async with``."""
         self._closed = True
-        for conn in self._conns:
-            await conn.discard()
+        # Shielded: it is most often reached by a cancellation (the ``async with`` left as its
+        # nursery is cancelled), which would otherwise end the loop at the first checkpoint
+        # and leave the other connections to the garbage collector. Closing is local work.
+        with trio.CancelScope(shield=True):
+            for conn in self._conns:
+                await conn.discard()
 
     def statistics(self) -> HotTransportStatistics:
         return HotTransportStatistics(

@@ -35,6 +35,7 @@ __all__ = [
     "ListEnvelope",
     "ListMeta",
     "MetaOnly",
+    "MetaView",
     "ObjectMeta",
     "OwnerReference",
     "Status",
@@ -124,11 +125,30 @@ class Status(msgspec.Struct, rename="camel", omit_defaults=True, frozen=True):
     details: StatusDetails | None = None
 
 
+class MetaView(Protocol):
+    """What the client reads of any object's metadata: its key, uid and resourceVersion.
+
+    :class:`ObjectMeta` is one; a consumer holding many objects (the shard's pods)
+    decodes a narrower struct of its own."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def namespace(self) -> str: ...
+
+    @property
+    def uid(self) -> str: ...
+
+    @property
+    def resource_version(self) -> str: ...
+
+
 class View(Protocol):
     """What the client needs of a view: its metadata (key and resourceVersion)."""
 
     @property
-    def metadata(self) -> ObjectMeta: ...
+    def metadata(self) -> MetaView: ...
 
 
 T = TypeVar("T")
@@ -149,6 +169,6 @@ def decoder_for(view: type[T]) -> msgspec.json.Decoder[T]:
     return decoder
 
 
-def object_key(meta: ObjectMeta) -> str:
+def object_key(meta: MetaView) -> str:
     """The store key of an object: ``namespace/name``, or ``name`` if cluster-scoped."""
     return f"{meta.namespace}/{meta.name}" if meta.namespace else meta.name

@@ -8,6 +8,7 @@ mid-response closes, idle closes, chunked bodies with extensions and trailers.
 
 from __future__ import annotations
 
+import gc
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -613,3 +614,25 @@ async def test_batch_refused_connection_is_an_error_per_request() -> None:
     async with HotTransport(config(port)) as hot:
         answers = await hot.request_batch(puts(2))
     assert all(isinstance(a, ConnectError) for a in answers)
+
+
+async def test_closing_in_a_cancelled_scope_closes_every_connection(
+    serve: ServeFn, autojump_clock: trio.abc.Clock
+) -> None:
+    # The `async with` of a transport is most often left by a cancellation: the close must
+    # not stop at its first checkpoint and leave the other connections to the GC.
+    async def slow(seen: Seen) -> tuple[bytes, bool]:
+        await trio.sleep(1)
+        return reply(), True
+
+    _server, port = await serve(slow)
+    hot = HotTransport(config(port), HotTransportSettings(connections=3))
+    async with trio.open_nursery() as nursery:
+        for _ in range(3):
+            nursery.start_soon(hot.request, "GET", "/api/v1/nodes")
+    assert hot.statistics().opened == 3
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await hot.aclose()
+    del hot
+    gc.collect()  # a socket left open would be reported here, as an error

@@ -585,15 +585,45 @@ async def test_relist_difference_without_keeping_objects(
                 events.append(receive.receive_nowait())
             except trio.WouldBlock:
                 break
-        assert [(e.type, e.obj.metadata.name, e.obj.metadata.uid) for e in events] == [
-            ("DELETED", "deleted", "uid-deleted"),
+        # Without the objects, a list is handed over page by page: what no page held is
+        # known (and DELETED) only at the end.
+        gone = [("DELETED", "deleted", "uid-deleted")]
+        changes = [
             ("MODIFIED", "changed", "uid-changed"),
             ("ADDED", "new", "uid-new"),
             ("DELETED", "a", "u1"),
             ("ADDED", "a", "u2"),
         ]
-        deleted = events[0].obj
+        assert [(e.type, e.obj.metadata.name, e.obj.metadata.uid) for e in events] == (
+            gone + changes if keep_objects else changes + gone
+        )
+        deleted = events[0 if keep_objects else -1].obj
         assert (deleted.metadata.namespace, deleted.metadata.resource_version) == ("default", "3")
         assert reflector.statistics().objects == 4
         assert len(reflector.objects) == (4 if keep_objects else 0)
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("keep_objects", [True, False])
+async def test_a_list_is_handed_over_page_by_page_without_keeping_objects(
+    autojump_clock: trio.testing.MockClock, keep_objects: bool
+) -> None:
+    # Without the objects, a list never holds more than one page of decoded objects.
+    lister = Lister(("10", [pod("a", "1"), pod("b", "2"), pod("c", "3")]))
+    handed_before_second_page: list[int] = []
+
+    def handler(request: FakeRequest) -> Response:
+        if "continue" in request.params:
+            handed_before_second_page.append(receive.statistics().current_buffer_used)
+        return lister(request)
+
+    api = FakeApiserver(handler, [STREAM_HANGS])
+    reflector = Reflector(
+        api, PATH, Pod, settings=settings(page_size=2), keep_objects=keep_objects
+    )
+    send, receive = trio.open_memory_channel[WatchEvent[Pod]](10)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(reflector.run, send)
+        assert [name for _, name, _ in drain(receive)] == ["a", "b", "c"]
+        assert handed_before_second_page == [0 if keep_objects else 2]
         nursery.cancel_scope.cancel()

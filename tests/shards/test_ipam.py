@@ -148,3 +148,44 @@ def test_subrange() -> None:
     assert subrange("10.0.0.0/8", 0, 1) == "10.0.0.0/8"
     with pytest.raises(ConfigError):
         subrange("10.0.0.0/8", 4, 4)
+
+
+def test_a_pool_keeps_offsets_and_builds_text_on_demand() -> None:
+    pool = PodIPPool(("10.244.3.0/24",))
+    assert pool._ranges[0].free is None  # no free list until an address is released
+    ips = pool.allocate("a")
+    held = pool._by_key["a"]
+    assert isinstance(held, int) and pool._ranges[0].owners[held] == "a"
+    assert pool.ips_of("a") == ips == ("10.244.3.2",)
+    assert pool.allocate("a") == ips
+    pool.release("a")
+    assert pool.ips_of("a") is None and list(pool._ranges[0].free or ()) == [2]
+    # adopted: in the range, an offset; outside it, the text
+    assert pool.adopt("in", ["10.244.3.9"]) == ("10.244.3.9",)
+    assert isinstance(pool._by_key["in"], int)
+    assert pool.adopt("out", ["192.168.1.1"]) == ("192.168.1.1",)
+    assert pool._by_key["out"] == ("192.168.1.1",)
+    assert pool.adopt("in", ["10.244.3.10"]) == ("10.244.3.10",)  # moved: the old one is freed
+    assert pool.allocate("next") == ("10.244.3.3",)
+    assert pool.statistics().in_use == 2
+    dual = PodIPPool(["10.0.0.0/24", "fd00::/64"])
+    assert dual.allocate("d") == ("10.0.0.2", "fd00::2")
+    assert dual.ips_of("d") == ("10.0.0.2", "fd00::2")
+    dual.release("d")
+    assert dual.statistics().in_use == 0
+
+
+def test_a_pool_shares_the_cidr_tuple_it_was_given() -> None:
+    cidrs = ("10.244.3.0/24",)
+    assert PodIPPool(cidrs).cidrs is cidrs
+    assert PodIPPool(["10.244.3.0/24"]).cidrs == cidrs
+    assert PodIPPool((" 10.244.3.0/24",)).cidrs == cidrs  # not canonical: its own
+
+
+def test_ipv6_ranges_low_in_the_space_stay_ipv6() -> None:
+    pool = PodIPPool(["::/120"])
+    assert pool.allocate("a") == ("::2",)
+    tiny = PodIPPool(["::/126"])  # ::2 and ::3 (IPv6 has no broadcast address)
+    assert [tiny.allocate(i)[0] for i in range(2)] == ["::2", "::3"]
+    with pytest.raises(PoolExhausted, match=r"left in ::/126: all 2"):
+        tiny.allocate(2)

@@ -25,6 +25,7 @@ from shards._nodeobj import (
     node_status_patch,
     renew_lease,
     status_changed,
+    trim_lease,
 )
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
@@ -366,3 +367,14 @@ def test_lease_renew_repairs_holder_and_owner() -> None:
     assert (renewed.spec.holderIdentity, renewed.spec.leaseDurationSeconds) == ("hollow-1", 40)
     assert [o.uid for o in renewed.metadata.ownerReferences] == ["new-node-uid"]
     assert renew_lease(lease, T0).metadata.ownerReferences == []
+
+
+def test_trimmed_lease_renews_as_the_answer_would() -> None:
+    answer = json.dumps(LEASE_RESPONSE).encode()
+    kept = trim_lease(answer)
+    assert b"managedFields" not in kept and len(kept) < len(answer)
+    assert decode_lease(kept) == decode_lease(answer)
+    at = T0 + timedelta(seconds=10)
+    assert encode_lease(renew_lease(decode_lease(kept), at)) == encode_lease(
+        renew_lease(decode_lease(answer), at)
+    )
