@@ -181,7 +181,14 @@ def _free_port() -> int:
 class _Pair:
     """A stub apiserver and a shard pointed at it, each in its own process."""
 
-    def __init__(self, nodes: int, pods: int) -> None:
+    def __init__(
+        self,
+        nodes: int,
+        pods: int,
+        *,
+        shard_code: str = "from fleet.cli import main; main()",
+        shard_env: dict[str, str] | None = None,
+    ) -> None:
         self._dir = Path(tempfile.mkdtemp(prefix="kubemock-fleet-bench-shard-"))
         self.stub = subprocess.Popen(
             [
@@ -218,7 +225,7 @@ class _Pair:
             [
                 sys.executable,
                 "-c",
-                "from fleet.cli import main; main()",
+                shard_code,
                 "shard",
                 "--id",
                 "0",
@@ -230,6 +237,7 @@ class _Pair:
             stdin=subprocess.DEVNULL,
             stdout=self.log,
             stderr=subprocess.STDOUT,
+            env=None if shard_env is None else {**os.environ, **shard_env},
         )
 
     def stub_call(self, path: str, method: str = "GET") -> dict[str, Any]:

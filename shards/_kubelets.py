@@ -875,7 +875,8 @@ class NodeDriver:
         current = state.status
         desired = node_status(state.spec, ctx.wall(), current)
         first = ("status", key) not in ctx.timers
-        if periodic or status_changed(current, desired) or (first and not node_created):
+        send = periodic or status_changed(current, desired) or (first and not node_created)
+        if send:
             patch = node_status_patch(current, desired)
             if patch:
 
@@ -893,6 +894,7 @@ class NodeDriver:
                     on_result=done,
                 )
                 await ctx.writes.submit(f"nodes/{state.name}/status", write)
+        if send or first:  # a node just created is not reported now, but every interval all the same
             interval = state.interval
             if first and not periodic:
                 # The first periodic report of a node just registered (or re-adopted) comes

@@ -152,6 +152,8 @@ class LeaseLane:
         renewal sent: the lane's own backlog apart from the server's (and reading's) delay."""
         self._clear = trio.Event()
         """Set when the lane caught up (see :meth:`give_way`); replaced while it is behind."""
+        self._sending = 0
+        """Writers out on the apiserver with a batch."""
         self.gave_way = 0
         """Times a task waited for the lane in :meth:`give_way`."""
         self.batches = 0
@@ -180,9 +182,14 @@ class LeaseLane:
     # -- priority ----------------------------------------------------------------------------
 
     def behind(self) -> bool:
-        """Renewals are due and not yet written (popped, or overdue past the dispatcher)."""
+        """Renewals are due and could be written if the lane had the CPU: waiting for a writer
+        while one is free (not out on the apiserver), or overdue past the dispatcher.
+
+        With every writer waiting on the apiserver the lane is not behind for want of CPU:
+        holding the rest of the shard back would not speed it up (a saturated apiserver
+        answering slowly made every other task wait :data:`GIVE_WAY_MAX` per step)."""
         if self._ready:
-            return True
+            return self._sending < self._writers
         due = self.timers.next_due()
         return due is not None and due < self._clock() - self._window - GIVE_WAY_AFTER
 
@@ -263,7 +270,13 @@ class LeaseLane:
                 for _ in keys:
                     await acquire()
             sent = self._clock()
-            answers = await self._sender.request_batch(requests)
+            self._sending += 1
+            self._maybe_clear()  # every writer out: those giving way go on (see behind)
+            try:
+                answers = await self._sender.request_batch(requests)
+            finally:
+                self._sending -= 1
+                self._maybe_clear()
             self.batches += 1
             self.sent += len(keys)
             on_lag = self.on_lag

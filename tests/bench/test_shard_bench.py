@@ -65,3 +65,16 @@ def test_bench_shard_report_rows() -> None:
     text = format_report(BenchResult("x86_64, 2 cores", "3.11", "cmd", "load", None, running))
     assert "| 10,000 pods bound -> Running (1,000 nodes, min of 3) | 4.50 s CPU" in text
     assert "<= 10 s CPU" in text
+
+
+def test_memprobe_reports_what_the_shard_holds() -> None:
+    from bench._memprobe import probe
+
+    report = probe(6, 30, frames=1, settle=0.5)
+    assert (report["nodes"], report["pods"]) == (6, 30)
+    assert 0 < report["end_rss_mib"] <= report["peak_rss_mib"]
+    assert report["running_s"] >= report["registered_s"] > 0
+    held = dict(report["own_types"])
+    assert held["PodRecord"] == 30 and held["NodeState"] == 6
+    assert report["traced_mib"] > 0
+    assert any("shards/" in line for line, _mib, _count in report["lines"])

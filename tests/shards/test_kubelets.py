@@ -373,3 +373,15 @@ async def test_claims_is_settled_before_the_node_is_removed(
     # The fence closes: still claimed (the pod side keeps its pods for re-adoption).
     engine.nodes.fence_lost()
     assert listener.removed == [("n1", False), ("n2", True)]
+
+
+async def test_a_new_node_is_reported_every_interval_without_the_watch_echoing_its_cr(
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
+) -> None:
+    # A Node created with the status it wants is not reported at once, but its periodic
+    # reports are armed all the same (no re-sync from a CR watch echo needed).
+    api = _NoStatusEcho()
+    api.create(CRS, node_cr("n1", statusUpdatesInterval="1m"))
+    await start(api, nursery)
+    await trio.sleep(185)
+    assert len(api.log("PATCH", f"{NODES}/n1/status")) == 3
