@@ -199,7 +199,7 @@ UNHELD = b""
 
 @dataclass(slots=True)
 class PodRecord:
-    """One pod on a driven node: what its lifecycle needs, ~0.5 KiB (100,000 pods ~50 MB)."""
+    """One pod on a driven node: what its lifecycle needs, and no more (100,000 of them)."""
 
     key: str
     """``namespace/name``."""
