@@ -50,6 +50,7 @@ async def run_shard(settings: FleetSettings, shard_id: int) -> None:
             hot=InstrumentedRequester(hot, metrics),
             identity=_identity(f"shard-{shard_id}"),
             metrics=metrics,
+            freeze_gc=True,  # the process is the shard's alone
         )
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             await nursery.start(

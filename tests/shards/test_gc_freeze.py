@@ -1,0 +1,46 @@
+"""The shard command freezes start-up's objects out of the cyclic GC, once start-up is over."""
+
+from __future__ import annotations
+
+import gc
+import random
+
+import pytest
+import trio
+
+from shards import ShardEngine
+from tests._memapi import MemoryApiserver, wall
+from tests.shards.test_engine import CRS, PODS, node_cr, phase, pod, settings
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+async def test_start_up_is_frozen_once_it_is_over(
+    autojump_clock: trio.abc.Clock,
+    nursery: trio.Nursery,
+    monkeypatch: pytest.MonkeyPatch,
+    freeze: bool,
+) -> None:
+    calls: list[tuple[str, float]] = []
+    monkeypatch.setattr(gc, "collect", lambda *args: calls.append(("collect", trio.current_time())) or 0)
+    monkeypatch.setattr(gc, "freeze", lambda: calls.append(("freeze", trio.current_time())))
+    api = MemoryApiserver()
+    for i in range(3):
+        api.create(CRS, node_cr(f"n{i}"))
+    for j in range(60):
+        api.create(PODS, pod(f"p{j}", f"n{j % 3}"))
+    # 5 writes a second: the pods' Running PATCHes queue up for ~12 s after registration.
+    engine = ShardEngine(
+        settings(qps=5.0, burst=5), "0", control=api, wall=wall, rng=random.Random(7),
+        freeze_gc=freeze,
+    )
+    await nursery.start(engine.run)
+    await trio.sleep(200)
+    patches = [c.at for c in api.log("PATCH", PODS) if c.path.endswith("/status")]
+    assert len(patches) == 60 and all(phase(api, f"p{j}") == "Running" for j in range(60))
+    assert max(patches) > 10  # the queue was busy that long
+    if not freeze:
+        assert calls == []
+        return
+    assert [name for name, _ in calls] == ["collect", "freeze"]  # once, a collection first
+    # Only after three quiet looks, 5 s apart, once the queue had emptied.
+    assert max(patches) + 10 <= calls[1][1] <= max(patches) + 20
