@@ -249,7 +249,7 @@ class ShardEngine:
     async def _freeze_gc(self) -> None:
         """Once start-up is over, move what it built out of the cyclic GC's reach.
 
-        A shard of 10,000 nodes and 100,000 pods holds ~1.5 million long-lived objects,
+        A shard of 10,000 nodes and 100,000 pods holds ~380,000 long-lived objects (GC-tracked),
         which every full collection walks (0.3-0.7 s of CPU a time; docs/performance.md).
         The shard's own objects form no cycles (only its httpx requests do), so after one
         last collection they are frozen (``gc.freeze``): later full collections walk only
