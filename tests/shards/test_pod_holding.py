@@ -223,3 +223,41 @@ async def test_a_deleted_crs_pods_are_let_go(
     assert api.get(f"{CRS}/n1") is None and api.get(f"{NODES}/n1") is None
     assert set(driver.pods) == {"default/b"}
     assert "default/a" not in driver._seen and "n1" not in driver._by_node
+
+
+class SlowNodeLists(MemoryApiserver):
+    """Answers a list of one node's pods a second late (the list is taken, then delayed)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.listed = trio.Event()
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = await super().request(method, path, **kwargs)
+        params = kwargs.get("params") or {}
+        if method == "GET" and path == "/api/v1/pods" and params.get("fieldSelector") == (
+            "spec.nodeName=n2"
+        ):
+            self.listed.set()
+            await trio.sleep(1)
+        return response
+
+
+async def test_a_pod_deleted_while_its_nodes_list_is_out_is_not_brought_back(
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
+) -> None:
+    api = SlowNodeLists()
+    api.create(CRS, node_cr("n1"))
+    api.create(CRS, node_cr("n2", shard="1"))
+    api.create(PODS, pod("stays", "n2"))
+    api.create(PODS, pod("goes", "n2"))
+    engine, _ = await start(api, nursery)
+    await trio.sleep(3)
+    driver = engine.pods
+    api.patch(f"{CRS}/n2", {"metadata": {"labels": {SHARD_LABEL: "0"}}})
+    with trio.fail_after(30):
+        await api.listed.wait()
+    api.delete(f"{PODS}/goes", grace=0)  # the list holds it; the watch says it is gone
+    await trio.sleep(5)
+    assert set(driver.pods) == {"default/stays"}
+    assert phase(api, "stays") == "Running" and api.get(f"{PODS}/goes") is None
