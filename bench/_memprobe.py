@@ -69,7 +69,11 @@ def _dump(signum: int, frame: FrameType | None) -> None:
         stats = tracemalloc.take_snapshot().statistics("lineno")
         report["traced_mib"] = round(sum(s.size for s in stats) / 2**20, 1)
         report["lines"] = [
-            (f"{s.traceback[0].filename}:{s.traceback[0].lineno}", round(s.size / 2**20, 2), s.count)
+            (
+                f"{s.traceback[0].filename}:{s.traceback[0].lineno}",
+                round(s.size / 2**20, 2),
+                s.count,
+            )
             for s in stats[:40]
         ]
     partial = out.with_suffix(".partial")

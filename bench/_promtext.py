@@ -65,7 +65,9 @@ LATENCY_FAMILIES = (
 """Request latency histograms, preferred first."""
 LONG_RUNNING_VERBS = frozenset({"WATCH", "CONNECT"})
 """Verbs whose duration is a stream's lifetime, not a latency (the SLO leaves them out)."""
-MUTATING_VERBS = frozenset({"POST", "PUT", "PATCH", "DELETE", "DELETECOLLECTION", "APPLY", "CREATE", "UPDATE"})
+MUTATING_VERBS = frozenset(
+    {"POST", "PUT", "PATCH", "DELETE", "DELETECOLLECTION", "APPLY", "CREATE", "UPDATE"}
+)
 """Verbs the "mutating API call latency" SLO covers (the apiserver reports POST as CREATE
 on some paths and server-side apply as APPLY)."""
 
@@ -135,7 +137,9 @@ class Buckets:
         )
 
 
-def histogram_quantile(q: float, bounds: tuple[float, ...], counts: tuple[float, ...]) -> float | None:
+def histogram_quantile(
+    q: float, bounds: tuple[float, ...], counts: tuple[float, ...]
+) -> float | None:
     """PromQL's ``histogram_quantile`` over cumulative bucket counts.
 
     Linear interpolation inside the bucket that holds rank ``q * total``, the
@@ -219,8 +223,13 @@ def parse_metrics(text: str) -> Scrape:
             if s.name != _REQUESTS:
                 continue
             lb = s.labels
-            key = RequestKey(lb.get("verb", ""), lb.get("group", ""), lb.get("resource", ""),
-                             lb.get("subresource", ""), lb.get("code", ""))
+            key = RequestKey(
+                lb.get("verb", ""),
+                lb.get("group", ""),
+                lb.get("resource", ""),
+                lb.get("subresource", ""),
+                lb.get("code", ""),
+            )
             _add(requests, key, s.value)
         break
 
@@ -239,7 +248,11 @@ def parse_metrics(text: str) -> Scrape:
     if long_family is not None:
         for s in families[long_family].samples:
             lb = s.labels
-            _add(longrunning, (lb.get("verb", ""), lb.get("group", ""), lb.get("resource", "")), s.value)
+            _add(
+                longrunning,
+                (lb.get("verb", ""), lb.get("group", ""), lb.get("resource", "")),
+                s.value,
+            )
 
     watchers: dict[tuple[str, str], float] = {}
     if _WATCHERS in families:
@@ -272,7 +285,9 @@ def _histograms(family: str, samples: Iterable[Sample]) -> dict[LatencyKey, Buck
         verb = lb.get("verb", "")
         if verb in LONG_RUNNING_VERBS:
             continue
-        key = LatencyKey(verb, lb.get("group", ""), lb.get("resource", ""), lb.get("subresource", ""))
+        key = LatencyKey(
+            verb, lb.get("group", ""), lb.get("resource", ""), lb.get("subresource", "")
+        )
         if name == f"{family}_bucket":
             per = buckets.setdefault(key, {})
             le = float(lb["le"])
@@ -284,8 +299,12 @@ def _histograms(family: str, samples: Iterable[Sample]) -> dict[LatencyKey, Buck
     out: dict[LatencyKey, Buckets] = {}
     for key, per in buckets.items():
         bounds = tuple(sorted(per))
-        out[key] = Buckets(bounds, tuple(per[b] for b in bounds), counts.get(key, per.get(math.inf, 0.0)),
-                           sums.get(key, 0.0))
+        out[key] = Buckets(
+            bounds,
+            tuple(per[b] for b in bounds),
+            counts.get(key, per.get(math.inf, 0.0)),
+            sums.get(key, 0.0),
+        )
     return out
 
 

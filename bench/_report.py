@@ -272,11 +272,15 @@ def read_report(path: Path) -> Report:
         raise InputError(f"{path}: not JSON: {exc}") from exc
     version = head.get("schemaVersion")
     if version != SCHEMA_VERSION:
-        raise InputError(f"{path}: report schemaVersion {version!r}; this version reads {SCHEMA_VERSION}")
+        raise InputError(
+            f"{path}: report schemaVersion {version!r}; this version reads {SCHEMA_VERSION}"
+        )
     try:
         return _decoder.decode(raw)
     except msgspec.ValidationError as exc:
-        raise InputError(f"{path}: report does not fit schema version {SCHEMA_VERSION}: {exc}") from exc
+        raise InputError(
+            f"{path}: report does not fit schema version {SCHEMA_VERSION}: {exc}"
+        ) from exc
 
 
 # --------------------------------------------------------------------------- Markdown
@@ -289,45 +293,79 @@ def _ms(seconds: float | None) -> str:
 def summary_markdown(report: Report) -> str:
     """A human summary of ``report`` (what ``summary.md`` holds)."""
     out = [f"# Bench `{report.scenario}` ({report.scenario_type})", ""]
-    out.append(f"- run `{report.run_id}` at {report.started_at}, {report.duration_seconds:.1f} s, "
-               f"against {report.target.mode} `{report.target.server}` (fleet {report.target.fleet})")
+    out.append(
+        f"- run `{report.run_id}` at {report.started_at}, {report.duration_seconds:.1f} s, "
+        f"against {report.target.mode} `{report.target.server}` (fleet {report.target.fleet})"
+    )
     if not report.completed:
         out.append("- **incomplete run**: figures are partial")
-    out.append(f"- nodes: {report.nodes_created} created, {report.nodes_ready} Ready; pods: "
-               f"{report.pods_created} created, {report.pods_running} Running, {report.pods_deleted} deleted")
+    out.append(
+        f"- nodes: {report.nodes_created} created, {report.nodes_ready} Ready; pods: "
+        f"{report.pods_created} created, {report.pods_running} Running, {report.pods_deleted} deleted"
+    )
     out.append(f"- bench writes/s: {report.writes_per_second:.1f}")
     verdict = "PASS" if report.slo_passed else "FAIL"
-    out += ["", f"## SLOs: {verdict}", "", "| SLO | subject | samples | p99 | threshold | result |",
-            "|---|---|---:|---:|---:|---|"]
+    out += [
+        "",
+        f"## SLOs: {verdict}",
+        "",
+        "| SLO | subject | samples | p99 | threshold | result |",
+        "|---|---|---:|---:|---:|---|",
+    ]
     for slo in report.slo:
-        out.append(f"| {slo.slo} | {slo.subject} | {slo.count} | {_ms(slo.p99)} | {_ms(slo.threshold)} | "
-                   f"{'pass' if slo.passed else '**FAIL**'} |")
+        out.append(
+            f"| {slo.slo} | {slo.subject} | {slo.count} | {_ms(slo.p99)} | {_ms(slo.threshold)} | "
+            f"{'pass' if slo.passed else '**FAIL**'} |"
+        )
     if not report.slo:
         out.append("| (no rows: nothing measured) | | | | | |")
-    out += ["", "## Steps", "", "| step | target | reached | seconds | per second | ok |",
-            "|---|---:|---:|---:|---:|---|"]
+    out += [
+        "",
+        "## Steps",
+        "",
+        "| step | target | reached | seconds | per second | ok |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
     for step in report.steps:
-        out.append(f"| {step.name} | {step.target} | {step.reached} | {step.seconds:.2f} | "
-                   f"{step.per_second:.1f} | {'yes' if step.ok else 'no'} |")
+        out.append(
+            f"| {step.name} | {step.target} | {step.reached} | {step.seconds:.2f} | "
+            f"{step.per_second:.1f} | {'yes' if step.ok else 'no'} |"
+        )
     if report.pod_startup:
-        out += ["", "## Pod startup (client-observed)", "", "| phase | count | p50 | p90 | p99 |",
-                "|---|---:|---:|---:|---:|"]
+        out += [
+            "",
+            "## Pod startup (client-observed)",
+            "",
+            "| phase | count | p50 | p90 | p99 |",
+            "|---|---:|---:|---:|---:|",
+        ]
         for name, p in report.pod_startup.items():
             out.append(f"| {name} | {p.count} | {_ms(p.p50)} | {_ms(p.p90)} | {_ms(p.p99)} |")
     api = report.apiserver
     if api is not None:
-        out += ["", f"## Apiserver ({api.latency_family or 'no latency histogram'})", "",
-                f"{api.requests_total:.0f} requests, {api.requests_per_second:.1f}/s; "
-                f"peak watches {api.watches_peak:.0f}; peak inflight "
-                + (", ".join(f"{k} {v:.0f}" for k, v in sorted(api.inflight_peak.items())) or "n/a"), "",
-                "| verb resource | count | p50 | p90 | p99 |", "|---|---:|---:|---:|---:|"]
+        out += [
+            "",
+            f"## Apiserver ({api.latency_family or 'no latency histogram'})",
+            "",
+            f"{api.requests_total:.0f} requests, {api.requests_per_second:.1f}/s; "
+            f"peak watches {api.watches_peak:.0f}; peak inflight "
+            + (", ".join(f"{k} {v:.0f}" for k, v in sorted(api.inflight_peak.items())) or "n/a"),
+            "",
+            "| verb resource | count | p50 | p90 | p99 |",
+            "|---|---:|---:|---:|---:|",
+        ]
         for row in api.latency:
-            out.append(f"| {row.verb} {row.resource} | {row.count:.0f} | {_ms(row.p50)} | "
-                       f"{_ms(row.p90)} | {_ms(row.p99)} |")
+            out.append(
+                f"| {row.verb} {row.resource} | {row.count:.0f} | {_ms(row.p50)} | "
+                f"{_ms(row.p90)} | {_ms(row.p99)} |"
+            )
     if report.fleet_usage is not None:
         u = report.fleet_usage
-        out += ["", f"Fleet processes {u.pids}: {u.cpu_seconds:.2f} CPU-s, peak RSS "
-                f"{u.peak_rss_bytes / 2**20:.1f} MiB"]
+        out += [
+            "",
+            f"Fleet processes {u.pids}: {u.cpu_seconds:.2f} CPU-s, peak RSS "
+            f"{u.peak_rss_bytes / 2**20:.1f} MiB",
+        ]
     out += ["", f"Cleanup: {report.cleanup.deleted} deleted, {report.cleanup.leftover} left over."]
     if report.plots.written:
         out += ["", *[f"![{name}]({name})" for name in report.plots.written]]
@@ -349,7 +387,9 @@ def write_plots(report: Report, directory: Path) -> PlotsInfo:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        return PlotsInfo(skipped="matplotlib is not installed (pip install 'kubemock-fleet[plots]')")
+        return PlotsInfo(
+            skipped="matplotlib is not installed (pip install 'kubemock-fleet[plots]')"
+        )
     directory.mkdir(parents=True, exist_ok=True)
     written: list[str] = []
 
@@ -376,7 +416,10 @@ def write_plots(report: Report, directory: Path) -> PlotsInfo:
                 rates = []
                 for a, b in itertools.pairwise(scraped):
                     dt = max(b.t - a.t, 1e-9)
-                    ra, rb = (a.requests_by_verb or {}).get(verb, 0.0), (b.requests_by_verb or {}).get(verb, 0.0)
+                    ra, rb = (
+                        (a.requests_by_verb or {}).get(verb, 0.0),
+                        (b.requests_by_verb or {}).get(verb, 0.0),
+                    )
                     rates.append(max(rb - ra, 0.0) / dt)
                 ax.plot(mids, rates, label=verb)
             ax.set(xlabel="seconds", ylabel="requests/s", title="apiserver requests/s by verb")
@@ -389,15 +432,21 @@ def write_plots(report: Report, directory: Path) -> PlotsInfo:
         (f"pod {name}", p.p50, p.p90, p.p99) for name, p in report.pod_startup.items()
     ]
     if report.apiserver is not None:
-        rows += [(f"{r.verb} {r.resource}", r.p50 or 0.0, r.p90 or 0.0, r.p99 or 0.0)
-                 for r in report.apiserver.latency]
+        rows += [
+            (f"{r.verb} {r.resource}", r.p50 or 0.0, r.p90 or 0.0, r.p99 or 0.0)
+            for r in report.apiserver.latency
+        ]
     if rows:
         fig, ax = plt.subplots(figsize=(9, max(3.0, 0.35 * len(rows) + 1.5)))
         ys = list(range(len(rows)))
         height = 0.27
         for offset, (label, index) in enumerate((("p50", 1), ("p90", 2), ("p99", 3))):
-            ax.barh([y + (offset - 1) * height for y in ys], [r[index] * 1000 for r in rows],
-                    height=height, label=label)
+            ax.barh(
+                [y + (offset - 1) * height for y in ys],
+                [r[index] * 1000 for r in rows],
+                height=height,
+                label=label,
+            )
         ax.set_yticks(ys, [r[0] for r in rows])
         ax.invert_yaxis()
         ax.set(xlabel="milliseconds", title="latency percentiles")

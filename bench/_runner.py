@@ -185,7 +185,9 @@ class _Tracker:
         self._changed.set()
         self._changed = trio.Event()
 
-    async def wait_until(self, count: Callable[[], int], target: int, step: str, progress: Progress) -> None:
+    async def wait_until(
+        self, count: Callable[[], int], target: int, step: str, progress: Progress
+    ) -> None:
         while True:
             event = self._changed
             now = count()
@@ -263,13 +265,19 @@ class _PodTracker(_Tracker):
         if create is None:
             return
         scheduled = next(
-            (_ts(c.last_transition_time) for c in pod.status.conditions
-             if c.type == "PodScheduled" and c.status == "True" and c.last_transition_time),
+            (
+                _ts(c.last_transition_time)
+                for c in pod.status.conditions
+                if c.type == "PodScheduled" and c.status == "True" and c.last_transition_time
+            ),
             None,
         )
         schedule = scheduled if scheduled is not None else create
-        started = [_ts(s.state.running.started_at) for s in pod.status.container_statuses
-                   if s.state.running is not None and s.state.running.started_at is not None]
+        started = [
+            _ts(s.state.running.started_at)
+            for s in pod.status.container_statuses
+            if s.state.running is not None and s.state.running.started_at is not None
+        ]
         run = max(t for t in started if t is not None) if started else _ts(pod.status.start_time)
         if run is None:
             run = watch
@@ -331,7 +339,9 @@ class _Run:
 
     async def scrape(self) -> Scrape | None:
         try:
-            response = await self.client.request("GET", "/metrics", headers={"Accept": "text/plain"})
+            response = await self.client.request(
+                "GET", "/metrics", headers={"Accept": "text/plain"}
+            )
             response.raise_for_status()
             return parse_metrics(response.content.decode("utf-8", "replace"))
         except FleetError as exc:
@@ -346,15 +356,19 @@ class _Run:
         if scraped is not None:
             self.scrapes.append((t, scraped))
         self.sampler.sample()
-        self.timeline.append(TimelineSample(
-            t=t,
-            pods_by_phase=self.pods.by_phase(),
-            nodes_ready=len(self.nodes.ready),
-            requests_by_verb=None if scraped is None else scraped.requests_by_verb(),
-            inflight=None if scraped is None else dict(scraped.inflight),
-        ))
+        self.timeline.append(
+            TimelineSample(
+                t=t,
+                pods_by_phase=self.pods.by_phase(),
+                nodes_ready=len(self.nodes.ready),
+                requests_by_verb=None if scraped is None else scraped.requests_by_verb(),
+                inflight=None if scraped is None else dict(scraped.inflight),
+            )
+        )
 
-    async def sampler_loop(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def sampler_loop(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         await self.sample()  # the "before" scrape
         task_status.started()
         while True:
@@ -362,7 +376,9 @@ class _Run:
             await self.sample()
 
     async def write_pool(
-        self, items: Iterable[Any] | trio.MemoryReceiveChannel[Any], write: Callable[[Any], Awaitable[None]],
+        self,
+        items: Iterable[Any] | trio.MemoryReceiveChannel[Any],
+        write: Callable[[Any], Awaitable[None]],
         phase: str,
     ) -> None:
         """Run ``write`` on every item through ``concurrency`` workers at ``rate`` per second."""
@@ -404,8 +420,12 @@ class _Run:
         self.writes.seconds += trio.current_time() - started
 
     async def step(
-        self, name: str, target: int, work: Callable[[], Awaitable[None]],
-        reached: Callable[[], int], tracker: _Tracker,
+        self,
+        name: str,
+        target: int,
+        work: Callable[[], Awaitable[None]],
+        reached: Callable[[], int],
+        tracker: _Tracker,
     ) -> None:
         """Run ``work`` and wait until ``reached() >= target``, within the timeout."""
         self.progress.begin(name, target)
@@ -417,8 +437,16 @@ class _Run:
         seconds = trio.current_time() - start
         got = reached()
         ok = got >= target and not scope.cancelled_caught
-        self.steps.append(StepResult(name=name, seconds=seconds, target=target, reached=min(got, target),
-                                     ok=ok, per_second=min(got, target) / seconds if seconds > 0 else 0.0))
+        self.steps.append(
+            StepResult(
+                name=name,
+                seconds=seconds,
+                target=target,
+                reached=min(got, target),
+                ok=ok,
+                per_second=min(got, target) / seconds if seconds > 0 else 0.0,
+            )
+        )
         self.progress.end(name)
         if not ok:
             self.notes.append(f"step {name}: {got} of {target} within {self.spec.timeout:g} s")
@@ -431,8 +459,10 @@ class _Run:
 
     async def ensure_namespace(self, name: str) -> None:
         try:
-            await self.client.create("/api/v1/namespaces", {
-                "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+            await self.client.create(
+                "/api/v1/namespaces",
+                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
+            )
         except AlreadyExists:
             return
         self.created_namespaces.append(name)
@@ -440,7 +470,9 @@ class _Run:
     async def ensure_crds(self) -> None:
         for crd in crd_manifests():
             try:
-                await self.client.create("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
+                await self.client.create(
+                    "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd
+                )
             except AlreadyExists:
                 pass
         with trio.move_on_after(30):
@@ -456,8 +488,13 @@ class _Run:
         config = dict(self.spec.node_config)
         config["labels"] = {**dict(config.get("labels") or {}), **self.labels()}
         return {
-            "apiVersion": API_VERSION, "kind": "Node",
-            "metadata": {"name": name, "namespace": self.spec.node_namespace, "labels": self.labels()},
+            "apiVersion": API_VERSION,
+            "kind": "Node",
+            "metadata": {
+                "name": name,
+                "namespace": self.spec.node_namespace,
+                "labels": self.labels(),
+            },
             "spec": {"nodeConfig": config},
         }
 
@@ -470,8 +507,10 @@ class _Run:
         }
         if self.spec.placement == "scheduler":
             spec["nodeSelector"] = self.labels()
-        return {"metadata": {"labels": self.labels(), "annotations": dict(self.spec.pod_annotations)},
-                "spec": spec}
+        return {
+            "metadata": {"labels": self.labels(), "annotations": dict(self.spec.pod_annotations)},
+            "spec": spec,
+        }
 
     def pod_name(self, index: int) -> str:
         return f"{self.prefix}p{index:06d}"
@@ -479,9 +518,12 @@ class _Run:
     async def create_pod(self, index: int) -> None:
         template = self.pod_template()
         name = self.pod_name(index)
-        body: dict[str, Any] = {"apiVersion": "v1", "kind": "Pod",
-                "metadata": {**template["metadata"], "name": name, "namespace": self.spec.namespace},
-                "spec": dict(template["spec"])}
+        body: dict[str, Any] = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {**template["metadata"], "name": name, "namespace": self.spec.namespace},
+            "spec": dict(template["spec"]),
+        }
         if self.spec.placement == "direct":
             body["spec"]["nodeName"] = self.node_names[index % len(self.node_names)]
         self.pods.created_client[name] = time.time()
@@ -503,9 +545,13 @@ class _Run:
         async def create(name: str) -> None:
             await self.client.create(path, self.node_cr(name))
 
-        await self.step("nodes-ready", self.spec.nodes,
-                        lambda: self.write_pool(self.node_names, create, f"create nodes.{GROUP}"),
-                        lambda: len(self.nodes.ready), self.nodes)
+        await self.step(
+            "nodes-ready",
+            self.spec.nodes,
+            lambda: self.write_pool(self.node_names, create, f"create nodes.{GROUP}"),
+            lambda: len(self.nodes.ready),
+            self.nodes,
+        )
 
     async def pods_running(self, count: int) -> None:
         async def work() -> None:
@@ -525,12 +571,23 @@ class _Run:
             name = f"{self.prefix}d{index:04d}"
             template = self.pod_template()
             template["metadata"]["labels"] = {**template["metadata"]["labels"], "app": name}
-            await self.client.create(path, {
-                "apiVersion": "apps/v1", "kind": "Deployment",
-                "metadata": {"name": name, "namespace": self.spec.namespace, "labels": self.labels()},
-                "spec": {"replicas": sizes[index], "selector": {"matchLabels": {"app": name}},
-                         "template": template},
-            })
+            await self.client.create(
+                path,
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "metadata": {
+                        "name": name,
+                        "namespace": self.spec.namespace,
+                        "labels": self.labels(),
+                    },
+                    "spec": {
+                        "replicas": sizes[index],
+                        "selector": {"matchLabels": {"app": name}},
+                        "template": template,
+                    },
+                },
+            )
             self.pods_created += sizes[index]
 
         await self.write_pool(range(len(sizes)), create, "create deployments")
@@ -542,14 +599,17 @@ class _Run:
             path = f"/apis/apps/v1/namespaces/{self.spec.namespace}/deployments"
 
             async def work() -> None:
-                await self.client.delete_collection(path, label_selector=self.selector,
-                                                    propagation_policy="Background")
+                await self.client.delete_collection(
+                    path, label_selector=self.selector, propagation_policy="Background"
+                )
         else:
+
             async def work() -> None:
                 await self.write_pool(names, self.delete_pod, "delete pods")
 
-        await self.step("pods-deleted", len(names), work,
-                        lambda: len(self.pods.deleted) - before, self.pods)
+        await self.step(
+            "pods-deleted", len(names), work, lambda: len(self.pods.deleted) - before, self.pods
+        )
 
     async def churn(self) -> None:
         deadline = trio.current_time() + self.spec.duration
@@ -567,8 +627,9 @@ class _Run:
                 nursery.start_soon(self.write_pool, receive, self.delete_pod, "delete pods")
                 await self.write_pool(indices(), self.create_pod, "create pods")
                 # Creation is over: wait until every pod created was deleted, then stop deleting.
-                await self.pods.wait_until(lambda: len(self.pods.deleted), self.pods_created,
-                                           "churn", self.progress)
+                await self.pods.wait_until(
+                    lambda: len(self.pods.deleted), self.pods_created, "churn", self.progress
+                )
                 nursery.cancel_scope.cancel()
 
         expected = math.ceil(self.spec.duration * self.spec.rate)
@@ -580,9 +641,16 @@ class _Run:
         seconds = trio.current_time() - start
         deleted = len(self.pods.deleted)
         ok = not scope.cancelled_caught and deleted >= self.pods_created
-        self.steps.append(StepResult(name="churn", seconds=seconds, target=self.pods_created,
-                                     reached=min(deleted, self.pods_created), ok=ok,
-                                     per_second=self.pods_created / seconds if seconds > 0 else 0.0))
+        self.steps.append(
+            StepResult(
+                name="churn",
+                seconds=seconds,
+                target=self.pods_created,
+                reached=min(deleted, self.pods_created),
+                ok=ok,
+                per_second=self.pods_created / seconds if seconds > 0 else 0.0,
+            )
+        )
         self.progress.end("churn")
         if not ok:
             self.notes.append(f"churn: {deleted} of {self.pods_created} pods deleted in time")
@@ -596,11 +664,21 @@ class _Run:
             await trio.sleep(min(1.0, self.spec.duration - elapsed))
         ready = len(self.nodes.ready)
         seconds = trio.current_time() - start
-        self.steps.append(StepResult(name="heartbeat-soak", seconds=seconds, target=self.spec.nodes,
-                                     reached=ready, ok=ready >= self.spec.nodes, per_second=0.0))
+        self.steps.append(
+            StepResult(
+                name="heartbeat-soak",
+                seconds=seconds,
+                target=self.spec.nodes,
+                reached=ready,
+                ok=ready >= self.spec.nodes,
+                per_second=0.0,
+            )
+        )
         self.progress.end("heartbeat-soak")
         if ready < self.spec.nodes:
-            self.notes.append(f"heartbeat-soak: only {ready} of {self.spec.nodes} nodes Ready at the end")
+            self.notes.append(
+                f"heartbeat-soak: only {ready} of {self.spec.nodes} nodes Ready at the end"
+            )
             raise _StepFailed("heartbeat-soak")
 
     async def scenario(self) -> None:
@@ -627,8 +705,12 @@ class _Run:
         if not listed.items:
             return 0
         try:
-            await self.client.delete_collection(path, label_selector=self.selector,
-                                                grace_period_seconds=grace, propagation_policy="Background")
+            await self.client.delete_collection(
+                path,
+                label_selector=self.selector,
+                grace_period_seconds=grace,
+                propagation_policy="Background",
+            )
         except MethodNotAllowed:
             for item in listed.items:
                 name = item.get("metadata", {}).get("name", "")
@@ -671,7 +753,9 @@ class _Run:
                 await trio.sleep(0.2)
             try:
                 deleted += await self._delete_labelled(nodes)  # Nodes a stopped fleet left behind
-                leftover = sum([await self._count_labelled(p) for p in (pods, deployments, crs, nodes)])
+                leftover = sum(
+                    [await self._count_labelled(p) for p in (pods, deployments, crs, nodes)]
+                )
             except FleetError as exc:
                 errors.append(str(exc))
             for name in self.created_namespaces:
@@ -683,7 +767,9 @@ class _Run:
             errors.append(f"cleanup did not finish within {self.options.cleanup_timeout:.0f} s")
             try:
                 with trio.move_on_after(10):
-                    leftover = sum([await self._count_labelled(p) for p in (pods, deployments, crs)])
+                    leftover = sum(
+                        [await self._count_labelled(p) for p in (pods, deployments, crs)]
+                    )
             except FleetError:
                 pass
         return CleanupResult(deleted=deleted, leftover=leftover, errors=tuple(errors))
@@ -697,11 +783,19 @@ class _Run:
                     await self.ensure_crds()
                 for namespace in dict.fromkeys((self.spec.namespace, self.spec.node_namespace)):
                     await self.ensure_namespace(namespace)
-                await self._watch(nursery, Reflector(self.client, "/api/v1/nodes", _NodeView),
-                                  self.nodes.consume)
-                await self._watch(nursery, Reflector(
-                    self.client, f"/api/v1/namespaces/{self.spec.namespace}/pods", _PodView,
-                    label_selector=self.selector), self.pods.consume)
+                await self._watch(
+                    nursery, Reflector(self.client, "/api/v1/nodes", _NodeView), self.nodes.consume
+                )
+                await self._watch(
+                    nursery,
+                    Reflector(
+                        self.client,
+                        f"/api/v1/namespaces/{self.spec.namespace}/pods",
+                        _PodView,
+                        label_selector=self.selector,
+                    ),
+                    self.pods.consume,
+                )
                 await nursery.start(self.sampler_loop)
                 try:
                     await self.scenario()
@@ -719,8 +813,12 @@ class _Run:
         cleanup = await self.cleanup()
         return self.finish(cleanup, completed=not self.failed)
 
-    async def _watch(self, nursery: trio.Nursery, reflector: Reflector[Any],
-                     consume: Callable[[trio.MemoryReceiveChannel[Any]], Awaitable[None]]) -> None:
+    async def _watch(
+        self,
+        nursery: trio.Nursery,
+        reflector: Reflector[Any],
+        consume: Callable[[trio.MemoryReceiveChannel[Any]], Awaitable[None]],
+    ) -> None:
         send, receive = trio.open_memory_channel[WatchEvent[Any]](WATCH_BUFFER)
         nursery.start_soon(consume, receive)
         await nursery.start(reflector.run, send)
@@ -756,9 +854,16 @@ class _Run:
         if not rows:
             self.notes.append("the SLO table is empty: nothing was measured against it")
         usage = None
-        if (self.sampler.roots or self.sampler.own_children) and self.sampler.available and self.sampler.pids:
-            usage = ProcessUsage(pids=self.sampler.pids, cpu_seconds=self.sampler.cpu_seconds,
-                                 peak_rss_bytes=self.sampler.peak_rss)
+        if (
+            (self.sampler.roots or self.sampler.own_children)
+            and self.sampler.available
+            and self.sampler.pids
+        ):
+            usage = ProcessUsage(
+                pids=self.sampler.pids,
+                cpu_seconds=self.sampler.cpu_seconds,
+                peak_rss_bytes=self.sampler.peak_rss,
+            )
         if self.writes.errors:
             self.notes.extend(self.writes.errors)
         return Report(
@@ -769,7 +874,9 @@ class _Run:
             scenario_type=self.spec.type,
             parameters=self.spec.parameters(),
             target=self.options.target,
-            started_at=datetime.fromtimestamp(self.started_wall, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            started_at=datetime.fromtimestamp(self.started_wall, UTC).strftime(
+                "%Y-%m-%dT%H:%M:%SZ"
+            ),
             duration_seconds=self.now(),
             steps=self.steps,
             pods_created=self.pods_created,
@@ -777,12 +884,25 @@ class _Run:
             pods_deleted=len(self.pods.deleted),
             nodes_created=len(self.node_names),
             nodes_ready=len(self.nodes.ready),
-            writes_per_second=self.writes.ok / self.writes.seconds if self.writes.seconds > 0 else 0.0,
+            writes_per_second=self.writes.ok / self.writes.seconds
+            if self.writes.seconds > 0
+            else 0.0,
             pod_startup={name: _percentiles(s) for name, s in self.recorder.all_stats().items()},
-            client_latency={name: _percentiles(s) for name, s in self.client_latency.all_stats().items()},
+            client_latency={
+                name: _percentiles(s) for name, s in self.client_latency.all_stats().items()
+            },
             apiserver=api,
-            slo=[SloResult(slo=r.slo, subject=r.subject, count=r.count, p99=r.p99, threshold=r.threshold,
-                           passed=r.passed) for r in rows],
+            slo=[
+                SloResult(
+                    slo=r.slo,
+                    subject=r.subject,
+                    count=r.count,
+                    p99=r.p99,
+                    threshold=r.threshold,
+                    passed=r.passed,
+                )
+                for r in rows
+            ],
             slo_passed=bool(rows) and all(r.passed for r in rows),
             timeline=self.timeline,
             fleet_usage=usage,
@@ -798,12 +918,32 @@ class _Run:
             for kind, value in scraped.inflight.items():
                 peaks[kind] = max(peaks.get(kind, 0.0), value)
             watches = max(watches, scraped.watches())
-        rows = [RequestRow(verb=k.verb, group=k.group, resource=k.resource, subresource=k.subresource,
-                           code=k.code, count=v) for k, v in sorted(delta.requests.items())]
-        latency = [LatencyRow(verb=k.verb, resource=k.label.split(" ", 1)[1], count=h.count,
-                              p50=h.quantile(0.5), p90=h.quantile(0.9), p99=h.quantile(0.99))
-                   for k, h in sorted(delta.latencies.items())]
-        storage = [StorageRow(resource=name, before=b, after=a) for name, (b, a) in delta.storage_change().items()]
+        rows = [
+            RequestRow(
+                verb=k.verb,
+                group=k.group,
+                resource=k.resource,
+                subresource=k.subresource,
+                code=k.code,
+                count=v,
+            )
+            for k, v in sorted(delta.requests.items())
+        ]
+        latency = [
+            LatencyRow(
+                verb=k.verb,
+                resource=k.label.split(" ", 1)[1],
+                count=h.count,
+                p50=h.quantile(0.5),
+                p90=h.quantile(0.9),
+                p99=h.quantile(0.99),
+            )
+            for k, h in sorted(delta.latencies.items())
+        ]
+        storage = [
+            StorageRow(resource=name, before=b, after=a)
+            for name, (b, a) in delta.storage_change().items()
+        ]
         total = delta.requests_total()
         return ApiserverSummary(
             latency_family=delta.latency_family,
@@ -820,12 +960,17 @@ class _Run:
 
 
 def _percentiles(stats: PhaseStats) -> Percentiles:
-    return Percentiles(count=stats.count, p50=stats.p50, p90=stats.p90, p99=stats.p99, max=stats.max,
-                       mean=stats.mean)
+    return Percentiles(
+        count=stats.count,
+        p50=stats.p50,
+        p90=stats.p90,
+        p99=stats.p99,
+        max=stats.max,
+        mean=stats.mean,
+    )
 
 
 async def run_scenario(client: Client, spec: ScenarioSpec, options: RunOptions) -> Report:
     """Run ``spec`` against the cluster ``client`` reaches; the report (also written to
     ``options.output`` when set). Everything created is deleted again, also on cancellation."""
     return await _Run(client, spec, options).execute()
-

@@ -55,7 +55,9 @@ Seconds = Annotated[float, BeforeValidator(_seconds), Field(gt=0)]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True
+    )
 
 
 class SloSpec(_Model):
@@ -85,18 +87,28 @@ class ScenarioSpec(_Model):
     concurrency: int = Field(16, ge=1, le=1024, description="Bench writes in flight at most.")
     duration: Seconds = Field(60.0, description="How long churn and heartbeat-soak run.")
     timeout: Seconds = Field(300.0, description="How long one step may take before it fails.")
-    scrape_interval: Seconds = Field(5.0, description="Seconds between /metrics scrapes and samples.")
-    namespace: str = Field("kubemock-bench", description="Where the bench's pods and Deployments go.")
+    scrape_interval: Seconds = Field(
+        5.0, description="Seconds between /metrics scrapes and samples."
+    )
+    namespace: str = Field(
+        "kubemock-bench", description="Where the bench's pods and Deployments go."
+    )
     node_namespace: str = Field("kube-mock-system", description="Where the bench's Node CRs go.")
-    node_config: dict[str, Any] = Field(default_factory=dict, description="spec.nodeConfig of every Node CR.")
+    node_config: dict[str, Any] = Field(
+        default_factory=dict, description="spec.nodeConfig of every Node CR."
+    )
     pod_annotations: dict[str, str] = Field(
-        default_factory=dict, description="Annotations of every pod (e.g. zhizuqiu.github.com/delayRunning)."
+        default_factory=dict,
+        description="Annotations of every pod (e.g. zhizuqiu.github.com/delayRunning).",
     )
     slo: SloSpec = SloSpec()
 
     @model_validator(mode="after")
     def _sizes(self) -> ScenarioSpec:
-        if self.type in ("node-density", "heartbeat-soak", "churn", "pod-startup", "kwok-ci") and self.nodes < 1:
+        if (
+            self.type in ("node-density", "heartbeat-soak", "churn", "pod-startup", "kwok-ci")
+            and self.nodes < 1
+        ):
             raise ValueError(f"a {self.type} scenario needs nodes >= 1")
         if self.type in ("pod-startup", "kwok-ci") and self.pods < 1:
             raise ValueError(f"a {self.type} scenario needs pods >= 1")
@@ -113,8 +125,14 @@ BUILTIN: dict[str, dict[str, Any]] = {
     "churn": {"type": "churn", "nodes": 10, "rate": 10.0, "duration": 60.0},
     "heartbeat-soak": {"type": "heartbeat-soak", "nodes": 100, "duration": 600.0},
     # KWOK's CI benchmark (kwok .github/workflows/test.yaml, "benchmark"): 5k nodes, 10k pods.
-    "kwok-ci": {"type": "kwok-ci", "nodes": 5000, "pods": 10000, "rate": 200.0, "concurrency": 32,
-                "timeout": 1200.0},
+    "kwok-ci": {
+        "type": "kwok-ci",
+        "nodes": 5000,
+        "pods": 10000,
+        "rate": 200.0,
+        "concurrency": 32,
+        "timeout": 1200.0,
+    },
 }
 """The built-in scenarios by name: each is its ``type`` with these defaults."""
 
@@ -124,7 +142,8 @@ def _validate(data: dict[str, Any], where: str) -> ScenarioSpec:
         return ScenarioSpec.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}" for err in exc.errors()
+            f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}"
+            for err in exc.errors()
         )
         raise ConfigError(f"{where}: {problems}") from exc
 
@@ -133,14 +152,18 @@ def load_scenario(name_or_file: str, overrides: dict[str, Any] | None = None) ->
     """A built-in scenario by name, or a YAML file; ``overrides`` (e.g. ``--nodes``) win."""
     extra = {k: v for k, v in (overrides or {}).items() if v is not None}
     if name_or_file in BUILTIN:
-        return _validate({"name": name_or_file, **BUILTIN[name_or_file], **extra}, f"scenario {name_or_file}")
+        return _validate(
+            {"name": name_or_file, **BUILTIN[name_or_file], **extra}, f"scenario {name_or_file}"
+        )
     path = Path(name_or_file)
     if path.suffix not in (".yaml", ".yml") and not path.exists():
         raise ConfigError(
             f"unknown scenario {name_or_file!r}: one of {', '.join(BUILTIN)} or a .yaml file"
         )
     try:
-        doc = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        doc = yaml.load(
+            path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        )
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read scenario: {exc}") from exc
     except yaml.YAMLError as exc:

@@ -63,9 +63,25 @@ def slo_table(
         p99 = hist.quantile(0.99)
         if p99 is None:
             continue
-        rows.append(SloRow("mutating-api-latency", key.label, int(hist.count), p99,
-                           thresholds.mutating_p99, p99 <= thresholds.mutating_p99))
+        rows.append(
+            SloRow(
+                "mutating-api-latency",
+                key.label,
+                int(hist.count),
+                p99,
+                thresholds.mutating_p99,
+                p99 <= thresholds.mutating_p99,
+            )
+        )
     if pod_startup is not None and pod_startup.count:
-        rows.append(SloRow("pod-startup-latency", "pods", pod_startup.count, pod_startup.p99,
-                           thresholds.pod_startup_p99, pod_startup.p99 <= thresholds.pod_startup_p99))
+        rows.append(
+            SloRow(
+                "pod-startup-latency",
+                "pods",
+                pod_startup.count,
+                pod_startup.p99,
+                thresholds.pod_startup_p99,
+                pod_startup.p99 <= thresholds.pod_startup_p99,
+            )
+        )
     return rows

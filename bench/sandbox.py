@@ -162,8 +162,11 @@ def _peak_rss_mib(pid: int) -> float:
 
 
 # --- server process ------------------------------------------------------------------------
-async def _empty_app(scope: MutableMapping[str, Any], receive: Callable[[], Awaitable[MutableMapping[str, Any]]],
-                     send: Callable[[MutableMapping[str, Any]], Awaitable[None]]) -> None:
+async def _empty_app(
+    scope: MutableMapping[str, Any],
+    receive: Callable[[], Awaitable[MutableMapping[str, Any]]],
+    send: Callable[[MutableMapping[str, Any]], Awaitable[None]],
+) -> None:
     """The floor: read the request, answer a tiny JSON body."""
     if scope["type"] == "lifespan":
         while True:
@@ -179,12 +182,19 @@ async def _empty_app(scope: MutableMapping[str, Any], receive: Callable[[], Awai
     while more:
         msg = await receive()
         more = msg.get("more_body", False) and msg["type"] != "http.disconnect"
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", b"2")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", b"2")],
+        }
+    )
     await send({"type": "http.response.body", "body": b"{}"})
 
 
-async def _serve_empty(scheme: Scheme, front: str, workdir: Path, nursery: trio.Nursery) -> tuple[str, Path]:
+async def _serve_empty(
+    scheme: Scheme, front: str, workdir: Path, nursery: trio.Nursery
+) -> tuple[str, Path]:
     from functools import partial
 
     from hypercorn.config import Config
@@ -254,8 +264,12 @@ async def _serve_main(app_kind: str, scheme: Scheme, front: str) -> None:
         if app_kind == "empty":
             url, kubeconfig = await _serve_empty(scheme, front, workdir, nursery)
         else:
-            settings = SandboxSettings(port=0, tls=scheme == "https", kubeconfig_out=workdir / "kubeconfig",
-                                       lean_http1=front == "lean")
+            settings = SandboxSettings(
+                port=0,
+                tls=scheme == "https",
+                kubeconfig_out=workdir / "kubeconfig",
+                lean_http1=front == "lean",
+            )
             running = await nursery.start(serve_sandbox, settings)
             url, kubeconfig = running.url, running.kubeconfig
         print(json.dumps({"url": url, "kubeconfig": str(kubeconfig)}), flush=True)
@@ -271,7 +285,9 @@ async def _serve_main(app_kind: str, scheme: Scheme, front: str) -> None:
                 line, buf = buf.split(b"\n", 1)
                 words = line.decode().split()
                 if words and words[0] == "write" and running is not None:
-                    done = await _in_server_writer(running.app, int(words[1]), int(words[2]), words[3:])
+                    done = await _in_server_writer(
+                        running.app, int(words[1]), int(words[2]), words[3:]
+                    )
                     print(json.dumps(done), flush=True)
         nursery.cancel_scope.cancel()
 
@@ -287,7 +303,9 @@ def _micro(i: int) -> str:
 
 async def _setup(hot: Any, count: int, kind: str) -> list[str]:
     """Create the namespace and ``count`` Leases or Pods; their names."""
-    ns = json.dumps({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}).encode()
+    ns = json.dumps(
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
+    ).encode()
     r = await hot.request("POST", "/api/v1/namespaces", body=ns, content_type="application/json")
     if r.status not in (200, 201, 409):
         raise RuntimeError(f"create namespace: HTTP {r.status} {r.content[:200]!r}")
@@ -295,15 +313,28 @@ async def _setup(hot: Any, count: int, kind: str) -> list[str]:
     for i in range(count):
         name = f"node-{i:05d}"
         if kind == "pod-status":
-            obj = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": NAMESPACE},
-                   "spec": {"nodeName": "node-00000", "containers": [{"name": "c", "image": "pause"}]}}
+            obj = {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": name, "namespace": NAMESPACE},
+                "spec": {"nodeName": "node-00000", "containers": [{"name": "c", "image": "pause"}]},
+            }
             path = PODS
         else:
-            obj = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                   "metadata": {"name": name, "namespace": NAMESPACE},
-                   "spec": {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": _micro(0)}}
+            obj = {
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {"name": name, "namespace": NAMESPACE},
+                "spec": {
+                    "holderIdentity": name,
+                    "leaseDurationSeconds": 40,
+                    "renewTime": _micro(0),
+                },
+            }
             path = LEASES
-        r = await hot.request("POST", path, body=json.dumps(obj).encode(), content_type="application/json")
+        r = await hot.request(
+            "POST", path, body=json.dumps(obj).encode(), content_type="application/json"
+        )
         if r.status not in (200, 201, 409):
             raise RuntimeError(f"create {name}: HTTP {r.status} {r.content[:200]!r}")
         names.append(name)
@@ -319,7 +350,10 @@ def _patch_request(kind: str, name: str, i: int) -> tuple[str, bytes, str]:
             % (status.encode(), _micro(i)[:19].encode() + b"Z")
         )
         return f"{PODS}/{name}/status", body, STRATEGIC
-    body = b'{"spec":{"holderIdentity":"%s","renewTime":"%s"}}' % (name.encode(), _micro(i).encode())
+    body = b'{"spec":{"holderIdentity":"%s","renewTime":"%s"}}' % (
+        name.encode(),
+        _micro(i).encode(),
+    )
     return f"{LEASES}/{name}", body, MERGE
 
 
@@ -355,7 +389,9 @@ class _Lines:
         return line.decode().strip()
 
 
-async def _patch_client(kubeconfig: str, kind: str, inflight: int, requests: int, repeats: int) -> None:
+async def _patch_client(
+    kubeconfig: str, kind: str, inflight: int, requests: int, repeats: int
+) -> None:
     from fleet.kube._config import load_config
     from fleet.kube._transport import HotTransport, HotTransportSettings
 
@@ -402,7 +438,10 @@ async def _watch_client(kubeconfig: str, watchers: int, objects: int) -> None:
         r = await hot.request("GET", LEASES)
         list_rv = json.loads(r.content)["metadata"]["resourceVersion"]
         print(json.dumps({"names": names}), flush=True)
-        state = [{"events": 0, "last_rv": int(list_rv), "last_t": 0.0, "closed": False} for _ in range(watchers)]
+        state = [
+            {"events": 0, "last_rv": int(list_rv), "last_t": 0.0, "closed": False}
+            for _ in range(watchers)
+        ]
         target = [0]
         all_seen = trio.Event()
         opened = [0]
@@ -464,8 +503,21 @@ async def _watch_client(kubeconfig: str, watchers: int, objects: int) -> None:
 class _Server:
     def __init__(self, app: str, scheme: Scheme, front: str) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.sandbox", "serve", "--app", app, "--scheme", scheme, "--server", front],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "bench.sandbox",
+                "serve",
+                "--app",
+                app,
+                "--scheme",
+                scheme,
+                "--server",
+                front,
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
@@ -493,8 +545,12 @@ class _Server:
 
 
 def _client(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "bench.sandbox", *args],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench.sandbox", *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _expect(proc: subprocess.Popen[str], what: str) -> str:
@@ -526,12 +582,24 @@ def _say(proc: subprocess.Popen[str], line: str) -> None:
     proc.stdin.flush()
 
 
-def _patch_case(app: str, front: str, scheme: Scheme, body: Body, inflight: int, requests: int,
-                repeats: int) -> PatchCase:
+def _patch_case(
+    app: str, front: str, scheme: Scheme, body: Body, inflight: int, requests: int, repeats: int
+) -> PatchCase:
     server = _Server(app, scheme, front)
     try:
-        client = _client("patch-client", "--kubeconfig", server.info["kubeconfig"], "--body", body,
-                         "--inflight", str(inflight), "--requests", str(requests), "--repeats", str(repeats))
+        client = _client(
+            "patch-client",
+            "--kubeconfig",
+            server.info["kubeconfig"],
+            "--body",
+            body,
+            "--inflight",
+            str(inflight),
+            "--requests",
+            str(requests),
+            "--repeats",
+            str(repeats),
+        )
         try:
             _expect(client, "ready")
             best_cpu = best_client = float("inf")
@@ -552,20 +620,37 @@ def _patch_case(app: str, front: str, scheme: Scheme, body: Body, inflight: int,
         rss = _peak_rss_mib(server.proc.pid)
     finally:
         server.stop()
-    return PatchCase(app=app, server=front, scheme=scheme, body=body if app == "sandbox" else "lease", inflight=inflight,
-                     requests=requests, patches_per_s=round(best_rate, 1),
-                     server_cpu_us_per_patch=round(best_cpu * 1e6, 1), server_cpu_share=round(share, 2),
-                     client_cpu_us_per_patch=round(best_client * 1e6, 1), server_peak_rss_mib=rss)
+    return PatchCase(
+        app=app,
+        server=front,
+        scheme=scheme,
+        body=body if app == "sandbox" else "lease",
+        inflight=inflight,
+        requests=requests,
+        patches_per_s=round(best_rate, 1),
+        server_cpu_us_per_patch=round(best_cpu * 1e6, 1),
+        server_cpu_share=round(share, 2),
+        client_cpu_us_per_patch=round(best_client * 1e6, 1),
+        server_peak_rss_mib=rss,
+    )
 
 
-def _watch_case(front: str, scheme: Scheme, watchers: int, events: int, rate: int, repeats: int,
-                objects: int) -> WatchCase:
+def _watch_case(
+    front: str, scheme: Scheme, watchers: int, events: int, rate: int, repeats: int, objects: int
+) -> WatchCase:
     server = _Server("sandbox", scheme, front)
     best: dict[str, Any] | None = None
     best_cpu = float("inf")
     try:
-        client = _client("watch-client", "--kubeconfig", server.info["kubeconfig"],
-                         "--watchers", str(watchers), "--objects", str(objects))
+        client = _client(
+            "watch-client",
+            "--kubeconfig",
+            server.info["kubeconfig"],
+            "--watchers",
+            str(watchers),
+            "--objects",
+            str(objects),
+        )
         try:
             names = json.loads(_expect(client, "names"))["names"]
             client_cpu = json.loads(_expect(client, "ready"))["ready"]
@@ -585,16 +670,25 @@ def _watch_case(front: str, scheme: Scheme, watchers: int, events: int, rate: in
                 delivered = min(w["events"] / max(w["last_t"] - done["start"], 1e-9) for w in ws)
                 result = {
                     "write_rate": events / (done["end"] - done["start"]),
-                    "delivered": delivered if complete else min(w["events"] for w in ws) / (
-                        done["end"] - done["start"]),
-                    "kept_up": complete and catch_up <= KEPT_UP_S and all(w["events"] >= events for w in ws),
+                    "delivered": delivered
+                    if complete
+                    else min(w["events"] for w in ws) / (done["end"] - done["start"]),
+                    "kept_up": complete
+                    and catch_up <= KEPT_UP_S
+                    and all(w["events"] >= events for w in ws),
                     "catch_up_ms": catch_up * 1e3 if complete else -1.0,
-                    "share": cpu / max(w_end - done["start"] for w_end in [max(w["last_t"] for w in ws),
-                                                                          done["end"]]),
+                    "share": cpu
+                    / max(
+                        w_end - done["start"]
+                        for w_end in [max(w["last_t"] for w in ws), done["end"]]
+                    ),
                     "client_cpu": client_cpu - client_cpu_before,
                 }
                 best_cpu = min(best_cpu, cpu / events)
-                if best is None or (result["kept_up"], result["delivered"]) > (best["kept_up"], best["delivered"]):
+                if best is None or (result["kept_up"], result["delivered"]) > (
+                    best["kept_up"],
+                    best["delivered"],
+                ):
                     best = result
         finally:
             _finish(client)
@@ -602,12 +696,21 @@ def _watch_case(front: str, scheme: Scheme, watchers: int, events: int, rate: in
     finally:
         server.stop()
     assert best is not None
-    return WatchCase(server=front, scheme=scheme, watchers=watchers, events=events, target_rate=rate,
-                     write_rate=round(best["write_rate"], 1),
-                     events_per_s_per_watcher=round(best["delivered"], 1), kept_up=best["kept_up"],
-                     max_catch_up_ms=round(best["catch_up_ms"], 1),
-                     server_cpu_us_per_event=round(best_cpu * 1e6, 1), server_cpu_share=round(best["share"], 2),
-                     client_cpu_s=round(best["client_cpu"], 3), server_peak_rss_mib=rss)
+    return WatchCase(
+        server=front,
+        scheme=scheme,
+        watchers=watchers,
+        events=events,
+        target_rate=rate,
+        write_rate=round(best["write_rate"], 1),
+        events_per_s_per_watcher=round(best["delivered"], 1),
+        kept_up=best["kept_up"],
+        max_catch_up_ms=round(best["catch_up_ms"], 1),
+        server_cpu_us_per_event=round(best_cpu * 1e6, 1),
+        server_cpu_share=round(best["share"], 2),
+        client_cpu_s=round(best["client_cpu"], 3),
+        server_peak_rss_mib=rss,
+    )
 
 
 def run(
@@ -631,12 +734,18 @@ def run(
         for scheme in schemes:
             for level in inflight:
                 if floor:
-                    patch.append(_patch_case("empty", front, scheme, "lease", level, requests, repeats))
+                    patch.append(
+                        _patch_case("empty", front, scheme, "lease", level, requests, repeats)
+                    )
                 for body in bodies:
-                    patch.append(_patch_case("sandbox", front, scheme, body, level, requests, repeats))
+                    patch.append(
+                        _patch_case("sandbox", front, scheme, body, level, requests, repeats)
+                    )
             if watchers:
                 for rate in rates:
-                    watch.append(_watch_case(front, scheme, watchers, events, rate, repeats, objects=100))
+                    watch.append(
+                        _watch_case(front, scheme, watchers, events, rate, repeats, objects=100)
+                    )
     command = (
         f"kubemock-fleet bench sandbox --requests {requests} --repeats {repeats}"
         + "".join(f" --inflight {n}" for n in inflight)
@@ -647,7 +756,11 @@ def run(
     )
     return SandboxBenchResult(
         machine=f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}",
-        python=platform.python_version(), command=command, load=load, patch=patch, watch=watch,
+        python=platform.python_version(),
+        command=command,
+        load=load,
+        patch=patch,
+        watch=watch,
     )
 
 
@@ -705,7 +818,9 @@ def _main(argv: Sequence[str] | None = None) -> None:
     if args.role == "serve":
         trio.run(_serve_main, args.app, args.scheme, args.server)
     elif args.role == "patch-client":
-        trio.run(_patch_client, args.kubeconfig, args.body, args.inflight, args.requests, args.repeats)
+        trio.run(
+            _patch_client, args.kubeconfig, args.body, args.inflight, args.requests, args.repeats
+        )
     else:
         trio.run(_watch_client, args.kubeconfig, args.watchers, args.objects)
 

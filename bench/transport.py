@@ -106,7 +106,9 @@ async def _drive(send: Callable[[], Awaitable[None]], inflight: int, requests: i
             nursery.start_soon(worker, per_task + (1 if i < extra else 0))
 
 
-async def _case(client: Client, port: int, inflight: int, requests: int, repeats: int) -> CaseResult:
+async def _case(
+    client: Client, port: int, inflight: int, requests: int, repeats: int
+) -> CaseResult:
     best_cpu = best_wall = float("inf")
     server = f"http://127.0.0.1:{port}"
 
@@ -151,7 +153,9 @@ async def _case(client: Client, port: int, inflight: int, requests: int, repeats
             # One connection per in-flight task: never empty, as tasks <= connections.
             stream, conn = idle.pop()
             data = conn.send(request) or b""
-            data += (conn.send(h11.Data(data=PATCH_BODY)) or b"") + (conn.send(h11.EndOfMessage()) or b"")
+            data += (conn.send(h11.Data(data=PATCH_BODY)) or b"") + (
+                conn.send(h11.EndOfMessage()) or b""
+            )
             await stream.send_all(data)
             status = 0
             while True:
@@ -214,7 +218,9 @@ def _peak_rss_kib() -> int:
 
 def _start_server() -> tuple[subprocess.Popen[bytes], int]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bench._httpserver"], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL
+        [sys.executable, "-m", "bench._httpserver"],
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()
@@ -246,9 +252,19 @@ def run(
             for level in inflight:
                 out = subprocess.run(
                     [
-                        sys.executable, "-m", "bench.transport", "--case", client,
-                        "--port", str(port), "--inflight", str(level),
-                        "--requests", str(requests), "--repeats", str(repeats),
+                        sys.executable,
+                        "-m",
+                        "bench.transport",
+                        "--case",
+                        client,
+                        "--port",
+                        str(port),
+                        "--inflight",
+                        str(level),
+                        "--requests",
+                        str(requests),
+                        "--repeats",
+                        str(repeats),
                     ],
                     check=True,
                     capture_output=True,

@@ -894,7 +894,9 @@ class NodeDriver:
                     on_result=done,
                 )
                 await ctx.writes.submit(f"nodes/{state.name}/status", write)
-        if send or first:  # a node just created is not reported now, but every interval all the same
+        if (
+            send or first
+        ):  # a node just created is not reported now, but every interval all the same
             interval = state.interval
             if first and not periodic:
                 # The first periodic report of a node just registered (or re-adopted) comes

@@ -87,6 +87,8 @@ _decode_phase = msgspec.json.Decoder(_PhaseOnly).decode
 def _phase_of(raw: bytes | msgspec.Raw) -> str:
     """``status.phase`` of a raw status, as :meth:`PodDriver.phases` counts it."""
     return str(_decode_phase(raw).phase or "Pending") if raw else "Pending"
+
+
 _OWN_REASONS = frozenset({"InvalidLifecycleAnnotation", MISSING_REASON, INVALID_REASON})
 
 

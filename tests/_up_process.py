@@ -51,7 +51,9 @@ class UpProcess:
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise AssertionError(f"no line containing {text!r} within {timeout} s: {self.stdout} {self.stderr}")
+                raise AssertionError(
+                    f"no line containing {text!r} within {timeout} s: {self.stdout} {self.stderr}"
+                )
             try:
                 line = self.lines.get(timeout=remaining)
             except queue.Empty:
@@ -71,7 +73,17 @@ def _collect(stream: IO[str], into: list[str], lines: queue.Queue[str] | None) -
 def up_process(tmp_path: Path, *args: str) -> Iterator[UpProcess]:
     kubeconfig = tmp_path / "up.kubeconfig"
     process = subprocess.Popen(
-        [sys.executable, "-m", "fleet", "up", "--port", "0", "--kubeconfig-out", str(kubeconfig), *args],
+        [
+            sys.executable,
+            "-m",
+            "fleet",
+            "up",
+            "--port",
+            "0",
+            "--kubeconfig-out",
+            str(kubeconfig),
+            *args,
+        ],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -104,13 +116,17 @@ def up_process(tmp_path: Path, *args: str) -> Iterator[UpProcess]:
         process.stderr.close()
 
 
-def kubectl(kubeconfig: Path, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+def kubectl(
+    kubeconfig: Path, *args: str, stdin: str | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
     result = subprocess.run(
         [KUBECTL, *args], input=stdin, capture_output=True, text=True, env=env, timeout=60
     )
     if check and result.returncode != 0:
-        raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}): {result.stderr}")
+        raise AssertionError(
+            f"kubectl {' '.join(args)} failed ({result.returncode}): {result.stderr}"
+        )
     return result
 
 
@@ -132,8 +148,12 @@ def wait_until(condition: Any, timeout: float, what: str, interval: float = 0.2)
 
 def node_ready(kubeconfig: Path, name: str) -> bool:
     result = kubectl(
-        kubeconfig, "get", "nodes", name, "-o", 'jsonpath={.status.conditions[?(@.type=="Ready")].status}',
+        kubeconfig,
+        "get",
+        "nodes",
+        name,
+        "-o",
+        'jsonpath={.status.conditions[?(@.type=="Ready")].status}',
         check=False,
     )
     return result.returncode == 0 and result.stdout.strip() == "True"
-

@@ -40,7 +40,9 @@ def shared_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running
         stop_event = trio.Event()
         stop.append((trio.lowlevel.current_trio_token(), stop_event))
         async with trio.open_nursery() as nursery:
-            running = await nursery.start(serve_sandbox, SandboxSettings(port=0, kubeconfig_out=kubeconfig))
+            running = await nursery.start(
+                serve_sandbox, SandboxSettings(port=0, kubeconfig_out=kubeconfig)
+            )
             started.put(running)
             await stop_event.wait()
             nursery.cancel_scope.cancel()

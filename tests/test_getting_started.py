@@ -33,7 +33,9 @@ DELAY = 2.0
 REPLICAS = 20
 SLACK = 3.0
 """Seconds a pod may turn Running after its delay (a watch event's trip, a loaded CI box)."""
-WATCH_FIELDS = '{.metadata.name} {.status.phase} {.metadata.creationTimestamp} {.spec.nodeName}{"\\n"}'
+WATCH_FIELDS = (
+    '{.metadata.name} {.status.phase} {.metadata.creationTimestamp} {.spec.nodeName}{"\\n"}'
+)
 
 
 def _created(stamp: str) -> float:
@@ -59,7 +61,9 @@ class PodWatch:
             parts = line.split()
             if len(parts) >= 3:
                 node = parts[3] if len(parts) > 3 else ""
-                self.events.setdefault(parts[0], []).append((time.time(), parts[1], _created(parts[2]), node))
+                self.events.setdefault(parts[0], []).append(
+                    (time.time(), parts[1], _created(parts[2]), node)
+                )
 
     def close(self) -> None:
         self._process.terminate()
@@ -102,7 +106,9 @@ def test_getting_started_kube_mock_example(tmp_path: Path) -> None:
             applied = time.time()
             out = kubectl(kc, "apply", "-n", "short", "-f", "-", stdin=short).stdout
             assert out.strip() == "deployment.apps/kube-mock-example created"
-            wait_until(lambda: len(watch.running()) == REPLICAS, DELAY + 20, f"{REPLICAS} pods Running")
+            wait_until(
+                lambda: len(watch.running()) == REPLICAS, DELAY + 20, f"{REPLICAS} pods Running"
+            )
         finally:
             watch.close()
 
@@ -121,10 +127,22 @@ def test_getting_started_kube_mock_example(tmp_path: Path) -> None:
         assert {p["spec"]["nodeName"] for p in pods} == {"node-sample"}
         for pod in pods:
             assert pod["status"]["phase"] == "Running"
-            started = _created(pod["status"]["containerStatuses"][0]["state"]["running"]["startedAt"])
+            started = _created(
+                pod["status"]["containerStatuses"][0]["state"]["running"]["startedAt"]
+            )
             assert started - _created(pod["metadata"]["creationTimestamp"]) >= DELAY
-        kubectl(kc, "rollout", "status", "-n", "short", "deployment/kube-mock-example", "--timeout=20s")
-        kubectl(kc, "wait", "-n", "short", "--for=condition=Available", "deployment/kube-mock-example", "--timeout=20s")
+        kubectl(
+            kc, "rollout", "status", "-n", "short", "deployment/kube-mock-example", "--timeout=20s"
+        )
+        kubectl(
+            kc,
+            "wait",
+            "-n",
+            "short",
+            "--for=condition=Available",
+            "deployment/kube-mock-example",
+            "--timeout=20s",
+        )
 
         # The real 10 s example: scheduled onto the fake node too, and still Pending.
         slow = kubectl_json(kc, "get", "pods", "-n", "ten-seconds")["items"]
@@ -144,8 +162,14 @@ def test_readme_opens_with_the_two_commands_and_replays_the_examples() -> None:
     blocks = text.split("```")
     # The first two fenced blocks, before any other, are the two commands for a fresh machine.
     first, second = (block.removeprefix("sh\n").strip() for block in blocks[1:4:2])
-    assert first == "python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/kubemock-fleet up"
-    assert second == "python3 -m venv .venv && .venv/bin/pip install -e '.[test]' && .venv/bin/python -m pytest"
+    assert (
+        first
+        == "python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/kubemock-fleet up"
+    )
+    assert (
+        second
+        == "python3 -m venv .venv && .venv/bin/pip install -e '.[test]' && .venv/bin/python -m pytest"
+    )
     ci = (EXAMPLES.parent / ".ci" / "run").read_text()
     assert "install -q -e '.[test]'" in ci and '"$venv/bin/python" -m pytest' in ci
     for command in (

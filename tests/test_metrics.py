@@ -134,6 +134,4 @@ async def test_shard_and_coordinator_serve_request_metrics(
     assert _count(requests, verb="GET", resource="leases.coordination.k8s.io") >= 1
     moves = _samples(coordinator, "kubemock_fleet_moves_total")
     assert _count(moves, reason="assign") == 1
-    assert _samples(coordinator, "kubemock_fleet_assignments") == {
-        frozenset({("shard", "0")}): 1.0
-    }
+    assert _samples(coordinator, "kubemock_fleet_assignments") == {frozenset({("shard", "0")}): 1.0}

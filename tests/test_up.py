@@ -48,13 +48,19 @@ def test_up_prints_kubeconfig_answers_kubectl_and_stops_on_sigterm(tmp_path: Pat
         assert f"  export KUBECONFIG={up.kubeconfig}" in up.stdout
         assert up.kubeconfig.stat().st_mode & 0o077 == 0  # a bearer token inside: 0600
         assert any(line.startswith("apiserver: https://127.0.0.1:") for line in up.stdout)
-        assert "nodes: 2 Node CRs fleet-node-0..1 in kube-mock-system (2 created, 0 already there)" in up.stdout
+        assert (
+            "nodes: 2 Node CRs fleet-node-0..1 in kube-mock-system (2 created, 0 already there)"
+            in up.stdout
+        )
 
         crds = kubectl(up.kubeconfig, "get", "crd", "-o", "name").stdout.split()
         assert "customresourcedefinition.apiextensions.k8s.io/nodes.mock.zhizuqiu.cn" in crds
         assert "customresourcedefinition.apiextensions.k8s.io/mockstatuses.mock.zhizuqiu.cn" in crds
         crs = kubectl_json(up.kubeconfig, "get", "nodes.mock.zhizuqiu.cn", "-n", "kube-mock-system")
-        assert sorted(item["metadata"]["name"] for item in crs["items"]) == ["fleet-node-0", "fleet-node-1"]
+        assert sorted(item["metadata"]["name"] for item in crs["items"]) == [
+            "fleet-node-0",
+            "fleet-node-1",
+        ]
         for name in ("fleet-node-0", "fleet-node-1"):
             wait_until(lambda n=name: node_ready(up.kubeconfig, n), 15, f"node {name} Ready")
         up.wait_for_line("nodes 2/2 Ready", 10)  # the status line (plain: stdout is a pipe)
@@ -77,23 +83,42 @@ def test_sigint_stops_cleanly_and_data_survives_a_restart(tmp_path: Path) -> Non
     assert {"node-sample", "kept"} <= names
 
     with up_process(tmp_path, "--data", str(data), "--shards", "0", "--nodes", "1") as up:
-        assert kubectl(up.kubeconfig, "get", "namespace", "kept", "-o", "name").stdout.strip() == "namespace/kept"
-        cr = kubectl_json(up.kubeconfig, "get", "nodes.mock.zhizuqiu.cn", "node-sample", "-n", "kube-mock-system")
+        assert (
+            kubectl(up.kubeconfig, "get", "namespace", "kept", "-o", "name").stdout.strip()
+            == "namespace/kept"
+        )
+        cr = kubectl_json(
+            up.kubeconfig, "get", "nodes.mock.zhizuqiu.cn", "node-sample", "-n", "kube-mock-system"
+        )
         assert cr["spec"]["nodeConfig"] == {"cpu": "128", "memory": "300Gi", "pods": "50"}
         assert up.stop() == 0
-    assert "nodes: 1 Node CRs fleet-node-0..0 in kube-mock-system (1 created, 0 already there)" in up.stdout
+    assert (
+        "nodes: 1 Node CRs fleet-node-0..0 in kube-mock-system (1 created, 0 already there)"
+        in up.stdout
+    )
 
 
 def test_two_shard_processes_share_the_nodes_and_stop_on_sigterm(tmp_path: Path) -> None:
     with up_process(tmp_path, "--shards", "2", "--nodes", "6") as up:
-        assert "control plane: scheduler, deployment, replicaset, nodelifecycle, garbagecollector; fleet: coordinator + 2 shards" in up.stdout
+        assert (
+            "control plane: scheduler, deployment, replicaset, nodelifecycle, garbagecollector; fleet: coordinator + 2 shards"
+            in up.stdout
+        )
         for i in range(6):
-            wait_until(lambda i=i: node_ready(up.kubeconfig, f"fleet-node-{i}"), 20, f"fleet-node-{i} Ready")
-        crs = kubectl_json(up.kubeconfig, "get", "nodes.mock.zhizuqiu.cn", "-n", "kube-mock-system")["items"]
+            wait_until(
+                lambda i=i: node_ready(up.kubeconfig, f"fleet-node-{i}"),
+                20,
+                f"fleet-node-{i} Ready",
+            )
+        crs = kubectl_json(
+            up.kubeconfig, "get", "nodes.mock.zhizuqiu.cn", "-n", "kube-mock-system"
+        )["items"]
         shards = {cr["metadata"]["labels"]["fleet.mock.zhizuqiu.cn/shard"] for cr in crs}
         assert shards == {"0", "1"}  # rendezvous hashing spreads 6 CRs over both (fixed names)
         leases = kubectl_json(up.kubeconfig, "get", "leases", "-n", "kube-mock-system")["items"]
-        holders = {lease["metadata"]["name"]: lease["spec"].get("holderIdentity", "") for lease in leases}
+        holders = {
+            lease["metadata"]["name"]: lease["spec"].get("holderIdentity", "") for lease in leases
+        }
         assert holders["kubemock-fleet-shard-0"].startswith("shard-0@")
         assert holders["kubemock-fleet-shard-1"].startswith("shard-1@")
         assert up.stop(signal.SIGTERM) == 0
@@ -104,7 +129,9 @@ def test_two_shard_processes_share_the_nodes_and_stop_on_sigterm(tmp_path: Path)
 # --- bad flags: one clear line ---------------------------------------------------------------
 
 
-def _run_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+def _run_main(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str
+) -> tuple[int, str]:
     monkeypatch.setattr(sys, "argv", ["kubemock-fleet", *args])
     with pytest.raises(SystemExit) as exit_info:
         main()
@@ -116,13 +143,23 @@ def _run_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str
     ("args", "message"),
     [
         (["--disable", "bogus"], "unknown control-plane loop bogus (known: "),
-        (["--node-template", "missing.yaml"], "missing.yaml: cannot read: No such file or directory"),
-        (["--node-template", "pod.yaml"], "pod.yaml: expected apiVersion mock.zhizuqiu.cn/v1alpha1, kind Node; got v1, Pod"),
+        (
+            ["--node-template", "missing.yaml"],
+            "missing.yaml: cannot read: No such file or directory",
+        ),
+        (
+            ["--node-template", "pod.yaml"],
+            "pod.yaml: expected apiVersion mock.zhizuqiu.cn/v1alpha1, kind Node; got v1, Pod",
+        ),
         (["--node-template", "bad-cpu.yaml"], "bad-cpu.yaml: "),
     ],
 )
 def test_bad_input_is_one_line(
-    args: list[str], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    args: list[str],
+    message: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "pod.yaml").write_text("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n")
@@ -153,7 +190,9 @@ def test_port_in_use_is_one_line(tmp_path: Path) -> None:
     )
 
 
-@pytest.mark.parametrize("args", [["--nodes", "-1"], ["--shards", "-2"], ["--port", "70000"], ["--bogus"]])
+@pytest.mark.parametrize(
+    "args", [["--nodes", "-1"], ["--shards", "-2"], ["--port", "70000"], ["--bogus"]]
+)
 def test_bad_flags_are_usage_errors(
     args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -184,13 +223,19 @@ async def test_up_in_process_drives_nodes_and_reports_status(tmp_path: Path) -> 
     gc.collect()
     # The coordinator released its leader Lease on the way out, while the apiserver still answered.
     app = running.sandbox.app
-    lease = app.store.get(("coordination.k8s.io", "leases"), "kube-mock-system", "kubemock-fleet-coordinator")
+    lease = app.store.get(
+        ("coordination.k8s.io", "leases"), "kube-mock-system", "kubemock-fleet-coordinator"
+    )
     assert lease is not None and not lease["spec"].get("holderIdentity")
 
 
 @pytest.mark.parametrize("disabled", [frozenset(), frozenset({"scheduler"})])
-async def test_shards_zero_means_no_fleet_and_loops_switch_off(tmp_path: Path, disabled: frozenset[str]) -> None:
-    up = Up(UpSettings(port=0, kubeconfig_out=tmp_path / "kc", nodes=1, shards=0, disabled=disabled))
+async def test_shards_zero_means_no_fleet_and_loops_switch_off(
+    tmp_path: Path, disabled: frozenset[str]
+) -> None:
+    up = Up(
+        UpSettings(port=0, kubeconfig_out=tmp_path / "kc", nodes=1, shards=0, disabled=disabled)
+    )
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
            "spec": {"containers": [{"name": "c", "image": "x"}]}}  # fmt: skip
     async with trio.open_nursery() as nursery:
@@ -199,7 +244,9 @@ async def test_shards_zero_means_no_fleet_and_loops_switch_off(tmp_path: Path, d
         async with Client(load_config(running.kubeconfig)) as client:
             await client.create("/api/v1/namespaces/default/pods", pod)
             await trio.sleep(1.0)
-            conditions = (await client.get("/api/v1/namespaces/default/pods/p"))["status"].get("conditions", [])
+            conditions = (await client.get("/api/v1/namespaces/default/pods/p"))["status"].get(
+                "conditions", []
+            )
         store = running.sandbox.app.store
         assert store.count(("mock.zhizuqiu.cn", "nodes")) == 1  # the CR is there...
         assert store.count(("", "nodes")) == 0  # ...but nothing drives it
@@ -259,7 +306,10 @@ async def test_shard_children_get_the_kubeconfig_and_sigterm(tmp_path: Path) -> 
 def test_status_line() -> None:
     assert render(Status()) == "nodes 0/0 Ready · pods 0 · apiserver 0.0 req/s"
     status = Status(
-        nodes=3, nodes_ready=2, pods={"Running": 8, "Pending": 12, "Terminating": 1}, requests_per_second=14.24
+        nodes=3,
+        nodes_ready=2,
+        pods={"Running": 8, "Pending": 12, "Terminating": 1},
+        requests_per_second=14.24,
     )
     assert render(status) == (
         "nodes 2/3 Ready · pods 21: Pending 12, Running 8, Terminating 1 · apiserver 14.2 req/s"
@@ -286,12 +336,22 @@ def test_template_drops_identity_and_keeps_labels(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(raw))
     template = load_template(path)
     assert template.namespace == "elsewhere"
-    assert template.render(0)["metadata"] == {"name": "fleet-node-0", "namespace": "elsewhere", "labels": {"team": "a"}}
+    assert template.render(0)["metadata"] == {
+        "name": "fleet-node-0",
+        "namespace": "elsewhere",
+        "labels": {"team": "a"},
+    }
     assert "status" not in template.render(0)
 
 
 def test_loops_are_named() -> None:
-    assert set(LOOPS) == {"scheduler", "deployment", "replicaset", "nodelifecycle", "garbagecollector"}
+    assert set(LOOPS) == {
+        "scheduler",
+        "deployment",
+        "replicaset",
+        "nodelifecycle",
+        "garbagecollector",
+    }
     settings = control_plane_settings(frozenset({"scheduler", "garbagecollector"}))
     assert (settings.scheduler, settings.gc) == (False, False)
     assert settings.deployments and settings.replicasets and settings.node_lifecycle

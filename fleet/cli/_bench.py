@@ -52,8 +52,12 @@ def bench(
         help="'transport' (client CPU per PATCH), a load scenario (node-density, pod-startup, churn, "
         "heartbeat-soak, kwok-ci) or a scenario YAML file.",
     ),
-    requests: int = typer.Option(5000, "--requests", min=1, help="transport: requests per timed repeat."),
-    repeats: int = typer.Option(5, "--repeats", min=1, help="transport: timed repeats; the minimum is reported."),
+    requests: int = typer.Option(
+        5000, "--requests", min=1, help="transport: requests per timed repeat."
+    ),
+    repeats: int = typer.Option(
+        5, "--repeats", min=1, help="transport: timed repeats; the minimum is reported."
+    ),
     inflight: list[int] = typer.Option(
         [1, 16, 64], "--inflight", help="transport: in-flight levels (repeat the flag for several)."
     ),
@@ -63,38 +67,64 @@ def bench(
         help="transport: clients to compare (repeat the flag): httpx, hot, h11 (the framing reference). "
         "Default: httpx and hot.",
     ),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON instead of a table."),
-    output: Path | None = typer.Option(
-        None, "--output", help="transport: also write <scenario>.json here. Scenarios: the report "
-        "directory (default ./bench-results/<scenario>-<run id>)."
+    as_json: bool = typer.Option(
+        False, "--json", help="Print the result as JSON instead of a table."
     ),
-    nodes: int | None = typer.Option(None, "--nodes", min=1, help="Scenarios: Node CRs (overrides the scenario)."),
-    pods: int | None = typer.Option(None, "--pods", min=0, help="Scenarios: pods (overrides the scenario)."),
+    output: Path | None = typer.Option(
+        None,
+        "--output",
+        help="transport: also write <scenario>.json here. Scenarios: the report "
+        "directory (default ./bench-results/<scenario>-<run id>).",
+    ),
+    nodes: int | None = typer.Option(
+        None, "--nodes", min=1, help="Scenarios: Node CRs (overrides the scenario)."
+    ),
+    pods: int | None = typer.Option(
+        None, "--pods", min=0, help="Scenarios: pods (overrides the scenario)."
+    ),
     shards: int = typer.Option(
-        1, "--shards", min=0, help="Scenarios on the bench's own sandbox: fleet shards to start (0: none)."
+        1,
+        "--shards",
+        min=0,
+        help="Scenarios on the bench's own sandbox: fleet shards to start (0: none).",
     ),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Scenarios: write PNG plots."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Scenarios: show a progress bar."),
+    progress: bool = typer.Option(
+        True, "--progress/--no-progress", help="Scenarios: show a progress bar."
+    ),
     kubeconfig: KubeconfigOption = None,
     context: ContextOption = None,
     schemes: list[str] | None = typer.Option(
-        None, "--scheme", help="sandbox: http and/or https (repeat the flag; default both)."),
+        None, "--scheme", help="sandbox: http and/or https (repeat the flag; default both)."
+    ),
     servers: list[str] | None = typer.Option(
-        None, "--server", help="sandbox: lean (default) and/or hypercorn, the HTTP server in front."),
-    watchers: int = typer.Option(10, "--watchers", min=0, help="sandbox: concurrent watchers (0: no watch case)."),
-    events: int = typer.Option(20000, "--events", min=1, help="sandbox: changes per timed watch repeat."),
+        None, "--server", help="sandbox: lean (default) and/or hypercorn, the HTTP server in front."
+    ),
+    watchers: int = typer.Option(
+        10, "--watchers", min=0, help="sandbox: concurrent watchers (0: no watch case)."
+    ),
+    events: int = typer.Option(
+        20000, "--events", min=1, help="sandbox: changes per timed watch repeat."
+    ),
     rates: list[int] | None = typer.Option(
-        None, "--rate", help="sandbox: in-server writes/s of the watch case, 0 = as fast as it can "
+        None,
+        "--rate",
+        help="sandbox: in-server writes/s of the watch case, 0 = as fast as it can "
         "(repeat the flag; default 10000 and 0). Scenarios: the bench's writes/s (once; overrides the "
-        "scenario)."),
-    duration: float = typer.Option(600.0, "--duration", min=1, help="shard: seconds of steady state measured."),
+        "scenario).",
+    ),
+    duration: float = typer.Option(
+        600.0, "--duration", min=1, help="shard: seconds of steady state measured."
+    ),
 ) -> None:
     """Run a benchmark: the transport or sandbox micro-benchmark, or a load scenario against a control plane."""
     if scenario == TRANSPORT:
         _transport(requests, repeats, inflight, clients, as_json, output)
         return
     if scenario == SANDBOX:
-        _sandbox(requests, repeats, inflight, schemes, servers, watchers, events, rates, as_json, output)
+        _sandbox(
+            requests, repeats, inflight, schemes, servers, watchers, events, rates, as_json, output
+        )
         return
     if scenario == SHARD:
         _shard(nodes, pods, duration, as_json, output)
@@ -102,8 +132,16 @@ def bench(
     from bench import load_scenario  # heavy imports only when the command runs
 
     spec = load_scenario(scenario, {"nodes": nodes, "pods": pods, "rate": _scenario_rate(rates)})
-    report = _run_scenario(spec, output=output, shards=shards, plots=plots, progress=progress,
-                           kubeconfig=kubeconfig, context=context, as_json=as_json)
+    report = _run_scenario(
+        spec,
+        output=output,
+        shards=shards,
+        plots=plots,
+        progress=progress,
+        kubeconfig=kubeconfig,
+        context=context,
+        as_json=as_json,
+    )
     if not (report.completed and report.slo_passed):
         raise typer.Exit(1)
 
@@ -118,7 +156,11 @@ def _scenario_rate(rates: list[int] | None) -> float | None:
 
 
 def _transport(
-    requests: int, repeats: int, inflight: list[int], clients: list[str] | None, as_json: bool,
+    requests: int,
+    repeats: int,
+    inflight: list[int],
+    clients: list[str] | None,
+    as_json: bool,
     output: Path | None,
 ) -> None:
     from bench import transport
@@ -143,8 +185,16 @@ def _transport(
 
 
 def _sandbox(
-    requests: int, repeats: int, inflight: list[int], schemes: list[str] | None, servers: list[str] | None,
-    watchers: int, events: int, rates: list[int] | None, as_json: bool, output: Path | None,
+    requests: int,
+    repeats: int,
+    inflight: list[int],
+    schemes: list[str] | None,
+    servers: list[str] | None,
+    watchers: int,
+    events: int,
+    rates: list[int] | None,
+    as_json: bool,
+    output: Path | None,
 ) -> None:
     """The sandbox apiserver's PATCH rate and watch fan-out (:mod:`bench.sandbox`, issue 3)."""
     from bench import sandbox
@@ -152,13 +202,21 @@ def _sandbox(
     levels = [16] if inflight == [1, 16, 64] else inflight  # the transport's default levels: use 16
     if any(level < 1 for level in levels):
         raise InputError(f"--inflight levels must be >= 1, got {levels}")
-    if not set(schemes or ()) <= {"http", "https"} or not set(servers or ()) <= set(sandbox.SERVERS):
+    if not set(schemes or ()) <= {"http", "https"} or not set(servers or ()) <= set(
+        sandbox.SERVERS
+    ):
         raise InputError(f"--scheme: http or https; --server: one of {list(sandbox.SERVERS)}")
     if any(rate < 0 for rate in rates or ()):
         raise InputError("--rate must be >= 0")
     result = sandbox.run(
-        requests=requests, repeats=repeats, inflight=levels, schemes=schemes or ("http", "https"),  # type: ignore[arg-type]
-        servers=servers or ("lean",), watchers=watchers, events=events, rates=rates or (10000, 0),  # type: ignore[arg-type]
+        requests=requests,
+        repeats=repeats,
+        inflight=levels,
+        schemes=schemes or ("http", "https"),  # type: ignore[arg-type]
+        servers=servers or ("lean",),
+        watchers=watchers,
+        events=events,
+        rates=rates or (10000, 0),  # type: ignore[arg-type]
     )
     if output is not None:
         output.mkdir(parents=True, exist_ok=True)
@@ -171,14 +229,22 @@ def _sandbox(
         typer.echo(sandbox.format_report(result))
 
 
-def _shard(nodes: int | None, pods: int | None, duration: float, as_json: bool, output: Path | None) -> None:
+def _shard(
+    nodes: int | None, pods: int | None, duration: float, as_json: bool, output: Path | None
+) -> None:
     """One shard against a stub apiserver: steady-state CPU, RSS, Lease lateness (:mod:`bench.shard`, issue 4)."""
     from bench import shard
 
     nodes, pods = nodes or 10_000, pods or 100_000
     # Bound -> Running: 10,000 pods on 1,000 nodes (fewer in a small run); settle at most 20 s.
-    result = shard.run(nodes=nodes, pods=pods, duration=duration, settle=min(20.0, duration),
-                       running_nodes=min(nodes, 1_000), running_pods=min(pods, 10_000))
+    result = shard.run(
+        nodes=nodes,
+        pods=pods,
+        duration=duration,
+        settle=min(20.0, duration),
+        running_nodes=min(nodes, 1_000),
+        running_pods=min(pods, 10_000),
+    )
     if output is not None:
         output.mkdir(parents=True, exist_ok=True)
         (output / f"{SHARD}.json").write_text(result.to_json() + "\n")
@@ -221,8 +287,15 @@ async def _own_cluster(
     from fleet.up import Up, UpSettings
 
     workdir = Path(tempfile.mkdtemp(prefix="kubemock-fleet-bench-"))
-    up = Up(UpSettings(port=0, kubeconfig_out=workdir / "kubeconfig", nodes=0, shards=shards,
-                       shard_processes=shards > 0))
+    up = Up(
+        UpSettings(
+            port=0,
+            kubeconfig_out=workdir / "kubeconfig",
+            nodes=0,
+            shards=shards,
+            shard_processes=shards > 0,
+        )
+    )
     async with trio.open_nursery() as inner:
         running = await inner.start(up.run)
         task_status.started((up, running))
@@ -260,8 +333,15 @@ async def _until_signal(scenario: Callable[[], Awaitable[Any]]) -> Any:
 
 
 def _run_scenario(
-    spec: Any, *, output: Path | None, shards: int, plots: bool, progress: bool,
-    kubeconfig: Path | None, context: str | None, as_json: bool,
+    spec: Any,
+    *,
+    output: Path | None,
+    shards: int,
+    plots: bool,
+    progress: bool,
+    kubeconfig: Path | None,
+    context: str | None,
+    as_json: bool,
 ) -> Any:
     import secrets
 
@@ -277,8 +357,15 @@ def _run_scenario(
     run_id = secrets.token_hex(4)
     out = output if output is not None else Path("bench-results") / f"{spec.name}-{run_id}"
     console = Console(stderr=True)
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   console=console, disable=not progress, transient=False)
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not progress,
+        transient=False,
+    )
 
     async def main() -> Any:
         async with trio.open_nursery() as nursery:
@@ -289,10 +376,18 @@ def _run_scenario(
             else:
                 up, running = await nursery.start(partial(_own_cluster, shards))
                 config = load_config(running.kubeconfig)
-                target = TargetInfo(server=running.url, mode="sandbox", fleet="started" if shards else "none")
-            options = RunOptions(target=target, output=out, plots=plots, run_id=run_id,
-                                 progress=_RichProgress(bar) if progress else NullProgress(),
-                                 fleet_children=own and shards > 0, ensure_crds=own)
+                target = TargetInfo(
+                    server=running.url, mode="sandbox", fleet="started" if shards else "none"
+                )
+            options = RunOptions(
+                target=target,
+                output=out,
+                plots=plots,
+                run_id=run_id,
+                progress=_RichProgress(bar) if progress else NullProgress(),
+                fleet_children=own and shards > 0,
+                ensure_crds=own,
+            )
             try:
                 async with Client(config) as client:
                     with bar:
@@ -314,7 +409,11 @@ def _run_scenario(
             console.print(interrupted)
             raise typer.Exit(130) from None
         errors = group.subgroup(FleetError)
-        if errors is not None and len(errors.exceptions) == 1 and group.split(FleetError)[1] is None:
+        if (
+            errors is not None
+            and len(errors.exceptions) == 1
+            and group.split(FleetError)[1] is None
+        ):
             raise errors.exceptions[0] from None
         raise
     if as_json:
@@ -322,8 +421,10 @@ def _run_scenario(
     else:
         verdict = "PASS" if report.slo_passed else "FAIL"
         for step in report.steps:
-            typer.echo(f"{step.name:16} {step.reached}/{step.target} in {step.seconds:.2f} s"
-                       f"{'' if step.ok else '  (FAILED)'}")
+            typer.echo(
+                f"{step.name:16} {step.reached}/{step.target} in {step.seconds:.2f} s"
+                f"{'' if step.ok else '  (FAILED)'}"
+            )
         typer.echo(f"SLOs: {verdict} ({len(report.slo)} rows); report: {out / 'report.json'}")
         for note in report.notes:
             typer.echo(f"note: {note}")

@@ -36,15 +36,24 @@ def sandbox(
     port: int = typer.Option(6443, "--port", help="TCP port (0: any free port)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind."),
     kubeconfig_out: Path | None = typer.Option(
-        None, "--kubeconfig-out", dir_okay=False, help="Write the kubeconfig here (default: a temp dir)."
+        None,
+        "--kubeconfig-out",
+        dir_okay=False,
+        help="Write the kubeconfig here (default: a temp dir).",
     ),
     data: Path | None = typer.Option(
         None, "--data", dir_okay=False, help="Load state from this file at start, save it on exit."
     ),
-    tls: bool = typer.Option(True, "--tls/--no-tls", help="https with a throwaway CA (kubectl sends tokens only over TLS)."),
+    tls: bool = typer.Option(
+        True,
+        "--tls/--no-tls",
+        help="https with a throwaway CA (kubectl sends tokens only over TLS).",
+    ),
 ) -> None:
     """Run the sandbox apiserver (a kubectl-compatible Kubernetes API) in the foreground."""
     from fleet.sandbox import SandboxSettings
 
-    settings = SandboxSettings(host=host, port=port, tls=tls, kubeconfig_out=kubeconfig_out, data_file=data)
+    settings = SandboxSettings(
+        host=host, port=port, tls=tls, kubeconfig_out=kubeconfig_out, data_file=data
+    )
     trio.run(_serve, settings)

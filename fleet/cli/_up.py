@@ -43,7 +43,9 @@ def _say(text: str) -> None:
 
 async def _status(up: Up, console: Console) -> None:
     if console.is_terminal:
-        with Live(Text(render(up.status())), console=console, auto_refresh=False, transient=True) as live:
+        with Live(
+            Text(render(up.status())), console=console, auto_refresh=False, transient=True
+        ) as live:
             try:
                 while True:
                     await trio.sleep(LIVE_REFRESH)
@@ -124,25 +126,41 @@ def _first_fleet_error(group: BaseExceptionGroup[BaseException]) -> FleetError |
 
 @app.command()
 def up(
-    nodes: int = typer.Option(0, "--nodes", min=0, help="Node CRs to create from the template (fleet-node-0 ...)."),
-    shards: int = typer.Option(
-        1, "--shards", min=0, help="Shards to run (0: no fleet; more than 1 run as child processes)."
+    nodes: int = typer.Option(
+        0, "--nodes", min=0, help="Node CRs to create from the template (fleet-node-0 ...)."
     ),
-    port: int = typer.Option(6443, "--port", min=0, max=65535, help="Port of the apiserver (0: any free port)."),
+    shards: int = typer.Option(
+        1,
+        "--shards",
+        min=0,
+        help="Shards to run (0: no fleet; more than 1 run as child processes).",
+    ),
+    port: int = typer.Option(
+        6443, "--port", min=0, max=65535, help="Port of the apiserver (0: any free port)."
+    ),
     kubeconfig_out: Path = typer.Option(
         DEFAULT_KUBECONFIG, "--kubeconfig-out", dir_okay=False, help="Write the kubeconfig here."
     ),
     data: Path | None = typer.Option(
-        None, "--data", dir_okay=False, help="Load the apiserver's state from this file at start, save it on exit."
+        None,
+        "--data",
+        dir_okay=False,
+        help="Load the apiserver's state from this file at start, save it on exit.",
     ),
     node_template: Path | None = typer.Option(
-        None, "--node-template", dir_okay=False, help="A Node CR (YAML) for --nodes (default: kube-mock's README node)."
+        None,
+        "--node-template",
+        dir_okay=False,
+        help="A Node CR (YAML) for --nodes (default: kube-mock's README node).",
     ),
     disable: list[str] = typer.Option(
         [], "--disable", help=f"A control-plane loop not to run, repeatable: {', '.join(LOOPS)}."
     ),
     config: Path | None = typer.Option(
-        None, "--config", dir_okay=False, help="YAML settings file for the fleet (see `config show`)."
+        None,
+        "--config",
+        dir_okay=False,
+        help="YAML settings file for the fleet (see `config show`).",
     ),
     host: str = typer.Option("127.0.0.1", "--host", help="Address the apiserver binds."),
 ) -> None:

@@ -129,7 +129,9 @@ def resolve_fenceposts(deployment: KObject) -> tuple[int, int]:
         return 0, 0
     rolling = strategy.get("rollingUpdate") or {}
     surge = _int_or_percent(rolling.get("maxSurge"), replicas, round_up=True, default="25%")
-    unavailable = _int_or_percent(rolling.get("maxUnavailable"), replicas, round_up=False, default="25%")
+    unavailable = _int_or_percent(
+        rolling.get("maxUnavailable"), replicas, round_up=False, default="25%"
+    )
     if surge == 0 and unavailable == 0:
         unavailable = 1  # validation forbids both 0; the controller would otherwise stall
     return surge, unavailable
@@ -208,8 +210,14 @@ class DeploymentController:
 
     def _sets_of(self, d: KObject) -> list[KObject]:
         out = controlled(d.metadata.uid, self._owned.get(d.metadata.uid, ()), self._sets.store)
-        return sorted(out, key=lambda r: (r.metadata.creation_timestamp is None,
-                                          r.metadata.creation_timestamp, r.metadata.name))
+        return sorted(
+            out,
+            key=lambda r: (
+                r.metadata.creation_timestamp is None,
+                r.metadata.creation_timestamp,
+                r.metadata.name,
+            ),
+        )
 
     # -- sync ------------------------------------------------------------------------------------
 
@@ -219,7 +227,9 @@ class DeploymentController:
             return
         sets = self._sets_of(d)
         wanted = _without_hash(d.spec.get("template") or {})
-        new = next((rs for rs in sets if _without_hash(rs.spec.get("template") or {}) == wanted), None)
+        new = next(
+            (rs for rs in sets if _without_hash(rs.spec.get("template") or {}) == wanted), None
+        )
         olds = [rs for rs in sets if rs is not new]
         targets = {rs.metadata.name: _replicas(rs) for rs in sets}
         created = False
@@ -238,7 +248,9 @@ class DeploymentController:
                         targets[new.metadata.name] = replicas
             else:
                 if new is None:
-                    new = await self._create_set(d, olds, self._new_replicas(d, olds, None, targets))
+                    new = await self._create_set(
+                        d, olds, self._new_replicas(d, olds, None, targets)
+                    )
                     created = new is not None
                     if new is not None:
                         targets[new.metadata.name] = _replicas(new)
@@ -290,9 +302,7 @@ class DeploymentController:
             targets[name] -= cut
             budget -= cut
         # A ReplicaSet's status lags its spec: never count more available pods than it keeps.
-        available = sum(
-            min(_st(rs, "availableReplicas"), _replicas(rs)) for rs in [*olds, new]
-        )
+        available = sum(min(_st(rs, "availableReplicas"), _replicas(rs)) for rs in [*olds, new])
         budget = available - min_available
         for rs in olds:
             if budget <= 0:
@@ -339,19 +349,28 @@ class DeploymentController:
             created = await self._rest.create(path, body)
         except AlreadyExists:
             try:
-                existing = await self._rest.get(REPLICASETS.path(meta.namespace, f"{meta.name}-{h}"))
+                existing = await self._rest.get(
+                    REPLICASETS.path(meta.namespace, f"{meta.name}-{h}")
+                )
             except FleetError:
                 return None
             refs = (existing.get("metadata") or {}).get("ownerReferences") or []
             ours = any(r.get("uid") == meta.uid and r.get("controller") for r in refs)
-            same = _without_hash((existing.get("spec") or {}).get("template") or {}) == _without_hash(template)
+            same = _without_hash(
+                (existing.get("spec") or {}).get("template") or {}
+            ) == _without_hash(template)
             if not (ours and same):
                 # A hash collision: the next attempt hashes with a higher count.
                 await self._patch_status(d, {"collisionCount": collisions + 1})
             self.queue.add_after(object_key(meta), 1.0)
             return None  # the watch shows it, or the next attempt hashes anew
         except FleetError as exc:
-            log.info("deployment %s/%s: creating its ReplicaSet failed: %s", meta.namespace, meta.name, exc)
+            log.info(
+                "deployment %s/%s: creating its ReplicaSet failed: %s",
+                meta.namespace,
+                meta.name,
+                exc,
+            )
             self.queue.add_after(object_key(meta), 1.0)
             return None
         if meta.annotations.get(REVISION) != str(revision):
@@ -361,10 +380,14 @@ class DeploymentController:
                     {"metadata": {"annotations": {REVISION: str(revision)}}},
                 )
             except FleetError as exc:
-                log.info("deployment %s/%s: revision annotation: %s", meta.namespace, meta.name, exc)
+                log.info(
+                    "deployment %s/%s: revision annotation: %s", meta.namespace, meta.name, exc
+                )
         return msgspec.convert(created, KObject)
 
-    async def _apply_scale(self, d: KObject, sets: list[KObject], targets: Mapping[str, int]) -> None:
+    async def _apply_scale(
+        self, d: KObject, sets: list[KObject], targets: Mapping[str, int]
+    ) -> None:
         replicas = int(d.spec.get("replicas", 1))
         surge, _ = resolve_fenceposts(d)
         for rs in sets:
@@ -372,7 +395,9 @@ class DeploymentController:
             if want is None or want == _replicas(rs):
                 continue
             patch = {
-                "metadata": {"annotations": {DESIRED: str(replicas), MAX_REPLICAS: str(replicas + surge)}},
+                "metadata": {
+                    "annotations": {DESIRED: str(replicas), MAX_REPLICAS: str(replicas + surge)}
+                },
                 "spec": {"replicas": want},
             }
             try:
@@ -412,8 +437,14 @@ class DeploymentController:
                 return dict(old)
         else:
             transition = now
-        return {"type": kind, "status": status, "lastUpdateTime": now,
-                "lastTransitionTime": transition, "reason": reason, "message": message}
+        return {
+            "type": kind,
+            "status": status,
+            "lastUpdateTime": now,
+            "lastTransitionTime": transition,
+            "reason": reason,
+            "message": message,
+        }
 
     async def _write_status(
         self, d: KObject, new: KObject | None, olds: list[KObject], created: bool
@@ -436,11 +467,21 @@ class DeploymentController:
         if d.status.get("collisionCount") is not None:
             status["collisionCount"] = d.status["collisionCount"]
         if available >= replicas - unavailable:
-            avail = self._condition(d, "Available", "True", "MinimumReplicasAvailable",
-                                    "Deployment has minimum availability.")
+            avail = self._condition(
+                d,
+                "Available",
+                "True",
+                "MinimumReplicasAvailable",
+                "Deployment has minimum availability.",
+            )
         else:
-            avail = self._condition(d, "Available", "False", "MinimumReplicasUnavailable",
-                                    "Deployment does not have minimum availability.")
+            avail = self._condition(
+                d,
+                "Available",
+                "False",
+                "MinimumReplicasUnavailable",
+                "Deployment does not have minimum availability.",
+            )
         name = new.metadata.name if new is not None else ""
         complete = (
             new is not None and updated == replicas and total == replicas
@@ -448,18 +489,37 @@ class DeploymentController:
         )  # fmt: skip
         progressing: dict[str, Any] | None
         if complete:
-            progressing = self._condition(d, "Progressing", "True", "NewReplicaSetAvailable",
-                                          f'ReplicaSet "{name}" has successfully progressed.')
+            progressing = self._condition(
+                d,
+                "Progressing",
+                "True",
+                "NewReplicaSetAvailable",
+                f'ReplicaSet "{name}" has successfully progressed.',
+            )
         elif created:
-            progressing = self._condition(d, "Progressing", "True", "NewReplicaSetCreated",
-                                          f'Created new replica set "{name}"')
+            progressing = self._condition(
+                d,
+                "Progressing",
+                "True",
+                "NewReplicaSetCreated",
+                f'Created new replica set "{name}"',
+            )
         elif new is not None:
-            progressing = self._condition(d, "Progressing", "True", "ReplicaSetUpdated",
-                                          f'ReplicaSet "{name}" is progressing.')
+            progressing = self._condition(
+                d,
+                "Progressing",
+                "True",
+                "ReplicaSetUpdated",
+                f'ReplicaSet "{name}" is progressing.',
+            )
         else:
             progressing = None
         conds = [avail] + ([progressing] if progressing is not None else [])
-        others = [c for c in d.status.get("conditions") or () if c.get("type") not in ("Available", "Progressing")]
+        others = [
+            c
+            for c in d.status.get("conditions") or ()
+            if c.get("type") not in ("Available", "Progressing")
+        ]
         status["conditions"] = conds + others
         if all(d.status.get(k) == v for k, v in status.items()):
             return
@@ -468,7 +528,8 @@ class DeploymentController:
     async def _patch_status(self, d: KObject, status: Mapping[str, Any]) -> None:
         try:
             await self._rest.merge_patch(
-                DEPLOYMENTS.path(d.metadata.namespace, d.metadata.name, "status"), {"status": status}
+                DEPLOYMENTS.path(d.metadata.namespace, d.metadata.name, "status"),
+                {"status": status},
             )
         except NotFound:
             return

@@ -209,7 +209,12 @@ class GarbageCollector:
         path = node.resource.path(meta.namespace or None, meta.name)
         try:
             if not present:
-                log.info("gc: deleting %s %s/%s: its owners are gone", node.resource.kind, meta.namespace, meta.name)
+                log.info(
+                    "gc: deleting %s %s/%s: its owners are gone",
+                    node.resource.kind,
+                    meta.namespace,
+                    meta.name,
+                )
                 await self._rest.delete(path, uid=meta.uid, propagation="Background")
                 self.deleted += 1
             else:
@@ -221,7 +226,13 @@ class GarbageCollector:
                     for r in present
                 ]  # fmt: skip
                 await self._rest.merge_patch(
-                    path, {"metadata": {"resourceVersion": meta.resource_version, "ownerReferences": refs}}
+                    path,
+                    {
+                        "metadata": {
+                            "resourceVersion": meta.resource_version,
+                            "ownerReferences": refs,
+                        }
+                    },
                 )
         except (NotFound, Conflict):
             return  # gone already, or changed: its next event brings it back here
@@ -241,14 +252,17 @@ class GarbageCollector:
         uid = owner.metadata.uid
         blocking = 0
         for dep in self._live_dependents(uid):
-            blocks = any(r.uid == uid and r.block_owner_deletion for r in dep.metadata.owner_references)
+            blocks = any(
+                r.uid == uid and r.block_owner_deletion for r in dep.metadata.owner_references
+            )
             blocking += blocks
             if dep.metadata.deletion_timestamp is None:
                 node = self._graph[dep.metadata.uid]
                 try:
                     await self._rest.delete(
                         node.resource.path(dep.metadata.namespace or None, dep.metadata.name),
-                        uid=dep.metadata.uid, propagation="Foreground" if blocks else "Background",
+                        uid=dep.metadata.uid,
+                        propagation="Foreground" if blocks else "Background",
                     )
                     self.deleted += 1
                 except NotFound:
@@ -289,7 +303,12 @@ class GarbageCollector:
         try:
             await self._rest.merge_patch(
                 node.resource.path(meta.namespace or None, meta.name),
-                {"metadata": {"resourceVersion": meta.resource_version, "finalizers": rest or None}},
+                {
+                    "metadata": {
+                        "resourceVersion": meta.resource_version,
+                        "finalizers": rest or None,
+                    }
+                },
             )
         except (NotFound, Conflict):
             return
@@ -314,7 +333,9 @@ class GarbageCollector:
                 if obj.metadata.deletion_timestamp is not None:
                     continue
                 try:
-                    await self._rest.delete(resource.path(name, obj.metadata.name), uid=obj.metadata.uid)
+                    await self._rest.delete(
+                        resource.path(name, obj.metadata.name), uid=obj.metadata.uid
+                    )
                 except NotFound:
                     left -= 1
                 except FleetError as exc:
@@ -363,10 +384,17 @@ class GarbageCollector:
                 continue
             try:
                 await self._rest.delete(
-                    PODS.path(pod.metadata.namespace, pod.metadata.name), uid=pod.metadata.uid, grace_seconds=0
+                    PODS.path(pod.metadata.namespace, pod.metadata.name),
+                    uid=pod.metadata.uid,
+                    grace_seconds=0,
                 )
                 self.deleted += 1
-                log.info("gc: deleted pod %s/%s of vanished node %s", pod.metadata.namespace, pod.metadata.name, node)
+                log.info(
+                    "gc: deleted pod %s/%s of vanished node %s",
+                    pod.metadata.namespace,
+                    pod.metadata.name,
+                    node,
+                )
             except (NotFound, Conflict):
                 continue
             except FleetError as exc:

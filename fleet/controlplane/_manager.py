@@ -84,7 +84,9 @@ class ControlPlane:
             )
             if s.node_lifecycle else None
         )  # fmt: skip
-        self.gc = GarbageCollector(rest, self.informers, s.gc_settings, clock=clock) if s.gc else None
+        self.gc = (
+            GarbageCollector(rest, self.informers, s.gc_settings, clock=clock) if s.gc else None
+        )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run every enabled loop until cancelled; reports started once the informers synced."""

@@ -73,7 +73,9 @@ def eviction_delay(tolerations: list[Mapping[str, Any]], default: float) -> floa
     matching = [t for t in tolerations if tolerates(t, _NO_EXECUTE)]
     if not matching:
         return default
-    limits = [float(t["tolerationSeconds"]) for t in matching if t.get("tolerationSeconds") is not None]
+    limits = [
+        float(t["tolerationSeconds"]) for t in matching if t.get("tolerationSeconds") is not None
+    ]
     if not limits:
         return None
     return max(0.0, min(limits))
@@ -125,7 +127,10 @@ class NodeLifecycleController:
         if event.type == "DELETED":
             return
         spec = event.obj.spec
-        self._note(event.obj.metadata.name, lease=spec.get("renewTime") or event.obj.metadata.resource_version)
+        self._note(
+            event.obj.metadata.name,
+            lease=spec.get("renewTime") or event.obj.metadata.resource_version,
+        )
 
     async def _on_node(self, event: WatchEvent[KObject]) -> None:
         await trio.lowlevel.checkpoint()
@@ -165,12 +170,26 @@ class NodeLifecycleController:
             if now - heard[2] > self.settings.grace_period:
                 await self._mark_unknown(node)
                 if {t.get("effect") for t in ours} != {"NoSchedule", "NoExecute"}:
-                    await self._set_taints(node, [t for t in taints if t.get("key") != TAINT_UNREACHABLE] + [
-                        {"key": TAINT_UNREACHABLE, "effect": "NoSchedule", "timeAdded": rfc3339(self._wall())},
-                        {"key": TAINT_UNREACHABLE, "effect": "NoExecute", "timeAdded": rfc3339(self._wall())},
-                    ])
+                    await self._set_taints(
+                        node,
+                        [t for t in taints if t.get("key") != TAINT_UNREACHABLE]
+                        + [
+                            {
+                                "key": TAINT_UNREACHABLE,
+                                "effect": "NoSchedule",
+                                "timeAdded": rfc3339(self._wall()),
+                            },
+                            {
+                                "key": TAINT_UNREACHABLE,
+                                "effect": "NoExecute",
+                                "timeAdded": rfc3339(self._wall()),
+                            },
+                        ],
+                    )
             elif ours:
-                await self._set_taints(node, [t for t in taints if t.get("key") != TAINT_UNREACHABLE])
+                await self._set_taints(
+                    node, [t for t in taints if t.get("key") != TAINT_UNREACHABLE]
+                )
             if any(t.get("effect") == "NoExecute" for t in ours):
                 since = self._tainted_since.setdefault(name, now)
                 await self._evict(name, now - since)
@@ -184,32 +203,56 @@ class NodeLifecycleController:
         present = {c.get("type") for c in conds}
         for cond in conds:
             if cond.get("type") in _WATCHED_CONDITIONS and cond.get("status") != "Unknown":
-                cond.update(status="Unknown", reason="NodeStatusUnknown",
-                            message="Kubelet stopped posting node status.", lastTransitionTime=now)
+                cond.update(
+                    status="Unknown",
+                    reason="NodeStatusUnknown",
+                    message="Kubelet stopped posting node status.",
+                    lastTransitionTime=now,
+                )
                 changed = True
         if "Ready" not in present:
-            conds.append({"type": "Ready", "status": "Unknown", "reason": "NodeStatusNeverUpdated",
-                          "message": "Kubelet never posted node status.", "lastHeartbeatTime": None,
-                          "lastTransitionTime": now})
+            conds.append(
+                {
+                    "type": "Ready",
+                    "status": "Unknown",
+                    "reason": "NodeStatusNeverUpdated",
+                    "message": "Kubelet never posted node status.",
+                    "lastHeartbeatTime": None,
+                    "lastTransitionTime": now,
+                }
+            )
             changed = True
         if not changed:
             return
-        patch = {"metadata": {"resourceVersion": node.metadata.resource_version},
-                 "status": {"conditions": conds}}
+        patch = {
+            "metadata": {"resourceVersion": node.metadata.resource_version},
+            "status": {"conditions": conds},
+        }
         try:
-            await self._rest.merge_patch(NODES.path(name=node.metadata.name, subresource="status"), patch)
-            log.info("node %s: not heard from for %s s, Ready=Unknown", node.metadata.name,
-                     self.settings.grace_period)
+            await self._rest.merge_patch(
+                NODES.path(name=node.metadata.name, subresource="status"), patch
+            )
+            log.info(
+                "node %s: not heard from for %s s, Ready=Unknown",
+                node.metadata.name,
+                self.settings.grace_period,
+            )
         except FleetError as exc:
-            log.info("node %s: cannot set Ready=Unknown (%s); next pass retries", node.metadata.name, exc)
+            log.info(
+                "node %s: cannot set Ready=Unknown (%s); next pass retries", node.metadata.name, exc
+            )
 
     async def _set_taints(self, node: KObject, taints: list[Mapping[str, Any]]) -> None:
-        patch = {"metadata": {"resourceVersion": node.metadata.resource_version},
-                 "spec": {"taints": taints or None}}
+        patch = {
+            "metadata": {"resourceVersion": node.metadata.resource_version},
+            "spec": {"taints": taints or None},
+        }
         try:
             await self._rest.merge_patch(NODES.path(name=node.metadata.name), patch)
         except FleetError as exc:
-            log.info("node %s: cannot update taints (%s); next pass retries", node.metadata.name, exc)
+            log.info(
+                "node %s: cannot update taints (%s); next pass retries", node.metadata.name, exc
+            )
 
     async def _evict(self, node: str, tainted_for: float) -> None:
         store = self._pods.store

@@ -92,8 +92,12 @@ class Expectations:
 def _deletion_rank(pod: KObject) -> tuple[Any, ...]:
     """Sort key: the pods to delete first come first (``controller.ActivePods`` order)."""
     since = ready_since(pod)
-    restarts = sum(int(c.get("restartCount") or 0) for c in pod.status.get("containerStatuses") or ())
-    created = pod.metadata.creation_timestamp.timestamp() if pod.metadata.creation_timestamp else 0.0
+    restarts = sum(
+        int(c.get("restartCount") or 0) for c in pod.status.get("containerStatuses") or ()
+    )
+    created = (
+        pod.metadata.creation_timestamp.timestamp() if pod.metadata.creation_timestamp else 0.0
+    )
     return (
         bool(pod.spec.get("nodeName")),
         _PHASE_RANK.get(str(pod.status.get("phase")), 1),
@@ -186,7 +190,9 @@ class ReplicaSetController:
             if diff < 0:
                 await self._create(key, rs, min(-diff, self.settings.burst_replicas))
             elif diff > 0:
-                doomed = sorted(active, key=_deletion_rank)[: min(diff, self.settings.burst_replicas)]
+                doomed = sorted(active, key=_deletion_rank)[
+                    : min(diff, self.settings.burst_replicas)
+                ]
                 await self._delete(key, doomed)
         await self._write_status(key, rs, active)
 
@@ -236,7 +242,9 @@ class ReplicaSetController:
                 self.queue.add_after(key, 1.0)
 
     async def _write_status(self, key: str, rs: KObject, active: list[KObject]) -> None:
-        template_labels = ((rs.spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
+        template_labels = ((rs.spec.get("template") or {}).get("metadata") or {}).get(
+            "labels"
+        ) or {}
         min_ready = int(rs.spec.get("minReadySeconds") or 0)
         now = self._wall()
         ready = available = labeled = 0
@@ -267,7 +275,8 @@ class ReplicaSetController:
             return
         try:
             await self._rest.merge_patch(
-                REPLICASETS.path(rs.metadata.namespace, rs.metadata.name, "status"), {"status": status}
+                REPLICASETS.path(rs.metadata.namespace, rs.metadata.name, "status"),
+                {"status": status},
             )
         except NotFound:
             return

@@ -196,7 +196,14 @@ class _PodInfo:
     tolerations: tuple[Mapping[str, Any], ...]
 
 
-_OPERATORS = {"In": "in", "NotIn": "notin", "Exists": "exists", "DoesNotExist": "!", "Gt": "gt", "Lt": "lt"}
+_OPERATORS = {
+    "In": "in",
+    "NotIn": "notin",
+    "Exists": "exists",
+    "DoesNotExist": "!",
+    "Gt": "gt",
+    "Lt": "lt",
+}
 
 
 def _requirements(expressions: object) -> tuple[Requirement, ...] | None:
@@ -216,9 +223,8 @@ def _requirements(expressions: object) -> tuple[Requirement, ...] | None:
 def _pod_info(pod: KObject) -> _PodInfo:
     spec = pod.spec
     terms: list[tuple[tuple[Requirement, ...], tuple[Requirement, ...]]] | None = None
-    required = (
-        ((spec.get("affinity") or {}).get("nodeAffinity") or {})
-        .get("requiredDuringSchedulingIgnoredDuringExecution")
+    required = ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
+        "requiredDuringSchedulingIgnoredDuringExecution"
     )
     if isinstance(required, Mapping):
         terms = []
@@ -258,7 +264,9 @@ def _filter(info: _PodInfo, node: _Node, usage: _Usage) -> list[str]:
         return [REASON_UNSCHEDULABLE]
     taint = untolerated(node.taints, info.tolerations)
     if taint is not None:
-        return [f"node(s) had untolerated taint {{{taint.get('key', '')}: {taint.get('value') or ''}}}"]
+        return [
+            f"node(s) had untolerated taint {{{taint.get('key', '')}: {taint.get('value') or ''}}}"
+        ]
     if not _matches_affinity(info, node):
         return [REASON_AFFINITY]
     reasons: list[str] = []
@@ -531,7 +539,9 @@ class Scheduler:
                 return
             attempts = self._counters.attempts.get(job.key, 0) + 1
             self._counters.attempts[job.key] = attempts
-            delay = min(self.settings.backoff_max, self.settings.backoff_initial * 2 ** (attempts - 1))
+            delay = min(
+                self.settings.backoff_max, self.settings.backoff_initial * 2 ** (attempts - 1)
+            )
             self.queue.add_after(job.key, delay)
             return
         self._counters.scheduled += 1
@@ -552,7 +562,9 @@ class Scheduler:
             and current.get("message") == job.message
         ):
             return  # said already: no status write, no second event
-        conds = [dict(c) for c in pod.status.get("conditions") or () if c.get("type") != "PodScheduled"]
+        conds = [
+            dict(c) for c in pod.status.get("conditions") or () if c.get("type") != "PodScheduled"
+        ]
         transition = (
             current.get("lastTransitionTime")
             if current is not None and current.get("status") == "False"
@@ -562,7 +574,10 @@ class Scheduler:
             "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
             "message": job.message, "lastProbeTime": None, "lastTransitionTime": transition,
         })  # fmt: skip
-        patch = {"metadata": {"resourceVersion": meta.resource_version}, "status": {"conditions": conds}}
+        patch = {
+            "metadata": {"resourceVersion": meta.resource_version},
+            "status": {"conditions": conds},
+        }
         try:
             await self._rest.merge_patch(PODS.path(meta.namespace, meta.name, "status"), patch)
         except (Conflict, NotFound):

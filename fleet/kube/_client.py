@@ -182,7 +182,9 @@ def _transport(config: ClusterConfig, limits: httpx.Limits) -> httpx.AsyncHTTPTr
     pool = transport._pool
     backend = getattr(pool, "_network_backend", None)
     if not isinstance(backend, httpcore.AsyncNetworkBackend):
-        raise RuntimeError(f"httpx {httpx.__version__}: cannot reach its connection pool's network backend")
+        raise RuntimeError(
+            f"httpx {httpx.__version__}: cannot reach its connection pool's network backend"
+        )
     pool._network_backend = _ClosingBackend(backend)
     return transport
 
@@ -230,7 +232,12 @@ def _mapped_errors(method: str, url: str) -> Iterator[None]:
         raise ConnectError(f"{method} {url}: cannot connect: {exc}") from exc
     except (httpx.ReadTimeout, httpx.PoolTimeout, httpx.WriteTimeout) as exc:
         raise ReadTimeout(f"{method} {url}: timed out: {type(exc).__name__}") from exc
-    except (httpx.RemoteProtocolError, httpx.LocalProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+    except (
+        httpx.RemoteProtocolError,
+        httpx.LocalProtocolError,
+        httpx.ReadError,
+        httpx.WriteError,
+    ) as exc:
         raise ProtocolError(f"{method} {url}: {exc or type(exc).__name__}") from exc
     except httpx.UnsupportedProtocol as exc:
         raise ConfigError(f"{method} {url}: {exc}") from exc
@@ -317,7 +324,9 @@ class Client:
         self._timeouts = timeouts
         self._stream_timeout = timeouts._httpx(streaming=True)
         # sni_hostname sets both the SNI name and the name the certificate must match.
-        self._extensions = {"sni_hostname": config.tls_server_name} if config.tls_server_name else {}
+        self._extensions = (
+            {"sni_hostname": config.tls_server_name} if config.tls_server_name else {}
+        )
         self._decoder = msgspec.json.Decoder(dict[str, Any])
         self._encoder = msgspec.json.Encoder()
         if transport is None:
@@ -326,7 +335,9 @@ class Client:
             # the informers' watches) closed a connection after each request and opened a
             # new one, a TLS handshake on both sides; at a few hundred requests/s that
             # starved the sandbox's accept loop (docs/performance.md, issue 8).
-            limits = httpx.Limits(max_connections=_MAX_CONNECTIONS, max_keepalive_connections=_MAX_CONNECTIONS)
+            limits = httpx.Limits(
+                max_connections=_MAX_CONNECTIONS, max_keepalive_connections=_MAX_CONNECTIONS
+            )
             transport = _transport(config, limits)
         self._http = httpx.AsyncClient(
             base_url=config.server,
@@ -417,7 +428,14 @@ class Client:
         auth = self._config.auth
         for attempt in (1, 2):
             request = self._build(
-                method, path, params, None, None, headers, await auth.headers(), self._stream_timeout
+                method,
+                path,
+                params,
+                None,
+                None,
+                headers,
+                await auth.headers(),
+                self._stream_timeout,
             )
             with _mapped_errors(method, path):
                 response = await self._http.send(request, stream=True)
@@ -542,7 +560,9 @@ class Client:
         """
         content_type = PATCH_CONTENT_TYPES.get(patch_type)
         if content_type is None:
-            raise InputError(f"unknown patch type {patch_type!r}: one of {sorted(PATCH_CONTENT_TYPES)}")
+            raise InputError(
+                f"unknown patch type {patch_type!r}: one of {sorted(PATCH_CONTENT_TYPES)}"
+            )
         if patch_type == "apply" and not field_manager:
             raise InputError("a server-side apply patch needs field_manager")
         if patch_type == "json" and isinstance(body, Mapping):

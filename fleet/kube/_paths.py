@@ -48,11 +48,15 @@ def resource_path(
     """
     if subresource is not None and name is None:
         raise InputError(f"subresource {subresource!r} needs an object name")
-    parts = ["/api", _segment("version", version)] if group == "" else [
-        "/apis",
-        _segment("group", group),
-        _segment("version", version),
-    ]
+    parts = (
+        ["/api", _segment("version", version)]
+        if group == ""
+        else [
+            "/apis",
+            _segment("group", group),
+            _segment("version", version),
+        ]
+    )
     if namespace is not None:
         parts += ["namespaces", _segment("namespace", namespace)]
     parts.append(_segment("resource", plural))

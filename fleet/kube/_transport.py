@@ -423,7 +423,13 @@ class HotTransport:
     # -- request heads ---------------------------------------------------------------------
 
     def _target(self, path: str, params: Mapping[str, str] | None) -> str:
-        if not path.startswith("/") or not path.isascii() or " " in path or "\r" in path or "\n" in path:
+        if (
+            not path.startswith("/")
+            or not path.isascii()
+            or " " in path
+            or "\r" in path
+            or "\n" in path
+        ):
             raise InputError(f"request path must be an absolute, escaped path, got {path[:80]!r}")
         target = self._prefix + path
         if params:
@@ -590,7 +596,8 @@ class HotTransport:
         target = self._target(path, params)
         auth = self._config.auth
         response = await self._exchange(
-            method, self._head(method, target, await auth.headers(), body, content_type, headers)
+            method,
+            self._head(method, target, await auth.headers(), body, content_type, headers)
             + (body or b""),
         )
         if response.status == 401:
@@ -623,7 +630,9 @@ class HotTransport:
         for start in range(0, len(requests), MAX_PIPELINE):
             group = requests[start : start + MAX_PIPELINE]
             answers = await self._send_group(group, await auth.headers())
-            retry = [i for i, a in enumerate(answers) if isinstance(a, Response) and a.status == 401]
+            retry = [
+                i for i, a in enumerate(answers) if isinstance(a, Response) and a.status == 401
+            ]
             if retry:
                 await auth.invalidate()
                 again = await self._send_group([group[i] for i in retry], await auth.headers())
@@ -657,7 +666,9 @@ class HotTransport:
             answers += done
         return answers
 
-    async def _exchange_many(self, methods: Sequence[str], payload: bytes, out: list[Response]) -> None:
+    async def _exchange_many(
+        self, methods: Sequence[str], payload: bytes, out: list[Response]
+    ) -> None:
         await self._free.acquire()
         conn = self._idle.pop()
         try:

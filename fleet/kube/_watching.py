@@ -484,7 +484,12 @@ class Reflector(Generic[T]):
 
     def _tombstone(self, key: str, uid: str, resource_version: str) -> T:
         namespace, _, name = key.rpartition("/")
-        meta = {"name": name, "namespace": namespace, "uid": uid, "resourceVersion": resource_version}
+        meta = {
+            "name": name,
+            "namespace": namespace,
+            "uid": uid,
+            "resourceVersion": resource_version,
+        }
         return self._decode(msgspec.Raw(_encode({"metadata": meta})))
 
     def _decode(self, raw: msgspec.Raw) -> T:

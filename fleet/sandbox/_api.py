@@ -123,10 +123,14 @@ class Api:
         fv = call.query.get("fieldValidation", "")
         if fv not in FIELD_VALIDATION_VALUES:
             supported = ", ".join(f'"{v}"' for v in FIELD_VALIDATION_VALUES)
-            c = cause("FieldValueNotSupported", "fieldValidation",
-                      f'Unsupported value: "{fv}": supported values: {supported}')
+            c = cause(
+                "FieldValueNotSupported",
+                "fieldValidation",
+                f'Unsupported value: "{fv}": supported values: {supported}',
+            )
             raise StatusError(
-                422, "Invalid",
+                422,
+                "Invalid",
                 f'{options_kind}.meta.k8s.io "" is invalid: fieldValidation: {c["message"]}',
                 {"group": "meta.k8s.io", "kind": options_kind, "causes": [c]},
             )
@@ -146,29 +150,40 @@ class Api:
         if obj["kind"] != rt.kind:
             name = (obj.get("metadata") or {}).get("name", "")
             if rt.is_custom:
-                raise invalid(obj["kind"], rt.group, name,
-                              [field_invalid("kind", obj["kind"], f"must be {rt.kind}")])
+                raise invalid(
+                    obj["kind"],
+                    rt.group,
+                    name,
+                    [field_invalid("kind", obj["kind"], f"must be {rt.kind}")],
+                )
             raise bad_request(
                 f"the object provided is unrecognized (must be of type {rt.kind}): "
-                f"{obj['kind']} in version \"{rt.version}\" cannot be handled as a {rt.kind}"
+                f'{obj["kind"]} in version "{rt.version}" cannot be handled as a {rt.kind}'
             )
         obj["apiVersion"] = rt.api_version
         if not isinstance(obj.get("metadata"), dict):
             obj["metadata"] = {}
 
-    def _validate(self, rt: ResourceType, obj: dict[str, Any], fv: str, call: Call) -> dict[str, Any]:
+    def _validate(
+        self, rt: ResourceType, obj: dict[str, Any], fv: str, call: Call
+    ) -> dict[str, Any]:
         """Schema (custom resources) or built-in validation; returns the object to store."""
         name = obj["metadata"].get("name", "")
         if rt.is_custom:
             schema = ((rt.crd or {}).get("schema") or {}).get("openAPIV3Schema") or {}
-            pruned, causes, warnings = _libs.validate_custom_resource(obj, schema, field_validation=fv)
+            pruned, causes, warnings = _libs.validate_custom_resource(
+                obj, schema, field_validation=fv
+            )
             call.warnings.extend(warnings)
             if any(c.reason == "FieldValueUnknown" for c in causes):
                 raise bad_request(_libs.strict_decoding_message(rt.kind, rt.version, causes))
             if causes:
-                raise invalid(rt.kind, rt.group, name, [
-                    {"reason": c.reason, "message": c.message, "field": c.field} for c in causes
-                ])
+                raise invalid(
+                    rt.kind,
+                    rt.group,
+                    name,
+                    [{"reason": c.reason, "message": c.message, "field": c.field} for c in causes],
+                )
             return pruned
         _builtins.raise_if(_builtins.validate(rt, obj), rt, name)
         return obj
@@ -195,9 +210,18 @@ class Api:
         if not meta.get("name"):
             prefix = meta.get("generateName")
             if not prefix:
-                raise invalid(rt.kind, rt.group, "", [
-                    cause("FieldValueRequired", "metadata.name", "Required value: name or generateName is required")
-                ])
+                raise invalid(
+                    rt.kind,
+                    rt.group,
+                    "",
+                    [
+                        cause(
+                            "FieldValueRequired",
+                            "metadata.name",
+                            "Required value: name or generateName is required",
+                        )
+                    ],
+                )
             meta["name"] = _objects.generated_name(str(prefix))
         name = str(meta["name"])
         _builtins.raise_if(_builtins.validate_name(rt, name), rt, name)
@@ -206,8 +230,12 @@ class Api:
             if nso is None:
                 raise not_found("namespaces", "", ns)
             if (nso.get("metadata") or {}).get("deletionTimestamp"):
-                raise forbidden(rt.plural, rt.group, name,
-                                f"unable to create new content in namespace {ns} because it is being terminated")
+                raise forbidden(
+                    rt.plural,
+                    rt.group,
+                    name,
+                    f"unable to create new content in namespace {ns} because it is being terminated",
+                )
         for k in ("resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"):
             meta.pop(k, None)
         meta["uid"] = _objects.new_uid()
@@ -255,14 +283,24 @@ class Api:
             raise stale(rt.plural, rt.group, call.name)
         return self.write(call, old, new, fv)
 
-    def write(self, call: Call, old: dict[str, Any], new: dict[str, Any], fv: str = "Strict") -> dict[str, Any]:
+    def write(
+        self, call: Call, old: dict[str, Any], new: dict[str, Any], fv: str = "Strict"
+    ) -> dict[str, Any]:
         """Store ``new`` as the next state of ``old`` (update and patch end here)."""
         rt = call.rt
         new = self._merge_subresource(rt, call.subresource, old, new)
         meta = new["metadata"]
         ometa = old["metadata"]
-        for k in ("name", "namespace", "uid", "creationTimestamp", "deletionTimestamp",
-                  "deletionGracePeriodSeconds", "generation", "selfLink"):
+        for k in (
+            "name",
+            "namespace",
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+            "selfLink",
+        ):
             if k in ometa:
                 meta[k] = ometa[k]
             else:
@@ -272,17 +310,24 @@ class Api:
         if not rt.is_custom:
             _builtins.default(rt, new, creating=False)
         if _builtins.micro_time_causes(rt, new) is not None:
-            raise StatusError(422, "Invalid", f' "" is invalid: patch: Invalid value: "{call.name}": '
-                              f"{_builtins.micro_time_causes(rt, new)}", {"causes": [
-                                  cause("FieldValueInvalid", "patch", "Invalid value")]})
+            raise StatusError(
+                422,
+                "Invalid",
+                f' "" is invalid: patch: Invalid value: "{call.name}": '
+                f"{_builtins.micro_time_causes(rt, new)}",
+                {"causes": [cause("FieldValueInvalid", "patch", "Invalid value")]},
+            )
         new = self._validate(rt, new, fv, call)
         meta = new["metadata"]
         _builtins.raise_if(_builtins.validate_update(rt, old, new), rt, meta.get("name", ""))
         if (rt.has_generation or rt.is_custom) and _spec_part(new) != _spec_part(old):
             meta["generation"] = int(ometa.get("generation") or 0) + 1
         new = ordered(new)
-        gone = (bool(meta.get("deletionTimestamp")) and not meta.get("finalizers")
-                and not meta.get("deletionGracePeriodSeconds"))
+        gone = (
+            bool(meta.get("deletionTimestamp"))
+            and not meta.get("finalizers")
+            and not meta.get("deletionGracePeriodSeconds")
+        )
         if _comparable(new) == _comparable(old) and not gone:
             return old
         if call.dry_run:
@@ -319,7 +364,9 @@ class Api:
             new.pop("status", None)
         return new
 
-    def remove(self, rt: ResourceType, final: dict[str, Any], prev: dict[str, Any]) -> dict[str, Any]:
+    def remove(
+        self, rt: ResourceType, final: dict[str, Any], prev: dict[str, Any]
+    ) -> dict[str, Any]:
         """Remove an object for good (DELETED event carrying its last state)."""
         stored = self.store.commit(rt.key, "DELETED", final, prev)
         hook = self.after_delete.get(rt.key)

@@ -43,9 +43,14 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 VERSION_INFO = {
-    "major": "1", "minor": "33", "gitVersion": "v1.33.0-kubemock-fleet-sandbox",
-    "gitCommit": "0000000000000000000000000000000000000000", "gitTreeState": "clean",
-    "buildDate": "2025-01-01T00:00:00Z", "goVersion": "go1.24.0", "compiler": "gc",
+    "major": "1",
+    "minor": "33",
+    "gitVersion": "v1.33.0-kubemock-fleet-sandbox",
+    "gitCommit": "0000000000000000000000000000000000000000",
+    "gitTreeState": "clean",
+    "buildDate": "2025-01-01T00:00:00Z",
+    "goVersion": "go1.24.0",
+    "compiler": "gc",
     "platform": "linux/amd64",
 }
 """Reported by /version: the sandbox follows the v1.33 API (docs/sandbox.md says where not)."""
@@ -90,11 +95,18 @@ def _only_aggregated(accept: str) -> bool:
 class SandboxApp:
     """The ASGI callable, and the state behind it."""
 
-    def __init__(self, settings: SandboxSettings, *, token: str | None = None,
-                 data: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        settings: SandboxSettings,
+        *,
+        token: str | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> None:
         self.settings = settings
         self.token = token or settings.token or secrets.token_urlsafe(32)
-        self.require_token = settings.tls if settings.require_token is None else settings.require_token
+        self.require_token = (
+            settings.tls if settings.require_token is None else settings.require_token
+        )
         self.server_address = f"{settings.host}:{settings.port}"
         self.store = Store(history_limit=settings.watch_history, watch_queue=settings.watch_queue)
         self.registry = Registry()
@@ -117,8 +129,10 @@ class SandboxApp:
         assert ns_rt is not None
         for ns in SYSTEM_NAMESPACES:
             if self.store.get(ns_rt.key, "", ns) is None:
-                self.api.create(Call(rt=ns_rt, namespace=None),
-                                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+                self.api.create(
+                    Call(rt=ns_rt, namespace=None),
+                    {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
+                )
 
     def _namespace_created(self, ns: dict[str, Any]) -> None:
         """The service account controller's work: every namespace gets a ``default`` ServiceAccount."""
@@ -126,8 +140,10 @@ class SandboxApp:
         assert sa_rt is not None
         name = ns["metadata"]["name"]
         if self.store.get(sa_rt.key, name, "default") is None:
-            self.api.create(Call(rt=sa_rt, namespace=name),
-                            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}})
+            self.api.create(
+                Call(rt=sa_rt, namespace=name),
+                {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}},
+            )
 
     def _storage_counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -147,8 +163,16 @@ class SandboxApp:
         if scope["type"] != "http":
             return
         start = trio.current_time()
-        labels = {"verb": scope["method"], "dry_run": "", "group": "", "version": "", "resource": "",
-                  "subresource": scope["path"], "scope": "", "component": ""}
+        labels = {
+            "verb": scope["method"],
+            "dry_run": "",
+            "group": "",
+            "version": "",
+            "resource": "",
+            "subresource": scope["path"],
+            "scope": "",
+            "component": "",
+        }
         longrunning = False
         try:
             reply_or_watch = await self._handle(scope, receive, labels)
@@ -156,10 +180,14 @@ class SandboxApp:
             reply_or_watch = _status_reply(err)
         except Exception:
             log.exception("sandbox: internal error on %s %s", scope["method"], scope["path"])
-            reply_or_watch = _status_reply(StatusError(500, "InternalError", "Internal error occurred"))
+            reply_or_watch = _status_reply(
+                StatusError(500, "InternalError", "Internal error occurred")
+            )
         if isinstance(reply_or_watch, WatchStream):
             longrunning = True
-            gauge = self.metrics.longrunning.labels(**{k: v for k, v in labels.items() if k != "dry_run"})
+            gauge = self.metrics.longrunning.labels(
+                **{k: v for k, v in labels.items() if k != "dry_run"}
+            )
             gauge.inc()
             self.metrics.requests.labels(**labels, code="200").inc()
             try:
@@ -168,12 +196,16 @@ class SandboxApp:
                 gauge.dec()
             return
         reply = reply_or_watch
-        headers = [(b"content-type", reply.content_type.encode()),
-                   (b"content-length", str(len(reply.body)).encode())]
+        headers = [
+            (b"content-type", reply.content_type.encode()),
+            (b"content-length", str(len(reply.body)).encode()),
+        ]
         headers += [(k.encode(), v.encode()) for k, v in reply.headers]
         await send({"type": "http.response.start", "status": reply.status, "headers": headers})
         await send({"type": "http.response.body", "body": reply.body})
-        self.metrics.observe(labels, reply.status, trio.current_time() - start, longrunning=longrunning)
+        self.metrics.observe(
+            labels, reply.status, trio.current_time() - start, longrunning=longrunning
+        )
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -185,9 +217,16 @@ class SandboxApp:
                 return
 
     async def _stream(self, watch: WatchStream, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"cache-control", b"no-cache, private")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"cache-control", b"no-cache, private"),
+                ],
+            }
+        )
 
         async def chunk(data: bytes) -> None:
             await send({"type": "http.response.body", "body": data, "more_body": True})
@@ -218,8 +257,11 @@ class SandboxApp:
             data = msg.get("body", b"")
             size += len(data)
             if size > self.settings.max_body_bytes:
-                raise StatusError(413, "RequestEntityTooLarge",
-                                  f"the server has received too large of a request body ({size} bytes)")
+                raise StatusError(
+                    413,
+                    "RequestEntityTooLarge",
+                    f"the server has received too large of a request body ({size} bytes)",
+                )
             chunks.append(data)
             more = msg.get("more_body", False)
         return b"".join(chunks)
@@ -231,16 +273,36 @@ class SandboxApp:
         return hmac.compare_digest(auth[7:].strip().encode(), self.token.encode())
 
     # --- routing -----------------------------------------------------------------------------------
-    async def _handle(self, scope: Scope, receive: Receive, labels: dict[str, str]) -> Reply | WatchStream:
+    async def _handle(
+        self, scope: Scope, receive: Receive, labels: dict[str, str]
+    ) -> Reply | WatchStream:
         path: str = scope["path"]
         method: str = scope["method"]
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
+        query = dict(
+            parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        )
         presented = "authorization" in headers
-        if (self.require_token or presented) and path not in PUBLIC_PATHS and not self._authorized(headers):
-            return _json(401, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                               "message": "Unauthorized", "reason": "Unauthorized", "code": 401})
-        body = await self._read_body(receive) if method in ("POST", "PUT", "PATCH", "DELETE") else b""
+        if (
+            (self.require_token or presented)
+            and path not in PUBLIC_PATHS
+            and not self._authorized(headers)
+        ):
+            return _json(
+                401,
+                {
+                    "kind": "Status",
+                    "apiVersion": "v1",
+                    "metadata": {},
+                    "status": "Failure",
+                    "message": "Unauthorized",
+                    "reason": "Unauthorized",
+                    "code": 401,
+                },
+            )
+        body = (
+            await self._read_body(receive) if method in ("POST", "PUT", "PATCH", "DELETE") else b""
+        )
         if path.startswith("/api/") or path.startswith("/apis/"):
             resolved = self._resolve(path)
             if isinstance(resolved, Reply):
@@ -253,7 +315,9 @@ class SandboxApp:
         if method not in ("GET", "HEAD"):
             return Reply(404, _NOT_FOUND_TEXT, _TEXT)
         accept = headers.get("accept", "")
-        if path in ("/healthz", "/livez", "/readyz") or path.startswith(("/healthz/", "/livez/", "/readyz/")):
+        if path in ("/healthz", "/livez", "/readyz") or path.startswith(
+            ("/healthz/", "/livez/", "/readyz/")
+        ):
             return Reply(200, b"ok", _TEXT)
         if path == "/version":
             return _json(200, VERSION_INFO)
@@ -267,15 +331,24 @@ class SandboxApp:
                 return Reply(304, b"", "application/octet-stream", etag_headers)
             if "protobuf" in accept or not accept:
                 return Reply(200, b"", "application/octet-stream", etag_headers)
-            doc = {"swagger": "2.0", "info": {"title": "Kubernetes", "version": VERSION_INFO["gitVersion"]},
-                   "paths": {}, "definitions": {}}
+            doc = {
+                "swagger": "2.0",
+                "info": {"title": "Kubernetes", "version": VERSION_INFO["gitVersion"]},
+                "paths": {},
+                "definitions": {},
+            }
             # The apiserver labels its JSON OpenAPI document text/plain.
             return Reply(200, _encoder.encode(doc), _TEXT, etag_headers)
         if path in ("/api", "/apis") and _only_aggregated(accept):
-            return _json(406, StatusError(
-                406, "NotAcceptable",
-                "only the following media types are accepted: application/json, application/yaml, "
-                "application/vnd.kubernetes.protobuf").body())
+            return _json(
+                406,
+                StatusError(
+                    406,
+                    "NotAcceptable",
+                    "only the following media types are accepted: application/json, application/yaml, "
+                    "application/vnd.kubernetes.protobuf",
+                ).body(),
+            )
         if path == "/api":
             return _json(200, self.registry.api_versions(self.server_address))
         if path == "/apis":
@@ -303,23 +376,42 @@ class SandboxApp:
         return group, version, rest
 
     async def _resource(
-        self, method: str, resolved: tuple[str, str, list[str]], query: dict[str, str],
-        headers: dict[str, str], body: bytes, labels: dict[str, str],
+        self,
+        method: str,
+        resolved: tuple[str, str, list[str]],
+        query: dict[str, str],
+        headers: dict[str, str],
+        body: bytes,
+        labels: dict[str, str],
     ) -> Reply | WatchStream:
         group, version, rest = resolved
         namespace: str | None = None
-        if rest[0] == "namespaces" and len(rest) >= 3 and not (len(rest) == 3 and rest[2] in ("status", "finalize")):
+        if (
+            rest[0] == "namespaces"
+            and len(rest) >= 3
+            and not (len(rest) == 3 and rest[2] in ("status", "finalize"))
+        ):
             namespace, rest = rest[1], rest[2:]
         if len(rest) > 3:
             raise _not_served()
         plural = rest[0]
         name = rest[1] if len(rest) > 1 else None
         sub = rest[2] if len(rest) > 2 else None
-        if group == "" and plural == "bindings" and namespace is not None and name is None and method == "POST":
+        if (
+            group == ""
+            and plural == "bindings"
+            and namespace is not None
+            and name is None
+            and method == "POST"
+        ):
             pods = self.registry.get("", "v1", "pods")
             assert pods is not None
-            call = Call(rt=pods, namespace=namespace, body=body, content_type=_media(headers), query=query)
-            bname = ((msgspec.json.decode(body) if body else {}).get("metadata") or {}).get("name", "")
+            call = Call(
+                rt=pods, namespace=namespace, body=body, content_type=_media(headers), query=query
+            )
+            bname = ((msgspec.json.decode(body) if body else {}).get("metadata") or {}).get(
+                "name", ""
+            )
             return _json(201, bind(self.api, call, bname))
         rt = self.registry.get(group, version, plural)
         if rt is None or (namespace is not None and not rt.namespaced):
@@ -330,13 +422,24 @@ class SandboxApp:
             raise _not_served()
         watch = method == "GET" and name is None and query.get("watch", "") in ("true", "1")
         labels.update(
-            verb=_verb(method, name, watch, headers), group=group, version=version, resource=plural,
-            subresource=sub or "", component="apiserver",
+            verb=_verb(method, name, watch, headers),
+            group=group,
+            version=version,
+            resource=plural,
+            subresource=sub or "",
+            component="apiserver",
             scope="resource" if name else ("namespace" if namespace else "cluster"),
             dry_run="All" if query.get("dryRun") == "All" else "",
         )
-        call = Call(rt=rt, namespace=namespace, name=name, subresource=sub, query=query, body=body,
-                    content_type=_media(headers))
+        call = Call(
+            rt=rt,
+            namespace=namespace,
+            name=name,
+            subresource=sub,
+            query=query,
+            body=body,
+            content_type=_media(headers),
+        )
         if body and call.content_type == _protobuf.MEDIA_TYPE:  # kubectl >= 1.33 create generators
             call.body, call.content_type = _protobuf.to_json(body, rt.kind), _JSON
         accept = headers.get("accept", "")
@@ -366,8 +469,12 @@ class SandboxApp:
                     raise _sandbox_has_no_kubelet(rt, sub)
                 obj = self.api.lookup(rt, call.ns(), call.name)
                 if table:
-                    return 200, self._table(rt, [obj], {"resourceVersion": obj["metadata"]["resourceVersion"]},
-                                            call.query)
+                    return 200, self._table(
+                        rt,
+                        [obj],
+                        {"resourceVersion": obj["metadata"]["resourceVersion"]},
+                        call.query,
+                    )
                 return 200, obj
             if method == "POST":
                 if call.name is None:
@@ -391,9 +498,18 @@ class SandboxApp:
                 return (200 if existed else 201), obj
             if method == "DELETE":
                 if call.name is None:
-                    items, _meta = await list_objects(self.api, Call(
-                        rt=rt, namespace=call.namespace, query={k: v for k, v in call.query.items()
-                                                                if k in ("labelSelector", "fieldSelector")}))
+                    items, _meta = await list_objects(
+                        self.api,
+                        Call(
+                            rt=rt,
+                            namespace=call.namespace,
+                            query={
+                                k: v
+                                for k, v in call.query.items()
+                                if k in ("labelSelector", "fieldSelector")
+                            },
+                        ),
+                    )
                     return 200, self.deleter.delete_collection(call, items)
                 if sub is not None:
                     raise method_not_allowed()
@@ -402,14 +518,22 @@ class SandboxApp:
 
         return run()
 
-    def _table(self, rt: ResourceType, items: list[dict[str, Any]], meta: dict[str, Any],
-               query: dict[str, str]) -> dict[str, Any]:
+    def _table(
+        self,
+        rt: ResourceType,
+        items: list[dict[str, Any]],
+        meta: dict[str, Any],
+        query: dict[str, str],
+    ) -> dict[str, Any]:
         columns = None
         if rt.is_custom:
             columns = (rt.crd or {}).get("additionalPrinterColumns") or []
         return _libs.table_for(
-            rt.plural, items, list_meta=meta,
-            include_object=query.get("includeObject", "Metadata") or "Metadata", crd_columns=columns,
+            rt.plural,
+            items,
+            list_meta=meta,
+            include_object=query.get("includeObject", "Metadata") or "Metadata",
+            crd_columns=columns,
             now=_libs.utcnow(self.settings.wall_clock()),
         )
 
@@ -434,6 +558,7 @@ def _not_served() -> StatusError:
 
 def _sandbox_has_no_kubelet(rt: ResourceType, sub: str | None) -> StatusError:
     return StatusError(
-        400, "BadRequest",
+        400,
+        "BadRequest",
         f"{rt.plural}/{sub} is not served by the kubemock-fleet sandbox: there is no kubelet behind its nodes",
     )

@@ -89,17 +89,47 @@ def _mount_token(spec: dict[str, Any]) -> None:
             if isinstance(m, dict) and m.get("mountPath") == TOKEN_MOUNT_PATH:
                 return
     name = _objects.generated_name("kube-api-access-")
-    spec.setdefault("volumes", []).append({"name": name, "projected": {"sources": [
-        {"serviceAccountToken": {"expirationSeconds": TOKEN_EXPIRATION_SECONDS, "path": "token"}},
-        {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
-        {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1",
-                                                                     "fieldPath": "metadata.namespace"}}]}},
-    ], "defaultMode": 420}})
+    spec.setdefault("volumes", []).append(
+        {
+            "name": name,
+            "projected": {
+                "sources": [
+                    {
+                        "serviceAccountToken": {
+                            "expirationSeconds": TOKEN_EXPIRATION_SECONDS,
+                            "path": "token",
+                        }
+                    },
+                    {
+                        "configMap": {
+                            "name": "kube-root-ca.crt",
+                            "items": [{"key": "ca.crt", "path": "ca.crt"}],
+                        }
+                    },
+                    {
+                        "downwardAPI": {
+                            "items": [
+                                {
+                                    "path": "namespace",
+                                    "fieldRef": {
+                                        "apiVersion": "v1",
+                                        "fieldPath": "metadata.namespace",
+                                    },
+                                }
+                            ]
+                        }
+                    },
+                ],
+                "defaultMode": 420,
+            },
+        }
+    )
     for key in ("initContainers", "containers"):
         for c in spec.get(key) or []:
             if isinstance(c, dict):
                 c.setdefault("volumeMounts", []).append(
-                    {"name": name, "readOnly": True, "mountPath": TOKEN_MOUNT_PATH})
+                    {"name": name, "readOnly": True, "mountPath": TOKEN_MOUNT_PATH}
+                )
 
 
 def _default_pod(obj: dict[str, Any], creating: bool) -> None:
@@ -112,8 +142,14 @@ def _default_pod(obj: dict[str, Any], creating: bool) -> None:
         tolerations = spec.setdefault("tolerations", [])
         for key in ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"):
             if not any(isinstance(t, dict) and t.get("key") == key for t in tolerations):
-                tolerations.append({"key": key, "operator": "Exists", "effect": "NoExecute",
-                                    "tolerationSeconds": NOT_READY_TOLERATION_SECONDS})
+                tolerations.append(
+                    {
+                        "key": key,
+                        "operator": "Exists",
+                        "effect": "NoExecute",
+                        "tolerationSeconds": NOT_READY_TOLERATION_SECONDS,
+                    }
+                )
         spec.setdefault("priority", 0)
         spec.setdefault("enableServiceLinks", True)
         spec.setdefault("preemptionPolicy", "PreemptLowerPriority")
@@ -178,9 +214,14 @@ def initial_status(rt: ResourceType, obj: dict[str, Any]) -> None:
     elif rt.create_keeps_status:
         return
     elif rt.key == ("apiextensions.k8s.io", "customresourcedefinitions"):
-        storage = [v.get("name") for v in (obj.get("spec") or {}).get("versions") or [] if v.get("storage")]
-        obj["status"] = {"conditions": None, "acceptedNames": {"plural": "", "kind": ""},
-                         "storedVersions": storage}
+        storage = [
+            v.get("name") for v in (obj.get("spec") or {}).get("versions") or [] if v.get("storage")
+        ]
+        obj["status"] = {
+            "conditions": None,
+            "acceptedNames": {"plural": "", "kind": ""},
+            "storedVersions": storage,
+        }
     elif rt.has_status():
         if rt.is_custom:
             obj.pop("status", None)
@@ -199,13 +240,13 @@ def check_decodable(rt: ResourceType, obj: dict[str, Any]) -> None:
             if isinstance(v, str) and not _MICRO_RE.match(v):
                 raise bad_request(
                     f'Lease in version "{rt.version}" cannot be handled as a Lease: '
-                    f'{_micro_error(v)}'
+                    f"{_micro_error(v)}"
                 )
 
 
 def _micro_error(v: str) -> str:
     m = re.match(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}", v)
-    rest = v[m.end():] if m else v
+    rest = v[m.end() :] if m else v
     return f'parsing time "{v}" as "{_MICRO_LAYOUT}": cannot parse "{rest}" as ".000000"'
 
 
@@ -265,13 +306,23 @@ def validate(rt: ResourceType, obj: dict[str, Any]) -> list[dict[str, str]]:
         else:
             ml = sel.get("matchLabels") or {}
             if ml and any(tmpl_labels.get(k) != v for k, v in ml.items()):
-                causes.append(field_invalid(
-                    "spec.template.metadata.labels", tmpl_labels, "`selector` does not match template `labels`"))
+                causes.append(
+                    field_invalid(
+                        "spec.template.metadata.labels",
+                        tmpl_labels,
+                        "`selector` does not match template `labels`",
+                    )
+                )
         tmpl_spec = (spec.get("template") or {}).get("spec")
-        causes += _validate_containers(tmpl_spec if isinstance(tmpl_spec, dict) else {}, "spec.template.spec")
+        causes += _validate_containers(
+            tmpl_spec if isinstance(tmpl_spec, dict) else {}, "spec.template.spec"
+        )
         if isinstance(spec.get("replicas"), int) and spec["replicas"] < 0:
-            causes.append(field_invalid("spec.replicas", spec["replicas"],
-                                        "must be greater than or equal to 0"))
+            causes.append(
+                field_invalid(
+                    "spec.replicas", spec["replicas"], "must be greater than or equal to 0"
+                )
+            )
     elif key == ("apiextensions.k8s.io", "customresourcedefinitions"):
         causes += validate_crd(obj)
     return causes
@@ -284,36 +335,66 @@ def validate_crd(obj: dict[str, Any]) -> list[dict[str, str]]:
     causes: list[dict[str, str]] = []
     name = (obj.get("metadata") or {}).get("name", "")
     if not spec.get("group"):
-        causes.append({"reason": "FieldValueRequired", "message": "Required value", "field": "spec.group"})
+        causes.append(
+            {"reason": "FieldValueRequired", "message": "Required value", "field": "spec.group"}
+        )
     if not names.get("plural"):
-        causes.append({"reason": "FieldValueRequired", "message": "Required value", "field": "spec.names.plural"})
+        causes.append(
+            {
+                "reason": "FieldValueRequired",
+                "message": "Required value",
+                "field": "spec.names.plural",
+            }
+        )
     if not names.get("kind"):
-        causes.append({"reason": "FieldValueRequired", "message": "Required value", "field": "spec.names.kind"})
+        causes.append(
+            {
+                "reason": "FieldValueRequired",
+                "message": "Required value",
+                "field": "spec.names.kind",
+            }
+        )
     if spec.get("scope") not in ("Namespaced", "Cluster"):
-        causes.append({"reason": "FieldValueNotSupported", "field": "spec.scope",
-                       "message": f'Unsupported value: "{spec.get("scope", "")}": supported values: '
-                                  '"Cluster", "Namespaced"'})
+        causes.append(
+            {
+                "reason": "FieldValueNotSupported",
+                "field": "spec.scope",
+                "message": f'Unsupported value: "{spec.get("scope", "")}": supported values: '
+                '"Cluster", "Namespaced"',
+            }
+        )
     if names.get("plural") and spec.get("group") and name != f"{names['plural']}.{spec['group']}":
-        causes.append(field_invalid("metadata.name", name, 'must be spec.names.plural+"."+spec.group'))
+        causes.append(
+            field_invalid("metadata.name", name, 'must be spec.names.plural+"."+spec.group')
+        )
     versions = spec.get("versions") or []
     if not versions:
-        causes.append({"reason": "FieldValueRequired", "message": "Required value", "field": "spec.versions"})
+        causes.append(
+            {"reason": "FieldValueRequired", "message": "Required value", "field": "spec.versions"}
+        )
     elif sum(1 for v in versions if v.get("storage")) != 1:
-        causes.append(field_invalid("spec.versions", "", "must have exactly one version marked as storage version"))
+        causes.append(
+            field_invalid(
+                "spec.versions", "", "must have exactly one version marked as storage version"
+            )
+        )
     return causes
-
 
 
 _POD_MUTABLE = ("activeDeadlineSeconds", "terminationGracePeriodSeconds", "tolerations")
 
 
-def validate_update(rt: ResourceType, old: dict[str, Any], new: dict[str, Any]) -> list[dict[str, str]]:
+def validate_update(
+    rt: ResourceType, old: dict[str, Any], new: dict[str, Any]
+) -> list[dict[str, str]]:
     """The immutable parts of an update (pod specs, selectors)."""
     if rt.key == ("", "pods"):
         o, n = old.get("spec") or {}, new.get("spec") or {}
         for key in ("containers", "initContainers"):
             if len(o.get(key) or []) != len(n.get(key) or []):
-                return [field_forbidden(f"spec.{key}", "pod updates may not add or remove containers")]
+                return [
+                    field_forbidden(f"spec.{key}", "pod updates may not add or remove containers")
+                ]
 
         def strip(spec: dict[str, Any]) -> dict[str, Any]:
             s = {k: v for k, v in spec.items() if k not in _POD_MUTABLE}
@@ -323,17 +404,22 @@ def validate_update(rt: ResourceType, old: dict[str, Any], new: dict[str, Any]) 
             return s
 
         if strip(o) != strip(n):
-            return [field_forbidden(
-                "spec",
-                "pod updates may not change fields other than `spec.containers[*].image`, "
-                "`spec.initContainers[*].image`, `spec.activeDeadlineSeconds`, `spec.tolerations` "
-                "(only additions to existing tolerations) or `spec.terminationGracePeriodSeconds` "
-                "(allow it to be set to 1 if it was previously negative)",
-            )]
+            return [
+                field_forbidden(
+                    "spec",
+                    "pod updates may not change fields other than `spec.containers[*].image`, "
+                    "`spec.initContainers[*].image`, `spec.activeDeadlineSeconds`, `spec.tolerations` "
+                    "(only additions to existing tolerations) or `spec.terminationGracePeriodSeconds` "
+                    "(allow it to be set to 1 if it was previously negative)",
+                )
+            ]
     if rt.key in (("apps", "deployments"), ("apps", "replicasets"), ("apps", "statefulsets")):
         if (old.get("spec") or {}).get("selector") != (new.get("spec") or {}).get("selector"):
-            return [field_invalid("spec.selector", (new.get("spec") or {}).get("selector"),
-                                  "field is immutable")]
+            return [
+                field_invalid(
+                    "spec.selector", (new.get("spec") or {}).get("selector"), "field is immutable"
+                )
+            ]
     return []
 
 

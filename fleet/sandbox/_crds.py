@@ -29,21 +29,34 @@ def types_for(crd: dict[str, Any]) -> list[ResourceType]:
         if not v.get("served", True):
             continue
         subs: dict[str, dict[str, Any]] = {}
-        for sub in (v.get("subresources") or {}):
+        for sub in v.get("subresources") or {}:
             if sub in ("status", "scale"):
-                entry: dict[str, Any] = {"name": f"{names['plural']}/{sub}", "singularName": "",
-                                         "namespaced": namespaced, "kind": names["kind"],
-                                         "verbs": ["get", "patch", "update"]}
+                entry: dict[str, Any] = {
+                    "name": f"{names['plural']}/{sub}",
+                    "singularName": "",
+                    "namespaced": namespaced,
+                    "kind": names["kind"],
+                    "verbs": ["get", "patch", "update"],
+                }
                 if sub == "scale":
                     entry.update(group="autoscaling", version="v1", kind="Scale")
                 subs[sub] = entry
-        out.append(ResourceType(
-            group=spec["group"], version=v["name"], plural=names["plural"], kind=names["kind"],
-            namespaced=namespaced, verbs=_CR_VERBS, subresources=subs,
-            short_names=tuple(names.get("shortNames") or ()), categories=tuple(names.get("categories") or ()),
-            singular=names.get("singular") or names["kind"].lower(),
-            has_generation=True, crd=dict(v, names=names),
-        ))
+        out.append(
+            ResourceType(
+                group=spec["group"],
+                version=v["name"],
+                plural=names["plural"],
+                kind=names["kind"],
+                namespaced=namespaced,
+                verbs=_CR_VERBS,
+                subresources=subs,
+                short_names=tuple(names.get("shortNames") or ()),
+                categories=tuple(names.get("categories") or ()),
+                singular=names.get("singular") or names["kind"].lower(),
+                has_generation=True,
+                crd=dict(v, names=names),
+            )
+        )
     return out
 
 
@@ -83,17 +96,30 @@ class Crds:
         names.setdefault("singular", names.get("kind", "").lower())
         names.setdefault("listKind", names.get("kind", "") + "List")
         storage = [v["name"] for v in (crd["spec"].get("versions") or []) if v.get("storage")]
-        if (conds.get("Established", {}).get("status") == "True" and status.get("acceptedNames") == names
-                and set(storage) <= set(status.get("storedVersions") or [])):
+        if (
+            conds.get("Established", {}).get("status") == "True"
+            and status.get("acceptedNames") == names
+            and set(storage) <= set(status.get("storedVersions") or [])
+        ):
             return
         now = rfc3339(self.api.now())
         new = clone(crd)
         new["status"] = {
             "conditions": [
-                {"type": "NamesAccepted", "status": "True", "lastTransitionTime": now,
-                 "reason": "NoConflicts", "message": "no conflicts found"},
-                {"type": "Established", "status": "True", "lastTransitionTime": now,
-                 "reason": "InitialNamesAccepted", "message": "the initial names have been accepted"},
+                {
+                    "type": "NamesAccepted",
+                    "status": "True",
+                    "lastTransitionTime": now,
+                    "reason": "NoConflicts",
+                    "message": "no conflicts found",
+                },
+                {
+                    "type": "Established",
+                    "status": "True",
+                    "lastTransitionTime": now,
+                    "reason": "InitialNamesAccepted",
+                    "message": "the initial names have been accepted",
+                },
             ],
             "acceptedNames": names,
             "storedVersions": sorted(set(status.get("storedVersions") or []) | set(storage)),

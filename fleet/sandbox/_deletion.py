@@ -42,7 +42,9 @@ def delete_options(call: Call) -> dict[str, Any]:
         try:
             opts["gracePeriodSeconds"] = int(q["gracePeriodSeconds"])
         except ValueError:
-            raise bad_request(f'strconv.ParseInt: parsing "{q["gracePeriodSeconds"]}": invalid syntax') from None
+            raise bad_request(
+                f'strconv.ParseInt: parsing "{q["gracePeriodSeconds"]}": invalid syntax'
+            ) from None
     if "propagationPolicy" in q:
         opts["propagationPolicy"] = q["propagationPolicy"]
     if "orphanDependents" in q:
@@ -118,23 +120,35 @@ class Deleter:
             return 200, status
         return 200, final
 
-    def _check_preconditions(self, rt: ResourceType, obj: dict[str, Any], pre: dict[str, Any]) -> None:
+    def _check_preconditions(
+        self, rt: ResourceType, obj: dict[str, Any], pre: dict[str, Any]
+    ) -> None:
         meta = obj["metadata"]
         name = meta["name"]
-        details = {"name": name, "group": rt.group, "kind": rt.kind} if rt.group else {"name": name, "kind": rt.kind}
+        details = (
+            {"name": name, "group": rt.group, "kind": rt.kind}
+            if rt.group
+            else {"name": name, "kind": rt.kind}
+        )
         what = f"{rt.kind}.{rt.group}" if rt.group else rt.kind
         if pre.get("uid") and pre["uid"] != meta.get("uid"):
             raise StatusError(
-                409, "Conflict",
+                409,
+                "Conflict",
                 f'Operation cannot be fulfilled on {what} "{name}": the UID in the precondition '
                 f"({pre['uid']}) does not match the UID in record ({meta.get('uid')}). "
-                "The object might have been deleted and then recreated", details)
+                "The object might have been deleted and then recreated",
+                details,
+            )
         if pre.get("resourceVersion") and pre["resourceVersion"] != meta.get("resourceVersion"):
             raise StatusError(
-                409, "Conflict",
+                409,
+                "Conflict",
                 f'Operation cannot be fulfilled on {what} "{name}": the ResourceVersion in the precondition '
                 f"({pre['resourceVersion']}) does not match the ResourceVersion in record "
-                f"({meta.get('resourceVersion')}). The object might have been modified", details)
+                f"({meta.get('resourceVersion')}). The object might have been modified",
+                details,
+            )
 
     def _grace(self, rt: ResourceType, obj: dict[str, Any], opts: dict[str, Any]) -> int | None:
         """Grace period for types that delete gracefully (pods); None for the others."""
@@ -226,7 +240,9 @@ class Deleter:
             if obj is None:
                 continue
             new = clone(obj)
-            refs = [r for r in new["metadata"].get("ownerReferences") or [] if r.get("uid") != owner_uid]
+            refs = [
+                r for r in new["metadata"].get("ownerReferences") or [] if r.get("uid") != owner_uid
+            ]
             if refs:
                 new["metadata"]["ownerReferences"] = refs
             else:
@@ -272,7 +288,11 @@ class Deleter:
 
     def _maybe_finish_namespace(self, ns: str) -> None:
         nso = self.api.store.get(("", "namespaces"), "", ns)
-        if nso is None or not nso["metadata"].get("deletionTimestamp") or self._ns_counts.get(ns, 0) > 0:
+        if (
+            nso is None
+            or not nso["metadata"].get("deletionTimestamp")
+            or self._ns_counts.get(ns, 0) > 0
+        ):
             return
         rt = self.api.registry.by_key(("", "namespaces"))
         assert rt is not None
@@ -288,5 +308,9 @@ class Deleter:
         for obj in selected:
             final, _gone = self._delete_object(rt, obj, opts, dry=bool(opts.get("dryRun")))
             items.append(final)
-        return {"kind": rt.list_kind, "apiVersion": rt.api_version,
-                "metadata": {"resourceVersion": str(self.api.store.rv)}, "items": items}
+        return {
+            "kind": rt.list_kind,
+            "apiVersion": rt.api_version,
+            "metadata": {"resourceVersion": str(self.api.store.rv)},
+            "items": items,
+        }

@@ -43,8 +43,12 @@ class Filter:
         self.rt = rt
         self.empty = not label_selector.strip() and not field_selector.strip()
         try:
-            self.labels = _libs.parse_label_selector(label_selector) if label_selector.strip() else None
-            self.fields = _libs.parse_field_selector(field_selector) if field_selector.strip() else None
+            self.labels = (
+                _libs.parse_label_selector(label_selector) if label_selector.strip() else None
+            )
+            self.fields = (
+                _libs.parse_field_selector(field_selector) if field_selector.strip() else None
+            )
         except InputError as exc:
             raise bad_request(str(exc)) from exc
         if self.fields is not None:
@@ -57,6 +61,8 @@ class Filter:
             return False
         if self.empty:
             return True
-        if self.labels is not None and not self.labels.matches((obj.get("metadata") or {}).get("labels") or {}):
+        if self.labels is not None and not self.labels.matches(
+            (obj.get("metadata") or {}).get("labels") or {}
+        ):
             return False
         return self.fields is None or self.fields.matches(field_set(self.rt, obj))

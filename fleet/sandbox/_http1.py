@@ -36,8 +36,14 @@ import trio
 log = logging.getLogger("fleet.sandbox.http")
 
 Message = MutableMapping[str, Any]
-App = Callable[[MutableMapping[str, Any], Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]],
-               Awaitable[None]]
+App = Callable[
+    [
+        MutableMapping[str, Any],
+        Callable[[], Awaitable[Message]],
+        Callable[[Message], Awaitable[None]],
+    ],
+    Awaitable[None],
+]
 
 MAX_HEAD_BYTES = 64 * 1024
 """A request head larger than this is answered 431 (Go's net/http allows 1 MiB; kubectl sends < 4 KiB)."""
@@ -45,12 +51,29 @@ _RECEIVE_BYTES = 64 * 1024
 _H2_PREFACE = b"PRI * HTTP/2.0\r\n"
 _NO_BODY_STATUS = frozenset({204, 304})
 _REASONS = {
-    100: "Continue", 200: "OK", 201: "Created", 202: "Accepted", 204: "No Content", 304: "Not Modified",
-    400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
-    406: "Not Acceptable", 409: "Conflict", 410: "Gone", 413: "Request Entity Too Large",
-    415: "Unsupported Media Type", 422: "Unprocessable Entity", 429: "Too Many Requests",
-    431: "Request Header Fields Too Large", 500: "Internal Server Error", 501: "Not Implemented",
-    503: "Service Unavailable", 504: "Gateway Timeout",
+    100: "Continue",
+    200: "OK",
+    201: "Created",
+    202: "Accepted",
+    204: "No Content",
+    304: "Not Modified",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    406: "Not Acceptable",
+    409: "Conflict",
+    410: "Gone",
+    413: "Request Entity Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Entity",
+    429: "Too Many Requests",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    501: "Not Implemented",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
 }
 
 
@@ -123,8 +146,12 @@ class Http1Server:
         self._context = WorkerContext(None)
         self._state = ConnectionState
 
-    async def serve(self, listeners: list[trio.SocketListener], *,
-                    task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED) -> None:
+    async def serve(
+        self,
+        listeners: list[trio.SocketListener],
+        *,
+        task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
         await trio.serve_listeners(self._connection, listeners, task_status=task_status)
 
     async def _connection(self, stream: trio.SocketStream) -> None:
@@ -152,8 +179,9 @@ class Http1Server:
                 return
             conn = tls
         try:
-            await _Connection(self, conn, stream, "https" if self.tls is not None else "http",
-                              client, server).run()
+            await _Connection(
+                self, conn, stream, "https" if self.tls is not None else "http", client, server
+            ).run()
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass  # the client went away
         except Exception:  # one connection's failure must not stop the server
@@ -171,8 +199,15 @@ class Http1Server:
 class _Connection:
     """One HTTP/1.1 connection: requests in turn until either side closes."""
 
-    def __init__(self, server: Http1Server, stream: trio.abc.Stream, raw: trio.SocketStream,
-                 scheme: str, client: tuple[str, int], addr: tuple[str, int]) -> None:
+    def __init__(
+        self,
+        server: Http1Server,
+        stream: trio.abc.Stream,
+        raw: trio.SocketStream,
+        scheme: str,
+        client: tuple[str, int],
+        addr: tuple[str, int],
+    ) -> None:
         self.server = server
         self.stream = stream
         self.raw = raw
@@ -256,8 +291,10 @@ class _Connection:
 
     async def _error(self, status: int, message: str) -> None:
         body = f"{message}\n".encode()
-        head = (f"HTTP/1.1 {status} {_REASONS.get(status, '')}\r\ncontent-type: text/plain; charset=utf-8\r\n"
-                f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode()
+        head = (
+            f"HTTP/1.1 {status} {_REASONS.get(status, '')}\r\ncontent-type: text/plain; charset=utf-8\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+        ).encode()
         try:
             await self.stream.send_all(head + body)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
@@ -316,10 +353,19 @@ class _Connection:
         except UnicodeDecodeError:
             raise _BadRequest(400, "non-ASCII request target") from None
         scope: dict[str, Any] = {
-            "type": "http", "asgi": {"spec_version": "2.1", "version": "3.0"},
-            "http_version": version[5:].decode(), "method": method, "scheme": self.scheme,
-            "path": path, "raw_path": path_b, "query_string": query, "root_path": "",
-            "headers": headers, "client": self.client, "server": self.addr, "extensions": {},
+            "type": "http",
+            "asgi": {"spec_version": "2.1", "version": "3.0"},
+            "http_version": version[5:].decode(),
+            "method": method,
+            "scheme": self.scheme,
+            "path": path,
+            "raw_path": path_b,
+            "query_string": query,
+            "root_path": "",
+            "headers": headers,
+            "client": self.client,
+            "server": self.addr,
+            "extensions": {},
         }
         remaining = length or 0
         body_done = not chunked and remaining == 0
@@ -422,7 +468,9 @@ class _Connection:
                 status = int(message["status"])
                 resp_headers = list(message.get("headers", ()))
                 if not any(name.lower() == b"content-length" for name, _ in resp_headers):
-                    await write(head())  # a streamed answer (a watch): the client sees the status at once
+                    await write(
+                        head()
+                    )  # a streamed answer (a watch): the client sees the status at once
                 return
             if kind != "http.response.body" or finished:
                 return

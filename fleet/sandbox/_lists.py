@@ -41,7 +41,8 @@ def parse_rv(value: str) -> int:
         return n
     except ValueError:
         raise StatusError(
-            500, None,
+            500,
+            None,
             f'resourceVersion: Invalid value: "{value}": strconv.ParseUint: parsing "{value}": invalid syntax',
         ) from None
 
@@ -49,7 +50,9 @@ def parse_rv(value: str) -> int:
 def _list_options_invalid(message: str, field_name: str) -> StatusError:
     c = {"reason": "FieldValueForbidden", "message": f"Forbidden: {message}", "field": field_name}
     return StatusError(
-        422, "Invalid", f'ListOptions.meta.k8s.io "" is invalid: {field_name}: Forbidden: {message}',
+        422,
+        "Invalid",
+        f'ListOptions.meta.k8s.io "" is invalid: {field_name}: Forbidden: {message}',
         {"group": "meta.k8s.io", "kind": "ListOptions", "causes": [c]},
     )
 
@@ -101,13 +104,18 @@ async def list_objects(api: Api, call: Call) -> tuple[list[dict[str, Any]], dict
             raise bad_request(f'strconv.ParseInt: parsing "{q["limit"]}": invalid syntax') from None
     limit = min(limit, api.settings.max_list_limit)
     if match and not rv_s:
-        raise _list_options_invalid("resourceVersionMatch is forbidden unless resourceVersion is provided",
-                                    "resourceVersionMatch")
+        raise _list_options_invalid(
+            "resourceVersionMatch is forbidden unless resourceVersion is provided",
+            "resourceVersionMatch",
+        )
     if token and rv_s and rv_s != "0":
-        raise _list_options_invalid("specifying resource version is not allowed when using continue",
-                                    "resourceVersion")
+        raise _list_options_invalid(
+            "specifying resource version is not allowed when using continue", "resourceVersion"
+        )
     if match not in ("", "Exact", "NotOlderThan"):
-        raise _list_options_invalid(f'"{match}" is not a valid resourceVersionMatch', "resourceVersionMatch")
+        raise _list_options_invalid(
+            f'"{match}" is not a valid resourceVersionMatch', "resourceVersionMatch"
+        )
     coll = api.store.collection(rt.key)
     start = ""
     if token:
@@ -118,16 +126,27 @@ async def list_objects(api: Api, call: Call) -> tuple[list[dict[str, Any]], dict
     elif rv_s and rv_s != "0":
         want = parse_rv(rv_s)
         if match == "Exact" and want == 0:
-            raise _list_options_invalid('resourceVersionMatch "exact" is forbidden for resourceVersion "0"',
-                                        "resourceVersionMatch")
+            raise _list_options_invalid(
+                'resourceVersionMatch "exact" is forbidden for resourceVersion "0"',
+                "resourceVersionMatch",
+            )
         if want > api.store.rv:
             with trio.move_on_after(api.settings.too_large_rv_wait):
                 await api.store.wait_for_rv(want)
             if want > api.store.rv:
                 raise StatusError(
-                    504, "Timeout", f"Timeout: Too large resource version: {want}, current: {api.store.rv}",
-                    {"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
-                     "retryAfterSeconds": 1},
+                    504,
+                    "Timeout",
+                    f"Timeout: Too large resource version: {want}, current: {api.store.rv}",
+                    {
+                        "causes": [
+                            {
+                                "reason": "ResourceVersionTooLarge",
+                                "message": "Too large resource version",
+                            }
+                        ],
+                        "retryAfterSeconds": 1,
+                    },
                     headers=[("retry-after", "1")],
                 )
         if match == "Exact":
@@ -157,6 +176,12 @@ async def list_objects(api: Api, call: Call) -> tuple[list[dict[str, Any]], dict
     return [o for _k, o in selected], meta
 
 
-def list_body(rt: ResourceType, items: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any]:
-    return {"kind": rt.list_kind, "apiVersion": rt.api_version, "metadata": meta,
-            "items": [list_item(rt, o) for o in items]}
+def list_body(
+    rt: ResourceType, items: list[dict[str, Any]], meta: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "kind": rt.list_kind,
+        "apiVersion": rt.api_version,
+        "metadata": meta,
+        "items": [list_item(rt, o) for o in items],
+    }

@@ -49,10 +49,14 @@ def merge_patch(target: Any, patch: Any) -> Any:
 
 
 def _rejected() -> StatusError:
-    return StatusError(422, "Invalid", "the server rejected our request due to an error in our request", {})
+    return StatusError(
+        422, "Invalid", "the server rejected our request due to an error in our request", {}
+    )
 
 
-def apply_patch(rt: ResourceType, current: dict[str, Any], body: bytes, content_type: str) -> dict[str, Any]:
+def apply_patch(
+    rt: ResourceType, current: dict[str, Any], body: bytes, content_type: str
+) -> dict[str, Any]:
     """The object after the patch; raises :class:`StatusError` as the apiserver answers.
 
     ``current`` is consumed: callers pass a fresh clone of the stored object, which
@@ -74,7 +78,13 @@ def apply_patch(rt: ResourceType, current: dict[str, Any], body: bytes, content_
             raise bad_request("json: cannot unmarshal object into Go value of type jsonpatch.Patch")
         try:
             result = jsonpatch.JsonPatch(ops).apply(current)
-        except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, KeyError, IndexError, TypeError):
+        except (
+            jsonpatch.JsonPatchException,
+            jsonpatch.JsonPointerException,
+            KeyError,
+            IndexError,
+            TypeError,
+        ):
             raise _rejected() from None
         if not isinstance(result, dict):
             raise _rejected()
@@ -93,7 +103,9 @@ def apply_patch(rt: ResourceType, current: dict[str, Any], body: bytes, content_
         except ValueError:
             raise bad_request("unexpected end of JSON input") from None
         if not isinstance(patch, dict):
-            raise bad_request("json: cannot unmarshal array into Go value of type map[string]interface {}")
+            raise bad_request(
+                "json: cannot unmarshal array into Go value of type map[string]interface {}"
+            )
         try:
             return _libs.strategic_merge_patch(current, patch, rt.kind, copy=False)
         except InputError as exc:

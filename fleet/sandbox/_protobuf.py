@@ -64,94 +64,176 @@ def _map(name: str, value: str) -> Field:
 
 _META: dict[str, dict[int, Field]] = {
     "ObjectMeta": {
-        1: _f("name", STRING), 2: _f("generateName", STRING), 3: _f("namespace", STRING),
-        4: _f("selfLink", STRING), 5: _f("uid", STRING), 6: _f("resourceVersion", STRING),
-        7: _f("generation", INT), 8: _f("creationTimestamp", TIME), 9: _f("deletionTimestamp", TIME),
-        10: _f("deletionGracePeriodSeconds", INT, ptr=True), 11: _map("labels", STRING),
-        12: _map("annotations", STRING), 13: _f("ownerReferences", "OwnerReference", rep=True),
-        14: _f("finalizers", STRING, rep=True), 17: _f("managedFields", "ManagedFieldsEntry", rep=True),
+        1: _f("name", STRING),
+        2: _f("generateName", STRING),
+        3: _f("namespace", STRING),
+        4: _f("selfLink", STRING),
+        5: _f("uid", STRING),
+        6: _f("resourceVersion", STRING),
+        7: _f("generation", INT),
+        8: _f("creationTimestamp", TIME),
+        9: _f("deletionTimestamp", TIME),
+        10: _f("deletionGracePeriodSeconds", INT, ptr=True),
+        11: _map("labels", STRING),
+        12: _map("annotations", STRING),
+        13: _f("ownerReferences", "OwnerReference", rep=True),
+        14: _f("finalizers", STRING, rep=True),
+        17: _f("managedFields", "ManagedFieldsEntry", rep=True),
     },
     "OwnerReference": {
-        1: _f("kind", STRING), 3: _f("name", STRING), 4: _f("uid", STRING), 5: _f("apiVersion", STRING),
-        6: _f("controller", BOOL, ptr=True), 7: _f("blockOwnerDeletion", BOOL, ptr=True),
+        1: _f("kind", STRING),
+        3: _f("name", STRING),
+        4: _f("uid", STRING),
+        5: _f("apiVersion", STRING),
+        6: _f("controller", BOOL, ptr=True),
+        7: _f("blockOwnerDeletion", BOOL, ptr=True),
     },
     "ManagedFieldsEntry": {
-        1: _f("manager", STRING), 2: _f("operation", STRING), 3: _f("apiVersion", STRING),
-        4: _f("time", TIME), 6: _f("fieldsType", STRING), 7: _f("fieldsV1", FIELDS_V1),
+        1: _f("manager", STRING),
+        2: _f("operation", STRING),
+        3: _f("apiVersion", STRING),
+        4: _f("time", TIME),
+        6: _f("fieldsType", STRING),
+        7: _f("fieldsV1", FIELDS_V1),
         8: _f("subresource", STRING),
     },
     "LabelSelector": {
-        1: _map("matchLabels", STRING), 2: _f("matchExpressions", "LabelSelectorRequirement", rep=True),
+        1: _map("matchLabels", STRING),
+        2: _f("matchExpressions", "LabelSelectorRequirement", rep=True),
     },
-    "LabelSelectorRequirement": {1: _f("key", STRING), 2: _f("operator", STRING), 3: _f("values", STRING, rep=True)},
+    "LabelSelectorRequirement": {
+        1: _f("key", STRING),
+        2: _f("operator", STRING),
+        3: _f("values", STRING, rep=True),
+    },
 }
 
 _CORE: dict[str, dict[int, Field]] = {
-    "Namespace": {1: _f("metadata", "ObjectMeta"), 2: _f("spec", "NamespaceSpec"), 3: _f("status", "NamespaceStatus")},
+    "Namespace": {
+        1: _f("metadata", "ObjectMeta"),
+        2: _f("spec", "NamespaceSpec"),
+        3: _f("status", "NamespaceStatus"),
+    },
     "NamespaceSpec": {1: _f("finalizers", STRING, rep=True)},
     "NamespaceStatus": {1: _f("phase", STRING)},
     "ConfigMap": {
-        1: _f("metadata", "ObjectMeta"), 2: _map("data", STRING), 3: _map("binaryData", BYTES),
+        1: _f("metadata", "ObjectMeta"),
+        2: _map("data", STRING),
+        3: _map("binaryData", BYTES),
         4: _f("immutable", BOOL, ptr=True),
     },
     "Secret": {
-        1: _f("metadata", "ObjectMeta"), 2: _map("data", BYTES), 3: _f("type", STRING),
-        4: _map("stringData", STRING), 5: _f("immutable", BOOL, ptr=True),
+        1: _f("metadata", "ObjectMeta"),
+        2: _map("data", BYTES),
+        3: _f("type", STRING),
+        4: _map("stringData", STRING),
+        5: _f("immutable", BOOL, ptr=True),
     },
     "ServiceAccount": {
-        1: _f("metadata", "ObjectMeta"), 2: _f("secrets", "ObjectReference", rep=True),
+        1: _f("metadata", "ObjectMeta"),
+        2: _f("secrets", "ObjectReference", rep=True),
         3: _f("imagePullSecrets", "LocalObjectReference", rep=True),
         4: _f("automountServiceAccountToken", BOOL, ptr=True),
     },
     "ObjectReference": {
-        1: _f("kind", STRING), 2: _f("namespace", STRING), 3: _f("name", STRING), 4: _f("uid", STRING),
-        5: _f("apiVersion", STRING), 6: _f("resourceVersion", STRING), 7: _f("fieldPath", STRING),
+        1: _f("kind", STRING),
+        2: _f("namespace", STRING),
+        3: _f("name", STRING),
+        4: _f("uid", STRING),
+        5: _f("apiVersion", STRING),
+        6: _f("resourceVersion", STRING),
+        7: _f("fieldPath", STRING),
     },
     "LocalObjectReference": {1: _f("name", STRING)},
-    "Service": {1: _f("metadata", "ObjectMeta"), 2: _f("spec", "ServiceSpec"), 3: _f("status", "ServiceStatus")},
+    "Service": {
+        1: _f("metadata", "ObjectMeta"),
+        2: _f("spec", "ServiceSpec"),
+        3: _f("status", "ServiceStatus"),
+    },
     "ServiceSpec": {
-        1: _f("ports", "ServicePort", rep=True), 2: _map("selector", STRING), 3: _f("clusterIP", STRING),
-        4: _f("type", STRING), 5: _f("externalIPs", STRING, rep=True), 7: _f("sessionAffinity", STRING),
-        8: _f("loadBalancerIP", STRING), 9: _f("loadBalancerSourceRanges", STRING, rep=True),
-        10: _f("externalName", STRING), 11: _f("externalTrafficPolicy", STRING),
-        12: _f("healthCheckNodePort", INT), 13: _f("publishNotReadyAddresses", BOOL),
-        17: _f("ipFamilyPolicy", STRING, ptr=True), 18: _f("clusterIPs", STRING, rep=True),
-        19: _f("ipFamilies", STRING, rep=True), 20: _f("allocateLoadBalancerNodePorts", BOOL, ptr=True),
-        21: _f("loadBalancerClass", STRING, ptr=True), 22: _f("internalTrafficPolicy", STRING, ptr=True),
+        1: _f("ports", "ServicePort", rep=True),
+        2: _map("selector", STRING),
+        3: _f("clusterIP", STRING),
+        4: _f("type", STRING),
+        5: _f("externalIPs", STRING, rep=True),
+        7: _f("sessionAffinity", STRING),
+        8: _f("loadBalancerIP", STRING),
+        9: _f("loadBalancerSourceRanges", STRING, rep=True),
+        10: _f("externalName", STRING),
+        11: _f("externalTrafficPolicy", STRING),
+        12: _f("healthCheckNodePort", INT),
+        13: _f("publishNotReadyAddresses", BOOL),
+        17: _f("ipFamilyPolicy", STRING, ptr=True),
+        18: _f("clusterIPs", STRING, rep=True),
+        19: _f("ipFamilies", STRING, rep=True),
+        20: _f("allocateLoadBalancerNodePorts", BOOL, ptr=True),
+        21: _f("loadBalancerClass", STRING, ptr=True),
+        22: _f("internalTrafficPolicy", STRING, ptr=True),
     },
     "ServicePort": {
-        1: _f("name", STRING), 2: _f("protocol", STRING), 3: _f("port", INT), 4: _f("targetPort", INT_OR_STRING),
-        5: _f("nodePort", INT), 6: _f("appProtocol", STRING, ptr=True),
+        1: _f("name", STRING),
+        2: _f("protocol", STRING),
+        3: _f("port", INT),
+        4: _f("targetPort", INT_OR_STRING),
+        5: _f("nodePort", INT),
+        6: _f("appProtocol", STRING, ptr=True),
     },
     "ServiceStatus": {},
     "ResourceQuota": {
-        1: _f("metadata", "ObjectMeta"), 2: _f("spec", "ResourceQuotaSpec"), 3: _f("status", "ResourceQuotaStatus"),
+        1: _f("metadata", "ObjectMeta"),
+        2: _f("spec", "ResourceQuotaSpec"),
+        3: _f("status", "ResourceQuotaStatus"),
     },
     "ResourceQuotaSpec": {1: _map("hard", QUANTITY), 2: _f("scopes", STRING, rep=True)},
     "ResourceQuotaStatus": {1: _map("hard", QUANTITY), 2: _map("used", QUANTITY)},
     "PodTemplateSpec": {1: _f("metadata", "ObjectMeta"), 2: _f("spec", "PodSpec")},
     "PodSpec": {
-        2: _f("containers", "Container", rep=True), 3: _f("restartPolicy", STRING),
-        4: _f("terminationGracePeriodSeconds", INT, ptr=True), 5: _f("activeDeadlineSeconds", INT, ptr=True),
-        6: _f("dnsPolicy", STRING), 7: _map("nodeSelector", STRING), 8: _f("serviceAccountName", STRING),
-        9: _f("serviceAccount", STRING), 10: _f("nodeName", STRING), 11: _f("hostNetwork", BOOL),
-        12: _f("hostPID", BOOL), 13: _f("hostIPC", BOOL),
-        15: _f("imagePullSecrets", "LocalObjectReference", rep=True), 16: _f("hostname", STRING),
-        17: _f("subdomain", STRING), 19: _f("schedulerName", STRING), 20: _f("initContainers", "Container", rep=True),
-        21: _f("automountServiceAccountToken", BOOL, ptr=True), 24: _f("priorityClassName", STRING),
-        25: _f("priority", INT, ptr=True), 29: _f("runtimeClassName", STRING, ptr=True),
-        30: _f("enableServiceLinks", BOOL, ptr=True), 31: _f("preemptionPolicy", STRING, ptr=True),
+        2: _f("containers", "Container", rep=True),
+        3: _f("restartPolicy", STRING),
+        4: _f("terminationGracePeriodSeconds", INT, ptr=True),
+        5: _f("activeDeadlineSeconds", INT, ptr=True),
+        6: _f("dnsPolicy", STRING),
+        7: _map("nodeSelector", STRING),
+        8: _f("serviceAccountName", STRING),
+        9: _f("serviceAccount", STRING),
+        10: _f("nodeName", STRING),
+        11: _f("hostNetwork", BOOL),
+        12: _f("hostPID", BOOL),
+        13: _f("hostIPC", BOOL),
+        15: _f("imagePullSecrets", "LocalObjectReference", rep=True),
+        16: _f("hostname", STRING),
+        17: _f("subdomain", STRING),
+        19: _f("schedulerName", STRING),
+        20: _f("initContainers", "Container", rep=True),
+        21: _f("automountServiceAccountToken", BOOL, ptr=True),
+        24: _f("priorityClassName", STRING),
+        25: _f("priority", INT, ptr=True),
+        29: _f("runtimeClassName", STRING, ptr=True),
+        30: _f("enableServiceLinks", BOOL, ptr=True),
+        31: _f("preemptionPolicy", STRING, ptr=True),
     },
     "Container": {
-        1: _f("name", STRING), 2: _f("image", STRING), 3: _f("command", STRING, rep=True),
-        4: _f("args", STRING, rep=True), 5: _f("workingDir", STRING), 6: _f("ports", "ContainerPort", rep=True),
-        7: _f("env", "EnvVar", rep=True), 8: _f("resources", "ResourceRequirements"),
-        13: _f("terminationMessagePath", STRING), 14: _f("imagePullPolicy", STRING), 16: _f("stdin", BOOL),
-        17: _f("stdinOnce", BOOL), 18: _f("tty", BOOL), 20: _f("terminationMessagePolicy", STRING),
+        1: _f("name", STRING),
+        2: _f("image", STRING),
+        3: _f("command", STRING, rep=True),
+        4: _f("args", STRING, rep=True),
+        5: _f("workingDir", STRING),
+        6: _f("ports", "ContainerPort", rep=True),
+        7: _f("env", "EnvVar", rep=True),
+        8: _f("resources", "ResourceRequirements"),
+        13: _f("terminationMessagePath", STRING),
+        14: _f("imagePullPolicy", STRING),
+        16: _f("stdin", BOOL),
+        17: _f("stdinOnce", BOOL),
+        18: _f("tty", BOOL),
+        20: _f("terminationMessagePolicy", STRING),
         24: _f("restartPolicy", STRING, ptr=True),
     },
     "ContainerPort": {
-        1: _f("name", STRING), 2: _f("hostPort", INT), 3: _f("containerPort", INT), 4: _f("protocol", STRING),
+        1: _f("name", STRING),
+        2: _f("hostPort", INT),
+        3: _f("containerPort", INT),
+        4: _f("protocol", STRING),
         5: _f("hostIP", STRING),
     },
     "EnvVar": {1: _f("name", STRING), 2: _f("value", STRING)},
@@ -159,18 +241,36 @@ _CORE: dict[str, dict[int, Field]] = {
 }
 
 _APPS: dict[str, dict[int, Field]] = {
-    "Deployment": {1: _f("metadata", "ObjectMeta"), 2: _f("spec", "DeploymentSpec"), 3: _f("status", "DeploymentStatus")},
+    "Deployment": {
+        1: _f("metadata", "ObjectMeta"),
+        2: _f("spec", "DeploymentSpec"),
+        3: _f("status", "DeploymentStatus"),
+    },
     "DeploymentSpec": {
-        1: _f("replicas", INT, ptr=True), 2: _f("selector", "LabelSelector"), 3: _f("template", "PodTemplateSpec"),
-        4: _f("strategy", "DeploymentStrategy"), 5: _f("minReadySeconds", INT),
-        6: _f("revisionHistoryLimit", INT, ptr=True), 7: _f("paused", BOOL),
+        1: _f("replicas", INT, ptr=True),
+        2: _f("selector", "LabelSelector"),
+        3: _f("template", "PodTemplateSpec"),
+        4: _f("strategy", "DeploymentStrategy"),
+        5: _f("minReadySeconds", INT),
+        6: _f("revisionHistoryLimit", INT, ptr=True),
+        7: _f("paused", BOOL),
         9: _f("progressDeadlineSeconds", INT, ptr=True),
     },
-    "DeploymentStrategy": {1: _f("type", STRING), 2: _f("rollingUpdate", "RollingUpdateDeployment")},
-    "RollingUpdateDeployment": {1: _f("maxUnavailable", INT_OR_STRING), 2: _f("maxSurge", INT_OR_STRING)},
+    "DeploymentStrategy": {
+        1: _f("type", STRING),
+        2: _f("rollingUpdate", "RollingUpdateDeployment"),
+    },
+    "RollingUpdateDeployment": {
+        1: _f("maxUnavailable", INT_OR_STRING),
+        2: _f("maxSurge", INT_OR_STRING),
+    },
     "DeploymentStatus": {
-        1: _f("observedGeneration", INT), 2: _f("replicas", INT), 3: _f("updatedReplicas", INT),
-        4: _f("availableReplicas", INT), 5: _f("unavailableReplicas", INT), 7: _f("readyReplicas", INT),
+        1: _f("observedGeneration", INT),
+        2: _f("replicas", INT),
+        3: _f("updatedReplicas", INT),
+        4: _f("availableReplicas", INT),
+        5: _f("unavailableReplicas", INT),
+        7: _f("readyReplicas", INT),
         8: _f("collisionCount", INT, ptr=True),
     },
 }
@@ -179,9 +279,13 @@ MESSAGES: dict[str, dict[int, Field]] = {**_META, **_CORE, **_APPS}
 """Message name -> field number -> :class:`Field`, from k8s.io/api and k8s.io/apimachinery generated.proto."""
 
 KINDS: dict[tuple[str, str], str] = {
-    ("v1", "Namespace"): "Namespace", ("v1", "ConfigMap"): "ConfigMap", ("v1", "Secret"): "Secret",
-    ("v1", "ServiceAccount"): "ServiceAccount", ("v1", "Service"): "Service",
-    ("v1", "ResourceQuota"): "ResourceQuota", ("apps/v1", "Deployment"): "Deployment",
+    ("v1", "Namespace"): "Namespace",
+    ("v1", "ConfigMap"): "ConfigMap",
+    ("v1", "Secret"): "Secret",
+    ("v1", "ServiceAccount"): "ServiceAccount",
+    ("v1", "Service"): "Service",
+    ("v1", "ResourceQuota"): "ResourceQuota",
+    ("apps/v1", "Deployment"): "Deployment",
 }
 """(apiVersion, kind) of a body -> its message: the kinds kubectl's generators send that the sandbox serves."""
 
@@ -214,12 +318,12 @@ def fields(buf: bytes) -> list[tuple[int, int, int | bytes]]:
         if wire == 0:
             value, pos = _varint(buf, pos)
         elif wire == 1:
-            value, pos = int.from_bytes(buf[pos:pos + 8], "little"), pos + 8
+            value, pos = int.from_bytes(buf[pos : pos + 8], "little"), pos + 8
         elif wire == 2:
             size, pos = _varint(buf, pos)
-            value, pos = buf[pos:pos + size], pos + size
+            value, pos = buf[pos : pos + size], pos + size
         elif wire == 5:
-            value, pos = int.from_bytes(buf[pos:pos + 4], "little"), pos + 4
+            value, pos = int.from_bytes(buf[pos : pos + 4], "little"), pos + 4
         else:
             raise _Malformed(f"unsupported wire type {wire}")
         if number == 0 or pos > len(buf):
@@ -322,7 +426,9 @@ def decode_message(name: str, buf: bytes) -> dict[str, Any]:
 
 
 def _empty(kind: str) -> Any:
-    return {STRING: "", BYTES: "", BOOL: False, INT: 0, QUANTITY: "0", INT_OR_STRING: 0}.get(kind, {})
+    return {STRING: "", BYTES: "", BOOL: False, INT: 0, QUANTITY: "0", INT_OR_STRING: 0}.get(
+        kind, {}
+    )
 
 
 def decode(body: bytes, expected_kind: str) -> dict[str, Any]:
@@ -336,27 +442,38 @@ def decode(body: bytes, expected_kind: str) -> dict[str, Any]:
             f"appear to be a protobuf message, expected prefix {list(MAGIC)}"
         )
     try:
-        envelope = {n: v for n, _w, v in fields(body[len(MAGIC):])}
+        envelope = {n: v for n, _w, v in fields(body[len(MAGIC) :])}
         type_meta = envelope.get(1, b"")
         meta = {n: v for n, _w, v in fields(type_meta)} if isinstance(type_meta, bytes) else {}
         api_version = _scalar(STRING, 2, meta.get(1, b""))
         kind = _scalar(STRING, 2, meta.get(2, b""))
         encoding = envelope.get(3, b"")
         if encoding:
-            raise StatusError(415, "UnsupportedMediaType",
-                              f"protobuf contentEncoding {encoding!r} is not supported by the kubemock-fleet sandbox")
+            raise StatusError(
+                415,
+                "UnsupportedMediaType",
+                f"protobuf contentEncoding {encoding!r} is not supported by the kubemock-fleet sandbox",
+            )
         message = KINDS.get((api_version, kind))
         if message is None:
             served = ", ".join(f"{k} ({v})" for v, k in sorted(KINDS))
             raise StatusError(
-                415, "UnsupportedMediaType",
+                415,
+                "UnsupportedMediaType",
                 f"the kubemock-fleet sandbox decodes protobuf bodies only for {served}, not {kind} ({api_version}): "
                 "send application/json",
             )
         raw = envelope.get(2, b"")
         obj: dict[str, Any] = {"kind": kind, "apiVersion": api_version}
         obj.update(decode_message(message, raw if isinstance(raw, bytes) else b""))
-    except (_Malformed, UnicodeDecodeError, json.JSONDecodeError, OverflowError, OSError, ValueError) as exc:
+    except (
+        _Malformed,
+        UnicodeDecodeError,
+        json.JSONDecodeError,
+        OverflowError,
+        OSError,
+        ValueError,
+    ) as exc:
         raise bad_request(
             f"the object provided is unrecognized (must be of type {expected_kind}): "
             f"unable to decode protobuf: {exc}"

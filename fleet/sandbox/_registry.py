@@ -17,20 +17,48 @@ from typing import Any
 # Field selector labels each built-in resource supports beyond metadata.name/namespace
 # (k8s.io/kubernetes pkg/registry/*/strategy.go GetAttrs / AddFieldLabelConversionFunc).
 _FIELD_LABELS: dict[tuple[str, str], frozenset[str]] = {
-    ("", "pods"): frozenset({
-        "spec.nodeName", "spec.restartPolicy", "spec.schedulerName", "spec.serviceAccountName",
-        "spec.hostNetwork", "status.phase", "status.podIP", "status.podIPs", "status.nominatedNodeName",
-    }),
-    ("", "events"): frozenset({
-        "involvedObject.kind", "involvedObject.namespace", "involvedObject.name", "involvedObject.uid",
-        "involvedObject.apiVersion", "involvedObject.resourceVersion", "involvedObject.fieldPath",
-        "reason", "reportingComponent", "source", "type",
-    }),
-    ("events.k8s.io", "events"): frozenset({
-        "regarding.kind", "regarding.namespace", "regarding.name", "regarding.uid",
-        "regarding.apiVersion", "regarding.resourceVersion", "regarding.fieldPath",
-        "reason", "reportingController", "type",
-    }),
+    ("", "pods"): frozenset(
+        {
+            "spec.nodeName",
+            "spec.restartPolicy",
+            "spec.schedulerName",
+            "spec.serviceAccountName",
+            "spec.hostNetwork",
+            "status.phase",
+            "status.podIP",
+            "status.podIPs",
+            "status.nominatedNodeName",
+        }
+    ),
+    ("", "events"): frozenset(
+        {
+            "involvedObject.kind",
+            "involvedObject.namespace",
+            "involvedObject.name",
+            "involvedObject.uid",
+            "involvedObject.apiVersion",
+            "involvedObject.resourceVersion",
+            "involvedObject.fieldPath",
+            "reason",
+            "reportingComponent",
+            "source",
+            "type",
+        }
+    ),
+    ("events.k8s.io", "events"): frozenset(
+        {
+            "regarding.kind",
+            "regarding.namespace",
+            "regarding.name",
+            "regarding.uid",
+            "regarding.apiVersion",
+            "regarding.resourceVersion",
+            "regarding.fieldPath",
+            "reason",
+            "reportingController",
+            "type",
+        }
+    ),
     ("", "nodes"): frozenset({"spec.unschedulable"}),
     ("", "namespaces"): frozenset({"status.phase"}),
     ("", "secrets"): frozenset({"type"}),
@@ -40,8 +68,12 @@ _FIELD_LABELS: dict[tuple[str, str], frozenset[str]] = {
 
 # Types whose metadata.generation tracks spec changes (their strategies set it).
 _WITH_GENERATION = {
-    ("apps", "deployments"), ("apps", "replicasets"), ("apps", "statefulsets"), ("apps", "daemonsets"),
-    ("", "replicationcontrollers"), ("apiextensions.k8s.io", "customresourcedefinitions"),
+    ("apps", "deployments"),
+    ("apps", "replicasets"),
+    ("apps", "statefulsets"),
+    ("apps", "daemonsets"),
+    ("", "replicationcontrollers"),
+    ("apiextensions.k8s.io", "customresourcedefinitions"),
 }
 # A write to /status of these also applies label and annotation changes (their status
 # strategies do not reset metadata); for the others /status keeps only status.
@@ -49,10 +81,19 @@ _STATUS_KEEPS_META = {("", "pods"), ("", "nodes")}
 # Types whose create keeps the status in the body (the others reset it).
 _CREATE_KEEPS_STATUS = {("", "nodes"), ("", "namespaces"), ("", "persistentvolumes")}
 # DELETE answers with the object rather than a Status (ReturnDeletedObject in their storage).
-_RETURNS_DELETED = {("", "pods"), ("", "namespaces"), ("", "services"), ("", "nodes"),
-                    ("apps", "deployments"), ("apps", "replicasets"), ("", "configmaps"),
-                    ("", "secrets"), ("", "serviceaccounts"), ("coordination.k8s.io", "leases"),
-                    ("apiextensions.k8s.io", "customresourcedefinitions")}
+_RETURNS_DELETED = {
+    ("", "pods"),
+    ("", "namespaces"),
+    ("", "services"),
+    ("", "nodes"),
+    ("apps", "deployments"),
+    ("apps", "replicasets"),
+    ("", "configmaps"),
+    ("", "secrets"),
+    ("", "serviceaccounts"),
+    ("coordination.k8s.io", "leases"),
+    ("apiextensions.k8s.io", "customresourcedefinitions"),
+}
 
 
 @dataclass(frozen=True)
@@ -102,8 +143,11 @@ class ResourceType:
 
     def discovery_entries(self) -> list[dict[str, Any]]:
         main: dict[str, Any] = {
-            "name": self.plural, "singularName": self.singular, "namespaced": self.namespaced,
-            "kind": self.kind, "verbs": list(self.verbs),
+            "name": self.plural,
+            "singularName": self.singular,
+            "namespaced": self.namespaced,
+            "kind": self.kind,
+            "verbs": list(self.verbs),
         }
         if self.short_names:
             main["shortNames"] = list(self.short_names)
@@ -118,7 +162,9 @@ class ResourceType:
 
 
 def _builtin_types() -> list[ResourceType]:
-    text = importlib_resources.files("fleet.sandbox").joinpath("_builtin_resources.json").read_text()
+    text = (
+        importlib_resources.files("fleet.sandbox").joinpath("_builtin_resources.json").read_text()
+    )
     data = json.loads(text)
     types: list[ResourceType] = []
     for doc in data["lists"]:
@@ -135,16 +181,26 @@ def _builtin_types() -> list[ResourceType]:
             if "/" in r["name"]:
                 continue
             key = (group, r["name"])
-            types.append(ResourceType(
-                group=group, version=version, plural=r["name"], kind=r["kind"],
-                namespaced=r["namespaced"], verbs=tuple(r["verbs"]),
-                subresources=subs.get(r["name"], {}),
-                short_names=tuple(r.get("shortNames", ())), categories=tuple(r.get("categories", ())),
-                singular=r["kind"].lower(), storage_version_hash=r.get("storageVersionHash", ""),
-                has_generation=key in _WITH_GENERATION, status_keeps_meta=key in _STATUS_KEEPS_META,
-                create_keeps_status=key in _CREATE_KEEPS_STATUS, returns_deleted=key in _RETURNS_DELETED,
-                field_labels=_FIELD_LABELS.get(key, frozenset()),
-            ))
+            types.append(
+                ResourceType(
+                    group=group,
+                    version=version,
+                    plural=r["name"],
+                    kind=r["kind"],
+                    namespaced=r["namespaced"],
+                    verbs=tuple(r["verbs"]),
+                    subresources=subs.get(r["name"], {}),
+                    short_names=tuple(r.get("shortNames", ())),
+                    categories=tuple(r.get("categories", ())),
+                    singular=r["kind"].lower(),
+                    storage_version_hash=r.get("storageVersionHash", ""),
+                    has_generation=key in _WITH_GENERATION,
+                    status_keeps_meta=key in _STATUS_KEEPS_META,
+                    create_keeps_status=key in _CREATE_KEEPS_STATUS,
+                    returns_deleted=key in _RETURNS_DELETED,
+                    field_labels=_FIELD_LABELS.get(key, frozenset()),
+                )
+            )
     return types
 
 
@@ -194,22 +250,32 @@ class Registry:
         return self.get(group, version, plural)
 
     def versions(self, group: str) -> list[str]:
-        vs = [gv.rpartition("/")[2] for gv, m in self._by_gv.items()
-              if m and next(iter(m.values())).group == group]
+        vs = [
+            gv.rpartition("/")[2]
+            for gv, m in self._by_gv.items()
+            if m and next(iter(m.values())).group == group
+        ]
         pref = self._preferred.get(group)
         return sorted(vs, key=lambda v: (v != pref, v))
 
     # discovery documents ---------------------------------------------------------------
     def api_versions(self, server_address: str) -> dict[str, Any]:
-        return {"kind": "APIVersions", "versions": ["v1"],
-                "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": server_address}]}
+        return {
+            "kind": "APIVersions",
+            "versions": ["v1"],
+            "serverAddressByClientCIDRs": [
+                {"clientCIDR": "0.0.0.0/0", "serverAddress": server_address}
+            ],
+        }
 
     def api_group(self, group: str) -> dict[str, Any] | None:
         versions = self.versions(group)
         if not group or not versions:
             return None
         return {
-            "kind": "APIGroup", "apiVersion": "v1", "name": group,
+            "kind": "APIGroup",
+            "apiVersion": "v1",
+            "name": group,
             "versions": [{"groupVersion": f"{group}/{v}", "version": v} for v in versions],
             "preferredVersion": {"groupVersion": f"{group}/{versions[0]}", "version": versions[0]},
         }
@@ -231,5 +297,9 @@ class Registry:
         resources: list[dict[str, Any]] = []
         for rt in sorted(m.values(), key=lambda r: r.plural):
             resources.extend(rt.discovery_entries())
-        return {"kind": "APIResourceList", "apiVersion": "v1",
-                "groupVersion": f"{group}/{version}" if group else version, "resources": resources}
+        return {
+            "kind": "APIResourceList",
+            "apiVersion": "v1",
+            "groupVersion": f"{group}/{version}" if group else version,
+            "resources": resources,
+        }

@@ -95,13 +95,19 @@ def _tls_files(directory: Path, host: str) -> tuple[Path, Path, bytes]:
 
 
 async def serve_sandbox(
-    settings: SandboxSettings, *, task_status: trio.TaskStatus[RunningSandbox] = trio.TASK_STATUS_IGNORED
+    settings: SandboxSettings,
+    *,
+    task_status: trio.TaskStatus[RunningSandbox] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the sandbox apiserver until cancelled; report a :class:`RunningSandbox` once it listens."""
     app = SandboxApp(settings, data=_load(settings.data_file))
     workdir = Path(tempfile.mkdtemp(prefix="kubemock-fleet-sandbox-"))
     config = Config()
-    config.bind = [f"[{settings.host}]:{settings.port}" if ":" in settings.host else f"{settings.host}:{settings.port}"]
+    config.bind = [
+        f"[{settings.host}]:{settings.port}"
+        if ":" in settings.host
+        else f"{settings.host}:{settings.port}"
+    ]
     config.graceful_timeout = GRACEFUL_SHUTDOWN_SECONDS
     config.errorlog = logging.getLogger("fleet.sandbox.http")
     config.accesslog = None
@@ -114,7 +120,9 @@ async def serve_sandbox(
         async with trio.open_nursery() as nursery:
             if settings.lean_http1:
                 listeners = await open_listeners(settings.host, settings.port)
-                server = Http1Server(app, config, tls=config.create_ssl_context() if settings.tls else None)
+                server = Http1Server(
+                    app, config, tls=config.create_ssl_context() if settings.tls else None
+                )
                 await nursery.start(server.serve, listeners)
                 url = url_of(listeners[0], "https" if settings.tls else "http")
             else:
@@ -122,8 +130,14 @@ async def serve_sandbox(
                 url = binds[0]
             app.server_address = url.split("://", 1)[1]
             kubeconfig = settings.kubeconfig_out or workdir / "kubeconfig"
-            write_kubeconfig(Path(kubeconfig), server=url, token=app.token, ca_data=ca_pem,
-                             context_name=CONTEXT_NAME, namespace="default")
+            write_kubeconfig(
+                Path(kubeconfig),
+                server=url,
+                token=app.token,
+                ca_data=ca_pem,
+                context_name=CONTEXT_NAME,
+                namespace="default",
+            )
             log.info("sandbox apiserver on %s, kubeconfig %s", url, kubeconfig)
             task_status.started(RunningSandbox(url, app.token, Path(kubeconfig), ca_pem, app))
     finally:

@@ -48,7 +48,12 @@ class StatusError(Exception):
 
 
 def success(code: int = 200, details: dict[str, Any] | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}
+    out: dict[str, Any] = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Success",
+    }
     if details is not None:
         out["details"] = details
     out["code"] = code
@@ -70,25 +75,34 @@ def _details(name: str, group: str, kind: str) -> dict[str, Any]:
 
 def not_found(resource: str, group: str, name: str) -> StatusError:
     return StatusError(
-        404, "NotFound", f'{qualified(resource, group)} "{name}" not found', _details(name, group, resource)
+        404,
+        "NotFound",
+        f'{qualified(resource, group)} "{name}" not found',
+        _details(name, group, resource),
     )
 
 
 def already_exists(resource: str, group: str, name: str) -> StatusError:
     return StatusError(
-        409, "AlreadyExists", f'{qualified(resource, group)} "{name}" already exists',
+        409,
+        "AlreadyExists",
+        f'{qualified(resource, group)} "{name}" already exists',
         _details(name, group, resource),
     )
 
 
 def conflict(resource: str, group: str, name: str, why: str) -> StatusError:
     return StatusError(
-        409, "Conflict", f'Operation cannot be fulfilled on {qualified(resource, group)} "{name}": {why}',
+        409,
+        "Conflict",
+        f'Operation cannot be fulfilled on {qualified(resource, group)} "{name}": {why}',
         _details(name, group, resource),
     )
 
 
-STALE = "the object has been modified; please apply your changes to the latest version and try again"
+STALE = (
+    "the object has been modified; please apply your changes to the latest version and try again"
+)
 
 
 def stale(resource: str, group: str, name: str) -> StatusError:
@@ -100,10 +114,17 @@ def bad_request(message: str) -> StatusError:
 
 
 def method_not_allowed() -> StatusError:
-    return StatusError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource", {})
+    return StatusError(
+        405,
+        "MethodNotAllowed",
+        "the server does not allow this method on the requested resource",
+        {},
+    )
 
 
-def unsupported_media(message: str = "415: Unsupported Media Type", details: dict[str, Any] | None = None) -> StatusError:
+def unsupported_media(
+    message: str = "415: Unsupported Media Type", details: dict[str, Any] | None = None
+) -> StatusError:
     return StatusError(415, "UnsupportedMediaType", message, details)
 
 
@@ -113,7 +134,9 @@ def gone(message: str) -> StatusError:
 
 def forbidden(resource: str, group: str, name: str, why: str) -> StatusError:
     return StatusError(
-        403, "Forbidden", f'{qualified(resource, group)} "{name}" is forbidden: {why}',
+        403,
+        "Forbidden",
+        f'{qualified(resource, group)} "{name}" is forbidden: {why}',
         _details(name, group, resource),
     )
 

@@ -145,7 +145,9 @@ class Store:
         c = self._collections.get(key)
         return None if c is None else c.objects.get((ns, name))
 
-    def commit(self, key: Key, type_: str, obj: dict[str, Any], prev: dict[str, Any] | None) -> dict[str, Any]:
+    def commit(
+        self, key: Key, type_: str, obj: dict[str, Any], prev: dict[str, Any] | None
+    ) -> dict[str, Any]:
         """Store ``obj`` (ADDED/MODIFIED) or remove it (DELETED) at the next resourceVersion.
 
         ``obj`` must be a fresh dict owned by the store from now on; it is given its
@@ -182,7 +184,8 @@ class Store:
             "resourceVersion": self.rv,
             "collections": [
                 {"group": k[0], "resource": k[1], "objects": list(c.objects.values())}
-                for k, c in self._collections.items() if c.objects
+                for k, c in self._collections.items()
+                if c.objects
             ],
         }
 

@@ -28,20 +28,50 @@ def bind(api: Api, call: Call, pod_name: str) -> dict[str, Any]:
     body = decode_body(call.rt, call.body, call.content_type)
     target = (body.get("target") or {}).get("name")
     if not target:
-        raise StatusError(422, "Invalid", f'Binding "{pod_name}" is invalid: target.name: Required value',
-                          {"name": pod_name, "kind": "Binding", "causes": [
-                              {"reason": "FieldValueRequired", "message": "Required value", "field": "target.name"}]})
+        raise StatusError(
+            422,
+            "Invalid",
+            f'Binding "{pod_name}" is invalid: target.name: Required value',
+            {
+                "name": pod_name,
+                "kind": "Binding",
+                "causes": [
+                    {
+                        "reason": "FieldValueRequired",
+                        "message": "Required value",
+                        "field": "target.name",
+                    }
+                ],
+            },
+        )
     pod = api.lookup(rt, call.ns(), pod_name)
     if pod["metadata"].get("deletionTimestamp"):
-        raise conflict("pods/binding", "", pod_name, f"pod {pod_name} is being deleted, cannot be assigned to a host")
+        raise conflict(
+            "pods/binding",
+            "",
+            pod_name,
+            f"pod {pod_name} is being deleted, cannot be assigned to a host",
+        )
     node = (pod.get("spec") or {}).get("nodeName")
     if node:
-        raise conflict("pods/binding", "", pod_name, f'pod {pod_name} is already assigned to node "{node}"')
+        raise conflict(
+            "pods/binding", "", pod_name, f'pod {pod_name} is already assigned to node "{node}"'
+        )
     new = clone(pod)
     new["spec"]["nodeName"] = target
-    conds = [c for c in (new.setdefault("status", {}).get("conditions") or []) if c.get("type") != "PodScheduled"]
-    conds.append({"type": "PodScheduled", "status": "True", "lastProbeTime": None,
-                  "lastTransitionTime": rfc3339(api.now())})
+    conds = [
+        c
+        for c in (new.setdefault("status", {}).get("conditions") or [])
+        if c.get("type") != "PodScheduled"
+    ]
+    conds.append(
+        {
+            "type": "PodScheduled",
+            "status": "True",
+            "lastProbeTime": None,
+            "lastTransitionTime": rfc3339(api.now()),
+        }
+    )
     new["status"]["conditions"] = conds
     if not call.dry_run:
         api.store.commit(rt.key, "MODIFIED", new, pod)
@@ -52,8 +82,13 @@ def evict(api: Api, deleter: Deleter, call: Call) -> dict[str, Any]:
     """POST pods/{name}/eviction: a delete with the eviction's DeleteOptions."""
     body = decode_body(call.rt, call.body, call.content_type) if call.body.strip() else {}
     opts = body.get("deleteOptions") or {}
-    dcall = Call(rt=call.rt, namespace=call.namespace, name=call.name, query={},
-                 body=msgspec.json.encode(opts))
+    dcall = Call(
+        rt=call.rt,
+        namespace=call.namespace,
+        name=call.name,
+        query={},
+        body=msgspec.json.encode(opts),
+    )
     deleter.delete(dcall)
     return success(201)
 
@@ -67,9 +102,13 @@ def _scale_of(rt_kind: str, obj: dict[str, Any]) -> dict[str, Any]:
     if sel and rt_kind in _SCALE_SELECTOR_KINDS:
         out_status["selector"] = ",".join(f"{k}={v}" for k, v in sorted(sel.items()))
     return {
-        "kind": "Scale", "apiVersion": "autoscaling/v1",
-        "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
-                     if k in meta},
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            k: meta[k]
+            for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+            if k in meta
+        },
         "spec": {"replicas": spec.get("replicas", 0)},
         "status": out_status,
     }
@@ -99,11 +138,24 @@ def write_scale(api: Api, call: Call, method: str) -> dict[str, Any]:
         raise stale(rt.plural, rt.group, call.name)
     replicas = (new_scale.get("spec") or {}).get("replicas")
     if not isinstance(replicas, int) or replicas < 0:
-        raise StatusError(422, "Invalid", f'Scale.autoscaling "{call.name}" is invalid: spec.replicas: '
-                          f"Invalid value: {replicas}: must be greater than or equal to 0",
-                          {"name": call.name, "group": "autoscaling", "kind": "Scale", "causes": [
-                              {"reason": "FieldValueInvalid", "field": "spec.replicas",
-                               "message": f"Invalid value: {replicas}: must be greater than or equal to 0"}]})
+        raise StatusError(
+            422,
+            "Invalid",
+            f'Scale.autoscaling "{call.name}" is invalid: spec.replicas: '
+            f"Invalid value: {replicas}: must be greater than or equal to 0",
+            {
+                "name": call.name,
+                "group": "autoscaling",
+                "kind": "Scale",
+                "causes": [
+                    {
+                        "reason": "FieldValueInvalid",
+                        "field": "spec.replicas",
+                        "message": f"Invalid value: {replicas}: must be greater than or equal to 0",
+                    }
+                ],
+            },
+        )
     new = clone(obj)
     new.setdefault("spec", {})["replicas"] = replicas
     wcall = Call(rt=rt, namespace=call.namespace, name=call.name, query=call.query)

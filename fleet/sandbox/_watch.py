@@ -64,7 +64,9 @@ class WatchStream:
             try:
                 timeout = float(int(q["timeoutSeconds"]))
             except ValueError:
-                raise bad_request(f'strconv.ParseInt: parsing "{q["timeoutSeconds"]}": invalid syntax') from None
+                raise bad_request(
+                    f'strconv.ParseInt: parsing "{q["timeoutSeconds"]}": invalid syntax'
+                ) from None
         else:
             # Like the apiserver, spread watch ends between the maximum and half of it.
             timeout = timeout * (0.5 + random.random() / 2)
@@ -136,14 +138,19 @@ class WatchStream:
         assert self.watcher is not None
         if self.watcher.receive.statistics().current_buffer_used == 0:
             self.last_rv = max(self.last_rv, self.api.store.rv)
-        obj = {"kind": rt.kind, "apiVersion": rt.api_version,
-               "metadata": {"resourceVersion": str(self.last_rv), "creationTimestamp": None}}
+        obj = {
+            "kind": rt.kind,
+            "apiVersion": rt.api_version,
+            "metadata": {"resourceVersion": str(self.last_rv), "creationTimestamp": None},
+        }
         return _encoder.encode({"type": "BOOKMARK", "object": obj}) + b"\n"
 
     async def run(self, send: Send) -> None:
         """Write the events until timeoutSeconds, the watcher overflows, or the client leaves."""
         if self.too_old is not None:
-            err = StatusError(410, "Expired", f"too old resource version: {self.from_rv} ({self.too_old})")
+            err = StatusError(
+                410, "Expired", f"too old resource version: {self.from_rv} ({self.too_old})"
+            )
             await send(_encoder.encode({"type": "ERROR", "object": err.body()}) + b"\n")
             return
         assert self.watcher is not None
@@ -154,7 +161,11 @@ class WatchStream:
         next_bookmark = min(start + settings.bookmark_interval, final_bookmark)
         try:
             for i in range(0, len(self.initial), MAX_BATCH):
-                await send(b"".join(self._line(type_, obj) for type_, obj in self.initial[i : i + MAX_BATCH]))
+                await send(
+                    b"".join(
+                        self._line(type_, obj) for type_, obj in self.initial[i : i + MAX_BATCH]
+                    )
+                )
             self.initial = []
             with trio.move_on_at(deadline):
                 while True:

@@ -46,7 +46,10 @@ async def install_crds(client: Client, manifests: list[dict[str, Any]] | None = 
             current = await client.get(resource_path(*_CRDS, name=name))
             replacement = {
                 **crd,
-                "metadata": {**crd["metadata"], "resourceVersion": current["metadata"]["resourceVersion"]},
+                "metadata": {
+                    **crd["metadata"],
+                    "resourceVersion": current["metadata"]["resourceVersion"],
+                },
             }
             await client.replace(resource_path(*_CRDS, name=name), replacement)
         names.append(name)

@@ -98,7 +98,11 @@ class NodeTemplate:
 
 def _parse(text: str, source: str) -> NodeTemplate:
     try:
-        docs = [d for d in yaml.load_all(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) if d]
+        docs = [
+            d
+            for d in yaml.load_all(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+            if d
+        ]
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: invalid YAML: {getattr(exc, 'problem', exc)}") from exc
     if len(docs) != 1 or not isinstance(docs[0], dict):
@@ -115,7 +119,12 @@ def _parse(text: str, source: str) -> NodeTemplate:
     namespace = str(meta.get("namespace") or FLEET_NAMESPACE)
     meta["namespace"] = namespace
     meta["name"] = f"{NODE_NAME_PREFIX}0"
-    body = {"apiVersion": raw["apiVersion"], "kind": "Node", "metadata": meta, "spec": raw.get("spec") or {}}
+    body = {
+        "apiVersion": raw["apiVersion"],
+        "kind": "Node",
+        "metadata": meta,
+        "spec": raw.get("spec") or {},
+    }
     try:
         load_node(body)
     except InputError as exc:

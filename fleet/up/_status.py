@@ -97,7 +97,9 @@ def render(status: Status) -> str:
         p for p in status.pods if p not in PHASE_ORDER
     )
     total = sum(status.pods.values())
-    pods = f"pods {total}" + (": " + ", ".join(f"{p} {status.pods[p]}" for p in order) if order else "")
+    pods = f"pods {total}" + (
+        ": " + ", ".join(f"{p} {status.pods[p]}" for p in order) if order else ""
+    )
     return (
         f"nodes {status.nodes_ready}/{status.nodes} Ready · {pods} · "
         f"apiserver {status.requests_per_second:.1f} req/s"

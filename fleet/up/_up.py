@@ -156,14 +156,22 @@ class Up:
             return Status()
         return self._sampler.sample()
 
-    async def run(self, *, task_status: trio.TaskStatus[RunningUp] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, *, task_status: trio.TaskStatus[RunningUp] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         s = self.settings
         sandbox_settings = SandboxSettings(
-            host=s.host, port=s.port, tls=True, kubeconfig_out=s.kubeconfig_out, data_file=s.data_file
+            host=s.host,
+            port=s.port,
+            tls=True,
+            kubeconfig_out=s.kubeconfig_out,
+            data_file=s.data_file,
         )
         async with trio.open_nursery() as outer:
             try:
-                sandbox: RunningSandbox = await outer.start(partial(serve_sandbox, sandbox_settings))
+                sandbox: RunningSandbox = await outer.start(
+                    partial(serve_sandbox, sandbox_settings)
+                )
             except (OSError, BaseExceptionGroup) as exc:  # hypercorn's bind error comes in groups
                 bind_error = _bind_error(exc)
                 if bind_error is None:
@@ -226,7 +234,9 @@ class Up:
                 await nursery.start(engine.run)
             task_status.started()
 
-    async def _start_fleet(self, nursery: trio.Nursery, client: Client, kubeconfig: Path) -> trio.Event:
+    async def _start_fleet(
+        self, nursery: trio.Nursery, client: Client, kubeconfig: Path
+    ) -> trio.Event:
         """Start the coordinator and the shards; returns an event set once shard children are gone."""
         s = self.settings
         children_done = trio.Event()

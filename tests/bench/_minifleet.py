@@ -70,9 +70,14 @@ class MiniFleet:
             pods_send, pods_recv = trio.open_memory_channel[WatchEvent[_Pod]](256)
             nursery.start_soon(self._crs, crs_recv)
             nursery.start_soon(self._pods, pods_recv)
-            await nursery.start(Reflector(
-                self.client, f"/apis/{GROUP}/{VERSION}/namespaces/{self.namespace}/nodes", _NodeCR).run,
-                crs_send)
+            await nursery.start(
+                Reflector(
+                    self.client,
+                    f"/apis/{GROUP}/{VERSION}/namespaces/{self.namespace}/nodes",
+                    _NodeCR,
+                ).run,
+                crs_send,
+            )
             await nursery.start(Reflector(self.client, "/api/v1/pods", _Pod).run, pods_send)
             task_status.started()
 
@@ -92,18 +97,33 @@ class MiniFleet:
     async def _register(self, name: str, labels: dict[str, str]) -> None:
         now = _now()
         status: dict[str, Any] = {
-            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
-                            "lastHeartbeatTime": now, "lastTransitionTime": now}],
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": "KubeletReady",
+                    "lastHeartbeatTime": now,
+                    "lastTransitionTime": now,
+                }
+            ],
             "capacity": {"cpu": "20", "memory": "100Gi", "pods": "200"},
             "allocatable": {"cpu": "20", "memory": "100Gi", "pods": "200"},
         }
         try:
-            await self.client.create("/api/v1/nodes", {
-                "apiVersion": "v1", "kind": "Node",
-                "metadata": {"name": name, "labels": {"type": "kubemock", **labels}}, "status": status})
+            await self.client.create(
+                "/api/v1/nodes",
+                {
+                    "apiVersion": "v1",
+                    "kind": "Node",
+                    "metadata": {"name": name, "labels": {"type": "kubemock", **labels}},
+                    "status": status,
+                },
+            )
         except AlreadyExists:
             pass
-        await self.client.patch(f"/api/v1/nodes/{name}/status", {"status": status}, patch_type="merge")
+        await self.client.patch(
+            f"/api/v1/nodes/{name}/status", {"status": status}, patch_type="merge"
+        )
 
     async def _pods(self, receive: trio.MemoryReceiveChannel[WatchEvent[_Pod]]) -> None:
         async for event in receive:
@@ -113,18 +133,37 @@ class MiniFleet:
             path = f"/api/v1/namespaces/{pod.metadata.namespace}/pods/{pod.metadata.name}"
             try:
                 if pod.metadata.deletion_timestamp is not None:
-                    await self.client.delete(path, grace_period_seconds=0, preconditions_uid=pod.metadata.uid)
+                    await self.client.delete(
+                        path, grace_period_seconds=0, preconditions_uid=pod.metadata.uid
+                    )
                 elif pod.status.phase in ("", "Pending"):
-                    await self.client.patch(f"{path}/status", {"status": _running()}, patch_type="merge")
+                    await self.client.patch(
+                        f"{path}/status", {"status": _running()}, patch_type="merge"
+                    )
             except (NotFound, Conflict):
                 pass
 
 
 def _running() -> dict[str, Any]:
     now = _now()
-    conditions = [{"type": t, "status": "True", "lastTransitionTime": now}
-                  for t in ("PodScheduled", "Initialized", "ContainersReady", "Ready")]
-    return {"phase": "Running", "startTime": now, "conditions": conditions, "podIP": "10.0.0.1",
-            "containerStatuses": [{"name": "pause", "ready": True, "restartCount": 0, "started": True,
-                                   "image": "registry.k8s.io/pause:3.9", "imageID": "",
-                                   "state": {"running": {"startedAt": now}}}]}
+    conditions = [
+        {"type": t, "status": "True", "lastTransitionTime": now}
+        for t in ("PodScheduled", "Initialized", "ContainersReady", "Ready")
+    ]
+    return {
+        "phase": "Running",
+        "startTime": now,
+        "conditions": conditions,
+        "podIP": "10.0.0.1",
+        "containerStatuses": [
+            {
+                "name": "pause",
+                "ready": True,
+                "restartCount": 0,
+                "started": True,
+                "image": "registry.k8s.io/pause:3.9",
+                "imageID": "",
+                "state": {"running": {"startedAt": now}},
+            }
+        ],
+    }

@@ -22,7 +22,14 @@ def test_recorded_v124_requests_by_key_and_verb() -> None:
     assert len(scrape.requests) == 197
     assert scrape.requests_total() == 1699
     assert scrape.requests_by_verb() == {
-        "GET": 575, "LIST": 239, "DELETE": 140, "PUT": 109, "PATCH": 107, "WATCH": 23, "APPLY": 16, "POST": 490,
+        "GET": 575,
+        "LIST": 239,
+        "DELETE": 140,
+        "PUT": 109,
+        "PATCH": 107,
+        "WATCH": 23,
+        "APPLY": 16,
+        "POST": 490,
     }
     assert scrape.requests[RequestKey("PATCH", "", "nodes", "", "200")] == 18
     assert scrape.requests[RequestKey("PATCH", "", "pods", "status", "200")] == 31
@@ -35,7 +42,12 @@ def test_recorded_v124_falls_back_to_the_slo_histogram() -> None:
     assert scrape.latency_family == "apiserver_request_slo_duration_seconds"
     # WATCH is a stream's lifetime, not a latency: left out.
     assert sorted(k.label for k in scrape.latencies) == [
-        "DELETE pods", "GET pods", "LIST pods", "PATCH nodes", "PATCH pods", "PUT leases.coordination.k8s.io",
+        "DELETE pods",
+        "GET pods",
+        "LIST pods",
+        "PATCH nodes",
+        "PATCH pods",
+        "PUT leases.coordination.k8s.io",
     ]
     lists = scrape.latencies[LatencyKey("LIST", "", "pods", "")]
     assert (lists.count, lists.sum) == (40, 3.043596332)
@@ -44,7 +56,9 @@ def test_recorded_v124_falls_back_to_the_slo_histogram() -> None:
     assert lists.quantile(0.99) == pytest.approx(3.6)
     # The SLO family counted one DELETE the duration family did not (dry-run): 49, not 48.
     assert scrape.latencies[LatencyKey("DELETE", "", "pods", "")].count == 49
-    assert scrape.latencies[LatencyKey("PATCH", "", "nodes", "")].quantile(0.99) == pytest.approx(0.0495)
+    assert scrape.latencies[LatencyKey("PATCH", "", "nodes", "")].quantile(0.99) == pytest.approx(
+        0.0495
+    )
 
 
 def test_recorded_v124_gauges() -> None:
@@ -70,7 +84,13 @@ def test_diff_is_what_the_load_cost() -> None:
     delta = diff(parse_metrics(SLI_BEFORE), parse_metrics(SLI_AFTER), seconds=10)
     assert delta.latency_family == "apiserver_request_sli_duration_seconds"
     assert delta.requests_total() == 235
-    assert delta.requests_by_verb() == {"PATCH": 90, "POST": 22, "DELETE": 100, "GET": 20, "WATCH": 3}
+    assert delta.requests_by_verb() == {
+        "PATCH": 90,
+        "POST": 22,
+        "DELETE": 100,
+        "GET": 20,
+        "WATCH": 3,
+    }
     assert delta.requests[RequestKey("POST", "", "pods", "", "409")] == 2
     # Unchanged counters (PUT leases: 300 before and after) are left out.
     assert RequestKey("PUT", "coordination.k8s.io", "leases", "", "200") not in delta.requests
@@ -81,9 +101,13 @@ def test_diff_is_what_the_load_cost() -> None:
     assert status.quantile(0.9) == pytest.approx(0.05 + 0.05 * 11 / 15)
     assert status.quantile(0.99) == pytest.approx(0.22)
     posts = delta.latencies[LatencyKey("POST", "", "pods", "")]
-    assert (posts.quantile(0.5), posts.quantile(0.9), posts.quantile(0.99)) == pytest.approx((0.025, 0.045, 0.0495))
+    assert (posts.quantile(0.5), posts.quantile(0.9), posts.quantile(0.99)) == pytest.approx(
+        (0.025, 0.045, 0.0495)
+    )
     deletes = delta.latencies[LatencyKey("DELETE", "", "pods", "")]  # new in "after": taken whole
-    assert (deletes.quantile(0.5), deletes.quantile(0.9), deletes.quantile(0.99)) == pytest.approx((0.8, 1.0, 1.5))
+    assert (deletes.quantile(0.5), deletes.quantile(0.9), deletes.quantile(0.99)) == pytest.approx(
+        (0.8, 1.0, 1.5)
+    )
     assert delta.storage_change() == {"pods": (20, 40)}
 
 
@@ -106,7 +130,10 @@ def test_histogram_quantile_edges() -> None:
 
 
 def test_labels_of_rows() -> None:
-    assert LatencyKey("PUT", "coordination.k8s.io", "leases", "").label == "PUT leases.coordination.k8s.io"
+    assert (
+        LatencyKey("PUT", "coordination.k8s.io", "leases", "").label
+        == "PUT leases.coordination.k8s.io"
+    )
     assert LatencyKey("PATCH", "", "pods", "status").label == "PATCH pods/status"
     assert LatencyKey("GET", "", "", "/metrics").label == "GET /metrics"
 

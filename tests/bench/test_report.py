@@ -33,23 +33,59 @@ from fleet.errors import InputError
 
 def _report() -> Report:
     return Report(
-        schema_version=1, tool="kubemock-fleet test", run_id="abcd1234", scenario="pod-startup",
-        scenario_type="pod-startup", parameters={"nodes": 2, "pods": 4},
+        schema_version=1,
+        tool="kubemock-fleet test",
+        run_id="abcd1234",
+        scenario="pod-startup",
+        scenario_type="pod-startup",
+        parameters={"nodes": 2, "pods": 4},
         target=TargetInfo(server="https://127.0.0.1:6443", mode="sandbox", fleet="started"),
-        started_at="2024-05-01T10:00:00Z", duration_seconds=3.5,
-        steps=[StepResult(name="nodes-ready", seconds=0.5, target=2, reached=2, ok=True, per_second=4.0)],
-        pods_created=4, pods_running=4, pods_deleted=0, nodes_created=2, nodes_ready=2, writes_per_second=12.0,
+        started_at="2024-05-01T10:00:00Z",
+        duration_seconds=3.5,
+        steps=[
+            StepResult(
+                name="nodes-ready", seconds=0.5, target=2, reached=2, ok=True, per_second=4.0
+            )
+        ],
+        pods_created=4,
+        pods_running=4,
+        pods_deleted=0,
+        nodes_created=2,
+        nodes_ready=2,
+        writes_per_second=12.0,
         pod_startup={"pod_startup": Percentiles(count=4, p50=0.5, p90=0.9, p99=1.2)},
         client_latency={"create pods": Percentiles(count=4, p50=0.01, p90=0.02, p99=0.03)},
         apiserver=ApiserverSummary(
-            latency_family="apiserver_request_sli_duration_seconds", requests_total=20, requests_per_second=5,
-            requests_by_verb={"POST": 6, "GET": 14}, requests=[],
-            latency=[LatencyRow(verb="POST", resource="pods", count=4, p50=0.01, p90=0.02, p99=0.03)],
-            inflight_peak={"mutating": 2}, watches_peak=3, storage=[], scrapes=3),
-        slo=[SloResult(slo="pod-startup-latency", subject="pods", count=4, p99=1.2, threshold=5, passed=True)],
+            latency_family="apiserver_request_sli_duration_seconds",
+            requests_total=20,
+            requests_per_second=5,
+            requests_by_verb={"POST": 6, "GET": 14},
+            requests=[],
+            latency=[
+                LatencyRow(verb="POST", resource="pods", count=4, p50=0.01, p90=0.02, p99=0.03)
+            ],
+            inflight_peak={"mutating": 2},
+            watches_peak=3,
+            storage=[],
+            scrapes=3,
+        ),
+        slo=[
+            SloResult(
+                slo="pod-startup-latency",
+                subject="pods",
+                count=4,
+                p99=1.2,
+                threshold=5,
+                passed=True,
+            )
+        ],
         slo_passed=True,
-        timeline=[TimelineSample(t=0, pods_by_phase={}, nodes_ready=0, requests_by_verb={"GET": 1}),
-                  TimelineSample(t=1, pods_by_phase={"Running": 4}, nodes_ready=2, requests_by_verb={"GET": 9})],
+        timeline=[
+            TimelineSample(t=0, pods_by_phase={}, nodes_ready=0, requests_by_verb={"GET": 1}),
+            TimelineSample(
+                t=1, pods_by_phase={"Running": 4}, nodes_ready=2, requests_by_verb={"GET": 9}
+            ),
+        ],
         cleanup=CleanupResult(deleted=6, leftover=0),
     )
 
@@ -84,7 +120,9 @@ def test_invalid_report_is_refused_on_write_and_read(tmp_path: Path) -> None:
 def test_json_schema_names_the_fields() -> None:
     schema = report_schema()
     props = schema["$defs"]["Report"]["properties"]
-    assert {"schemaVersion", "runId", "steps", "apiserver", "slo", "timeline", "cleanup"} <= set(props)
+    assert {"schemaVersion", "runId", "steps", "apiserver", "slo", "timeline", "cleanup"} <= set(
+        props
+    )
 
 
 def test_markdown_summary() -> None:
@@ -96,7 +134,11 @@ def test_markdown_summary() -> None:
 
 def test_plots_written(tmp_path: Path) -> None:
     info = write_plots(_report(), tmp_path)
-    assert info.written == ("pods-by-phase.png", "apiserver-requests.png", "latency-percentiles.png")
+    assert info.written == (
+        "pods-by-phase.png",
+        "apiserver-requests.png",
+        "latency-percentiles.png",
+    )
     for name in info.written:
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -32,8 +32,15 @@ from fleet.sandbox import RunningSandbox
 
 from ._minifleet import MiniFleet
 
-FAST = {"nodes": 3, "pods": 7, "placement": "direct", "scrapeInterval": 0.1, "timeout": 20, "rate": 200,
-        "duration": 0.5}
+FAST = {
+    "nodes": 3,
+    "pods": 7,
+    "placement": "direct",
+    "scrapeInterval": 0.1,
+    "timeout": 20,
+    "rate": 200,
+    "duration": 0.5,
+}
 
 
 @pytest.fixture
@@ -60,14 +67,20 @@ def _no_socket_left_to_the_collector() -> Iterator[None]:
 
 
 def _options(sandbox: RunningSandbox, output: Path | None) -> RunOptions:
-    return RunOptions(target=TargetInfo(server=sandbox.url, mode="sandbox", fleet="started"),
-                      output=output, ensure_crds=True)
+    return RunOptions(
+        target=TargetInfo(server=sandbox.url, mode="sandbox", fleet="started"),
+        output=output,
+        ensure_crds=True,
+    )
 
 
 async def _labelled(client: Client, run_id: str) -> int:
     selector = f"{RUN_LABEL}={run_id}"
-    paths = ["/api/v1/namespaces/kubemock-bench/pods", f"/apis/{GROUP}/{VERSION}/namespaces/kube-mock-system/nodes",
-             "/api/v1/nodes"]
+    paths = [
+        "/api/v1/namespaces/kubemock-bench/pods",
+        f"/apis/{GROUP}/{VERSION}/namespaces/kube-mock-system/nodes",
+        "/api/v1/nodes",
+    ]
     return sum([len((await client.list(p, label_selector=selector)).items) for p in paths])
 
 
@@ -77,13 +90,20 @@ async def test_kwok_ci_small(sandbox: RunningSandbox, client: Client, tmp_path: 
 
     assert report.completed and not report.notes
     assert [(s.name, s.target, s.reached, s.ok) for s in report.steps] == [
-        ("nodes-ready", 3, 3, True), ("pods-running", 7, 7, True), ("pods-deleted", 7, 7, True)]
+        ("nodes-ready", 3, 3, True),
+        ("pods-running", 7, 7, True),
+        ("pods-deleted", 7, 7, True),
+    ]
     assert report.nodes_created == report.nodes_ready == 3
     assert report.pods_created == report.pods_running == report.pods_deleted == 7
     assert all(s.seconds > 0 for s in report.steps)
     assert {name: p.count for name, p in report.pod_startup.items()} == {
-        "create_to_schedule": 7, "schedule_to_run": 7, "run_to_watch": 7, "pod_startup": 7,
-        "create_to_watch_client": 7}
+        "create_to_schedule": 7,
+        "schedule_to_run": 7,
+        "run_to_watch": 7,
+        "pod_startup": 7,
+        "create_to_watch_client": 7,
+    }
     assert report.client_latency["create pods"].count == 7
     assert report.client_latency["delete pods"].count == 7
     assert report.client_latency[f"create nodes.{GROUP}"].count == 3
@@ -91,7 +111,9 @@ async def test_kwok_ci_small(sandbox: RunningSandbox, client: Client, tmp_path: 
 
     api = report.apiserver
     assert api is not None and api.latency_family == "apiserver_request_sli_duration_seconds"
-    counts = {(r.verb, r.resource, r.subresource): r.count for r in api.requests if r.code.startswith("2")}
+    counts = {
+        (r.verb, r.resource, r.subresource): r.count for r in api.requests if r.code.startswith("2")
+    }
     assert counts[("POST", "pods", "")] == 7  # every create the bench made, seen by the apiserver
     assert counts[("POST", "nodes", "")] == 3  # the stand-in fleet's registrations
     assert counts[("PATCH", "pods", "status")] == 7
@@ -103,24 +125,37 @@ async def test_kwok_ci_small(sandbox: RunningSandbox, client: Client, tmp_path: 
     assert await _labelled(client, report.run_id) == 0
     assert read_report(tmp_path / "report.json") == report
     assert "## SLOs: PASS" in (tmp_path / "summary.md").read_text()
-    assert report.plots.written == ("pods-by-phase.png", "apiserver-requests.png", "latency-percentiles.png")
+    assert report.plots.written == (
+        "pods-by-phase.png",
+        "apiserver-requests.png",
+        "latency-percentiles.png",
+    )
     for name in report.plots.written:
         assert (tmp_path / name).stat().st_size > 1000
 
 
 async def test_churn_and_soak_small(sandbox: RunningSandbox, client: Client) -> None:
-    churn = await run_scenario(client, load_scenario("churn", {**FAST, "rate": 40}), _options(sandbox, None))
+    churn = await run_scenario(
+        client, load_scenario("churn", {**FAST, "rate": 40}), _options(sandbox, None)
+    )
     assert churn.completed
     step = churn.steps[-1]
     assert step.name == "churn" and step.ok
     assert churn.pods_created == churn.pods_running == churn.pods_deleted == step.target > 0
-    soak = await run_scenario(client, load_scenario("heartbeat-soak", FAST), _options(sandbox, None))
-    assert [(s.name, s.reached, s.ok) for s in soak.steps] == [("nodes-ready", 3, True), ("heartbeat-soak", 3, True)]
+    soak = await run_scenario(
+        client, load_scenario("heartbeat-soak", FAST), _options(sandbox, None)
+    )
+    assert [(s.name, s.reached, s.ok) for s in soak.steps] == [
+        ("nodes-ready", 3, True),
+        ("heartbeat-soak", 3, True),
+    ]
     assert soak.steps[-1].seconds >= 0.5
     assert len(soak.timeline) >= 3
 
 
-async def test_failed_step_is_reported_and_cleaned_up(sandbox: RunningSandbox, tmp_path: Path) -> None:
+async def test_failed_step_is_reported_and_cleaned_up(
+    sandbox: RunningSandbox, tmp_path: Path
+) -> None:
     # No fleet at all: no node ever becomes Ready.
     config = load_config(sandbox.kubeconfig)
     spec = load_scenario("node-density", {**FAST, "timeout": 0.5})
@@ -134,10 +169,15 @@ async def test_failed_step_is_reported_and_cleaned_up(sandbox: RunningSandbox, t
     assert json.loads((tmp_path / "report.json").read_text())["completed"] is False
 
 
-async def test_cancellation_still_cleans_up(sandbox: RunningSandbox, client: Client, tmp_path: Path) -> None:
+async def test_cancellation_still_cleans_up(
+    sandbox: RunningSandbox, client: Client, tmp_path: Path
+) -> None:
     spec = load_scenario("heartbeat-soak", {**FAST, "duration": 600})
-    options = RunOptions(target=TargetInfo(server=sandbox.url, mode="sandbox", fleet="started"),
-                         output=tmp_path, run_id="cafe0001")
+    options = RunOptions(
+        target=TargetInfo(server=sandbox.url, mode="sandbox", fleet="started"),
+        output=tmp_path,
+        run_id="cafe0001",
+    )
     with trio.move_on_after(1.5) as scope:  # Ctrl-C is a cancellation like this one
         await run_scenario(client, spec, options)
     assert scope.cancelled_caught
@@ -151,8 +191,22 @@ def test_cli_runs_pod_startup_on_up_with_the_real_fleet(tmp_path: Path) -> None:
     # No --kubeconfig: the bench starts what `kubemock-fleet up` does (sandbox, scheduler and
     # controllers, coordinator, one shard process) and measures the real fleet.
     out = tmp_path / "out"
-    result = CliRunner().invoke(app, ["bench", "pod-startup", "--nodes", "2", "--pods", "5", "--no-progress",
-                                      "--rate", "500", "--output", str(out)])
+    result = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            "pod-startup",
+            "--nodes",
+            "2",
+            "--pods",
+            "5",
+            "--no-progress",
+            "--rate",
+            "500",
+            "--output",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = read_report(out / "report.json")
     assert report.parameters["rate"] == 500.0  # --rate overrides the scenario's 50 writes/s
@@ -167,8 +221,22 @@ def test_cli_runs_pod_startup_on_up_with_the_real_fleet(tmp_path: Path) -> None:
 
 
 def test_cli_refuses_a_scenario_rate_given_twice(tmp_path: Path) -> None:
-    result = CliRunner().invoke(app, ["bench", "node-density", "--rate", "100", "--rate", "200", "--shards", "0",
-                                      "--no-progress", "--output", str(tmp_path / "out")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            "node-density",
+            "--rate",
+            "100",
+            "--rate",
+            "200",
+            "--shards",
+            "0",
+            "--no-progress",
+            "--output",
+            str(tmp_path / "out"),
+        ],
+    )
     assert isinstance(result.exception, InputError), result.output
     assert "scenarios take one --rate" in str(result.exception)
     assert not (tmp_path / "out").exists()
@@ -178,8 +246,19 @@ def test_cli_runs_a_yaml_scenario_on_its_own_sandbox(tmp_path: Path) -> None:
     scenario = tmp_path / "tiny.yaml"
     scenario.write_text("type: node-density\nnodes: 2\ntimeout: 0.5s\nscrapeInterval: 0.1s\n")
     out = tmp_path / "out"
-    result = CliRunner().invoke(app, ["bench", str(scenario), "--shards", "0", "--no-progress",
-                                      "--output", str(out), "--no-plots"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            str(scenario),
+            "--shards",
+            "0",
+            "--no-progress",
+            "--output",
+            str(out),
+            "--no-plots",
+        ],
+    )
     # --shards 0: the sandbox alone, so the nodes step fails: exit 1, a partial report, nothing left.
     assert result.exit_code == 1, result.output
     assert "nodes-ready      0/2" in result.output
@@ -209,10 +288,16 @@ async def test_a_scrape_cancelled_in_the_tls_handshake_closes_its_socket() -> No
         listeners = await nursery.start(partial(trio.serve_tcp, silent_server, 0, host="127.0.0.1"))
         port = listeners[0].socket.getsockname()[1]
         server = f"https://127.0.0.1:{port}"
-        async with Client(ClusterConfig(server=server, ssl_context=ssl.create_default_context())) as c:
-            run = _Run(c, load_scenario("node-density", {"nodes": 1}),
-                       RunOptions(target=TargetInfo(server=server, mode="cluster", fleet="external")))
+        async with Client(
+            ClusterConfig(server=server, ssl_context=ssl.create_default_context())
+        ) as c:
+            run = _Run(
+                c,
+                load_scenario("node-density", {"nodes": 1}),
+                RunOptions(target=TargetInfo(server=server, mode="cluster", fleet="external")),
+            )
             with trio.CancelScope() as scope:
+
                 async def cancel_in_handshake() -> None:
                     await in_handshake.wait()
                     scope.cancel()
@@ -237,10 +322,17 @@ async def test_a_write_without_an_answer_counts_as_failed_not_fatal() -> None:
     def cut(request: httpx.Request) -> httpx.Response:
         raise httpx.ReadError("connection cut", request=request)
 
-    async with Client(ClusterConfig(server="http://apiserver.test"), transport=httpx.MockTransport(cut)) as c:
+    async with Client(
+        ClusterConfig(server="http://apiserver.test"), transport=httpx.MockTransport(cut)
+    ) as c:
         spec = load_scenario("node-density", {"nodes": 3, "rate": 1000.0})
-        run = _Run(c, spec, RunOptions(target=TargetInfo(server="http://apiserver.test", mode="cluster",
-                                                         fleet="external")))
+        run = _Run(
+            c,
+            spec,
+            RunOptions(
+                target=TargetInfo(server="http://apiserver.test", mode="cluster", fleet="external")
+            ),
+        )
 
         async def write(index: int) -> None:
             await c.create("/api/v1/namespaces/x/pods", {"metadata": {"name": f"p{index}"}})

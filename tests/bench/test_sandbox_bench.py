@@ -22,9 +22,25 @@ def test_bench_sandbox_json(tmp_path: Path) -> None:
     result = CliRunner().invoke(
         app,
         [
-            "bench", "sandbox", "--requests", "40", "--repeats", "2", "--inflight", "2",
-            "--scheme", "http", "--watchers", "2", "--events", "50", "--rate", "1000",
-            "--json", "--output", str(tmp_path),
+            "bench",
+            "sandbox",
+            "--requests",
+            "40",
+            "--repeats",
+            "2",
+            "--inflight",
+            "2",
+            "--scheme",
+            "http",
+            "--watchers",
+            "2",
+            "--events",
+            "50",
+            "--rate",
+            "1000",
+            "--json",
+            "--output",
+            str(tmp_path),
         ],
     )
     assert result.exit_code == 0, result.output
@@ -51,8 +67,12 @@ def test_bench_sandbox_json(tmp_path: Path) -> None:
 
 def test_bench_sandbox_report() -> None:
     patch = PatchCase("sandbox", "lean", "http", "lease", 16, 5000, 4000.0, 200.0, 0.8, 40.0, 60.0)
-    watch = WatchCase("lean", "http", 10, 20000, 10000, 10000.0, 9990.0, True, 3.0, 50.0, 0.5, 1.2, 70.0)
-    text = format_report(SandboxBenchResult("x86_64, 2 cores", "3.11", "cmd", "load average 1", [patch], [watch]))
+    watch = WatchCase(
+        "lean", "http", 10, 20000, 10000, 10000.0, 9990.0, True, 3.0, 50.0, 0.5, 1.2, 70.0
+    )
+    text = format_report(
+        SandboxBenchResult("x86_64, 2 cores", "3.11", "cmd", "load average 1", [patch], [watch])
+    )
     assert "| lean | sandbox | http | lease | 16 | 4,000 | 200 µs | 5,000 |" in text
     assert "| lean | http | 10 | 10000 | 10,000 | 9,990 | yes |" in text
 

@@ -20,9 +20,11 @@ def test_builtins_load_with_overrides() -> None:
 
 def test_yaml_file_with_go_durations(tmp_path: Path) -> None:
     path = tmp_path / "soak.yaml"
-    path.write_text("type: heartbeat-soak\nnodes: 50\nduration: 1m30s\ntimeout: 2m\n"
-                    "nodeConfig: {cpu: '8'}\npodAnnotations: {zhizuqiu.github.com/delayRunning: 2s}\n"
-                    "slo: {podStartupP99: 10s}\n")
+    path.write_text(
+        "type: heartbeat-soak\nnodes: 50\nduration: 1m30s\ntimeout: 2m\n"
+        "nodeConfig: {cpu: '8'}\npodAnnotations: {zhizuqiu.github.com/delayRunning: 2s}\n"
+        "slo: {podStartupP99: 10s}\n"
+    )
     spec = load_scenario(str(path))
     assert (spec.name, spec.nodes, spec.duration, spec.timeout) == ("soak", 50, 90.0, 120.0)
     assert spec.node_config == {"cpu": "8"}

@@ -32,8 +32,10 @@ def test_recorder_percentiles_within_hdr_precision() -> None:
 
 
 def test_slo_table_rows_pass_and_fail() -> None:
-    delta = diff(parse_metrics((DATA / "apiserver-sli-before.txt").read_text()),
-                 parse_metrics((DATA / "apiserver-sli-after.txt").read_text()))
+    delta = diff(
+        parse_metrics((DATA / "apiserver-sli-before.txt").read_text()),
+        parse_metrics((DATA / "apiserver-sli-after.txt").read_text()),
+    )
     startup = PhaseStats(count=40, p50=1.0, p90=4.0, p99=6.5, max=7.0, mean=1.5, clamped=0)
     rows = slo_table(delta.latencies, startup)
     table = {(r.slo, r.subject): (r.count, round(r.p99, 4), r.passed) for r in rows}
@@ -44,7 +46,9 @@ def test_slo_table_rows_pass_and_fail() -> None:
         ("pod-startup-latency", "pods"): (40, 6.5, False),
     }
     # Looser thresholds turn both failures into passes; reads (GET) never make a row.
-    loose = slo_table(delta.latencies, startup, SloThresholds(mutating_p99=2.0, pod_startup_p99=10.0))
+    loose = slo_table(
+        delta.latencies, startup, SloThresholds(mutating_p99=2.0, pod_startup_p99=10.0)
+    )
     assert all(r.passed for r in loose) and len(loose) == 4
 
 

@@ -21,9 +21,25 @@ def test_bench_transport_json(tmp_path: Path) -> None:
     result = CliRunner().invoke(
         app,
         [
-            "bench", "transport", "--requests", "40", "--repeats", "2",
-            "--inflight", "1", "--inflight", "4", "--json", "--output", str(tmp_path),
-            "--client", "httpx", "--client", "hot", "--client", "h11",
+            "bench",
+            "transport",
+            "--requests",
+            "40",
+            "--repeats",
+            "2",
+            "--inflight",
+            "1",
+            "--inflight",
+            "4",
+            "--json",
+            "--output",
+            str(tmp_path),
+            "--client",
+            "httpx",
+            "--client",
+            "hot",
+            "--client",
+            "h11",
         ],
     )
     assert result.exit_code == 0, result.output

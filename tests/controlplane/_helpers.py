@@ -69,8 +69,16 @@ def mark_ready(api: Any, namespace: str, name: str) -> None:
     from tests._memapi import stamp
 
     obj = api.get(f"/api/v1/namespaces/{namespace}/pods/{name}")
-    obj = {**obj, "status": {**obj.get("status", {}), "phase": "Running", "conditions": [
-        {"type": "Ready", "status": "True", "lastTransitionTime": stamp(api.now())}]}}
+    obj = {
+        **obj,
+        "status": {
+            **obj.get("status", {}),
+            "phase": "Running",
+            "conditions": [
+                {"type": "Ready", "status": "True", "lastTransitionTime": stamp(api.now())}
+            ],
+        },
+    }
     api.update("/api/v1/pods", obj)
 
 
@@ -82,7 +90,9 @@ async def fake_kubelets(api: Any, *, delay: float = 2.0, step: float = 0.5) -> N
         for obj in api.items("/api/v1/pods"):
             meta = obj["metadata"]
             key = f"{meta['namespace']}/{meta['name']}"
-            ready = any(c.get("type") == "Ready" for c in obj.get("status", {}).get("conditions") or [])
+            ready = any(
+                c.get("type") == "Ready" for c in obj.get("status", {}).get("conditions") or []
+            )
             if ready or meta.get("deletionTimestamp"):
                 continue
             first = seen.setdefault(key, now)

@@ -57,7 +57,9 @@ async def api(nursery: trio.Nursery) -> AsyncIterator[MemoryApiserver]:
 
 def live_pods(api: MemoryApiserver) -> list[dict[str, Any]]:
     return [
-        p for p in api.items("/api/v1/namespaces/default/pods") if not p["metadata"].get("deletionTimestamp")
+        p
+        for p in api.items("/api/v1/namespaces/default/pods")
+        if not p["metadata"].get("deletionTimestamp")
     ]
 
 

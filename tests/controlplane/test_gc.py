@@ -16,9 +16,16 @@ from tests._memapi import MemoryApiserver
 from tests.controlplane._helpers import eventually, node, pod
 
 
-def ref(owner: dict[str, Any], *, block: bool | None = None, controller: bool = True) -> dict[str, Any]:
-    out = {"apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": owner["metadata"]["name"],
-           "uid": owner["metadata"]["uid"], "controller": controller}
+def ref(
+    owner: dict[str, Any], *, block: bool | None = None, controller: bool = True
+) -> dict[str, Any]:
+    out = {
+        "apiVersion": owner["apiVersion"],
+        "kind": owner["kind"],
+        "name": owner["metadata"]["name"],
+        "uid": owner["metadata"]["uid"],
+        "controller": controller,
+    }
     if block is not None:
         out["blockOwnerDeletion"] = block
     return out
@@ -34,7 +41,12 @@ def rs(name: str, *owners: dict[str, Any]) -> dict[str, Any]:
     meta: dict[str, Any] = {"name": name, "namespace": "default"}
     if owners:
         meta["ownerReferences"] = list(owners)
-    return {"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": meta, "spec": {"replicas": 1}}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "ReplicaSet",
+        "metadata": meta,
+        "spec": {"replicas": 1},
+    }
 
 
 @pytest.fixture
@@ -51,7 +63,9 @@ def names(api: MemoryApiserver, group: str, plural: str) -> set[str]:
     return {o["metadata"]["name"] for o in api.items(resource_path(group, "v1", plural))}
 
 
-async def test_background_cascade(api: MemoryApiserver, autojump_clock: trio.testing.MockClock) -> None:
+async def test_background_cascade(
+    api: MemoryApiserver, autojump_clock: trio.testing.MockClock
+) -> None:
     owner = api.create("/apis/apps/v1/replicasets", rs("web"))
     api.create("/api/v1/pods", owned_pod("a", ref(owner)))
     api.create("/api/v1/pods", owned_pod("b", ref(owner)))
@@ -62,21 +76,46 @@ async def test_background_cascade(api: MemoryApiserver, autojump_clock: trio.tes
     await eventually(lambda: names(api, "", "pods") == {"unowned"}, within=10)
 
 
-async def test_dependent_keeps_its_live_owners(api: MemoryApiserver, autojump_clock: trio.testing.MockClock) -> None:
+async def test_dependent_keeps_its_live_owners(
+    api: MemoryApiserver, autojump_clock: trio.testing.MockClock
+) -> None:
     one = api.create("/apis/apps/v1/replicasets", rs("one"))
     two = api.create("/apis/apps/v1/replicasets", rs("two"))
     api.create("/api/v1/pods", owned_pod("p", ref(one), ref(two, controller=False)))
     await trio.sleep(2)
     api.remove("/apis/apps/v1/namespaces/default/replicasets/one")
-    await eventually(lambda: [r["name"] for r in (api.get("/api/v1/namespaces/default/pods/p") or {})["metadata"]
-                              .get("ownerReferences", [])] == ["two"], within=10)
+    await eventually(
+        lambda: (
+            [
+                r["name"]
+                for r in (api.get("/api/v1/namespaces/default/pods/p") or {})["metadata"].get(
+                    "ownerReferences", []
+                )
+            ]
+            == ["two"]
+        ),
+        within=10,
+    )
     await trio.sleep(5)
     assert names(api, "", "pods") == {"p"}
 
 
-async def test_owner_of_unknown_kind_is_never_guessed(api: MemoryApiserver, autojump_clock: trio.testing.MockClock) -> None:
-    api.create("/api/v1/pods", owned_pod("p", {"apiVersion": "example.com/v1", "kind": "Widget", "name": "w",
-                                        "uid": "nope", "controller": True}))
+async def test_owner_of_unknown_kind_is_never_guessed(
+    api: MemoryApiserver, autojump_clock: trio.testing.MockClock
+) -> None:
+    api.create(
+        "/api/v1/pods",
+        owned_pod(
+            "p",
+            {
+                "apiVersion": "example.com/v1",
+                "kind": "Widget",
+                "name": "w",
+                "uid": "nope",
+                "controller": True,
+            },
+        ),
+    )
     await trio.sleep(30)
     assert names(api, "", "pods") == {"p"}
 
@@ -84,14 +123,24 @@ async def test_owner_of_unknown_kind_is_never_guessed(api: MemoryApiserver, auto
 async def test_foreground_cascade_waits_for_blocking_dependents(
     api: MemoryApiserver, autojump_clock: trio.testing.MockClock
 ) -> None:
-    deploy = api.create("/apis/apps/v1/deployments", {"apiVersion": "apps/v1", "kind": "Deployment",
-                                             "metadata": {"name": "d", "namespace": "default"}, "spec": {}})
+    deploy = api.create(
+        "/apis/apps/v1/deployments",
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "d", "namespace": "default"},
+            "spec": {},
+        },
+    )
     owner = api.create("/apis/apps/v1/replicasets", rs("d-1", ref(deploy, block=True)))
     api.create("/api/v1/pods", owned_pod("a", ref(owner, block=True)))
     api.create("/api/v1/pods", owned_pod("b", ref(owner, block=True)))
     await trio.sleep(2)
-    response = await api.request("DELETE", "/apis/apps/v1/namespaces/default/deployments/d",
-                                 body=b'{"propagationPolicy":"Foreground"}')
+    response = await api.request(
+        "DELETE",
+        "/apis/apps/v1/namespaces/default/deployments/d",
+        body=b'{"propagationPolicy":"Foreground"}',
+    )
     assert response.ok
     d = api.get("/apis/apps/v1/namespaces/default/deployments/d")
     assert d is not None and d["metadata"]["finalizers"] == ["foregroundDeletion"]
@@ -99,18 +148,28 @@ async def test_foreground_cascade_waits_for_blocking_dependents(
     assert not names(api, "apps", "replicasets")
     assert not names(api, "", "pods")
     # The owner went last: after every pod and the ReplicaSet.
-    order = [(kind, o["metadata"]["name"]) for _, (_, kind), t, o in
-             [(h[0], h[1], h[2], h[3]) for h in api.history] if t == "DELETED"]
+    order = [
+        (kind, o["metadata"]["name"])
+        for _, (_, kind), t, o in [(h[0], h[1], h[2], h[3]) for h in api.history]
+        if t == "DELETED"
+    ]
     assert order[-1] == ("deployments", "d")
-    assert order.index(("replicasets", "d-1")) > max(order.index(("pods", "a")), order.index(("pods", "b")))
+    assert order.index(("replicasets", "d-1")) > max(
+        order.index(("pods", "a")), order.index(("pods", "b"))
+    )
 
 
-async def test_orphan_keeps_dependents(api: MemoryApiserver, autojump_clock: trio.testing.MockClock) -> None:
+async def test_orphan_keeps_dependents(
+    api: MemoryApiserver, autojump_clock: trio.testing.MockClock
+) -> None:
     owner = api.create("/apis/apps/v1/replicasets", rs("web"))
     api.create("/api/v1/pods", owned_pod("a", ref(owner)))
     await trio.sleep(2)
-    response = await api.request("DELETE", "/apis/apps/v1/namespaces/default/replicasets/web",
-                                 body=b'{"propagationPolicy":"Orphan"}')
+    response = await api.request(
+        "DELETE",
+        "/apis/apps/v1/namespaces/default/replicasets/web",
+        body=b'{"propagationPolicy":"Orphan"}',
+    )
     assert response.ok
     await eventually(lambda: not names(api, "apps", "replicasets"), within=10)
     await trio.sleep(5)
@@ -135,10 +194,19 @@ async def test_pods_of_a_deleted_node_go_after_quarantine(
 async def test_namespace_deletion_empties_then_finalizes(
     api: MemoryApiserver, autojump_clock: trio.testing.MockClock
 ) -> None:
-    api.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team"}})
+    api.create(
+        "/api/v1/namespaces",
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team"}},
+    )
     api.create("/api/v1/pods", pod("p", namespace="team"))
-    api.create("/api/v1/configmaps", {"apiVersion": "v1", "kind": "ConfigMap",
-                               "metadata": {"name": "cm", "namespace": "team", "finalizers": ["example.com/hold"]}})
+    api.create(
+        "/api/v1/configmaps",
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "cm", "namespace": "team", "finalizers": ["example.com/hold"]},
+        },
+    )
     api.create("/api/v1/pods", pod("stays", namespace="default"))
     await trio.sleep(2)
     response = await api.request("DELETE", "/api/v1/namespaces/team", body=b"{}")

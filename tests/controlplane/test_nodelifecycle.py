@@ -39,9 +39,13 @@ class Kubelet:
         while True:
             await trio.sleep(10)
             if self.alive:
-                lease = self.api.get(f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{self.name}")
+                lease = self.api.get(
+                    f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{self.name}"
+                )
                 assert lease is not None
-                lease["spec"]["renewTime"] = f"{stamp(self.api.now())[:-1]}.{len(self.renewals):06d}Z"
+                lease["spec"]["renewTime"] = (
+                    f"{stamp(self.api.now())[:-1]}.{len(self.renewals):06d}Z"
+                )
                 self.api.update("/apis/coordination.k8s.io/v1/leases", lease)
                 self.renewals.append(trio.current_time())
 
@@ -75,7 +79,9 @@ async def env(nursery: trio.Nursery) -> AsyncIterator[Env]:
     kubelet = Kubelet(api, "n1")
     nursery.start_soon(kubelet.run)
     informers = Informers(api)
-    controller = NodeLifecycleController(Rest(api), informers, NodeLifecycleSettings(), wall_clock=api.now)
+    controller = NodeLifecycleController(
+        Rest(api), informers, NodeLifecycleSettings(), wall_clock=api.now
+    )
     await nursery.start(informers.run)
     await nursery.start(controller.run)
     yield Env(api, controller, kubelet)
@@ -84,12 +90,26 @@ async def env(nursery: trio.Nursery) -> AsyncIterator[Env]:
 def test_eviction_delay() -> None:
     assert eviction_delay([], 300) == 300
     assert eviction_delay([{"key": "other", "operator": "Exists"}], 300) == 300
-    assert eviction_delay([{"key": UNREACHABLE, "operator": "Exists", "effect": "NoExecute"}], 300) is None
+    assert (
+        eviction_delay([{"key": UNREACHABLE, "operator": "Exists", "effect": "NoExecute"}], 300)
+        is None
+    )
     assert eviction_delay([{"operator": "Exists"}], 300) is None
-    assert eviction_delay([
-        {"key": UNREACHABLE, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 60},
-        {"key": UNREACHABLE, "operator": "Exists", "tolerationSeconds": 30},
-    ], 300) == 30
+    assert (
+        eviction_delay(
+            [
+                {
+                    "key": UNREACHABLE,
+                    "operator": "Exists",
+                    "effect": "NoExecute",
+                    "tolerationSeconds": 60,
+                },
+                {"key": UNREACHABLE, "operator": "Exists", "tolerationSeconds": 30},
+            ],
+            300,
+        )
+        == 30
+    )
 
 
 async def test_live_node_is_left_alone(env: Env, autojump_clock: trio.testing.MockClock) -> None:
@@ -104,7 +124,10 @@ async def test_silent_node_goes_unknown_tainted_pods_evicted_then_recovers(
 ) -> None:
     tolerate = {"key": UNREACHABLE, "operator": "Exists", "effect": "NoExecute"}
     env.api.create("/api/v1/pods", pod("plain", node_name="n1"))
-    env.api.create("/api/v1/pods", pod("short", node_name="n1", spec={"tolerations": [{**tolerate, "tolerationSeconds": 60}]}))
+    env.api.create(
+        "/api/v1/pods",
+        pod("short", node_name="n1", spec={"tolerations": [{**tolerate, "tolerationSeconds": 60}]}),
+    )
     env.api.create("/api/v1/pods", pod("forever", node_name="n1", spec={"tolerations": [tolerate]}))
     env.api.create("/api/v1/pods", pod("elsewhere", node_name="n2"))
     await trio.sleep(95)
@@ -117,7 +140,11 @@ async def test_silent_node_goes_unknown_tainted_pods_evicted_then_recovers(
     assert ready["message"] == "Kubelet stopped posting node status."
     await eventually(lambda: (UNREACHABLE, "NoExecute") in env.taints())
     tainted = trio.current_time()
-    assert env.taints() == {("other", "NoSchedule"), (UNREACHABLE, "NoSchedule"), (UNREACHABLE, "NoExecute")}
+    assert env.taints() == {
+        ("other", "NoSchedule"),
+        (UNREACHABLE, "NoSchedule"),
+        (UNREACHABLE, "NoExecute"),
+    }
 
     await eventually(lambda: "short" not in env.pod_names(), within=120)
     assert 60 <= trio.current_time() - tainted <= 60 + 5 + 0.5

@@ -37,7 +37,11 @@ async def api(nursery: trio.Nursery) -> AsyncIterator[MemoryApiserver]:
 
 
 def pods(api: MemoryApiserver) -> list[dict[str, Any]]:
-    return [p for p in api.items("/api/v1/namespaces/default/pods") if not p["metadata"].get("deletionTimestamp")]
+    return [
+        p
+        for p in api.items("/api/v1/namespaces/default/pods")
+        if not p["metadata"].get("deletionTimestamp")
+    ]
 
 
 def status(api: MemoryApiserver, name: str) -> dict[str, Any]:
@@ -54,25 +58,41 @@ async def test_creates_pods_from_the_template_and_reports_status(
     for p in pods(api):
         assert p["metadata"]["name"].startswith("web-")
         assert p["metadata"]["labels"] == {"app": "web"}
-        assert p["metadata"]["ownerReferences"] == [{
-            "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web",
-            "uid": rs["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}]
+        assert p["metadata"]["ownerReferences"] == [
+            {
+                "apiVersion": "apps/v1",
+                "kind": "ReplicaSet",
+                "name": "web",
+                "uid": rs["metadata"]["uid"],
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
     await eventually(lambda: status(api, "web").get("replicas") == 3)
     mark_ready(api, "default", pods(api)[0]["metadata"]["name"])
     mark_ready(api, "default", pods(api)[1]["metadata"]["name"])
     await eventually(lambda: status(api, "web").get("readyReplicas") == 2)
-    assert status(api, "web") == {"replicas": 3, "fullyLabeledReplicas": 3, "readyReplicas": 2,
-                                  "availableReplicas": 2, "observedGeneration": 1}
+    assert status(api, "web") == {
+        "replicas": 3,
+        "fullyLabeledReplicas": 3,
+        "readyReplicas": 2,
+        "availableReplicas": 2,
+        "observedGeneration": 1,
+    }
     await trio.sleep(10)
     assert len(api.log("POST", containing="/pods")) == 3  # expectations: no double creation
 
 
-async def test_replaces_a_deleted_pod_once(api: MemoryApiserver, autojump_clock: trio.testing.MockClock) -> None:
+async def test_replaces_a_deleted_pod_once(
+    api: MemoryApiserver, autojump_clock: trio.testing.MockClock
+) -> None:
     api.create("/apis/apps/v1/replicasets", replicaset("web", 2))
     await eventually(lambda: len(pods(api)) == 2)
     victim = pods(api)[0]["metadata"]["name"]
     api.remove(f"/api/v1/namespaces/default/pods/{victim}")
-    await eventually(lambda: len(pods(api)) == 2 and victim not in {p["metadata"]["name"] for p in pods(api)})
+    await eventually(
+        lambda: len(pods(api)) == 2 and victim not in {p["metadata"]["name"] for p in pods(api)}
+    )
     await trio.sleep(10)
     assert len(api.log("POST", containing="/pods")) == 3
 

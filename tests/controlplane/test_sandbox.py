@@ -45,11 +45,15 @@ async def test_deployment_pods_are_bound_to_ready_nodes(
         for name in ("n1", "n2"):
             body = node(name)
             await client.create("/api/v1/nodes", {k: v for k, v in body.items() if k != "status"})
-            await client.patch(f"/api/v1/nodes/{name}/status", {"status": body["status"]}, patch_type="merge")
+            await client.patch(
+                f"/api/v1/nodes/{name}/status", {"status": body["status"]}, patch_type="merge"
+            )
         await client.create("/apis/apps/v1/namespaces/default/deployments", DEPLOYMENT)
 
         async def bound() -> list[dict[str, Any]] | None:
-            pods = (await client.list("/api/v1/namespaces/default/pods", label_selector="app=web")).items
+            pods = (
+                await client.list("/api/v1/namespaces/default/pods", label_selector="app=web")
+            ).items
             if len(pods) == 5 and all(p["spec"].get("nodeName") for p in pods):
                 return pods
             return None
@@ -67,7 +71,10 @@ async def test_deployment_pods_are_bound_to_ready_nodes(
         st = await _poll(status)
         conds = {c["type"]: c["reason"] for c in st["conditions"]}
         # Nothing runs the pods (no fleet here): they stay Pending, so not yet Available.
-        assert conds == {"Available": "MinimumReplicasUnavailable", "Progressing": "ReplicaSetUpdated"}
+        assert conds == {
+            "Available": "MinimumReplicasUnavailable",
+            "Progressing": "ReplicaSetUpdated",
+        }
         assert st["observedGeneration"] == 1
 
         # What the fleet's kubelets would do: Running and Ready.

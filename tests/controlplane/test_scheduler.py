@@ -45,7 +45,9 @@ async def env(nursery: trio.Nursery) -> AsyncIterator[Env]:
     yield Env(api, scheduler)
 
 
-async def test_binds_pending_pods_spreading_least_allocated(env: Env, autojump_clock: trio.testing.MockClock) -> None:
+async def test_binds_pending_pods_spreading_least_allocated(
+    env: Env, autojump_clock: trio.testing.MockClock
+) -> None:
     env.api.create("/api/v1/nodes", node("a"))
     env.api.create("/api/v1/nodes", node("b"))
     await trio.sleep(1)  # let the node watch deliver them
@@ -60,7 +62,9 @@ async def test_binds_pending_pods_spreading_least_allocated(env: Env, autojump_c
     assert cond is not None and cond["status"] == "True"
 
 
-async def test_other_schedulers_and_bound_pods_are_left_alone(env: Env, autojump_clock: trio.testing.MockClock) -> None:
+async def test_other_schedulers_and_bound_pods_are_left_alone(
+    env: Env, autojump_clock: trio.testing.MockClock
+) -> None:
     env.api.create("/api/v1/nodes", node("a"))
     await trio.sleep(1)  # let the node watch deliver them
     env.api.create("/api/v1/pods", pod("mine", spec={"schedulerName": "default-scheduler"}))
@@ -73,8 +77,13 @@ async def test_other_schedulers_and_bound_pods_are_left_alone(env: Env, autojump
     assert len(env.api.log("POST", containing="/binding")) == 1
 
 
-async def test_unschedulable_message_condition_and_event(env: Env, autojump_clock: trio.testing.MockClock) -> None:
-    env.api.create("/api/v1/nodes", node("a", cpu="8", taints=[{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}]))
+async def test_unschedulable_message_condition_and_event(
+    env: Env, autojump_clock: trio.testing.MockClock
+) -> None:
+    env.api.create(
+        "/api/v1/nodes",
+        node("a", cpu="8", taints=[{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}]),
+    )
     env.api.create("/api/v1/nodes", node("b", cpu="1"))
     env.api.create("/api/v1/nodes", node("c", cpu="1"))
     await trio.sleep(1)  # let the node watch deliver them
@@ -85,7 +94,9 @@ async def test_unschedulable_message_condition_and_event(env: Env, autojump_cloc
     assert cond["reason"] == "Unschedulable"
     assert cond["message"] == expected
     events = await eventually(lambda: env.api.items("/api/v1/namespaces/default/events"))
-    assert [(e["type"], e["reason"], e["message"]) for e in events] == [("Warning", "FailedScheduling", expected)]
+    assert [(e["type"], e["reason"], e["message"]) for e in events] == [
+        ("Warning", "FailedScheduling", expected)
+    ]
     assert events[0]["involvedObject"]["name"] == "big"
     # Our own status write does not make the pod retry: one attempt, one event.
     await trio.sleep(10)
@@ -95,14 +106,17 @@ async def test_unschedulable_message_condition_and_event(env: Env, autojump_cloc
 
 def test_unschedulable_message_format() -> None:
     assert unschedulable_message(0, {}) == "no nodes available to schedule pods"
-    assert unschedulable_message(5, {"Insufficient memory": 2, "node(s) were unschedulable": 1,
-                                     "Insufficient cpu": 2}) == (
+    assert unschedulable_message(
+        5, {"Insufficient memory": 2, "node(s) were unschedulable": 1, "Insufficient cpu": 2}
+    ) == (
         "0/5 nodes are available: 1 node(s) were unschedulable, 2 Insufficient cpu, "
         "2 Insufficient memory."
     )
 
 
-async def test_retried_when_a_node_is_added(env: Env, autojump_clock: trio.testing.MockClock) -> None:
+async def test_retried_when_a_node_is_added(
+    env: Env, autojump_clock: trio.testing.MockClock
+) -> None:
     env.api.create("/api/v1/nodes", node("small", cpu="1"))
     await trio.sleep(1)  # let the node watch deliver them
     env.api.create("/api/v1/pods", pod("big", cpu="2"))
@@ -113,7 +127,9 @@ async def test_retried_when_a_node_is_added(env: Env, autojump_clock: trio.testi
     await eventually(lambda: env.node_of("big") == "large", within=5)
 
 
-async def test_retried_when_a_bound_pod_goes_away(env: Env, autojump_clock: trio.testing.MockClock) -> None:
+async def test_retried_when_a_bound_pod_goes_away(
+    env: Env, autojump_clock: trio.testing.MockClock
+) -> None:
     env.api.create("/api/v1/nodes", node("a", cpu="2"))
     await trio.sleep(1)  # let the node watch deliver them
     env.api.create("/api/v1/pods", pod("first", cpu="2"))
@@ -125,7 +141,9 @@ async def test_retried_when_a_bound_pod_goes_away(env: Env, autojump_clock: trio
     await eventually(lambda: env.node_of("second") == "a", within=5)
 
 
-async def test_finished_pods_free_their_node(env: Env, autojump_clock: trio.testing.MockClock) -> None:
+async def test_finished_pods_free_their_node(
+    env: Env, autojump_clock: trio.testing.MockClock
+) -> None:
     env.api.create("/api/v1/nodes", node("a", pods="1"))
     await trio.sleep(1)  # let the node watch deliver them
     env.api.create("/api/v1/pods", pod("done", node_name="a", phase="Succeeded"))
@@ -143,11 +161,15 @@ async def test_retried_periodically(env: Env, autojump_clock: trio.testing.MockC
     assert 0 < trio.current_time() - start <= 60.1
 
 
-async def test_not_ready_unschedulable_and_tainted_nodes(env: Env, autojump_clock: trio.testing.MockClock) -> None:
+async def test_not_ready_unschedulable_and_tainted_nodes(
+    env: Env, autojump_clock: trio.testing.MockClock
+) -> None:
     env.api.create("/api/v1/nodes", node("down", ready="Unknown"))
     env.api.create("/api/v1/nodes", node("cordoned", unschedulable=True))
     env.api.create("/api/v1/nodes", node("tainted", taints=[{"key": "k", "effect": "NoExecute"}]))
-    env.api.create("/api/v1/nodes", node("soft", taints=[{"key": "s", "effect": "PreferNoSchedule"}], cpu="1"))
+    env.api.create(
+        "/api/v1/nodes", node("soft", taints=[{"key": "s", "effect": "PreferNoSchedule"}], cpu="1")
+    )
     await trio.sleep(1)  # let the node watch deliver them
     env.api.create("/api/v1/pods", pod("p", cpu="2"))
     cond = await eventually(lambda: env.scheduled_condition("p"))
@@ -156,45 +178,92 @@ async def test_not_ready_unschedulable_and_tainted_nodes(env: Env, autojump_cloc
         "1 node(s) had untolerated taint {node.kubernetes.io/unreachable: }, "
         "1 node(s) were unschedulable."
     )
-    env.api.create("/api/v1/pods", pod("tolerant", spec={"tolerations": [{"key": "k", "operator": "Exists"}]}))
+    env.api.create(
+        "/api/v1/pods", pod("tolerant", spec={"tolerations": [{"key": "k", "operator": "Exists"}]})
+    )
     await eventually(lambda: env.node_of("tolerant") in ("tainted", "soft"))
-    env.api.create("/api/v1/pods", pod("anything", spec={"tolerations": [{"operator": "Exists"}]}, cpu="3"))
+    env.api.create(
+        "/api/v1/pods", pod("anything", spec={"tolerations": [{"operator": "Exists"}]}, cpu="3")
+    )
     await eventually(lambda: env.node_of("anything") in ("down", "cordoned", "tainted"))
 
 
-async def test_node_selector_and_required_affinity(env: Env, autojump_clock: trio.testing.MockClock) -> None:
+async def test_node_selector_and_required_affinity(
+    env: Env, autojump_clock: trio.testing.MockClock
+) -> None:
     env.api.create("/api/v1/nodes", node("a", labels={"zone": "z1", "gen": "3"}))
     env.api.create("/api/v1/nodes", node("b", labels={"zone": "z2", "gen": "5", "ssd": "true"}))
     env.api.create("/api/v1/nodes", node("c", labels={"zone": "z3"}))
     await trio.sleep(1)  # let the node watch deliver them
 
-    def affinity(*exprs: dict[str, object], fields: list[dict[str, object]] | None = None) -> dict[str, object]:
+    def affinity(
+        *exprs: dict[str, object], fields: list[dict[str, object]] | None = None
+    ) -> dict[str, object]:
         term: dict[str, object] = {"matchExpressions": list(exprs)}
         if fields:
             term["matchFields"] = fields
-        return {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-            "nodeSelectorTerms": [term]}}}}
+        return {
+            "affinity": {
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}
+                }
+            }
+        }
 
     env.api.create("/api/v1/pods", pod("sel", spec={"nodeSelector": {"zone": "z2"}}))
-    env.api.create("/api/v1/pods", pod("in", spec=affinity({"key": "zone", "operator": "In", "values": ["z1", "z9"]})))
-    env.api.create("/api/v1/pods", pod("notin", spec=affinity(
-        {"key": "zone", "operator": "NotIn", "values": ["z1", "z2"]})))
-    env.api.create("/api/v1/pods", pod("exists", spec=affinity({"key": "ssd", "operator": "Exists"})))
-    env.api.create("/api/v1/pods", pod("dne", spec=affinity(
-        {"key": "gen", "operator": "DoesNotExist"})))
-    env.api.create("/api/v1/pods", pod("gt", spec=affinity({"key": "gen", "operator": "Gt", "values": ["4"]})))
-    env.api.create("/api/v1/pods", pod("lt", spec=affinity({"key": "gen", "operator": "Lt", "values": ["4"]})))
-    env.api.create("/api/v1/pods", pod("field", spec=affinity(
-        fields=[{"key": "metadata.name", "operator": "In", "values": ["c"]}])))
-    env.api.create("/api/v1/pods", pod("none", spec=affinity({"key": "zone", "operator": "In", "values": ["z9"]})))
-    want = {"sel": "b", "in": "a", "notin": "c", "exists": "b", "dne": "c", "gt": "b", "lt": "a", "field": "c"}
+    env.api.create(
+        "/api/v1/pods",
+        pod("in", spec=affinity({"key": "zone", "operator": "In", "values": ["z1", "z9"]})),
+    )
+    env.api.create(
+        "/api/v1/pods",
+        pod("notin", spec=affinity({"key": "zone", "operator": "NotIn", "values": ["z1", "z2"]})),
+    )
+    env.api.create(
+        "/api/v1/pods", pod("exists", spec=affinity({"key": "ssd", "operator": "Exists"}))
+    )
+    env.api.create(
+        "/api/v1/pods", pod("dne", spec=affinity({"key": "gen", "operator": "DoesNotExist"}))
+    )
+    env.api.create(
+        "/api/v1/pods", pod("gt", spec=affinity({"key": "gen", "operator": "Gt", "values": ["4"]}))
+    )
+    env.api.create(
+        "/api/v1/pods", pod("lt", spec=affinity({"key": "gen", "operator": "Lt", "values": ["4"]}))
+    )
+    env.api.create(
+        "/api/v1/pods",
+        pod(
+            "field",
+            spec=affinity(fields=[{"key": "metadata.name", "operator": "In", "values": ["c"]}]),
+        ),
+    )
+    env.api.create(
+        "/api/v1/pods",
+        pod("none", spec=affinity({"key": "zone", "operator": "In", "values": ["z9"]})),
+    )
+    want = {
+        "sel": "b",
+        "in": "a",
+        "notin": "c",
+        "exists": "b",
+        "dne": "c",
+        "gt": "b",
+        "lt": "a",
+        "field": "c",
+    }
     await eventually(lambda: all(env.node_of(p) for p in want))
     assert {p: env.node_of(p) for p in want} == want
     cond = await eventually(lambda: env.scheduled_condition("none"))
-    assert cond["message"] == "0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector."
+    assert (
+        cond["message"]
+        == "0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector."
+    )
 
 
-async def test_memory_and_pod_count_limits(env: Env, autojump_clock: trio.testing.MockClock) -> None:
+async def test_memory_and_pod_count_limits(
+    env: Env, autojump_clock: trio.testing.MockClock
+) -> None:
     env.api.create("/api/v1/nodes", node("a", memory="1Gi", pods="2"))
     await trio.sleep(1)  # let the node watch deliver them
     env.api.create("/api/v1/pods", pod("m1", memory="600Mi"))
@@ -206,7 +275,9 @@ async def test_memory_and_pod_count_limits(env: Env, autojump_clock: trio.testin
     assert cond["message"] == "0/1 nodes are available: 1 Insufficient memory, 1 Too many pods."
 
 
-async def test_bind_failure_backs_off_and_retries(env: Env, autojump_clock: trio.testing.MockClock) -> None:
+async def test_bind_failure_backs_off_and_retries(
+    env: Env, autojump_clock: trio.testing.MockClock
+) -> None:
     failures: list[float] = []
 
     def fail(method: str, path: str) -> object:
@@ -225,7 +296,9 @@ async def test_bind_failure_backs_off_and_retries(env: Env, autojump_clock: trio
     assert env.scheduler.node_usage("a") == (4000, 0, 1)
 
 
-async def test_many_pods_fill_nodes_exactly(env: Env, autojump_clock: trio.testing.MockClock) -> None:
+async def test_many_pods_fill_nodes_exactly(
+    env: Env, autojump_clock: trio.testing.MockClock
+) -> None:
     for i in range(20):
         env.api.create("/api/v1/nodes", node(f"n{i:02}", cpu="2", pods="110"))
     await trio.sleep(1)

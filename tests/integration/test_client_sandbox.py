@@ -42,7 +42,9 @@ JSON = "application/json"
 MERGE = "application/merge-patch+json"
 
 
-def configmap(name: str, data: dict[str, str] | None = None, labels: dict[str, str] | None = None) -> dict[str, Any]:
+def configmap(
+    name: str, data: dict[str, str] | None = None, labels: dict[str, str] | None = None
+) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -51,15 +53,24 @@ def configmap(name: str, data: dict[str, str] | None = None, labels: dict[str, s
     }
 
 
-def pod(name: str, *, node: str | None = None, labels: dict[str, str] | None = None) -> dict[str, Any]:
+def pod(
+    name: str, *, node: str | None = None, labels: dict[str, str] | None = None
+) -> dict[str, Any]:
     spec: dict[str, Any] = {"containers": [{"name": "c", "image": "busybox:1.36"}]}
     if node:
         spec["nodeName"] = node
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels or {}}, "spec": spec}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": labels or {}},
+        "spec": spec,
+    }
 
 
 async def make_namespace(client: Client, name: str) -> None:
-    await client.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    await client.create(
+        "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+    )
 
 
 def cms(ns: str, name: str | None = None) -> str:
@@ -73,7 +84,9 @@ def pods(ns: str, name: str | None = None) -> str:
 # -- the config itself ---------------------------------------------------------------------
 
 
-async def test_kubeconfig_is_what_the_sandbox_serves(sb: RunningSandbox, config: ClusterConfig) -> None:
+async def test_kubeconfig_is_what_the_sandbox_serves(
+    sb: RunningSandbox, config: ClusterConfig
+) -> None:
     assert config.server == sb.url
     assert (config.ssl_context is not None) == sb.url.startswith("https://")
     assert config.namespace == "default"
@@ -86,7 +99,10 @@ async def test_kubeconfig_is_what_the_sandbox_serves(sb: RunningSandbox, config:
 async def test_create_get_list_paged(config: ClusterConfig) -> None:
     async with Client(config) as client:
         await make_namespace(client, "paging")
-        created = [await client.create(cms("paging"), configmap(f"cm-{i}", {"i": str(i)})) for i in range(5)]
+        created = [
+            await client.create(cms("paging"), configmap(f"cm-{i}", {"i": str(i)}))
+            for i in range(5)
+        ]
         assert [c["metadata"]["name"] for c in created] == [f"cm-{i}" for i in range(5)]
         assert all(c["metadata"]["uid"] and c["metadata"]["resourceVersion"] for c in created)
 
@@ -105,11 +121,13 @@ async def test_create_get_list_paged(config: ClusterConfig) -> None:
         token = page["metadata"]["continue"]
         await client.delete(cms("paging", "cm-4"))
         rest = await client.get(cms("paging"), params={"limit": "2", "continue": token})
-        rest2 = await client.get(cms("paging"), params={"limit": "2", "continue": rest["metadata"]["continue"]})
+        rest2 = await client.get(
+            cms("paging"), params={"limit": "2", "continue": rest["metadata"]["continue"]}
+        )
         assert [i["metadata"]["name"] for i in rest2["items"]] == ["cm-4"]
-        assert [i["metadata"]["name"] for i in (await client.list(cms("paging"), limit=2)).items] == [
-            f"cm-{i}" for i in range(4)
-        ]
+        assert [
+            i["metadata"]["name"] for i in (await client.list(cms("paging"), limit=2)).items
+        ] == [f"cm-{i}" for i in range(4)]
 
         selected = await client.list(cms("paging"), limit=1, field_selector="metadata.name=cm-1")
         assert [i["metadata"]["name"] for i in selected.items] == ["cm-1"]
@@ -122,32 +140,49 @@ async def test_replace_and_the_four_patch_types(config: ClusterConfig) -> None:
         obj["data"]["b"] = "2"
         replaced = await client.replace(cms("patching", "cm"), obj)
         assert replaced["data"] == {"a": "1", "b": "2"}
-        assert int(replaced["metadata"]["resourceVersion"]) > int(obj["metadata"]["resourceVersion"])
+        assert int(replaced["metadata"]["resourceVersion"]) > int(
+            obj["metadata"]["resourceVersion"]
+        )
 
         jsonpatched = await client.patch(
             cms("patching", "cm"),
-            [{"op": "test", "path": "/data/a", "value": "1"}, {"op": "replace", "path": "/data/a", "value": "10"}],
+            [
+                {"op": "test", "path": "/data/a", "value": "1"},
+                {"op": "replace", "path": "/data/a", "value": "10"},
+            ],
             patch_type="json",
         )
         assert jsonpatched["data"] == {"a": "10", "b": "2"}
 
-        merged = await client.patch(cms("patching", "cm"), {"data": {"b": None, "c": "3"}}, patch_type="merge")
+        merged = await client.patch(
+            cms("patching", "cm"), {"data": {"b": None, "c": "3"}}, patch_type="merge"
+        )
         assert merged["data"] == {"a": "10", "c": "3"}
 
         p = await client.create(pods("patching"), pod("web", labels={"app": "web"}))
         # Strategic merge: containers merge by name, so the image changes and nothing is lost.
         smp = await client.patch(
             pods("patching", "web"),
-            {"metadata": {"labels": {"tier": "front"}}, "spec": {"containers": [{"name": "c", "image": "busybox:1.37"}]}},
+            {
+                "metadata": {"labels": {"tier": "front"}},
+                "spec": {"containers": [{"name": "c", "image": "busybox:1.37"}]},
+            },
             patch_type="strategic",
         )
         assert smp["metadata"]["labels"] == {"app": "web", "tier": "front"}
-        assert [(c["name"], c["image"]) for c in smp["spec"]["containers"]] == [("c", "busybox:1.37")]
+        assert [(c["name"], c["image"]) for c in smp["spec"]["containers"]] == [
+            ("c", "busybox:1.37")
+        ]
         assert smp["metadata"]["uid"] == p["metadata"]["uid"]
 
         applied = await client.patch(
             cms("patching", "applied"),
-            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "applied"}, "data": {"x": "1"}},
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "applied"},
+                "data": {"x": "1"},
+            },
             patch_type="apply",
             field_manager="integration",
         )
@@ -155,7 +190,12 @@ async def test_replace_and_the_four_patch_types(config: ClusterConfig) -> None:
         assert applied["data"] == {"x": "1"} and applied["metadata"]["uid"]
         reapplied = await client.patch(
             cms("patching", "applied"),
-            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "applied"}, "data": {"x": "2"}},
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "applied"},
+                "data": {"x": "2"},
+            },
             patch_type="apply",
             field_manager="integration",
             force=True,
@@ -181,7 +221,9 @@ async def test_delete_with_preconditions_and_grace(config: ClusterConfig) -> Non
         await client.get(cms("deleting", "cm"))
 
         gone = await client.delete(
-            cms("deleting", "cm"), preconditions_uid=meta["uid"], preconditions_resource_version=meta["resourceVersion"]
+            cms("deleting", "cm"),
+            preconditions_uid=meta["uid"],
+            preconditions_resource_version=meta["resourceVersion"],
         )
         assert gone.get("status") == "Success" or gone.get("metadata", {}).get("uid") == meta["uid"]
         with pytest.raises(NotFound):
@@ -229,11 +271,16 @@ async def test_status_errors_map_to_the_hierarchy(config: ClusterConfig) -> None
         assert any(c.get("field") == "metadata.name" for c in invalid.value.causes)
 
         with pytest.raises(Invalid) as bad_patch:
-            await client.patch(cms("errors", "cm"), [{"op": "remove", "path": "/data/absent"}], patch_type="json")
+            await client.patch(
+                cms("errors", "cm"), [{"op": "remove", "path": "/data/absent"}], patch_type="json"
+            )
         assert "rejected our request" in bad_patch.value.message
         with pytest.raises(BadRequest):  # an object where the operations list belongs
             response = await client.request(
-                "PATCH", cms("errors", "cm"), body=b'{"op":"add"}', content_type="application/json-patch+json"
+                "PATCH",
+                cms("errors", "cm"),
+                body=b'{"op":"add"}',
+                content_type="application/json-patch+json",
             )
             response.raise_for_status()
 
@@ -251,16 +298,23 @@ async def test_gone_for_a_compacted_resource_version(start_sandbox: StartSandbox
         with pytest.raises(Gone) as exact:
             await client.get(
                 cms("gone"),
-                params={"resourceVersion": first["metadata"]["resourceVersion"], "resourceVersionMatch": "Exact"},
+                params={
+                    "resourceVersion": first["metadata"]["resourceVersion"],
+                    "resourceVersionMatch": "Exact",
+                },
             )
         assert exact.value.status == 410
         # ... and a continue token whose snapshot has been compacted are both 410 Gone.
         with pytest.raises(Gone) as expired:
-            await client.get(cms("gone"), params={"limit": "1", "continue": page["metadata"]["continue"]})
+            await client.get(
+                cms("gone"), params={"limit": "1", "continue": page["metadata"]["continue"]}
+            )
         assert expired.value.reason == "Expired"
 
 
-async def test_wrong_token_is_unauthorized(sb: RunningSandbox, tmp_path: Path, start_sandbox: StartSandbox) -> None:
+async def test_wrong_token_is_unauthorized(
+    sb: RunningSandbox, tmp_path: Path, start_sandbox: StartSandbox
+) -> None:
     if not sb.url.startswith("https://"):
         # Plain http does not require the token by default; ask for it.
         sb = await start_sandbox(tls=False, require_token=True)
@@ -292,7 +346,11 @@ async def test_too_large_resource_version_is_a_server_error_with_retry_after(
 
 @pytest.mark.parametrize("kind", ["client", "hot"])
 async def test_stream_error_answers_map_too(
-    kind: str, sb: RunningSandbox, config: ClusterConfig, tmp_path: Path, start_sandbox: StartSandbox
+    kind: str,
+    sb: RunningSandbox,
+    config: ClusterConfig,
+    tmp_path: Path,
+    start_sandbox: StartSandbox,
 ) -> None:
     requester: Requester
     async with Client(config) if kind == "client" else HotTransport(config) as requester:
@@ -304,7 +362,11 @@ async def test_stream_error_answers_map_too(
         sb = await start_sandbox(tls=False, require_token=True)
     wrong = tmp_path / "wrong-kubeconfig"
     write_kubeconfig(wrong, server=sb.url, token="not-the-token", ca_data=sb.ca_pem)
-    async with Client(load_config(wrong)) if kind == "client" else HotTransport(load_config(wrong)) as requester:
+    async with (
+        Client(load_config(wrong))
+        if kind == "client"
+        else HotTransport(load_config(wrong)) as requester
+    ):
         async with requester.stream("GET", "/api/v1/pods", params={"watch": "true"}) as response:
             error = error_for(response.status, await response.aread(), response.headers)
         assert isinstance(error, Unauthorized)
@@ -318,15 +380,22 @@ async def test_hot_transport_verbs_and_keepalive(config: ClusterConfig) -> None:
     decode = msgspec.json.decode
     async with HotTransport(config, HotTransportSettings(connections=4)) as hot:
         r = await hot.request(
-            "POST", "/api/v1/namespaces", body=encode({"metadata": {"name": "hot"}}), content_type=JSON
+            "POST",
+            "/api/v1/namespaces",
+            body=encode({"metadata": {"name": "hot"}}),
+            content_type=JSON,
         )
         assert r.status == 201, r.content
-        r = await hot.request("POST", cms("hot"), body=encode(configmap("cm", {"a": "1"})), content_type=JSON)
+        r = await hot.request(
+            "POST", cms("hot"), body=encode(configmap("cm", {"a": "1"})), content_type=JSON
+        )
         assert r.status == 201, r.content
         created = decode(r.content)
         r = (await hot.request("GET", cms("hot", "cm"))).raise_for_status()
         assert decode(r.content)["data"] == {"a": "1"}
-        r = (await hot.request("PATCH", cms("hot", "cm"), body=b'{"data":{"a":"2"}}', content_type=MERGE))
+        r = await hot.request(
+            "PATCH", cms("hot", "cm"), body=b'{"data":{"a":"2"}}', content_type=MERGE
+        )
         assert decode(r.raise_for_status().content)["data"] == {"a": "2"}
         r = await hot.request("PUT", cms("hot", "cm"), body=encode(created), content_type=JSON)
         assert r.status == 409
@@ -359,7 +428,11 @@ async def test_hot_transport_watch_stream_is_chunked(config: ClusterConfig) -> N
     async with HotTransport(config) as hot, Client(config) as client:
         await make_namespace(client, "hotwatch")
         start = await client.list(cms("hotwatch"))
-        params = {"watch": "true", "resourceVersion": start.resource_version, "timeoutSeconds": "30"}
+        params = {
+            "watch": "true",
+            "resourceVersion": start.resource_version,
+            "timeoutSeconds": "30",
+        }
         big = "x" * 200_000  # spans many chunks and socket reads
         async with hot.stream("GET", cms("hotwatch"), params=params) as response:
             assert response.status == 200
@@ -377,7 +450,9 @@ async def test_hot_transport_watch_stream_is_chunked(config: ClusterConfig) -> N
                     if len(events) == 3:
                         break
         assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [
-            ("ADDED", "a"), ("MODIFIED", "a"), ("DELETED", "a"),
+            ("ADDED", "a"),
+            ("MODIFIED", "a"),
+            ("DELETED", "a"),
         ]
         assert events[1]["object"]["data"]["v"] == big
         assert hot.statistics().opened == 1  # the watch's own connection; the pool was untouched

@@ -64,8 +64,12 @@ def test_pod_create_read_patch_delete(api_client: k8s.ApiClient) -> None:
 
     # The client sends a dict patch as a strategic merge patch for built-ins.
     patched = core.patch_namespaced_pod(
-        "web", "official-pods",
-        {"metadata": {"labels": {"tier": "front"}}, "spec": {"containers": [{"name": "c", "image": "busybox:1.37"}]}},
+        "web",
+        "official-pods",
+        {
+            "metadata": {"labels": {"tier": "front"}},
+            "spec": {"containers": [{"name": "c", "image": "busybox:1.37"}]},
+        },
     )
     assert patched.metadata.labels == {"app": "web", "tier": "front"}
     assert [c.image for c in patched.spec.containers] == ["busybox:1.37"]
@@ -74,7 +78,9 @@ def test_pod_create_read_patch_delete(api_client: k8s.ApiClient) -> None:
     pods = core.list_namespaced_pod("official-pods", label_selector="tier=front")
     assert [p.metadata.name for p in pods.items] == ["web"]
 
-    core.delete_namespaced_pod("web", "official-pods", body=k8s.V1DeleteOptions(grace_period_seconds=0))
+    core.delete_namespaced_pod(
+        "web", "official-pods", body=k8s.V1DeleteOptions(grace_period_seconds=0)
+    )
     with pytest.raises(ApiException) as missing:
         core.read_namespaced_pod("web", "official-pods")
     assert missing.value.status == 404

@@ -42,9 +42,15 @@ def cms(ns: str, name: str | None = None) -> str:
     return resource_path("", "v1", "configmaps", namespace=ns, name=name)
 
 
-def configmap(name: str, data: dict[str, str] | None = None, labels: dict[str, str] | None = None) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "labels": labels or {}},
-            "data": data or {}}
+def configmap(
+    name: str, data: dict[str, str] | None = None, labels: dict[str, str] | None = None
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "labels": labels or {}},
+        "data": data or {},
+    }
 
 
 @asynccontextmanager
@@ -75,16 +81,20 @@ async def no_event(events: Events, seconds: float = 0.3) -> None:
         raise AssertionError(f"unexpected event {event}")
 
 
-async def start_reflector(
-    nursery: trio.Nursery, reflector: Reflector[ConfigMapView]
-) -> Events:
+async def start_reflector(nursery: trio.Nursery, reflector: Reflector[ConfigMapView]) -> Events:
     send, receive = trio.open_memory_channel[WatchEvent[ConfigMapView]](1000)
     await nursery.start(reflector.run, send)
     return receive
 
 
-async def test_list_then_added_modified_deleted(via: str, sb: RunningSandbox, config: ClusterConfig) -> None:
-    async with Client(config) as client, requester(via, config) as req, trio.open_nursery() as nursery:
+async def test_list_then_added_modified_deleted(
+    via: str, sb: RunningSandbox, config: ClusterConfig
+) -> None:
+    async with (
+        Client(config) as client,
+        requester(via, config) as req,
+        trio.open_nursery() as nursery,
+    ):
         await client.create("/api/v1/namespaces", {"metadata": {"name": "refl"}})
         for i in range(5):
             await client.create(cms("refl"), configmap(f"cm-{i}", {"i": str(i)}))
@@ -100,7 +110,13 @@ async def test_list_then_added_modified_deleted(via: str, sb: RunningSandbox, co
         await client.delete(cms("refl", "cm-0"))
         assert await next_event(events) == ("DELETED", "cm-0", {"i": "0"})
         await no_event(events, 0.1)
-        assert sorted(reflector.objects) == ["refl/cm-1", "refl/cm-2", "refl/cm-3", "refl/cm-4", "refl/new"]
+        assert sorted(reflector.objects) == [
+            "refl/cm-1",
+            "refl/cm-2",
+            "refl/cm-3",
+            "refl/cm-4",
+            "refl/new",
+        ]
         stats = reflector.statistics()
         assert stats.events == 8 and stats.relists == 0 and stats.restarts == 0
         assert stats.last_error is None
@@ -109,7 +125,11 @@ async def test_list_then_added_modified_deleted(via: str, sb: RunningSandbox, co
 
 
 async def test_label_selector_transitions(via: str, config: ClusterConfig) -> None:
-    async with Client(config) as client, requester(via, config) as req, trio.open_nursery() as nursery:
+    async with (
+        Client(config) as client,
+        requester(via, config) as req,
+        trio.open_nursery() as nursery,
+    ):
         await client.create("/api/v1/namespaces", {"metadata": {"name": "sel"}})
         await client.create(cms("sel"), configmap("web", labels={"app": "web"}))
         await client.create(cms("sel"), configmap("db", labels={"app": "db"}))
@@ -117,12 +137,17 @@ async def test_label_selector_transitions(via: str, config: ClusterConfig) -> No
         events = await start_reflector(nursery, reflector)
         assert await next_event(events) == ("ADDED", "web", {})
         # Stops matching: arrives as DELETED (its last matching state).
-        await client.patch(cms("sel", "web"), {"metadata": {"labels": {"app": "other"}}, "data": {"k": "v"}},
-                           patch_type="merge")
+        await client.patch(
+            cms("sel", "web"),
+            {"metadata": {"labels": {"app": "other"}}, "data": {"k": "v"}},
+            patch_type="merge",
+        )
         assert await next_event(events) == ("DELETED", "web", {})
         assert dict(reflector.objects) == {}
         # Starts matching: ADDED.
-        await client.patch(cms("sel", "db"), {"metadata": {"labels": {"app": "web"}}}, patch_type="merge")
+        await client.patch(
+            cms("sel", "db"), {"metadata": {"labels": {"app": "web"}}}, patch_type="merge"
+        )
         assert await next_event(events) == ("ADDED", "db", {})
         # Changes that never match are never seen.
         await client.patch(cms("sel", "web"), {"data": {"k": "w"}}, patch_type="merge")
@@ -131,10 +156,16 @@ async def test_label_selector_transitions(via: str, config: ClusterConfig) -> No
         nursery.cancel_scope.cancel()
 
 
-async def test_bookmarks_advance_the_resource_version(via: str, start_sandbox: StartSandbox) -> None:
+async def test_bookmarks_advance_the_resource_version(
+    via: str, start_sandbox: StartSandbox
+) -> None:
     sb = await start_sandbox(bookmark_interval=0.2)
     config = load_config(sb.kubeconfig)
-    async with Client(config) as client, requester(via, config) as req, trio.open_nursery() as nursery:
+    async with (
+        Client(config) as client,
+        requester(via, config) as req,
+        trio.open_nursery() as nursery,
+    ):
         for ns in ("quiet", "busy"):
             await client.create("/api/v1/namespaces", {"metadata": {"name": ns}})
         await client.create(cms("quiet"), configmap("only"))
@@ -172,15 +203,26 @@ class GatedRequester:
         self.gate = trio.Event()
 
     async def request(
-        self, method: str, path: str, *, params: Mapping[str, str] | None = None, body: bytes | None = None,
-        content_type: str | None = None, headers: Mapping[str, str] | None = None,
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: bytes | None = None,
+        content_type: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Response:
-        return await self.inner.request(method, path, params=params, body=body, content_type=content_type,
-                                        headers=headers)
+        return await self.inner.request(
+            method, path, params=params, body=body, content_type=content_type, headers=headers
+        )
 
     @asynccontextmanager
     async def stream(
-        self, method: str, path: str, *, params: Mapping[str, str] | None = None,
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> AsyncIterator[StreamResponse]:
         self.watches += 1
@@ -191,10 +233,16 @@ class GatedRequester:
             yield response
 
 
-async def test_gone_relists_and_synthesizes_deletions(via: str, start_sandbox: StartSandbox) -> None:
+async def test_gone_relists_and_synthesizes_deletions(
+    via: str, start_sandbox: StartSandbox
+) -> None:
     sb = await start_sandbox(watch_history=5, bookmark_before_timeout=0.0)
     config = load_config(sb.kubeconfig)
-    async with Client(config) as client, requester(via, config) as req, trio.open_nursery() as nursery:
+    async with (
+        Client(config) as client,
+        requester(via, config) as req,
+        trio.open_nursery() as nursery,
+    ):
         for ns in ("held", "noise"):
             await client.create("/api/v1/namespaces", {"metadata": {"name": ns}})
         for name in ("keep", "doomed", "changed"):
@@ -245,12 +293,20 @@ async def test_two_megabyte_objects(via: str, config: ClusterConfig) -> None:
     # apiserver caps ConfigMaps at 1 MiB, not custom resources.
     path = resource_path("mock.zhizuqiu.cn", "v1alpha1", "nodes", namespace="big")
     big = "x" * (2 * 1024 * 1024)
-    async with Client(config) as client, requester(via, config) as req, trio.open_nursery() as nursery:
+    async with (
+        Client(config) as client,
+        requester(via, config) as req,
+        trio.open_nursery() as nursery,
+    ):
         for crd in crd_manifests():
             await client.create("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
         await client.create("/api/v1/namespaces", {"metadata": {"name": "big"}})
-        node = {"apiVersion": "mock.zhizuqiu.cn/v1alpha1", "kind": "Node", "metadata": {"name": "n1"},
-                "spec": {"resources": {"blob": big}}}
+        node = {
+            "apiVersion": "mock.zhizuqiu.cn/v1alpha1",
+            "kind": "Node",
+            "metadata": {"name": "n1"},
+            "spec": {"resources": {"blob": big}},
+        }
         await client.create(path, node)
         reflector = Reflector(req, path, NodeCRView)
         send, events = trio.open_memory_channel[WatchEvent[NodeCRView]](10)
@@ -258,8 +314,11 @@ async def test_two_megabyte_objects(via: str, config: ClusterConfig) -> None:
         with trio.fail_after(5):
             listed = await events.receive()
             assert (listed.type, listed.obj.spec["resources"]["blob"] == big) == ("ADDED", True)
-            await client.patch(f"{path}/n1", {"spec": {"resources": {"blob": big.replace("x", "y")}}},
-                               patch_type="merge")
+            await client.patch(
+                f"{path}/n1",
+                {"spec": {"resources": {"blob": big.replace("x", "y")}}},
+                patch_type="merge",
+            )
             changed = await events.receive()
         assert changed.type == "MODIFIED"
         assert changed.obj.spec["resources"]["blob"] == "y" * len(big)

@@ -30,13 +30,22 @@ def lease_path(name: str | None = None) -> str:
 
 
 def lease(name: str, holder: str = "nobody") -> dict[str, Any]:
-    return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": name},
-            "spec": {"holderIdentity": holder, "leaseDurationSeconds": 40}}
+    return {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": name},
+        "spec": {"holderIdentity": holder, "leaseDurationSeconds": 40},
+    }
 
 
 def holder_patch(name: str, holder: str, outcomes: Counter[str]) -> Write:
-    return Write("PATCH", lease_path(name), msgspec.json.encode({"spec": {"holderIdentity": holder}}), MERGE,
-                 on_result=lambda result: outcomes.update([result.outcome]))
+    return Write(
+        "PATCH",
+        lease_path(name),
+        msgspec.json.encode({"spec": {"holderIdentity": holder}}),
+        MERGE,
+        on_result=lambda result: outcomes.update([result.outcome]),
+    )
 
 
 async def holders(client: Client) -> dict[str, str]:
@@ -46,7 +55,11 @@ async def holders(client: Client) -> dict[str, str]:
 
 async def test_coalesced_merge_patches_all_land_newest(config: ClusterConfig) -> None:
     names = [f"node-{i:02}" for i in range(20)]
-    async with Client(config) as client, HotTransport(config) as hot, trio.open_nursery() as nursery:
+    async with (
+        Client(config) as client,
+        HotTransport(config) as hot,
+        trio.open_nursery() as nursery,
+    ):
         await client.create("/api/v1/namespaces", {"metadata": {"name": NS}})
         for name in names:
             await client.create(lease_path(), lease(name))
@@ -87,16 +100,24 @@ async def test_coalesced_merge_patches_all_land_newest(config: ClusterConfig) ->
         result = await queue.write("node-00", holder_patch("node-00", "r2-9", outcomes))
         assert result.outcome == "noop"
         # A real renewal repeats itself on purpose: force sends it anyway.
-        forced = Write("PATCH", lease_path("node-00"), b'{"spec":{"holderIdentity":"r2-9"}}', MERGE, force=True)
+        forced = Write(
+            "PATCH", lease_path("node-00"), b'{"spec":{"holderIdentity":"r2-9"}}', MERGE, force=True
+        )
         assert (await queue.write("node-00", forced)).outcome == "sent"
         nursery.cancel_scope.cancel()
 
 
 async def test_conflict_rereads_and_missing_object_drops(config: ClusterConfig) -> None:
-    async with Client(config) as client, HotTransport(config) as hot, trio.open_nursery() as nursery:
+    async with (
+        Client(config) as client,
+        HotTransport(config) as hot,
+        trio.open_nursery() as nursery,
+    ):
         await client.create("/api/v1/namespaces", {"metadata": {"name": NS}})
         stale = await client.create(lease_path(), lease("held", "first"))
-        await client.patch(lease_path("held"), {"spec": {"leaseDurationSeconds": 15}}, patch_type="merge")
+        await client.patch(
+            lease_path("held"), {"spec": {"leaseDurationSeconds": 15}}, patch_type="merge"
+        )
         queue = WriteQueue(hot, WriteQueueSettings(workers=2))
         await nursery.start(queue.run)
         conflicts: list[Conflict] = []
@@ -122,7 +143,9 @@ async def test_conflict_rereads_and_missing_object_drops(config: ClusterConfig) 
 
         # Without on_conflict a 409 ends the write as "conflict".
         with trio.fail_after(5):
-            given_up = await queue.write("held", Write("PUT", lease_path("held"), msgspec.json.encode(stale), JSON))
+            given_up = await queue.write(
+                "held", Write("PUT", lease_path("held"), msgspec.json.encode(stale), JSON)
+            )
         assert given_up.outcome == "conflict" and isinstance(given_up.error, Conflict)
 
         # A write for an object that does not exist is dropped, not retried.
@@ -132,5 +155,7 @@ async def test_conflict_rereads_and_missing_object_drops(config: ClusterConfig) 
         assert dropped.outcome == "gone" and dropped.attempts == 1
         assert dropped.error is not None and getattr(dropped.error, "status", None) == 404
         stats = queue.statistics()
-        assert stats.gone_dropped == 1 and stats.retried == 1 and stats.failed == 1 and stats.sent == 1
+        assert (
+            stats.gone_dropped == 1 and stats.retried == 1 and stats.failed == 1 and stats.sent == 1
+        )
         nursery.cancel_scope.cancel()

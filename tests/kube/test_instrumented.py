@@ -198,7 +198,9 @@ async def test_cancelled_request_records_nothing(autojump_clock: trio.abc.Clock)
 
 
 def _pod(name: str, rv: str) -> dict[str, object]:
-    return {"metadata": {"name": name, "namespace": "ns", "uid": f"u-{name}", "resourceVersion": rv}}
+    return {
+        "metadata": {"name": name, "namespace": "ns", "uid": f"u-{name}", "resourceVersion": rv}
+    }
 
 
 async def test_watch_ends_as_a_reflector_lives_them(autojump_clock: trio.abc.Clock) -> None:
@@ -278,7 +280,9 @@ async def test_fleet_metrics_record_requests_and_watch_restarts(
     async with api.stream("GET", "/api/v1/pods", params=WATCH) as response:
         assert response.status == 410
     text = metrics.scrape().decode()
-    assert 'kubemock_fleet_requests_total{code="200",resource="pods/status",verb="PATCH"} 3.0' in text
+    assert (
+        'kubemock_fleet_requests_total{code="200",resource="pods/status",verb="PATCH"} 3.0' in text
+    )
     assert 'kubemock_fleet_requests_total{code="410",resource="pods",verb="WATCH"} 1.0' in text
     assert (
         'kubemock_fleet_request_duration_seconds_bucket{le="0.0025",resource="pods/status",'

@@ -531,7 +531,9 @@ async def test_stream_error_answer_is_readable(serve: ServeFn) -> None:
 
 def puts(n: int) -> list[BatchRequest]:
     return [
-        BatchRequest("PUT", f"/lease/{i}", {"fieldManager": "f"}, b'{"i":%d}' % i, "application/json")
+        BatchRequest(
+            "PUT", f"/lease/{i}", {"fieldManager": "f"}, b'{"i":%d}' % i, "application/json"
+        )
         for i in range(n)
     ]
 

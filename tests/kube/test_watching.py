@@ -618,9 +618,7 @@ async def test_a_list_is_handed_over_page_by_page_without_keeping_objects(
         return lister(request)
 
     api = FakeApiserver(handler, [STREAM_HANGS])
-    reflector = Reflector(
-        api, PATH, Pod, settings=settings(page_size=2), keep_objects=keep_objects
-    )
+    reflector = Reflector(api, PATH, Pod, settings=settings(page_size=2), keep_objects=keep_objects)
     send, receive = trio.open_memory_channel[WatchEvent[Pod]](10)
     async with trio.open_nursery() as nursery:
         await nursery.start(reflector.run, send)

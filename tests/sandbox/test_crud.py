@@ -32,10 +32,14 @@ async def test_create_get_update_conflict(sandbox: RunningSandbox) -> None:
         assert dup.status_code == 409
         assert dup.json()["message"] == 'pods "p1" already exists'
 
-        updated = dict(created, metadata=dict(created["metadata"], labels={"app": "demo", "x": "1"}))
+        updated = dict(
+            created, metadata=dict(created["metadata"], labels={"app": "demo", "x": "1"})
+        )
         r = await c.put("/api/v1/namespaces/crud/pods/p1", json=updated)
         assert r.status_code == 200
-        assert int(r.json()["metadata"]["resourceVersion"]) > int(created["metadata"]["resourceVersion"])
+        assert int(r.json()["metadata"]["resourceVersion"]) > int(
+            created["metadata"]["resourceVersion"]
+        )
         r = await c.put("/api/v1/namespaces/crud/pods/p1", json=updated)  # stale resourceVersion
         assert r.status_code == 409
         assert r.json()["message"] == (
@@ -63,12 +67,18 @@ async def test_generate_name_and_errors_store_nothing(sandbox: RunningSandbox) -
         assert r.status_code == 422
         fields = [cause["field"] for cause in r.json()["details"]["causes"]]
         assert fields == ["spec.containers[0].name", "spec.containers[0].image"]
-        r = await c.post("/api/v1/namespaces/errs/pods", content=b'{"apiVersion":"v1","kind":"Pod"',
-                         headers={"content-type": "application/json"})
+        r = await c.post(
+            "/api/v1/namespaces/errs/pods",
+            content=b'{"apiVersion":"v1","kind":"Pod"',
+            headers={"content-type": "application/json"},
+        )
         assert r.status_code == 400
         r = await c.post("/api/v1/namespaces/no-such-ns/pods", json=pod("x"))
         assert r.status_code == 404
-        names = [p["metadata"]["name"] for p in (await c.get("/api/v1/namespaces/errs/pods")).json()["items"]]
+        names = [
+            p["metadata"]["name"]
+            for p in (await c.get("/api/v1/namespaces/errs/pods")).json()["items"]
+        ]
         assert len(names) == 1 and names[0].startswith("gen-")
 
 
@@ -77,31 +87,51 @@ async def test_patch_types_and_status_subresource(sandbox: RunningSandbox) -> No
         await make_namespace(c, "patch")
         url = "/api/v1/namespaces/patch/pods/p"
         await c.post("/api/v1/namespaces/patch/pods", json=pod("p", labels={"a": "1"}))
-        r = await c.patch(url, content=b'{"metadata":{"labels":{"a":null,"m":"1"}}}',
-                          headers={"content-type": "application/merge-patch+json"})
+        r = await c.patch(
+            url,
+            content=b'{"metadata":{"labels":{"a":null,"m":"1"}}}',
+            headers={"content-type": "application/merge-patch+json"},
+        )
         assert r.json()["metadata"]["labels"] == {"m": "1"}
-        r = await c.patch(url, content=b'[{"op":"add","path":"/metadata/labels/j","value":"2"}]',
-                          headers={"content-type": "application/json-patch+json"})
+        r = await c.patch(
+            url,
+            content=b'[{"op":"add","path":"/metadata/labels/j","value":"2"}]',
+            headers={"content-type": "application/json-patch+json"},
+        )
         assert r.json()["metadata"]["labels"] == {"m": "1", "j": "2"}
-        r = await c.patch(url, content=b'[{"op":"test","path":"/metadata/labels/j","value":"9"}]',
-                          headers={"content-type": "application/json-patch+json"})
+        r = await c.patch(
+            url,
+            content=b'[{"op":"test","path":"/metadata/labels/j","value":"9"}]',
+            headers={"content-type": "application/json-patch+json"},
+        )
         assert r.status_code == 422
-        r = await c.patch(url, content=b'{"spec":{"containers":[{"name":"c","image":"busybox:1.37"}]}}',
-                          headers={"content-type": "application/strategic-merge-patch+json"})
+        r = await c.patch(
+            url,
+            content=b'{"spec":{"containers":[{"name":"c","image":"busybox:1.37"}]}}',
+            headers={"content-type": "application/strategic-merge-patch+json"},
+        )
         assert r.json()["spec"]["containers"][0]["image"] == "busybox:1.37"
         r = await c.patch(url, content=b"{}", headers={"content-type": "application/json"})
         assert r.status_code == 415
         # the main resource ignores status; /status ignores spec
-        r = await c.patch(url, content=b'{"status":{"phase":"Running"}}',
-                          headers={"content-type": "application/merge-patch+json"})
+        r = await c.patch(
+            url,
+            content=b'{"status":{"phase":"Running"}}',
+            headers={"content-type": "application/merge-patch+json"},
+        )
         assert r.json()["status"]["phase"] == "Pending"
-        r = await c.patch(url + "/status",
-                          content=b'{"status":{"phase":"Running"},"spec":{"activeDeadlineSeconds":5}}',
-                          headers={"content-type": "application/merge-patch+json"})
+        r = await c.patch(
+            url + "/status",
+            content=b'{"status":{"phase":"Running"},"spec":{"activeDeadlineSeconds":5}}',
+            headers={"content-type": "application/merge-patch+json"},
+        )
         assert r.json()["status"]["phase"] == "Running"
         assert "activeDeadlineSeconds" not in r.json()["spec"]
-        r = await c.patch(url, content=b'{"spec":{"nodeName":"n1"}}',
-                          headers={"content-type": "application/strategic-merge-patch+json"})
+        r = await c.patch(
+            url,
+            content=b'{"spec":{"nodeName":"n1"}}',
+            headers={"content-type": "application/strategic-merge-patch+json"},
+        )
         assert r.status_code == 422
         assert r.json()["details"]["causes"][0]["field"] == "spec"
 
@@ -119,7 +149,9 @@ async def test_graceful_deletion_and_finalizers(sandbox: RunningSandbox) -> None
         uid = meta["uid"]
         r = await c.request("DELETE", f"{base}/bound", json={"preconditions": {"uid": "wrong"}})
         assert r.status_code == 409
-        r = await c.request("DELETE", f"{base}/bound?gracePeriodSeconds=0", json={"preconditions": {"uid": uid}})
+        r = await c.request(
+            "DELETE", f"{base}/bound?gracePeriodSeconds=0", json={"preconditions": {"uid": uid}}
+        )
         assert r.status_code == 200
         assert (await c.get(f"{base}/bound")).status_code == 404
 
@@ -131,8 +163,11 @@ async def test_graceful_deletion_and_finalizers(sandbox: RunningSandbox) -> None
         r = await c.delete(f"{base}/fin?gracePeriodSeconds=0")
         assert r.json()["metadata"]["deletionTimestamp"]
         assert (await c.get(f"{base}/fin")).status_code == 200
-        r = await c.patch(f"{base}/fin", content=b'{"metadata":{"finalizers":null}}',
-                          headers={"content-type": "application/merge-patch+json"})
+        r = await c.patch(
+            f"{base}/fin",
+            content=b'{"metadata":{"finalizers":null}}',
+            headers={"content-type": "application/merge-patch+json"},
+        )
         assert r.status_code == 200
         assert (await c.get(f"{base}/fin")).status_code == 404
 
@@ -144,11 +179,16 @@ async def test_graceful_deletion_and_finalizers(sandbox: RunningSandbox) -> None
 async def test_owner_references_are_garbage_collected(sandbox: RunningSandbox) -> None:
     async with client(sandbox) as c:
         await make_namespace(c, "gc")
-        cm = (await c.post("/api/v1/namespaces/gc/configmaps",
-                           json={"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "owner"}})).json()
+        cm = (
+            await c.post(
+                "/api/v1/namespaces/gc/configmaps",
+                json={"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "owner"}},
+            )
+        ).json()
         child = pod("child")
-        child["metadata"]["ownerReferences"] = [{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner",
-                                                 "uid": cm["metadata"]["uid"]}]
+        child["metadata"]["ownerReferences"] = [
+            {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": cm["metadata"]["uid"]}
+        ]
         await c.post("/api/v1/namespaces/gc/pods", json=child)
         await c.delete("/api/v1/namespaces/gc/configmaps/owner")
         assert (await c.get("/api/v1/namespaces/gc/pods/child")).status_code == 404

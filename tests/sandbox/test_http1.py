@@ -21,7 +21,8 @@ from fleet.sandbox import RunningSandbox, SandboxSettings, serve_sandbox
 @pytest.fixture
 async def plain(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[RunningSandbox]:
     running: RunningSandbox = await nursery.start(
-        serve_sandbox, SandboxSettings(port=0, tls=False, kubeconfig_out=tmp_path / "kc"))
+        serve_sandbox, SandboxSettings(port=0, tls=False, kubeconfig_out=tmp_path / "kc")
+    )
     yield running
 
 
@@ -49,8 +50,12 @@ async def test_h2c_prior_knowledge_goes_to_hypercorn(plain: RunningSandbox) -> N
 
 
 async def test_upgrade_h2c_goes_to_hypercorn(plain: RunningSandbox) -> None:
-    out = await _raw(plain.url, b"GET /version HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n"
-                                b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n", until=b"\r\n\r\n")
+    out = await _raw(
+        plain.url,
+        b"GET /version HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+        b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+        until=b"\r\n\r\n",
+    )
     assert out.startswith(b"HTTP/1.1 101 ")
 
 
@@ -65,20 +70,29 @@ async def test_http1_keep_alive_head_chunked_and_expect(plain: RunningSandbox) -
             yield b'{"apiVersion":"v1","kind":"ConfigMap",'
             yield b'"metadata":{"name":"chunked"}}'
 
-        r = await c.post("/api/v1/namespaces/default/configmaps", content=body(),
-                         headers={"content-type": "application/json"})
+        r = await c.post(
+            "/api/v1/namespaces/default/configmaps",
+            content=body(),
+            headers={"content-type": "application/json"},
+        )
         assert r.status_code == 201 and r.json()["metadata"]["name"] == "chunked"
     cm = b'{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"expect"}}'
-    out = await _raw(plain.url, b"POST /api/v1/namespaces/default/configmaps HTTP/1.1\r\nHost: x\r\n"
-                                b"Content-Type: application/json\r\nExpect: 100-continue\r\nConnection: close\r\n"
-                                b"Content-Length: %d\r\n\r\n" % len(cm) + cm)
+    out = await _raw(
+        plain.url,
+        b"POST /api/v1/namespaces/default/configmaps HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: application/json\r\nExpect: 100-continue\r\nConnection: close\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(cm) + cm,
+    )
     assert out.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\n")
     assert b"connection: close\r\n" in out
 
 
 async def test_two_requests_in_one_write_and_a_bad_one(plain: RunningSandbox) -> None:
-    out = await _raw(plain.url, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /livez HTTP/1.1\r\nHost: x\r\n"
-                                b"Connection: close\r\n\r\n")
+    out = await _raw(
+        plain.url,
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /livez HTTP/1.1\r\nHost: x\r\n"
+        b"Connection: close\r\n\r\n",
+    )
     assert out.count(b"HTTP/1.1 200 OK\r\n") == 2
     out = await _raw(plain.url, b"NOT A REQUEST\r\n\r\n")
     assert out.startswith(b"HTTP/1.1 400 ")

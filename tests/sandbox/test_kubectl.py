@@ -72,16 +72,31 @@ Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 
 
 @pytest.fixture
-def kubectl(shared_sandbox: RunningSandbox, tmp_path: Path, request: pytest.FixtureRequest) -> Kubectl:
+def kubectl(
+    shared_sandbox: RunningSandbox, tmp_path: Path, request: pytest.FixtureRequest
+) -> Kubectl:
     namespace = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")
     if len(namespace) > 50:  # keep it a DNS label and unique across parametrized ids
         digest = hashlib.sha1(namespace.encode()).hexdigest()[:8]
         namespace = f"{namespace[:41].strip('-')}-{digest}"
 
-    def run(*args: str, binary: str = KUBECTL, stdin: str | None = None, check: bool = True,
-            timeout: float = 20) -> subprocess.CompletedProcess[str]:
-        cmd = [binary, "--kubeconfig", str(shared_sandbox.kubeconfig), "--cache-dir", str(tmp_path / "cache"),
-               "-n", namespace, *args]
+    def run(
+        *args: str,
+        binary: str = KUBECTL,
+        stdin: str | None = None,
+        check: bool = True,
+        timeout: float = 20,
+    ) -> subprocess.CompletedProcess[str]:
+        cmd = [
+            binary,
+            "--kubeconfig",
+            str(shared_sandbox.kubeconfig),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "-n",
+            namespace,
+            *args,
+        ]
         proc = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=timeout)
         if check:
             assert proc.returncode == 0, f"{cmd}: {proc.stderr}"
@@ -102,14 +117,42 @@ def test_apply_get_patch_delete_pod(kubectl: Kubectl, binary: str) -> None:
     assert got["metadata"]["labels"] == {"app": "x", "v": "2"}
     assert "kind: Pod" in kubectl("get", "pod", "x", "-o", "yaml", binary=binary).stdout
     wide = kubectl("get", "pods", "-o", "wide", binary=binary).stdout
-    assert wide.split("\n")[0].split() == ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE",
-                                           "NOMINATED", "NODE", "READINESS", "GATES"]
+    assert wide.split("\n")[0].split() == [
+        "NAME",
+        "READY",
+        "STATUS",
+        "RESTARTS",
+        "AGE",
+        "IP",
+        "NODE",
+        "NOMINATED",
+        "NODE",
+        "READINESS",
+        "GATES",
+    ]
     assert "Pending" in wide
-    kubectl("patch", "pod", "x", "--type=merge", "-p", '{"metadata":{"labels":{"m":"1"}}}', binary=binary)
-    kubectl("patch", "pod", "x", "--type=json", "-p", '[{"op":"add","path":"/metadata/labels/j","value":"1"}]',
-            binary=binary)
+    kubectl(
+        "patch",
+        "pod",
+        "x",
+        "--type=merge",
+        "-p",
+        '{"metadata":{"labels":{"m":"1"}}}',
+        binary=binary,
+    )
+    kubectl(
+        "patch",
+        "pod",
+        "x",
+        "--type=json",
+        "-p",
+        '[{"op":"add","path":"/metadata/labels/j","value":"1"}]',
+        binary=binary,
+    )
     kubectl("patch", "pod", "x", "-p", '{"metadata":{"labels":{"s":"1"}}}', binary=binary)
-    labels = json.loads(kubectl("get", "pod", "x", "-o", "json", binary=binary).stdout)["metadata"]["labels"]
+    labels = json.loads(kubectl("get", "pod", "x", "-o", "json", binary=binary).stdout)["metadata"][
+        "labels"
+    ]
     assert {"m", "j", "s"} <= labels.keys()
     assert 'pod "x" deleted' in kubectl("delete", "pod", "x", binary=binary).stdout
     assert kubectl("get", "pod", "x", check=False, binary=binary).returncode == 1
@@ -123,13 +166,35 @@ def test_wait_watch_scale(kubectl: Kubectl, shared_sandbox: RunningSandbox) -> N
     kubectl("apply", "-f", "-", stdin=POD)
     timed_out = kubectl("wait", "--for=condition=Ready", "pod/x", "--timeout=1s", check=False)
     assert timed_out.returncode == 1 and "timed out" in timed_out.stderr
-    kubectl("patch", "pod", "x", "--subresource=status", "--type=merge",
-            "-p", '{"status":{"conditions":[{"type":"Ready","status":"True"}]}}')
-    assert "condition met" in kubectl("wait", "--for=condition=Ready", "pod/x", "--timeout=5s").stdout
+    kubectl(
+        "patch",
+        "pod",
+        "x",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        '{"status":{"conditions":[{"type":"Ready","status":"True"}]}}',
+    )
+    assert (
+        "condition met" in kubectl("wait", "--for=condition=Ready", "pod/x", "--timeout=5s").stdout
+    )
     watcher = subprocess.Popen(
-        [KUBECTL, "--kubeconfig", str(shared_sandbox.kubeconfig), "-n", "test-wait-watch-scale",
-         "get", "pods", "--watch", "--output-watch-events", "--request-timeout=3s"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            KUBECTL,
+            "--kubeconfig",
+            str(shared_sandbox.kubeconfig),
+            "-n",
+            "test-wait-watch-scale",
+            "get",
+            "pods",
+            "--watch",
+            "--output-watch-events",
+            "--request-timeout=3s",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(1)
     kubectl("label", "pod", "x", "seen=yes")
     out, _err = watcher.communicate(timeout=10)
@@ -140,14 +205,24 @@ def test_wait_watch_scale(kubectl: Kubectl, shared_sandbox: RunningSandbox) -> N
 def test_crd_then_custom_resource(kubectl: Kubectl) -> None:
     kubectl("apply", "-f", "-", stdin=CRD)
     kubectl("wait", "--for=condition=Established", "crd/widgets.example.com", "--timeout=5s")
-    strict = kubectl("apply", "-f", "-", stdin=WIDGET, check=False)  # kubectl asks fieldValidation=Strict
-    assert strict.returncode == 1 and 'strict decoding error: unknown field "spec.unknown"' in strict.stderr
-    assert "widget.example.com/w1 created" in kubectl("apply", "--validate=false", "-f", "-", stdin=WIDGET).stdout
+    strict = kubectl(
+        "apply", "-f", "-", stdin=WIDGET, check=False
+    )  # kubectl asks fieldValidation=Strict
+    assert (
+        strict.returncode == 1
+        and 'strict decoding error: unknown field "spec.unknown"' in strict.stderr
+    )
+    assert (
+        "widget.example.com/w1 created"
+        in kubectl("apply", "--validate=false", "-f", "-", stdin=WIDGET).stdout
+    )
     table = kubectl("get", "wd").stdout.split("\n")
     assert table[0].split() == ["NAME", "SIZE"] and table[1].split() == ["w1", "3"]
     got = json.loads(kubectl("get", "widget", "w1", "-o", "json").stdout)
     assert got["spec"] == {"size": 3}  # unknown field pruned
-    bad = kubectl("patch", "widget", "w1", "--type=merge", "-p", '{"spec":{"size":"big"}}', check=False)
+    bad = kubectl(
+        "patch", "widget", "w1", "--type=merge", "-p", '{"spec":{"size":"big"}}', check=False
+    )
     assert bad.returncode == 1 and "spec.size" in bad.stderr
     assert "api-resources" not in kubectl("api-resources", "--api-group=example.com").stderr
     assert "widgets" in kubectl("api-resources", "--api-group=example.com").stdout
@@ -163,8 +238,13 @@ def test_server_side_apply_of_the_readme_deployment(kubectl: Kubectl, binary: st
     scaled = example.replace("replicas: 20", "replicas: 7")
     assert scaled != example
     kubectl("apply", "--server-side", "-f", "-", stdin=scaled, binary=binary)
-    got = json.loads(kubectl("get", "deploy", "kube-mock-example", "-o", "json", binary=binary).stdout)
+    got = json.loads(
+        kubectl("get", "deploy", "kube-mock-example", "-o", "json", binary=binary).stdout
+    )
     assert got["spec"]["replicas"] == 7
     template = got["spec"]["template"]
     assert template["metadata"]["annotations"] == {"zhizuqiu.github.com/delayRunning": "10s"}
-    assert template["spec"]["containers"][0]["resources"]["limits"] == {"cpu": "100m", "memory": "20Mi"}
+    assert template["spec"]["containers"][0]["resources"]["limits"] == {
+        "cpu": "100m",
+        "memory": "20Mi",
+    }

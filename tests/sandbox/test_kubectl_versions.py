@@ -15,18 +15,29 @@ import pytest
 from fleet.sandbox import RunningSandbox
 
 VERSIONS = ["1.27", "1.28", "1.29", "1.30", "1.31", "1.32", "1.33"]
-BINARIES = {v: f"/usr/lib/google-cloud-sdk/bin/kubectl.{v}" for v in VERSIONS} | {"default": "/usr/bin/kubectl"}
+BINARIES = {v: f"/usr/lib/google-cloud-sdk/bin/kubectl.{v}" for v in VERSIONS} | {
+    "default": "/usr/bin/kubectl"
+}
 
 
 @pytest.mark.kubectl
 @pytest.mark.parametrize("version", list(BINARIES))
-def test_generators_across_versions(shared_sandbox: RunningSandbox, tmp_path: Path, version: str) -> None:
+def test_generators_across_versions(
+    shared_sandbox: RunningSandbox, tmp_path: Path, version: str
+) -> None:
     binary = BINARIES[version]
     assert Path(binary).exists(), f"{binary} is not installed"
     ns = "versions-" + version.replace(".", "-")
 
     def run(*args: str) -> str:
-        cmd = [binary, "--kubeconfig", str(shared_sandbox.kubeconfig), "--cache-dir", str(tmp_path), *args]
+        cmd = [
+            binary,
+            "--kubeconfig",
+            str(shared_sandbox.kubeconfig),
+            "--cache-dir",
+            str(tmp_path),
+            *args,
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
         assert proc.returncode == 0, f"{cmd}: {proc.stderr}"
         return proc.stdout

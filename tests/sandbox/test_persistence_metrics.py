@@ -11,13 +11,21 @@ from tests.sandbox._http import client
 
 
 async def test_state_survives_a_clean_restart(tmp_path: Path) -> None:
-    settings = SandboxSettings(kubeconfig_out=tmp_path / "kc", data_file=tmp_path / "data.json", tls=False)
+    settings = SandboxSettings(
+        kubeconfig_out=tmp_path / "kc", data_file=tmp_path / "data.json", tls=False
+    )
     async with trio.open_nursery() as nursery:
         sb: RunningSandbox = await nursery.start(serve_sandbox, settings)
         async with client(sb) as c:
-            r = await c.post("/api/v1/namespaces/default/configmaps",
-                             json={"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "keep"},
-                                   "data": {"a": "b"}})
+            r = await c.post(
+                "/api/v1/namespaces/default/configmaps",
+                json={
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {"name": "keep"},
+                    "data": {"a": "b"},
+                },
+            )
             rv = int(r.json()["metadata"]["resourceVersion"])
         nursery.cancel_scope.cancel()
     async with trio.open_nursery() as nursery:
@@ -25,8 +33,10 @@ async def test_state_survives_a_clean_restart(tmp_path: Path) -> None:
         async with client(sb) as c:
             r = await c.get("/api/v1/namespaces/default/configmaps/keep")
             assert r.json()["data"] == {"a": "b"}
-            r = await c.post("/api/v1/namespaces/default/configmaps",
-                             json={"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "next"}})
+            r = await c.post(
+                "/api/v1/namespaces/default/configmaps",
+                json={"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "next"}},
+            )
             assert int(r.json()["metadata"]["resourceVersion"]) > rv
         nursery.cancel_scope.cancel()
 
@@ -35,17 +45,26 @@ async def test_metrics_discovery_openapi(sandbox: RunningSandbox) -> None:
     async with client(sandbox) as c:
         await c.get("/api/v1/namespaces/default/pods")
         text = (await c.get("/metrics")).text
-        assert 'apiserver_request_total{code="200",component="apiserver",dry_run="",group="",resource="pods",' \
-               'scope="namespace",subresource="",verb="LIST",version="v1"}' in text
+        assert (
+            'apiserver_request_total{code="200",component="apiserver",dry_run="",group="",resource="pods",'
+            'scope="namespace",subresource="",verb="LIST",version="v1"}' in text
+        )
         assert "apiserver_request_duration_seconds_bucket" in text
         assert 'apiserver_storage_objects{resource="namespaces"} 4.0' in text
         resources = {r["name"]: r for r in (await c.get("/api/v1")).json()["resources"]}
         assert resources["pods"]["shortNames"] == ["po"] and "pods/status" in resources
         groups = [g["name"] for g in (await c.get("/apis")).json()["groups"]]
-        assert {"apps", "coordination.k8s.io", "apiextensions.k8s.io", "events.k8s.io"} <= set(groups)
-        only_aggregated = {"accept": "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"}
+        assert {"apps", "coordination.k8s.io", "apiextensions.k8s.io", "events.k8s.io"} <= set(
+            groups
+        )
+        only_aggregated = {
+            "accept": "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+        }
         assert (await c.get("/apis", headers=only_aggregated)).status_code == 406
-        v2 = await c.get("/openapi/v2", headers={"accept": "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"})
+        v2 = await c.get(
+            "/openapi/v2",
+            headers={"accept": "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"},
+        )
         assert v2.status_code == 200 and v2.content == b""
         again = await c.get("/openapi/v2", headers={"if-none-match": v2.headers["etag"]})
         assert again.status_code == 304

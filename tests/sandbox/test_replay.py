@@ -28,8 +28,16 @@ async def test_replay_agreement_does_not_regress(sandbox: RunningSandbox, tmp_pa
     assert TOOL.is_file(), f"{TOOL} is missing: the replay needs shared/ beside the repository"
     # --poll-timeout: the GETs the recorder polled wait for kube-controller-manager work that the
     # sandbox does not do (docs/sandbox.md); waiting the default 30 s for each changes nothing.
-    cmd = [sys.executable, str(TOOL), "--kubeconfig", str(sandbox.kubeconfig), "--poll-timeout", "3",
-           "--json", str(tmp_path / "replay.json")]
+    cmd = [
+        sys.executable,
+        str(TOOL),
+        "--kubeconfig",
+        str(sandbox.kubeconfig),
+        "--poll-timeout",
+        "3",
+        "--json",
+        str(tmp_path / "replay.json"),
+    ]
     with trio.fail_after(400):
         proc = await trio.run_process(cmd, capture_stdout=True, capture_stderr=True, check=False)
     out = proc.stdout.decode()

@@ -21,7 +21,9 @@ async def test_start_up_is_frozen_once_it_is_over(
     freeze: bool,
 ) -> None:
     calls: list[tuple[str, float]] = []
-    monkeypatch.setattr(gc, "collect", lambda *args: calls.append(("collect", trio.current_time())) or 0)
+    monkeypatch.setattr(
+        gc, "collect", lambda *args: calls.append(("collect", trio.current_time())) or 0
+    )
     monkeypatch.setattr(gc, "freeze", lambda: calls.append(("freeze", trio.current_time())))
     api = MemoryApiserver()
     for i in range(3):
@@ -30,7 +32,11 @@ async def test_start_up_is_frozen_once_it_is_over(
         api.create(PODS, pod(f"p{j}", f"n{j % 3}"))
     # 5 writes a second: the pods' Running PATCHes queue up for ~12 s after registration.
     engine = ShardEngine(
-        settings(qps=5.0, burst=5), "0", control=api, wall=wall, rng=random.Random(7),
+        settings(qps=5.0, burst=5),
+        "0",
+        control=api,
+        wall=wall,
+        rng=random.Random(7),
         freeze_gc=freeze,
     )
     await nursery.start(engine.run)

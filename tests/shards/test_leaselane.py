@@ -34,7 +34,9 @@ class SlowServer:
         self.delay = delay
         self.batches: list[int] = []
 
-    async def request_batch(self, requests: Sequence[BatchRequest]) -> list[Response | TransportError]:
+    async def request_batch(
+        self, requests: Sequence[BatchRequest]
+    ) -> list[Response | TransportError]:
         self.batches.append(len(requests))
         await trio.sleep(self.delay)
         return [Response(200, b"{}") for _ in requests]

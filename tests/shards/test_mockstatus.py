@@ -289,8 +289,8 @@ async def test_invalid_or_deleted_mock_status(
                 "steps": [
                     {"after": "0s", "phase": "Succeeded"},
                     # Long enough that a loaded machine still sees the Pending step: a pod the
-                # shard first sees after it has passed goes straight to Running, correctly.
-                {"after": "2s", "phase": "Running"},
+                    # shard first sees after it has passed goes straight to Running, correctly.
+                    {"after": "2s", "phase": "Running"},
                 ]
             }
         },

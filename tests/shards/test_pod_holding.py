@@ -235,8 +235,10 @@ class SlowNodeLists(MemoryApiserver):
     async def request(self, method: str, path: str, **kwargs: Any) -> Any:
         response = await super().request(method, path, **kwargs)
         params = kwargs.get("params") or {}
-        if method == "GET" and path == "/api/v1/pods" and params.get("fieldSelector") == (
-            "spec.nodeName=n2"
+        if (
+            method == "GET"
+            and path == "/api/v1/pods"
+            and params.get("fieldSelector") == ("spec.nodeName=n2")
         ):
             self.listed.set()
             await trio.sleep(1)
