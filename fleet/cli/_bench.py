@@ -213,10 +213,10 @@ def _sandbox(
         repeats=repeats,
         inflight=levels,
         schemes=schemes or ("http", "https"),  # type: ignore[arg-type]
-        servers=servers or ("lean",),
+        servers=servers or ("lean",),  # type: ignore[arg-type]
         watchers=watchers,
         events=events,
-        rates=rates or (10000, 0),  # type: ignore[arg-type]
+        rates=rates or (10000, 0),
     )
     if output is not None:
         output.mkdir(parents=True, exist_ok=True)
