@@ -34,6 +34,7 @@ from ._node import MockNode as MockNode
 from ._node import MockNodeSpec as MockNodeSpec
 from ._node import MockNodeStatus as MockNodeStatus
 from ._node import NodeConfig as NodeConfig
+from ._quantity import INT64_MAX as INT64_MAX
 from ._quantity import QUANTITY_PATTERN as QUANTITY_PATTERN
 from ._quantity import Quantity as Quantity
 from ._quantity import parse_quantity as parse_quantity
@@ -47,6 +48,7 @@ __all__ = [
     "API_VERSION",
     "GO_DURATION_PATTERN",
     "GROUP",
+    "INT64_MAX",
     "QUANTITY_PATTERN",
     "VERSION",
     "Condition",

@@ -18,7 +18,7 @@ import ipaddress
 import re
 from typing import Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, ValidatorFunctionWrapHandler, field_validator
 from pydantic_core import PydanticCustomError
 
 from ._quantity import Quantity, parse_quantity
@@ -70,6 +70,21 @@ QuantityMap = dict[str, QuantityValue]
 
 def _fail(reason: str) -> PydanticCustomError:
     return PydanticCustomError("invalid", "{reason}", {"reason": reason})
+
+
+def _reportable(value: Quantity, *, milli: bool = False, typed: object = None) -> Quantity:
+    """``value`` if a kubelet could report it: Go's int64 ``Value()`` (``MilliValue()`` for CPU).
+
+    The apiserver stores ``1e400`` as typed, but a real kubelet's capacity is an
+    int64 and every scheduler counts in int64: beyond that a node would report
+    what no control plane can add up (ours once crashed on it).
+    """
+    if not value.fits_int64(milli=milli):
+        limit = "2^63-1 thousandths" if milli else "2^63-1"
+        raise _fail(
+            f'invalid quantity "{value if typed is None else typed}": larger than a kubelet can report (at most {limit})'
+        )
+    return value
 
 
 def _check_extended_resource_name(name: str) -> None:
@@ -191,6 +206,15 @@ class NodeConfig(CRModel):
             raise _fail(f'"{value}" is not a whole, non-negative number of pods')
         return value
 
+    @field_validator("cpu", "memory", "ephemeral_storage", "pods", mode="wrap")
+    @classmethod
+    def _reportable_as_typed(
+        cls, raw: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo
+    ) -> Quantity:
+        # Around the checks above, so that the message can quote the value as typed.
+        value: Quantity = handler(raw)
+        return _reportable(value, milli=info.field_name == "cpu", typed=raw)
+
     @field_validator("extended_resources")
     @classmethod
     def _extended(cls, value: dict[str, Quantity]) -> dict[str, Quantity]:
@@ -200,6 +224,7 @@ class NodeConfig(CRModel):
                 raise _fail(
                     f'{name}: "{amount}" is not a whole, non-negative number (extended resources count devices)'
                 )
+            _reportable(amount)
         return value
 
     @field_validator("allocatable")

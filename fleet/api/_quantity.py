@@ -30,7 +30,7 @@ from typing import Literal
 
 from fleet.errors import InputError
 
-__all__ = ["QUANTITY_PATTERN", "Quantity", "QuantityFormat", "parse_quantity"]
+__all__ = ["INT64_MAX", "QUANTITY_PATTERN", "Quantity", "QuantityFormat", "parse_quantity"]
 
 #: The pattern the apiserver puts on quantity fields of CRDs (apimachinery's
 #: ``Quantity.OpenAPISchemaFormat`` / controller-gen output), verbatim.
@@ -61,7 +61,11 @@ _BINARY_SUFFIXES = {"Ki": 10, "Mi": 20, "Gi": 30, "Ti": 40, "Pi": 50, "Ei": 60}
 _BINARY_BY_EXPONENT = {e: s for s, e in _BINARY_SUFFIXES.items()}
 
 _NANO = Fraction(1, 10**9)
-_MAX_BINARY = Fraction(2**63 - 1)  # apimachinery's maxAllowed for BinarySI
+#: The largest value Go's ``Quantity.Value()`` / ``MilliValue()`` can return: what a
+#: kubelet can report and a scheduler can count. A larger quantity parses (the
+#: apiserver stores ``1e400`` as typed) but no int64 holds it.
+INT64_MAX = 2**63 - 1
+_MAX_BINARY = Fraction(INT64_MAX)  # apimachinery's maxAllowed for BinarySI
 _MAX_EXPONENT = 1000
 _HINT = "want a number with an optional suffix (n u m k M G T P E Ki Mi Gi Ti Pi Ei) or exponent, e.g. 500m, 2, 100Gi, 1e3"
 
@@ -132,12 +136,25 @@ class Quantity:
         return cls(Fraction(milli, 1000), "DecimalSI")
 
     def milli_value(self) -> int:
-        """The value in thousandths, rounded up (Go ``MilliValue``): ``"1.5"`` -> 1500."""
-        return math.ceil(self.value * 1000)
+        """The value in thousandths, rounded up (Go ``MilliValue``): ``"1.5"`` -> 1500.
+
+        Held to the int64 range, as Go's result is; Go wraps a value beyond it
+        (``"1e400"``), this saturates at :data:`INT64_MAX` instead, so no caller's
+        arithmetic meets an unbounded integer.
+        """
+        return _saturate(math.ceil(self.value * 1000))
 
     def int_value(self) -> int:
-        """The value as a whole number, rounded up (Go ``Value``): ``"100m"`` -> 1."""
-        return math.ceil(self.value)
+        """The value as a whole number, rounded up (Go ``Value``): ``"100m"`` -> 1.
+
+        Saturates at the int64 range as :meth:`milli_value` does.
+        """
+        return _saturate(math.ceil(self.value))
+
+    def fits_int64(self, *, milli: bool = False) -> bool:
+        """Whether Go's ``Value()`` (or ``MilliValue()``) holds this quantity exactly."""
+        scaled = self.value * 1000 if milli else self.value
+        return -INT64_MAX - 1 <= math.ceil(scaled) <= INT64_MAX
 
     def is_integer(self) -> bool:
         """Whether the value is a whole number (extended resources must be)."""
@@ -174,6 +191,10 @@ class Quantity:
             mantissa *= 1000
             exponent -= 3
         return f"{mantissa}{_DECIMAL_BY_EXPONENT[exponent]}"
+
+
+def _saturate(value: int) -> int:
+    return max(-INT64_MAX - 1, min(INT64_MAX, value))
 
 
 def parse_quantity(raw: str | int) -> Quantity:

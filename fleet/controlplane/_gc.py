@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import trio
 
+from fleet.controlplane._guard import log_failure
 from fleet.controlplane._informer import Handler, Informer, Informers
 from fleet.controlplane._queue import WorkQueue
 from fleet.controlplane._resources import (
@@ -121,6 +122,8 @@ class GarbageCollector:
         self.queue = WorkQueue("gc", max_keys=s.max_queue, clock=clock)
         self._node_missing: dict[str, float] = {}
         self.deleted = 0
+        self.errors = 0
+        """Failed pod GC rounds survived (work-queue failures: ``queue.statistics()``)."""
 
     # -- the graph, from the watches -----------------------------------------------------------
 
@@ -160,12 +163,18 @@ class GarbageCollector:
         ):
             await self.queue.add(f"ns:{ns.metadata.name}")
 
-    def _lookup(self, uid: str) -> KObject | None:
+    def _lookup(self, uid: str) -> tuple[_Node, KObject] | None:
+        """The graph entry of ``uid`` and its object, taken together.
+
+        Callers keep the entry rather than reading ``_graph`` again after an
+        await: a watch event (a namespace being emptied, say) may remove it
+        meanwhile.
+        """
         node = self._graph.get(uid)
         if node is None:
             return None
         obj = self._informer_of[node.resource].get(node.namespace, node.name)
-        return obj if obj is not None and obj.metadata.uid == uid else None
+        return (node, obj) if obj is not None and obj.metadata.uid == uid else None
 
     # -- processing ------------------------------------------------------------------------------
 
@@ -174,16 +183,17 @@ class GarbageCollector:
         if kind == "ns":
             await self._finish_namespace(ident)
             return
-        obj = self._lookup(ident)
-        if obj is None:
+        found = self._lookup(ident)
+        if found is None:
             return
+        node, obj = found
         meta = obj.metadata
         if meta.deletion_timestamp is not None and FOREGROUND in meta.finalizers:
-            await self._foreground(obj)
+            await self._foreground(node, obj)
         elif meta.deletion_timestamp is not None and ORPHAN in meta.finalizers:
-            await self._orphan(obj)
+            await self._orphan(node, obj)
         if meta.owner_references and meta.deletion_timestamp is None:
-            await self._check_owners(obj)
+            await self._check_owners(node, obj)
 
     async def _owner_exists(self, obj: KObject, ref: OwnerRef) -> bool:
         if ref.uid in self._graph:
@@ -197,7 +207,7 @@ class GarbageCollector:
             return False
         return bool((owner.get("metadata") or {}).get("uid") == ref.uid)
 
-    async def _check_owners(self, obj: KObject) -> None:
+    async def _check_owners(self, node: _Node, obj: KObject) -> None:
         meta = obj.metadata
         present: list[OwnerRef] = []
         for ref in meta.owner_references:
@@ -205,7 +215,6 @@ class GarbageCollector:
                 present.append(ref)
         if len(present) == len(meta.owner_references):
             return
-        node = self._graph[meta.uid]
         path = node.resource.path(meta.namespace or None, meta.name)
         try:
             if not present:
@@ -240,24 +249,23 @@ class GarbageCollector:
             log.info("gc: %s/%s: %s", meta.namespace, meta.name, exc)
             self.queue.add_after(f"uid:{meta.uid}", 5.0)
 
-    def _live_dependents(self, uid: str) -> list[KObject]:
+    def _live_dependents(self, uid: str) -> list[tuple[_Node, KObject]]:
         out = []
         for dep in self._dependents.get(uid, ()):
-            obj = self._lookup(dep)
-            if obj is not None:
-                out.append(obj)
+            found = self._lookup(dep)
+            if found is not None:
+                out.append(found)
         return out
 
-    async def _foreground(self, owner: KObject) -> None:
+    async def _foreground(self, owner_node: _Node, owner: KObject) -> None:
         uid = owner.metadata.uid
         blocking = 0
-        for dep in self._live_dependents(uid):
+        for node, dep in self._live_dependents(uid):
             blocks = any(
                 r.uid == uid and r.block_owner_deletion for r in dep.metadata.owner_references
             )
             blocking += blocks
             if dep.metadata.deletion_timestamp is None:
-                node = self._graph[dep.metadata.uid]
                 try:
                     await self._rest.delete(
                         node.resource.path(dep.metadata.namespace or None, dep.metadata.name),
@@ -271,12 +279,11 @@ class GarbageCollector:
                     log.info("gc: deleting dependent %s: %s", dep.metadata.name, exc)
         if blocking:
             return  # the dependents' DELETED events bring the owner back here
-        await self._drop_finalizer(owner, FOREGROUND)
+        await self._drop_finalizer(owner_node, owner, FOREGROUND)
 
-    async def _orphan(self, owner: KObject) -> None:
+    async def _orphan(self, owner_node: _Node, owner: KObject) -> None:
         uid = owner.metadata.uid
-        for dep in self._live_dependents(uid):
-            node = self._graph[dep.metadata.uid]
+        for node, dep in self._live_dependents(uid):
             refs = [
                 {"apiVersion": r.api_version, "kind": r.kind, "name": r.name, "uid": r.uid,
                  **({"controller": r.controller} if r.controller is not None else {})}
@@ -294,11 +301,10 @@ class GarbageCollector:
                 log.info("gc: orphaning %s: %s", dep.metadata.name, exc)
                 self.queue.add_after(f"uid:{uid}", 1.0)
                 return
-        await self._drop_finalizer(owner, ORPHAN)
+        await self._drop_finalizer(owner_node, owner, ORPHAN)
 
-    async def _drop_finalizer(self, obj: KObject, finalizer: str) -> None:
+    async def _drop_finalizer(self, node: _Node, obj: KObject, finalizer: str) -> None:
         meta = obj.metadata
-        node = self._graph[meta.uid]
         rest = [f for f in meta.finalizers if f != finalizer]
         try:
             await self._rest.merge_patch(
@@ -407,7 +413,11 @@ class GarbageCollector:
 
     async def _pod_gc_loop(self) -> None:
         while True:
-            await self.collect_orphan_pods()
+            try:
+                await self.collect_orphan_pods()
+            except Exception as exc:  # the next round tries again
+                self.errors += 1
+                log_failure("gc", "collecting pods of vanished nodes", exc)
             await trio.sleep(self.settings.pod_gc_period)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

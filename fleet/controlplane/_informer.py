@@ -6,7 +6,9 @@ controllers; so does :class:`Informers` here. Each :class:`Informer` runs a
 and one task that hands every event, in order, to the handlers subscribed
 before it started. Handlers are async so that a full work queue slows the
 watch down instead of losing keys. :attr:`Informer.synced` is set once the
-first list has been handed over (client-go's ``HasSynced``).
+first list has been handed over (client-go's ``HasSynced``). A handler that
+raises on one event is logged and counted (:attr:`Informer.handler_errors`),
+and the next handler and event go on: one object never ends the informer.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Generic, TypeVar
 
 import trio
 
+from fleet.controlplane._guard import log_failure
 from fleet.controlplane._resources import KObject, Resource
 from fleet.kube._seam import Requester
 from fleet.kube._views import View
@@ -49,6 +52,8 @@ class Informer(Generic[T]):
         self._handlers: list[Handler[T]] = []
         self._buffer = buffer
         self.synced = trio.Event()
+        self.handler_errors = 0
+        """Events a handler raised on (each logged, then skipped by that handler)."""
 
     def subscribe(self, handler: Handler[T]) -> None:
         """Add a handler; must happen before :meth:`run`."""
@@ -81,7 +86,13 @@ class Informer(Generic[T]):
                     self.synced.set()
                     continue
                 for handler in self._handlers:
-                    await handler(event)
+                    try:
+                        await handler(event)
+                    except Exception as exc:  # one object's error must not end the watch
+                        self.handler_errors += 1
+                        meta = event.obj.metadata
+                        what = f"{event.type} {meta.namespace + '/' if meta.namespace else ''}{meta.name}"
+                        log_failure(f"informer {self.resource.plural}", what, exc)
 
 
 class Informers:

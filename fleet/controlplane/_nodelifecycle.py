@@ -30,6 +30,7 @@ from typing import Any
 
 import trio
 
+from fleet.controlplane._guard import log_failure
 from fleet.controlplane._informer import Informer, Informers
 from fleet.controlplane._podutil import tolerates
 from fleet.controlplane._resources import LEASES, NODES, PODS, KObject, condition, rfc3339
@@ -110,6 +111,8 @@ class NodeLifecycleController:
         self._on_node_pods: dict[str, set[str]] = defaultdict(set)
         self._evicted: set[str] = set()
         self.evictions = 0
+        self.errors = 0
+        """Failed monitoring rounds survived (each logged; the next round retries)."""
 
     def _note(self, node: str, *, lease: object = None, beat: object = None) -> None:
         old = self._heard.get(node)
@@ -284,5 +287,9 @@ class NodeLifecycleController:
         task_status.started()
         await self._informers.wait_synced(self._nodes, self._leases, self._pods)
         while True:
-            await self.monitor_once()
+            try:
+                await self.monitor_once()
+            except Exception as exc:  # the next round tries again
+                self.errors += 1
+                log_failure("nodelifecycle", "monitoring nodes", exc)
             await trio.sleep(self.settings.monitor_period)

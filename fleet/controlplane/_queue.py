@@ -10,6 +10,11 @@ drains, so a requeue never needs a task of its own.
 Bounded: at most ``max_keys`` distinct keys wait; adding a new key beyond
 that waits for room, passing the pressure back to the informer that feeds
 it. The delayed set holds at most one entry per key.
+
+A key whose processing raises is logged on one line, counted
+(:attr:`WorkQueueStatistics.failures`) and queued again after a per-key
+exponential backoff (``AddRateLimited`` in client-go): one bad object never
+ends the worker, and so never the process (see ``_guard``).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from dataclasses import dataclass
 
 import trio
 
+from fleet.controlplane._guard import RetryBackoff, log_failure
 from fleet.errors import ConfigError
 
 __all__ = ["WorkQueue", "WorkQueueStatistics"]
@@ -36,13 +42,22 @@ class WorkQueueStatistics:
     """Keys with a pending :meth:`WorkQueue.add_after`."""
     added: int
     """Adds of a key that was not already waiting."""
+    failures: int = 0
+    """Times processing a key raised (each one logged and retried with backoff)."""
+    failing: int = 0
+    """Keys whose last processing raised."""
 
 
 class WorkQueue:
     """Deduplicating FIFO of keys with delayed adds."""
 
     def __init__(
-        self, name: str, *, max_keys: int = 100_000, clock: Callable[[], float] = trio.current_time
+        self,
+        name: str,
+        *,
+        max_keys: int = 100_000,
+        clock: Callable[[], float] = trio.current_time,
+        backoff: RetryBackoff | None = None,
     ) -> None:
         if max_keys < 1:
             raise ConfigError(f"work queue {name}: max_keys must be >= 1, got {max_keys}")
@@ -59,6 +74,9 @@ class WorkQueue:
         self._timer = trio.lowlevel.ParkingLot()
         self._peak = 0
         self._added = 0
+        self._backoff = backoff if backoff is not None else RetryBackoff()
+        self._failing: dict[str, int] = {}  # key -> consecutive failures
+        self._failures = 0
 
     async def add(self, key: str) -> None:
         """Queue ``key`` unless it already waits; waits for room when ``max_keys`` wait."""
@@ -108,11 +126,22 @@ class WorkQueue:
             self._items.unpark()
 
     async def work(self, process: Callable[[str], Awaitable[None]]) -> None:
-        """One worker, until cancelled: take each key in turn, ``process`` it, mark it done."""
+        """One worker, until cancelled: take each key in turn, ``process`` it, mark it done.
+
+        A key whose processing raises is retried after a per-key backoff.
+        """
         while True:
             key = await self.get()
             try:
                 await process(key)
+            except Exception as exc:  # one object's error must not end the loop
+                failures = self._failing[key] = self._failing.get(key, 0) + 1
+                self._failures += 1
+                delay = self._backoff.delay(failures)
+                log_failure(self.name, key, exc, delay)
+                self.add_after(key, delay)
+            else:
+                self._failing.pop(key, None)
             finally:
                 self.done(key)
 
@@ -126,6 +155,8 @@ class WorkQueue:
             processing=len(self._processing),
             delayed=len(self._delayed),
             added=self._added,
+            failures=self._failures,
+            failing=len(self._failing),
         )
 
     async def run_timer(self) -> None:

@@ -44,6 +44,7 @@ from typing import Any
 
 import trio
 
+from fleet.controlplane._guard import log_failure
 from fleet.controlplane._informer import Informer, Informers
 from fleet.controlplane._podutil import (
     Requests,
@@ -130,6 +131,8 @@ class SchedulerStatistics:
     failed_attempts: int
     """Attempts that found no node."""
     bind_errors: int
+    errors: int = 0
+    """Unexpected errors survived (logged; the pod retried with backoff)."""
 
 
 @dataclass(slots=True)
@@ -321,6 +324,7 @@ class _Counters:
     scheduled: int = 0
     failed_attempts: int = 0
     bind_errors: int = 0
+    errors: int = 0
     attempts: dict[str, int] = field(default_factory=dict)
 
 
@@ -514,8 +518,13 @@ class Scheduler:
         async for job in self._jobs_receive:
             if isinstance(job, _Bind):
                 await self._bind(job)
-            else:
+                continue
+            try:
                 await self._report_unschedulable(job)
+            except Exception as exc:  # a report is advisory: never worth the process
+                self._counters.errors += 1
+                meta = job.pod.metadata
+                log_failure("scheduler", f"reporting {meta.namespace}/{meta.name}", exc)
 
     async def _bind(self, job: _Bind) -> None:
         meta = job.pod.metadata
@@ -527,9 +536,13 @@ class Scheduler:
         }
         try:
             await self._rest.create(PODS.path(meta.namespace, meta.name, "binding"), body)
-        except FleetError as exc:
+        except Exception as exc:  # the apiserver's answer, or a bug: retried alike
             self._counters.bind_errors += 1
-            log.info("binding %s to %s failed: %s", job.key, job.node, exc)
+            if isinstance(exc, FleetError):
+                log.info("binding %s to %s failed: %s", job.key, job.node, exc)
+            else:
+                self._counters.errors += 1
+                log_failure("scheduler", f"binding {job.key} to {job.node}", exc)
             if job.key in self._assumed:
                 self._assumed.discard(job.key)
                 current = self._pods.store.get(job.key)
@@ -612,7 +625,11 @@ class Scheduler:
     async def _retry_loop(self) -> None:
         while True:
             await trio.sleep(self.settings.retry_interval)
-            self._flush_unschedulable()
+            try:
+                self._flush_unschedulable()
+            except Exception as exc:  # the next round tries again
+                self._counters.errors += 1
+                log_failure("scheduler", "retrying unschedulable pods", exc)
 
     # -- running --------------------------------------------------------------------------------
 
@@ -624,6 +641,7 @@ class Scheduler:
             scheduled=self._counters.scheduled,
             failed_attempts=self._counters.failed_attempts,
             bind_errors=self._counters.bind_errors,
+            errors=self._counters.errors + self.queue.statistics().failures,
         )
 
     def node_usage(self, node: str) -> tuple[int, int, int]:

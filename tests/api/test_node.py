@@ -347,6 +347,27 @@ def _bad(path: str, value: Any) -> dict[str, Any]:
             'spec.nodeConfig.allocatable: unknown resource "nvidia.com/gpu"',
         ),
         ("suspend", "maybe", "spec.suspend: Input should be a valid boolean"),
+        # Beyond what a kubelet can report (an int64): the scheduler once crashed on these.
+        (
+            "nodeConfig.memory",
+            "1e400",
+            'spec.nodeConfig.memory: invalid quantity "1e400": larger than a kubelet can report',
+        ),
+        (
+            "nodeConfig.cpu",
+            "10E",
+            'spec.nodeConfig.cpu: invalid quantity "10E": larger than a kubelet can report (at most 2^63-1 thousandths)',
+        ),
+        (
+            "nodeConfig.pods",
+            "1e19",
+            'spec.nodeConfig.pods: invalid quantity "1e19": larger than a kubelet can report',
+        ),
+        (
+            "nodeConfig.extendedResources",
+            {"nvidia.com/gpu": "1e30"},
+            'spec.nodeConfig.extendedResources: invalid quantity "1e30": larger than a kubelet can report',
+        ),
     ],
 )
 def test_bad_fields_give_the_cr_and_the_path(path: str, value: Any, message: str) -> None:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fleet.api import QUANTITY_PATTERN, Quantity, parse_quantity
+from fleet.api import INT64_MAX, QUANTITY_PATTERN, Quantity, parse_quantity
 from fleet.errors import InputError
 
 # (input, canonical form as apimachinery's Quantity.String() prints it)
@@ -76,6 +76,19 @@ def test_milli_and_int_values_round_up() -> None:
     assert Quantity.from_milli(1500) == parse_quantity("1.5")
     assert str(Quantity.from_milli(250)) == "250m"
     assert parse_quantity("8").is_integer() and not parse_quantity("1.5").is_integer()
+
+
+def test_values_saturate_at_the_int64_range() -> None:
+    """Go's Value() is an int64; a larger quantity parses but its value saturates here
+    (Go wraps), so no caller does arithmetic on a 400-digit integer."""
+    huge = parse_quantity("1e400")
+    assert str(huge) == "10e399"  # Go's canonical form: the exponent a multiple of 3
+    assert huge.int_value() == huge.milli_value() == INT64_MAX
+    assert parse_quantity("-1e400").int_value() == -INT64_MAX - 1
+    assert not huge.fits_int64()
+    assert parse_quantity("9223372036854775807").fits_int64()
+    assert not parse_quantity("9223372036854775807").fits_int64(milli=True)
+    assert parse_quantity("9223372036854775").fits_int64(milli=True)
 
 
 @pytest.mark.parametrize(

@@ -221,3 +221,42 @@ async def test_namespace_deletion_empties_then_finalizes(
     await eventually(lambda: "team" not in names(api, "", "namespaces"), within=10)
     assert api.log("PUT", containing="/namespaces/team/finalize")
     assert names(api, "", "pods") == {"stays"}
+
+
+class _RacingRest(Rest):
+    """A Rest whose owner lookups race a watch event removing the dependent (a namespace
+    being emptied): the dependent is gone from the graph by the time the GET answers."""
+
+    def __init__(self, api: MemoryApiserver, victim: str) -> None:
+        super().__init__(api)
+        self._api = api
+        self._victim = victim
+
+    async def get(self, path: str) -> dict[str, Any]:
+        if self._api.get(self._victim) is not None:
+            self._api.remove(self._victim)
+            await trio.sleep(1)  # the informer hands the DELETED event to the collector
+        return await super().get(path)
+
+
+async def test_dependent_removed_while_its_owner_is_looked_up(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Deleting a namespace holding a Deployment used to end the whole process here (a
+    KeyError on the graph after the owner GET)."""
+    api = MemoryApiserver(graceful_pod_deletion=False)
+    informers = Informers(api)
+    gc = GarbageCollector(Rest(api), informers)
+    gc._rest = _RacingRest(api, "/api/v1/namespaces/default/pods/racer")
+    await nursery.start(informers.run)
+    await nursery.start(gc.run)
+    ghost = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "gone", "uid": "gone-uid"}
+    api.create("/api/v1/pods", owned_pod("racer", {**ghost, "controller": True}))
+    await trio.sleep(5)
+    assert names(api, "", "pods") == set()
+    # The collector still works afterwards.
+    owner = api.create("/apis/apps/v1/replicasets", rs("web"))
+    api.create("/api/v1/pods", owned_pod("a", ref(owner)))
+    await trio.sleep(2)
+    api.remove("/apis/apps/v1/namespaces/default/replicasets/web")
+    await eventually(lambda: names(api, "", "pods") == set(), within=10)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 import trio
@@ -309,3 +310,45 @@ async def test_many_pods_fill_nodes_exactly(
     placed = Counter(env.node_of(f"p{i}") for i in range(50))
     assert placed[None] == 10
     assert all(count == 2 for name, count in placed.items() if name is not None)
+
+
+async def test_a_node_beyond_int64_is_scored_not_fatal(
+    env: Env, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A Node whose memory is 1e400 (stored as typed by any apiserver) once raised
+    OverflowError in scoring and ended the process."""
+    env.api.create("/api/v1/nodes", node("huge", memory="1e400", cpu="1e400"))
+    env.api.create("/api/v1/nodes", node("small"))
+    await trio.sleep(1)
+    for i in range(4):
+        env.api.create("/api/v1/pods", pod(f"p{i}", cpu="1", memory="1Gi"))
+    await eventually(lambda: all(env.node_of(f"p{i}") for i in range(4)))
+    assert env.scheduler.statistics().errors == 0
+
+
+async def test_an_error_deciding_one_pod_is_retried_not_fatal(
+    env: Env, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Any bug in handling one pod costs a log line and a retry with backoff, never the loop."""
+    env.api.create("/api/v1/nodes", node("a"))
+    await trio.sleep(1)
+    decide = env.scheduler._decide
+    failures = 0
+
+    def flaky(p: Any) -> tuple[str | None, str]:
+        nonlocal failures
+        if p.metadata.name == "poison" and failures < 3:
+            failures += 1
+            raise ZeroDivisionError("boom")
+        return decide(p)
+
+    monkeypatch.setattr(env.scheduler, "_decide", flaky)
+    env.api.create("/api/v1/pods", pod("poison"))
+    env.api.create("/api/v1/pods", pod("fine"))
+    await eventually(lambda: env.node_of("fine") and env.node_of("poison"))
+    assert failures == 3
+    stats = env.scheduler.statistics()
+    assert stats.errors == 3
+    assert env.scheduler.queue.statistics().failing == 0
+    # Three retries backed off 0.1 + 0.2 + 0.4 s at least.
+    assert trio.current_time() >= 1 + 0.7
