@@ -44,7 +44,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
 
-from fleet.sandbox._smp import strategic_merge_patch
+from fleet.machinery import strategic_merge_patch
 
 __all__ = ["BOOKMARK_EVERY", "Population", "StubServer", "serve"]
 

@@ -56,6 +56,8 @@ import msgspec
 import trio
 import trio.lowlevel
 
+from fleet.machinery import JSON, MERGE_PATCH, STRATEGIC_MERGE_PATCH
+
 __all__ = [
     "BODIES",
     "KEPT_UP_S",
@@ -78,8 +80,6 @@ KEPT_UP_S = 0.25
 _TICKS = os.sysconf("SC_CLK_TCK")
 LEASES = "/apis/coordination.k8s.io/v1/namespaces/bench/leases"
 PODS = "/api/v1/namespaces/bench/pods"
-MERGE = "application/merge-patch+json"
-STRATEGIC = "application/strategic-merge-patch+json"
 
 
 # --- results ---------------------------------------------------------------------------------
@@ -249,7 +249,9 @@ async def _in_server_writer(app: Any, count: int, rate: int, names: list[str]) -
             await trio.lowlevel.checkpoint()  # let the watchers drain their queues
         name = names[i % len(names)]
         body = b'{"spec":{"renewTime":"%s"}}' % _micro(base + i).encode()
-        app.api.patch(Call(rt=rt, namespace=NAMESPACE, name=name, body=body, content_type=MERGE))
+        app.api.patch(
+            Call(rt=rt, namespace=NAMESPACE, name=name, body=body, content_type=MERGE_PATCH)
+        )
     end = time.monotonic()
     await trio.lowlevel.checkpoint()
     return {"start": start, "end": end, "rv": app.store.rv}
@@ -306,7 +308,7 @@ async def _setup(hot: Any, count: int, kind: str) -> list[str]:
     ns = json.dumps(
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
     ).encode()
-    r = await hot.request("POST", "/api/v1/namespaces", body=ns, content_type="application/json")
+    r = await hot.request("POST", "/api/v1/namespaces", body=ns, content_type=JSON)
     if r.status not in (200, 201, 409):
         raise RuntimeError(f"create namespace: HTTP {r.status} {r.content[:200]!r}")
     names = []
@@ -332,9 +334,7 @@ async def _setup(hot: Any, count: int, kind: str) -> list[str]:
                 },
             }
             path = LEASES
-        r = await hot.request(
-            "POST", path, body=json.dumps(obj).encode(), content_type="application/json"
-        )
+        r = await hot.request("POST", path, body=json.dumps(obj).encode(), content_type=JSON)
         if r.status not in (200, 201, 409):
             raise RuntimeError(f"create {name}: HTTP {r.status} {r.content[:200]!r}")
         names.append(name)
@@ -349,12 +349,12 @@ def _patch_request(kind: str, name: str, i: int) -> tuple[str, bytes, str]:
             b'"conditions":[{"type":"Ready","status":"%s","lastTransitionTime":"%s"}]}}'
             % (status.encode(), _micro(i)[:19].encode() + b"Z")
         )
-        return f"{PODS}/{name}/status", body, STRATEGIC
+        return f"{PODS}/{name}/status", body, STRATEGIC_MERGE_PATCH
     body = b'{"spec":{"holderIdentity":"%s","renewTime":"%s"}}' % (
         name.encode(),
         _micro(i).encode(),
     )
-    return f"{LEASES}/{name}", body, MERGE
+    return f"{LEASES}/{name}", body, MERGE_PATCH
 
 
 class _Meta(msgspec.Struct):

@@ -39,6 +39,8 @@ from typing import Literal
 
 import trio
 
+from fleet.machinery import MERGE_PATCH
+
 __all__ = [
     "ALL_CLIENTS",
     "CLIENTS",
@@ -64,7 +66,6 @@ PATCH_BODY = (
     b'"leaseDurationSeconds":40,"acquireTime":"2024-01-01T00:00:00.000000Z",'
     b'"renewTime":"2024-01-01T00:00:10.000000Z","leaseTransitions":0}}'
 )
-PATCH_TYPE = "application/merge-patch+json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +127,7 @@ async def _case(
 
         limits = httpx.Limits(max_connections=inflight, max_keepalive_connections=inflight)
         async with httpx.AsyncClient(base_url=server, limits=limits, trust_env=False) as http:
-            headers = {"Content-Type": PATCH_TYPE}
+            headers = {"Content-Type": MERGE_PATCH}
 
             async def send_httpx() -> None:
                 response = await http.patch(PATCH_PATH, content=PATCH_BODY, headers=headers)
@@ -144,7 +145,7 @@ async def _case(
             target=PATCH_PATH,
             headers=[
                 ("Host", f"127.0.0.1:{port}"),
-                ("Content-Type", PATCH_TYPE),
+                ("Content-Type", MERGE_PATCH),
                 ("Content-Length", str(len(PATCH_BODY))),
             ],
         )
@@ -183,7 +184,7 @@ async def _case(
 
             async def send_hot() -> None:
                 response = await hot.request(
-                    "PATCH", PATCH_PATH, body=PATCH_BODY, content_type=PATCH_TYPE
+                    "PATCH", PATCH_PATH, body=PATCH_BODY, content_type=MERGE_PATCH
                 )
                 response.raise_for_status()
 

@@ -29,7 +29,7 @@ from fleet.kube._paths import resource_path
 from fleet.kube._seam import Requester, Response, StreamResponse
 from fleet.kube._transport import BatchRequest
 from fleet.kube._writequeue import WriteQueue
-from shards._podstatus import format_time
+from fleet.machinery import JSON, format_time
 from shards._timers import DelayQueue
 
 __all__ = [
@@ -194,7 +194,7 @@ class EventRecorder:
         path = resource_path("", "v1", "events", namespace=namespace)
         try:
             response = await self._requester.request(
-                "POST", path, body=_encoder.encode(body), content_type="application/json"
+                "POST", path, body=_encoder.encode(body), content_type=JSON
             )
             response.raise_for_status()
         except FleetError as exc:

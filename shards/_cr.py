@@ -32,8 +32,8 @@ import msgspec
 from fleet.api import GROUP, VERSION, MockNode, parse_go_duration
 from fleet.kube._paths import resource_path
 from fleet.kube._views import ObjectMeta
+from fleet.machinery import format_time
 from shards._nodeobj import DEFAULT_KUBELET_VERSION, KubeletSpec, Taint
-from shards._podstatus import format_time
 
 __all__ = [
     "FINALIZER",

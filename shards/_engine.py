@@ -55,12 +55,12 @@ from fleet.errors import FleetError
 from fleet.kube._seam import Requester
 from fleet.kube._watching import Reflector, WatchEvent
 from fleet.kube._writequeue import WriteQueue, WriteQueueSettings
+from fleet.machinery import utc_now
 from shards._context import EventRecorder, FencedRequester, ShardContext, TimerKey
 from shards._cr import CrView, cr_path
 from shards._kubelets import NodeDriver
 from shards._leaselane import LaneFirstBucket
 from shards._pods import PodDriver
-from shards._podstatus import utc_now
 from shards._scripts import ScriptLibrary
 from shards._shardlease import ShardLease
 from shards._timers import DelayQueue

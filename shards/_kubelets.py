@@ -66,6 +66,7 @@ from fleet.kube._seam import Response
 from fleet.kube._transport import BatchRequest
 from fleet.kube._watching import WatchEvent
 from fleet.kube._writequeue import Write, WriteResult
+from fleet.machinery import JSON, MERGE_PATCH, STRATEGIC_MERGE_PATCH
 from shards._context import FencedRequester, ShardContext
 from shards._cr import (
     FINALIZER,
@@ -102,9 +103,6 @@ __all__ = ["NodeDriver", "NodeListener", "NodeState"]
 
 log = logging.getLogger(__name__)
 
-_JSON = "application/json"
-_MERGE = "application/merge-patch+json"
-_STRATEGIC = "application/strategic-merge-patch+json"
 _LATE_AFTER = 2.0
 """A Lease renewal later than this past its due time counts as late (the issue's figure)."""
 READOPT_SPREAD = 1.0
@@ -611,7 +609,7 @@ class NodeDriver:
             body = encode_patch(node_body(spec, ctx.wall()))
             try:
                 response = await self._register_io.request(
-                    "POST", _node_path(), body=body, content_type=_JSON
+                    "POST", _node_path(), body=body, content_type=JSON
                 )
                 response.raise_for_status()
             except AlreadyExists:
@@ -716,7 +714,7 @@ class NodeDriver:
         # The resourceVersion makes this a compare-and-swap: a taint added meanwhile -> 409 -> resync.
         patch.setdefault("metadata", {})["resourceVersion"] = meta.get("resourceVersion")
         response = await self._ctx.control.request(
-            "PATCH", _node_path(state.name), body=encode_patch(patch), content_type=_MERGE
+            "PATCH", _node_path(state.name), body=encode_patch(patch), content_type=MERGE_PATCH
         )
         response.raise_for_status()
 
@@ -739,7 +737,7 @@ class NodeDriver:
                 "PATCH",
                 cr_path(meta.namespace, meta.name),
                 body=encode_patch(patch),
-                content_type=_MERGE,
+                content_type=MERGE_PATCH,
             )
             response.raise_for_status()
         except Conflict:
@@ -764,7 +762,7 @@ class NodeDriver:
             if response is None or response.status == 404:
                 body = encode_lease(lease_body(state.name, state.node_uid, ctx.wall()))
                 response = await self._register_io.request(
-                    "POST", _lease_path(), body=body, content_type=_JSON
+                    "POST", _lease_path(), body=body, content_type=JSON
                 )
                 try:
                     response.raise_for_status()
@@ -821,7 +819,7 @@ class NodeDriver:
                 max(now, state.lease_due + jitter(self._interval(), self._jitter(), ctx.rng)),
             )
         renewed = renew_lease(decode_lease(state.lease), ctx.wall(), node_uid=state.node_uid)
-        return BatchRequest("PUT", _lease_path(state.name), None, encode_lease(renewed), _JSON)
+        return BatchRequest("PUT", _lease_path(state.name), None, encode_lease(renewed), JSON)
 
     async def lease_answered(self, key: str, answer: Response | FleetError) -> bool:
         """The renewal's answer (:class:`~shards._leaselane.LeaseOwner`); True: send again."""
@@ -890,7 +888,7 @@ class NodeDriver:
                     "PATCH",
                     _node_path(state.name, "status"),
                     encode_patch(patch),
-                    _STRATEGIC,
+                    STRATEGIC_MERGE_PATCH,
                     on_result=done,
                 )
                 await ctx.writes.submit(f"nodes/{state.name}/status", write)
@@ -940,7 +938,7 @@ class NodeDriver:
             "PATCH",
             cr_path(meta.namespace, meta.name, "status"),
             body=encode_patch({"status": desired}),
-            content_type=_MERGE,
+            content_type=MERGE_PATCH,
         )
         if response.status != 404:
             response.raise_for_status()
@@ -972,7 +970,7 @@ class NodeDriver:
                 "PATCH",
                 cr_path(meta.namespace, meta.name),
                 body=encode_patch(patch),
-                content_type=_MERGE,
+                content_type=MERGE_PATCH,
             )
             if response.status != 404:
                 response.raise_for_status()
@@ -995,7 +993,7 @@ class NodeDriver:
                 "preconditions": {"uid": meta.get("uid")},
             }
             response = await ctx.control.request(
-                "DELETE", _node_path(name), body=encode_patch(options), content_type=_JSON
+                "DELETE", _node_path(name), body=encode_patch(options), content_type=JSON
             )
             if response.status not in (404, 409):
                 response.raise_for_status()

@@ -44,7 +44,8 @@ from typing import Any
 
 import msgspec
 
-from shards._podstatus import JSON, format_micro_time, format_time, two_way_merge_patch
+from fleet.machinery import format_micro_time, format_time, two_way_merge_patch
+from shards._podstatus import JSON
 
 __all__ = [
     "DEFAULT_CONTAINER_RUNTIME_VERSION",

@@ -47,6 +47,7 @@ from fleet.kube._paths import resource_path
 from fleet.kube._views import ListMeta
 from fleet.kube._watching import Reflector, WatchEvent
 from fleet.kube._writequeue import Write, WriteResult
+from fleet.machinery import JSON, STRATEGIC_MERGE_PATCH
 from shards._context import ShardContext
 from shards._ipam import PoolExhausted
 from shards._kubelets import NodeState
@@ -69,8 +70,6 @@ log = logging.getLogger(__name__)
 
 EVENT_BUFFER = 4096
 """Watch events buffered between the pod reflector(s) and the consumer task."""
-_STRATEGIC = "application/strategic-merge-patch+json"
-_JSON = "application/json"
 _decode_status = msgspec.json.Decoder(dict[str, Any]).decode
 _encode_spec = msgspec.json.Encoder().encode
 INTERN_LIMIT = 50_000
@@ -805,7 +804,7 @@ class PodDriver:
             "PATCH",
             path,
             encode_patch(patch),
-            _STRATEGIC,
+            STRATEGIC_MERGE_PATCH,
             on_result=partial(self._status_done, record, then_delete),
             force=True,  # diffed against the status already (make_patch)
         )
@@ -857,7 +856,7 @@ class PodDriver:
         }
         path = resource_path("", "v1", "pods", namespace=record.namespace, name=record.name)
         await ctx.writes.submit(
-            f"pods/{key}", Write("DELETE", path, encode_patch(options), _JSON, force=True)
+            f"pods/{key}", Write("DELETE", path, encode_patch(options), JSON, force=True)
         )
 
     # -- fence -----------------------------------------------------------------------------------

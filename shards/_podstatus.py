@@ -24,9 +24,10 @@ under ``metadata.uid`` (the kubelet's uid precondition), or None when nothing
 would change (skip the request). :func:`encode_patch` encodes it with one reused
 msgspec encoder, keys sorted as Go's encoding/json emits maps.
 
-:func:`two_way_merge_patch` is the general diff and is reused for Node status
-(shards._nodeobj). Times are RFC 3339 strings from a datetime the caller
-passes in (its clock), so tests are deterministic. Pure: no I/O.
+:func:`fleet.machinery.two_way_merge_patch` is the general diff (reused for
+Node status in shards._nodeobj). Times are RFC 3339 strings
+(:func:`fleet.machinery.format_time`) from a datetime the caller passes in
+(its clock), so tests are deterministic. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -35,13 +36,14 @@ import hashlib
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from types import MappingProxyType
 from typing import Any
 
 import msgspec
 
+from fleet.machinery import format_time, parse_time, two_way_merge_patch
 from shards._plan import ContainerState, Step
 
 __all__ = [
@@ -54,15 +56,10 @@ __all__ = [
     "build_status",
     "container_id",
     "encode_patch",
-    "format_micro_time",
-    "format_time",
     "image_id",
     "normalise_image",
-    "parse_time",
     "pod_status_patch",
     "qos_class",
-    "two_way_merge_patch",
-    "utc_now",
 ]
 
 JSON = Any
@@ -81,27 +78,6 @@ KUBELET_POD_CONDITIONS = frozenset(
 """Condition types the kubelet owns; any other condition (readiness gates) is kept as found."""
 
 # --- time -----------------------------------------------------------------------
-
-
-def utc_now() -> datetime:
-    """The default wall clock: timezone-aware UTC now."""
-    return datetime.now(UTC)
-
-
-def format_time(moment: datetime) -> str:
-    """``metav1.Time``: RFC 3339 in UTC, whole seconds (``2024-05-01T12:00:00Z``)."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def format_micro_time(moment: datetime) -> str:
-    """``metav1.MicroTime``: RFC 3339 in UTC with exactly six fractional digits."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def parse_time(text: str) -> datetime:
-    """Parse an RFC 3339 time as the apiserver writes it (``Z`` or an offset)."""
-    moment = datetime.fromisoformat(text)
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 # --- inputs -----------------------------------------------------------------------
@@ -621,80 +597,6 @@ def build_status(
     if not original.get("qosClass"):
         status["qosClass"] = qos_class(pod)
     return status
-
-
-# --- strategic merge patch --------------------------------------------------------------
-
-MERGE_KEYS: Mapping[str, str] = MappingProxyType(
-    {"conditions": "type", "podIPs": "ip", "hostIPs": "ip", "addresses": "type"}
-)
-"""Lists the core/v1 strategic-merge schema merges by key (Pod and Node status)."""
-
-
-def _merge_list(
-    old: Sequence[JSON], new: Sequence[JSON], key: str, merge_keys: Mapping[str, str]
-) -> list[JSON]:
-    old_by = {e.get(key): e for e in old if isinstance(e, Mapping)}
-    new_keys: set[object] = set()
-    out: list[JSON] = []
-    for element in new:
-        ident = element.get(key)
-        new_keys.add(ident)
-        previous = old_by.get(ident)
-        if previous is None:
-            out.append(element)
-        elif previous != element:
-            sub = two_way_merge_patch(previous, element, merge_keys)
-            if sub:
-                sub[key] = ident
-                out.append(sub)
-    for element in old:
-        if isinstance(element, Mapping) and element.get(key) not in new_keys:
-            out.append({"$patch": "delete", key: element.get(key)})
-    return out
-
-
-def two_way_merge_patch(
-    original: Mapping[str, JSON],
-    modified: Mapping[str, JSON],
-    merge_keys: Mapping[str, str] = MERGE_KEYS,
-) -> dict[str, JSON]:
-    """The strategic merge patch from ``original`` to ``modified`` (``CreateTwoWayMergePatch``).
-
-    Maps are diffed recursively, removed keys become ``null``; lists named in
-    ``merge_keys`` are merged by key with a ``$setElementOrder/<list>``
-    directive, in the modified order; every other list is atomic (sent whole
-    when it differs). A key absent on one side and ``null`` on the other counts
-    as equal, so a server that omits nulls does not cause endless patches.
-    """
-    patch: dict[str, JSON] = {}
-    for key, new in modified.items():
-        if key not in original:
-            if new is not None:
-                patch[key] = new
-            continue
-        old = original[key]
-        if old == new:
-            continue
-        if isinstance(old, Mapping) and isinstance(new, Mapping):
-            sub = two_way_merge_patch(old, new, merge_keys)
-            if sub:
-                patch[key] = sub
-        elif isinstance(old, list) and isinstance(new, list) and key in merge_keys:
-            merge_key = merge_keys[key]
-            elements = _merge_list(old, new, merge_key, merge_keys)
-            order = [{merge_key: e.get(merge_key)} for e in new if isinstance(e, Mapping)]
-            old_order = [{merge_key: e.get(merge_key)} for e in old if isinstance(e, Mapping)]
-            if elements:
-                patch[key] = elements
-            if elements or order != old_order:
-                patch[f"$setElementOrder/{key}"] = order
-        else:
-            patch[key] = new
-    for key, old in original.items():
-        if key not in modified and old is not None:
-            patch[key] = None
-    return patch
 
 
 def pod_status_patch(

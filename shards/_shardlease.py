@@ -30,14 +30,12 @@ from fleet.coordinator import shard_lease_name
 from fleet.errors import FleetError
 from fleet.kube._paths import resource_path
 from fleet.kube._seam import Requester
+from fleet.machinery import JSON, format_micro_time
 from shards._nodeobj import Lease, LeaseMeta, LeaseSpec, decode_lease, encode_lease
-from shards._podstatus import format_micro_time
 
 __all__ = ["ShardLease"]
 
 log = logging.getLogger(__name__)
-
-_JSON = "application/json"
 
 
 def _lease_path(namespace: str, name: str | None = None) -> str:
@@ -165,7 +163,7 @@ class ShardLease:
             ),
         )
         response = await self._requester.request(
-            "POST", _lease_path(self.namespace), body=encode_lease(body), content_type=_JSON
+            "POST", _lease_path(self.namespace), body=encode_lease(body), content_type=JSON
         )
         return decode_lease(response.raise_for_status().content), True
 
@@ -174,6 +172,6 @@ class ShardLease:
             "PUT",
             _lease_path(self.namespace, self.name),
             body=encode_lease(lease),
-            content_type=_JSON,
+            content_type=JSON,
         )
         return decode_lease(response.raise_for_status().content)

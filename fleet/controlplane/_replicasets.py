@@ -36,7 +36,7 @@ from fleet.controlplane._rest import Rest
 from fleet.errors import ConfigError, FleetError, NotFound
 from fleet.kube._views import object_key
 from fleet.kube._watching import WatchEvent
-from fleet.sandbox._selectors import label_selector_from_dict
+from fleet.machinery import label_selector_from_dict
 
 __all__ = ["Expectations", "ReplicaSetController", "ReplicaSetSettings"]
 

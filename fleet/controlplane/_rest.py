@@ -16,11 +16,10 @@ import msgspec
 
 from fleet.errors import ProtocolError
 from fleet.kube._seam import Requester
+from fleet.machinery import JSON, MERGE_PATCH
 
 __all__ = ["MERGE_PATCH", "Rest"]
 
-MERGE_PATCH = "application/merge-patch+json"
-_JSON = "application/json"
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(dict[str, Any])
 
@@ -37,7 +36,7 @@ class Rest:
         path: str,
         body: object = None,
         *,
-        content_type: str = _JSON,
+        content_type: str = JSON,
         params: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         payload = None if body is None else _encoder.encode(body)

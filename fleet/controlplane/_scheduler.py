@@ -61,7 +61,7 @@ from fleet.controlplane._rest import Rest
 from fleet.errors import ApiError, ConfigError, Conflict, FleetError, NotFound
 from fleet.kube._views import object_key
 from fleet.kube._watching import WatchEvent
-from fleet.sandbox._selectors import Requirement
+from fleet.machinery import Requirement
 
 __all__ = ["Scheduler", "SchedulerSettings", "SchedulerStatistics", "unschedulable_message"]
 

@@ -57,6 +57,7 @@ from fleet.kube._seam import Requester
 from fleet.kube._views import MetaOnly, ObjectMeta
 from fleet.kube._watching import Reflector, WatchEvent
 from fleet.kube._writequeue import Write, WriteQueue, WriteQueueSettings
+from fleet.machinery import MERGE_PATCH
 
 __all__ = [
     "COORDINATOR_LEASE",
@@ -319,7 +320,7 @@ class Coordinator:
         path = resource_path(GROUP, VERSION, NODE_PLURAL, namespace=namespace or None, name=name)
         body = _merge_encoder.encode({"metadata": {"labels": {SHARD_LABEL: move.target}}})
         # force: a CR deleted and re-created under the same name needs the same label again.
-        write = Write("PATCH", path, body, "application/merge-patch+json", force=True)
+        write = Write("PATCH", path, body, MERGE_PATCH, force=True)
         result = await queue.write(move.key, write)
         if result.outcome == "gone":
             return True  # deleted meanwhile: the watch drops it

@@ -22,6 +22,7 @@ import msgspec
 from fleet.coordinator._liveness import LeaseRecord
 from fleet.kube._paths import resource_path
 from fleet.kube._seam import Requester
+from fleet.machinery import JSON
 
 __all__ = [
     "LEASE_GROUP",
@@ -34,7 +35,6 @@ __all__ = [
 ]
 
 LEASE_GROUP = "coordination.k8s.io"
-_JSON = "application/json"
 _decoder = msgspec.json.Decoder(dict[str, Any])
 _encoder = msgspec.json.Encoder()
 
@@ -86,7 +86,7 @@ async def create_lease(
         "spec": spec,
     }
     response = await requester.request(
-        "POST", lease_path(namespace), body=_encoder.encode(body), content_type=_JSON
+        "POST", lease_path(namespace), body=_encoder.encode(body), content_type=JSON
     )
     return _decoder.decode(response.raise_for_status().content)
 
@@ -98,6 +98,6 @@ async def replace_lease(requester: Requester, lease: dict[str, Any]) -> dict[str
         "PUT",
         lease_path(meta["namespace"], meta["name"]),
         body=_encoder.encode(lease),
-        content_type=_JSON,
+        content_type=JSON,
     )
     return _decoder.decode(response.raise_for_status().content)

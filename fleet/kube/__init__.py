@@ -4,8 +4,9 @@
   gives a :class:`ClusterConfig` (server, TLS context, :class:`Auth`).
 - The transport seam: :class:`Requester`, implemented by :class:`Client` (httpx,
   general use) and :class:`HotTransport` (hand-framed persistent HTTP/1.1 for
-  Lease renewals, status PATCHes and watches), and by :class:`FakeApiserver`
-  for unit tests; :class:`InstrumentedRequester` wraps any of them and reports
+  Lease renewals, status PATCHes and watches), and for unit tests by
+  :class:`FakeApiserver` (scripted answers) and :class:`MemoryApiserver` (a
+  stateful in-memory store, with :class:`MemoryClient` connections to cut); :class:`InstrumentedRequester` wraps any of them and reports
   each request (verb, resource, code, latency) to a :class:`RequestRecorder`.
 - On top of the seam: :class:`Reflector` (list + watch with the client-go
   contract) and :class:`WriteQueue` (coalesced, rate-limited, retried writes).
@@ -33,6 +34,8 @@ from fleet.kube._fake import FakeRequest as FakeRequest
 from fleet.kube._fake import StreamScript as StreamScript
 from fleet.kube._instrumented import InstrumentedRequester as InstrumentedRequester
 from fleet.kube._instrumented import RequestRecorder as RequestRecorder
+from fleet.kube._memapi import MemoryApiserver as MemoryApiserver
+from fleet.kube._memapi import MemoryClient as MemoryClient
 from fleet.kube._paths import resource_path as resource_path
 from fleet.kube._ratelimit import TokenBucket as TokenBucket
 from fleet.kube._seam import Requester as Requester

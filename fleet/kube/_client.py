@@ -47,19 +47,19 @@ from fleet.errors import (
 )
 from fleet.kube._cluster import ClusterConfig
 from fleet.kube._seam import Response
+from fleet.machinery import APPLY_PATCH, JSON, JSON_PATCH, MERGE_PATCH, STRATEGIC_MERGE_PATCH
 
 __all__ = ["PATCH_CONTENT_TYPES", "Client", "ClientTimeouts", "ListResult", "PatchType"]
 
 PatchType = Literal["json", "merge", "strategic", "apply"]
 PATCH_CONTENT_TYPES: Mapping[PatchType, str] = {
-    "json": "application/json-patch+json",
-    "merge": "application/merge-patch+json",
-    "strategic": "application/strategic-merge-patch+json",
+    "json": JSON_PATCH,
+    "merge": MERGE_PATCH,
+    "strategic": STRATEGIC_MERGE_PATCH,
     # Server-side apply takes YAML; JSON is YAML, so the body is still JSON-encoded.
-    "apply": "application/apply-patch+yaml",
+    "apply": APPLY_PATCH,
 }
 
-_JSON = "application/json"
 _USER_AGENT = f"kubemock-fleet/{__version__}"
 _CLOSE_GRACE = 5.0
 """Seconds a stream's close may take even when its reader was cancelled (it is local work)."""
@@ -343,7 +343,7 @@ class Client:
             base_url=config.server,
             transport=transport,
             timeout=timeouts._httpx(),
-            headers={"User-Agent": _USER_AGENT, "Accept": _JSON},
+            headers={"User-Agent": _USER_AGENT, "Accept": JSON},
             # No proxy mounts from the environment either (see _transport).
             trust_env=False,
             follow_redirects=False,
@@ -467,7 +467,7 @@ class Client:
         *,
         params: Mapping[str, str] | None = None,
         body: object = None,
-        content_type: str = _JSON,
+        content_type: str = JSON,
     ) -> dict[str, Any]:
         payload = None if body is None else self._encoder.encode(body)
         response = await self.request(

@@ -50,6 +50,7 @@ import trio
 from fleet.errors import Gone, TransportError
 from fleet.kube._seam import Requester, Response, StreamResponse
 from fleet.kube._transport import BatchRequest
+from fleet.machinery import APPLY_PATCH
 
 __all__ = [
     "InstrumentedRequester",
@@ -60,7 +61,6 @@ __all__ = [
 
 WatchEnd = Literal["timeout", "gone", "error"]
 
-APPLY_PATCH = "application/apply-patch+yaml"
 ERROR_CODE = "error"
 """The code recorded when a request got no HTTP answer."""
 

@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 import yaml
 
+from fleet.machinery import APPLY_PATCH, JSON, YAML
 from fleet.sandbox import _builtins, _libs, _objects
 from fleet.sandbox._objects import ordered, rfc3339
 from fleet.sandbox._registry import Registry, ResourceType
@@ -50,7 +51,7 @@ class Call:
     subresource: str | None = None
     query: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
-    content_type: str = "application/json"
+    content_type: str = JSON
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -64,7 +65,7 @@ class Call:
 def decode_body(rt: ResourceType, body: bytes, content_type: str) -> dict[str, Any]:
     """The request body as an object; 400 as the apiserver words it when it is not one."""
     try:
-        if content_type in ("application/yaml", "application/apply-patch+yaml"):
+        if content_type in (YAML, APPLY_PATCH):
             obj = yaml.safe_load(body.decode("utf-8"))
         else:
             obj = _decoder.decode(body)
@@ -376,15 +377,15 @@ class Api:
 
     # --- patch ---------------------------------------------------------------------------------
     def patch(self, call: Call) -> dict[str, Any]:
-        from fleet.sandbox._patching import APPLY, apply_patch
+        from fleet.sandbox._patching import apply_patch
 
         rt = call.rt
         assert call.name is not None
         fv = self.field_validation(call, "PatchOptions")
         current = self.store.get(rt.key, call.ns(), call.name)
         if current is None:
-            if call.content_type == APPLY:
-                applied = decode_body(rt, call.body, APPLY)
+            if call.content_type == APPLY_PATCH:
+                applied = decode_body(rt, call.body, APPLY_PATCH)
                 return self.create(call, applied)
             raise not_found(rt.plural, rt.group, call.name)
         patched = apply_patch(rt, clone(current), call.body, call.content_type)

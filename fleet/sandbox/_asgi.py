@@ -21,6 +21,7 @@ from urllib.parse import parse_qsl
 import msgspec
 import trio
 
+from fleet.machinery import APPLY_PATCH, JSON, PROTOBUF
 from fleet.sandbox import _libs, _protobuf
 from fleet.sandbox._api import Api, Call
 from fleet.sandbox._crds import CRD_KEY, Crds
@@ -59,7 +60,6 @@ PUBLIC_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/version"})
 """Paths the apiserver serves to anonymous clients (system:public-info-viewer)."""
 OPENAPI_V2_ETAG = '"kubemock-fleet-sandbox-openapi-v2-empty"'
 _TEXT = "text/plain; charset=utf-8"
-_JSON = "application/json"
 _NOT_FOUND_TEXT = b"404 page not found\n"
 _encoder = msgspec.json.Encoder()
 _WRITE_VERBS = {"POST": "POST", "PUT": "PUT", "PATCH": "PATCH", "DELETE": "DELETE"}
@@ -71,12 +71,12 @@ class Reply:
 
     status: int
     body: bytes
-    content_type: str = _JSON
+    content_type: str = JSON
     headers: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _json(status: int, obj: Any, headers: list[tuple[str, str]] | None = None) -> Reply:
-    return Reply(status, _encoder.encode(obj), _JSON, headers or [])
+    return Reply(status, _encoder.encode(obj), JSON, headers or [])
 
 
 def _status_reply(err: StatusError) -> Reply:
@@ -440,8 +440,8 @@ class SandboxApp:
             body=body,
             content_type=_media(headers),
         )
-        if body and call.content_type == _protobuf.MEDIA_TYPE:  # kubectl >= 1.33 create generators
-            call.body, call.content_type = _protobuf.to_json(body, rt.kind), _JSON
+        if body and call.content_type == PROTOBUF:  # kubectl >= 1.33 create generators
+            call.body, call.content_type = _protobuf.to_json(body, rt.kind), JSON
         accept = headers.get("accept", "")
         table = _wants_table(accept)
         if watch:
@@ -539,7 +539,7 @@ class SandboxApp:
 
 
 def _media(headers: dict[str, str]) -> str:
-    return headers.get("content-type", _JSON).split(";")[0].strip().lower() or _JSON
+    return headers.get("content-type", JSON).split(";")[0].strip().lower() or JSON
 
 
 def _verb(method: str, name: str | None, watch: bool, headers: dict[str, str]) -> str:
@@ -547,7 +547,7 @@ def _verb(method: str, name: str | None, watch: bool, headers: dict[str, str]) -
         return "WATCH" if watch else ("GET" if name else "LIST")
     if method == "DELETE" and name is None:
         return "DELETECOLLECTION"
-    if method == "PATCH" and _media(headers) == "application/apply-patch+yaml":
+    if method == "PATCH" and _media(headers) == APPLY_PATCH:
         return "APPLY"
     return _WRITE_VERBS.get(method, method)
 

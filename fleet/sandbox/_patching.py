@@ -15,15 +15,12 @@ import msgspec
 import yaml
 
 from fleet.errors import InputError
+from fleet.machinery import APPLY_PATCH, JSON_PATCH, MERGE_PATCH, STRATEGIC_MERGE_PATCH
 from fleet.sandbox import _libs
 from fleet.sandbox._registry import ResourceType
 from fleet.sandbox._status import StatusError, bad_request, unsupported_media
 
-JSON_PATCH = "application/json-patch+json"
-MERGE_PATCH = "application/merge-patch+json"
-STRATEGIC = "application/strategic-merge-patch+json"
-APPLY = "application/apply-patch+yaml"
-PATCH_TYPES = (JSON_PATCH, MERGE_PATCH, STRATEGIC, APPLY)
+PATCH_TYPES = (JSON_PATCH, MERGE_PATCH, STRATEGIC_MERGE_PATCH, APPLY_PATCH)
 
 _decoder = msgspec.json.Decoder()
 
@@ -62,8 +59,8 @@ def apply_patch(
     ``current`` is consumed: callers pass a fresh clone of the stored object, which
     the patch may change in place.
     """
-    if content_type not in PATCH_TYPES or (content_type == STRATEGIC and rt.is_custom):
-        if rt.is_custom and content_type == STRATEGIC:
+    if content_type not in PATCH_TYPES or (content_type == STRATEGIC_MERGE_PATCH and rt.is_custom):
+        if rt.is_custom and content_type == STRATEGIC_MERGE_PATCH:
             raise unsupported_media(
                 "the body of the request was in an unknown format - accepted media types include: "
                 "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml"
@@ -97,7 +94,7 @@ def apply_patch(
         if not isinstance(patch, dict):
             raise bad_request("Invalid JSON Patch")
         return merge_patch(current, patch)
-    if content_type == STRATEGIC:
+    if content_type == STRATEGIC_MERGE_PATCH:
         try:
             patch = _decode(body)
         except ValueError:

@@ -32,7 +32,6 @@ from typing import Any
 
 from fleet.sandbox._status import StatusError, bad_request
 
-MEDIA_TYPE = "application/vnd.kubernetes.protobuf"
 MAGIC = b"k8s\x00"
 
 # Scalar kinds of a field; any other kind is the name of a message in MESSAGES.

@@ -41,7 +41,7 @@ from datetime import date
 from typing import Any
 
 from fleet.errors import InputError
-from fleet.sandbox._gofmt import go_quote
+from fleet.machinery import go_quote
 
 __all__ = [
     "Cause",

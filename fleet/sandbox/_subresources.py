@@ -11,6 +11,7 @@ from typing import Any
 
 import msgspec
 
+from fleet.machinery import MERGE_PATCH, STRATEGIC_MERGE_PATCH
 from fleet.sandbox._api import Api, Call, decode_body
 from fleet.sandbox._deletion import Deleter
 from fleet.sandbox._objects import rfc3339
@@ -130,8 +131,8 @@ def write_scale(api: Api, call: Call, method: str) -> dict[str, Any]:
     else:
         # the patch applies to the Scale; a strategic merge of a Scale is a plain merge
         ct = call.content_type
-        if ct == "application/strategic-merge-patch+json":
-            ct = "application/merge-patch+json"
+        if ct == STRATEGIC_MERGE_PATCH:
+            ct = MERGE_PATCH
         new_scale = apply_patch(rt, clone(current), call.body, ct)
     rv = (new_scale.get("metadata") or {}).get("resourceVersion")
     if rv and rv != obj["metadata"]["resourceVersion"]:

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fleet.errors import InputError
-from fleet.sandbox._selectors import label_selector_from_dict
+from fleet.machinery import label_selector_from_dict
 
 __all__ = ["human_duration", "jsonpath_find", "table_for"]
 

@@ -66,8 +66,9 @@ async def eventually(check: Callable[[], Any], *, within: float = 60.0, step: fl
 
 def mark_ready(api: Any, namespace: str, name: str) -> None:
     """What a kubelet does once a pod's containers are up: Running and Ready."""
-    from tests._memapi import stamp
+    from fleet.kube import MemoryApiserver
 
+    stamp = MemoryApiserver.stamp
     obj = api.get(f"/api/v1/namespaces/{namespace}/pods/{name}")
     obj = {
         **obj,

@@ -11,8 +11,7 @@ import trio
 from fleet.controlplane._gc import GarbageCollector
 from fleet.controlplane._informer import Informers
 from fleet.controlplane._rest import Rest
-from fleet.kube import resource_path
-from tests._memapi import MemoryApiserver
+from fleet.kube import MemoryApiserver, resource_path
 from tests.controlplane._helpers import eventually, node, pod
 
 

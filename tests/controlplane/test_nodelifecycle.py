@@ -16,8 +16,10 @@ from fleet.controlplane._nodelifecycle import (
     eviction_delay,
 )
 from fleet.controlplane._rest import Rest
-from tests._memapi import MemoryApiserver, stamp
+from fleet.kube import MemoryApiserver
 from tests.controlplane._helpers import eventually, node, pod
+
+stamp = MemoryApiserver.stamp
 
 UNREACHABLE = "node.kubernetes.io/unreachable"
 

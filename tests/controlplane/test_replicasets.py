@@ -11,7 +11,7 @@ import trio
 from fleet.controlplane._informer import Informers
 from fleet.controlplane._replicasets import ReplicaSetController
 from fleet.controlplane._rest import Rest
-from tests._memapi import MemoryApiserver
+from fleet.kube import MemoryApiserver
 from tests.controlplane._helpers import eventually, mark_ready
 
 

@@ -15,8 +15,8 @@ from fleet._settings import CoordinatorSettings, FleetSettings
 from fleet.api._node import GROUP, VERSION
 from fleet.coordinator import SHARD_LABEL, Coordinator, owner, shard_lease_name
 from fleet.coordinator._leases import lease_path
+from fleet.kube import MemoryApiserver, MemoryClient
 from fleet.kube._paths import resource_path
-from tests._memapi import MemoryApiserver, MemoryClient
 
 NS = "kube-mock-system"
 EPOCH = datetime(2030, 1, 1, tzinfo=UTC)

@@ -13,7 +13,7 @@ import trio.testing
 
 from fleet.coordinator._election import LeaderElector
 from fleet.coordinator._leases import lease_path
-from tests._memapi import MemoryApiserver, MemoryClient
+from fleet.kube import MemoryApiserver, MemoryClient
 
 NS = "kube-mock-system"
 LEASE = "kubemock-fleet-coordinator"

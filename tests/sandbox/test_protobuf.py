@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from fleet.machinery import PROTOBUF
 from fleet.sandbox import RunningSandbox, _protobuf
 from fleet.sandbox._status import StatusError
 
@@ -178,8 +179,8 @@ def test_malformed_and_unknown_kinds() -> None:
 async def test_protobuf_post_over_http(sandbox: RunningSandbox) -> None:
     headers = {
         "Authorization": f"Bearer {sandbox.token}",
-        "Content-Type": _protobuf.MEDIA_TYPE,
-        "Accept": f"{_protobuf.MEDIA_TYPE},application/json",
+        "Content-Type": PROTOBUF,
+        "Accept": f"{PROTOBUF},application/json",
     }
     body = _envelope("v1", "ConfigMap", _len(1, _meta("pb")) + _entry(2, "k", "v"))
     async with httpx.AsyncClient(verify=False, base_url=sandbox.url, headers=headers) as client:
@@ -268,7 +269,7 @@ def test_kubectl_create_generators(run: Run, binary: str) -> None:
     ns = "pb-" + re.sub(r"\D", "", binary)
     created = run(binary, "create", "namespace", ns, "-v=8")
     assert f"namespace/{ns} created" in created.stdout
-    sends_protobuf = f"Content-Type: {_protobuf.MEDIA_TYPE}" in created.stderr
+    sends_protobuf = f"Content-Type: {PROTOBUF}" in created.stderr
     assert sends_protobuf == (binary == KUBECTL_133), (
         "which kubectl sends protobuf changed: revise this test"
     )

@@ -12,10 +12,12 @@ import trio
 from fleet._settings import CoordinatorSettings, FleetSettings, ShardSettings
 from fleet.coordinator import SHARD_LABEL
 from fleet.errors import ConnectError
+from fleet.kube import MemoryApiserver
 from fleet.kube._fake import status_response
 from fleet.kube._seam import Response
 from shards import ShardEngine
-from tests._memapi import MemoryApiserver, wall
+
+wall = MemoryApiserver.wall
 
 CRS = "/apis/mock.zhizuqiu.cn/v1alpha1/namespaces/default/nodes"
 NODES = "/api/v1/nodes"

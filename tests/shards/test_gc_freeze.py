@@ -8,9 +8,11 @@ import random
 import pytest
 import trio
 
+from fleet.kube import MemoryApiserver
 from shards import ShardEngine
-from tests._memapi import MemoryApiserver, wall
 from tests.shards.test_engine import CRS, PODS, node_cr, phase, pod, settings
+
+wall = MemoryApiserver.wall
 
 
 @pytest.mark.parametrize("freeze", [True, False])

@@ -16,10 +16,12 @@ import trio
 
 from fleet._settings import CoordinatorSettings, FleetSettings, ShardSettings
 from fleet.coordinator import SHARD_LABEL
+from fleet.kube import MemoryApiserver
 from fleet.kube._seam import Response, StreamResponse
 from shards import ShardEngine
 from shards._nodeobj import decode_lease
-from tests._memapi import MemoryApiserver, RKey, wall
+
+wall = MemoryApiserver.wall
 
 GROUP = "mock.zhizuqiu.cn"
 CRS = "/apis/mock.zhizuqiu.cn/v1alpha1/namespaces/default/nodes"
@@ -239,7 +241,7 @@ async def test_a_leftover_lease_of_a_new_node_is_adopted_and_renewed(
 class _NoStatusEcho(MemoryApiserver):
     """A CR status write brings no watch event (as with the bench's stub apiserver)."""
 
-    def _record(self, type_: str, rkey: RKey, obj: Any, before: Any) -> None:
+    def _record(self, type_: str, rkey: tuple[str, str], obj: Any, before: Any) -> None:
         if type_ == "MODIFIED" and rkey == (GROUP, "nodes") and before is not None:
             if obj.get("spec") == before.get("spec") and obj.get("status") != before.get("status"):
                 return

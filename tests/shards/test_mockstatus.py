@@ -11,6 +11,7 @@ import yaml
 
 from fleet._settings import FleetSettings
 from fleet.api import crd_manifests, load_mock_status
+from fleet.kube import MemoryApiserver
 from fleet.kube._client import Client
 from fleet.kube._config import load_config
 from fleet.kube._transport import HotTransport
@@ -18,8 +19,10 @@ from fleet.sandbox import RunningSandbox
 from shards import ShardEngine
 from shards._plan import ContainerState
 from shards._scripts import compile_script
-from tests._memapi import BASE, MemoryApiserver, stamp
 from tests.shards.test_engine import CRS, EVENTS, PODS, node_cr, phase, pod, start
+
+BASE = MemoryApiserver.BASE
+stamp = MemoryApiserver.stamp
 
 SCRIPTS = "/apis/mock.zhizuqiu.cn/v1alpha1/namespaces/default/mockstatuses"
 OTHER_SCRIPTS = "/apis/mock.zhizuqiu.cn/v1alpha1/namespaces/other/mockstatuses"

@@ -15,9 +15,9 @@ import trio
 
 from fleet.coordinator import SHARD_LABEL
 from fleet.errors import ConnectError
+from fleet.kube import MemoryApiserver
 from shards import ShardEngine
 from shards._pods import PodDriver
-from tests._memapi import MemoryApiserver
 from tests.shards.test_engine import CRS, NODES, PODS, SHARD_LEASE, node_cr, phase, pod, start
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from fleet.machinery import format_micro_time, format_time, parse_time, two_way_merge_patch
 from shards._plan import (
     ANNOTATION_DELAY_FAILED,
     ANNOTATION_DELAY_RUNNING,
@@ -29,14 +30,10 @@ from shards._podstatus import (
     build_status,
     container_id,
     encode_patch,
-    format_micro_time,
-    format_time,
     image_id,
     normalise_image,
-    parse_time,
     pod_status_patch,
     qos_class,
-    two_way_merge_patch,
 )
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)

@@ -35,9 +35,11 @@ arrived (watches as method ``WATCH``); every successful write as a
 error Response or raises a TransportError; :meth:`MemoryApiserver.client`
 gives a separate connection a test can cut (``broken = True``).
 
-It lives under ``tests/`` rather than next to ``FakeApiserver`` in
-``fleet.kube`` because it reuses the sandbox's pure selector and strategic
-merge libraries, which ``fleet.kube`` (layer 1) must not import.
+It sits next to ``FakeApiserver`` and reuses ``fleet.machinery``'s selector
+and strategic merge libraries (the same ones the sandbox serves with). Its
+clock is the tests' convention: :attr:`MemoryApiserver.BASE` plus trio time
+(:meth:`MemoryApiserver.wall`), timestamps written by
+:meth:`MemoryApiserver.stamp`.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import msgspec
 import trio
@@ -56,15 +58,28 @@ import trio
 from fleet.errors import ConnectError, InputError
 from fleet.kube._fake import json_response, status_response
 from fleet.kube._seam import Response, StreamResponse
-from fleet.sandbox._selectors import (
+from fleet.machinery import (
+    MERGE_PATCH,
+    STRATEGIC_MERGE_PATCH,
     FieldSelector,
     LabelSelector,
+    format_time,
     parse_field_selector,
     parse_label_selector,
+    strategic_merge_patch,
 )
-from fleet.sandbox._smp import strategic_merge_patch
 
-__all__ = ["BASE", "Call", "Change", "MemoryApiserver", "MemoryClient", "Write", "stamp", "wall"]
+__all__ = [
+    "BASE",
+    "Call",
+    "Change",
+    "MemoryApiserver",
+    "MemoryClient",
+    "RKey",
+    "Write",
+    "stamp",
+    "wall",
+]
 
 BASE = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 """Wall time at trio time 0 in these tests."""
@@ -80,7 +95,7 @@ _STRATEGIC_KINDS: Mapping[RKey, str] = {
     ("apps", "deployments"): "Deployment",
     ("apps", "replicasets"): "ReplicaSet",
 }
-_STRATEGIC = "application/strategic-merge-patch+json"
+
 _SUCCESS = {"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 201}
 
 Failer = Callable[[str, str], Response | BaseException | None]
@@ -96,7 +111,7 @@ def stamp(moment: datetime | float) -> str:
     """RFC 3339 to the second, as metadata timestamps are written; ``moment`` may be epoch seconds."""
     if not isinstance(moment, datetime):
         moment = datetime.fromtimestamp(int(moment), UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return format_time(moment)
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
@@ -254,6 +269,11 @@ def _conflict(message: str) -> _Answer:
 class MemoryApiserver:
     """A :class:`~fleet.kube.Requester` over an in-memory store; see the module docstring."""
 
+    BASE: ClassVar[datetime] = BASE
+    """Wall time at trio time 0."""
+    wall = staticmethod(wall)
+    stamp = staticmethod(stamp)
+
     def __init__(self, *, graceful_pod_deletion: bool = True, pod_grace_seconds: int = 30) -> None:
         self.graceful_pod_deletion = graceful_pod_deletion
         self.pod_grace_seconds = pod_grace_seconds
@@ -298,7 +318,7 @@ class MemoryApiserver:
 
     def patch(self, path: str, patch: Obj) -> Obj:
         """A JSON merge PATCH, as a client would send it."""
-        response = self._serve("PATCH", path, {}, patch, "application/merge-patch+json")
+        response = self._serve("PATCH", path, {}, patch, MERGE_PATCH)
         assert response.ok, response.content
         result: Obj = msgspec.json.decode(response.content)
         return result
@@ -486,7 +506,7 @@ class MemoryApiserver:
     def _apply(rkey: RKey, old: Obj, body: Any, method: str, content_type: str | None) -> Obj:
         if method == "PUT":
             return copy.deepcopy(body)
-        if content_type != _STRATEGIC:
+        if content_type != STRATEGIC_MERGE_PATCH:
             result: Obj = merge_patch(copy.deepcopy(old), body)
             return result
         kind = _STRATEGIC_KINDS.get(rkey)

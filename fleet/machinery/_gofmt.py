@@ -1,6 +1,6 @@
 """Go's formatting of values, for error messages worded as the apiserver words them.
 
-Shared by the sandbox's pure libraries (``_selectors``, ``_schema``).
+Shared by the selectors here and the sandbox's schema validation.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fleet.errors import InputError
-from fleet.sandbox._selectors import (
+from fleet.machinery import (
     FieldSelector,
     FieldTerm,
     LabelSelector,

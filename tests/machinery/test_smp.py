@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fleet.errors import InputError
-from fleet.sandbox._smp import KNOWN_KINDS, strategic_merge_patch
+from fleet.machinery import KNOWN_KINDS, strategic_merge_patch
 
 DATA = Path(__file__).parent / "data" / "smp" / "recorded.json"
 RECORDED = json.loads(DATA.read_text())["cases"]

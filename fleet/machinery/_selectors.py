@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fleet.errors import InputError
-from fleet.sandbox._gofmt import go_quote
+from fleet.machinery._gofmt import go_quote
 
 __all__ = [
     "FieldSelector",

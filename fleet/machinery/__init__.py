@@ -1,0 +1,71 @@
+"""Kubernetes machinery every layer may use: pure libraries, no I/O, no components.
+
+Layer 1, at the bottom beside ``fleet.wire``: it imports only ``fleet.errors``;
+``fleet.kube``, ``fleet.api`` and every component stand on it. What the rest
+of the project may use is re-exported here; the ``_``-prefixed modules are
+this package's own.
+
+- Label and field selectors (``_selectors``, a port of apimachinery's
+  ``labels``/``fields``): :func:`parse_label_selector`,
+  :func:`label_selector_from_dict`, :func:`parse_field_selector`,
+  :class:`LabelSelector`, :class:`Requirement`, :class:`FieldSelector`.
+- Strategic merge patch, server side (``_smp``): :func:`strategic_merge_patch`;
+  and client side (``_twoway``): :func:`two_way_merge_patch`.
+- Go-style formatting (``_gofmt``): :func:`go_quote`; Kubernetes times
+  (``_times``): :func:`format_time`, :func:`format_micro_time`,
+  :func:`parse_time`, :func:`utc_now`.
+- Content types (``_content``): :data:`JSON`, :data:`MERGE_PATCH`,
+  :data:`STRATEGIC_MERGE_PATCH`, ... defined once.
+"""
+
+from ._content import APPLY_PATCH as APPLY_PATCH
+from ._content import JSON as JSON
+from ._content import JSON_PATCH as JSON_PATCH
+from ._content import MERGE_PATCH as MERGE_PATCH
+from ._content import PROTOBUF as PROTOBUF
+from ._content import STRATEGIC_MERGE_PATCH as STRATEGIC_MERGE_PATCH
+from ._content import YAML as YAML
+from ._gofmt import go_quote as go_quote
+from ._selectors import FieldSelector as FieldSelector
+from ._selectors import FieldTerm as FieldTerm
+from ._selectors import LabelSelector as LabelSelector
+from ._selectors import Requirement as Requirement
+from ._selectors import escape_field_value as escape_field_value
+from ._selectors import label_selector_from_dict as label_selector_from_dict
+from ._selectors import parse_field_selector as parse_field_selector
+from ._selectors import parse_label_selector as parse_label_selector
+from ._smp import KNOWN_KINDS as KNOWN_KINDS
+from ._smp import strategic_merge_patch as strategic_merge_patch
+from ._times import format_micro_time as format_micro_time
+from ._times import format_time as format_time
+from ._times import parse_time as parse_time
+from ._times import utc_now as utc_now
+from ._twoway import MERGE_KEYS as MERGE_KEYS
+from ._twoway import two_way_merge_patch as two_way_merge_patch
+
+__all__ = [
+    "APPLY_PATCH",
+    "JSON",
+    "JSON_PATCH",
+    "KNOWN_KINDS",
+    "MERGE_KEYS",
+    "MERGE_PATCH",
+    "PROTOBUF",
+    "STRATEGIC_MERGE_PATCH",
+    "YAML",
+    "FieldSelector",
+    "FieldTerm",
+    "LabelSelector",
+    "Requirement",
+    "escape_field_value",
+    "format_micro_time",
+    "format_time",
+    "go_quote",
+    "label_selector_from_dict",
+    "parse_field_selector",
+    "parse_label_selector",
+    "parse_time",
+    "strategic_merge_patch",
+    "two_way_merge_patch",
+    "utc_now",
+]
