@@ -36,6 +36,7 @@ from pydantic.alias_generators import to_camel
 
 from fleet.api import parse_delay
 from fleet.errors import ConfigError, InputError
+from fleet.wire import FLEET_NAMESPACE
 
 __all__ = ["BUILTIN", "ScenarioSpec", "ScenarioType", "SloSpec", "load_scenario"]
 
@@ -93,7 +94,7 @@ class ScenarioSpec(_Model):
     namespace: str = Field(
         "kubemock-bench", description="Where the bench's pods and Deployments go."
     )
-    node_namespace: str = Field("kube-mock-system", description="Where the bench's Node CRs go.")
+    node_namespace: str = Field(FLEET_NAMESPACE, description="Where the bench's Node CRs go.")
     node_config: dict[str, Any] = Field(
         default_factory=dict, description="spec.nodeConfig of every Node CR."
     )

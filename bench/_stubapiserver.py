@@ -45,6 +45,7 @@ from urllib.parse import parse_qsl, urlsplit
 import msgspec
 
 from fleet.machinery import strategic_merge_patch
+from fleet.wire import API_VERSION, FINALIZER, SHARD_LABEL
 
 __all__ = ["BOOKMARK_EVERY", "Population", "StubServer", "serve"]
 
@@ -53,10 +54,8 @@ _TICK = 0.01
 BOOKMARK_EVERY = 30.0
 """Seconds between BOOKMARK events on an open watch (well within the client's 150 s
 inactivity timeout)."""
-SHARD_LABEL = "fleet.mock.zhizuqiu.cn/shard"
-FINALIZER = "mock.zhizuqiu.cn/node-cleanup"
 NAMESPACE = "default"
-_CR_PREFIX = "/apis/mock.zhizuqiu.cn/v1alpha1/"
+_CR_PREFIX = f"/apis/{API_VERSION}/"
 _LEASE_PREFIX = "/apis/coordination.k8s.io/v1/namespaces/"
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(dict[str, Any]).decode
@@ -100,7 +99,7 @@ class Population:
     def cr(self, i: int) -> dict[str, Any]:
         name = self.node_name(i)
         return {
-            "apiVersion": "mock.zhizuqiu.cn/v1alpha1",
+            "apiVersion": API_VERSION,
             "kind": "Node",
             "metadata": {
                 "name": name,

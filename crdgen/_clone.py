@@ -45,6 +45,7 @@ from fleet.api import API_VERSION, load_node, parse_quantity
 from fleet.errors import ConfigError, FleetError, InputError
 from fleet.kube._client import Client
 from fleet.kube._config import load_config
+from fleet.wire import FLEET_NAMESPACE
 
 from ._output import write_output
 
@@ -65,7 +66,7 @@ __all__ = [
     "render",
 ]
 
-DEFAULT_NAMESPACE = "kube-mock-system"
+DEFAULT_NAMESPACE = FLEET_NAMESPACE
 """kube-mock's namespace for its CRs, and the fleet's (docs/architecture.md)."""
 
 CLONED_FROM_ANNOTATION = "mock.zhizuqiu.cn/cloned-from"

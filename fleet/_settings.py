@@ -51,6 +51,7 @@ from pydantic_core import PydanticCustomError
 
 from fleet.api._duration import format_go_duration, parse_go_duration
 from fleet.errors import ConfigError, InputError
+from fleet.wire import FLEET_NAMESPACE
 
 __all__ = [
     "ENV_PREFIX",
@@ -228,7 +229,7 @@ class CoordinatorSettings(_Section):
 class FleetSettings(_Section):
     """Everything a fleet process reads at start: where the cluster is, and both sections."""
 
-    namespace: str = "kube-mock-system"
+    namespace: str = FLEET_NAMESPACE
     """The fleet namespace: shard and coordinator Leases (docs/architecture.md)."""
     kubeconfig: str | None = None
     """Kubeconfig path as given; unset means $KUBECONFIG, then ~/.kube/config, then in-cluster."""

@@ -10,15 +10,11 @@ packages and tests name; everything else lives in the ``_``-prefixed modules:
 """
 
 from shards._context import Fenced as Fenced
-from shards._cr import FINALIZER as FINALIZER
-from shards._cr import NODE_CR_ANNOTATION as NODE_CR_ANNOTATION
 from shards._engine import TIMER_WORKERS as TIMER_WORKERS
 from shards._engine import ShardEngine as ShardEngine
 from shards._shardlease import ShardLease as ShardLease
 
 __all__ = [
-    "FINALIZER",
-    "NODE_CR_ANNOTATION",
     "TIMER_WORKERS",
     "Fenced",
     "ShardEngine",

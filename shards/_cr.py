@@ -8,7 +8,7 @@ with :func:`fleet.api.load_node` at the edge, and maps the model onto a
 defaults (cpu 20, memory 100Gi, pods 200, ephemeral-storage 100Gi), the
 InternalIP the engine chose (``nodeConfig.address``, the existing Node's, or
 one from the shard's range), the pod CIDRs, and the annotation
-:data:`NODE_CR_ANNOTATION` that names the CR on the v1.Node, so that two CRs
+:data:`fleet.wire.NODE_CR_ANNOTATION` that names the CR on the v1.Node, so that two CRs
 of one name in different namespaces, even on different shards, can tell that
 the Node is not theirs. Equal capacity and label sets are one read-only
 mapping shared by every node that has them.
@@ -29,15 +29,14 @@ from typing import Any
 
 import msgspec
 
-from fleet.api import GROUP, VERSION, MockNode, parse_go_duration
+from fleet.api import MockNode, parse_go_duration
 from fleet.kube._paths import resource_path
 from fleet.kube._views import ObjectMeta
 from fleet.machinery import format_time
+from fleet.wire import GROUP, NODE_CR_ANNOTATION, NODE_PLURAL, VERSION
 from shards._nodeobj import DEFAULT_KUBELET_VERSION, KubeletSpec, Taint
 
 __all__ = [
-    "FINALIZER",
-    "NODE_CR_ANNOTATION",
     "ConditionValue",
     "CrView",
     "cr_path",
@@ -48,11 +47,6 @@ __all__ = [
     "status_interval",
 ]
 
-FINALIZER = "mock.zhizuqiu.cn/node-cleanup"
-"""On every Node CR a shard drives: the shard removes its Node and Lease before the CR goes."""
-NODE_CR_ANNOTATION = "fleet.mock.zhizuqiu.cn/node-cr"
-"""On the v1.Node: ``<namespace>/<name>`` of the Node CR driving it."""
-PLURAL = "nodes"
 SHARED_MAPPINGS = 4096
 """Distinct capacity/label sets :func:`kubelet_spec` shares before it starts afresh: far more
 than the node templates of any fleet, and a bound on what a fleet of all-different nodes costs."""
@@ -87,7 +81,9 @@ class CrView(msgspec.Struct, frozen=True):
 
 def cr_path(namespace: str | None = None, name: str | None = None, sub: str | None = None) -> str:
     """Path of the Node CR collection (all namespaces when ``namespace`` is None) or one CR."""
-    return resource_path(GROUP, VERSION, PLURAL, namespace=namespace, name=name, subresource=sub)
+    return resource_path(
+        GROUP, VERSION, NODE_PLURAL, namespace=namespace, name=name, subresource=sub
+    )
 
 
 def cr_raw(view: CrView) -> dict[str, Any]:

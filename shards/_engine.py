@@ -50,12 +50,12 @@ import trio
 
 from fleet._metrics import FleetMetrics, serve_metrics
 from fleet._settings import FleetSettings
-from fleet.coordinator import SHARD_LABEL
 from fleet.errors import FleetError
 from fleet.kube._seam import Requester
 from fleet.kube._watching import Reflector, WatchEvent
 from fleet.kube._writequeue import WriteQueue, WriteQueueSettings
 from fleet.machinery import utc_now
+from fleet.wire import SHARD_LABEL, shard_field_manager, shard_host
 from shards._context import EventRecorder, FencedRequester, ShardContext, TimerKey
 from shards._cr import CrView, cr_path
 from shards._kubelets import NodeDriver
@@ -115,7 +115,7 @@ class ShardEngine:
             control,
             namespace=settings.namespace,
             shard=shard,
-            identity=identity or f"shard-{shard}",
+            identity=identity or shard_host(shard),
             duration=conf.shard_lease_duration,
             renew_interval=conf.shard_renew_interval,
             renew_deadline=conf.shard_renew_deadline,
@@ -125,7 +125,7 @@ class ShardEngine:
             on_regained=self._fence_regained,
         )
         fresh = self.lease.fresh
-        manager = f"kubemock-fleet-shard-{shard}"  # names the writer: see FencedRequester
+        manager = shard_field_manager(shard)  # names the writer: see FencedRequester
         gated_control = FencedRequester(control, fresh, field_manager=manager)
         gated_hot = FencedRequester(
             hot if hot is not None else control, fresh, field_manager=manager
@@ -150,7 +150,7 @@ class ShardEngine:
             writes=self.writes,
             timers=self.timers,
             events=EventRecorder(
-                gated_control, component="kubemock-fleet", host=f"shard-{shard}", wall=wall
+                gated_control, component="kubemock-fleet", host=shard_host(shard), wall=wall
             ),
             metrics=self.metrics,
             clock=clock,

@@ -67,10 +67,9 @@ from fleet.kube._transport import BatchRequest
 from fleet.kube._watching import WatchEvent
 from fleet.kube._writequeue import Write, WriteResult
 from fleet.machinery import JSON, MERGE_PATCH, STRATEGIC_MERGE_PATCH
+from fleet.wire import API_VERSION, FINALIZER, NODE_CR_ANNOTATION, SHARD_LABEL
 from shards._context import FencedRequester, ShardContext
 from shards._cr import (
-    FINALIZER,
-    NODE_CR_ANNOTATION,
     ConditionValue,
     CrView,
     cr_path,
@@ -302,7 +301,7 @@ class NodeState:
     def involved(self) -> dict[str, Any]:
         meta = self.cr.metadata
         return {
-            "apiVersion": "mock.zhizuqiu.cn/v1alpha1",
+            "apiVersion": API_VERSION,
             "kind": "Node",
             "namespace": meta.namespace,
             "name": meta.name,
@@ -428,7 +427,6 @@ class NodeDriver:
     def on_event(self, event: WatchEvent[CrView]) -> None:
         cr = event.obj
         key = f"{cr.metadata.namespace}/{cr.metadata.name}"
-        from fleet.coordinator import SHARD_LABEL  # same layer; kept local to the use
 
         ours = cr.metadata.labels.get(SHARD_LABEL) == self._ctx.shard
         if event.type == "DELETED" or not ours:

@@ -37,6 +37,7 @@ from fleet.kube._paths import resource_path
 from fleet.kube._seam import Requester
 from fleet.kube._views import ObjectMeta
 from fleet.kube._watching import Reflector, WatchEvent
+from fleet.wire import GROUP, MOCKSTATUS_PLURAL, VERSION
 from shards._plan import (
     ANNOTATION_MOCK_STATUS,
     COMPLETED,
@@ -64,9 +65,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-GROUP = "mock.zhizuqiu.cn"
-VERSION = "v1alpha1"
-PLURAL = "mockstatuses"
 SYNC_WAIT = 10.0
 """Seconds the shard waits for the first MockStatus list before starting anyway."""
 EVENT_BUFFER = 256
@@ -201,7 +199,7 @@ class ScriptLibrary:
     ) -> None:
         self.reflector: Reflector[MockStatusView] = Reflector(
             requester,
-            resource_path(GROUP, VERSION, PLURAL),
+            resource_path(GROUP, VERSION, MOCKSTATUS_PLURAL),
             MockStatusView,
             clock=clock,
             rng=rng,

@@ -26,11 +26,11 @@ from datetime import datetime
 import msgspec
 import trio
 
-from fleet.coordinator import shard_lease_name
 from fleet.errors import FleetError
 from fleet.kube._paths import resource_path
 from fleet.kube._seam import Requester
 from fleet.machinery import JSON, format_micro_time
+from fleet.wire import shard_lease_name
 from shards._nodeobj import Lease, LeaseMeta, LeaseSpec, decode_lease, encode_lease
 
 __all__ = ["ShardLease"]

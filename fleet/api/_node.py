@@ -21,6 +21,8 @@ from typing import Any, Literal
 from pydantic import Field, ValidationInfo, ValidatorFunctionWrapHandler, field_validator
 from pydantic_core import PydanticCustomError
 
+from fleet.wire import API_VERSION, GROUP, VERSION
+
 from ._quantity import Quantity, parse_quantity
 from ._types import (
     Condition,
@@ -46,9 +48,6 @@ __all__ = [
     "NodeConfig",
 ]
 
-GROUP = "mock.zhizuqiu.cn"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
 
 DEFAULT_CPU = "20"
 DEFAULT_MEMORY = "100Gi"

@@ -21,6 +21,7 @@ from fleet._settings import FleetSettings, load_settings
 from fleet.cli._app import app
 from fleet.cli._options import ContextOption, KubeconfigOption
 from fleet.cli._run import _identity, configure_logging
+from fleet.wire import shard_host
 
 __all__ = ["run_shard"]
 
@@ -48,7 +49,7 @@ async def run_shard(settings: FleetSettings, shard_id: int) -> None:
             str(shard_id),
             control=InstrumentedRequester(client, metrics),
             hot=InstrumentedRequester(hot, metrics),
-            identity=_identity(f"shard-{shard_id}"),
+            identity=_identity(shard_host(shard_id)),
             metrics=metrics,
             freeze_gc=True,  # the process is the shard's alone
         )

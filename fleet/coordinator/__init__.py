@@ -4,26 +4,14 @@ It assigns each Node CR to a live shard by writing the shard label
 (rendezvous hashing), moves a dead shard's CRs once its Lease has expired by
 the coordinator's own observation, rebalances at a bounded rate when a shard
 returns, and runs as one elected leader among replicas. The fencing rule is
-spelled out in ``_coordinator``'s docstring. Everything else here is private.
+spelled out in ``_coordinator``'s docstring. The names it shares with the
+shards (label, Lease names) are :mod:`fleet.wire`'s. Everything else here is
+private.
 """
 
 from __future__ import annotations
 
-from fleet.coordinator._coordinator import (
-    COORDINATOR_LEASE as COORDINATOR_LEASE,
-)
-from fleet.coordinator._coordinator import (
-    SHARD_LABEL as SHARD_LABEL,
-)
-from fleet.coordinator._coordinator import (
-    SHARD_LEASE_PREFIX as SHARD_LEASE_PREFIX,
-)
-from fleet.coordinator._coordinator import (
-    Coordinator as Coordinator,
-)
-from fleet.coordinator._coordinator import (
-    shard_lease_name as shard_lease_name,
-)
+from fleet.coordinator._coordinator import Coordinator as Coordinator
 from fleet.coordinator._election import LeaderElector as LeaderElector
 from fleet.coordinator._hashing import owner as owner
 from fleet.coordinator._liveness import LeaseRecord as LeaseRecord
@@ -32,9 +20,6 @@ from fleet.coordinator._planner import Move as Move
 from fleet.coordinator._planner import Planner as Planner
 
 __all__ = [
-    "COORDINATOR_LEASE",
-    "SHARD_LABEL",
-    "SHARD_LEASE_PREFIX",
     "Coordinator",
     "LeaderElector",
     "LeaseRecord",
@@ -42,5 +27,4 @@ __all__ = [
     "Move",
     "Planner",
     "owner",
-    "shard_lease_name",
 ]

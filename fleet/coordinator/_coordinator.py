@@ -47,7 +47,6 @@ import trio
 
 from fleet._metrics import FleetMetrics
 from fleet._settings import FleetSettings
-from fleet.api._node import GROUP, VERSION
 from fleet.coordinator._election import LeaderElector
 from fleet.coordinator._leases import WallClock, lease_path, wall_clock
 from fleet.coordinator._liveness import LeaseRecord, Liveness
@@ -58,24 +57,19 @@ from fleet.kube._views import MetaOnly, ObjectMeta
 from fleet.kube._watching import Reflector, WatchEvent
 from fleet.kube._writequeue import Write, WriteQueue, WriteQueueSettings
 from fleet.machinery import MERGE_PATCH
+from fleet.wire import (
+    COORDINATOR_LEASE,
+    GROUP,
+    NODE_PLURAL,
+    SHARD_LABEL,
+    SHARD_LEASE_PREFIX,
+    VERSION,
+)
 
-__all__ = [
-    "COORDINATOR_LEASE",
-    "SHARD_LABEL",
-    "SHARD_LEASE_PREFIX",
-    "Coordinator",
-    "shard_lease_name",
-]
+__all__ = ["Coordinator"]
 
 log = logging.getLogger(__name__)
 
-SHARD_LABEL = "fleet.mock.zhizuqiu.cn/shard"
-"""Label on a Node CR naming the shard that drives it (written by the coordinator only)."""
-SHARD_LEASE_PREFIX = "kubemock-fleet-shard-"
-"""Shard K holds the Lease ``kubemock-fleet-shard-<K>`` in the fleet namespace."""
-COORDINATOR_LEASE = "kubemock-fleet-coordinator"
-"""The leader-election Lease of the coordinator replicas."""
-NODE_PLURAL = "nodes"
 
 EVENT_BUFFER = 1024
 """Watch events buffered between a reflector and the coordinator; the consumer only
@@ -88,10 +82,6 @@ RETRY_DELAY = 1.0
 already retried it with backoff)."""
 
 _merge_encoder = msgspec.json.Encoder()
-
-
-def shard_lease_name(shard: str) -> str:
-    return f"{SHARD_LEASE_PREFIX}{shard}"
 
 
 class _LeaseSpecView(msgspec.Struct, rename="camel"):

@@ -15,7 +15,6 @@ but the CLI and the tests. Public surface:
 
 from fleet.up._controlplane import LOOPS as LOOPS
 from fleet.up._nodes import DEFAULT_TEMPLATE as DEFAULT_TEMPLATE
-from fleet.up._nodes import FLEET_NAMESPACE as FLEET_NAMESPACE
 from fleet.up._nodes import NodeTemplate as NodeTemplate
 from fleet.up._nodes import load_template as load_template
 from fleet.up._status import Status as Status
@@ -26,7 +25,6 @@ from fleet.up._up import UpSettings as UpSettings
 
 __all__ = [
     "DEFAULT_TEMPLATE",
-    "FLEET_NAMESPACE",
     "LOOPS",
     "NodeTemplate",
     "RunningUp",

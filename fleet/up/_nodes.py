@@ -26,19 +26,17 @@ from fleet.api import GROUP, VERSION, load_node
 from fleet.errors import AlreadyExists, ConfigError, InputError
 from fleet.kube._client import Client
 from fleet.kube._paths import resource_path
+from fleet.wire import FLEET_NAMESPACE, NODE_PLURAL
 
 __all__ = [
     "CREATE_IN_FLIGHT",
     "DEFAULT_TEMPLATE",
-    "FLEET_NAMESPACE",
     "NODE_NAME_PREFIX",
     "NodeTemplate",
     "create_nodes",
     "load_template",
 ]
 
-FLEET_NAMESPACE = "kube-mock-system"
-"""Default home of Node CRs (docs/architecture.md)."""
 NODE_NAME_PREFIX = "fleet-node-"
 CREATE_IN_FLIGHT = 16
 """Concurrent creates: enough to keep a local apiserver busy, few enough not to queue on it."""
@@ -145,7 +143,7 @@ def load_template(path: Path | None) -> NodeTemplate:
 
 async def create_nodes(client: Client, template: NodeTemplate, count: int) -> tuple[int, int]:
     """Create ``fleet-node-0`` .. ``fleet-node-<count-1>``; returns (created, already there)."""
-    path = resource_path(GROUP, VERSION, "nodes", namespace=template.namespace)
+    path = resource_path(GROUP, VERSION, NODE_PLURAL, namespace=template.namespace)
     indexes = iter(range(count))
     created = existing = 0
 

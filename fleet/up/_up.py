@@ -50,6 +50,7 @@ from fleet.up._bootstrap import ensure_namespace, install_crds
 from fleet.up._controlplane import LOOPS, check_loops, control_plane_settings
 from fleet.up._nodes import NodeTemplate, create_nodes, load_template
 from fleet.up._status import Status, StatusSampler
+from fleet.wire import shard_host
 
 DEFAULT_SHARD_METRICS_PORT = ShardSettings().metrics_port
 
@@ -228,7 +229,7 @@ class Up:
                     str(k),
                     control=InstrumentedRequester(client, metrics),
                     hot=InstrumentedRequester(hot, metrics),
-                    identity=_identity(f"shard-{k}"),
+                    identity=_identity(shard_host(k)),
                     metrics=metrics,
                 )
                 await nursery.start(engine.run)

@@ -13,12 +13,13 @@ import trio.testing
 from fleet._metrics import FleetMetrics
 from fleet._settings import CoordinatorSettings, FleetSettings
 from fleet.api._node import GROUP, VERSION
-from fleet.coordinator import SHARD_LABEL, Coordinator, owner, shard_lease_name
+from fleet.coordinator import Coordinator, owner
 from fleet.coordinator._leases import lease_path
 from fleet.kube import MemoryApiserver, MemoryClient
 from fleet.kube._paths import resource_path
+from fleet.wire import FLEET_NAMESPACE, SHARD_LABEL, shard_lease_name
 
-NS = "kube-mock-system"
+NS = FLEET_NAMESPACE
 EPOCH = datetime(2030, 1, 1, tzinfo=UTC)
 SHARDS = ["0", "1", "2"]
 

@@ -14,9 +14,10 @@ import trio.testing
 from fleet.coordinator._election import LeaderElector
 from fleet.coordinator._leases import lease_path
 from fleet.kube import MemoryApiserver, MemoryClient
+from fleet.wire import COORDINATOR_LEASE, FLEET_NAMESPACE
 
-NS = "kube-mock-system"
-LEASE = "kubemock-fleet-coordinator"
+NS = FLEET_NAMESPACE
+LEASE = COORDINATOR_LEASE
 EPOCH = datetime(2030, 1, 1, tzinfo=UTC)
 
 

@@ -29,16 +29,16 @@ import yaml
 from crdgen._clone import CLONED_FROM_ANNOTATION, LIFECYCLE_TAINTS
 from crdgen._crd import render_crds
 from fleet._settings import FleetSettings
-from fleet.coordinator import SHARD_LABEL
 from fleet.kube._client import Client
 from fleet.kube._config import load_config
 from fleet.kube._transport import HotTransport
 from fleet.sandbox import RunningSandbox, SandboxSettings, serve_sandbox
+from fleet.wire import FLEET_NAMESPACE, SHARD_LABEL
 from shards import ShardEngine
 from tests.crdgen.test_clone_cli import KUBECTL, all_input_nodes, invoke, seed
 
 HOSTNAME = "kubernetes.io/hostname"
-NAMESPACE = "kube-mock-system"
+NAMESPACE = FLEET_NAMESPACE
 INFO = (
     "kubeletVersion",
     "operatingSystem",

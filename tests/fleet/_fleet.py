@@ -28,18 +28,18 @@ import trio
 import yaml
 
 from fleet.api import crd_manifests
-from fleet.coordinator import COORDINATOR_LEASE, SHARD_LABEL
 from fleet.kube._client import Client
 from fleet.kube._views import MetaOnly
 from fleet.kube._watching import Reflector, WatchEvent
 from fleet.sandbox import RunningSandbox
+from fleet.wire import COORDINATOR_LEASE, FLEET_NAMESPACE, SHARD_LABEL, SHARD_LEASE_PREFIX
 
-FLEET_NS = "kube-mock-system"
+FLEET_NS = FLEET_NAMESPACE
 OTHER_NS = "fleet-extra"
 CR_GROUP_PATH = "/apis/mock.zhizuqiu.cn/v1alpha1"
 NODE_LEASES = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases"
 FLEET_LEASES = f"/apis/coordination.k8s.io/v1/namespaces/{FLEET_NS}/leases"
-SHARD_MANAGER = "kubemock-fleet-shard-"
+SHARD_MANAGER = SHARD_LEASE_PREFIX
 
 # Short settings: every timing of the fleet scaled so a test takes seconds.
 SHARD_LEASE_DURATION = 3.0
@@ -338,7 +338,7 @@ async def coordinator_holder(client: Client) -> str | None:
 
 async def shard_leases(client: Client) -> set[str]:
     leases = await client.list(FLEET_LEASES)
-    prefix = "kubemock-fleet-shard-"
+    prefix = SHARD_LEASE_PREFIX
     return {
         item["metadata"]["name"][len(prefix) :]
         for item in leases.items

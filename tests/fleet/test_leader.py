@@ -13,10 +13,10 @@ from pathlib import Path
 
 import trio
 
-from fleet.coordinator import SHARD_LABEL
 from fleet.kube._client import Client
 from fleet.kube._config import load_config
 from fleet.sandbox import RunningSandbox
+from fleet.wire import SHARD_LABEL
 from tests.fleet._fleet import (
     CR_GROUP_PATH,
     FLEET_NS,

@@ -10,11 +10,11 @@ import pytest
 import trio
 
 from fleet._settings import CoordinatorSettings, FleetSettings, ShardSettings
-from fleet.coordinator import SHARD_LABEL
 from fleet.errors import ConnectError
 from fleet.kube import MemoryApiserver
 from fleet.kube._fake import status_response
 from fleet.kube._seam import Response
+from fleet.wire import FINALIZER, NODE_CR_ANNOTATION, SHARD_LABEL
 from shards import ShardEngine
 
 wall = MemoryApiserver.wall
@@ -120,7 +120,7 @@ async def test_cr_registers_node_lease_finalizer_and_status(
     labels = node["metadata"]["labels"]
     assert labels["kubernetes.io/hostname"] == "n1" and labels["type"] == "kubemock"
     assert labels["zone"] == "a"
-    assert node["metadata"]["annotations"]["fleet.mock.zhizuqiu.cn/node-cr"] == "default/n1"
+    assert node["metadata"]["annotations"][NODE_CR_ANNOTATION] == "default/n1"
     assert node["status"]["capacity"]["cpu"] == "8"
     assert node["status"]["capacity"]["memory"] == "100Gi"
     assert node["status"]["capacity"]["pods"] == "200"
@@ -134,7 +134,7 @@ async def test_cr_registers_node_lease_finalizer_and_status(
     assert lease["metadata"]["ownerReferences"][0]["uid"] == node["metadata"]["uid"]
     cr = api.get(f"{CRS}/n1")
     assert cr is not None
-    assert cr["metadata"]["finalizers"] == ["mock.zhizuqiu.cn/node-cleanup"]
+    assert cr["metadata"]["finalizers"] == [FINALIZER]
     status = cr["status"]
     assert status["shard"] == "0" and status["nodeName"] == "n1"
     conditions = {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
@@ -367,7 +367,7 @@ async def test_same_name_in_two_namespaces_second_gets_conflict(
     assert [e["reason"] for e in events] == ["NameConflict"]
     node = api.get(f"{NODES}/n1")
     assert node is not None
-    assert node["metadata"]["annotations"]["fleet.mock.zhizuqiu.cn/node-cr"] == "default/n1"
+    assert node["metadata"]["annotations"][NODE_CR_ANNOTATION] == "default/n1"
 
 
 async def test_bad_cr_gets_event_and_condition_others_keep_going(

@@ -15,9 +15,9 @@ import msgspec
 import trio
 
 from fleet._settings import CoordinatorSettings, FleetSettings, ShardSettings
-from fleet.coordinator import SHARD_LABEL
 from fleet.kube import MemoryApiserver
 from fleet.kube._seam import Response, StreamResponse
+from fleet.wire import NODE_CR_ANNOTATION, SHARD_LABEL
 from shards import ShardEngine
 from shards._nodeobj import decode_lease
 
@@ -28,7 +28,6 @@ CRS = "/apis/mock.zhizuqiu.cn/v1alpha1/namespaces/default/nodes"
 OTHER_CRS = "/apis/mock.zhizuqiu.cn/v1alpha1/namespaces/other/nodes"
 NODES = "/api/v1/nodes"
 NODE_LEASES = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases"
-CR_ANNOTATION = "fleet.mock.zhizuqiu.cn/node-cr"
 
 
 def node_cr(name: str, shard: str = "0", namespace: str = "default", **spec: Any) -> dict[str, Any]:
@@ -45,7 +44,7 @@ def v1_node(name: str, owner: str, ip: str, cidr: str) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Node",
-        "metadata": {"name": name, "annotations": {CR_ANNOTATION: owner}},
+        "metadata": {"name": name, "annotations": {NODE_CR_ANNOTATION: owner}},
         "spec": {"podCIDR": cidr, "podCIDRs": [cidr]},
         "status": {"addresses": [{"type": "InternalIP", "address": ip}]},
     }

@@ -13,9 +13,9 @@ from typing import Any
 
 import trio
 
-from fleet.coordinator import SHARD_LABEL
 from fleet.errors import ConnectError
 from fleet.kube import MemoryApiserver
+from fleet.wire import SHARD_LABEL
 from shards import ShardEngine
 from shards._pods import PodDriver
 from tests.shards.test_engine import CRS, NODES, PODS, SHARD_LEASE, node_cr, phase, pod, start

@@ -8,11 +8,11 @@ import trio
 
 from fleet._settings import FleetSettings
 from fleet.api import crd_manifests
-from fleet.coordinator import SHARD_LABEL
 from fleet.kube._client import Client
 from fleet.kube._config import load_config
 from fleet.kube._transport import HotTransport
 from fleet.sandbox import RunningSandbox
+from fleet.wire import SHARD_LABEL
 from shards import ShardEngine
 
 CRS = "/apis/mock.zhizuqiu.cn/v1alpha1/namespaces/default/nodes"
