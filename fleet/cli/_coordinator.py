@@ -19,15 +19,13 @@ from fleet._metrics import FleetMetrics, serve_metrics
 from fleet._settings import FleetSettings, load_settings
 from fleet.cli._app import app
 from fleet.cli._options import ContextOption, KubeconfigOption
-from fleet.cli._run import _identity, configure_logging
+from fleet.supervise import configure_logging, process_identity
 
 
 async def run_coordinator(settings: FleetSettings) -> None:
     """Serve metrics and run the coordinator until a signal."""
     from fleet.coordinator import Coordinator
-    from fleet.kube._client import Client
-    from fleet.kube._config import load_config
-    from fleet.kube._instrumented import InstrumentedRequester
+    from fleet.kube import Client, InstrumentedRequester, load_config
 
     config = load_config(settings.kubeconfig, settings.context)
     async with Client(config) as client, trio.open_nursery() as nursery:
@@ -35,7 +33,7 @@ async def run_coordinator(settings: FleetSettings) -> None:
         coordinator = Coordinator(
             InstrumentedRequester(client, metrics),
             settings,
-            identity=_identity("coordinator"),
+            identity=process_identity("coordinator"),
             metrics=metrics,
         )
         await nursery.start(

@@ -1,17 +1,9 @@
 """``kubemock-fleet run --shards N``: the coordinator in-process plus N shard child processes.
 
-The supervisor (:class:`Supervisor`) starts each child with
-``trio.run_process`` in its own session (so a terminal's Ctrl-C reaches the
-children only through us, once, in order), reads its stdout and stderr pipes
-as bytes, line by line, and writes every line to our own stdout or stderr
-prefixed ``[shard K] ``. A child that exits while the fleet is running is
-started again after a backoff of 0.5 s doubling to 30 s, forgotten after 60 s
-of healthy running (:data:`RESTART_POLICY`). SIGINT or SIGTERM to ``run`` is
-passed on to every child; the supervisor then waits up to
-:data:`SHUTDOWN_GRACE` for them to exit before killing them.
-
-The child's command line is built in one function, :func:`shard_command`,
-and the supervisor takes any command, so tests run a stand-in script.
+The children are supervised by :class:`fleet.supervise.Supervisor` (restarts
+with backoff, output prefixed ``[shard K] ``); SIGINT or SIGTERM to ``run`` is
+passed on to every child and ends the coordinator. Each child's command line
+is :func:`fleet.supervise.shard_command`.
 """
 
 from __future__ import annotations
@@ -19,14 +11,9 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
-import subprocess
-import sys
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
-from typing import TextIO
 
 import trio
 import typer
@@ -35,215 +22,12 @@ from fleet._metrics import FleetMetrics, serve_metrics
 from fleet._settings import ENV_PREFIX, FleetSettings, load_settings
 from fleet.cli._app import app
 from fleet.cli._options import ContextOption, KubeconfigOption
-from fleet.kube._backoff import Backoff, BackoffPolicy
-from fleet.kube._instrumented import InstrumentedRequester
+from fleet.kube import InstrumentedRequester
+from fleet.supervise import Supervisor, configure_logging, process_identity, shard_command
 
-__all__ = [
-    "MAX_LINE",
-    "RESTART_POLICY",
-    "SHUTDOWN_GRACE",
-    "Supervisor",
-    "run_fleet",
-    "shard_command",
-]
+__all__ = ["run_fleet"]
 
 log = logging.getLogger(__name__)
-
-RESTART_POLICY = BackoffPolicy(initial=0.5, factor=2.0, maximum=30.0, jitter=0.0, reset_after=60.0)
-"""Restart delays of a crashed child: 0.5 s (a quick crash costs under a second), doubling to
-30 s (a child that cannot start does not spin), reset after 60 s of healthy running."""
-SHUTDOWN_GRACE = 10.0
-"""Seconds children get to exit after the signal is passed on, then they are killed.
-A shard stops driving its nodes and releases its Lease well within this."""
-MAX_LINE = 64 * 1024
-"""Longest output line passed on whole; a longer one is cut into pieces of this size."""
-
-Sink = Callable[[bytes], None]
-"""Where prefixed output lines go (each ends in a newline)."""
-
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
-
-def configure_logging() -> None:
-    """INFO and up to stderr, one line per record, for the long-running commands.
-
-    Without it only warnings reach stderr (Python's last-resort handler), so a
-    shard's or the coordinator's progress (Lease acquired, CRs moved) is lost
-    and ``run`` has nothing to prefix. httpx's one line per request stays quiet.
-    A no-op when logging is already configured (an embedding program, pytest).
-    """
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
-    for noisy in ("httpx", "httpcore"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-def _write_to(stream: TextIO) -> Sink:
-    buffer = stream.buffer  # lines are passed on as bytes, as the children wrote them
-
-    def write(line: bytes) -> None:
-        buffer.write(line)
-        buffer.flush()
-
-    return write
-
-
-def shard_command(
-    shard: int,
-    *,
-    config: Path | None = None,
-    kubeconfig: Path | None = None,
-    context: str | None = None,
-) -> list[str]:
-    """The command line of shard ``shard``'s child process: the one place it is spelled."""
-    command = [sys.executable, "-m", "fleet", "shard", "--id", str(shard)]
-    if config is not None:
-        command += ["--config", str(config)]
-    if kubeconfig is not None:
-        command += ["--kubeconfig", str(kubeconfig)]
-    if context is not None:
-        command += ["--context", context]
-    return command
-
-
-@dataclass
-class _Child:
-    name: str
-    command: Sequence[str]
-    process: trio.Process | None = None
-    starts: int = 0
-
-
-class Supervisor:
-    """Runs named child commands, restarting each when it exits, until :meth:`stop`.
-
-    ``stdout``/``stderr`` receive each child's lines prefixed ``[<name>] ``;
-    ``env`` is the children's environment (default: ours). ``clock`` drives the
-    backoff's healthy-spell reset.
-    """
-
-    def __init__(
-        self,
-        children: Mapping[str, Sequence[str]],
-        *,
-        stdout: Sink | None = None,
-        stderr: Sink | None = None,
-        env: Mapping[str, str] | None = None,
-        policy: BackoffPolicy = RESTART_POLICY,
-        grace: float = SHUTDOWN_GRACE,
-        clock: Callable[[], float] = trio.current_time,
-    ) -> None:
-        self._children = [_Child(name, list(cmd)) for name, cmd in children.items()]
-        self._stdout = stdout or _write_to(sys.stdout)
-        self._stderr = stderr or _write_to(sys.stderr)
-        self._env = dict(env) if env is not None else None
-        self._policy = policy
-        self._grace = grace
-        self._clock = clock
-        self._stopping = trio.Event()
-        self._all_exited = trio.Event()
-        self._active = len(self._children)
-
-    @property
-    def starts(self) -> dict[str, int]:
-        """How many times each child has been started."""
-        return {child.name: child.starts for child in self._children}
-
-    def pids(self) -> dict[str, int]:
-        """Pids of the children running now."""
-        return {c.name: c.process.pid for c in self._children if c.process is not None}
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run every child until :meth:`stop` and all have exited (or been killed)."""
-        async with trio.open_nursery() as nursery:
-            for child in self._children:
-                nursery.start_soon(self._keep_running, child)
-            if not self._children:
-                self._all_exited.set()
-            task_status.started()
-            await self._stopping.wait()
-            with trio.move_on_after(self._grace):
-                await self._all_exited.wait()
-            nursery.cancel_scope.cancel()  # kills the stragglers (deliver_cancel)
-
-    def stop(self, signum: int = signal.SIGTERM) -> None:
-        """Pass ``signum`` to every running child and stop restarting them."""
-        self._stopping.set()
-        for child in self._children:
-            if child.process is not None and child.process.returncode is None:
-                child.process.send_signal(signum)
-
-    async def _keep_running(self, child: _Child) -> None:
-        backoff = self._policy.start(clock=self._clock)
-        try:
-            while not self._stopping.is_set():
-                code = await self._run_once(child, backoff)
-                if self._stopping.is_set():
-                    break
-                delay = backoff.next_delay()
-                self._note(child, f"exited with code {code}; restarting in {delay:.1f} s")
-                with trio.move_on_after(delay):
-                    await self._stopping.wait()
-        finally:
-            self._active -= 1
-            if self._active == 0:
-                self._all_exited.set()
-
-    async def _run_once(self, child: _Child, backoff: Backoff) -> int:
-        prefix = f"[{child.name}] ".encode()
-        async with trio.open_nursery() as nursery:
-            process: trio.Process = await nursery.start(
-                partial(
-                    trio.run_process,
-                    child.command,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    check=False,
-                    env=self._env,
-                    start_new_session=True,
-                    deliver_cancel=_kill,
-                )
-            )
-            child.process = process
-            child.starts += 1
-            backoff.mark_healthy()
-            assert process.stdout is not None and process.stderr is not None
-            nursery.start_soon(_pump, process.stdout, prefix, self._stdout)
-            nursery.start_soon(_pump, process.stderr, prefix, self._stderr)
-            try:
-                return await process.wait()
-            finally:
-                child.process = None
-
-    def _note(self, child: _Child, message: str) -> None:
-        self._stderr(f"[run] {child.name} {message}\n".encode())
-
-
-async def _kill(process: trio.Process) -> None:
-    """Cancellation of a child: it has had its signal and its grace; kill it."""
-    process.kill()
-
-
-async def _pump(stream: trio.abc.ReceiveStream, prefix: bytes, sink: Sink) -> None:
-    """Copy ``stream`` to ``sink`` line by line (split on b"\\n"), each line prefixed."""
-    pending = bytearray()
-    while True:
-        chunk = await stream.receive_some(65536)
-        if not chunk:
-            break
-        pending += chunk
-        while True:
-            end = pending.find(b"\n")
-            if 0 <= end < MAX_LINE:
-                sink(prefix + bytes(pending[: end + 1]))
-                del pending[: end + 1]
-            elif len(pending) >= MAX_LINE:  # an over-long line: pass it on in pieces
-                sink(prefix + bytes(pending[:MAX_LINE]) + b"\n")
-                del pending[:MAX_LINE]
-            else:
-                break
-    if pending:
-        sink(prefix + bytes(pending) + b"\n")
 
 
 async def _forward_signals(supervisor: Supervisor, cancel: trio.CancelScope) -> None:
@@ -255,10 +39,6 @@ async def _forward_signals(supervisor: Supervisor, cancel: trio.CancelScope) -> 
             return
 
 
-def _identity(role: str) -> str:
-    return f"{role}@{socket.gethostname()}/{os.getpid()}"
-
-
 async def run_fleet(
     settings: FleetSettings,
     children: Mapping[str, Sequence[str]],
@@ -267,8 +47,7 @@ async def run_fleet(
 ) -> None:
     """The ``run`` command's body: coordinator (in-process) and supervised shard children."""
     from fleet.coordinator import Coordinator
-    from fleet.kube._client import Client
-    from fleet.kube._config import load_config
+    from fleet.kube import Client, load_config
 
     # Every shard must know the fleet's size: each takes its own part of the node address
     # and pod CIDR ranges by it (shards._kubelets), and parts must not overlap.
@@ -286,7 +65,7 @@ async def run_fleet(
                     coordinator = Coordinator(
                         InstrumentedRequester(client, metrics),
                         settings,
-                        identity=_identity("coordinator"),
+                        identity=process_identity("coordinator"),
                         metrics=metrics,
                     )
                     async with trio.open_nursery() as inner:

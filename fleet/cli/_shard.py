@@ -20,7 +20,7 @@ from fleet._metrics import FleetMetrics
 from fleet._settings import FleetSettings, load_settings
 from fleet.cli._app import app
 from fleet.cli._options import ContextOption, KubeconfigOption
-from fleet.cli._run import _identity, configure_logging
+from fleet.supervise import configure_logging, process_identity
 from fleet.wire import shard_host
 
 __all__ = ["run_shard"]
@@ -28,10 +28,13 @@ __all__ = ["run_shard"]
 
 async def run_shard(settings: FleetSettings, shard_id: int) -> None:
     """Run shard ``shard_id`` until a signal."""
-    from fleet.kube._client import Client
-    from fleet.kube._config import load_config
-    from fleet.kube._instrumented import InstrumentedRequester
-    from fleet.kube._transport import HotTransport, HotTransportSettings
+    from fleet.kube import (
+        Client,
+        HotTransport,
+        HotTransportSettings,
+        InstrumentedRequester,
+        load_config,
+    )
     from shards import ShardEngine
 
     config = load_config(settings.kubeconfig, settings.context)
@@ -49,7 +52,7 @@ async def run_shard(settings: FleetSettings, shard_id: int) -> None:
             str(shard_id),
             control=InstrumentedRequester(client, metrics),
             hot=InstrumentedRequester(hot, metrics),
-            identity=_identity(shard_host(shard_id)),
+            identity=process_identity(shard_host(shard_id)),
             metrics=metrics,
             freeze_gc=True,  # the process is the shard's alone
         )

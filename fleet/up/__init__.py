@@ -3,7 +3,7 @@
 The orchestration behind the ``up`` command (``fleet/cli/_up.py`` is its
 command line). It sits at the top, beside the CLIs: it starts the sandbox,
 the control-plane loops, the coordinator and the shards, and supervises
-shard processes with :class:`fleet.cli._run.Supervisor`. Nothing imports it
+shard processes with :class:`fleet.supervise.Supervisor`. Nothing imports it
 but the CLI and the tests. Public surface:
 
 - :class:`UpSettings`, :class:`Up` (``await nursery.start(up.run)`` gives a

@@ -12,7 +12,7 @@
    the shards. One shard runs in this process, on its own client and hot-path
    transport as ``kubemock-fleet shard`` would (no second Python start,
    nothing to supervise); several run as child processes under
-   :class:`fleet.cli._run.Supervisor`, each ``kubemock-fleet shard --id K
+   :class:`fleet.supervise.Supervisor`, each ``kubemock-fleet shard --id K
    --kubeconfig <the written kubeconfig>``, with ``/metrics`` on any free port
    unless the settings name one;
 5. ``--nodes N`` Node CRs from a template (``_nodes``).
@@ -29,12 +29,10 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import trio
 
@@ -42,10 +40,9 @@ from fleet._metrics import FleetMetrics
 from fleet._settings import ENV_PREFIX, FleetSettings, ShardSettings
 from fleet.controlplane import ControlPlane
 from fleet.errors import ConfigError
-from fleet.kube._client import Client
-from fleet.kube._config import load_config
-from fleet.kube._instrumented import InstrumentedRequester
+from fleet.kube import Client, InstrumentedRequester, load_config
 from fleet.sandbox import RunningSandbox, SandboxSettings, serve_sandbox
+from fleet.supervise import Supervisor, process_identity, shard_command
 from fleet.up._bootstrap import ensure_namespace, install_crds
 from fleet.up._controlplane import LOOPS, check_loops, control_plane_settings
 from fleet.up._nodes import NodeTemplate, create_nodes, load_template
@@ -53,9 +50,6 @@ from fleet.up._status import Status, StatusSampler
 from fleet.wire import shard_host
 
 DEFAULT_SHARD_METRICS_PORT = ShardSettings().metrics_port
-
-if TYPE_CHECKING:
-    from fleet.cli._run import Supervisor
 
 __all__ = ["RunningUp", "Up", "UpSettings"]
 
@@ -89,7 +83,7 @@ class UpSettings:
     shard runs in this process)."""
     shard_command: Callable[[int, Path], Sequence[str]] | None = None
     """The command line of shard K's child process given the kubeconfig; None:
-    :func:`fleet.cli._run.shard_command`. Tests substitute a stand-in."""
+    :func:`fleet.supervise.shard_command`. Tests substitute a stand-in."""
     child_env: Mapping[str, str] | None = None
     """Environment of shard children; None: ours."""
 
@@ -131,10 +125,6 @@ def _bind_error(exc: BaseException) -> OSError | None:
         while isinstance(exc, BaseExceptionGroup):
             exc = exc.exceptions[0]
     return exc if isinstance(exc, OSError) else None
-
-
-def _identity(role: str) -> str:
-    return f"{role}@{socket.gethostname()}/{os.getpid()}"
 
 
 class Up:
@@ -211,7 +201,7 @@ class Up:
         self, kubeconfig: Path, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """The shards in this process, each as ``kubemock-fleet shard`` runs one (no /metrics)."""
-        from fleet.kube._transport import HotTransport, HotTransportSettings
+        from fleet.kube import HotTransport, HotTransportSettings
         from shards import ShardEngine
 
         s = self.settings
@@ -229,7 +219,7 @@ class Up:
                     str(k),
                     control=InstrumentedRequester(client, metrics),
                     hot=InstrumentedRequester(hot, metrics),
-                    identity=_identity(shard_host(k)),
+                    identity=process_identity(shard_host(k)),
                     metrics=metrics,
                 )
                 await nursery.start(engine.run)
@@ -250,7 +240,7 @@ class Up:
         coordinator = Coordinator(
             InstrumentedRequester(client, metrics),
             s.fleet,
-            identity=_identity("coordinator"),
+            identity=process_identity("coordinator"),
             metrics=metrics,
         )
         await nursery.start(coordinator.run)
@@ -259,7 +249,6 @@ class Up:
             await nursery.start(partial(self._run_shards_here, kubeconfig))
             children_done.set()
             return children_done
-        from fleet.cli._run import Supervisor, shard_command
 
         def command(k: int) -> Sequence[str]:
             if s.shard_command is not None:

@@ -12,11 +12,10 @@ import trio.testing
 
 from fleet._metrics import FleetMetrics
 from fleet._settings import CoordinatorSettings, FleetSettings
-from fleet.api._node import GROUP, VERSION
+from fleet.api import GROUP, VERSION
 from fleet.coordinator import Coordinator, owner
 from fleet.coordinator._leases import lease_path
-from fleet.kube import MemoryApiserver, MemoryClient
-from fleet.kube._paths import resource_path
+from fleet.kube import MemoryApiserver, MemoryClient, resource_path
 from fleet.wire import FLEET_NAMESPACE, SHARD_LABEL, shard_lease_name
 
 NS = FLEET_NAMESPACE

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import trio
 
-from fleet.cli._run import RESTART_POLICY, Supervisor, shard_command
+from fleet.supervise import RESTART_POLICY, Supervisor, shard_command
 
 # A stand-in shard: prints (one line split across writes, one on stderr), crashes on its
 # first run (a marker file remembers), then runs until SIGTERM, which it reports and obeys.

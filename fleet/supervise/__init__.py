@@ -1,0 +1,32 @@
+"""Process supervision and identity, shared by ``run`` (fleet.cli) and ``up`` (fleet.up).
+
+Layer 2, beside the settings and metrics: it stands on ``fleet.kube`` (its
+restart backoff) and nothing above, so ``fleet.up`` no longer reaches up into
+the CLI for it.
+
+- :class:`Supervisor`: run named child commands, restart each with backoff,
+  pass their output on prefixed; :data:`RESTART_POLICY`, :data:`SHUTDOWN_GRACE`.
+- :func:`shard_command`: a shard child's command line, spelled once.
+- :func:`process_identity`: ``<role>@<host>/<pid>``, the holder of a Lease.
+- :func:`configure_logging`: the long-running commands' stderr log.
+"""
+
+from fleet.supervise._process import LOG_FORMAT as LOG_FORMAT
+from fleet.supervise._process import configure_logging as configure_logging
+from fleet.supervise._process import process_identity as process_identity
+from fleet.supervise._process import shard_command as shard_command
+from fleet.supervise._supervisor import MAX_LINE as MAX_LINE
+from fleet.supervise._supervisor import RESTART_POLICY as RESTART_POLICY
+from fleet.supervise._supervisor import SHUTDOWN_GRACE as SHUTDOWN_GRACE
+from fleet.supervise._supervisor import Supervisor as Supervisor
+
+__all__ = [
+    "LOG_FORMAT",
+    "MAX_LINE",
+    "RESTART_POLICY",
+    "SHUTDOWN_GRACE",
+    "Supervisor",
+    "configure_logging",
+    "process_identity",
+    "shard_command",
+]

@@ -1,0 +1,55 @@
+"""What every long-running process of the fleet shares: its identity, its logging, its command line.
+
+:func:`process_identity` is the holder identity a process writes into the
+Leases it holds (``<role>@<host>/<pid>``); :func:`configure_logging` sets up
+the one-line-per-record stderr log of the long-running commands;
+:func:`shard_command` is the one place a shard child's command line is spelled.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+from pathlib import Path
+
+__all__ = ["LOG_FORMAT", "configure_logging", "process_identity", "shard_command"]
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def configure_logging() -> None:
+    """INFO and up to stderr, one line per record, for the long-running commands.
+
+    Without it only warnings reach stderr (Python's last-resort handler), so a
+    shard's or the coordinator's progress (Lease acquired, CRs moved) is lost
+    and ``run`` has nothing to prefix. httpx's one line per request stays quiet.
+    A no-op when logging is already configured (an embedding program, pytest).
+    """
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def process_identity(role: str) -> str:
+    """``<role>@<host>/<pid>``: who holds a Lease, as client-go's leader election writes it."""
+    return f"{role}@{socket.gethostname()}/{os.getpid()}"
+
+
+def shard_command(
+    shard: int,
+    *,
+    config: Path | None = None,
+    kubeconfig: Path | None = None,
+    context: str | None = None,
+) -> list[str]:
+    """The command line of shard ``shard``'s child process: the one place it is spelled."""
+    command = [sys.executable, "-m", "fleet", "shard", "--id", str(shard)]
+    if config is not None:
+        command += ["--config", str(config)]
+    if kubeconfig is not None:
+        command += ["--kubeconfig", str(kubeconfig)]
+    if context is not None:
+        command += ["--context", context]
+    return command
