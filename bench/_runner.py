@@ -63,10 +63,7 @@ from bench._slo import SloThresholds, slo_table
 from fleet import __version__
 from fleet.api import API_VERSION, GROUP, VERSION, crd_manifests
 from fleet.errors import AlreadyExists, FleetError, MethodNotAllowed, NotFound
-from fleet.kube._client import Client
-from fleet.kube._ratelimit import TokenBucket
-from fleet.kube._views import ObjectMeta
-from fleet.kube._watching import Reflector, WatchEvent
+from fleet.kube import Client, ObjectMeta, Reflector, TokenBucket, WatchEvent
 
 __all__ = ["RUN_LABEL", "NullProgress", "Progress", "RunOptions", "run_scenario"]
 

@@ -200,8 +200,8 @@ async def _serve_empty(
     from hypercorn.config import Config
     from hypercorn.trio import serve
 
-    from fleet.kube._config import write_kubeconfig
-    from fleet.sandbox import _server
+    from fleet.kube import write_kubeconfig
+    from fleet.sandbox import tls_files
 
     config = Config()
     config.bind = ["127.0.0.1:0"]
@@ -210,10 +210,10 @@ async def _serve_empty(
     config.keep_alive_timeout = 75
     ca = None
     if scheme == "https":
-        cert, key, ca = _server._tls_files(workdir, "127.0.0.1")
+        cert, key, ca = tls_files(workdir, "127.0.0.1")
         config.certfile, config.keyfile = str(cert), str(key)
     if front == "lean":
-        from fleet.sandbox._http1 import Http1Server, open_listeners, url_of
+        from fleet.sandbox import Http1Server, open_listeners, url_of
 
         listeners = await open_listeners("127.0.0.1", 0)
         tls = config.create_ssl_context() if scheme == "https" else None
@@ -232,7 +232,7 @@ _WRITES = [1]
 
 async def _in_server_writer(app: Any, count: int, rate: int, names: list[str]) -> dict[str, Any]:
     """Patch the bench Leases ``count`` times through ``Api.patch`` (no HTTP), paced at ``rate``/s."""
-    from fleet.sandbox._api import Call
+    from fleet.sandbox import Call
 
     rt = app.registry.get("coordination.k8s.io", "v1", "leases")
     base = _WRITES[0]
@@ -392,8 +392,7 @@ class _Lines:
 async def _patch_client(
     kubeconfig: str, kind: str, inflight: int, requests: int, repeats: int
 ) -> None:
-    from fleet.kube._config import load_config
-    from fleet.kube._transport import HotTransport, HotTransportSettings
+    from fleet.kube import HotTransport, HotTransportSettings, load_config
 
     config = load_config(kubeconfig)
     async with HotTransport(config, HotTransportSettings(connections=inflight)) as hot:
@@ -428,8 +427,7 @@ async def _patch_client(
 
 
 async def _watch_client(kubeconfig: str, watchers: int, objects: int) -> None:
-    from fleet.kube._config import load_config
-    from fleet.kube._transport import HotTransport
+    from fleet.kube import HotTransport, load_config
 
     decode = msgspec.json.Decoder(_Ev).decode
     config = load_config(kubeconfig)

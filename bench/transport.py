@@ -176,8 +176,7 @@ async def _case(
         for stream, _ in idle:
             await stream.aclose()
     else:
-        from fleet.kube._cluster import ClusterConfig
-        from fleet.kube._transport import HotTransport, HotTransportSettings
+        from fleet.kube import ClusterConfig, HotTransport, HotTransportSettings
 
         settings = HotTransportSettings(connections=inflight)
         async with HotTransport(ClusterConfig(server=server), settings) as hot:

@@ -43,8 +43,7 @@ import yaml
 
 from fleet.api import API_VERSION, load_node, parse_quantity
 from fleet.errors import ConfigError, FleetError, InputError
-from fleet.kube._client import Client
-from fleet.kube._config import load_config
+from fleet.kube import Client, load_config
 from fleet.wire import FLEET_NAMESPACE
 
 from ._output import write_output

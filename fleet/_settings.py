@@ -49,7 +49,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
-from fleet.api._duration import format_go_duration, parse_go_duration
+from fleet.api import format_go_duration, parse_go_duration
 from fleet.errors import ConfigError, InputError
 from fleet.wire import FLEET_NAMESPACE
 

@@ -25,10 +25,7 @@ import trio
 from fleet._metrics import FleetMetrics
 from fleet._settings import FleetSettings
 from fleet.errors import FleetError, TransportError
-from fleet.kube._paths import resource_path
-from fleet.kube._seam import Requester, Response, StreamResponse
-from fleet.kube._transport import BatchRequest
-from fleet.kube._writequeue import WriteQueue
+from fleet.kube import BatchRequest, Requester, Response, StreamResponse, WriteQueue, resource_path
 from fleet.machinery import JSON, format_time
 from shards._timers import DelayQueue
 

@@ -30,8 +30,7 @@ from typing import Any
 import msgspec
 
 from fleet.api import MockNode, parse_go_duration
-from fleet.kube._paths import resource_path
-from fleet.kube._views import ObjectMeta
+from fleet.kube import ObjectMeta, resource_path
 from fleet.machinery import format_time
 from fleet.wire import GROUP, NODE_CR_ANNOTATION, NODE_PLURAL, VERSION
 from shards._nodeobj import DEFAULT_KUBELET_VERSION, KubeletSpec, Taint

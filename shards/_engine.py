@@ -51,9 +51,7 @@ import trio
 from fleet._metrics import FleetMetrics, serve_metrics
 from fleet._settings import FleetSettings
 from fleet.errors import FleetError
-from fleet.kube._seam import Requester
-from fleet.kube._watching import Reflector, WatchEvent
-from fleet.kube._writequeue import WriteQueue, WriteQueueSettings
+from fleet.kube import Reflector, Requester, WatchEvent, WriteQueue, WriteQueueSettings
 from fleet.machinery import utc_now
 from fleet.wire import SHARD_LABEL, shard_field_manager, shard_host
 from shards._context import EventRecorder, FencedRequester, ShardContext, TimerKey

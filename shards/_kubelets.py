@@ -61,11 +61,7 @@ from prometheus_client import CollectorRegistry, Histogram
 
 from fleet.api import MockNode, load_node
 from fleet.errors import AlreadyExists, Conflict, FleetError, InputError, NotFound
-from fleet.kube._paths import resource_path
-from fleet.kube._seam import Response
-from fleet.kube._transport import BatchRequest
-from fleet.kube._watching import WatchEvent
-from fleet.kube._writequeue import Write, WriteResult
+from fleet.kube import BatchRequest, Response, WatchEvent, Write, WriteResult, resource_path
 from fleet.machinery import JSON, MERGE_PATCH, STRATEGIC_MERGE_PATCH
 from fleet.wire import API_VERSION, FINALIZER, NODE_CR_ANNOTATION, SHARD_LABEL
 from shards._context import FencedRequester, ShardContext

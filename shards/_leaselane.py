@@ -39,10 +39,7 @@ from typing import Protocol
 import trio
 
 from fleet.errors import ApiError, FleetError, ServerError, TooManyRequests, TransportError
-from fleet.kube._backoff import BackoffPolicy
-from fleet.kube._ratelimit import TokenBucket
-from fleet.kube._seam import Response
-from fleet.kube._transport import MAX_PIPELINE, BatchRequest
+from fleet.kube import MAX_PIPELINE, BackoffPolicy, BatchRequest, Response, TokenBucket
 from shards._timers import DelayQueue
 
 __all__ = [

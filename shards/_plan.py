@@ -37,7 +37,7 @@ from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Literal
 
-from fleet.api._duration import parse_delay
+from fleet.api import parse_delay
 from fleet.errors import InputError
 
 __all__ = [

@@ -42,11 +42,15 @@ import msgspec
 import trio
 
 from fleet.errors import FleetError, InputError, NotFound
-from fleet.kube._backoff import BackoffPolicy
-from fleet.kube._paths import resource_path
-from fleet.kube._views import ListMeta
-from fleet.kube._watching import Reflector, WatchEvent
-from fleet.kube._writequeue import Write, WriteResult
+from fleet.kube import (
+    BackoffPolicy,
+    ListMeta,
+    Reflector,
+    WatchEvent,
+    Write,
+    WriteResult,
+    resource_path,
+)
 from fleet.machinery import JSON, STRATEGIC_MERGE_PATCH
 from shards._context import ShardContext
 from shards._ipam import PoolExhausted

@@ -33,10 +33,7 @@ import trio
 
 from fleet.api import ContainerScript, MockStatus, MockStatusStep, load_mock_status
 from fleet.errors import InputError
-from fleet.kube._paths import resource_path
-from fleet.kube._seam import Requester
-from fleet.kube._views import ObjectMeta
-from fleet.kube._watching import Reflector, WatchEvent
+from fleet.kube import ObjectMeta, Reflector, Requester, WatchEvent, resource_path
 from fleet.wire import GROUP, MOCKSTATUS_PLURAL, VERSION
 from shards._plan import (
     ANNOTATION_MOCK_STATUS,

@@ -27,8 +27,7 @@ import msgspec
 import trio
 
 from fleet.errors import FleetError
-from fleet.kube._paths import resource_path
-from fleet.kube._seam import Requester
+from fleet.kube import Requester, resource_path
 from fleet.machinery import JSON, format_micro_time
 from fleet.wire import shard_lease_name
 from shards._nodeobj import Lease, LeaseMeta, LeaseSpec, decode_lease, encode_lease

@@ -12,10 +12,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from fleet._metrics import FleetMetrics, serve_metrics
 from fleet._settings import CoordinatorSettings, FleetSettings, ShardSettings
 from fleet.api import crd_manifests
-from fleet.cli._coordinator import run_coordinator
-from fleet.cli._shard import run_shard
-from fleet.kube._client import Client
-from fleet.kube._config import load_config
+from fleet.cli import run_coordinator, run_shard
+from fleet.kube import Client, load_config
 from fleet.sandbox import RunningSandbox
 
 

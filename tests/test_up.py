@@ -20,7 +20,7 @@ import pytest
 import trio
 import yaml
 
-from fleet.cli._app import main
+from fleet.cli import main
 from fleet.kube import Client, load_config
 from fleet.up import (
     DEFAULT_TEMPLATE,

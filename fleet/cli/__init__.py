@@ -3,6 +3,8 @@
 Each ``_<command>.py`` module registers its commands on :data:`app`; importing
 ``_commands`` imports them all so ``kubemock-fleet --help`` lists them. The CLI
 is the top layer: it may import anything, nothing imports it.
+:func:`run_shard` and :func:`run_coordinator` are the bodies of the ``shard``
+and ``coordinator`` commands (what the metrics tests run in-process).
 """
 
 from __future__ import annotations
@@ -10,5 +12,7 @@ from __future__ import annotations
 from fleet.cli import _commands as _commands
 from fleet.cli._app import app as app
 from fleet.cli._app import main as main
+from fleet.cli._coordinator import run_coordinator as run_coordinator
+from fleet.cli._shard import run_shard as run_shard
 
-__all__ = ["app", "main"]
+__all__ = ["app", "main", "run_coordinator", "run_shard"]

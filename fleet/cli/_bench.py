@@ -350,8 +350,7 @@ def _run_scenario(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from bench import NullProgress, RunOptions, TargetInfo, run_scenario
-    from fleet.kube._client import Client
-    from fleet.kube._config import load_config
+    from fleet.kube import Client, load_config
 
     own = kubeconfig is None and context is None
     run_id = secrets.token_hex(4)

@@ -48,7 +48,7 @@ from fleet.controlplane._resources import (
 )
 from fleet.controlplane._rest import Rest
 from fleet.errors import ConfigError, Conflict, FleetError, NotFound
-from fleet.kube._watching import WatchEvent
+from fleet.kube import WatchEvent
 
 __all__ = ["GCSettings", "GarbageCollector"]
 

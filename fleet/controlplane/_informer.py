@@ -20,9 +20,7 @@ import trio
 
 from fleet.controlplane._guard import log_failure
 from fleet.controlplane._resources import KObject, Resource
-from fleet.kube._seam import Requester
-from fleet.kube._views import View
-from fleet.kube._watching import Reflector, WatchEvent, WatchSettings
+from fleet.kube import Reflector, Requester, View, WatchEvent, WatchSettings
 
 __all__ = ["Handler", "Informer", "Informers"]
 

@@ -24,9 +24,7 @@ from fleet.controlplane._nodelifecycle import NodeLifecycleController, NodeLifec
 from fleet.controlplane._replicasets import ReplicaSetController, ReplicaSetSettings
 from fleet.controlplane._rest import Rest
 from fleet.controlplane._scheduler import Scheduler, SchedulerSettings
-from fleet.kube._client import Client
-from fleet.kube._cluster import ClusterConfig
-from fleet.kube._seam import Requester
+from fleet.kube import Client, ClusterConfig, Requester
 
 __all__ = ["ControlPlane", "ControlPlaneSettings", "serve_control_plane"]
 

@@ -36,8 +36,7 @@ from fleet.controlplane._podutil import tolerates
 from fleet.controlplane._resources import LEASES, NODES, PODS, KObject, condition, rfc3339
 from fleet.controlplane._rest import Rest
 from fleet.errors import ConfigError, FleetError, NotFound
-from fleet.kube._views import object_key
-from fleet.kube._watching import WatchEvent
+from fleet.kube import WatchEvent, object_key
 
 __all__ = ["NodeLifecycleController", "NodeLifecycleSettings"]
 

@@ -34,8 +34,7 @@ from fleet.controlplane._queue import WorkQueue
 from fleet.controlplane._resources import PODS, REPLICASETS, KObject, controlled, controller_of
 from fleet.controlplane._rest import Rest
 from fleet.errors import ConfigError, FleetError, NotFound
-from fleet.kube._views import object_key
-from fleet.kube._watching import WatchEvent
+from fleet.kube import WatchEvent, object_key
 from fleet.machinery import label_selector_from_dict
 
 __all__ = ["Expectations", "ReplicaSetController", "ReplicaSetSettings"]

@@ -16,8 +16,7 @@ from typing import Any
 
 import msgspec
 
-from fleet.kube._paths import resource_path
-from fleet.kube._views import ObjectMeta, OwnerReference
+from fleet.kube import ObjectMeta, OwnerReference, resource_path
 
 __all__ = [
     "DEPLOYMENTS",

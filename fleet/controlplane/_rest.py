@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 
 from fleet.errors import ProtocolError
-from fleet.kube._seam import Requester
+from fleet.kube import Requester
 from fleet.machinery import JSON, MERGE_PATCH
 
 __all__ = ["MERGE_PATCH", "Rest"]

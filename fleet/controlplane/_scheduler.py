@@ -59,8 +59,7 @@ from fleet.controlplane._queue import WorkQueue
 from fleet.controlplane._resources import EVENTS, NODES, PODS, KObject, condition, rfc3339
 from fleet.controlplane._rest import Rest
 from fleet.errors import ApiError, ConfigError, Conflict, FleetError, NotFound
-from fleet.kube._views import object_key
-from fleet.kube._watching import WatchEvent
+from fleet.kube import WatchEvent, object_key
 from fleet.machinery import Requirement
 
 __all__ = ["Scheduler", "SchedulerSettings", "SchedulerStatistics", "unschedulable_message"]

@@ -51,11 +51,17 @@ from fleet.coordinator._election import LeaderElector
 from fleet.coordinator._leases import WallClock, lease_path, wall_clock
 from fleet.coordinator._liveness import LeaseRecord, Liveness
 from fleet.coordinator._planner import Move, Planner
-from fleet.kube._paths import resource_path
-from fleet.kube._seam import Requester
-from fleet.kube._views import MetaOnly, ObjectMeta
-from fleet.kube._watching import Reflector, WatchEvent
-from fleet.kube._writequeue import Write, WriteQueue, WriteQueueSettings
+from fleet.kube import (
+    MetaOnly,
+    ObjectMeta,
+    Reflector,
+    Requester,
+    WatchEvent,
+    Write,
+    WriteQueue,
+    WriteQueueSettings,
+    resource_path,
+)
 from fleet.machinery import MERGE_PATCH
 from fleet.wire import (
     COORDINATOR_LEASE,

@@ -43,7 +43,7 @@ from fleet.coordinator._leases import (
     wall_clock,
 )
 from fleet.errors import ApiError, TransportError
-from fleet.kube._seam import Requester
+from fleet.kube import Requester
 
 __all__ = ["LeaderElector"]
 

@@ -20,8 +20,7 @@ from typing import Any
 import msgspec
 
 from fleet.coordinator._liveness import LeaseRecord
-from fleet.kube._paths import resource_path
-from fleet.kube._seam import Requester
+from fleet.kube import Requester, resource_path
 from fleet.machinery import JSON
 
 __all__ = [

@@ -8,6 +8,9 @@
   :class:`FakeApiserver` (scripted answers) and :class:`MemoryApiserver` (a
   stateful in-memory store, with :class:`MemoryClient` connections to cut); :class:`InstrumentedRequester` wraps any of them and reports
   each request (verb, resource, code, latency) to a :class:`RequestRecorder`.
+- :class:`HotTransport` also sends a batch of requests pipelined on one
+  connection (``request_batch``: :class:`BatchRequest`, at most
+  :data:`MAX_PIPELINE`).
 - On top of the seam: :class:`Reflector` (list + watch with the client-go
   contract) and :class:`WriteQueue` (coalesced, rate-limited, retried writes).
 
@@ -32,6 +35,8 @@ from fleet.kube._config import write_kubeconfig as write_kubeconfig
 from fleet.kube._fake import FakeApiserver as FakeApiserver
 from fleet.kube._fake import FakeRequest as FakeRequest
 from fleet.kube._fake import StreamScript as StreamScript
+from fleet.kube._fake import json_response as json_response
+from fleet.kube._fake import status_response as status_response
 from fleet.kube._instrumented import InstrumentedRequester as InstrumentedRequester
 from fleet.kube._instrumented import RequestRecorder as RequestRecorder
 from fleet.kube._memapi import MemoryApiserver as MemoryApiserver
@@ -41,10 +46,16 @@ from fleet.kube._ratelimit import TokenBucket as TokenBucket
 from fleet.kube._seam import Requester as Requester
 from fleet.kube._seam import Response as Response
 from fleet.kube._seam import StreamResponse as StreamResponse
+from fleet.kube._seam import error_for as error_for
+from fleet.kube._transport import MAX_PIPELINE as MAX_PIPELINE
+from fleet.kube._transport import BatchRequest as BatchRequest
 from fleet.kube._transport import HotTransport as HotTransport
 from fleet.kube._transport import HotTransportSettings as HotTransportSettings
 from fleet.kube._views import ListMeta as ListMeta
+from fleet.kube._views import MetaOnly as MetaOnly
 from fleet.kube._views import ObjectMeta as ObjectMeta
+from fleet.kube._views import OwnerReference as OwnerReference
+from fleet.kube._views import View as View
 from fleet.kube._views import decoder_for as decoder_for
 from fleet.kube._views import object_key as object_key
 from fleet.kube._watching import Reflector as Reflector
@@ -54,3 +65,54 @@ from fleet.kube._writequeue import Write as Write
 from fleet.kube._writequeue import WriteQueue as WriteQueue
 from fleet.kube._writequeue import WriteQueueSettings as WriteQueueSettings
 from fleet.kube._writequeue import WriteResult as WriteResult
+
+__all__ = [
+    "MAX_PIPELINE",
+    "Auth",
+    "Backoff",
+    "BackoffPolicy",
+    "BasicAuth",
+    "BatchRequest",
+    "Client",
+    "ClientTimeouts",
+    "ClusterConfig",
+    "ExecCredentialPlugin",
+    "FakeApiserver",
+    "FakeRequest",
+    "HotTransport",
+    "HotTransportSettings",
+    "InstrumentedRequester",
+    "ListMeta",
+    "ListResult",
+    "MemoryApiserver",
+    "MemoryClient",
+    "MetaOnly",
+    "NoAuth",
+    "ObjectMeta",
+    "OwnerReference",
+    "Reflector",
+    "RequestRecorder",
+    "Requester",
+    "Response",
+    "StaticToken",
+    "StreamResponse",
+    "StreamScript",
+    "TokenBucket",
+    "TokenFile",
+    "View",
+    "WatchEvent",
+    "WatchSettings",
+    "Write",
+    "WriteQueue",
+    "WriteQueueSettings",
+    "WriteResult",
+    "decoder_for",
+    "error_for",
+    "in_cluster_config",
+    "json_response",
+    "load_config",
+    "object_key",
+    "resource_path",
+    "status_response",
+    "write_kubeconfig",
+]

@@ -8,13 +8,33 @@ tests (docs/sandbox.md lists what it implements). Public surface:
   returns a :class:`RunningSandbox` (url, token, kubeconfig path, ca_pem, app);
 - :class:`SandboxApp`: the bare ASGI application, for other servers or in-process use.
 
+For the sandbox micro-benchmark (``bench.sandbox``), which measures the
+parts on their own: :class:`Http1Server` with :func:`open_listeners` and
+:func:`url_of` (the lean HTTP/1.1 front), :func:`tls_files` (the throwaway CA
+and certificate), and :class:`Call` (one API request, served without HTTP).
+
 It sits above ``fleet.kube`` (it writes its kubeconfig with it); nothing in
 the library layers imports it.
 """
 
+from fleet.sandbox._api import Call as Call
 from fleet.sandbox._asgi import SandboxApp as SandboxApp
+from fleet.sandbox._http1 import Http1Server as Http1Server
+from fleet.sandbox._http1 import open_listeners as open_listeners
+from fleet.sandbox._http1 import url_of as url_of
 from fleet.sandbox._server import RunningSandbox as RunningSandbox
 from fleet.sandbox._server import serve_sandbox as serve_sandbox
+from fleet.sandbox._server import tls_files as tls_files
 from fleet.sandbox._settings import SandboxSettings as SandboxSettings
 
-__all__ = ["RunningSandbox", "SandboxApp", "SandboxSettings", "serve_sandbox"]
+__all__ = [
+    "Call",
+    "Http1Server",
+    "RunningSandbox",
+    "SandboxApp",
+    "SandboxSettings",
+    "open_listeners",
+    "serve_sandbox",
+    "tls_files",
+    "url_of",
+]

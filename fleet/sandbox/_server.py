@@ -26,7 +26,7 @@ from hypercorn.config import Config
 from hypercorn.trio import serve
 
 from fleet.errors import ConfigError
-from fleet.kube._config import write_kubeconfig
+from fleet.kube import write_kubeconfig
 from fleet.sandbox._asgi import SandboxApp
 from fleet.sandbox._http1 import Http1Server, open_listeners, url_of
 from fleet.sandbox._settings import SandboxSettings
@@ -79,7 +79,11 @@ def _save(path: Path, app: SandboxApp) -> None:
         raise
 
 
-def _tls_files(directory: Path, host: str) -> tuple[Path, Path, bytes]:
+def tls_files(directory: Path, host: str) -> tuple[Path, Path, bytes]:
+    """A throwaway CA and a server certificate for ``host`` (and loopback) in ``directory``.
+
+    Returns the certificate and key paths and the CA's PEM, for clients to trust.
+    """
     try:
         import trustme
     except ImportError as exc:  # pragma: no cover - depends on the install
@@ -114,7 +118,7 @@ async def serve_sandbox(
     config.keep_alive_timeout = 75
     ca_pem: bytes | None = None
     if settings.tls:
-        cert, key, ca_pem = _tls_files(workdir, settings.host)
+        cert, key, ca_pem = tls_files(workdir, settings.host)
         config.certfile, config.keyfile = str(cert), str(key)
     try:
         async with trio.open_nursery() as nursery:

@@ -18,8 +18,7 @@ import trio
 
 from fleet.api import crd_manifests
 from fleet.errors import AlreadyExists, ConfigError
-from fleet.kube._client import Client
-from fleet.kube._paths import resource_path
+from fleet.kube import Client, resource_path
 
 __all__ = ["ESTABLISH_TIMEOUT", "ensure_namespace", "install_crds"]
 

@@ -24,8 +24,7 @@ import yaml
 
 from fleet.api import GROUP, VERSION, load_node
 from fleet.errors import AlreadyExists, ConfigError, InputError
-from fleet.kube._client import Client
-from fleet.kube._paths import resource_path
+from fleet.kube import Client, resource_path
 from fleet.wire import FLEET_NAMESPACE, NODE_PLURAL
 
 __all__ = [

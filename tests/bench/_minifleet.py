@@ -20,9 +20,7 @@ import trio
 
 from fleet.api import GROUP, VERSION
 from fleet.errors import AlreadyExists, Conflict, NotFound
-from fleet.kube._client import Client
-from fleet.kube._views import ObjectMeta
-from fleet.kube._watching import Reflector, WatchEvent
+from fleet.kube import Client, ObjectMeta, Reflector, WatchEvent
 
 
 class _NodeConfig(msgspec.Struct, frozen=True):

@@ -26,8 +26,7 @@ from bench import RUN_LABEL, RunOptions, TargetInfo, load_scenario, read_report,
 from fleet.api import GROUP, VERSION, crd_manifests
 from fleet.cli import app
 from fleet.errors import InputError
-from fleet.kube._client import Client
-from fleet.kube._config import load_config
+from fleet.kube import Client, load_config
 from fleet.sandbox import RunningSandbox
 
 from ._minifleet import MiniFleet
@@ -274,7 +273,7 @@ async def test_a_scrape_cancelled_in_the_tls_handshake_closes_its_socket() -> No
     # connection then is cancelled inside the TLS handshake. httpcore's trio backend closes
     # the socket only for an Exception there, not for a cancellation: the Client must.
     from bench._runner import _Run
-    from fleet.kube._config import ClusterConfig
+    from fleet.kube import ClusterConfig
 
     in_handshake = trio.Event()
 
@@ -317,7 +316,7 @@ async def test_a_write_without_an_answer_counts_as_failed_not_fatal() -> None:
     import httpx
 
     from bench._runner import _Run
-    from fleet.kube._config import ClusterConfig
+    from fleet.kube import ClusterConfig
 
     def cut(request: httpx.Request) -> httpx.Response:
         raise httpx.ReadError("connection cut", request=request)
@@ -340,53 +339,3 @@ async def test_a_write_without_an_answer_counts_as_failed_not_fatal() -> None:
         await run.write_pool(range(3), write, "create pods")
     assert (run.writes.ok, run.writes.failed) == (0, 3)
     assert "create pods" in run.writes.errors[0]
-
-
-async def test_a_signal_cancels_the_scenario_alone_and_lets_its_cleanup_run() -> None:
-    # Ctrl-C must not tear down the bench's own apiserver under the scenario's feet: the
-    # signal cancels the scenario, its shielded cleanup runs, then the CLI exits 130.
-    import os
-    import signal
-
-    import trio
-
-    from fleet.cli._bench import _Interrupted, _until_signal
-
-    started = trio.Event()
-    cleaned_up: list[bool] = []
-
-    async def scenario() -> None:
-        try:
-            started.set()
-            await trio.sleep_forever()
-        finally:
-            with trio.CancelScope(shield=True):
-                await trio.sleep(0.01)  # the cleanup still gets to talk to the apiserver
-                cleaned_up.append(True)
-
-    async def interrupt() -> None:
-        await started.wait()
-        os.kill(os.getpid(), signal.SIGINT)
-
-    interrupted = False
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(interrupt)
-            await _until_signal(scenario)
-    except* _Interrupted:
-        interrupted = True
-    assert interrupted
-    assert cleaned_up == [True]
-
-
-async def test_a_scenario_that_ends_returns_its_result_and_installs_nothing_after() -> None:
-    import signal
-
-    from fleet.cli._bench import _until_signal
-
-    async def scenario() -> str:
-        return "report"
-
-    before = signal.getsignal(signal.SIGINT)
-    assert await _until_signal(scenario) == "report"
-    assert signal.getsignal(signal.SIGINT) is before

@@ -12,8 +12,7 @@ from fleet.controlplane._informer import Informer
 from fleet.controlplane._queue import WorkQueue
 from fleet.controlplane._resources import PODS, KObject
 from fleet.errors import ConfigError
-from fleet.kube import MemoryApiserver
-from fleet.kube._watching import WatchEvent
+from fleet.kube import MemoryApiserver, WatchEvent
 from tests.controlplane._helpers import eventually, pod
 
 

@@ -7,8 +7,7 @@ from typing import Any
 import trio
 
 from fleet.controlplane import ControlPlane, ControlPlaneSettings, serve_control_plane
-from fleet.kube._client import Client
-from fleet.kube._config import load_config
+from fleet.kube import Client, load_config
 from fleet.sandbox import RunningSandbox
 from tests.controlplane._helpers import node
 

@@ -13,8 +13,7 @@ import trio
 from fleet.controlplane._informer import Informers
 from fleet.controlplane._rest import Rest
 from fleet.controlplane._scheduler import Scheduler, SchedulerSettings, unschedulable_message
-from fleet.kube import MemoryApiserver
-from fleet.kube._fake import status_response
+from fleet.kube import MemoryApiserver, status_response
 from tests.controlplane._helpers import eventually, node, pod
 
 

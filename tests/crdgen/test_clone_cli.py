@@ -25,9 +25,7 @@ from crdgen import cli
 from crdgen._clone import CloneOptions, _clone_from_cluster, clone_nodes, render
 from crdgen._crd import render_crds
 from fleet.errors import InputError
-from fleet.kube._client import Client
-from fleet.kube._cluster import ClusterConfig
-from fleet.kube._config import load_config
+from fleet.kube import Client, ClusterConfig, load_config
 from fleet.sandbox import RunningSandbox
 
 DATA = Path(__file__).parent / "data"

@@ -29,9 +29,7 @@ import yaml
 from crdgen._clone import CLONED_FROM_ANNOTATION, LIFECYCLE_TAINTS
 from crdgen._crd import render_crds
 from fleet._settings import FleetSettings
-from fleet.kube._client import Client
-from fleet.kube._config import load_config
-from fleet.kube._transport import HotTransport
+from fleet.kube import Client, HotTransport, load_config
 from fleet.sandbox import RunningSandbox, SandboxSettings, serve_sandbox
 from fleet.wire import FLEET_NAMESPACE, SHARD_LABEL
 from shards import ShardEngine

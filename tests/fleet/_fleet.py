@@ -28,9 +28,7 @@ import trio
 import yaml
 
 from fleet.api import crd_manifests
-from fleet.kube._client import Client
-from fleet.kube._views import MetaOnly
-from fleet.kube._watching import Reflector, WatchEvent
+from fleet.kube import Client, MetaOnly, Reflector, WatchEvent
 from fleet.sandbox import RunningSandbox
 from fleet.wire import COORDINATOR_LEASE, FLEET_NAMESPACE, SHARD_LABEL, SHARD_LEASE_PREFIX
 

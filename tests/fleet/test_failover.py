@@ -22,11 +22,8 @@ from typing import Any
 
 import trio
 
-from fleet.coordinator._hashing import owner
-from fleet.kube._client import Client
-from fleet.kube._config import load_config
-from fleet.kube._views import ObjectMeta
-from fleet.kube._watching import Reflector, WatchEvent
+from fleet.coordinator import owner
+from fleet.kube import Client, ObjectMeta, Reflector, WatchEvent, load_config
 from fleet.sandbox import RunningSandbox
 from tests.fleet._fleet import (
     CR_GROUP_PATH,

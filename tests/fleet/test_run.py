@@ -16,8 +16,7 @@ from pathlib import Path
 
 import trio
 
-from fleet.kube._client import Client
-from fleet.kube._config import load_config
+from fleet.kube import Client, load_config
 from fleet.sandbox import RunningSandbox
 from fleet.wire import SHARD_LABEL
 from tests.fleet._fleet import FLEET_NS, cr_body, cr_path, prepare, ready, wait_for, write_config

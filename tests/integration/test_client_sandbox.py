@@ -29,11 +29,11 @@ from fleet.kube import (
     HotTransport,
     HotTransportSettings,
     Requester,
+    error_for,
     load_config,
     resource_path,
     write_kubeconfig,
 )
-from fleet.kube._seam import error_for
 from fleet.sandbox import RunningSandbox
 
 from .conftest import StartSandbox

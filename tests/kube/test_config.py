@@ -22,10 +22,7 @@ import pytest
 import trio
 import trustme
 import yaml
-from typer import Typer
-from typer.testing import CliRunner
 
-from fleet.cli._options import ContextOption, KubeconfigOption
 from fleet.errors import ConfigError
 from fleet.kube import _config
 from fleet.kube._auth import BasicAuth, ExecCredentialPlugin, StaticToken, TokenFile
@@ -1063,29 +1060,6 @@ def test_write_kubeconfig_refuses_bad_input(tmp_path: Path) -> None:
         write_kubeconfig(blocker / "kc", server="https://h:1", token=SECRET)
     assert str(info.value).startswith(f"{blocker / 'kc'}: cannot write kubeconfig")
     assert SECRET not in str(info.value)
-
-
-# --------------------------------------------------------------------------- CLI options
-
-
-def test_cli_options_parse_and_document_like_kubectl(tmp_path: Path) -> None:
-    app = Typer()
-    seen: dict[str, Any] = {}
-
-    @app.command()
-    def show(kubeconfig: KubeconfigOption = None, context: ContextOption = None) -> None:
-        seen.update(kubeconfig=kubeconfig, context=context)
-
-    runner = CliRunner()
-    result = runner.invoke(app, ["--kubeconfig", str(tmp_path / "kc"), "--context", "prod"])
-    assert result.exit_code == 0, result.output
-    assert seen == {"kubeconfig": tmp_path / "kc", "context": "prod"}
-    result = runner.invoke(app, [])
-    assert result.exit_code == 0
-    assert seen == {"kubeconfig": None, "context": None}
-    help_text = runner.invoke(app, ["--help"], env={"COLUMNS": "200", "NO_COLOR": "1"}).output
-    assert "Path to the kubeconfig file to use for CLI requests." in help_text
-    assert "The name of the kubeconfig context to use" in help_text
 
 
 def test_missing_cluster_across_files_names_the_defining_file_and_the_list(tmp_path: Path) -> None:

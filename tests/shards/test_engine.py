@@ -11,9 +11,7 @@ import trio
 
 from fleet._settings import CoordinatorSettings, FleetSettings, ShardSettings
 from fleet.errors import ConnectError
-from fleet.kube import MemoryApiserver
-from fleet.kube._fake import status_response
-from fleet.kube._seam import Response
+from fleet.kube import MemoryApiserver, Response, status_response
 from fleet.wire import FINALIZER, NODE_CR_ANNOTATION, SHARD_LABEL
 from shards import ShardEngine
 

@@ -15,8 +15,7 @@ import msgspec
 import trio
 
 from fleet._settings import CoordinatorSettings, FleetSettings, ShardSettings
-from fleet.kube import MemoryApiserver
-from fleet.kube._seam import Response, StreamResponse
+from fleet.kube import MemoryApiserver, Response, StreamResponse
 from fleet.wire import NODE_CR_ANNOTATION, SHARD_LABEL
 from shards import ShardEngine
 from shards._nodeobj import decode_lease

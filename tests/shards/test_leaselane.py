@@ -14,8 +14,7 @@ from collections.abc import Sequence
 import trio
 
 from fleet.errors import FleetError, TransportError
-from fleet.kube._seam import Response
-from fleet.kube._transport import BatchRequest
+from fleet.kube import BatchRequest, Response
 from shards._leaselane import GIVE_WAY_MAX, LeaseLane
 
 

@@ -11,10 +11,7 @@ import yaml
 
 from fleet._settings import FleetSettings
 from fleet.api import crd_manifests, load_mock_status
-from fleet.kube import MemoryApiserver
-from fleet.kube._client import Client
-from fleet.kube._config import load_config
-from fleet.kube._transport import HotTransport
+from fleet.kube import Client, HotTransport, MemoryApiserver, load_config
 from fleet.sandbox import RunningSandbox
 from shards import ShardEngine
 from shards._plan import ContainerState

@@ -8,9 +8,7 @@ import trio
 
 from fleet._settings import FleetSettings
 from fleet.api import crd_manifests
-from fleet.kube._client import Client
-from fleet.kube._config import load_config
-from fleet.kube._transport import HotTransport
+from fleet.kube import Client, HotTransport, load_config
 from fleet.sandbox import RunningSandbox
 from fleet.wire import SHARD_LABEL
 from shards import ShardEngine
