@@ -528,7 +528,8 @@ class _Server:
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.proc.stdin.write(line + "\n")
         self.proc.stdin.flush()
-        return json.loads(self.proc.stdout.readline())
+        answer: dict[str, Any] = json.loads(self.proc.stdout.readline())
+        return answer
 
     def stop(self) -> None:
         if self.proc.stdin is not None:

@@ -373,8 +373,10 @@ def render(crs: Sequence[Mapping[str, Any]], fmt: OutputFormat = "yaml") -> str:
         "width": 100,
     }
     if fmt == "list":
-        return yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": list(crs)}, **dump)
-    return yaml.safe_dump_all(list(crs), explicit_start=True, **dump)
+        text: str = yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": list(crs)}, **dump)
+    else:
+        text = yaml.safe_dump_all(list(crs), explicit_start=True, **dump)
+    return text
 
 
 async def fetch_nodes(

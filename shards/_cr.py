@@ -198,4 +198,4 @@ def status_differs(current: Mapping[str, Any], desired: Mapping[str, Any]) -> bo
             ],
         )
 
-    return strip(current) != strip(desired)
+    return bool(strip(current) != strip(desired))

@@ -49,7 +49,8 @@ class RetryBackoff:
 
     def delay(self, failures: int) -> float:
         """The delay before retry number ``failures`` (1 for the first)."""
-        return min(self.maximum, self.initial * 2 ** min(max(failures - 1, 0), 62))
+        delay: float = min(self.maximum, self.initial * 2 ** min(max(failures - 1, 0), 62))
+        return delay
 
 
 def log_failure(loop: str, what: str, exc: BaseException, retry_in: float | None = None) -> None:

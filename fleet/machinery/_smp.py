@@ -256,7 +256,8 @@ def _merge_map(original: dict[str, Any], patch: dict[str, Any], t: _Struct) -> d
         directive = patch[_DIRECTIVE]
         if directive == "replace":
             del patch[_DIRECTIVE]
-            return _clean(patch, t)
+            replaced: dict[str, Any] = _clean(patch, t)
+            return replaced
         if directive == "delete":
             return {}
         raise InputError(_bad_patch_type(directive, patch))

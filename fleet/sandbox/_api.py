@@ -347,7 +347,7 @@ class Api:
         if not rt.has_status():
             return new
         if sub == "status":
-            merged = clone(old)
+            merged: dict[str, Any] = clone(old)
             if "status" in new:
                 merged["status"] = new["status"]
             else:

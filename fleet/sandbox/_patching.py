@@ -93,7 +93,8 @@ def apply_patch(
             raise bad_request("Invalid JSON Patch") from None
         if not isinstance(patch, dict):
             raise bad_request("Invalid JSON Patch")
-        return merge_patch(current, patch)
+        merged: dict[str, Any] = merge_patch(current, patch)
+        return merged
     if content_type == STRATEGIC_MERGE_PATCH:
         try:
             patch = _decode(body)
@@ -116,7 +117,8 @@ def apply_patch(
     if not isinstance(applied, dict):
         raise bad_request("error decoding YAML: the applied configuration is not an object")
     if rt.is_custom:
-        return merge_patch(current, applied)
+        applied_merged: dict[str, Any] = merge_patch(current, applied)
+        return applied_merged
     try:
         return _libs.strategic_merge_patch(current, applied, rt.kind)
     except InputError as exc:

@@ -35,7 +35,7 @@ import ipaddress
 import json
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -272,7 +272,7 @@ def _is_cidr(s: str) -> bool:
     return "/" in s
 
 
-_FORMATS = {
+_FORMATS: dict[str, Callable[[str], bool]] = {
     "date-time": _is_date_time,
     "datetime": _is_date_time,
     "date": _is_date,
