@@ -175,7 +175,9 @@ def test_rbac_is_bound_to_the_fleet_service_account() -> None:
 
 
 def console_script() -> str:
-    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    scripts: dict[str, str] = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "scripts"
+    ]
     (name,) = [n for n, target in scripts.items() if target == "fleet.cli:main"]
     return name
 

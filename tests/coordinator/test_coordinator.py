@@ -118,7 +118,8 @@ async def test_assigns_fails_over_and_rebalances(autojump_clock: trio.abc.Clock)
         assert all(after[k] == assigned.get(k, owner(k, SHARDS)) for k in after if k not in moved)
         assert metrics.moves.labels(reason="failover")._value.get() == len(moved)
         # The dead shard's assignment series is gone, not left at its last count.
-        gauge = {s.labels["shard"]: s.value for s in metrics.assignments.collect()[0].samples}
+        (family,) = metrics.assignments.collect()
+        gauge = {s.labels["shard"]: s.value for s in family.samples}
         assert set(gauge) == {"0", "1"} and sum(gauge.values()) == len(after)
 
         # Shard 2 returns: it gets its share back at <= 20 moves/s, not as a storm.

@@ -16,7 +16,7 @@ import trio
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes import watch as k8s_watch
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 
 from fleet.api import crd_manifests
 from fleet.sandbox import RunningSandbox

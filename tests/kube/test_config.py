@@ -14,6 +14,7 @@ import logging
 import os
 import ssl
 import stat
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -530,15 +531,15 @@ def test_data_certificates_go_through_a_private_temp_dir(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, client_cert: trustme.LeafCert
 ) -> None:
     made: list[Path] = []
-    real_mkdtemp = _config.tempfile.mkdtemp
+    real_mkdtemp = tempfile.mkdtemp
 
     def spy_mkdtemp(*args: Any, **kwargs: Any) -> str:
-        path = real_mkdtemp(*args, **kwargs)
+        path: str = real_mkdtemp(*args, **kwargs)
         made.append(Path(path))
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o700
         return path
 
-    monkeypatch.setattr(_config.tempfile, "mkdtemp", spy_mkdtemp)
+    monkeypatch.setattr(tempfile, "mkdtemp", spy_mkdtemp)  # the module _config uses
     user = {
         "client-certificate-data": b64(client_cert.cert_chain_pems[0].bytes()),
         "client-key-data": b64(client_cert.private_key_pem.bytes()),

@@ -14,7 +14,7 @@ from tests.sandbox._http import client, make_namespace, pod
 
 
 async def _watch(c: httpx.AsyncClient, url: str, params: dict[str, str]) -> list[dict[str, Any]]:
-    events = []
+    events: list[dict[str, Any]] = []
     async with c.stream("GET", url, params={"watch": "true", **params}) as r:
         assert r.status_code == 200
         buf = b""

@@ -23,10 +23,16 @@ async def test_start_up_is_frozen_once_it_is_over(
     freeze: bool,
 ) -> None:
     calls: list[tuple[str, float]] = []
-    monkeypatch.setattr(
-        gc, "collect", lambda *args: calls.append(("collect", trio.current_time())) or 0
-    )
-    monkeypatch.setattr(gc, "freeze", lambda: calls.append(("freeze", trio.current_time())))
+
+    def fake_collect(*args: object) -> int:
+        calls.append(("collect", trio.current_time()))
+        return 0
+
+    def fake_freeze() -> None:
+        calls.append(("freeze", trio.current_time()))
+
+    monkeypatch.setattr(gc, "collect", fake_collect)
+    monkeypatch.setattr(gc, "freeze", fake_freeze)
     api = MemoryApiserver()
     for i in range(3):
         api.create(CRS, node_cr(f"n{i}"))

@@ -69,7 +69,8 @@ def scheduled(qos: str) -> dict[str, Any]:
 
 def apply(status: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
     """What the apiserver holds after the patch: the kubelet's desired status."""
-    return json.loads(json.dumps(desired))
+    held: dict[str, Any] = json.loads(json.dumps(desired))
+    return held
 
 
 BESTEFFORT = PodView(
