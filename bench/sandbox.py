@@ -1,6 +1,6 @@
-"""Sandbox apiserver benchmark: PATCHes per second and watch fan-out (issue 3).
+"""Sandbox apiserver benchmark: PATCHes per second and watch fan-out.
 
-What it answers, against the goals of issue 3 (docs/performance.md keeps the figures):
+What it answers, against the sandbox's goals (docs/performance.md keeps the figures):
 
 - **patch**: how many small PATCHes a second one sandbox process serves, and
   how much *server* CPU each costs, with K requests in flight. Bodies: a Lease
@@ -71,7 +71,7 @@ __all__ = [
 Scheme = Literal["http", "https"]
 Server = Literal["lean", "hypercorn"]
 SERVERS: tuple[Server, ...] = ("lean", "hypercorn")
-"""The sandbox's own HTTP/1.1 server (the default), or hypercorn for everything (as before issue 3)."""
+"""The sandbox's own HTTP/1.1 server (the default), or hypercorn for everything (as before the lean server)."""
 Body = Literal["lease", "pod-status"]
 BODIES: tuple[Body, ...] = ("lease", "pod-status")
 NAMESPACE = "bench"

@@ -1,6 +1,6 @@
-"""Shard benchmark: one shard process, N nodes and M pods, against a stub apiserver (issue 4).
+"""Shard benchmark: one shard process, N nodes and M pods, against a stub apiserver.
 
-What it answers (issue 4, "Performance"): can one shard process carry 10,000
+What it answers: can one shard process carry 10,000
 nodes (Lease every 10 s) and 100,000 pods in steady state in <= 30 % of one
 core and <= 500 MB RSS, with no Lease renewal later than 2 s past due; and
 does it take 10,000 pods from bound to Running (PATCH sent) in <= 10 s of
@@ -507,7 +507,7 @@ def run(
 
 
 def format_report(result: BenchResult) -> str:
-    """Markdown rows: the figures against issue 4's targets."""
+    """Markdown rows: the figures against the shard's targets."""
     lines = ["| figure | measured | target |", "|---|---|---|"]
     s = result.steady
     if s is not None:

@@ -1,6 +1,6 @@
 """crdgen: clone a real cluster's nodes into Node CRs, and write the CRD manifests.
 
-A component (layer 3) with its own command line, ``crdgen.cli`` (layer 5).
+A component (layer 4) with its own command line, ``crdgen.cli`` (layer 6).
 What others may use is re-exported here; the ``_``-prefixed modules are this
 package's own.
 

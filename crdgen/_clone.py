@@ -23,8 +23,8 @@ label named ``node``, so such workers vanished from its output; here a node is
 control-plane only by the exact role labels or taints in
 :data:`CONTROL_PLANE_LABELS` / :data:`CONTROL_PLANE_TAINTS`.
 
-Layer 3 (beside the coordinator and shards): imports ``fleet.api``,
-``fleet.kube`` and ``fleet.errors``. :func:`clone_command` is the typer
+Layer 4 (beside the coordinator and shards): imports ``fleet.api``,
+``fleet.kube``, ``fleet.wire`` and ``fleet.errors``. :func:`clone_command` is the typer
 command; ``crdgen.cli`` registers it on its app.
 """
 

@@ -1,8 +1,8 @@
 """The CR models of kubemock-fleet and the value types they are made of.
 
-Bottom layer, beside ``fleet.kube``: imports only ``fleet.errors``. What the
-rest of the project may use is re-exported here; the ``_``-prefixed modules
-are this package's own.
+Layer 2, beside ``fleet.kube``: imports only ``fleet.errors`` and
+``fleet.wire`` (the CR group and version). What the rest of the project may
+use is re-exported here; the ``_``-prefixed modules are this package's own.
 
 - Quantities (``_quantity``): :func:`parse_quantity`, :class:`Quantity`.
 - Go durations (``_duration``): :func:`parse_go_duration`, :func:`parse_delay`,

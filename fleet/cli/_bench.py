@@ -6,11 +6,11 @@ Two kinds of benchmark share the command:
   CPU per PATCH, httpx's pool against the hot-path transport); its options are
   ``--requests``, ``--repeats``, ``--inflight``, ``--client``, ``--json``.
 - ``sandbox``: the sandbox apiserver's PATCHes/s, server CPU per PATCH and
-  watch fan-out (:mod:`bench.sandbox`, issue 3); options ``--requests``,
+  watch fan-out (:mod:`bench.sandbox`); options ``--requests``,
   ``--repeats``, ``--inflight`` (default 16), ``--scheme``, ``--server``,
   ``--watchers``, ``--events``, ``--rate``, ``--json``, ``--output``.
-- ``shard``: one shard process against a stub apiserver (:mod:`bench.shard`,
-  issue 4): start-up, steady-state CPU and RSS, Lease lateness, bound to
+- ``shard``: one shard process against a stub apiserver (:mod:`bench.shard`):
+  start-up, steady-state CPU and RSS, Lease lateness, bound to
   Running; options ``--nodes`` (10000), ``--pods`` (100000), ``--duration``
   (600 s), ``--json``, ``--output``.
 - Load scenarios against a control plane (:mod:`bench`): the built-in
@@ -196,7 +196,7 @@ def _sandbox(
     as_json: bool,
     output: Path | None,
 ) -> None:
-    """The sandbox apiserver's PATCH rate and watch fan-out (:mod:`bench.sandbox`, issue 3)."""
+    """The sandbox apiserver's PATCH rate and watch fan-out (:mod:`bench.sandbox`)."""
     from bench import sandbox
 
     levels = [16] if inflight == [1, 16, 64] else inflight  # the transport's default levels: use 16
@@ -232,7 +232,7 @@ def _sandbox(
 def _shard(
     nodes: int | None, pods: int | None, duration: float, as_json: bool, output: Path | None
 ) -> None:
-    """One shard against a stub apiserver: steady-state CPU, RSS, Lease lateness (:mod:`bench.shard`, issue 4)."""
+    """One shard against a stub apiserver: steady-state CPU, RSS, Lease lateness (:mod:`bench.shard`)."""
     from bench import shard
 
     nodes, pods = nodes or 10_000, pods or 100_000

@@ -1,10 +1,10 @@
 """The sandbox's control plane: what kube-scheduler and kube-controller-manager would do.
 
 Every loop is a client of the apiserver through the transport seam
-(:class:`fleet.kube._seam.Requester`), so it behaves the same against the
-sandbox, a real apiserver, or the fakes of the unit tests. Layer 3: it uses
-``fleet.kube`` and ``fleet.api`` (and the sandbox's label selector parser);
-only the CLI (``kubemock-fleet up``) sits above it.
+(:class:`fleet.kube.Requester`), so it behaves the same against the
+sandbox, a real apiserver, or the fakes of the unit tests. Layer 4: it uses
+``fleet.kube``, ``fleet.api`` and ``fleet.machinery`` (label selectors);
+only ``fleet.up`` and the CLI (``kubemock-fleet up``) sit above it.
 
 - :class:`ControlPlane`, :class:`ControlPlaneSettings`, :func:`serve_control_plane`:
   run the enabled loops in one nursery over shared informers;

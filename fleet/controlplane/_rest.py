@@ -1,6 +1,6 @@
 """The few JSON verbs the control-plane loops use, over the transport seam.
 
-:class:`Rest` wraps any :class:`~fleet.kube._seam.Requester` (the httpx
+:class:`Rest` wraps any :class:`~fleet.kube.Requester` (the httpx
 :class:`~fleet.kube._client.Client`, the h11 transport, or a test fake) so the
 loops never depend on which one runs them. Every verb raises the mapped
 :class:`~fleet.errors.ApiError` for an error answer; callers decide which

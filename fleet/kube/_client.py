@@ -334,7 +334,7 @@ class Client:
             # more than 20 callers at once (the bench's writers, 16 scheduler binders plus
             # the informers' watches) closed a connection after each request and opened a
             # new one, a TLS handshake on both sides; at a few hundred requests/s that
-            # starved the sandbox's accept loop (docs/performance.md, issue 8).
+            # starved the sandbox's accept loop (docs/performance.md).
             limits = httpx.Limits(
                 max_connections=_MAX_CONNECTIONS, max_keepalive_connections=_MAX_CONNECTIONS
             )

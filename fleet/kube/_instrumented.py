@@ -4,8 +4,8 @@
 ``HotTransport``, ``FakeApiserver``) and, for each call, tells a
 :class:`RequestRecorder` the verb, the resource, the HTTP code and the
 latency. fleet.kube knows nothing of Prometheus: the recorder is a small
-protocol that ``fleet._metrics.FleetMetrics`` implements (layer 2 plugs into
-layer 1, never the other way round).
+protocol that ``fleet._metrics.FleetMetrics`` implements (layer 3 plugs into
+layer 2, never the other way round).
 
 Verbs are named as the apiserver names them in ``apiserver_request_total``
 (from the request path's shape, like its ``RequestInfoFactory``):

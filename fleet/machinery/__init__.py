@@ -1,6 +1,6 @@
 """Kubernetes machinery every layer may use: pure libraries, no I/O, no components.
 
-Layer 1, at the bottom beside ``fleet.wire``: it imports only ``fleet.errors``;
+Layer 1, above only ``fleet.errors`` (which it imports) and ``fleet.wire``;
 ``fleet.kube``, ``fleet.api`` and every component stand on it. What the rest
 of the project may use is re-exported here; the ``_``-prefixed modules are
 this package's own.

@@ -3,7 +3,7 @@
 Why: hypercorn costs ~450-500 µs of server CPU per request on this project's
 box before the app does anything (``kubemock-fleet bench sandbox``, the
 ``empty`` rows in docs/performance.md), more than the whole 333 µs budget of
-issue 3's 3,000 PATCHes/s. Nearly every client of the sandbox (the fleet's
+the sandbox's goal of 3,000 PATCHes/s. Nearly every client of the sandbox (the fleet's
 ``HotTransport``, httpx, the kubernetes Python client) speaks HTTP/1.1, so
 this module serves HTTP/1.1 itself, by hand, like the hot-path client frames
 it (``fleet.kube._transport``), and calls the same ASGI app.

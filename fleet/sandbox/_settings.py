@@ -54,6 +54,6 @@ class SandboxSettings:
     lean_http1: bool = True
     """Serve HTTP/1.1 with the sandbox's own lean server (``_http1``) and hand only HTTP/2
     to hypercorn. False: hypercorn serves everything (it costs ~450 µs of CPU per request
-    on the dev box, more than issue 3's budget; docs/performance.md)."""
+    on the dev box, more than the budget of 3,000 PATCHes/s; docs/performance.md)."""
     wall_clock: Callable[[], float] = field(default=time.time, repr=False)
     """Wall clock for creationTimestamp and friends (injected in tests)."""

@@ -1,6 +1,6 @@
 """Process supervision and identity, shared by ``run`` (fleet.cli) and ``up`` (fleet.up).
 
-Layer 2, beside the settings and metrics: it stands on ``fleet.kube`` (its
+Layer 3, beside the settings and metrics: it stands on ``fleet.kube`` (its
 restart backoff) and nothing above, so ``fleet.up`` no longer reaches up into
 the CLI for it.
 

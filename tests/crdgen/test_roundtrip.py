@@ -1,4 +1,4 @@
-"""Issue 7's round trip: real-looking nodes -> ``crdgen clone`` -> kubectl apply -> the fleet's Nodes.
+"""The clone round trip: real-looking nodes -> ``crdgen clone`` -> kubectl apply -> the fleet's Nodes.
 
 A source sandbox is seeded with the kind, EKS and GKE nodes of
 ``data/*.input.yaml``; ``crdgen clone`` (the command line) turns them into

@@ -1,6 +1,6 @@
 """A local fleet against the sandbox: 3 shard processes, a coordinator process, 300 Node CRs.
 
-One story in three acts on one sandbox (issue 5, "Tests"):
+One story in three acts on one sandbox:
 
 1. spread: every CR labelled within 2 s, shares within 10 % of even, every
    Node Ready, every node Lease renewed by exactly one shard;

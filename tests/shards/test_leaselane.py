@@ -4,7 +4,7 @@ Other tasks give way (:meth:`LeaseLane.give_way`) only while the lane could catc
 up if it had the CPU: renewals waiting for a free writer, or due and not yet
 taken. A lane whose writers all wait on a slow apiserver gains nothing from the
 rest of the shard standing still: that is how a saturated apiserver used to
-stall a shard's pods (issue 8's kwok-ci run).
+stall a shard's pods (seen in a kwok-ci run).
 """
 
 from __future__ import annotations
