@@ -38,7 +38,7 @@ import typer
 
 from fleet.cli._app import app
 from fleet.cli._options import ContextOption, KubeconfigOption
-from fleet.errors import FleetError, InputError
+from fleet.errors import InputError
 
 TRANSPORT = "transport"
 SANDBOX = "sandbox"
@@ -407,13 +407,7 @@ def _run_scenario(
         if group.subgroup((_Interrupted, KeyboardInterrupt)) is not None:
             console.print(interrupted)
             raise typer.Exit(130) from None
-        errors = group.subgroup(FleetError)
-        if (
-            errors is not None
-            and len(errors.exceptions) == 1
-            and group.split(FleetError)[1] is None
-        ):
-            raise errors.exceptions[0] from None
+        # Anything else goes to the CLI's error boundary (fleet.cli._app.main): one line.
         raise
     if as_json:
         typer.echo(msgspec.json.encode(report).decode())

@@ -52,13 +52,14 @@ async def run_fleet(
     # Every shard must know the fleet's size: each takes its own part of the node address
     # and pod CIDR ranges by it (shards._kubelets), and parts must not overlap.
     env = {**os.environ, f"{ENV_PREFIX}SHARDS": str(len(children))}
+    # A kubeconfig that cannot be used fails here, in one line, before any child starts.
+    config = load_config(settings.kubeconfig, settings.context) if with_coordinator else None
     supervisor = Supervisor(children, env=env)
     async with trio.open_nursery() as nursery:
         coordinator_scope = trio.CancelScope()
         nursery.start_soon(_forward_signals, supervisor, coordinator_scope)
         await nursery.start(supervisor.run)
-        if with_coordinator:
-            config = load_config(settings.kubeconfig, settings.context)
+        if config is not None:
             with coordinator_scope:
                 async with Client(config) as client:
                     metrics = FleetMetrics()

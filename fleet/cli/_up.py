@@ -23,7 +23,6 @@ from rich.text import Text
 
 from fleet._settings import load_settings
 from fleet.cli._app import app
-from fleet.errors import FleetError
 from fleet.up import LOOPS, Up, UpSettings, load_template, render
 
 __all__ = ["DEFAULT_KUBECONFIG", "PLAIN_STATUS_EVERY", "up"]
@@ -113,17 +112,6 @@ async def _main(settings: UpSettings) -> None:
         _say(f"state saved to {settings.data_file}")
 
 
-def _first_fleet_error(group: BaseExceptionGroup[BaseException]) -> FleetError | None:
-    """The FleetError inside nested exception groups when it is the only kind there."""
-    matched, rest = group.split(FleetError)
-    if matched is None or rest is not None:
-        return None
-    leaf: BaseException = matched
-    while isinstance(leaf, BaseExceptionGroup):
-        leaf = leaf.exceptions[0]
-    return leaf if isinstance(leaf, FleetError) else None
-
-
 @app.command()
 def up(
     nodes: int = typer.Option(
@@ -177,11 +165,5 @@ def up(
         fleet=load_settings(config_file=config, flags={"shards": shards}),
         config_file=config.absolute() if config is not None else None,
     )
-    try:
-        trio.run(partial(_main, settings))
-    except BaseExceptionGroup as group:
-        error = _first_fleet_error(group)
-        if error is None:
-            raise
-        raise error from None
+    trio.run(partial(_main, settings))  # errors: one line at the CLI's boundary (_app.main)
     sys.stdout.flush()
