@@ -16,6 +16,7 @@ no extra server dependency. Connections are served one request each, at most
 
 from __future__ import annotations
 
+import errno
 import logging
 from collections.abc import Callable
 
@@ -23,6 +24,8 @@ import h11
 import trio
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from fleet.errors import ConfigError
 
 __all__ = ["MAX_CONNECTIONS", "REQUEST_TIMEOUT", "FleetMetrics", "serve_metrics"]
 
@@ -184,15 +187,27 @@ async def serve_metrics(
     port: int,
     ready: Callable[[], bool],
     *,
-    host: str = "0.0.0.0",
+    host: str = "127.0.0.1",
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve /metrics, /healthz and /readyz on ``host:port`` until cancelled.
 
     ``port=0`` picks a free port; ``task_status.started`` reports the bound port.
-    ``host`` defaults to every interface so Prometheus can scrape a pod by IP.
+    ``host`` defaults to loopback: the endpoints are unauthenticated, so a pod opens
+    them with ``metricsAddress: 0.0.0.0`` (deploy/). A port that cannot be bound is a
+    :class:`~fleet.errors.ConfigError` naming it, in one line.
     """
-    listeners = await trio.open_tcp_listeners(port, host=host)
+    try:
+        listeners = await trio.open_tcp_listeners(port, host=host)
+    except OSError as exc:
+        hint = (
+            " (another fleet on this host? pick another metricsPort, or 0)"
+            if exc.errno == errno.EADDRINUSE
+            else ""
+        )
+        raise ConfigError(
+            f"cannot serve /metrics on {host}:{port}: {exc.strerror or exc}{hint}"
+        ) from exc
     bound = int(listeners[0].socket.getsockname()[1])
     limiter = trio.CapacityLimiter(MAX_CONNECTIONS)
 

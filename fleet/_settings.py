@@ -235,6 +235,9 @@ class FleetSettings(_Section):
     """Kubeconfig path as given; unset means $KUBECONFIG, then ~/.kube/config, then in-cluster."""
     context: str | None = None
     """Kubeconfig context; unset means the current context."""
+    metrics_address: str = "127.0.0.1"
+    """Address /metrics, /healthz and /readyz bind: loopback, since they are unauthenticated;
+    deploy/ sets ``0.0.0.0`` so Prometheus and the kubelet's probes reach the pod."""
     shards: int = Field(default=1, ge=0, le=1024)
     """Shard processes ``run`` starts: one per core is the sweet spot; 0 runs the coordinator alone."""
     shard: ShardSettings = ShardSettings()
@@ -247,6 +250,15 @@ class FleetSettings(_Section):
     def _namespace(cls, value: str) -> str:
         if not value:
             raise ValueError("must not be empty")
+        return value
+
+    @field_validator("metrics_address")
+    @classmethod
+    def _metrics_address(cls, value: str) -> str:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError(f"not an IP address: {value!r}") from None
         return value
 
 

@@ -199,7 +199,13 @@ class ShardEngine:
         async with trio.open_nursery() as nursery:
             if metrics_port is not None:
                 await nursery.start(
-                    partial(serve_metrics, self.metrics.registry, metrics_port, self.ready)
+                    partial(
+                        serve_metrics,
+                        self.metrics.registry,
+                        metrics_port,
+                        self.ready,
+                        host=self.settings.metrics_address,
+                    )
                 )
             await nursery.start(self.writes.run)
             await nursery.start(self.nodes.leases.run)

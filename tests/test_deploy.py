@@ -213,13 +213,13 @@ def test_commands_are_real_cli_commands(kind: str, name: str) -> None:
 def test_coordinator_deployment() -> None:
     deployment = one("Deployment", "kubemock-fleet-coordinator")
     assert deployment["spec"]["replicas"] == 2
-    assert container(deployment)["args"] == ["coordinator"]
+    assert container(deployment)["args"] == ["coordinator", "--metrics-address", "0.0.0.0"]
 
 
 def test_shard_id_is_the_pod_ordinal() -> None:
     statefulset = one("StatefulSet", "kubemock-fleet-shard")
     c = container(statefulset)
-    assert c["args"] == ["shard", "--id", "$(SHARD_ID)"]
+    assert c["args"] == ["shard", "--id", "$(SHARD_ID)", "--metrics-address", "0.0.0.0"]
     (shard_id,) = [e for e in c["env"] if e["name"] == "SHARD_ID"]
     assert shard_id["valueFrom"] == {
         "fieldRef": {"fieldPath": "metadata.labels['apps.kubernetes.io/pod-index']"}
@@ -241,6 +241,9 @@ def test_probes_ports_resources_and_security(kind: str, name: str, port: int) ->
     pod = workload["spec"]["template"]
     assert workload["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
     c = container(workload)
+    # The endpoints bind loopback unless told otherwise; probes and Prometheus come by pod IP.
+    assert FleetSettings().metrics_address == "127.0.0.1"
+    assert c["args"][-2:] == ["--metrics-address", "0.0.0.0"]
     assert c["ports"] == [{"name": "metrics", "containerPort": port, "protocol": "TCP"}]
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 from functools import partial
+from pathlib import Path
 
 import httpx
+import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -13,8 +18,10 @@ from fleet._metrics import FleetMetrics, serve_metrics
 from fleet._settings import CoordinatorSettings, FleetSettings, ShardSettings
 from fleet.api import crd_manifests
 from fleet.cli import run_coordinator, run_shard
+from fleet.errors import ConfigError
 from fleet.kube import Client, load_config
 from fleet.sandbox import RunningSandbox
+from tests.cli.test_errors import UNREACHABLE
 
 
 def test_registries_are_isolated() -> None:
@@ -133,3 +140,68 @@ async def test_shard_and_coordinator_serve_request_metrics(
     moves = _samples(coordinator, "kubemock_fleet_moves_total")
     assert _count(moves, reason="assign") == 1
     assert _samples(coordinator, "kubemock_fleet_assignments") == {frozenset({("shard", "0")}): 1.0}
+
+
+async def test_endpoint_binds_loopback_by_default() -> None:
+    """Unauthenticated endpoints stay on this host unless a flag opens them (issue 16 item 7).
+
+    All of 127.0.0.0/8 is loopback on Linux: a listener on 0.0.0.0 answers 127.0.0.2, one on
+    127.0.0.1 does not.
+    """
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(partial(serve_metrics, FleetMetrics().registry, 0, lambda: True))
+        async with httpx.AsyncClient() as client:
+            assert (await client.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200
+            try:
+                await client.get(f"http://127.0.0.2:{port}/healthz")
+            except httpx.ConnectError:
+                pass
+            else:
+                raise AssertionError("/metrics answered on an address other than 127.0.0.1")
+        opened = await nursery.start(
+            partial(serve_metrics, FleetMetrics().registry, 0, lambda: True, host="0.0.0.0")
+        )
+        async with httpx.AsyncClient() as client:
+            assert (await client.get(f"http://127.0.0.2:{opened}/healthz")).status_code == 200
+        nursery.cancel_scope.cancel()
+
+
+async def test_port_in_use_is_a_config_error_naming_it() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ConfigError, match=f"cannot serve /metrics on 127.0.0.1:{port}: "):
+            await serve_metrics(FleetMetrics().registry, port, lambda: True)
+
+
+def test_second_coordinator_on_a_host_is_one_line(tmp_path: Path) -> None:
+    """A second `run`/`coordinator` on one host: one line naming the port, not a traceback."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(UNREACHABLE)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("KUBEMOCK_FLEET_")},
+            "KUBEMOCK_FLEET_COORDINATOR__METRICS_PORT": str(port),
+        }
+        for command in ("coordinator", "run"):
+            args = [command, "--kubeconfig", str(kubeconfig)]
+            if command == "run":
+                args += ["--shards", "0"]
+            result = subprocess.run(
+                [sys.executable, "-m", "fleet", *args],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert result.returncode == 1, result.stderr
+            lines = [line for line in result.stderr.splitlines() if " INFO " not in line]
+            assert lines == [
+                f"kubemock-fleet: error: cannot serve /metrics on 127.0.0.1:{port}: "
+                "Address already in use (another fleet on this host? "
+                "pick another metricsPort, or 0)"
+            ], result.stderr

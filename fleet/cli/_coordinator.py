@@ -18,7 +18,7 @@ import typer
 from fleet._metrics import FleetMetrics, serve_metrics
 from fleet._settings import FleetSettings, load_settings
 from fleet.cli._app import app
-from fleet.cli._options import ContextOption, KubeconfigOption
+from fleet.cli._options import ContextOption, KubeconfigOption, MetricsAddressOption
 from fleet.supervise import configure_logging, process_identity
 
 
@@ -42,6 +42,7 @@ async def run_coordinator(settings: FleetSettings) -> None:
                 metrics.registry,
                 settings.coordinator.metrics_port,
                 coordinator.ready,
+                host=settings.metrics_address,
             )
         )
         await nursery.start(coordinator.run)
@@ -58,6 +59,7 @@ def coordinator(
     ),
     kubeconfig: KubeconfigOption = None,
     context: ContextOption = None,
+    metrics_address: MetricsAddressOption = None,
 ) -> None:
     """Run one coordinator replica (leader-elected), as deploy/ does."""
     settings = load_settings(
@@ -65,6 +67,7 @@ def coordinator(
         flags={
             "kubeconfig": str(kubeconfig) if kubeconfig is not None else None,
             "context": context,
+            "metrics_address": metrics_address,
         },
     )
     configure_logging()

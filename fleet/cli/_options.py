@@ -20,7 +20,7 @@ from typing import Annotated
 
 import typer
 
-__all__ = ["ContextOption", "KubeconfigOption"]
+__all__ = ["ContextOption", "KubeconfigOption", "MetricsAddressOption"]
 
 KubeconfigOption = Annotated[
     Path | None,
@@ -42,3 +42,15 @@ ContextOption = Annotated[
     ),
 ]
 """``--context NAME``: help text as kubectl's. Unset: the kubeconfig's current-context."""
+
+MetricsAddressOption = Annotated[
+    str | None,
+    typer.Option(
+        "--metrics-address",
+        help="Address /metrics, /healthz and /readyz bind (default 127.0.0.1; "
+        "0.0.0.0 opens them to the network, as deploy/ does).",
+        show_default=False,
+    ),
+]
+"""``--metrics-address IP``: the ``metricsAddress`` setting. Unset: loopback (the endpoints are
+unauthenticated)."""

@@ -21,7 +21,7 @@ import typer
 from fleet._metrics import FleetMetrics, serve_metrics
 from fleet._settings import ENV_PREFIX, FleetSettings, load_settings
 from fleet.cli._app import app
-from fleet.cli._options import ContextOption, KubeconfigOption
+from fleet.cli._options import ContextOption, KubeconfigOption, MetricsAddressOption
 from fleet.kube import InstrumentedRequester
 from fleet.supervise import Supervisor, configure_logging, process_identity, shard_command
 
@@ -51,7 +51,11 @@ async def run_fleet(
 
     # Every shard must know the fleet's size: each takes its own part of the node address
     # and pod CIDR ranges by it (shards._kubelets), and parts must not overlap.
-    env = {**os.environ, f"{ENV_PREFIX}SHARDS": str(len(children))}
+    env = {
+        **os.environ,
+        f"{ENV_PREFIX}SHARDS": str(len(children)),
+        f"{ENV_PREFIX}METRICS_ADDRESS": settings.metrics_address,  # --metrics-address, passed on
+    }
     # A kubeconfig that cannot be used fails here, in one line, before any child starts.
     config = load_config(settings.kubeconfig, settings.context) if with_coordinator else None
     supervisor = Supervisor(children, env=env)
@@ -76,6 +80,7 @@ async def run_fleet(
                                 metrics.registry,
                                 settings.coordinator.metrics_port,
                                 coordinator.ready,
+                                host=settings.metrics_address,
                             )
                         )
                         await inner.start(coordinator.run)
@@ -92,6 +97,7 @@ def run(
     ),
     kubeconfig: KubeconfigOption = None,
     context: ContextOption = None,
+    metrics_address: MetricsAddressOption = None,
 ) -> None:
     """Run the coordinator and N shard processes on this machine."""
     settings = load_settings(
@@ -100,6 +106,7 @@ def run(
             "shards": shards,
             "kubeconfig": str(kubeconfig) if kubeconfig is not None else None,
             "context": context,
+            "metrics_address": metrics_address,
         },
     )
     configure_logging()

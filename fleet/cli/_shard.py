@@ -19,7 +19,7 @@ import typer
 from fleet._metrics import FleetMetrics
 from fleet._settings import FleetSettings, load_settings
 from fleet.cli._app import app
-from fleet.cli._options import ContextOption, KubeconfigOption
+from fleet.cli._options import ContextOption, KubeconfigOption, MetricsAddressOption
 from fleet.supervise import configure_logging, process_identity
 from fleet.wire import shard_host
 
@@ -73,6 +73,7 @@ def shard(
     ),
     kubeconfig: KubeconfigOption = None,
     context: ContextOption = None,
+    metrics_address: MetricsAddressOption = None,
     pod_watch: str | None = typer.Option(
         None,
         "--pod-watch",
@@ -90,6 +91,7 @@ def shard(
         flags={
             "kubeconfig": str(kubeconfig) if kubeconfig is not None else None,
             "context": context,
+            "metrics_address": metrics_address,
             "shard.pod_watch": watch,
         },
     )
