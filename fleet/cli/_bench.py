@@ -26,6 +26,7 @@ Two kinds of benchmark share the command:
 
 from __future__ import annotations
 
+import shutil
 import signal
 import tempfile
 from collections.abc import Awaitable, Callable
@@ -296,9 +297,12 @@ async def _own_cluster(
             shard_processes=shards > 0,
         )
     )
-    async with trio.open_nursery() as inner:
-        running = await inner.start(up.run)
-        task_status.started((up, running))
+    try:
+        async with trio.open_nursery() as inner:
+            running = await inner.start(up.run)
+            task_status.started((up, running))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)  # its kubeconfig: the token dies with the run
 
 
 class _Interrupted(Exception):

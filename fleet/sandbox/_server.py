@@ -6,7 +6,9 @@ HTTP/1.1 by the lean server of ``_http1``, HTTP/2 handed to hypercorn (or
 everything by hypercorn with ``lean_http1=False``). It writes a kubeconfig carrying a freshly generated bearer token, and reports a
 :class:`RunningSandbox` through ``task_status.started``. With
 ``settings.data_file`` the store is loaded at start and saved when the
-server stops (cancellation is a clean stop).
+server stops (cancellation is a clean stop). The temporary directory holding
+the server's key (and the kubeconfig, unless ``kubeconfig_out`` names one) is
+removed when the server stops.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from functools import partial
@@ -105,7 +108,21 @@ async def serve_sandbox(
 ) -> None:
     """Run the sandbox apiserver until cancelled; report a :class:`RunningSandbox` once it listens."""
     app = SandboxApp(settings, data=_load(settings.data_file))
+    # The server's key (and the default kubeconfig) live here while it runs; removed on the way out.
     workdir = Path(tempfile.mkdtemp(prefix="kubemock-fleet-sandbox-"))
+    try:
+        await _serve(settings, app, workdir, task_status=task_status)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def _serve(
+    settings: SandboxSettings,
+    app: SandboxApp,
+    workdir: Path,
+    *,
+    task_status: trio.TaskStatus[RunningSandbox],
+) -> None:
     config = Config()
     config.bind = [
         f"[{settings.host}]:{settings.port}"
