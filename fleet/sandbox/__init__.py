@@ -22,17 +22,21 @@ from fleet.sandbox._asgi import SandboxApp as SandboxApp
 from fleet.sandbox._http1 import Http1Server as Http1Server
 from fleet.sandbox._http1 import open_listeners as open_listeners
 from fleet.sandbox._http1 import url_of as url_of
+from fleet.sandbox._server import IDENTITY_SUFFIX as IDENTITY_SUFFIX
 from fleet.sandbox._server import RunningSandbox as RunningSandbox
+from fleet.sandbox._server import identity_dir as identity_dir
 from fleet.sandbox._server import serve_sandbox as serve_sandbox
 from fleet.sandbox._server import tls_files as tls_files
 from fleet.sandbox._settings import SandboxSettings as SandboxSettings
 
 __all__ = [
+    "IDENTITY_SUFFIX",
     "Call",
     "Http1Server",
     "RunningSandbox",
     "SandboxApp",
     "SandboxSettings",
+    "identity_dir",
     "open_listeners",
     "serve_sandbox",
     "tls_files",

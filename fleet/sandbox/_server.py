@@ -14,9 +14,11 @@ removed when the server stops.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
+import secrets
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -34,6 +36,10 @@ from fleet.sandbox._asgi import SandboxApp
 from fleet.sandbox._http1 import Http1Server, open_listeners, url_of
 from fleet.sandbox._settings import SandboxSettings
 
+IDENTITY_SUFFIX = ".identity"
+"""With ``--data FILE``, the CA, its key and the token are kept in ``FILE.identity/`` (0700,
+files 0600): a restarted sandbox serves the same identity, so a fleet or kubectl holding
+the old kubeconfig keeps working across the restart."""
 GRACEFUL_SHUTDOWN_SECONDS = 1.0
 """How long open requests (watches) may run on after a stop is asked for."""
 CONTEXT_NAME = "kubemock-fleet-sandbox"
@@ -82,8 +88,62 @@ def _save(path: Path, app: SandboxApp) -> None:
         raise
 
 
-def tls_files(directory: Path, host: str) -> tuple[Path, Path, bytes]:
-    """A throwaway CA and a server certificate for ``host`` (and loopback) in ``directory``.
+def _write_secret(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path``, readable by its owner only (0600 from the first byte)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.chmod(path, 0o600)  # an existing file keeps its mode through O_CREAT
+
+
+def identity_dir(data_file: Path) -> Path:
+    """Where the identity kept with ``data_file`` lives (:data:`IDENTITY_SUFFIX`)."""
+    return data_file.with_name(data_file.name + IDENTITY_SUFFIX)
+
+
+def _kept_identity(settings: SandboxSettings) -> tuple[SandboxSettings, Any]:
+    """The token (in the returned settings) and the CA (or None) kept with the data file.
+
+    Read when there, made and written when not. A token given in the settings wins and is
+    not written.
+    """
+    import trustme
+
+    assert settings.data_file is not None
+    directory = identity_dir(settings.data_file)
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        token_file = directory / "token"
+        if settings.token is None:
+            if token_file.exists():
+                token = token_file.read_text(encoding="ascii").strip()
+            else:
+                token = secrets.token_urlsafe(32)
+                _write_secret(token_file, token.encode("ascii"))
+            if not token:
+                raise ConfigError(f"{token_file}: empty token; delete the file for a new one")
+            settings = dataclasses.replace(settings, token=token)
+        if not settings.tls:
+            return settings, None
+        cert, key = directory / "ca.crt", directory / "ca.key"
+        if cert.exists() and key.exists():
+            try:
+                return settings, trustme.CA.from_pem(cert.read_bytes(), key.read_bytes())
+            except ValueError as exc:
+                raise ConfigError(
+                    f"{directory}: unreadable CA ({exc}); delete the directory for a new identity"
+                ) from exc
+        ca = trustme.CA(organization_name="kubemock-fleet sandbox")
+        _write_secret(key, ca.private_key_pem.bytes())
+        _write_secret(cert, ca.cert_pem.bytes())
+        return settings, ca
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{directory}: cannot keep the sandbox identity ({exc})") from exc
+
+
+def tls_files(directory: Path, host: str, ca: Any = None) -> tuple[Path, Path, bytes]:
+    """A CA (``ca``, or a throwaway one) and a server certificate for ``host`` (and loopback)
+    in ``directory``.
 
     Returns the certificate and key paths and the CA's PEM, for clients to trust.
     """
@@ -91,7 +151,8 @@ def tls_files(directory: Path, host: str) -> tuple[Path, Path, bytes]:
         import trustme
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise ConfigError("--tls needs the 'trustme' package (pip install trustme)") from exc
-    ca = trustme.CA(organization_name="kubemock-fleet sandbox")
+    if ca is None:
+        ca = trustme.CA(organization_name="kubemock-fleet sandbox")
     names = sorted({host, "127.0.0.1", "localhost", "::1"})
     cert = ca.issue_cert(*names)
     cert_path, key_path = directory / "server.crt", directory / "server.key"
@@ -107,11 +168,14 @@ async def serve_sandbox(
     task_status: trio.TaskStatus[RunningSandbox] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the sandbox apiserver until cancelled; report a :class:`RunningSandbox` once it listens."""
+    ca = None
+    if settings.data_file is not None:
+        settings, ca = _kept_identity(settings)
     app = SandboxApp(settings, data=_load(settings.data_file))
     # The server's key (and the default kubeconfig) live here while it runs; removed on the way out.
     workdir = Path(tempfile.mkdtemp(prefix="kubemock-fleet-sandbox-"))
     try:
-        await _serve(settings, app, workdir, task_status=task_status)
+        await _serve(settings, app, workdir, ca, task_status=task_status)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -120,6 +184,7 @@ async def _serve(
     settings: SandboxSettings,
     app: SandboxApp,
     workdir: Path,
+    ca: Any,
     *,
     task_status: trio.TaskStatus[RunningSandbox],
 ) -> None:
@@ -135,7 +200,7 @@ async def _serve(
     config.keep_alive_timeout = 75
     ca_pem: bytes | None = None
     if settings.tls:
-        cert, key, ca_pem = tls_files(workdir, settings.host)
+        cert, key, ca_pem = tls_files(workdir, settings.host, ca)
         config.certfile, config.keyfile = str(cert), str(key)
     try:
         async with trio.open_nursery() as nursery:
