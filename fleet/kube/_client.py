@@ -14,8 +14,10 @@ and watch streams go through :class:`~fleet.kube._transport.HotTransport`.
 httpx runs on trio through anyio. TLS comes from ``ClusterConfig.ssl_context``
 (``tls_server_name`` is honoured through httpcore's ``sni_hostname``
 extension, which also sets the name the certificate is checked against); auth
-headers are fetched from ``ClusterConfig.auth`` on every request, and a 401
-invalidates them and retries once. httpx's exceptions never escape: they are
+headers are fetched from ``ClusterConfig.auth`` on every request; a 401
+invalidates them, re-reads the kubeconfig (``ClusterConfig.reload``,
+rate-limited) for new ones and retries once; a TLS failure re-reads it too and
+retries once with its TLS settings. httpx's exceptions never escape: they are
 mapped into :mod:`fleet.errors` at this boundary.
 
 Cancellation never leaves a socket to the garbage collector: streams close
@@ -45,7 +47,7 @@ from fleet.errors import (
     ReadTimeout,
     TransportError,
 )
-from fleet.kube._cluster import ClusterConfig
+from fleet.kube._cluster import ClusterConfig, Reloader, tls_failure
 from fleet.kube._seam import Response
 from fleet.machinery import APPLY_PATCH, JSON, JSON_PATCH, MERGE_PATCH, STRATEGIC_MERGE_PATCH
 
@@ -223,13 +225,25 @@ class ListResult:
     """How many requests the list took."""
 
 
+def _describe(exc: BaseException) -> str:
+    """The first non-empty message along ``exc``'s causes (httpx's TLS errors have none)."""
+    current: BaseException | None = exc
+    for _ in range(10):
+        if current is None:
+            break
+        if str(current):
+            return str(current)
+        current = current.__cause__ or current.__context__
+    return type(exc).__name__
+
+
 @contextmanager
 def _mapped_errors(method: str, url: str) -> Iterator[None]:
     """Turn httpx's exceptions into :mod:`fleet.errors` ones (``raise ... from``)."""
     try:
         yield
     except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-        raise ConnectError(f"{method} {url}: cannot connect: {exc}") from exc
+        raise ConnectError(f"{method} {url}: cannot connect: {_describe(exc)}") from exc
     except (httpx.ReadTimeout, httpx.PoolTimeout, httpx.WriteTimeout) as exc:
         raise ReadTimeout(f"{method} {url}: timed out: {type(exc).__name__}") from exc
     except (
@@ -329,6 +343,16 @@ class Client:
         )
         self._decoder = msgspec.json.Decoder(dict[str, Any])
         self._encoder = msgspec.json.Encoder()
+        # A TLS failure re-reads the kubeconfig (a restarted apiserver's new CA) and swaps
+        # the httpx client; the old one is closed with this one (requests may still use it).
+        self._reloader = Reloader(config) if transport is None else None
+        self._auth = config.auth
+        self._retired: list[httpx.AsyncClient] = []
+        self._http = self._new_http(config, transport)
+
+    def _new_http(
+        self, config: ClusterConfig, transport: httpx.AsyncBaseTransport | None
+    ) -> httpx.AsyncClient:
         if transport is None:
             # Keep every connection the pool opens: httpx keeps only 20 idle by default, so
             # more than 20 callers at once (the bench's writers, 16 scheduler binders plus
@@ -339,10 +363,10 @@ class Client:
                 max_connections=_MAX_CONNECTIONS, max_keepalive_connections=_MAX_CONNECTIONS
             )
             transport = _transport(config, limits)
-        self._http = httpx.AsyncClient(
+        return httpx.AsyncClient(
             base_url=config.server,
             transport=transport,
-            timeout=timeouts._httpx(),
+            timeout=self._timeouts._httpx(),
             headers={"User-Agent": _USER_AGENT, "Accept": JSON},
             # No proxy mounts from the environment either (see _transport).
             trust_env=False,
@@ -354,10 +378,36 @@ class Client:
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
-        await self._http.__aexit__(*exc_info)
+        await self.aclose()
 
     async def aclose(self) -> None:
+        with trio.CancelScope(shield=True):
+            for old in self._retired:
+                await old.aclose()
+            self._retired.clear()
         await self._http.aclose()
+
+    async def _renew_auth(self) -> None:
+        """After a 401: drop cached credentials, and re-read the kubeconfig for new ones."""
+        await self._auth.invalidate()
+        config = self._reloader.reload("the apiserver answered 401") if self._reloader else None
+        if config is not None and config.server == self._config.server:
+            self._auth = config.auth
+
+    def _renew_tls(self, exc: ConnectError) -> bool:
+        """After a TLS failure: re-read the kubeconfig and connect with its TLS settings."""
+        if self._reloader is None or not tls_failure(exc):
+            return False
+        config = self._reloader.reload(f"{exc}")
+        if config is None or config.server != self._config.server:
+            return False  # the same server only: base URLs of requests in flight stay valid
+        self._retired.append(self._http)
+        self._http = self._new_http(config, None)
+        self._auth = config.auth  # a restarted apiserver has a new token too, as a rule
+        self._extensions = (
+            {"sni_hostname": config.tls_server_name} if config.tls_server_name else {}
+        )
+        return True
 
     # -- the Requester seam ----------------------------------------------------------------
 
@@ -401,16 +451,23 @@ class Client:
         headers: Mapping[str, str] | None = None,
     ) -> Response:
         """Send one request; return the whole answer, error codes included."""
-        auth = self._config.auth
-        for attempt in (1, 2):
+        renewed = retried = False
+        while True:
             request = self._build(
-                method, path, params, body, content_type, headers, await auth.headers()
+                method, path, params, body, content_type, headers, await self._auth.headers()
             )
-            with _mapped_errors(method, path):
-                response = await self._http.send(request)
-                content = response.content  # send() without stream=True has read the body
-            if response.status_code == 401 and attempt == 1:
-                await auth.invalidate()
+            try:
+                with _mapped_errors(method, path):
+                    response = await self._http.send(request)
+                    content = response.content  # send() without stream=True has read the body
+            except ConnectError as exc:
+                if not renewed and self._renew_tls(exc):
+                    renewed = True
+                    continue
+                raise
+            if response.status_code == 401 and not retried:
+                retried = True
+                await self._renew_auth()
                 continue
             break
         return Response(response.status_code, content, _headers(response))
@@ -425,8 +482,8 @@ class Client:
         headers: Mapping[str, str] | None = None,
     ) -> AsyncIterator[_HttpxStream]:
         """A streamed answer (a watch); the connection is released when the block ends."""
-        auth = self._config.auth
-        for attempt in (1, 2):
+        renewed = retried = False
+        while True:
             request = self._build(
                 method,
                 path,
@@ -434,14 +491,21 @@ class Client:
                 None,
                 None,
                 headers,
-                await auth.headers(),
+                await self._auth.headers(),
                 self._stream_timeout,
             )
-            with _mapped_errors(method, path):
-                response = await self._http.send(request, stream=True)
-            if response.status_code == 401 and attempt == 1:
+            try:
+                with _mapped_errors(method, path):
+                    response = await self._http.send(request, stream=True)
+            except ConnectError as exc:
+                if not renewed and self._renew_tls(exc):
+                    renewed = True
+                    continue
+                raise
+            if response.status_code == 401 and not retried:
+                retried = True
                 await response.aclose()
-                await auth.invalidate()
+                await self._renew_auth()
                 continue
             break
         stream = _HttpxStream(response, method, path)

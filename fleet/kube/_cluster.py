@@ -3,13 +3,34 @@
 ``fleet.kube._config`` builds a :class:`ClusterConfig` from a kubeconfig or the
 in-cluster service account; both the general httpx client and the hot-path
 h11 transport consume it, so TLS and auth are set up once, the same way.
+
+Credentials change under a running client when the apiserver restarts with a
+new CA or token (``kubemock-fleet up`` without ``--data``) or rotates them. As
+client-go re-reads rotated tokens and certificates, a config loaded from a
+kubeconfig carries ``reload`` (read the same file and context again): after a
+401 or a TLS failure the transports re-read it through a :class:`Reloader` and
+go on with its credentials and TLS context. Re-reads are rate-limited
+(:data:`RELOAD_MIN_INTERVAL`).
 """
 
 from __future__ import annotations
 
+import logging
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
+
+import trio
+
+from fleet.errors import FleetError
+
+log = logging.getLogger(__name__)
+
+RELOAD_MIN_INTERVAL = 5.0
+"""Seconds between two re-reads of the kubeconfig while TLS or auth keeps failing: a
+restarted apiserver's new kubeconfig is picked up within seconds, and a server that stays
+broken costs one small file read every 5 s, not one per request."""
 
 
 class Auth(Protocol):
@@ -55,6 +76,60 @@ class ClusterConfig:
     """Where this came from (kubeconfig path and context, or ``in-cluster``), for messages."""
     namespace: str = "default"
     """The context's default namespace."""
+    reload: Callable[[], ClusterConfig] | None = field(default=None, compare=False)
+    """Reads the same source again (kubeconfig files and context); None: nothing to re-read."""
 
     def __repr__(self) -> str:  # never print credentials
         return f"ClusterConfig(server={self.server!r}, source={self.source!r})"
+
+
+class Reloader:
+    """Re-reads a :class:`ClusterConfig`'s source when credentials start failing, rate-limited.
+
+    :meth:`reload` returns the new config, or None when there is nothing to re-read, the
+    last re-read was under ``min_interval`` ago, or the source cannot be read right now
+    (a kubeconfig being rewritten): the caller keeps what it has and fails as before.
+    """
+
+    def __init__(
+        self,
+        config: ClusterConfig,
+        *,
+        min_interval: float = RELOAD_MIN_INTERVAL,
+        clock: Callable[[], float] = trio.current_time,
+    ) -> None:
+        self._reload = config.reload
+        self._source = config.source
+        self._min_interval = min_interval
+        self._clock = clock
+        self._last: float | None = None
+
+    def reload(self, why: str) -> ClusterConfig | None:
+        if self._reload is None:
+            return None
+        now = self._clock()
+        if self._last is not None and now - self._last < self._min_interval:
+            return None
+        self._last = now
+        try:
+            config = self._reload()
+        except FleetError as exc:
+            log.warning("%s; cannot re-read credentials: %s", why, exc)
+            return None
+        log.warning("%s; re-read credentials from %s", why, config.source or self._source)
+        return config
+
+
+def tls_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` was caused by a TLS failure (certificate not verified, alert from the peer)."""
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [exc]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLError):
+            return True
+        pending += (current.__cause__, current.__context__)
+    return False

@@ -29,6 +29,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import dataclasses
 import logging
 import os
 import shutil
@@ -284,12 +285,18 @@ def load_config(
         if user is None:
             ctx.fail(f"user {user_name!r} not found{elsewhere}")
 
-    return _build(
+    config = _build(
         cluster,
         user,
         namespace=ctx.string("namespace") or "default",
         source=f"{ctx.origin} (context {name!r})",
     )
+
+    def reload() -> ClusterConfig:
+        return load_config(kubeconfig, context, environ=environ, home=home)
+
+    # Read again by the transports when TLS or auth starts failing (fleet.kube._cluster).
+    return dataclasses.replace(config, reload=reload)
 
 
 def _build(cluster: _Entry, user: _Entry | None, *, namespace: str, source: str) -> ClusterConfig:

@@ -54,7 +54,7 @@ from fleet.errors import (
     ReadTimeout,
     TransportError,
 )
-from fleet.kube._cluster import ClusterConfig
+from fleet.kube._cluster import ClusterConfig, Reloader, tls_failure
 from fleet.kube._seam import Response
 
 __all__ = [
@@ -361,7 +361,9 @@ class HotTransport:
     number of tasks may call :meth:`request` at once; at most
     ``settings.connections`` are in flight and the rest wait for a connection.
     Auth headers come from ``config.auth`` on every request; a 401 invalidates
-    them and the request is retried once with fresh ones.
+    them and the request is retried once with fresh ones. A TLS failure on
+    connect re-reads the kubeconfig (``config.reload``, rate-limited) and the
+    connection is tried once more with its TLS settings.
     """
 
     def __init__(
@@ -382,6 +384,8 @@ class HotTransport:
         if url.scheme == "https":
             self._ssl = config.ssl_context or ssl.create_default_context()
         self._server_hostname = config.tls_server_name or self._host
+        self._reloader = Reloader(config)
+        self._auth = config.auth
         # A server behind a path prefix (Rancher's /k8s/clusters/<id>) keeps it on every path.
         self._prefix = url.path.rstrip("/")
         # The part of every request head that never changes, built once.
@@ -468,6 +472,33 @@ class HotTransport:
     # -- connections -----------------------------------------------------------------------
 
     async def _connect(self, conn: _Conn) -> None:
+        try:
+            await self._connect_once(conn)
+        except ConnectError as exc:
+            if not self._renew_tls(exc):
+                raise
+            await self._connect_once(conn)
+
+    async def _renew_auth(self) -> None:
+        """After a 401: drop cached credentials, and re-read the kubeconfig for new ones."""
+        await self._auth.invalidate()
+        config = self._reloader.reload("the apiserver answered 401")
+        if config is not None and config.server == self._server:
+            self._auth = config.auth
+
+    def _renew_tls(self, exc: ConnectError) -> bool:
+        """After a TLS failure: re-read the kubeconfig and use its TLS settings from now on."""
+        if self._ssl is None or not tls_failure(exc):
+            return False
+        config = self._reloader.reload(f"{exc}")
+        if config is None or config.server != self._server:
+            return False
+        self._ssl = config.ssl_context or ssl.create_default_context()
+        self._server_hostname = config.tls_server_name or self._host
+        self._auth = config.auth  # a restarted apiserver has a new token too, as a rule
+        return True
+
+    async def _connect_once(self, conn: _Conn) -> None:
         if self._closed:
             raise TransportError("the transport is closed")
         timeout = self._settings.connect_timeout
@@ -594,17 +625,16 @@ class HotTransport:
     ) -> Response:
         """Send one request on a pool connection and return the whole answer."""
         target = self._target(path, params)
-        auth = self._config.auth
         response = await self._exchange(
             method,
-            self._head(method, target, await auth.headers(), body, content_type, headers)
+            self._head(method, target, await self._auth.headers(), body, content_type, headers)
             + (body or b""),
         )
         if response.status == 401:
-            await auth.invalidate()
+            await self._renew_auth()
             response = await self._exchange(
                 method,
-                self._head(method, target, await auth.headers(), body, content_type, headers)
+                self._head(method, target, await self._auth.headers(), body, content_type, headers)
                 + (body or b""),
             )
         return response
@@ -625,17 +655,18 @@ class HotTransport:
         of them. 401 answers invalidate the auth headers and their requests are
         sent once more, as with :meth:`request`.
         """
-        auth = self._config.auth
         results: list[Response | TransportError] = []
         for start in range(0, len(requests), MAX_PIPELINE):
             group = requests[start : start + MAX_PIPELINE]
-            answers = await self._send_group(group, await auth.headers())
+            answers = await self._send_group(group, await self._auth.headers())
             retry = [
                 i for i, a in enumerate(answers) if isinstance(a, Response) and a.status == 401
             ]
             if retry:
-                await auth.invalidate()
-                again = await self._send_group([group[i] for i in retry], await auth.headers())
+                await self._renew_auth()
+                again = await self._send_group(
+                    [group[i] for i in retry], await self._auth.headers()
+                )
                 for i, answer in zip(retry, again, strict=True):
                     answers[i] = answer
             results += answers
@@ -721,16 +752,16 @@ class HotTransport:
         the ``async with`` ends, whether or not the body was read to its end.
         """
         target = self._target(path, params)
-        auth = self._config.auth
         conn, status, head = await self._open_stream(
-            method, self._head(method, target, await auth.headers(), None, None, headers)
+            method, self._head(method, target, await self._auth.headers(), None, None, headers)
         )
         try:
             if status == 401:
                 await conn.discard()
-                await auth.invalidate()
+                await self._renew_auth()
                 conn, status, head = await self._open_stream(
-                    method, self._head(method, target, await auth.headers(), None, None, headers)
+                    method,
+                    self._head(method, target, await self._auth.headers(), None, None, headers),
                 )
             yield _HotStream(conn, status, head)
         finally:
