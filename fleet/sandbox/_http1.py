@@ -18,7 +18,10 @@ What it does: persistent connections (keep-alive until the client closes,
 ``Content-Length`` and chunked request bodies, ``Expect: 100-continue``,
 ``Content-Length`` or chunked responses (streamed watch bodies), no body for
 HEAD/204/304, a ``Date`` header, and ``http.disconnect`` to the app when the
-client leaves mid-stream. No pipelining of a second request while the first
+client leaves mid-stream. Slow or idle clients cannot hold the server: after
+its first byte a request head must arrive within ``header_read_timeout`` and a
+body within ``body_read_timeout`` (408, then close); at most
+``max_connections`` connections are served at once, more are closed at accept. No pipelining of a second request while the first
 is answered (clients wait for the answer; the bytes are kept, not lost).
 """
 
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -132,7 +136,16 @@ class _Replay(trio.abc.HalfCloseableStream):
 class Http1Server:
     """Serves ``app`` on listeners; ``h2`` is delegated to hypercorn (``config`` is its Config)."""
 
-    def __init__(self, app: App, config: Any, *, tls: Any = None) -> None:
+    def __init__(
+        self,
+        app: App,
+        config: Any,
+        *,
+        tls: Any = None,
+        header_read_timeout: float = 32.0,
+        body_read_timeout: float = 60.0,
+        max_connections: int = 4096,
+    ) -> None:
         from hypercorn.trio.worker_context import WorkerContext
         from hypercorn.typing import ConnectionState
         from hypercorn.utils import wrap_app
@@ -142,6 +155,14 @@ class Http1Server:
         self.tls = tls
         """An ``ssl.SSLContext`` (ALPN h2 and http/1.1), or None for cleartext."""
         self.keep_alive_timeout: float = config.keep_alive_timeout
+        self.header_read_timeout = header_read_timeout
+        """Seconds the rest of a request head may take after its first byte."""
+        self.body_read_timeout = body_read_timeout
+        """Seconds a request body may take."""
+        self.max_connections = max_connections
+        """Connections served at once; more are closed at accept."""
+        self.connections = 0
+        self._refused = 0
         self._wrapped = wrap_app(app, config.wsgi_max_body_size, "asgi")  # type: ignore[arg-type]  # hypercorn types an ASGI app by its TypedDict scopes, which no MutableMapping-typed app matches
         self._context = WorkerContext(None)
         self._state = ConnectionState
@@ -155,6 +176,23 @@ class Http1Server:
         await trio.serve_listeners(self._connection, listeners, task_status=task_status)
 
     async def _connection(self, stream: trio.SocketStream) -> None:
+        if self.connections >= self.max_connections:
+            self._refused += 1
+            if self._refused == 1 or self._refused % 1000 == 0:
+                log.warning(
+                    "sandbox: %d connections open, the most allowed; closed %d new ones",
+                    self.connections,
+                    self._refused,
+                )
+            await trio.aclose_forcefully(stream)
+            return
+        self.connections += 1
+        try:
+            await self._serve_connection(stream)
+        finally:
+            self.connections -= 1
+
+    async def _serve_connection(self, stream: trio.SocketStream) -> None:
         try:
             stream.setsockopt(trio.socket.IPPROTO_TCP, trio.socket.TCP_NODELAY, True)
         except OSError:
@@ -239,8 +277,13 @@ class _Connection:
         return line
 
     async def _head(self) -> bytes | None:
-        """The next request head (without the blank line), None when the client is done."""
+        """The next request head (without the blank line), None when the client is done.
+
+        The wait for its first byte is keep-alive idleness; from there the whole head
+        must come within ``header_read_timeout`` (a slow client gets 408 and is closed).
+        """
         first = True
+        deadline = trio.current_time() + self.server.header_read_timeout if self.buf else None
         while (end := self.buf.find(b"\r\n\r\n")) < 0:
             if len(self.buf) > MAX_HEAD_BYTES:
                 raise _BadRequest(431, "request head too large")
@@ -252,10 +295,21 @@ class _Connection:
                     more = await self._read()
                 if idle.cancelled_caught or not more:
                     return None
-            elif not await self._read():
-                if self.buf:
-                    raise _BadRequest(400, "connection closed mid-head")
-                return None
+                deadline = trio.current_time() + self.server.header_read_timeout
+            else:
+                if deadline is None:
+                    deadline = trio.current_time() + self.server.header_read_timeout
+                with trio.move_on_at(deadline) as slow:
+                    more = await self._read()
+                if slow.cancelled_caught:
+                    raise _BadRequest(
+                        408,
+                        f"request head not complete within {self.server.header_read_timeout:g}s",
+                    )
+                if not more:
+                    if self.buf:
+                        raise _BadRequest(400, "connection closed mid-head")
+                    return None
             first = False
         head = bytes(self.buf[:end])
         del self.buf[: end + 4]
@@ -379,7 +433,19 @@ class _Connection:
         suppress = method == "HEAD"
         stream = self.stream
 
+        # The body must arrive within body_read_timeout: the app runs under this scope's
+        # deadline until the body is read (or the app answers without reading it).
+        body_scope = trio.CancelScope(
+            deadline=math.inf if body_done else trio.current_time() + self.server.body_read_timeout
+        )
+
         async def receive() -> Message:
+            message = await _receive()
+            if body_done:
+                body_scope.deadline = math.inf
+            return message
+
+        async def _receive() -> Message:
             nonlocal remaining, body_done, continue_due, disconnected, request_told
             if continue_due:
                 continue_due = False
@@ -465,6 +531,7 @@ class _Connection:
                 if started:
                     raise RuntimeError("http.response.start sent twice")
                 started = True
+                body_scope.deadline = math.inf  # answering: what is left of the body is drained
                 status = int(message["status"])
                 resp_headers = list(message.get("headers", ()))
                 if not any(name.lower() == b"content-length" for name, _ in resp_headers):
@@ -491,7 +558,8 @@ class _Connection:
             await write(out)
 
         try:
-            await self.server.app(scope, receive, send)
+            with body_scope:
+                await self.server.app(scope, receive, send)
         except _BadRequest:
             raise
         except Exception:
@@ -499,6 +567,10 @@ class _Connection:
             if not head_sent:
                 raise _BadRequest(500, "Internal Server Error") from None
             return False
+        if body_scope.cancelled_caught:
+            raise _BadRequest(
+                408, f"request body not complete within {self.server.body_read_timeout:g}s"
+            )
         if not finished:
             if not started:
                 raise _BadRequest(500, "the app sent no response")
@@ -506,11 +578,13 @@ class _Connection:
         if disconnected or close or self.eof:
             return False
         # Drain what the app left of the request body, so the next head starts where it should.
-        while not body_done:
-            msg = await receive()
-            if msg["type"] == "http.disconnect":
-                return False
-        return True
+        with trio.move_on_after(self.server.body_read_timeout):
+            while not body_done:
+                msg = await receive()
+                if msg["type"] == "http.disconnect":
+                    return False
+            return True
+        return False  # the rest of the body did not come: close
 
 
 async def open_listeners(host: str, port: int) -> list[trio.SocketListener]:

@@ -207,7 +207,12 @@ async def _serve(
             if settings.lean_http1:
                 listeners = await open_listeners(settings.host, settings.port)
                 server = Http1Server(
-                    app, config, tls=config.create_ssl_context() if settings.tls else None
+                    app,
+                    config,
+                    tls=config.create_ssl_context() if settings.tls else None,
+                    header_read_timeout=settings.header_read_timeout,
+                    body_read_timeout=settings.body_read_timeout,
+                    max_connections=settings.max_connections,
                 )
                 await nursery.start(server.serve, listeners)
                 url = url_of(listeners[0], "https" if settings.tls else "http")

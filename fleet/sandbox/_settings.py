@@ -49,6 +49,17 @@ class SandboxSettings:
     """Seconds a list naming a future resourceVersion waits before 504 (the real apiserver: 3 s)."""
     max_body_bytes: int = 3 * 1024 * 1024
     """Largest request body accepted (the real apiserver's limit is 3 MiB)."""
+    header_read_timeout: float = 32.0
+    """Seconds a request head may take once its first byte came (the real apiserver's
+    ReadHeaderTimeout: 32 s); then 408 and the connection is closed. Waiting for that
+    first byte is keep-alive idleness, bounded separately (75 s)."""
+    body_read_timeout: float = 60.0
+    """Seconds a request body may take to arrive (the real apiserver's request timeout,
+    60 s); then 408 and the connection is closed. Bodies are at most 3 MiB."""
+    max_connections: int = 4096
+    """HTTP/1.1 connections served at once; one more is closed at accept. A shard uses ~20
+    to ~120 (its hot connections, its watches, the general client's pool), kubectl a few;
+    4096 fits dozens of shards and stays under common file-descriptor limits."""
     max_list_limit: int = 100_000
     """Upper bound of items a single page may hold, whatever limit the client asks."""
     lean_http1: bool = True
