@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 import secrets
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
@@ -63,6 +64,34 @@ _TEXT = "text/plain; charset=utf-8"
 _NOT_FOUND_TEXT = b"404 page not found\n"
 _encoder = msgspec.json.Encoder()
 _WRITE_VERBS = {"POST": "POST", "PUT": "PUT", "PATCH": "PATCH", "DELETE": "DELETE"}
+
+
+MAX_BODY_DEPTH = 200
+"""Deepest nesting of ``[``/``{`` a request body may have; deeper is 400 before decoding.
+Go's decoder stops at 10,000; the sandbox's Python (decoders, patches, schema checks,
+the data file) recurses per level, so it draws the line lower, far above real objects
+(a Pod is ~10 deep, the deepest CRD schemas ~60)."""
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def too_deep(body: bytes, limit: int) -> bool:
+    """Whether ``body`` nests brackets more than ``limit`` deep (strings not counted).
+
+    Counting openers (at C speed) settles nearly every body; only one with more than
+    ``limit`` of them is walked.
+    """
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return False
+    depth = 0
+    for byte in _JSON_STRING.sub(b"", body).translate(None, _NOT_BRACKETS):
+        if byte in b"[{":
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False
 
 
 @dataclass
@@ -178,6 +207,10 @@ class SandboxApp:
             reply_or_watch = await self._handle(scope, receive, labels)
         except StatusError as err:
             reply_or_watch = _status_reply(err)
+        except RecursionError:  # a body nested deeply in a way too_deep cannot see (block YAML)
+            reply_or_watch = _status_reply(
+                StatusError(400, "BadRequest", "the request body is nested too deeply")
+            )
         except Exception:
             log.exception("sandbox: internal error on %s %s", scope["method"], scope["path"])
             reply_or_watch = _status_reply(
@@ -264,7 +297,14 @@ class SandboxApp:
                 )
             chunks.append(data)
             more = msg.get("more_body", False)
-        return b"".join(chunks)
+        body = b"".join(chunks)
+        if too_deep(body, MAX_BODY_DEPTH):
+            raise StatusError(
+                400,
+                "BadRequest",
+                f"the request body is nested more than {MAX_BODY_DEPTH} levels deep",
+            )
+        return body
 
     def _authorized(self, headers: dict[str, str]) -> bool:
         auth = headers.get("authorization", "")
