@@ -26,6 +26,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
@@ -63,7 +64,31 @@ class RunningSandbox:
     """The application itself (in-process tests may inspect its store)."""
 
 
+class _Metadata(msgspec.Struct):
+    name: str
+    namespace: str = ""
+    resourceVersion: str = ""  # the wire name
+
+
+class _Object(msgspec.Struct):
+    metadata: _Metadata
+
+
+class _Collection(msgspec.Struct):
+    group: str
+    resource: str
+    objects: list[_Object]
+
+
+class _DataFile(msgspec.Struct):
+    """The shape of a data file (``Store.dump``), checked before anything is loaded."""
+
+    resourceVersion: int  # the wire name
+    collections: list[_Collection]
+
+
 def _load(path: Path | None) -> dict[str, Any] | None:
+    """The data file's contents, checked; every fault is one :class:`ConfigError` line."""
     if path is None or not path.exists():
         return None
     try:
@@ -72,6 +97,18 @@ def _load(path: Path | None) -> dict[str, Any] | None:
         raise ConfigError(f"{path}: cannot load sandbox data ({exc})") from exc
     if not isinstance(data, dict) or "collections" not in data:
         raise ConfigError(f"{path}: not a kubemock-fleet sandbox data file")
+    try:
+        shape = msgspec.convert(data, _DataFile)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{path}: not a kubemock-fleet sandbox data file: {exc}") from exc
+    for i, collection in enumerate(shape.collections):
+        for j, obj in enumerate(collection.objects):
+            rv = obj.metadata.resourceVersion
+            if not rv.isdigit():
+                raise ConfigError(
+                    f"{path}: not a kubemock-fleet sandbox data file: resourceVersion {rv!r} "
+                    f"is not a number - at `$.collections[{i}].objects[{j}].metadata`"
+                )
     return data
 
 

@@ -14,6 +14,7 @@ new dict (:func:`clone`) and commit it.
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ ObjKey = tuple[str, str]
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder()
+
+log = logging.getLogger("fleet.sandbox")
 
 
 def clone(obj: Any) -> Any:
@@ -190,13 +193,28 @@ class Store:
         }
 
     def load(self, data: dict[str, Any]) -> None:
-        self.rv = int(data["resourceVersion"])
-        self.start_rv = self.rv
+        """Take the objects of a :meth:`dump` (checked by the caller).
+
+        The store's resourceVersion is at least its newest object's, whatever the file
+        says: resourceVersions never go backwards.
+        """
         self._collections.clear()
+        newest = 0
         for entry in data["collections"]:
             c = self.collection((entry["group"], entry["resource"]))
             for obj in entry["objects"]:
                 c.objects[obj_key(obj)] = obj
+                newest = max(newest, int(obj["metadata"].get("resourceVersion") or 0))
+        stated = int(data["resourceVersion"])
+        if newest > stated:
+            log.warning(
+                "sandbox data: resourceVersion %d is older than its newest object's; "
+                "continuing from %d",
+                stated,
+                newest,
+            )
+        self.rv = max(stated, newest)
+        self.start_rv = self.rv
 
     def mark_start(self) -> None:
         """History begins now: watches from an earlier resourceVersion get 410, as on a fresh apiserver."""
