@@ -10,6 +10,7 @@ once.
 
 from __future__ import annotations
 
+import re
 import signal
 import sys
 from functools import partial
@@ -25,11 +26,29 @@ from fleet._settings import load_settings
 from fleet.cli._app import app
 from fleet.up import LOOPS, Up, UpSettings, load_template, render
 
-__all__ = ["DEFAULT_KUBECONFIG", "PLAIN_STATUS_EVERY", "up"]
+__all__ = ["DEFAULT_KUBECONFIG", "PLAIN_STATUS_EVERY", "kubeconfig_for", "up"]
 
 DEFAULT_KUBECONFIG = Path("kubemock-fleet.kubeconfig")
 """Where the kubeconfig goes by default: the working directory, so a second terminal in
 the same directory finds it (``*.kubeconfig`` is git-ignored)."""
+_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+"""A cluster name (``--name``): a DNS label, as kwokctl's cluster names, safe in a file name."""
+
+
+def kubeconfig_for(name: str | None) -> Path:
+    """The default kubeconfig of cluster ``name``: ``kubemock-fleet-<name>.kubeconfig``
+    (unnamed: :data:`DEFAULT_KUBECONFIG`), in the working directory."""
+    if name is None:
+        return DEFAULT_KUBECONFIG
+    if not _NAME.fullmatch(name):
+        raise typer.BadParameter(
+            "must be lower-case letters, digits and '-', starting and ending with a letter "
+            "or digit (at most 63)",
+            param_hint="--name",
+        )
+    return Path(f"kubemock-fleet-{name}.kubeconfig")
+
+
 LIVE_REFRESH = 1.0
 """Seconds between redraws of the status line on a terminal."""
 PLAIN_STATUS_EVERY = 5.0
@@ -126,8 +145,17 @@ def up(
     port: int = typer.Option(
         6443, "--port", min=0, max=65535, help="Port of the apiserver (0: any free port)."
     ),
-    kubeconfig_out: Path = typer.Option(
-        DEFAULT_KUBECONFIG, "--kubeconfig-out", dir_okay=False, help="Write the kubeconfig here."
+    name: str | None = typer.Option(
+        None,
+        "--name",
+        help="Name of this cluster: its kubeconfig is kubemock-fleet-NAME.kubeconfig, so "
+        "several run side by side in one directory (default: kubemock-fleet.kubeconfig).",
+    ),
+    kubeconfig_out: Path | None = typer.Option(
+        None,
+        "--kubeconfig-out",
+        dir_okay=False,
+        help="Write the kubeconfig here (default: by --name). Refused while another `up` uses it.",
     ),
     data: Path | None = typer.Option(
         None,
@@ -156,7 +184,7 @@ def up(
     settings = UpSettings(
         host=host,
         port=port,
-        kubeconfig_out=kubeconfig_out.absolute(),
+        kubeconfig_out=(kubeconfig_out or kubeconfig_for(name)).absolute(),
         data_file=data.absolute() if data is not None else None,
         nodes=nodes,
         node_template=load_template(node_template),

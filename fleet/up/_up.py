@@ -2,6 +2,8 @@
 
 :class:`Up` runs, in one nursery, bottom to top:
 
+0. a claim on the kubeconfig (``_claim``): a second ``up`` writing the same
+   one stops with one line instead of overwriting a live cluster's;
 1. the sandbox apiserver (:func:`fleet.sandbox.serve_sandbox`: TLS, a bearer
    token, the kubeconfig written where asked);
 2. over one httpx :class:`~fleet.kube.Client`: the fleet's CRDs (from the
@@ -44,6 +46,7 @@ from fleet.kube import Client, InstrumentedRequester, load_config
 from fleet.sandbox import RunningSandbox, SandboxSettings, serve_sandbox
 from fleet.supervise import Supervisor, process_identity, shard_command
 from fleet.up._bootstrap import ensure_namespace, install_crds
+from fleet.up._claim import claim_kubeconfig
 from fleet.up._controlplane import LOOPS, check_loops, control_plane_settings
 from fleet.up._nodes import NodeTemplate, create_nodes, load_template
 from fleet.up._status import Status, StatusSampler
@@ -150,6 +153,14 @@ class Up:
     async def run(
         self, *, task_status: trio.TaskStatus[RunningUp] = trio.TASK_STATUS_IGNORED
     ) -> None:
+        s = self.settings
+        if s.kubeconfig_out is None:
+            await self._run(task_status)
+            return
+        with claim_kubeconfig(s.kubeconfig_out):  # a live `up` for this kubeconfig: one line
+            await self._run(task_status)
+
+    async def _run(self, task_status: trio.TaskStatus[RunningUp]) -> None:
         s = self.settings
         sandbox_settings = SandboxSettings(
             host=s.host,
