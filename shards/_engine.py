@@ -50,6 +50,7 @@ import trio
 
 from fleet._metrics import FleetMetrics, serve_metrics
 from fleet._settings import FleetSettings
+from fleet.api import CRDS_MISSING_HINT
 from fleet.errors import FleetError
 from fleet.kube import Reflector, Requester, WatchEvent, WriteQueue, WriteQueueSettings
 from fleet.machinery import utc_now
@@ -170,6 +171,7 @@ class ShardEngine:
             label_selector=f"{SHARD_LABEL}={shard}",
             clock=clock,
             rng=self._rng,
+            missing_hint=CRDS_MISSING_HINT,
         )
         self._ready = False
         self._crs_drained = trio.Event()

@@ -31,7 +31,13 @@ from typing import Any
 import msgspec
 import trio
 
-from fleet.api import ContainerScript, MockStatus, MockStatusStep, load_mock_status
+from fleet.api import (
+    CRDS_MISSING_HINT,
+    ContainerScript,
+    MockStatus,
+    MockStatusStep,
+    load_mock_status,
+)
 from fleet.errors import InputError
 from fleet.kube import ObjectMeta, Reflector, Requester, WatchEvent, resource_path
 from fleet.wire import GROUP, MOCKSTATUS_PLURAL, VERSION
@@ -200,6 +206,7 @@ class ScriptLibrary:
             MockStatusView,
             clock=clock,
             rng=rng,
+            missing_hint=CRDS_MISSING_HINT,
         )
         self.on_change = on_change
         self._compiled: dict[str, tuple[str, Plan | ScriptError]] = {}

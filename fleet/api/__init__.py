@@ -13,6 +13,7 @@ use is re-exported here; the ``_``-prefixed modules are this package's own.
 - CRDs generated from the models (``_crd``): :func:`crd_manifests`.
 """
 
+from ._crd import CRDS_MISSING_HINT as CRDS_MISSING_HINT
 from ._crd import crd_manifests as crd_manifests
 from ._crd import structural_schema as structural_schema
 from ._duration import GO_DURATION_PATTERN as GO_DURATION_PATTERN
@@ -46,6 +47,7 @@ from ._types import Toleration as Toleration
 
 __all__ = [
     "API_VERSION",
+    "CRDS_MISSING_HINT",
     "GO_DURATION_PATTERN",
     "GROUP",
     "INT64_MAX",

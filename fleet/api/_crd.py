@@ -147,6 +147,13 @@ def _crd(
 _AGE = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
 
 
+CRDS_MISSING_HINT = (
+    "the kubemock-fleet CRDs are not installed; install them with "
+    "`crdgen crd | kubectl apply -f -` (or `kubectl apply -k deploy/`)"
+)
+"""What a component watching the fleet's custom resources says, once, when they are not served."""
+
+
 def crd_manifests() -> list[dict[str, Any]]:
     """The CRDs of nodes.mock.zhizuqiu.cn and mockstatuses.mock.zhizuqiu.cn, as dicts."""
     node_columns: list[dict[str, Any]] = [

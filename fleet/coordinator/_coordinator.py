@@ -47,6 +47,7 @@ import trio
 
 from fleet._metrics import FleetMetrics
 from fleet._settings import FleetSettings
+from fleet.api import CRDS_MISSING_HINT
 from fleet.coordinator._election import LeaderElector
 from fleet.coordinator._leases import WallClock, lease_path, wall_clock
 from fleet.coordinator._liveness import LeaseRecord, Liveness
@@ -249,7 +250,14 @@ class Coordinator:
         self, nursery: trio.Nursery, namespace: str | None
     ) -> Reflector[MetaOnly]:
         path = resource_path(GROUP, VERSION, NODE_PLURAL, namespace=namespace)
-        reflector = Reflector(self._requester, path, MetaOnly, clock=self._clock, rng=self._rng)
+        reflector = Reflector(
+            self._requester,
+            path,
+            MetaOnly,
+            clock=self._clock,
+            rng=self._rng,
+            missing_hint=CRDS_MISSING_HINT,
+        )
         send, receive = trio.open_memory_channel[WatchEvent[MetaOnly]](EVENT_BUFFER)
         nursery.start_soon(self._consume_nodes, receive)
         await nursery.start(reflector.run, send)

@@ -26,6 +26,9 @@ cut, 5xx, other errors, inactivity           backoff 0.8 s doubling to 30 s, jit
 ended at once with nothing received          counted as a failure (backoff), so a
                                              server that drops every watch is not
                                              hammered (client-go's "very short watch")
+404 Not Found (the resource is not served)   backoff as above; said once as a warning
+                                             with ``missing_hint`` (how to install the
+                                             CRD), then quietly until it is served
 ==========================================  ========================================
 
 A BOOKMARK only moves the resourceVersion. The server-side ``timeoutSeconds``
@@ -55,6 +58,7 @@ from fleet.errors import (
     FleetError,
     Gone,
     InputError,
+    NotFound,
     ProtocolError,
     ReadTimeout,
     TooManyRequests,
@@ -235,8 +239,12 @@ class Reflector(Generic[T]):
         clock: Callable[[], float] = trio.current_time,
         rng: random.Random | None = None,
         keep_objects: bool = True,
+        missing_hint: str = "",
     ) -> None:
         self._requester = requester
+        self._missing_hint = missing_hint
+        """Said once when the resource is not served (404), e.g. how to install its CRD."""
+        self._missing_said = False
         self._keep = keep_objects
         self.path = path
         self._decoder = decoder_for(view)
@@ -351,8 +359,25 @@ class Reflector(Generic[T]):
                 log.debug("watch %s: retrying in %.1f s", self.path, delay)
                 await trio.sleep(delay)
 
+    def _served(self) -> None:
+        if self._missing_said:
+            self._missing_said = False
+            log.warning("%s is served now", self.path)
+
     def _note(self, exc: FleetError) -> None:
         self._last_error = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, NotFound):
+            # The resource is not served (a CRD not installed): say so once, with the fix,
+            # and keep waiting quietly; it is served the moment the CRD is applied.
+            if not self._missing_said:
+                self._missing_said = True
+                hint = f": {self._missing_hint}" if self._missing_hint else ""
+                log.warning(
+                    "%s is not served by the apiserver (404)%s; waiting for it", self.path, hint
+                )
+            else:
+                log.debug("watch %s: %s", self.path, self._last_error)
+            return
         log.info("watch %s: %s", self.path, self._last_error)
 
     # -- listing ---------------------------------------------------------------
@@ -385,6 +410,7 @@ class Reflector(Generic[T]):
                 break
             params = {**params, "continue": token}
         self._backoff.mark_healthy()
+        self._served()
         if self._keep:
             events = self._diff(fresh)
             self._store = fresh
@@ -438,6 +464,7 @@ class Reflector(Generic[T]):
                 break
             params = {**params, "continue": token}
         self._backoff.mark_healthy()
+        self._served()
         for key in [key for key in held if key not in listed]:
             uid, version = held.pop(key)
             await send.send(WatchEvent("DELETED", self._tombstone(key, uid, version)))
@@ -535,6 +562,7 @@ class Reflector(Generic[T]):
             if error_body is not None:
                 raise error_for(response.status, error_body, response.headers)
             self._backoff.mark_healthy()
+            self._served()
             self._watch_opened = self._clock()
             chunks = response.aiter_bytes()
             try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import random
 from collections import deque
 from collections.abc import Sequence
@@ -625,3 +626,35 @@ async def test_a_list_is_handed_over_page_by_page_without_keeping_objects(
         assert [name for _, name, _ in drain(receive)] == ["a", "b", "c"]
         assert handed_before_second_page == [0 if keep_objects else 2]
         nursery.cancel_scope.cancel()
+
+
+async def test_a_resource_not_served_is_said_once_with_the_hint_then_waited_for_quietly(
+    autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 16 item 9: a cluster without the CRDs is one warning with the fix, not a 404 a minute."""
+    lister = Lister(("5", [pod("a", "5")]))
+    for _ in range(6):
+        lister.errors.append(status_response(404, "NotFound", "404 page not found"))
+    api = FakeApiserver(lister, [STREAM_HANGS])
+    reflector = Reflector(
+        api,
+        PATH,
+        Pod,
+        rng=NoJitter(),
+        missing_hint="install it with `crdgen crd | kubectl apply -f -`",
+    )
+    send, receive = trio.open_memory_channel[WatchEvent[Pod]](10)
+    with caplog.at_level(logging.INFO, logger="fleet.kube._watching"):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(reflector.run, send)  # started once the CRD "is applied"
+            assert [name for _, name, _ in drain(receive)] == ["a"]
+            nursery.cancel_scope.cancel()
+    said = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert said == [
+        (
+            "WARNING",
+            f"{PATH} is not served by the apiserver (404): install it with "
+            "`crdgen crd | kubectl apply -f -`; waiting for it",
+        ),
+        ("WARNING", f"{PATH} is served now"),
+    ]
