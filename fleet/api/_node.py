@@ -25,6 +25,7 @@ from fleet.wire import API_VERSION, GROUP, VERSION
 
 from ._quantity import Quantity, parse_quantity
 from ._types import (
+    CapacityQuantity,
     Condition,
     CRModel,
     GoDuration,
@@ -36,6 +37,7 @@ from ._types import (
     StringMap,
     Taint,
     Toleration,
+    WholeQuantity,
 )
 
 __all__ = [
@@ -101,15 +103,15 @@ class NodeConfig(CRModel):
     """What the fake kubelet reports: capacity, identity, labels and taints."""
 
     # kube-mock's fields.
-    cpu: QuantityValue = Field(
+    cpu: CapacityQuantity = Field(
         default_factory=lambda: parse_quantity(DEFAULT_CPU),
         description="CPU capacity (quantity). Default 20.",
     )
-    memory: QuantityValue = Field(
+    memory: CapacityQuantity = Field(
         default_factory=lambda: parse_quantity(DEFAULT_MEMORY),
         description="Memory capacity (quantity). Default 100Gi.",
     )
-    pods: QuantityValue = Field(
+    pods: WholeQuantity = Field(
         default_factory=lambda: parse_quantity(DEFAULT_PODS),
         description="Pod capacity (whole number). Default 200.",
     )
@@ -138,17 +140,17 @@ class NodeConfig(CRModel):
     )
 
     # The fleet's additions.
-    ephemeral_storage: QuantityValue = Field(
+    ephemeral_storage: CapacityQuantity = Field(
         default_factory=lambda: parse_quantity(DEFAULT_EPHEMERAL_STORAGE),
         alias="ephemeralStorage",
         description="ephemeral-storage capacity (quantity). Default 100Gi.",
     )
-    extended_resources: QuantityMap = Field(
+    extended_resources: dict[str, WholeQuantity] = Field(
         default_factory=dict,
         alias="extendedResources",
         description="Extended resources by name, e.g. nvidia.com/gpu: 8 (whole numbers).",
     )
-    allocatable: QuantityMap = Field(
+    allocatable: dict[str, CapacityQuantity] = Field(
         default_factory=dict,
         description="Allocatable per resource name where it differs from capacity (at most the capacity).",
     )
@@ -191,39 +193,32 @@ class NodeConfig(CRModel):
         default=None, alias="kernelVersion", description="nodeInfo.kernelVersion."
     )
 
-    @field_validator("cpu", "memory", "ephemeral_storage")
-    @classmethod
-    def _not_negative(cls, value: Quantity) -> Quantity:
-        if value.value < 0:
-            raise _fail(f'invalid quantity "{value}": must not be negative')
-        return value
-
-    @field_validator("pods")
-    @classmethod
-    def _whole_pods(cls, value: Quantity) -> Quantity:
-        if value.value < 0 or not value.is_integer():
-            raise _fail(f'"{value}" is not a whole, non-negative number of pods')
-        return value
-
     @field_validator("cpu", "memory", "ephemeral_storage", "pods", mode="wrap")
     @classmethod
-    def _reportable_as_typed(
+    def _capacity_as_typed(
         cls, raw: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo
     ) -> Quantity:
-        # Around the checks above, so that the message can quote the value as typed.
+        # Wrapped, so that every message quotes the value as typed ("2.5", not "2500m").
         value: Quantity = handler(raw)
+        if info.field_name == "pods":
+            if value.value < 0 or not value.is_integer():
+                raise _fail(f'"{raw}" is not a whole, non-negative number of pods')
+        elif value.value < 0:
+            raise _fail(f'invalid quantity "{raw}": must not be negative')
         return _reportable(value, milli=info.field_name == "cpu", typed=raw)
 
-    @field_validator("extended_resources")
+    @field_validator("extended_resources", mode="wrap")
     @classmethod
-    def _extended(cls, value: dict[str, Quantity]) -> dict[str, Quantity]:
+    def _extended(cls, raw: Any, handler: ValidatorFunctionWrapHandler) -> dict[str, Quantity]:
+        value: dict[str, Quantity] = handler(raw)
         for name, amount in value.items():
             _check_extended_resource_name(name)
+            typed = raw[name] if isinstance(raw, dict) and name in raw else amount
             if amount.value < 0 or not amount.is_integer():
                 raise _fail(
-                    f'{name}: "{amount}" is not a whole, non-negative number (extended resources count devices)'
+                    f'{name}: "{typed}" is not a whole, non-negative number (extended resources count devices)'
                 )
-            _reportable(amount)
+            _reportable(amount, typed=typed)
         return value
 
     @field_validator("allocatable")

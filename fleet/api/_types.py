@@ -31,6 +31,7 @@ from ._quantity import QUANTITY_PATTERN, Quantity, parse_quantity
 
 __all__ = [
     "CRModel",
+    "CapacityQuantity",
     "Condition",
     "GoDuration",
     "IPAddress",
@@ -41,6 +42,7 @@ __all__ = [
     "StringMap",
     "Taint",
     "Toleration",
+    "WholeQuantity",
 ]
 
 
@@ -83,6 +85,28 @@ QuantityValue = Annotated[
     BeforeValidator(_to_quantity),
     PlainSerializer(str, return_type=str),
     WithJsonSchema(QUANTITY_SCHEMA),
+]
+
+# What the CRD schema itself can refuse at apply time (kubectl apply answers 422), so
+# that a Node CR like `memory: "-1Gi"` never gets as far as a READY False condition.
+# The models check the rest (wholeness of "1.55e1", int64 bounds) and say it there.
+_NUMBER = r"(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+_WHOLE_SUFFIX = r"(([KMGTPE]i)|[kMGTPE]|([eE]\+?[0-9]+))"
+CAPACITY_PATTERN = rf"^\+?{_NUMBER}(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?{_NUMBER}))?$"
+"""A quantity with no minus sign: a capacity is never negative."""
+WHOLE_PATTERN = rf"^\+?(([0-9]+{_WHOLE_SUFFIX}?)|({_NUMBER}{_WHOLE_SUFFIX})|(([0-9]*000|0+)m))$"
+"""A non-negative quantity with no fraction left (``2``, ``1.5k``, ``1Ki``, ``2000m``; not
+``2.5``, ``500m``)."""
+
+#: A capacity: a non-negative quantity (the CRD refuses ``-1Gi`` and ``-3``).
+CapacityQuantity = Annotated[
+    QuantityValue,
+    WithJsonSchema({**QUANTITY_SCHEMA, "pattern": CAPACITY_PATTERN, "minimum": 0}),
+]
+#: A count (pods, devices): a whole, non-negative quantity (the CRD refuses ``2.5``).
+WholeQuantity = Annotated[
+    QuantityValue,
+    WithJsonSchema({**QUANTITY_SCHEMA, "pattern": WHOLE_PATTERN, "minimum": 0}),
 ]
 
 

@@ -9,9 +9,10 @@ import typing
 from typing import Any
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
-from fleet.api import QUANTITY_PATTERN, MockNode, MockStatus, crd_manifests
+from fleet.api import QUANTITY_PATTERN, MockNode, MockStatus, NodeConfig, crd_manifests
+from fleet.api._types import CAPACITY_PATTERN, WHOLE_PATTERN
 
 # The keys of apiextensions.k8s.io/v1 JSONSchemaProps a structural schema may use here.
 _ALLOWED = {
@@ -153,13 +154,54 @@ RECORDED_QUANTITY = {
 
 
 def test_quantities_are_int_or_string_as_the_apiserver_records() -> None:
+    """The recorded int-or-string form; the patterns narrowed to what a capacity can be and
+    ``minimum: 0`` for the integer form (issue 16 item 11: refused at apply time)."""
     assert RECORDED_QUANTITY["pattern"] == QUANTITY_PATTERN
     config = _schema(CRDS[0])["properties"]["spec"]["properties"]["nodeConfig"]["properties"]
-    for name in ("cpu", "memory", "pods", "ephemeralStorage"):
+    capacity = {**RECORDED_QUANTITY, "pattern": CAPACITY_PATTERN, "minimum": 0}
+    whole = {**RECORDED_QUANTITY, "pattern": WHOLE_PATTERN, "minimum": 0}
+    for name, expected in (
+        ("cpu", capacity),
+        ("memory", capacity),
+        ("ephemeralStorage", capacity),
+        ("pods", whole),
+    ):
         node = {k: v for k, v in config[name].items() if k != "description"}
-        assert node == RECORDED_QUANTITY, name
-    for name in ("extendedResources", "allocatable"):
-        assert config[name]["additionalProperties"] == RECORDED_QUANTITY
+        assert node == expected, name
+    assert config["extendedResources"]["additionalProperties"] == whole
+    assert config["allocatable"]["additionalProperties"] == capacity
+
+
+CAPACITIES = ["0", "1", "+5", "100Gi", "0.5", "500m", "1e3", "1.5k", "1E-3", ".5Ki", "-1Gi", "-0.5",
+              "-3", "1x", "", "1.55e1"]  # fmt: skip
+COUNTS = ["0", "2", "200", "1k", "1.5k", "1Ki", "2000m", "0m", "1e3", "2.5", "500m", "-1", "1.55e1",
+          "1.5", ".5"]  # fmt: skip
+
+
+def _model_accepts(field: str, value: str) -> bool:
+    try:
+        NodeConfig.model_validate({field: value})
+    except ValidationError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("value", CAPACITIES)
+def test_the_capacity_pattern_refuses_only_what_the_model_refuses(value: str) -> None:
+    if re.search(CAPACITY_PATTERN, value) is None:
+        assert not _model_accepts("memory", value)
+    assert (re.search(CAPACITY_PATTERN, value) is not None) == (
+        value not in ("-1Gi", "-0.5", "-3", "1x", "")
+    )
+
+
+@pytest.mark.parametrize("value", COUNTS)
+def test_the_whole_pattern_refuses_only_what_the_model_refuses(value: str) -> None:
+    if re.search(WHOLE_PATTERN, value) is None:
+        assert not _model_accepts("pods", value)
+    assert (re.search(WHOLE_PATTERN, value) is not None) == (
+        value not in ("2.5", "500m", "-1", "1.5", ".5")
+    )
 
 
 def test_preserve_unknown_fields_only_where_needed() -> None:

@@ -269,7 +269,7 @@ def _bad(path: str, value: Any) -> dict[str, Any]:
         (
             "nodeConfig.pods",
             "1.5",
-            'spec.nodeConfig.pods: "1500m" is not a whole, non-negative number of pods',
+            'spec.nodeConfig.pods: "1.5" is not a whole, non-negative number of pods',
         ),
         (
             "statusUpdatesInterval",
