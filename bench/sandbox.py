@@ -724,24 +724,45 @@ def run(
     watchers: int = 10,
     events: int = 20000,
     rates: Sequence[int] = (10000, 0),
+    progress: Callable[[str], None] | None = None,
 ) -> SandboxBenchResult:
-    """Every case in its own server and client processes; ``watchers=0`` skips the watch cases."""
+    """Every case in its own server and client processes; ``watchers=0`` skips the watch cases.
+
+    ``progress`` is told of each case as it starts (the whole run takes minutes).
+    """
     load = "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
     patch: list[PatchCase] = []
     watch: list[WatchCase] = []
+    per_level = (1 if floor else 0) + len(bodies)
+    total = (
+        len(servers) * len(schemes) * (len(inflight) * per_level + (len(rates) if watchers else 0))
+    )
+    done = 0
+
+    def starting(what: str) -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(f"case {done}/{total}: {what}")
+
     for front in servers:
         for scheme in schemes:
             for level in inflight:
                 if floor:
+                    starting(f"PATCH, empty app, {front} {scheme}, {level} in flight")
                     patch.append(
                         _patch_case("empty", front, scheme, "lease", level, requests, repeats)
                     )
                 for body in bodies:
+                    starting(f"PATCH {body}, {front} {scheme}, {level} in flight")
                     patch.append(
                         _patch_case("sandbox", front, scheme, body, level, requests, repeats)
                     )
             if watchers:
                 for rate in rates:
+                    starting(
+                        f"watch, {front} {scheme}, {watchers} watchers, {rate or 'max'} writes/s"
+                    )
                     watch.append(
                         _watch_case(front, scheme, watchers, events, rate, repeats, objects=100)
                     )

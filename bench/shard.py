@@ -485,16 +485,29 @@ def run(
     repeats: int = 3,
     cases: tuple[str, ...] = ("steady", "running"),
     timeout: float = 1800.0,
+    progress: Callable[[str], None] | None = None,
 ) -> BenchResult:
-    """Run the chosen cases, each against its own stub and shard processes."""
+    """Run the chosen cases, each against its own stub and shard processes.
+
+    ``progress`` is told of each case as it starts, with how long it measures.
+    """
     if pods < 1 or nodes < 1 or running_pods < 1 or running_nodes < 1 or repeats < 1:
         raise ValueError("bench shard: nodes, pods and repeats must be >= 1")
-    steady = _steady(nodes, pods, duration, settle, timeout) if "steady" in cases else None
-    running = (
-        _running(running_nodes, running_pods, repeats, min(settle, 15.0), timeout)
-        if "running" in cases
-        else None
-    )
+    say = progress if progress is not None else (lambda _: None)
+    steady = None
+    if "steady" in cases:
+        say(
+            f"steady: {nodes:,} nodes, {pods:,} pods: start-up, then {duration:g} s measured "
+            f"(until about {time.strftime('%H:%M:%S', time.localtime(time.time() + duration))} "
+            "plus start-up)"
+        )
+        steady = _steady(nodes, pods, duration, settle, timeout)
+    running = None
+    if "running" in cases:
+        say(
+            f"running: {running_pods:,} pods bound -> Running on {running_nodes:,} nodes, {repeats} times"
+        )
+        running = _running(running_nodes, running_pods, repeats, min(settle, 15.0), timeout)
     load = os.getloadavg()
     return BenchResult(
         machine=f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}",

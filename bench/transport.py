@@ -243,13 +243,23 @@ def run(
     inflight: Sequence[int] = (1, 16, 64),
     repeats: int = 5,
     clients: Sequence[Client] = CLIENTS,
+    progress: Callable[[str], None] | None = None,
 ) -> BenchResult:
-    """Run every (client, in-flight) case in its own process against one server process."""
+    """Run every (client, in-flight) case in its own process against one server process.
+
+    ``progress`` is told of each case as it starts (the whole run takes minutes).
+    """
     server, port = _start_server()
-    cases = []
+    cases: list[CaseResult] = []
+    total = len(clients) * len(inflight)
     try:
         for client in clients:
             for level in inflight:
+                if progress is not None:
+                    progress(
+                        f"case {len(cases) + 1}/{total}: {client}, {level} in flight "
+                        f"({repeats} x {requests} requests)"
+                    )
                 out = subprocess.run(
                     [
                         sys.executable,

@@ -26,6 +26,7 @@ Two kinds of benchmark share the command:
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import signal
 import tempfile
@@ -38,6 +39,7 @@ import trio
 import typer
 
 from fleet.cli._app import app
+from fleet.cli._console import console_sink, logs_through
 from fleet.cli._options import ContextOption, KubeconfigOption
 from fleet.errors import InputError
 
@@ -156,6 +158,11 @@ def _scenario_rate(rates: list[int] | None) -> float | None:
     return float(rates[0])
 
 
+def _progress(message: str) -> None:
+    """Progress of a micro-benchmark, on stderr: a run takes minutes (--json stays clean)."""
+    typer.echo(f"bench: {message}", err=True)
+
+
 def _transport(
     requests: int,
     repeats: int,
@@ -173,7 +180,13 @@ def _transport(
     if unknown:
         raise InputError(f"--client: unknown {unknown}; choose from {list(transport.ALL_CLIENTS)}")
     chosen = [name for name in transport.ALL_CLIENTS if name in wanted]
-    result = transport.run(requests=requests, inflight=inflight, repeats=repeats, clients=chosen)
+    result = transport.run(
+        requests=requests,
+        inflight=inflight,
+        repeats=repeats,
+        clients=chosen,
+        progress=_progress,
+    )
     if output is not None:
         output.mkdir(parents=True, exist_ok=True)
         (output / f"{TRANSPORT}.json").write_text(result.to_json() + "\n")
@@ -218,6 +231,7 @@ def _sandbox(
         watchers=watchers,
         events=events,
         rates=rates or (10000, 0),
+        progress=_progress,
     )
     if output is not None:
         output.mkdir(parents=True, exist_ok=True)
@@ -245,6 +259,7 @@ def _shard(
         settle=min(20.0, duration),
         running_nodes=min(nodes, 1_000),
         running_pods=min(pods, 10_000),
+        progress=_progress,
     )
     if output is not None:
         output.mkdir(parents=True, exist_ok=True)
@@ -280,7 +295,10 @@ class _RichProgress:
 
 
 async def _own_cluster(
-    shards: int, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED
+    shards: int,
+    output: Callable[[bytes], None] | None = None,
+    *,
+    task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """``kubemock-fleet up`` as a task: sandbox, control plane (scheduler, controllers),
     coordinator and ``shards`` shard child processes, no nodes; reports the ``Up`` and its
@@ -295,6 +313,7 @@ async def _own_cluster(
             nodes=0,
             shards=shards,
             shard_processes=shards > 0,
+            output=output,
         )
     )
     try:
@@ -370,6 +389,8 @@ def _run_scenario(
         transient=False,
     )
 
+    live = progress and console.is_terminal  # bars redrawn in place: logs go above them
+
     async def main() -> Any:
         async with trio.open_nursery() as nursery:
             up = None
@@ -377,7 +398,10 @@ def _run_scenario(
                 config = load_config(kubeconfig, context)
                 target = TargetInfo(server=config.server, mode="cluster", fleet="external")
             else:
-                up, running = await nursery.start(partial(_own_cluster, shards))
+                # The shard children's lines print above the progress bars, not into them.
+                up, running = await nursery.start(
+                    partial(_own_cluster, shards, console_sink(console) if live else None)
+                )
                 config = load_config(running.kubeconfig)
                 target = TargetInfo(
                     server=running.url, mode="sandbox", fleet="started" if shards else "none"
@@ -402,7 +426,8 @@ def _run_scenario(
 
     interrupted = f"interrupted: objects of run {run_id} deleted; partial report in {out}"
     try:
-        report = trio.run(main)
+        with logs_through(console) if live else contextlib.nullcontext():
+            report = trio.run(main)
     except (_Interrupted, KeyboardInterrupt):
         console.print(interrupted)
         raise typer.Exit(130) from None

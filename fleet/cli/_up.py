@@ -10,6 +10,7 @@ once.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import signal
 import sys
@@ -24,6 +25,7 @@ from rich.text import Text
 
 from fleet._settings import load_settings
 from fleet.cli._app import app
+from fleet.cli._console import console_sink, logs_through
 from fleet.up import LOOPS, Up, UpSettings, load_template, render
 
 __all__ = ["DEFAULT_KUBECONFIG", "PLAIN_STATUS_EVERY", "kubeconfig_for", "up"]
@@ -94,8 +96,18 @@ async def _signals(up: Up, cancel: trio.CancelScope) -> None:
 
 
 async def _main(settings: UpSettings) -> None:
-    up = Up(settings)
     console = Console()
+    if not console.is_terminal:
+        await _run(settings, console)
+        return
+    # On a terminal the status line is redrawn in place: logs and the shard children's
+    # lines go through the same console, which prints them above it (fleet.cli._console).
+    with logs_through(console):
+        await _run(dataclasses.replace(settings, output=console_sink(console)), console)
+
+
+async def _run(settings: UpSettings, console: Console) -> None:
+    up = Up(settings)
     async with trio.open_nursery() as nursery:
 
         async def run_up(task_status: trio.TaskStatus[object] = trio.TASK_STATUS_IGNORED) -> None:

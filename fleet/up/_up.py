@@ -89,6 +89,9 @@ class UpSettings:
     :func:`fleet.supervise.shard_command`. Tests substitute a stand-in."""
     child_env: Mapping[str, str] | None = None
     """Environment of shard children; None: ours."""
+    output: Callable[[bytes], None] | None = None
+    """Where the shard children's output lines go, prefixed ``[shard K] ``; None: our
+    stderr. A command drawing a live status passes a sink printing above it."""
 
     def __post_init__(self) -> None:
         if self.nodes < 0:
@@ -273,7 +276,12 @@ class Up:
         # Each shard carves its node-IP and pod-CIDR share out of the ranges by the fleet
         # size: every shard must know it, or their shares overlap (as `run` does too).
         env[f"{ENV_PREFIX}SHARDS"] = str(s.shards)
-        supervisor = Supervisor({f"shard {k}": command(k) for k in range(s.shards)}, env=env)
+        supervisor = Supervisor(
+            {f"shard {k}": command(k) for k in range(s.shards)},
+            env=env,
+            stdout=s.output,
+            stderr=s.output,
+        )
         self.supervisor = supervisor
 
         async def supervise(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

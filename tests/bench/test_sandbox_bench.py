@@ -44,7 +44,13 @@ def test_bench_sandbox_json(tmp_path: Path) -> None:
         ],
     )
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
+    assert result.stderr.splitlines() == [  # progress, one line per case (issue 16 item 12)
+        "bench: case 1/4: PATCH, empty app, lean http, 2 in flight",
+        "bench: case 2/4: PATCH lease, lean http, 2 in flight",
+        "bench: case 3/4: PATCH pod-status, lean http, 2 in flight",
+        "bench: case 4/4: watch, lean http, 2 watchers, 1000 writes/s",
+    ]
     assert json.loads((tmp_path / "sandbox.json").read_text()) == report
     assert set(report) == {"machine", "python", "command", "load", "patch", "watch"}
     assert "--inflight 2" in report["command"]

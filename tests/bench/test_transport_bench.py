@@ -43,7 +43,14 @@ def test_bench_transport_json(tmp_path: Path) -> None:
         ],
     )
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
+    # Progress on stderr, one line per case as it starts (issue 16 item 12): never silent.
+    assert result.stderr.splitlines() == [
+        f"bench: case {i}/6: {client}, {level} in flight (2 x 40 requests)"
+        for i, (client, level) in enumerate(
+            [(c, n) for c in ("httpx", "hot", "h11") for n in (1, 4)], start=1
+        )
+    ]
     assert json.loads((tmp_path / "transport.json").read_text()) == report
     assert set(report) == {"machine", "python", "command", "cases"}
     assert "--inflight 4" in report["command"]
