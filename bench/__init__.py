@@ -11,7 +11,7 @@ their own.
 - The apiserver's /metrics (``_promtext``): :func:`parse_metrics`, :func:`diff`.
 - Client-side latency (``_latency``): :class:`LatencyRecorder`; the SLO table (``_slo``).
 - The report (``_report``): :class:`Report`, :func:`write_report`, :func:`read_report`,
-  :func:`report_schema`, :func:`summary_markdown`, :func:`write_plots`.
+  :func:`report_schema`, :func:`summary_markdown`, :func:`verdict`, :func:`write_plots`.
 """
 
 from bench._latency import LatencyRecorder as LatencyRecorder
@@ -27,6 +27,7 @@ from bench._report import TargetInfo as TargetInfo
 from bench._report import read_report as read_report
 from bench._report import report_schema as report_schema
 from bench._report import summary_markdown as summary_markdown
+from bench._report import verdict as verdict
 from bench._report import write_plots as write_plots
 from bench._report import write_report as write_report
 from bench._runner import RUN_LABEL as RUN_LABEL
@@ -66,6 +67,7 @@ __all__ = [
     "run_scenario",
     "slo_table",
     "summary_markdown",
+    "verdict",
     "write_plots",
     "write_report",
 ]

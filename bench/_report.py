@@ -42,6 +42,7 @@ __all__ = [
     "read_report",
     "report_schema",
     "summary_markdown",
+    "verdict",
     "write_plots",
     "write_report",
 ]
@@ -82,6 +83,9 @@ class StepResult(_Base, frozen=True):
     """All of them, within the step's timeout."""
     per_second: NonNegative = 0.0
     """``reached / seconds``."""
+    reason: str = ""
+    """Why the step failed (empty when it did not): how far it got, and the last write
+    error seen during it, if any."""
 
 
 class RequestRow(_Base, frozen=True):
@@ -105,6 +109,10 @@ class LatencyRow(_Base, frozen=True):
     p50: NonNegative | None
     p90: NonNegative | None
     p99: NonNegative | None
+    first_bucket: NonNegative | None = None
+    """Upper bound of the histogram's first bucket: a percentile at or below it only says
+    "within the first bucket" (interpolation from 0 is no measurement), and the summary
+    shows it as ``<= bound``."""
 
 
 class StorageRow(_Base, frozen=True):
@@ -290,6 +298,27 @@ def _ms(seconds: float | None) -> str:
     return "n/a" if seconds is None else f"{seconds * 1000:.1f} ms"
 
 
+def _bucket_ms(seconds: float | None, first_bucket: float | None) -> str:
+    """A percentile from a histogram: ``<= bound`` when it falls in the first bucket."""
+    if seconds is not None and first_bucket is not None and seconds <= first_bucket:
+        return f"<= {first_bucket * 1000:g} ms"
+    return _ms(seconds)
+
+
+def verdict(report: Report) -> str:
+    """``PASS`` only when the run completed, every step reached its target and every SLO
+    row passed; otherwise ``FAIL`` and what failed."""
+    failed = [step.name for step in report.steps if not step.ok]
+    reasons = []
+    if failed:
+        reasons.append(f"step{'s' if len(failed) > 1 else ''} {', '.join(failed)} failed")
+    if not report.completed and not failed:
+        reasons.append("the run did not complete")
+    if not report.slo_passed:
+        reasons.append("SLOs failed" if report.slo else "no SLO rows")
+    return "PASS" if not reasons else "FAIL (" + "; ".join(reasons) + ")"
+
+
 def summary_markdown(report: Report) -> str:
     """A human summary of ``report`` (what ``summary.md`` holds)."""
     out = [f"# Bench `{report.scenario}` ({report.scenario_type})", ""]
@@ -304,10 +333,16 @@ def summary_markdown(report: Report) -> str:
         f"{report.pods_created} created, {report.pods_running} Running, {report.pods_deleted} deleted"
     )
     out.append(f"- bench writes/s: {report.writes_per_second:.1f}")
-    verdict = "PASS" if report.slo_passed else "FAIL"
+    failed = [step for step in report.steps if not step.ok]
+    out += ["", f"## Result: {verdict(report)}"]
+    if failed:
+        out += [
+            "",
+            *[f"- step {step.name} FAILED: {step.reason or 'see notes'}" for step in failed],
+        ]
     out += [
         "",
-        f"## SLOs: {verdict}",
+        f"## SLOs: {'PASS' if report.slo_passed else 'FAIL'}",
         "",
         "| SLO | subject | samples | p99 | threshold | result |",
         "|---|---|---:|---:|---:|---|",
@@ -329,7 +364,7 @@ def summary_markdown(report: Report) -> str:
     for step in report.steps:
         out.append(
             f"| {step.name} | {step.target} | {step.reached} | {step.seconds:.2f} | "
-            f"{step.per_second:.1f} | {'yes' if step.ok else 'no'} |"
+            f"{step.per_second:.1f} | {'yes' if step.ok else f'**no**: {step.reason}'} |"
         )
     if report.pod_startup:
         out += [
@@ -356,9 +391,19 @@ def summary_markdown(report: Report) -> str:
         ]
         for row in api.latency:
             out.append(
-                f"| {row.verb} {row.resource} | {row.count:.0f} | {_ms(row.p50)} | "
-                f"{_ms(row.p90)} | {_ms(row.p99)} |"
+                f"| {row.verb} {row.resource} | {row.count:.0f} | "
+                f"{_bucket_ms(row.p50, row.first_bucket)} | "
+                f"{_bucket_ms(row.p90, row.first_bucket)} | {_bucket_ms(row.p99, row.first_bucket)} |"
             )
+        if any(
+            row.first_bucket is not None
+            and any(v is not None and v <= row.first_bucket for v in (row.p50, row.p90, row.p99))
+            for row in api.latency
+        ):
+            out += [
+                "",
+                "`<= x ms`: within the histogram's first bucket, which holds no finer measure.",
+            ]
     if report.fleet_usage is not None:
         u = report.fleet_usage
         out += [

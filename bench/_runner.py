@@ -102,6 +102,10 @@ class NullProgress:
         return None
 
 
+METRICS_PATH = "/metrics"
+"""The apiserver's metrics URL the bench scrapes (its own requests: left out of latency rows)."""
+
+
 @dataclass(frozen=True)
 class RunOptions:
     """How to run, beside what (the scenario)."""
@@ -121,6 +125,9 @@ class RunOptions:
     ensure_crds: bool = False
     """Create the Node CRDs if missing (the bench's own sandbox has none)."""
     cleanup_timeout: float = CLEANUP_TIMEOUT
+    keep: bool = False
+    """Leave the run's objects in place for inspection (``--keep``): no cleanup; the
+    notes say how to delete them (``kubectl delete ... -l <run label>``)."""
 
 
 # --------------------------------------------------------------------------- watch views
@@ -337,7 +344,7 @@ class _Run:
     async def scrape(self) -> Scrape | None:
         try:
             response = await self.client.request(
-                "GET", "/metrics", headers={"Accept": "text/plain"}
+                "GET", METRICS_PATH, headers={"Accept": "text/plain"}
             )
             response.raise_for_status()
             return parse_metrics(response.content.decode("utf-8", "replace"))
@@ -427,6 +434,7 @@ class _Run:
         """Run ``work`` and wait until ``reached() >= target``, within the timeout."""
         self.progress.begin(name, target)
         start = trio.current_time()
+        errors_before = len(self.writes.errors)
         with trio.move_on_after(self.spec.timeout) as scope:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(work)
@@ -434,6 +442,11 @@ class _Run:
         seconds = trio.current_time() - start
         got = reached()
         ok = got >= target and not scope.cancelled_caught
+        reason = ""
+        if not ok:
+            reason = f"{got} of {target} reached within the {self.spec.timeout:g} s timeout"
+            if self.writes.failed and len(self.writes.errors) > errors_before:
+                reason += f"; last write error: {self.writes.errors[-1]}"
         self.steps.append(
             StepResult(
                 name=name,
@@ -442,11 +455,12 @@ class _Run:
                 reached=min(got, target),
                 ok=ok,
                 per_second=min(got, target) / seconds if seconds > 0 else 0.0,
+                reason=reason,
             )
         )
         self.progress.end(name)
         if not ok:
-            self.notes.append(f"step {name}: {got} of {target} within {self.spec.timeout:g} s")
+            self.notes.append(f"step {name}: {reason}")
             raise _StepFailed(name)
 
     # -- objects --------------------------------------------------------------------------
@@ -646,6 +660,10 @@ class _Run:
                 reached=min(deleted, self.pods_created),
                 ok=ok,
                 per_second=self.pods_created / seconds if seconds > 0 else 0.0,
+                reason=""
+                if ok
+                else f"{deleted} of {self.pods_created} pods deleted within "
+                f"{self.spec.duration + self.spec.timeout:g} s",
             )
         )
         self.progress.end("churn")
@@ -669,6 +687,9 @@ class _Run:
                 reached=ready,
                 ok=ready >= self.spec.nodes,
                 per_second=0.0,
+                reason=""
+                if ready >= self.spec.nodes
+                else f"only {ready} of {self.spec.nodes} nodes Ready at the end",
             )
         )
         self.progress.end("heartbeat-soak")
@@ -807,8 +828,29 @@ class _Run:
                 self.notes.append("the run was interrupted: figures are partial")
                 self.finish(cleanup, completed=False)
             raise
-        cleanup = await self.cleanup()
+        cleanup = await self.kept() if self.options.keep else await self.cleanup()
         return self.finish(cleanup, completed=not self.failed)
+
+    async def kept(self) -> CleanupResult:
+        """``--keep``: nothing deleted; count what is left and say how to delete it."""
+        ns, node_ns = self.spec.namespace, self.spec.node_namespace
+        paths = (
+            f"/api/v1/namespaces/{ns}/pods",
+            f"/apis/apps/v1/namespaces/{ns}/deployments",
+            f"/apis/{GROUP}/{VERSION}/namespaces/{node_ns}/nodes",
+        )
+        errors: list[str] = []
+        leftover = 0
+        try:
+            leftover = sum([await self._count_labelled(p) for p in paths])
+        except FleetError as exc:
+            errors.append(str(exc))
+        self.notes.append(
+            f"kept (--keep): {leftover} objects of run {self.run_id} left in place; delete them "
+            f"with `kubectl delete deployments,pods -n {ns} -l {self.selector}` and "
+            f"`kubectl delete nodes.{GROUP} -n {node_ns} -l {self.selector}`"
+        )
+        return CleanupResult(deleted=0, leftover=leftover, errors=tuple(errors))
 
     async def _watch(
         self,
@@ -934,8 +976,11 @@ class _Run:
                 p50=h.quantile(0.5),
                 p90=h.quantile(0.9),
                 p99=h.quantile(0.99),
+                first_bucket=h.bounds[0] if h.bounds and h.bounds[0] > 0 else None,
             )
             for k, h in sorted(delta.latencies.items())
+            # The bench's own scrapes of /metrics are not the load it measures.
+            if not (k.resource == "" and k.subresource == METRICS_PATH)
         ]
         storage = [
             StorageRow(resource=name, before=b, after=a)

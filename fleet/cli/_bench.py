@@ -119,6 +119,12 @@ def bench(
     duration: float = typer.Option(
         600.0, "--duration", min=1, help="shard: seconds of steady state measured."
     ),
+    keep: bool = typer.Option(
+        False,
+        "--keep",
+        help="Scenarios: leave the run's objects in place for inspection (the summary says how "
+        "to delete them). Useful with --kubeconfig: the bench's own sandbox ends with the bench.",
+    ),
 ) -> None:
     """Run a benchmark: the transport or sandbox micro-benchmark, or a load scenario against a control plane."""
     if scenario == TRANSPORT:
@@ -144,6 +150,7 @@ def bench(
         kubeconfig=kubeconfig,
         context=context,
         as_json=as_json,
+        keep=keep,
     )
     if not (report.completed and report.slo_passed):
         raise typer.Exit(1)
@@ -365,6 +372,7 @@ def _run_scenario(
     kubeconfig: Path | None,
     context: str | None,
     as_json: bool,
+    keep: bool = False,
 ) -> Any:
     import secrets
 
@@ -372,7 +380,7 @@ def _run_scenario(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from bench import NullProgress, RunOptions, TargetInfo, run_scenario
+    from bench import NullProgress, RunOptions, TargetInfo, run_scenario, verdict
     from fleet.kube import Client, load_config
 
     own = kubeconfig is None and context is None
@@ -414,6 +422,7 @@ def _run_scenario(
                 progress=_RichProgress(bar) if progress else NullProgress(),
                 fleet_children=own and shards > 0,
                 ensure_crds=own,
+                keep=keep,
             )
             try:
                 async with Client(config) as client:
@@ -441,13 +450,15 @@ def _run_scenario(
     if as_json:
         typer.echo(msgspec.json.encode(report).decode())
     else:
-        verdict = "PASS" if report.slo_passed else "FAIL"
         for step in report.steps:
             typer.echo(
                 f"{step.name:16} {step.reached}/{step.target} in {step.seconds:.2f} s"
-                f"{'' if step.ok else '  (FAILED)'}"
+                f"{'' if step.ok else f'  (FAILED: {step.reason})'}"
             )
-        typer.echo(f"SLOs: {verdict} ({len(report.slo)} rows); report: {out / 'report.json'}")
+        typer.echo(
+            f"Result: {verdict(report)}; SLOs: {'PASS' if report.slo_passed else 'FAIL'} "
+            f"({len(report.slo)} rows); report: {out / 'report.json'}"
+        )
         for note in report.notes:
             typer.echo(f"note: {note}")
     return report

@@ -15,6 +15,7 @@ from bench import (
     read_report,
     report_schema,
     summary_markdown,
+    verdict,
     write_plots,
     write_report,
 )
@@ -149,3 +150,45 @@ def test_plots_skipped_without_matplotlib(tmp_path: Path, monkeypatch: pytest.Mo
     assert info.written == ()
     assert info.skipped is not None and "matplotlib is not installed" in info.skipped
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_step_is_not_next_to_a_bare_pass_and_says_why() -> None:
+    """Issue 16 item 14: the result names the failed step and its reason, whatever the SLOs say."""
+    report = _report()
+    failed = StepResult(
+        name="pods-running",
+        seconds=5.0,
+        target=10,
+        reached=7,
+        ok=False,
+        reason="7 of 10 reached within the 5 s timeout",
+    )
+    report = msgspec.structs.replace(report, steps=[*report.steps, failed], completed=False)
+    assert report.slo_passed
+    assert verdict(report) == "FAIL (step pods-running failed)"
+    text = summary_markdown(report)
+    assert "## Result: FAIL (step pods-running failed)" in text
+    assert "- step pods-running FAILED: 7 of 10 reached within the 5 s timeout" in text
+    assert "| pods-running | 10 | 7 | 5.00 | 1.4 | **no**: 7 of 10 reached within" not in text
+    assert "**no**: 7 of 10 reached within the 5 s timeout |" in text
+    assert verdict(_report()) == "PASS"
+
+
+def test_latencies_within_the_first_bucket_are_shown_as_its_bound() -> None:
+    report = _report()
+    assert report.apiserver is not None
+    rows = [
+        LatencyRow(
+            verb="PATCH",
+            resource="pods/status",
+            count=100,
+            p50=0.002,
+            p90=0.004,
+            p99=0.03,
+            first_bucket=0.005,
+        )
+    ]
+    api = msgspec.structs.replace(report.apiserver, latency=rows)
+    text = summary_markdown(msgspec.structs.replace(report, apiserver=api))
+    assert "| PATCH pods/status | 100 | <= 5 ms | <= 5 ms | 30.0 ms |" in text
+    assert "`<= x ms`: within the histogram's first bucket" in text

@@ -124,6 +124,8 @@ async def test_kwok_ci_small(sandbox: RunningSandbox, client: Client, tmp_path: 
     assert await _labelled(client, report.run_id) == 0
     assert read_report(tmp_path / "report.json") == report
     assert "## SLOs: PASS" in (tmp_path / "summary.md").read_text()
+    # The bench's own /metrics scrapes are not load: no latency row for them.
+    assert all(row.resource != "/metrics" for row in api.latency)
     assert report.plots.written == (
         "pods-by-phase.png",
         "apiserver-requests.png",
@@ -162,10 +164,37 @@ async def test_failed_step_is_reported_and_cleaned_up(
         report = await run_scenario(client, spec, _options(sandbox, tmp_path))
         assert not report.completed
         assert report.steps[0].ok is False and report.steps[0].reached == 0
-        assert report.notes[0] == "step nodes-ready: 0 of 3 within 0.5 s"
+        reason = "0 of 3 reached within the 0.5 s timeout"
+        assert report.steps[0].reason == reason
+        assert report.notes[0] == f"step nodes-ready: {reason}"
         assert report.cleanup.deleted == 3 and report.cleanup.leftover == 0
         assert await _labelled(client, report.run_id) == 0
     assert json.loads((tmp_path / "report.json").read_text())["completed"] is False
+    summary = (tmp_path / "summary.md").read_text()
+    assert "## Result: FAIL (step nodes-ready failed" in summary, summary
+    assert f"- step nodes-ready FAILED: {reason}" in summary
+
+
+async def test_keep_leaves_the_evidence_and_says_how_to_delete_it(
+    sandbox: RunningSandbox, tmp_path: Path
+) -> None:
+    config = load_config(sandbox.kubeconfig)
+    spec = load_scenario("node-density", {**FAST, "timeout": 0.5})
+    options = RunOptions(
+        target=TargetInfo(server=sandbox.url, mode="sandbox", fleet="none"),
+        output=tmp_path,
+        run_id="cafe0002",
+        ensure_crds=True,
+        keep=True,
+    )
+    async with Client(config) as client:
+        report = await run_scenario(client, spec, options)
+        assert report.cleanup.deleted == 0 and report.cleanup.leftover == 3
+        assert await _labelled(client, "cafe0002") == 3  # the Node CRs are still there
+        assert any(
+            note.startswith("kept (--keep): 3 objects of run cafe0002 left in place")
+            for note in report.notes
+        )
 
 
 async def test_cancellation_still_cleans_up(
