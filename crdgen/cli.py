@@ -14,7 +14,7 @@ from pathlib import Path
 
 import typer
 
-from fleet.errors import FleetError
+from fleet.errors import FleetError, one_error
 
 from ._clone import clone_command
 from ._crd import render_crds
@@ -68,6 +68,9 @@ def main() -> None:
     """Console entry point (``crdgen = "crdgen.cli:main"``)."""
     try:
         app()
-    except FleetError as exc:
-        print(f"crdgen: error: {exc}", file=sys.stderr)
+    except BaseException as exc:  # the boundary: one line, or re-raise
+        error = one_error(exc)  # also inside the ExceptionGroups of trio nurseries
+        if error is None:
+            raise
+        print(f"crdgen: error: {error}", file=sys.stderr)
         sys.exit(1)

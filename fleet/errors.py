@@ -27,6 +27,10 @@ catch one family and the CLIs print one clear line per fault::
         ├── TooManyRequests    429 (has .retry_after)
         └── ServerError        5xx (has .retry_after where the server sent one)
 
+:func:`one_error` finds the one meaningful FleetError behind what a trio
+nursery raised (nested ``ExceptionGroup`` s), so every command line prints it
+as one line.
+
 This module imports nothing of the project: every layer may use it.
 """
 
@@ -58,6 +62,7 @@ __all__ = [
     "Unauthorized",
     "UnsupportedMediaType",
     "api_error_from_status",
+    "one_error",
 ]
 
 
@@ -225,3 +230,27 @@ def api_error_from_status(
         if isinstance(details, Mapping) and details.get("retryAfterSeconds") is not None:
             seconds = _parse_retry_after(str(details["retryAfterSeconds"]))
     return cls(message, status=status, reason=reason, body=body, retry_after=seconds)
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
+
+
+def one_error(exc: BaseException) -> FleetError | None:
+    """The one meaningful :class:`FleetError` behind ``exc``, or None when there is none.
+
+    ``exc`` itself when it is one; inside (nested) exception groups, the first
+    FleetError when every other leaf is a FleetError too or not an ``Exception`` at
+    all (the cancellations of sibling tasks the failure caused, a KeyboardInterrupt).
+    A group holding any other exception is a bug: None, so it keeps its traceback.
+    """
+    leaves = _leaves(exc)
+    errors = [leaf for leaf in leaves if isinstance(leaf, FleetError)]
+    rest = [
+        leaf for leaf in leaves if isinstance(leaf, Exception) and not isinstance(leaf, FleetError)
+    ]
+    if not errors or rest:
+        return None
+    return errors[0]

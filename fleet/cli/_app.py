@@ -15,13 +15,12 @@ import os
 import sys
 import traceback
 
-import trio
 import typer
 
 from fleet import __version__
-from fleet.errors import FleetError
+from fleet.errors import one_error
 
-__all__ = ["DEBUG_ENV", "app", "main", "one_error"]
+__all__ = ["DEBUG_ENV", "app", "main"]
 
 DEBUG_ENV = "KUBEMOCK_FLEET_DEBUG"
 """Environment variable that turns on ``--debug`` (so child processes inherit it)."""
@@ -58,32 +57,6 @@ def _root(
     """kubemock-fleet: fake kubelets at scale, driven by Node custom resources."""
     if debug:
         os.environ[DEBUG_ENV] = "1"  # shard children started by `run` inherit it
-
-
-def _leaves(exc: BaseException) -> list[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
-    return [exc]
-
-
-def one_error(exc: BaseException) -> FleetError | None:
-    """The one meaningful :class:`FleetError` behind ``exc``, or None when there is none.
-
-    ``exc`` itself when it is one; inside (nested) exception groups, the first
-    FleetError when every other leaf is a FleetError too or a cancellation the
-    failure caused (sibling tasks cancelled on the way out). A group holding
-    anything else is a bug: None, so it keeps its traceback.
-    """
-    leaves = _leaves(exc)
-    errors = [leaf for leaf in leaves if isinstance(leaf, FleetError)]
-    rest = [
-        leaf
-        for leaf in leaves
-        if not isinstance(leaf, FleetError | trio.Cancelled | KeyboardInterrupt)
-    ]
-    if not errors or rest:
-        return None
-    return errors[0]
 
 
 def _debugging() -> bool:

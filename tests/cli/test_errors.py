@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from fleet.cli._app import one_error
-from fleet.errors import ConfigError, ConnectError
+from fleet.errors import ConfigError, ConnectError, one_error
 
 UNREACHABLE = """\
 apiVersion: v1
