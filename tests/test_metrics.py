@@ -143,7 +143,7 @@ async def test_shard_and_coordinator_serve_request_metrics(
 
 
 async def test_endpoint_binds_loopback_by_default() -> None:
-    """Unauthenticated endpoints stay on this host unless a flag opens them (issue 16 item 7).
+    """Unauthenticated endpoints stay on this host unless a flag opens them.
 
     All of 127.0.0.0/8 is loopback on Linux: a listener on 0.0.0.0 answers 127.0.0.2, one on
     127.0.0.1 does not.

@@ -1,4 +1,4 @@
-"""tests/_shared.py: skip in a clone without ../shared, fail under CI (issue 16 item 13)."""
+"""tests/_shared.py: skip in a clone without ../shared, fail under CI."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Two `up` in one directory: the second never overwrites a live one's kubeconfig (issue 16 item 10)."""
+"""Two `up` in one directory: the second never overwrites a live one's kubeconfig."""
 
 from __future__ import annotations
 

@@ -155,7 +155,7 @@ RECORDED_QUANTITY = {
 
 def test_quantities_are_int_or_string_as_the_apiserver_records() -> None:
     """The recorded int-or-string form; the patterns narrowed to what a capacity can be and
-    ``minimum: 0`` for the integer form (issue 16 item 11: refused at apply time)."""
+    ``minimum: 0`` for the integer form: refused at apply time."""
     assert RECORDED_QUANTITY["pattern"] == QUANTITY_PATTERN
     config = _schema(CRDS[0])["properties"]["spec"]["properties"]["nodeConfig"]["properties"]
     capacity = {**RECORDED_QUANTITY, "pattern": CAPACITY_PATTERN, "minimum": 0}

@@ -1,4 +1,4 @@
-"""Invalid Node CRs are refused at apply time by the CRD schema (issue 16 item 11).
+"""Invalid Node CRs are refused at apply time by the CRD schema.
 
 Against the sandbox, which validates custom resources by their CRD's schema as the
 real apiserver does: what the schema can express never gets as far as a READY

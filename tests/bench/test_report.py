@@ -153,7 +153,7 @@ def test_plots_skipped_without_matplotlib(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def test_a_failed_step_is_not_next_to_a_bare_pass_and_says_why() -> None:
-    """Issue 16 item 14: the result names the failed step and its reason, whatever the SLOs say."""
+    """The result names the failed step and its reason, whatever the SLOs say."""
     report = _report()
     failed = StepResult(
         name="pods-running",

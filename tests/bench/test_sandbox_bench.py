@@ -45,7 +45,7 @@ def test_bench_sandbox_json(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert result.stderr.splitlines() == [  # progress, one line per case (issue 16 item 12)
+    assert result.stderr.splitlines() == [  # progress, one line per case
         "bench: case 1/4: PATCH, empty app, lean http, 2 in flight",
         "bench: case 2/4: PATCH lease, lean http, 2 in flight",
         "bench: case 3/4: PATCH pod-status, lean http, 2 in flight",

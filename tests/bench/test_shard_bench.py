@@ -36,7 +36,7 @@ def test_bench_shard_json(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    progress = result.stderr.splitlines()  # one line per case as it starts (issue 16 item 12)
+    progress = result.stderr.splitlines()  # one line per case as it starts
     assert progress[0].startswith("bench: steady: 8 nodes, 40 pods: start-up, then 4 s measured")
     assert progress[1] == "bench: running: 40 pods bound -> Running on 8 nodes, 3 times"
     assert json.loads((tmp_path / "shard.json").read_text()) == report

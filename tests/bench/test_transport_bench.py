@@ -44,7 +44,7 @@ def test_bench_transport_json(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    # Progress on stderr, one line per case as it starts (issue 16 item 12): never silent.
+    # Progress on stderr, one line per case as it starts: never silent.
     assert result.stderr.splitlines() == [
         f"bench: case {i}/6: {client}, {level} in flight (2 x 40 requests)"
         for i, (client, level) in enumerate(

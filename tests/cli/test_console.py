@@ -1,4 +1,4 @@
-"""Logs and the live status never share a line (issue 16 item 12)."""
+"""Logs and the live status never share a line."""
 
 from __future__ import annotations
 

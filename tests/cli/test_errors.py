@@ -1,6 +1,6 @@
 """Every command fails with one line on stderr (exit 1), the traceback only with --debug.
 
-Issue 16 item 8: nurseries wrap a FleetError in (nested) ExceptionGroups; the CLI's
+Nurseries wrap a FleetError in (nested) ExceptionGroups; the CLI's
 boundary (:func:`fleet.cli._app.main`) unwraps them to the one meaningful error.
 """
 

@@ -1,4 +1,4 @@
-"""An apiserver restart with a new CA and token: clients re-read the kubeconfig (issue 16 item 2).
+"""An apiserver restart with a new CA and token: clients re-read the kubeconfig.
 
 The sandbox without ``--data`` makes a new CA and token on every start and rewrites
 its kubeconfig. A running fleet holds the old ones; as client-go re-reads rotated
@@ -130,7 +130,7 @@ async def test_a_running_fleet_survives_an_apiserver_restart_with_a_new_identity
     async with trio.open_nursery() as outer:
         first_scope = trio.CancelScope()
 
-        async def first_sandbox(task_status: trio.TaskStatus[None]) -> None:
+        async def first_sandbox(task_status: trio.TaskStatus[RunningSandbox]) -> None:
             with first_scope:
                 await serve_sandbox(sandbox_settings, task_status=task_status)
 

@@ -631,7 +631,7 @@ async def test_a_list_is_handed_over_page_by_page_without_keeping_objects(
 async def test_a_resource_not_served_is_said_once_with_the_hint_then_waited_for_quietly(
     autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Issue 16 item 9: a cluster without the CRDs is one warning with the fix, not a 404 a minute."""
+    """A cluster without the CRDs is one warning with the fix, not a 404 a minute."""
     lister = Lister(("5", [pod("a", "5")]))
     for _ in range(6):
         lister.errors.append(status_response(404, "NotFound", "404 page not found"))

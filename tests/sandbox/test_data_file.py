@@ -1,7 +1,4 @@
-"""The sandbox's files: its temporary directory, the --data file and the identity kept with it.
-
-Issue 16 items 2, 5 and 6.
-"""
+"""The sandbox's files: its temporary directory, the --data file and the identity kept with it."""
 
 from __future__ import annotations
 

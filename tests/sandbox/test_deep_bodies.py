@@ -1,4 +1,4 @@
-"""A body nested 10,000 deep is a 400, never a 500 with a traceback (issue 16 item 4)."""
+"""A body nested 10,000 deep is a 400, never a 500 with a traceback."""
 
 from __future__ import annotations
 

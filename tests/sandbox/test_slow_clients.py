@@ -1,4 +1,4 @@
-"""Slow and idle clients cannot hold the sandbox (issue 16 item 3).
+"""Slow and idle clients cannot hold the sandbox.
 
 After a request head's first byte the rest must come within ``header_read_timeout``,
 a body within ``body_read_timeout`` (408, then close); at most ``max_connections``
