@@ -13,6 +13,8 @@ but the CLI and the tests. Public surface:
 - :data:`LOOPS`: the control-plane loops ``--disable`` can switch off.
 """
 
+from fleet.up._claim import claim_kubeconfig as claim_kubeconfig
+from fleet.up._claim import lock_path as lock_path
 from fleet.up._controlplane import LOOPS as LOOPS
 from fleet.up._nodes import DEFAULT_TEMPLATE as DEFAULT_TEMPLATE
 from fleet.up._nodes import NodeTemplate as NodeTemplate
@@ -31,6 +33,8 @@ __all__ = [
     "Status",
     "Up",
     "UpSettings",
+    "claim_kubeconfig",
     "load_template",
+    "lock_path",
     "render",
 ]

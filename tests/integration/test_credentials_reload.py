@@ -99,8 +99,7 @@ async def test_a_running_fleet_survives_an_apiserver_restart_with_a_new_identity
 
     from fleet._settings import CoordinatorSettings, FleetSettings, ShardSettings
     from fleet.api import crd_manifests
-    from fleet.cli._coordinator import run_coordinator
-    from fleet.cli._shard import run_shard
+    from fleet.cli import run_coordinator, run_shard
     from fleet.sandbox import identity_dir
 
     with socket.socket() as sock:

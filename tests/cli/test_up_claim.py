@@ -11,7 +11,7 @@ import typer
 
 from fleet.cli._up import DEFAULT_KUBECONFIG, kubeconfig_for
 from fleet.errors import ConfigError
-from fleet.up._claim import claim_kubeconfig, lock_path
+from fleet.up import claim_kubeconfig, lock_path
 from tests._up_process import up_process
 
 
