@@ -25,7 +25,15 @@ import trio
 from fleet._metrics import FleetMetrics
 from fleet._settings import FleetSettings
 from fleet.errors import FleetError, TransportError
-from fleet.kube import BatchRequest, Requester, Response, StreamResponse, WriteQueue, resource_path
+from fleet.kube import (
+    BaseRequester,
+    BatchRequest,
+    Requester,
+    Response,
+    StreamResponse,
+    WriteQueue,
+    resource_path,
+)
 from fleet.machinery import JSON, format_time
 from shards._timers import DelayQueue
 
@@ -52,7 +60,7 @@ class Fenced(TransportError):
     """A write refused locally: the shard's Lease is stale, it must not drive anything."""
 
 
-class FencedRequester:
+class FencedRequester(BaseRequester):
     """A :class:`Requester` that refuses every write while ``allowed()`` is False.
 
     With ``field_manager``, every create, update and patch names its writer in the
@@ -107,10 +115,10 @@ class FencedRequester:
     ) -> list[Response | TransportError]:
         """Send ``requests`` together; one answer or transport error each, in order.
 
-        Pipelined when the requester underneath has ``request_batch``
-        (:class:`~fleet.kube._transport.HotTransport`, also behind an
-        :class:`~fleet.kube._instrumented.InstrumentedRequester`, which reports each
-        request); one by one otherwise.
+        Sent by the requester underneath: pipelined by a
+        :class:`~fleet.kube.HotTransport` (also behind an
+        :class:`~fleet.kube.InstrumentedRequester`, which reports each request), one
+        by one by any other.
         """
         if any(r.method not in _READS for r in requests) and not self._allowed():
             await trio.lowlevel.checkpoint()
@@ -129,19 +137,7 @@ class FencedRequester:
                 else r
                 for r in requests
             ]
-        batch = getattr(self.inner, "request_batch", None)
-        if not callable(batch):
-            return [await self._one(r) for r in requests]
-        answers: list[Response | TransportError] = await batch(requests)
-        return answers
-
-    async def _one(self, r: BatchRequest) -> Response | TransportError:
-        try:
-            return await self.inner.request(
-                r.method, r.path, params=r.params, body=r.body, content_type=r.content_type
-            )
-        except TransportError as exc:
-            return exc
+        return await self.inner.request_batch(requests)
 
 
 class EventRecorder:

@@ -148,5 +148,6 @@ def test_kube_surface_has_the_seam_and_its_implementations() -> None:
         kube.MemoryApiserver,
         kube.MemoryClient,
     ):
-        for method in ("request", "stream"):
+        assert issubclass(implementation, kube.BaseRequester), implementation
+        for method in ("request", "stream", "request_batch"):
             assert callable(getattr(implementation, method, None)), (implementation, method)

@@ -2,15 +2,17 @@
 
 - Credentials: :func:`load_config` (kubeconfig as kubectl reads it, or in-cluster)
   gives a :class:`ClusterConfig` (server, TLS context, :class:`Auth`).
-- The transport seam: :class:`Requester`, implemented by :class:`Client` (httpx,
-  general use) and :class:`HotTransport` (hand-framed persistent HTTP/1.1 for
-  Lease renewals, status PATCHes and watches), and for unit tests by
-  :class:`FakeApiserver` (scripted answers) and :class:`MemoryApiserver` (a
-  stateful in-memory store, with :class:`MemoryClient` connections to cut); :class:`InstrumentedRequester` wraps any of them and reports
-  each request (verb, resource, code, latency) to a :class:`RequestRecorder`.
-- :class:`HotTransport` also sends a batch of requests pipelined on one
-  connection (``request_batch``: :class:`BatchRequest`, at most
-  :data:`MAX_PIPELINE`).
+- The transport seam: :class:`Requester` (``request``, ``stream``,
+  ``request_batch`` of :class:`BatchRequest` s), every implementation derived
+  from :class:`BaseRequester` (whose ``request_batch`` sends one by one):
+  :class:`Client` (httpx, general use) and :class:`HotTransport` (hand-framed
+  persistent HTTP/1.1 for Lease renewals, status PATCHes and watches; its
+  ``request_batch`` pipelines up to :data:`MAX_PIPELINE` on one connection),
+  and for unit tests :class:`FakeApiserver` (scripted answers) and
+  :class:`MemoryApiserver` (a stateful in-memory store, with
+  :class:`MemoryClient` connections to cut). :class:`InstrumentedRequester`
+  wraps any of them and reports each request (verb, resource, code, latency)
+  to a :class:`RequestRecorder`.
 - On top of the seam: :class:`Reflector` (list + watch with the client-go
   contract) and :class:`WriteQueue` (coalesced, rate-limited, retried writes).
 
@@ -43,12 +45,13 @@ from fleet.kube._memapi import MemoryApiserver as MemoryApiserver
 from fleet.kube._memapi import MemoryClient as MemoryClient
 from fleet.kube._paths import resource_path as resource_path
 from fleet.kube._ratelimit import TokenBucket as TokenBucket
+from fleet.kube._seam import BaseRequester as BaseRequester
+from fleet.kube._seam import BatchRequest as BatchRequest
 from fleet.kube._seam import Requester as Requester
 from fleet.kube._seam import Response as Response
 from fleet.kube._seam import StreamResponse as StreamResponse
 from fleet.kube._seam import error_for as error_for
 from fleet.kube._transport import MAX_PIPELINE as MAX_PIPELINE
-from fleet.kube._transport import BatchRequest as BatchRequest
 from fleet.kube._transport import HotTransport as HotTransport
 from fleet.kube._transport import HotTransportSettings as HotTransportSettings
 from fleet.kube._views import ListMeta as ListMeta
@@ -71,6 +74,7 @@ __all__ = [
     "Auth",
     "Backoff",
     "BackoffPolicy",
+    "BaseRequester",
     "BasicAuth",
     "BatchRequest",
     "Client",

@@ -48,7 +48,7 @@ from fleet.errors import (
     TransportError,
 )
 from fleet.kube._cluster import ClusterConfig, Reloader, tls_failure
-from fleet.kube._seam import Response
+from fleet.kube._seam import BaseRequester, Response
 from fleet.machinery import APPLY_PATCH, JSON, JSON_PATCH, MERGE_PATCH, STRATEGIC_MERGE_PATCH
 
 __all__ = ["PATCH_CONTENT_TYPES", "Client", "ClientTimeouts", "ListResult", "PatchType"]
@@ -320,7 +320,7 @@ class _HttpxStream:
                 pass
 
 
-class Client:
+class Client(BaseRequester):
     """The general async apiserver client; a :class:`Requester` plus verbs.
 
     ``async with Client(config) as c: pod = await c.get(path)``. Pass

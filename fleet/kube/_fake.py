@@ -24,7 +24,7 @@ from typing import Any, Final
 import msgspec
 import trio
 
-from fleet.kube._seam import Response, StreamResponse
+from fleet.kube._seam import BaseRequester, Response, StreamResponse
 
 __all__ = [
     "HANG",
@@ -126,7 +126,7 @@ class _FakeStream:
         return self._script.body
 
 
-class FakeApiserver:
+class FakeApiserver(BaseRequester):
     """A :class:`~fleet.kube._seam.Requester` answering from a handler and scripted streams.
 
     ``streams`` are consumed one per ``stream()`` call, in order; an item that

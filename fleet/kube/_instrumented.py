@@ -48,8 +48,7 @@ from typing import Literal, Protocol
 import trio
 
 from fleet.errors import Gone, TransportError
-from fleet.kube._seam import Requester, Response, StreamResponse
-from fleet.kube._transport import BatchRequest
+from fleet.kube._seam import BaseRequester, BatchRequest, Requester, Response, StreamResponse
 from fleet.machinery import APPLY_PATCH
 
 __all__ = [
@@ -120,7 +119,7 @@ def classify(
     return verb, resource
 
 
-class InstrumentedRequester:
+class InstrumentedRequester(BaseRequester):
     """Wraps ``inner``; reports each request to ``recorder``. ``clock`` times them (trio's)."""
 
     def __init__(
@@ -159,18 +158,16 @@ class InstrumentedRequester:
     async def request_batch(
         self, requests: Sequence[BatchRequest]
     ) -> list[Response | TransportError]:
-        """``inner``'s ``request_batch`` (pipelined), each request reported; one by one without it.
+        """``inner``'s ``request_batch`` (pipelined or not, as ``inner`` sends it), each reported.
 
-        One answer or :class:`~fleet.errors.TransportError` per request, in order. A
-        pipelined request's latency is the whole batch's (its answer is complete only
-        when the batch's is read); a transport error is recorded with code ``"error"``.
+        Every request of the batch is reported with the whole batch's latency (a
+        pipelined answer is complete only when the batch's is read); a transport
+        error in a request's place with code ``"error"``, and so is every request
+        of a batch that raised.
         """
-        batch = getattr(self.inner, "request_batch", None)
-        if not callable(batch):
-            return [await self._one(r) for r in requests]
         start = self._clock()
         try:
-            answers: list[Response | TransportError] = await batch(requests)
+            answers = await self.inner.request_batch(requests)
         except Exception:
             took = self._clock() - start
             for r in requests:
@@ -183,14 +180,6 @@ class InstrumentedRequester:
             code = str(answer.status) if isinstance(answer, Response) else ERROR_CODE
             self._recorder.observe_request(verb, resource, code, took)
         return answers
-
-    async def _one(self, r: BatchRequest) -> Response | TransportError:
-        try:
-            return await self.request(
-                r.method, r.path, params=r.params, body=r.body, content_type=r.content_type
-            )
-        except TransportError as exc:
-            return exc
 
     def stream(
         self,

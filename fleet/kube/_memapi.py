@@ -57,7 +57,7 @@ import trio
 
 from fleet.errors import ConnectError, InputError
 from fleet.kube._fake import json_response, status_response
-from fleet.kube._seam import Response, StreamResponse
+from fleet.kube._seam import BaseRequester, Response, StreamResponse
 from fleet.machinery import (
     MERGE_PATCH,
     STRATEGIC_MERGE_PATCH,
@@ -266,7 +266,7 @@ def _conflict(message: str) -> _Answer:
     return _Answer(status_response(409, "Conflict", message))
 
 
-class MemoryApiserver:
+class MemoryApiserver(BaseRequester):
     """A :class:`~fleet.kube.Requester` over an in-memory store; see the module docstring."""
 
     BASE: ClassVar[datetime] = BASE
@@ -627,7 +627,7 @@ class MemoryApiserver:
         return json_response(new)
 
 
-class MemoryClient:
+class MemoryClient(BaseRequester):
     """One process' connection to a :class:`MemoryApiserver`; ``broken`` refuses every call."""
 
     def __init__(self, server: MemoryApiserver) -> None:

@@ -55,12 +55,11 @@ from fleet.errors import (
     TransportError,
 )
 from fleet.kube._cluster import ClusterConfig, Reloader, tls_failure
-from fleet.kube._seam import Response
+from fleet.kube._seam import BaseRequester, BatchRequest, Response
 
 __all__ = [
     "DEFAULT_CONNECTIONS",
     "MAX_PIPELINE",
-    "BatchRequest",
     "HotTransport",
     "HotTransportSettings",
     "HotTransportStatistics",
@@ -122,17 +121,6 @@ class HotTransportStatistics:
     """Connections made since the start (pool and streams); growth means reconnects."""
     waiting: int
     """Requests waiting for a free connection."""
-
-
-@dataclass(frozen=True, slots=True)
-class BatchRequest:
-    """One request of a pipelined batch (:meth:`HotTransport.request_batch`)."""
-
-    method: str
-    path: str
-    params: Mapping[str, str] | None = None
-    body: bytes | None = None
-    content_type: str | None = None
 
 
 class _StaleConnection(Exception):
@@ -354,7 +342,7 @@ class _HotStream:
         return b"".join([data async for data in self.aiter_bytes()])
 
 
-class HotTransport:
+class HotTransport(BaseRequester):
     """A fixed pool of HTTP/1.1 connections to one apiserver; a :class:`Requester`.
 
     Use as ``async with HotTransport(config) as t: await t.request(...)``. Any

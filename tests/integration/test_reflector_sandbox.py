@@ -12,6 +12,7 @@ import trio
 
 from fleet.api import crd_manifests
 from fleet.kube import (
+    BaseRequester,
     Client,
     ClusterConfig,
     HotTransport,
@@ -192,7 +193,7 @@ async def test_bookmarks_advance_the_resource_version(
         nursery.cancel_scope.cancel()
 
 
-class GatedRequester:
+class GatedRequester(BaseRequester):
     """A real transport whose watches after the first wait for a gate: the reflector is
     held between two watches while the world moves on."""
 

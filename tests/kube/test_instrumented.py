@@ -24,8 +24,7 @@ from fleet.kube._fake import (
     status_response,
 )
 from fleet.kube._instrumented import WatchEnd, classify
-from fleet.kube._seam import Response
-from fleet.kube._transport import BatchRequest
+from fleet.kube._seam import BatchRequest, Response
 from fleet.kube._views import MetaOnly
 from fleet.kube._watching import Reflector, WatchEvent, WatchSettings
 
@@ -121,10 +120,11 @@ async def test_codes_and_latency(autojump_clock: trio.abc.Clock) -> None:
     assert recorder.watch_ends == []
 
 
-class _Pipelining:
-    """A requester with ``request_batch``: answers a batch after 0.5 s, one error in it."""
+class _Pipelining(FakeApiserver):
+    """A requester with its own ``request_batch``: answers a batch after 0.5 s, one error in it."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.batches: list[list[BatchRequest]] = []
 
     async def request_batch(
@@ -144,11 +144,11 @@ async def test_request_batch_reports_each_request(autojump_clock: trio.abc.Clock
         BatchRequest("PUT", f"{LEASES}/cut", None, b"{}", "application/json"),
         BatchRequest("GET", f"{LEASES}/b"),
     ]
-    # Pipelined when the requester underneath batches: one batch, each request reported
-    # with the batch's latency, a transport error as "error".
+    # The batch goes to the requester underneath as one: each request reported with the
+    # batch's latency, a transport error as "error".
     recorder = Recorder()
     inner = _Pipelining()
-    api = InstrumentedRequester(inner, recorder)  # type: ignore[arg-type]
+    api = InstrumentedRequester(inner, recorder)
     answers = await api.request_batch(batch)
     assert inner.batches == [batch]
     assert [a.status if isinstance(a, Response) else type(a) for a in answers] == [
@@ -162,7 +162,8 @@ async def test_request_batch_reports_each_request(autojump_clock: trio.abc.Clock
         ("GET", "leases.coordination.k8s.io", "200", pytest.approx(0.5)),
     ]
 
-    # One by one otherwise, each timed on its own; transport errors come back in place.
+    # A requester that sends one by one (the seam's default) is still handed the batch:
+    # each request is reported with the whole batch's latency.
     async def handler(request: FakeRequest) -> Response:
         await trio.sleep(0.1)
         if request.path.endswith("/cut"):
@@ -179,9 +180,9 @@ async def test_request_batch_reports_each_request(autojump_clock: trio.abc.Clock
     ]
     assert [r.method for r in fake.log()] == ["PUT", "PUT", "GET"]
     assert recorder.requests == [
-        ("PUT", "leases.coordination.k8s.io", "200", pytest.approx(0.1)),
-        ("PUT", "leases.coordination.k8s.io", "error", pytest.approx(0.1)),
-        ("GET", "leases.coordination.k8s.io", "200", pytest.approx(0.1)),
+        ("PUT", "leases.coordination.k8s.io", "200", pytest.approx(0.3)),
+        ("PUT", "leases.coordination.k8s.io", "error", pytest.approx(0.3)),
+        ("GET", "leases.coordination.k8s.io", "200", pytest.approx(0.3)),
     ]
 
 

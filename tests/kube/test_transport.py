@@ -27,8 +27,8 @@ from fleet.errors import (
     Unauthorized,
 )
 from fleet.kube._cluster import ClusterConfig
-from fleet.kube._seam import Response
-from fleet.kube._transport import MAX_PIPELINE, BatchRequest, HotTransport, HotTransportSettings
+from fleet.kube._seam import BatchRequest, Response
+from fleet.kube._transport import MAX_PIPELINE, HotTransport, HotTransportSettings
 
 
 @dataclass

@@ -15,7 +15,7 @@ import msgspec
 import trio
 
 from fleet._settings import CoordinatorSettings, FleetSettings, ShardSettings
-from fleet.kube import MemoryApiserver, Response, StreamResponse
+from fleet.kube import BaseRequester, MemoryApiserver, Response, StreamResponse
 from fleet.wire import NODE_CR_ANNOTATION, SHARD_LABEL
 from shards import ShardEngine
 from shards._nodeobj import decode_lease
@@ -49,7 +49,7 @@ def v1_node(name: str, owner: str, ip: str, cidr: str) -> dict[str, Any]:
     }
 
 
-class _Hot:
+class _Hot(BaseRequester):
     """The same apiserver as a second requester (the CLI's ``hot``), noting what it was sent."""
 
     def __init__(self, api: MemoryApiserver) -> None:
