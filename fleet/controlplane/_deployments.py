@@ -418,7 +418,8 @@ class DeploymentController:
         for rs in idle[: max(0, len(idle) - limit)]:
             try:
                 await self._rest.delete(
-                    REPLICASETS.path(rs.metadata.namespace, rs.metadata.name), uid=rs.metadata.uid
+                    REPLICASETS.path(rs.metadata.namespace, rs.metadata.name),
+                    preconditions_uid=rs.metadata.uid,
                 )
             except FleetError as exc:
                 log.info("deployment: deleting old %s failed: %s", rs.metadata.name, exc)

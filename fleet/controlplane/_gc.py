@@ -224,7 +224,9 @@ class GarbageCollector:
                     meta.namespace,
                     meta.name,
                 )
-                await self._rest.delete(path, uid=meta.uid, propagation="Background")
+                await self._rest.delete(
+                    path, preconditions_uid=meta.uid, propagation_policy="Background"
+                )
                 self.deleted += 1
             else:
                 refs = [
@@ -269,8 +271,8 @@ class GarbageCollector:
                 try:
                     await self._rest.delete(
                         node.resource.path(dep.metadata.namespace or None, dep.metadata.name),
-                        uid=dep.metadata.uid,
-                        propagation="Foreground" if blocks else "Background",
+                        preconditions_uid=dep.metadata.uid,
+                        propagation_policy="Foreground" if blocks else "Background",
                     )
                     self.deleted += 1
                 except NotFound:
@@ -340,7 +342,7 @@ class GarbageCollector:
                     continue
                 try:
                     await self._rest.delete(
-                        resource.path(name, obj.metadata.name), uid=obj.metadata.uid
+                        resource.path(name, obj.metadata.name), preconditions_uid=obj.metadata.uid
                     )
                 except NotFound:
                     left -= 1
@@ -391,8 +393,8 @@ class GarbageCollector:
             try:
                 await self._rest.delete(
                     PODS.path(pod.metadata.namespace, pod.metadata.name),
-                    uid=pod.metadata.uid,
-                    grace_seconds=0,
+                    preconditions_uid=pod.metadata.uid,
+                    grace_period_seconds=0,
                 )
                 self.deleted += 1
                 log.info(

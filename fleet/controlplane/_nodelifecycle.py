@@ -270,7 +270,8 @@ class NodeLifecycleController:
                 continue
             try:
                 await self._rest.delete(
-                    PODS.path(pod.metadata.namespace, pod.metadata.name), uid=pod.metadata.uid
+                    PODS.path(pod.metadata.namespace, pod.metadata.name),
+                    preconditions_uid=pod.metadata.uid,
                 )
             except NotFound:
                 pass

@@ -1,85 +1,51 @@
-"""The few JSON verbs the control-plane loops use, over the transport seam.
+"""The control-plane loops' verbs: :class:`fleet.kube.Rest`, which they share with every client.
 
-:class:`Rest` wraps any :class:`~fleet.kube.Requester` (the httpx
-:class:`~fleet.kube._client.Client`, the h11 transport, or a test fake) so the
-loops never depend on which one runs them. Every verb raises the mapped
-:class:`~fleet.errors.ApiError` for an error answer; callers decide which
-ones are expected (404 on a delete that lost a race, 409 on a stale write).
+The loops build ``Rest(requester)`` over whatever requester runs them (the
+httpx :class:`~fleet.kube.Client`, the hot transport, a test's
+:class:`~fleet.kube.MemoryApiserver`). This module's :class:`Rest` is
+:class:`fleet.kube.Rest` and nothing more, except that ``delete`` still takes
+the short keywords the loops used before the verbs were one layer (``uid``,
+``propagation``, ``grace_seconds``), so branches written against them keep
+working; new code uses the ``DeleteOptions`` names (``preconditions_uid``,
+``propagation_policy``, ``grace_period_seconds``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
-import msgspec
-
-from fleet.errors import ProtocolError
-from fleet.kube import Requester
-from fleet.machinery import JSON, MERGE_PATCH
+from fleet.kube import Rest as _Rest
+from fleet.machinery import MERGE_PATCH
 
 __all__ = ["MERGE_PATCH", "Rest"]
 
-_encoder = msgspec.json.Encoder()
-_decoder = msgspec.json.Decoder(dict[str, Any])
 
-
-class Rest:
-    """JSON verbs over a requester."""
-
-    def __init__(self, requester: Requester) -> None:
-        self.requester = requester
-
-    async def _send(
-        self,
-        method: str,
-        path: str,
-        body: object = None,
-        *,
-        content_type: str = JSON,
-        params: Mapping[str, str] | None = None,
-    ) -> dict[str, Any]:
-        payload = None if body is None else _encoder.encode(body)
-        response = await self.requester.request(
-            method, path, params=params, body=payload,
-            content_type=content_type if payload is not None else None,
-        )  # fmt: skip
-        response.raise_for_status()
-        if not response.content:
-            return {}
-        try:
-            return _decoder.decode(response.content)
-        except msgspec.DecodeError as exc:
-            raise ProtocolError(f"{method} {path}: answer is not a JSON object: {exc}") from exc
-
-    async def get(self, path: str) -> dict[str, Any]:
-        return await self._send("GET", path)
-
-    async def create(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        """POST to a collection (or a subresource such as ``pods/x/binding``)."""
-        return await self._send("POST", path, body)
-
-    async def replace(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        return await self._send("PUT", path, body)
-
-    async def merge_patch(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        """An RFC 7386 merge patch; a ``metadata.resourceVersion`` in it makes it conditional."""
-        return await self._send("PATCH", path, body, content_type=MERGE_PATCH)
+class Rest(_Rest):
+    """:class:`fleet.kube.Rest`; ``delete`` also takes the old short keywords."""
 
     async def delete(
         self,
         path: str,
         *,
+        grace_period_seconds: int | None = None,
+        preconditions_uid: str | None = None,
+        preconditions_resource_version: str | None = None,
+        propagation_policy: str | None = None,
+        dry_run: bool = False,
         uid: str | None = None,
         propagation: str | None = None,
         grace_seconds: int | None = None,
     ) -> dict[str, Any]:
-        """DELETE with DeleteOptions: a uid precondition, propagation policy, grace period."""
-        options: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1"}
-        if uid:
-            options["preconditions"] = {"uid": uid}
-        if propagation:
-            options["propagationPolicy"] = propagation
-        if grace_seconds is not None:
-            options["gracePeriodSeconds"] = grace_seconds
-        return await self._send("DELETE", path, options)
+        """:meth:`fleet.kube.Rest.delete`; ``uid``, ``propagation`` and ``grace_seconds``
+        are the old names of ``preconditions_uid``, ``propagation_policy`` and
+        ``grace_period_seconds``."""
+        return await super().delete(
+            path,
+            grace_period_seconds=grace_seconds
+            if grace_seconds is not None
+            else grace_period_seconds,
+            preconditions_uid=uid or preconditions_uid,
+            preconditions_resource_version=preconditions_resource_version,
+            propagation_policy=propagation or propagation_policy,
+            dry_run=dry_run,
+        )

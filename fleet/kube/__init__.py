@@ -13,6 +13,11 @@
   :class:`MemoryClient` connections to cut). :class:`InstrumentedRequester`
   wraps any of them and reports each request (verb, resource, code, latency)
   to a :class:`RequestRecorder`.
+- The verbs, once, over any requester: :class:`Rest` (``get``, ``list`` with
+  paging into a :class:`ListResult`, ``create``, ``replace``, ``patch`` of any
+  :data:`PatchType`, ``merge_patch``, ``delete`` and ``delete_collection`` with
+  DeleteOptions), errors raised as :mod:`fleet.errors` maps them.
+  :class:`Client` is a :class:`Rest` over httpx.
 - On top of the seam: :class:`Reflector` (list + watch with the client-go
   contract) and :class:`WriteQueue` (coalesced, rate-limited, retried writes).
 
@@ -27,7 +32,6 @@ from fleet.kube._backoff import Backoff as Backoff
 from fleet.kube._backoff import BackoffPolicy as BackoffPolicy
 from fleet.kube._client import Client as Client
 from fleet.kube._client import ClientTimeouts as ClientTimeouts
-from fleet.kube._client import ListResult as ListResult
 from fleet.kube._cluster import Auth as Auth
 from fleet.kube._cluster import ClusterConfig as ClusterConfig
 from fleet.kube._cluster import NoAuth as NoAuth
@@ -45,6 +49,9 @@ from fleet.kube._memapi import MemoryApiserver as MemoryApiserver
 from fleet.kube._memapi import MemoryClient as MemoryClient
 from fleet.kube._paths import resource_path as resource_path
 from fleet.kube._ratelimit import TokenBucket as TokenBucket
+from fleet.kube._rest import ListResult as ListResult
+from fleet.kube._rest import PatchType as PatchType
+from fleet.kube._rest import Rest as Rest
 from fleet.kube._seam import BaseRequester as BaseRequester
 from fleet.kube._seam import BatchRequest as BatchRequest
 from fleet.kube._seam import Requester as Requester
@@ -94,10 +101,12 @@ __all__ = [
     "NoAuth",
     "ObjectMeta",
     "OwnerReference",
+    "PatchType",
     "Reflector",
     "RequestRecorder",
     "Requester",
     "Response",
+    "Rest",
     "StaticToken",
     "StreamResponse",
     "StreamScript",

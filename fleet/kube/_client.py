@@ -1,11 +1,11 @@
 """The general apiserver client, on httpx: control paths, crdgen, bench, auth flows.
 
-:class:`Client` implements the :class:`~fleet.kube._seam.Requester` seam
-(``request`` and ``stream``) and adds the verbs most callers want, each
-returning decoded JSON and raising the mapped :class:`~fleet.errors.ApiError`
-for an error ``Status``: ``get``, ``list`` (following ``continue`` tokens),
-``create``, ``replace``, ``patch`` (all four patch types), ``delete`` and
-``delete_collection`` (with ``DeleteOptions`` bodies).
+:class:`HttpxRequester` implements the :class:`~fleet.kube._seam.Requester`
+seam on httpx (``request`` and ``stream``; ``request_batch`` is the seam's
+one-by-one default). :class:`Client` is the verb layer
+(:class:`~fleet.kube._rest.Rest`: ``get``, ``list``, ``create``, ``replace``,
+``patch``, ``delete``, ``delete_collection``...) over one, and is a
+``Requester`` as well.
 
 It costs ~0.5-1 ms of client CPU per request (docs/performance.md), which is
 fine for everything except the hot path: high-volume Lease and status writes
@@ -28,39 +28,29 @@ is cancelled (:class:`_ClosingOnFailedTls`, which httpcore does not do).
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
 import httpcore
 import httpx
-import msgspec
 import trio
 
 from fleet import __version__
 from fleet.errors import (
     ConfigError,
     ConnectError,
-    InputError,
     ProtocolError,
     ReadTimeout,
     TransportError,
 )
 from fleet.kube._cluster import ClusterConfig, Reloader, tls_failure
+from fleet.kube._rest import Rest
 from fleet.kube._seam import BaseRequester, Response
-from fleet.machinery import APPLY_PATCH, JSON, JSON_PATCH, MERGE_PATCH, STRATEGIC_MERGE_PATCH
+from fleet.machinery import JSON
 
-__all__ = ["PATCH_CONTENT_TYPES", "Client", "ClientTimeouts", "ListResult", "PatchType"]
-
-PatchType = Literal["json", "merge", "strategic", "apply"]
-PATCH_CONTENT_TYPES: Mapping[PatchType, str] = {
-    "json": JSON_PATCH,
-    "merge": MERGE_PATCH,
-    "strategic": STRATEGIC_MERGE_PATCH,
-    # Server-side apply takes YAML; JSON is YAML, so the body is still JSON-encoded.
-    "apply": APPLY_PATCH,
-}
+__all__ = ["Client", "ClientTimeouts", "HttpxRequester"]
 
 _USER_AGENT = f"kubemock-fleet/{__version__}"
 _CLOSE_GRACE = 5.0
@@ -213,18 +203,6 @@ class ClientTimeouts:
         return httpx.Timeout(connect=self.connect, read=read, write=self.write, pool=self.pool)
 
 
-@dataclass(frozen=True, slots=True)
-class ListResult:
-    """All items of a (paged) list and the list's resourceVersion, to watch from."""
-
-    items: list[dict[str, Any]]
-    resource_version: str
-    kind: str = ""
-    """The list kind (``PodList``), when the server said."""
-    pages: int = field(default=1)
-    """How many requests the list took."""
-
-
 def _describe(exc: BaseException) -> str:
     """The first non-empty message along ``exc``'s causes (httpx's TLS errors have none)."""
     current: BaseException | None = exc
@@ -320,12 +298,8 @@ class _HttpxStream:
                 pass
 
 
-class Client(BaseRequester):
-    """The general async apiserver client; a :class:`Requester` plus verbs.
-
-    ``async with Client(config) as c: pod = await c.get(path)``. Pass
-    ``transport=httpx.MockTransport(handler)`` to script the apiserver in tests.
-    """
+class HttpxRequester(BaseRequester):
+    """The :class:`Requester` on httpx: auth headers, 401 retry, errors mapped, streams."""
 
     def __init__(
         self,
@@ -341,8 +315,6 @@ class Client(BaseRequester):
         self._extensions = (
             {"sni_hostname": config.tls_server_name} if config.tls_server_name else {}
         )
-        self._decoder = msgspec.json.Decoder(dict[str, Any])
-        self._encoder = msgspec.json.Encoder()
         # A TLS failure re-reads the kubeconfig (a restarted apiserver's new CA) and swaps
         # the httpx client; the old one is closed with this one (requests may still use it).
         self._reloader = Reloader(config) if transport is None else None
@@ -373,7 +345,7 @@ class Client(BaseRequester):
             follow_redirects=False,
         )
 
-    async def __aenter__(self) -> Client:
+    async def __aenter__(self) -> HttpxRequester:
         await self._http.__aenter__()
         return self
 
@@ -514,208 +486,31 @@ class Client(BaseRequester):
         finally:
             await stream.aclose()
 
-    # -- verbs -------------------------------------------------------------------------------
 
-    def _decode(self, response: Response, method: str, path: str) -> dict[str, Any]:
-        response.raise_for_status()
-        try:
-            return self._decoder.decode(response.content)
-        except msgspec.DecodeError as exc:
-            # A 2xx answer that is not a JSON object: the server broke the API contract.
-            raise ProtocolError(f"{method} {path}: answer is not a JSON object: {exc}") from exc
+class Client(Rest):
+    """The general async apiserver client: the verbs of :class:`Rest` over an
+    :class:`HttpxRequester` (itself a :class:`Requester` too).
 
-    async def _json(
+    ``async with Client(config) as c: pod = await c.get(path)``. Pass
+    ``transport=httpx.MockTransport(handler)`` to script the apiserver in tests.
+    """
+
+    def __init__(
         self,
-        method: str,
-        path: str,
+        config: ClusterConfig,
         *,
-        params: Mapping[str, str] | None = None,
-        body: object = None,
-        content_type: str = JSON,
-    ) -> dict[str, Any]:
-        payload = None if body is None else self._encoder.encode(body)
-        response = await self.request(
-            method,
-            path,
-            params=params,
-            body=payload,
-            content_type=content_type if payload is not None else None,
-        )
-        return self._decode(response, method, path)
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeouts: ClientTimeouts = ClientTimeouts(),
+    ) -> None:
+        self._httpx = HttpxRequester(config, transport=transport, timeouts=timeouts)
+        super().__init__(self._httpx)
 
-    async def get(self, path: str, params: Mapping[str, str] | None = None) -> dict[str, Any]:
-        """GET one object (or any JSON document) and decode it."""
-        return await self._json("GET", path, params=params)
+    async def __aenter__(self) -> Client:
+        await self._httpx.__aenter__()
+        return self
 
-    async def list(
-        self,
-        path: str,
-        *,
-        label_selector: str | None = None,
-        field_selector: str | None = None,
-        limit: int = 500,
-        resource_version: str | None = None,
-    ) -> ListResult:
-        """Every item of a collection, following ``continue`` tokens page by page.
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self._httpx.__aexit__(*exc_info)
 
-        ``limit=500`` is kubectl's and client-go's page size. The result's
-        ``resource_version`` is the snapshot all pages come from, to watch from.
-        An expired continue token (the snapshot was compacted) raises
-        :class:`~fleet.errors.Gone`: list again from the start.
-        """
-        if limit < 0:
-            raise InputError(f"limit must be >= 0, got {limit}")
-        params: dict[str, str] = {}
-        if label_selector:
-            params["labelSelector"] = label_selector
-        if field_selector:
-            params["fieldSelector"] = field_selector
-        if limit:
-            params["limit"] = str(limit)
-        if resource_version is not None:
-            params["resourceVersion"] = resource_version
-        items: list[dict[str, Any]] = []
-        pages = 0
-        while True:
-            page = await self._json("GET", path, params=params)
-            pages += 1
-            items.extend(page.get("items") or [])
-            metadata = page.get("metadata") or {}
-            token = metadata.get("continue")
-            if not token:
-                return ListResult(
-                    items=items,
-                    resource_version=str(metadata.get("resourceVersion") or ""),
-                    kind=str(page.get("kind") or ""),
-                    pages=pages,
-                )
-            # The token pins the snapshot; the apiserver rejects resourceVersion beside it.
-            params.pop("resourceVersion", None)
-            params["continue"] = str(token)
-
-    async def create(
-        self, path: str, body: Mapping[str, Any], *, field_manager: str | None = None
-    ) -> dict[str, Any]:
-        """POST a new object to its collection path; returns the stored object."""
-        params = {"fieldManager": field_manager} if field_manager else None
-        return await self._json("POST", path, params=params, body=body)
-
-    async def replace(
-        self, path: str, body: Mapping[str, Any], *, field_manager: str | None = None
-    ) -> dict[str, Any]:
-        """PUT a whole object (its ``metadata.resourceVersion`` makes it conditional)."""
-        params = {"fieldManager": field_manager} if field_manager else None
-        return await self._json("PUT", path, params=params, body=body)
-
-    async def patch(
-        self,
-        path: str,
-        body: Mapping[str, Any] | Sequence[Mapping[str, Any]],
-        *,
-        patch_type: PatchType,
-        field_manager: str | None = None,
-        force: bool | None = None,
-    ) -> dict[str, Any]:
-        """PATCH with the Content-Type of ``patch_type``.
-
-        ``json`` takes a list of RFC 6902 operations, the others an object.
-        Server-side ``apply`` requires ``field_manager``; ``force`` is only
-        meaningful for it (take fields owned by other managers).
-        """
-        content_type = PATCH_CONTENT_TYPES.get(patch_type)
-        if content_type is None:
-            raise InputError(
-                f"unknown patch type {patch_type!r}: one of {sorted(PATCH_CONTENT_TYPES)}"
-            )
-        if patch_type == "apply" and not field_manager:
-            raise InputError("a server-side apply patch needs field_manager")
-        if patch_type == "json" and isinstance(body, Mapping):
-            raise InputError("a JSON patch body is a list of operations")
-        params: dict[str, str] = {}
-        if field_manager:
-            params["fieldManager"] = field_manager
-        if force is not None:
-            params["force"] = "true" if force else "false"
-        return await self._json(
-            "PATCH", path, params=params or None, body=body, content_type=content_type
-        )
-
-    @staticmethod
-    def _delete_options(
-        *,
-        grace_period_seconds: int | None,
-        preconditions_uid: str | None,
-        preconditions_resource_version: str | None,
-        propagation_policy: str | None,
-        dry_run: bool,
-    ) -> dict[str, Any]:
-        options: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1"}
-        if grace_period_seconds is not None:
-            if grace_period_seconds < 0:
-                raise InputError(f"grace_period_seconds must be >= 0, got {grace_period_seconds}")
-            options["gracePeriodSeconds"] = grace_period_seconds
-        preconditions = {}
-        if preconditions_uid is not None:
-            preconditions["uid"] = preconditions_uid
-        if preconditions_resource_version is not None:
-            preconditions["resourceVersion"] = preconditions_resource_version
-        if preconditions:
-            options["preconditions"] = preconditions
-        if propagation_policy is not None:
-            if propagation_policy not in ("Orphan", "Background", "Foreground"):
-                raise InputError(
-                    f"propagation_policy must be Orphan, Background or Foreground, got {propagation_policy!r}"
-                )
-            options["propagationPolicy"] = propagation_policy
-        if dry_run:
-            options["dryRun"] = ["All"]
-        return options
-
-    async def delete(
-        self,
-        path: str,
-        *,
-        grace_period_seconds: int | None = None,
-        preconditions_uid: str | None = None,
-        preconditions_resource_version: str | None = None,
-        propagation_policy: str | None = None,
-        dry_run: bool = False,
-    ) -> dict[str, Any]:
-        """DELETE one object with a ``DeleteOptions`` body.
-
-        Returns what the apiserver answers: the object (still present while
-        finalizers or a grace period run) or a ``Status`` of success.
-        """
-        options = self._delete_options(
-            grace_period_seconds=grace_period_seconds,
-            preconditions_uid=preconditions_uid,
-            preconditions_resource_version=preconditions_resource_version,
-            propagation_policy=propagation_policy,
-            dry_run=dry_run,
-        )
-        return await self._json("DELETE", path, body=options)
-
-    async def delete_collection(
-        self,
-        path: str,
-        *,
-        label_selector: str | None = None,
-        field_selector: str | None = None,
-        grace_period_seconds: int | None = None,
-        propagation_policy: str | None = None,
-        dry_run: bool = False,
-    ) -> dict[str, Any]:
-        """DELETE every object of a collection matching the selectors."""
-        params: dict[str, str] = {}
-        if label_selector:
-            params["labelSelector"] = label_selector
-        if field_selector:
-            params["fieldSelector"] = field_selector
-        options = self._delete_options(
-            grace_period_seconds=grace_period_seconds,
-            preconditions_uid=None,
-            preconditions_resource_version=None,
-            propagation_policy=propagation_policy,
-            dry_run=dry_run,
-        )
-        return await self._json("DELETE", path, params=params or None, body=options)
+    async def aclose(self) -> None:
+        await self._httpx.aclose()

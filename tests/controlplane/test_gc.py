@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import pytest
@@ -231,11 +231,11 @@ class _RacingRest(Rest):
         self._api = api
         self._victim = victim
 
-    async def get(self, path: str) -> dict[str, Any]:
+    async def get(self, path: str, params: Mapping[str, str] | None = None) -> dict[str, Any]:
         if self._api.get(self._victim) is not None:
             self._api.remove(self._victim)
             await trio.sleep(1)  # the informer hands the DELETED event to the collector
-        return await super().get(path)
+        return await super().get(path, params)
 
 
 async def test_dependent_removed_while_its_owner_is_looked_up(

@@ -28,9 +28,10 @@ from fleet.errors import (
     TooManyRequests,
     Unauthorized,
 )
-from fleet.kube._client import Client, ClientTimeouts, ListResult
+from fleet.kube._client import Client, ClientTimeouts
 from fleet.kube._cluster import ClusterConfig
 from fleet.kube._paths import resource_path
+from fleet.kube._rest import ListResult
 
 Handler = Callable[[httpx.Request], httpx.Response]
 
