@@ -1,6 +1,6 @@
 """Running a scenario against an apiserver: create the load, watch it land, time it, clean up.
 
-:func:`run_scenario` takes a :class:`~fleet.kube._client.Client` already
+:func:`run_scenario` takes a :class:`~fleet.kube.Client` already
 pointed at a cluster (the CLI starts the sandbox and the fleet, or loads a
 kubeconfig) and one :class:`~bench._scenarios.ScenarioSpec`. In one nursery:
 
@@ -12,6 +12,12 @@ kubeconfig) and one :class:`~bench._scenarios.ScenarioSpec`. In one nursery:
 - each step writes through a fixed pool of ``concurrency`` workers fed by a
   bounded channel, paced by a token bucket (``rate``), and waits, with the
   step's ``timeout``, until the watch has seen every object in its state.
+  The workers' creates and deletes go through a
+  :class:`~fleet.kube.HotTransport` of ``concurrency`` connections to the same
+  apiserver (the verbs of :class:`~fleet.kube.Rest` over it): ~45 µs of client
+  CPU a write instead of httpx's ~1 ms, so the bench measures the apiserver,
+  not itself (docs/performance.md, "Load generator"). The control paths (CRDs,
+  namespaces, watches, ``/metrics``, cleanup) stay on the httpx client.
 
 Every object the bench creates carries the label ``bench.kubemock-fleet.io/run:
 <run id>``. At the end, and also when the run is cancelled (Ctrl-C), a
@@ -63,7 +69,16 @@ from bench._slo import SloThresholds, slo_table
 from fleet import __version__
 from fleet.api import API_VERSION, GROUP, VERSION, crd_manifests
 from fleet.errors import AlreadyExists, FleetError, MethodNotAllowed, NotFound
-from fleet.kube import Client, ObjectMeta, Reflector, TokenBucket, WatchEvent
+from fleet.kube import (
+    Client,
+    HotTransport,
+    HotTransportSettings,
+    ObjectMeta,
+    Reflector,
+    Rest,
+    TokenBucket,
+    WatchEvent,
+)
 
 __all__ = ["RUN_LABEL", "NullProgress", "Progress", "RunOptions", "run_scenario"]
 
@@ -77,6 +92,9 @@ WATCH_BUFFER = 1024
 """Events buffered between a watch and its tracker."""
 CLEANUP_TIMEOUT = 120.0
 """Seconds the cleanup may take before it gives up and reports what is left."""
+WRITE_TIMEOUT = 60.0
+"""Seconds one write of the load may take, as the httpx client's read timeout: a slow
+write is a latency to report (the apiserver's own request timeout is 60 s), not a failure."""
 
 
 class Progress(Protocol):
@@ -311,8 +329,17 @@ class _Writes:
 
 
 class _Run:
-    def __init__(self, client: Client, spec: ScenarioSpec, options: RunOptions) -> None:
+    def __init__(
+        self,
+        client: Client,
+        spec: ScenarioSpec,
+        options: RunOptions,
+        *,
+        writer: Rest | None = None,
+    ) -> None:
         self.client = client
+        self.writer: Rest = writer if writer is not None else client
+        """The write pool's verbs (creates and deletes of the load); the client's by default."""
         self.spec = spec
         self.options = options
         self.progress = options.progress
@@ -538,12 +565,12 @@ class _Run:
         if self.spec.placement == "direct":
             body["spec"]["nodeName"] = self.node_names[index % len(self.node_names)]
         self.pods.created_client[name] = time.time()
-        await self.client.create(f"/api/v1/namespaces/{self.spec.namespace}/pods", body)
+        await self.writer.create(f"/api/v1/namespaces/{self.spec.namespace}/pods", body)
         self.pods_created += 1
 
     async def delete_pod(self, name: str) -> None:
         try:
-            await self.client.delete(f"/api/v1/namespaces/{self.spec.namespace}/pods/{name}")
+            await self.writer.delete(f"/api/v1/namespaces/{self.spec.namespace}/pods/{name}")
         except NotFound:
             pass
 
@@ -554,7 +581,7 @@ class _Run:
         path = f"/apis/{GROUP}/{VERSION}/namespaces/{self.spec.node_namespace}/nodes"
 
         async def create(name: str) -> None:
-            await self.client.create(path, self.node_cr(name))
+            await self.writer.create(path, self.node_cr(name))
 
         await self.step(
             "nodes-ready",
@@ -582,7 +609,7 @@ class _Run:
             name = f"{self.prefix}d{index:04d}"
             template = self.pod_template()
             template["metadata"]["labels"] = {**template["metadata"]["labels"], "app": name}
-            await self.client.create(
+            await self.writer.create(
                 path,
                 {
                     "apiVersion": "apps/v1",
@@ -1014,5 +1041,11 @@ def _percentiles(stats: PhaseStats) -> Percentiles:
 
 async def run_scenario(client: Client, spec: ScenarioSpec, options: RunOptions) -> Report:
     """Run ``spec`` against the cluster ``client`` reaches; the report (also written to
-    ``options.output`` when set). Everything created is deleted again, also on cancellation."""
-    return await _Run(client, spec, options).execute()
+    ``options.output`` when set). Everything created is deleted again, also on cancellation.
+
+    The load itself goes through a :class:`~fleet.kube.HotTransport` to the same
+    apiserver (``client.config``), one connection per worker of the write pool.
+    """
+    settings = HotTransportSettings(connections=spec.concurrency, request_timeout=WRITE_TIMEOUT)
+    async with HotTransport(client.config, settings) as hot:
+        return await _Run(client, spec, options, writer=Rest(hot)).execute()

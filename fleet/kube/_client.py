@@ -503,7 +503,13 @@ class Client(Rest):
         timeouts: ClientTimeouts = ClientTimeouts(),
     ) -> None:
         self._httpx = HttpxRequester(config, transport=transport, timeouts=timeouts)
+        self._config = config
         super().__init__(self._httpx)
+
+    @property
+    def config(self) -> ClusterConfig:
+        """Where and how this client connects (for another requester to the same apiserver)."""
+        return self._config
 
     async def __aenter__(self) -> Client:
         await self._httpx.__aenter__()

@@ -368,3 +368,40 @@ async def test_a_write_without_an_answer_counts_as_failed_not_fatal() -> None:
         await run.write_pool(range(3), write, "create pods")
     assert (run.writes.ok, run.writes.failed) == (0, 3)
     assert "create pods" in run.writes.errors[0]
+
+
+async def test_the_load_goes_through_the_writer_not_the_client() -> None:
+    # run_scenario hands _Run a Rest over a HotTransport; any Rest will do here.
+    import httpx
+
+    from bench._runner import _Run
+    from fleet.kube import ClusterConfig, FakeApiserver, FakeRequest, Response, Rest, json_response
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise AssertionError(f"the load went through httpx: {request.method} {request.url}")
+
+    def answer(request: FakeRequest) -> Response:
+        return json_response({}, 201 if request.method == "POST" else 200)
+
+    hot = FakeApiserver(answer)
+    async with Client(
+        ClusterConfig(server="http://apiserver.test"), transport=httpx.MockTransport(refuse)
+    ) as c:
+        spec = load_scenario("pod-startup", {"nodes": 1, "pods": 2, "placement": "direct"})
+        run = _Run(
+            c,
+            spec,
+            RunOptions(
+                target=TargetInfo(server="http://apiserver.test", mode="cluster", fleet="external")
+            ),
+            writer=Rest(hot),
+        )
+        run.node_names = ["n0"]
+        await run.write_pool(range(2), run.create_pod, "create pods")
+        await run.write_pool([run.pod_name(0)], run.delete_pod, "delete pods")
+    assert (run.writes.ok, run.writes.failed) == (3, 0)
+    assert [(r.method, r.path.rsplit("/", 1)[-1]) for r in hot.requests] == [
+        ("POST", "pods"),
+        ("POST", "pods"),
+        ("DELETE", run.pod_name(0)),
+    ]
