@@ -1,0 +1,198 @@
+"""The shard's kubelet API: TLS client-certificate auth, logs (cut and followed), /pods, node paths."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+import trio.testing
+import trustme
+
+from fleet.errors import ConfigError
+from shards._kubeletapi import (
+    ANNOTATION_LOG_INTERVAL,
+    ANNOTATION_LOGS,
+    ContainerInfo,
+    KubeletApiSettings,
+    KubeletEndpoint,
+    KubeletServer,
+    NodeInfo,
+    PodInfo,
+)
+from shards._kubeletapi._http import Request, Streamed
+
+T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+
+
+class View:
+    def __init__(self) -> None:
+        self.node_infos = {"n1": NodeInfo("n1", {"cpu": "4", "memory": "8Gi", "pods": "110"}, {})}
+        self.pod_infos: dict[str, PodInfo] = {}
+
+    def add(self, name: str, phase: str = "Running", **annotations: str) -> None:
+        self.pod_infos[f"default/{name}"] = PodInfo(
+            "default",
+            name,
+            f"uid-{name}",
+            "n1",
+            T0,
+            phase,
+            (ContainerInfo("app", {"cpu": "100m"}),),
+            annotations=annotations,
+        )
+
+    def node(self, name: str) -> NodeInfo | None:
+        return self.node_infos.get(name)
+
+    def nodes(self) -> Sequence[str]:
+        return sorted(self.node_infos)
+
+    def pod(self, namespace: str, name: str) -> PodInfo | None:
+        return self.pod_infos.get(f"{namespace}/{name}")
+
+    def pods_on(self, node: str) -> Sequence[PodInfo]:
+        return [p for p in self.pod_infos.values() if p.node == node]
+
+
+def _settings(ca: trustme.CA, **kw: object) -> KubeletApiSettings:
+    return KubeletApiSettings(
+        advertise_address="127.0.0.1",
+        client_ca_pem=ca.cert_pem.bytes(),
+        host="127.0.0.1",
+        port=0,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def _request(
+    path: str, user: str | None = "kube-apiserver-kubelet-client", **query: str
+) -> Request:
+    return Request("GET", path, list(query.items()), {}, user)
+
+
+async def _body(reply: object) -> bytes:
+    assert isinstance(reply, Streamed)
+    return b"".join([chunk async for chunk in reply.chunks()])
+
+
+def test_settings_refuse_an_open_api() -> None:
+    with pytest.raises(ConfigError, match="client CA"):
+        KubeletApiSettings(advertise_address="127.0.0.1", client_ca_pem=b"")
+
+
+async def test_tls_needs_a_client_certificate_from_the_ca(tmp_path: Path) -> None:
+    ca, other = trustme.CA(), trustme.CA()
+    view = View()
+    view.add("web", **{ANNOTATION_LOGS: "hello\nworld"})
+    server = KubeletServer(_settings(ca), view, wall=lambda: T0 + timedelta(minutes=1))
+    async with trio.open_nursery() as nursery:
+        endpoint: KubeletEndpoint = await nursery.start(server.run)
+        url = f"https://127.0.0.1:{endpoint.port}"
+        good = ca.issue_cert("client", common_name="kube-apiserver-kubelet-client")
+        good.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "good.pem"))
+        bad = other.issue_cert("client", common_name="mallory")
+        bad.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "bad.pem"))
+
+        def client(cert: str | None) -> httpx.AsyncClient:
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            if cert:
+                context.load_cert_chain(str(tmp_path / cert))
+            return httpx.AsyncClient(verify=context)
+
+        async with client("good.pem") as http:
+            answer = await http.get(f"{url}/containerLogs/default/web/app")
+            assert answer.status_code == 200
+            assert answer.text == "hello\nworld\n"
+            answer = await http.get(f"{url}/healthz")  # the same connection, kept alive
+            assert (answer.status_code, answer.text) == (200, "ok")
+            pods = (await http.get(f"{url}/pods")).json()
+            assert [p["metadata"]["name"] for p in pods["items"]] == ["web"]
+            assert pods["items"][0]["spec"]["containers"][0]["resources"] == {
+                "requests": {"cpu": "100m"}
+            }
+            assert (await http.get(f"{url}/nodes/n1/pods")).json() == pods
+            assert (await http.get(f"{url}/nodes/n2/pods")).status_code == 404
+        async with client(None) as http:
+            answer = await http.get(f"{url}/containerLogs/default/web/app")
+            assert (answer.status_code, answer.text) == (401, "Unauthorized\n")
+        async with client("bad.pem") as http:
+            with pytest.raises(httpx.HTTPError):  # the handshake refuses a foreign certificate
+                await http.get(f"{url}/healthz")
+        nursery.cancel_scope.cancel()
+
+
+async def test_logs_are_cut_by_tail_since_timestamps_and_limit() -> None:
+    view = View()
+    view.add("web", **{ANNOTATION_LOGS: "a\nb\nc", ANNOTATION_LOG_INTERVAL: "10s"})
+    now = T0 + timedelta(seconds=45)  # lines 0..4 at 0, 10, 20, 30, 40 s: a b c a b
+    server = KubeletServer(_settings(trustme.CA()), view, wall=lambda: now)
+    path = "/containerLogs/default/web/app"
+    assert await _body(await server.handle(_request(path))) == b"a\nb\nc\na\nb\n"
+    assert await _body(await server.handle(_request(path, tailLines="2"))) == b"a\nb\n"
+    assert await _body(await server.handle(_request(path, sinceSeconds="20"))) == b"a\nb\n"
+    assert await _body(await server.handle(_request(path, limitBytes="3"))) == b"a\nb"
+    stamped = await _body(await server.handle(_request(path, tailLines="1", timestamps="true")))
+    assert stamped == b"2026-01-01T12:00:40.000000000Z b\n"
+    since = await _body(await server.handle(_request(path, sinceTime="2026-01-01T12:00:30Z")))
+    assert since == b"a\nb\n"
+
+
+async def test_log_errors_are_the_kubelets() -> None:
+    view = View()
+    view.add("web")
+    view.add("pending", phase="Pending")
+    server = KubeletServer(_settings(trustme.CA()), view, wall=lambda: T0)
+    for path, query, status, text in [
+        ("/containerLogs/default/nope/app", {}, 404, 'pod "nope" in namespace "default" not found'),
+        (
+            "/containerLogs/default/web/other",
+            {},
+            400,
+            'container "other" in pod "web" is not available',
+        ),
+        (
+            "/containerLogs/default/web/app",
+            {"previous": "true"},
+            400,
+            "previous terminated container",
+        ),
+        ("/containerLogs/default/web/app", {"tailLines": "-1"}, 400, "tailLines"),
+        ("/containerLogs/default/pending/app", {}, 400, "is waiting to start: ContainerCreating"),
+        ("/pods/x", {}, 404, "404 page not found"),
+    ]:
+        reply = await server.handle(_request(path, **query))
+        assert reply.status == status, path  # type: ignore[union-attr]
+        assert text in reply.body.decode(), path  # type: ignore[union-attr]
+    assert (await server.handle(_request("/healthz", user=None))).status == 401  # type: ignore[union-attr]
+
+
+async def test_default_log_follows_on_the_clock(autojump_clock: trio.testing.MockClock) -> None:
+    view = View()
+    view.add("web")
+    start = trio.current_time()
+
+    def wall() -> datetime:
+        return T0 + timedelta(seconds=15 + trio.current_time() - start)
+
+    server = KubeletServer(_settings(trustme.CA(), default_log_interval=10.0), view, wall=wall)
+    reply = await server.handle(_request("/containerLogs/default/web/app", follow="true"))
+    assert isinstance(reply, Streamed)
+    got: list[tuple[float, bytes]] = []
+    async for chunk in reply.chunks():
+        got.append((trio.current_time() - start, chunk))
+        if len(got) == 3:
+            del view.pod_infos["default/web"]  # the pod goes: the follow ends
+    where = 'kubemock-fleet: container "app" of pod default/web on node n1: heartbeat'
+    assert got == [
+        (0.0, f"{where} 0\n{where} 1\n".encode()),
+        (5.0, f"{where} 2\n".encode()),
+        (15.0, f"{where} 3\n".encode()),
+    ]
+    assert trio.current_time() - start <= 15.0 + 1.0  # noticed within one poll

@@ -1,0 +1,120 @@
+"""``kubectl logs`` (and ``nodes/proxy``) on ``up``: sandbox proxy → shard kubelet API, every kubectl.
+
+One ``up`` in a child process; the real kubectl binaries (1.27 … 1.33 and the default one)
+read a pod's scripted log through the sandbox's ``pods/log`` proxy and the shard's HTTPS
+kubelet API (client certificate from the sandbox's kubelet-client CA).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests._up_process import kubectl, kubectl_json, node_ready, up_process, wait_until
+
+pytestmark = pytest.mark.kubectl
+
+VERSIONS = ["1.27", "1.28", "1.29", "1.30", "1.31", "1.32", "1.33"]
+BINARIES = [f"/usr/lib/google-cloud-sdk/bin/kubectl.{v}" for v in VERSIONS] + ["/usr/bin/kubectl"]
+POD = """
+apiVersion: v1
+kind: Pod
+metadata:
+  name: talker
+  namespace: default
+  annotations:
+    fleet.mock.zhizuqiu.cn/logs: |
+      one
+      two
+      three
+    fleet.mock.zhizuqiu.cn/log-interval: 1s
+spec:
+  containers: [{name: app, image: busybox}]
+"""
+
+
+def _run(
+    binary: str, kubeconfig: Path, *args: str, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+    return subprocess.run(
+        [binary, "--cache-dir", str(kubeconfig.parent / "cache"), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_logs_and_node_proxy_through_the_sandbox(tmp_path: Path) -> None:
+    with up_process(tmp_path, "--nodes", "1") as up:
+        kc = up.kubeconfig
+        wait_until(lambda: node_ready(kc, "fleet-node-0"), 20, "node Ready")
+        node = kubectl_json(kc, "get", "node", "fleet-node-0")
+        addresses = {a["type"]: a["address"] for a in node["status"]["addresses"]}
+        assert addresses["InternalIP"] == "127.0.0.1"
+        port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
+        assert port not in (0, 10250)  # the shard's own listener (a free port under up)
+        annotations = node["metadata"]["annotations"]
+        assert annotations["metrics.k8s.io/resource-metrics-path"] == (
+            "/nodes/fleet-node-0/metrics/resource"
+        )
+
+        kubectl(kc, "apply", "-f", "-", stdin=POD)
+        wait_until(
+            lambda: (
+                kubectl(kc, "get", "pod", "talker", "-o", "jsonpath={.status.phase}").stdout
+                == "Running"
+            ),
+            20,
+            "pod talker Running",
+        )
+        wait_until(  # one line a second since the pod's creation
+            lambda: len(kubectl(kc, "logs", "talker").stdout.splitlines()) >= 2, 10, "2 lines"
+        )
+        for binary in BINARIES:
+            assert Path(binary).exists(), f"{binary} is not installed"
+            got = _run(binary, kc, "logs", "talker", "--tail", "2")
+            assert got.returncode == 0, (binary, got.stderr)
+            lines = got.stdout.splitlines()
+            assert len(lines) == 2 and all(line in ("one", "two", "three") for line in lines)
+            stamped = _run(binary, kc, "logs", "talker", "--tail", "1", "--timestamps")
+            assert stamped.stdout.split(" ", 1)[0].endswith("000Z"), binary
+
+        # follow: new lines arrive while the stream is open (one a second), until kubectl stops
+        try:
+            followed = subprocess.run(
+                ["kubectl", "logs", "-f", "talker", "--tail", "0"],
+                capture_output=True,
+                text=True,
+                env={**os.environ, "KUBECONFIG": str(kc)},
+                timeout=3.5,
+            )
+            out = followed.stdout
+        except subprocess.TimeoutExpired as exc:
+            out = (
+                (exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else exc.stdout or ""
+            )
+        assert 2 <= len(out.splitlines()) <= 4, out
+
+        # the apiserver's own checks, with its messages
+        bad = kubectl(kc, "logs", "talker", "-c", "nope", check=False)
+        assert "container nope is not valid for pod talker" in bad.stderr
+        prev = kubectl(kc, "logs", "talker", "--previous", check=False)
+        assert 'previous terminated container "app" in pod "talker" not found' in prev.stderr
+
+        # nodes/proxy reaches the node's kubelet paths
+        pods = json.loads(
+            kubectl(kc, "get", "--raw", "/api/v1/nodes/fleet-node-0/proxy/pods").stdout
+        )
+        assert "talker" in [p["metadata"]["name"] for p in pods["items"]]
+        health = kubectl(kc, "get", "--raw", "/api/v1/nodes/fleet-node-0/proxy/healthz").stdout
+        assert health == "ok"
+        missing = kubectl(kc, "get", "--raw", "/api/v1/nodes/nope/proxy/pods", check=False)
+        assert 'nodes "nope" not found' in missing.stderr
+    assert not [line for line in up.stderr if "Traceback" in line], up.stderr
