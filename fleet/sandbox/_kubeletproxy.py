@@ -59,7 +59,9 @@ LOG_OPTIONS = (
     "limitBytes",
 )
 """The ``PodLogOptions`` the apiserver forwards (``container`` goes into the path)."""
-NODE_PATHS = frozenset({"pods", "configz", "healthz", "stats/summary", "metrics/resource"})
+NODE_PATHS = frozenset(
+    {"pods", "configz", "healthz", "stats/summary", "metrics/resource", "metrics/cadvisor"}
+)
 """Kubelet paths that answer for one node: the fleet's shards serve them under
 ``/nodes/{node}/`` (``shards._kubeletapi``), since a shard's nodes share its endpoint."""
 CONNECT_TIMEOUT = 5.0

@@ -12,7 +12,8 @@ path                                                   answer
                                                        by the query; streamed with ``follow``
 ``/pods``                                              the node's pods (a ``PodList``)
 ``/configz``                                           the node's ``KubeletConfiguration``
-``/stats/summary``, ``/metrics/resource``              usage (``_stats``)
+``/stats/summary``, ``/metrics/resource``,             usage (``_usage``, ``_stats``)
+``/metrics/cadvisor``
 =====================================================  =======================================
 
 Pod paths name their pod, so one listener serves them for every node. Node paths
@@ -52,6 +53,7 @@ from shards._kubeletapi._logs import (
     select,
 )
 from shards._kubeletapi._settings import KubeletApiSettings
+from shards._kubeletapi._stats import Stats
 from shards._kubeletapi._view import NodeInfo, PodInfo, ShardView
 from shards._podstatus import format_time, utc_now
 
@@ -62,7 +64,9 @@ log = logging.getLogger("shards.kubeletapi")
 _JSON = "application/json"
 _encode = msgspec.json.Encoder().encode
 _TERMINAL = frozenset({"Succeeded", "Failed"})
-NODE_PATHS = frozenset({"pods", "configz", "stats/summary", "metrics/resource", "healthz"})
+NODE_PATHS = frozenset(
+    {"pods", "configz", "stats/summary", "metrics/resource", "metrics/cadvisor", "healthz"}
+)
 """Paths that answer for one node, also served under ``/nodes/{node}/``."""
 
 
@@ -118,8 +122,8 @@ class KubeletServer:
         self._limiter = trio.CapacityLimiter(settings.max_connections)
         self.port = settings.port
         """The port listened on (the one chosen, once running, when the settings say 0)."""
-        self.stats: Any = None
-        """The usage model (``_stats.Usage``), set by whoever serves stats; None: 404."""
+        self.stats: Stats | None = Stats(view, wall)
+        """The stats endpoints; None: 404."""
         self.exec: Any = None
         """Streaming handlers (exec, attach, port-forward), set when served; None: 404."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import ssl
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -196,3 +197,63 @@ async def test_default_log_follows_on_the_clock(autojump_clock: trio.testing.Moc
         (15.0, f"{where} 3\n".encode()),
     ]
     assert trio.current_time() - start <= 15.0 + 1.0  # noticed within one poll
+
+
+# --- usage and stats -----------------------------------------------------------------------
+
+
+def test_usage_curves_and_their_integrals() -> None:
+    from shards._kubeletapi._usage import parse_curve
+
+    fixed = parse_curve("250m", "cpu", 0)
+    assert (fixed.at(10), fixed.integral(10)) == (0.25, 2.5)
+    half = parse_curve("50%", "cpu", 2.0)
+    assert half.at(0) == 1.0
+    ramp = parse_curve("ramp(0,1,10s)", "cpu", 0)
+    assert (ramp.at(5), ramp.at(20)) == (0.5, 1.0)
+    assert ramp.integral(10) == pytest.approx(5.0) and ramp.integral(20) == pytest.approx(15.0)
+    sine = parse_curve("sine(100m,900m,1m)", "cpu", 0)
+    assert sine.at(0) == pytest.approx(0.1) and sine.at(30) == pytest.approx(0.9)
+    assert sine.integral(60) == pytest.approx(0.5 * 60)  # the mean over a whole period
+    memory = parse_curve("ramp(10%,90%,5m)", "memory", 1024.0)
+    assert memory.at(300) == pytest.approx(0.9 * 1024)
+
+
+async def test_stats_summary_and_resource_metrics_follow_the_annotations() -> None:
+    view = View()
+    view.add(
+        "busy",
+        **{
+            "fleet.mock.zhizuqiu.cn/usage-cpu": "50%",  # of the 100m requested
+            "fleet.mock.zhizuqiu.cn/usage-memory": "64Mi",
+        },
+    )
+    view.add("plain")  # defaults: 10 % of the 100m requested, 16Mi (no memory request)
+    view.add("waiting", phase="Pending")  # no stats for containers not running
+    now = T0 + timedelta(seconds=100)
+    server = KubeletServer(_settings(trustme.CA()), view, wall=lambda: now)
+    reply = await server.handle(_request("/stats/summary"))
+    summary = json.loads(reply.body)  # type: ignore[union-attr]
+    pods = {p["podRef"]["name"]: p for p in summary["pods"]}
+    assert sorted(pods) == ["busy", "plain"]
+    assert pods["busy"]["cpu"]["usageNanoCores"] == 50_000_000
+    assert pods["busy"]["cpu"]["usageCoreNanoSeconds"] == 5_000_000_000  # 0.05 core x 100 s
+    assert pods["busy"]["memory"]["workingSetBytes"] == 64 * 2**20
+    assert pods["plain"]["containers"][0]["cpu"]["usageNanoCores"] == 10_000_000
+    node = summary["node"]
+    assert node["nodeName"] == "n1"
+    assert node["cpu"]["usageNanoCores"] == 100_000_000 + 50_000_000 + 10_000_000  # base + pods
+    assert node["memory"]["workingSetBytes"] == (512 + 64 + 16) * 2**20
+    assert node["memory"]["availableBytes"] == (8 * 1024 - 512 - 64 - 16) * 2**20
+
+    reply = await server.handle(_request("/nodes/n1/metrics/resource"))
+    text = reply.body.decode()  # type: ignore[union-attr]
+    ms = int(now.timestamp() * 1000)
+    assert (
+        f'container_cpu_usage_seconds_total{{container="app",namespace="default",pod="busy"}} 5.0 {ms}'
+        in text
+    )
+    assert f"node_memory_working_set_bytes {float((512 + 64 + 16) * 2**20)!r} {ms}" in text
+    assert "scrape_error 0" in text
+    cadvisor = (await server.handle(_request("/metrics/cadvisor"))).body.decode()  # type: ignore[union-attr]
+    assert 'container_memory_working_set_bytes{container="app"' in cadvisor
