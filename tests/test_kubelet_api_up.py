@@ -1,4 +1,4 @@
-"""``kubectl logs`` (and ``nodes/proxy``) on ``up``: sandbox proxy → shard kubelet API, every kubectl.
+"""``kubectl logs``, ``nodes/proxy`` and ``kubectl top`` on ``up``: sandbox proxy → shard kubelet API, every kubectl.
 
 One ``up`` in a child process; the real kubectl binaries (1.27 … 1.33 and the default one)
 read a pod's scripted log through the sandbox's ``pods/log`` proxy and the shard's HTTPS
@@ -32,8 +32,13 @@ metadata:
       two
       three
     fleet.mock.zhizuqiu.cn/log-interval: 1s
+    fleet.mock.zhizuqiu.cn/usage-cpu: 250m
+    fleet.mock.zhizuqiu.cn/usage-memory: 50%
 spec:
-  containers: [{name: app, image: busybox}]
+  containers:
+  - name: app
+    image: busybox
+    resources: {requests: {cpu: 100m, memory: 64Mi}}
 """
 
 
@@ -117,4 +122,16 @@ def test_logs_and_node_proxy_through_the_sandbox(tmp_path: Path) -> None:
         assert health == "ok"
         missing = kubectl(kc, "get", "--raw", "/api/v1/nodes/nope/proxy/pods", check=False)
         assert 'nodes "nope" not found' in missing.stderr
+
+        # kubectl top: the sandbox's metrics.k8s.io, from the shard's /stats/summary
+        for binary in (BINARIES[0], BINARIES[-1]):
+            top = _run(binary, kc, "top", "pod", "talker", "--no-headers")
+            assert top.returncode == 0, (binary, top.stderr)
+            assert top.stdout.split()[1:] == ["250m", "32Mi"], top.stdout
+            nodes = _run(binary, kc, "top", "nodes", "--no-headers")
+            assert nodes.returncode == 0, (binary, nodes.stderr)
+            row = nodes.stdout.split()
+            assert row[0] == "fleet-node-0" and row[1] == "350m", nodes.stdout  # base 100m + pod
+        containers = kubectl(kc, "top", "pod", "talker", "--containers", "--no-headers").stdout
+        assert containers.split()[1:] == ["app", "250m", "32Mi"]
     assert not [line for line in up.stderr if "Traceback" in line], up.stderr

@@ -37,6 +37,8 @@ from fleet.sandbox._kubeletproxy import (
 from fleet.sandbox._lists import list_body, list_objects
 from fleet.sandbox._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from fleet.sandbox._metrics import Metrics
+from fleet.sandbox._metricsapi import GROUP as METRICS_GROUP
+from fleet.sandbox._metricsapi import MetricsApi, metrics_types
 from fleet.sandbox._registry import Registry, ResourceType
 from fleet.sandbox._settings import SandboxSettings
 from fleet.sandbox._status import StatusError, method_not_allowed
@@ -153,6 +155,9 @@ class SandboxApp:
         self.kubelet_client: KubeletClientCert | None = settings.kubelet_client
         """The ``--kubelet-client-certificate`` for ``pods/log`` and ``nodes/proxy``
         (``serve_sandbox`` generates one when the settings give none)."""
+        self.metrics_api = MetricsApi(self.store, self.registry)
+        for rt in metrics_types():
+            self.registry.add(rt)
         self.api.after_create[("", "namespaces")] = self._namespace_created
         if data is not None:
             self.store.load(data)
@@ -453,6 +458,14 @@ class SandboxApp:
             and not (len(rest) == 3 and rest[2] in ("status", "finalize"))
         ):
             namespace, rest = rest[1], rest[2:]
+        if group == METRICS_GROUP and method == "GET" and 1 <= len(rest) <= 2:
+            labels.update(verb="get" if len(rest) == 2 else "list", group=group, resource=rest[0])
+            if rest[0] not in ("nodes", "pods") or (rest[0] == "nodes" and namespace):
+                raise _not_served()
+            name = rest[1] if len(rest) == 2 else None
+            return _json(
+                200, await self.metrics_api.serve(self.kubelet_client, rest[0], namespace, name)
+            )
         to_kubelet = self._to_kubelet(method, group, namespace, rest, query, labels)
         if to_kubelet is not None:
             return to_kubelet
