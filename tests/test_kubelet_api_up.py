@@ -1,4 +1,4 @@
-"""``kubectl logs``, ``nodes/proxy`` and ``kubectl top`` on ``up``: sandbox proxy → shard kubelet API, every kubectl.
+"""``kubectl logs``, ``exec``, ``nodes/proxy`` and ``kubectl top`` on ``up``: sandbox proxy → shard kubelet API, every kubectl.
 
 One ``up`` in a child process; the real kubectl binaries (1.27 … 1.33 and the default one)
 read a pod's scripted log through the sandbox's ``pods/log`` proxy and the shard's HTTPS
@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import select
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -54,6 +57,41 @@ def _run(
         timeout=timeout,
         check=False,
     )
+
+
+def _interactive(kubeconfig: Path, pod: str, lines: list[bytes]) -> tuple[int, bytes]:
+    """``kubectl exec -it <pod> -- sh`` on a pseudo-terminal, typing ``lines``: (exit code,
+    what the terminal showed up to the exit)."""
+    fd, terminal = pty.openpty()
+    child = subprocess.Popen(
+        ["kubectl", "exec", "-it", pod, "--", "sh"],
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+        start_new_session=True,
+    )
+    os.close(terminal)
+    shown = b""
+
+    def read(seconds: float) -> None:
+        nonlocal shown
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            ready, _, _ = select.select([fd], [], [], 0.1)
+            if ready:
+                try:
+                    shown += os.read(fd, 4096)
+                except OSError:  # the terminal closed: kubectl is done
+                    return
+
+    for line in lines:
+        read(1.5)
+        os.write(fd, line)
+    read(3.0)
+    code = child.wait(timeout=10)
+    os.close(fd)
+    return code, shown.split(b"command terminated")[0]
 
 
 def test_logs_and_node_proxy_through_the_sandbox(tmp_path: Path) -> None:
@@ -134,4 +172,24 @@ def test_logs_and_node_proxy_through_the_sandbox(tmp_path: Path) -> None:
             assert row[0] == "fleet-node-0" and row[1] == "350m", nodes.stdout  # base 100m + pod
         containers = kubectl(kc, "top", "pod", "talker", "--containers", "--no-headers").stdout
         assert containers.split()[1:] == ["app", "250m", "32Mi"]
+
+        # exec over WebSocket (kubectl >= 1.30): output, exit codes, stdin to a shell
+        for binary in BINARIES[3:]:
+            hello = _run(binary, kc, "exec", "talker", "--", "echo", "hello", "world")
+            assert (hello.returncode, hello.stdout) == (0, "hello world\n"), (binary, hello.stderr)
+            failed = _run(binary, kc, "exec", "talker", "--", "sh", "-c", "exit 3")
+            assert failed.returncode == 3, (binary, failed.stderr)
+            assert "command terminated with exit code 3" in failed.stderr
+        missing = kubectl(kc, "exec", "talker", "--", "nosuch", check=False)
+        assert missing.returncode == 1
+        assert 'exec: "nosuch": executable file not found in $PATH' in missing.stderr
+        shell = kubectl(
+            kc, "exec", "-i", "talker", "--", "sh", stdin="echo hi\nhostname\nexit 4\n", check=False
+        )
+        assert (shell.returncode, shell.stdout) == (4, "hi\ntalker\n"), shell.stderr
+        tty = _interactive(kc, "talker", [b"echo hi there\r", b"whoami\r", b"exit 2\r"])
+        assert tty == (2, b"# echo hi there\r\nhi there\r\n# whoami\r\nroot\r\n# exit 2\r\n"), tty
+        # SPDY (kubectl <= 1.29) is refused with a message saying so
+        old = _run(BINARIES[2], kc, "exec", "talker", "--", "true")
+        assert old.returncode != 0 and "SPDY/3.1 (kubectl <= 1.29) is not implemented" in old.stderr
     assert not [line for line in up.stderr if "Traceback" in line], up.stderr

@@ -28,11 +28,15 @@ from fleet.sandbox._api import Api, Call
 from fleet.sandbox._crds import CRD_KEY, Crds
 from fleet.sandbox._deletion import Deleter
 from fleet.sandbox._kubeletproxy import (
+    STREAM_SUBRESOURCES,
     KubeletClientCert,
     Proxied,
     log_location,
     node_location,
     proxy,
+    relay_upgrade,
+    stream_location,
+    write_status,
 )
 from fleet.sandbox._lists import list_body, list_objects
 from fleet.sandbox._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -530,6 +534,50 @@ class SandboxApp:
         status, obj = await reply
         extra = [("warning", f'299 - "{w}"') for w in call.warnings]
         return _json(status, obj, extra)
+
+    async def upgrade(self, scope: Scope, stream: trio.abc.Stream, buffered: bytes) -> None:
+        """An upgrade request (``Http1Server``'s hand-off): ``pods/{exec,attach,portforward}``
+        relayed to the pod's kubelet; anything else is refused."""
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        parts = [p for p in scope["path"].split("/") if p]
+        try:
+            if (self.require_token or "authorization" in headers) and not self._authorized(headers):
+                raise StatusError(401, "Unauthorized", "Unauthorized")
+            if (
+                len(parts) != 7
+                or parts[:3] != ["api", "v1", "namespaces"]
+                or parts[4] != "pods"
+                or parts[6] not in STREAM_SUBRESOURCES
+            ):
+                raise StatusError(
+                    400,
+                    "BadRequest",
+                    "upgrade requests are served for pods/exec, pods/attach and pods/portforward only",
+                )
+            if self.kubelet_client is None:
+                raise StatusError(503, "ServiceUnavailable", "no kubelet client certificate")
+            pods = self.registry.get("", "v1", "pods")
+            nodes = self.registry.get("", "v1", "nodes")
+            assert pods is not None and nodes is not None
+            pod = self.api.lookup(pods, parts[3], parts[5])
+            endpoint, target = stream_location(
+                pod, parts[6], query, lambda n: self.store.get(nodes.key, "", n)
+            )
+        except StatusError as err:
+            await write_status(stream, err)
+            return
+        labels = {"verb": "create", "group": "", "version": "v1", "resource": "pods"}
+        gauge = self.metrics.longrunning.labels(
+            **labels, subresource=parts[6], scope="resource", component="apiserver"
+        )
+        gauge.inc()
+        try:
+            await relay_upgrade(
+                stream, buffered, self.kubelet_client, endpoint, target, list(scope["headers"])
+            )
+        finally:
+            gauge.dec()
 
     def _to_kubelet(
         self,

@@ -291,3 +291,110 @@ def proxy(url: str, cert: KubeletClientCert | None, **kw: Any) -> Proxied:
             "the sandbox has no kubelet client certificate (SandboxSettings.kubelet_client)",
         )
     return Proxied(url, cert, **kw)
+
+
+# --- exec, attach, portforward: the upgraded connection, relayed -----------------------------
+
+STREAM_SUBRESOURCES = {"exec": "exec", "attach": "attach", "portforward": "portForward"}
+"""``pods/<sub>`` -> the kubelet's path segment."""
+RELAY_BYTES = 64 * 1024
+_DROPPED_HEADERS = frozenset({b"authorization", b"host", b"content-length"})
+
+
+def stream_location(
+    pod: dict[str, Any],
+    sub: str,
+    query: list[tuple[str, str]],
+    lookup_node: Callable[[str], dict[str, Any] | None],
+) -> tuple[str, str]:
+    """``(host:port, path?query)`` of ``pods/{exec,attach,portforward}`` at the kubelet."""
+    meta, spec = pod.get("metadata") or {}, pod.get("spec") or {}
+    name, namespace = meta.get("name", ""), meta.get("namespace", "")
+    path = f"/{STREAM_SUBRESOURCES[sub]}/{quote(namespace)}/{quote(name)}"
+    if sub != "portforward":
+        container = dict(query).get("container", "")
+        containers = [c.get("name", "") for c in spec.get("containers") or []]
+        others = [
+            c.get("name", "")
+            for key in ("initContainers", "ephemeralContainers")
+            for c in spec.get(key) or []
+        ]
+        if not container:
+            if len(containers) != 1:
+                raise _bad_request(
+                    f"a container name must be specified for pod {name}, "
+                    f"choose one of: [{' '.join(containers)}]"
+                )
+            container = containers[0]
+        elif container not in containers and container not in others:
+            raise _bad_request(f"container {container} is not valid for pod {name}")
+        path += f"/{quote(container)}"
+    node = spec.get("nodeName")
+    if not node:
+        raise _bad_request(f"pod {name} does not have a host assigned")
+    params = [(k, v) for k, v in query if k != "container"]
+    return node_endpoint(lookup_node(node), node), path + (
+        f"?{urlencode(params)}" if params else ""
+    )
+
+
+async def write_status(stream: trio.abc.Stream, err: StatusError) -> None:
+    """An error answer on a connection that was to be upgraded (then it closes)."""
+    import json
+
+    body = json.dumps(err.body()).encode()
+    head = (
+        f"HTTP/1.1 {err.code} {err.reason or ''}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    ).encode()
+    try:
+        await stream.send_all(head + body)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        pass
+
+
+async def relay_upgrade(
+    client: trio.abc.Stream,
+    buffered: bytes,
+    cert: KubeletClientCert,
+    endpoint: str,
+    target: str,
+    headers: list[tuple[bytes, bytes]],
+) -> None:
+    """Send the upgrade request on to the kubelet and pipe both ways until either side ends
+    (kube-apiserver's UpgradeAwareHandler: the 101, or the kubelet's refusal, goes back as is)."""
+    host, _, port = endpoint.rpartition(":")
+    context = cert.context()
+    context.set_alpn_protocols(["http/1.1"])
+    try:
+        with trio.fail_after(CONNECT_TIMEOUT):
+            kubelet = await trio.open_ssl_over_tcp_stream(
+                host.strip("[]"), int(port), ssl_context=context
+            )
+            await kubelet.do_handshake()
+    except (OSError, trio.TooSlowError, trio.BrokenResourceError) as exc:
+        await write_status(
+            client,
+            StatusError(500, "InternalError", f"error dialing backend: {exc or 'timeout'}"),
+        )
+        return
+    head = [f"GET {target} HTTP/1.1".encode(), b"Host: " + endpoint.encode()]
+    head += [k + b": " + v for k, v in headers if k.lower() not in _DROPPED_HEADERS]
+    try:
+        async with trio.open_nursery() as nursery:
+
+            async def pipe(source: trio.abc.Stream, sink: trio.abc.Stream) -> None:
+                try:
+                    while data := await source.receive_some(RELAY_BYTES):
+                        await sink.send_all(data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    pass
+                nursery.cancel_scope.cancel()
+
+            await kubelet.send_all(b"\r\n".join(head) + b"\r\n\r\n" + buffered)
+            nursery.start_soon(pipe, client, kubelet)
+            nursery.start_soon(pipe, kubelet, client)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        pass
+    finally:
+        await trio.aclose_forcefully(kubelet)

@@ -259,6 +259,7 @@ async def _serve(
                     header_read_timeout=settings.header_read_timeout,
                     body_read_timeout=settings.body_read_timeout,
                     max_connections=settings.max_connections,
+                    upgrade=app.upgrade,
                 )
                 await nursery.start(server.serve, listeners)
                 url = url_of(listeners[0], "https" if settings.tls else "http")

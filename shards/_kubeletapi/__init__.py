@@ -22,7 +22,11 @@ from shards._kubeletapi._view import PodInfo as PodInfo
 from shards._kubeletapi._view import ShardView as ShardView
 from shards._nodeobj import KubeletSpec
 
-KUBELET_ANNOTATION_PREFIXES = ("fleet.mock.zhizuqiu.cn/log", "fleet.mock.zhizuqiu.cn/usage-")
+KUBELET_ANNOTATION_PREFIXES = (
+    "fleet.mock.zhizuqiu.cn/log",
+    "fleet.mock.zhizuqiu.cn/usage-",
+    "fleet.mock.zhizuqiu.cn/exec",
+)
 """Pod annotations the kubelet API reads (the pod driver keeps them with the lifecycle ones)."""
 METRICS_PATH_ANNOTATION = "metrics.k8s.io/resource-metrics-path"
 """On a Node: the path of its ``/metrics/resource`` at its kubelet endpoint (KWOK's

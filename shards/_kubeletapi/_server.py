@@ -12,6 +12,7 @@ path                                                   answer
                                                        by the query; streamed with ``follow``
 ``/pods``                                              the node's pods (a ``PodList``)
 ``/configz``                                           the node's ``KubeletConfiguration``
+``/exec/..``, ``/attach/..`` (WebSocket)                ``_exec`` (``_commands``)
 ``/stats/summary``, ``/metrics/resource``,             usage (``_usage``, ``_stats``)
 ``/metrics/cadvisor``
 =====================================================  =======================================
@@ -44,6 +45,7 @@ import msgspec
 import trio
 
 from fleet.errors import InputError
+from shards._kubeletapi._exec import Streams
 from shards._kubeletapi._http import Reply, Request, Streamed, Upgrade, serve_connection
 from shards._kubeletapi._logs import (
     LogOptions,
@@ -124,8 +126,8 @@ class KubeletServer:
         """The port listened on (the one chosen, once running, when the settings say 0)."""
         self.stats: Stats | None = Stats(view, wall)
         """The stats endpoints; None: 404."""
-        self.exec: Any = None
-        """Streaming handlers (exec, attach, port-forward), set when served; None: 404."""
+        self.exec: Streams | None = Streams(view, wall)
+        """``/exec`` and ``/attach`` (WebSocket); None: 404."""
 
     async def run(
         self, *, task_status: trio.TaskStatus[KubeletEndpoint] = trio.TASK_STATUS_IGNORED

@@ -257,3 +257,42 @@ async def test_stats_summary_and_resource_metrics_follow_the_annotations() -> No
     assert "scrape_error 0" in text
     cadvisor = (await server.handle(_request("/metrics/cadvisor"))).body.decode()  # type: ignore[union-attr]
     assert 'container_memory_working_set_bytes{container="app"' in cadvisor
+
+
+# --- exec: commands -------------------------------------------------------------------------
+
+
+def test_commands_scripted_first_then_builtins() -> None:
+    from shards._kubeletapi._commands import Outcome, run_argv, run_line
+    from shards._kubeletapi._exec import exit_status
+
+    view = View()
+    view.add(
+        "web",
+        **{
+            "fleet.mock.zhizuqiu.cn/exec": json.dumps(
+                {"cat /etc/hostname": {"stdout": "web\n"}, "/check": {"exitCode": 3}}
+            ),
+            "fleet.mock.zhizuqiu.cn/exec.sidecar": json.dumps({"/check": "fine\n"}),
+        },
+    )
+    pod = view.pod_infos["default/web"]
+
+    def run(*argv: str, container: str = "app") -> Outcome:
+        return run_argv(list(argv), pod, container, lambda: T0)
+
+    assert run("cat", "/etc/hostname") == Outcome(stdout="web\n")
+    assert run("/check").exit_code == 3
+    assert run("/check", container="sidecar") == Outcome(stdout="fine\n")
+    assert run("echo", "a", "b") == Outcome(stdout="a b\n")
+    assert run("sh", "-c", "exit 7") == Outcome(exit_code=7, exit_shell=True)
+    assert run("hostname") == Outcome(stdout="web\n")
+    assert run("nosuch").missing
+    assert run_line("nosuch --flag", pod, "app", lambda: T0) == Outcome(
+        stderr="sh: nosuch: not found\n", exit_code=127
+    )
+    assert run("date").stdout == "Thu Jan 01 12:00:00 UTC 2026\n"
+    assert exit_status(0, ["true"]) == {"metadata": {}, "status": "Success"}
+    failed = exit_status(3, ["sh", "-c", "exit 3"])
+    assert failed["reason"] == "NonZeroExitCode"
+    assert failed["details"]["causes"] == [{"reason": "ExitCode", "message": "3"}]
