@@ -46,7 +46,7 @@ spec:
 
 
 def _run(
-    binary: str, kubeconfig: Path, *args: str, timeout: float = 30
+    binary: str, kubeconfig: Path, *args: str, timeout: float = 30, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
     return subprocess.run(
@@ -56,6 +56,7 @@ def _run(
         env=env,
         timeout=timeout,
         check=False,
+        input=stdin,
     )
 
 
@@ -173,8 +174,8 @@ def test_logs_and_node_proxy_through_the_sandbox(tmp_path: Path) -> None:
         containers = kubectl(kc, "top", "pod", "talker", "--containers", "--no-headers").stdout
         assert containers.split()[1:] == ["app", "250m", "32Mi"]
 
-        # exec over WebSocket (kubectl >= 1.30): output, exit codes, stdin to a shell
-        for binary in BINARIES[3:]:
+        # exec: SPDY/3.1 (kubectl <= 1.29), WebSocket (>= 1.30): output, exit codes, stdin
+        for binary in BINARIES:
             hello = _run(binary, kc, "exec", "talker", "--", "echo", "hello", "world")
             assert (hello.returncode, hello.stdout) == (0, "hello world\n"), (binary, hello.stderr)
             failed = _run(binary, kc, "exec", "talker", "--", "sh", "-c", "exit 3")
@@ -189,7 +190,6 @@ def test_logs_and_node_proxy_through_the_sandbox(tmp_path: Path) -> None:
         assert (shell.returncode, shell.stdout) == (4, "hi\ntalker\n"), shell.stderr
         tty = _interactive(kc, "talker", [b"echo hi there\r", b"whoami\r", b"exit 2\r"])
         assert tty == (2, b"# echo hi there\r\nhi there\r\n# whoami\r\nroot\r\n# exit 2\r\n"), tty
-        # SPDY (kubectl <= 1.29) is refused with a message saying so
-        old = _run(BINARIES[2], kc, "exec", "talker", "--", "true")
-        assert old.returncode != 0 and "SPDY/3.1 (kubectl <= 1.29) is not implemented" in old.stderr
+        piped = _run(BINARIES[0], kc, "exec", "-i", "talker", "--", "cat", stdin="a\nb\n")
+        assert (piped.returncode, piped.stdout) == (0, "a\nb\n"), piped.stderr  # SPDY stdin FIN
     assert not [line for line in up.stderr if "Traceback" in line], up.stderr

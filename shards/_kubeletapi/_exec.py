@@ -1,10 +1,10 @@
-"""``/exec`` and ``/attach`` over WebSocket: the channel protocols kubectl >= 1.30 speaks.
+"""``/exec`` and ``/attach``: the channel protocols, over WebSocket or SPDY/3.1 (``_spdy``).
 
 kubectl >= 1.30 opens ``pods/exec`` and ``pods/attach`` as a WebSocket offering
-``v5.channel.k8s.io`` then ``v4.channel.k8s.io`` (older kubectl only speaks SPDY/3.1, not
-served here: it gets a 400 naming the reason). kube-apiserver ≤ 1.29 passes the upgrade
-through to the kubelet, and so does the sandbox. Every binary message starts with its
-channel:
+``v5.channel.k8s.io`` then ``v4.channel.k8s.io``; older kubectl speaks SPDY/3.1 (one stream
+per channel, ``_spdy``), and so does kube-apiserver >= 1.30 towards a kubelet (it translates
+kubectl's WebSocket). kube-apiserver <= 1.29 passes the upgrade through to the kubelet, and
+so does the sandbox. On a WebSocket every binary message starts with its channel:
 
 =====  ===========================================================================
 0      stdin (client to server)
@@ -37,6 +37,7 @@ from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
 
 from shards._kubeletapi._commands import SHELLS, Outcome, run_argv, run_line
 from shards._kubeletapi._http import Reply, Request, Upgrade
+from shards._kubeletapi._spdy import STREAM_CREATION_TIMEOUT, STREAM_PROTOCOLS, SpdySession
 from shards._kubeletapi._view import PodInfo, ShardView
 
 __all__ = ["PROTOCOLS", "Streams"]
@@ -52,19 +53,11 @@ STDIN_BUFFER = 64
 MAX_MESSAGE_BYTES = 1024 * 1024
 """A client message larger than this ends the session (kubectl sends at most 32 KiB)."""
 PROMPT = "# "
-SPDY_REFUSED = {
-    "kind": "Status",
-    "apiVersion": "v1",
-    "metadata": {},
-    "status": "Failure",
-    "message": (
-        "kubemock-fleet: exec and attach speak WebSocket (v5/v4.channel.k8s.io, kubectl >= 1.30); "
-        "SPDY/3.1 (kubectl <= 1.29) is not implemented"
-    ),
-    "reason": "BadRequest",
-    "code": 400,
-}
 _RECEIVE = 64 * 1024
+
+
+def _list(header: str) -> list[str]:
+    return [p.strip() for p in header.split(",") if p.strip()]
 
 
 def _true(request: Request, name: str) -> bool:
@@ -118,6 +111,8 @@ class _Session:
         self._lock = trio.Lock()
         self.stdin_send, self.stdin = trio.open_memory_channel[bytes](STDIN_BUFFER)
         self.closed = trio.Event()
+        self.ready = trio.Event()
+        self.ready.set()  # every channel is there with the upgrade
 
     async def _write(self, data: bytes | None) -> None:
         if data:
@@ -175,6 +170,10 @@ class _Session:
             self.stdin_send.close()
 
 
+Session = _Session | SpdySession
+"""What a command is run against: ``stdin``, ``send(channel, data)``, ``closed``, ``close()``."""
+
+
 class Streams:
     """Answers ``/exec`` and ``/attach`` (``KubeletServer.exec``)."""
 
@@ -192,19 +191,6 @@ class Streams:
             return Reply(404, f'pod "{name}" in namespace "{namespace}" not found\n'.encode())
         if pod.container(container) is None:
             return Reply(404, f'container not found ("{container}")\n'.encode())
-        upgrade = request.headers.get("upgrade", "").lower()
-        if upgrade.startswith("spdy/"):  # a Status body: kubectl prints its message
-            return Reply(400, json.dumps(SPDY_REFUSED).encode(), "application/json")
-        if upgrade != "websocket" or "sec-websocket-key" not in request.headers:
-            return Reply(400, b"Upgrade request required\n")
-        offered = [p.strip() for p in request.headers.get("sec-websocket-protocol", "").split(",")]
-        protocol = next((p for p in PROTOCOLS if p in offered), None)
-        if protocol is None:
-            return Reply(
-                400,
-                f"none of the offered subprotocols {offered} is served; "
-                f"supported: {list(PROTOCOLS)}\n".encode(),
-            )
         argv = [v for k, v in request.query if k == "command"]
         tty = _true(request, "tty")
         stdin = _true(request, "stdin") or _true(request, "input")
@@ -212,11 +198,60 @@ class Streams:
         stderr = _true(request, "stderr") or _true(request, "error")
         if kind == "exec" and not argv:
             return Reply(400, b"you must specify at least 1 command\n")
+        upgrade = request.headers.get("upgrade", "").lower()
+        make: Callable[[trio.abc.Stream, bytes], Session]
+        if upgrade.startswith("spdy/"):
+            offered = _list(request.headers.get("x-stream-protocol-version", ""))
+            protocol = next((p for p in STREAM_PROTOCOLS if p in offered), None)
+            if protocol is None:
+                return Reply(
+                    400, f"unable to upgrade: none of the protocols {offered} is served\n".encode()
+                )
+            wanted = {STDIN: stdin, STDOUT: stdout, STDERR: stderr and not tty, RESIZE: tty}
+            expected = {ERROR} | {channel for channel, asked in wanted.items() if asked}
+            headers = [
+                ("connection", "Upgrade"),
+                ("upgrade", "SPDY/3.1"),
+                ("x-stream-protocol-version", protocol),
+            ]
+
+            def make(stream: trio.abc.Stream, buffered: bytes) -> Session:
+                return SpdySession(stream, buffered, expected)
+
+        elif upgrade == "websocket" and "sec-websocket-key" in request.headers:
+            offered = _list(request.headers.get("sec-websocket-protocol", ""))
+            protocol = next((p for p in PROTOCOLS if p in offered), None)
+            if protocol is None:
+                return Reply(
+                    400,
+                    f"none of the offered subprotocols {offered} is served; "
+                    f"supported: {list(PROTOCOLS)}\n".encode(),
+                )
+            headers = [
+                ("upgrade", "websocket"),
+                ("connection", "Upgrade"),
+                ("sec-websocket-accept", accept_key(request.headers["sec-websocket-key"])),
+                ("sec-websocket-protocol", protocol),
+            ]
+
+            def make(stream: trio.abc.Stream, buffered: bytes) -> Session:
+                return _Session(stream, buffered, protocol)
+
+        else:
+            return Reply(400, b"Upgrade request required\n")
 
         async def run(stream: trio.abc.Stream, buffered: bytes) -> None:
-            session = _Session(stream, buffered, protocol)
+            session = make(stream, buffered)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(session.read)
+                with trio.move_on_after(STREAM_CREATION_TIMEOUT):
+                    await session.ready.wait()
+                if not session.ready.is_set():
+                    log.info(
+                        "kubelet API: %s %s/%s: streams not opened in time", kind, namespace, name
+                    )
+                    nursery.cancel_scope.cancel()
+                    return
 
                 async def out(channel: int, text: str) -> None:
                     if text and (stdout if channel == STDOUT else stderr or tty):
@@ -234,17 +269,11 @@ class Streams:
                     pass
                 nursery.cancel_scope.cancel()
 
-        headers = [
-            ("upgrade", "websocket"),
-            ("connection", "Upgrade"),
-            ("sec-websocket-accept", accept_key(request.headers["sec-websocket-key"])),
-            ("sec-websocket-protocol", protocol),
-        ]
         return Upgrade(run, headers)
 
     async def _exec(
         self,
-        session: _Session,
+        session: Session,
         out: Callable[[int, str], Any],
         argv: list[str],
         pod: PodInfo,
@@ -273,7 +302,7 @@ class Streams:
 
     async def _shell(
         self,
-        session: _Session,
+        session: Session,
         out: Callable[[int, str], Any],
         pod: PodInfo,
         container: str,
@@ -315,7 +344,7 @@ class Streams:
         return last
 
     async def _attach(
-        self, session: _Session, out: Callable[[int, str], Any], stdin: bool
+        self, session: Session, out: Callable[[int, str], Any], stdin: bool
     ) -> dict[str, Any]:
         """The container's main process, as far as a fake can be one: stdin lines echoed."""
         if stdin:

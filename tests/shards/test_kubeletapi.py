@@ -296,3 +296,86 @@ def test_commands_scripted_first_then_builtins() -> None:
     failed = exit_status(3, ["sh", "-c", "exit 3"])
     assert failed["reason"] == "NonZeroExitCode"
     assert failed["details"]["causes"] == [{"reason": "ExitCode", "message": "3"}]
+
+
+# --- exec over SPDY/3.1: the frames, against a scripted client -------------------------------
+
+
+async def test_spdy_exec_streams_output_status_and_stdin() -> None:
+    import struct
+    import zlib
+
+    from shards._kubeletapi import _spdy
+    from shards._kubeletapi._http import Upgrade
+
+    view = View()
+    view.add("web")
+    server = KubeletServer(_settings(trustme.CA()), view, wall=lambda: T0)
+    request = Request(
+        "POST",
+        "/exec/default/web/app",
+        [("command", "sh"), ("stdin", "1"), ("stdout", "1"), ("stderr", "1")],
+        {"upgrade": "SPDY/3.1", "x-stream-protocol-version": "v4.channel.k8s.io,v3.channel.k8s.io"},
+        "kube-apiserver-kubelet-client",
+    )
+    reply = await server.handle(request)
+    assert isinstance(reply, Upgrade)
+    assert ("x-stream-protocol-version", "v4.channel.k8s.io") in reply.headers
+    client, kubelet = trio.testing.memory_stream_pair()
+    deflate = zlib.compressobj(zdict=_spdy.DICTIONARY)
+    inflate = zlib.decompressobj(zdict=_spdy.DICTIONARY)
+
+    def syn(stream_id: int, kind: str) -> bytes:
+        block = deflate.compress(_spdy.header_block({"streamType": kind})) + deflate.flush(
+            zlib.Z_SYNC_FLUSH
+        )
+        return _spdy.control_frame(_spdy.SYN_STREAM, struct.pack(">IIH", stream_id, 0, 0) + block)
+
+    received = bytearray()
+
+    async def frames() -> list[tuple[int, int, bytes]]:
+        """(control type or -stream id, flags, payload) of every frame until the server closes."""
+        while data := await client.receive_some(65536):
+            received.extend(data)
+        out, pos = [], 0
+        while pos < len(received):
+            head = received[pos : pos + 8]
+            length = int.from_bytes(head[5:8], "big")
+            payload = bytes(received[pos + 8 : pos + 8 + length])
+            kind = (
+                int.from_bytes(head[2:4], "big")
+                if head[0] & 0x80
+                else -int.from_bytes(head[:4], "big")
+            )
+            out.append((kind, head[4], payload))
+            pos += 8 + length
+        return out
+
+    async def serve() -> None:  # as the connection handler does: run, then close
+        await reply.run(kubelet, b"")
+        await kubelet.aclose()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(serve)
+        opening = syn(1, "error") + syn(3, "stdin") + syn(5, "stdout") + syn(7, "stderr")
+        await client.send_all(opening + _spdy.control_frame(_spdy.PING, struct.pack(">I", 1)))
+        await client.send_all(_spdy.data_frame(3, b"echo hi\nnosuch\nexit 5\n", _spdy.FLAG_FIN))
+        got = await frames()
+    replies = [p for kind, _, p in got if kind == _spdy.SYN_REPLY]
+    assert [struct.unpack(">I", p[:4])[0] for p in replies] == [1, 3, 5, 7]
+    assert _spdy.parse_header_block(inflate.decompress(replies[0][4:])) == {}
+    assert (_spdy.PING, 0, struct.pack(">I", 1)) in got
+    data = {-kind: b"" for kind, _, _ in got if kind < 0}
+    fins = set()
+    for kind, flags, payload in got:
+        if kind < 0:
+            data[-kind] += payload
+            if flags & _spdy.FLAG_FIN:
+                fins.add(-kind)
+    assert data[5] == b"hi\n" and data[7] == b"sh: nosuch: not found\n"
+    status = json.loads(data[1])
+    assert (
+        status["reason"] == "NonZeroExitCode" and status["details"]["causes"][0]["message"] == "5"
+    )
+    assert fins == {1, 5, 7}
+    assert got[-1][0] == _spdy.GOAWAY
