@@ -1,4 +1,4 @@
-"""``kubectl logs``, ``exec``, ``nodes/proxy`` and ``kubectl top`` on ``up``: sandbox proxy → shard kubelet API, every kubectl.
+"""``kubectl logs``, ``exec``, ``port-forward``, ``nodes/proxy`` and ``top`` on ``up``: sandbox proxy → shard kubelet API, every kubectl.
 
 One ``up`` in a child process; the real kubectl binaries (1.27 … 1.33 and the default one)
 read a pod's scripted log through the sandbox's ``pods/log`` proxy and the shard's HTTPS
@@ -11,8 +11,11 @@ import json
 import os
 import pty
 import select
+import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -37,6 +40,8 @@ metadata:
     fleet.mock.zhizuqiu.cn/log-interval: 1s
     fleet.mock.zhizuqiu.cn/usage-cpu: 250m
     fleet.mock.zhizuqiu.cn/usage-memory: 50%
+    fleet.mock.zhizuqiu.cn/port.7000: echo
+    fleet.mock.zhizuqiu.cn/port.8081: '{"status": 418, "body": "teapot\\n"}'
 spec:
   containers:
   - name: app
@@ -93,6 +98,45 @@ def _interactive(kubeconfig: Path, pod: str, lines: list[bytes]) -> tuple[int, b
     code = child.wait(timeout=10)
     os.close(fd)
     return code, shown.split(b"command terminated")[0]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _port_forward(binary: str, kubeconfig: Path, pod: str) -> list[str]:
+    """Through ``kubectl port-forward``: GET on 8080 (default answer), on 8081 (scripted),
+    and a line to 7000 (echo)."""
+    http, teapot, echo = _free_port(), _free_port(), _free_port()
+    child = subprocess.Popen(
+        [binary, "port-forward", f"pod/{pod}", f"{http}:8080", f"{teapot}:8081", f"{echo}:7000"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+    )
+    try:
+        assert child.stdout is not None
+        for _ in range(6):  # "Forwarding from 127.0.0.1:<port> -> <port>", IPv4 and IPv6
+            assert "Forwarding from" in child.stdout.readline()
+        got = []
+        with urllib.request.urlopen(f"http://127.0.0.1:{http}/hello", timeout=10) as answer:
+            got.append(answer.read().decode().strip())
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{teapot}/", timeout=10)
+        except urllib.error.HTTPError as exc:
+            got.append(f"{exc.code} {exc.read().decode().strip()}")
+        with socket.create_connection(("127.0.0.1", echo), timeout=10) as sock:
+            sock.sendall(b"ping")
+            got.append(sock.recv(100).decode())
+        return got
+    finally:
+        child.terminate()
+        child.wait(timeout=10)
+        if child.stdout is not None:
+            child.stdout.close()
 
 
 def test_logs_and_node_proxy_through_the_sandbox(tmp_path: Path) -> None:
@@ -192,4 +236,12 @@ def test_logs_and_node_proxy_through_the_sandbox(tmp_path: Path) -> None:
         assert tty == (2, b"# echo hi there\r\nhi there\r\n# whoami\r\nroot\r\n# exit 2\r\n"), tty
         piped = _run(BINARIES[0], kc, "exec", "-i", "talker", "--", "cat", stdin="a\nb\n")
         assert (piped.returncode, piped.stdout) == (0, "a\nb\n"), piped.stderr  # SPDY stdin FIN
+
+        # port-forward: SPDY (kubectl >= 1.31 falls back to it from its WebSocket tunnel)
+        for binary in (BINARIES[0], BINARIES[-1]):
+            assert _port_forward(binary, kc, "talker") == [
+                "kubemock-fleet: default/talker port 8080: GET /hello",
+                "418 teapot",
+                "ping",
+            ], binary
     assert not [line for line in up.stderr if "Traceback" in line], up.stderr

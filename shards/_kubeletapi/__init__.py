@@ -2,8 +2,11 @@
 
 Private to ``shards`` (the engine wires it); the modules, one job each:
 ``_settings`` (the frozen settings), ``_http`` (HTTP/1.1 over TLS, h11 on trio),
-``_server`` (routing and authentication), ``_logs`` (container logs), ``_view`` (what the
-server reads of the shard).
+``_server`` (routing and authentication), ``_logs`` (container logs), ``_usage`` and
+``_stats`` (resource usage and the stats endpoints), ``_exec`` (exec and attach over
+WebSocket or SPDY), ``_commands`` (what a command answers), ``_spdy`` (SPDY/3.1 framing),
+``_portforward`` (responders on forwarded ports), ``_view`` (what the server reads of the
+shard). docs/kubelet-api.md says what is served.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ KUBELET_ANNOTATION_PREFIXES = (
     "fleet.mock.zhizuqiu.cn/log",
     "fleet.mock.zhizuqiu.cn/usage-",
     "fleet.mock.zhizuqiu.cn/exec",
+    "fleet.mock.zhizuqiu.cn/port.",
 )
 """Pod annotations the kubelet API reads (the pod driver keeps them with the lifecycle ones)."""
 METRICS_PATH_ANNOTATION = "metrics.k8s.io/resource-metrics-path"

@@ -37,6 +37,7 @@ from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
 
 from shards._kubeletapi._commands import SHELLS, Outcome, run_argv, run_line
 from shards._kubeletapi._http import Reply, Request, Upgrade
+from shards._kubeletapi._portforward import PORTFORWARD_PROTOCOL, PortForwardSession
 from shards._kubeletapi._spdy import STREAM_CREATION_TIMEOUT, STREAM_PROTOCOLS, SpdySession
 from shards._kubeletapi._view import PodInfo, ShardView
 
@@ -183,6 +184,8 @@ class Streams:
 
     async def handle(self, parts: list[str], request: Request) -> Reply | Upgrade:
         kind = parts[0]
+        if kind == "portForward" and len(parts) == 3:
+            return self._port_forward(parts[1], parts[2], request)
         if kind not in ("exec", "attach") or len(parts) != 4:
             return Reply(404, b"404 page not found\n")
         _, namespace, name, container = parts
@@ -269,6 +272,30 @@ class Streams:
                     pass
                 nursery.cancel_scope.cancel()
 
+        return Upgrade(run, headers)
+
+    def _port_forward(self, namespace: str, name: str, request: Request) -> Reply | Upgrade:
+        pod = self.view.pod(namespace, name)
+        if pod is None:
+            return Reply(404, f'pod "{name}" in namespace "{namespace}" not found\n'.encode())
+        upgrade = request.headers.get("upgrade", "").lower()
+        offered = _list(request.headers.get("x-stream-protocol-version", ""))
+        if not upgrade.startswith("spdy/") or PORTFORWARD_PROTOCOL not in offered:
+            # kubectl >= 1.31 tries SPDY tunnelled in a WebSocket first, and falls back to
+            # plain SPDY on a refused upgrade
+            return Reply(400, b"port-forward is served over SPDY/3.1 (portforward.k8s.io)\n")
+
+        async def run(stream: trio.abc.Stream, buffered: bytes) -> None:
+            async with trio.open_nursery() as nursery:
+                session = PortForwardSession(stream, buffered, pod, nursery)
+                await session.read()
+                nursery.cancel_scope.cancel()
+
+        headers = [
+            ("connection", "Upgrade"),
+            ("upgrade", "SPDY/3.1"),
+            ("x-stream-protocol-version", PORTFORWARD_PROTOCOL),
+        ]
         return Upgrade(run, headers)
 
     async def _exec(

@@ -12,7 +12,8 @@ path                                                   answer
                                                        by the query; streamed with ``follow``
 ``/pods``                                              the node's pods (a ``PodList``)
 ``/configz``                                           the node's ``KubeletConfiguration``
-``/exec/..``, ``/attach/..`` (WebSocket)                ``_exec`` (``_commands``)
+``/exec/..``, ``/attach/..`` (WebSocket, SPDY)          ``_exec`` (``_commands``, ``_spdy``)
+``/portForward/{ns}/{pod}`` (SPDY)                     ``_portforward``
 ``/stats/summary``, ``/metrics/resource``,             usage (``_usage``, ``_stats``)
 ``/metrics/cadvisor``
 =====================================================  =======================================

@@ -98,48 +98,31 @@ def parse_header_block(block: bytes) -> dict[str, str]:
     return headers
 
 
-class SpdySession:
-    """One upgraded SPDY connection, as ``_exec`` drives a session: ``stdin`` (a channel),
-    :meth:`send` by channel number, :attr:`closed`, :meth:`close`."""
+class SpdyConnection:
+    """Frames in and out of one upgraded connection; what streams mean is the subclass's
+    (:meth:`opened`, :meth:`received`)."""
 
-    STDIN, STDOUT, STDERR, ERROR, RESIZE = 0, 1, 2, 3, 4
-    _TYPES = {"stdin": 0, "stdout": 1, "stderr": 2, "error": 3, "resize": 4}
-
-    def __init__(self, stream: trio.abc.Stream, buffered: bytes, expected: set[int]) -> None:
+    def __init__(self, stream: trio.abc.Stream, buffered: bytes) -> None:
         self.stream = stream
         self._buf = bytearray(buffered)
         self._inflate = zlib.decompressobj(zdict=DICTIONARY)
         self._deflate = zlib.compressobj(zdict=DICTIONARY)
         self._lock = trio.Lock()
-        self.expected = expected
-        """Channels the request asked for; :attr:`ready` is set once all are open."""
-        self.ids: dict[int, int] = {}
-        """channel -> SPDY stream id."""
-        self._channels: dict[int, int] = {}
-        self.ready = trio.Event()
         self.closed = trio.Event()
-        self.stdin_send, self.stdin = trio.open_memory_channel[bytes](64)
 
     async def _write(self, data: bytes) -> None:
         async with self._lock:
             await self.stream.send_all(data)
 
-    async def send(self, channel: int, data: bytes, *, fin: bool = False) -> None:
-        stream_id = self.ids.get(channel)
-        if stream_id is None:
-            return
-        fin = fin or channel == self.ERROR  # the error stream carries one status
+    async def send_data(self, stream_id: int, data: bytes, *, fin: bool = False) -> None:
         for start in range(0, max(len(data), 1), DATA_CHUNK):
             chunk = data[start : start + DATA_CHUNK]
             last = start + DATA_CHUNK >= len(data)
             if chunk or (fin and last):
                 await self._write(data_frame(stream_id, chunk, FLAG_FIN if fin and last else 0))
 
-    async def close(self) -> None:
-        """FIN on the output streams, GOAWAY (the error stream has had its say)."""
+    async def goaway(self) -> None:
         try:
-            for channel in (self.STDOUT, self.STDERR):
-                await self.send(channel, b"", fin=True)
             await self._write(control_frame(GOAWAY, struct.pack(">II", 0, 0)))
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass
@@ -163,7 +146,7 @@ class SpdySession:
         return head, payload
 
     async def read(self) -> None:
-        """Frames from the client until it goes: streams opened, stdin, pings."""
+        """Frames from the client until it goes: streams opened (and answered), data, pings."""
         try:
             while (frame := await self._frame()) is not None:
                 head, payload = frame
@@ -171,38 +154,87 @@ class SpdySession:
                 if head[0] & 0x80:
                     kind = int.from_bytes(head[2:4], "big")
                     if kind == SYN_STREAM:
-                        await self._open(payload)
+                        (stream_id,) = struct.unpack_from(">I", payload)
+                        stream_id &= 0x7FFFFFFF
+                        headers = parse_header_block(self._inflate.decompress(payload[10:]))
+                        block = self._deflate.compress(header_block({}))
+                        block += self._deflate.flush(zlib.Z_SYNC_FLUSH)
+                        await self._write(
+                            control_frame(SYN_REPLY, struct.pack(">I", stream_id) + block)
+                        )
+                        await self.opened(stream_id, headers, bool(flags & FLAG_FIN))
                     elif kind == PING:
                         await self._write(control_frame(PING, payload))
                     elif kind == GOAWAY:
                         return
                     elif kind == RST_STREAM:
                         (stream_id,) = struct.unpack_from(">I", payload)
-                        if self._channels.get(stream_id & 0x7FFFFFFF) == self.STDIN:
-                            self.stdin_send.close()
+                        await self.received(stream_id & 0x7FFFFFFF, b"", True)
                     continue
                 stream_id = int.from_bytes(head[0:4], "big") & 0x7FFFFFFF
-                channel = self._channels.get(stream_id)
-                if channel == self.STDIN:
-                    if payload:
-                        await self.stdin_send.send(payload)
-                    if flags & FLAG_FIN:
-                        self.stdin_send.close()
+                await self.received(stream_id, payload, bool(flags & FLAG_FIN))
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, zlib.error):
             return
         finally:
             self.closed.set()
-            self.stdin_send.close()
+            self.done()
 
-    async def _open(self, payload: bytes) -> None:
-        (stream_id,) = struct.unpack_from(">I", payload)
-        stream_id &= 0x7FFFFFFF
-        headers = parse_header_block(self._inflate.decompress(payload[10:]))
+    async def opened(self, stream_id: int, headers: dict[str, str], fin: bool) -> None:
+        """The client opened a stream (already answered with a SYN_REPLY)."""
+
+    async def received(self, stream_id: int, data: bytes, fin: bool) -> None:
+        """Data (or its end) on a client stream."""
+
+    def done(self) -> None:
+        """The client is gone."""
+
+
+class SpdySession(SpdyConnection):
+    """exec and attach over SPDY, as ``_exec`` drives a session: ``stdin`` (a channel),
+    :meth:`send` by channel number, :attr:`closed`, :meth:`close`."""
+
+    STDIN, STDOUT, STDERR, ERROR, RESIZE = 0, 1, 2, 3, 4
+    _TYPES = {"stdin": 0, "stdout": 1, "stderr": 2, "error": 3, "resize": 4}
+
+    def __init__(self, stream: trio.abc.Stream, buffered: bytes, expected: set[int]) -> None:
+        super().__init__(stream, buffered)
+        self.expected = expected
+        """Channels the request asked for; :attr:`ready` is set once all are open."""
+        self.ids: dict[int, int] = {}
+        """channel -> SPDY stream id."""
+        self._channels: dict[int, int] = {}
+        self.ready = trio.Event()
+        self.stdin_send, self.stdin = trio.open_memory_channel[bytes](64)
+
+    async def send(self, channel: int, data: bytes, *, fin: bool = False) -> None:
+        stream_id = self.ids.get(channel)
+        if stream_id is not None:
+            # the error stream carries one status, then ends
+            await self.send_data(stream_id, data, fin=fin or channel == self.ERROR)
+
+    async def close(self) -> None:
+        """FIN on the output streams, GOAWAY (the error stream has had its say)."""
+        try:
+            for channel in (self.STDOUT, self.STDERR):
+                await self.send(channel, b"", fin=True)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            return
+        await self.goaway()
+
+    async def opened(self, stream_id: int, headers: dict[str, str], fin: bool) -> None:
         channel = self._TYPES.get(headers.get("streamtype", ""))
-        block = self._deflate.compress(header_block({})) + self._deflate.flush(zlib.Z_SYNC_FLUSH)
-        await self._write(control_frame(SYN_REPLY, struct.pack(">I", stream_id) + block))
         if channel is not None:
             self.ids[channel] = stream_id
             self._channels[stream_id] = channel
             if self.expected <= set(self.ids):
                 self.ready.set()
+
+    async def received(self, stream_id: int, data: bytes, fin: bool) -> None:
+        if self._channels.get(stream_id) == self.STDIN:
+            if data:
+                await self.stdin_send.send(data)
+            if fin:
+                self.stdin_send.close()
+
+    def done(self) -> None:
+        self.stdin_send.close()
