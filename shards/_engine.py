@@ -61,7 +61,7 @@ from fleet.machinery import utc_now
 from fleet.wire import SHARD_LABEL, shard_field_manager, shard_host
 from shards._context import EventRecorder, FencedRequester, ShardContext, TimerKey
 from shards._cr import CrView, cr_path
-from shards._kubeletapi import KubeletApiSettings, KubeletServer
+from shards._kubeletapi import KubeletApiSettings, KubeletServer, WebhookAuth
 from shards._kubelets import NodeDriver
 from shards._kubeletview import DriverView
 from shards._leaselane import LaneFirstBucket
@@ -183,7 +183,13 @@ class ShardEngine:
         self.kubelet: KubeletServer | None = None
         """The kubelet API server, when ``kubelet_api`` settings are given."""
         if kubelet_api is not None:
-            self.kubelet = KubeletServer(kubelet_api, DriverView(self.nodes, self.pods), wall=wall)
+            self.kubelet = KubeletServer(
+                kubelet_api,
+                DriverView(self.nodes, self.pods),
+                wall=wall,
+                # reviews create nothing: not fenced (they answer requests about any node)
+                auth=WebhookAuth(control, authorization=kubelet_api.authorization, clock=clock),
+            )
         self._ready = False
         self._crs_drained = trio.Event()
 

@@ -2,7 +2,7 @@
 
 Private to ``shards`` (the engine wires it); the modules, one job each:
 ``_settings`` (the frozen settings), ``_http`` (HTTP/1.1 over TLS, h11 on trio),
-``_server`` (routing and authentication), ``_logs`` (container logs), ``_usage`` and
+``_server`` (routing), ``_auth`` (authentication and authorization), ``_logs`` (container logs), ``_usage`` and
 ``_stats`` (resource usage and the stats endpoints), ``_exec`` (exec and attach over
 WebSocket or SPDY), ``_commands`` (what a command answers), ``_spdy`` (SPDY/3.1 framing),
 ``_portforward`` (responders on forwarded ports), ``_view`` (what the server reads of the
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from shards._kubeletapi._auth import WebhookAuth as WebhookAuth
 from shards._kubeletapi._logs import ANNOTATION_LOG_INTERVAL as ANNOTATION_LOG_INTERVAL
 from shards._kubeletapi._logs import ANNOTATION_LOGS as ANNOTATION_LOGS
 from shards._kubeletapi._server import KubeletEndpoint as KubeletEndpoint
@@ -49,6 +50,7 @@ __all__ = [
     "NodeInfo",
     "PodInfo",
     "ShardView",
+    "WebhookAuth",
     "kubelet_api_settings",
     "served_spec",
 ]

@@ -26,11 +26,10 @@ also served under ``/nodes/{node}/...`` (the sandbox's ``nodes/proxy`` and the
 follows, use that form); unprefixed, they answer for the shard's only node, or 400 when
 it drives several.
 
-Authentication as a kubelet with ``--anonymous-auth=false`` and ``--client-ca-file``: a
-client certificate signed by ``client_ca_pem`` (the apiserver's
-``--kubelet-client-certificate``), or 401. Authorization is the kubelet's
-``AlwaysAllow`` mode: every authenticated client may use every endpoint (no
-SubjectAccessReview).
+Authentication and authorization as a kubelet with ``--anonymous-auth=false``: a client
+certificate signed by the client CA (the apiserver's ``--kubelet-client-certificate``), or a
+bearer token, reviewed by the cluster; then a SubjectAccessReview where the cluster serves
+one (``_auth``).
 """
 
 from __future__ import annotations
@@ -45,7 +44,8 @@ from typing import Any
 import msgspec
 import trio
 
-from fleet.errors import InputError
+from fleet.errors import ConfigError, InputError
+from shards._kubeletapi._auth import Identity, WebhookAuth, attributes
 from shards._kubeletapi._exec import Streams
 from shards._kubeletapi._http import Reply, Request, Streamed, Upgrade, serve_connection
 from shards._kubeletapi._logs import (
@@ -67,6 +67,9 @@ log = logging.getLogger("shards.kubeletapi")
 _JSON = "application/json"
 _encode = msgspec.json.Encoder().encode
 _TERMINAL = frozenset({"Succeeded", "Failed"})
+CLIENT_CA_CONFIGMAP = "/api/v1/namespaces/kube-system/configmaps/extension-apiserver-authentication"
+"""Where a cluster publishes its client CA (``client-ca-file``): on kubeadm and kind clusters
+the CA that also signed the apiserver's kubelet client certificate."""
 NODE_PATHS = frozenset(
     {"pods", "configz", "stats/summary", "metrics/resource", "metrics/cadvisor", "healthz"}
 )
@@ -84,11 +87,11 @@ def _text(status: int, message: str) -> Reply:
     return Reply(status, (message.rstrip("\n") + "\n").encode())
 
 
-def server_context(settings: KubeletApiSettings) -> ssl.SSLContext:
+def server_context(settings: KubeletApiSettings, client_ca_pem: bytes) -> ssl.SSLContext:
     """TLS as a kubelet serves it: its certificate, client certificates from the client CA."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.verify_mode = ssl.CERT_OPTIONAL  # none presented: 401 from the handler, as a kubelet
-    context.load_verify_locations(cadata=settings.client_ca_pem.decode("ascii"))
+    context.verify_mode = ssl.CERT_OPTIONAL  # none: a token, or 401 from the handler
+    context.load_verify_locations(cadata=client_ca_pem.decode("ascii"))
     context.set_alpn_protocols(["http/1.1"])
     if settings.cert_pem is not None and settings.key_pem is not None:
         import os
@@ -118,10 +121,14 @@ class KubeletServer:
         view: ShardView,
         *,
         wall: Callable[[], datetime] = utc_now,
+        auth: WebhookAuth | None = None,
     ) -> None:
         self.settings = settings
         self.view = view
         self._wall = wall
+        self.auth = auth
+        """Token reviews, access reviews and the cluster's client CA; None: client
+        certificates only, every holder allowed everything."""
         self._limiter = trio.CapacityLimiter(settings.max_connections)
         self.port = settings.port
         """The port listened on (the one chosen, once running, when the settings say 0)."""
@@ -135,7 +142,7 @@ class KubeletServer:
     ) -> None:
         """Listen until cancelled; report the :class:`KubeletEndpoint` the nodes advertise."""
         s = self.settings
-        context = server_context(s)
+        context = server_context(s, s.client_ca_pem or await self._cluster_client_ca())
 
         async def connection(stream: trio.SocketStream) -> None:
             async with self._limiter:
@@ -151,11 +158,62 @@ class KubeletServer:
 
     # -- routing ---------------------------------------------------------------------------
 
+    async def _cluster_client_ca(self) -> bytes:
+        """The apiserver's client CA, as the cluster publishes it for its extension servers."""
+        if self.auth is None:
+            raise ConfigError("kubelet API: no client CA given, and no cluster to read it from")
+        response = await self.auth.requester.request("GET", CLIENT_CA_CONFIGMAP)
+        if response.ok:
+            data = msgspec.json.decode(response.content).get("data") or {}
+            if data.get("client-ca-file"):
+                return str(data["client-ca-file"]).encode()
+        raise ConfigError(
+            f"kubelet API: shard.kubeletClientCaFile is empty and {CLIENT_CA_CONFIGMAP} "
+            f"gives no client-ca-file (HTTP {response.status})"
+        )
+
+    async def _allowed(self, request: Request, parts: list[str]) -> Reply | None:
+        """None when the request may go on; else the 401 or 403 to answer."""
+        token = False
+        if request.user is not None:
+            identity = Identity(request.user, request.groups)
+        else:
+            bearer = request.headers.get("authorization", "")
+            if self.auth is None or not bearer.lower().startswith("bearer "):
+                return _text(401, "Unauthorized")
+            found = await self.auth.authenticate(bearer[7:].strip())
+            if found is None:
+                return _text(401, "Unauthorized")
+            identity, token = found, True
+        if self.auth is None:
+            return None
+        verb, subresource = attributes(request.method, request.path)
+        if await self.auth.authorize(
+            identity, verb, subresource, self._node_of(parts), token=token
+        ):
+            return None
+        return _text(
+            403,
+            f"Forbidden (user={identity.user}, verb={verb}, resource=nodes, "
+            f"subresource={subresource})",
+        )
+
+    def _node_of(self, parts: list[str]) -> str:
+        """The node a request concerns (the name a SubjectAccessReview asks about)."""
+        if len(parts) >= 3 and parts[0] in ("containerLogs", "exec", "attach", "portForward"):
+            pod = self.view.pod(parts[1], parts[2])
+            return pod.node if pod is not None else ""
+        if len(parts) >= 2 and parts[0] == "nodes":
+            return parts[1]
+        names = self.view.nodes()
+        return names[0] if len(names) == 1 else ""
+
     async def handle(self, request: Request) -> Reply | Streamed | Upgrade:
-        if request.user is None:
-            return _text(401, "Unauthorized")
         path = request.path
         parts = [p for p in path.split("/") if p]
+        refused = await self._allowed(request, parts)
+        if refused is not None:
+            return refused
         if parts and parts[0] == "containerLogs":
             if request.method != "GET":
                 return _text(405, "Method Not Allowed")

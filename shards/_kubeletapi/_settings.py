@@ -26,10 +26,12 @@ class KubeletApiSettings:
     """Written as each driven node's InternalIP: where the apiserver (and metrics-server)
     reach this shard. The shard pod's IP on a cluster (``POD_IP``); ``127.0.0.1`` under
     ``run``/``up``. Every node of a shard shares it, as KWOK's nodes share its pod IP."""
-    client_ca_pem: bytes
+    client_ca_pem: bytes | None
     """The CA whose client certificates are accepted: the one that signed the apiserver's
-    ``--kubelet-client-certificate`` (a real kubelet's ``--client-ca-file``). A request
-    without such a certificate is answered 401, as a kubelet with anonymous auth off does."""
+    ``--kubelet-client-certificate`` (a real kubelet's ``--client-ca-file``). None: the
+    cluster's ``client-ca-file`` (``kube-system/extension-apiserver-authentication``), read at
+    start. A request with neither such a certificate nor a token the cluster vouches for is
+    answered 401, as a kubelet with anonymous auth off does."""
     host: str = "0.0.0.0"
     """Address to bind."""
     port: int = 10250
@@ -40,6 +42,9 @@ class KubeletApiSettings:
     without ``--kubelet-certificate-authority`` does not verify it (nor does the sandbox)."""
     key_pem: bytes | None = None
     """The serving certificate's key (PEM)."""
+    authorization: str = "auto"
+    """``auto``: SubjectAccessReview where the cluster serves it, else a certificate is
+    enough; ``webhook``: always (no answer: 403); ``always-allow``: no reviews."""
     max_connections: int = 512
     """Connections served at once; more wait to be accepted. Each ``logs -f`` holds one for
     as long as it follows (the apiserver opens one per proxied request)."""
@@ -57,11 +62,13 @@ class KubeletApiSettings:
             raise ConfigError(f"kubelet API port: must be between 0 and 65535, got {self.port}")
         if not self.advertise_address:
             raise ConfigError("kubelet API: an address to advertise is needed")
-        if not self.client_ca_pem:
+        if self.client_ca_pem is not None and not self.client_ca_pem.strip():
             raise ConfigError(
-                "kubelet API: a client CA is needed (the one that signed the apiserver's "
-                "kubelet client certificate); the API is never open to anyone"
+                "kubelet API: the client CA is empty (the one that signed the apiserver's "
+                "kubelet client certificate is needed; the API is never open to anyone)"
             )
+        if self.authorization not in ("auto", "webhook", "always-allow"):
+            raise ConfigError(f"kubelet API authorization: unknown mode {self.authorization!r}")
         if (self.cert_pem is None) != (self.key_pem is None):
             raise ConfigError("kubelet API: a serving certificate needs its key, and back")
         if self.max_connections < 1 or self.follow_poll <= 0 or self.default_log_interval <= 0:
@@ -86,15 +93,18 @@ def kubelet_api_settings(
     address = shard.kubelet_address or env.get("POD_IP", "")
     if not address:
         raise ConfigError("shard.kubeletAddress: empty, and no $POD_IP to advertise instead")
-    if not shard.kubelet_client_ca_file:
-        raise ConfigError("shard.kubeletClientCaFile: required with shard.kubeletApi")
     cert = key = None
     if shard.kubelet_cert_file or shard.kubelet_key_file:
         cert = _read(shard.kubelet_cert_file, "kubeletCertFile")
         key = _read(shard.kubelet_key_file, "kubeletKeyFile")
     return KubeletApiSettings(
         advertise_address=address,
-        client_ca_pem=_read(shard.kubelet_client_ca_file, "kubeletClientCaFile"),
+        client_ca_pem=(
+            _read(shard.kubelet_client_ca_file, "kubeletClientCaFile")
+            if shard.kubelet_client_ca_file
+            else None
+        ),
+        authorization=shard.kubelet_authorization,
         host=shard.kubelet_bind,
         port=shard.kubelet_port + offset if shard.kubelet_port else 0,
         cert_pem=cert,

@@ -379,3 +379,76 @@ async def test_spdy_exec_streams_output_status_and_stdin() -> None:
     )
     assert fins == {1, 5, 7}
     assert got[-1][0] == _spdy.GOAWAY
+
+
+# --- tokens and access reviews ---------------------------------------------------------------
+
+
+class Reviews:
+    """A cluster's TokenReview and SubjectAccessReview endpoints, scripted."""
+
+    def __init__(self, *, served: bool = True) -> None:
+        self.served = served
+        self.calls: list[tuple[str, dict[str, object]]] = []
+
+    async def request(self, method: str, path: str, **kw: object) -> object:
+        from fleet.kube._seam import Response
+
+        body = json.loads(kw["body"])  # type: ignore[arg-type]
+        self.calls.append((path, body))
+        if not self.served:
+            return Response(404, b"{}")
+        if path.endswith("tokenreviews"):
+            ok = body["spec"]["token"] == "good-token"
+            user = {"username": "system:serviceaccount:kube-system:metrics-server", "groups": ["g"]}
+            return Response(
+                201, json.dumps({"status": {"authenticated": ok, "user": user}}).encode()
+            )
+        attrs = body["spec"]["resourceAttributes"]
+        allowed = body["spec"]["user"] != "mallory" and attrs["subresource"] in ("metrics", "proxy")
+        return Response(201, json.dumps({"status": {"allowed": allowed}}).encode())
+
+
+async def test_tokens_are_reviewed_and_access_is_authorized() -> None:
+    from shards._kubeletapi import WebhookAuth
+
+    view = View()
+    view.add("web")
+    reviews = Reviews()
+    auth = WebhookAuth(reviews)  # type: ignore[arg-type]
+    server = KubeletServer(_settings(trustme.CA()), view, wall=lambda: T0, auth=auth)
+
+    def bearer(path: str, token: str) -> Request:
+        return Request("GET", path, [], {"authorization": f"Bearer {token}"}, None)
+
+    assert (await server.handle(bearer("/metrics/resource", "good-token"))).status == 200  # type: ignore[union-attr]
+    assert (await server.handle(bearer("/metrics/resource", "bad-token"))).status == 401  # type: ignore[union-attr]
+    forbidden = await server.handle(bearer("/stats/summary", "good-token"))
+    assert forbidden.status == 403  # type: ignore[union-attr]
+    assert forbidden.body == (  # type: ignore[union-attr]
+        b"Forbidden (user=system:serviceaccount:kube-system:metrics-server, verb=get, "
+        b"resource=nodes, subresource=stats)\n"
+    )
+    assert (await server.handle(_request("/pods", user="mallory"))).status == 403  # type: ignore[union-attr]
+    access = [body for path, body in reviews.calls if path.endswith("subjectaccessreviews")]
+    assert access[0]["spec"]["resourceAttributes"] == {  # type: ignore[index]
+        "verb": "get",
+        "resource": "nodes",
+        "subresource": "metrics",
+        "name": "n1",
+    }
+    calls = len(reviews.calls)
+    assert (await server.handle(bearer("/metrics/resource", "good-token"))).status == 200  # type: ignore[union-attr]
+    assert len(reviews.calls) == calls  # both answers cached
+
+
+async def test_without_review_apis_a_certificate_is_enough_and_a_token_is_not() -> None:
+    from shards._kubeletapi import WebhookAuth
+
+    view = View()
+    view.add("web")
+    auth = WebhookAuth(Reviews(served=False))  # type: ignore[arg-type]
+    server = KubeletServer(_settings(trustme.CA()), view, wall=lambda: T0, auth=auth)
+    assert (await server.handle(_request("/pods"))).status == 200  # type: ignore[union-attr]
+    token = Request("GET", "/pods", [], {"authorization": "Bearer good-token"}, None)
+    assert (await server.handle(token)).status == 401  # type: ignore[union-attr]
