@@ -29,7 +29,7 @@ import msgspec
 import trio
 
 from fleet.errors import FleetError
-from fleet.kube._seam import Requester
+from fleet.kube import Requester
 
 __all__ = ["Identity", "WebhookAuth", "attributes"]
 
@@ -128,7 +128,7 @@ class WebhookAuth:
     async def authenticate(self, token: str) -> Identity | None:
         found, cached = self._tokens.get(token)
         if found:
-            return cached
+            return cached if isinstance(cached, Identity) else None
         status = await self._review(
             TOKEN_REVIEWS,
             {

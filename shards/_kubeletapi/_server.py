@@ -45,6 +45,7 @@ import msgspec
 import trio
 
 from fleet.errors import ConfigError, InputError
+from fleet.machinery import format_time, utc_now
 from shards._kubeletapi._auth import Identity, WebhookAuth, attributes
 from shards._kubeletapi._exec import Streams
 from shards._kubeletapi._http import Reply, Request, Streamed, Upgrade, serve_connection
@@ -58,7 +59,6 @@ from shards._kubeletapi._logs import (
 from shards._kubeletapi._settings import KubeletApiSettings
 from shards._kubeletapi._stats import Stats
 from shards._kubeletapi._view import NodeInfo, PodInfo, ShardView
-from shards._podstatus import format_time, utc_now
 
 __all__ = ["KubeletEndpoint", "KubeletServer"]
 

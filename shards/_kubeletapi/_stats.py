@@ -16,10 +16,10 @@ from typing import Any
 
 import msgspec
 
+from fleet.machinery import format_time
 from shards._kubeletapi._http import Reply, Request
 from shards._kubeletapi._usage import Usage, container_usage, node_usage
 from shards._kubeletapi._view import NodeInfo, PodInfo, ShardView
-from shards._podstatus import format_time
 
 __all__ = ["Stats"]
 

@@ -392,7 +392,7 @@ class Reviews:
         self.calls: list[tuple[str, dict[str, object]]] = []
 
     async def request(self, method: str, path: str, **kw: object) -> object:
-        from fleet.kube._seam import Response
+        from fleet.kube import Response
 
         body = json.loads(kw["body"])  # type: ignore[arg-type]
         self.calls.append((path, body))
