@@ -165,6 +165,22 @@ class ShardSettings(_Section):
     """Writes that may wait before producers block: one pending write per node at 10,000 nodes."""
     metrics_port: int = Field(default=9100, ge=0, le=65535)
     """Base /metrics port: shard K listens on metricsPort + K when shards share a host; 0 picks a free port."""
+    kubelet_api: bool = False
+    """Serve the kubelet API (kubectl logs, nodes/proxy, stats) for the driven nodes on one HTTPS port; their InternalIP and kubelet port then point at the shard. Off by default: it needs the apiserver's kubelet client CA."""
+    kubelet_port: int = Field(default=10250, ge=0, le=65535)
+    """Base kubelet API port (the kubelet's own): shard K listens on kubeletPort + K when shards share a host; 0 picks a free port."""
+    kubelet_address: str = ""
+    """Address the nodes advertise (InternalIP); empty: $POD_IP (the shard pod's, by the downward API)."""
+    kubelet_bind: str = "0.0.0.0"
+    """Address the kubelet API binds."""
+    kubelet_client_ca_file: str = ""
+    """CA of the apiserver's --kubelet-client-certificate (a kubelet's --client-ca-file); empty: the cluster's client-ca-file (kube-system/extension-apiserver-authentication, kubeadm's and kind's kubelet client CA too)."""
+    kubelet_authorization: Literal["auto", "webhook", "always-allow"] = "auto"
+    """Kubelet API authorization: SubjectAccessReview where the cluster serves it (auto), always (webhook), or none (always-allow); bearer tokens are checked by TokenReview."""
+    kubelet_cert_file: str = ""
+    """Serving certificate of the kubelet API; empty: a throwaway self-signed one (kube-apiserver without --kubelet-certificate-authority does not verify it)."""
+    kubelet_key_file: str = ""
+    """Key of kubeletCertFile."""
 
     @model_validator(mode="after")
     def _check(self) -> ShardSettings:

@@ -5,18 +5,22 @@ apiserver, given its settings and a Requester or two) and the pieces other
 packages and tests name; everything else lives in the ``_``-prefixed modules:
 ``_engine`` (the tasks), ``_kubelets`` (Nodes, Leases, CR status),
 ``_pods`` (pod lifecycle), ``_shardlease`` (the shard's Lease and the fence),
-``_cr`` (Node CR -> kubelet), and the pure parts ``_plan``, ``_podstatus``,
+``_cr`` (Node CR -> kubelet), ``_kubeletapi`` (the kubelet API: logs, stats), and the pure parts ``_plan``, ``_podstatus``,
 ``_nodeobj``, ``_ipam``, ``_timers``.
 """
 
 from shards._context import Fenced as Fenced
 from shards._engine import TIMER_WORKERS as TIMER_WORKERS
 from shards._engine import ShardEngine as ShardEngine
+from shards._kubeletapi import KubeletApiSettings as KubeletApiSettings
+from shards._kubeletapi import kubelet_api_settings as kubelet_api_settings
 from shards._shardlease import ShardLease as ShardLease
 
 __all__ = [
     "TIMER_WORKERS",
     "Fenced",
+    "KubeletApiSettings",
     "ShardEngine",
     "ShardLease",
+    "kubelet_api_settings",
 ]

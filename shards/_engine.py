@@ -25,6 +25,10 @@ write queue writers               ``shard.writers`` tasks sending coalesced
                                   PATCHes, PUTs and DELETEs at ``shard.qps``
 metrics updater (+ server)        gauges every second; ``/metrics`` when a
                                   port is given
+kubelet API (optional)            ``_kubeletapi.KubeletServer``: logs, /pods,
+                                  stats of every driven node on one HTTPS
+                                  listener, started before any node registers
+                                  (the nodes advertise its address and port)
 ================================  ============================================
 
 High-volume traffic (Lease PUTs, status PATCHes, pod watches and reads, and
@@ -57,7 +61,9 @@ from fleet.machinery import utc_now
 from fleet.wire import SHARD_LABEL, shard_field_manager, shard_host
 from shards._context import EventRecorder, FencedRequester, ShardContext, TimerKey
 from shards._cr import CrView, cr_path
+from shards._kubeletapi import KubeletApiSettings, KubeletServer, WebhookAuth
 from shards._kubelets import NodeDriver
+from shards._kubeletview import DriverView
 from shards._leaselane import LaneFirstBucket
 from shards._pods import PodDriver
 from shards._scripts import ScriptLibrary
@@ -100,6 +106,7 @@ class ShardEngine:
         wall: Callable[[], datetime] = utc_now,
         rng: random.Random | None = None,
         freeze_gc: bool = False,
+        kubelet_api: KubeletApiSettings | None = None,
     ) -> None:
         self.settings = settings
         self._freeze = freeze_gc
@@ -173,6 +180,16 @@ class ShardEngine:
             rng=self._rng,
             missing_hint=CRDS_MISSING_HINT,
         )
+        self.kubelet: KubeletServer | None = None
+        """The kubelet API server, when ``kubelet_api`` settings are given."""
+        if kubelet_api is not None:
+            self.kubelet = KubeletServer(
+                kubelet_api,
+                DriverView(self.nodes, self.pods),
+                wall=wall,
+                # reviews create nothing: not fenced (they answer requests about any node)
+                auth=WebhookAuth(control, authorization=kubelet_api.authorization, clock=clock),
+            )
         self._ready = False
         self._crs_drained = trio.Event()
 
@@ -217,6 +234,8 @@ class ShardEngine:
                     nursery.start_soon(self._worker, receive.clone())
             await nursery.start(self.timers.run, send)
             await nursery.start(self.scripts.run)
+            if self.kubelet is not None:
+                self.nodes.kubelet_endpoint = await nursery.start(self.kubelet.run)
             cr_send, cr_receive = trio.open_memory_channel[WatchEvent[CrView]](CR_EVENT_BUFFER)
             nursery.start_soon(self._consume_crs, cr_receive)
             await nursery.start(self.crs.run, cr_send)

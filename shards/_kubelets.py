@@ -76,6 +76,7 @@ from shards._cr import (
     status_interval,
 )
 from shards._ipam import NodeAddressPool, PodIPPool, PoolExhausted, node_pod_cidr, subrange
+from shards._kubeletapi import KubeletEndpoint, served_spec
 from shards._leaselane import LeaseLane
 from shards._nodeobj import (
     LEASE_NAMESPACE,
@@ -395,6 +396,9 @@ class NodeDriver:
             subrange(str(s.pod_cidr_range), shard_index, parts), s.node_pod_cidr_prefix
         )
         self.states: dict[str, NodeState] = {}
+        self.kubelet_endpoint: KubeletEndpoint | None = None
+        """Where this shard serves the kubelet API (set by the engine before any node is
+        registered); None: nodes get addresses from the range, and no one answers there."""
         self._claims: dict[str, int] = {}
         """Node name -> how many CRs in :attr:`states` name it (two only while in conflict):
         in step with ``states``, for :meth:`claims`."""
@@ -575,14 +579,17 @@ class NodeDriver:
         self, state: NodeState, model: MockNode, ips: tuple[str, ...] | None, cidrs: tuple[str, ...]
     ) -> KubeletSpec:
         config = model.spec.node_config
-        if config.address:
-            address = self._addresses.assign(state.name, config.address)
-            internal: tuple[str, ...] = (address,)
+        endpoint = self.kubelet_endpoint
+        if endpoint is not None:  # the shard serves the kubelet API: its address it is
+            internal: tuple[str, ...] = (endpoint.address,)
+        elif config.address:
+            internal = (self._addresses.assign(state.name, config.address),)
         elif ips:
             internal = (self._addresses.assign(state.name, ips[0]), *ips[1:])
         else:
             internal = (self._addresses.allocate(state.name),)
-        return kubelet_spec(model, key=state.key, internal_ips=internal, pod_cidrs=cidrs)
+        spec = kubelet_spec(model, key=state.key, internal_ips=internal, pod_cidrs=cidrs)
+        return spec if endpoint is None else served_spec(spec, endpoint)
 
     async def _register(self, state: NodeState, model: MockNode) -> bool | None:
         """POST the Node, or adopt the one there. True: POSTed now; False: adopted; None: conflict.

@@ -54,6 +54,7 @@ from fleet.kube import (
 from fleet.machinery import JSON, STRATEGIC_MERGE_PATCH
 from shards._context import ShardContext
 from shards._ipam import PoolExhausted
+from shards._kubeletapi import KUBELET_ANNOTATION_PREFIXES
 from shards._kubelets import NodeState
 from shards._plan import (
     ANNOTATION_MOCK_STATUS,
@@ -76,6 +77,7 @@ EVENT_BUFFER = 4096
 """Watch events buffered between the pod reflector(s) and the consumer task."""
 _decode_status = msgspec.json.Decoder(dict[str, Any]).decode
 _encode_spec = msgspec.json.Encoder().encode
+_KEPT_ANNOTATIONS = (ANNOTATION_PREFIX, *KUBELET_ANNOTATION_PREFIXES)
 INTERN_LIMIT = 50_000
 """Distinct pod specs (and label sets) shared before the tables start afresh."""
 
@@ -409,10 +411,11 @@ class PodDriver:
         )
 
     def _shared_annotations(self, annotations: dict[str, str]) -> dict[str, str]:
-        """The lifecycle annotations of ``annotations`` (all a Plan reads), shared."""
+        """The lifecycle annotations of ``annotations`` (all a Plan reads) and the kubelet
+        API's (scripted logs, usage), shared."""
         if not annotations:
             return _NO_ANNOTATIONS
-        key = tuple((k, v) for k, v in annotations.items() if k.startswith(ANNOTATION_PREFIX))
+        key = tuple((k, v) for k, v in annotations.items() if k.startswith(_KEPT_ANNOTATIONS))
         if not key:
             return _NO_ANNOTATIONS
         table = self._annotations
@@ -870,6 +873,13 @@ class PodDriver:
             self.node_removed(name)
 
     # -- observation -----------------------------------------------------------------------------
+
+    def on_node(self, name: str) -> list[PodRecord]:
+        """The pods held for a driven node (the kubelet API's ``/pods`` and stats)."""
+        if name not in self._nodes:
+            return []
+        held = (self.pods.get(key) for key in self._by_node.get(name, ()))
+        return [record for record in held if record is not None]
 
     def phases(self) -> Counter[str]:
         """Pods by ``status.phase``: counts kept as statuses change, not a walk over 100k pods."""

@@ -35,7 +35,7 @@ async def run_shard(settings: FleetSettings, shard_id: int) -> None:
         InstrumentedRequester,
         load_config,
     )
-    from shards import ShardEngine
+    from shards import ShardEngine, kubelet_api_settings
 
     config = load_config(settings.kubeconfig, settings.context)
     base = settings.shard.metrics_port
@@ -55,6 +55,7 @@ async def run_shard(settings: FleetSettings, shard_id: int) -> None:
             identity=process_identity(shard_host(shard_id)),
             metrics=metrics,
             freeze_gc=True,  # the process is the shard's alone
+            kubelet_api=kubelet_api_settings(settings.shard, offset=shard_id),
         )
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             await nursery.start(

@@ -17,7 +17,7 @@ import secrets
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 import msgspec
 import trio
@@ -27,9 +27,22 @@ from fleet.sandbox import _libs, _protobuf
 from fleet.sandbox._api import Api, Call
 from fleet.sandbox._crds import CRD_KEY, Crds
 from fleet.sandbox._deletion import Deleter
+from fleet.sandbox._kubeletproxy import (
+    STREAM_SUBRESOURCES,
+    KubeletClientCert,
+    Proxied,
+    log_location,
+    node_location,
+    proxy,
+    relay_upgrade,
+    stream_location,
+    write_status,
+)
 from fleet.sandbox._lists import list_body, list_objects
 from fleet.sandbox._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from fleet.sandbox._metrics import Metrics
+from fleet.sandbox._metricsapi import GROUP as METRICS_GROUP
+from fleet.sandbox._metricsapi import MetricsApi, metrics_types
 from fleet.sandbox._registry import Registry, ResourceType
 from fleet.sandbox._settings import SandboxSettings
 from fleet.sandbox._status import StatusError, method_not_allowed
@@ -143,6 +156,12 @@ class SandboxApp:
         self.deleter = Deleter(self.api)
         self.crds = Crds(self.api)
         self.metrics = Metrics(self._storage_counts)
+        self.kubelet_client: KubeletClientCert | None = settings.kubelet_client
+        """The ``--kubelet-client-certificate`` for ``pods/log`` and ``nodes/proxy``
+        (``serve_sandbox`` generates one when the settings give none)."""
+        self.metrics_api = MetricsApi(self.store, self.registry)
+        for rt in metrics_types():
+            self.registry.add(rt)
         self.api.after_create[("", "namespaces")] = self._namespace_created
         if data is not None:
             self.store.load(data)
@@ -216,6 +235,17 @@ class SandboxApp:
             reply_or_watch = _status_reply(
                 StatusError(500, "InternalError", "Internal error occurred")
             )
+        if isinstance(reply_or_watch, Proxied):  # pods/log, nodes/proxy: to a kubelet
+            gauge = self.metrics.longrunning.labels(
+                **{k: v for k, v in labels.items() if k != "dry_run"}
+            )
+            gauge.inc()
+            try:
+                code = await reply_or_watch.respond(receive, send)
+            finally:
+                gauge.dec()
+            self.metrics.observe(labels, code, trio.current_time() - start, longrunning=True)
+            return
         if isinstance(reply_or_watch, WatchStream):
             longrunning = True
             gauge = self.metrics.longrunning.labels(
@@ -315,7 +345,7 @@ class SandboxApp:
     # --- routing -----------------------------------------------------------------------------------
     async def _handle(
         self, scope: Scope, receive: Receive, labels: dict[str, str]
-    ) -> Reply | WatchStream:
+    ) -> Reply | WatchStream | Proxied:
         path: str = scope["path"]
         method: str = scope["method"]
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
@@ -423,7 +453,7 @@ class SandboxApp:
         headers: dict[str, str],
         body: bytes,
         labels: dict[str, str],
-    ) -> Reply | WatchStream:
+    ) -> Reply | WatchStream | Proxied:
         group, version, rest = resolved
         namespace: str | None = None
         if (
@@ -432,6 +462,17 @@ class SandboxApp:
             and not (len(rest) == 3 and rest[2] in ("status", "finalize"))
         ):
             namespace, rest = rest[1], rest[2:]
+        if group == METRICS_GROUP and method == "GET" and 1 <= len(rest) <= 2:
+            labels.update(verb="get" if len(rest) == 2 else "list", group=group, resource=rest[0])
+            if rest[0] not in ("nodes", "pods") or (rest[0] == "nodes" and namespace):
+                raise _not_served()
+            name = rest[1] if len(rest) == 2 else None
+            return _json(
+                200, await self.metrics_api.serve(self.kubelet_client, rest[0], namespace, name)
+            )
+        to_kubelet = self._to_kubelet(method, group, namespace, rest, query, labels)
+        if to_kubelet is not None:
+            return to_kubelet
         if len(rest) > 3:
             raise _not_served()
         plural = rest[0]
@@ -493,6 +534,85 @@ class SandboxApp:
         status, obj = await reply
         extra = [("warning", f'299 - "{w}"') for w in call.warnings]
         return _json(status, obj, extra)
+
+    async def upgrade(self, scope: Scope, stream: trio.abc.Stream, buffered: bytes) -> None:
+        """An upgrade request (``Http1Server``'s hand-off): ``pods/{exec,attach,portforward}``
+        relayed to the pod's kubelet; anything else is refused."""
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        parts = [p for p in scope["path"].split("/") if p]
+        try:
+            if (self.require_token or "authorization" in headers) and not self._authorized(headers):
+                raise StatusError(401, "Unauthorized", "Unauthorized")
+            if (
+                len(parts) != 7
+                or parts[:3] != ["api", "v1", "namespaces"]
+                or parts[4] != "pods"
+                or parts[6] not in STREAM_SUBRESOURCES
+            ):
+                raise StatusError(
+                    400,
+                    "BadRequest",
+                    "upgrade requests are served for pods/exec, pods/attach and pods/portforward only",
+                )
+            if self.kubelet_client is None:
+                raise StatusError(503, "ServiceUnavailable", "no kubelet client certificate")
+            pods = self.registry.get("", "v1", "pods")
+            nodes = self.registry.get("", "v1", "nodes")
+            assert pods is not None and nodes is not None
+            pod = self.api.lookup(pods, parts[3], parts[5])
+            endpoint, target = stream_location(
+                pod, parts[6], query, lambda n: self.store.get(nodes.key, "", n)
+            )
+        except StatusError as err:
+            await write_status(stream, err)
+            return
+        labels = {"verb": "create", "group": "", "version": "v1", "resource": "pods"}
+        gauge = self.metrics.longrunning.labels(
+            **labels, subresource=parts[6], scope="resource", component="apiserver"
+        )
+        gauge.inc()
+        try:
+            await relay_upgrade(
+                stream, buffered, self.kubelet_client, endpoint, target, list(scope["headers"])
+            )
+        finally:
+            gauge.dec()
+
+    def _to_kubelet(
+        self,
+        method: str,
+        group: str,
+        namespace: str | None,
+        rest: list[str],
+        query: dict[str, str],
+        labels: dict[str, str],
+    ) -> Proxied | None:
+        """``pods/log`` and ``nodes/proxy``: what kube-apiserver forwards to a kubelet."""
+        if group != "" or len(rest) < 3:
+            return None
+        plural, name, sub = rest[0], rest[1], rest[2]
+        nodes = self.registry.get("", "v1", "nodes")
+        assert nodes is not None
+
+        def node(n: str) -> dict[str, Any] | None:
+            return self.store.get(nodes.key, "", n)
+
+        if plural == "pods" and sub == "log" and len(rest) == 3 and namespace is not None:
+            if method != "GET":
+                raise method_not_allowed()
+            labels.update(verb="get", resource="pods", subresource="log", scope="resource")
+            pods = self.registry.get("", "v1", "pods")
+            assert pods is not None
+            pod = self.api.lookup(pods, namespace, name)
+            url = log_location(pod, query, node)
+            return proxy(url, self.kubelet_client, check=True, resource="pods/log", name=name)
+        if plural == "nodes" and sub == "proxy" and namespace is None:
+            labels.update(verb=method.lower(), resource="nodes", subresource="proxy")
+            query_string = urlencode(list(query.items()))
+            url = node_location(node(name), name, "/".join(rest[3:]), query_string)
+            return proxy(url, self.kubelet_client, method=method)
+        return None
 
     def _dispatch(self, method: str, call: Call, table: bool) -> Reply | Awaitable[tuple[int, Any]]:
         async def run() -> tuple[int, Any]:

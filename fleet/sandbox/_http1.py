@@ -21,7 +21,8 @@ HEAD/204/304, a ``Date`` header, and ``http.disconnect`` to the app when the
 client leaves mid-stream. Slow or idle clients cannot hold the server: after
 its first byte a request head must arrive within ``header_read_timeout`` and a
 body within ``body_read_timeout`` (408, then close); at most
-``max_connections`` connections are served at once, more are closed at accept. No pipelining of a second request while the first
+``max_connections`` connections are served at once, more are closed at accept. A request asking for an ``Upgrade`` other than h2c (WebSocket,
+SPDY) goes, with its connection, to the ``upgrade`` handler when one is given. No pipelining of a second request while the first
 is answered (clients wait for the answer; the bytes are kept, not lost).
 """
 
@@ -48,6 +49,10 @@ App = Callable[
     ],
     Awaitable[None],
 ]
+
+UpgradeHandler = Callable[[MutableMapping[str, Any], trio.abc.Stream, bytes], Awaitable[None]]
+"""Given the request's scope, the connection and the bytes already read past its head,
+answers (101 and then whatever the protocol says, or an error) and returns when done."""
 
 MAX_HEAD_BYTES = 64 * 1024
 """A request head larger than this is answered 431 (Go's net/http allows 1 MiB; kubectl sends < 4 KiB)."""
@@ -145,6 +150,7 @@ class Http1Server:
         header_read_timeout: float = 32.0,
         body_read_timeout: float = 60.0,
         max_connections: int = 4096,
+        upgrade: UpgradeHandler | None = None,
     ) -> None:
         from hypercorn.trio.worker_context import WorkerContext
         from hypercorn.typing import ConnectionState
@@ -163,6 +169,9 @@ class Http1Server:
         """Connections served at once; more are closed at accept."""
         self.connections = 0
         self._refused = 0
+        self.upgrade = upgrade
+        """Takes over connections whose request asks for an ``Upgrade`` other than h2c
+        (WebSocket, SPDY: exec, attach, port-forward); None: they are ordinary requests."""
         self._wrapped = wrap_app(app, config.wsgi_max_body_size, "asgi")  # type: ignore[arg-type]  # hypercorn types an ASGI app by its TypedDict scopes, which no MutableMapping-typed app matches
         self._context = WorkerContext(None)
         self._state = ConnectionState
@@ -365,7 +374,7 @@ class _Connection:
             raise _BadRequest(400, "malformed request line")
         headers: list[tuple[bytes, bytes]] = []
         length: int | None = None
-        chunked = keep_alive = expect_continue = upgrade_h2c = False
+        chunked = keep_alive = expect_continue = upgrade_h2c = upgrade_other = False
         close = version == b"HTTP/1.0"
         for line in lines[1:]:
             name, sep, value = line.partition(b":")
@@ -390,6 +399,7 @@ class _Connection:
                 expect_continue = value.lower() == b"100-continue"
             elif name == b"upgrade":
                 upgrade_h2c = value.lower() == b"h2c"
+                upgrade_other = not upgrade_h2c
         if version == b"HTTP/1.0" and keep_alive:
             close = False
         if chunked and length is not None:
@@ -421,6 +431,12 @@ class _Connection:
             "server": self.addr,
             "extensions": {},
         }
+        if upgrade_other and self.server.upgrade is not None:
+            rest = bytes(self.buf)
+            self.buf.clear()
+            self.eof = True  # the handler owns the connection now
+            await self.server.upgrade(scope, self.stream, rest)
+            return False
         remaining = length or 0
         body_done = not chunked and remaining == 0
         request_told = False  # the app has had an http.request message

@@ -35,6 +35,7 @@ from fleet.errors import ConfigError
 from fleet.kube import write_kubeconfig
 from fleet.sandbox._asgi import SandboxApp
 from fleet.sandbox._http1 import Http1Server, open_listeners, url_of
+from fleet.sandbox._kubeletproxy import KubeletClientCert
 from fleet.sandbox._settings import SandboxSettings
 
 IDENTITY_SUFFIX = ".identity"
@@ -62,6 +63,10 @@ class RunningSandbox:
     """The CA that signed the server certificate (TLS only)."""
     app: SandboxApp
     """The application itself (in-process tests may inspect its store)."""
+    kubelet_client_ca: Path | None = None
+    """The CA of the sandbox's kubelet client certificate (PEM file): kubelets (the fleet's
+    shards, ``shard.kubeletClientCaFile``) accept ``pods/log`` and ``nodes/proxy`` from the
+    sandbox by it."""
 
 
 class _Metadata(msgspec.Struct):
@@ -225,6 +230,10 @@ async def _serve(
     *,
     task_status: trio.TaskStatus[RunningSandbox],
 ) -> None:
+    if app.kubelet_client is None:
+        app.kubelet_client = KubeletClientCert.generate()
+    kubelet_client_ca = workdir / "kubelet-client-ca.crt"
+    kubelet_client_ca.write_bytes(app.kubelet_client.ca_pem)
     config = Config()
     config.bind = [
         f"[{settings.host}]:{settings.port}"
@@ -250,6 +259,7 @@ async def _serve(
                     header_read_timeout=settings.header_read_timeout,
                     body_read_timeout=settings.body_read_timeout,
                     max_connections=settings.max_connections,
+                    upgrade=app.upgrade,
                 )
                 await nursery.start(server.serve, listeners)
                 url = url_of(listeners[0], "https" if settings.tls else "http")
@@ -267,7 +277,9 @@ async def _serve(
                 namespace="default",
             )
             log.info("sandbox apiserver on %s, kubeconfig %s", url, kubeconfig)
-            task_status.started(RunningSandbox(url, app.token, Path(kubeconfig), ca_pem, app))
+            task_status.started(
+                RunningSandbox(url, app.token, Path(kubeconfig), ca_pem, app, kubelet_client_ca)
+            )
     finally:
         if settings.data_file is not None:
             _save(settings.data_file, app)

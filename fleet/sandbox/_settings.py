@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fleet.sandbox._kubeletproxy import KubeletClientCert
+
 
 @dataclass(frozen=True)
 class SandboxSettings:
@@ -66,5 +68,9 @@ class SandboxSettings:
     """Serve HTTP/1.1 with the sandbox's own lean server (``_http1``) and hand only HTTP/2
     to hypercorn. False: hypercorn serves everything (it costs ~450 µs of CPU per request
     on the dev box, more than the budget of 3,000 PATCHes/s; docs/performance.md)."""
+    kubelet_client: KubeletClientCert | None = field(default=None, repr=False)
+    """The client certificate ``pods/log`` and ``nodes/proxy`` present to kubelets (the
+    apiserver's ``--kubelet-client-certificate``); None: one is generated at start, its CA
+    written next to the kubeconfig for the fleet's shards to trust."""
     wall_clock: Callable[[], float] = field(default=time.time, repr=False)
     """Wall clock for creationTimestamp and friends (injected in tests)."""

@@ -19,6 +19,9 @@
    unless the settings name one;
 5. ``--nodes N`` Node CRs from a template (``_nodes``).
 
+Shards serve the kubelet API on loopback (a free port each) and trust the sandbox's
+kubelet client CA, so ``kubectl logs`` and ``nodes/proxy`` reach them through the sandbox.
+
 Then it reports a :class:`RunningUp` through ``task_status.started`` and
 runs until :meth:`Up.stop`, which stops top to bottom: shard children get
 SIGTERM and up to ``SHUTDOWN_GRACE`` (10 s) to exit, then the in-process
@@ -142,6 +145,7 @@ class Up:
         self._sampler: StatusSampler | None = None
         self.supervisor: Supervisor | None = None
         """The shard children's supervisor, when shards run as processes."""
+        self._kubelet_ca: Path | None = None
 
     def stop(self) -> None:
         """Ask for a clean stop (idempotent); :meth:`run` returns once everything has stopped."""
@@ -185,6 +189,7 @@ class Up:
                     f"--port {s.port}: cannot listen on {s.host}:{s.port}: "
                     f"{bind_error.strerror or bind_error}"
                 ) from exc
+            self._kubelet_ca = sandbox.kubelet_client_ca
             self._sampler = StatusSampler(sandbox.app)
             self._sampler.sample()  # the first reading only starts the request-rate clock
             config = load_config(sandbox.kubeconfig)
@@ -216,9 +221,12 @@ class Up:
     ) -> None:
         """The shards in this process, each as ``kubemock-fleet shard`` runs one (no /metrics)."""
         from fleet.kube import HotTransport, HotTransportSettings
-        from shards import ShardEngine
+        from shards import ShardEngine, kubelet_api_settings
 
         s = self.settings
+        fleet = s.fleet.model_copy(
+            update={"shard": s.fleet.shard.model_copy(update=self._kubelet_settings())}
+        )
         config = load_config(kubeconfig)
         hot_settings = HotTransportSettings(connections=s.fleet.shard.writers)
         async with (
@@ -229,15 +237,29 @@ class Up:
             for k in range(s.shards):
                 metrics = FleetMetrics()
                 engine = ShardEngine(
-                    s.fleet,
+                    fleet,
                     str(k),
                     control=InstrumentedRequester(client, metrics),
                     hot=InstrumentedRequester(hot, metrics),
                     identity=process_identity(shard_host(k)),
                     metrics=metrics,
+                    kubelet_api=kubelet_api_settings(fleet.shard),
                 )
                 await nursery.start(engine.run)
             task_status.started()
+
+    def _kubelet_settings(self) -> dict[str, object]:
+        """Shard settings for the kubelet API on loopback, trusting the sandbox's client CA:
+        ``kubectl logs`` and ``nodes/proxy`` reach the shards (a free port each)."""
+        if self._kubelet_ca is None:
+            return {}
+        return {
+            "kubelet_api": True,
+            "kubelet_address": "127.0.0.1",
+            "kubelet_bind": "127.0.0.1",
+            "kubelet_port": 0,
+            "kubelet_client_ca_file": str(self._kubelet_ca),
+        }
 
     async def _start_fleet(
         self, nursery: trio.Nursery, client: Client, kubeconfig: Path
@@ -276,6 +298,9 @@ class Up:
         # Each shard carves its node-IP and pod-CIDR share out of the ranges by the fleet
         # size: every shard must know it, or their shares overlap (as `run` does too).
         env[f"{ENV_PREFIX}SHARDS"] = str(s.shards)
+        for name, value in self._kubelet_settings().items():
+            text = str(value).lower() if isinstance(value, bool) else str(value)
+            env[f"{ENV_PREFIX}SHARD__{name.upper()}"] = text
         supervisor = Supervisor(
             {f"shard {k}": command(k) for k in range(s.shards)},
             env=env,

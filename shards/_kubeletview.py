@@ -1,0 +1,78 @@
+"""The kubelet API's view of a shard: its driven nodes and their pods, from the drivers.
+
+:class:`DriverView` implements :class:`shards._kubeletapi.ShardView` over the
+:class:`~shards._kubelets.NodeDriver` and :class:`~shards._pods.PodDriver` the engine
+runs: every answer comes from what they already hold (no apiserver request), built per
+request (the kubelet API is asked rarely; the drivers keep no second copy).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from shards._kubeletapi import ContainerInfo, NodeInfo, PodInfo
+from shards._kubelets import NodeDriver
+from shards._pods import PodDriver, PodRecord
+
+__all__ = ["DriverView"]
+
+
+def _containers(items: Sequence[object]) -> tuple[ContainerInfo, ...]:
+    out = []
+    for c in items:
+        resources = c.resources  # type: ignore[attr-defined]
+        out.append(
+            ContainerInfo(
+                c.name,  # type: ignore[attr-defined]
+                {k: str(v) for k, v in resources.requests.items()},
+                {k: str(v) for k, v in resources.limits.items()},
+            )
+        )
+    return tuple(out)
+
+
+def pod_info(record: PodRecord) -> PodInfo:
+    return PodInfo(
+        namespace=record.namespace,
+        name=record.name,
+        uid=record.uid,
+        node=record.node,
+        created=record.creation,
+        phase=record.phase,
+        containers=_containers(record.spec.containers),
+        init_containers=_containers(record.spec.init_containers),
+        annotations=record.annotations,
+    )
+
+
+class DriverView:
+    """A :class:`~shards._kubeletapi.ShardView` over the engine's drivers."""
+
+    def __init__(self, nodes: NodeDriver, pods: PodDriver) -> None:
+        self._nodes = nodes
+        self._pods = pods
+
+    def node(self, name: str) -> NodeInfo | None:
+        state = self._nodes.state_of(name)
+        if state is None or not state.driving or state.spec is None:
+            return None
+        spec = state.spec
+        return NodeInfo(
+            name=name,
+            capacity=spec.capacity,
+            allocatable=spec.allocatable if spec.allocatable is not None else spec.capacity,
+            created=state.cr.metadata.creation_timestamp,
+            annotations=spec.annotations,
+        )
+
+    def nodes(self) -> Sequence[str]:
+        return sorted(state.name for state in self._nodes.states.values() if state.driving)
+
+    def pod(self, namespace: str, name: str) -> PodInfo | None:
+        record = self._pods.pods.get(f"{namespace}/{name}")
+        if record is None or self.node(record.node) is None:
+            return None
+        return pod_info(record)
+
+    def pods_on(self, node: str) -> Sequence[PodInfo]:
+        return [pod_info(r) for r in self._pods.on_node(node)]

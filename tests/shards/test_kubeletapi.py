@@ -1,0 +1,454 @@
+"""The shard's kubelet API: TLS client-certificate auth, logs (cut and followed), /pods, node paths."""
+
+from __future__ import annotations
+
+import json
+import ssl
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+import trio.testing
+import trustme
+
+from fleet.errors import ConfigError
+from shards._kubeletapi import (
+    ANNOTATION_LOG_INTERVAL,
+    ANNOTATION_LOGS,
+    ContainerInfo,
+    KubeletApiSettings,
+    KubeletEndpoint,
+    KubeletServer,
+    NodeInfo,
+    PodInfo,
+)
+from shards._kubeletapi._http import Request, Streamed
+
+T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+
+
+class View:
+    def __init__(self) -> None:
+        self.node_infos = {"n1": NodeInfo("n1", {"cpu": "4", "memory": "8Gi", "pods": "110"}, {})}
+        self.pod_infos: dict[str, PodInfo] = {}
+
+    def add(self, name: str, phase: str = "Running", **annotations: str) -> None:
+        self.pod_infos[f"default/{name}"] = PodInfo(
+            "default",
+            name,
+            f"uid-{name}",
+            "n1",
+            T0,
+            phase,
+            (ContainerInfo("app", {"cpu": "100m"}),),
+            annotations=annotations,
+        )
+
+    def node(self, name: str) -> NodeInfo | None:
+        return self.node_infos.get(name)
+
+    def nodes(self) -> Sequence[str]:
+        return sorted(self.node_infos)
+
+    def pod(self, namespace: str, name: str) -> PodInfo | None:
+        return self.pod_infos.get(f"{namespace}/{name}")
+
+    def pods_on(self, node: str) -> Sequence[PodInfo]:
+        return [p for p in self.pod_infos.values() if p.node == node]
+
+
+def _settings(ca: trustme.CA, **kw: object) -> KubeletApiSettings:
+    return KubeletApiSettings(
+        advertise_address="127.0.0.1",
+        client_ca_pem=ca.cert_pem.bytes(),
+        host="127.0.0.1",
+        port=0,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def _request(
+    path: str, user: str | None = "kube-apiserver-kubelet-client", **query: str
+) -> Request:
+    return Request("GET", path, list(query.items()), {}, user)
+
+
+async def _body(reply: object) -> bytes:
+    assert isinstance(reply, Streamed)
+    return b"".join([chunk async for chunk in reply.chunks()])
+
+
+def test_settings_refuse_an_open_api() -> None:
+    with pytest.raises(ConfigError, match="client CA"):
+        KubeletApiSettings(advertise_address="127.0.0.1", client_ca_pem=b"")
+
+
+async def test_tls_needs_a_client_certificate_from_the_ca(tmp_path: Path) -> None:
+    ca, other = trustme.CA(), trustme.CA()
+    view = View()
+    view.add("web", **{ANNOTATION_LOGS: "hello\nworld"})
+    server = KubeletServer(_settings(ca), view, wall=lambda: T0 + timedelta(minutes=1))
+    async with trio.open_nursery() as nursery:
+        endpoint: KubeletEndpoint = await nursery.start(server.run)
+        url = f"https://127.0.0.1:{endpoint.port}"
+        good = ca.issue_cert("client", common_name="kube-apiserver-kubelet-client")
+        good.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "good.pem"))
+        bad = other.issue_cert("client", common_name="mallory")
+        bad.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "bad.pem"))
+
+        def client(cert: str | None) -> httpx.AsyncClient:
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            if cert:
+                context.load_cert_chain(str(tmp_path / cert))
+            return httpx.AsyncClient(verify=context)
+
+        async with client("good.pem") as http:
+            answer = await http.get(f"{url}/containerLogs/default/web/app")
+            assert answer.status_code == 200
+            assert answer.text == "hello\nworld\n"
+            answer = await http.get(f"{url}/healthz")  # the same connection, kept alive
+            assert (answer.status_code, answer.text) == (200, "ok")
+            pods = (await http.get(f"{url}/pods")).json()
+            assert [p["metadata"]["name"] for p in pods["items"]] == ["web"]
+            assert pods["items"][0]["spec"]["containers"][0]["resources"] == {
+                "requests": {"cpu": "100m"}
+            }
+            assert (await http.get(f"{url}/nodes/n1/pods")).json() == pods
+            assert (await http.get(f"{url}/nodes/n2/pods")).status_code == 404
+        async with client(None) as http:
+            answer = await http.get(f"{url}/containerLogs/default/web/app")
+            assert (answer.status_code, answer.text) == (401, "Unauthorized\n")
+        async with client("bad.pem") as http:
+            with pytest.raises(httpx.HTTPError):  # the handshake refuses a foreign certificate
+                await http.get(f"{url}/healthz")
+        nursery.cancel_scope.cancel()
+
+
+async def test_logs_are_cut_by_tail_since_timestamps_and_limit() -> None:
+    view = View()
+    view.add("web", **{ANNOTATION_LOGS: "a\nb\nc", ANNOTATION_LOG_INTERVAL: "10s"})
+    now = T0 + timedelta(seconds=45)  # lines 0..4 at 0, 10, 20, 30, 40 s: a b c a b
+    server = KubeletServer(_settings(trustme.CA()), view, wall=lambda: now)
+    path = "/containerLogs/default/web/app"
+    assert await _body(await server.handle(_request(path))) == b"a\nb\nc\na\nb\n"
+    assert await _body(await server.handle(_request(path, tailLines="2"))) == b"a\nb\n"
+    assert await _body(await server.handle(_request(path, sinceSeconds="20"))) == b"a\nb\n"
+    assert await _body(await server.handle(_request(path, limitBytes="3"))) == b"a\nb"
+    stamped = await _body(await server.handle(_request(path, tailLines="1", timestamps="true")))
+    assert stamped == b"2026-01-01T12:00:40.000000000Z b\n"
+    since = await _body(await server.handle(_request(path, sinceTime="2026-01-01T12:00:30Z")))
+    assert since == b"a\nb\n"
+
+
+async def test_log_errors_are_the_kubelets() -> None:
+    view = View()
+    view.add("web")
+    view.add("pending", phase="Pending")
+    server = KubeletServer(_settings(trustme.CA()), view, wall=lambda: T0)
+    for path, query, status, text in [
+        ("/containerLogs/default/nope/app", {}, 404, 'pod "nope" in namespace "default" not found'),
+        (
+            "/containerLogs/default/web/other",
+            {},
+            400,
+            'container "other" in pod "web" is not available',
+        ),
+        (
+            "/containerLogs/default/web/app",
+            {"previous": "true"},
+            400,
+            "previous terminated container",
+        ),
+        ("/containerLogs/default/web/app", {"tailLines": "-1"}, 400, "tailLines"),
+        ("/containerLogs/default/pending/app", {}, 400, "is waiting to start: ContainerCreating"),
+        ("/pods/x", {}, 404, "404 page not found"),
+    ]:
+        reply = await server.handle(_request(path, **query))
+        assert reply.status == status, path  # type: ignore[union-attr]
+        assert text in reply.body.decode(), path  # type: ignore[union-attr]
+    assert (await server.handle(_request("/healthz", user=None))).status == 401  # type: ignore[union-attr]
+
+
+async def test_default_log_follows_on_the_clock(autojump_clock: trio.testing.MockClock) -> None:
+    view = View()
+    view.add("web")
+    start = trio.current_time()
+
+    def wall() -> datetime:
+        return T0 + timedelta(seconds=15 + trio.current_time() - start)
+
+    server = KubeletServer(_settings(trustme.CA(), default_log_interval=10.0), view, wall=wall)
+    reply = await server.handle(_request("/containerLogs/default/web/app", follow="true"))
+    assert isinstance(reply, Streamed)
+    got: list[tuple[float, bytes]] = []
+    async for chunk in reply.chunks():
+        got.append((trio.current_time() - start, chunk))
+        if len(got) == 3:
+            del view.pod_infos["default/web"]  # the pod goes: the follow ends
+    where = 'kubemock-fleet: container "app" of pod default/web on node n1: heartbeat'
+    assert got == [
+        (0.0, f"{where} 0\n{where} 1\n".encode()),
+        (5.0, f"{where} 2\n".encode()),
+        (15.0, f"{where} 3\n".encode()),
+    ]
+    assert trio.current_time() - start <= 15.0 + 1.0  # noticed within one poll
+
+
+# --- usage and stats -----------------------------------------------------------------------
+
+
+def test_usage_curves_and_their_integrals() -> None:
+    from shards._kubeletapi._usage import parse_curve
+
+    fixed = parse_curve("250m", "cpu", 0)
+    assert (fixed.at(10), fixed.integral(10)) == (0.25, 2.5)
+    half = parse_curve("50%", "cpu", 2.0)
+    assert half.at(0) == 1.0
+    ramp = parse_curve("ramp(0,1,10s)", "cpu", 0)
+    assert (ramp.at(5), ramp.at(20)) == (0.5, 1.0)
+    assert ramp.integral(10) == pytest.approx(5.0) and ramp.integral(20) == pytest.approx(15.0)
+    sine = parse_curve("sine(100m,900m,1m)", "cpu", 0)
+    assert sine.at(0) == pytest.approx(0.1) and sine.at(30) == pytest.approx(0.9)
+    assert sine.integral(60) == pytest.approx(0.5 * 60)  # the mean over a whole period
+    memory = parse_curve("ramp(10%,90%,5m)", "memory", 1024.0)
+    assert memory.at(300) == pytest.approx(0.9 * 1024)
+
+
+async def test_stats_summary_and_resource_metrics_follow_the_annotations() -> None:
+    view = View()
+    view.add(
+        "busy",
+        **{
+            "fleet.mock.zhizuqiu.cn/usage-cpu": "50%",  # of the 100m requested
+            "fleet.mock.zhizuqiu.cn/usage-memory": "64Mi",
+        },
+    )
+    view.add("plain")  # defaults: 10 % of the 100m requested, 16Mi (no memory request)
+    view.add("waiting", phase="Pending")  # no stats for containers not running
+    now = T0 + timedelta(seconds=100)
+    server = KubeletServer(_settings(trustme.CA()), view, wall=lambda: now)
+    reply = await server.handle(_request("/stats/summary"))
+    summary = json.loads(reply.body)  # type: ignore[union-attr]
+    pods = {p["podRef"]["name"]: p for p in summary["pods"]}
+    assert sorted(pods) == ["busy", "plain"]
+    assert pods["busy"]["cpu"]["usageNanoCores"] == 50_000_000
+    assert pods["busy"]["cpu"]["usageCoreNanoSeconds"] == 5_000_000_000  # 0.05 core x 100 s
+    assert pods["busy"]["memory"]["workingSetBytes"] == 64 * 2**20
+    assert pods["plain"]["containers"][0]["cpu"]["usageNanoCores"] == 10_000_000
+    node = summary["node"]
+    assert node["nodeName"] == "n1"
+    assert node["cpu"]["usageNanoCores"] == 100_000_000 + 50_000_000 + 10_000_000  # base + pods
+    assert node["memory"]["workingSetBytes"] == (512 + 64 + 16) * 2**20
+    assert node["memory"]["availableBytes"] == (8 * 1024 - 512 - 64 - 16) * 2**20
+
+    reply = await server.handle(_request("/nodes/n1/metrics/resource"))
+    text = reply.body.decode()  # type: ignore[union-attr]
+    ms = int(now.timestamp() * 1000)
+    assert (
+        f'container_cpu_usage_seconds_total{{container="app",namespace="default",pod="busy"}} 5.0 {ms}'
+        in text
+    )
+    assert f"node_memory_working_set_bytes {float((512 + 64 + 16) * 2**20)!r} {ms}" in text
+    assert "scrape_error 0" in text
+    cadvisor = (await server.handle(_request("/metrics/cadvisor"))).body.decode()  # type: ignore[union-attr]
+    assert 'container_memory_working_set_bytes{container="app"' in cadvisor
+
+
+# --- exec: commands -------------------------------------------------------------------------
+
+
+def test_commands_scripted_first_then_builtins() -> None:
+    from shards._kubeletapi._commands import Outcome, run_argv, run_line
+    from shards._kubeletapi._exec import exit_status
+
+    view = View()
+    view.add(
+        "web",
+        **{
+            "fleet.mock.zhizuqiu.cn/exec": json.dumps(
+                {"cat /etc/hostname": {"stdout": "web\n"}, "/check": {"exitCode": 3}}
+            ),
+            "fleet.mock.zhizuqiu.cn/exec.sidecar": json.dumps({"/check": "fine\n"}),
+        },
+    )
+    pod = view.pod_infos["default/web"]
+
+    def run(*argv: str, container: str = "app") -> Outcome:
+        return run_argv(list(argv), pod, container, lambda: T0)
+
+    assert run("cat", "/etc/hostname") == Outcome(stdout="web\n")
+    assert run("/check").exit_code == 3
+    assert run("/check", container="sidecar") == Outcome(stdout="fine\n")
+    assert run("echo", "a", "b") == Outcome(stdout="a b\n")
+    assert run("sh", "-c", "exit 7") == Outcome(exit_code=7, exit_shell=True)
+    assert run("hostname") == Outcome(stdout="web\n")
+    assert run("nosuch").missing
+    assert run_line("nosuch --flag", pod, "app", lambda: T0) == Outcome(
+        stderr="sh: nosuch: not found\n", exit_code=127
+    )
+    assert run("date").stdout == "Thu Jan 01 12:00:00 UTC 2026\n"
+    assert exit_status(0, ["true"]) == {"metadata": {}, "status": "Success"}
+    failed = exit_status(3, ["sh", "-c", "exit 3"])
+    assert failed["reason"] == "NonZeroExitCode"
+    assert failed["details"]["causes"] == [{"reason": "ExitCode", "message": "3"}]
+
+
+# --- exec over SPDY/3.1: the frames, against a scripted client -------------------------------
+
+
+async def test_spdy_exec_streams_output_status_and_stdin() -> None:
+    import struct
+    import zlib
+
+    from shards._kubeletapi import _spdy
+    from shards._kubeletapi._http import Upgrade
+
+    view = View()
+    view.add("web")
+    server = KubeletServer(_settings(trustme.CA()), view, wall=lambda: T0)
+    request = Request(
+        "POST",
+        "/exec/default/web/app",
+        [("command", "sh"), ("stdin", "1"), ("stdout", "1"), ("stderr", "1")],
+        {"upgrade": "SPDY/3.1", "x-stream-protocol-version": "v4.channel.k8s.io,v3.channel.k8s.io"},
+        "kube-apiserver-kubelet-client",
+    )
+    reply = await server.handle(request)
+    assert isinstance(reply, Upgrade)
+    assert ("x-stream-protocol-version", "v4.channel.k8s.io") in reply.headers
+    client, kubelet = trio.testing.memory_stream_pair()
+    deflate = zlib.compressobj(zdict=_spdy.DICTIONARY)
+    inflate = zlib.decompressobj(zdict=_spdy.DICTIONARY)
+
+    def syn(stream_id: int, kind: str) -> bytes:
+        block = deflate.compress(_spdy.header_block({"streamType": kind})) + deflate.flush(
+            zlib.Z_SYNC_FLUSH
+        )
+        return _spdy.control_frame(_spdy.SYN_STREAM, struct.pack(">IIH", stream_id, 0, 0) + block)
+
+    received = bytearray()
+
+    async def frames() -> list[tuple[int, int, bytes]]:
+        """(control type or -stream id, flags, payload) of every frame until the server closes."""
+        while data := await client.receive_some(65536):
+            received.extend(data)
+        out, pos = [], 0
+        while pos < len(received):
+            head = received[pos : pos + 8]
+            length = int.from_bytes(head[5:8], "big")
+            payload = bytes(received[pos + 8 : pos + 8 + length])
+            kind = (
+                int.from_bytes(head[2:4], "big")
+                if head[0] & 0x80
+                else -int.from_bytes(head[:4], "big")
+            )
+            out.append((kind, head[4], payload))
+            pos += 8 + length
+        return out
+
+    async def serve() -> None:  # as the connection handler does: run, then close
+        await reply.run(kubelet, b"")
+        await kubelet.aclose()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(serve)
+        opening = syn(1, "error") + syn(3, "stdin") + syn(5, "stdout") + syn(7, "stderr")
+        await client.send_all(opening + _spdy.control_frame(_spdy.PING, struct.pack(">I", 1)))
+        await client.send_all(_spdy.data_frame(3, b"echo hi\nnosuch\nexit 5\n", _spdy.FLAG_FIN))
+        got = await frames()
+    replies = [p for kind, _, p in got if kind == _spdy.SYN_REPLY]
+    assert [struct.unpack(">I", p[:4])[0] for p in replies] == [1, 3, 5, 7]
+    assert _spdy.parse_header_block(inflate.decompress(replies[0][4:])) == {}
+    assert (_spdy.PING, 0, struct.pack(">I", 1)) in got
+    data = {-kind: b"" for kind, _, _ in got if kind < 0}
+    fins = set()
+    for kind, flags, payload in got:
+        if kind < 0:
+            data[-kind] += payload
+            if flags & _spdy.FLAG_FIN:
+                fins.add(-kind)
+    assert data[5] == b"hi\n" and data[7] == b"sh: nosuch: not found\n"
+    status = json.loads(data[1])
+    assert (
+        status["reason"] == "NonZeroExitCode" and status["details"]["causes"][0]["message"] == "5"
+    )
+    assert fins == {1, 5, 7}
+    assert got[-1][0] == _spdy.GOAWAY
+
+
+# --- tokens and access reviews ---------------------------------------------------------------
+
+
+class Reviews:
+    """A cluster's TokenReview and SubjectAccessReview endpoints, scripted."""
+
+    def __init__(self, *, served: bool = True) -> None:
+        self.served = served
+        self.calls: list[tuple[str, dict[str, object]]] = []
+
+    async def request(self, method: str, path: str, **kw: object) -> object:
+        from fleet.kube import Response
+
+        body = json.loads(kw["body"])  # type: ignore[arg-type]
+        self.calls.append((path, body))
+        if not self.served:
+            return Response(404, b"{}")
+        if path.endswith("tokenreviews"):
+            ok = body["spec"]["token"] == "good-token"
+            user = {"username": "system:serviceaccount:kube-system:metrics-server", "groups": ["g"]}
+            return Response(
+                201, json.dumps({"status": {"authenticated": ok, "user": user}}).encode()
+            )
+        attrs = body["spec"]["resourceAttributes"]
+        allowed = body["spec"]["user"] != "mallory" and attrs["subresource"] in ("metrics", "proxy")
+        return Response(201, json.dumps({"status": {"allowed": allowed}}).encode())
+
+
+async def test_tokens_are_reviewed_and_access_is_authorized() -> None:
+    from shards._kubeletapi import WebhookAuth
+
+    view = View()
+    view.add("web")
+    reviews = Reviews()
+    auth = WebhookAuth(reviews)  # type: ignore[arg-type]
+    server = KubeletServer(_settings(trustme.CA()), view, wall=lambda: T0, auth=auth)
+
+    def bearer(path: str, token: str) -> Request:
+        return Request("GET", path, [], {"authorization": f"Bearer {token}"}, None)
+
+    assert (await server.handle(bearer("/metrics/resource", "good-token"))).status == 200  # type: ignore[union-attr]
+    assert (await server.handle(bearer("/metrics/resource", "bad-token"))).status == 401  # type: ignore[union-attr]
+    forbidden = await server.handle(bearer("/stats/summary", "good-token"))
+    assert forbidden.status == 403  # type: ignore[union-attr]
+    assert forbidden.body == (  # type: ignore[union-attr]
+        b"Forbidden (user=system:serviceaccount:kube-system:metrics-server, verb=get, "
+        b"resource=nodes, subresource=stats)\n"
+    )
+    assert (await server.handle(_request("/pods", user="mallory"))).status == 403  # type: ignore[union-attr]
+    access = [body for path, body in reviews.calls if path.endswith("subjectaccessreviews")]
+    assert access[0]["spec"]["resourceAttributes"] == {  # type: ignore[index]
+        "verb": "get",
+        "resource": "nodes",
+        "subresource": "metrics",
+        "name": "n1",
+    }
+    calls = len(reviews.calls)
+    assert (await server.handle(bearer("/metrics/resource", "good-token"))).status == 200  # type: ignore[union-attr]
+    assert len(reviews.calls) == calls  # both answers cached
+
+
+async def test_without_review_apis_a_certificate_is_enough_and_a_token_is_not() -> None:
+    from shards._kubeletapi import WebhookAuth
+
+    view = View()
+    view.add("web")
+    auth = WebhookAuth(Reviews(served=False))  # type: ignore[arg-type]
+    server = KubeletServer(_settings(trustme.CA()), view, wall=lambda: T0, auth=auth)
+    assert (await server.handle(_request("/pods"))).status == 200  # type: ignore[union-attr]
+    token = Request("GET", "/pods", [], {"authorization": "Bearer good-token"}, None)
+    assert (await server.handle(token)).status == 401  # type: ignore[union-attr]

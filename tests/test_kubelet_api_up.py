@@ -1,0 +1,247 @@
+"""``kubectl logs``, ``exec``, ``port-forward``, ``nodes/proxy`` and ``top`` on ``up``: sandbox proxy → shard kubelet API, every kubectl.
+
+One ``up`` in a child process; the real kubectl binaries (1.27 … 1.33 and the default one)
+read a pod's scripted log through the sandbox's ``pods/log`` proxy and the shard's HTTPS
+kubelet API (client certificate from the sandbox's kubelet-client CA).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests._up_process import kubectl, kubectl_json, node_ready, up_process, wait_until
+
+pytestmark = pytest.mark.kubectl
+
+VERSIONS = ["1.27", "1.28", "1.29", "1.30", "1.31", "1.32", "1.33"]
+BINARIES = [f"/usr/lib/google-cloud-sdk/bin/kubectl.{v}" for v in VERSIONS] + ["/usr/bin/kubectl"]
+POD = """
+apiVersion: v1
+kind: Pod
+metadata:
+  name: talker
+  namespace: default
+  annotations:
+    fleet.mock.zhizuqiu.cn/logs: |
+      one
+      two
+      three
+    fleet.mock.zhizuqiu.cn/log-interval: 1s
+    fleet.mock.zhizuqiu.cn/usage-cpu: 250m
+    fleet.mock.zhizuqiu.cn/usage-memory: 50%
+    fleet.mock.zhizuqiu.cn/port.7000: echo
+    fleet.mock.zhizuqiu.cn/port.8081: '{"status": 418, "body": "teapot\\n"}'
+spec:
+  containers:
+  - name: app
+    image: busybox
+    resources: {requests: {cpu: 100m, memory: 64Mi}}
+"""
+
+
+def _run(
+    binary: str, kubeconfig: Path, *args: str, timeout: float = 30, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+    return subprocess.run(
+        [binary, "--cache-dir", str(kubeconfig.parent / "cache"), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        check=False,
+        input=stdin,
+    )
+
+
+def _interactive(kubeconfig: Path, pod: str, lines: list[bytes]) -> tuple[int, bytes]:
+    """``kubectl exec -it <pod> -- sh`` on a pseudo-terminal, typing ``lines``: (exit code,
+    what the terminal showed up to the exit)."""
+    fd, terminal = pty.openpty()
+    child = subprocess.Popen(
+        ["kubectl", "exec", "-it", pod, "--", "sh"],
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+        start_new_session=True,
+    )
+    os.close(terminal)
+    shown = b""
+
+    def read(seconds: float) -> None:
+        nonlocal shown
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            ready, _, _ = select.select([fd], [], [], 0.1)
+            if ready:
+                try:
+                    shown += os.read(fd, 4096)
+                except OSError:  # the terminal closed: kubectl is done
+                    return
+
+    for line in lines:
+        read(1.5)
+        os.write(fd, line)
+    read(3.0)
+    code = child.wait(timeout=10)
+    os.close(fd)
+    return code, shown.split(b"command terminated")[0]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _port_forward(binary: str, kubeconfig: Path, pod: str) -> list[str]:
+    """Through ``kubectl port-forward``: GET on 8080 (default answer), on 8081 (scripted),
+    and a line to 7000 (echo)."""
+    http, teapot, echo = _free_port(), _free_port(), _free_port()
+    child = subprocess.Popen(
+        [binary, "port-forward", f"pod/{pod}", f"{http}:8080", f"{teapot}:8081", f"{echo}:7000"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+    )
+    try:
+        assert child.stdout is not None
+        for _ in range(6):  # "Forwarding from 127.0.0.1:<port> -> <port>", IPv4 and IPv6
+            assert "Forwarding from" in child.stdout.readline()
+        got = []
+        with urllib.request.urlopen(f"http://127.0.0.1:{http}/hello", timeout=10) as answer:
+            got.append(answer.read().decode().strip())
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{teapot}/", timeout=10)
+        except urllib.error.HTTPError as exc:
+            got.append(f"{exc.code} {exc.read().decode().strip()}")
+        with socket.create_connection(("127.0.0.1", echo), timeout=10) as sock:
+            sock.sendall(b"ping")
+            got.append(sock.recv(100).decode())
+        return got
+    finally:
+        child.terminate()
+        child.wait(timeout=10)
+        if child.stdout is not None:
+            child.stdout.close()
+
+
+def test_logs_and_node_proxy_through_the_sandbox(tmp_path: Path) -> None:
+    with up_process(tmp_path, "--nodes", "1") as up:
+        kc = up.kubeconfig
+        wait_until(lambda: node_ready(kc, "fleet-node-0"), 20, "node Ready")
+        node = kubectl_json(kc, "get", "node", "fleet-node-0")
+        addresses = {a["type"]: a["address"] for a in node["status"]["addresses"]}
+        assert addresses["InternalIP"] == "127.0.0.1"
+        port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
+        assert port not in (0, 10250)  # the shard's own listener (a free port under up)
+        annotations = node["metadata"]["annotations"]
+        assert annotations["metrics.k8s.io/resource-metrics-path"] == (
+            "/nodes/fleet-node-0/metrics/resource"
+        )
+
+        kubectl(kc, "apply", "-f", "-", stdin=POD)
+        wait_until(
+            lambda: (
+                kubectl(kc, "get", "pod", "talker", "-o", "jsonpath={.status.phase}").stdout
+                == "Running"
+            ),
+            20,
+            "pod talker Running",
+        )
+        wait_until(  # one line a second since the pod's creation
+            lambda: len(kubectl(kc, "logs", "talker").stdout.splitlines()) >= 2, 10, "2 lines"
+        )
+        for binary in BINARIES:
+            assert Path(binary).exists(), f"{binary} is not installed"
+            got = _run(binary, kc, "logs", "talker", "--tail", "2")
+            assert got.returncode == 0, (binary, got.stderr)
+            lines = got.stdout.splitlines()
+            assert len(lines) == 2 and all(line in ("one", "two", "three") for line in lines)
+            stamped = _run(binary, kc, "logs", "talker", "--tail", "1", "--timestamps")
+            assert stamped.stdout.split(" ", 1)[0].endswith("000Z"), binary
+
+        # follow: new lines arrive while the stream is open (one a second), until kubectl stops
+        try:
+            followed = subprocess.run(
+                ["kubectl", "logs", "-f", "talker", "--tail", "0"],
+                capture_output=True,
+                text=True,
+                env={**os.environ, "KUBECONFIG": str(kc)},
+                timeout=3.5,
+            )
+            out = followed.stdout
+        except subprocess.TimeoutExpired as exc:
+            out = (
+                (exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else exc.stdout or ""
+            )
+        assert 2 <= len(out.splitlines()) <= 4, out
+
+        # the apiserver's own checks, with its messages
+        bad = kubectl(kc, "logs", "talker", "-c", "nope", check=False)
+        assert "container nope is not valid for pod talker" in bad.stderr
+        prev = kubectl(kc, "logs", "talker", "--previous", check=False)
+        assert 'previous terminated container "app" in pod "talker" not found' in prev.stderr
+
+        # nodes/proxy reaches the node's kubelet paths
+        pods = json.loads(
+            kubectl(kc, "get", "--raw", "/api/v1/nodes/fleet-node-0/proxy/pods").stdout
+        )
+        assert "talker" in [p["metadata"]["name"] for p in pods["items"]]
+        health = kubectl(kc, "get", "--raw", "/api/v1/nodes/fleet-node-0/proxy/healthz").stdout
+        assert health == "ok"
+        missing = kubectl(kc, "get", "--raw", "/api/v1/nodes/nope/proxy/pods", check=False)
+        assert 'nodes "nope" not found' in missing.stderr
+
+        # kubectl top: the sandbox's metrics.k8s.io, from the shard's /stats/summary
+        for binary in (BINARIES[0], BINARIES[-1]):
+            top = _run(binary, kc, "top", "pod", "talker", "--no-headers")
+            assert top.returncode == 0, (binary, top.stderr)
+            assert top.stdout.split()[1:] == ["250m", "32Mi"], top.stdout
+            nodes = _run(binary, kc, "top", "nodes", "--no-headers")
+            assert nodes.returncode == 0, (binary, nodes.stderr)
+            row = nodes.stdout.split()
+            assert row[0] == "fleet-node-0" and row[1] == "350m", nodes.stdout  # base 100m + pod
+        containers = kubectl(kc, "top", "pod", "talker", "--containers", "--no-headers").stdout
+        assert containers.split()[1:] == ["app", "250m", "32Mi"]
+
+        # exec: SPDY/3.1 (kubectl <= 1.29), WebSocket (>= 1.30): output, exit codes, stdin
+        for binary in BINARIES:
+            hello = _run(binary, kc, "exec", "talker", "--", "echo", "hello", "world")
+            assert (hello.returncode, hello.stdout) == (0, "hello world\n"), (binary, hello.stderr)
+            failed = _run(binary, kc, "exec", "talker", "--", "sh", "-c", "exit 3")
+            assert failed.returncode == 3, (binary, failed.stderr)
+            assert "command terminated with exit code 3" in failed.stderr
+        missing = kubectl(kc, "exec", "talker", "--", "nosuch", check=False)
+        assert missing.returncode == 1
+        assert 'exec: "nosuch": executable file not found in $PATH' in missing.stderr
+        shell = kubectl(
+            kc, "exec", "-i", "talker", "--", "sh", stdin="echo hi\nhostname\nexit 4\n", check=False
+        )
+        assert (shell.returncode, shell.stdout) == (4, "hi\ntalker\n"), shell.stderr
+        tty = _interactive(kc, "talker", [b"echo hi there\r", b"whoami\r", b"exit 2\r"])
+        assert tty == (2, b"# echo hi there\r\nhi there\r\n# whoami\r\nroot\r\n# exit 2\r\n"), tty
+        piped = _run(BINARIES[0], kc, "exec", "-i", "talker", "--", "cat", stdin="a\nb\n")
+        assert (piped.returncode, piped.stdout) == (0, "a\nb\n"), piped.stderr  # SPDY stdin FIN
+
+        # port-forward: SPDY (kubectl >= 1.31 falls back to it from its WebSocket tunnel)
+        for binary in (BINARIES[0], BINARIES[-1]):
+            assert _port_forward(binary, kc, "talker") == [
+                "kubemock-fleet: default/talker port 8080: GET /hello",
+                "418 teapot",
+                "ping",
+            ], binary
+    assert not [line for line in up.stderr if "Traceback" in line], up.stderr
