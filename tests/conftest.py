@@ -8,6 +8,21 @@ The sandbox apiserver, two ways:
 - ``shared_sandbox`` (sync tests, e.g. kubectl in a subprocess): one sandbox per
   session, served by ``trio.run`` in a background thread; yields the same
   ``RunningSandbox``. Tests share it, so each should work in its own namespace.
+
+The real control plane (:mod:`fleet.realcp`: etcd, kube-apiserver,
+kube-controller-manager, kube-scheduler), the reference the sandbox is checked
+against:
+
+- ``real_control_plane``: ONE per session, started on first use in a background
+  thread, with the fleet's CRDs installed; yields a
+  :class:`fleet.realcp.RunningControlPlane`. The binaries come from
+  ``$KUBEMOCK_FLEET_BINARIES``, else ``../shared/realk8s`` beside the checkout.
+  Without them the tests that need it skip with one reason, except under
+  ``CI=true``, where that is a failure.
+- ``apiserver``: parametrized ``sandbox`` / ``real`` (the latter marked ``real``):
+  a fresh sandbox in the test's nursery, or the session's real control plane, as an
+  :class:`Apiserver` (kind, url, kubeconfig). Tests on the shared real one must use
+  names no other test uses: ``tests._apiserver.unique`` makes them.
 """
 
 from __future__ import annotations
@@ -20,7 +35,16 @@ from pathlib import Path
 import pytest
 import trio
 
+from fleet.kube import Client, load_config
+from fleet.realcp import RealControlPlaneSettings, RunningControlPlane, serve_real_control_plane
 from fleet.sandbox import RunningSandbox, SandboxSettings, serve_sandbox
+from tests._apiserver import (
+    REAL_START_TIMEOUT,
+    Apiserver,
+    install_fleet_crds,
+    real_binaries,
+    serve_in_thread,
+)
 
 
 @pytest.fixture
@@ -28,6 +52,48 @@ async def sandbox(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[Runnin
     settings = SandboxSettings(port=0, kubeconfig_out=tmp_path / "kubeconfig")
     running: RunningSandbox = await nursery.start(serve_sandbox, settings)
     yield running
+
+
+@pytest.fixture(scope="session")
+def real_control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningControlPlane]:
+    binaries = real_binaries()
+    workdir = tmp_path_factory.mktemp("realcp")
+    settings = RealControlPlaneSettings(
+        binaries=binaries,
+        workdir=workdir,
+        # A namespace's "default" ServiceAccount appears a moment after the namespace
+        # (kube-controller-manager makes it) and this admission plugin refuses pods until
+        # then: tests create pods right after their namespace (docs/sandbox.md).
+        apiserver_flags=("--disable-admission-plugins=ServiceAccount",),
+    )
+
+    async def prepare(running: RunningControlPlane) -> None:
+        async with Client(load_config(running.kubeconfig)) as client:
+            await install_fleet_crds(client)
+
+    yield from serve_in_thread(
+        "real-control-plane", serve_real_control_plane, settings, REAL_START_TIMEOUT, prepare
+    )
+
+
+@pytest.fixture(params=["sandbox", pytest.param("real", marks=pytest.mark.real)])
+def apiserver_kind(request: pytest.FixtureRequest) -> RunningControlPlane | None:
+    """The real control plane for the ``real`` parameter (started on first use), else None."""
+    if request.param == "real":
+        real: RunningControlPlane = request.getfixturevalue("real_control_plane")
+        return real
+    return None
+
+
+@pytest.fixture
+async def apiserver(
+    apiserver_kind: RunningControlPlane | None, nursery: trio.Nursery, tmp_path: Path
+) -> Apiserver:
+    if apiserver_kind is not None:
+        return Apiserver("real", apiserver_kind.url, apiserver_kind.kubeconfig, real=apiserver_kind)
+    settings = SandboxSettings(port=0, kubeconfig_out=tmp_path / "kubeconfig")
+    running: RunningSandbox = await nursery.start(serve_sandbox, settings)
+    return Apiserver("sandbox", running.url, running.kubeconfig, sandbox=running)
 
 
 @pytest.fixture(scope="session")
