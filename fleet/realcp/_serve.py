@@ -61,8 +61,6 @@ log = logging.getLogger("fleet.realcp")
 
 SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/16"
 """The Services' range; its first address (10.96.0.1) is in the serving certificate."""
-CLUSTER_CIDR = "10.244.0.0/16"
-"""The pods' range kube-controller-manager allocates node podCIDRs from."""
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 CONTEXT_NAME = "kubemock-fleet-real"
 POLL_INTERVAL = 0.2
@@ -307,7 +305,8 @@ def _controller_manager_argv(
         f"--cluster-signing-key-file={pki.ca.key}",
         "--use-service-account-credentials",
         "--allocate-node-cidrs",
-        f"--cluster-cidr={CLUSTER_CIDR}",
+        f"--cluster-cidr={s.cluster_cidr}",
+        f"--node-cidr-mask-size={s.node_cidr_mask_size}",
         f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
         "--leader-elect=false",
         f"--kube-api-qps={s.client_qps}",
@@ -446,6 +445,12 @@ async def serve_real_control_plane(
             )
             task_status.started(running)
             await trio.sleep_forever()
+    except BaseException as exc:
+        if isinstance(exc, ComponentError) or (
+            isinstance(exc, BaseExceptionGroup) and exc.subgroup(ComponentError) is not None
+        ):
+            own_workdir = False  # keep the logs the error points at
+        raise
     finally:
         with trio.CancelScope(shield=True):
             await plane.stop_all()

@@ -40,6 +40,12 @@ class RealControlPlaneSettings:
     client_qps: int = 500
     """kube-controller-manager's and kube-scheduler's client QPS (burst twice that): their
     defaults (20) starve a fleet of thousands of nodes."""
+    cluster_cidr: str = "10.128.0.0/9"
+    """kube-controller-manager's ``--cluster-cidr``, node podCIDRs are allocated from it. The
+    fleet's own default ``podCidrRange``: kube-controller-manager exits at start when an
+    existing Node's podCIDR lies outside this range (the fleet assigns podCIDRs itself)."""
+    node_cidr_mask_size: int = 24
+    """``--node-cidr-mask-size``: the fleet's default ``nodePodCidrPrefix``."""
     apiserver_flags: tuple[str, ...] = ()
     """Extra kube-apiserver flags, appended last (so they win)."""
 
@@ -49,5 +55,9 @@ class RealControlPlaneSettings:
         for name in ("start_timeout", "stop_grace", "scheduler_stop_grace"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}: must be more than 0, got {getattr(self, name)}")
+        if not 8 <= self.node_cidr_mask_size <= 30:
+            raise ConfigError(
+                f"node_cidr_mask_size: must be 8 to 30, got {self.node_cidr_mask_size}"
+            )
         if self.client_qps < 1:
             raise ConfigError(f"client_qps: must be 1 or more, got {self.client_qps}")
