@@ -62,7 +62,7 @@ from bench._scenarios import ScenarioSpec
 from bench._slo import SloThresholds, slo_table
 from fleet import __version__
 from fleet.api import API_VERSION, GROUP, VERSION, crd_manifests
-from fleet.errors import AlreadyExists, FleetError, MethodNotAllowed, NotFound
+from fleet.errors import AlreadyExists, FleetError, Forbidden, MethodNotAllowed, NotFound
 from fleet.kube import Client, ObjectMeta, Reflector, TokenBucket, WatchEvent
 
 __all__ = ["RUN_LABEL", "NullProgress", "Progress", "RunOptions", "run_scenario"]
@@ -77,6 +77,10 @@ WATCH_BUFFER = 1024
 """Events buffered between a watch and its tracker."""
 CLEANUP_TIMEOUT = 120.0
 """Seconds the cleanup may take before it gives up and reports what is left."""
+SERVICE_ACCOUNT_WAIT = 15.0
+"""Seconds a pod create is retried while a real apiserver refuses it for want of the
+namespace's ``default`` ServiceAccount: kube-controller-manager makes that a moment after
+the namespace, and the ServiceAccount admission plugin refuses pods until then."""
 
 
 class Progress(Protocol):
@@ -538,7 +542,16 @@ class _Run:
         if self.spec.placement == "direct":
             body["spec"]["nodeName"] = self.node_names[index % len(self.node_names)]
         self.pods.created_client[name] = time.time()
-        await self.client.create(f"/api/v1/namespaces/{self.spec.namespace}/pods", body)
+        path = f"/api/v1/namespaces/{self.spec.namespace}/pods"
+        deadline = trio.current_time() + SERVICE_ACCOUNT_WAIT
+        while True:
+            try:
+                await self.client.create(path, body)
+                break
+            except Forbidden as exc:
+                if "service account" not in exc.message or trio.current_time() > deadline:
+                    raise
+                await trio.sleep(0.2)
         self.pods_created += 1
 
     async def delete_pod(self, name: str) -> None:
