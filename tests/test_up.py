@@ -152,6 +152,12 @@ def _run_main(
             "pod.yaml: expected apiVersion mock.zhizuqiu.cn/v1alpha1, kind Node; got v1, Pod",
         ),
         (["--node-template", "bad-cpu.yaml"], "bad-cpu.yaml: "),
+        (["--control-plane", "bogus"], "--control-plane: 'bogus' is not one of sandbox, real"),
+        (
+            ["--control-plane", "real", "--binaries", "nope"],
+            "/nope: no such directory of control-plane binaries (want kube-apiserver",
+        ),
+        (["--control-plane", "real", "--data", "d.json"], "--data: only the sandbox keeps"),
     ],
 )
 def test_bad_input_is_one_line(
