@@ -65,6 +65,9 @@ def real_control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run
         # (kube-controller-manager makes it) and this admission plugin refuses pods until
         # then: tests create pods right after their namespace (docs/sandbox.md).
         apiserver_flags=("--disable-admission-plugins=ServiceAccount",),
+        # Nor does every namespace get a "kube-root-ca.crt" ConfigMap a moment after it is
+        # made: tests list and watch the ConfigMaps of their own namespaces.
+        controller_manager_flags=("--controllers=*,-root-ca-cert-publisher",),
     )
 
     async def prepare(running: RunningControlPlane) -> None:

@@ -311,6 +311,7 @@ def _controller_manager_argv(
         "--leader-elect=false",
         f"--kube-api-qps={s.client_qps}",
         f"--kube-api-burst={2 * s.client_qps}",
+        *s.controller_manager_flags,
     ]
 
 

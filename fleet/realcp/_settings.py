@@ -48,6 +48,8 @@ class RealControlPlaneSettings:
     """``--node-cidr-mask-size``: the fleet's default ``nodePodCidrPrefix``."""
     apiserver_flags: tuple[str, ...] = ()
     """Extra kube-apiserver flags, appended last (so they win)."""
+    controller_manager_flags: tuple[str, ...] = ()
+    """Extra kube-controller-manager flags, appended last (e.g. ``--controllers=...``)."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
