@@ -18,9 +18,11 @@ import trio
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from fleet.errors import ComponentError, ConfigError
+from fleet.errors import ComponentError, ConfigError, Forbidden
+from fleet.kube import Client, load_config
 from fleet.realcp import (
     RealControlPlaneSettings,
+    RunningControlPlane,
     default_binaries_dir,
     find_binaries,
     serve_real_control_plane,
@@ -159,3 +161,22 @@ def test_pki_client_certificates_carry_user_and_groups(tmp_path: Path) -> None:
     sans = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
     assert sans.get_values_for_type(x509.DNSName) == ["localhost"]
+
+
+@pytest.mark.real
+async def test_users_by_client_certificate_and_rbac(
+    real_control_plane: RunningControlPlane, tmp_path: Path
+) -> None:
+    """The real control plane authenticates CN/O of its CA's certificates and authorizes by RBAC."""
+    jane = real_control_plane.write_kubeconfig(tmp_path / "jane", "jane", ["devs"])
+    root = real_control_plane.write_kubeconfig(tmp_path / "root", "root", ["system:masters"])
+    async with Client(load_config(jane)) as client:
+        with pytest.raises(Forbidden, match='User "jane" cannot list resource "namespaces"'):
+            await client.list("/api/v1/namespaces")
+    async with Client(load_config(root)) as client:
+        assert "default" in {
+            n["metadata"]["name"] for n in (await client.list("/api/v1/namespaces")).items
+        }
+        version = await client.get("/version")
+        assert version["gitVersion"].startswith("v1.")
+    assert real_control_plane.components[:2] == ("etcd", "kube-apiserver")
