@@ -228,6 +228,7 @@ async def test_up_in_process_drives_nodes_and_reports_status(tmp_path: Path) -> 
         up.stop()
     gc.collect()
     # The coordinator released its leader Lease on the way out, while the apiserver still answered.
+    assert running.sandbox is not None
     app = running.sandbox.app
     lease = app.store.get(
         ("coordination.k8s.io", "leases"), "kube-mock-system", "kubemock-fleet-coordinator"
@@ -253,6 +254,7 @@ async def test_shards_zero_means_no_fleet_and_loops_switch_off(
             conditions = (await client.get("/api/v1/namespaces/default/pods/p"))["status"].get(
                 "conditions", []
             )
+        assert running.sandbox is not None
         store = running.sandbox.app.store
         assert store.count(("mock.zhizuqiu.cn", "nodes")) == 1  # the CR is there...
         assert store.count(("", "nodes")) == 0  # ...but nothing drives it
