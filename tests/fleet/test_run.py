@@ -86,6 +86,13 @@ async def test_run_two_shards(nursery: trio.Nursery, apiserver: Apiserver, tmp_p
                 return response.status == 200 and ready(await client.get("/api/v1/nodes/run-node"))
 
             await wait_for(node_ready, 15, "the CR's node Ready", interval=0.1)
+
+            async def cr_reported() -> bool:
+                # The CR's status is the shard's last write for a new node, after the Node's.
+                got = await client.get(cr_path(FLEET_NS, "run-node"))
+                return len((got.get("status") or {}).get("conditions") or []) == 2
+
+            await wait_for(cr_reported, 10, "the CR's status", interval=0.1)
             cr = await client.get(cr_path(FLEET_NS, "run-node"))
             shard = cr["metadata"]["labels"][SHARD_LABEL]
             assert shard in ("0", "1")
