@@ -55,16 +55,24 @@ class Apiserver:
         return self.kind == "real"
 
 
-def real_binaries() -> Path:
-    """The binaries directory for the real control plane; skips (fails under CI) without one."""
+def missing_real_binaries() -> str | None:
+    """Why the real control plane cannot run here (one line), or None when it can."""
     chosen = os.environ.get(BINARIES_ENV)
     directory = Path(chosen) if chosen else SHARED_BINARIES
     if (directory / "kube-apiserver").is_file() or (directory / "kube-apiserver.xz").is_file():
-        return directory
-    reason = (
+        return None
+    return (
         f"real control plane: no kube-apiserver in {directory} "
         f"(set {BINARIES_ENV}=DIR, e.g. an envtest KUBEBUILDER_ASSETS)"
     )
+
+
+def real_binaries() -> Path:
+    """The binaries directory for the real control plane; skips (fails under CI) without one."""
+    reason = missing_real_binaries()
+    if reason is None:
+        chosen = os.environ.get(BINARIES_ENV)
+        return Path(chosen) if chosen else SHARED_BINARIES
     if os.environ.get("CI") == "true":
         pytest.fail(reason + "; CI=true needs it", pytrace=False)
     pytest.skip(reason)

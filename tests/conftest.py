@@ -17,8 +17,8 @@ against:
   thread, with the fleet's CRDs installed; yields a
   :class:`fleet.realcp.RunningControlPlane`. The binaries come from
   ``$KUBEMOCK_FLEET_BINARIES``, else ``../shared/realk8s`` beside the checkout.
-  Without them the tests that need it skip with one reason, except under
-  ``CI=true``, where that is a failure.
+  Without them the tests marked ``real`` are left out, with one line saying
+  why at the end of the run, except under ``CI=true``, where they fail.
 - ``apiserver``: parametrized ``sandbox`` / ``real`` (the latter marked ``real``):
   a fresh sandbox in the test's nursery, or the session's real control plane, as an
   :class:`Apiserver` (kind, url, kubeconfig). Tests on the shared real one must use
@@ -27,6 +27,7 @@ against:
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -42,9 +43,29 @@ from tests._apiserver import (
     REAL_START_TIMEOUT,
     Apiserver,
     install_fleet_crds,
+    missing_real_binaries,
     real_binaries,
     serve_in_thread,
 )
+
+_left_out: list[tuple[int, str]] = []
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Without the real control plane's binaries, leave its tests out (not under CI=true)."""
+    reason = missing_real_binaries()
+    if reason is None or os.environ.get("CI") == "true":
+        return
+    real = [item for item in items if item.get_closest_marker("real") is not None]
+    if real:
+        config.hook.pytest_deselected(items=real)
+        items[:] = [item for item in items if item.get_closest_marker("real") is None]
+        _left_out.append((len(real), reason))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for count, reason in _left_out:
+        terminalreporter.write_line(f"SKIPPED {count} tests marked real: {reason}", yellow=True)
 
 
 @pytest.fixture
