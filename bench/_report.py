@@ -191,8 +191,9 @@ class PlotsInfo(_Base, frozen=True):
 
 class TargetInfo(_Base, frozen=True):
     server: str
-    mode: Literal["sandbox", "cluster"]
-    """``sandbox``: the bench started its own; ``cluster``: from a kubeconfig."""
+    mode: Literal["sandbox", "real", "cluster"]
+    """``sandbox``: the bench started its own sandbox; ``real``: its own real control plane
+    (``--control-plane real``); ``cluster``: from a kubeconfig."""
     fleet: Literal["started", "external", "none"]
     """``started``: the bench ran the fleet itself; ``external``: one already drives the cluster;
     ``none``: no fleet (``--shards 0``), the apiserver alone."""

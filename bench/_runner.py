@@ -68,7 +68,7 @@ from bench._scenarios import ScenarioSpec
 from bench._slo import SloThresholds, slo_table
 from fleet import __version__
 from fleet.api import API_VERSION, GROUP, VERSION, crd_manifests
-from fleet.errors import AlreadyExists, FleetError, MethodNotAllowed, NotFound
+from fleet.errors import AlreadyExists, FleetError, Forbidden, MethodNotAllowed, NotFound
 from fleet.kube import (
     Client,
     HotTransport,
@@ -95,6 +95,10 @@ CLEANUP_TIMEOUT = 120.0
 WRITE_TIMEOUT = 60.0
 """Seconds one write of the load may take, as the httpx client's read timeout: a slow
 write is a latency to report (the apiserver's own request timeout is 60 s), not a failure."""
+SERVICE_ACCOUNT_WAIT = 15.0
+"""Seconds a pod create is retried while a real apiserver refuses it for want of the
+namespace's ``default`` ServiceAccount: kube-controller-manager makes that a moment after
+the namespace, and the ServiceAccount admission plugin refuses pods until then."""
 
 
 class Progress(Protocol):
@@ -565,7 +569,16 @@ class _Run:
         if self.spec.placement == "direct":
             body["spec"]["nodeName"] = self.node_names[index % len(self.node_names)]
         self.pods.created_client[name] = time.time()
-        await self.writer.create(f"/api/v1/namespaces/{self.spec.namespace}/pods", body)
+        path = f"/api/v1/namespaces/{self.spec.namespace}/pods"
+        deadline = trio.current_time() + SERVICE_ACCOUNT_WAIT
+        while True:
+            try:
+                await self.writer.create(path, body)
+                break
+            except Forbidden as exc:
+                if "service account" not in exc.message or trio.current_time() > deadline:
+                    raise
+                await trio.sleep(0.2)
         self.pods_created += 1
 
     async def delete_pod(self, name: str) -> None:

@@ -8,6 +8,7 @@ catch one family and the CLIs print one clear line per fault::
     FleetError
     ├── ConfigError            bad kubeconfig, settings, CLI input (names the file/field)
     ├── InputError             a malformed CR, duration, quantity or IP (names the field)
+    ├── ComponentError         a process we started (etcd, kube-apiserver...) failed or hung
     ├── TransportError         the request did not get an HTTP answer
     │   ├── ConnectError       could not connect (refused, DNS, TLS handshake)
     │   ├── ReadTimeout        no (more) bytes within the timeout
@@ -43,6 +44,7 @@ __all__ = [
     "AlreadyExists",
     "ApiError",
     "BadRequest",
+    "ComponentError",
     "ConfigError",
     "Conflict",
     "ConnectError",
@@ -74,6 +76,13 @@ class ConfigError(FleetError):
     """Configuration that cannot be used: a kubeconfig, a settings file, a flag.
 
     The message names the source (file path or flag) and the fault, in one line.
+    """
+
+
+class ComponentError(FleetError):
+    """A component process this program started exited or never got ready.
+
+    The message names the component and ends with the last lines of its log.
     """
 
 

@@ -1,4 +1,5 @@
-"""The README's Getting Started, end to end: kube-mock's example, with kubectl, against ``up``.
+"""The README's Getting Started, end to end: kube-mock's example, with kubectl, against ``up``
+(on the sandbox, and with ``--control-plane real``).
 
 ``up`` runs as a child process, as a user runs it; everything else is the
 real kubectl. The Node CR of kube-mock's README is applied unchanged
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from tests._apiserver import real_binaries
 from tests._up_process import KUBECTL, kubectl, kubectl_json, node_ready, up_process, wait_until
 
 pytestmark = pytest.mark.kubectl
@@ -83,8 +85,16 @@ class PodWatch:
         return out
 
 
-def test_getting_started_kube_mock_example(tmp_path: Path) -> None:
-    with up_process(tmp_path) as up:
+@pytest.mark.parametrize("control_plane", ["sandbox", pytest.param("real", marks=pytest.mark.real)])
+def test_getting_started_kube_mock_example(tmp_path: Path, control_plane: str) -> None:
+    # On the real control plane `up` starts its own (this is `up --control-plane real` under
+    # test): kube-scheduler and kube-controller-manager place and run the pods.
+    flags = (
+        []
+        if control_plane == "sandbox"
+        else ["--control-plane", "real", "--binaries", str(real_binaries())]
+    )
+    with up_process(tmp_path, *flags) as up:
         kc = up.kubeconfig
         # 1. kube-mock's Node CR, unchanged: a fake node that turns Ready.
         out = kubectl(kc, "apply", "-f", str(EXAMPLES / "node-sample.yaml")).stdout
@@ -97,6 +107,18 @@ def test_getting_started_kube_mock_example(tmp_path: Path) -> None:
         # 2. The example Deployment: the real file (10 s) and a copy with a short delay.
         kubectl(kc, "create", "namespace", "ten-seconds")
         kubectl(kc, "create", "namespace", "short")
+        if control_plane == "real":
+            # kube-controller-manager gives each namespace its "default" ServiceAccount a
+            # moment after it is made, and pods are refused until then: a ReplicaSet's
+            # retries would start the pods seconds late (docs/sandbox.md).
+            for ns in ("ten-seconds", "short"):
+                wait_until(
+                    lambda ns=ns: (
+                        kubectl(kc, "get", "sa", "default", "-n", ns, check=False).returncode == 0
+                    ),
+                    10,
+                    f"the default ServiceAccount of {ns}",
+                )
         kubectl(kc, "apply", "-n", "ten-seconds", "-f", str(EXAMPLES / "deployment.yaml"))
         original = (EXAMPLES / "deployment.yaml").read_text()
         assert "zhizuqiu.github.com/delayRunning: 10s" in original

@@ -152,6 +152,12 @@ def _run_main(
             "pod.yaml: expected apiVersion mock.zhizuqiu.cn/v1alpha1, kind Node; got v1, Pod",
         ),
         (["--node-template", "bad-cpu.yaml"], "bad-cpu.yaml: "),
+        (["--control-plane", "bogus"], "--control-plane: 'bogus' is not one of sandbox, real"),
+        (
+            ["--control-plane", "real", "--binaries", "nope"],
+            "/nope: no such directory of control-plane binaries (want kube-apiserver",
+        ),
+        (["--control-plane", "real", "--data", "d.json"], "--data: only the sandbox keeps"),
     ],
 )
 def test_bad_input_is_one_line(
@@ -222,6 +228,7 @@ async def test_up_in_process_drives_nodes_and_reports_status(tmp_path: Path) -> 
         up.stop()
     gc.collect()
     # The coordinator released its leader Lease on the way out, while the apiserver still answered.
+    assert running.sandbox is not None
     app = running.sandbox.app
     lease = app.store.get(
         ("coordination.k8s.io", "leases"), "kube-mock-system", "kubemock-fleet-coordinator"
@@ -247,6 +254,7 @@ async def test_shards_zero_means_no_fleet_and_loops_switch_off(
             conditions = (await client.get("/api/v1/namespaces/default/pods/p"))["status"].get(
                 "conditions", []
             )
+        assert running.sandbox is not None
         store = running.sandbox.app.store
         assert store.count(("mock.zhizuqiu.cn", "nodes")) == 1  # the CR is there...
         assert store.count(("", "nodes")) == 0  # ...but nothing drives it

@@ -125,6 +125,19 @@ def bench(
         help="Scenarios: leave the run's objects in place for inspection (the summary says how "
         "to delete them). Useful with --kubeconfig: the bench's own sandbox ends with the bench.",
     ),
+    control_plane: str = typer.Option(
+        "sandbox",
+        "--control-plane",
+        help="Scenarios without --kubeconfig: the bench's own apiserver, sandbox or real "
+        "(etcd + kube-apiserver ... from --binaries, as `up --control-plane real`).",
+    ),
+    binaries: Path | None = typer.Option(
+        None,
+        "--binaries",
+        file_okay=False,
+        help="--control-plane real: the binaries directory (default: $KUBEMOCK_FLEET_BINARIES, "
+        "else $KUBEBUILDER_ASSETS).",
+    ),
 ) -> None:
     """Run a benchmark: the transport or sandbox micro-benchmark, or a load scenario against a control plane."""
     if scenario == TRANSPORT:
@@ -151,6 +164,8 @@ def bench(
         context=context,
         as_json=as_json,
         keep=keep,
+        control_plane=control_plane,
+        binaries=binaries.absolute() if binaries is not None else None,
     )
     if not (report.completed and report.slo_passed):
         raise typer.Exit(1)
@@ -304,12 +319,15 @@ class _RichProgress:
 async def _own_cluster(
     shards: int,
     output: Callable[[bytes], None] | None = None,
+    control_plane: str = "sandbox",
+    binaries: Path | None = None,
     *,
     task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """``kubemock-fleet up`` as a task: sandbox, control plane (scheduler, controllers),
-    coordinator and ``shards`` shard child processes, no nodes; reports the ``Up`` and its
-    ``RunningUp``. ``up.stop()`` ends it cleanly (shards first, then the apiserver)."""
+    """``kubemock-fleet up`` as a task: sandbox (or a real control plane), control plane
+    (scheduler, controllers), coordinator and ``shards`` shard child processes, no nodes;
+    reports the ``Up`` and its ``RunningUp``. ``up.stop()`` ends it cleanly (shards first,
+    then the apiserver)."""
     from fleet.up import Up, UpSettings
 
     workdir = Path(tempfile.mkdtemp(prefix="kubemock-fleet-bench-"))
@@ -321,6 +339,8 @@ async def _own_cluster(
             shards=shards,
             shard_processes=shards > 0,
             output=output,
+            control_plane=control_plane,
+            binaries=binaries,
         )
     )
     try:
@@ -373,6 +393,8 @@ def _run_scenario(
     context: str | None,
     as_json: bool,
     keep: bool = False,
+    control_plane: str = "sandbox",
+    binaries: Path | None = None,
 ) -> Any:
     import secrets
 
@@ -384,6 +406,10 @@ def _run_scenario(
     from fleet.kube import Client, load_config
 
     own = kubeconfig is None and context is None
+    if control_plane != "sandbox" and not own:
+        raise InputError(
+            "--control-plane: the bench starts its own only without --kubeconfig/--context"
+        )
     run_id = secrets.token_hex(4)
     out = output if output is not None else Path("bench-results") / f"{spec.name}-{run_id}"
     console = Console(stderr=True)
@@ -408,11 +434,19 @@ def _run_scenario(
             else:
                 # The shard children's lines print above the progress bars, not into them.
                 up, running = await nursery.start(
-                    partial(_own_cluster, shards, console_sink(console) if live else None)
+                    partial(
+                        _own_cluster,
+                        shards,
+                        console_sink(console) if live else None,
+                        control_plane,
+                        binaries,
+                    )
                 )
                 config = load_config(running.kubeconfig)
                 target = TargetInfo(
-                    server=running.url, mode="sandbox", fleet="started" if shards else "none"
+                    server=running.url,
+                    mode="real" if control_plane == "real" else "sandbox",
+                    fleet="started" if shards else "none",
                 )
             options = RunOptions(
                 target=target,

@@ -26,7 +26,7 @@ from rich.text import Text
 from fleet._settings import load_settings
 from fleet.cli._app import app
 from fleet.cli._console import console_sink, logs_through
-from fleet.up import LOOPS, Up, UpSettings, load_template, render
+from fleet.up import CONTROL_PLANES, LOOPS, Up, UpSettings, load_template, render
 
 __all__ = ["DEFAULT_KUBECONFIG", "PLAIN_STATUS_EVERY", "kubeconfig_for", "up"]
 
@@ -128,6 +128,11 @@ async def _run(settings: UpSettings, console: Console) -> None:
         )
         _say(f"apiserver: {running.url}")
         plane = ", ".join(running.loops) or "off"
+        if running.real is not None:
+            real = ", ".join(running.real.components)
+            plane = f"real ({real})" + (
+                f" + loops {', '.join(running.loops)}" if running.loops else ""
+            )
         _say(f"control plane: {plane}; fleet: {fleet}")
         if settings.nodes:
             _say(
@@ -191,6 +196,19 @@ def up(
         help="YAML settings file for the fleet (see `config show`).",
     ),
     host: str = typer.Option("127.0.0.1", "--host", help="Address the apiserver binds."),
+    control_plane: str = typer.Option(
+        "sandbox",
+        "--control-plane",
+        help=f"The apiserver: {' or '.join(CONTROL_PLANES)} (etcd, kube-apiserver and, when "
+        "present, kube-controller-manager and kube-scheduler from --binaries).",
+    ),
+    binaries: Path | None = typer.Option(
+        None,
+        "--binaries",
+        file_okay=False,
+        help="--control-plane real: directory of kube-apiserver etc., plain or .xz with "
+        "SHA256SUMS (default: $KUBEMOCK_FLEET_BINARIES, else $KUBEBUILDER_ASSETS).",
+    ),
 ) -> None:
     """Run an apiserver, its control plane and a fleet of fake kubelets on this machine."""
     settings = UpSettings(
@@ -204,6 +222,8 @@ def up(
         disabled=frozenset(disable),
         fleet=load_settings(config_file=config, flags={"shards": shards}),
         config_file=config.absolute() if config is not None else None,
+        control_plane=control_plane,
+        binaries=binaries.absolute() if binaries is not None else None,
     )
     trio.run(partial(_main, settings))  # errors: one line at the CLI's boundary (_app.main)
     sys.stdout.flush()

@@ -17,6 +17,12 @@ no matching toleration gets ``default_toleration_seconds``, what the
 DefaultTolerationSeconds admission plugin gives every pod; one tolerating
 without a limit stays), the pod is deleted. A node heard from again loses
 the taints; its kubelet sets Ready itself, as a real one does.
+
+A Ready node also loses the ``node.kubernetes.io/not-ready`` NoSchedule taint
+a real kube-apiserver's TaintNodesByCondition admission gives every new Node
+(kube-controller-manager's NoSchedule tainting pass does the same): without
+that, nothing could be scheduled on a real apiserver that has no
+kube-controller-manager (envtest's binaries, ``up --control-plane real``).
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ __all__ = ["NodeLifecycleController", "NodeLifecycleSettings"]
 log = logging.getLogger(__name__)
 
 TAINT_UNREACHABLE = "node.kubernetes.io/unreachable"
+TAINT_NOT_READY = "node.kubernetes.io/not-ready"
 _WATCHED_CONDITIONS = ("Ready", "MemoryPressure", "DiskPressure", "PIDPressure")
 _NO_EXECUTE = {"key": TAINT_UNREACHABLE, "effect": "NoExecute"}
 
@@ -188,10 +195,21 @@ class NodeLifecycleController:
                             },
                         ],
                     )
-            elif ours:
-                await self._set_taints(
-                    node, [t for t in taints if t.get("key") != TAINT_UNREACHABLE]
-                )
+            else:
+                ready = condition(node.status, "Ready")
+                stale = [
+                    t
+                    for t in taints
+                    if t.get("key") == TAINT_UNREACHABLE
+                    or (
+                        t.get("key") == TAINT_NOT_READY
+                        and t.get("effect") == "NoSchedule"
+                        and ready is not None
+                        and ready.get("status") == "True"
+                    )
+                ]
+                if stale:
+                    await self._set_taints(node, [t for t in taints if t not in stale])
             if any(t.get("effect") == "NoExecute" for t in ours):
                 since = self._tainted_since.setdefault(name, now)
                 await self._evict(name, now - since)

@@ -695,11 +695,14 @@ def write_kubeconfig(
     insecure: bool = False,
     context_name: str = "kubemock-fleet",
     namespace: str | None = None,
+    client_cert_data: bytes | None = None,
+    client_key_data: bytes | None = None,
 ) -> Path:
     """Write a one-cluster kubeconfig (mode 0600) that kubectl and :func:`load_config` accept.
 
     The file is written beside ``path`` and renamed over it, so a reader never
-    sees half a kubeconfig. ``ca_data`` is the PEM of the CA to trust.
+    sees half a kubeconfig. ``ca_data`` is the PEM of the CA to trust;
+    ``client_cert_data`` and ``client_key_data`` (PEM) a client certificate.
     """
     parts = urlsplit(server)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -714,6 +717,11 @@ def write_kubeconfig(
     user: dict[str, Any] = {}
     if token is not None:
         user["token"] = token
+    if (client_cert_data is None) != (client_key_data is None):
+        raise ConfigError(f"{path}: a client certificate needs its key, and a key its certificate")
+    if client_cert_data is not None and client_key_data is not None:
+        user["client-certificate-data"] = base64.b64encode(client_cert_data).decode("ascii")
+        user["client-key-data"] = base64.b64encode(client_key_data).decode("ascii")
     context: dict[str, Any] = {"cluster": context_name, "user": context_name}
     if namespace:
         context["namespace"] = namespace

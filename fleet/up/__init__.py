@@ -10,7 +10,8 @@ but the CLI and the tests. Public surface:
   :class:`RunningUp`; ``up.stop()`` ends it cleanly), ``up.status()``;
 - :class:`Status` and :func:`render`: the live status line;
 - :func:`load_template` and :data:`DEFAULT_TEMPLATE`: the ``--nodes`` template;
-- :data:`LOOPS`: the control-plane loops ``--disable`` can switch off.
+- :data:`LOOPS`: the control-plane loops ``--disable`` can switch off;
+- :data:`CONTROL_PLANES`: what ``--control-plane`` takes (``sandbox``, ``real``).
 """
 
 from fleet.up._claim import claim_kubeconfig as claim_kubeconfig
@@ -21,11 +22,13 @@ from fleet.up._nodes import NodeTemplate as NodeTemplate
 from fleet.up._nodes import load_template as load_template
 from fleet.up._status import Status as Status
 from fleet.up._status import render as render
+from fleet.up._up import CONTROL_PLANES as CONTROL_PLANES
 from fleet.up._up import RunningUp as RunningUp
 from fleet.up._up import Up as Up
 from fleet.up._up import UpSettings as UpSettings
 
 __all__ = [
+    "CONTROL_PLANES",
     "DEFAULT_TEMPLATE",
     "LOOPS",
     "NodeTemplate",

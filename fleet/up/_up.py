@@ -5,11 +5,15 @@
 0. a claim on the kubeconfig (``_claim``): a second ``up`` writing the same
    one stops with one line instead of overwriting a live cluster's;
 1. the sandbox apiserver (:func:`fleet.sandbox.serve_sandbox`: TLS, a bearer
-   token, the kubeconfig written where asked);
+   token, the kubeconfig written where asked), or with ``control_plane="real"`` a
+   real one (:func:`fleet.realcp.serve_real_control_plane`: etcd, kube-apiserver,
+   and kube-controller-manager and kube-scheduler when the binaries directory has
+   them; an admin kubeconfig written where asked);
 2. over one httpx :class:`~fleet.kube.Client`: the fleet's CRDs (from the
    models) and the namespace ``kube-mock-system`` (``_bootstrap``);
 3. the control-plane loops not switched off (:class:`fleet.controlplane.ControlPlane`,
-   on the same client);
+   on the same client); on a real control plane only those whose real component is
+   missing (:data:`REAL_COMPONENT_LOOPS`), e.g. all of them beside envtest's binaries;
 4. the fleet, unless ``shards == 0``: the coordinator in this process, and
    the shards. One shard runs in this process, on its own client and hot-path
    transport as ``kubemock-fleet shard`` would (no second Python start,
@@ -34,6 +38,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -46,8 +51,15 @@ from fleet._settings import ENV_PREFIX, FleetSettings, ShardSettings
 from fleet.controlplane import ControlPlane
 from fleet.errors import ConfigError
 from fleet.kube import Client, InstrumentedRequester, load_config
+from fleet.realcp import (
+    RealControlPlaneSettings,
+    RunningControlPlane,
+    default_binaries_dir,
+    serve_real_control_plane,
+)
 from fleet.sandbox import RunningSandbox, SandboxSettings, serve_sandbox
 from fleet.supervise import Supervisor, process_identity, shard_command
+from fleet.up._apistatus import ApiStatusSampler
 from fleet.up._bootstrap import ensure_namespace, install_crds
 from fleet.up._claim import claim_kubeconfig
 from fleet.up._controlplane import LOOPS, check_loops, control_plane_settings
@@ -57,7 +69,15 @@ from fleet.wire import shard_host
 
 DEFAULT_SHARD_METRICS_PORT = ShardSettings().metrics_port
 
-__all__ = ["RunningUp", "Up", "UpSettings"]
+__all__ = ["CONTROL_PLANES", "REAL_COMPONENT_LOOPS", "RunningUp", "Up", "UpSettings"]
+
+CONTROL_PLANES = ("sandbox", "real")
+"""What ``--control-plane`` takes: the embedded sandbox apiserver, or a real one."""
+REAL_COMPONENT_LOOPS = {
+    "kube-controller-manager": ("deployment", "replicaset", "nodelifecycle", "garbagecollector"),
+    "kube-scheduler": ("scheduler",),
+}
+"""The loops of ours each real component does itself: they run only where it is missing."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +115,12 @@ class UpSettings:
     output: Callable[[bytes], None] | None = None
     """Where the shard children's output lines go, prefixed ``[shard K] ``; None: our
     stderr. A command drawing a live status passes a sink printing above it."""
+    control_plane: str = "sandbox"
+    """``sandbox`` (embedded, in this process) or ``real`` (etcd, kube-apiserver ... as child
+    processes, from :attr:`binaries`)."""
+    binaries: Path | None = None
+    """The real control plane's binaries directory; None: ``$KUBEMOCK_FLEET_BINARIES``, else
+    ``$KUBEBUILDER_ASSETS`` (:func:`fleet.realcp.default_binaries_dir`)."""
 
     def __post_init__(self) -> None:
         if self.nodes < 0:
@@ -104,13 +130,25 @@ class UpSettings:
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"--port: must be between 0 and 65535, got {self.port}")
         check_loops(self.disabled)
+        if self.control_plane not in CONTROL_PLANES:
+            raise ConfigError(
+                f"--control-plane: {self.control_plane!r} is not one of {', '.join(CONTROL_PLANES)}"
+            )
+        if self.control_plane == "real":
+            if self.data_file is not None:
+                raise ConfigError("--data: only the sandbox keeps its state in a file")
+            if self.host not in ("127.0.0.1", "localhost"):
+                raise ConfigError(
+                    f"--host {self.host}: the real control plane listens on 127.0.0.1"
+                )
 
 
 @dataclass(frozen=True)
 class RunningUp:
     """What a started ``up`` reports."""
 
-    sandbox: RunningSandbox
+    sandbox: RunningSandbox | None
+    """The sandbox apiserver; None on a real control plane."""
     kubeconfig: Path
     """The kubeconfig written for users (``export KUBECONFIG=...``)."""
     loops: tuple[str, ...]
@@ -118,9 +156,14 @@ class RunningUp:
     nodes_created: int
     nodes_existing: int
     """Of the ``--nodes`` CRs: how many were created now, how many were there already."""
+    real: RunningControlPlane | None = None
+    """The real control plane (``control_plane="real"``)."""
 
     @property
     def url(self) -> str:
+        if self.real is not None:
+            return self.real.url
+        assert self.sandbox is not None
         return self.sandbox.url
 
 
@@ -142,7 +185,7 @@ class Up:
     def __init__(self, settings: UpSettings) -> None:
         self.settings = settings
         self._stop = trio.Event()
-        self._sampler: StatusSampler | None = None
+        self._sampler: StatusSampler | ApiStatusSampler | None = None
         self.supervisor: Supervisor | None = None
         """The shard children's supervisor, when shards run as processes."""
         self._kubelet_ca: Path | None = None
@@ -177,37 +220,54 @@ class Up:
             data_file=s.data_file,
         )
         async with trio.open_nursery() as outer:
-            try:
-                sandbox: RunningSandbox = await outer.start(
-                    partial(serve_sandbox, sandbox_settings)
-                )
-            except (OSError, BaseExceptionGroup) as exc:  # hypercorn's bind error comes in groups
-                bind_error = _bind_error(exc)
-                if bind_error is None:
-                    raise
-                raise ConfigError(
-                    f"--port {s.port}: cannot listen on {s.host}:{s.port}: "
-                    f"{bind_error.strerror or bind_error}"
-                ) from exc
-            self._kubelet_ca = sandbox.kubelet_client_ca
-            self._sampler = StatusSampler(sandbox.app)
-            self._sampler.sample()  # the first reading only starts the request-rate clock
-            config = load_config(sandbox.kubeconfig)
+            sandbox: RunningSandbox | None = None
+            real: RunningControlPlane | None = None
+            covered: set[str] = set()
+            if s.control_plane == "real":
+                real = await outer.start(serve_real_control_plane, self._real_settings())
+                kubeconfig = real.kubeconfig
+                for component, names in REAL_COMPONENT_LOOPS.items():
+                    if component in real.components:
+                        covered.update(names)
+            else:
+                try:
+                    sandbox = await outer.start(partial(serve_sandbox, sandbox_settings))
+                except (OSError, BaseExceptionGroup) as exc:  # hypercorn's bind error: in groups
+                    bind_error = _bind_error(exc)
+                    if bind_error is None:
+                        raise
+                    raise ConfigError(
+                        f"--port {s.port}: cannot listen on {s.host}:{s.port}: "
+                        f"{bind_error.strerror or bind_error}"
+                    ) from exc
+                kubeconfig = sandbox.kubeconfig
+                self._kubelet_ca = sandbox.kubelet_client_ca
+                self._sampler = StatusSampler(sandbox.app)
+                self._sampler.sample()  # the first reading only starts the request-rate clock
+            config = load_config(kubeconfig)
             async with Client(config) as client:
                 await install_crds(client)
                 for namespace in sorted({s.fleet.namespace, s.node_template.namespace}):
                     await ensure_namespace(client, namespace)
                 async with trio.open_nursery() as fleet:
-                    loops = tuple(name for name in LOOPS if name not in s.disabled)
+                    if real is not None:
+                        api_sampler = ApiStatusSampler(client)
+                        self._sampler = api_sampler
+                        await api_sampler.read()
+                        fleet.start_soon(api_sampler.run)
+                    loops = tuple(
+                        name for name in LOOPS if name not in s.disabled and name not in covered
+                    )
                     if loops:
-                        plane = ControlPlane(client, control_plane_settings(s.disabled))
+                        off = frozenset(s.disabled | covered)
+                        plane = ControlPlane(client, control_plane_settings(off))
                         await fleet.start(plane.run)
-                    children_done = await self._start_fleet(fleet, client, sandbox.kubeconfig)
+                    children_done = await self._start_fleet(fleet, client, kubeconfig)
                     created, existing = (0, 0)
                     if s.nodes:
                         created, existing = await create_nodes(client, s.node_template, s.nodes)
                     task_status.started(
-                        RunningUp(sandbox, sandbox.kubeconfig, loops, created, existing)
+                        RunningUp(sandbox, kubeconfig, loops, created, existing, real=real)
                     )
                     await self._stop.wait()
                     if self.supervisor is not None:
@@ -215,6 +275,32 @@ class Up:
                         await children_done.wait()
                     fleet.cancel_scope.cancel()
             outer.cancel_scope.cancel()
+
+    def _real_settings(self) -> RealControlPlaneSettings:
+        s = self.settings
+        binaries = s.binaries or default_binaries_dir()
+        if binaries is None:
+            raise ConfigError(
+                "--control-plane real: no binaries; pass --binaries DIR (e.g. ../shared/realk8s) "
+                "or set KUBEMOCK_FLEET_BINARIES or KUBEBUILDER_ASSETS"
+            )
+        if s.port:
+            with socket.socket() as probe:
+                try:
+                    probe.bind(("127.0.0.1", s.port))
+                except OSError as exc:
+                    raise ConfigError(
+                        f"--port {s.port}: cannot listen on 127.0.0.1:{s.port}: {exc.strerror or exc}"
+                    ) from exc
+        return RealControlPlaneSettings(
+            binaries=binaries,
+            kubeconfig_out=s.kubeconfig_out,
+            port=s.port,
+            scheduler="scheduler" not in s.disabled,
+            # kube-controller-manager must allocate from the range the shards assign from.
+            cluster_cidr=str(s.fleet.shard.pod_cidr_range),
+            node_cidr_mask_size=s.fleet.shard.node_pod_cidr_prefix,
+        )
 
     async def _run_shards_here(
         self, kubeconfig: Path, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED

@@ -162,3 +162,26 @@ async def test_silent_node_goes_unknown_tainted_pods_evicted_then_recovers(
     assert env.taints() == {("other", "NoSchedule")}
     await trio.sleep(100)
     assert env.taints() == {("other", "NoSchedule")}
+
+
+async def test_a_ready_node_loses_the_admission_not_ready_taint(
+    env: Env, autojump_clock: trio.testing.MockClock
+) -> None:
+    # A real kube-apiserver's TaintNodesByCondition admission taints every new Node
+    # not-ready:NoSchedule; with no kube-controller-manager (envtest's binaries) this loop
+    # must take it off once the node is Ready, or nothing is ever scheduled there.
+    env.api.create("/api/v1/nodes", node("n2", taints=[
+        {"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"},
+        {"key": "node.kubernetes.io/not-ready", "effect": "NoExecute"},
+        {"key": "other", "effect": "NoSchedule"}]))  # fmt: skip
+    env.api.create("/api/v1/nodes", node("n3", ready="False", taints=[
+        {"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"}]))  # fmt: skip
+    await trio.sleep(11)  # two monitor passes: the first only notes a node it has not seen
+
+    def taints(name: str) -> set[tuple[str, str]]:
+        obj = env.api.get(f"/api/v1/nodes/{name}")
+        assert obj is not None
+        return {(t["key"], t["effect"]) for t in obj["spec"].get("taints") or []}
+
+    assert taints("n2") == {("node.kubernetes.io/not-ready", "NoExecute"), ("other", "NoSchedule")}
+    assert taints("n3") == {("node.kubernetes.io/not-ready", "NoSchedule")}  # not Ready: kept

@@ -11,6 +11,7 @@ which is how the tests tell which shard drove a node at every moment.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -28,9 +29,11 @@ import trio
 import yaml
 
 from fleet.api import crd_manifests
+from fleet.errors import AlreadyExists
 from fleet.kube import Client, MetaOnly, Reflector, WatchEvent
 from fleet.sandbox import RunningSandbox
 from fleet.wire import COORDINATOR_LEASE, FLEET_NAMESPACE, SHARD_LABEL, SHARD_LEASE_PREFIX
+from tests._apiserver import Apiserver
 
 FLEET_NS = FLEET_NAMESPACE
 OTHER_NS = "fleet-extra"
@@ -96,11 +99,14 @@ def cr_body(name: str, **node_config: Any) -> dict[str, Any]:
 
 
 async def prepare(client: Client, namespaces: Iterable[str] = (FLEET_NS,)) -> None:
-    """Install the CRDs and create the namespaces the fleet uses."""
+    """Install the CRDs and create the namespaces the fleet uses (the session's real control
+    plane has the CRDs already, and may have the namespaces from another test)."""
     for crd in crd_manifests():
-        await client.create("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
+        with contextlib.suppress(AlreadyExists):
+            await client.create("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
     for ns in namespaces:
-        await client.create("/api/v1/namespaces", {"metadata": {"name": ns}})
+        with contextlib.suppress(AlreadyExists):
+            await client.create("/api/v1/namespaces", {"metadata": {"name": ns}})
 
 
 async def wait_for(
@@ -130,7 +136,9 @@ class Processes:
     and, after trio's grace, SIGKILL.
     """
 
-    def __init__(self, nursery: trio.Nursery, sandbox: RunningSandbox, tmp: Path, config: Path):
+    def __init__(
+        self, nursery: trio.Nursery, sandbox: RunningSandbox | Apiserver, tmp: Path, config: Path
+    ):
         self._nursery = nursery
         self._kubeconfig = sandbox.kubeconfig
         self._tmp = tmp

@@ -1,4 +1,5 @@
-"""``kubemock-fleet run --shards 2`` against the sandbox: a whole local fleet in one command.
+"""``kubemock-fleet run --shards 2`` against the sandbox and the real control plane: a whole
+local fleet in one command.
 
 It starts the coordinator and two shard children, prefixes every child line
 ``[shard K]``, turns a Node CR into a Ready node, and on SIGTERM stops
@@ -17,8 +18,8 @@ from pathlib import Path
 import trio
 
 from fleet.kube import Client, load_config
-from fleet.sandbox import RunningSandbox
 from fleet.wire import SHARD_LABEL
+from tests._apiserver import Apiserver
 from tests.fleet._fleet import FLEET_NS, cr_body, cr_path, prepare, ready, wait_for, write_config
 
 
@@ -48,16 +49,14 @@ def _fleet_size(pid: int) -> bytes | None:
     return None
 
 
-async def test_run_two_shards(
-    nursery: trio.Nursery, sandbox: RunningSandbox, tmp_path: Path
-) -> None:
+async def test_run_two_shards(nursery: trio.Nursery, apiserver: Apiserver, tmp_path: Path) -> None:
     config = write_config(tmp_path / "fleet.yaml")
     out_path, err_path = tmp_path / "run.out", tmp_path / "run.err"
-    async with Client(load_config(sandbox.kubeconfig)) as client:
+    async with Client(load_config(apiserver.kubeconfig)) as client:
         await prepare(client)
         command = [
             sys.executable, "-m", "fleet", "run", "--shards", "2",
-            "--config", str(config), "--kubeconfig", str(sandbox.kubeconfig),
+            "--config", str(config), "--kubeconfig", str(apiserver.kubeconfig),
         ]  # fmt: skip
         out = os.open(out_path, os.O_WRONLY | os.O_CREAT, 0o600)
         err = os.open(err_path, os.O_WRONLY | os.O_CREAT, 0o600)
@@ -87,6 +86,13 @@ async def test_run_two_shards(
                 return response.status == 200 and ready(await client.get("/api/v1/nodes/run-node"))
 
             await wait_for(node_ready, 15, "the CR's node Ready", interval=0.1)
+
+            async def cr_reported() -> bool:
+                # The CR's status is the shard's last write for a new node, after the Node's.
+                got = await client.get(cr_path(FLEET_NS, "run-node"))
+                return len((got.get("status") or {}).get("conditions") or []) == 2
+
+            await wait_for(cr_reported, 10, "the CR's status", interval=0.1)
             cr = await client.get(cr_path(FLEET_NS, "run-node"))
             shard = cr["metadata"]["labels"][SHARD_LABEL]
             assert shard in ("0", "1")

@@ -4,8 +4,11 @@
   interval, history size, plain http) in the test's nursery; returns ``RunningSandbox``.
 - ``sb``: a sandbox over TLS (CA and bearer token from its kubeconfig) and one over
   plain http (``tls=False``), as a parametrized fixture.
-- ``config``: ``load_config(sb.kubeconfig)``, so the kubeconfig, TLS and token path
-  is what every test goes through.
+- ``apiserver``: what most tests run against, parametrized: a sandbox over TLS
+  (``sandbox``), one over plain http (``sandbox-plain``), and the session's real
+  control plane (``real``, see ``tests/conftest.py``).
+- ``config``: ``load_config(apiserver.kubeconfig)``, so the kubeconfig, TLS and credentials
+  path is what every test goes through.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ import pytest
 import trio
 
 from fleet.kube import ClusterConfig, load_config
+from fleet.realcp import RunningControlPlane
 from fleet.sandbox import RunningSandbox, SandboxSettings, serve_sandbox
+from tests._apiserver import Apiserver
 
 StartSandbox = Callable[..., Awaitable[RunningSandbox]]
 
@@ -42,6 +47,26 @@ async def sb(request: pytest.FixtureRequest, start_sandbox: StartSandbox) -> Run
     return await start_sandbox(tls=request.param == "tls")
 
 
+@pytest.fixture(params=["sandbox", "sandbox-plain", pytest.param("real", marks=pytest.mark.real)])
+def apiserver_kind(request: pytest.FixtureRequest) -> RunningControlPlane | str:
+    if request.param == "real":
+        real: RunningControlPlane = request.getfixturevalue("real_control_plane")
+        return real
+    kind: str = request.param
+    return kind
+
+
 @pytest.fixture
-def config(sb: RunningSandbox) -> ClusterConfig:
-    return load_config(sb.kubeconfig)
+async def apiserver(
+    apiserver_kind: RunningControlPlane | str, start_sandbox: StartSandbox
+) -> Apiserver:
+    if isinstance(apiserver_kind, RunningControlPlane):
+        real = apiserver_kind
+        return Apiserver("real", real.url, real.kubeconfig, real=real)
+    running = await start_sandbox(tls=apiserver_kind == "sandbox")
+    return Apiserver("sandbox", running.url, running.kubeconfig, sandbox=running)
+
+
+@pytest.fixture
+def config(apiserver: Apiserver) -> ClusterConfig:
+    return load_config(apiserver.kubeconfig)

@@ -35,6 +35,7 @@ from fleet.kube import (
     write_kubeconfig,
 )
 from fleet.sandbox import RunningSandbox
+from tests._apiserver import Apiserver
 
 from .conftest import StartSandbox
 
@@ -84,13 +85,18 @@ def pods(ns: str, name: str | None = None) -> str:
 # -- the config itself ---------------------------------------------------------------------
 
 
-async def test_kubeconfig_is_what_the_sandbox_serves(
-    sb: RunningSandbox, config: ClusterConfig
+async def test_kubeconfig_is_what_the_apiserver_serves(
+    apiserver: Apiserver, config: ClusterConfig
 ) -> None:
-    assert config.server == sb.url
-    assert (config.ssl_context is not None) == sb.url.startswith("https://")
+    assert config.server == apiserver.url
+    assert (config.ssl_context is not None) == apiserver.url.startswith("https://")
     assert config.namespace == "default"
-    assert await config.auth.headers() == {"Authorization": f"Bearer {sb.token}"}
+    if apiserver.sandbox is not None:
+        assert await config.auth.headers() == {"Authorization": f"Bearer {apiserver.sandbox.token}"}
+    else:  # the real control plane's admin authenticates by its client certificate
+        assert await config.auth.headers() == {}
+        async with Client(config) as client:
+            assert (await client.get("/version"))["gitVersion"].startswith("v1.")
 
 
 # -- Client verbs ----------------------------------------------------------------------------
@@ -347,7 +353,7 @@ async def test_too_large_resource_version_is_a_server_error_with_retry_after(
 @pytest.mark.parametrize("kind", ["client", "hot"])
 async def test_stream_error_answers_map_too(
     kind: str,
-    sb: RunningSandbox,
+    apiserver: Apiserver,
     config: ClusterConfig,
     tmp_path: Path,
     start_sandbox: StartSandbox,
@@ -358,6 +364,9 @@ async def test_stream_error_answers_map_too(
         async with requester.stream("GET", "/api/v1/pods", params=params) as response:
             error = error_for(response.status, await response.aread(), response.headers)
         assert isinstance(error, BadRequest) and "unable to parse requirement" in error.message
+    if apiserver.sandbox is None:
+        return  # a wrong token is the sandbox's case; the real one authenticates certificates
+    sb = apiserver.sandbox
     if not sb.url.startswith("https://"):
         sb = await start_sandbox(tls=False, require_token=True)
     wrong = tmp_path / "wrong-kubeconfig"

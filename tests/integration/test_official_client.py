@@ -19,14 +19,24 @@ from kubernetes import watch as k8s_watch
 from kubernetes.client.exceptions import ApiException
 
 from fleet.api import crd_manifests
+from fleet.realcp import RunningControlPlane
 from fleet.sandbox import RunningSandbox
 
 from .conftest import StartSandbox
 
 
+@pytest.fixture(params=["sandbox", pytest.param("real", marks=pytest.mark.real)])
+def shared_apiserver(request: pytest.FixtureRequest) -> RunningSandbox | RunningControlPlane:
+    """The session's shared sandbox, or its real control plane: both live as long as the session."""
+    name = "shared_sandbox" if request.param == "sandbox" else "real_control_plane"
+    running: RunningSandbox | RunningControlPlane = request.getfixturevalue(name)
+    return running
+
+
 @pytest.fixture
-def api_client(shared_sandbox: RunningSandbox) -> Iterator[k8s.ApiClient]:
-    with k8s_config.new_client_from_config(config_file=str(shared_sandbox.kubeconfig)) as api:
+def api_client(shared_apiserver: RunningSandbox | RunningControlPlane) -> Iterator[k8s.ApiClient]:
+    kubeconfig = str(shared_apiserver.kubeconfig)
+    with k8s_config.new_client_from_config(config_file=kubeconfig) as api:
         yield api
 
 
@@ -34,8 +44,10 @@ def make_namespace(core: Any, name: str) -> None:
     core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name)))
 
 
-def test_list_namespaces(api_client: k8s.ApiClient, shared_sandbox: RunningSandbox) -> None:
-    assert api_client.configuration.host == shared_sandbox.url
+def test_list_namespaces(
+    api_client: k8s.ApiClient, shared_apiserver: RunningSandbox | RunningControlPlane
+) -> None:
+    assert api_client.configuration.host == shared_apiserver.url
     core: Any = k8s.CoreV1Api(api_client)  # its models type every field Optional
     make_namespace(core, "official-ns")
     namespaces = core.list_namespace()

@@ -23,10 +23,12 @@ from fleet.kube import (
 MERGE = "application/merge-patch+json"
 JSON = "application/json"
 NS = "leases"
+CONFLICT_NS = "leases-conflict"
+"""Each test its own namespace: on the real apiserver they share one cluster."""
 
 
-def lease_path(name: str | None = None) -> str:
-    return resource_path("coordination.k8s.io", "v1", "leases", namespace=NS, name=name)
+def lease_path(name: str | None = None, ns: str = NS) -> str:
+    return resource_path("coordination.k8s.io", "v1", "leases", namespace=ns, name=name)
 
 
 def lease(name: str, holder: str = "nobody") -> dict[str, Any]:
@@ -113,10 +115,12 @@ async def test_conflict_rereads_and_missing_object_drops(config: ClusterConfig) 
         HotTransport(config) as hot,
         trio.open_nursery() as nursery,
     ):
-        await client.create("/api/v1/namespaces", {"metadata": {"name": NS}})
-        stale = await client.create(lease_path(), lease("held", "first"))
+        await client.create("/api/v1/namespaces", {"metadata": {"name": CONFLICT_NS}})
+        stale = await client.create(lease_path(ns=CONFLICT_NS), lease("held", "first"))
         await client.patch(
-            lease_path("held"), {"spec": {"leaseDurationSeconds": 15}}, patch_type="merge"
+            lease_path("held", ns=CONFLICT_NS),
+            {"spec": {"leaseDurationSeconds": 15}},
+            patch_type="merge",
         )
         queue = WriteQueue(hot, WriteQueueSettings(workers=2))
         await nursery.start(queue.run)
@@ -124,32 +128,45 @@ async def test_conflict_rereads_and_missing_object_drops(config: ClusterConfig) 
 
         async def reread(exc: Conflict) -> Write:
             conflicts.append(exc)
-            response = (await hot.request("GET", lease_path("held"))).raise_for_status()
+            response = (
+                await hot.request("GET", lease_path("held", ns=CONFLICT_NS))
+            ).raise_for_status()
             fresh = msgspec.json.decode(response.content)
             fresh["spec"]["holderIdentity"] = "second"
-            return Write("PUT", lease_path("held"), msgspec.json.encode(fresh), JSON)
+            return Write(
+                "PUT", lease_path("held", ns=CONFLICT_NS), msgspec.json.encode(fresh), JSON
+            )
 
         stale["spec"]["holderIdentity"] = "second"
-        put = Write("PUT", lease_path("held"), msgspec.json.encode(stale), JSON, on_conflict=reread)
+        put = Write(
+            "PUT",
+            lease_path("held", ns=CONFLICT_NS),
+            msgspec.json.encode(stale),
+            JSON,
+            on_conflict=reread,
+        )
         with trio.fail_after(5):
             result: WriteResult = await queue.write("held", put)
         assert result.outcome == "sent", result
         assert result.attempts == 2
         assert len(conflicts) == 1 and conflicts[0].status == 409
         assert "the object has been modified" in conflicts[0].message
-        got = await client.get(lease_path("held"))
+        got = await client.get(lease_path("held", ns=CONFLICT_NS))
         # The re-read kept the concurrent change and applied ours on top.
         assert got["spec"] == {"holderIdentity": "second", "leaseDurationSeconds": 15}
 
         # Without on_conflict a 409 ends the write as "conflict".
         with trio.fail_after(5):
             given_up = await queue.write(
-                "held", Write("PUT", lease_path("held"), msgspec.json.encode(stale), JSON)
+                "held",
+                Write("PUT", lease_path("held", ns=CONFLICT_NS), msgspec.json.encode(stale), JSON),
             )
         assert given_up.outcome == "conflict" and isinstance(given_up.error, Conflict)
 
         # A write for an object that does not exist is dropped, not retried.
-        missing = Write("PATCH", lease_path("never"), b'{"spec":{"holderIdentity":"x"}}', MERGE)
+        missing = Write(
+            "PATCH", lease_path("never", ns=CONFLICT_NS), b'{"spec":{"holderIdentity":"x"}}', MERGE
+        )
         with trio.fail_after(5):
             dropped = await queue.write("never", missing)
         assert dropped.outcome == "gone" and dropped.attempts == 1
