@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from fleet.sandbox import _objects
+from fleet.sandbox import _batch, _objects
 from fleet.sandbox._registry import ResourceType
 from fleet.sandbox._status import (
     bad_request,
@@ -203,6 +203,12 @@ def default(rt: ResourceType, obj: dict[str, Any], *, creating: bool) -> None:
                     p.setdefault("targetPort", p["port"])
     elif key == ("", "secrets"):
         obj.setdefault("type", "Opaque")
+    elif key == ("batch", "jobs"):
+        _batch.default_job(obj, creating=creating)
+        _default_template(obj["spec"])
+    elif key == ("batch", "cronjobs"):
+        _batch.default_cronjob(obj)
+        _default_template(((obj["spec"].get("jobTemplate") or {}).get("spec")) or {})
     elif key == ("apiextensions.k8s.io", "customresourcedefinitions"):
         obj.setdefault("spec", {}).setdefault("conversion", {"strategy": "None"})
 
@@ -325,6 +331,19 @@ def validate(rt: ResourceType, obj: dict[str, Any]) -> list[dict[str, str]]:
             )
     elif key == ("apiextensions.k8s.io", "customresourcedefinitions"):
         causes += validate_crd(obj)
+    elif key == ("batch", "jobs"):
+        tmpl_spec = ((obj.get("spec") or {}).get("template") or {}).get("spec")
+        causes += _validate_containers(
+            tmpl_spec if isinstance(tmpl_spec, dict) else {}, "spec.template.spec"
+        )
+        causes += _batch.validate_job(obj)
+    elif key == ("batch", "cronjobs"):
+        job_spec = ((obj.get("spec") or {}).get("jobTemplate") or {}).get("spec") or {}
+        tmpl_spec = (job_spec.get("template") or {}).get("spec")
+        causes += _validate_containers(
+            tmpl_spec if isinstance(tmpl_spec, dict) else {}, "spec.jobTemplate.spec.template.spec"
+        )
+        causes += _batch.validate_cronjob(obj)
     return causes
 
 
@@ -413,6 +432,8 @@ def validate_update(
                     "(allow it to be set to 1 if it was previously negative)",
                 )
             ]
+    if rt.key == ("batch", "jobs"):
+        return _batch.validate_job_update(old, new)
     if rt.key in (("apps", "deployments"), ("apps", "replicasets"), ("apps", "statefulsets")):
         if (old.get("spec") or {}).get("selector") != (new.get("spec") or {}).get("selector"):
             return [

@@ -56,6 +56,13 @@ _SELECTOR_DESC = (
 _Col = tuple[str, str, str, int, str]  # name, type, format, priority, description
 
 
+_JOB_SELECTOR_DESC = (
+    "A label query over pods that should match the pod count. Normally, the system sets this "
+    "field for you. More info: "
+    "https://kubernetes.io/docs/concepts/overview/working-with-objects/labels/#label-selectors"
+)
+
+
 def _c(name: str, desc: str, *, type: str = "string", fmt: str = "", priority: int = 0) -> _Col:
     return (name, type, fmt, priority, desc)
 
@@ -183,6 +190,46 @@ _COLUMNS: dict[str, list[_Col]] = {
             "https://kubernetes.io/docs/concepts/overview/working-with-objects/labels/#label-selectors",
             priority=1,
         ),
+    ],
+    "jobs": [
+        _NAME,
+        _c("Status", "Status of the job."),
+        _c(
+            "Completions",
+            "The number of pods which reached phase Succeeded. The value increases "
+            "monotonically for a given spec. However, it may decrease in reaction to scale down "
+            "of elastic indexed jobs.",
+        ),
+        _c("Duration", "Time required to complete the job."),
+        _AGE,
+        _c("Containers", _CONTAINERS_DESC, priority=1),
+        _c("Images", _IMAGES_DESC, priority=1),
+        _c("Selector", _JOB_SELECTOR_DESC, priority=1),
+    ],
+    "cronjobs": [
+        _NAME,
+        _c("Schedule", "The schedule in Cron format, see https://en.wikipedia.org/wiki/Cron."),
+        _c(
+            "Timezone",
+            "The time zone name for the given schedule, see "
+            "https://en.wikipedia.org/wiki/List_of_tz_database_time_zones. If not specified, "
+            "this will default to the time zone of the kube-controller-manager process.",
+        ),
+        _c(
+            "Suspend",
+            "This flag tells the controller to suspend subsequent executions, it does not apply "
+            "to already started executions.  Defaults to false.",
+            type="boolean",
+        ),
+        _c("Active", "A list of pointers to currently running jobs.", type="integer"),
+        _c(
+            "Last Schedule",
+            "Information when was the last time the job was successfully scheduled.",
+        ),
+        _AGE,
+        _c("Containers", _CONTAINERS_DESC, priority=1),
+        _c("Images", _IMAGES_DESC, priority=1),
+        _c("Selector", _JOB_SELECTOR_DESC, priority=1),
     ],
     "namespaces": [_NAME, _c("Status", "The status of the namespace"), _AGE],
     "leases": [
@@ -634,6 +681,73 @@ def _event_row(ev: dict[str, Any], now: datetime) -> list[Any]:
     ]
 
 
+def _has_condition(status: dict[str, Any], kind: str) -> bool:
+    return any(
+        isinstance(c, dict) and c.get("type") == kind and c.get("status") == "True"
+        for c in status.get("conditions") or []
+    )
+
+
+def _job_row(job: dict[str, Any], now: datetime) -> list[Any]:
+    """printJob: Status, Completions ``succeeded/completions``, Duration."""
+    spec, status = job.get("spec") or {}, job.get("status") or {}
+    succeeded = _int(status.get("succeeded"))
+    if spec.get("completions") is not None:
+        completions = f"{succeeded}/{_int(spec['completions'])}"
+    elif _int(spec.get("parallelism")) > 1:
+        completions = f"{succeeded}/1 of {_int(spec['parallelism'])}"
+    else:
+        completions = f"{succeeded}/1"
+    start = _parse_time(status.get("startTime"))
+    end = _parse_time(status.get("completionTime"))
+    duration = ""
+    if start is not None:
+        duration = human_duration(((end or now) - start).total_seconds())
+    if _has_condition(status, "Complete"):
+        state = "Complete"
+    elif _has_condition(status, "Failed"):
+        state = "Failed"
+    elif _get(job, "metadata", "deletionTimestamp"):
+        state = "Terminating"
+    elif _has_condition(status, "Suspended"):
+        state = "Suspended"
+    elif _has_condition(status, "FailureTarget"):
+        state = "FailureTarget"
+    else:
+        state = "Running"
+    containers, images = _containers(_get(spec, "template", "spec"))
+    return [
+        _get(job, "metadata", "name") or "",
+        state,
+        completions,
+        duration,
+        _since(_get(job, "metadata", "creationTimestamp"), now),
+        containers,
+        images,
+        _selector_string(spec.get("selector")) or "<none>",
+    ]
+
+
+def _cronjob_row(cj: dict[str, Any], now: datetime) -> list[Any]:
+    spec, status = cj.get("spec") or {}, cj.get("status") or {}
+    last = status.get("lastScheduleTime")
+    suspend = spec.get("suspend")
+    job_spec = _get(spec, "jobTemplate", "spec") or {}
+    containers, images = _containers(_get(job_spec, "template", "spec"))
+    return [
+        _get(cj, "metadata", "name") or "",
+        spec.get("schedule") or "",
+        spec.get("timeZone") or "<none>",
+        "<unset>" if suspend is None else ("True" if suspend else "False"),
+        len(status.get("active") or []),
+        _since(last, now) if last else "<none>",
+        _since(_get(cj, "metadata", "creationTimestamp"), now),
+        containers,
+        images,
+        _selector_string(job_spec.get("selector")) or "<none>",
+    ]
+
+
 def _row_for(
     resource: str, obj: dict[str, Any], now: datetime
 ) -> tuple[list[Any], list[dict[str, str]]]:
@@ -672,6 +786,10 @@ def _row_for(
             images,
             _selector_string(spec.get("selector")),
         ], []
+    if resource == "jobs":
+        return _job_row(obj, now), []
+    if resource == "cronjobs":
+        return _cronjob_row(obj, now), []
     if resource == "namespaces":
         return [name, status.get("phase", ""), age], []
     if resource == "leases":
