@@ -10,7 +10,7 @@ only ``fleet.up`` and the CLI (``kubemock-fleet up``) sit above it.
   run the enabled loops in one nursery over shared informers;
 - the loops, each usable alone: :class:`Scheduler`, :class:`ReplicaSetController`,
   :class:`DeploymentController`, :class:`NodeLifecycleController`,
-  :class:`GarbageCollector`, with their settings.
+  :class:`GarbageCollector`, :class:`JobController`, with their settings.
 """
 
 from fleet.controlplane._deployments import DeploymentController as DeploymentController
@@ -20,6 +20,8 @@ from fleet.controlplane._gc import GarbageCollector as GarbageCollector
 from fleet.controlplane._gc import GCSettings as GCSettings
 from fleet.controlplane._informer import Informer as Informer
 from fleet.controlplane._informer import Informers as Informers
+from fleet.controlplane._jobs import JobController as JobController
+from fleet.controlplane._jobs import JobSettings as JobSettings
 from fleet.controlplane._manager import ControlPlane as ControlPlane
 from fleet.controlplane._manager import ControlPlaneSettings as ControlPlaneSettings
 from fleet.controlplane._manager import serve_control_plane as serve_control_plane
@@ -40,6 +42,8 @@ __all__ = [
     "GarbageCollector",
     "Informer",
     "Informers",
+    "JobController",
+    "JobSettings",
     "NodeLifecycleController",
     "NodeLifecycleSettings",
     "ReplicaSetController",

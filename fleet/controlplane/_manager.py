@@ -20,6 +20,7 @@ import trio
 from fleet.controlplane._deployments import DeploymentController, DeploymentSettings
 from fleet.controlplane._gc import GarbageCollector, GCSettings
 from fleet.controlplane._informer import Informers
+from fleet.controlplane._jobs import JobController, JobSettings
 from fleet.controlplane._nodelifecycle import NodeLifecycleController, NodeLifecycleSettings
 from fleet.controlplane._replicasets import ReplicaSetController, ReplicaSetSettings
 from fleet.controlplane._rest import Rest
@@ -43,11 +44,14 @@ class ControlPlaneSettings:
     """Mark silent nodes Unknown, taint them, evict their pods (``nodelifecycle``)."""
     gc: bool = True
     """Cascade deletions, collect pods of vanished nodes, finish namespace deletion."""
+    jobs: bool = True
+    """Run Jobs' pods to completion (the ``job`` and ``ttl-after-finished`` controllers)."""
     scheduler_settings: SchedulerSettings = field(default_factory=SchedulerSettings)
     replicaset_settings: ReplicaSetSettings = field(default_factory=ReplicaSetSettings)
     deployment_settings: DeploymentSettings = field(default_factory=DeploymentSettings)
     node_lifecycle_settings: NodeLifecycleSettings = field(default_factory=NodeLifecycleSettings)
     gc_settings: GCSettings = field(default_factory=GCSettings)
+    job_settings: JobSettings = field(default_factory=JobSettings)
 
 
 class ControlPlane:
@@ -85,11 +89,16 @@ class ControlPlane:
         self.gc = (
             GarbageCollector(rest, self.informers, s.gc_settings, clock=clock) if s.gc else None
         )
+        self.jobs = (
+            JobController(rest, self.informers, s.job_settings, clock=clock, wall_clock=wall_clock)
+            if s.jobs else None
+        )  # fmt: skip
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run every enabled loop until cancelled; reports started once the informers synced."""
         loops = [
-            loop for loop in (self.scheduler, self.replicasets, self.deployments, self.node_lifecycle, self.gc)
+            loop for loop in (self.scheduler, self.replicasets, self.deployments, self.node_lifecycle, self.gc,
+                              self.jobs)
             if loop is not None
         ]  # fmt: skip
         async with trio.open_nursery() as nursery:

@@ -19,8 +19,10 @@ import msgspec
 from fleet.kube import ObjectMeta, OwnerReference, resource_path
 
 __all__ = [
+    "CRONJOBS",
     "DEPLOYMENTS",
     "EVENTS",
+    "JOBS",
     "LEASES",
     "NAMESPACES",
     "NODES",
@@ -68,6 +70,8 @@ EVENTS = Resource("", "v1", "events", "Event")
 LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease")
 REPLICASETS = Resource("apps", "v1", "replicasets", "ReplicaSet")
 DEPLOYMENTS = Resource("apps", "v1", "deployments", "Deployment")
+JOBS = Resource("batch", "v1", "jobs", "Job")
+CRONJOBS = Resource("batch", "v1", "cronjobs", "CronJob")
 
 
 class OwnerRef(OwnerReference, rename="camel", omit_defaults=True, frozen=True):

@@ -15,7 +15,7 @@ from fleet.errors import ConfigError
 
 __all__ = ["LOOPS", "check_loops", "control_plane_settings"]
 
-LOOPS = ("scheduler", "deployment", "replicaset", "nodelifecycle", "garbagecollector")
+LOOPS = ("scheduler", "deployment", "replicaset", "nodelifecycle", "garbagecollector", "job")
 """The control-plane loops ``up`` runs, by the names ``--disable`` takes."""
 
 
@@ -38,4 +38,5 @@ def control_plane_settings(disabled: frozenset[str]) -> ControlPlaneSettings:
         replicasets="replicaset" not in disabled,
         node_lifecycle="nodelifecycle" not in disabled,
         gc="garbagecollector" not in disabled,
+        jobs="job" not in disabled,
     )
