@@ -10,9 +10,11 @@ only ``fleet.up`` and the CLI (``kubemock-fleet up``) sit above it.
   run the enabled loops in one nursery over shared informers;
 - the loops, each usable alone: :class:`Scheduler`, :class:`ReplicaSetController`,
   :class:`DeploymentController`, :class:`NodeLifecycleController`,
-  :class:`GarbageCollector`, :class:`JobController`, with their settings.
+  :class:`GarbageCollector`, :class:`JobController`, :class:`CronJobController`, with their settings.
 """
 
+from fleet.controlplane._cronjobs import CronJobController as CronJobController
+from fleet.controlplane._cronjobs import CronJobSettings as CronJobSettings
 from fleet.controlplane._deployments import DeploymentController as DeploymentController
 from fleet.controlplane._deployments import DeploymentSettings as DeploymentSettings
 from fleet.controlplane._deployments import pod_template_hash as pod_template_hash
@@ -36,6 +38,8 @@ from fleet.controlplane._scheduler import SchedulerSettings as SchedulerSettings
 __all__ = [
     "ControlPlane",
     "ControlPlaneSettings",
+    "CronJobController",
+    "CronJobSettings",
     "DeploymentController",
     "DeploymentSettings",
     "GCSettings",

@@ -68,7 +68,13 @@ from fleet.errors import ConfigError, Conflict, FleetError, NotFound
 from fleet.kube._views import object_key
 from fleet.kube._watching import WatchEvent
 
-__all__ = ["TRACKING_FINALIZER", "JobController", "JobSettings", "format_indexes"]
+__all__ = [
+    "TRACKING_FINALIZER",
+    "JobController",
+    "JobSettings",
+    "format_indexes",
+    "merge_patch_body",
+]
 
 log = logging.getLogger(__name__)
 
@@ -555,7 +561,7 @@ class JobController:
         self, job: KObject, base: Mapping[str, Any], status: dict[str, Any], rv: str | None
     ) -> dict[str, Any]:
         """A merge patch of ``status`` over ``base``, conditional on ``rv``; the stored Job."""
-        body: dict[str, Any] = {"status": _nulls_for_removed(base, status)}
+        body: dict[str, Any] = {"status": merge_patch_body(base, status)}
         if rv:
             body["metadata"] = {"resourceVersion": rv}
         return await self._rest.merge_patch(
@@ -625,12 +631,12 @@ def _index_env() -> dict[str, Any]:
     }
 
 
-def _nulls_for_removed(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+def merge_patch_body(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
     """A merge patch body: ``new`` plus ``None`` for the keys it dropped from ``old`` (nested)."""
     body = dict(new)
     for k, v in old.items():
         if k not in new:
             body[k] = None
         elif isinstance(v, Mapping) and isinstance(new[k], Mapping):
-            body[k] = _nulls_for_removed(v, new[k])
+            body[k] = merge_patch_body(v, new[k])
     return body

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import trio
 
+from fleet.controlplane._cronjobs import CronJobController, CronJobSettings
 from fleet.controlplane._deployments import DeploymentController, DeploymentSettings
 from fleet.controlplane._gc import GarbageCollector, GCSettings
 from fleet.controlplane._informer import Informers
@@ -46,12 +47,15 @@ class ControlPlaneSettings:
     """Cascade deletions, collect pods of vanished nodes, finish namespace deletion."""
     jobs: bool = True
     """Run Jobs' pods to completion (the ``job`` and ``ttl-after-finished`` controllers)."""
+    cronjobs: bool = True
+    """Start CronJobs' Jobs on schedule (the ``cronjob`` controller)."""
     scheduler_settings: SchedulerSettings = field(default_factory=SchedulerSettings)
     replicaset_settings: ReplicaSetSettings = field(default_factory=ReplicaSetSettings)
     deployment_settings: DeploymentSettings = field(default_factory=DeploymentSettings)
     node_lifecycle_settings: NodeLifecycleSettings = field(default_factory=NodeLifecycleSettings)
     gc_settings: GCSettings = field(default_factory=GCSettings)
     job_settings: JobSettings = field(default_factory=JobSettings)
+    cronjob_settings: CronJobSettings = field(default_factory=CronJobSettings)
 
 
 class ControlPlane:
@@ -93,12 +97,16 @@ class ControlPlane:
             JobController(rest, self.informers, s.job_settings, clock=clock, wall_clock=wall_clock)
             if s.jobs else None
         )  # fmt: skip
+        self.cronjobs = (
+            CronJobController(rest, self.informers, s.cronjob_settings, clock=clock, wall_clock=wall_clock)
+            if s.cronjobs else None
+        )  # fmt: skip
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run every enabled loop until cancelled; reports started once the informers synced."""
         loops = [
             loop for loop in (self.scheduler, self.replicasets, self.deployments, self.node_lifecycle, self.gc,
-                              self.jobs)
+                              self.jobs, self.cronjobs)
             if loop is not None
         ]  # fmt: skip
         async with trio.open_nursery() as nursery:

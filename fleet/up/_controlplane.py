@@ -15,7 +15,15 @@ from fleet.errors import ConfigError
 
 __all__ = ["LOOPS", "check_loops", "control_plane_settings"]
 
-LOOPS = ("scheduler", "deployment", "replicaset", "nodelifecycle", "garbagecollector", "job")
+LOOPS = (
+    "scheduler",
+    "deployment",
+    "replicaset",
+    "nodelifecycle",
+    "garbagecollector",
+    "job",
+    "cronjob",
+)
 """The control-plane loops ``up`` runs, by the names ``--disable`` takes."""
 
 
@@ -39,4 +47,5 @@ def control_plane_settings(disabled: frozenset[str]) -> ControlPlaneSettings:
         node_lifecycle="nodelifecycle" not in disabled,
         gc="garbagecollector" not in disabled,
         jobs="job" not in disabled,
+        cronjobs="cronjob" not in disabled,
     )
