@@ -10,11 +10,14 @@ only ``fleet.up`` and the CLI (``kubemock-fleet up``) sit above it.
   run the enabled loops in one nursery over shared informers;
 - the loops, each usable alone: :class:`Scheduler`, :class:`ReplicaSetController`,
   :class:`DeploymentController`, :class:`NodeLifecycleController`,
-  :class:`GarbageCollector`, :class:`JobController`, :class:`CronJobController`, with their settings.
+  :class:`GarbageCollector`, :class:`JobController`, :class:`CronJobController`, :class:`DaemonSetController`,
+  :class:`StatefulSetController`, with their settings.
 """
 
 from fleet.controlplane._cronjobs import CronJobController as CronJobController
 from fleet.controlplane._cronjobs import CronJobSettings as CronJobSettings
+from fleet.controlplane._daemonsets import DaemonSetController as DaemonSetController
+from fleet.controlplane._daemonsets import DaemonSetSettings as DaemonSetSettings
 from fleet.controlplane._deployments import DeploymentController as DeploymentController
 from fleet.controlplane._deployments import DeploymentSettings as DeploymentSettings
 from fleet.controlplane._deployments import pod_template_hash as pod_template_hash
@@ -34,12 +37,16 @@ from fleet.controlplane._replicasets import ReplicaSetSettings as ReplicaSetSett
 from fleet.controlplane._rest import Rest as Rest
 from fleet.controlplane._scheduler import Scheduler as Scheduler
 from fleet.controlplane._scheduler import SchedulerSettings as SchedulerSettings
+from fleet.controlplane._statefulsets import StatefulSetController as StatefulSetController
+from fleet.controlplane._statefulsets import StatefulSetSettings as StatefulSetSettings
 
 __all__ = [
     "ControlPlane",
     "ControlPlaneSettings",
     "CronJobController",
     "CronJobSettings",
+    "DaemonSetController",
+    "DaemonSetSettings",
     "DeploymentController",
     "DeploymentSettings",
     "GCSettings",
@@ -55,6 +62,8 @@ __all__ = [
     "Rest",
     "Scheduler",
     "SchedulerSettings",
+    "StatefulSetController",
+    "StatefulSetSettings",
     "pod_template_hash",
     "serve_control_plane",
 ]

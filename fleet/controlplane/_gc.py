@@ -38,12 +38,14 @@ from fleet.controlplane._informer import Handler, Informer, Informers
 from fleet.controlplane._queue import WorkQueue
 from fleet.controlplane._resources import (
     CRONJOBS,
+    DAEMONSETS,
     DEPLOYMENTS,
     JOBS,
     NAMESPACES,
     NODES,
     PODS,
     REPLICASETS,
+    STATEFULSETS,
     KObject,
     OwnerRef,
     Resource,
@@ -66,7 +68,8 @@ SECRETS = Resource("", "v1", "secrets", "Secret")
 @dataclass(frozen=True, slots=True)
 class GCSettings:
     resources: tuple[Resource, ...] = (
-        PODS, REPLICASETS, DEPLOYMENTS, JOBS, CRONJOBS, CONFIGMAPS, SECRETS
+        PODS, REPLICASETS, DEPLOYMENTS, JOBS, CRONJOBS, DAEMONSETS, STATEFULSETS, CONFIGMAPS,
+        SECRETS,
     )  # fmt: skip
     """Resources whose objects are owners or dependents. What the control plane's own loops
     and the fleet create, plus the two kinds users most often hang off an owner."""

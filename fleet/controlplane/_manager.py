@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import trio
 
 from fleet.controlplane._cronjobs import CronJobController, CronJobSettings
+from fleet.controlplane._daemonsets import DaemonSetController, DaemonSetSettings
 from fleet.controlplane._deployments import DeploymentController, DeploymentSettings
 from fleet.controlplane._gc import GarbageCollector, GCSettings
 from fleet.controlplane._informer import Informers
@@ -26,6 +27,7 @@ from fleet.controlplane._nodelifecycle import NodeLifecycleController, NodeLifec
 from fleet.controlplane._replicasets import ReplicaSetController, ReplicaSetSettings
 from fleet.controlplane._rest import Rest
 from fleet.controlplane._scheduler import Scheduler, SchedulerSettings
+from fleet.controlplane._statefulsets import StatefulSetController, StatefulSetSettings
 from fleet.kube import Client, ClusterConfig, Requester
 
 __all__ = ["ControlPlane", "ControlPlaneSettings", "serve_control_plane"]
@@ -49,6 +51,10 @@ class ControlPlaneSettings:
     """Run Jobs' pods to completion (the ``job`` and ``ttl-after-finished`` controllers)."""
     cronjobs: bool = True
     """Start CronJobs' Jobs on schedule (the ``cronjob`` controller)."""
+    daemonsets: bool = True
+    """One pod per eligible node (the ``daemonset`` controller)."""
+    statefulsets: bool = True
+    """Ordered pods with stable names (the ``statefulset`` controller)."""
     scheduler_settings: SchedulerSettings = field(default_factory=SchedulerSettings)
     replicaset_settings: ReplicaSetSettings = field(default_factory=ReplicaSetSettings)
     deployment_settings: DeploymentSettings = field(default_factory=DeploymentSettings)
@@ -56,6 +62,8 @@ class ControlPlaneSettings:
     gc_settings: GCSettings = field(default_factory=GCSettings)
     job_settings: JobSettings = field(default_factory=JobSettings)
     cronjob_settings: CronJobSettings = field(default_factory=CronJobSettings)
+    daemonset_settings: DaemonSetSettings = field(default_factory=DaemonSetSettings)
+    statefulset_settings: StatefulSetSettings = field(default_factory=StatefulSetSettings)
 
 
 class ControlPlane:
@@ -101,12 +109,20 @@ class ControlPlane:
             CronJobController(rest, self.informers, s.cronjob_settings, clock=clock, wall_clock=wall_clock)
             if s.cronjobs else None
         )  # fmt: skip
+        self.daemonsets = (
+            DaemonSetController(rest, self.informers, s.daemonset_settings, clock=clock, wall_clock=wall_clock)
+            if s.daemonsets else None
+        )  # fmt: skip
+        self.statefulsets = (
+            StatefulSetController(rest, self.informers, s.statefulset_settings, clock=clock, wall_clock=wall_clock)
+            if s.statefulsets else None
+        )  # fmt: skip
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run every enabled loop until cancelled; reports started once the informers synced."""
         loops = [
             loop for loop in (self.scheduler, self.replicasets, self.deployments, self.node_lifecycle, self.gc,
-                              self.jobs, self.cronjobs)
+                              self.jobs, self.cronjobs, self.daemonsets, self.statefulsets)
             if loop is not None
         ]  # fmt: skip
         async with trio.open_nursery() as nursery:

@@ -20,6 +20,7 @@ from fleet.kube import ObjectMeta, OwnerReference, resource_path
 
 __all__ = [
     "CRONJOBS",
+    "DAEMONSETS",
     "DEPLOYMENTS",
     "EVENTS",
     "JOBS",
@@ -28,6 +29,7 @@ __all__ = [
     "NODES",
     "PODS",
     "REPLICASETS",
+    "STATEFULSETS",
     "KObject",
     "Meta",
     "OwnerRef",
@@ -70,6 +72,8 @@ EVENTS = Resource("", "v1", "events", "Event")
 LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease")
 REPLICASETS = Resource("apps", "v1", "replicasets", "ReplicaSet")
 DEPLOYMENTS = Resource("apps", "v1", "deployments", "Deployment")
+DAEMONSETS = Resource("apps", "v1", "daemonsets", "DaemonSet")
+STATEFULSETS = Resource("apps", "v1", "statefulsets", "StatefulSet")
 JOBS = Resource("batch", "v1", "jobs", "Job")
 CRONJOBS = Resource("batch", "v1", "cronjobs", "CronJob")
 

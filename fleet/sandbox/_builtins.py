@@ -162,6 +162,19 @@ def _default_template(spec: dict[str, Any]) -> None:
         tmpl.setdefault("metadata", {}).setdefault("creationTimestamp", None)
 
 
+def _default_statefulset(spec: dict[str, Any]) -> None:
+    """SetDefaults_StatefulSet (the PVC retention policy is on by default since 1.27)."""
+    spec.setdefault("podManagementPolicy", "OrderedReady")
+    strategy = spec.setdefault("updateStrategy", {})
+    strategy["type"] = strategy.get("type") or "RollingUpdate"
+    if strategy["type"] == "RollingUpdate":
+        strategy.setdefault("rollingUpdate", {}).setdefault("partition", 0)
+    spec.setdefault("revisionHistoryLimit", 10)
+    retention = spec.setdefault("persistentVolumeClaimRetentionPolicy", {})
+    retention.setdefault("whenDeleted", "Retain")
+    retention.setdefault("whenScaled", "Retain")
+
+
 def default(rt: ResourceType, obj: dict[str, Any], *, creating: bool) -> None:
     """Fill the defaults of built-in kinds in place (create and update)."""
     key = rt.key
@@ -185,6 +198,18 @@ def default(rt: ResourceType, obj: dict[str, Any], *, creating: bool) -> None:
     elif key in (("apps", "replicasets"), ("apps", "statefulsets"), ("", "replicationcontrollers")):
         spec = obj.setdefault("spec", {})
         spec.setdefault("replicas", 1)
+        _default_template(spec)
+        if key == ("apps", "statefulsets"):
+            _default_statefulset(spec)
+    elif key == ("apps", "daemonsets"):
+        spec = obj.setdefault("spec", {})
+        strategy = spec.setdefault("updateStrategy", {})
+        strategy["type"] = strategy.get("type") or "RollingUpdate"
+        if strategy["type"] == "RollingUpdate":
+            rolling = strategy.setdefault("rollingUpdate", {})
+            rolling.setdefault("maxUnavailable", 1)
+            rolling.setdefault("maxSurge", 0)
+        spec.setdefault("revisionHistoryLimit", 10)
         _default_template(spec)
     elif key == ("", "namespaces"):
         name = obj["metadata"].get("name", "")
@@ -303,7 +328,12 @@ def validate(rt: ResourceType, obj: dict[str, Any]) -> list[dict[str, str]]:
     key = rt.key
     if key == ("", "pods"):
         causes += _validate_containers(obj.get("spec") or {}, "spec")
-    elif key in (("apps", "deployments"), ("apps", "replicasets"), ("apps", "statefulsets")):
+    elif key in (
+        ("apps", "deployments"),
+        ("apps", "replicasets"),
+        ("apps", "statefulsets"),
+        ("apps", "daemonsets"),
+    ):
         spec = obj.get("spec") or {}
         sel = spec.get("selector")
         tmpl_labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
@@ -323,6 +353,15 @@ def validate(rt: ResourceType, obj: dict[str, Any]) -> list[dict[str, str]]:
         causes += _validate_containers(
             tmpl_spec if isinstance(tmpl_spec, dict) else {}, "spec.template.spec"
         )
+        policy = tmpl_spec.get("restartPolicy") if isinstance(tmpl_spec, dict) else None
+        if policy not in (None, "Always"):
+            causes.append(
+                {
+                    "reason": "FieldValueNotSupported",
+                    "field": "spec.template.spec.restartPolicy",
+                    "message": f'Unsupported value: "{policy}": supported values: "Always"',
+                }
+            )
         if isinstance(spec.get("replicas"), int) and spec["replicas"] < 0:
             causes.append(
                 field_invalid(
@@ -434,7 +473,12 @@ def validate_update(
             ]
     if rt.key == ("batch", "jobs"):
         return _batch.validate_job_update(old, new)
-    if rt.key in (("apps", "deployments"), ("apps", "replicasets"), ("apps", "statefulsets")):
+    if rt.key in (
+        ("apps", "deployments"),
+        ("apps", "replicasets"),
+        ("apps", "statefulsets"),
+        ("apps", "daemonsets"),
+    ):
         if (old.get("spec") or {}).get("selector") != (new.get("spec") or {}).get("selector"):
             return [
                 field_invalid(

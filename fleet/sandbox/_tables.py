@@ -191,6 +191,63 @@ _COLUMNS: dict[str, list[_Col]] = {
             priority=1,
         ),
     ],
+    "daemonsets": [
+        _NAME,
+        _c(
+            "Desired",
+            "The total number of nodes that should be running the daemon pod (including nodes "
+            "correctly running the daemon pod). More info: "
+            "https://kubernetes.io/docs/concepts/workloads/controllers/daemonset/",
+            type="integer",
+        ),
+        _c(
+            "Current",
+            "The number of nodes that are running at least 1 daemon pod and are supposed to run "
+            "the daemon pod. More info: "
+            "https://kubernetes.io/docs/concepts/workloads/controllers/daemonset/",
+            type="integer",
+        ),
+        _c(
+            "Ready",
+            "numberReady is the number of nodes that should be running the daemon pod and have "
+            "one or more of the daemon pod running with a Ready Condition.",
+            type="integer",
+        ),
+        _c(
+            "Up-to-date",
+            "The total number of nodes that are running updated daemon pod",
+            type="integer",
+        ),
+        _c(
+            "Available",
+            "The number of nodes that should be running the daemon pod and have one or more of "
+            "the daemon pod running and available (ready for at least spec.minReadySeconds)",
+            type="integer",
+        ),
+        _c(
+            "Node Selector",
+            "NodeSelector is a selector which must be true for the pod to fit on a node. "
+            "Selector which must match a node's labels for the pod to be scheduled on that node. "
+            "More info: https://kubernetes.io/docs/concepts/configuration/assign-pod-node/",
+        ),
+        _AGE,
+        _c("Containers", _CONTAINERS_DESC, priority=1),
+        _c("Images", _IMAGES_DESC, priority=1),
+        _c(
+            "Selector",
+            "A label query over pods that are managed by the daemon set. Must match in order to "
+            "be controlled. It must match the pod template's labels. More info: "
+            "https://kubernetes.io/docs/concepts/overview/working-with-objects/labels/#label-selectors",
+            priority=1,
+        ),
+    ],
+    "statefulsets": [
+        _NAME,
+        _c("Ready", "Number of the pod with ready state"),
+        _AGE,
+        _c("Containers", _CONTAINERS_DESC, priority=1),
+        _c("Images", _IMAGES_DESC, priority=1),
+    ],
     "jobs": [
         _NAME,
         _c("Status", "Status of the job."),
@@ -786,6 +843,25 @@ def _row_for(
             images,
             _selector_string(spec.get("selector")),
         ], []
+    if resource == "daemonsets":
+        containers, images = _containers(_get(spec, "template", "spec"))
+        return [
+            name,
+            _int(status.get("desiredNumberScheduled")),
+            _int(status.get("currentNumberScheduled")),
+            _int(status.get("numberReady")),
+            _int(status.get("updatedNumberScheduled")),
+            _int(status.get("numberAvailable")),
+            _format_labels(_get(spec, "template", "spec", "nodeSelector")),
+            age,
+            containers,
+            images,
+            _selector_string(spec.get("selector")) or "<none>",
+        ], []
+    if resource == "statefulsets":
+        containers, images = _containers(_get(spec, "template", "spec"))
+        ready = f"{_int(status.get('readyReplicas'))}/{_int(spec.get('replicas', 1))}"
+        return [name, ready, age, containers, images], []
     if resource == "jobs":
         return _job_row(obj, now), []
     if resource == "cronjobs":

@@ -23,6 +23,8 @@ LOOPS = (
     "garbagecollector",
     "job",
     "cronjob",
+    "daemonset",
+    "statefulset",
 )
 """The control-plane loops ``up`` runs, by the names ``--disable`` takes."""
 
@@ -48,4 +50,6 @@ def control_plane_settings(disabled: frozenset[str]) -> ControlPlaneSettings:
         gc="garbagecollector" not in disabled,
         jobs="job" not in disabled,
         cronjobs="cronjob" not in disabled,
+        daemonsets="daemonset" not in disabled,
+        statefulsets="statefulset" not in disabled,
     )
