@@ -81,6 +81,26 @@ async def test_a_job_completes_on_the_fleet(tmp_path: Path) -> None:
             )
         )
         assert table.stdout.splitlines()[1].split()[:3] == ["pi", "Complete", "3/3"]
+
+        def describe(*what: str) -> list[list[str]]:
+            out = subprocess.run(
+                [KUBECTL, "--kubeconfig", str(running.kubeconfig), "describe", *what],
+                capture_output=True, text=True, timeout=20,
+            ).stdout  # fmt: skip
+            tail = out.split("Events:", 1)[1].splitlines()[3:]
+            return [line.split() for line in tail if line.strip()]
+
+        job_events = await trio.to_thread.run_sync(describe, "job", "pi")
+        reasons = [row[1] for row in job_events]
+        assert reasons.count("SuccessfulCreate") == 3 and reasons[-1] == "Completed"
+        assert job_events[-1][3:] == ["job-controller", "Job", "completed"]
+        pod_name = pods[0]["metadata"]["name"]
+        pod_events = await trio.to_thread.run_sync(describe, "pod", pod_name)
+        node_name = pods[0]["spec"]["nodeName"]
+        assert pod_events[0] == [
+            "Normal", "Scheduled", *pod_events[0][2:3], "default-scheduler",
+            "Successfully", "assigned", f"default/{pod_name}", "to", node_name,
+        ]  # fmt: skip
         up.stop()
     gc.collect()
 

@@ -11,7 +11,8 @@ only ``fleet.up`` and the CLI (``kubemock-fleet up``) sit above it.
 - the loops, each usable alone: :class:`Scheduler`, :class:`ReplicaSetController`,
   :class:`DeploymentController`, :class:`NodeLifecycleController`,
   :class:`GarbageCollector`, :class:`JobController`, :class:`CronJobController`, :class:`DaemonSetController`,
-  :class:`StatefulSetController`, with their settings.
+  :class:`StatefulSetController`, with their settings;
+- :class:`EventRecorder`: the loops' Events, filtered, combined and deduplicated.
 """
 
 from fleet.controlplane._cronjobs import CronJobController as CronJobController
@@ -21,6 +22,8 @@ from fleet.controlplane._daemonsets import DaemonSetSettings as DaemonSetSetting
 from fleet.controlplane._deployments import DeploymentController as DeploymentController
 from fleet.controlplane._deployments import DeploymentSettings as DeploymentSettings
 from fleet.controlplane._deployments import pod_template_hash as pod_template_hash
+from fleet.controlplane._events import EventRecorder as EventRecorder
+from fleet.controlplane._events import EventSettings as EventSettings
 from fleet.controlplane._gc import GarbageCollector as GarbageCollector
 from fleet.controlplane._gc import GCSettings as GCSettings
 from fleet.controlplane._informer import Informer as Informer
@@ -49,6 +52,8 @@ __all__ = [
     "DaemonSetSettings",
     "DeploymentController",
     "DeploymentSettings",
+    "EventRecorder",
+    "EventSettings",
     "GCSettings",
     "GarbageCollector",
     "Informer",

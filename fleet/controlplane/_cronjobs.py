@@ -38,6 +38,7 @@ import msgspec
 import trio
 
 from fleet.api import CronSchedule, parse_cron, parse_time_zone
+from fleet.controlplane._events import NO_EVENTS, EventRecorder
 from fleet.controlplane._informer import Informer, Informers
 from fleet.controlplane._jobs import merge_patch_body
 from fleet.controlplane._queue import WorkQueue
@@ -61,6 +62,8 @@ __all__ = ["SCHEDULED_ANNOTATION", "CronJobController", "CronJobSettings"]
 
 log = logging.getLogger(__name__)
 
+CONTROLLER = "cronjob-controller"
+"""The events' source component, as kube-controller-manager names this controller."""
 SCHEDULED_ANNOTATION = "batch.kubernetes.io/cronjob-scheduled-timestamp"
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(KObject)
@@ -119,7 +122,9 @@ class CronJobController:
         *,
         clock: Callable[[], float] = trio.current_time,
         wall_clock: Callable[[], float] = time.time,
+        events: EventRecorder = NO_EVENTS,
     ) -> None:
+        self._events = events
         self.settings = s = settings if settings is not None else CronJobSettings()
         self._rest = rest
         self._wall = wall_clock
@@ -174,6 +179,10 @@ class CronJobController:
                 done_at, last = parse_time(done), parse_time(status.get("lastSuccessfulTime"))
                 if done_at is not None and (last is None or done_at > last):
                     status["lastSuccessfulTime"] = rfc3339(done_at)
+                    self._events.record(
+                        cj, CRONJOBS, "Normal", "SawCompletedJob",
+                        f"Saw completed job: {job.metadata.name}, condition: Complete", CONTROLLER,
+                    )  # fmt: skip
         await self._clean_history(key, cj, jobs)
         if meta.deletion_timestamp is not None:
             await self._write_status(cj, status, running)
@@ -249,6 +258,9 @@ class CronJobController:
             log.info("cronjob %s: creating job %s failed: %s", key, name, exc)
             self.queue.add_after(key, 1.0)
             return None
+        self._events.record(
+            cj, CRONJOBS, "Normal", "SuccessfulCreate", f"Created job {name}", CONTROLLER
+        )
         return _view(created)
 
     async def _delete_job(self, key: str, job: KObject) -> None:
@@ -259,9 +271,16 @@ class CronJobController:
                 propagation="Background",
             )
         except NotFound:
-            pass
+            return
         except FleetError as exc:
             log.info("cronjob %s: deleting job %s failed: %s", key, job.metadata.name, exc)
+            return
+        cj = self._cronjobs.store.get(key)
+        if cj is not None:
+            self._events.record(
+                cj, CRONJOBS, "Normal", "SuccessfulDelete", f"Deleted job {job.metadata.name}",
+                CONTROLLER,
+            )  # fmt: skip
 
     async def _clean_history(self, key: str, cj: KObject, jobs: list[KObject]) -> None:
         for kind, field, default in (

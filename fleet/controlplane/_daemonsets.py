@@ -40,6 +40,7 @@ from typing import Any
 import trio
 
 from fleet.controlplane._deployments import pod_template_hash
+from fleet.controlplane._events import NO_EVENTS, EventRecorder
 from fleet.controlplane._informer import Informer, Informers
 from fleet.controlplane._jobs import merge_patch_body
 from fleet.controlplane._podutil import is_ready, ready_since, untolerated
@@ -62,6 +63,8 @@ __all__ = ["DAEMON_TOLERATIONS", "DaemonSetController", "DaemonSetSettings"]
 
 log = logging.getLogger(__name__)
 
+CONTROLLER = "daemonset-controller"
+"""The events' source component, as kube-controller-manager names this controller."""
 REVISION_LABEL = "controller-revision-hash"
 GENERATION_LABEL = "pod-template-generation"
 DAEMON_TOLERATIONS: tuple[dict[str, str], ...] = (
@@ -168,7 +171,9 @@ class DaemonSetController:
         *,
         clock: Callable[[], float] = trio.current_time,
         wall_clock: Callable[[], float] = time.time,
+        events: EventRecorder = NO_EVENTS,
     ) -> None:
+        self._events = events
         self.settings = s = settings if settings is not None else DaemonSetSettings()
         self._rest = rest
         self._wall = wall_clock
@@ -322,12 +327,16 @@ class DaemonSetController:
                 meta["annotations"] = dict(tmeta["annotations"])
             body = {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}
             try:
-                await self._rest.create(PODS.path(ds.metadata.namespace), body)
+                created = await self._rest.create(PODS.path(ds.metadata.namespace), body)
             except FleetError as exc:
                 log.info("daemonset %s: creating a pod for %s failed: %s", key, node, exc)
                 self.expectations.observe(key, adds=len(nodes) - done)
                 self.queue.add_after(key, 1.0)
                 return
+            name = (created.get("metadata") or {}).get("name", "")
+            self._events.record(
+                ds, DAEMONSETS, "Normal", "SuccessfulCreate", f"Created pod: {name}", CONTROLLER
+            )
 
     async def _delete(self, key: str, pods: list[KObject]) -> None:
         if not pods:
@@ -344,6 +353,13 @@ class DaemonSetController:
                 log.info("daemonset %s: deleting %s failed: %s", key, pod.metadata.name, exc)
                 self.expectations.observe(key, deletes=1)
                 self.queue.add_after(key, 1.0)
+                continue
+            ds = self._sets.store.get(key)
+            if ds is not None:
+                self._events.record(
+                    ds, DAEMONSETS, "Normal", "SuccessfulDelete",
+                    f"Deleted pod: {pod.metadata.name}", CONTROLLER,
+                )  # fmt: skip
 
     async def _write_status(
         self,

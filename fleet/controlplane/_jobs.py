@@ -49,6 +49,7 @@ from typing import Any
 
 import trio
 
+from fleet.controlplane._events import NO_EVENTS, EventRecorder
 from fleet.controlplane._informer import Informer, Informers
 from fleet.controlplane._podutil import is_ready
 from fleet.controlplane._queue import WorkQueue
@@ -82,6 +83,8 @@ TRACKING_FINALIZER = "batch.kubernetes.io/job-tracking"
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 _ORPHAN = "orphan-pod:"
 """Queue-key prefix of a pod holding the finalizer for a Job that is gone."""
+CONTROLLER = "job-controller"
+"""The events' source component, as kube-controller-manager names this controller."""
 _MESSAGES = {
     "BackoffLimitExceeded": "Job has reached the specified backoff limit",
     "DeadlineExceeded": "Job was active longer than specified deadline",
@@ -174,7 +177,9 @@ class JobController:
         *,
         clock: Callable[[], float] = trio.current_time,
         wall_clock: Callable[[], float] = time.time,
+        events: EventRecorder = NO_EVENTS,
     ) -> None:
+        self._events = events
         self.settings = s = settings if settings is not None else JobSettings()
         self._rest = rest
         self._clock = clock
@@ -477,12 +482,16 @@ class JobController:
                 pod_meta["annotations"] = annotations
             body = {"apiVersion": "v1", "kind": "Pod", "metadata": pod_meta, "spec": pod_spec}
             try:
-                await self._rest.create(path, body)
+                created = await self._rest.create(path, body)
             except FleetError as exc:
                 log.info("job %s: creating a pod failed: %s", key, exc)
                 self.expectations.observe(key, adds=len(indexes) - done)
                 self.queue.add_after(key, 1.0)
                 return
+            name = (created.get("metadata") or {}).get("name", "")
+            self._events.record(
+                job, JOBS, "Normal", "SuccessfulCreate", f"Created pod: {name}", CONTROLLER
+            )
 
     async def _delete_pods(self, key: str, pods: list[KObject]) -> None:
         if not pods:
@@ -499,6 +508,13 @@ class JobController:
                 log.info("job %s: deleting pod %s failed: %s", key, pod.metadata.name, exc)
                 self.expectations.observe(key, deletes=1)
                 self.queue.add_after(key, 1.0)
+                continue
+            job = self._jobs.store.get(key)
+            if job is not None:
+                self._events.record(
+                    job, JOBS, "Normal", "SuccessfulDelete", f"Deleted pod: {pod.metadata.name}",
+                    CONTROLLER,
+                )  # fmt: skip
 
     # --- status ---------------------------------------------------------------------------
     @staticmethod
@@ -521,6 +537,7 @@ class JobController:
             message = "Job resumed"
         conditions = [c for c in status.get("conditions") or () if c.get("type") != kind]
         old = condition(status, kind)
+
         transition = stamp
         if old is not None and old.get("status") == value:
             transition = str(old.get("lastTransitionTime") or stamp)
@@ -556,6 +573,25 @@ class JobController:
                 status.pop(name, None)  # omitempty int32s
         if status != base:
             await self._write_status(job, base, status, rv)
+            for cond in status.get("conditions") or ():
+                before = condition(base, str(cond.get("type")))
+                if before is None or before.get("status") != cond.get("status"):
+                    self._tell(
+                        job, str(cond.get("type")), str(cond.get("status")),
+                        str(cond.get("reason")), str(cond.get("message")),
+                    )  # fmt: skip
+
+    def _tell(self, job: KObject, kind: str, value: str, reason: str, message: str) -> None:
+        """The events the real controller gives a condition change."""
+        if kind == "Complete":
+            self._events.record(job, JOBS, "Normal", "Completed", "Job completed", CONTROLLER)
+        elif kind == "Failed":
+            self._events.record(job, JOBS, "Warning", reason, message, CONTROLLER)
+        elif kind == "Suspended":
+            event = (
+                ("Suspended", "Job suspended") if value == "True" else ("Resumed", "Job resumed")
+            )
+            self._events.record(job, JOBS, "Normal", *event, CONTROLLER)
 
     async def _write_status(
         self, job: KObject, base: Mapping[str, Any], status: dict[str, Any], rv: str | None

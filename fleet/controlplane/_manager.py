@@ -20,6 +20,7 @@ import trio
 from fleet.controlplane._cronjobs import CronJobController, CronJobSettings
 from fleet.controlplane._daemonsets import DaemonSetController, DaemonSetSettings
 from fleet.controlplane._deployments import DeploymentController, DeploymentSettings
+from fleet.controlplane._events import EventRecorder, EventSettings
 from fleet.controlplane._gc import GarbageCollector, GCSettings
 from fleet.controlplane._informer import Informers
 from fleet.controlplane._jobs import JobController, JobSettings
@@ -64,6 +65,8 @@ class ControlPlaneSettings:
     cronjob_settings: CronJobSettings = field(default_factory=CronJobSettings)
     daemonset_settings: DaemonSetSettings = field(default_factory=DaemonSetSettings)
     statefulset_settings: StatefulSetSettings = field(default_factory=StatefulSetSettings)
+    event_settings: EventSettings = field(default_factory=EventSettings)
+    """How the loops' events are filtered, combined and deduplicated (client-go's correlator)."""
 
 
 class ControlPlane:
@@ -80,21 +83,24 @@ class ControlPlane:
         self.settings = s = settings if settings is not None else ControlPlaneSettings()
         rest = Rest(requester)
         self.informers = Informers(requester, clock=clock)
+        self.events = EventRecorder(rest, s.event_settings, clock=clock, wall_clock=wall_clock)
+        ev = self.events
         self.scheduler = (
-            Scheduler(rest, self.informers, s.scheduler_settings, clock=clock, wall_clock=wall_clock)
+            Scheduler(rest, self.informers, s.scheduler_settings, clock=clock, wall_clock=wall_clock, events=ev)
             if s.scheduler else None
         )  # fmt: skip
         self.replicasets = (
-            ReplicaSetController(rest, self.informers, s.replicaset_settings, clock=clock, wall_clock=wall_clock)
+            ReplicaSetController(rest, self.informers, s.replicaset_settings, clock=clock, wall_clock=wall_clock, events=ev)
             if s.replicasets else None
         )  # fmt: skip
         self.deployments = (
-            DeploymentController(rest, self.informers, s.deployment_settings, clock=clock, wall_clock=wall_clock)
+            DeploymentController(rest, self.informers, s.deployment_settings, clock=clock, wall_clock=wall_clock, events=ev)
             if s.deployments else None
         )  # fmt: skip
         self.node_lifecycle = (
             NodeLifecycleController(
-                rest, self.informers, s.node_lifecycle_settings, clock=clock, wall_clock=wall_clock
+                rest, self.informers, s.node_lifecycle_settings, clock=clock, wall_clock=wall_clock,
+                events=ev,
             )
             if s.node_lifecycle else None
         )  # fmt: skip
@@ -102,19 +108,19 @@ class ControlPlane:
             GarbageCollector(rest, self.informers, s.gc_settings, clock=clock) if s.gc else None
         )
         self.jobs = (
-            JobController(rest, self.informers, s.job_settings, clock=clock, wall_clock=wall_clock)
+            JobController(rest, self.informers, s.job_settings, clock=clock, wall_clock=wall_clock, events=ev)
             if s.jobs else None
         )  # fmt: skip
         self.cronjobs = (
-            CronJobController(rest, self.informers, s.cronjob_settings, clock=clock, wall_clock=wall_clock)
+            CronJobController(rest, self.informers, s.cronjob_settings, clock=clock, wall_clock=wall_clock, events=ev)
             if s.cronjobs else None
         )  # fmt: skip
         self.daemonsets = (
-            DaemonSetController(rest, self.informers, s.daemonset_settings, clock=clock, wall_clock=wall_clock)
+            DaemonSetController(rest, self.informers, s.daemonset_settings, clock=clock, wall_clock=wall_clock, events=ev)
             if s.daemonsets else None
         )  # fmt: skip
         self.statefulsets = (
-            StatefulSetController(rest, self.informers, s.statefulset_settings, clock=clock, wall_clock=wall_clock)
+            StatefulSetController(rest, self.informers, s.statefulset_settings, clock=clock, wall_clock=wall_clock, events=ev)
             if s.statefulsets else None
         )  # fmt: skip
 
@@ -127,6 +133,7 @@ class ControlPlane:
         ]  # fmt: skip
         async with trio.open_nursery() as nursery:
             await nursery.start(self.informers.run)
+            await nursery.start(self.events.run)
             for loop in loops:
                 await nursery.start(loop.run)
             await self.informers.wait_synced(*self.informers.all())

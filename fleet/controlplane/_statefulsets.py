@@ -38,6 +38,7 @@ from typing import Any
 import trio
 
 from fleet.controlplane._deployments import pod_template_hash
+from fleet.controlplane._events import NO_EVENTS, EventRecorder
 from fleet.controlplane._informer import Informer, Informers
 from fleet.controlplane._jobs import merge_patch_body
 from fleet.controlplane._podutil import is_ready, ready_since
@@ -53,6 +54,8 @@ __all__ = ["POD_INDEX_LABEL", "StatefulSetController", "StatefulSetSettings"]
 
 log = logging.getLogger(__name__)
 
+CONTROLLER = "statefulset-controller"
+"""The events' source component, as kube-controller-manager names this controller."""
 REVISION_LABEL = "controller-revision-hash"
 POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"
 POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"
@@ -97,7 +100,9 @@ class StatefulSetController:
         *,
         clock: Callable[[], float] = trio.current_time,
         wall_clock: Callable[[], float] = time.time,
+        events: EventRecorder = NO_EVENTS,
     ) -> None:
+        self._events = events
         self.settings = s = settings if settings is not None else StatefulSetSettings()
         self._rest = rest
         self._wall = wall_clock
@@ -171,7 +176,7 @@ class StatefulSetController:
                     return
                 continue
             if pod.status.get("phase") == "Failed" and pod.metadata.deletion_timestamp is None:
-                await self._delete(pod)
+                await self._delete(sts, pod)
                 if ordered:
                     return
                 continue
@@ -187,7 +192,7 @@ class StatefulSetController:
                 continue
             if ordered and not all(_running_and_ready(p) for j, p in by_ordinal.items() if j < i):
                 return
-            await self._delete(pod)
+            await self._delete(sts, pod)
             if ordered:
                 return
         if condemned:
@@ -202,7 +207,7 @@ class StatefulSetController:
         for i in range(replicas - 1, partition - 1, -1):
             pod = by_ordinal[i]
             if pod.metadata.labels.get(REVISION_LABEL) != revision:
-                await self._delete(pod)
+                await self._delete(sts, pod)
                 return
 
     async def _create(self, sts: KObject, index: int, revision: str) -> None:
@@ -236,14 +241,24 @@ class StatefulSetController:
         except FleetError as exc:
             log.info("statefulset %s: creating %s failed: %s", sts.metadata.name, pod_name, exc)
             self.queue.add_after(object_key(sts.metadata), 1.0)
+            return
+        self._events.record(
+            sts, STATEFULSETS, "Normal", "SuccessfulCreate",
+            f"create Pod {pod_name} in StatefulSet {sts.metadata.name} successful", CONTROLLER,
+        )  # fmt: skip
 
-    async def _delete(self, pod: KObject) -> None:
+    async def _delete(self, sts: KObject, pod: KObject) -> None:
         try:
             await self._rest.delete(
                 PODS.path(pod.metadata.namespace, pod.metadata.name), uid=pod.metadata.uid
             )
         except NotFound:
-            pass
+            return
+        self._events.record(
+            sts, STATEFULSETS, "Normal", "SuccessfulDelete",
+            f"delete Pod {pod.metadata.name} in StatefulSet {sts.metadata.name} successful",
+            CONTROLLER,
+        )  # fmt: skip
 
     async def _write_status(
         self,
