@@ -4,7 +4,8 @@
   ``zhizuqiu.github.com/delaySucceeded`` is Jobs), the Job completes, and
   ``kubectl wait --for=condition=complete`` sees it.
 - DaemonSets and StatefulSets: their pods land on the fleet's nodes, turn Ready, and
-  ``kubectl rollout status`` returns, also after a rollout of a new image.
+  ``kubectl rollout status`` returns, also after a rollout of a new image; a Service over
+  them gets a cluster IP, Endpoints and an EndpointSlice of their IPs.
 """
 
 from __future__ import annotations
@@ -172,6 +173,25 @@ async def test_daemonsets_and_statefulsets_roll_out_on_the_fleet(tmp_path: Path)
         index = await run("get", "pod", "db-2", "-o",
                           "jsonpath={.metadata.labels.apps\\.kubernetes\\.io/pod-index}")  # fmt: skip
         assert index == "2"
+
+        # A Service over the StatefulSet's pods: Endpoints and an EndpointSlice of their IPs.
+        await run("create", "service", "clusterip", "db", "--tcp=5432:5432")
+        await run("patch", "service", "db", "-p", '{"spec":{"selector":{"app":"db"}}}')
+        ips = sorted((await run("get", "pods", "-l", "app=db", "-o",
+                                "jsonpath={.items[*].status.podIP}")).split())  # fmt: skip
+        assert len(ips) == 3
+        with trio.fail_after(20):
+            while True:
+                got = await run("get", "endpoints", "db", "-o",
+                                "jsonpath={.subsets[*].addresses[*].ip}")  # fmt: skip
+                if sorted(got.split()) == ips:
+                    break
+                await trio.sleep(0.2)
+        row = await run("get", "endpointslices", "-l", "kubernetes.io/service-name=db")
+        cells = row.splitlines()[1].split()
+        assert cells[0].startswith("db-") and cells[1:3] == ["IPv4", "5432"]
+        cluster_ip = await run("get", "service", "db", "-o", "jsonpath={.spec.clusterIP}")
+        assert cluster_ip.startswith("10.96.")
 
         await run("set", "image", "ds/agent", "agent=agent:2")
         await run("set", "image", "sts/db", "db=db:2")

@@ -11,7 +11,8 @@ only ``fleet.up`` and the CLI (``kubemock-fleet up``) sit above it.
 - the loops, each usable alone: :class:`Scheduler`, :class:`ReplicaSetController`,
   :class:`DeploymentController`, :class:`NodeLifecycleController`,
   :class:`GarbageCollector`, :class:`JobController`, :class:`CronJobController`, :class:`DaemonSetController`,
-  :class:`StatefulSetController`, with their settings;
+  :class:`StatefulSetController`, :class:`EndpointsController`,
+  :class:`EndpointSliceController`, with their settings;
 - :class:`EventRecorder`: the loops' Events, filtered, combined and deduplicated.
 """
 
@@ -22,6 +23,10 @@ from fleet.controlplane._daemonsets import DaemonSetSettings as DaemonSetSetting
 from fleet.controlplane._deployments import DeploymentController as DeploymentController
 from fleet.controlplane._deployments import DeploymentSettings as DeploymentSettings
 from fleet.controlplane._deployments import pod_template_hash as pod_template_hash
+from fleet.controlplane._endpoints import EndpointsController as EndpointsController
+from fleet.controlplane._endpoints import EndpointsSettings as EndpointsSettings
+from fleet.controlplane._endpointslices import EndpointSliceController as EndpointSliceController
+from fleet.controlplane._endpointslices import EndpointSliceSettings as EndpointSliceSettings
 from fleet.controlplane._events import EventRecorder as EventRecorder
 from fleet.controlplane._events import EventSettings as EventSettings
 from fleet.controlplane._gc import GarbageCollector as GarbageCollector
@@ -52,6 +57,10 @@ __all__ = [
     "DaemonSetSettings",
     "DeploymentController",
     "DeploymentSettings",
+    "EndpointSliceController",
+    "EndpointSliceSettings",
+    "EndpointsController",
+    "EndpointsSettings",
     "EventRecorder",
     "EventSettings",
     "GCSettings",

@@ -40,6 +40,7 @@ from fleet.controlplane._resources import (
     CRONJOBS,
     DAEMONSETS,
     DEPLOYMENTS,
+    ENDPOINTSLICES,
     JOBS,
     NAMESPACES,
     NODES,
@@ -68,8 +69,8 @@ SECRETS = Resource("", "v1", "secrets", "Secret")
 @dataclass(frozen=True, slots=True)
 class GCSettings:
     resources: tuple[Resource, ...] = (
-        PODS, REPLICASETS, DEPLOYMENTS, JOBS, CRONJOBS, DAEMONSETS, STATEFULSETS, CONFIGMAPS,
-        SECRETS,
+        PODS, REPLICASETS, DEPLOYMENTS, JOBS, CRONJOBS, DAEMONSETS, STATEFULSETS, ENDPOINTSLICES,
+        CONFIGMAPS, SECRETS,
     )  # fmt: skip
     """Resources whose objects are owners or dependents. What the control plane's own loops
     and the fleet create, plus the two kinds users most often hang off an owner."""

@@ -20,6 +20,8 @@ import trio
 from fleet.controlplane._cronjobs import CronJobController, CronJobSettings
 from fleet.controlplane._daemonsets import DaemonSetController, DaemonSetSettings
 from fleet.controlplane._deployments import DeploymentController, DeploymentSettings
+from fleet.controlplane._endpoints import EndpointsController, EndpointsSettings
+from fleet.controlplane._endpointslices import EndpointSliceController, EndpointSliceSettings
 from fleet.controlplane._events import EventRecorder, EventSettings
 from fleet.controlplane._gc import GarbageCollector, GCSettings
 from fleet.controlplane._informer import Informers
@@ -56,6 +58,10 @@ class ControlPlaneSettings:
     """One pod per eligible node (the ``daemonset`` controller)."""
     statefulsets: bool = True
     """Ordered pods with stable names (the ``statefulset`` controller)."""
+    endpoints: bool = True
+    """Services' Endpoints from their Ready pods (the ``endpoint`` controller)."""
+    endpointslices: bool = True
+    """Services' EndpointSlices (the ``endpointslice`` controller)."""
     scheduler_settings: SchedulerSettings = field(default_factory=SchedulerSettings)
     replicaset_settings: ReplicaSetSettings = field(default_factory=ReplicaSetSettings)
     deployment_settings: DeploymentSettings = field(default_factory=DeploymentSettings)
@@ -65,6 +71,8 @@ class ControlPlaneSettings:
     cronjob_settings: CronJobSettings = field(default_factory=CronJobSettings)
     daemonset_settings: DaemonSetSettings = field(default_factory=DaemonSetSettings)
     statefulset_settings: StatefulSetSettings = field(default_factory=StatefulSetSettings)
+    endpoints_settings: EndpointsSettings = field(default_factory=EndpointsSettings)
+    endpointslice_settings: EndpointSliceSettings = field(default_factory=EndpointSliceSettings)
     event_settings: EventSettings = field(default_factory=EventSettings)
     """How the loops' events are filtered, combined and deduplicated (client-go's correlator)."""
 
@@ -119,6 +127,14 @@ class ControlPlane:
             DaemonSetController(rest, self.informers, s.daemonset_settings, clock=clock, wall_clock=wall_clock, events=ev)
             if s.daemonsets else None
         )  # fmt: skip
+        self.endpoints = (
+            EndpointsController(rest, self.informers, s.endpoints_settings, clock=clock)
+            if s.endpoints else None
+        )  # fmt: skip
+        self.endpointslices = (
+            EndpointSliceController(rest, self.informers, s.endpointslice_settings, clock=clock)
+            if s.endpointslices else None
+        )  # fmt: skip
         self.statefulsets = (
             StatefulSetController(rest, self.informers, s.statefulset_settings, clock=clock, wall_clock=wall_clock, events=ev)
             if s.statefulsets else None
@@ -128,7 +144,8 @@ class ControlPlane:
         """Run every enabled loop until cancelled; reports started once the informers synced."""
         loops = [
             loop for loop in (self.scheduler, self.replicasets, self.deployments, self.node_lifecycle, self.gc,
-                              self.jobs, self.cronjobs, self.daemonsets, self.statefulsets)
+                              self.jobs, self.cronjobs, self.daemonsets, self.statefulsets,
+                              self.endpoints, self.endpointslices)
             if loop is not None
         ]  # fmt: skip
         async with trio.open_nursery() as nursery:

@@ -22,6 +22,8 @@ __all__ = [
     "CRONJOBS",
     "DAEMONSETS",
     "DEPLOYMENTS",
+    "ENDPOINTS",
+    "ENDPOINTSLICES",
     "EVENTS",
     "JOBS",
     "LEASES",
@@ -29,7 +31,9 @@ __all__ = [
     "NODES",
     "PODS",
     "REPLICASETS",
+    "SERVICES",
     "STATEFULSETS",
+    "EndpointsObject",
     "KObject",
     "Meta",
     "OwnerRef",
@@ -74,6 +78,9 @@ REPLICASETS = Resource("apps", "v1", "replicasets", "ReplicaSet")
 DEPLOYMENTS = Resource("apps", "v1", "deployments", "Deployment")
 DAEMONSETS = Resource("apps", "v1", "daemonsets", "DaemonSet")
 STATEFULSETS = Resource("apps", "v1", "statefulsets", "StatefulSet")
+SERVICES = Resource("", "v1", "services", "Service")
+ENDPOINTS = Resource("", "v1", "endpoints", "Endpoints")
+ENDPOINTSLICES = Resource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice")
 JOBS = Resource("batch", "v1", "jobs", "Job")
 CRONJOBS = Resource("batch", "v1", "cronjobs", "CronJob")
 
@@ -96,6 +103,16 @@ class KObject(msgspec.Struct, frozen=True):
     metadata: Meta = Meta()
     spec: dict[str, Any] = {}
     status: dict[str, Any] = {}
+
+
+class EndpointsObject(msgspec.Struct, frozen=True):
+    """An Endpoints object or EndpointSlice: their content is top-level, not in a spec."""
+
+    metadata: Meta = Meta()
+    subsets: list[dict[str, Any]] | None = None
+    address_type: str = msgspec.field(default="", name="addressType")
+    endpoints: list[dict[str, Any]] | None = None
+    ports: list[dict[str, Any]] | None = None
 
 
 def controller_of(meta: ObjectMeta) -> OwnerReference | None:

@@ -108,6 +108,8 @@ class Api:
         # Hooks run after an object of a type is created or removed (CRDs, namespaces).
         self.after_create: dict[Key, Callable[[dict[str, Any]], None]] = {}
         self.after_delete: dict[Key, Callable[[dict[str, Any]], None]] = {}
+        # Hooks that fill allocated fields before validation: (old or None, new) -> None.
+        self.before_write: dict[Key, Callable[[dict[str, Any] | None, dict[str, Any]], None]] = {}
 
     # --- reads -----------------------------------------------------------------------------
     def lookup(self, rt: ResourceType, ns: str, name: str) -> dict[str, Any]:
@@ -248,6 +250,9 @@ class Api:
         _builtins.initial_status(rt, obj)
         if not rt.is_custom:
             _builtins.default(rt, obj, creating=True)
+        allocate = self.before_write.get(rt.key)
+        if allocate is not None:
+            allocate(None, obj)
         obj = self._validate(rt, obj, fv, call)
         if self.store.get(rt.key, ns, name) is not None:
             raise already_exists(rt.plural, rt.group, name)
@@ -310,6 +315,9 @@ class Api:
         new["kind"], new["apiVersion"] = rt.kind, rt.api_version
         if not rt.is_custom:
             _builtins.default(rt, new, creating=False)
+        allocate = self.before_write.get(rt.key)
+        if allocate is not None and call.subresource is None:
+            allocate(old, new)
         if _builtins.micro_time_causes(rt, new) is not None:
             raise StatusError(
                 422,

@@ -31,6 +31,7 @@ from fleet.sandbox._lists import list_body, list_objects
 from fleet.sandbox._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from fleet.sandbox._metrics import Metrics
 from fleet.sandbox._registry import Registry, ResourceType
+from fleet.sandbox._services import ServiceAllocator
 from fleet.sandbox._settings import SandboxSettings
 from fleet.sandbox._status import StatusError, method_not_allowed
 from fleet.sandbox._store import Store
@@ -144,6 +145,8 @@ class SandboxApp:
         self.crds = Crds(self.api)
         self.metrics = Metrics(self._storage_counts)
         self.api.after_create[("", "namespaces")] = self._namespace_created
+        self.services = ServiceAllocator(self.store, settings.service_cidr)
+        self.api.before_write[("", "services")] = self.services.prepare
         if data is not None:
             self.store.load(data)
             for crd in list(self.store.collection(CRD_KEY).objects.values()):
@@ -162,6 +165,27 @@ class SandboxApp:
                     Call(rt=ns_rt, namespace=None),
                     {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
                 )
+        svc_rt = self.registry.get("", "v1", "services")
+        assert svc_rt is not None
+        if self.store.get(svc_rt.key, "default", "kubernetes") is None:
+            # The apiserver's own Service, at the first address of the range (as a real one).
+            self.api.create(
+                Call(rt=svc_rt, namespace="default"),
+                {
+                    "apiVersion": "v1",
+                    "kind": "Service",
+                    "metadata": {
+                        "name": "kubernetes",
+                        "labels": {"component": "apiserver", "provider": "kubernetes"},
+                    },
+                    "spec": {
+                        "clusterIP": self.services.first,
+                        "ports": [
+                            {"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}
+                        ],
+                    },
+                },
+            )
 
     def _namespace_created(self, ns: dict[str, Any]) -> None:
         """The service account controller's work: every namespace gets a ``default`` ServiceAccount."""

@@ -62,6 +62,8 @@ class SandboxSettings:
     4096 fits dozens of shards and stays under common file-descriptor limits."""
     max_list_limit: int = 100_000
     """Upper bound of items a single page may hold, whatever limit the client asks."""
+    service_cidr: str = "10.96.0.0/16"
+    """Where Services' cluster IPs come from (kind's range); ``kubernetes`` gets its ``.1``."""
     lean_http1: bool = True
     """Serve HTTP/1.1 with the sandbox's own lean server (``_http1``) and hand only HTTP/2
     to hypercorn. False: hypercorn serves everything (it costs ~450 µs of CPU per request

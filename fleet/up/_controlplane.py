@@ -25,6 +25,8 @@ LOOPS = (
     "cronjob",
     "daemonset",
     "statefulset",
+    "endpoint",
+    "endpointslice",
 )
 """The control-plane loops ``up`` runs, by the names ``--disable`` takes."""
 
@@ -52,4 +54,6 @@ def control_plane_settings(disabled: frozenset[str]) -> ControlPlaneSettings:
         cronjobs="cronjob" not in disabled,
         daemonsets="daemonset" not in disabled,
         statefulsets="statefulset" not in disabled,
+        endpoints="endpoint" not in disabled,
+        endpointslices="endpointslice" not in disabled,
     )

@@ -1,0 +1,77 @@
+"""Services in the sandbox: allocated cluster IPs and node ports, defaults, immutability, discovery."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from fleet.sandbox import RunningSandbox
+from tests.sandbox._http import client, make_namespace
+
+SVCS = "/api/v1/namespaces/s/services"
+MERGE = {"Content-Type": "application/merge-patch+json"}
+
+
+def service(name: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+        "spec": {"selector": {"app": name}, "ports": [{"port": 80}], **spec},
+    }  # fmt: skip
+
+
+async def test_cluster_ips_node_ports_and_defaults(sandbox: RunningSandbox) -> None:
+    async with client(sandbox) as c:
+        kubernetes = (await c.get("/api/v1/namespaces/default/services/kubernetes")).json()
+        assert kubernetes["spec"]["clusterIP"] == "10.96.0.1"
+        assert kubernetes["spec"]["ports"][0]["port"] == 443
+        await make_namespace(c, "s")
+        r = await c.post(SVCS, json=service("web"))
+        assert r.status_code == 201, r.text
+        spec = r.json()["spec"]
+        ip = spec["clusterIP"]
+        assert ipaddress.IPv4Address(ip) in ipaddress.IPv4Network("10.96.0.0/16")
+        assert ip != "10.96.0.1" and spec["clusterIPs"] == [ip]
+        assert (spec["ipFamilies"], spec["ipFamilyPolicy"]) == (["IPv4"], "SingleStack")
+        assert spec["internalTrafficPolicy"] == "Cluster" and spec["type"] == "ClusterIP"
+        assert spec["ports"] == [{"port": 80, "protocol": "TCP", "targetPort": 80}]
+        assert spec["sessionAffinity"] == "None"
+
+        r = await c.post(SVCS, json=service("copy", clusterIP=ip))
+        assert r.status_code == 422
+        assert r.json()["message"] == (
+            f'Service "copy" is invalid: spec.clusterIPs: Invalid value: []string{{"{ip}"}}: '
+            f"failed to allocate IP {ip}: provided IP is already allocated"
+        )
+        r = await c.post(SVCS, json=service("far", clusterIP="192.168.0.1"))
+        assert r.status_code == 422
+        assert "The range of valid IPs is 10.96.0.0/16" in r.json()["message"]
+
+        # An update without the allocated fields keeps them; changing the IP is refused.
+        current = (await c.get(f"{SVCS}/web")).json()
+        current["spec"].pop("clusterIP")
+        current["spec"].pop("clusterIPs")
+        r = await c.put(f"{SVCS}/web", json=current)
+        assert r.status_code == 200 and r.json()["spec"]["clusterIP"] == ip
+        r = await c.patch(f"{SVCS}/web", json={"spec": {"clusterIP": "10.96.5.5"}}, headers=MERGE)
+        assert r.status_code == 422
+        assert "spec.clusterIPs[0]" in r.json()["message"]
+        assert "may not change once set" in r.json()["message"]
+
+        r = await c.post(SVCS, json=service("np", type="NodePort"))
+        port = r.json()["spec"]["ports"][0]
+        assert 30000 <= port["nodePort"] <= 32767
+        assert r.json()["spec"]["externalTrafficPolicy"] == "Cluster"
+        r = await c.post(SVCS, json=service("lb", type="LoadBalancer"))
+        assert r.json()["spec"]["allocateLoadBalancerNodePorts"] is True
+        r = await c.post(SVCS, json=service("headless", clusterIP="None"))
+        assert r.json()["spec"]["clusterIPs"] == ["None"]
+        r = await c.post(SVCS, json=service("ext", type="ExternalName", externalName="a.example"))
+        assert "clusterIP" not in r.json()["spec"]
+
+        # Freed with the Service: the address can be asked for again.
+        assert (await c.delete(f"{SVCS}/web")).status_code == 200
+        r = await c.post(SVCS, json=service("again", clusterIP=ip))
+        assert r.status_code == 201, r.text
+
+        resources = (await c.get("/apis/discovery.k8s.io/v1")).json()["resources"]
+        assert [r["name"] for r in resources] == ["endpointslices"]
