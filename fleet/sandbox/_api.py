@@ -172,6 +172,7 @@ class Api:
     ) -> dict[str, Any]:
         """Schema (custom resources) or built-in validation; returns the object to store."""
         name = obj["metadata"].get("name", "")
+        meta_causes = _builtins.validate_metadata(obj)
         if rt.is_custom:
             schema = ((rt.crd or {}).get("schema") or {}).get("openAPIV3Schema") or {}
             pruned, causes, warnings = _libs.validate_custom_resource(
@@ -180,15 +181,18 @@ class Api:
             call.warnings.extend(warnings)
             if any(c.reason == "FieldValueUnknown" for c in causes):
                 raise bad_request(_libs.strict_decoding_message(rt.kind, rt.version, causes))
-            if causes:
+            if causes or meta_causes:
                 raise invalid(
                     rt.kind,
                     rt.group,
                     name,
-                    [{"reason": c.reason, "message": c.message, "field": c.field} for c in causes],
+                    meta_causes
+                    + [
+                        {"reason": c.reason, "message": c.message, "field": c.field} for c in causes
+                    ],
                 )
             return pruned
-        _builtins.raise_if(_builtins.validate(rt, obj), rt, name)
+        _builtins.raise_if(meta_causes + _builtins.validate(rt, obj), rt, name)
         return obj
 
     # --- create ----------------------------------------------------------------------------

@@ -13,6 +13,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from fleet.api import (
+    TOTAL_ANNOTATION_SIZE,
+    label_value_errors,
+    qualified_name_errors,
+)
 from fleet.sandbox import _batch, _objects
 from fleet.sandbox._registry import ResourceType
 from fleet.sandbox._status import (
@@ -289,6 +294,39 @@ def micro_time_causes(rt: ResourceType, obj: dict[str, Any]) -> str | None:
         if isinstance(v, str) and not _MICRO_RE.match(v):
             return _micro_error(v)
     return None
+
+
+def validate_metadata(obj: dict[str, Any]) -> list[dict[str, str]]:
+    """``ValidateObjectMeta``'s labels and annotations rules, for every kind (422 causes)."""
+    meta = obj.get("metadata") or {}
+    causes: list[dict[str, str]] = []
+    labels = meta.get("labels") or {}
+    if isinstance(labels, dict):
+        for key in sorted(labels):
+            value = labels[key]
+            causes += [field_invalid("metadata.labels", key, m) for m in qualified_name_errors(key)]
+            if isinstance(value, str):
+                causes += [
+                    field_invalid("metadata.labels", value, m) for m in label_value_errors(value)
+                ]
+    annotations = meta.get("annotations") or {}
+    if isinstance(annotations, dict):
+        size = 0
+        for key in sorted(annotations):
+            causes += [
+                field_invalid("metadata.annotations", key, m)
+                for m in qualified_name_errors(key.lower())
+            ]
+            size += len(key.encode()) + len(str(annotations[key] or "").encode())
+        if size > TOTAL_ANNOTATION_SIZE:
+            causes.append(
+                {
+                    "reason": "FieldValueTooLong",
+                    "message": f"Too long: may not be more than {TOTAL_ANNOTATION_SIZE} bytes",
+                    "field": "metadata.annotations",
+                }
+            )
+    return causes
 
 
 def validate_name(rt: ResourceType, name: str) -> list[dict[str, str]]:

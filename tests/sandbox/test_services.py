@@ -75,3 +75,36 @@ async def test_cluster_ips_node_ports_and_defaults(sandbox: RunningSandbox) -> N
 
         resources = (await c.get("/apis/discovery.k8s.io/v1")).json()["resources"]
         assert [r["name"] for r in resources] == ["endpointslices"]
+
+
+async def test_labels_and_annotations_are_validated(sandbox: RunningSandbox) -> None:
+    async with client(sandbox) as c:
+        await make_namespace(c, "s")
+        cm = "/api/v1/namespaces/s/configmaps"
+        body: dict[str, Any] = {"apiVersion": "v1", "kind": "ConfigMap",
+                                "metadata": {"name": "c", "labels": {"-bad": "ok"}}}  # fmt: skip
+        r = await c.post(cm, json=body)
+        assert r.status_code == 422
+        assert r.json()["message"] == (
+            'ConfigMap "c" is invalid: metadata.labels: Invalid value: "-bad": name part must '
+            "consist of alphanumeric characters, '-', '_' or '.', and must start and end with an "
+            "alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for "
+            "validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')"
+        )
+        body["metadata"]["labels"] = {"app": "v" * 64}
+        r = await c.post(cm, json=body)
+        assert r.status_code == 422
+        assert r.json()["details"]["causes"][0]["message"].startswith(
+            f'Invalid value: "{"v" * 64}": must be no more than 63 characters'
+        )
+        body["metadata"]["labels"] = {}
+        body["metadata"]["annotations"] = {"big": "x" * (256 * 1024)}
+        r = await c.post(cm, json=body)
+        assert r.status_code == 422
+        assert r.json()["message"] == (
+            'ConfigMap "c" is invalid: metadata.annotations: Too long: may not be more than '
+            "262144 bytes"
+        )
+        assert r.json()["details"]["causes"][0]["reason"] == "FieldValueTooLong"
+        body["metadata"]["annotations"] = {"Example.COM/Key": "fine"}  # case does not matter
+        assert (await c.post(cm, json=body)).status_code == 201
