@@ -55,8 +55,7 @@ from fleet.controlplane._resources import (
 )
 from fleet.controlplane._rest import Rest
 from fleet.errors import AlreadyExists, ConfigError, FleetError, InputError, NotFound
-from fleet.kube._views import object_key
-from fleet.kube._watching import WatchEvent
+from fleet.kube import WatchEvent, object_key
 
 __all__ = ["SCHEDULED_ANNOTATION", "CronJobController", "CronJobSettings"]
 

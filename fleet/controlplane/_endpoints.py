@@ -32,8 +32,7 @@ from fleet.controlplane._queue import WorkQueue
 from fleet.controlplane._resources import ENDPOINTS, PODS, SERVICES, EndpointsObject, KObject
 from fleet.controlplane._rest import Rest
 from fleet.errors import AlreadyExists, ConfigError, Conflict, FleetError, NotFound
-from fleet.kube._views import object_key
-from fleet.kube._watching import WatchEvent
+from fleet.kube import WatchEvent, object_key
 
 __all__ = ["EndpointsController", "EndpointsSettings", "resolve_ports", "selected_pods"]
 

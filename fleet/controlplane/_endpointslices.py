@@ -38,8 +38,7 @@ from fleet.controlplane._resources import (
 )
 from fleet.controlplane._rest import Rest
 from fleet.errors import ConfigError, Conflict, FleetError, NotFound
-from fleet.kube._views import object_key
-from fleet.kube._watching import WatchEvent
+from fleet.kube import WatchEvent, object_key
 
 __all__ = ["EndpointSliceController", "EndpointSliceSettings", "desired_slices"]
 

@@ -66,8 +66,7 @@ from fleet.controlplane._resources import (
 )
 from fleet.controlplane._rest import Rest
 from fleet.errors import ConfigError, Conflict, FleetError, NotFound
-from fleet.kube._views import object_key
-from fleet.kube._watching import WatchEvent
+from fleet.kube import WatchEvent, object_key
 
 __all__ = [
     "TRACKING_FINALIZER",
@@ -450,7 +449,7 @@ class JobController:
         seen = self._last_failure.get(uid)
         if seen is None or seen[0] != failed:
             seen = self._last_failure[uid] = (failed, self._clock())
-        delay = min(self.settings.backoff_max, self.settings.backoff_base * 2 ** (failed - 1))
+        delay = min(self.settings.backoff_max, self.settings.backoff_base * 2.0 ** (failed - 1))
         return max(0.0, seen[1] + delay - self._clock())
 
     async def _create_pods(self, key: str, job: KObject, indexes: list[int | None]) -> None:

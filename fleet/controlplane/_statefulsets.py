@@ -47,8 +47,7 @@ from fleet.controlplane._replicasets import owner_reference
 from fleet.controlplane._resources import PODS, STATEFULSETS, KObject, controlled, controller_of
 from fleet.controlplane._rest import Rest
 from fleet.errors import AlreadyExists, ConfigError, FleetError, NotFound
-from fleet.kube._views import object_key
-from fleet.kube._watching import WatchEvent
+from fleet.kube import WatchEvent, object_key
 
 __all__ = ["POD_INDEX_LABEL", "StatefulSetController", "StatefulSetSettings"]
 

@@ -1,6 +1,6 @@
 """The CronJob controller against the in-memory apiserver, on the autojump clock.
 
-Trio time 0 is 2024-05-01T12:00:00Z (``tests._memapi.BASE``), so ``*/1`` fires at 60, 120, ...
+Trio time 0 is 2024-05-01T12:00:00Z (``fleet.kube.MemoryApiserver``'s base time), so ``*/1`` fires at 60, 120, ...
 """
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ import trio
 from fleet.controlplane._cronjobs import SCHEDULED_ANNOTATION, CronJobController
 from fleet.controlplane._informer import Informers
 from fleet.controlplane._rest import Rest
-from tests._memapi import MemoryApiserver, stamp
+from fleet.kube import MemoryApiserver
 from tests.controlplane._helpers import eventually
+
+stamp = MemoryApiserver.stamp
 
 CRONJOBS = "/apis/batch/v1/namespaces/default/cronjobs"
 JOBS = "/apis/batch/v1/namespaces/default/jobs"

@@ -12,7 +12,7 @@ from fleet.controlplane._daemonsets import DaemonSetController, target_node
 from fleet.controlplane._informer import Informers
 from fleet.controlplane._resources import KObject
 from fleet.controlplane._rest import Rest
-from tests._memapi import MemoryApiserver
+from fleet.kube import MemoryApiserver
 from tests.controlplane._helpers import eventually, fake_kubelets, mark_ready, node
 
 DS = "/apis/apps/v1/namespaces/default/daemonsets"

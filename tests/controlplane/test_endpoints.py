@@ -12,7 +12,7 @@ from fleet.controlplane._endpoints import EndpointsController
 from fleet.controlplane._endpointslices import EndpointSliceController
 from fleet.controlplane._informer import Informers
 from fleet.controlplane._rest import Rest
-from tests._memapi import MemoryApiserver
+from fleet.kube import MemoryApiserver
 from tests.controlplane._helpers import eventually, mark_ready, pod
 
 SERVICE: dict[str, Any] = {

@@ -13,8 +13,10 @@ from fleet.controlplane._nodelifecycle import NodeLifecycleController, NodeLifec
 from fleet.controlplane._replicasets import ReplicaSetController
 from fleet.controlplane._resources import NODES, KObject
 from fleet.controlplane._rest import Rest
-from tests._memapi import MemoryApiserver, stamp
+from fleet.kube import MemoryApiserver
 from tests.controlplane._helpers import eventually, mark_ready, node, pod
+
+stamp = MemoryApiserver.stamp
 
 RS = "/apis/apps/v1/namespaces/default/replicasets"
 

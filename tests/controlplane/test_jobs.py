@@ -11,8 +11,10 @@ import trio
 from fleet.controlplane._informer import Informers
 from fleet.controlplane._jobs import TRACKING_FINALIZER, JobController, format_indexes
 from fleet.controlplane._rest import Rest
-from tests._memapi import MemoryApiserver, stamp
+from fleet.kube import MemoryApiserver
 from tests.controlplane._helpers import eventually
+
+stamp = MemoryApiserver.stamp
 
 JOBS = "/apis/batch/v1/namespaces/default/jobs"
 
@@ -187,7 +189,11 @@ async def test_pods_of_a_deleted_job_lose_the_finalizer(
     name = pods(api)[0]["metadata"]["name"]
     api.delete(f"{JOBS}/gone")
     await eventually(
-        lambda: not api.get(f"/api/v1/namespaces/default/pods/{name}")["metadata"].get("finalizers")
+        lambda: (
+            not (api.get(f"/api/v1/namespaces/default/pods/{name}") or {})
+            .get("metadata", {})
+            .get("finalizers")
+        )
     )
 
 

@@ -11,7 +11,7 @@ import trio
 from fleet.controlplane._informer import Informers
 from fleet.controlplane._rest import Rest
 from fleet.controlplane._statefulsets import StatefulSetController
-from tests._memapi import MemoryApiserver
+from fleet.kube import MemoryApiserver
 from tests.controlplane._helpers import eventually, fake_kubelets
 
 STS = "/apis/apps/v1/namespaces/default/statefulsets"
