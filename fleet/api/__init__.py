@@ -7,8 +7,6 @@ use is re-exported here; the ``_``-prefixed modules are this package's own.
 - Quantities (``_quantity``): :func:`parse_quantity`, :class:`Quantity`.
 - Cron schedules (``_cron``): :func:`parse_cron`, :class:`CronSchedule`,
   :func:`parse_time_zone` (CronJob ``spec.schedule`` and ``spec.timeZone``).
-- Label and annotation rules (``_labels``): :func:`qualified_name_errors`,
-  :func:`label_value_errors`, with apimachinery's messages.
 - Go durations (``_duration``): :func:`parse_go_duration`, :func:`parse_delay`,
   :func:`format_go_duration`.
 - The Node CR (``_node``): :class:`MockNode` and its parts; the MockStatus CR
@@ -27,10 +25,6 @@ from ._duration import GO_DURATION_PATTERN as GO_DURATION_PATTERN
 from ._duration import format_go_duration as format_go_duration
 from ._duration import parse_delay as parse_delay
 from ._duration import parse_go_duration as parse_go_duration
-from ._labels import LABEL_VALUE_MAX as LABEL_VALUE_MAX
-from ._labels import TOTAL_ANNOTATION_SIZE as TOTAL_ANNOTATION_SIZE
-from ._labels import label_value_errors as label_value_errors
-from ._labels import qualified_name_errors as qualified_name_errors
 from ._load import load_mock_status as load_mock_status
 from ._load import load_node as load_node
 from ._mockstatus import ContainerScript as ContainerScript
@@ -62,9 +56,7 @@ __all__ = [
     "GO_DURATION_PATTERN",
     "GROUP",
     "INT64_MAX",
-    "LABEL_VALUE_MAX",
     "QUANTITY_PATTERN",
-    "TOTAL_ANNOTATION_SIZE",
     "VERSION",
     "Condition",
     "ContainerScript",
@@ -85,7 +77,6 @@ __all__ = [
     "WaitingScript",
     "crd_manifests",
     "format_go_duration",
-    "label_value_errors",
     "load_mock_status",
     "load_node",
     "parse_cron",
@@ -93,6 +84,5 @@ __all__ = [
     "parse_go_duration",
     "parse_quantity",
     "parse_time_zone",
-    "qualified_name_errors",
     "structural_schema",
 ]

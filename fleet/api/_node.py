@@ -27,9 +27,9 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from fleet.machinery import LABEL_VALUE_MAX, label_value_errors, qualified_name_errors
 from fleet.wire import API_VERSION, GROUP, VERSION
 
-from ._labels import LABEL_VALUE_MAX, label_value_errors, qualified_name_errors
 from ._quantity import Quantity, parse_quantity
 from ._types import (
     CapacityQuantity,

@@ -13,11 +13,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from fleet.api import (
-    TOTAL_ANNOTATION_SIZE,
-    label_value_errors,
-    qualified_name_errors,
-)
+from fleet.machinery import TOTAL_ANNOTATION_SIZE, label_value_errors, qualified_name_errors
 from fleet.sandbox import _batch, _objects
 from fleet.sandbox._registry import ResourceType
 from fleet.sandbox._status import (

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from fleet.api import label_value_errors, load_node, qualified_name_errors
+from fleet.api import load_node
 from fleet.errors import InputError
+from fleet.machinery import label_value_errors, qualified_name_errors
 
 QNAME_RULE = (
     "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an "

@@ -6,7 +6,8 @@ and ``/``, then a name part of at most 63 alphanumerics, ``-``, ``_`` and
 ``.`` that starts and ends alphanumeric; a label value is empty or such a
 name part; all annotations of an object together hold at most 256 KiB. The
 messages are the apiserver's, word for word (a 422 quotes them), and are
-shared by the sandbox apiserver and by the CR models that end up as labels.
+shared by the sandbox apiserver and by the CR models whose fields end up as
+labels (``fleet.api``).
 """
 
 from __future__ import annotations
