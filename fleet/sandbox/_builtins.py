@@ -229,6 +229,32 @@ def default(rt: ResourceType, obj: dict[str, Any], *, creating: bool) -> None:
                     p.setdefault("targetPort", p["port"])
     elif key == ("", "secrets"):
         obj.setdefault("type", "Opaque")
+    elif key == ("autoscaling", "horizontalpodautoscalers"):
+        spec = obj.setdefault("spec", {})
+        spec.setdefault("minReplicas", 1)
+        if not spec.get("metrics"):  # autoscaling/v2 SetDefaults: CPU at 80 % utilisation
+            spec["metrics"] = [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {"type": "Utilization", "averageUtilization": 80},
+                    },
+                }
+            ]
+    elif key == ("networking.k8s.io", "networkpolicies"):
+        spec = obj.setdefault("spec", {})
+        if not spec.get("policyTypes"):
+            spec["policyTypes"] = ["Ingress", *(["Egress"] if spec.get("egress") else [])]
+        for rule in [*(spec.get("ingress") or []), *(spec.get("egress") or [])]:
+            for port in (rule.get("ports") or []) if isinstance(rule, dict) else []:
+                if isinstance(port, dict):
+                    port.setdefault("protocol", "TCP")
+    elif key == ("storage.k8s.io", "storageclasses"):
+        obj.setdefault("reclaimPolicy", "Delete")
+        obj.setdefault("volumeBindingMode", "Immediate")
+    elif key == ("scheduling.k8s.io", "priorityclasses"):
+        obj.setdefault("preemptionPolicy", "PreemptLowerPriority")
     elif key == ("batch", "jobs"):
         _batch.default_job(obj, creating=creating)
         _default_template(obj["spec"])

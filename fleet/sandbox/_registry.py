@@ -76,6 +76,7 @@ _WITH_GENERATION = {
     ("apiextensions.k8s.io", "customresourcedefinitions"),
     ("batch", "jobs"),
     ("batch", "cronjobs"),
+    ("policy", "poddisruptionbudgets"),
 }
 # A write to /status of these also applies label and annotation changes (their status
 # strategies do not reset metadata); for the others /status keeps only status.

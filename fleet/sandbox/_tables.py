@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -288,6 +289,107 @@ _COLUMNS: dict[str, list[_Col]] = {
         _AGE,
         _c("Containers", _CONTAINERS_DESC, priority=1),
         _c("Images", _IMAGES_DESC, priority=1),
+    ],
+    "poddisruptionbudgets": [
+        _NAME,
+        _c(
+            "Min Available",
+            'The minimum number of pods that must be available simultaneously.  This can be either an integer or a string specifying a percentage, e.g. "28%".',
+        ),
+        _c(
+            "Max Unavailable",
+            'The maximum number of pods that may be unavailable simultaneously.  This can be either an integer or a string specifying a percentage, e.g. "28%".',
+        ),
+        _c(
+            "Allowed Disruptions",
+            "Number of pod disruptions that are currently allowed.",
+            type="integer",
+        ),
+        _AGE,
+    ],
+    "horizontalpodautoscalers": [
+        _NAME,
+        _c(
+            "Reference",
+            "scaleTargetRef points to the target resource to scale, and is used to the pods for which metrics should be collected, as well as to actually change the replica count.",
+        ),
+        _c(
+            "Targets",
+            "metrics contains the specifications for which to use to calculate the desired replica count (the maximum replica count across all metrics will be used).",
+        ),
+        _c(
+            "MinPods",
+            "minReplicas is the lower limit for the number of replicas to which the autoscaler can scale down.",
+        ),
+        _c(
+            "MaxPods",
+            "maxReplicas is the upper limit for the number of replicas to which the autoscaler can scale up.",
+        ),
+        _c(
+            "Replicas",
+            "currentReplicas is current number of replicas of pods managed by this autoscaler, as last seen by the autoscaler.",
+        ),
+        _AGE,
+    ],
+    "ingresses": [
+        _NAME,
+        _c(
+            "Class",
+            "The name of the IngressClass resource that should be used for additional configuration",
+        ),
+        _c("Hosts", "Hosts that incoming requests are matched against before the ingress rule"),
+        _c("Address", "Address is a list containing ingress points for the load-balancer"),
+        _c("Ports", "Ports of TLS configurations that open"),
+        _AGE,
+    ],
+    "ingressclasses": [
+        _NAME,
+        _c("Controller", "Controller that is responsible for handling this class"),
+        _c("Parameters", "A reference to a resource with additional parameters"),
+        _AGE,
+    ],
+    "networkpolicies": [
+        _NAME,
+        _c(
+            "Pod-Selector",
+            "podSelector selects the pods to which this NetworkPolicy object applies.",
+        ),
+        _AGE,
+    ],
+    "storageclasses": [
+        _NAME,
+        _c("Provisioner", "provisioner indicates the type of the provisioner."),
+        _c(
+            "ReclaimPolicy",
+            "reclaimPolicy controls the reclaimPolicy for dynamically provisioned PersistentVolumes of this storage class. Defaults to Delete.",
+        ),
+        _c(
+            "VolumeBindingMode",
+            "volumeBindingMode indicates how PersistentVolumeClaims should be provisioned and bound.  When unset, VolumeBindingImmediate is used. This field is only honored by servers that enable the VolumeScheduling feature.",
+        ),
+        _c(
+            "AllowVolumeExpansion",
+            "allowVolumeExpansion shows whether the storage class allow volume expand.",
+        ),
+        _AGE,
+    ],
+    "priorityclasses": [
+        _NAME,
+        _c(
+            "Value",
+            "value represents the integer value of this priority class. This is the actual priority that pods receive when they have the name of this class in their pod spec.",
+            type="integer",
+        ),
+        _c(
+            "Global-Default",
+            "globalDefault specifies whether this PriorityClass should be considered as the default priority for pods that do not have any priority class. Only one PriorityClass can be marked as `globalDefault`. However, if more than one PriorityClasses exists with their `globalDefault` field set to true, the smallest value of such global default PriorityClasses will be used as the default priority.",
+            type="boolean",
+        ),
+        _AGE,
+        _c(
+            "PreemptionPolicy",
+            "preemptionPolicy is the Policy for preempting pods with lower priority. One of Never, PreemptLowerPriority. Defaults to PreemptLowerPriority if unset.",
+        ),
     ],
     "jobs": [
         _NAME,
@@ -814,6 +916,139 @@ def _slice_endpoints(es: dict[str, Any]) -> str:
     return ",".join(addresses[:3]) + more
 
 
+def _pdb_row(pdb: dict[str, Any], now: datetime) -> list[Any]:
+    spec, status = pdb.get("spec") or {}, pdb.get("status") or {}
+    return [
+        _get(pdb, "metadata", "name") or "",
+        str(spec["minAvailable"]) if spec.get("minAvailable") is not None else "N/A",
+        str(spec["maxUnavailable"]) if spec.get("maxUnavailable") is not None else "N/A",
+        _int(status.get("disruptionsAllowed")),
+        _since(_get(pdb, "metadata", "creationTimestamp"), now),
+    ]
+
+
+def _hpa_targets(hpa: dict[str, Any]) -> str:
+    """``formatHPAMetrics`` for the common cases: resource utilisation or average value."""
+    specs = _get(hpa, "spec", "metrics") or []
+    current = _get(hpa, "status", "currentMetrics") or []
+    parts = []
+    for i, metric in enumerate(specs):
+        if not isinstance(metric, dict) or metric.get("type") != "Resource":
+            parts.append("<unknown>/<unknown>")
+            continue
+        resource = metric.get("resource") or {}
+        target = resource.get("target") or {}
+        now_metric = current[i] if i < len(current) and isinstance(current[i], dict) else {}
+        now_value = (now_metric.get("resource") or {}).get("current") or {}
+        if target.get("averageUtilization") is not None:
+            have = now_value.get("averageUtilization")
+            shown = f"{have}%" if have is not None else "<unknown>"
+            parts.append(f"{resource.get('name')}: {shown}/{target['averageUtilization']}%")
+        else:
+            have = now_value.get("averageValue")
+            want = target.get("averageValue") or target.get("value")
+            parts.append(f"{resource.get('name')}: {have or '<unknown>'}/{want}")
+    if not parts:
+        return "<none>"
+    if len(parts) > 2:
+        return ", ".join(parts[:2]) + f" + {len(parts) - 2} more..."
+    return ", ".join(parts)
+
+
+def _hpa_row(hpa: dict[str, Any], now: datetime) -> list[Any]:
+    spec, status = hpa.get("spec") or {}, hpa.get("status") or {}
+    ref = spec.get("scaleTargetRef") or {}
+    return [
+        _get(hpa, "metadata", "name") or "",
+        f"{ref.get('kind', '')}/{ref.get('name', '')}",
+        _hpa_targets(hpa),
+        str(spec["minReplicas"]) if spec.get("minReplicas") is not None else "<unset>",
+        _int(spec.get("maxReplicas")),
+        _int(status.get("currentReplicas")),
+        _since(_get(hpa, "metadata", "creationTimestamp"), now),
+    ]
+
+
+def _ingress_row(ing: dict[str, Any], now: datetime) -> list[Any]:
+    spec = ing.get("spec") or {}
+    hosts = [
+        str(r.get("host")) for r in spec.get("rules") or [] if isinstance(r, dict) and r.get("host")
+    ]
+    shown = ",".join(hosts[:3]) + (f" + {len(hosts) - 3} more..." if len(hosts) > 3 else "")
+    lbs = _get(ing, "status", "loadBalancer", "ingress") or []
+    address = ",".join(
+        sorted({str(i.get("ip") or i.get("hostname")) for i in lbs if isinstance(i, dict)})
+    )
+    return [
+        _get(ing, "metadata", "name") or "",
+        spec.get("ingressClassName") or "<none>",
+        shown or "*",
+        address,
+        "80, 443" if spec.get("tls") else "80",
+        _since(_get(ing, "metadata", "creationTimestamp"), now),
+    ]
+
+
+def _ingressclass_row(ic: dict[str, Any], now: datetime) -> list[Any]:
+    params = _get(ic, "spec", "parameters")
+    shown = "<none>"
+    if isinstance(params, dict):
+        group = f".{params['apiGroup']}" if params.get("apiGroup") else ""
+        shown = f"{params.get('kind', '')}{group}/{params.get('name', '')}"
+    return [
+        _get(ic, "metadata", "name") or "",
+        _get(ic, "spec", "controller") or "",
+        shown,
+        _since(_get(ic, "metadata", "creationTimestamp"), now),
+    ]
+
+
+def _netpol_row(np: dict[str, Any], now: datetime) -> list[Any]:
+    return [
+        _get(np, "metadata", "name") or "",
+        _selector_string(_get(np, "spec", "podSelector")) or "<none>",
+        _since(_get(np, "metadata", "creationTimestamp"), now),
+    ]
+
+
+def _storageclass_row(sc: dict[str, Any], now: datetime) -> list[Any]:
+    name = _get(sc, "metadata", "name") or ""
+    annotations = _get(sc, "metadata", "annotations") or {}
+    default = "true" in (
+        annotations.get("storageclass.kubernetes.io/is-default-class"),
+        annotations.get("storageclass.beta.kubernetes.io/is-default-class"),
+    )
+    return [
+        f"{name} (default)" if default else name,
+        sc.get("provisioner", ""),
+        sc.get("reclaimPolicy") or "Delete",
+        sc.get("volumeBindingMode") or "Immediate",
+        bool(sc.get("allowVolumeExpansion")),
+        _since(_get(sc, "metadata", "creationTimestamp"), now),
+    ]
+
+
+def _priorityclass_row(pc: dict[str, Any], now: datetime) -> list[Any]:
+    return [
+        _get(pc, "metadata", "name") or "",
+        _int(pc.get("value")),
+        bool(pc.get("globalDefault")),
+        _since(_get(pc, "metadata", "creationTimestamp"), now),
+        pc.get("preemptionPolicy") or "",
+    ]
+
+
+_MORE_ROWS: dict[str, Callable[[dict[str, Any], datetime], list[Any]]] = {
+    "poddisruptionbudgets": _pdb_row,
+    "horizontalpodautoscalers": _hpa_row,
+    "ingresses": _ingress_row,
+    "ingressclasses": _ingressclass_row,
+    "networkpolicies": _netpol_row,
+    "storageclasses": _storageclass_row,
+    "priorityclasses": _priorityclass_row,
+}
+
+
 def _has_condition(status: dict[str, Any], kind: str) -> bool:
     return any(
         isinstance(c, dict) and c.get("type") == kind and c.get("status") == "True"
@@ -942,6 +1177,8 @@ def _row_for(
         containers, images = _containers(_get(spec, "template", "spec"))
         ready = f"{_int(status.get('readyReplicas'))}/{_int(spec.get('replicas', 1))}"
         return [name, ready, age, containers, images], []
+    if resource in _MORE_ROWS:
+        return _MORE_ROWS[resource](obj, now), []
     if resource == "jobs":
         return _job_row(obj, now), []
     if resource == "cronjobs":
