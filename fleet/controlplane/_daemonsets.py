@@ -186,6 +186,8 @@ class DaemonSetController:
         self.queue = WorkQueue("daemonsets", max_keys=s.max_queue, clock=clock)
         self.expectations = Expectations(s.expectations_timeout, clock)
         self._owned: dict[str, set[str]] = defaultdict(set)
+        self._node_shapes: dict[str, tuple[object, ...]] = {}
+        """Node -> what of it decides eligibility (labels, taints, unschedulable)."""
 
     async def _on_set(self, event: WatchEvent[KObject]) -> None:
         key = object_key(event.obj.metadata)
@@ -195,6 +197,21 @@ class DaemonSetController:
         await self.queue.add(key)
 
     async def _on_node(self, event: WatchEvent[KObject]) -> None:
+        """Every DaemonSet looks again, unless only the node's status moved (its kubelet's
+        heartbeats: ``shouldIgnoreNodeUpdate``) — at thousands of nodes that is most events."""
+        node = event.obj
+        name = node.metadata.name
+        shape = (
+            tuple(sorted(node.metadata.labels.items())),
+            repr(node.spec.get("taints")),
+            bool(node.spec.get("unschedulable")),
+        )
+        if event.type == "DELETED":
+            self._node_shapes.pop(name, None)
+        elif self._node_shapes.get(name) == shape:
+            return
+        else:
+            self._node_shapes[name] = shape
         for key in list(self._sets.store):
             await self.queue.add(key)
 

@@ -13,13 +13,17 @@ Endpoints object is named as the Service and carries its labels (plus
 replaced when it differs, and deleted with the Service. Services without a
 selector are left to their users.
 
-:func:`selected_pods` and :func:`resolve_ports` are shared with the
-EndpointSlice controller.
+:func:`selected_pods`, :func:`resolve_ports` and :class:`ServicePodIndex` are
+shared with the EndpointSlice controller. The index keeps Services and pods by
+namespace and drops pod events that change nothing an endpoint shows (most
+of them at scale: the kubelets' status writes), so a sync looks at one
+namespace and a pod event at that namespace's Services.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -34,7 +38,13 @@ from fleet.controlplane._rest import Rest
 from fleet.errors import AlreadyExists, ConfigError, Conflict, FleetError, NotFound
 from fleet.kube import WatchEvent, object_key
 
-__all__ = ["EndpointsController", "EndpointsSettings", "resolve_ports", "selected_pods"]
+__all__ = [
+    "EndpointsController",
+    "EndpointsSettings",
+    "ServicePodIndex",
+    "resolve_ports",
+    "selected_pods",
+]
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +108,66 @@ def resolve_ports(service: KObject, pod: KObject) -> tuple[tuple[str, int, str, 
             )
         )
     return tuple(out)
+
+
+class ServicePodIndex:
+    """Services and pods by namespace, and which pod events matter to endpoints."""
+
+    def __init__(self) -> None:
+        self.services: dict[str, set[str]] = defaultdict(set)
+        self.pods: dict[str, set[str]] = defaultdict(set)
+        self._shapes: dict[str, tuple[tuple[tuple[str, str], ...], tuple[object, ...]]] = {}
+
+    def on_service(self, event: WatchEvent[KObject]) -> None:
+        meta = event.obj.metadata
+        keys = self.services[meta.namespace]
+        if event.type == "DELETED":
+            keys.discard(object_key(meta))
+        else:
+            keys.add(object_key(meta))
+
+    def on_pod(self, event: WatchEvent[KObject]) -> tuple[bool, Mapping[str, str]]:
+        """(whether endpoints may change, the labels the pod had before)."""
+        pod = event.obj
+        key = object_key(pod.metadata)
+        old = self._shapes.pop(key, None)
+        old_labels: Mapping[str, str] = dict(old[0]) if old else {}
+        if event.type == "DELETED":
+            self.pods[pod.metadata.namespace].discard(key)
+            return True, old_labels
+        self.pods[pod.metadata.namespace].add(key)
+        shape = (
+            tuple(sorted(pod.metadata.labels.items())),
+            (
+                pod.status.get("podIP"),
+                pod.status.get("phase"),
+                is_ready(pod),
+                pod.metadata.deletion_timestamp is not None,
+                pod.spec.get("nodeName"),
+                pod.spec.get("hostname"),
+                pod.spec.get("subdomain"),
+            ),
+        )
+        self._shapes[key] = shape
+        return shape != old, old_labels
+
+    def services_of(
+        self, pod: KObject, old_labels: Mapping[str, str], services: Mapping[str, KObject]
+    ) -> list[str]:
+        """The Services of the pod's namespace whose selector matches it, now or before."""
+        found = []
+        for key in self.services.get(pod.metadata.namespace, ()):
+            svc = services.get(key)
+            selector = (svc.spec.get("selector") or {}) if svc is not None else {}
+            if selector and any(
+                labels and all(labels.get(k) == v for k, v in selector.items())
+                for labels in (pod.metadata.labels, old_labels)
+            ):
+                found.append(key)
+        return found
+
+    def pods_in(self, namespace: str, pods: Mapping[str, KObject]) -> list[KObject]:
+        return [p for k in self.pods.get(namespace, ()) if (p := pods.get(k)) is not None]
 
 
 def _address(pod: KObject, service: KObject) -> dict[str, Any]:
@@ -176,28 +246,17 @@ class EndpointsController:
         self._services.subscribe(self._on_service)
         self._pods.subscribe(self._on_pod)
         self.queue = WorkQueue("endpoints", max_keys=s.max_queue, clock=clock)
-        self._labels: dict[str, Mapping[str, str]] = {}
-        """Pod key -> the labels it had, so a pod leaving a selection updates that Service."""
+        self.index = ServicePodIndex()
 
     async def _on_service(self, event: WatchEvent[KObject]) -> None:
+        self.index.on_service(event)
         await self.queue.add(object_key(event.obj.metadata))
 
     async def _on_pod(self, event: WatchEvent[KObject]) -> None:
-        pod = event.obj
-        key = object_key(pod.metadata)
-        old = self._labels.pop(key, None)
-        if event.type != "DELETED":
-            self._labels[key] = pod.metadata.labels
-        for svc_key, svc in list(self._services.store.items()):
-            if svc.metadata.namespace != pod.metadata.namespace:
-                continue
-            selector = svc.spec.get("selector") or {}
-            if not selector:
-                continue
-            for labels in (pod.metadata.labels, old):
-                if labels is not None and all(labels.get(k) == v for k, v in selector.items()):
-                    await self.queue.add(svc_key)
-                    break
+        changed, old_labels = self.index.on_pod(event)
+        if changed:
+            for key in self.index.services_of(event.obj, old_labels, self._services.store):
+                await self.queue.add(key)
 
     async def _sync(self, key: str) -> None:
         svc = self._services.store.get(key)
@@ -212,7 +271,9 @@ class EndpointsController:
                 return
             if not svc.spec.get("selector"):
                 return
-            want = desired_endpoints(svc, self._pods.store.values())
+            want = desired_endpoints(
+                svc, self.index.pods_in(svc.metadata.namespace, self._pods.store)
+            )
             path = ENDPOINTS.path(svc.metadata.namespace)
             if current is None:
                 try:

@@ -24,7 +24,7 @@ from typing import Any
 
 import trio
 
-from fleet.controlplane._endpoints import resolve_ports, selected_pods
+from fleet.controlplane._endpoints import ServicePodIndex, resolve_ports, selected_pods
 from fleet.controlplane._informer import Informer, Informers
 from fleet.controlplane._podutil import is_ready
 from fleet.controlplane._queue import WorkQueue
@@ -135,9 +135,10 @@ class EndpointSliceController:
         self._pods.subscribe(self._on_pod)
         self._slices.subscribe(self._on_slice)
         self.queue = WorkQueue("endpointslices", max_keys=s.max_queue, clock=clock)
-        self._labels: dict[str, dict[str, str]] = {}
+        self.index = ServicePodIndex()
 
     async def _on_service(self, event: WatchEvent[KObject]) -> None:
+        self.index.on_service(event)
         await self.queue.add(object_key(event.obj.metadata))
 
     async def _on_slice(self, event: WatchEvent[EndpointsObject]) -> None:
@@ -146,19 +147,10 @@ class EndpointSliceController:
             await self.queue.add(f"{event.obj.metadata.namespace}/{labels[SERVICE_NAME_LABEL]}")
 
     async def _on_pod(self, event: WatchEvent[KObject]) -> None:
-        pod = event.obj
-        key = object_key(pod.metadata)
-        old = self._labels.pop(key, None)
-        if event.type != "DELETED":
-            self._labels[key] = pod.metadata.labels
-        for svc_key, svc in list(self._services.store.items()):
-            selector = svc.spec.get("selector") or {}
-            if svc.metadata.namespace != pod.metadata.namespace or not selector:
-                continue
-            for labels in (pod.metadata.labels, old):
-                if labels is not None and all(labels.get(k) == v for k, v in selector.items()):
-                    await self.queue.add(svc_key)
-                    break
+        changed, old_labels = self.index.on_pod(event)
+        if changed:
+            for key in self.index.services_of(event.obj, old_labels, self._services.store):
+                await self.queue.add(key)
 
     def _owned(self, namespace: str, name: str) -> list[EndpointsObject]:
         return sorted(
@@ -179,7 +171,9 @@ class EndpointSliceController:
         try:
             if svc is None or not svc.spec.get("selector"):
                 return  # the Service's deletion takes its slices (ownerReferences)
-            want = desired_slices(svc, self._pods.store.values(), self.settings.max_endpoints)
+            want = desired_slices(
+                svc, self.index.pods_in(namespace, self._pods.store), self.settings.max_endpoints
+            )
             labels = {
                 **svc.metadata.labels,
                 SERVICE_NAME_LABEL: name,

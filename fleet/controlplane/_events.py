@@ -20,7 +20,11 @@ recorder does what client-go's ``EventCorrelator`` does, in this order:
 
 :meth:`EventRecorder.record` never blocks a loop: events wait on a bounded
 channel (client-go's broadcaster queue, 1000) and are dropped when it is
-full; one task writes them. :data:`NO_EVENTS` records nothing (loops built
+full; one task writes them, at most ``qps`` a second (burst ``burst``: the
+client rate kube-controller-manager's events share), so a rollout of
+thousands of pods costs the apiserver a steady trickle, not a flood. The
+per-object state is kept for the ``cache_size`` objects seen last (client-go's
+LRU caches). :data:`NO_EVENTS` records nothing (loops built
 without a recorder).
 """
 
@@ -61,10 +65,16 @@ class EventSettings:
     """Seconds similar events are remembered (``defaultAggregateIntervalInSeconds``)."""
     cache_size: int = 4096
     """Objects whose last event is remembered for deduplication (``maxLruCacheEntries``)."""
+    qps: float = 20.0
+    """Event writes per second at most (kube-controller-manager's ``--kube-api-qps``)."""
+    burst: int = 30
+    """Writes allowed at once before ``qps`` applies (``--kube-api-burst``)."""
 
     def __post_init__(self) -> None:
-        if self.queue < 1 or self.spam_burst < 1 or self.similar_max < 1:
-            raise ConfigError("events: queue, spam_burst and similar_max must be >= 1")
+        if self.queue < 1 or self.spam_burst < 1 or self.similar_max < 1 or self.burst < 1:
+            raise ConfigError("events: queue, spam_burst, similar_max and burst must be >= 1")
+        if self.qps <= 0:
+            raise ConfigError("events: qps must be > 0")
 
 
 @dataclass(slots=True)
@@ -148,6 +158,7 @@ class EventRecorder:
         s = self.settings
         bucket = self._buckets.get(key)
         if bucket is None:
+            _bounded(self._buckets, s.cache_size)
             bucket = self._buckets[key] = _Bucket(float(s.spam_burst), now)
         bucket.tokens = min(float(s.spam_burst), bucket.tokens + (now - bucket.at) / s.spam_refill)
         bucket.at = now
@@ -166,6 +177,7 @@ class EventRecorder:
         now = self._clock()
         similar = self._similar.get(similar_key)
         if similar is None or now - similar.since > self.settings.similar_window:
+            _bounded(self._similar, self.settings.cache_size)
             similar = self._similar[similar_key] = _Similar(since=now)
         similar.messages.add(event.message)
         if len(similar.messages) >= self.settings.similar_max:
@@ -214,19 +226,33 @@ class EventRecorder:
             "reportingInstance": "",
         }
         await self._rest.create(EVENTS.path(event.namespace), body)
-        if len(self._written) >= self.settings.cache_size:
-            self._written.pop(next(iter(self._written)))
+        _bounded(self._written, self.settings.cache_size)
         self._written[key] = (name, now, 1)
         self.written += 1
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Write queued events until cancelled."""
         task_status.started()
+        s = self.settings
+        tokens, at = float(s.burst), self._clock()
         async for event in self._receive:
+            now = self._clock()
+            tokens = min(float(s.burst), tokens + (now - at) * s.qps)
+            at = now
+            if tokens < 1.0:
+                await trio.sleep((1.0 - tokens) / s.qps)
+                tokens, at = 1.0, self._clock()
+            tokens -= 1.0
             try:
                 await self._write(event)
             except FleetError as exc:
                 log.debug("event %s on %s not recorded: %s", event.reason, event.involved, exc)
+
+
+def _bounded(cache: dict[Any, Any], size: int) -> None:
+    """Make room for one more entry by dropping the oldest (insertion order)."""
+    while len(cache) >= size:
+        cache.pop(next(iter(cache)))
 
 
 NO_EVENTS = EventRecorder(None)

@@ -136,3 +136,28 @@ async def test_rolling_update_keeps_max_unavailable(
 
     await eventually(done, step=0.1)
     assert worst == 1  # never more than maxUnavailable nodes without an available pod
+
+
+async def test_node_heartbeats_do_not_wake_daemonsets(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    api = MemoryApiserver(graceful_pod_deletion=False)
+    informers = Informers(api)
+    controller = DaemonSetController(Rest(api), informers, wall_clock=api.now)
+    await nursery.start(informers.run)
+    await nursery.start(controller.run)
+    api.create("/api/v1/nodes", node("n1"))
+    api.create(DS, daemonset("agent"))
+    await eventually(lambda: status(api).get("desiredNumberScheduled") == 1)
+    await trio.sleep(5)
+    added = controller.queue.statistics().added
+    for beat in range(20):  # what every kubelet writes every 10 s
+        api.patch(
+            "/api/v1/nodes/n1/status",
+            {"status": {"conditions": [{"type": "Ready", "status": "True",
+                                        "lastHeartbeatTime": f"2024-05-01T12:00:{beat:02d}Z"}]}},
+        )  # fmt: skip
+        await trio.sleep(1)
+    assert controller.queue.statistics().added == added
+    api.patch("/api/v1/nodes/n1", {"metadata": {"labels": {"zone": "a"}}})
+    await eventually(lambda: controller.queue.statistics().added > added)

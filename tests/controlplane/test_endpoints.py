@@ -99,3 +99,27 @@ async def test_ready_pods_become_addresses_and_slice_endpoints(
     # The Service's deletion takes its Endpoints (the slices go by ownerReference, GC's job).
     api.delete("/api/v1/namespaces/default/services/web")
     await eventually(lambda: not endpoints(api))
+
+
+async def test_pod_status_churn_that_endpoints_do_not_show_wakes_nothing(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    api = MemoryApiserver(graceful_pod_deletion=False)
+    informers = Informers(api)
+    controller = EndpointsController(Rest(api), informers)
+    await nursery.start(controller.run)
+    await nursery.start(informers.run)
+    api.create("/api/v1/namespaces/default/services", SERVICE)
+    api.create("/api/v1/namespaces/default/pods", web_pod("a", "10.244.0.5"))
+    await eventually(lambda: endpoints(api).get("subsets"))
+    await trio.sleep(1)
+    added = controller.queue.statistics().added
+    for restarts in range(10):
+        api.patch(
+            "/api/v1/namespaces/default/pods/a/status",
+            {"status": {"containerStatuses": [{"name": "c", "restartCount": restarts}]}},
+        )
+        await trio.sleep(1)
+    assert controller.queue.statistics().added == added
+    mark_ready(api, "default", "a")
+    await eventually(lambda: "addresses" in endpoints(api)["subsets"][0])

@@ -120,3 +120,18 @@ async def test_controllers_tell_what_they_did(
     assert p is not None
     ready = next(c for c in p["status"]["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "False"
+
+
+async def test_writes_are_paced_at_qps_after_a_burst(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    api = MemoryApiserver()
+    recorder = EventRecorder(Rest(api), EventSettings(qps=10, burst=5), wall_clock=api.now)
+    await nursery.start(recorder.run)
+    nodes = [view(api.create("/api/v1/nodes", node(f"n{i}"))) for i in range(25)]
+    start = trio.current_time()
+    for n in nodes:
+        recorder.record(n, NODES, "Normal", "Starting", "Starting kubelet.", "kubelet")
+    await eventually(lambda: recorder.written == 25, step=0.01)
+    # 5 at once, then 20 more at 10 a second.
+    assert 1.9 <= trio.current_time() - start <= 2.2
