@@ -16,6 +16,7 @@ import re
 import secrets
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -197,6 +198,23 @@ class SandboxApp:
                 Call(rt=sa_rt, namespace=name),
                 {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}},
             )
+
+    def expire_events(self, now: float) -> int:
+        """Remove the Events (both groups) last written more than ``event_ttl`` ago, as etcd's
+        lease on each Event does (watchers see them DELETED); how many went."""
+        ttl = self.settings.event_ttl
+        if ttl <= 0:
+            return 0
+        gone = 0
+        for group in ("", "events.k8s.io"):
+            rt = self.registry.by_key((group, "events"))
+            if rt is None:
+                continue
+            for obj in list(self.store.collection(rt.key).objects.values()):
+                if _last_written(obj) + ttl < now:
+                    self.api.remove(rt, obj, obj)
+                    gone += 1
+        return gone
 
     def _storage_counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -626,3 +644,24 @@ def _sandbox_has_no_kubelet(rt: ResourceType, sub: str | None) -> StatusError:
         "BadRequest",
         f"{rt.plural}/{sub} is not served by the kubemock-fleet sandbox: there is no kubelet behind its nodes",
     )
+
+
+def _last_written(event: dict[str, Any]) -> float:
+    """When an Event was last written, as well as its own times tell (0 when they do not)."""
+    series = event.get("series") or {}
+    times = (
+        event.get("lastTimestamp"),
+        event.get("deprecatedLastTimestamp"),
+        event.get("eventTime"),
+        series.get("lastObservedTime") if isinstance(series, dict) else None,
+        (event.get("metadata") or {}).get("creationTimestamp"),
+    )
+    latest = 0.0
+    for value in times:
+        if isinstance(value, str) and value:
+            try:
+                moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                continue
+            latest = max(latest, moment.timestamp())
+    return latest

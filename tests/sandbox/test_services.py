@@ -5,7 +5,8 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from fleet.sandbox import RunningSandbox
+from fleet.sandbox import RunningSandbox, SandboxApp, SandboxSettings
+from fleet.sandbox._api import Call
 from tests.sandbox._http import client, make_namespace
 
 SVCS = "/api/v1/namespaces/s/services"
@@ -108,3 +109,22 @@ async def test_labels_and_annotations_are_validated(sandbox: RunningSandbox) -> 
         assert r.json()["details"]["causes"][0]["reason"] == "FieldValueTooLong"
         body["metadata"]["annotations"] = {"Example.COM/Key": "fine"}  # case does not matter
         assert (await c.post(cm, json=body)).status_code == 201
+
+
+def test_events_expire_after_the_event_ttl() -> None:
+    clock = [1_714_564_800.0]  # 2024-05-01T12:00:00Z
+    app = SandboxApp(SandboxSettings(event_ttl=3600, wall_clock=lambda: clock[0]))
+    rt = app.registry.get("", "v1", "events")
+    assert rt is not None
+    for name, last in (("old", "2024-05-01T12:00:00Z"), ("recent", "2024-05-01T12:50:00Z")):
+        app.api.create(
+            Call(rt=rt, namespace="default"),
+            {"apiVersion": "v1", "kind": "Event", "metadata": {"name": name},
+             "involvedObject": {"kind": "Pod", "name": "p", "namespace": "default"},
+             "reason": "Scheduled", "lastTimestamp": last, "firstTimestamp": last},
+        )  # fmt: skip
+    assert app.expire_events(clock[0] + 3000) == 0
+    assert app.expire_events(clock[0] + 3601) == 1
+    assert app.store.get(rt.key, "default", "old") is None
+    assert app.store.get(rt.key, "default", "recent") is not None
+    assert SandboxApp(SandboxSettings(event_ttl=0)).expire_events(clock[0] * 2) == 0
