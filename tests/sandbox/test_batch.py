@@ -8,7 +8,7 @@ import pytest
 
 from fleet.sandbox import RunningSandbox
 from tests.sandbox._http import client, make_namespace, pod
-from tests.sandbox.test_kubectl import KUBECTL, KUBECTL_127, Kubectl, kubectl  # noqa: F401
+from tests.sandbox.test_kubectl import KUBECTL, KUBECTL_127, KUBECTL_133, Kubectl, kubectl  # noqa: F401
 
 JOBS = "/apis/batch/v1/namespaces/b/jobs"
 CRONJOBS = "/apis/batch/v1/namespaces/b/cronjobs"
@@ -216,3 +216,26 @@ def test_kubectl_get_jobs_and_cronjobs(kubectl: Kubectl) -> None:  # noqa: F811
         "get", "job", "manual", "-o", "jsonpath={.metadata.ownerReferences[0].kind}"
     ).stdout
     assert owner == "CronJob"
+
+
+@pytest.mark.kubectl
+def test_kubectl_133_creates_jobs_and_cronjobs_in_protobuf(kubectl: Kubectl) -> None:  # noqa: F811
+    kubectl("create", "job", "pb", "--image=busybox:1.36", "--", "echo", "hi", binary=KUBECTL_133)
+    job = kubectl("get", "job", "pb", "-o", "json").stdout
+    assert '"restartPolicy": "Never"' in job and '"echo"' in job
+    assert '"batch.kubernetes.io/job-name": "pb"' in job
+    kubectl(
+        "create", "cronjob", "tick", "--image=busybox:1.36", "--schedule=*/5 * * * *",
+        binary=KUBECTL_133,
+    )  # fmt: skip
+    got = kubectl(
+        "get",
+        "cronjob",
+        "tick",
+        "-o",
+        "jsonpath={.spec.schedule} {.spec.jobTemplate.spec.template.spec.restartPolicy}",
+    )
+    assert got.stdout == "*/5 * * * * OnFailure"
+    kubectl("create", "job", "manual", "--from=cronjob/tick", binary=KUBECTL_133)
+    owner = kubectl("get", "job", "manual", "-o", "jsonpath={.metadata.ownerReferences[0].name}")
+    assert owner.stdout == "tick"
