@@ -316,7 +316,55 @@ _BATCH: dict[str, dict[int, Field]] = {
     "CronJobStatus": {},
 }
 
-MESSAGES: dict[str, dict[int, Field]] = {**_META, **_CORE, **_APPS, **_BATCH}
+_MORE: dict[str, dict[int, Field]] = {
+    "PodDisruptionBudget": {
+        1: _f("metadata", "ObjectMeta"),
+        2: _f("spec", "PodDisruptionBudgetSpec"),
+        3: _f("status", "PodDisruptionBudgetStatus"),
+    },
+    "PodDisruptionBudgetSpec": {
+        1: _f("minAvailable", INT_OR_STRING, ptr=True),
+        2: _f("selector", "LabelSelector"),
+        3: _f("maxUnavailable", INT_OR_STRING, ptr=True),
+        4: _f("unhealthyPodEvictionPolicy", STRING, ptr=True),
+    },
+    "PodDisruptionBudgetStatus": {},
+    "PriorityClass": {
+        1: _f("metadata", "ObjectMeta"),
+        2: _f("value", INT),
+        3: _f("globalDefault", BOOL),
+        4: _f("description", STRING),
+        5: _f("preemptionPolicy", STRING, ptr=True),
+    },
+    "Role": {1: _f("metadata", "ObjectMeta"), 2: _f("rules", "PolicyRule", rep=True)},
+    "ClusterRole": {1: _f("metadata", "ObjectMeta"), 2: _f("rules", "PolicyRule", rep=True)},
+    "PolicyRule": {
+        1: _f("verbs", STRING, rep=True),
+        2: _f("apiGroups", STRING, rep=True),
+        3: _f("resources", STRING, rep=True),
+        4: _f("resourceNames", STRING, rep=True),
+        5: _f("nonResourceURLs", STRING, rep=True),
+    },
+    "RoleBinding": {
+        1: _f("metadata", "ObjectMeta"),
+        2: _f("subjects", "Subject", rep=True),
+        3: _f("roleRef", "RoleRef"),
+    },
+    "ClusterRoleBinding": {
+        1: _f("metadata", "ObjectMeta"),
+        2: _f("subjects", "Subject", rep=True),
+        3: _f("roleRef", "RoleRef"),
+    },
+    "Subject": {
+        1: _f("kind", STRING),
+        2: _f("apiGroup", STRING),
+        3: _f("name", STRING),
+        4: _f("namespace", STRING),
+    },
+    "RoleRef": {1: _f("apiGroup", STRING), 2: _f("kind", STRING), 3: _f("name", STRING)},
+}
+
+MESSAGES: dict[str, dict[int, Field]] = {**_META, **_CORE, **_APPS, **_BATCH, **_MORE}
 """Message name -> field number -> :class:`Field`, from k8s.io/api and k8s.io/apimachinery generated.proto."""
 
 KINDS: dict[tuple[str, str], str] = {
@@ -329,6 +377,12 @@ KINDS: dict[tuple[str, str], str] = {
     ("apps/v1", "Deployment"): "Deployment",
     ("batch/v1", "Job"): "Job",
     ("batch/v1", "CronJob"): "CronJob",
+    ("policy/v1", "PodDisruptionBudget"): "PodDisruptionBudget",
+    ("scheduling.k8s.io/v1", "PriorityClass"): "PriorityClass",
+    ("rbac.authorization.k8s.io/v1", "Role"): "Role",
+    ("rbac.authorization.k8s.io/v1", "ClusterRole"): "ClusterRole",
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"): "RoleBinding",
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"): "ClusterRoleBinding",
 }
 """(apiVersion, kind) of a body -> its message: the kinds kubectl's generators send that the sandbox serves."""
 

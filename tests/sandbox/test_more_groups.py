@@ -108,3 +108,28 @@ def test_kubectl_applies_and_gets_them(kubectl: Kubectl) -> None:  # noqa: F811
     assert lines[1].split()[:5] == ["fast", "example.com/fast", "Delete", "Immediate", "false"]
     lines = kubectl("get", "pc", "high").stdout.splitlines()
     assert lines[1].split()[:3] == ["high", "1000", "false"]
+
+
+@pytest.mark.kubectl
+def test_kubectl_133_creates_pdbs_priorityclasses_and_rbac_in_protobuf(
+    kubectl: Kubectl,  # noqa: F811
+) -> None:
+    k133 = "/usr/lib/google-cloud-sdk/bin/kubectl.1.33"
+    kubectl("create", "pdb", "web", "--selector=app=web", "--min-available=50%", binary=k133)
+    got = kubectl("get", "pdb", "web", "-o", "jsonpath={.spec.minAvailable} {.spec.selector}")
+    assert got.stdout == '50% {"matchLabels":{"app":"web"}}'
+    kubectl("create", "priorityclass", "pb-high", "--value=1000", "--description=d", binary=k133)
+    got = kubectl("get", "pc", "pb-high", "-o", "jsonpath={.value} {.description}")
+    assert got.stdout == "1000 d"
+    kubectl("create", "role", "reader", "--verb=get,list", "--resource=pods", binary=k133)
+    got = kubectl("get", "role", "reader", "-o", "jsonpath={.rules[0].verbs} {.rules[0].resources}")
+    assert got.stdout == '["get","list"] ["pods"]'
+    kubectl(
+        "create", "rolebinding", "reads", "--role=reader", "--serviceaccount=default:default",
+        binary=k133,
+    )  # fmt: skip
+    got = kubectl(
+        "get", "rolebinding", "reads", "-o",
+        "jsonpath={.roleRef.kind}/{.roleRef.name} {.subjects[0].kind}:{.subjects[0].name}",
+    )  # fmt: skip
+    assert got.stdout == "Role/reader ServiceAccount:default"
