@@ -201,3 +201,63 @@ async def test_daemonsets_and_statefulsets_roll_out_on_the_fleet(tmp_path: Path)
         assert sorted(images.split()) == ["agent:2"] * 3 + ["db:2"] * 3
         up.stop()
     gc.collect()
+
+
+DRAINABLE = """apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers: [{name: web, image: "nginx:1.25"}]
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata: {name: web}
+spec:
+  minAvailable: 2
+  selector: {matchLabels: {app: web}}
+"""
+
+
+async def test_kubectl_drain_honours_a_disruption_budget(tmp_path: Path) -> None:
+    up = Up(UpSettings(port=0, kubeconfig_out=tmp_path / "kc", nodes=2))
+    async with trio.open_nursery() as nursery:
+        running: RunningUp = await nursery.start(up.run)
+        with trio.fail_after(15):
+            while up.status().nodes_ready < 2:  # noqa: ASYNC110 - polling the store is the point
+                await trio.sleep(0.1)
+
+        async def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+            return await trio.to_thread.run_sync(
+                lambda: subprocess.run(
+                    [KUBECTL, "--kubeconfig", str(running.kubeconfig), *args],
+                    input=stdin,
+                    capture_output=True,
+                    text=True,
+                    timeout=90,
+                )
+            )
+
+        assert (await run("apply", "-f", "-", stdin=DRAINABLE)).returncode == 0
+        assert (await run("rollout", "status", "deploy/web", "--timeout=60s")).returncode == 0
+        with trio.fail_after(20):
+            while True:
+                got = await run("get", "pdb", "web", "-o", "jsonpath={.status.currentHealthy}")
+                if got.stdout == "2":
+                    break
+                await trio.sleep(0.2)
+        node = (await run("get", "pods", "-l", "app=web", "-o",
+                          "jsonpath={.items[0].spec.nodeName}")).stdout  # fmt: skip
+        drain = await run("drain", node, "--ignore-daemonsets", "--timeout=3s")
+        assert drain.returncode != 0
+        assert "Cannot evict pod as it would violate the pod's disruption budget" in drain.stderr
+        await run("patch", "pdb", "web", "--type=merge", "-p", '{"spec":{"minAvailable":1}}')
+        drain = await run("drain", node, "--ignore-daemonsets", "--timeout=30s")
+        assert drain.returncode == 0, drain.stderr
+        assert f"node/{node} drained" in drain.stdout
+        up.stop()
+    gc.collect()

@@ -12,7 +12,7 @@ only ``fleet.up`` and the CLI (``kubemock-fleet up``) sit above it.
   :class:`DeploymentController`, :class:`NodeLifecycleController`,
   :class:`GarbageCollector`, :class:`JobController`, :class:`CronJobController`, :class:`DaemonSetController`,
   :class:`StatefulSetController`, :class:`EndpointsController`,
-  :class:`EndpointSliceController`, with their settings;
+  :class:`EndpointSliceController`, :class:`DisruptionController`, with their settings;
 - :class:`EventRecorder`: the loops' Events, filtered, combined and deduplicated.
 """
 
@@ -23,6 +23,8 @@ from fleet.controlplane._daemonsets import DaemonSetSettings as DaemonSetSetting
 from fleet.controlplane._deployments import DeploymentController as DeploymentController
 from fleet.controlplane._deployments import DeploymentSettings as DeploymentSettings
 from fleet.controlplane._deployments import pod_template_hash as pod_template_hash
+from fleet.controlplane._disruption import DisruptionController as DisruptionController
+from fleet.controlplane._disruption import DisruptionSettings as DisruptionSettings
 from fleet.controlplane._endpoints import EndpointsController as EndpointsController
 from fleet.controlplane._endpoints import EndpointsSettings as EndpointsSettings
 from fleet.controlplane._endpointslices import EndpointSliceController as EndpointSliceController
@@ -57,6 +59,8 @@ __all__ = [
     "DaemonSetSettings",
     "DeploymentController",
     "DeploymentSettings",
+    "DisruptionController",
+    "DisruptionSettings",
     "EndpointSliceController",
     "EndpointSliceSettings",
     "EndpointsController",

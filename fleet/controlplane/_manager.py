@@ -20,6 +20,7 @@ import trio
 from fleet.controlplane._cronjobs import CronJobController, CronJobSettings
 from fleet.controlplane._daemonsets import DaemonSetController, DaemonSetSettings
 from fleet.controlplane._deployments import DeploymentController, DeploymentSettings
+from fleet.controlplane._disruption import DisruptionController, DisruptionSettings
 from fleet.controlplane._endpoints import EndpointsController, EndpointsSettings
 from fleet.controlplane._endpointslices import EndpointSliceController, EndpointSliceSettings
 from fleet.controlplane._events import EventRecorder, EventSettings
@@ -62,6 +63,8 @@ class ControlPlaneSettings:
     """Services' Endpoints from their Ready pods (the ``endpoint`` controller)."""
     endpointslices: bool = True
     """Services' EndpointSlices (the ``endpointslice`` controller)."""
+    disruption: bool = True
+    """PodDisruptionBudgets' status, which evictions honour (the ``disruption`` controller)."""
     scheduler_settings: SchedulerSettings = field(default_factory=SchedulerSettings)
     replicaset_settings: ReplicaSetSettings = field(default_factory=ReplicaSetSettings)
     deployment_settings: DeploymentSettings = field(default_factory=DeploymentSettings)
@@ -73,6 +76,7 @@ class ControlPlaneSettings:
     statefulset_settings: StatefulSetSettings = field(default_factory=StatefulSetSettings)
     endpoints_settings: EndpointsSettings = field(default_factory=EndpointsSettings)
     endpointslice_settings: EndpointSliceSettings = field(default_factory=EndpointSliceSettings)
+    disruption_settings: DisruptionSettings = field(default_factory=DisruptionSettings)
     event_settings: EventSettings = field(default_factory=EventSettings)
     """How the loops' events are filtered, combined and deduplicated (client-go's correlator)."""
 
@@ -135,6 +139,10 @@ class ControlPlane:
             EndpointSliceController(rest, self.informers, s.endpointslice_settings, clock=clock)
             if s.endpointslices else None
         )  # fmt: skip
+        self.disruption = (
+            DisruptionController(rest, self.informers, s.disruption_settings, clock=clock, wall_clock=wall_clock)
+            if s.disruption else None
+        )  # fmt: skip
         self.statefulsets = (
             StatefulSetController(rest, self.informers, s.statefulset_settings, clock=clock, wall_clock=wall_clock, events=ev)
             if s.statefulsets else None
@@ -145,7 +153,7 @@ class ControlPlane:
         loops = [
             loop for loop in (self.scheduler, self.replicasets, self.deployments, self.node_lifecycle, self.gc,
                               self.jobs, self.cronjobs, self.daemonsets, self.statefulsets,
-                              self.endpoints, self.endpointslices)
+                              self.endpoints, self.endpointslices, self.disruption)
             if loop is not None
         ]  # fmt: skip
         async with trio.open_nursery() as nursery:

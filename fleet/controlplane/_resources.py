@@ -29,6 +29,7 @@ __all__ = [
     "LEASES",
     "NAMESPACES",
     "NODES",
+    "PODDISRUPTIONBUDGETS",
     "PODS",
     "REPLICASETS",
     "SERVICES",
@@ -81,6 +82,7 @@ STATEFULSETS = Resource("apps", "v1", "statefulsets", "StatefulSet")
 SERVICES = Resource("", "v1", "services", "Service")
 ENDPOINTS = Resource("", "v1", "endpoints", "Endpoints")
 ENDPOINTSLICES = Resource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice")
+PODDISRUPTIONBUDGETS = Resource("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget")
 JOBS = Resource("batch", "v1", "jobs", "Job")
 CRONJOBS = Resource("batch", "v1", "cronjobs", "CronJob")
 

@@ -89,7 +89,15 @@ RKey = tuple[str, str]
 """(group, plural); the version in a path is not part of an object's identity here."""
 
 _GENERATION = frozenset(
-    {"deployments", "replicasets", "daemonsets", "statefulsets", "jobs", "cronjobs"}
+    {
+        "deployments",
+        "replicasets",
+        "daemonsets",
+        "statefulsets",
+        "jobs",
+        "cronjobs",
+        "poddisruptionbudgets",
+    }
 )
 _STRATEGIC_KINDS: Mapping[RKey, str] = {
     ("", "pods"): "Pod",

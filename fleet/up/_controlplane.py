@@ -27,6 +27,7 @@ LOOPS = (
     "statefulset",
     "endpoint",
     "endpointslice",
+    "disruption",
 )
 """The control-plane loops ``up`` runs, by the names ``--disable`` takes."""
 
@@ -56,4 +57,5 @@ def control_plane_settings(disabled: frozenset[str]) -> ControlPlaneSettings:
         statefulsets="statefulset" not in disabled,
         endpoints="endpoint" not in disabled,
         endpointslices="endpointslice" not in disabled,
+        disruption="disruption" not in disabled,
     )

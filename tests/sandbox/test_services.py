@@ -128,3 +128,50 @@ def test_events_expire_after_the_event_ttl() -> None:
     assert app.store.get(rt.key, "default", "old") is None
     assert app.store.get(rt.key, "default", "recent") is not None
     assert SandboxApp(SandboxSettings(event_ttl=0)).expire_events(clock[0] * 2) == 0
+
+
+async def test_evictions_honour_disruption_budgets(sandbox: RunningSandbox) -> None:
+    pdbs = "/apis/policy/v1/namespaces/s/poddisruptionbudgets"
+    async with client(sandbox) as c:
+        await make_namespace(c, "s")
+        for name in ("a", "b"):
+            body = {"apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": name, "labels": {"app": "web"}},
+                    "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "x"}]}}  # fmt: skip
+            await c.post("/api/v1/namespaces/s/pods", json=body)
+            await c.patch(
+                f"/api/v1/namespaces/s/pods/{name}/status",
+                json={"status": {"phase": "Running"}},
+                headers=MERGE,
+            )
+        await c.post(pdbs, json={"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+                                 "metadata": {"name": "web"},
+                                 "spec": {"minAvailable": 1,
+                                          "selector": {"matchLabels": {"app": "web"}}}})  # fmt: skip
+        eviction: dict[str, Any] = {
+            "apiVersion": "policy/v1",
+            "kind": "Eviction",
+            "metadata": {"name": "a"},
+        }
+        r = await c.post("/api/v1/namespaces/s/pods/a/eviction", json=eviction)
+        assert r.status_code == 429  # not yet observed by the disruption controller
+        assert r.json()["details"]["causes"][0]["message"] == (
+            "The disruption budget web is still being processed by the server."
+        )
+        status = {"observedGeneration": 1, "disruptionsAllowed": 1, "currentHealthy": 2,
+                  "desiredHealthy": 1, "expectedPods": 2}  # fmt: skip
+        await c.patch(f"{pdbs}/web/status", json={"status": status}, headers=MERGE)
+        r = await c.post("/api/v1/namespaces/s/pods/a/eviction", json=eviction)
+        assert r.status_code == 201, r.text
+        pdb = (await c.get(f"{pdbs}/web")).json()
+        assert pdb["status"]["disruptionsAllowed"] == 0
+        assert list(pdb["status"]["disruptedPods"]) == ["a"]
+        eviction["metadata"]["name"] = "b"
+        r = await c.post("/api/v1/namespaces/s/pods/b/eviction", json=eviction)
+        assert r.status_code == 429
+        assert r.json()["message"] == (
+            "Cannot evict pod as it would violate the pod's disruption budget."
+        )
+        assert r.json()["details"]["causes"][0]["message"] == (
+            "The disruption budget web needs 1 healthy pods and has 2 currently"
+        )
