@@ -15,7 +15,10 @@ As kube-controller-manager's ``job`` controller (v1.33), as an API client:
   a finished (or deleted) pod still holding the finalizer is first recorded
   in ``status.uncountedTerminatedPods``, then its finalizer is removed, then
   it moves into ``succeeded``/``failed``, each status write conditional on the
-  resourceVersion read, so a pod is counted exactly once;
+  resourceVersion read, so a pod is counted exactly once; and, as the real
+  controller's expectations do, a Job is not synced again before the watch
+  has shown its last status write, nor a pod counted again before the watch
+  has shown its finalizer gone (a stale cache would otherwise make pods twice);
 - failures: a pod that failed or was deleted before succeeding counts as
   failed; new pods wait an exponential back-off (10 s doubling, at most 6 min)
   after a failure; more failures than ``backoffLimit`` (for ``OnFailure``
@@ -196,10 +199,19 @@ class JobController:
         """Job uid -> (failed count, clock time it was first seen at that count)."""
         self._doomed: set[str] = set()
         """Finished Jobs whose ``ttlSecondsAfterFinished`` has passed: deleted after the sync."""
+        self._unseen_writes: dict[str, tuple[str, float]] = {}
+        """Job uid -> (resourceVersion of its last status write, when) until the watch shows it."""
+        self._released: dict[str, float] = {}
+        """Pod uid -> when its finalizer was removed, until the watch shows it gone."""
 
     # --- events --------------------------------------------------------------------------
     async def _on_job(self, event: WatchEvent[KObject]) -> None:
         key = object_key(event.obj.metadata)
+        unseen = self._unseen_writes.get(event.obj.metadata.uid)
+        if unseen is not None and (
+            event.type == "DELETED" or event.obj.metadata.resource_version == unseen[0]
+        ):
+            del self._unseen_writes[event.obj.metadata.uid]
         if event.type == "DELETED":
             self.expectations.forget(key)
             self._last_failure.pop(event.obj.metadata.uid, None)
@@ -213,6 +225,8 @@ class JobController:
         if ref is None or ref.kind != "Job":
             return
         key = object_key(pod.metadata)
+        if event.type == "DELETED" or TRACKING_FINALIZER not in pod.metadata.finalizers:
+            self._released.pop(pod.metadata.uid, None)
         owner_key = f"{pod.metadata.namespace}/{ref.name}"
         owned = self._owned[ref.uid]
         if event.type == "DELETED":
@@ -260,6 +274,7 @@ class JobController:
         await self._remove_finalizer(pod)
 
     async def _remove_finalizer(self, pod: KObject) -> None:
+        self._released[pod.metadata.uid] = self._clock()
         rest = [f for f in pod.metadata.finalizers if f != TRACKING_FINALIZER]
         try:
             await self._rest.merge_patch(
@@ -269,7 +284,29 @@ class JobController:
         except NotFound:
             pass
 
+    def _stale(self, job: KObject) -> bool:
+        """Whether our last status write of ``job`` has not come back through the watch yet
+        (then its event queues the Job again); presumed lost after ``expectations_timeout``."""
+        unseen = self._unseen_writes.get(job.metadata.uid)
+        if unseen is None:
+            return False
+        if self._clock() - unseen[1] > self.settings.expectations_timeout:
+            del self._unseen_writes[job.metadata.uid]
+            return False
+        return True
+
+    def _counted_already(self, pod: KObject) -> bool:
+        since = self._released.get(pod.metadata.uid)
+        if since is None:
+            return False
+        if self._clock() - since > self.settings.expectations_timeout:
+            del self._released[pod.metadata.uid]
+            return False
+        return True
+
     async def _sync_job(self, key: str, job: KObject) -> None:
+        if self._stale(job):
+            return
         meta = job.metadata
         spec = job.spec
         pods = controlled(meta.uid, self._owned.get(meta.uid, ()), self._pods.store)
@@ -291,6 +328,7 @@ class JobController:
             if TRACKING_FINALIZER in p.metadata.finalizers
             and _done(p)
             and p.metadata.uid not in pending
+            and not self._counted_already(p)
         ]
         indexed = spec.get("completionMode") == "Indexed"
         completed_indexes = parse_indexes(status.get("completedIndexes"))
@@ -599,9 +637,13 @@ class JobController:
         body: dict[str, Any] = {"status": merge_patch_body(base, status)}
         if rv:
             body["metadata"] = {"resourceVersion": rv}
-        return await self._rest.merge_patch(
+        stored = await self._rest.merge_patch(
             JOBS.path(job.metadata.namespace, job.metadata.name, "status"), body
         )
+        written = str((stored.get("metadata") or {}).get("resourceVersion") or "")
+        if written and written != job.metadata.resource_version:
+            self._unseen_writes[job.metadata.uid] = (written, self._clock())
+        return stored
 
     def _expire(self, key: str, job: KObject, now: float) -> None:
         """ttlSecondsAfterFinished: requeue until due, then mark for deletion."""
