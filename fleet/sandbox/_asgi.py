@@ -11,6 +11,7 @@ Accept header asks for one), streams watches, and counts every request in
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import logging
 import re
 import secrets
@@ -198,6 +199,66 @@ class SandboxApp:
                 Call(rt=sa_rt, namespace=name),
                 {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}},
             )
+
+    def publish_endpoints(self, address: str) -> None:
+        """The apiserver's own endpoints (its endpoint reconciler): the ``kubernetes`` Service's
+        Endpoints and EndpointSlice name this server's address, and the Service targets its port."""
+        host, _, port_text = address.rpartition(":")
+        host = host.strip("[]")
+        try:
+            port = int(port_text)
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            return  # not an IPv4 address and port: nothing an Endpoints object could name
+        ports = [{"name": "https", "port": port, "protocol": "TCP"}]
+        objects: list[tuple[tuple[str, str, str], dict[str, Any]]] = [
+            (
+                ("", "v1", "endpoints"),
+                {
+                    "apiVersion": "v1",
+                    "kind": "Endpoints",
+                    "metadata": {
+                        "name": "kubernetes",
+                        "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"},
+                    },
+                    "subsets": [{"addresses": [{"ip": host}], "ports": ports}],
+                },
+            ),
+            (
+                ("discovery.k8s.io", "v1", "endpointslices"),
+                {
+                    "apiVersion": "discovery.k8s.io/v1",
+                    "kind": "EndpointSlice",
+                    "metadata": {
+                        "name": "kubernetes",
+                        "labels": {"kubernetes.io/service-name": "kubernetes"},
+                    },
+                    "addressType": "IPv4",
+                    "endpoints": [{"addresses": [host], "conditions": {"ready": True}}],
+                    "ports": ports,
+                },
+            ),
+        ]
+        for (group, version, plural), body in objects:
+            rt = self.registry.get(group, version, plural)
+            if rt is None:
+                continue
+            current = self.store.get(rt.key, "default", "kubernetes")
+            call = Call(rt=rt, namespace="default", name="kubernetes")
+            if current is None:
+                self.api.create(call, body)
+            else:
+                body["metadata"] = {**current["metadata"], **body["metadata"]}
+                self.api.write(call, current, body)
+        svc_rt = self.registry.get("", "v1", "services")
+        assert svc_rt is not None
+        svc = self.store.get(svc_rt.key, "default", "kubernetes")
+        if svc is not None:
+            new = msgspec.json.decode(msgspec.json.encode(svc))
+            for p in new["spec"].get("ports") or []:
+                if p.get("name") == "https":
+                    p["targetPort"] = port
+            self.api.write(Call(rt=svc_rt, namespace="default", name="kubernetes"), svc, new)
 
     def expire_events(self, now: float) -> int:
         """Remove the Events (both groups) last written more than ``event_ttl`` ago, as etcd's

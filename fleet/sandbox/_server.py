@@ -267,6 +267,7 @@ async def _serve(
                 binds: list[str] = await nursery.start(partial(serve, app, config))  # type: ignore[arg-type]  # hypercorn types an ASGI app by its TypedDict scopes, which no MutableMapping-typed app matches
                 url = binds[0]
             app.server_address = url.split("://", 1)[1]
+            app.publish_endpoints(app.server_address)
             if settings.event_ttl > 0:
                 nursery.start_soon(_expire_events, app, settings)
             kubeconfig = settings.kubeconfig_out or workdir / "kubeconfig"

@@ -175,3 +175,20 @@ async def test_evictions_honour_disruption_budgets(sandbox: RunningSandbox) -> N
         assert r.json()["details"]["causes"][0]["message"] == (
             "The disruption budget web needs 1 healthy pods and has 2 currently"
         )
+
+
+async def test_the_kubernetes_service_names_this_server(sandbox: RunningSandbox) -> None:
+    host, _, port = sandbox.url.split("://", 1)[1].rpartition(":")
+    async with client(sandbox) as c:
+        ep = (await c.get("/api/v1/namespaces/default/endpoints/kubernetes")).json()
+        assert ep["subsets"] == [
+            {"addresses": [{"ip": host}],
+             "ports": [{"name": "https", "port": int(port), "protocol": "TCP"}]}
+        ]  # fmt: skip
+        es = (
+            await c.get("/apis/discovery.k8s.io/v1/namespaces/default/endpointslices/kubernetes")
+        ).json()
+        assert es["endpoints"][0]["addresses"] == [host]
+        assert es["metadata"]["labels"] == {"kubernetes.io/service-name": "kubernetes"}
+        svc = (await c.get("/api/v1/namespaces/default/services/kubernetes")).json()
+        assert svc["spec"]["ports"][0]["targetPort"] == int(port)
