@@ -266,8 +266,8 @@ class CronJobController:
         try:
             await self._rest.delete(
                 JOBS.path(job.metadata.namespace, job.metadata.name),
-                uid=job.metadata.uid,
-                propagation="Background",
+                preconditions_uid=job.metadata.uid,
+                propagation_policy="Background",
             )
         except NotFound:
             return

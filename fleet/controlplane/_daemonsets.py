@@ -361,7 +361,8 @@ class DaemonSetController:
         for pod in pods:
             try:
                 await self._rest.delete(
-                    PODS.path(pod.metadata.namespace, pod.metadata.name), uid=pod.metadata.uid
+                    PODS.path(pod.metadata.namespace, pod.metadata.name),
+                    preconditions_uid=pod.metadata.uid,
                 )
             except NotFound:
                 self.expectations.observe(key, deletes=1)

@@ -266,7 +266,7 @@ class EndpointsController:
                 if current is not None:
                     await self._rest.delete(
                         ENDPOINTS.path(current.metadata.namespace, current.metadata.name),
-                        uid=current.metadata.uid,
+                        preconditions_uid=current.metadata.uid,
                     )
                 return
             if not svc.spec.get("selector"):

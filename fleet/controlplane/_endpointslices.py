@@ -212,7 +212,8 @@ class EndpointSliceController:
                     await self._rest.create(ENDPOINTSLICES.path(namespace), body)
             for surplus in existing[len(want) :]:
                 await self._rest.delete(
-                    ENDPOINTSLICES.path(namespace, surplus.metadata.name), uid=surplus.metadata.uid
+                    ENDPOINTSLICES.path(namespace, surplus.metadata.name),
+                    preconditions_uid=surplus.metadata.uid,
                 )
         except (NotFound, Conflict):
             self.queue.add_after(key, 0.5)

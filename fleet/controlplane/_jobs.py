@@ -537,7 +537,8 @@ class JobController:
         for pod in pods:
             try:
                 await self._rest.delete(
-                    PODS.path(pod.metadata.namespace, pod.metadata.name), uid=pod.metadata.uid
+                    PODS.path(pod.metadata.namespace, pod.metadata.name),
+                    preconditions_uid=pod.metadata.uid,
                 )
             except NotFound:
                 self.expectations.observe(key, deletes=1)
@@ -674,8 +675,8 @@ class JobController:
             try:
                 await self._rest.delete(
                     JOBS.path(job.metadata.namespace, job.metadata.name),
-                    uid=job.metadata.uid,
-                    propagation="Background",
+                    preconditions_uid=job.metadata.uid,
+                    propagation_policy="Background",
                 )
             except NotFound:
                 pass

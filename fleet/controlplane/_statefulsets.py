@@ -249,7 +249,8 @@ class StatefulSetController:
     async def _delete(self, sts: KObject, pod: KObject) -> None:
         try:
             await self._rest.delete(
-                PODS.path(pod.metadata.namespace, pod.metadata.name), uid=pod.metadata.uid
+                PODS.path(pod.metadata.namespace, pod.metadata.name),
+                preconditions_uid=pod.metadata.uid,
             )
         except NotFound:
             return
