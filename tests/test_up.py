@@ -101,7 +101,7 @@ def test_sigint_stops_cleanly_and_data_survives_a_restart(tmp_path: Path) -> Non
 def test_two_shard_processes_share_the_nodes_and_stop_on_sigterm(tmp_path: Path) -> None:
     with up_process(tmp_path, "--shards", "2", "--nodes", "6") as up:
         assert (
-            "control plane: scheduler, deployment, replicaset, nodelifecycle, garbagecollector; fleet: coordinator + 2 shards"
+            "control plane: scheduler, deployment, replicaset, nodelifecycle, garbagecollector, job, cronjob, daemonset, statefulset, endpoint, endpointslice, disruption; fleet: coordinator + 2 shards"
             in up.stdout
         )
         for i in range(6):
@@ -359,6 +359,13 @@ def test_loops_are_named() -> None:
         "replicaset",
         "nodelifecycle",
         "garbagecollector",
+        "job",
+        "cronjob",
+        "daemonset",
+        "statefulset",
+        "endpoint",
+        "endpointslice",
+        "disruption",
     }
     settings = control_plane_settings(frozenset({"scheduler", "garbagecollector"}))
     assert (settings.scheduler, settings.gc) == (False, False)

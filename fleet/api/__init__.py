@@ -5,6 +5,8 @@ Layer 2, beside ``fleet.kube``: imports only ``fleet.errors`` and
 use is re-exported here; the ``_``-prefixed modules are this package's own.
 
 - Quantities (``_quantity``): :func:`parse_quantity`, :class:`Quantity`.
+- Cron schedules (``_cron``): :func:`parse_cron`, :class:`CronSchedule`,
+  :func:`parse_time_zone` (CronJob ``spec.schedule`` and ``spec.timeZone``).
 - Go durations (``_duration``): :func:`parse_go_duration`, :func:`parse_delay`,
   :func:`format_go_duration`.
 - The Node CR (``_node``): :class:`MockNode` and its parts; the MockStatus CR
@@ -16,6 +18,9 @@ use is re-exported here; the ``_``-prefixed modules are this package's own.
 from ._crd import CRDS_MISSING_HINT as CRDS_MISSING_HINT
 from ._crd import crd_manifests as crd_manifests
 from ._crd import structural_schema as structural_schema
+from ._cron import CronSchedule as CronSchedule
+from ._cron import parse_cron as parse_cron
+from ._cron import parse_time_zone as parse_time_zone
 from ._duration import GO_DURATION_PATTERN as GO_DURATION_PATTERN
 from ._duration import format_go_duration as format_go_duration
 from ._duration import parse_delay as parse_delay
@@ -55,6 +60,7 @@ __all__ = [
     "VERSION",
     "Condition",
     "ContainerScript",
+    "CronSchedule",
     "LocalObjectReference",
     "MockNode",
     "MockNodeSpec",
@@ -73,8 +79,10 @@ __all__ = [
     "format_go_duration",
     "load_mock_status",
     "load_node",
+    "parse_cron",
     "parse_delay",
     "parse_go_duration",
     "parse_quantity",
+    "parse_time_zone",
     "structural_schema",
 ]

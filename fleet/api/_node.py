@@ -18,9 +18,16 @@ import ipaddress
 import re
 from typing import Any, Literal
 
-from pydantic import Field, ValidationInfo, ValidatorFunctionWrapHandler, field_validator
+from pydantic import (
+    Field,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
+from fleet.machinery import LABEL_VALUE_MAX, label_value_errors, qualified_name_errors
 from fleet.wire import API_VERSION, GROUP, VERSION
 
 from ._quantity import Quantity, parse_quantity
@@ -192,6 +199,17 @@ class NodeConfig(CRModel):
     kernel_version: str | None = Field(
         default=None, alias="kernelVersion", description="nodeInfo.kernelVersion."
     )
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
+        """The apiserver would refuse the Node with these labels (422): say so here."""
+        for key in sorted(value):
+            if problems := qualified_name_errors(key):
+                raise _fail(f'invalid label key "{key}": {problems[0]}')
+            if problems := label_value_errors(value[key]):
+                raise _fail(f'invalid label value "{value[key]}" of {key}: {problems[0]}')
+        return value
 
     @field_validator("cpu", "memory", "ephemeral_storage", "pods", mode="wrap")
     @classmethod
@@ -388,3 +406,17 @@ class MockNode(CRModel):
     metadata: ObjectMeta
     spec: MockNodeSpec = Field(default_factory=MockNodeSpec)
     status: MockNodeStatus = Field(default_factory=MockNodeStatus)
+
+    @model_validator(mode="after")
+    def _hostname_label(self) -> MockNode:
+        """The Node is labelled ``kubernetes.io/hostname=<name>``, as a kubelet labels its own:
+        a name longer than a label value may be would get the Node refused (422) at
+        registration, as a real kubelet's is; the CR is refused here instead, with the reason."""
+        name = self.metadata.name
+        if len(name) > LABEL_VALUE_MAX:
+            raise _fail(
+                f'metadata.name: "{name}" is {len(name)} characters long; a Node is labelled '
+                f"kubernetes.io/hostname=<name>, and a label value holds at most "
+                f"{LABEL_VALUE_MAX}"
+            )
+        return self

@@ -44,6 +44,7 @@ from typing import Any
 import msgspec
 import trio
 
+from fleet.controlplane._events import NO_EVENTS, EventRecorder
 from fleet.controlplane._informer import Informer, Informers
 from fleet.controlplane._queue import WorkQueue
 from fleet.controlplane._replicasets import owner_reference
@@ -177,7 +178,9 @@ class DeploymentController:
         *,
         clock: Callable[[], float] = trio.current_time,
         wall_clock: Callable[[], float] = time.time,
+        events: EventRecorder = NO_EVENTS,
     ) -> None:
+        self._events = events
         self.settings = s = settings if settings is not None else DeploymentSettings()
         self._rest = rest
         self._wall = wall_clock
@@ -372,6 +375,12 @@ class DeploymentController:
             )
             self.queue.add_after(object_key(meta), 1.0)
             return None
+        if replicas > 0:
+            self._events.record(
+                d, DEPLOYMENTS, "Normal", "ScalingReplicaSet",
+                f"Scaled up replica set {meta.name}-{h} from 0 to {replicas}",
+                "deployment-controller",
+            )  # fmt: skip
         if meta.annotations.get(REVISION) != str(revision):
             try:
                 await self._rest.merge_patch(
@@ -406,6 +415,13 @@ class DeploymentController:
             except FleetError as exc:
                 log.info("deployment: scaling %s failed: %s", rs.metadata.name, exc)
                 self.queue.add_after(object_key(d.metadata), 1.0)
+                continue
+            direction = "up" if want > _replicas(rs) else "down"
+            self._events.record(
+                d, DEPLOYMENTS, "Normal", "ScalingReplicaSet",
+                f"Scaled {direction} replica set {rs.metadata.name} from {_replicas(rs)} to {want}",
+                "deployment-controller",
+            )  # fmt: skip
 
     async def _cleanup(self, d: KObject, olds: list[KObject], targets: Mapping[str, int]) -> None:
         limit = int(d.spec.get("revisionHistoryLimit", 10))
@@ -462,7 +478,8 @@ class DeploymentController:
             "updatedReplicas": updated,
             "readyReplicas": ready,
             "availableReplicas": available,
-            "unavailableReplicas": max(0, replicas - available),
+            # omitempty in DeploymentStatus: absent at 0 (None removes it in the merge patch)
+            "unavailableReplicas": max(0, replicas - available) or None,
         }
         if d.status.get("collisionCount") is not None:
             status["collisionCount"] = d.status["collisionCount"]

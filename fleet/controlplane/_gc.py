@@ -37,11 +37,16 @@ from fleet.controlplane._guard import log_failure
 from fleet.controlplane._informer import Handler, Informer, Informers
 from fleet.controlplane._queue import WorkQueue
 from fleet.controlplane._resources import (
+    CRONJOBS,
+    DAEMONSETS,
     DEPLOYMENTS,
+    ENDPOINTSLICES,
+    JOBS,
     NAMESPACES,
     NODES,
     PODS,
     REPLICASETS,
+    STATEFULSETS,
     KObject,
     OwnerRef,
     Resource,
@@ -63,7 +68,10 @@ SECRETS = Resource("", "v1", "secrets", "Secret")
 
 @dataclass(frozen=True, slots=True)
 class GCSettings:
-    resources: tuple[Resource, ...] = (PODS, REPLICASETS, DEPLOYMENTS, CONFIGMAPS, SECRETS)
+    resources: tuple[Resource, ...] = (
+        PODS, REPLICASETS, DEPLOYMENTS, JOBS, CRONJOBS, DAEMONSETS, STATEFULSETS, ENDPOINTSLICES,
+        CONFIGMAPS, SECRETS,
+    )  # fmt: skip
     """Resources whose objects are owners or dependents. What the control plane's own loops
     and the fleet create, plus the two kinds users most often hang off an owner."""
     workers: int = 4

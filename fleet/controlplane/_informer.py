@@ -14,7 +14,7 @@ and the next handler and event go on: one object never ends the informer.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import trio
 
@@ -109,6 +109,7 @@ class Informers:
         self._settings = settings
         self._clock = clock
         self._informers: dict[tuple[Resource, str | None], Informer[KObject]] = {}
+        self._typed: dict[tuple[Resource, type[View]], Informer[Any]] = {}
         self._running = False
 
     def get(self, resource: Resource, namespace: str | None = None) -> Informer[KObject]:
@@ -124,10 +125,24 @@ class Informers:
             )  # fmt: skip
         return informer
 
-    def all(self) -> list[Informer[KObject]]:
-        return list(self._informers.values())
+    def get_view(self, resource: Resource, view: type[T]) -> Informer[T]:
+        """The informer of ``resource`` decoding into ``view`` (for objects with top-level
+        fields beyond spec and status, such as Endpoints); made if new."""
+        key = (resource, view)
+        informer = self._typed.get(key)
+        if informer is None:
+            if self._running:
+                raise RuntimeError(f"informer for {resource.plural} requested after start")
+            informer = self._typed[key] = Informer(
+                self._requester, resource, view,
+                buffer=self._buffer, settings=self._settings, clock=self._clock,
+            )  # fmt: skip
+        return informer
 
-    async def wait_synced(self, *informers: Informer[KObject]) -> None:
+    def all(self) -> list[Informer[Any]]:
+        return [*self._informers.values(), *self._typed.values()]
+
+    async def wait_synced(self, *informers: Informer[Any]) -> None:
         for informer in informers:
             await informer.synced.wait()
 
@@ -135,6 +150,6 @@ class Informers:
         """Run every informer requested so far until cancelled."""
         self._running = True
         async with trio.open_nursery() as nursery:
-            for informer in self._informers.values():
+            for informer in self.all():
                 await nursery.start(informer.run)
             task_status.started()

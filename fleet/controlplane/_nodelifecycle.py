@@ -16,13 +16,19 @@ NoExecute taints. Once the NoExecute taint has been there for a pod's
 no matching toleration gets ``default_toleration_seconds``, what the
 DefaultTolerationSeconds admission plugin gives every pod; one tolerating
 without a limit stays), the pod is deleted. A node heard from again loses
-the taints; its kubelet sets Ready itself, as a real one does.
+the taints once its Ready condition is True again (not while it is still
+Unknown: its kubelet sets Ready itself, as a real one does).
 
 A Ready node also loses the ``node.kubernetes.io/not-ready`` NoSchedule taint
 a real kube-apiserver's TaintNodesByCondition admission gives every new Node
 (kube-controller-manager's NoSchedule tainting pass does the same): without
 that, nothing could be scheduled on a real apiserver that has no
 kube-controller-manager (envtest's binaries, ``up --control-plane real``).
+
+While a node's Ready is not True, its pods' Ready condition is set to False
+(``MarkPodsNotReady``), each with a ``NodeNotReady`` Warning event "Node is
+not ready"; the node gets a ``NodeNotReady`` event "Node <name> status is
+now: NodeNotReady" when it turns Unknown.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from typing import Any
 
 import trio
 
+from fleet.controlplane._events import NO_EVENTS, EventRecorder
 from fleet.controlplane._guard import log_failure
 from fleet.controlplane._informer import Informer, Informers
 from fleet.controlplane._podutil import tolerates
@@ -52,6 +59,15 @@ TAINT_UNREACHABLE = "node.kubernetes.io/unreachable"
 TAINT_NOT_READY = "node.kubernetes.io/not-ready"
 _WATCHED_CONDITIONS = ("Ready", "MemoryPressure", "DiskPressure", "PIDPressure")
 _NO_EXECUTE = {"key": TAINT_UNREACHABLE, "effect": "NoExecute"}
+
+
+CONTROLLER = "node-controller"
+"""The events' source component, as kube-controller-manager names it."""
+
+
+def _ready(node: KObject) -> str | None:
+    cond = condition(node.status, "Ready")
+    return None if cond is None else str(cond.get("status"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +115,9 @@ class NodeLifecycleController:
         *,
         clock: Callable[[], float] = trio.current_time,
         wall_clock: Callable[[], float] = time.time,
+        events: EventRecorder = NO_EVENTS,
     ) -> None:
+        self._events = events
         self.settings = s = settings if settings is not None else NodeLifecycleSettings()
         self._rest = rest
         self._clock = clock
@@ -195,21 +213,17 @@ class NodeLifecycleController:
                             },
                         ],
                     )
-            else:
-                ready = condition(node.status, "Ready")
+            elif _ready(node) == "True":
                 stale = [
                     t
                     for t in taints
                     if t.get("key") == TAINT_UNREACHABLE
-                    or (
-                        t.get("key") == TAINT_NOT_READY
-                        and t.get("effect") == "NoSchedule"
-                        and ready is not None
-                        and ready.get("status") == "True"
-                    )
+                    or (t.get("key") == TAINT_NOT_READY and t.get("effect") == "NoSchedule")
                 ]
                 if stale:
                     await self._set_taints(node, [t for t in taints if t not in stale])
+            if _ready(node) not in ("True", None) or now - heard[2] > self.settings.grace_period:
+                await self._mark_pods_not_ready(name)
             if any(t.get("effect") == "NoExecute" for t in ours):
                 since = self._tainted_since.setdefault(name, now)
                 await self._evict(name, now - since)
@@ -252,6 +266,10 @@ class NodeLifecycleController:
             await self._rest.merge_patch(
                 NODES.path(name=node.metadata.name, subresource="status"), patch
             )
+            self._events.record(
+                node, NODES, "Normal", "NodeNotReady",
+                f"Node {node.metadata.name} status is now: NodeNotReady", CONTROLLER,
+            )  # fmt: skip
             log.info(
                 "node %s: not heard from for %s s, Ready=Unknown",
                 node.metadata.name,
@@ -260,6 +278,36 @@ class NodeLifecycleController:
         except FleetError as exc:
             log.info(
                 "node %s: cannot set Ready=Unknown (%s); next pass retries", node.metadata.name, exc
+            )
+
+    async def _mark_pods_not_ready(self, node: str) -> None:
+        """``MarkPodsNotReady``: Ready=False on the node's pods that still say True."""
+        store = self._pods.store
+        now = rfc3339(self._wall())
+        for key in list(self._on_node_pods.get(node, ())):
+            pod = store.get(key)
+            if pod is None or pod.spec.get("nodeName") != node:
+                continue
+            ready = condition(pod.status, "Ready")
+            if ready is None or ready.get("status") != "True":
+                continue
+            conds = [dict(c) for c in pod.status.get("conditions") or ()]
+            for cond in conds:
+                if cond.get("type") == "Ready":
+                    cond.update(status="False", lastTransitionTime=now)
+            patch = {
+                "metadata": {"resourceVersion": pod.metadata.resource_version},
+                "status": {"conditions": conds},
+            }
+            try:
+                await self._rest.merge_patch(
+                    PODS.path(pod.metadata.namespace, pod.metadata.name, "status"), patch
+                )
+            except FleetError as exc:
+                log.info("marking %s not ready failed (%s); next pass retries", key, exc)
+                continue
+            self._events.record(
+                pod, PODS, "Warning", "NodeNotReady", "Node is not ready", CONTROLLER
             )
 
     async def _set_taints(self, node: KObject, taints: list[Mapping[str, Any]]) -> None:

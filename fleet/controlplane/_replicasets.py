@@ -28,6 +28,7 @@ from typing import Any
 
 import trio
 
+from fleet.controlplane._events import NO_EVENTS, EventRecorder
 from fleet.controlplane._informer import Informer, Informers
 from fleet.controlplane._podutil import is_active, is_ready, ready_since
 from fleet.controlplane._queue import WorkQueue
@@ -41,6 +42,8 @@ __all__ = ["Expectations", "ReplicaSetController", "ReplicaSetSettings"]
 
 log = logging.getLogger(__name__)
 
+CONTROLLER = "replicaset-controller"
+"""The events' source component, as kube-controller-manager names this controller."""
 _PHASE_RANK = {"Pending": 0, "Unknown": 1, "Running": 2}
 
 
@@ -125,7 +128,9 @@ class ReplicaSetController:
         *,
         clock: Callable[[], float] = trio.current_time,
         wall_clock: Callable[[], float] = time.time,
+        events: EventRecorder = NO_EVENTS,
     ) -> None:
+        self._events = events
         self.settings = s = settings if settings is not None else ReplicaSetSettings()
         self._rest = rest
         self._clock = clock
@@ -218,13 +223,17 @@ class ReplicaSetController:
         path = PODS.path(meta.namespace)
         for done in range(count):
             try:
-                await self._rest.create(path, body)
+                created = await self._rest.create(path, body)
             except FleetError as exc:
                 log.info("replicaset %s: creating a pod failed: %s", key, exc)
                 # The ones not made will never be observed.
                 self.expectations.observe(key, adds=count - done)
                 self.queue.add_after(key, 1.0)
                 return
+            name = (created.get("metadata") or {}).get("name", "")
+            self._events.record(
+                rs, REPLICASETS, "Normal", "SuccessfulCreate", f"Created pod: {name}", CONTROLLER
+            )
 
     async def _delete(self, key: str, pods: list[KObject]) -> None:
         self.expectations.expect(key, 0, len(pods))
@@ -240,6 +249,13 @@ class ReplicaSetController:
                 log.info("replicaset %s: deleting pod %s failed: %s", key, pod.metadata.name, exc)
                 self.expectations.observe(key, deletes=1)
                 self.queue.add_after(key, 1.0)
+                continue
+            rs = self._sets.store.get(key)
+            if rs is not None:
+                self._events.record(
+                    rs, REPLICASETS, "Normal", "SuccessfulDelete",
+                    f"Deleted pod: {pod.metadata.name}", CONTROLLER,
+                )  # fmt: skip
 
     async def _write_status(self, key: str, rs: KObject, active: list[KObject]) -> None:
         template_labels = ((rs.spec.get("template") or {}).get("metadata") or {}).get(

@@ -19,13 +19,22 @@ import msgspec
 from fleet.kube import ObjectMeta, OwnerReference, resource_path
 
 __all__ = [
+    "CRONJOBS",
+    "DAEMONSETS",
     "DEPLOYMENTS",
+    "ENDPOINTS",
+    "ENDPOINTSLICES",
     "EVENTS",
+    "JOBS",
     "LEASES",
     "NAMESPACES",
     "NODES",
+    "PODDISRUPTIONBUDGETS",
     "PODS",
     "REPLICASETS",
+    "SERVICES",
+    "STATEFULSETS",
+    "EndpointsObject",
     "KObject",
     "Meta",
     "OwnerRef",
@@ -68,6 +77,14 @@ EVENTS = Resource("", "v1", "events", "Event")
 LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease")
 REPLICASETS = Resource("apps", "v1", "replicasets", "ReplicaSet")
 DEPLOYMENTS = Resource("apps", "v1", "deployments", "Deployment")
+DAEMONSETS = Resource("apps", "v1", "daemonsets", "DaemonSet")
+STATEFULSETS = Resource("apps", "v1", "statefulsets", "StatefulSet")
+SERVICES = Resource("", "v1", "services", "Service")
+ENDPOINTS = Resource("", "v1", "endpoints", "Endpoints")
+ENDPOINTSLICES = Resource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice")
+PODDISRUPTIONBUDGETS = Resource("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget")
+JOBS = Resource("batch", "v1", "jobs", "Job")
+CRONJOBS = Resource("batch", "v1", "cronjobs", "CronJob")
 
 
 class OwnerRef(OwnerReference, rename="camel", omit_defaults=True, frozen=True):
@@ -88,6 +105,16 @@ class KObject(msgspec.Struct, frozen=True):
     metadata: Meta = Meta()
     spec: dict[str, Any] = {}
     status: dict[str, Any] = {}
+
+
+class EndpointsObject(msgspec.Struct, frozen=True):
+    """An Endpoints object or EndpointSlice: their content is top-level, not in a spec."""
+
+    metadata: Meta = Meta()
+    subsets: list[dict[str, Any]] | None = None
+    address_type: str = msgspec.field(default="", name="addressType")
+    endpoints: list[dict[str, Any]] | None = None
+    ports: list[dict[str, Any]] | None = None
 
 
 def controller_of(meta: ObjectMeta) -> OwnerReference | None:

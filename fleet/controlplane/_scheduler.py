@@ -44,6 +44,7 @@ from typing import Any
 
 import trio
 
+from fleet.controlplane._events import NO_EVENTS, EventRecorder
 from fleet.controlplane._guard import log_failure
 from fleet.controlplane._informer import Informer, Informers
 from fleet.controlplane._podutil import (
@@ -338,7 +339,9 @@ class Scheduler:
         *,
         clock: Callable[[], float] = trio.current_time,
         wall_clock: Callable[[], float] = time.time,
+        events: EventRecorder = NO_EVENTS,
     ) -> None:
+        self._events = events
         self.settings = s = settings if settings is not None else SchedulerSettings()
         self._rest = rest
         self._clock = clock
@@ -558,6 +561,10 @@ class Scheduler:
             return
         self._counters.scheduled += 1
         self._counters.attempts.pop(job.key, None)
+        self._events.record(
+            job.pod, PODS, "Normal", "Scheduled",
+            f"Successfully assigned {meta.namespace}/{meta.name} to {job.node}", DEFAULT_SCHEDULER,
+        )  # fmt: skip
 
     def _now(self) -> float:
         return self._wall()

@@ -88,7 +88,17 @@ Obj = dict[str, Any]
 RKey = tuple[str, str]
 """(group, plural); the version in a path is not part of an object's identity here."""
 
-_GENERATION = frozenset({"deployments", "replicasets"})
+_GENERATION = frozenset(
+    {
+        "deployments",
+        "replicasets",
+        "daemonsets",
+        "statefulsets",
+        "jobs",
+        "cronjobs",
+        "poddisruptionbudgets",
+    }
+)
 _STRATEGIC_KINDS: Mapping[RKey, str] = {
     ("", "pods"): "Pod",
     ("", "nodes"): "Node",

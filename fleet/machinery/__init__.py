@@ -14,6 +14,9 @@ this package's own.
 - Go-style formatting (``_gofmt``): :func:`go_quote`; Kubernetes times
   (``_times``): :func:`format_time`, :func:`format_micro_time`,
   :func:`parse_time`, :func:`utc_now`.
+- Label and annotation rules (``_labels``, apimachinery's ``IsQualifiedName`` and
+  ``IsValidLabelValue`` with their messages): :func:`qualified_name_errors`,
+  :func:`label_value_errors`, :data:`TOTAL_ANNOTATION_SIZE`.
 - Content types (``_content``): :data:`JSON`, :data:`MERGE_PATCH`,
   :data:`STRATEGIC_MERGE_PATCH`, ... defined once.
 """
@@ -26,6 +29,10 @@ from ._content import PROTOBUF as PROTOBUF
 from ._content import STRATEGIC_MERGE_PATCH as STRATEGIC_MERGE_PATCH
 from ._content import YAML as YAML
 from ._gofmt import go_quote as go_quote
+from ._labels import LABEL_VALUE_MAX as LABEL_VALUE_MAX
+from ._labels import TOTAL_ANNOTATION_SIZE as TOTAL_ANNOTATION_SIZE
+from ._labels import label_value_errors as label_value_errors
+from ._labels import qualified_name_errors as qualified_name_errors
 from ._selectors import FieldSelector as FieldSelector
 from ._selectors import FieldTerm as FieldTerm
 from ._selectors import LabelSelector as LabelSelector
@@ -48,10 +55,12 @@ __all__ = [
     "JSON",
     "JSON_PATCH",
     "KNOWN_KINDS",
+    "LABEL_VALUE_MAX",
     "MERGE_KEYS",
     "MERGE_PATCH",
     "PROTOBUF",
     "STRATEGIC_MERGE_PATCH",
+    "TOTAL_ANNOTATION_SIZE",
     "YAML",
     "FieldSelector",
     "FieldTerm",
@@ -62,9 +71,11 @@ __all__ = [
     "format_time",
     "go_quote",
     "label_selector_from_dict",
+    "label_value_errors",
     "parse_field_selector",
     "parse_label_selector",
     "parse_time",
+    "qualified_name_errors",
     "strategic_merge_patch",
     "two_way_merge_patch",
     "utc_now",

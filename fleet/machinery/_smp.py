@@ -139,6 +139,26 @@ _KINDS: dict[str, _Struct] = {
     ),
     "Deployment": _WORKLOAD,
     "ReplicaSet": _WORKLOAD,
+    "DaemonSet": _WORKLOAD,
+    "StatefulSet": _WORKLOAD,  # volumeClaimTemplates: no strategy (replaced)
+    "Job": _WORKLOAD,
+    "CronJob": _Struct(
+        {
+            "metadata": _nested(_OBJECT_META),
+            "spec": _nested(
+                _Struct(
+                    {
+                        "jobTemplate": _nested(
+                            _Struct(
+                                {"spec": _nested(_Struct({"template": _nested(_POD_TEMPLATE)}))}
+                            )
+                        )
+                    }
+                )
+            ),
+            # status.active: atomic (replaced)
+        }
+    ),
     "Service": _Struct(
         {
             "metadata": _nested(_OBJECT_META),

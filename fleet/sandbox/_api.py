@@ -108,6 +108,8 @@ class Api:
         # Hooks run after an object of a type is created or removed (CRDs, namespaces).
         self.after_create: dict[Key, Callable[[dict[str, Any]], None]] = {}
         self.after_delete: dict[Key, Callable[[dict[str, Any]], None]] = {}
+        # Hooks that fill allocated fields before validation: (old or None, new) -> None.
+        self.before_write: dict[Key, Callable[[dict[str, Any] | None, dict[str, Any]], None]] = {}
 
     # --- reads -----------------------------------------------------------------------------
     def lookup(self, rt: ResourceType, ns: str, name: str) -> dict[str, Any]:
@@ -170,6 +172,7 @@ class Api:
     ) -> dict[str, Any]:
         """Schema (custom resources) or built-in validation; returns the object to store."""
         name = obj["metadata"].get("name", "")
+        meta_causes = _builtins.validate_metadata(obj)
         if rt.is_custom:
             schema = ((rt.crd or {}).get("schema") or {}).get("openAPIV3Schema") or {}
             pruned, causes, warnings = _libs.validate_custom_resource(
@@ -178,15 +181,18 @@ class Api:
             call.warnings.extend(warnings)
             if any(c.reason == "FieldValueUnknown" for c in causes):
                 raise bad_request(_libs.strict_decoding_message(rt.kind, rt.version, causes))
-            if causes:
+            if causes or meta_causes:
                 raise invalid(
                     rt.kind,
                     rt.group,
                     name,
-                    [{"reason": c.reason, "message": c.message, "field": c.field} for c in causes],
+                    meta_causes
+                    + [
+                        {"reason": c.reason, "message": c.message, "field": c.field} for c in causes
+                    ],
                 )
             return pruned
-        _builtins.raise_if(_builtins.validate(rt, obj), rt, name)
+        _builtins.raise_if(meta_causes + _builtins.validate(rt, obj), rt, name)
         return obj
 
     # --- create ----------------------------------------------------------------------------
@@ -248,6 +254,9 @@ class Api:
         _builtins.initial_status(rt, obj)
         if not rt.is_custom:
             _builtins.default(rt, obj, creating=True)
+        allocate = self.before_write.get(rt.key)
+        if allocate is not None:
+            allocate(None, obj)
         obj = self._validate(rt, obj, fv, call)
         if self.store.get(rt.key, ns, name) is not None:
             raise already_exists(rt.plural, rt.group, name)
@@ -310,6 +319,9 @@ class Api:
         new["kind"], new["apiVersion"] = rt.kind, rt.api_version
         if not rt.is_custom:
             _builtins.default(rt, new, creating=False)
+        allocate = self.before_write.get(rt.key)
+        if allocate is not None and call.subresource is None:
+            allocate(old, new)
         if _builtins.micro_time_causes(rt, new) is not None:
             raise StatusError(
                 422,

@@ -11,11 +11,13 @@ Accept header asks for one), streams watches, and counts every request in
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import logging
 import re
 import secrets
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -44,6 +46,7 @@ from fleet.sandbox._metrics import Metrics
 from fleet.sandbox._metricsapi import GROUP as METRICS_GROUP
 from fleet.sandbox._metricsapi import MetricsApi, metrics_types
 from fleet.sandbox._registry import Registry, ResourceType
+from fleet.sandbox._services import ServiceAllocator
 from fleet.sandbox._settings import SandboxSettings
 from fleet.sandbox._status import StatusError, method_not_allowed
 from fleet.sandbox._store import Store
@@ -163,6 +166,8 @@ class SandboxApp:
         for rt in metrics_types():
             self.registry.add(rt)
         self.api.after_create[("", "namespaces")] = self._namespace_created
+        self.services = ServiceAllocator(self.store, settings.service_cidr)
+        self.api.before_write[("", "services")] = self.services.prepare
         if data is not None:
             self.store.load(data)
             for crd in list(self.store.collection(CRD_KEY).objects.values()):
@@ -181,6 +186,27 @@ class SandboxApp:
                     Call(rt=ns_rt, namespace=None),
                     {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
                 )
+        svc_rt = self.registry.get("", "v1", "services")
+        assert svc_rt is not None
+        if self.store.get(svc_rt.key, "default", "kubernetes") is None:
+            # The apiserver's own Service, at the first address of the range (as a real one).
+            self.api.create(
+                Call(rt=svc_rt, namespace="default"),
+                {
+                    "apiVersion": "v1",
+                    "kind": "Service",
+                    "metadata": {
+                        "name": "kubernetes",
+                        "labels": {"component": "apiserver", "provider": "kubernetes"},
+                    },
+                    "spec": {
+                        "clusterIP": self.services.first,
+                        "ports": [
+                            {"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}
+                        ],
+                    },
+                },
+            )
 
     def _namespace_created(self, ns: dict[str, Any]) -> None:
         """The service account controller's work: every namespace gets a ``default`` ServiceAccount."""
@@ -192,6 +218,83 @@ class SandboxApp:
                 Call(rt=sa_rt, namespace=name),
                 {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}},
             )
+
+    def publish_endpoints(self, address: str) -> None:
+        """The apiserver's own endpoints (its endpoint reconciler): the ``kubernetes`` Service's
+        Endpoints and EndpointSlice name this server's address, and the Service targets its port."""
+        host, _, port_text = address.rpartition(":")
+        host = host.strip("[]")
+        try:
+            port = int(port_text)
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            return  # not an IPv4 address and port: nothing an Endpoints object could name
+        ports = [{"name": "https", "port": port, "protocol": "TCP"}]
+        objects: list[tuple[tuple[str, str, str], dict[str, Any]]] = [
+            (
+                ("", "v1", "endpoints"),
+                {
+                    "apiVersion": "v1",
+                    "kind": "Endpoints",
+                    "metadata": {
+                        "name": "kubernetes",
+                        "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"},
+                    },
+                    "subsets": [{"addresses": [{"ip": host}], "ports": ports}],
+                },
+            ),
+            (
+                ("discovery.k8s.io", "v1", "endpointslices"),
+                {
+                    "apiVersion": "discovery.k8s.io/v1",
+                    "kind": "EndpointSlice",
+                    "metadata": {
+                        "name": "kubernetes",
+                        "labels": {"kubernetes.io/service-name": "kubernetes"},
+                    },
+                    "addressType": "IPv4",
+                    "endpoints": [{"addresses": [host], "conditions": {"ready": True}}],
+                    "ports": ports,
+                },
+            ),
+        ]
+        for (group, version, plural), body in objects:
+            rt = self.registry.get(group, version, plural)
+            if rt is None:
+                continue
+            current = self.store.get(rt.key, "default", "kubernetes")
+            call = Call(rt=rt, namespace="default", name="kubernetes")
+            if current is None:
+                self.api.create(call, body)
+            else:
+                body["metadata"] = {**current["metadata"], **body["metadata"]}
+                self.api.write(call, current, body)
+        svc_rt = self.registry.get("", "v1", "services")
+        assert svc_rt is not None
+        svc = self.store.get(svc_rt.key, "default", "kubernetes")
+        if svc is not None:
+            new = msgspec.json.decode(msgspec.json.encode(svc))
+            for p in new["spec"].get("ports") or []:
+                if p.get("name") == "https":
+                    p["targetPort"] = port
+            self.api.write(Call(rt=svc_rt, namespace="default", name="kubernetes"), svc, new)
+
+    def expire_events(self, now: float) -> int:
+        """Remove the Events (both groups) last written more than ``event_ttl`` ago, as etcd's
+        lease on each Event does (watchers see them DELETED); how many went."""
+        ttl = self.settings.event_ttl
+        if ttl <= 0:
+            return 0
+        gone = 0
+        for group in ("", "events.k8s.io"):
+            rt = self.registry.by_key((group, "events"))
+            if rt is None:
+                continue
+            for obj in list(self.store.collection(rt.key).objects.values()):
+                if _last_written(obj) + ttl < now:
+                    self.api.remove(rt, obj, obj)
+                    gone += 1
+        return gone
 
     def _storage_counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -722,3 +825,24 @@ def _sandbox_has_no_kubelet(rt: ResourceType, sub: str | None) -> StatusError:
         "BadRequest",
         f"{rt.plural}/{sub} is not served by the kubemock-fleet sandbox: there is no kubelet behind its nodes",
     )
+
+
+def _last_written(event: dict[str, Any]) -> float:
+    """When an Event was last written, as well as its own times tell (0 when they do not)."""
+    series = event.get("series") or {}
+    times = (
+        event.get("lastTimestamp"),
+        event.get("deprecatedLastTimestamp"),
+        event.get("eventTime"),
+        series.get("lastObservedTime") if isinstance(series, dict) else None,
+        (event.get("metadata") or {}).get("creationTimestamp"),
+    )
+    latest = 0.0
+    for value in times:
+        if isinstance(value, str) and value:
+            try:
+                moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                continue
+            latest = max(latest, moment.timestamp())
+    return latest

@@ -13,7 +13,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from fleet.sandbox import _objects
+from fleet.machinery import TOTAL_ANNOTATION_SIZE, label_value_errors, qualified_name_errors
+from fleet.sandbox import _batch, _objects
 from fleet.sandbox._registry import ResourceType
 from fleet.sandbox._status import (
     bad_request,
@@ -162,6 +163,19 @@ def _default_template(spec: dict[str, Any]) -> None:
         tmpl.setdefault("metadata", {}).setdefault("creationTimestamp", None)
 
 
+def _default_statefulset(spec: dict[str, Any]) -> None:
+    """SetDefaults_StatefulSet (the PVC retention policy is on by default since 1.27)."""
+    spec.setdefault("podManagementPolicy", "OrderedReady")
+    strategy = spec.setdefault("updateStrategy", {})
+    strategy["type"] = strategy.get("type") or "RollingUpdate"
+    if strategy["type"] == "RollingUpdate":
+        strategy.setdefault("rollingUpdate", {}).setdefault("partition", 0)
+    spec.setdefault("revisionHistoryLimit", 10)
+    retention = spec.setdefault("persistentVolumeClaimRetentionPolicy", {})
+    retention.setdefault("whenDeleted", "Retain")
+    retention.setdefault("whenScaled", "Retain")
+
+
 def default(rt: ResourceType, obj: dict[str, Any], *, creating: bool) -> None:
     """Fill the defaults of built-in kinds in place (create and update)."""
     key = rt.key
@@ -186,6 +200,18 @@ def default(rt: ResourceType, obj: dict[str, Any], *, creating: bool) -> None:
         spec = obj.setdefault("spec", {})
         spec.setdefault("replicas", 1)
         _default_template(spec)
+        if key == ("apps", "statefulsets"):
+            _default_statefulset(spec)
+    elif key == ("apps", "daemonsets"):
+        spec = obj.setdefault("spec", {})
+        strategy = spec.setdefault("updateStrategy", {})
+        strategy["type"] = strategy.get("type") or "RollingUpdate"
+        if strategy["type"] == "RollingUpdate":
+            rolling = strategy.setdefault("rollingUpdate", {})
+            rolling.setdefault("maxUnavailable", 1)
+            rolling.setdefault("maxSurge", 0)
+        spec.setdefault("revisionHistoryLimit", 10)
+        _default_template(spec)
     elif key == ("", "namespaces"):
         name = obj["metadata"].get("name", "")
         obj["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = name
@@ -203,6 +229,38 @@ def default(rt: ResourceType, obj: dict[str, Any], *, creating: bool) -> None:
                     p.setdefault("targetPort", p["port"])
     elif key == ("", "secrets"):
         obj.setdefault("type", "Opaque")
+    elif key == ("autoscaling", "horizontalpodautoscalers"):
+        spec = obj.setdefault("spec", {})
+        spec.setdefault("minReplicas", 1)
+        if not spec.get("metrics"):  # autoscaling/v2 SetDefaults: CPU at 80 % utilisation
+            spec["metrics"] = [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {"type": "Utilization", "averageUtilization": 80},
+                    },
+                }
+            ]
+    elif key == ("networking.k8s.io", "networkpolicies"):
+        spec = obj.setdefault("spec", {})
+        if not spec.get("policyTypes"):
+            spec["policyTypes"] = ["Ingress", *(["Egress"] if spec.get("egress") else [])]
+        for rule in [*(spec.get("ingress") or []), *(spec.get("egress") or [])]:
+            for port in (rule.get("ports") or []) if isinstance(rule, dict) else []:
+                if isinstance(port, dict):
+                    port.setdefault("protocol", "TCP")
+    elif key == ("storage.k8s.io", "storageclasses"):
+        obj.setdefault("reclaimPolicy", "Delete")
+        obj.setdefault("volumeBindingMode", "Immediate")
+    elif key == ("scheduling.k8s.io", "priorityclasses"):
+        obj.setdefault("preemptionPolicy", "PreemptLowerPriority")
+    elif key == ("batch", "jobs"):
+        _batch.default_job(obj, creating=creating)
+        _default_template(obj["spec"])
+    elif key == ("batch", "cronjobs"):
+        _batch.default_cronjob(obj)
+        _default_template(((obj["spec"].get("jobTemplate") or {}).get("spec")) or {})
     elif key == ("apiextensions.k8s.io", "customresourcedefinitions"):
         obj.setdefault("spec", {}).setdefault("conversion", {"strategy": "None"})
 
@@ -260,6 +318,39 @@ def micro_time_causes(rt: ResourceType, obj: dict[str, Any]) -> str | None:
     return None
 
 
+def validate_metadata(obj: dict[str, Any]) -> list[dict[str, str]]:
+    """``ValidateObjectMeta``'s labels and annotations rules, for every kind (422 causes)."""
+    meta = obj.get("metadata") or {}
+    causes: list[dict[str, str]] = []
+    labels = meta.get("labels") or {}
+    if isinstance(labels, dict):
+        for key in sorted(labels):
+            value = labels[key]
+            causes += [field_invalid("metadata.labels", key, m) for m in qualified_name_errors(key)]
+            if isinstance(value, str):
+                causes += [
+                    field_invalid("metadata.labels", value, m) for m in label_value_errors(value)
+                ]
+    annotations = meta.get("annotations") or {}
+    if isinstance(annotations, dict):
+        size = 0
+        for key in sorted(annotations):
+            causes += [
+                field_invalid("metadata.annotations", key, m)
+                for m in qualified_name_errors(key.lower())
+            ]
+            size += len(key.encode()) + len(str(annotations[key] or "").encode())
+        if size > TOTAL_ANNOTATION_SIZE:
+            causes.append(
+                {
+                    "reason": "FieldValueTooLong",
+                    "message": f"Too long: may not be more than {TOTAL_ANNOTATION_SIZE} bytes",
+                    "field": "metadata.annotations",
+                }
+            )
+    return causes
+
+
 def validate_name(rt: ResourceType, name: str) -> list[dict[str, str]]:
     if rt.key == ("", "namespaces"):
         if not _objects.is_label(name):
@@ -297,7 +388,12 @@ def validate(rt: ResourceType, obj: dict[str, Any]) -> list[dict[str, str]]:
     key = rt.key
     if key == ("", "pods"):
         causes += _validate_containers(obj.get("spec") or {}, "spec")
-    elif key in (("apps", "deployments"), ("apps", "replicasets"), ("apps", "statefulsets")):
+    elif key in (
+        ("apps", "deployments"),
+        ("apps", "replicasets"),
+        ("apps", "statefulsets"),
+        ("apps", "daemonsets"),
+    ):
         spec = obj.get("spec") or {}
         sel = spec.get("selector")
         tmpl_labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
@@ -317,6 +413,15 @@ def validate(rt: ResourceType, obj: dict[str, Any]) -> list[dict[str, str]]:
         causes += _validate_containers(
             tmpl_spec if isinstance(tmpl_spec, dict) else {}, "spec.template.spec"
         )
+        policy = tmpl_spec.get("restartPolicy") if isinstance(tmpl_spec, dict) else None
+        if policy not in (None, "Always"):
+            causes.append(
+                {
+                    "reason": "FieldValueNotSupported",
+                    "field": "spec.template.spec.restartPolicy",
+                    "message": f'Unsupported value: "{policy}": supported values: "Always"',
+                }
+            )
         if isinstance(spec.get("replicas"), int) and spec["replicas"] < 0:
             causes.append(
                 field_invalid(
@@ -325,6 +430,19 @@ def validate(rt: ResourceType, obj: dict[str, Any]) -> list[dict[str, str]]:
             )
     elif key == ("apiextensions.k8s.io", "customresourcedefinitions"):
         causes += validate_crd(obj)
+    elif key == ("batch", "jobs"):
+        tmpl_spec = ((obj.get("spec") or {}).get("template") or {}).get("spec")
+        causes += _validate_containers(
+            tmpl_spec if isinstance(tmpl_spec, dict) else {}, "spec.template.spec"
+        )
+        causes += _batch.validate_job(obj)
+    elif key == ("batch", "cronjobs"):
+        job_spec = ((obj.get("spec") or {}).get("jobTemplate") or {}).get("spec") or {}
+        tmpl_spec = (job_spec.get("template") or {}).get("spec")
+        causes += _validate_containers(
+            tmpl_spec if isinstance(tmpl_spec, dict) else {}, "spec.jobTemplate.spec.template.spec"
+        )
+        causes += _batch.validate_cronjob(obj)
     return causes
 
 
@@ -413,7 +531,14 @@ def validate_update(
                     "(allow it to be set to 1 if it was previously negative)",
                 )
             ]
-    if rt.key in (("apps", "deployments"), ("apps", "replicasets"), ("apps", "statefulsets")):
+    if rt.key == ("batch", "jobs"):
+        return _batch.validate_job_update(old, new)
+    if rt.key in (
+        ("apps", "deployments"),
+        ("apps", "replicasets"),
+        ("apps", "statefulsets"),
+        ("apps", "daemonsets"),
+    ):
         if (old.get("spec") or {}).get("selector") != (new.get("spec") or {}).get("selector"):
             return [
                 field_invalid(

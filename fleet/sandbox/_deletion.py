@@ -171,6 +171,10 @@ class Deleter:
         policy = opts.get("propagationPolicy")
         if policy is None and opts.get("orphanDependents") is True:
             policy = "Orphan"
+        if policy is None and rt.key == ("batch", "jobs"):
+            # batch/v1 Jobs orphan their pods unless told otherwise (the job strategy's
+            # DefaultGarbageCollectionPolicy); kubectl delete sends Background.
+            policy = "Orphan"
         grace = self._grace(rt, obj, opts)
         meta = obj["metadata"]
         new = clone(obj)

@@ -274,7 +274,97 @@ _APPS: dict[str, dict[int, Field]] = {
     },
 }
 
-MESSAGES: dict[str, dict[int, Field]] = {**_META, **_CORE, **_APPS}
+_BATCH: dict[str, dict[int, Field]] = {
+    "Job": {
+        1: _f("metadata", "ObjectMeta"),
+        2: _f("spec", "JobSpec"),
+        3: _f("status", "JobStatus"),
+    },
+    "JobSpec": {
+        1: _f("parallelism", INT, ptr=True),
+        2: _f("completions", INT, ptr=True),
+        3: _f("activeDeadlineSeconds", INT, ptr=True),
+        4: _f("selector", "LabelSelector"),
+        5: _f("manualSelector", BOOL, ptr=True),
+        6: _f("template", "PodTemplateSpec"),
+        7: _f("backoffLimit", INT, ptr=True),
+        8: _f("ttlSecondsAfterFinished", INT, ptr=True),
+        9: _f("completionMode", STRING, ptr=True),
+        10: _f("suspend", BOOL, ptr=True),
+        12: _f("backoffLimitPerIndex", INT, ptr=True),
+        13: _f("maxFailedIndexes", INT, ptr=True),
+        14: _f("podReplacementPolicy", STRING, ptr=True),
+        15: _f("managedBy", STRING, ptr=True),
+    },
+    "JobStatus": {},
+    "CronJob": {
+        1: _f("metadata", "ObjectMeta"),
+        2: _f("spec", "CronJobSpec"),
+        3: _f("status", "CronJobStatus"),
+    },
+    "CronJobSpec": {
+        1: _f("schedule", STRING),
+        2: _f("startingDeadlineSeconds", INT, ptr=True),
+        3: _f("concurrencyPolicy", STRING),
+        4: _f("suspend", BOOL, ptr=True),
+        5: _f("jobTemplate", "JobTemplateSpec"),
+        6: _f("successfulJobsHistoryLimit", INT, ptr=True),
+        7: _f("failedJobsHistoryLimit", INT, ptr=True),
+        8: _f("timeZone", STRING, ptr=True),
+    },
+    "JobTemplateSpec": {1: _f("metadata", "ObjectMeta"), 2: _f("spec", "JobSpec")},
+    "CronJobStatus": {},
+}
+
+_MORE: dict[str, dict[int, Field]] = {
+    "PodDisruptionBudget": {
+        1: _f("metadata", "ObjectMeta"),
+        2: _f("spec", "PodDisruptionBudgetSpec"),
+        3: _f("status", "PodDisruptionBudgetStatus"),
+    },
+    "PodDisruptionBudgetSpec": {
+        1: _f("minAvailable", INT_OR_STRING, ptr=True),
+        2: _f("selector", "LabelSelector"),
+        3: _f("maxUnavailable", INT_OR_STRING, ptr=True),
+        4: _f("unhealthyPodEvictionPolicy", STRING, ptr=True),
+    },
+    "PodDisruptionBudgetStatus": {},
+    "PriorityClass": {
+        1: _f("metadata", "ObjectMeta"),
+        2: _f("value", INT),
+        3: _f("globalDefault", BOOL),
+        4: _f("description", STRING),
+        5: _f("preemptionPolicy", STRING, ptr=True),
+    },
+    "Role": {1: _f("metadata", "ObjectMeta"), 2: _f("rules", "PolicyRule", rep=True)},
+    "ClusterRole": {1: _f("metadata", "ObjectMeta"), 2: _f("rules", "PolicyRule", rep=True)},
+    "PolicyRule": {
+        1: _f("verbs", STRING, rep=True),
+        2: _f("apiGroups", STRING, rep=True),
+        3: _f("resources", STRING, rep=True),
+        4: _f("resourceNames", STRING, rep=True),
+        5: _f("nonResourceURLs", STRING, rep=True),
+    },
+    "RoleBinding": {
+        1: _f("metadata", "ObjectMeta"),
+        2: _f("subjects", "Subject", rep=True),
+        3: _f("roleRef", "RoleRef"),
+    },
+    "ClusterRoleBinding": {
+        1: _f("metadata", "ObjectMeta"),
+        2: _f("subjects", "Subject", rep=True),
+        3: _f("roleRef", "RoleRef"),
+    },
+    "Subject": {
+        1: _f("kind", STRING),
+        2: _f("apiGroup", STRING),
+        3: _f("name", STRING),
+        4: _f("namespace", STRING),
+    },
+    "RoleRef": {1: _f("apiGroup", STRING), 2: _f("kind", STRING), 3: _f("name", STRING)},
+}
+
+MESSAGES: dict[str, dict[int, Field]] = {**_META, **_CORE, **_APPS, **_BATCH, **_MORE}
 """Message name -> field number -> :class:`Field`, from k8s.io/api and k8s.io/apimachinery generated.proto."""
 
 KINDS: dict[tuple[str, str], str] = {
@@ -285,6 +375,14 @@ KINDS: dict[tuple[str, str], str] = {
     ("v1", "Service"): "Service",
     ("v1", "ResourceQuota"): "ResourceQuota",
     ("apps/v1", "Deployment"): "Deployment",
+    ("batch/v1", "Job"): "Job",
+    ("batch/v1", "CronJob"): "CronJob",
+    ("policy/v1", "PodDisruptionBudget"): "PodDisruptionBudget",
+    ("scheduling.k8s.io/v1", "PriorityClass"): "PriorityClass",
+    ("rbac.authorization.k8s.io/v1", "Role"): "Role",
+    ("rbac.authorization.k8s.io/v1", "ClusterRole"): "ClusterRole",
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"): "RoleBinding",
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"): "ClusterRoleBinding",
 }
 """(apiVersion, kind) of a body -> its message: the kinds kubectl's generators send that the sandbox serves."""
 

@@ -74,6 +74,9 @@ _WITH_GENERATION = {
     ("apps", "daemonsets"),
     ("", "replicationcontrollers"),
     ("apiextensions.k8s.io", "customresourcedefinitions"),
+    ("batch", "jobs"),
+    ("batch", "cronjobs"),
+    ("policy", "poddisruptionbudgets"),
 }
 # A write to /status of these also applies label and annotation changes (their status
 # strategies do not reset metadata); for the others /status keeps only status.
@@ -93,6 +96,8 @@ _RETURNS_DELETED = {
     ("", "serviceaccounts"),
     ("coordination.k8s.io", "leases"),
     ("apiextensions.k8s.io", "customresourcedefinitions"),
+    ("batch", "jobs"),
+    ("batch", "cronjobs"),
 }
 
 

@@ -204,6 +204,16 @@ def tls_files(directory: Path, host: str, ca: Any = None) -> tuple[Path, Path, b
     return cert_path, key_path, ca.cert_pem.bytes()
 
 
+async def _expire_events(app: SandboxApp, settings: SandboxSettings) -> None:
+    """Sweep expired Events every tenth of the TTL (at most once a minute)."""
+    period = min(60.0, settings.event_ttl / 10)
+    while True:
+        await trio.sleep(period)
+        gone = app.expire_events(settings.wall_clock())
+        if gone:
+            log.debug("%d expired events removed", gone)
+
+
 async def serve_sandbox(
     settings: SandboxSettings,
     *,
@@ -267,6 +277,9 @@ async def _serve(
                 binds: list[str] = await nursery.start(partial(serve, app, config))  # type: ignore[arg-type]  # hypercorn types an ASGI app by its TypedDict scopes, which no MutableMapping-typed app matches
                 url = binds[0]
             app.server_address = url.split("://", 1)[1]
+            app.publish_endpoints(app.server_address)
+            if settings.event_ttl > 0:
+                nursery.start_soon(_expire_events, app, settings)
             kubeconfig = settings.kubeconfig_out or workdir / "kubeconfig"
             write_kubeconfig(
                 Path(kubeconfig),

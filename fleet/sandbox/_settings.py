@@ -64,6 +64,11 @@ class SandboxSettings:
     4096 fits dozens of shards and stays under common file-descriptor limits."""
     max_list_limit: int = 100_000
     """Upper bound of items a single page may hold, whatever limit the client asks."""
+    event_ttl: float = 3600.0
+    """Seconds an Event is kept after its last write (kube-apiserver's ``--event-ttl``, 1 h);
+    0 keeps them for ever. Loops that tell about every pod would otherwise fill the memory."""
+    service_cidr: str = "10.96.0.0/16"
+    """Where Services' cluster IPs come from (kind's range); ``kubernetes`` gets its ``.1``."""
     lean_http1: bool = True
     """Serve HTTP/1.1 with the sandbox's own lean server (``_http1``) and hand only HTTP/2
     to hypercorn. False: hypercorn serves everything (it costs ~450 µs of CPU per request

@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from fleet.machinery import MERGE_PATCH, STRATEGIC_MERGE_PATCH
+from fleet.machinery import MERGE_PATCH, STRATEGIC_MERGE_PATCH, label_selector_from_dict
 from fleet.sandbox._api import Api, Call, decode_body
 from fleet.sandbox._deletion import Deleter
 from fleet.sandbox._objects import rfc3339
@@ -79,9 +79,69 @@ def bind(api: Api, call: Call, pod_name: str) -> dict[str, Any]:
     return success(201)
 
 
+PDB_KEY = ("policy", "poddisruptionbudgets")
+_VIOLATION = "Cannot evict pod as it would violate the pod's disruption budget."
+
+
+def _too_many(cause_message: str) -> StatusError:
+    return StatusError(
+        429,
+        "TooManyRequests",
+        _VIOLATION,
+        {"causes": [{"reason": "DisruptionBudget", "message": cause_message}]},
+    )
+
+
+def _honour_budget(api: Api, call: Call) -> None:
+    """The eviction REST's PodDisruptionBudget check; takes one allowed disruption (or 429)."""
+    assert call.name is not None
+    pod = api.lookup(call.rt, call.ns(), call.name)
+    if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed", "Pending") or (
+        pod["metadata"].get("deletionTimestamp")
+    ):
+        return  # canIgnorePDB
+    pdb_rt = api.registry.by_key(PDB_KEY)
+    if pdb_rt is None:
+        return
+    labels = pod["metadata"].get("labels") or {}
+    budgets = [
+        b
+        for (ns, _), b in api.store.collection(PDB_KEY).objects.items()
+        if ns == call.ns()
+        and label_selector_from_dict((b.get("spec") or {}).get("selector")).matches(labels)
+    ]
+    if not budgets:
+        return
+    if len(budgets) > 1:
+        raise StatusError(
+            500,
+            "InternalError",
+            "This pod has more than one PodDisruptionBudget, which the eviction subresource "
+            "does not support.",
+        )
+    pdb = budgets[0]
+    name = pdb["metadata"]["name"]
+    status = pdb.get("status") or {}
+    if int(status.get("observedGeneration") or 0) < int(pdb["metadata"].get("generation") or 0):
+        raise _too_many(f"The disruption budget {name} is still being processed by the server.")
+    if int(status.get("disruptionsAllowed") or 0) <= 0:
+        raise _too_many(
+            f"The disruption budget {name} needs {int(status.get('desiredHealthy') or 0)} "
+            f"healthy pods and has {int(status.get('currentHealthy') or 0)} currently"
+        )
+    new = clone(pdb)
+    new_status = new.setdefault("status", {})
+    new_status["disruptionsAllowed"] = int(status["disruptionsAllowed"]) - 1
+    new_status.setdefault("disruptedPods", {})[call.name] = rfc3339(api.now())
+    if not call.dry_run:
+        api.write(Call(rt=pdb_rt, namespace=call.ns(), name=name, subresource="status"), pdb, new)
+
+
 def evict(api: Api, deleter: Deleter, call: Call) -> dict[str, Any]:
-    """POST pods/{name}/eviction: a delete with the eviction's DeleteOptions."""
+    """POST pods/{name}/eviction: the PodDisruptionBudget check, then a delete with the
+    eviction's DeleteOptions."""
     body = decode_body(call.rt, call.body, call.content_type) if call.body.strip() else {}
+    _honour_budget(api, call)
     opts = body.get("deleteOptions") or {}
     dcall = Call(
         rt=call.rt,

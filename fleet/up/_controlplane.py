@@ -15,7 +15,20 @@ from fleet.errors import ConfigError
 
 __all__ = ["LOOPS", "check_loops", "control_plane_settings"]
 
-LOOPS = ("scheduler", "deployment", "replicaset", "nodelifecycle", "garbagecollector")
+LOOPS = (
+    "scheduler",
+    "deployment",
+    "replicaset",
+    "nodelifecycle",
+    "garbagecollector",
+    "job",
+    "cronjob",
+    "daemonset",
+    "statefulset",
+    "endpoint",
+    "endpointslice",
+    "disruption",
+)
 """The control-plane loops ``up`` runs, by the names ``--disable`` takes."""
 
 
@@ -38,4 +51,11 @@ def control_plane_settings(disabled: frozenset[str]) -> ControlPlaneSettings:
         replicasets="replicaset" not in disabled,
         node_lifecycle="nodelifecycle" not in disabled,
         gc="garbagecollector" not in disabled,
+        jobs="job" not in disabled,
+        cronjobs="cronjob" not in disabled,
+        daemonsets="daemonset" not in disabled,
+        statefulsets="statefulset" not in disabled,
+        endpoints="endpoint" not in disabled,
+        endpointslices="endpointslice" not in disabled,
+        disruption="disruption" not in disabled,
     )

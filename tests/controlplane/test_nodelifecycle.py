@@ -158,6 +158,14 @@ async def test_silent_node_goes_unknown_tainted_pods_evicted_then_recovers(
     assert env.controller.evictions == 2
 
     env.kubelet.alive = True
+    # Heard from again, but Ready is still Unknown: the taints stay (the real controller
+    # removes them only once the kubelet reports Ready=True).
+    await trio.sleep(30)
+    assert (UNREACHABLE, "NoExecute") in env.taints()
+    env.api.patch(
+        "/api/v1/nodes/n1/status",
+        {"status": {"conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}]}},
+    )
     await eventually(lambda: UNREACHABLE not in {k for k, _ in env.taints()}, within=30)
     assert env.taints() == {("other", "NoSchedule")}
     await trio.sleep(100)

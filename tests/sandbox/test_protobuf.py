@@ -172,7 +172,7 @@ def test_malformed_and_unknown_kinds() -> None:
         _protobuf.decode(_protobuf.MAGIC + b"\x0a\x10ab", "Namespace")
     assert truncated.value.code == 400 and "unable to decode protobuf" in truncated.value.message
     with pytest.raises(StatusError) as unknown:
-        _protobuf.decode(_envelope("batch/v1", "Job", b""), "Job")
+        _protobuf.decode(_envelope("networking.k8s.io/v1", "Ingress", b""), "Ingress")
     assert unknown.value.code == 415 and unknown.value.reason == "UnsupportedMediaType"
 
 
@@ -190,10 +190,11 @@ async def test_protobuf_post_over_http(sandbox: RunningSandbox) -> None:
         assert created.json()["data"] == {"k": "v"}
         bad = await client.post("/api/v1/namespaces/default/configmaps", content=b"k8s\x00\xff")
         assert bad.status_code == 400 and bad.json()["reason"] == "BadRequest"
-        job = await client.post(
-            "/api/v1/namespaces/default/configmaps", content=_envelope("batch/v1", "Job", b"")
+        ingress = await client.post(
+            "/api/v1/namespaces/default/configmaps",
+            content=_envelope("networking.k8s.io/v1", "Ingress", b""),
         )
-        assert job.status_code == 415
+        assert ingress.status_code == 415
         got = await client.get("/api/v1/namespaces/default/configmaps/pb")
         assert got.json()["data"] == {"k": "v"}
 

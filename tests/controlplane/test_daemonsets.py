@@ -1,0 +1,163 @@
+"""The DaemonSet controller against the in-memory apiserver, on the autojump clock."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import trio
+
+from fleet.controlplane._daemonsets import DaemonSetController, target_node
+from fleet.controlplane._informer import Informers
+from fleet.controlplane._resources import KObject
+from fleet.controlplane._rest import Rest
+from fleet.kube import MemoryApiserver
+from tests.controlplane._helpers import eventually, fake_kubelets, mark_ready, node
+
+DS = "/apis/apps/v1/namespaces/default/daemonsets"
+
+
+def daemonset(name: str, image: str = "agent:1", **tmpl_spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1", "kind": "DaemonSet",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"selector": {"matchLabels": {"app": name}},
+                 "updateStrategy": {"type": "RollingUpdate",
+                                    "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}},
+                 "template": {"metadata": {"labels": {"app": name}},
+                              "spec": {"containers": [{"name": "c", "image": image}],
+                                       **tmpl_spec}}},
+    }  # fmt: skip
+
+
+@pytest.fixture
+async def api(nursery: trio.Nursery) -> AsyncIterator[MemoryApiserver]:
+    api = MemoryApiserver(graceful_pod_deletion=False)
+    informers = Informers(api)
+    controller = DaemonSetController(Rest(api), informers, wall_clock=api.now)
+    await nursery.start(informers.run)
+    await nursery.start(controller.run)
+    yield api
+
+
+def pods(api: MemoryApiserver) -> list[dict[str, Any]]:
+    return [
+        p
+        for p in api.items("/api/v1/namespaces/default/pods")
+        if not p["metadata"].get("deletionTimestamp")
+    ]
+
+
+def placed(api: MemoryApiserver) -> list[str]:
+    import msgspec
+
+    return sorted(target_node(msgspec.convert(p, KObject)) for p in pods(api))
+
+
+def status(api: MemoryApiserver, name: str = "agent") -> dict[str, Any]:
+    found = api.get(f"{DS}/{name}")
+    assert found is not None
+    return dict(found.get("status") or {})
+
+
+async def test_one_pod_per_eligible_node(
+    api: MemoryApiserver, autojump_clock: trio.testing.MockClock
+) -> None:
+    api.create("/api/v1/nodes", node("n1", labels={"disk": "ssd"}))
+    api.create(
+        "/api/v1/nodes",
+        node("n2", labels={"disk": "ssd"},
+             taints=[{"key": "dedicated", "value": "db", "effect": "NoSchedule"}]),
+    )  # fmt: skip
+    api.create("/api/v1/nodes", node("n3"))
+    # Not-ready nodes still get their daemon pod: the controller adds the toleration.
+    api.create(
+        "/api/v1/nodes",
+        node("n4", labels={"disk": "ssd"}, ready="False",
+             taints=[{"key": "node.kubernetes.io/not-ready", "effect": "NoExecute"}]),
+    )  # fmt: skip
+    api.create(DS, daemonset("agent", nodeSelector={"disk": "ssd"}))
+    await eventually(lambda: placed(api) == ["n1", "n4"])
+    pod = next(p for p in pods(api) if p["metadata"]["name"].startswith("agent-"))
+    assert pod["metadata"]["labels"]["app"] == "agent"
+    assert pod["metadata"]["labels"]["pod-template-generation"] == "1"
+    assert "controller-revision-hash" in pod["metadata"]["labels"]
+    keys = {t["key"] for t in pod["spec"]["tolerations"]}
+    assert "node.kubernetes.io/unschedulable" in keys and "node.kubernetes.io/not-ready" in keys
+    await eventually(lambda: status(api).get("desiredNumberScheduled") == 2)
+    assert status(api) == {
+        "currentNumberScheduled": 2,
+        "numberMisscheduled": 0,
+        "desiredNumberScheduled": 2,
+        "numberReady": 0,
+        "observedGeneration": 1,
+        "updatedNumberScheduled": 2,
+        "numberUnavailable": 2,
+    }
+    for p in pods(api):
+        mark_ready(api, "default", p["metadata"]["name"])
+    await eventually(lambda: status(api).get("numberAvailable") == 2)
+    assert "numberUnavailable" not in status(api)
+
+    # A new eligible node gets a pod; a node that goes away loses it.
+    api.create("/api/v1/nodes", node("n5", labels={"disk": "ssd"}))
+    await eventually(lambda: placed(api) == ["n1", "n4", "n5"])
+    api.remove("/api/v1/nodes/n1")
+    await eventually(lambda: placed(api) == ["n4", "n5"])
+    # A label change makes a node ineligible.
+    api.patch("/api/v1/nodes/n5", {"metadata": {"labels": {"disk": "hdd"}}})
+    await eventually(lambda: placed(api) == ["n4"])
+
+
+async def test_rolling_update_keeps_max_unavailable(
+    api: MemoryApiserver, nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    for i in range(4):
+        api.create("/api/v1/nodes", node(f"n{i}"))
+    nursery.start_soon(fake_kubelets, api)
+    api.create(DS, daemonset("agent"))
+    await eventually(lambda: status(api).get("numberAvailable") == 4)
+    api.patch(f"{DS}/agent", {"spec": {"template": {"spec": {"containers": [
+        {"name": "c", "image": "agent:2"}]}}}})  # fmt: skip
+    worst = 0
+
+    def done() -> bool:
+        nonlocal worst
+        st = status(api)
+        worst = max(worst, 4 - int(st.get("numberAvailable", 0)))
+        images = {p["spec"]["containers"][0]["image"] for p in pods(api)}
+        return (
+            images == {"agent:2"}
+            and st.get("updatedNumberScheduled") == 4
+            and st.get("numberAvailable") == 4
+            and st.get("observedGeneration") == 2
+        )
+
+    await eventually(done, step=0.1)
+    assert worst == 1  # never more than maxUnavailable nodes without an available pod
+
+
+async def test_node_heartbeats_do_not_wake_daemonsets(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    api = MemoryApiserver(graceful_pod_deletion=False)
+    informers = Informers(api)
+    controller = DaemonSetController(Rest(api), informers, wall_clock=api.now)
+    await nursery.start(informers.run)
+    await nursery.start(controller.run)
+    api.create("/api/v1/nodes", node("n1"))
+    api.create(DS, daemonset("agent"))
+    await eventually(lambda: status(api).get("desiredNumberScheduled") == 1)
+    await trio.sleep(5)
+    added = controller.queue.statistics().added
+    for beat in range(20):  # what every kubelet writes every 10 s
+        api.patch(
+            "/api/v1/nodes/n1/status",
+            {"status": {"conditions": [{"type": "Ready", "status": "True",
+                                        "lastHeartbeatTime": f"2024-05-01T12:00:{beat:02d}Z"}]}},
+        )  # fmt: skip
+        await trio.sleep(1)
+    assert controller.queue.statistics().added == added
+    api.patch("/api/v1/nodes/n1", {"metadata": {"labels": {"zone": "a"}}})
+    await eventually(lambda: controller.queue.statistics().added > added)
