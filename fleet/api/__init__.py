@@ -28,9 +28,12 @@ from ._duration import parse_go_duration as parse_go_duration
 from ._load import load_mock_status as load_mock_status
 from ._load import load_node as load_node
 from ._mockstatus import ContainerScript as ContainerScript
+from ._mockstatus import LabelSelectorRequirement as LabelSelectorRequirement
 from ._mockstatus import MockStatus as MockStatus
+from ._mockstatus import MockStatusBranch as MockStatusBranch
 from ._mockstatus import MockStatusSpec as MockStatusSpec
 from ._mockstatus import MockStatusStep as MockStatusStep
+from ._mockstatus import PodSelector as PodSelector
 from ._mockstatus import TerminatedScript as TerminatedScript
 from ._mockstatus import WaitingScript as WaitingScript
 from ._node import API_VERSION as API_VERSION
@@ -61,15 +64,18 @@ __all__ = [
     "Condition",
     "ContainerScript",
     "CronSchedule",
+    "LabelSelectorRequirement",
     "LocalObjectReference",
     "MockNode",
     "MockNodeSpec",
     "MockNodeStatus",
     "MockStatus",
+    "MockStatusBranch",
     "MockStatusSpec",
     "MockStatusStep",
     "NodeConfig",
     "ObjectMeta",
+    "PodSelector",
     "Quantity",
     "Taint",
     "TerminatedScript",

@@ -28,6 +28,14 @@ container; a named one overrides it for that container. Pod IPs are not
 scripted here (many pods share one MockStatus; IPs would collide): the
 ``zhizuqiu.github.com/podIPs`` annotation sets them. The shard compiles a
 MockStatus into the same plan of timed steps as the delay annotations.
+
+A MockStatus can also be a *policy*: with ``spec.selector`` (namespaces,
+labels, annotations, owner kinds) it applies to every matching pod that has no
+lifecycle annotation of its own, the highest ``spec.priority`` winning. Steps
+may carry a ``jitter`` (uniform or normal over ``[after, after+jitter]``) and
+the timeline may end in weighted ``branches``; both are drawn per pod from its
+uid, so a run replays the same way. Branches are one level deep (a CRD schema
+cannot be recursive).
 """
 
 from __future__ import annotations
@@ -37,13 +45,16 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from ._duration import parse_go_duration
-from ._types import CRModel, GoDuration, ObjectMeta
+from ._types import CRModel, GoDuration, ObjectMeta, StringMap
 
 __all__ = [
     "ContainerScript",
+    "LabelSelectorRequirement",
     "MockStatus",
+    "MockStatusBranch",
     "MockStatusSpec",
     "MockStatusStep",
+    "PodSelector",
     "TerminatedScript",
     "WaitingScript",
 ]
@@ -90,6 +101,20 @@ class MockStatusStep(CRModel):
     after: GoDuration = Field(
         description="Go duration since the pod's creationTimestamp, e.g. 10s."
     )
+    jitter: GoDuration | None = Field(
+        default=None,
+        description=(
+            "The step takes effect at a point of [after, after+jitter] drawn for each pod "
+            "(seeded by its uid: the same pod draws the same point every time)."
+        ),
+    )
+    distribution: Literal["uniform", "normal"] = Field(
+        default="uniform",
+        description=(
+            "How the jitter is drawn: uniform over the window (default), or normal around "
+            "its middle with a standard deviation of jitter/6, clamped to the window."
+        ),
+    )
     phase: PodPhase
     reason: str | None = Field(default=None, description="status.reason of the pod, e.g. Evicted.")
     message: str | None = Field(default=None, description="status.message of the pod.")
@@ -99,26 +124,121 @@ class MockStatusStep(CRModel):
         """``after`` in seconds."""
         return parse_go_duration(self.after) / 1e9
 
+    def jitter_seconds(self) -> float:
+        """``jitter`` in seconds (0 without one)."""
+        return 0.0 if self.jitter is None else parse_go_duration(self.jitter) / 1e9
+
+
+def _check_order(steps: list[MockStatusStep], where: str, first: int = 0) -> None:
+    for i in range(1, len(steps)):
+        prev, step = steps[i - 1], steps[i]
+        if prev.phase in TERMINAL_PHASES:
+            raise ValueError(
+                f"{where}step {i + first} follows the terminal step {i + first - 1} "
+                f"({prev.phase}): a terminal phase sticks"
+            )
+        if parse_go_duration(step.after) <= parse_go_duration(prev.after):
+            raise ValueError(
+                f'{where}step {i + first}: after "{step.after}" must be later than '
+                f'step {i + first - 1}\'s "{prev.after}"'
+            )
+
+
+class LabelSelectorRequirement(CRModel):
+    """One metav1.LabelSelectorRequirement: `key` `operator` `values`."""
+
+    key: str = Field(min_length=1)
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: list[str] = Field(default_factory=list)
+
+
+class PodSelector(CRModel):
+    """Which pods a MockStatus applies to without an annotation naming it (every field ANDed)."""
+
+    namespaces: list[str] | None = Field(
+        default=None,
+        description=(
+            "Namespaces of the pods; omitted: the MockStatus's own namespace only; "
+            '["*"]: every namespace.'
+        ),
+    )
+    match_labels: StringMap | None = Field(
+        default=None, alias="matchLabels", description="Labels the pod must carry."
+    )
+    match_expressions: list[LabelSelectorRequirement] | None = Field(
+        default=None,
+        alias="matchExpressions",
+        description="Label requirements, as a Deployment's selector.",
+    )
+    match_annotations: StringMap | None = Field(
+        default=None,
+        alias="matchAnnotations",
+        description="Annotations the pod must carry, with these exact values.",
+    )
+    owner_kinds: list[str] | None = Field(
+        default=None,
+        alias="ownerKinds",
+        description="The pod must have an ownerReference of one of these kinds (e.g. Job).",
+    )
+
+
+class MockStatusBranch(CRModel):
+    """One way the timeline goes on after `spec.steps`, taken by a share of the pods."""
+
+    name: str | None = Field(default=None, description="For messages only.")
+    weight: int = Field(
+        ge=0, description="Relative share of the pods taking this branch (e.g. 95 and 5)."
+    )
+    steps: list[MockStatusStep] = Field(
+        min_length=1, description="Steps after spec.steps; after counts from creation."
+    )
+
 
 class MockStatusSpec(CRModel):
-    """The ordered steps of a scripted pod lifecycle."""
+    """The ordered steps of a scripted pod lifecycle, and which pods follow it."""
 
     steps: list[MockStatusStep] = Field(min_length=1)
+    branches: list[MockStatusBranch] | None = Field(
+        default=None,
+        description=(
+            "After the last of steps, each pod takes one branch, drawn by weight "
+            "(seeded by its uid)."
+        ),
+    )
+    selector: PodSelector | None = Field(
+        default=None,
+        description=(
+            "Pods this MockStatus applies to without naming it in an annotation; "
+            "omitted: only pods annotated with its name."
+        ),
+    )
+    priority: int = Field(
+        default=0,
+        description=(
+            "Among the MockStatuses whose selector matches a pod, the highest priority "
+            "wins (ties: namespace/name, alphabetically first)."
+        ),
+    )
 
     @field_validator("steps")
     @classmethod
     def _ordered(cls, steps: list[MockStatusStep]) -> list[MockStatusStep]:
-        for i in range(1, len(steps)):
-            prev, step = steps[i - 1], steps[i]
-            if prev.phase in TERMINAL_PHASES:
-                raise ValueError(
-                    f"step {i} follows the terminal step {i - 1} ({prev.phase}): a terminal phase sticks"
-                )
-            if parse_go_duration(step.after) <= parse_go_duration(prev.after):
-                raise ValueError(
-                    f'step {i}: after "{step.after}" must be later than step {i - 1}\'s "{prev.after}"'
-                )
+        _check_order(steps, "")
         return steps
+
+    @model_validator(mode="after")
+    def _branches_follow(self) -> MockStatusSpec:
+        if self.branches is None:
+            return self
+        if not self.branches:
+            raise ValueError("branches: give at least one branch, or omit branches")
+        if sum(branch.weight for branch in self.branches) <= 0:
+            raise ValueError("branches: the weights add up to 0: no pod could take any branch")
+        last = self.steps[-1]
+        for b, branch in enumerate(self.branches):
+            where = f"branches[{b}]: "
+            _check_order([last, *branch.steps], where, first=len(self.steps) - 1)
+        return self
 
 
 class MockStatus(CRModel):
