@@ -167,6 +167,7 @@ class ShardEngine:
         self.scripts = ScriptLibrary(gated_control, clock=clock, rng=self._rng)
         self.pods = PodDriver(self.ctx, self.scripts)
         self.scripts.on_change = self.pods.scripts_changed
+        self.scripts.on_policies_change = self.pods.policies_changed
         self.nodes = NodeDriver(self.ctx, self.pods)
         limiter.lane = self.nodes.leases
         self.pods.give_way = self.nodes.leases.give_way

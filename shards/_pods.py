@@ -33,7 +33,7 @@ import logging
 import sys
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -58,8 +58,10 @@ from shards._kubeletapi import KUBELET_ANNOTATION_PREFIXES
 from shards._kubelets import NodeState
 from shards._plan import (
     ANNOTATION_MOCK_STATUS,
+    ANNOTATION_POD_IPS,
     ANNOTATION_PREFIX,
     POD_INITIALIZING,
+    RUNNING_NOW,
     ContainerState,
     Plan,
     Step,
@@ -67,6 +69,7 @@ from shards._plan import (
 )
 from shards._podstatus import ContainerSpec, PodView, RuntimeStyle, build_status, encode_patch
 from shards._podstatus import pod_status_patch as make_patch
+from shards._policies import IGNORED_ANNOTATIONS, PodFacts
 from shards._scripts import INVALID_REASON, MISSING_REASON, ScriptError, ScriptLibrary
 
 __all__ = ["PodDriver", "PodObject", "PodRecord"]
@@ -120,8 +123,12 @@ class _PodSpec(msgspec.Struct, rename="camel", frozen=True):
     host_network: bool = False
 
 
+class _Owner(msgspec.Struct, frozen=True):
+    kind: str = ""
+
+
 class _PodMeta(msgspec.Struct, rename="camel", frozen=True):
-    """The metadata a pod's lifecycle needs; labels, owners and managedFields stay undecoded."""
+    """The metadata a pod's lifecycle and policy selectors need; managedFields stay undecoded."""
 
     name: str = ""
     namespace: str = ""
@@ -130,6 +137,8 @@ class _PodMeta(msgspec.Struct, rename="camel", frozen=True):
     creation_timestamp: datetime | None = None
     deletion_timestamp: datetime | None = None
     annotations: dict[str, str] = {}
+    labels: dict[str, str] = {}
+    owner_references: list[_Owner] = []
 
 
 class PodObject(msgspec.Struct, frozen=True):
@@ -181,6 +190,11 @@ def _view(obj: PodObject) -> PodView:
         readiness_gates=tuple(g.condition_type for g in obj.spec.readiness_gates),
         host_network=obj.spec.host_network,
     )
+
+
+def _has_lifecycle(annotations: Mapping[str, str]) -> bool:
+    """Whether the pod names its own lifecycle (an annotation other than ``podIPs``)."""
+    return any(key != ANNOTATION_POD_IPS for key in annotations)
 
 
 def _invalid_plan(message: str, reason: str = "InvalidLifecycleAnnotation") -> Plan:
@@ -239,6 +253,11 @@ class PodRecord:
     ips: tuple[str, ...] = ()
     deleting_since: float | None = None
     delete_scheduled: bool = False
+    facts: PodFacts | None = None
+    """What policy selectors see of the pod (labels, annotations, owners), shared by the
+    pods of one template (:meth:`PodDriver._facts`)."""
+    policy: str = ""
+    """``namespace/name`` of the policy (selector MockStatus) the plan came from; ``""``: none."""
 
     @property
     def namespace(self) -> str:
@@ -291,6 +310,8 @@ class PodDriver:
         """A shared spec's id -> it and the view of its first pod (see :meth:`_view`)."""
         self._annotations: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
         self._times: dict[datetime, datetime] = {}
+        self._facts_table: dict[tuple[object, ...], PodFacts] = {}
+        """Pod facts (policy selectors' view) by their content (see :meth:`_facts`)."""
 
     # -- watching ----------------------------------------------------------------------------
 
@@ -397,12 +418,14 @@ class PodDriver:
                 self._spec_views.clear()
             spec = self._specs[spec_key] = obj.spec
         meta = obj.metadata
+        facts = self._facts(meta)
         return msgspec.structs.replace(
             obj,
             metadata=msgspec.structs.replace(
                 meta,
-                namespace=sys.intern(meta.namespace),
-                annotations=self._shared_annotations(meta.annotations),
+                namespace=facts.namespace,
+                annotations=facts.annotations,  # shared; the lifecycle ones are picked later
+                labels=facts.labels,
                 creation_timestamp=self._shared_time(meta.creation_timestamp),
                 resource_version="",
             ),
@@ -425,6 +448,27 @@ class PodDriver:
                 table.clear()
             shared = table[key] = dict(key)
         return shared
+
+    def _facts(self, meta: _PodMeta) -> PodFacts:
+        """What policy selectors see of a pod, interned: the pods of one template share it.
+
+        Kept whatever the policies of the moment (one may come later and select on any
+        label or annotation); :data:`IGNORED_ANNOTATIONS` are left out. Owner kinds come
+        from the pod's ownerReferences; a slimmed pod (:meth:`_slim`) has them no more, so
+        its facts are taken before, and the table hands back the same object."""
+        owners = tuple(sorted({o.kind for o in meta.owner_references}))
+        key = PodFacts.key(meta.namespace, meta.labels, meta.annotations, owners)
+        table = self._facts_table
+        facts = table.get(key)
+        if facts is None:
+            if len(table) >= INTERN_LIMIT:
+                table.clear()
+            labels = {k: v for k, v in meta.labels.items()}
+            annotations = {
+                k: v for k, v in meta.annotations.items() if k not in IGNORED_ANNOTATIONS
+            }
+            facts = table[key] = PodFacts(sys.intern(meta.namespace), labels, annotations, owners)
+        return facts
 
     def _shared_time(self, when: datetime | None) -> datetime | None:
         if when is None:
@@ -477,41 +521,43 @@ class PodDriver:
         if record is None:
             obj = self._slim(obj)
             meta = obj.metadata
-            plan, problem = self._plan(meta.namespace, meta.annotations)
             record = PodRecord(
                 key=key,
                 uid=meta.uid,
                 node=obj.spec.node_name,
                 spec=obj.spec,
-                annotations=meta.annotations,
+                annotations=self._shared_annotations(meta.annotations),
                 creation=meta.creation_timestamp or self._ctx.wall(),
-                plan=plan,
+                plan=RUNNING_NOW,
                 deletion=meta.deletion_timestamp,
+                facts=self._facts(meta),
             )
+            problem = self._replan(record)
             self.pods[key] = record
             self._phases[record.phase] += 1
             if problem is not None:
                 self._ctx.timers.schedule(("pod-event", key), self._ctx.clock())
         else:
             annotations = self._shared_annotations(meta.annotations)
+            facts = self._facts(meta)
+            same = annotations == record.annotations and facts is record.facts
+            if not same:  # labels or annotations changed: the plan may (see policies_changed)
+                old, old_policy = record.plan, record.policy
+                record.annotations, record.facts = annotations, facts
+                if self._replan(record) is not None:
+                    self._ctx.timers.schedule(("pod-event", key), self._ctx.clock())
+                if old_policy and not record.policy and not _has_lifecycle(annotations):
+                    record.plan, record.policy = old, old_policy  # keeps the steps it has
+                same = record.plan == old
             if (
                 hash(raw) == record.status_hash
                 and meta.deletion_timestamp == record.deletion
-                and annotations == record.annotations
+                and same
             ):
                 return  # the echo of our own PATCH, or a change to parts we do not drive
-            if (
-                record.writes_out
-                and meta.deletion_timestamp == record.deletion
-                and annotations == record.annotations
-            ):
+            if record.writes_out and meta.deletion_timestamp == record.deletion and same:
                 record.seen_while_writing = hash(raw)  # see _status_done
                 return
-            if annotations != record.annotations:
-                record.annotations = annotations
-                record.plan, problem = self._plan(meta.namespace, record.annotations)
-                if problem is not None:
-                    self._ctx.timers.schedule(("pod-event", key), self._ctx.clock())
             record.deletion = meta.deletion_timestamp
         self._set_status(record, raw)
         if record.deletion is not None and record.deleting_since is None:
@@ -527,15 +573,68 @@ class PodDriver:
         self._phases[record.phase] += 1
         self._ctx.timers.schedule(("pod", record.key), self._ctx.clock())
 
-    def _plan(self, namespace: str, annotations: Mapping[str, str]) -> tuple[Plan, str | None]:
-        """The pod's Plan, and what is wrong with its annotations (None: nothing)."""
-        scripts = None if self.scripts is None else self.scripts.resolver(namespace)
+    def _replan(self, record: PodRecord) -> str | None:
+        """Set the pod's Plan (and policy) from its annotations and facts; what is wrong
+        with its annotations (None: nothing)."""
+        record.plan, problem, record.policy = self._plan(
+            record.namespace, record.annotations, record.uid, record.facts
+        )
+        return problem
+
+    def _plan(
+        self,
+        namespace: str,
+        annotations: Mapping[str, str],
+        uid: str = "",
+        facts: PodFacts | None = None,
+    ) -> tuple[Plan, str | None, str]:
+        """The pod's Plan, what is wrong with its annotations (None: nothing), and the policy
+        it came from (``""``: none).
+
+        A lifecycle annotation (``mockStatus``, ``delay*``) wins over every policy; a pod
+        without one follows the policy its facts match (``podIPs`` still applies), or is
+        Running at once."""
+        scripts = self.scripts
+        resolver = None if scripts is None else scripts.resolver(namespace, uid)
         try:
-            return compile_plan(annotations, scripts=scripts), None
+            plan = compile_plan(annotations, scripts=resolver)
         except ScriptError as exc:
-            return _invalid_plan(str(exc), exc.reason), str(exc)
+            return _invalid_plan(str(exc), exc.reason), str(exc), ""
         except InputError as exc:
-            return _invalid_plan(str(exc)), str(exc)
+            return _invalid_plan(str(exc)), str(exc), ""
+        if scripts is None or facts is None or _has_lifecycle(annotations):
+            return plan, None, ""
+        hit = scripts.policy_plan(facts, uid)
+        if hit is None:
+            return plan, None, ""
+        policy, policy_plan = hit
+        if plan.pod_ips:
+            policy_plan = replace(policy_plan, pod_ips=plan.pod_ips)
+        return policy_plan, None, policy
+
+    def policies_changed(self) -> None:
+        """A policy appeared, changed or went: re-match the pods without lifecycle annotations.
+
+        Matching is cached per shared :class:`PodFacts`, so this walks the pods but matches
+        each template once. A pod whose match gives another Plan is re-planned from its
+        creation time (no replay), like a changed MockStatus; a pod no policy matches any
+        more keeps the steps it has (a kubelet does not stop a container because its spec
+        vanished); a pod that reached Succeeded or Failed stays there."""
+        ctx = self._ctx
+        now = ctx.wall()
+        for key, record in self.pods.items():
+            if record.deleting_since is not None or _has_lifecycle(record.annotations):
+                continue
+            elapsed = (now - record.creation).total_seconds()
+            if record.plan.state_at(elapsed).terminal or record.phase in ("Succeeded", "Failed"):
+                continue
+            plan, _problem, policy = self._plan(
+                record.namespace, record.annotations, record.uid, record.facts
+            )
+            if not policy or plan == record.plan:
+                continue
+            record.plan, record.policy = plan, policy
+            ctx.timers.schedule(("pod", key), ctx.clock())
 
     def scripts_changed(self, namespace: str, name: str) -> None:
         """MockStatus ``namespace/name`` appeared or changed: re-plan the pods naming it."""
@@ -555,7 +654,9 @@ class PodDriver:
                 "Failed",
             ):
                 continue  # a terminal state reached stays
-            plan, problem = self._plan(namespace, record.annotations)
+            plan, problem, _policy = self._plan(
+                namespace, record.annotations, record.uid, record.facts
+            )
             if plan == record.plan:
                 continue
             if problem is not None:

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -54,6 +55,14 @@ from shards._plan import (
     ScriptResolver,
     Step,
 )
+from shards._policies import (
+    PodFacts,
+    Policy,
+    PolicyIndex,
+    compile_policy,
+    jitter_draw,
+    weighted_choice,
+)
 
 __all__ = [
     "INVALID_REASON",
@@ -63,7 +72,9 @@ __all__ = [
     "MockStatusView",
     "ScriptError",
     "ScriptLibrary",
+    "Timeline",
     "compile_script",
+    "compile_timeline",
 ]
 
 log = logging.getLogger(__name__)
@@ -77,6 +88,9 @@ INVALID_REASON = "InvalidMockStatus"
 """Pod ``status.reason`` (and Event reason) while its MockStatus does not validate."""
 SCRIPT_SOURCE = "mockStatus"
 """``Step.source`` of every step compiled from a MockStatus."""
+PLAN_CACHE = 4096
+"""Distinct per-pod Plans a jittered or branching MockStatus keeps to share between pods
+(pods drawing the same whole seconds and branch share one); past it each pod has its own."""
 
 _decode_spec = msgspec.json.Decoder(dict[str, Any]).decode
 
@@ -164,8 +178,8 @@ def _step(at: float, script: MockStatusStep, started: float | None) -> Step:
     )
 
 
-def compile_script(script: MockStatus) -> Plan:
-    """A validated MockStatus as a :class:`Plan` (offsets from the pod's creation).
+def build_plan(entries: Sequence[tuple[float, MockStatusStep]]) -> Plan:
+    """The :class:`Plan` of MockStatus steps, each at its given offset (seconds, sorted).
 
     Before the first step the pod is Pending with containers ContainerCreating
     (init containers PodInitializing), as with the delay annotations. Containers
@@ -173,17 +187,93 @@ def compile_script(script: MockStatus) -> Plan:
     Running before it starts and ends them at its own offset).
     """
     steps: list[Step] = []
-    first = script.spec.steps[0].after_seconds()
-    if first > 0:
+    if entries[0][0] > 0:
         steps.append(Step(0.0, "Pending", CONTAINER_CREATING, POD_INITIALIZING, source="creation"))
     started: float | None = None
-    for entry in script.spec.steps:
-        at = entry.after_seconds()
+    for at, entry in entries:
         if entry.phase == "Running" and started is None:
             started = at
         begun = at if started is None and entry.phase in ("Succeeded", "Failed") else started
         steps.append(_step(at, entry, begun))
     return Plan(tuple(steps))
+
+
+def compile_script(script: MockStatus) -> Plan:
+    """A validated MockStatus without jitter or branches as a :class:`Plan`; see :func:`build_plan`."""
+    return build_plan([(entry.after_seconds(), entry) for entry in script.spec.steps])
+
+
+@dataclass(frozen=True, slots=True)
+class _Timed:
+    after: float
+    jitter: float
+    normal: bool
+    step: MockStatusStep
+
+
+@dataclass(slots=True)
+class Timeline:
+    """A compiled MockStatus: the :class:`Plan` of each pod, by uid (see :meth:`plan_for`)."""
+
+    prefix: tuple[_Timed, ...]
+    branches: tuple[tuple[_Timed, ...], ...] = ()
+    weights: tuple[int, ...] = ()
+    fixed: Plan | None = None
+    """The one Plan of every pod when nothing is drawn (no jitter, no branches)."""
+    policy: Policy | None = None
+    """Its selector, when the MockStatus is a policy."""
+    _plans: dict[tuple[int, tuple[float, ...]], Plan] = field(default_factory=dict)
+
+    def plan_for(self, uid: str) -> Plan:
+        """The pod's Plan: its branch drawn by weight, each jitter drawn, all from ``uid``.
+
+        Jitter is drawn in whole seconds (status times have one-second resolution) for
+        windows of a second or more, so pods drawing alike share a Plan. A step never
+        comes before the one it follows: a draw that would is moved up to it.
+        """
+        if self.fixed is not None:
+            return self.fixed
+        branch = weighted_choice(uid, "branch", self.weights) if self.branches else -1
+        timed = self.prefix + (self.branches[branch] if branch >= 0 else ())
+        offsets: list[float] = []
+        previous = 0.0
+        for index, entry in enumerate(timed):
+            at = entry.after
+            if entry.jitter > 0:
+                shift = entry.jitter * jitter_draw(
+                    uid, f"step/{index}", "normal" if entry.normal else "uniform"
+                )
+                at += round(shift) if entry.jitter >= 1 else round(shift, 3)
+            previous = at = max(at, previous)
+            offsets.append(at)
+        key = (branch, tuple(offsets))
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = build_plan([(at, entry.step) for at, entry in zip(offsets, timed, strict=True)])
+            if len(self._plans) < PLAN_CACHE:
+                self._plans[key] = plan
+        return plan
+
+
+def _timed(steps: Sequence[MockStatusStep]) -> tuple[_Timed, ...]:
+    return tuple(
+        _Timed(s.after_seconds(), s.jitter_seconds(), s.distribution == "normal", s) for s in steps
+    )
+
+
+def compile_timeline(script: MockStatus) -> Timeline:
+    """A validated MockStatus as a :class:`Timeline`; InputError for a bad selector."""
+    spec = script.spec
+    policy = None
+    if spec.selector is not None:
+        meta = script.metadata
+        policy = compile_policy(meta.namespace or "", meta.name, spec.selector, spec.priority)
+    prefix = _timed(spec.steps)
+    if spec.branches is None and not any(entry.jitter for entry in prefix):
+        return Timeline(prefix, fixed=compile_script(script), policy=policy)
+    branches = tuple(_timed(branch.steps) for branch in spec.branches or ())
+    weights = tuple(branch.weight for branch in spec.branches or ())
+    return Timeline(prefix, branches, weights, policy=policy)
 
 
 # --- the library --------------------------------------------------------------
@@ -209,14 +299,21 @@ class ScriptLibrary:
             missing_hint=CRDS_MISSING_HINT,
         )
         self.on_change = on_change
-        self._compiled: dict[str, tuple[str, Plan | ScriptError]] = {}
-        """``namespace/name`` -> (resourceVersion, its Plan or why it has none)."""
+        self.on_policies_change: Callable[[], None] | None = None
+        """Called when a policy (a MockStatus with a selector) appears, changes or goes."""
+        self.on_invalid: Callable[[MockStatusView, ScriptError | None], None] | None = None
+        """Called with each MockStatus listed or changed, and why it does not validate
+        (None: it does); the shard reports it on the object (``shards._policyreport``)."""
+        self.policies = PolicyIndex()
+        self._compiled: dict[str, tuple[str, Timeline | ScriptError]] = {}
+        """``namespace/name`` -> (resourceVersion, its Timeline or why it has none)."""
         self.synced = trio.Event()
 
     # -- resolving -------------------------------------------------------------------------
 
-    def resolve(self, namespace: str, name: str) -> Plan:
-        """The Plan of MockStatus ``namespace/name``; :class:`ScriptError` if none or invalid."""
+    def resolve(self, namespace: str, name: str, uid: str = "") -> Plan:
+        """The Plan of MockStatus ``namespace/name`` for pod ``uid``; :class:`ScriptError` if
+        none or invalid."""
         key = f"{namespace}/{name}"
         where = f"annotation {ANNOTATION_MOCK_STATUS}={name!r}"
         view = self.reflector.objects.get(key)
@@ -226,33 +323,50 @@ class ScriptLibrary:
                 f"{where}: no MockStatus {key}; the pod stays Pending until it is created",
                 MISSING_REASON,
             )
+        result = self._timeline(key, view)
+        if isinstance(result, ScriptError):
+            raise ScriptError(f"{where}: {result}", result.reason)
+        return result.plan_for(uid)
+
+    def resolver(self, namespace: str, uid: str = "") -> ScriptResolver:
+        """A :data:`~shards._plan.ScriptResolver` for pod ``uid`` in ``namespace``."""
+
+        def resolve(name: str) -> Plan | None:
+            return self.resolve(namespace, name, uid)
+
+        return resolve
+
+    def policy_plan(self, facts: PodFacts, uid: str) -> tuple[str, Plan] | None:
+        """The policy a pod with these facts follows (``namespace/name``) and its Plan; None:
+        no policy matches."""
+        if not len(self.policies):
+            return None
+        key = self.policies.match(facts)
+        view = self.reflector.objects.get(key) if key else None
+        if view is None:
+            return None
+        result = self._timeline(key, view)
+        if isinstance(result, ScriptError):
+            return None
+        return key, result.plan_for(uid)
+
+    def _timeline(self, key: str, view: MockStatusView) -> Timeline | ScriptError:
         rv = view.metadata.resource_version
         cached = self._compiled.get(key)
         if cached is None or cached[0] != rv:
             cached = (rv, self._compile(view))
             self._compiled[key] = cached
-        result = cached[1]
-        if isinstance(result, ScriptError):
-            raise ScriptError(f"{where}: {result}", result.reason)
-        return result
-
-    def resolver(self, namespace: str) -> ScriptResolver:
-        """A :data:`~shards._plan.ScriptResolver` for pods in ``namespace``."""
-
-        def resolve(name: str) -> Plan | None:
-            return self.resolve(namespace, name)
-
-        return resolve
+        return cached[1]
 
     @staticmethod
-    def _compile(view: MockStatusView) -> Plan | ScriptError:
+    def _compile(view: MockStatusView) -> Timeline | ScriptError:
         meta = view.metadata
         try:
             spec = _decode_spec(view.spec)
             script = load_mock_status(
                 {"metadata": {"name": meta.name, "namespace": meta.namespace}, "spec": spec}
             )
-            return compile_script(script)
+            return compile_timeline(script)
         except (InputError, msgspec.DecodeError, ValueError) as exc:
             return ScriptError(str(exc), INVALID_REASON)
 
@@ -284,9 +398,27 @@ class ScriptLibrary:
     ) -> None:
         async with receive:
             async for event in receive:
-                meta = event.obj.metadata
-                if event.type == "DELETED":
-                    self._compiled.pop(f"{meta.namespace}/{meta.name}", None)
-                    continue
-                if self.on_change is not None:
-                    self.on_change(meta.namespace, meta.name)
+                self.on_event(event)
+
+    def on_event(self, event: WatchEvent[MockStatusView]) -> None:
+        """Keep the policy index in step with one MockStatus event, and tell the pod driver."""
+        meta = event.obj.metadata
+        key = f"{meta.namespace}/{meta.name}"
+        if event.type == "DELETED":
+            self._compiled.pop(key, None)
+            if self.policies.remove(key) and self.on_policies_change is not None:
+                self.on_policies_change()
+            return
+        result = self._timeline(key, event.obj)
+        if self.on_invalid is not None:
+            self.on_invalid(event.obj, result if isinstance(result, ScriptError) else None)
+        policy = None if isinstance(result, ScriptError) else result.policy
+        if policy is not None:
+            self.policies.put(policy)  # a new generation even if equal: its steps may differ
+            changed = True
+        else:
+            changed = self.policies.remove(key)
+        if self.on_change is not None:
+            self.on_change(meta.namespace, meta.name)
+        if changed and self.on_policies_change is not None:
+            self.on_policies_change()
