@@ -12,6 +12,10 @@ CR reflector + consumer           Node CRs labelled ``<SHARD_LABEL>=<K>``, all
 MockStatus reflector + consumer   ``ScriptLibrary``: every MockStatus, all
                                   namespaces; a change re-plans the pods
                                   naming it (``PodDriver.scripts_changed``)
+                                  or matched by it as a policy
+                                  (``PodDriver.policies_changed``)
+MockStatus reporter (shard 0)     ``_scriptreport.ScriptReporter``: condition
+                                  Valid and Warning Events on MockStatuses
 pod reflector(s) + consumer       ``PodDriver`` (one watch, or one per node
                                   with ``podWatch: per-node``)
 timer runner                      one :class:`~shards._timers.DelayQueue` for
@@ -66,6 +70,7 @@ from shards._kubelets import NodeDriver
 from shards._kubeletview import DriverView
 from shards._leaselane import LaneFirstBucket
 from shards._pods import PodDriver
+from shards._scriptreport import ScriptReporter
 from shards._scripts import ScriptLibrary
 from shards._shardlease import ShardLease
 from shards._timers import DelayQueue
@@ -168,6 +173,10 @@ class ShardEngine:
         self.pods = PodDriver(self.ctx, self.scripts)
         self.scripts.on_change = self.pods.scripts_changed
         self.scripts.on_policies_change = self.pods.policies_changed
+        self.reporter: ScriptReporter | None = None
+        if shard == "0":  # one reporter for the fleet: every shard judges a MockStatus alike
+            self.reporter = ScriptReporter(self.ctx)
+            self.scripts.on_report = self.reporter.report
         self.nodes = NodeDriver(self.ctx, self.pods)
         limiter.lane = self.nodes.leases
         self.pods.give_way = self.nodes.leases.give_way
@@ -234,6 +243,8 @@ class ShardEngine:
                 for _ in range(TIMER_WORKERS):
                     nursery.start_soon(self._worker, receive.clone())
             await nursery.start(self.timers.run, send)
+            if self.reporter is not None:
+                await nursery.start(self.reporter.run)
             await nursery.start(self.scripts.run)
             if self.kubelet is not None:
                 self.nodes.kubelet_endpoint = await nursery.start(self.kubelet.run)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,6 +100,7 @@ class MockStatusView(msgspec.Struct, frozen=True):
 
     metadata: ObjectMeta = ObjectMeta()
     spec: msgspec.Raw = msgspec.Raw(b"{}")
+    status: msgspec.Raw = msgspec.Raw(b"{}")
 
 
 class ScriptError(InputError):
@@ -301,12 +302,17 @@ class ScriptLibrary:
         self.on_change = on_change
         self.on_policies_change: Callable[[], None] | None = None
         """Called when a policy (a MockStatus with a selector) appears, changes or goes."""
-        self.on_invalid: Callable[[MockStatusView, ScriptError | None], None] | None = None
-        """Called with each MockStatus listed or changed, and why it does not validate
-        (None: it does); the shard reports it on the object (``shards._policyreport``)."""
+        self.on_report: Callable[[MockStatusView, ScriptError | None], Awaitable[None]] | None = (
+            None
+        )
+        """Awaited with each MockStatus listed or changed, and why it does not validate
+        (None: it does); shard 0 reports it on the object (``shards._scriptreport``)."""
         self.policies = PolicyIndex()
-        self._compiled: dict[str, tuple[str, Timeline | ScriptError]] = {}
-        """``namespace/name`` -> (resourceVersion, its Timeline or why it has none)."""
+        self._compiled: dict[str, tuple[bytes, Timeline | ScriptError]] = {}
+        """``namespace/name`` -> (its spec, its Timeline or why it has none)."""
+        self._signalled: dict[str, bytes] = {}
+        """``namespace/name`` -> the spec the pod driver was last told about: a change to
+        the status alone (our own report) re-plans nothing."""
         self.synced = trio.Event()
 
     # -- resolving -------------------------------------------------------------------------
@@ -351,10 +357,10 @@ class ScriptLibrary:
         return key, result.plan_for(uid)
 
     def _timeline(self, key: str, view: MockStatusView) -> Timeline | ScriptError:
-        rv = view.metadata.resource_version
+        spec = bytes(view.spec)
         cached = self._compiled.get(key)
-        if cached is None or cached[0] != rv:
-            cached = (rv, self._compile(view))
+        if cached is None or cached[0] != spec:
+            cached = (spec, self._compile(view))
             self._compiled[key] = cached
         return cached[1]
 
@@ -398,20 +404,27 @@ class ScriptLibrary:
     ) -> None:
         async with receive:
             async for event in receive:
-                self.on_event(event)
+                problem = self.on_event(event)
+                if event.type != "DELETED" and self.on_report is not None:
+                    await self.on_report(event.obj, problem)
 
-    def on_event(self, event: WatchEvent[MockStatusView]) -> None:
-        """Keep the policy index in step with one MockStatus event, and tell the pod driver."""
+    def on_event(self, event: WatchEvent[MockStatusView]) -> ScriptError | None:
+        """Keep the policy index in step with one MockStatus event, and tell the pod driver;
+        why the MockStatus does not validate (None: it does, or it is gone)."""
         meta = event.obj.metadata
         key = f"{meta.namespace}/{meta.name}"
         if event.type == "DELETED":
             self._compiled.pop(key, None)
+            self._signalled.pop(key, None)
             if self.policies.remove(key) and self.on_policies_change is not None:
                 self.on_policies_change()
-            return
+            return None
         result = self._timeline(key, event.obj)
-        if self.on_invalid is not None:
-            self.on_invalid(event.obj, result if isinstance(result, ScriptError) else None)
+        problem = result if isinstance(result, ScriptError) else None
+        spec = bytes(event.obj.spec)
+        if self._signalled.get(key) == spec:
+            return problem  # only the status or metadata changed
+        self._signalled[key] = spec
         policy = None if isinstance(result, ScriptError) else result.policy
         if policy is not None:
             self.policies.put(policy)  # a new generation even if equal: its steps may differ
@@ -422,3 +435,4 @@ class ScriptLibrary:
             self.on_change(meta.namespace, meta.name)
         if changed and self.on_policies_change is not None:
             self.on_policies_change()
+        return problem

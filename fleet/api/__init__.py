@@ -32,6 +32,7 @@ from ._mockstatus import LabelSelectorRequirement as LabelSelectorRequirement
 from ._mockstatus import MockStatus as MockStatus
 from ._mockstatus import MockStatusBranch as MockStatusBranch
 from ._mockstatus import MockStatusSpec as MockStatusSpec
+from ._mockstatus import MockStatusStatus as MockStatusStatus
 from ._mockstatus import MockStatusStep as MockStatusStep
 from ._mockstatus import PodSelector as PodSelector
 from ._mockstatus import TerminatedScript as TerminatedScript
@@ -72,6 +73,7 @@ __all__ = [
     "MockStatus",
     "MockStatusBranch",
     "MockStatusSpec",
+    "MockStatusStatus",
     "MockStatusStep",
     "NodeConfig",
     "ObjectMeta",

@@ -186,7 +186,15 @@ def crd_manifests() -> list[dict[str, Any]]:
             singular="mockstatus",
             short_names=["mst"],
             model=MockStatus,
-            printer_columns=[_AGE],
-            status=False,
+            printer_columns=[
+                {
+                    "name": "Valid",
+                    "type": "string",
+                    "jsonPath": '.status.conditions[?(@.type=="Valid")].status',
+                },
+                {"name": "Priority", "type": "integer", "jsonPath": ".spec.priority"},
+                _AGE,
+            ],
+            status=True,
         ),
     ]

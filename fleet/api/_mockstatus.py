@@ -45,7 +45,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from ._duration import parse_go_duration
-from ._types import CRModel, GoDuration, ObjectMeta, StringMap
+from ._types import Condition, CRModel, GoDuration, ObjectMeta, StringMap
 
 __all__ = [
     "ContainerScript",
@@ -53,6 +53,7 @@ __all__ = [
     "MockStatus",
     "MockStatusBranch",
     "MockStatusSpec",
+    "MockStatusStatus",
     "MockStatusStep",
     "PodSelector",
     "TerminatedScript",
@@ -241,8 +242,17 @@ class MockStatusSpec(CRModel):
         return self
 
 
+class MockStatusStatus(CRModel):
+    """What shard 0 reports on a MockStatus: whether it validates."""
+
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Valid: True, or False with reason InvalidMockStatus and the fault.",
+    )
+
+
 class MockStatus(CRModel):
-    """MockStatus is a scripted pod lifecycle, named by the zhizuqiu.github.com/mockStatus pod annotation."""
+    """MockStatus is a scripted pod lifecycle, named by the zhizuqiu.github.com/mockStatus pod annotation or applied to the pods its selector matches."""
 
     api_version: Literal["mock.zhizuqiu.cn/v1alpha1"] = Field(
         default="mock.zhizuqiu.cn/v1alpha1", alias="apiVersion"
@@ -250,3 +260,4 @@ class MockStatus(CRModel):
     kind: Literal["MockStatus"] = "MockStatus"
     metadata: ObjectMeta
     spec: MockStatusSpec
+    status: MockStatusStatus | None = None

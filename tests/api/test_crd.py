@@ -278,9 +278,23 @@ def test_mockstatus_crd() -> None:
     spec = crd["spec"]
     assert spec["names"]["kind"] == "MockStatus"
     assert spec["names"]["plural"] == "mockstatuses"
-    assert "subresources" not in spec["versions"][0]
+    # Shard 0 writes the Valid condition through the status subresource.
+    assert spec["versions"][0]["subresources"] == {"status": {}}
+    columns = [c["name"] for c in spec["versions"][0]["additionalPrinterColumns"]]
+    assert columns == ["Valid", "Priority", "Age"]
     schema = _schema(CRDS[1])
     assert schema["required"] == ["spec"]
+    policy = schema["properties"]["spec"]["properties"]
+    assert set(policy["selector"]["properties"]) == {
+        "namespaces",
+        "matchLabels",
+        "matchExpressions",
+        "matchAnnotations",
+        "ownerKinds",
+    }
+    assert policy["branches"]["items"]["required"] == ["weight", "steps"]
+    step = policy["steps"]["items"]["properties"]
+    assert step["distribution"]["enum"] == ["uniform", "normal"]
     steps = schema["properties"]["spec"]["properties"]["steps"]
     assert steps["minItems"] == 1
     assert steps["items"]["properties"]["phase"]["enum"] == [

@@ -14,7 +14,7 @@ from fleet.errors import InputError
 from fleet.kube import MemoryApiserver
 from shards._policies import PodFacts, PolicyIndex, compile_policy, jitter_draw, unit_draw
 from shards._scripts import compile_timeline
-from tests.shards.test_engine import CRS, PODS, node_cr, phase, pod, start
+from tests.shards.test_engine import CRS, EVENTS, PODS, node_cr, phase, pod, start
 from tests.shards.test_mockstatus import SCRIPTS, phases_until
 
 OTHER_PODS = "/api/v1/namespaces/other/pods"
@@ -331,6 +331,41 @@ async def test_an_invalid_policy_matches_nothing(
     api.create(PODS, labelled("p", "n1", {"app": "web"}))
     await trio.sleep(6)
     assert phase(api, "p") == "Failed"  # the valid, lower-priority policy
+    # Shard 0 says why on the MockStatus: condition Valid and a Warning Event.
+    assert valid(api, "broken")[:3] == (
+        "False",
+        "InvalidMockStatus",
+        'MockStatus default/broken: spec.steps: step 1: after "3s" must be later than '
+        'step 0\'s "9s"',
+    )
+    assert valid(api, "fallback")[:2] == ("True", "Valid")
+    events = [
+        (e.body["involvedObject"]["kind"], e.body["involvedObject"]["name"], e.body["reason"])
+        for e in api.log("POST", EVENTS)
+    ]
+    assert events == [("MockStatus", "broken", "InvalidMockStatus")]
+    # Fixed: Valid turns True, and the policy (priority 100) takes the pods from their creation.
+    writes = len(api.log("PATCH", f"{SCRIPTS}/broken/status"))
+    api.patch(f"{SCRIPTS}/broken", {"spec": {"steps": [{"after": "1s", "phase": "Succeeded"}]}})
+    await trio.sleep(2)
+    assert valid(api, "broken")[:2] == ("True", "Valid")
+    assert len(api.log("PATCH", f"{SCRIPTS}/broken/status")) == writes + 1  # no echo loop
+    api.create(PODS, labelled("q", "n1", {"app": "web"}))
+    await trio.sleep(3)
+    assert phase(api, "q") == "Succeeded"
+    assert phase(api, "p") == "Failed"  # a terminal phase stays
+
+
+def valid(api: MemoryApiserver, name: str) -> tuple[str, str, str, int]:
+    obj = api.get(f"{SCRIPTS}/{name}")
+    assert obj is not None
+    (condition,) = [c for c in obj["status"]["conditions"] if c["type"] == "Valid"]
+    return (
+        condition["status"],
+        condition["reason"],
+        condition["message"],
+        condition.get("observedGeneration", 0),
+    )
 
 
 async def test_jitter_and_branches_on_the_shard_are_deterministic_by_uid(
