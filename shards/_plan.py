@@ -35,7 +35,7 @@ import itertools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from typing import Literal
+from typing import Literal, Protocol
 
 from fleet.api import parse_delay
 from fleet.errors import InputError
@@ -53,7 +53,9 @@ __all__ = [
     "POD_INITIALIZING",
     "RUNNING_NOW",
     "RUNNING_READY",
+    "Behaviour",
     "ContainerState",
+    "LastTerminated",
     "Phase",
     "Plan",
     "ScriptResolver",
@@ -78,6 +80,20 @@ TERMINAL_PHASES: frozenset[str] = frozenset({"Succeeded", "Failed"})
 
 
 @dataclass(frozen=True, slots=True)
+class LastTerminated:
+    """A container's previous run, as ``lastState.terminated`` shows it."""
+
+    exit_code: int
+    reason: str
+    started_at: float
+    """Offset from creation."""
+    finished_at: float
+    restart_count: int
+    """``restartCount`` during that run (its containerID is derived from it)."""
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class ContainerState:
     """What a container looks like during a step (maps onto v1.ContainerState)."""
 
@@ -95,6 +111,28 @@ class ContainerState:
     """``containerStatuses[].restartCount``."""
     signal: int | None = None
     """terminated only: the signal that ended the container, if any."""
+    started_at: float | None = None
+    """Offset at which this run started, when it is not the step's (a restarted container)."""
+    finished_at: float | None = None
+    """terminated only: offset at which this run ended, when it is not the step's."""
+    last: LastTerminated | None = None
+    """``lastState.terminated``: the previous run, if the container was restarted."""
+    backoff: float = 0.0
+    """waiting in CrashLoopBackOff: the kubelet's current back-off, for its message."""
+
+
+class Behaviour(Protocol):
+    """What a container does by itself during a step: crash and restart, flap its readiness.
+
+    Pure and shared by every pod of a Plan: it answers for ``since`` seconds into the
+    step, given the pod's ``restartPolicy``."""
+
+    def state_at(
+        self, base: ContainerState, since: float, offset: float, restart_policy: str
+    ) -> tuple[ContainerState, float | None, Phase | None]:
+        """The container's state ``since`` seconds into a step that began at ``offset``; the
+        next offset at which it changes (None: never); the pod phase it forces (None: none)."""
+        ...
 
 
 CONTAINER_CREATING = ContainerState("waiting", reason="ContainerCreating")
@@ -126,6 +164,38 @@ class Step:
     """Pod-level ``status.reason`` (scripted lifecycles only; empty: none)."""
     message: str = ""
     """Pod-level ``status.message`` (scripted lifecycles only; empty: none)."""
+    behaviours: tuple[tuple[str | None, Behaviour], ...] = ()
+    """Containers (by name; None: every one) that change by themselves during the step."""
+
+    def resolved(self, elapsed: float, restart_policy: str) -> tuple[Step, float | None]:
+        """This step ``elapsed`` seconds after creation with its behaviours applied, and the
+        next offset at which they change the pod (None: never). Built per evaluation, not
+        kept: the Plan holds one Step for every pod."""
+        if not self.behaviours:
+            return self, None
+        since = max(0.0, elapsed - self.at)
+        containers, overrides = self.containers, dict(self.overrides)
+        following: float | None = None
+        phase: Phase | None = None
+        for name, behaviour in self.behaviours:
+            base = containers if name is None else overrides.get(name, containers)
+            state, change, forced = behaviour.state_at(base, since, self.at, restart_policy)
+            if change is not None and (following is None or change < following):
+                following = change
+            if forced is not None and name is None:
+                phase = forced
+            if name is None:
+                containers = state  # a named override still wins for its container
+            else:
+                overrides[name] = state
+        step = replace(
+            self,
+            containers=containers,
+            overrides=tuple(overrides.items()),
+            phase=phase or self.phase,
+            behaviours=(),
+        )
+        return step, following
 
     def container_state(self, name: str) -> ContainerState:
         for key, state in self.overrides:
@@ -183,17 +253,25 @@ class Plan:
             raise ValueError(f"Plan steps must start at 0 and be sorted, got offsets {offsets}")
         object.__setattr__(self, "_offsets", offsets)
 
-    def state_at(self, elapsed: float) -> Step:
-        """The step in force ``elapsed`` seconds after creation (negative: the first)."""
+    def state_at(self, elapsed: float, restart_policy: str = "Always") -> Step:
+        """The step in force ``elapsed`` seconds after creation (negative: the first), its
+        containers' behaviours (restarts, readiness) applied."""
         index = bisect.bisect_right(self._offsets, elapsed) - 1
-        return self.steps[max(index, 0)]
+        step = self.steps[max(index, 0)]
+        return step.resolved(elapsed, restart_policy)[0] if step.behaviours else step
 
-    def next_change_after(self, elapsed: float) -> float | None:
-        """Offset of the next step strictly after ``elapsed``; None when the timeline is over."""
+    def next_change_after(self, elapsed: float, restart_policy: str = "Always") -> float | None:
+        """Offset of the next change strictly after ``elapsed`` (a step, or a container's
+        behaviour within one); None when the timeline is over."""
         index = bisect.bisect_right(self._offsets, max(elapsed, 0.0))
-        if index >= len(self._offsets):
-            return None
-        return self._offsets[index]
+        following = self._offsets[index] if index < len(self._offsets) else None
+        step = self.steps[max(index - 1, 0)]
+        if step.behaviours and elapsed >= step.at:
+            change = step.resolved(elapsed, restart_policy)[1]
+            if change is not None and change > elapsed:
+                if following is None or change < following:
+                    following = change
+        return following
 
     @property
     def final(self) -> Step:

@@ -121,6 +121,7 @@ class _PodSpec(msgspec.Struct, rename="camel", frozen=True):
     init_containers: list[_Container] = []
     readiness_gates: list[_Gate] = []
     host_network: bool = False
+    restart_policy: str = "Always"
 
 
 class _Owner(msgspec.Struct, frozen=True):
@@ -861,7 +862,8 @@ class PodDriver:
             return
         now = ctx.wall()
         elapsed = (now - record.creation).total_seconds()
-        step = record.plan.state_at(elapsed)
+        restart_policy = record.spec.restart_policy
+        step = record.plan.state_at(elapsed, restart_policy)
         deleting = record.deleting_since is not None
         if deleting:
             step = step.stopped(elapsed)
@@ -894,7 +896,7 @@ class PodDriver:
                 return
             await self._submit_status(record, patch, then_delete=True)
             return
-        following = record.plan.next_change_after(elapsed)
+        following = record.plan.next_change_after(elapsed, restart_policy)
         if patch is not None:
             await self._submit_status(record, patch, then_delete=False)
         elif following is None:
@@ -944,7 +946,7 @@ class PodDriver:
         if record.deleting_since is not None:
             return False
         elapsed = (self._ctx.wall() - record.creation).total_seconds()
-        return record.plan.next_change_after(elapsed) is None
+        return record.plan.next_change_after(elapsed, record.spec.restart_policy) is None
 
     def _schedule_delete(self, record: PodRecord) -> None:
         since = record.deleting_since if record.deleting_since is not None else self._ctx.clock()

@@ -43,6 +43,7 @@ from typing import Any
 
 import msgspec
 
+from fleet.api import format_go_duration
 from fleet.machinery import format_time, parse_time, two_way_merge_patch
 from shards._plan import ContainerState, Step
 
@@ -492,10 +493,31 @@ def build_status(
         }
         if not init:
             entry["started"] = state.kind == "running"
+        if previous is not None and previous.get("restartCount", 0) != state.restart_count:
+            previous = None  # another run of the container: its id and times are its own
+        if state.last is not None:
+            last = state.last
+            ended: dict[str, JSON] = {
+                "containerID": container_id(pod, spec.name, last.restart_count, style),
+                "exitCode": last.exit_code,
+                "startedAt": at(last.started_at),
+                "finishedAt": at(last.finished_at),
+            }
+            if last.reason:
+                ended["reason"] = last.reason
+            if last.message:
+                ended["message"] = last.message
+            entry["lastState"] = {"terminated": ended}
+            entry["imageID"] = image_id(spec.image, style)
         if state.kind == "waiting":
             waiting: dict[str, JSON] = {"reason": state.reason} if state.reason else {}
             if state.message:
                 waiting["message"] = state.message
+            elif state.backoff:
+                waiting["message"] = (
+                    f"back-off {format_go_duration(int(state.backoff * 1e9))} restarting failed "
+                    f"container={spec.name} pod={pod.name}_{pod.namespace}({pod.uid})"
+                )
             entry["state"] = {"waiting": waiting}
             return entry
         old_state = (previous or {}).get("state") or {}
@@ -507,13 +529,17 @@ def build_status(
         old_running = old_state.get("running") or {}
         old_terminated = old_state.get("terminated") or {}
         started = (
-            old_running.get("startedAt") or old_terminated.get("startedAt") or at(step.started_at)
+            old_running.get("startedAt")
+            or old_terminated.get("startedAt")
+            or at(step.started_at if state.started_at is None else state.started_at)
         )
         if state.kind == "running":
             entry["state"] = {"running": {"startedAt": started}}
             return entry
         finished = old_terminated.get("finishedAt") or (
-            started if init else max(started, at(step.at))
+            started
+            if init
+            else max(started, at(step.at if state.finished_at is None else state.finished_at))
         )
         terminated: dict[str, JSON] = {
             "containerID": cid,

@@ -38,10 +38,12 @@ from fleet.api import (
     MockStatus,
     MockStatusStep,
     load_mock_status,
+    parse_go_duration,
 )
 from fleet.errors import InputError
 from fleet.kube import ObjectMeta, Reflector, Requester, WatchEvent, resource_path
 from fleet.wire import GROUP, MOCKSTATUS_PLURAL, VERSION
+from shards._behaviours import CrashLoop, ReadinessFlap
 from shards._plan import (
     ANNOTATION_MOCK_STATUS,
     COMPLETED,
@@ -49,6 +51,7 @@ from shards._plan import (
     INIT_COMPLETED,
     POD_INITIALIZING,
     RUNNING_READY,
+    Behaviour,
     ContainerState,
     Phase,
     Plan,
@@ -157,15 +160,39 @@ def _container_state(phase: Phase, script: ContainerScript) -> ContainerState:
     )
 
 
+def _behaviours(entry: ContainerScript) -> list[tuple[str | None, Behaviour]]:
+    out: list[tuple[str | None, Behaviour]] = []
+    if entry.restarts is not None:
+        script = entry.restarts
+        reason = script.reason or ("Completed" if script.exit_code == 0 else "Error")
+        loop = CrashLoop(
+            parse_go_duration(script.run_for) / 1e9,
+            exit_code=script.exit_code,
+            reason=reason,
+            message=script.message or "",
+            ready=True if entry.ready is None else entry.ready,
+        )
+        out.append((entry.name, loop))
+    if entry.readiness is not None:
+        flap = ReadinessFlap(
+            parse_go_duration(entry.readiness.period) / 1e9,
+            parse_go_duration(entry.readiness.not_ready_for) / 1e9,
+        )
+        out.append((entry.name, flap))
+    return out
+
+
 def _step(at: float, script: MockStatusStep, started: float | None) -> Step:
     default = _default_state(script.phase)
     overrides: list[tuple[str, ContainerState]] = []
+    behaviours: list[tuple[str | None, Behaviour]] = []
     for entry in script.containers:
         state = _container_state(script.phase, entry)
         if entry.name is None:
             default = state
         else:
             overrides.append((entry.name, state))
+        behaviours += _behaviours(entry)
     return Step(
         at,
         script.phase,
@@ -176,6 +203,7 @@ def _step(at: float, script: MockStatusStep, started: float | None) -> Step:
         overrides=tuple(overrides),
         reason=script.reason or "",
         message=script.message or "",
+        behaviours=tuple(behaviours),
     )
 
 

@@ -35,6 +35,8 @@ from ._mockstatus import MockStatusSpec as MockStatusSpec
 from ._mockstatus import MockStatusStatus as MockStatusStatus
 from ._mockstatus import MockStatusStep as MockStatusStep
 from ._mockstatus import PodSelector as PodSelector
+from ._mockstatus import ReadinessScript as ReadinessScript
+from ._mockstatus import RestartsScript as RestartsScript
 from ._mockstatus import TerminatedScript as TerminatedScript
 from ._mockstatus import WaitingScript as WaitingScript
 from ._node import API_VERSION as API_VERSION
@@ -79,6 +81,8 @@ __all__ = [
     "ObjectMeta",
     "PodSelector",
     "Quantity",
+    "ReadinessScript",
+    "RestartsScript",
     "Taint",
     "TerminatedScript",
     "Toleration",

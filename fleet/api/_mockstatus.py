@@ -56,6 +56,8 @@ __all__ = [
     "MockStatusStatus",
     "MockStatusStep",
     "PodSelector",
+    "ReadinessScript",
+    "RestartsScript",
     "TerminatedScript",
     "WaitingScript",
 ]
@@ -80,6 +82,28 @@ class TerminatedScript(CRModel):
     signal: int | None = Field(default=None, ge=0)
 
 
+class RestartsScript(CRModel):
+    """The container exits after each run and the kubelet restarts it, with its back-off."""
+
+    run_for: GoDuration = Field(
+        alias="runFor", description="How long each run lasts before the container exits."
+    )
+    exit_code: int = Field(default=1, alias="exitCode", ge=0, le=255)
+    reason: str | None = Field(
+        default=None, description="Default: Completed (exit 0) or Error; OOMKilled with 137."
+    )
+    message: str | None = None
+
+
+class ReadinessScript(CRModel):
+    """A readiness probe that fails for `notReadyFor` of every `period`."""
+
+    period: GoDuration = Field(description="Length of one ready/not-ready cycle.")
+    not_ready_for: GoDuration = Field(
+        alias="notReadyFor", description="The not-ready part, at the end of each period."
+    )
+
+
 class ContainerScript(CRModel):
     """State of one container (by `name`), or of every container (no name)."""
 
@@ -88,16 +112,40 @@ class ContainerScript(CRModel):
     terminated: TerminatedScript | None = None
     ready: bool | None = Field(default=None, description="Default: true when Running, else false.")
     restart_count: int | None = Field(default=None, alias="restartCount", ge=0)
+    restarts: RestartsScript | None = Field(
+        default=None,
+        description=(
+            "Running only: the container exits after runFor and is restarted as the "
+            "restartPolicy says, back-off 10s doubling to 5m (CrashLoopBackOff)."
+        ),
+    )
+    readiness: ReadinessScript | None = Field(
+        default=None, description="Running only: readiness flapping on a period."
+    )
 
     @model_validator(mode="after")
     def _one_state(self) -> ContainerScript:
         if self.waiting is not None and self.terminated is not None:
             raise ValueError("a container is either waiting or terminated, not both")
+        if (self.restarts or self.readiness) and (self.waiting or self.terminated):
+            raise ValueError(
+                "restarts and readiness are for running containers: no waiting/terminated"
+            )
+        if self.readiness is not None:
+            period = parse_go_duration(self.readiness.period)
+            if not 0 < parse_go_duration(self.readiness.not_ready_for) < period:
+                raise ValueError("readiness: notReadyFor must be more than 0 and less than period")
         return self
 
 
 class MockStatusStep(CRModel):
     """From `after` on (since the pod's creation), the pod is in `phase`."""
+
+    @model_validator(mode="after")
+    def _behaviours_run(self) -> MockStatusStep:
+        if self.phase != "Running" and any(c.restarts or c.readiness for c in self.containers):
+            raise ValueError("restarts and readiness need a Running step")
+        return self
 
     after: GoDuration = Field(
         description="Go duration since the pod's creationTimestamp, e.g. 10s."
