@@ -69,7 +69,7 @@ from shards._plan import (
 )
 from shards._podstatus import ContainerSpec, PodView, RuntimeStyle, build_status, encode_patch
 from shards._podstatus import pod_status_patch as make_patch
-from shards._policies import IGNORED_ANNOTATIONS, PodFacts
+from shards._policies import PodFacts
 from shards._scripts import INVALID_REASON, MISSING_REASON, ScriptError, ScriptLibrary
 
 __all__ = ["PodDriver", "PodObject", "PodRecord"]
@@ -425,7 +425,7 @@ class PodDriver:
             metadata=msgspec.structs.replace(
                 meta,
                 namespace=facts.namespace,
-                annotations=facts.annotations,  # shared; the lifecycle ones are picked later
+                annotations=self._kept_annotations(meta.annotations, facts),
                 labels=facts.labels,
                 creation_timestamp=self._shared_time(meta.creation_timestamp),
                 resource_version="",
@@ -453,23 +453,31 @@ class PodDriver:
     def _facts(self, meta: _PodMeta) -> PodFacts:
         """What policy selectors see of a pod, interned: the pods of one template share it.
 
-        Kept whatever the policies of the moment (one may come later and select on any
-        label or annotation); :data:`IGNORED_ANNOTATIONS` are left out. Owner kinds come
-        from the pod's ownerReferences; a slimmed pod (:meth:`_slim`) has them no more, so
-        its facts are taken before, and the table hands back the same object."""
+        Labels and owner kinds are kept whatever the policies of the moment (one may come
+        later and select on them); annotations only under the keys a policy's
+        ``matchAnnotations`` has named (:attr:`PolicyIndex.annotation_keys`): pods often
+        carry per-pod ones, which would cost every pod facts of its own."""
+        watched = self.scripts.policies.annotation_keys if self.scripts is not None else ()
+        annotations = _NO_ANNOTATIONS
+        if watched and meta.annotations:
+            annotations = {k: meta.annotations[k] for k in watched if k in meta.annotations}
         owners = tuple(sorted({o.kind for o in meta.owner_references}))
-        key = PodFacts.key(meta.namespace, meta.labels, meta.annotations, owners)
+        key = PodFacts.key(meta.namespace, meta.labels, annotations, owners)
         table = self._facts_table
         facts = table.get(key)
         if facts is None:
             if len(table) >= INTERN_LIMIT:
                 table.clear()
-            labels = {k: v for k, v in meta.labels.items()}
-            annotations = {
-                k: v for k, v in meta.annotations.items() if k not in IGNORED_ANNOTATIONS
-            }
+            labels = dict(meta.labels)
             facts = table[key] = PodFacts(sys.intern(meta.namespace), labels, annotations, owners)
         return facts
+
+    def _kept_annotations(self, annotations: dict[str, str], facts: PodFacts) -> dict[str, str]:
+        """The annotations a slimmed pod keeps: the lifecycle ones and those policies watch."""
+        lifecycle = self._shared_annotations(annotations)
+        if not facts.annotations:
+            return lifecycle
+        return {**lifecycle, **facts.annotations}
 
     def _shared_time(self, when: datetime | None) -> datetime | None:
         if when is None:

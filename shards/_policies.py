@@ -37,7 +37,6 @@ from fleet.machinery import LabelSelector, label_selector_from_dict
 
 __all__ = [
     "ALL_NAMESPACES",
-    "IGNORED_ANNOTATIONS",
     "PodFacts",
     "Policy",
     "PolicyIndex",
@@ -49,8 +48,6 @@ __all__ = [
 
 ALL_NAMESPACES = "*"
 """``selector.namespaces: ["*"]``: every namespace."""
-IGNORED_ANNOTATIONS = frozenset({"kubectl.kubernetes.io/last-applied-configuration"})
-"""Annotations not kept for selectors: large, per object, and nothing to select on."""
 
 _SPREAD = NormalDist(0.5, 1 / 6)
 """A normal jitter: centred in its window, three standard deviations to either edge."""
@@ -90,7 +87,7 @@ class PodFacts:
         return (
             namespace,
             tuple(sorted(labels.items())),
-            tuple(sorted((k, v) for k, v in annotations.items() if k not in IGNORED_ANNOTATIONS)),
+            tuple(sorted(annotations.items())),
             owner_kinds,
         )
 
@@ -167,12 +164,19 @@ class PolicyIndex:
         self._ordered: tuple[Policy, ...] = ()
         self.generation = 0
         """Bumped on every change: cached matches older than it are recomputed."""
+        self.annotation_keys: frozenset[str] = frozenset()
+        """Every annotation key a policy's ``matchAnnotations`` named since the start (it only
+        grows): the only annotations pod facts keep, since pods often carry large or
+        per-pod ones (a pod's facts would no longer be shared with its template's)."""
 
     def __len__(self) -> int:
         return len(self._policies)
 
     def put(self, policy: Policy) -> None:
         self._policies[policy.key] = policy
+        keys = {name for name, _ in policy.annotations}
+        if not keys <= self.annotation_keys:
+            self.annotation_keys = self.annotation_keys | keys
         self._changed()
 
     def remove(self, key: str) -> bool:

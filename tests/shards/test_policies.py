@@ -12,7 +12,14 @@ import trio
 from fleet.api import PodSelector, load_mock_status
 from fleet.errors import InputError
 from fleet.kube import MemoryApiserver
-from shards._policies import PodFacts, PolicyIndex, compile_policy, jitter_draw, unit_draw
+from shards._policies import (
+    PodFacts,
+    Policy,
+    PolicyIndex,
+    compile_policy,
+    jitter_draw,
+    unit_draw,
+)
 from shards._scripts import compile_timeline
 from tests.shards.test_engine import CRS, EVENTS, PODS, node_cr, phase, pod, start
 from tests.shards.test_mockstatus import SCRIPTS, phases_until
@@ -392,3 +399,77 @@ async def test_jitter_and_branches_on_the_shard_are_deterministic_by_uid(
     seen = await phases_until(api, first, created + expected[first] + 1)
     assert [p for _, p in seen] == ["Pending", "Running"]
     assert expected[first] <= seen[1][0] - created < expected[first] + 1
+
+
+async def test_pods_of_one_template_are_matched_once(
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Matching costs one walk over the policies per distinct set of pod facts, not per pod,
+    and none per tick or status change."""
+    calls: list[str] = []
+    original = Policy.matches
+
+    def counting(self: Policy, facts: PodFacts) -> bool:
+        calls.append(self.key)
+        return original(self, facts)
+
+    monkeypatch.setattr(Policy, "matches", counting)
+    api = MemoryApiserver()
+    api.create(CRS, node_cr("n1"))
+    for name, app in (("a", "web"), ("b", "db"), ("c", "cache")):
+        api.create(
+            SCRIPTS,
+            policy(
+                name,
+                {"matchLabels": {"app": app}},
+                {"after": "0s", "phase": "Running"},
+                {"after": "5m", "phase": "Succeeded"},
+            ),
+        )
+    await start(api, nursery)
+    await trio.sleep(2)
+    for i in range(20):
+        api.create(PODS, labelled(f"web-{i}", "n1", {"app": "web"}))
+    await trio.sleep(40)
+    assert all(phase(api, f"web-{i}") == "Running" for i in range(20))
+    assert calls == ["default/a"]  # one template, matched by the first policy tried
+    # A new policy: every pod re-matched, still once for the template.
+    api.create(
+        SCRIPTS, policy("z", {"matchLabels": {"app": "none"}}, {"after": "0s", "phase": "Running"})
+    )
+    await trio.sleep(1)
+    assert calls == ["default/a", "default/a"]
+
+
+async def test_match_annotations_and_owner_kinds_on_the_shard(
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
+) -> None:
+    api = MemoryApiserver()
+    api.create(CRS, node_cr("n1"))
+    api.create(
+        SCRIPTS,
+        policy(
+            "jobs",
+            {"ownerKinds": ["Job"], "matchAnnotations": {"team": "batch"}},
+            {"after": "0s", "phase": "Running"},
+            {"after": "5s", "phase": "Succeeded"},
+        ),
+    )
+    await start(api, nursery)
+    await trio.sleep(2)
+
+    def job_pod(name: str, team: str, kind: str = "Job") -> dict[str, Any]:
+        obj = labelled(name, "n1", {"job-name": "j"})
+        obj["metadata"]["annotations"] = {"team": team, "per-pod": name}
+        obj["metadata"]["ownerReferences"] = [
+            {"apiVersion": "batch/v1", "kind": kind, "name": "j", "uid": "j-uid"}
+        ]
+        return obj
+
+    api.create(PODS, job_pod("done", "batch"))
+    api.create(PODS, job_pod("other-team", "web"))
+    api.create(PODS, job_pod("not-a-job", "batch", kind="ReplicaSet"))
+    await trio.sleep(8)
+    assert phase(api, "done") == "Succeeded"
+    assert phase(api, "other-team") == "Running"
+    assert phase(api, "not-a-job") == "Running"
