@@ -37,8 +37,11 @@ import argparse
 import asyncio
 import bisect
 import gc
+import json
+import os
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -55,6 +58,7 @@ BOOKMARK_EVERY = 30.0
 """Seconds between BOOKMARK events on an open watch (well within the client's 150 s
 inactivity timeout)."""
 NAMESPACE = "default"
+MOCKSTATUSES_ENV = "KUBEMOCK_FLEET_STUB_MOCKSTATUSES"
 _CR_PREFIX = f"/apis/{API_VERSION}/"
 _LEASE_PREFIX = "/apis/coordination.k8s.io/v1/namespaces/"
 _encode = msgspec.json.Encoder().encode
@@ -92,6 +96,12 @@ class Population:
         self.created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         self.pod_created: dict[int, str] = {}
         """Creation time of pods added after the start (``inject``)."""
+        self.mock_statuses: list[Any] = []
+        """MockStatuses to list: a JSON list in the file named by ``MOCKSTATUSES_ENV`` (to
+        measure lifecycle policies that match every pod); none by default."""
+        path = os.environ.get(MOCKSTATUSES_ENV)
+        if path:
+            self.mock_statuses = json.loads(Path(path).read_text(encoding="utf-8"))
 
     def node_name(self, i: int) -> str:
         return f"node-{i:05d}"
@@ -476,7 +486,7 @@ class StubServer:
         if kind == "crs":
             items = [self.population.cr(i) for i in range(start, stop)]
         elif kind == "mockstatuses":
-            items = []
+            items = self.population.mock_statuses
         else:
             items = [self.population.pod(j, self.pod_status.get(j)) for j in range(start, stop)]
         meta: dict[str, Any] = {"resourceVersion": str(self.rv)}
