@@ -19,7 +19,7 @@ from fleet.api import load_mock_status
 from shards._scripts import compile_timeline
 from tests._up_process import kubectl, kubectl_json, up_process, wait_until
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "policies.yaml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "policies.yaml"
 pytestmark = pytest.mark.kubectl
 
 
