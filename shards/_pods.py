@@ -110,10 +110,12 @@ class _Resources(msgspec.Struct, frozen=True):
     limits: dict[str, str | int | float] = {}
 
 
-class _Container(msgspec.Struct, frozen=True):
+class _Container(msgspec.Struct, rename="camel", frozen=True):
     name: str = ""
     image: str = ""
     resources: _Resources = _Resources()
+    restart_policy: str = ""
+    """``Always`` on an init container: a sidecar (restartable init container)."""
 
 
 class _Gate(msgspec.Struct, rename="camel", frozen=True):
@@ -182,6 +184,7 @@ def _container(c: _Container) -> ContainerSpec:
         c.image,
         {k: str(v) for k, v in c.resources.requests.items()},
         {k: str(v) for k, v in c.resources.limits.items()},
+        restartable=c.restart_policy == "Always",
     )
 
 

@@ -45,7 +45,7 @@ import msgspec
 
 from fleet.api import format_go_duration
 from fleet.machinery import format_time, parse_time, two_way_merge_patch
-from shards._plan import ContainerState, Step
+from shards._plan import INIT_COMPLETED, ContainerState, Step
 
 __all__ = [
     "KUBELET_POD_CONDITIONS",
@@ -92,6 +92,8 @@ class ContainerSpec:
     image: str
     requests: Mapping[str, str] = field(default_factory=_empty)
     limits: Mapping[str, str] = field(default_factory=_empty)
+    restartable: bool = False
+    """An init container with ``restartPolicy: Always``: a sidecar, which keeps running."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -410,6 +412,15 @@ def _initialized(
     )
 
 
+def _sidecar_state(step: Step) -> ContainerState:
+    """A sidecar (restartable init container) once the init phase is over, as Kubernetes
+    >= 1.29 reports it: running and ready beside the app containers (``started`` true);
+    stopped with them when the pod ends (the kubelet terminates sidecars last)."""
+    if step.phase in ("Succeeded", "Failed") or step.containers.kind == "terminated":
+        return INIT_COMPLETED  # Initialized stays True, as for any completed init container
+    return ContainerState("running", ready=True)
+
+
 def _by_name(entries: JSON) -> dict[str, Mapping[str, JSON]]:
     return {
         entry["name"]: entry
@@ -491,7 +502,7 @@ def build_status(
             "ready": state.ready and (init or state.kind == "running"),
             "restartCount": state.restart_count,
         }
-        if not init:
+        if not init or spec.restartable:
             entry["started"] = state.kind == "running"
         if previous is not None and previous.get("restartCount", 0) != state.restart_count:
             previous = None  # another run of the container: its id and times are its own
@@ -571,6 +582,8 @@ def build_status(
         )
         for spec in pod.init_containers:
             state = step.init_containers
+            if spec.restartable and init_done:
+                state = _sidecar_state(step)
             init_statuses.append(container_status(spec, state, old_inits.get(spec.name), True))
         status["initContainerStatuses"] = init_statuses
         if not init_done:

@@ -225,3 +225,36 @@ async def test_readiness_flaps_on_the_shard(
     for (at, _), expected in zip(seen[1:], [15, 20, 35, 40], strict=True):
         assert expected <= at < expected + 1.5
     assert RUNNING_READY.ready
+
+
+async def test_sidecars_keep_running_beside_the_app_containers(
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
+) -> None:
+    """Restartable init containers (restartPolicy: Always) as Kubernetes >= 1.29 reports them:
+    running, started and ready once the init phase is over; plain init containers complete."""
+    api = MemoryApiserver()
+    api.create(CRS, node_cr("n1"))
+    await start(api, nursery)
+    await trio.sleep(2)
+    obj = pod("p", "n1", delayRunning="5s", delaySucceeded="20s")
+    obj["spec"]["initContainers"] = [
+        {"name": "setup", "image": "busybox"},
+        {"name": "proxy", "image": "envoy:1.30", "restartPolicy": "Always"},
+    ]
+    api.create(PODS, obj)
+    await trio.sleep(2)
+    inits = {c["name"]: c for c in status(api, "p")["initContainerStatuses"]}
+    assert inits["proxy"]["state"] == {"waiting": {"reason": "PodInitializing"}}
+    await trio.sleep(6)  # Running
+    inits = {c["name"]: c for c in status(api, "p")["initContainerStatuses"]}
+    assert inits["setup"]["state"]["terminated"]["reason"] == "Completed"
+    assert "started" not in inits["setup"]
+    proxy = inits["proxy"]
+    assert "running" in proxy["state"] and proxy["started"] is True and proxy["ready"] is True
+    conditions = {c["type"]: c["status"] for c in status(api, "p")["conditions"]}
+    assert conditions["Initialized"] == "True" and conditions["Ready"] == "True"
+    await trio.sleep(15)  # Succeeded: the sidecar is stopped with the app
+    assert phase(api, "p") == "Succeeded"
+    inits = {c["name"]: c for c in status(api, "p")["initContainerStatuses"]}
+    assert inits["proxy"]["state"]["terminated"]["exitCode"] == 0
+    assert inits["proxy"]["started"] is False
