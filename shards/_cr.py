@@ -105,9 +105,17 @@ def status_interval(cr: MockNode, default: float) -> float:
 
 
 def kubelet_spec(
-    cr: MockNode, *, key: str, internal_ips: tuple[str, ...], pod_cidrs: tuple[str, ...]
+    cr: MockNode,
+    *,
+    key: str,
+    internal_ips: tuple[str, ...],
+    pod_cidrs: tuple[str, ...],
+    labels: Mapping[str, str] = _EMPTY,
 ) -> KubeletSpec:
-    """The fake kubelet a validated CR describes, with the addresses the engine chose."""
+    """The fake kubelet a validated CR describes, with the addresses the engine chose.
+
+    ``labels`` are the engine's own (the shard label), added over the CR's.
+    """
     config = cr.spec.node_config
     capacity = _share({name: str(amount) for name, amount in config.capacity().items()})
     allocatable = (
@@ -121,7 +129,7 @@ def kubelet_spec(
         internal_ips=internal_ips,
         capacity=capacity,
         allocatable=allocatable,
-        labels=_share(config.labels),
+        labels=_share({**config.labels, **labels} if labels else config.labels),
         annotations={**config.annotations, NODE_CR_ANNOTATION: key},
         taints=tuple(Taint(t.key, t.effect, t.value or "") for t in config.taints),
         port=config.port,

@@ -16,6 +16,10 @@ MockStatus reflector + consumer   ``ScriptLibrary``: every MockStatus, all
                                   (``PodDriver.policies_changed``)
 MockStatus reporter (shard 0)     ``_scriptreport.ScriptReporter``: condition
                                   Valid and Warning Events on MockStatuses
+node reflector + consumer         ``_nodewatch.NodeWatch``: the v1.Nodes this
+                                  shard labelled its own; stored conditions
+                                  other than the kubelet's are reported over
+                                  at once (``NodeDriver.node_seen``)
 pod reflector(s) + consumer       ``PodDriver`` (one watch, or one per node
                                   with ``podWatch: per-node``)
 timer runner                      one :class:`~shards._timers.DelayQueue` for
@@ -69,6 +73,7 @@ from shards._kubeletapi import KubeletApiSettings, KubeletServer, WebhookAuth
 from shards._kubelets import NodeDriver
 from shards._kubeletview import DriverView
 from shards._leaselane import LaneFirstBucket
+from shards._nodewatch import NodeWatch
 from shards._pods import PodDriver
 from shards._scriptreport import ScriptReporter
 from shards._scripts import ScriptLibrary
@@ -181,6 +186,9 @@ class ShardEngine:
         limiter.lane = self.nodes.leases
         self.pods.give_way = self.nodes.leases.give_way
         self.pods.claims = self.nodes.claims
+        self.node_watch = NodeWatch(
+            gated_hot, f"{SHARD_LABEL}={shard}", self.nodes.node_seen, clock=clock, rng=self._rng
+        )
         self.crs: Reflector[CrView] = Reflector(
             gated_control,
             cr_path(),
@@ -255,6 +263,7 @@ class ShardEngine:
             # holds only the pods of nodes this shard claims (NodeDriver.claims).
             if cr_receive.statistics().current_buffer_used:
                 await self._crs_drained.wait()
+            await nursery.start(self.node_watch.run)
             await nursery.start(self.pods.run)
             await nursery.start(self.lease.run)
             nursery.start_soon(self._export_metrics)

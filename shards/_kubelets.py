@@ -28,6 +28,10 @@ engine's fixed pool of workers (no task per node):
     The node status PATCH every ``statusUpdatesInterval`` (5 min default), as
     the kubelet's nodeStatusReportFrequency; changes are reported at once by
     ``sync``.
+``report``
+    The node watch (:mod:`shards._nodewatch`) saw stored conditions other than the
+    kubelet's (``Ready=Unknown`` from the node-lifecycle controller): the status is
+    reported at once, as the diff against what is stored (:meth:`NodeDriver.node_seen`).
 ``gone``
     A CR left the shard's watch: moved to another shard (nothing is deleted)
     or deleted without a finalizer (its Node and Lease are deleted).
@@ -92,6 +96,7 @@ from shards._nodeobj import (
     status_changed,
     trim_lease,
 )
+from shards._nodewatch import NodeObject, reports_differ
 from shards._podstatus import encode_patch
 from shards._timers import jitter, spread
 
@@ -139,9 +144,14 @@ _decode_any = msgspec.json.Decoder(dict[str, Any]).decode
 _decode_json = msgspec.json.Decoder().decode
 
 
-class _StatusOnly(msgspec.Struct):
-    """An answer read for its ``status`` alone, left as JSON (the rest is skipped)."""
+class _Version(msgspec.Struct, rename="camel", frozen=True):
+    resource_version: str = ""
 
+
+class _StatusOnly(msgspec.Struct):
+    """An answer read for its ``status`` (left as JSON) and resourceVersion; the rest is skipped."""
+
+    metadata: _Version = _Version()
     status: msgspec.Raw = msgspec.Raw(b"{}")
 
 
@@ -265,6 +275,9 @@ class NodeState:
     packed_cr_status: bytes = b""
     """The CR status as our last write of it returned it (JSON, deflated): newer than
     ``cr.status`` until the watch brings the CR again (which empties it)."""
+    status_rv: str = ""
+    """The resourceVersion the node's last status write returned: the node watch skips its
+    echo (:mod:`shards._nodewatch`)."""
     interval: float = 300.0
     pool: PodIPPool | None = None
     driving: bool = False
@@ -406,6 +419,12 @@ class NodeDriver:
         """Node name -> key of the CR that holds it (within this shard)."""
         self._leaving: dict[str, str] = {}
         """CR key -> node name, for CRs that left the watch and are being checked."""
+        self.restores = 0
+        from fleet.coordinator import SHARD_LABEL  # same layer; kept local to the use
+
+        self._own_labels = {SHARD_LABEL: ctx.shard}
+        """On every Node this shard registers: what its node watch selects."""
+        """Status reports made because the node watch saw other conditions stored."""
         hot = ctx.hot
         assert isinstance(hot, FencedRequester)
         self._register_io = ctx.hot if REGISTER_ON_HOT else ctx.control
@@ -452,6 +471,32 @@ class NodeDriver:
         """
         return name in self._claims
 
+    def node_seen(self, event: WatchEvent[NodeObject]) -> None:
+        """The node watch's event (consumer task: no I/O): restore what others overwrote.
+
+        Where the stored conditions are not what the kubelet reports (the node-lifecycle
+        controller's ``Ready=Unknown``), the event's status becomes the node's stored
+        one and its status is reported at once: the PATCH is the diff against it.
+        """
+        if event.type == "DELETED":
+            return
+        meta = event.obj.metadata
+        key = self._names.get(meta.name)
+        state = self.states.get(key) if key is not None else None
+        if state is None or not state.driving or state.spec is None:
+            return
+        if meta.resource_version == state.status_rv:
+            return  # the echo of our own status write
+        if state.node_uid and meta.uid != state.node_uid:
+            return  # not the Node this state registered (re-created): its sync sorts it out
+        status = event.obj.status
+        if not reports_differ(state.spec, status):
+            return
+        log.info("node %s: stored conditions differ from the kubelet's: reporting", meta.name)
+        state.packed_status = _NODE_STATUS.pack(bytes(status))
+        self.restores += 1
+        self._ctx.timers.schedule(("report", state.key), self._ctx.clock())
+
     def _stop(self, key: str, *, check_gone: bool) -> None:
         """Stop driving a CR at once: no timer left, nothing more sent for it."""
         state = self.states.pop(key, None)
@@ -478,7 +523,7 @@ class NodeDriver:
 
     def _halt(self, state: NodeState) -> None:
         timers = self._ctx.timers
-        for kind in ("sync", "status"):
+        for kind in ("sync", "status", "report"):
             timers.cancel((kind, state.key))
         self.leases.cancel(state.key)
         if state.driving:
@@ -507,6 +552,8 @@ class NodeDriver:
             await self._sync_guarded(key)
         elif kind == "status":
             await self._report(key, periodic=True)
+        elif kind == "report":
+            await self._report(key, periodic=False)
         elif kind == "gone":
             await self._check_gone(key)
 
@@ -588,7 +635,9 @@ class NodeDriver:
             internal = (self._addresses.assign(state.name, ips[0]), *ips[1:])
         else:
             internal = (self._addresses.allocate(state.name),)
-        spec = kubelet_spec(model, key=state.key, internal_ips=internal, pod_cidrs=cidrs)
+        spec = kubelet_spec(
+            model, key=state.key, internal_ips=internal, pod_cidrs=cidrs, labels=self._own_labels
+        )
         return spec if endpoint is None else served_spec(spec, endpoint)
 
     async def _register(self, state: NodeState, model: MockNode) -> bool | None:
@@ -884,6 +933,7 @@ class NodeDriver:
                         if self.states.get(key) is state:
                             answer = _decode_status_only(result.response.content)
                             state.packed_status = _NODE_STATUS.pack(bytes(answer.status))
+                            state.status_rv = answer.metadata.resource_version
 
                 write = Write(
                     "PATCH",

@@ -68,6 +68,7 @@ __all__ = [
     "node_status",
     "node_status_patch",
     "renew_lease",
+    "reported_conditions",
     "status_changed",
     "trim_lease",
 ]
@@ -193,6 +194,13 @@ def _addresses(spec: KubeletSpec) -> list[dict[str, str]]:
     return out
 
 
+def reported_conditions(spec: KubeletSpec) -> Mapping[str, tuple[str, str, str]]:
+    """The conditions the kubelet reports: type -> (status, reason, message), in order."""
+    if spec.network_unavailable_condition:
+        return {"NetworkUnavailable": _NETWORK_UNAVAILABLE, **_HEALTHY}
+    return _HEALTHY
+
+
 def node_status(
     spec: KubeletSpec, now: datetime, current: Mapping[str, JSON] | None = None
 ) -> dict[str, JSON]:
@@ -212,10 +220,7 @@ def node_status(
         spec.allocatable if spec.allocatable is not None else spec.capacity
     )
 
-    wanted: dict[str, tuple[str, str, str]] = {}
-    if spec.network_unavailable_condition:
-        wanted["NetworkUnavailable"] = _NETWORK_UNAVAILABLE
-    wanted.update(_HEALTHY)
+    wanted = reported_conditions(spec)
     conditions: list[JSON] = [
         dict(c) for c in current.get("conditions") or [] if isinstance(c, Mapping)
     ]

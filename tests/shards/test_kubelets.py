@@ -100,7 +100,11 @@ async def start(
 def registration_calls(api: MemoryApiserver, name: str) -> list[tuple[str, str]]:
     """The requests about one node's Node, Lease and CR status, in order (renewals aside)."""
     paths = (NODES, f"{NODES}/{name}", NODE_LEASES, f"{NODE_LEASES}/{name}", f"{CRS}/{name}/status")
-    return [(c.method, c.path) for c in api.calls if c.path in paths and c.method != "PUT"]
+    return [
+        (c.method, c.path)
+        for c in api.calls
+        if c.path in paths and c.method != "PUT" and "labelSelector" not in c.params  # node watch
+    ]
 
 
 # -- round trips ---------------------------------------------------------------------------
