@@ -256,6 +256,8 @@ class ShardEngine:
             await nursery.start(self.scripts.run)
             if self.kubelet is not None:
                 self.nodes.kubelet_endpoint = await nursery.start(self.kubelet.run)
+            # The addresses of the Nodes already there are taken before any node gets one.
+            await self.nodes.reserve_addresses()
             cr_send, cr_receive = trio.open_memory_channel[WatchEvent[CrView]](CR_EVENT_BUFFER)
             nursery.start_soon(self._consume_crs, cr_receive)
             await nursery.start(self.crs.run, cr_send)

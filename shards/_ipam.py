@@ -18,8 +18,10 @@ A real cluster's pods get their IPs from the CNI plugin out of the node's
   range (``10.0.0.0/8``, network and broadcast skipped), or the fixed address
   the CR gives (recorded so the pool never hands it to another node).
   Uniqueness holds within one pool: shards drawing from one range need
-  disjoint sub-ranges (:func:`subrange`) or addresses adopted from the
-  existing Node objects.
+  disjoint sub-ranges (:func:`subrange`), and a shard starting on a cluster
+  that has Nodes already reserves their addresses first
+  (:meth:`NodeAddressPool.reserve`), so that no new node is given the address
+  of a Node not yet adopted.
 
 Errors are :mod:`fleet.errors` types: :class:`PoolExhausted` is a
 ConfigError (the range is too small for the configuration), a malformed CIDR
@@ -338,6 +340,24 @@ class NodeAddressPool:
         return text
 
     adopt = assign
+
+    def reserve(self, node: str, ip: str) -> bool:
+        """Keep ``ip`` (an existing Node's) from being allocated; True if it is now ``node``'s.
+
+        For a shard's start: the Nodes already on the cluster hold their addresses
+        before any new node is given one, whether or not their CRs are ever adopted
+        here. A later :meth:`assign` of the same address to ``node`` (its adoption)
+        takes it over; addresses outside the range, or held already, are left alone.
+        """
+        try:
+            address = ipaddress.ip_address(ip.strip())
+        except ValueError:
+            return False
+        offset = self._range.offset(address)
+        if offset is None or self._range.owners.get(offset, node) != node:
+            return False
+        self._range.owners[offset] = node
+        return True
 
     def release(self, node: str) -> None:
         ip = self._by_node.pop(node, None)

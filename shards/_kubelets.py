@@ -65,7 +65,15 @@ from prometheus_client import CollectorRegistry, Histogram
 
 from fleet.api import MockNode, load_node
 from fleet.errors import AlreadyExists, Conflict, FleetError, InputError, NotFound
-from fleet.kube import BatchRequest, Response, WatchEvent, Write, WriteResult, resource_path
+from fleet.kube import (
+    BatchRequest,
+    ListMeta,
+    Response,
+    WatchEvent,
+    Write,
+    WriteResult,
+    resource_path,
+)
 from fleet.machinery import JSON, MERGE_PATCH, STRATEGIC_MERGE_PATCH
 from fleet.wire import API_VERSION, FINALIZER, NODE_CR_ANNOTATION, SHARD_LABEL
 from shards._context import FencedRequester, ShardContext
@@ -109,6 +117,9 @@ _LATE_AFTER = 2.0
 READOPT_SPREAD = 1.0
 """Seconds over which the syncs of every CR are spread when the fence opens (at start,
 and after a lost shard Lease came back): a burst of GETs, not one instant of them."""
+RESERVE_PAGE = 500
+"""Nodes per page of the start-up list (:meth:`NodeDriver.reserve_addresses`): client-go's
+pager default."""
 RESYNC_DELAY = 1.0
 """Seconds before a sync that hit a conflict or an error runs again."""
 REGISTER_ON_HOT = True
@@ -172,7 +183,39 @@ class _NodeAnswer(msgspec.Struct):
     status: msgspec.Raw = msgspec.Raw(b"{}")
 
 
+class _Address(msgspec.Struct, frozen=True):
+    type: str = ""
+    address: str = ""
+
+
+class _Addresses(msgspec.Struct, frozen=True):
+    addresses: list[_Address] = []
+
+
+class _PodCidrs(msgspec.Struct, rename="camel", frozen=True):
+    pod_cidr: str = ""
+    pod_cidrs: list[str] = []
+
+
+class _Name(msgspec.Struct, frozen=True):
+    name: str = ""
+
+
+class _NodeAddresses(msgspec.Struct, frozen=True):
+    """A Node as the start-up reservation reads it (everything else skipped)."""
+
+    metadata: _Name = _Name()
+    spec: _PodCidrs = _PodCidrs()
+    status: _Addresses = _Addresses()
+
+
+class _NodePage(msgspec.Struct, frozen=True):
+    metadata: ListMeta = ListMeta()
+    items: list[_NodeAddresses] | None = None
+
+
 _decode_status_only = msgspec.json.Decoder(_StatusOnly).decode
+_decode_reserve_page = msgspec.json.Decoder(_NodePage).decode
 _decode_cr_answer = msgspec.json.Decoder(_CrAnswer).decode
 _decode_node_answer = msgspec.json.Decoder(_NodeAnswer).decode
 
@@ -366,10 +409,24 @@ class _CidrPool:
         raise PoolExhausted(f"no free /{self._prefix} left in {self._cluster}")
 
     def adopt(self, node: str, cidr: str) -> None:
+        index = self._index(cidr)
+        if index is None or self._used.get(index, node) != node:
+            return  # outside the range, or held by another node: leave the books as they are
+        self.release(node)
+        self._used[index] = node
+        self._by_node[node] = index
+
+    def reserve(self, node: str, cidr: str) -> None:
+        """Keep an existing Node's ``cidr`` from being allocated (see ``NodeAddressPool.reserve``)."""
+        index = self._index(cidr)
+        if index is not None and index not in self._used:
+            self._used[index] = node
+
+    def _index(self, cidr: str) -> int | None:
         try:
             network = ipaddress.ip_network(cidr, strict=False)
         except ValueError:
-            return
+            return None
         cluster = self._cluster
         if (
             network.version != cluster.version
@@ -378,15 +435,10 @@ class _CidrPool:
             or network.network_address not in cluster
             or network.broadcast_address not in cluster
         ):
-            return
-        index = (int(network.network_address) - int(cluster.network_address)) >> (
+            return None
+        return (int(network.network_address) - int(cluster.network_address)) >> (
             cluster.max_prefixlen - self._prefix
         )
-        if self._used.get(index, node) != node:
-            return  # held by another node: leave the books as they are
-        self.release(node)
-        self._used[index] = node
-        self._by_node[node] = index
 
     def release(self, node: str) -> None:
         index = self._by_node.pop(node, None)
@@ -420,8 +472,6 @@ class NodeDriver:
         self._leaving: dict[str, str] = {}
         """CR key -> node name, for CRs that left the watch and are being checked."""
         self.restores = 0
-        from fleet.coordinator import SHARD_LABEL  # same layer; kept local to the use
-
         self._own_labels = {SHARD_LABEL: ctx.shard}
         """On every Node this shard registers: what its node watch selects."""
         """Status reports made because the node watch saw other conditions stored."""
@@ -440,6 +490,41 @@ class NodeDriver:
             sent_to_answered(answer)
 
         self.leases.on_lag = on_lag
+
+    # -- start -------------------------------------------------------------------------------
+
+    async def reserve_addresses(self) -> int:
+        """Before the first sync: the InternalIPs and podCIDRs of every Node already there.
+
+        A restarted shard adopts its Nodes one sync at a time; a new CR synced before an
+        old one must not be given the old Node's address (its adoption would then find it
+        held). One paged list of all Nodes (name, addresses and podCIDR decoded, the rest
+        skipped); a failure is logged, and adoption then keeps a duplicate rather than
+        failing. Returns the number of Nodes seen.
+        """
+        params = {"limit": str(RESERVE_PAGE)}
+        seen = 0
+        try:
+            while True:
+                response = await self._ctx.control.request("GET", _node_path(), params=params)
+                page = _decode_reserve_page(response.raise_for_status().content)
+                for node in page.items or ():
+                    seen += 1
+                    name = node.metadata.name
+                    for address in node.status.addresses:
+                        if address.type == "InternalIP":
+                            self._addresses.reserve(name, address.address)
+                    for cidr in node.spec.pod_cidrs or (
+                        [node.spec.pod_cidr] if node.spec.pod_cidr else []
+                    ):
+                        self._cidrs.reserve(name, cidr)
+                token = page.metadata.continue_
+                if not token:
+                    return seen
+                params = {**params, "continue": token}
+        except (FleetError, msgspec.DecodeError) as exc:
+            log.warning("existing Nodes not listed (%s): new nodes may take an address of one", exc)
+            return seen
 
     # -- reflector events (consumer task: no I/O here) --------------------------------------
 
@@ -632,7 +717,13 @@ class NodeDriver:
         elif config.address:
             internal = (self._addresses.assign(state.name, config.address),)
         elif ips:
-            internal = (self._addresses.assign(state.name, ips[0]), *ips[1:])
+            try:
+                internal = (self._addresses.assign(state.name, ips[0]), *ips[1:])
+            except InputError as exc:
+                # The Node has this address on the apiserver, whatever the books say: keep it
+                # (a duplicate, logged), rather than fail this node's every sync.
+                log.warning("node %s: adopted with a duplicate address: %s", state.name, exc)
+                internal = ips
         else:
             internal = (self._addresses.allocate(state.name),)
         spec = kubelet_spec(

@@ -6,6 +6,7 @@ clock, as in ``test_engine.py``; these tests look at the requests themselves.
 
 from __future__ import annotations
 
+import ipaddress
 import random
 from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
@@ -103,8 +104,10 @@ def registration_calls(api: MemoryApiserver, name: str) -> list[tuple[str, str]]
     return [
         (c.method, c.path)
         for c in api.calls
-        if c.path in paths and c.method != "PUT" and "labelSelector" not in c.params  # node watch
-    ]
+        if c.path in paths
+        and c.method not in ("PUT", "WATCH")
+        and (c.method, c.path) != ("GET", NODES)
+    ]  # lists of Nodes aside (start-up reservation, node watch)
 
 
 # -- round trips ---------------------------------------------------------------------------
@@ -389,3 +392,65 @@ async def test_a_new_node_is_reported_every_interval_without_the_watch_echoing_i
     await start(api, nursery)
     await trio.sleep(185)
     assert len(api.log("PATCH", f"{NODES}/n1/status")) == 3
+
+
+# -- addresses after a restart ---------------------------------------------------------------
+
+
+def first_addresses(count: int) -> list[str]:
+    """The first node addresses a lone shard 0 hands out (network address skipped)."""
+    network = ipaddress.ip_network(str(ShardSettings().node_ip_range))
+    return [str(network[i]) for i in range(1, count + 1)]
+
+
+async def test_a_new_cr_is_not_given_the_address_of_a_node_not_yet_adopted(
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
+) -> None:
+    # A restart: "old" was registered by an earlier run with the range's first address
+    # and its CR says so; "new" is a CR no shard has served, synced first (list order).
+    first, second = first_addresses(2)
+    api = MemoryApiserver()
+    api.create(NODES, v1_node("old", "default/old", first, "10.250.1.0/24"))
+    api.create(CRS, node_cr("old"))
+    api.patch(f"{CRS}/old/status", {"status": {"nodeName": "old"}})
+    api.create(CRS, node_cr("a-new"))
+    engine, _ = await start(api, nursery)
+    await trio.sleep(30)
+    nodes = {n: engine.nodes.state_of(n) for n in ("old", "a-new")}
+    assert all(s is not None and s.driving for s in nodes.values())
+    assert nodes["old"].spec.internal_ips == (first,)  # type: ignore[union-attr]
+    assert nodes["a-new"].spec.internal_ips == (second,)  # type: ignore[union-attr]
+    stored = api.get(f"{NODES}/a-new")
+    assert stored is not None
+    assert {"type": "InternalIP", "address": second} in stored["status"]["addresses"]
+
+
+async def test_an_adopted_node_keeps_its_address_even_if_the_books_gave_it_away(
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
+) -> None:
+    # The start-up list failed, so "a-new" got the address "old" holds: "old" is adopted all
+    # the same (a duplicate, logged), rather than its sync failing forever.
+    (first,) = first_addresses(1)
+    api = MemoryApiserver()
+    api.create(NODES, v1_node("old", "default/old", first, "10.250.1.0/24"))
+    api.create(CRS, node_cr("old"))
+    api.patch(f"{CRS}/old/status", {"status": {"nodeName": "old"}})
+    api.create(CRS, node_cr("a-new"))
+    listed = False
+
+    def fail_first_list(method: str, path: str) -> Response | None:
+        nonlocal listed
+        if method == "GET" and path == NODES and not listed:
+            listed = True
+            return Response(503, b"{}")
+        return None
+
+    api.fail = fail_first_list
+    engine, _ = await start(api, nursery)
+    await trio.sleep(30)
+    old = engine.nodes.state_of("old")
+    assert old is not None and old.driving and old.spec is not None
+    assert old.spec.internal_ips == (first,)
+    cr = api.get(f"{CRS}/old")
+    assert cr is not None
+    assert {c["type"]: c["status"] for c in cr["status"]["conditions"]}["Ready"] == "True"
