@@ -153,6 +153,16 @@ class ShardSettings(_Section):
     """Node InternalIPs are drawn from here: 4M addresses, clear of the pod range and common service CIDRs."""
     pod_cidr_range: ipaddress.IPv4Network = ipaddress.IPv4Network("10.128.0.0/9")
     """Each node's podCIDR is carved from here."""
+    pod_cidr_allocation: Literal["auto", "shard", "cluster"] = "auto"
+    """Who gives each Node its ``spec.podCIDR(s)`` (a CR's own ``podCIDR`` is always written).
+    ``cluster``: kube-controller-manager (``--allocate-node-cidrs``); the shard writes none and
+    reads them back for pod IPs. ``shard``: carved from podCidrRange at registration (where
+    nobody allocates: the sandbox, which ``up`` runs with this). ``auto``: registered without;
+    a node still without one podCidrWait later gets the shard's, and from then on every node
+    at registration; a podCIDR the cluster writes settles it the other way."""
+    pod_cidr_wait: Duration = 5.0
+    """How long ``auto`` waits for the cluster's podCIDR: kube-controller-manager's range
+    allocator writes it within a second of the Node's creation."""
     node_pod_cidr_prefix: int = Field(default=24, ge=8, le=30)
     """Prefix length of each node's podCIDR: kube-controller-manager's --node-cidr-mask-size (24, so 32k nodes fit the range)."""
     writers: int = Field(default=16, ge=1, le=1024)

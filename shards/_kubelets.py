@@ -56,7 +56,7 @@ import weakref
 import zlib
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -457,6 +457,10 @@ class NodeDriver:
         shard_index = int(ctx.shard) if ctx.shard.isdigit() else 0
         parts = max(ctx.settings.shards, shard_index + 1, 1)
         self._addresses = NodeAddressPool(subrange(str(s.node_ip_range), shard_index, parts))
+        self._cidr_mode = s.pod_cidr_allocation
+        """``shard.podCidrAllocation``; ``auto`` turns ``shard`` or ``cluster`` once seen."""
+        self._cidr_writing: set[str] = set()
+        """Nodes whose podCIDR PATCH is in flight: its watch echo is not the cluster's."""
         self._cidrs = _CidrPool(
             subrange(str(s.pod_cidr_range), shard_index, parts), s.node_pod_cidr_prefix
         )
@@ -568,7 +572,15 @@ class NodeDriver:
         meta = event.obj.metadata
         key = self._names.get(meta.name)
         state = self.states.get(key) if key is not None else None
-        if state is None or not state.driving or state.spec is None:
+        if state is None or state.spec is None:
+            return
+        cidrs = event.obj.spec.pod_cidrs
+        if cidrs and not state.spec.pod_cidrs and state.node_uid in ("", meta.uid):
+            self._take_pod_cidrs(state, cidrs)
+            if self._cidr_mode == "auto" and meta.name not in self._cidr_writing:
+                self._cidr_mode = "cluster"
+                log.info("the cluster allocates podCIDRs: the shard reads them back")
+        if not state.driving:
             return
         if meta.resource_version == state.status_rv:
             return  # the echo of our own status write
@@ -608,7 +620,7 @@ class NodeDriver:
 
     def _halt(self, state: NodeState) -> None:
         timers = self._ctx.timers
-        for kind in ("sync", "status", "report"):
+        for kind in ("sync", "status", "report", "cidr"):
             timers.cancel((kind, state.key))
         self.leases.cancel(state.key)
         if state.driving:
@@ -635,6 +647,8 @@ class NodeDriver:
     async def handle(self, kind: str, key: str) -> None:
         if kind == "sync":
             await self._sync_guarded(key)
+        elif kind == "cidr":
+            await self._give_pod_cidr(key)
         elif kind == "status":
             await self._report(key, periodic=True)
         elif kind == "report":
@@ -743,9 +757,7 @@ class NodeDriver:
         if state.cr_status_now.get("nodeName"):
             response = await self._register_io.request("GET", _node_path(state.name))
         if response is None or response.status == 404:
-            cidrs = tuple(model.spec.node_config.effective_pod_cidrs()) or (
-                self._cidrs.allocate(state.name),
-            )
+            cidrs = self._registration_cidrs(state, model)
             spec = self._spec_for(state, model, None, cidrs)
             body = encode_patch(node_body(spec, ctx.wall()))
             try:
@@ -777,10 +789,6 @@ class NodeDriver:
         )
         if cidrs:
             self._cidrs.adopt(state.name, cidrs[0])
-        else:
-            cidrs = tuple(model.spec.node_config.effective_pod_cidrs()) or (
-                self._cidrs.allocate(state.name),
-            )
         spec = self._spec_for(state, model, ips, cidrs)
         self._adopt_node(state, spec, node)
         await self._reconcile_meta(state, None, {"metadata": meta, "spec": node_spec})
@@ -791,11 +799,67 @@ class NodeDriver:
         state.node_uid = str(node.metadata.get("uid") or "")
         state.packed_status = _NODE_STATUS.pack(bytes(node.status))
         state.registered = True
+        self._set_pool(state)
+        if not spec.pod_cidrs and self._cidr_mode != "cluster":
+            wait = 0.0 if self._cidr_mode == "shard" else self._ctx.settings.shard.pod_cidr_wait
+            self._ctx.timers.schedule(("cidr", state.key), self._ctx.clock() + wait)
+
+    def _set_pool(self, state: NodeState) -> None:
+        cidrs = state.spec.pod_cidrs if state.spec is not None else ()
         try:
-            state.pool = PodIPPool(spec.pod_cidrs) if spec.pod_cidrs else None
+            state.pool = PodIPPool(cidrs) if cidrs else None
         except InputError as exc:
             log.warning("node %s: no pod IP pool: %s", state.name, exc)
             state.pool = None
+
+    # -- pod CIDRs (shard.podCidrAllocation) ---------------------------------------------------
+
+    def _registration_cidrs(self, state: NodeState, model: MockNode) -> tuple[str, ...]:
+        """The podCIDRs a new Node is POSTed with: the CR's, else the shard's where it allocates."""
+        own = tuple(model.spec.node_config.effective_pod_cidrs())
+        if own or self._cidr_mode != "shard":
+            return own
+        return (self._cidrs.allocate(state.name),)
+
+    def _take_pod_cidrs(self, state: NodeState, cidrs: tuple[str, ...]) -> None:
+        assert state.spec is not None
+        state.spec = replace(state.spec, pod_cidrs=cidrs)
+        self._set_pool(state)
+        self._ctx.timers.cancel(("cidr", state.key))
+
+    async def _give_pod_cidr(self, key: str) -> None:
+        """A registered node has no podCIDR: write the shard's (``shard``, or ``auto`` after
+        the wait), unless the cluster has been seen allocating them meanwhile."""
+        state = self.states.get(key)
+        if (
+            state is None
+            or not state.registered
+            or state.spec is None
+            or state.spec.pod_cidrs
+            or self._cidr_mode == "cluster"
+        ):
+            return
+        cidr = self._cidrs.allocate(state.name)
+        patch = {"spec": {"podCIDR": cidr, "podCIDRs": [cidr]}}
+        self._cidr_writing.add(state.name)
+        try:
+            response = await self._ctx.control.request(
+                "PATCH", _node_path(state.name), body=encode_patch(patch), content_type=_MERGE
+            )
+            answer = _decode_node_answer(response.raise_for_status().content)
+        except FleetError as exc:
+            # Most likely someone set one meanwhile (a podCIDR is set once): the watch brings it.
+            log.info("node %s: podCIDR %s not written: %s", state.name, cidr, exc)
+            self._cidrs.release(state.name)
+            return
+        finally:
+            self._cidr_writing.discard(state.name)
+        written = tuple(answer.spec.get("podCIDRs") or ()) or (cidr,)
+        if self.states.get(key) is state and state.spec is not None and not state.spec.pod_cidrs:
+            self._take_pod_cidrs(state, written)
+        if self._cidr_mode == "auto":
+            self._cidr_mode = "shard"
+            log.info("no podCIDR came from the cluster: the shard gives its nodes theirs")
 
     async def _update(self, state: NodeState, model: MockNode) -> None:
         """A registered node whose CR changed: labels, taints, annotations, capacity."""

@@ -14,12 +14,14 @@ A shard does the same for 10,000 nodes without a GET per node every 10 s:
   coordinator puts on the Node CRs; on a v1.Node it is written by the shard
   that drives it, and moves with the node on a takeover), and one watch
   (:class:`NodeWatch`, through ``hot`` like the pod watch) selects them;
-- each event is decoded into :class:`NodeObject`: name, uid and
-  resourceVersion, the status left undecoded (``msgspec.Raw``);
+- each event is decoded into :class:`NodeObject`: name, uid,
+  resourceVersion and ``spec.podCIDRs``, the status left undecoded (``msgspec.Raw``);
 - the echo of the shard's own status write (its resourceVersion is the one the
   PATCH answer carried) ends there; otherwise only ``status.conditions``
   (type, status, reason, message) are decoded, with one reused decoder, and
   compared with what the kubelet reports (:func:`reports_differ`);
+- a ``spec.podCIDRs`` the driver's node lacks (kube-controller-manager's
+  allocation) becomes the node's pod CIDRs, its pod IP pool;
 - on a difference, the driver keeps the event's status as the node's stored
   status and schedules an immediate status PATCH (the two-way diff against it
   restores the conditions, with new transition times).
@@ -45,7 +47,7 @@ from fleet.kube._seam import Requester
 from fleet.kube._watching import Reflector, WatchEvent
 from shards._nodeobj import KubeletSpec, reported_conditions
 
-__all__ = ["NODE_EVENT_BUFFER", "NodeObject", "NodeWatch", "reports_differ"]
+__all__ = ["NODE_EVENT_BUFFER", "NodeObject", "NodeSpec", "NodeWatch", "reports_differ"]
 
 NODE_EVENT_BUFFER = 1024
 """Node watch events buffered for the consumer (which does no I/O)."""
@@ -60,10 +62,16 @@ class NodeMeta(msgspec.Struct, rename="camel", frozen=True):
     resource_version: str = ""
 
 
+class NodeSpec(msgspec.Struct, rename={"pod_cidrs": "podCIDRs"}, frozen=True):
+    pod_cidrs: tuple[str, ...] = ()
+    """Read back where the cluster allocates them (``shard.podCidrAllocation``)."""
+
+
 class NodeObject(msgspec.Struct, frozen=True):
     """A v1.Node as the watch hands it over: its status left as JSON until needed."""
 
     metadata: NodeMeta = NodeMeta()
+    spec: NodeSpec = NodeSpec()
     status: msgspec.Raw = msgspec.Raw(b"{}")
 
 

@@ -320,6 +320,10 @@ class Up:
             HotTransport(config, hot_settings) as hot,
             trio.open_nursery() as nursery,
         ):
+            if s.control_plane == "sandbox" and fleet.shard.pod_cidr_allocation == "auto":
+                # The sandbox allocates no podCIDRs (no kube-controller-manager): the shards do.
+                shard = fleet.shard.model_copy(update={"pod_cidr_allocation": "shard"})
+                fleet = fleet.model_copy(update={"shard": shard})
             for k in range(s.shards):
                 metrics = FleetMetrics()
                 engine = ShardEngine(
@@ -387,6 +391,9 @@ class Up:
         for name, value in self._kubelet_settings().items():
             text = str(value).lower() if isinstance(value, bool) else str(value)
             env[f"{ENV_PREFIX}SHARD__{name.upper()}"] = text
+        if s.control_plane == "sandbox" and s.fleet.shard.pod_cidr_allocation == "auto":
+            # The sandbox allocates no podCIDRs (no kube-controller-manager): the shards do.
+            env[f"{ENV_PREFIX}SHARD__POD_CIDR_ALLOCATION"] = "shard"
         supervisor = Supervisor(
             {f"shard {k}": command(k) for k in range(s.shards)},
             env=env,

@@ -54,6 +54,8 @@ def pod(name: str, node: str, **annotations: str) -> dict[str, Any]:
 
 
 def settings(**shard: Any) -> FleetSettings:
+    # The in-memory apiserver allocates no podCIDRs, like the sandbox: the shard does.
+    shard.setdefault("pod_cidr_allocation", "shard")
     return FleetSettings(shard=ShardSettings(**shard), coordinator=CoordinatorSettings())
 
 

@@ -86,7 +86,9 @@ class _Hot(BaseRequester):
 async def start(
     api: MemoryApiserver, nursery: trio.Nursery, hot: _Hot | None = None
 ) -> tuple[ShardEngine, trio.CancelScope]:
-    settings = FleetSettings(shard=ShardSettings(), coordinator=CoordinatorSettings())
+    # The in-memory apiserver allocates no podCIDRs, like the sandbox: the shard does.
+    shard = ShardSettings(pod_cidr_allocation="shard")
+    settings = FleetSettings(shard=shard, coordinator=CoordinatorSettings())
     engine = ShardEngine(settings, "0", control=api, hot=hot, wall=wall, rng=random.Random(7))
     scope = trio.CancelScope()
 

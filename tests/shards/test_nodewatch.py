@@ -15,7 +15,7 @@ from typing import Any
 
 import trio
 
-from fleet._settings import FleetSettings
+from fleet._settings import FleetSettings, ShardSettings
 from fleet.coordinator import SHARD_LABEL
 from shards import ShardEngine
 from tests._memapi import BASE, MemoryApiserver, stamp, wall
@@ -148,3 +148,95 @@ async def test_a_node_of_another_shard_is_not_watched(
     api.patch(f"{NODES}/n2/status", unknown(node))
     await trio.sleep(1)
     assert conditions(api, "n2")["Ready"] == "True"
+
+
+# -- podCIDRs: the cluster's where it allocates them, the shard's where nobody does ----------------
+
+
+async def start_with(api: MemoryApiserver, nursery: trio.Nursery, **shard: Any) -> ShardEngine:
+    settings = FleetSettings(shard=ShardSettings(**shard))
+    engine = ShardEngine(settings, "0", control=api, wall=wall, rng=random.Random(3))
+    await nursery.start(engine.run)
+    return engine
+
+
+def cidr_writes(api: MemoryApiserver, name: str) -> list[Any]:
+    return [c for c in api.log("PATCH", f"{NODES}/{name}") if "podCIDR" in str(c.body)]
+
+
+async def kube_controller_manager(api: MemoryApiserver, name: str, cidr: str) -> None:
+    """Its range allocator: the podCIDR of a new Node, a moment after it appears."""
+    for _ in range(200):  # polls, as the apiserver's watch is the shard's to use here
+        if api.get(f"{NODES}/{name}") is not None:
+            break
+        await trio.sleep(0.05)
+    await trio.sleep(0.2)
+    api.patch(f"{NODES}/{name}", {"spec": {"podCIDR": cidr, "podCIDRs": [cidr]}})
+
+
+async def test_podcidrs_the_cluster_allocates_are_left_to_it_and_read_back(
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
+) -> None:
+    api = MemoryApiserver()
+    api.create(CRS, node_cr("n1"))
+    nursery.start_soon(kube_controller_manager, api, "n1", "10.244.3.0/24")
+    engine = await start(api, nursery)  # podCidrAllocation: auto
+    await trio.sleep(30)
+    (post,) = [c for c in api.log("POST", NODES)]
+    assert "podCIDR" not in post.body["spec"]  # left to the cluster
+    assert cidr_writes(api, "n1") == []  # and never written after the wait
+    state = engine.nodes.state_of("n1")
+    assert state is not None and state.spec is not None and state.pool is not None
+    assert state.spec.pod_cidrs == ("10.244.3.0/24",)
+    assert state.pool.allocate("default/p1") == ("10.244.3.2",)  # pod IPs from the cluster's
+    # Settled: a later node waits for the cluster too.
+    api.create(CRS, node_cr("n2"))
+    nursery.start_soon(kube_controller_manager, api, "n2", "10.244.4.0/24")
+    await trio.sleep(30)
+    assert cidr_writes(api, "n2") == []
+    state = engine.nodes.state_of("n2")
+    assert state is not None and state.spec is not None
+    assert state.spec.pod_cidrs == ("10.244.4.0/24",)
+
+
+async def test_where_nobody_allocates_podcidrs_the_shard_does_after_the_wait(
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
+) -> None:
+    api = MemoryApiserver()
+    api.create(CRS, node_cr("n1"))
+    engine = await start(api, nursery)  # podCidrAllocation: auto, and nobody allocates
+    await trio.sleep(30)
+    (write,) = cidr_writes(api, "n1")
+    registered = api.log("POST", NODES)[0].at
+    assert 5.0 <= write.at - registered < 6.0  # podCidrWait
+    node = api.get(f"{NODES}/n1")
+    assert node is not None
+    cidr = node["spec"]["podCIDR"]
+    assert node["spec"]["podCIDRs"] == [cidr]
+    state = engine.nodes.state_of("n1")
+    assert state is not None and state.spec is not None
+    assert state.spec.pod_cidrs == (cidr,)
+    # Settled: a later node is registered with its podCIDR at once.
+    api.create(CRS, node_cr("n2"))
+    await trio.sleep(30)
+    post = api.log("POST", NODES)[-1]
+    assert post.body["metadata"]["name"] == "n2"
+    assert post.body["spec"]["podCIDR"] not in ("", cidr)
+    assert cidr_writes(api, "n2") == []
+
+
+async def test_cluster_allocation_is_never_second_guessed(
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
+) -> None:
+    api = MemoryApiserver()
+    api.create(CRS, node_cr("n1"))
+    engine = await start_with(api, nursery, pod_cidr_allocation="cluster")
+    await trio.sleep(60)
+    assert cidr_writes(api, "n1") == []
+    state = engine.nodes.state_of("n1")
+    assert state is not None and state.driving and state.pool is None
+    # A podCIDR in the CR is the user's: written whatever the setting.
+    api.create(CRS, node_cr("n2", nodeConfig={"podCIDR": "10.9.0.0/24"}))
+    await trio.sleep(5)
+    node = api.get(f"{NODES}/n2")
+    assert node is not None and node["spec"]["podCIDR"] == "10.9.0.0/24"
