@@ -149,10 +149,19 @@ class ShardSettings(_Section):
     """One pod watch for the whole shard (cheap for the apiserver), or one per node as a kubelet does."""
     pod_deletion_delay: Duration = 0.0
     """Wait between a pod's deletionTimestamp and its final DELETE: a kubelet whose containers exit at once (0 s)."""
-    node_ip_range: ipaddress.IPv4Network = ipaddress.IPv4Network("10.64.0.0/10")
-    """Node InternalIPs are drawn from here: 4M addresses, clear of the pod range and common service CIDRs."""
-    pod_cidr_range: ipaddress.IPv4Network = ipaddress.IPv4Network("10.128.0.0/9")
-    """Each node's podCIDR is carved from here."""
+    node_ip_range: ipaddress.IPv4Network = ipaddress.IPv4Network("240.0.0.0/8")
+    """Node InternalIPs are drawn from here (each shard from its part). 16M addresses in
+    240.0.0.0/4, which IANA reserves and no installer uses by default: clear of every usual
+    Service range (10.96.0.0/12 kubeadm and kind, 10.43.0.0/16 k3s, 172.30.0.0/16 OpenShift,
+    100.64.0.0/13 kops), pod range (10.244.0.0/16, 10.0.0.0/8, 10.42.0.0/16, 192.168.0.0/16
+    Calico, 100.96.0.0/11 kops) and node network (RFC 1918, 100.64.0.0/10 CGNAT), so a fake
+    node never shares an address with anything real (the default once gave shard 1 of 2
+    the ``kubernetes`` Service's 10.96.0.1)."""
+    pod_cidr_range: ipaddress.IPv4Network = ipaddress.IPv4Network("244.0.0.0/6")
+    """Where the shard gives podCIDRs (podCidrAllocation), each node's is carved from here:
+    244.0.0.0-247.255.255.255, 262,144 node /24s, in 240.0.0.0/4 beside nodeIpRange and
+    clear of the same real ranges, so fake pod IPs never collide with real pods' or
+    Services' in a cluster whose own pods get theirs elsewhere (Calico, Cilium IPAM)."""
     pod_cidr_allocation: Literal["auto", "shard", "cluster"] = "auto"
     """Who gives each Node its ``spec.podCIDR(s)`` (a CR's own ``podCIDR`` is always written).
     ``cluster``: kube-controller-manager (``--allocate-node-cidrs``); the shard writes none and

@@ -15,7 +15,7 @@ A real cluster's pods get their IPs from the CNI plugin out of the node's
 - :func:`node_pod_cidr`: the per-node range carved from a cluster range when
   the node has no podCIDR (``10.244.0.0/16``, node 3 -> ``10.244.3.0/24``).
 - :class:`NodeAddressPool`: unique InternalIPs per node from a configurable
-  range (``10.0.0.0/8``, network and broadcast skipped), or the fixed address
+  range (``240.0.0.0/8`` by default, ``shard.nodeIpRange``; network and broadcast skipped), or the fixed address
   the CR gives (recorded so the pool never hands it to another node).
   Uniqueness holds within one pool: shards drawing from one range need
   disjoint sub-ranges (:func:`subrange`), and a shard starting on a cluster
@@ -300,7 +300,7 @@ def subrange(cidr: str, index: int, count: int) -> str:
 class NodeAddressPool:
     """Unique node InternalIPs from one range, or fixed ones the CRs give."""
 
-    def __init__(self, cidr: str = "10.0.0.0/8") -> None:
+    def __init__(self, cidr: str = "240.0.0.0/8") -> None:
         network = _network(cidr, "node address range")
         # Skip the network address and, for IPv4, the broadcast address.
         self.cidr = str(network)

@@ -125,7 +125,7 @@ async def test_cr_registers_node_lease_finalizer_and_status(
     assert node["status"]["capacity"]["memory"] == "100Gi"
     assert node["status"]["capacity"]["pods"] == "200"
     addresses = {a["type"]: a["address"] for a in node["status"]["addresses"]}
-    assert addresses["InternalIP"].startswith("10.")
+    assert addresses["InternalIP"].startswith("240.")  # shard.nodeIpRange
     assert node["spec"]["podCIDR"].endswith("/24")
     lease = api.get(f"{NODE_LEASES}/n1")
     assert lease is not None

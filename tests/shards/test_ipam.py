@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 
 from fleet.errors import ConfigError, InputError
@@ -189,3 +191,37 @@ def test_ipv6_ranges_low_in_the_space_stay_ipv6() -> None:
     assert [tiny.allocate(i)[0] for i in range(2)] == ["::2", "::3"]
     with pytest.raises(PoolExhausted, match=r"left in ::/126: all 2"):
         tiny.allocate(2)
+
+
+# -- the default ranges ----------------------------------------------------------------------
+
+WELL_KNOWN = {
+    "Service ClusterIPs (kubeadm, kind)": "10.96.0.0/12",
+    "pods (flannel, kubeadm docs, kind)": "10.244.0.0/16",
+    "pods and nodes (10/8: Cilium, GKE, AKS, k3s)": "10.0.0.0/8",
+    "RFC 1918 172.16/12 (docker, OpenShift services)": "172.16.0.0/12",
+    "RFC 1918 192.168/16 (Calico pods)": "192.168.0.0/16",
+    "CGNAT 100.64/10 (kops, EKS custom networking)": "100.64.0.0/10",
+}
+
+
+def test_default_ranges_keep_clear_of_well_known_ones_whatever_the_fleet_size() -> None:
+    from fleet._settings import ShardSettings
+
+    settings = ShardSettings()
+    node_range, pod_range = settings.node_ip_range, settings.pod_cidr_range
+    assert not node_range.overlaps(pod_range)
+    for name, cidr in WELL_KNOWN.items():
+        known = ipaddress.ip_network(cidr)
+        assert not node_range.overlaps(known), name
+        assert not pod_range.overlaps(known), name
+    for shards in (1, 2, 3, 4, 8, 16, 64):
+        for k in range(shards):
+            first = NodeAddressPool(subrange(str(node_range), k, shards)).allocate("n")
+            assert first != "10.96.0.1"  # the `kubernetes` Service: shard 1 of 2 once had it
+            assert ipaddress.ip_address(first) in node_range
+            cidr = node_pod_cidr(subrange(str(pod_range), k, shards), 0)
+            assert ipaddress.ip_network(cidr).subnet_of(pod_range)  # type: ignore[arg-type]
+    # The design point: 10,000 nodes a shard, for up to 16 shards, fit both ranges.
+    assert node_range.num_addresses // 16 > 10_000
+    assert 2 ** (settings.node_pod_cidr_prefix - pod_range.prefixlen) // 16 > 10_000
