@@ -111,10 +111,12 @@ def kubelet_spec(
     internal_ips: tuple[str, ...],
     pod_cidrs: tuple[str, ...],
     labels: Mapping[str, str] = _EMPTY,
+    kubelet_version: str = DEFAULT_KUBELET_VERSION,
 ) -> KubeletSpec:
     """The fake kubelet a validated CR describes, with the addresses the engine chose.
 
-    ``labels`` are the engine's own (the shard label), added over the CR's.
+    ``labels`` are the engine's own (the shard label), added over the CR's;
+    ``kubelet_version`` is reported where the CR names none (the apiserver's version).
     """
     config = cr.spec.node_config
     capacity = _share({name: str(amount) for name, amount in config.capacity().items()})
@@ -135,7 +137,7 @@ def kubelet_spec(
         port=config.port,
         pod_cidrs=pod_cidrs,
         provider_id=config.provider_id or f"kubemock://{namespace}/{cr.metadata.name}",
-        kubelet_version=config.kubelet_version or DEFAULT_KUBELET_VERSION,
+        kubelet_version=config.kubelet_version or kubelet_version,
         os=config.os,
         arch=config.arch,
         container_runtime_version=config.container_runtime_version,

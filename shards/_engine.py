@@ -258,6 +258,7 @@ class ShardEngine:
                 self.nodes.kubelet_endpoint = await nursery.start(self.kubelet.run)
             # The addresses of the Nodes already there are taken before any node gets one.
             await self.nodes.reserve_addresses()
+            await self.nodes.read_server_version()
             cr_send, cr_receive = trio.open_memory_channel[WatchEvent[CrView]](CR_EVENT_BUFFER)
             nursery.start_soon(self._consume_crs, cr_receive)
             await nursery.start(self.crs.run, cr_send)

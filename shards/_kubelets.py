@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 import weakref
 import zlib
 from collections import deque
@@ -91,6 +92,7 @@ from shards._ipam import NodeAddressPool, PodIPPool, PoolExhausted, node_pod_cid
 from shards._kubeletapi import KubeletEndpoint, served_spec
 from shards._leaselane import LeaseLane
 from shards._nodeobj import (
+    DEFAULT_KUBELET_VERSION,
     LEASE_NAMESPACE,
     KubeletSpec,
     decode_lease,
@@ -214,6 +216,12 @@ class _NodePage(msgspec.Struct, frozen=True):
     items: list[_NodeAddresses] | None = None
 
 
+class _ServerVersion(msgspec.Struct, rename="camel", frozen=True):
+    git_version: str = ""
+
+
+_RELEASE = re.compile(r"^v\d+\.\d+\.\d+")
+_decode_version = msgspec.json.Decoder(_ServerVersion).decode
 _decode_status_only = msgspec.json.Decoder(_StatusOnly).decode
 _decode_reserve_page = msgspec.json.Decoder(_NodePage).decode
 _decode_cr_answer = msgspec.json.Decoder(_CrAnswer).decode
@@ -477,6 +485,9 @@ class NodeDriver:
         """CR key -> node name, for CRs that left the watch and are being checked."""
         self.restores = 0
         self._own_labels = {SHARD_LABEL: ctx.shard}
+        self.kubelet_version = DEFAULT_KUBELET_VERSION
+        """What a node whose CR names no ``kubeletVersion`` reports: the apiserver's version
+        (:meth:`read_server_version`), as a kubelet of the cluster's own release would."""
         """On every Node this shard registers: what its node watch selects."""
         """Status reports made because the node watch saw other conditions stored."""
         hot = ctx.hot
@@ -529,6 +540,29 @@ class NodeDriver:
         except (FleetError, msgspec.DecodeError) as exc:
             log.warning("existing Nodes not listed (%s): new nodes may take an address of one", exc)
             return seen
+
+    async def read_server_version(self) -> str:
+        """Once, at start: the apiserver's ``gitVersion`` becomes the default kubeletVersion.
+
+        What a node reports shapes what its pods' status carries (``RuntimeStyle``: a
+        1.24 kubelet writes no PodReadyToStartContainers condition, no hostIPs). An
+        apiserver that does not say keeps :data:`~shards._nodeobj.DEFAULT_KUBELET_VERSION`.
+        """
+        try:
+            response = await self._ctx.control.request("GET", "/version")
+            version = _decode_version(response.raise_for_status().content).git_version
+        except (FleetError, msgspec.DecodeError) as exc:
+            log.warning(
+                "apiserver version not read (%s): nodes report %s", exc, self.kubelet_version
+            )
+            return self.kubelet_version
+        if _RELEASE.match(version):
+            self.kubelet_version = version
+        else:
+            log.warning(
+                "apiserver version %r is no release: nodes report %s", version, self.kubelet_version
+            )
+        return self.kubelet_version
 
     # -- reflector events (consumer task: no I/O here) --------------------------------------
 
@@ -741,7 +775,12 @@ class NodeDriver:
         else:
             internal = (self._addresses.allocate(state.name),)
         spec = kubelet_spec(
-            model, key=state.key, internal_ips=internal, pod_cidrs=cidrs, labels=self._own_labels
+            model,
+            key=state.key,
+            internal_ips=internal,
+            pod_cidrs=cidrs,
+            labels=self._own_labels,
+            kubelet_version=self.kubelet_version,
         )
         return spec if endpoint is None else served_spec(spec, endpoint)
 

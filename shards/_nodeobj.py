@@ -81,7 +81,8 @@ def _empty() -> Mapping[str, str]:
 
 
 DEFAULT_KUBELET_VERSION = "v1.30.0"
-"""A recent release; override per node (the CR's ``kubeletVersion``)."""
+"""Reported only where the apiserver's ``/version`` could not be read (a shard reports the
+apiserver's own by default), and a CR names no ``kubeletVersion``."""
 DEFAULT_CONTAINER_RUNTIME_VERSION = "containerd://1.7.13"
 LEASE_NAMESPACE = "kube-node-lease"
 LEASE_DURATION_SECONDS = 40

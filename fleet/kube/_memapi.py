@@ -293,6 +293,8 @@ class MemoryApiserver(BaseRequester):
         self.calls: list[Call] = []
         self.writes: list[Write] = []
         self.fail: Failer | None = None
+        self.version: Obj | None = None
+        """What ``GET /version`` answers (``{"gitVersion": "v1.24.0"}``); None: 404."""
         self._watchers: list[tuple[_Selection, trio.MemorySendChannel[bytes]]] = []
         self._ids = itertools.count(1)
 
@@ -387,6 +389,10 @@ class MemoryApiserver(BaseRequester):
                 raise answer
             if answer is not None:
                 return answer
+        if path == "/version":
+            if self.version is None:
+                return status_response(404, "NotFound", "the server could not find /version")
+            return json_response(self.version)
         return self._serve(method, path, dict(params or {}), decoded, content_type)
 
     def stream(
