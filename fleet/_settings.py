@@ -147,6 +147,11 @@ class ShardSettings(_Section):
     """Node status PATCH when nothing changed: the kubelet's nodeStatusReportFrequency (5 min)."""
     pod_watch: Literal["shard", "per-node"] = "shard"
     """One pod watch for the whole shard (cheap for the apiserver), or one per node as a kubelet does."""
+    events: bool = True
+    """Post the Events a kubelet posts (node Starting, NodeHasSufficient*, NodeReady; pod
+    Pulling, Pulled, Created, Started, Killing), counted in series as client-go does: a
+    large share of a real cluster's writes. They go after every status write, and never
+    before a Lease renewal; false posts none (Warnings about bad CRs and pods still go)."""
     pod_deletion_delay: Duration = 0.0
     """Wait between a pod's deletionTimestamp and its final DELETE: a kubelet whose containers exit at once (0 s)."""
     node_ip_range: ipaddress.IPv4Network = ipaddress.IPv4Network("240.0.0.0/8")

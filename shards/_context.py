@@ -35,6 +35,7 @@ from fleet.kube import (
     resource_path,
 )
 from fleet.machinery import JSON, format_time
+from shards._events import KubeletEvents
 from shards._timers import DelayQueue
 
 __all__ = [
@@ -216,3 +217,5 @@ class ShardContext:
     fresh: Callable[[], bool]
     """The fence: True while the shard's Lease is fresh."""
     rng: random.Random = field(default_factory=random.Random)
+    kubelet_events: KubeletEvents | None = None
+    """The Events the kubelets post (:mod:`shards._events`); None: none."""

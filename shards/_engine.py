@@ -31,6 +31,9 @@ Lease lane                        ``_leaselane.LeaseLane``: node Lease renewals,
                                   dispatcher and writers, pipelined
 write queue writers               ``shard.writers`` tasks sending coalesced
                                   PATCHes, PUTs and DELETEs at ``shard.qps``
+kubelet events                    ``_events.KubeletEvents``: the kubelets'
+                                  Events, into the write queue in its quiet
+                                  moments
 metrics updater (+ server)        gauges every second; ``/metrics`` when a
                                   port is given
 kubelet API (optional)            ``_kubeletapi.KubeletServer``: logs, /pods,
@@ -69,6 +72,7 @@ from fleet.machinery import utc_now
 from fleet.wire import SHARD_LABEL, shard_field_manager, shard_host
 from shards._context import EventRecorder, FencedRequester, ShardContext, TimerKey
 from shards._cr import CrView, cr_path
+from shards._events import KubeletEvents
 from shards._kubeletapi import KubeletApiSettings, KubeletServer, WebhookAuth
 from shards._kubelets import NodeDriver
 from shards._kubeletview import DriverView
@@ -173,6 +177,7 @@ class ShardEngine:
             wall=wall,
             fresh=fresh,
             rng=self._rng,
+            kubelet_events=KubeletEvents(self.writes, wall=wall, enabled=s.events),
         )
         self.scripts = ScriptLibrary(gated_control, clock=clock, rng=self._rng)
         self.pods = PodDriver(self.ctx, self.scripts)
@@ -245,6 +250,8 @@ class ShardEngine:
                     )
                 )
             await nursery.start(self.writes.run)
+            if self.ctx.kubelet_events is not None:
+                await nursery.start(self.ctx.kubelet_events.run)
             await nursery.start(self.nodes.leases.run)
             send, receive = trio.open_memory_channel[TimerKey](TIMER_CHANNEL)
             async with receive:

@@ -119,6 +119,13 @@ _LATE_AFTER = 2.0
 READOPT_SPREAD = 1.0
 """Seconds over which the syncs of every CR are spread when the fence opens (at start,
 and after a lost shard Lease came back): a burst of GETs, not one instant of them."""
+_TRANSITION_EVENTS = {
+    "MemoryPressure": "NodeHasSufficientMemory",
+    "DiskPressure": "NodeHasNoDiskPressure",
+    "PIDPressure": "NodeHasSufficientPID",
+    "Ready": "NodeReady",
+}
+"""Kubelet condition -> the event its setter posts on a transition to the healthy status."""
 RESERVE_PAGE = 500
 """Nodes per page of the start-up list (:meth:`NodeDriver.reserve_addresses`): client-go's
 pager default."""
@@ -621,11 +628,19 @@ class NodeDriver:
         if state.node_uid and meta.uid != state.node_uid:
             return  # not the Node this state registered (re-created): its sync sorts it out
         status = event.obj.status
-        if not reports_differ(state.spec, status):
+        differ = reports_differ(state.spec, status)
+        if not differ:
             return
-        log.info("node %s: stored conditions differ from the kubelet's: reporting", meta.name)
+        log.info("node %s: stored %s differ from the kubelet's: reporting", meta.name, differ)
         state.packed_status = _NODE_STATUS.pack(bytes(status))
         self.restores += 1
+        events = self._ctx.kubelet_events
+        if events is not None:
+            # As the kubelet's condition setters do on a transition of what it reads back.
+            for kind in differ:
+                reason = _TRANSITION_EVENTS.get(kind)
+                if reason is not None:
+                    events.node(meta.name, reason, f"Node {meta.name} status is now: {reason}")
         self._ctx.timers.schedule(("report", state.key), self._ctx.clock())
 
     def _stop(self, key: str, *, check_gone: bool) -> None:
@@ -751,6 +766,8 @@ class NodeDriver:
                 state.driving = True
                 self._listener.node_added(state.name, state)
             await self._report(state.key, periodic=False, node_created=created)
+            if created and ctx.kubelet_events is not None:
+                ctx.kubelet_events.node_started(state.name)
         await self._write_cr_status(state)
 
     # -- registration --------------------------------------------------------------------------

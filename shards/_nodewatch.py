@@ -89,22 +89,21 @@ class _Conditions(msgspec.Struct, frozen=True):
 _decode_conditions = msgspec.json.Decoder(_Conditions).decode
 
 
-def reports_differ(spec: KubeletSpec, status: msgspec.Raw | bytes) -> bool:
-    """True if the stored ``status`` (JSON) does not hold the conditions the kubelet reports.
+def reports_differ(spec: KubeletSpec, status: msgspec.Raw | bytes) -> list[str]:
+    """The kubelet conditions the stored ``status`` (JSON) does not hold as the kubelet reports
+    them (empty: none), in the kubelet's order.
 
     A kubelet condition missing, or with another status, reason or message, is a
     difference; heartbeat and transition times, and other writers' conditions, are not.
     """
     wanted = reported_conditions(spec)
-    seen = 0
-    for condition in _decode_conditions(status).conditions or ():
-        want = wanted.get(condition.type)
-        if want is None:
-            continue
-        if (condition.status, condition.reason, condition.message) != want:
-            return True
-        seen += 1
-    return seen < len(wanted)
+    stored = {c.type: c for c in _decode_conditions(status).conditions or ()}
+    differ = []
+    for kind, want in wanted.items():
+        condition = stored.get(kind)
+        if condition is None or (condition.status, condition.reason, condition.message) != want:
+            differ.append(kind)
+    return differ
 
 
 class NodeWatch:

@@ -53,6 +53,7 @@ from fleet.kube import (
 )
 from fleet.machinery import JSON, STRATEGIC_MERGE_PATCH
 from shards._context import ShardContext
+from shards._events import container_events
 from shards._ipam import PoolExhausted
 from shards._kubeletapi import KUBELET_ANNOTATION_PREFIXES
 from shards._kubelets import NodeState
@@ -917,6 +918,11 @@ class PodDriver:
             style=style,
         )
         patch = make_patch(record.uid, current, desired)
+        events = ctx.kubelet_events
+        if patch is not None and events is not None and events.enabled:
+            changes = container_events(current, desired, pulled_in=elapsed, deleting=deleting)
+            if changes:
+                events.pod(record.namespace, record.name, record.uid, changes, host=record.node)
         if deleting:
             if record.delete_scheduled:
                 return

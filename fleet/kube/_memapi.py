@@ -102,6 +102,7 @@ _GENERATION = frozenset(
 _STRATEGIC_KINDS: Mapping[RKey, str] = {
     ("", "pods"): "Pod",
     ("", "nodes"): "Node",
+    ("", "events"): "Event",
     ("apps", "deployments"): "Deployment",
     ("apps", "replicasets"): "ReplicaSet",
 }

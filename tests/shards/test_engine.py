@@ -77,6 +77,11 @@ def puts(api: MemoryApiserver, path: str) -> list[float]:
     return [c.at for c in api.log("PUT", path)]
 
 
+def warnings(api: MemoryApiserver, path: str = EVENTS) -> list[Any]:
+    """The Warning Events POSTed to ``path`` (the kubelets' Normal ones aside)."""
+    return [c.body for c in api.log("POST", path) if c.body["type"] == "Warning"]
+
+
 def phase(api: MemoryApiserver, name: str) -> str | None:
     obj = api.get(f"{PODS}/{name}")
     return None if obj is None else obj["status"].get("phase")
@@ -363,7 +368,7 @@ async def test_same_name_in_two_namespaces_second_gets_conflict(
     assert cr is not None
     registered = next(c for c in cr["status"]["conditions"] if c["type"] == "Registered")
     assert (registered["status"], registered["reason"]) == ("False", "NameConflict")
-    events = [c.body for c in api.log("POST", "/api/v1/namespaces/team-b/events")]
+    events = warnings(api, "/api/v1/namespaces/team-b/events")
     assert [e["reason"] for e in events] == ["NameConflict"]
     node = api.get(f"{NODES}/n1")
     assert node is not None
@@ -385,7 +390,7 @@ async def test_bad_cr_gets_event_and_condition_others_keep_going(
     registered = next(c for c in cr["status"]["conditions"] if c["type"] == "Registered")
     assert (registered["status"], registered["reason"]) == ("False", "InvalidSpec")
     assert "cpu" in registered["message"]
-    events = [c.body for c in api.log("POST", EVENTS)]
+    events = warnings(api)
     assert [(e["reason"], e["type"], e["involvedObject"]["name"]) for e in events] == [
         ("InvalidSpec", "Warning", "bad")
     ]
@@ -571,7 +576,7 @@ async def test_bad_annotation_event_and_pending_with_reason(
     assert bad["status"]["phase"] == "Pending"
     assert bad["status"]["reason"] == "InvalidLifecycleAnnotation"
     assert "delayRunning" in bad["status"]["message"]
-    events = [c.body for c in api.log("POST", EVENTS)]
+    events = warnings(api)
     assert [(e["reason"], e["involvedObject"]["kind"]) for e in events] == [
         ("InvalidLifecycleAnnotation", "Pod")
     ]

@@ -40,7 +40,7 @@ async def test_start_up_is_frozen_once_it_is_over(
         api.create(PODS, pod(f"p{j}", f"n{j % 3}"))
     # 5 writes a second: the pods' Running PATCHes queue up for ~12 s after registration.
     engine = ShardEngine(
-        settings(qps=5.0, burst=5),
+        settings(qps=5.0, burst=5, events=False),  # the status writes alone
         "0",
         control=api,
         wall=wall,

@@ -16,7 +16,7 @@ from fleet.sandbox import RunningSandbox
 from shards import ShardEngine
 from shards._plan import ContainerState
 from shards._scripts import compile_script
-from tests.shards.test_engine import CRS, EVENTS, PODS, node_cr, phase, pod, start
+from tests.shards.test_engine import CRS, EVENTS, PODS, node_cr, phase, pod, start, warnings
 
 BASE = MemoryApiserver.BASE
 stamp = MemoryApiserver.stamp
@@ -148,7 +148,7 @@ async def test_pod_follows_its_mock_status(
     assert (final["reason"], final["message"]) == ("OOMKilled", "the pod ran out of memory")
     terminated = states(api, "p")["sidecar"]["state"]["terminated"]
     assert (terminated["exitCode"], terminated["reason"]) == (137, "OOMKilled")
-    assert api.log("POST", EVENTS) == []
+    assert warnings(api) == []
 
 
 async def test_sidecar_override_while_running(
@@ -186,7 +186,7 @@ async def test_missing_mock_status_waits_then_applies_from_creation(
     assert pending["phase"] == "Pending"
     assert pending["reason"] == "MockStatusNotFound"
     assert "no MockStatus default/later" in pending["message"]
-    events = [c.body for c in api.log("POST", EVENTS)]
+    events = warnings(api)
     assert [(e["reason"], e["type"], e["involvedObject"]["name"]) for e in events] == [
         ("MockStatusNotFound", "Warning", "p")
     ]
@@ -213,7 +213,7 @@ async def test_missing_mock_status_waits_then_applies_from_creation(
     started = states(api, "p")["main"]["state"]["terminated"]["startedAt"]
     # The timeline's 10 s, not the moment the script appeared.
     assert started == stamp(BASE + timedelta(seconds=created + 10))
-    assert len(api.log("POST", EVENTS)) == 1
+    assert len(warnings(api)) == 1
 
 
 async def test_changed_mock_status_replans_but_terminal_states_stay(
@@ -310,7 +310,9 @@ async def test_invalid_or_deleted_mock_status(
     fixed = status(api, "victim")
     assert fixed["phase"] == "Running" and "reason" not in fixed
     reasons = sorted(
-        (c.body["involvedObject"]["kind"], c.body["reason"]) for c in api.log("POST", EVENTS)
+        (c.body["involvedObject"]["kind"], c.body["reason"])
+        for c in api.log("POST", EVENTS)
+        if c.body["type"] == "Warning"
     )
     # One on the pod; one on each MockStatus while invalid (shard 0 reports; test_policies).
     assert reasons == [("MockStatus", "InvalidMockStatus")] * 2 + [("Pod", "InvalidMockStatus")]
@@ -377,9 +379,11 @@ async def test_mock_status_against_the_sandbox(
         assert "ErrImagePull" in reasons
         assert (orphan["phase"], orphan["reason"]) == ("Pending", "MockStatusNotFound")
         events = await client.get("/api/v1/namespaces/default/events")
-        assert [(e["reason"], e["involvedObject"]["name"]) for e in events["items"]] == [
-            ("MockStatusNotFound", "orphan")
-        ]
+        assert [
+            (e["reason"], e["involvedObject"]["name"])
+            for e in events["items"]
+            if e["type"] == "Warning"
+        ] == [("MockStatusNotFound", "orphan")]
         await client.create(SCRIPTS, script("not-yet", {"after": "0s", "phase": "Succeeded"}))
         with trio.fail_after(4):
             while True:
