@@ -99,7 +99,12 @@ def _statuses(status: Mapping[str, Any], field: str) -> Iterator[Mapping[str, An
 
 
 def container_events(
-    before: Mapping[str, Any], after: Mapping[str, Any], *, pulled_in: float, deleting: bool
+    before: Mapping[str, Any],
+    after: Mapping[str, Any],
+    *,
+    pulled_in: float,
+    deleting: bool,
+    images: Mapping[str, str] | None = None,
 ) -> list[ContainerEvent]:
     """The container events a kubelet posts between pod status ``before`` and ``after``.
 
@@ -107,7 +112,8 @@ def container_events(
     count went up): its first start ``Pulling`` and ``Pulled`` (pulled in
     ``pulled_in`` seconds), a restart ``Pulled`` (already present); then ``Created``
     and ``Started``. A running container stopped because its pod is ``deleting``:
-    ``Killing``.
+    ``Killing``. ``images``: container name -> image as the spec writes it (what the
+    kubelet's messages quote; the status may hold the runtime's normalised name).
     """
     out: list[ContainerEvent] = []
     for field, where in (
@@ -123,7 +129,7 @@ def container_events(
             prev_state = prev.get("state") or {}
             restarts = int(new.get("restartCount") or 0)
             restarted = restarts > int(prev.get("restartCount") or 0)
-            image = str(new.get("image") or "")
+            image = (images or {}).get(name) or str(new.get("image") or "")
             if (_started(state) and not _started(prev_state)) or restarted:
                 if restarts == 0:
                     out.append(ContainerEvent("Pulling", f'Pulling image "{image}"', path))

@@ -920,7 +920,12 @@ class PodDriver:
         patch = make_patch(record.uid, current, desired)
         events = ctx.kubelet_events
         if patch is not None and events is not None and events.enabled:
-            changes = container_events(current, desired, pulled_in=elapsed, deleting=deleting)
+            spec_images = {
+                c.name: c.image for c in (*record.spec.init_containers, *record.spec.containers)
+            }
+            changes = container_events(
+                current, desired, pulled_in=elapsed, deleting=deleting, images=spec_images
+            )
             if changes:
                 events.pod(record.namespace, record.name, record.uid, changes, host=record.node)
         if deleting:
