@@ -9,7 +9,10 @@ runs :class:`shards.ShardEngine` until SIGINT or SIGTERM, then exits cleanly.
 
 from __future__ import annotations
 
+import os
+import re
 import signal
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -23,7 +26,28 @@ from fleet.cli._options import ContextOption, KubeconfigOption, MetricsAddressOp
 from fleet.supervise import configure_logging, process_identity
 from fleet.wire import shard_host
 
-__all__ = ["run_shard"]
+__all__ = ["resolve_shard_id", "run_shard"]
+
+_ORDINAL = re.compile(r"-(\d+)$")
+
+
+def resolve_shard_id(given: str, environ: Mapping[str, str]) -> int:
+    """``--id``'s value; empty: the ordinal ending the pod's name (``POD_NAME``, else
+    ``HOSTNAME``), as on clusters before 1.28, whose StatefulSet pods have no
+    ``apps.kubernetes.io/pod-index`` label for the downward API to give."""
+    text = given.strip()
+    if text:
+        if not text.isdigit():
+            raise typer.BadParameter(f"{given!r} is not a whole number", param_hint="--id")
+        return int(text)
+    for var in ("POD_NAME", "HOSTNAME"):
+        match = _ORDINAL.search(environ.get(var, ""))
+        if match:
+            return int(match.group(1))
+    raise typer.BadParameter(
+        "empty, and neither POD_NAME nor HOSTNAME ends in a StatefulSet ordinal (-<n>)",
+        param_hint="--id",
+    )
 
 
 async def run_shard(settings: FleetSettings, shard_id: int) -> None:
@@ -68,7 +92,11 @@ async def run_shard(settings: FleetSettings, shard_id: int) -> None:
 
 @app.command()
 def shard(
-    shard_id: int = typer.Option(..., "--id", min=0, help="This shard's id (K in shard-K)."),
+    shard_id: str = typer.Option(
+        ...,
+        "--id",
+        help="This shard's id (K in shard-K); empty: the ordinal ending $POD_NAME or $HOSTNAME.",
+    ),
     config: Path | None = typer.Option(
         None, "--config", dir_okay=False, help="YAML settings file (see `config show`)."
     ),
@@ -82,6 +110,7 @@ def shard(
     ),
 ) -> None:
     """Run one shard: drive every Node CR labelled with its id, and their pods."""
+    number = resolve_shard_id(shard_id, os.environ)
     watch: Literal["shard", "per-node"] | None = None
     if pod_watch is not None:
         if pod_watch not in ("shard", "per-node"):
@@ -97,4 +126,4 @@ def shard(
         },
     )
     configure_logging()
-    trio.run(run_shard, settings, shard_id)
+    trio.run(run_shard, settings, number)
