@@ -20,7 +20,7 @@ server closed it (``timeoutSeconds``)        watch again at once, same resourceV
                                              received in between backs off first)
 429 Too Many Requests                        wait Retry-After (else backoff), watch
                                              again without listing
-cut, 5xx, other errors, inactivity           backoff 0.8 s doubling to 30 s, jittered,
+cut, 5xx, other errors, inactivity (below)   backoff 0.8 s doubling to 30 s, jittered,
                                              reset after 2 healthy minutes; watch
                                              again from the last resourceVersion
 ended at once with nothing received          counted as a failure (backoff), so a
@@ -33,6 +33,17 @@ ended at once with nothing received          counted as a failure (backoff), so 
 
 A BOOKMARK only moves the resourceVersion. The server-side ``timeoutSeconds``
 is drawn in [5, 10] minutes per watch "to spread the load" of reconnects.
+
+Inactivity is judged by what the server sends. kube-apiserver's watch cache
+sends a watch that asked for them a BOOKMARK about once a minute, but only for
+some resources: on a v1.24 apiserver, Nodes get one every ~60 s, while custom
+resources (Node CRs, MockStatus) get none at all, not even before the
+deadline, so a quiet watch of them hears nothing until the server ends it at
+``timeoutSeconds``. So a reflector presumes the connection dead after
+``inactivity_timeout`` without a byte only once it has seen the server send
+periodic bookmarks (one arriving more than ``inactivity_timeout`` before the
+watch's end: not merely the one some servers send just before it); until
+then, only after ``timeoutSeconds`` + ``server_end_grace``.
 The stream is read as bytes and split on ``b"\\n"`` (kopf ``_iter_jsonlines``),
 never as text lines: JSON strings may hold Unicode line breaks, and a chunk
 may end inside a UTF-8 sequence. One line is bounded by ``max_object_size``.
@@ -131,9 +142,13 @@ class WatchSettings:
     of many clients reconnecting at once."""
     inactivity_timeout: float = 150.0
     """Seconds without a byte (bookmarks count) after which the connection is presumed dead
-    and a new watch is made. The watch cache sends a bookmark about once a minute to a
-    client that asked for them, so 2.5 missed bookmarks mean a dead peer; on a server that
-    sends none, a quiet watch merely reconnects from the same resourceVersion (cheap)."""
+    and a new watch is made, once the server has been seen sending periodic bookmarks: the
+    watch cache sends one about once a minute, so 2.5 missed bookmarks mean a dead peer.
+    Before that (custom resources get none: see the module docstring) a quiet watch is
+    given until the server ends it (``timeoutSeconds`` + ``server_end_grace``)."""
+    server_end_grace: float = 30.0
+    """Seconds past a watch's ``timeoutSeconds`` to wait for the server to end it, when it
+    sends no bookmarks: its own clock and a loaded apiserver may run a little late."""
     max_object_size: int = 8 * 1024 * 1024
     """Longest watch line buffered, bytes. etcd refuses values over 1.5 MiB by default
     (``--max-request-bytes``); 8 MiB leaves room for raised limits and the JSON envelope
@@ -266,6 +281,10 @@ class Reflector(Generic[T]):
         self._lists = 0
         self._watches = 0
         self._received = False  # whether the current watch has received any line
+        self._server_bookmarks = False
+        """The server has sent a periodic bookmark: silence of ``inactivity_timeout`` means a
+        dead connection (see the module docstring)."""
+        self._watch_deadline = 0.0  # when the server should end the current watch
         self._watch_opened: float | None = None
         self._last_error: str | None = None
 
@@ -545,6 +564,7 @@ class Reflector(Generic[T]):
             **self._selectors,
         }
         started = self._clock()
+        self._watch_deadline = started + timeout
         self._watches += 1
         splitter = _LineSplitter(settings.max_object_size)
         async with AsyncExitStack() as stack:
@@ -585,14 +605,23 @@ class Reflector(Generic[T]):
                         await aclose()
         return self._received or self._clock() - started >= settings.short_watch
 
+    def _silence_limit(self) -> float:
+        """Seconds of silence after which the current watch is presumed dead."""
+        settings = self.settings
+        if self._server_bookmarks:
+            return settings.inactivity_timeout
+        until_end = self._watch_deadline + settings.server_end_grace - self._clock()
+        return max(settings.inactivity_timeout, until_end)
+
     async def _next_chunk(self, chunks: AsyncIterator[bytes]) -> bytes | None:
-        with trio.move_on_after(self.settings.inactivity_timeout) as scope:
+        limit = self._silence_limit()
+        with trio.move_on_after(limit) as scope:
             try:
                 return await anext(chunks)
             except StopAsyncIteration:
                 return None
         assert scope.cancelled_caught
-        raise ReadTimeout(f"watch {self.path}: no bytes for {self.settings.inactivity_timeout} s")
+        raise ReadTimeout(f"watch {self.path}: no bytes for {limit:.0f} s")
 
     async def _handle(self, line: bytes, send: trio.MemorySendChannel[WatchEvent[T]]) -> None:
         try:
@@ -620,6 +649,8 @@ class Reflector(Generic[T]):
             rv = self._decode_aux(_meta_decoder, envelope.object).metadata.resource_version
             self._rv = rv or self._rv
             self._bookmarks += 1
+            if self._watch_deadline - self._clock() > self.settings.inactivity_timeout:
+                self._server_bookmarks = True  # periodic, not just the one before the end
         elif kind == "ERROR":
             status = self._decode_aux(_status_decoder, envelope.object)
             raise api_error_from_status(status.code, msgspec.to_builtins(status))

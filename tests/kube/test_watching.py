@@ -445,6 +445,74 @@ async def test_inactivity_timeout_reconnects(autojump_clock: trio.testing.MockCl
         nursery.cancel_scope.cancel()
 
 
+async def test_a_quiet_watch_of_a_server_without_bookmarks_lasts_until_the_server_ends_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A custom resource on kube-apiserver 1.24: not one byte until timeoutSeconds.
+    api = FakeApiserver(
+        Lister(("10", [])),
+        [StreamScript([Pause(300.0)]), StreamScript([Pause(300.0)]), STREAM_HANGS],
+    )
+    reflector = Reflector(
+        api, PATH, Pod, settings=settings(inactivity_timeout=150.0), rng=random.Random(1)
+    )
+    send, _receive = trio.open_memory_channel[WatchEvent[Pod]](10)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(reflector.run, send)
+        await trio.sleep(700.0)
+        first, second, third = api.log(stream=True)
+        # Ended by the server each time, re-watched at once: no timeout, no error, no backoff.
+        assert second.at - first.at == pytest.approx(300.0)
+        assert third.at - second.at == pytest.approx(300.0)
+        assert reflector.statistics().last_error is None
+        nursery.cancel_scope.cancel()
+
+
+async def test_silence_past_the_servers_own_end_is_a_dead_connection(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    api = FakeApiserver(Lister(("10", [])), [STREAM_HANGS, STREAM_HANGS])
+    reflector = Reflector(
+        api, PATH, Pod, settings=settings(inactivity_timeout=150.0), rng=NoJitter()
+    )
+    send, _receive = trio.open_memory_channel[WatchEvent[Pod]](10)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(reflector.run, send)
+        await trio.sleep(1300.0)
+        first, second = api.log(stream=True)[:2]
+        timeout = int(first.params["timeoutSeconds"])
+        assert second.at - first.at == pytest.approx(timeout + 30.0 + 0.8)
+        last_error = reflector.statistics().last_error
+        assert last_error is not None and "ReadTimeout" in last_error
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_bookmark_just_before_the_end_is_not_taken_for_periodic_ones(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Some servers send one bookmark 2 s before the deadline, and nothing in between.
+    api = FakeApiserver(
+        Lister(("10", [])),
+        [
+            StreamScript([Pause(298.0), bookmark("11"), Pause(2.0)]),
+            StreamScript([Pause(298.0), bookmark("12"), Pause(2.0)]),
+            STREAM_HANGS,
+        ],
+    )
+    reflector = Reflector(
+        api, PATH, Pod, settings=settings(inactivity_timeout=150.0, max_watch_timeout=300)
+    )
+    send, _receive = trio.open_memory_channel[WatchEvent[Pod]](10)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(reflector.run, send)
+        await trio.sleep(700.0)
+        first, second, third = api.log(stream=True)
+        assert (second.at - first.at, third.at - second.at) == pytest.approx((300.0, 300.0))
+        assert third.params["resourceVersion"] == "12"
+        assert reflector.statistics().last_error is None
+        nursery.cancel_scope.cancel()
+
+
 async def test_server_timeout_is_random_between_5_and_10_minutes(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -522,7 +590,14 @@ async def test_an_object_that_does_not_fit_the_view_is_fatal(
 async def test_bounded_channel_applies_backpressure(autojump_clock: trio.testing.MockClock) -> None:
     api = FakeApiserver(
         Lister(("10", [pod(f"p{i}", str(i)) for i in range(3)])),
-        [StreamScript([event_line("ADDED", pod(f"w{i}", str(20 + i))) for i in range(3)] + [HANG])],
+        # A server that sends periodic bookmarks: its silence counts (see the next tests).
+        [
+            StreamScript(
+                [bookmark("15")]
+                + [event_line("ADDED", pod(f"w{i}", str(20 + i))) for i in range(3)]
+                + [HANG]
+            )
+        ],
     )
     reflector = Reflector(api, PATH, Pod, settings=settings(inactivity_timeout=60.0))
     send, receive = trio.open_memory_channel[WatchEvent[Pod]](1)
