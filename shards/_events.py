@@ -41,9 +41,8 @@ from typing import Any
 import msgspec
 import trio
 
-from fleet.kube._paths import resource_path
-from fleet.kube._writequeue import Write, WriteQueue, WriteResult
-from shards._podstatus import format_time
+from fleet.kube import Write, WriteQueue, WriteResult, resource_path
+from fleet.machinery import JSON, STRATEGIC_MERGE_PATCH, format_time
 
 __all__ = [
     "EVENT_BUFFER",
@@ -77,7 +76,6 @@ NODE_STARTED = (
 )
 """What a kubelet posts when it registers its node Ready (the recorded kubelet's order)."""
 
-_STRATEGIC = "application/strategic-merge-patch+json"
 _encode = msgspec.json.Encoder().encode
 
 
@@ -240,7 +238,7 @@ class KubeletEvents:
                 "PATCH",
                 path,
                 _encode(body),
-                _STRATEGIC,
+                STRATEGIC_MERGE_PATCH,
                 on_result=self._forget_on_404(key, series),
                 force=True,
             )
@@ -274,7 +272,7 @@ class KubeletEvents:
             "POST",
             path,
             _encode(event),
-            "application/json",
+            JSON,
             on_result=self._forget_on_404(key, series),
             force=True,
         )

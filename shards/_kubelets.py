@@ -900,7 +900,7 @@ class NodeDriver:
         self._cidr_writing.add(state.name)
         try:
             response = await self._ctx.control.request(
-                "PATCH", _node_path(state.name), body=encode_patch(patch), content_type=_MERGE
+                "PATCH", _node_path(state.name), body=encode_patch(patch), content_type=MERGE_PATCH
             )
             answer = _decode_node_answer(response.raise_for_status().content)
         except FleetError as exc:

@@ -42,9 +42,7 @@ from collections.abc import Callable
 import msgspec
 import trio
 
-from fleet.kube._paths import resource_path
-from fleet.kube._seam import Requester
-from fleet.kube._watching import Reflector, WatchEvent
+from fleet.kube import Reflector, Requester, WatchEvent, resource_path
 from shards._nodeobj import KubeletSpec, reported_conditions
 
 __all__ = ["NODE_EVENT_BUFFER", "NodeObject", "NodeSpec", "NodeWatch", "reports_differ"]

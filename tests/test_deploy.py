@@ -9,7 +9,6 @@ applies ``deploy/`` with a real kubectl to the sandbox apiserver.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import subprocess
 import tomllib
@@ -230,53 +229,25 @@ def test_shard_id_is_the_pod_ordinal() -> None:
     assert service["spec"]["selector"] == statefulset["spec"]["selector"]["matchLabels"]
 
 
-def test_shard_id_is_the_pod_names_ordinal_where_there_is_no_pod_index_label() -> None:
-    from fleet.cli._shard import resolve_shard_id
-
+def test_shard_id_falls_back_to_the_pod_names_ordinal() -> None:
+    # Before 1.28 the pod-index label's fieldRef gives "", expanded into --id "": the
+    # shard takes the ordinal ending POD_NAME (tests/cli/test_shard_id.py).
     c = container(one("StatefulSet", "kubemock-fleet-shard"))
     (pod_name,) = [e for e in c["env"] if e["name"] == "POD_NAME"]
     assert pod_name["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
-    # Before 1.28 the label's fieldRef gives "", which the kubelet expands into --id "".
-    assert resolve_shard_id("", {"POD_NAME": "kubemock-fleet-shard-12"}) == 12
-    assert resolve_shard_id("", {"HOSTNAME": "kubemock-fleet-shard-3"}) == 3
-    assert resolve_shard_id("5", {"POD_NAME": "kubemock-fleet-shard-12"}) == 5
     result = runner.invoke(app, ["shard", "--id", ""], env={"POD_NAME": "", "HOSTNAME": "box"})
     assert result.exit_code == 2 and "ordinal" in result.output
 
 
-def _selects(term: dict[str, Any], labels: dict[str, str]) -> bool:
-    """A nodeSelectorTerm's matchExpressions against a Node's labels, as the scheduler reads them."""
-    for expr in term.get("matchExpressions", []):
-        key, op, values = expr["key"], expr["operator"], expr.get("values", [])
-        ok = {
-            "In": key in labels and labels[key] in values,
-            "NotIn": key not in labels or labels[key] not in values,
-            "Exists": key in labels,
-            "DoesNotExist": key not in labels,
-        }[op]
-        if not ok:
-            return False
-    return True
-
-
-@pytest.mark.parametrize(
-    ("kind", "name"),
-    [("Deployment", "kubemock-fleet-coordinator"), ("StatefulSet", "kubemock-fleet-shard")],
-)
-def test_the_fleet_stays_off_its_own_fake_nodes(kind: str, name: str) -> None:
-    from fleet.coordinator import SHARD_LABEL
-    from shards._nodeobj import KubeletSpec, node_labels
-
-    pod = one(kind, name)["spec"]["template"]["spec"]
-    required = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
-    terms = required["nodeSelectorTerms"]
-    fake = KubeletSpec(name="fake-1", internal_ips=("240.0.0.1",), capacity={"cpu": "1"})
-    # What a shard registers (its label wins over the CR's), and what an older one did.
-    labelled = node_labels(dataclasses.replace(fake, labels={SHARD_LABEL: "0"}))
-    for labels in (labelled, node_labels(fake)):
-        assert not any(_selects(t, labels) for t in terms), labels
-    real = {"kubernetes.io/hostname": "worker-1", "kubernetes.io/os": "linux"}
-    assert any(_selects(t, real) for t in terms)
+def test_the_fleet_stays_off_its_own_fake_nodes() -> None:
+    # Each workload's required node affinity, against a fake Node's labels as a shard
+    # registers them: tests/shards/test_placement.py.
+    for kind, name in (
+        ("Deployment", "kubemock-fleet-coordinator"),
+        ("StatefulSet", "kubemock-fleet-shard"),
+    ):
+        pod = one(kind, name)["spec"]["template"]["spec"]
+        assert pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
 
 
 @pytest.mark.parametrize(

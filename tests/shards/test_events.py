@@ -14,10 +14,13 @@ from typing import Any
 
 import trio
 
-from fleet.kube._writequeue import Write
+from fleet.kube import MemoryApiserver, Write
 from shards._events import QUIET_DEPTH, KubeletEvents, container_events
-from tests._memapi import BASE, MemoryApiserver, stamp, wall
 from tests.shards.test_engine import CRS, EVENTS, NODES, PODS, node_cr, pod, start
+
+BASE = MemoryApiserver.BASE
+stamp = MemoryApiserver.stamp
+wall = MemoryApiserver.wall
 
 NODE_EVENTS = [
     ("Starting", "Starting kubelet."),

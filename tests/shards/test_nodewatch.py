@@ -16,9 +16,13 @@ from typing import Any
 import trio
 
 from fleet._settings import FleetSettings, ShardSettings
-from fleet.coordinator import SHARD_LABEL
+from fleet.kube import MemoryApiserver
+from fleet.wire import SHARD_LABEL
 from shards import ShardEngine
-from tests._memapi import BASE, MemoryApiserver, stamp, wall
+
+BASE = MemoryApiserver.BASE
+stamp = MemoryApiserver.stamp
+wall = MemoryApiserver.wall
 
 CRS = "/apis/mock.zhizuqiu.cn/v1alpha1/namespaces/default/nodes"
 NODES = "/api/v1/nodes"

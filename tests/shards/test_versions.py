@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import trio
 
+from fleet.kube import MemoryApiserver
 from shards._nodeobj import DEFAULT_KUBELET_VERSION
-from tests._memapi import MemoryApiserver
 from tests.shards.test_engine import CRS, NODES, PODS, node_cr, pod, start
 
 
