@@ -205,7 +205,7 @@ class _Watch:
         self.conn.write(b"%x\r\n%s\r\n" % (len(data), data))
 
     def _tick(self) -> None:
-        kind = {"pods": "Pod", "crs": "Node"}.get(self.kind, "MockStatus")
+        kind = {"pods": "Pod", "crs": "Node", "nodes": "Node"}.get(self.kind, "MockStatus")
         self.send(
             [
                 _encode(
@@ -309,6 +309,8 @@ class StubServer:
         query = dict(parse_qsl(parts.query))
         if path.startswith(_LEASE_PREFIX) and "/leases" in path:
             return self._lease(method, path, body)
+        if path == "/api/v1/nodes" and method == "GET":  # the shards' node list and watch
+            return self._collection(conn, "nodes", query)
         if path.startswith("/api/v1/nodes"):
             return self._node(method, path, body)
         if path == "/api/v1/pods":
@@ -479,7 +481,11 @@ class StubServer:
             self.watches.add(watch)
             return None
         self.count(f"{kind}_list")
-        total = {"crs": self.population.nodes, "pods": self.population.pods}.get(kind, 0)
+        total = {
+            "crs": self.population.nodes,
+            "pods": self.population.pods,
+            "nodes": len(self.nodes),
+        }.get(kind, 0)
         start = int(query.get("continue") or 0)
         limit = int(query.get("limit") or 0) or total
         stop = min(total, start + limit)
@@ -487,6 +493,8 @@ class StubServer:
             items = [self.population.cr(i) for i in range(start, stop)]
         elif kind == "mockstatuses":
             items = self.population.mock_statuses
+        elif kind == "nodes":
+            items = list(self.nodes.values())[start:stop]
         else:
             items = [self.population.pod(j, self.pod_status.get(j)) for j in range(start, stop)]
         meta: dict[str, Any] = {"resourceVersion": str(self.rv)}

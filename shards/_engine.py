@@ -273,7 +273,9 @@ class ShardEngine:
             # holds only the pods of nodes this shard claims (NodeDriver.claims).
             if cr_receive.statistics().current_buffer_used:
                 await self._crs_drained.wait()
-            await nursery.start(self.node_watch.run)
+            # Not waited for: an apiserver that refuses the list (RBAC of an older deploy/)
+            # costs the restoring of overwritten conditions, not the whole shard.
+            nursery.start_soon(self.node_watch.run)
             await nursery.start(self.pods.run)
             await nursery.start(self.lease.run)
             nursery.start_soon(self._export_metrics)

@@ -16,7 +16,7 @@ from typing import Any
 import trio
 
 from fleet._settings import FleetSettings, ShardSettings
-from fleet.kube import MemoryApiserver
+from fleet.kube import MemoryApiserver, Response
 from fleet.wire import SHARD_LABEL
 from shards import ShardEngine
 
@@ -244,3 +244,24 @@ async def test_cluster_allocation_is_never_second_guessed(
     await trio.sleep(5)
     node = api.get(f"{NODES}/n2")
     assert node is not None and node["spec"]["podCIDR"] == "10.9.0.0/24"
+
+
+async def test_a_refused_node_list_does_not_hold_up_the_shard(
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
+) -> None:
+    # RBAC of an older deploy/ (no list/watch on nodes), or an apiserver stub that has none.
+    api = MemoryApiserver()
+    api.create(CRS, node_cr("n1"))
+
+    def forbid_lists(method: str, path: str) -> Response | None:
+        if method == "GET" and path == NODES:
+            return Response(403, b'{"kind":"Status","code":403,"reason":"Forbidden"}')
+        return None
+
+    api.fail = forbid_lists
+    with trio.fail_after(30):  # the shard used to wait for the node list, for ever
+        engine = await start(api, nursery)
+    await trio.sleep(10)
+    state = engine.nodes.state_of("n1")
+    assert state is not None and state.driving
+    assert engine.ready()
