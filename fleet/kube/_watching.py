@@ -36,14 +36,16 @@ is drawn in [5, 10] minutes per watch "to spread the load" of reconnects.
 
 Inactivity is judged by what the server sends. kube-apiserver's watch cache
 sends a watch that asked for them a BOOKMARK about once a minute, but only for
-some resources: on a v1.24 apiserver, Nodes get one every ~60 s, while custom
-resources (Node CRs, MockStatus) get none at all, not even before the
-deadline, so a quiet watch of them hears nothing until the server ends it at
+some resources and not reliably: on a v1.24 apiserver Nodes get one every
+~60 s, while custom resources (Node CRs, MockStatus) get none for minutes, or a
+few and then none (the cache sends none while it has seen no event), so a
+quiet watch of them may hear nothing until the server ends it at
 ``timeoutSeconds``. So a reflector presumes the connection dead after
-``inactivity_timeout`` without a byte only once it has seen the server send
-periodic bookmarks (one arriving more than ``inactivity_timeout`` before the
-watch's end: not merely the one some servers send just before it); until
-then, only after ``timeoutSeconds`` + ``server_end_grace``.
+``inactivity_timeout`` without a byte only while the server is seen sending
+periodic bookmarks (two within ``inactivity_timeout`` of each other, well
+before the watch's end: not the one some servers send just before it);
+otherwise only after ``timeoutSeconds`` + ``server_end_grace``. A watch that
+did time out on silence makes the next one wait for the server's end again.
 The stream is read as bytes and split on ``b"\\n"`` (kopf ``_iter_jsonlines``),
 never as text lines: JSON strings may hold Unicode line breaks, and a chunk
 may end inside a UTF-8 sequence. One line is bounded by ``max_object_size``.
@@ -285,6 +287,7 @@ class Reflector(Generic[T]):
         """The server has sent a periodic bookmark: silence of ``inactivity_timeout`` means a
         dead connection (see the module docstring)."""
         self._watch_deadline = 0.0  # when the server should end the current watch
+        self._last_bookmark: float | None = None  # the current watch's last BOOKMARK
         self._watch_opened: float | None = None
         self._last_error: str | None = None
 
@@ -565,6 +568,7 @@ class Reflector(Generic[T]):
         }
         started = self._clock()
         self._watch_deadline = started + timeout
+        self._last_bookmark = None
         self._watches += 1
         splitter = _LineSplitter(settings.max_object_size)
         async with AsyncExitStack() as stack:
@@ -621,6 +625,7 @@ class Reflector(Generic[T]):
             except StopAsyncIteration:
                 return None
         assert scope.cancelled_caught
+        self._server_bookmarks = False  # they stopped: wait for the server's end next time
         raise ReadTimeout(f"watch {self.path}: no bytes for {limit:.0f} s")
 
     async def _handle(self, line: bytes, send: trio.MemorySendChannel[WatchEvent[T]]) -> None:
@@ -649,8 +654,11 @@ class Reflector(Generic[T]):
             rv = self._decode_aux(_meta_decoder, envelope.object).metadata.resource_version
             self._rv = rv or self._rv
             self._bookmarks += 1
-            if self._watch_deadline - self._clock() > self.settings.inactivity_timeout:
+            now, last = self._clock(), self._last_bookmark
+            window = self.settings.inactivity_timeout
+            if last is not None and now - last <= window and self._watch_deadline - now > window:
                 self._server_bookmarks = True  # periodic, not just the one before the end
+            self._last_bookmark = now
         elif kind == "ERROR":
             status = self._decode_aux(_status_decoder, envelope.object)
             raise api_error_from_status(status.code, msgspec.to_builtins(status))

@@ -421,10 +421,11 @@ async def test_normal_end_rewatches_at_once_but_a_very_short_watch_backs_off(
 async def test_inactivity_timeout_reconnects(autojump_clock: trio.testing.MockClock) -> None:
     api = FakeApiserver(
         Lister(("10", [])),
-        # A bookmark at 59 s keeps the stream alive; then nothing at all.
+        # Bookmarks at 29 s and 59 s: periodic ones, so silence counts; then nothing at all.
+        # The next watch does not take them for granted: two again before silence counts.
         [
-            StreamScript([Pause(59.0), bookmark("12"), HANG]),
-            StreamScript([Pause(30.0), bookmark("13"), HANG]),
+            StreamScript([Pause(29.0), bookmark("11"), Pause(30.0), bookmark("12"), HANG]),
+            StreamScript([Pause(15.0), bookmark("13"), Pause(15.0), bookmark("13"), HANG]),
         ],
     )
     reflector = Reflector(
@@ -484,6 +485,33 @@ async def test_silence_past_the_servers_own_end_is_a_dead_connection(
         assert second.at - first.at == pytest.approx(timeout + 30.0 + 0.8)
         last_error = reflector.statistics().last_error
         assert last_error is not None and "ReadTimeout" in last_error
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_few_bookmarks_then_silence_cost_one_timeout_not_one_a_watch(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A custom resource on kube-apiserver 1.24: two bookmarks a minute apart, then none.
+    api = FakeApiserver(
+        Lister(("10", [])),
+        [
+            StreamScript([Pause(60.0), bookmark("11"), Pause(60.0), bookmark("12"), HANG]),
+            StreamScript([Pause(300.0)]),
+            StreamScript([Pause(300.0)]),
+            STREAM_HANGS,
+        ],
+    )
+    reflector = Reflector(
+        api, PATH, Pod, settings=settings(inactivity_timeout=150.0), rng=NoJitter()
+    )
+    send, _receive = trio.open_memory_channel[WatchEvent[Pod]](10)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(reflector.run, send)
+        await trio.sleep(1000.0)
+        first, second, third, fourth = api.log(stream=True)
+        assert second.at - first.at == pytest.approx(120.0 + 150.0 + 0.8)
+        # Then the server's end is waited for: no more timeouts.
+        assert (third.at - second.at, fourth.at - third.at) == pytest.approx((300.0, 300.0))
         nursery.cancel_scope.cancel()
 
 
@@ -593,7 +621,7 @@ async def test_bounded_channel_applies_backpressure(autojump_clock: trio.testing
         # A server that sends periodic bookmarks: its silence counts (see the next tests).
         [
             StreamScript(
-                [bookmark("15")]
+                [bookmark("15"), bookmark("15")]
                 + [event_line("ADDED", pod(f"w{i}", str(20 + i))) for i in range(3)]
                 + [HANG]
             )
