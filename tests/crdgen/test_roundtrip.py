@@ -60,13 +60,15 @@ def lasting_taints(node: dict[str, Any]) -> set[tuple[str, str, str]]:
 
 
 def expected_labels(original: dict[str, Any], copy: str) -> dict[str, str]:
-    """The original's labels, those naming the node (hostname above all) naming the copy."""
+    """The original's labels, those naming the node (hostname above all) naming the copy;
+    the shard label of shard 0."""
     old = original["metadata"]["name"]
     labels = dict(original["metadata"]["labels"])
     for key, value in labels.items():
         if key == HOSTNAME or value == old:
             labels[key] = copy
-    return {"type": "kubemock", **labels}
+    # The shard driving the copy labels its Node too (what its node watch selects).
+    return {"type": "kubemock", **labels, SHARD_LABEL: "0"}
 
 
 @pytest.mark.kubectl
