@@ -312,6 +312,10 @@ class NodeListener(Protocol):
 
     def node_removed(self, name: str) -> None: ...
 
+    def pod_cidrs_arrived(self, name: str) -> None:
+        """The node's podCIDRs came after its registration: pods may now get IPs."""
+        ...
+
 
 @dataclass(slots=True)
 class NodeState:
@@ -882,6 +886,8 @@ class NodeDriver:
         state.spec = replace(state.spec, pod_cidrs=cidrs)
         self._set_pool(state)
         self._ctx.timers.cancel(("cidr", state.key))
+        if state.driving:
+            self._listener.pod_cidrs_arrived(state.name)
 
     async def _give_pod_cidr(self, key: str) -> None:
         """A registered node has no podCIDR: write the shard's (``shard``, or ``auto`` after

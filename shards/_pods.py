@@ -815,6 +815,15 @@ class PodDriver:
             self._catch_up.add(name)
             self._catch_up_wake.set()
 
+    def pod_cidrs_arrived(self, name: str) -> None:
+        """Node ``name`` has its podCIDRs now (the cluster's, or the shard's after the wait):
+        its pods without an IP are evaluated again, and get one."""
+        now = self._ctx.clock()
+        for key in list(self._by_node.get(name, ())):
+            record = self.pods.get(key)
+            if record is not None and not record.ips and not record.spec.host_network:
+                self._ctx.timers.schedule(("pod", key), now)
+
     def node_removed(self, name: str) -> None:
         self._nodes.pop(name, None)
         self._catch_up.discard(name)

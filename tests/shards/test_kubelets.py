@@ -364,6 +364,9 @@ class _Listener:
     def node_removed(self, name: str) -> None:
         self.removed.append((name, self.engine.nodes.claims(name)))
 
+    def pod_cidrs_arrived(self, name: str) -> None:
+        pass
+
 
 async def test_claims_is_settled_before_the_node_is_removed(
     autojump_clock: trio.abc.Clock, nursery: trio.Nursery

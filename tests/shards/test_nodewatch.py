@@ -265,3 +265,23 @@ async def test_a_refused_node_list_does_not_hold_up_the_shard(
     state = engine.nodes.state_of("n1")
     assert state is not None and state.driving
     assert engine.ready()
+
+
+async def test_a_pod_running_before_its_nodes_podcidr_came_gets_an_ip_from_it(
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
+) -> None:
+    from tests.shards.test_engine import PODS, pod
+
+    api = MemoryApiserver()
+    api.create(CRS, node_cr("n1"))
+    await start_with(api, nursery, pod_cidr_allocation="cluster")
+    await trio.sleep(2)
+    api.create(PODS, pod("p", "n1"))
+    await trio.sleep(5)
+    obj = api.get(f"{PODS}/p")
+    assert obj is not None and obj["status"]["phase"] == "Running"
+    assert "podIP" not in obj["status"]  # no CIDR yet, no IP
+    api.patch(f"{NODES}/n1", {"spec": {"podCIDR": "10.244.9.0/24", "podCIDRs": ["10.244.9.0/24"]}})
+    await trio.sleep(2)
+    obj = api.get(f"{PODS}/p")
+    assert obj is not None and obj["status"]["podIP"] == "10.244.9.2"
