@@ -171,9 +171,12 @@ class ShardSettings(_Section):
     """Who gives each Node its ``spec.podCIDR(s)`` (a CR's own ``podCIDR`` is always written).
     ``cluster``: kube-controller-manager (``--allocate-node-cidrs``); the shard writes none and
     reads them back for pod IPs. ``shard``: carved from podCidrRange at registration (where
-    nobody allocates: the sandbox, which ``up`` runs with this). ``auto``: registered without;
-    a node still without one podCidrWait later gets the shard's, and from then on every node
-    at registration; a podCIDR the cluster writes settles it the other way."""
+    nobody allocates: the sandbox). ``auto``: registered without; a node still without one
+    podCidrWait later gets the shard's, and from then on every node at registration; a
+    podCIDR the cluster writes settles it the other way. The first node decides: a
+    controller-manager that has only just started may miss the wait, so say ``cluster``
+    where it is known (``up`` says ``shard`` on the sandbox, ``cluster`` on a real control
+    plane with its controller-manager)."""
     pod_cidr_wait: Duration = 5.0
     """How long ``auto`` waits for the cluster's podCIDR: kube-controller-manager's range
     allocator writes it within a second of the Node's creation."""

@@ -43,6 +43,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Literal
 
 import trio
 
@@ -189,6 +190,9 @@ class Up:
         self.supervisor: Supervisor | None = None
         """The shard children's supervisor, when shards run as processes."""
         self._kubelet_ca: Path | None = None
+        self._pod_cidrs: Literal["shard", "cluster"] = "shard"
+        """Who gives podCIDRs here, for shards left at ``auto``: kube-controller-manager of a
+        real control plane (``--allocate-node-cidrs``), else nobody but the shards."""
 
     def stop(self) -> None:
         """Ask for a clean stop (idempotent); :meth:`run` returns once everything has stopped."""
@@ -226,6 +230,8 @@ class Up:
             if s.control_plane == "real":
                 real = await outer.start(serve_real_control_plane, self._real_settings())
                 kubeconfig = real.kubeconfig
+                if "kube-controller-manager" in real.components:
+                    self._pod_cidrs = "cluster"  # it runs with --allocate-node-cidrs
                 for component, names in REAL_COMPONENT_LOOPS.items():
                     if component in real.components:
                         covered.update(names)
@@ -320,9 +326,9 @@ class Up:
             HotTransport(config, hot_settings) as hot,
             trio.open_nursery() as nursery,
         ):
-            if s.control_plane == "sandbox" and fleet.shard.pod_cidr_allocation == "auto":
-                # The sandbox allocates no podCIDRs (no kube-controller-manager): the shards do.
-                shard = fleet.shard.model_copy(update={"pod_cidr_allocation": "shard"})
+            if fleet.shard.pod_cidr_allocation == "auto":
+                # Known here: no guess (the sandbox and our loops allocate none).
+                shard = fleet.shard.model_copy(update={"pod_cidr_allocation": self._pod_cidrs})
                 fleet = fleet.model_copy(update={"shard": shard})
             for k in range(s.shards):
                 metrics = FleetMetrics()
@@ -391,9 +397,9 @@ class Up:
         for name, value in self._kubelet_settings().items():
             text = str(value).lower() if isinstance(value, bool) else str(value)
             env[f"{ENV_PREFIX}SHARD__{name.upper()}"] = text
-        if s.control_plane == "sandbox" and s.fleet.shard.pod_cidr_allocation == "auto":
-            # The sandbox allocates no podCIDRs (no kube-controller-manager): the shards do.
-            env[f"{ENV_PREFIX}SHARD__POD_CIDR_ALLOCATION"] = "shard"
+        if s.fleet.shard.pod_cidr_allocation == "auto":
+            # Known here: no guess (the sandbox and our loops allocate none).
+            env[f"{ENV_PREFIX}SHARD__POD_CIDR_ALLOCATION"] = self._pod_cidrs
         supervisor = Supervisor(
             {f"shard {k}": command(k) for k in range(s.shards)},
             env=env,

@@ -1,0 +1,175 @@
+"""One shard's kubelets on the real control plane (kube-apiserver and kube-controller-manager
+v1.24 with ``--allocate-node-cidrs``): what a real kubelet gets right there.
+
+- the node reports the apiserver's version;
+- its podCIDR is the controller-manager's (the shard writes none), and its pods' IPs come
+  from it;
+- ``Ready=Unknown`` written by another (the node-lifecycle controller) is put right within
+  seconds, as a kubelet that reads its Node every 10 s does;
+- the Events a kubelet posts, source ``kubelet``.
+
+In-process tests (the in-memory apiserver, autojump clock) cover each in detail:
+test_nodewatch.py, test_versions.py, test_events.py.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import fields
+from typing import Any
+
+import pytest
+import trio
+
+from fleet._settings import FleetSettings, ShardSettings
+from fleet.kube import Client, HotTransport, load_config
+from fleet.realcp import RealControlPlaneSettings, RunningControlPlane
+from fleet.wire import FLEET_NAMESPACE, SHARD_LABEL
+from shards import ShardEngine
+from tests._apiserver import unique
+
+CRS = "/apis/mock.zhizuqiu.cn/v1alpha1/namespaces/default/nodes"
+NODES = "/api/v1/nodes"
+PODS = "/api/v1/namespaces/default/pods"
+
+
+def ready(node: dict[str, Any]) -> str | None:
+    for c in node.get("status", {}).get("conditions") or []:
+        if c["type"] == "Ready":
+            return str(c["status"])
+    return None
+
+
+async def eventually(what: str, within: float, check: Any) -> Any:
+    with trio.fail_after(within):
+        while True:
+            got = await check()
+            if got:
+                return got
+            await trio.sleep(0.1)
+    raise AssertionError(what)  # pragma: no cover
+
+
+@pytest.mark.real
+async def test_a_kubelet_on_the_real_control_plane(
+    nursery: trio.Nursery, real_control_plane: RunningControlPlane
+) -> None:
+    config = load_config(real_control_plane.kubeconfig)
+    async with Client(config) as client, HotTransport(config) as hot:
+        namespaces = await client.list("/api/v1/namespaces")
+        if FLEET_NAMESPACE not in {n["metadata"]["name"] for n in namespaces.items}:
+            await client.create("/api/v1/namespaces", {"metadata": {"name": FLEET_NAMESPACE}})
+        shard, name = unique("kubelet"), unique("kubelet-node")
+        # Its controller-manager allocates podCIDRs, as `up --control-plane real` tells its
+        # shards; `auto` would find out from the first node, unless a cold controller-manager
+        # took longer than podCidrWait (the session's may have just started).
+        settings = FleetSettings(shard=ShardSettings(pod_cidr_allocation="cluster"))
+        engine = ShardEngine(settings, shard, control=client, hot=hot)
+        await nursery.start(engine.run)
+        cr = {
+            "apiVersion": "mock.zhizuqiu.cn/v1alpha1",
+            "kind": "Node",
+            "metadata": {"name": name, "labels": {SHARD_LABEL: shard}},
+            "spec": {},
+        }
+        await client.create(CRS, cr)
+
+        async def registered() -> dict[str, Any] | None:
+            nodes = await client.list(NODES, field_selector=f"metadata.name={name}")
+            node = nodes.items[0] if nodes.items else None
+            return node if node and ready(node) == "True" and node["spec"].get("podCIDR") else None
+
+        node = await eventually("the node Ready with a podCIDR", 30, registered)
+        version = (await client.get("/version"))["gitVersion"]
+        assert node["status"]["nodeInfo"]["kubeletVersion"] == version
+        assert node["metadata"]["labels"][SHARD_LABEL] == shard
+
+        # The controller-manager's podCIDR, read back; the shard wrote none.
+        cidr = node["spec"]["podCIDR"]
+        (default,) = [
+            f.default for f in fields(RealControlPlaneSettings) if f.name == "cluster_cidr"
+        ]
+        cluster = ipaddress.ip_network(str(default))  # the session's: the default
+        assert ipaddress.ip_network(cidr).subnet_of(cluster)  # type: ignore[arg-type]
+        podcidr_writers = {
+            m["manager"]
+            for m in node["metadata"].get("managedFields") or []
+            if "f:podCIDR" in str(m.get("fieldsV1"))
+        }
+        assert podcidr_writers and not any("kubemock-fleet" in w for w in podcidr_writers)
+        state = engine.nodes.state_of(name)
+        assert state is not None and state.spec is not None
+        assert state.spec.pod_cidrs == (cidr,)
+
+        # Ready=Unknown, as the node-lifecycle controller writes it: put right in seconds.
+        conditions = [
+            {
+                **c,
+                "status": "Unknown",
+                "reason": "NodeStatusUnknown",
+                "message": "Kubelet stopped posting node status.",
+            }
+            for c in node["status"]["conditions"]
+        ]
+        await client.patch(
+            f"{NODES}/{name}/status", {"status": {"conditions": conditions}}, patch_type="merge"
+        )
+        marked = trio.current_time()
+
+        async def restored() -> bool:
+            return ready(await client.get(f"{NODES}/{name}")) == "True"
+
+        await eventually("Ready again", 10, restored)
+        assert trio.current_time() - marked < 10  # a real kubelet: within ~10 s
+
+        # The kubelet's Events.
+        async def node_events() -> set[str] | None:
+            events = await client.list(
+                "/api/v1/namespaces/default/events", field_selector=f"involvedObject.name={name}"
+            )
+            reasons = {
+                e["reason"] for e in events.items if e["source"].get("component") == "kubelet"
+            }
+            wanted = {"Starting", "NodeHasSufficientMemory", "NodeHasNoDiskPressure"}
+            return reasons if wanted | {"NodeHasSufficientPID", "NodeReady"} <= reasons else None
+
+        await eventually("the kubelet's node events", 10, node_events)
+
+        # A pod: an IP from the controller-manager's podCIDR, and its container events.
+        pod_name = unique("kubelet-pod")
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": pod_name},
+            "spec": {"nodeName": name, "containers": [{"name": "web", "image": "nginx:1.25"}]},
+        }
+        await client.create(PODS, pod)
+
+        async def running() -> dict[str, Any] | None:
+            status = (await client.get(f"{PODS}/{pod_name}")).get("status") or {}
+            return status if status.get("phase") == "Running" and status.get("podIP") else None
+
+        status = await eventually("the pod Running", 15, running)
+        assert ipaddress.ip_address(status["podIP"]) in ipaddress.ip_network(cidr)
+        # A v1.24 kubelet writes no PodReadyToStartContainers (1.29) and no hostIPs.
+        assert "PodReadyToStartContainers" not in {c["type"] for c in status["conditions"]}
+        assert "hostIPs" not in status
+
+        async def pod_events() -> bool:
+            events = await client.list(
+                "/api/v1/namespaces/default/events",
+                field_selector=f"involvedObject.name={pod_name}",
+            )
+            reasons = [e["reason"] for e in events.items]
+            return {"Pulling", "Pulled", "Created", "Started"} <= set(reasons)
+
+        await eventually("the pod's container events", 10, pod_events)
+
+        await client.delete(f"{PODS}/{pod_name}", grace_period_seconds=0)
+        await client.delete(f"{CRS}/{name}")
+
+        async def gone() -> bool:
+            nodes = await client.list(NODES, field_selector=f"metadata.name={name}")
+            return not nodes.items
+
+        await eventually("the node removed with its CR", 30, gone)
