@@ -44,8 +44,10 @@ quiet watch of them may hear nothing until the server ends it at
 ``inactivity_timeout`` without a byte only while the server is seen sending
 periodic bookmarks (two within ``inactivity_timeout`` of each other, well
 before the watch's end: not the one some servers send just before it);
-otherwise only after ``timeoutSeconds`` + ``server_end_grace``. A watch that
-did time out on silence makes the next one wait for the server's end again.
+otherwise only after ``timeoutSeconds`` + ``server_end_grace``. Once a watch
+has timed out on silence, the reflector no longer trusts the server's
+bookmarks: every later watch waits for the server's end (one log line, not
+one every few minutes).
 The stream is read as bytes and split on ``b"\\n"`` (kopf ``_iter_jsonlines``),
 never as text lines: JSON strings may hold Unicode line breaks, and a chunk
 may end inside a UTF-8 sequence. One line is bounded by ``max_object_size``.
@@ -286,6 +288,8 @@ class Reflector(Generic[T]):
         self._server_bookmarks = False
         """The server has sent a periodic bookmark: silence of ``inactivity_timeout`` means a
         dead connection (see the module docstring)."""
+        self._bookmarks_failed = False
+        """A watch timed out on silence after periodic bookmarks: never trusted again."""
         self._watch_deadline = 0.0  # when the server should end the current watch
         self._last_bookmark: float | None = None  # the current watch's last BOOKMARK
         self._watch_opened: float | None = None
@@ -625,7 +629,9 @@ class Reflector(Generic[T]):
             except StopAsyncIteration:
                 return None
         assert scope.cancelled_caught
-        self._server_bookmarks = False  # they stopped: wait for the server's end next time
+        if self._server_bookmarks:  # they stopped: wait for the server's end from now on
+            self._server_bookmarks = False
+            self._bookmarks_failed = True
         raise ReadTimeout(f"watch {self.path}: no bytes for {limit:.0f} s")
 
     async def _handle(self, line: bytes, send: trio.MemorySendChannel[WatchEvent[T]]) -> None:
@@ -656,7 +662,8 @@ class Reflector(Generic[T]):
             self._bookmarks += 1
             now, last = self._clock(), self._last_bookmark
             window = self.settings.inactivity_timeout
-            if last is not None and now - last <= window and self._watch_deadline - now > window:
+            periodic = last is not None and now - last <= window
+            if periodic and self._watch_deadline - now > window and not self._bookmarks_failed:
                 self._server_bookmarks = True  # periodic, not just the one before the end
             self._last_bookmark = now
         elif kind == "ERROR":

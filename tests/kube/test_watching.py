@@ -422,7 +422,7 @@ async def test_inactivity_timeout_reconnects(autojump_clock: trio.testing.MockCl
     api = FakeApiserver(
         Lister(("10", [])),
         # Bookmarks at 29 s and 59 s: periodic ones, so silence counts; then nothing at all.
-        # The next watch does not take them for granted: two again before silence counts.
+        # Then the server's bookmarks are not trusted again: the next watch waits for its end.
         [
             StreamScript([Pause(29.0), bookmark("11"), Pause(30.0), bookmark("12"), HANG]),
             StreamScript([Pause(15.0), bookmark("13"), Pause(15.0), bookmark("13"), HANG]),
@@ -434,12 +434,14 @@ async def test_inactivity_timeout_reconnects(autojump_clock: trio.testing.MockCl
     send, _receive = trio.open_memory_channel[WatchEvent[Pod]](10)
     async with trio.open_nursery() as nursery:
         await nursery.start(reflector.run, send)
-        await trio.sleep(250.0)
-        first, second, third = api.log(stream=True)
+        await trio.sleep(900.0)
+        first, second, third = api.log(stream=True)[:3]
         assert second.at - first.at == pytest.approx(59.0 + 60.0 + 0.8)
         assert second.params["resourceVersion"] == "12"
-        # The first watch was healthy for 119.8 s, under 2 min: the backoff keeps growing.
-        assert third.at - second.at == pytest.approx(30.0 + 60.0 + 1.6)
+        # Its silence then lasts until the server's end (+ 30 s): a watch healthy for over
+        # 2 min, so the backoff is back at its first step.
+        timeout = int(second.params["timeoutSeconds"])
+        assert third.at - second.at == pytest.approx(timeout + 30.0 + 0.8)
         assert third.params["resourceVersion"] == "13"
         last_error = reflector.statistics().last_error
         assert last_error is not None and "ReadTimeout" in last_error
