@@ -34,7 +34,7 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -92,6 +92,16 @@ WATCH_BUFFER = 1024
 """Events buffered between a watch and its tracker."""
 CLEANUP_TIMEOUT = 120.0
 """Seconds the cleanup may take before it gives up and reports what is left."""
+RESYNC_AFTER = 30.0
+"""Seconds a step may see no progress before its tracker recounts from a LIST. A watch can
+miss what happened (events lost to a relist's gap, a watch cut while the apiserver was
+saturated): a step must not wait on what already happened, and a LIST every 30 s of a
+stalled step costs the apiserver little next to the load itself."""
+CLEANUP_CONCURRENCY = 16
+"""Deletes in flight when the cleanup deletes one object at a time (a delete-collection
+that timed out: a real apiserver answers 504 for 5,000 CRs with finalizers)."""
+CLEANUP_RETRY = 1.0
+"""Seconds between the cleanup's rounds while labelled objects are left."""
 WRITE_TIMEOUT = 60.0
 """Seconds one write of the load may take, as the httpx client's read timeout: a slow
 write is a latency to report (the apiserver's own request timeout is 60 s), not a failure."""
@@ -147,6 +157,8 @@ class RunOptions:
     ensure_crds: bool = False
     """Create the Node CRDs if missing (the bench's own sandbox has none)."""
     cleanup_timeout: float = CLEANUP_TIMEOUT
+    resync_after: float = RESYNC_AFTER
+    """Seconds without progress before a step's tracker recounts from a LIST."""
     keep: bool = False
     """Leave the run's objects in place for inspection (``--keep``): no cleanup; the
     notes say how to delete them (``kubectl delete ... -l <run label>``)."""
@@ -202,10 +214,18 @@ def _ts(value: datetime | None) -> float | None:
 
 
 class _Tracker:
-    """Something a step can wait on: ``changed`` fires on every observed event."""
+    """Something a step can wait on: ``changed`` fires on every observed event.
+
+    ``resync``, when set, recounts from the apiserver (a LIST) and is called when a step
+    has seen no change for :data:`RESYNC_AFTER`: what the watch missed is not lost.
+    """
 
     def __init__(self) -> None:
         self._changed = trio.Event()
+        self.resync: Callable[[], Awaitable[None]] | None = None
+        self.resync_after = RESYNC_AFTER
+        self.resyncs = 0
+        """LISTs made for stalled steps."""
 
     def _notify(self) -> None:
         self._changed.set()
@@ -220,7 +240,15 @@ class _Tracker:
             progress.update(step, now)
             if now >= target:
                 return
-            await event.wait()
+            with trio.move_on_after(self.resync_after if self.resync is not None else math.inf):
+                await event.wait()
+                continue
+            assert self.resync is not None  # only a finite wait ends here
+            self.resyncs += 1
+            try:
+                await self.resync()
+            except FleetError as exc:
+                log.info("step %s: recount from a list failed: %s", step, exc)
 
 
 class _NodeTracker(_Tracker):
@@ -228,6 +256,20 @@ class _NodeTracker(_Tracker):
         super().__init__()
         self._prefix = prefix
         self.ready: set[str] = set()
+
+    def replace(self, nodes: Iterable[Mapping[str, Any]]) -> None:
+        """The Ready set from a list of Nodes (a resync), in place of what the watch built."""
+        ready = set()
+        for node in nodes:
+            name = str((node.get("metadata") or {}).get("name", ""))
+            conditions = (node.get("status") or {}).get("conditions") or ()
+            if name.startswith(self._prefix) and any(
+                c.get("type") == "Ready" and c.get("status") == "True" for c in conditions
+            ):
+                ready.add(name)
+        if ready != self.ready:
+            self.ready = ready
+            self._notify()
 
     async def consume(self, receive: trio.MemoryReceiveChannel[WatchEvent[_NodeView]]) -> None:
         async with receive:
@@ -258,6 +300,23 @@ class _PodTracker(_Tracker):
         self.running: set[str] = set()
         self.deleted: set[str] = set()
         self.on_running: trio.MemorySendChannel[str] | None = None
+
+    def replace(self, pods: Iterable[Mapping[str, Any]]) -> None:
+        """Phases from a list of the run's pods (a resync): pods the watch never showed
+        Running count as Running (without a startup latency: their times were missed), and
+        pods gone from the list as deleted."""
+        phase: dict[str, str] = {}
+        for pod in pods:
+            meta = pod.get("metadata") or {}
+            name = str(meta.get("name", ""))
+            value = str((pod.get("status") or {}).get("phase") or "Pending")
+            phase[name] = "Terminating" if meta.get("deletionTimestamp") else value
+            if value == "Running":
+                self.running.add(name)
+        for name in set(self.phase) - set(phase):
+            self.deleted.add(name)
+        self.phase = phase
+        self._notify()
 
     def by_phase(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -354,6 +413,8 @@ class _Run:
         self.client_latency = LatencyRecorder()
         self.pods = _PodTracker(self.recorder, time.time)
         self.nodes = _NodeTracker(self.prefix)
+        for tracker, resync in ((self.nodes, self._resync_nodes), (self.pods, self._resync_pods)):
+            tracker.resync, tracker.resync_after = resync, options.resync_after
         self.steps: list[StepResult] = []
         self.notes: list[str] = []
         self.timeline: list[TimelineSample] = []
@@ -371,6 +432,13 @@ class _Run:
 
     def now(self) -> float:
         return trio.current_time() - self.t0
+
+    async def _resync_nodes(self) -> None:
+        self.nodes.replace((await self.client.list("/api/v1/nodes")).items)
+
+    async def _resync_pods(self) -> None:
+        path = f"/api/v1/namespaces/{self.spec.namespace}/pods"
+        self.pods.replace((await self.client.list(path, label_selector=self.selector)).items)
 
     async def scrape(self) -> Scrape | None:
         try:
@@ -466,6 +534,7 @@ class _Run:
         self.progress.begin(name, target)
         start = trio.current_time()
         errors_before = len(self.writes.errors)
+        resyncs_before = tracker.resyncs
         with trio.move_on_after(self.spec.timeout) as scope:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(work)
@@ -490,6 +559,12 @@ class _Run:
             )
         )
         self.progress.end(name)
+        if tracker.resyncs > resyncs_before:
+            self.notes.append(
+                f"step {name}: no progress seen for {tracker.resync_after:g} s, recounted from "
+                f"a list {tracker.resyncs - resyncs_before} time(s) (the watch may have missed "
+                "changes; pods found Running that way have no startup latency)"
+            )
         if not ok:
             self.notes.append(f"step {name}: {reason}")
             raise _StepFailed(name)
@@ -754,14 +829,19 @@ class _Run:
 
     # -- cleanup --------------------------------------------------------------------------
 
-    async def _delete_labelled(self, path: str, *, grace: int | None = None) -> int:
-        """Delete every object of ``path`` with the run label; how many there were."""
+    async def _delete_labelled(self, path: str, *, grace: int | None = None) -> None:
+        """Ask for every object of ``path`` with the run label to go.
+
+        A delete-collection first; where it is not served, or fails (a real apiserver
+        answers 504 when 5,000 CRs with finalizers take longer than its request timeout,
+        having deleted some), one DELETE per object still there, a few at a time.
+        """
         try:
             listed = await self.client.list(path, label_selector=self.selector)
         except NotFound:
-            return 0
-        if not listed.items:
-            return 0
+            return
+        if all(item.get("metadata", {}).get("deletionTimestamp") for item in listed.items):
+            return  # all on their way out (finalizers): asking again would only cost a LIST
         try:
             await self.client.delete_collection(
                 path,
@@ -769,14 +849,29 @@ class _Run:
                 grace_period_seconds=grace,
                 propagation_policy="Background",
             )
+            return
         except MethodNotAllowed:
-            for item in listed.items:
-                name = item.get("metadata", {}).get("name", "")
+            pass
+        except FleetError as exc:
+            log.info("cleanup: delete-collection of %s: %s; deleting one by one", path, exc)
+            listed = await self.client.list(path, label_selector=self.selector)
+        names = [
+            str(item.get("metadata", {}).get("name", ""))
+            for item in listed.items
+            if not item.get("metadata", {}).get("deletionTimestamp")
+        ]
+        limiter = trio.CapacityLimiter(CLEANUP_CONCURRENCY)
+
+        async def delete(name: str) -> None:
+            async with limiter:
                 try:
-                    await self.client.delete(f"{path}/{name}", grace_period_seconds=grace)
+                    await self.writer.delete(f"{path}/{name}", grace_period_seconds=grace)
                 except NotFound:
                     pass
-        return len(listed.items)
+
+        async with trio.open_nursery() as nursery:
+            for name in names:
+                nursery.start_soon(delete, name)
 
     async def _count_labelled(self, path: str) -> int:
         try:
@@ -785,37 +880,51 @@ class _Run:
             return 0
 
     async def cleanup(self) -> CleanupResult:
+        """Delete the run's objects in rounds until none is left or the time is up.
+
+        Counts come from the apiserver, before and after: ``deleted`` is what went,
+        ``leftover`` what is still there, whatever any single request answered.
+        """
         ns, node_ns = self.spec.namespace, self.spec.node_namespace
         pods = f"/api/v1/namespaces/{ns}/pods"
         deployments = f"/apis/apps/v1/namespaces/{ns}/deployments"
         crs = f"/apis/{GROUP}/{VERSION}/namespaces/{node_ns}/nodes"
         nodes = "/api/v1/nodes"
-        deleted = 0
+        order = ((deployments, None), (pods, 0), (crs, None))
+        paths = (pods, deployments, crs, nodes)
         errors: list[str] = []
-        leftover = 0
+        before: int | None = None
+        leftover: int | None = None
+
+        async def count() -> int:
+            return sum([await self._count_labelled(p) for p in paths])
+
         with trio.move_on_after(self.options.cleanup_timeout) as scope:
-            for path, grace in ((deployments, None), (pods, 0), (crs, None)):
-                try:
-                    deleted += await self._delete_labelled(path, grace=grace)
-                except FleetError as exc:
-                    errors.append(f"{path}: {exc}")
-            # The fleet's finalizer removes each Node and Lease before its CR goes.
             while True:
                 try:
-                    remaining = await self._count_labelled(crs) + await self._count_labelled(pods)
+                    left = await count()
                 except FleetError as exc:
-                    errors.append(str(exc))
+                    errors.append(f"counting: {exc}")
+                    await trio.sleep(CLEANUP_RETRY)
+                    continue
+                before = left if before is None else before
+                leftover = left
+                if left == 0:
                     break
-                if remaining == 0:
-                    break
-                await trio.sleep(0.2)
-            try:
-                deleted += await self._delete_labelled(nodes)  # Nodes a stopped fleet left behind
-                leftover = sum(
-                    [await self._count_labelled(p) for p in (pods, deployments, crs, nodes)]
-                )
-            except FleetError as exc:
-                errors.append(str(exc))
+                for path, grace in order:
+                    try:
+                        await self._delete_labelled(path, grace=grace)
+                    except FleetError as exc:
+                        if len(errors) < 20:
+                            errors.append(f"{path}: {exc}")
+                # The fleet's finalizer removes each Node and Lease before its CR goes; a
+                # Node left behind (a fleet stopped first) goes by its label, after its CR.
+                if await self._count_labelled(crs) == 0:
+                    try:
+                        await self._delete_labelled(nodes)
+                    except FleetError as exc:
+                        errors.append(f"{nodes}: {exc}")
+                await trio.sleep(CLEANUP_RETRY)
             for name in self.created_namespaces:
                 try:
                     await self.client.delete(f"/api/v1/namespaces/{name}")
@@ -823,14 +932,15 @@ class _Run:
                     errors.append(f"namespace {name}: {exc}")
         if scope.cancelled_caught:
             errors.append(f"cleanup did not finish within {self.options.cleanup_timeout:.0f} s")
-            try:
-                with trio.move_on_after(10):
-                    leftover = sum(
-                        [await self._count_labelled(p) for p in (pods, deployments, crs)]
-                    )
-            except FleetError:
-                pass
-        return CleanupResult(deleted=deleted, leftover=leftover, errors=tuple(errors))
+            with trio.move_on_after(10):
+                try:
+                    leftover = await count()
+                except FleetError as exc:
+                    errors.append(f"counting: {exc}")
+        deleted = max(0, (before or 0) - (leftover or 0))
+        if leftover is None:
+            errors.append("what is left could not be counted")
+        return CleanupResult(deleted=deleted, leftover=leftover or 0, errors=tuple(errors))
 
     # -- the whole ------------------------------------------------------------------------
 

@@ -41,7 +41,7 @@ import typer
 from fleet.cli._app import app
 from fleet.cli._console import console_sink, logs_through
 from fleet.cli._options import ContextOption, KubeconfigOption
-from fleet.errors import InputError
+from fleet.errors import FleetError, InputError
 
 TRANSPORT = "transport"
 SANDBOX = "sandbox"
@@ -351,6 +351,25 @@ async def _own_cluster(
         shutil.rmtree(workdir, ignore_errors=True)  # its kubeconfig: the token dies with the run
 
 
+def _interrupted(out: Path, run_id: str) -> str:
+    """What an interrupted run's cleanup did, as its partial report says (never assumed)."""
+    from bench import RUN_LABEL, read_report
+
+    try:
+        cleanup = read_report(out / "report.json").cleanup
+    except FleetError:
+        return f"interrupted: no report was written to {out}; objects of run {run_id} may be left"
+    left = (
+        f"{cleanup.leftover} left (`kubectl delete ... -l {RUN_LABEL}={run_id}` deletes them)"
+        if cleanup.leftover or cleanup.errors
+        else "none left"
+    )
+    return (
+        f"interrupted: {cleanup.deleted} objects of run {run_id} deleted, {left}; "
+        f"partial report in {out}"
+    )
+
+
 class _Interrupted(Exception):
     """SIGINT or SIGTERM stopped the scenario; it cleaned up and wrote its partial report."""
 
@@ -467,17 +486,16 @@ def _run_scenario(
                     up.stop()  # shards stop before the apiserver goes
         return report
 
-    interrupted = f"interrupted: objects of run {run_id} deleted; partial report in {out}"
     try:
         with logs_through(console) if live else contextlib.nullcontext():
             report = trio.run(main)
     except (_Interrupted, KeyboardInterrupt):
-        console.print(interrupted)
+        console.print(_interrupted(out, run_id))
         raise typer.Exit(130) from None
     except BaseExceptionGroup as group:
         # A nursery wraps what ended it; the CLI's error boundary wants one clear outcome.
         if group.subgroup((_Interrupted, KeyboardInterrupt)) is not None:
-            console.print(interrupted)
+            console.print(_interrupted(out, run_id))
             raise typer.Exit(130) from None
         # Anything else goes to the CLI's error boundary (fleet.cli._app.main): one line.
         raise

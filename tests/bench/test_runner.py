@@ -405,3 +405,47 @@ async def test_the_load_goes_through_the_writer_not_the_client() -> None:
         ("POST", "pods"),
         ("DELETE", run.pod_name(0)),
     ]
+
+
+async def test_a_step_recounts_from_a_list_what_its_watch_missed(
+    sandbox: RunningSandbox, client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A watch that lost events once left kwok-ci waiting 23 minutes on nodes long Ready."""
+    from bench import _runner
+
+    async def deaf(self: object, receive: trio.MemoryReceiveChannel[object]) -> None:
+        async with receive:
+            async for _ in receive:
+                pass  # every event lost
+
+    monkeypatch.setattr(_runner._NodeTracker, "consume", deaf)
+    spec = load_scenario("node-density", FAST)
+    options = RunOptions(
+        target=TargetInfo(server=sandbox.url, mode="sandbox", fleet="started"),
+        output=tmp_path,
+        resync_after=0.2,
+    )
+    report = await run_scenario(client, spec, options)
+    assert report.completed and report.nodes_ready == 3
+    assert any("recounted from a list" in note for note in report.notes), report.notes
+    assert report.cleanup.leftover == 0
+
+
+async def test_cleanup_deletes_one_by_one_when_delete_collection_fails(
+    sandbox: RunningSandbox, client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real apiserver answered 504 to a delete-collection of 5,000 CRs; the report then
+    said 0 deleted and the cleanup waited for nothing. Counts come from the apiserver."""
+    from fleet.errors import ServerError
+
+    async def timeout(*args: object, **kwargs: object) -> None:
+        raise ServerError(
+            "the server was unable to return a response in time", status=504, reason="Timeout"
+        )
+
+    monkeypatch.setattr(Client, "delete_collection", timeout)
+    spec = load_scenario("node-density", FAST)
+    report = await run_scenario(client, spec, _options(sandbox, tmp_path))
+    assert report.completed
+    assert report.cleanup.deleted >= 3 and report.cleanup.leftover == 0
+    assert await _labelled(client, report.run_id) == 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 async def test_a_signal_cancels_the_scenario_alone_and_lets_its_cleanup_run() -> None:
     # Ctrl-C must not tear down the bench's own apiserver under the scenario's feet: the
@@ -51,3 +53,32 @@ async def test_a_scenario_that_ends_returns_its_result_and_installs_nothing_afte
     before = signal.getsignal(signal.SIGINT)
     assert await _until_signal(scenario) == "report"
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_the_interrupted_line_says_what_the_cleanup_did(tmp_path: Path) -> None:
+    """It once said "objects deleted; partial report in DIR" while 3,805 were left and DIR
+    did not exist: the line now comes from the partial report, or says there is none."""
+    import msgspec
+
+    from bench import write_report
+    from fleet.cli._bench import _interrupted
+    from tests.bench.test_report import _report
+
+    assert _interrupted(tmp_path / "none", "cafe") == (
+        f"interrupted: no report was written to {tmp_path / 'none'}; "
+        "objects of run cafe may be left"
+    )
+    base = _report()
+    cleanup = type(base.cleanup)
+    for result, said in (
+        (cleanup(deleted=10, leftover=0), "10 objects of run cafe deleted, none left"),
+        (
+            cleanup(deleted=7, leftover=3805, errors=("cleanup did not finish within 120 s",)),
+            "7 objects of run cafe deleted, 3805 left (`kubectl delete ... -l "
+            "bench.kubemock-fleet.io/run=cafe` deletes them)",
+        ),
+    ):
+        write_report(msgspec.structs.replace(base, cleanup=result), tmp_path / "report.json")
+        assert _interrupted(tmp_path, "cafe") == (
+            f"interrupted: {said}; partial report in {tmp_path}"
+        )
