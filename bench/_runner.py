@@ -102,6 +102,9 @@ CLEANUP_CONCURRENCY = 16
 that timed out: a real apiserver answers 504 for 5,000 CRs with finalizers)."""
 CLEANUP_RETRY = 1.0
 """Seconds between the cleanup's rounds while labelled objects are left."""
+CLEANUP_COUNT_TRIES = 3
+"""Failed counts in a row after which the cleanup stops (an unreachable apiserver): what is
+left is then unknown, and the report says so."""
 WRITE_TIMEOUT = 60.0
 """Seconds one write of the load may take, as the httpx client's read timeout: a slow
 write is a latency to report (the apiserver's own request timeout is 60 s), not a failure."""
@@ -899,14 +902,19 @@ class _Run:
         async def count() -> int:
             return sum([await self._count_labelled(p) for p in paths])
 
+        failed_counts = 0
         with trio.move_on_after(self.options.cleanup_timeout) as scope:
             while True:
                 try:
                     left = await count()
                 except FleetError as exc:
                     errors.append(f"counting: {exc}")
+                    failed_counts += 1
+                    if failed_counts >= CLEANUP_COUNT_TRIES:
+                        break  # the apiserver is gone or refuses: say so, do not wait it out
                     await trio.sleep(CLEANUP_RETRY)
                     continue
+                failed_counts = 0
                 before = left if before is None else before
                 leftover = left
                 if left == 0:
