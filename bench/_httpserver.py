@@ -8,14 +8,18 @@ never counted against the client; it is written on asyncio's Protocol API
 because that is the cheapest server the standard library offers, and a slow
 server would only stretch wall time, never the client's CPU per request.
 
-Only what clients send is parsed: a request line, headers, and a
-``Content-Length`` body. Chunked request bodies are not supported.
+Heads are parsed by :func:`fleet.machinery.parse_request_head`, the project's one
+HTTP/1.1 parser (what the sandbox's server uses); a broken one ends the process
+with its :class:`~fleet.errors.ProtocolError`, which a benchmark should see.
+Bodies are read by ``Content-Length``; chunked request bodies are not supported.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
+
+from fleet.machinery import parse_request_head
 
 __all__ = ["RESPONSE_BODY", "serve"]
 
@@ -53,12 +57,7 @@ class _Http(asyncio.Protocol):
             end = self._buf.find(b"\r\n\r\n")
             if end < 0:
                 break
-            head = bytes(self._buf[:end]).lower()
-            length = 0
-            at = head.find(b"\r\ncontent-length:")
-            if at >= 0:
-                stop = head.find(b"\r\n", at + 2)
-                length = int(head[at + 17 : stop if stop >= 0 else None])
+            length = parse_request_head(bytes(self._buf[:end])).content_length or 0
             total = end + 4 + length
             if len(self._buf) < total:
                 break

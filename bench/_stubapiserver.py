@@ -26,7 +26,8 @@ measurement window), ``POST /_stub/inject?pods=N`` (N new pods bound to the
 nodes, created now, sent as ADDED events on every pod watch).
 
 HTTP/1.1 is framed by hand on asyncio's Protocol API (as
-:mod:`bench._httpserver`): keep-alive, ``Content-Length`` request bodies,
+:mod:`bench._httpserver`), heads parsed by :func:`fleet.machinery.parse_request_head`
+(the project's one HTTP/1.1 parser): keep-alive, ``Content-Length`` request bodies,
 ``Content-Length`` answers, chunked watch streams. ``python -m
 bench._stubapiserver --nodes N --pods M`` prints the bound port on stdout.
 """
@@ -47,7 +48,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
 
-from fleet.machinery import strategic_merge_patch
+from fleet.machinery import parse_request_head, strategic_merge_patch
 from fleet.wire import API_VERSION, FINALIZER, SHARD_LABEL
 
 __all__ = ["BOOKMARK_EVERY", "Population", "StubServer", "serve"]
@@ -619,20 +620,13 @@ class _Http(asyncio.Protocol):
             end = self._buf.find(b"\r\n\r\n")
             if end < 0:
                 break
-            head = bytes(self._buf[:end])
-            lower = head.lower()
-            length = 0
-            at = lower.find(b"\r\ncontent-length:")
-            if at >= 0:
-                stop = lower.find(b"\r\n", at + 2)
-                length = int(lower[at + 17 : stop if stop >= 0 else None])
-            total = end + 4 + length
+            head = parse_request_head(bytes(self._buf[:end]))
+            total = end + 4 + (head.content_length or 0)
             if len(self._buf) < total:
                 break
             body = bytes(self._buf[end + 4 : total])
             del self._buf[:total]
-            line = head.split(b"\r\n", 1)[0].decode("latin-1")
-            method, target, _ = line.split(" ", 2)
+            method, target = head.method, head.target.decode("latin-1")
             if out:
                 self.write(b"".join(out))
                 out.clear()

@@ -1,6 +1,8 @@
 """The shard process: thousands of fake kubelets and their pods in one trio process.
 
-The public surface is :class:`ShardEngine` (run one shard against an
+The public surface is :func:`serve_shard` (``_serve``: the shard process's
+composition root, which the ``shard`` command and ``up`` both call),
+:class:`ShardEngine` (run one shard against an
 apiserver, given its settings and a Requester or two) and the pieces other
 packages and tests name; everything else lives in the ``_``-prefixed modules:
 ``_engine`` (the tasks), ``_kubelets`` (Nodes, Leases, CR status),
@@ -14,6 +16,7 @@ from shards._engine import TIMER_WORKERS as TIMER_WORKERS
 from shards._engine import ShardEngine as ShardEngine
 from shards._kubeletapi import KubeletApiSettings as KubeletApiSettings
 from shards._kubeletapi import kubelet_api_settings as kubelet_api_settings
+from shards._serve import serve_shard as serve_shard
 from shards._shardlease import ShardLease as ShardLease
 
 __all__ = [
@@ -23,4 +26,5 @@ __all__ = [
     "ShardEngine",
     "ShardLease",
     "kubelet_api_settings",
+    "serve_shard",
 ]

@@ -4,7 +4,9 @@ Each ``_<command>.py`` module registers its commands on :data:`app`; importing
 ``_commands`` imports them all so ``kubemock-fleet --help`` lists them. The CLI
 is the top layer: it may import anything, nothing imports it.
 :func:`run_shard` and :func:`run_coordinator` are the bodies of the ``shard``
-and ``coordinator`` commands (what the metrics tests run in-process).
+and ``coordinator`` commands (what the metrics tests run in-process): each
+runs its process kind's composition root (:func:`shards.serve_shard`,
+:func:`fleet.coordinator.serve_coordinator`) until SIGINT or SIGTERM.
 """
 
 from __future__ import annotations

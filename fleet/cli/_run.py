@@ -1,5 +1,9 @@
 """``kubemock-fleet run --shards N``: the coordinator in-process plus N shard child processes.
 
+The coordinator is :func:`fleet.coordinator.serve_coordinator` (its process's
+composition root, as the ``coordinator`` command runs it, ``/metrics``
+included); each child runs the ``shard`` command.
+
 The children are supervised by :class:`fleet.supervise.Supervisor` (restarts
 with backoff, output prefixed ``[shard K] ``); SIGINT or SIGTERM to ``run`` is
 passed on to every child and ends the coordinator. Each child's command line
@@ -12,18 +16,15 @@ import logging
 import os
 import signal
 from collections.abc import Mapping, Sequence
-from functools import partial
 from pathlib import Path
 
 import trio
 import typer
 
-from fleet._metrics import FleetMetrics, serve_metrics
 from fleet._settings import ENV_PREFIX, FleetSettings, load_settings
 from fleet.cli._app import app
 from fleet.cli._options import ContextOption, KubeconfigOption, MetricsAddressOption
-from fleet.kube import InstrumentedRequester
-from fleet.supervise import Supervisor, configure_logging, process_identity, shard_command
+from fleet.supervise import Supervisor, configure_logging, shard_command
 
 __all__ = ["run_fleet"]
 
@@ -46,8 +47,8 @@ async def run_fleet(
     with_coordinator: bool = True,
 ) -> None:
     """The ``run`` command's body: coordinator (in-process) and supervised shard children."""
-    from fleet.coordinator import Coordinator
-    from fleet.kube import Client, load_config
+    from fleet.coordinator import serve_coordinator
+    from fleet.kube import load_config
 
     # Every shard must know the fleet's size: each takes its own part of the node address
     # and pod CIDR ranges by it (shards._kubelets), and parts must not overlap.
@@ -65,25 +66,7 @@ async def run_fleet(
         await nursery.start(supervisor.run)
         if config is not None:
             with coordinator_scope:
-                async with Client(config) as client:
-                    metrics = FleetMetrics()
-                    coordinator = Coordinator(
-                        InstrumentedRequester(client, metrics),
-                        settings,
-                        identity=process_identity("coordinator"),
-                        metrics=metrics,
-                    )
-                    async with trio.open_nursery() as inner:
-                        await inner.start(
-                            partial(
-                                serve_metrics,
-                                metrics.registry,
-                                settings.coordinator.metrics_port,
-                                coordinator.ready,
-                                host=settings.metrics_address,
-                            )
-                        )
-                        await inner.start(coordinator.run)
+                await serve_coordinator(settings, config, serve_metrics=True)
         # The supervisor returns once every child has exited.
 
 

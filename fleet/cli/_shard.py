@@ -1,30 +1,29 @@
 """``kubemock-fleet shard --id K``: one shard process, as ``run`` and deploy/ start it.
 
-Loads the settings and the kubeconfig (in a pod: the service account), opens
-the general client (control traffic) and the hot-path transport (Lease PUTs,
-status PATCHes, pod watches), serves ``/metrics``, ``/healthz`` and
-``/readyz`` on ``shard.metricsPort + K`` (any free port when it is 0), and
-runs :class:`shards.ShardEngine` until SIGINT or SIGTERM, then exits cleanly.
+A thin shim: parses the flags, loads the settings and the kubeconfig (in a
+pod: the service account) and runs :func:`shards.serve_shard` (the shard
+process's composition root: clients, engine, ``/metrics``, ``/healthz`` and
+``/readyz`` on ``shard.metricsPort + K``) until SIGINT or SIGTERM, then exits
+cleanly. Errors are mapped to one line by :func:`fleet.cli.main`.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import signal
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
 import trio
 import typer
 
-from fleet._metrics import FleetMetrics
 from fleet._settings import FleetSettings, load_settings
 from fleet.cli._app import app
 from fleet.cli._options import ContextOption, KubeconfigOption, MetricsAddressOption
-from fleet.supervise import configure_logging, process_identity
-from fleet.wire import shard_host
+from fleet.cli._signals import until_signal
+from fleet.supervise import configure_logging
 
 __all__ = ["resolve_shard_id", "run_shard"]
 
@@ -51,43 +50,19 @@ def resolve_shard_id(given: str, environ: Mapping[str, str]) -> int:
 
 
 async def run_shard(settings: FleetSettings, shard_id: int) -> None:
-    """Run shard ``shard_id`` until a signal."""
-    from fleet.kube import (
-        Client,
-        HotTransport,
-        HotTransportSettings,
-        InstrumentedRequester,
-        load_config,
-    )
-    from shards import ShardEngine, kubelet_api_settings
+    """The ``shard`` command's body: :func:`shards.serve_shard` until SIGINT or SIGTERM.
+
+    The command owns its process, so it asks the root for what only a process's owner
+    may: ``/metrics`` on its port, and the GC freeze (``gc.freeze`` reaches every object
+    in the process).
+    """
+    from fleet.kube import load_config
+    from shards import serve_shard
 
     config = load_config(settings.kubeconfig, settings.context)
-    base = settings.shard.metrics_port
-    port = base + shard_id if base else 0
-    hot_settings = HotTransportSettings(connections=settings.shard.writers)
-    async with (
-        Client(config) as client,
-        HotTransport(config, hot_settings) as hot,
-        trio.open_nursery() as nursery,
-    ):
-        metrics = FleetMetrics()
-        engine = ShardEngine(
-            settings,
-            str(shard_id),
-            control=InstrumentedRequester(client, metrics),
-            hot=InstrumentedRequester(hot, metrics),
-            identity=process_identity(shard_host(shard_id)),
-            metrics=metrics,
-            freeze_gc=True,  # the process is the shard's alone
-            kubelet_api=kubelet_api_settings(settings.shard, offset=shard_id),
-        )
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            await nursery.start(
-                lambda task_status: engine.run(metrics_port=port, task_status=task_status)
-            )
-            async for _ in signals:
-                break
-        nursery.cancel_scope.cancel()
+    await until_signal(
+        partial(serve_shard, settings, shard_id, config, serve_metrics=True, freeze_gc=True)
+    )
 
 
 @app.command()

@@ -18,7 +18,9 @@ How it stays cheap:
   needs; connections are made lazily by the request that first needs one,
   and re-made after an error, a timeout or a ``Connection: close``;
 - framing is written by hand (request head built as one string; response head
-  split once; ``Content-Length`` and chunked bodies). We measured h11 first
+  split once; ``Content-Length`` and chunked bodies), the head and framing rules
+  being :mod:`fleet.machinery`'s HTTP/1.1 parser, which the sandbox's server and
+  the bench's servers share. We measured h11 first
   (``kubemock-fleet bench transport --client h11``): 80-90 µs of client CPU per
   request at 16 in flight on bare trio streams, before any pool, auth or
   timeout work; this whole transport costs ~45 µs (docs/performance.md,
@@ -36,7 +38,6 @@ chunked body and closes the connection when the caller's ``async with`` ends.
 
 from __future__ import annotations
 
-import re
 import ssl
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -56,6 +57,13 @@ from fleet.errors import (
 )
 from fleet.kube._cluster import ClusterConfig, Reloader, tls_failure
 from fleet.kube._seam import BaseRequester, BatchRequest, Response
+from fleet.machinery import (
+    MAX_HEAD_BYTES,
+    content_length,
+    is_chunked,
+    parse_chunk_size,
+    parse_response_head,
+)
 
 __all__ = [
     "DEFAULT_CONNECTIONS",
@@ -73,9 +81,6 @@ By Little's law, 1,000 writes/s at the apiserver's usual 2-5 ms per write keeps
 also where the measured client CPU per request bottoms out, while keeping the
 number of sockets each shard holds on the apiserver small."""
 
-_MAX_HEAD_BYTES = 64 * 1024
-"""A response head (or a chunk-size line) larger than this is broken or hostile."""
-
 _RECEIVE_BYTES = 64 * 1024
 """Bytes asked of the socket per read: a whole small response in one syscall."""
 
@@ -84,7 +89,6 @@ MAX_PIPELINE = 64
 second of Lease renewals of a 10,000-node shard in about 16 round trips, and a bounded
 amount to redo when a connection is lost mid-pipeline."""
 
-_HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
@@ -165,7 +169,7 @@ class _Conn:
         """Take one CRLF-terminated line from the buffer (without the CRLF)."""
         start = 0
         while (end := self.buf.find(b"\r\n", start)) < 0:
-            if len(self.buf) > _MAX_HEAD_BYTES:
+            if len(self.buf) > MAX_HEAD_BYTES:
                 raise ProtocolError("line too long in response")
             start = max(0, len(self.buf) - 1)
             data = await self.receive()
@@ -178,10 +182,7 @@ class _Conn:
 
     async def chunk(self) -> bytes | None:
         """The next chunk of a chunked body; None after the last (trailers consumed)."""
-        size_line = (await self.line()).split(b";", 1)[0].strip()
-        if not _HEX.fullmatch(size_line):
-            raise ProtocolError(f"bad chunk size {size_line[:20]!r}")
-        size = int(size_line, 16)
+        size = parse_chunk_size(await self.line())
         if size == 0:
             while await self.line():  # trailers, up to the empty line
                 pass
@@ -194,50 +195,6 @@ class _Conn:
         return data
 
 
-def _parse_head(raw: bytes) -> tuple[int, dict[str, str], bool]:
-    """Status, lower-cased headers, and whether the connection may be kept."""
-    lines = raw.decode("latin-1").split("\r\n")
-    status_line = lines[0]
-    if not status_line.startswith("HTTP/1.") or len(status_line) < 12 or status_line[8] != " ":
-        raise ProtocolError(f"bad status line {status_line[:40]!r}")
-    code = status_line[9:12]
-    if not (code.isascii() and code.isdigit()):
-        raise ProtocolError(f"bad status line {status_line[:40]!r}")
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        name, sep, value = line.partition(":")
-        # Whitespace before the colon or a folded line is forbidden (RFC 9112 5.1, 5.2).
-        if not sep or not name or name != name.strip():
-            raise ProtocolError(f"bad header line {line[:40]!r}")
-        name = name.lower()
-        value = value.strip()
-        headers[name] = f"{headers[name]}, {value}" if name in headers else value
-    tokens = headers.get("connection", "").lower()
-    if status_line[7] == "1":  # HTTP/1.1: persistent unless told otherwise
-        keep = "close" not in tokens
-    else:
-        keep = "keep-alive" in tokens
-    return int(code), headers, keep
-
-
-def _content_length(headers: Mapping[str, str]) -> int | None:
-    value = headers.get("content-length")
-    if value is None:
-        return None
-    if not (value.isascii() and value.isdigit()):
-        raise ProtocolError(f"bad Content-Length {value[:20]!r}")
-    return int(value)
-
-
-def _is_chunked(headers: Mapping[str, str]) -> bool:
-    te = headers.get("transfer-encoding")
-    if te is None:
-        return False
-    if te.lower().rsplit(",", 1)[-1].strip() != "chunked":
-        raise ProtocolError(f"unsupported Transfer-Encoding {te[:40]!r}")
-    return True
-
-
 async def _read_head(conn: _Conn) -> tuple[int, dict[str, str], bool]:
     """Read and parse a final (non-1xx) response head from ``conn``.
 
@@ -248,7 +205,7 @@ async def _read_head(conn: _Conn) -> tuple[int, dict[str, str], bool]:
     while True:
         start = 0
         while (end := buf.find(b"\r\n\r\n", start)) < 0:
-            if len(buf) > _MAX_HEAD_BYTES:
+            if len(buf) > MAX_HEAD_BYTES:
                 raise ProtocolError("response head too large")
             start = max(0, len(buf) - 3)
             try:
@@ -262,7 +219,7 @@ async def _read_head(conn: _Conn) -> tuple[int, dict[str, str], bool]:
                     raise _StaleConnection
                 raise ProtocolError("server closed the connection before the response head")
             buf += data
-        status, headers, keep = _parse_head(bytes(buf[:end]))
+        status, headers, keep = parse_response_head(bytes(buf[:end]))
         del buf[: end + 4]
         if status >= 200 or status == 101:
             return status, headers, keep
@@ -275,12 +232,12 @@ async def _read_body(
     """The body of the answer whose head was just read; and whether ``conn`` stays usable."""
     if method == "HEAD" or status in (204, 304):
         content = b""
-    elif _is_chunked(headers):
+    elif is_chunked(headers):
         pieces = []
         while (data := await conn.chunk()) is not None:
             pieces.append(data)
         content = b"".join(pieces)
-    elif (length := _content_length(headers)) is not None:
+    elif (length := content_length(headers)) is not None:
         await conn.fill(length)
         content = bytes(conn.buf[:length])
         del conn.buf[:length]
@@ -299,8 +256,8 @@ class _HotStream:
         self.status = status
         self.headers: Mapping[str, str] = headers
         self._conn = conn
-        self._chunked = _is_chunked(headers)
-        self._remaining = None if self._chunked else _content_length(headers)
+        self._chunked = is_chunked(headers)
+        self._remaining = None if self._chunked else content_length(headers)
         self._done = False
 
     def aiter_bytes(self) -> AsyncIterator[bytes]:

@@ -19,6 +19,10 @@ this package's own.
   :func:`label_value_errors`, :data:`TOTAL_ANNOTATION_SIZE`.
 - Content types (``_content``): :data:`JSON`, :data:`MERGE_PATCH`,
   :data:`STRATEGIC_MERGE_PATCH`, ... defined once.
+- HTTP/1.1 heads and body framing (``_http1``), shared by the hot-path client, the
+  sandbox's server and the bench's servers: :func:`parse_response_head`,
+  :func:`parse_request_head` (a :class:`RequestHead`), :func:`content_length`,
+  :func:`is_chunked`, :func:`parse_chunk_size`, :data:`MAX_HEAD_BYTES`.
 """
 
 from ._content import APPLY_PATCH as APPLY_PATCH
@@ -29,6 +33,13 @@ from ._content import PROTOBUF as PROTOBUF
 from ._content import STRATEGIC_MERGE_PATCH as STRATEGIC_MERGE_PATCH
 from ._content import YAML as YAML
 from ._gofmt import go_quote as go_quote
+from ._http1 import MAX_HEAD_BYTES as MAX_HEAD_BYTES
+from ._http1 import RequestHead as RequestHead
+from ._http1 import content_length as content_length
+from ._http1 import is_chunked as is_chunked
+from ._http1 import parse_chunk_size as parse_chunk_size
+from ._http1 import parse_request_head as parse_request_head
+from ._http1 import parse_response_head as parse_response_head
 from ._labels import LABEL_VALUE_MAX as LABEL_VALUE_MAX
 from ._labels import TOTAL_ANNOTATION_SIZE as TOTAL_ANNOTATION_SIZE
 from ._labels import label_value_errors as label_value_errors
@@ -56,6 +67,7 @@ __all__ = [
     "JSON_PATCH",
     "KNOWN_KINDS",
     "LABEL_VALUE_MAX",
+    "MAX_HEAD_BYTES",
     "MERGE_KEYS",
     "MERGE_PATCH",
     "PROTOBUF",
@@ -65,15 +77,21 @@ __all__ = [
     "FieldSelector",
     "FieldTerm",
     "LabelSelector",
+    "RequestHead",
     "Requirement",
+    "content_length",
     "escape_field_value",
     "format_micro_time",
     "format_time",
     "go_quote",
+    "is_chunked",
     "label_selector_from_dict",
     "label_value_errors",
+    "parse_chunk_size",
     "parse_field_selector",
     "parse_label_selector",
+    "parse_request_head",
+    "parse_response_head",
     "parse_time",
     "qualified_name_errors",
     "strategic_merge_patch",

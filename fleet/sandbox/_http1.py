@@ -5,8 +5,10 @@ box before the app does anything (``kubemock-fleet bench sandbox``, the
 ``empty`` rows in docs/performance.md), more than the whole 333 µs budget of
 the sandbox's goal of 3,000 PATCHes/s. Nearly every client of the sandbox (the fleet's
 ``HotTransport``, httpx, the kubernetes Python client) speaks HTTP/1.1, so
-this module serves HTTP/1.1 itself, by hand, like the hot-path client frames
-it (``fleet.kube._transport``), and calls the same ASGI app.
+this module serves HTTP/1.1 itself, by hand, with the parser the hot-path client
+frames its answers with (:mod:`fleet.machinery`'s ``parse_request_head``,
+``parse_chunk_size``; a head over ``MAX_HEAD_BYTES`` is answered 431), and calls
+the same ASGI app.
 
 HTTP/2 stays with hypercorn: a TLS connection whose ALPN picks ``h2`` (kubectl),
 a cleartext connection opening with the HTTP/2 preface (h2c prior knowledge)
@@ -38,6 +40,9 @@ from urllib.parse import unquote
 
 import trio
 
+from fleet.errors import ProtocolError
+from fleet.machinery import MAX_HEAD_BYTES, parse_chunk_size, parse_request_head
+
 log = logging.getLogger("fleet.sandbox.http")
 
 Message = MutableMapping[str, Any]
@@ -54,8 +59,6 @@ UpgradeHandler = Callable[[MutableMapping[str, Any], trio.abc.Stream, bytes], Aw
 """Given the request's scope, the connection and the bytes already read past its head,
 answers (101 and then whatever the protocol says, or an error) and returns when done."""
 
-MAX_HEAD_BYTES = 64 * 1024
-"""A request head larger than this is answered 431 (Go's net/http allows 1 MiB; kubectl sends < 4 KiB)."""
 _RECEIVE_BYTES = 64 * 1024
 _H2_PREFACE = b"PRI * HTTP/2.0\r\n"
 _NO_BODY_STATUS = frozenset({204, 304})
@@ -365,45 +368,17 @@ class _Connection:
 
     async def _request(self, raw_head: bytes) -> bool:
         """Answer one request; whether the connection may carry another."""
-        lines = raw_head.split(b"\r\n")
         try:
-            method_b, target, version = lines[0].split(b" ")
-        except ValueError:
-            raise _BadRequest(400, "malformed request line") from None
-        if version not in (b"HTTP/1.1", b"HTTP/1.0") or not method_b.isalpha() or not target:
-            raise _BadRequest(400, "malformed request line")
-        headers: list[tuple[bytes, bytes]] = []
-        length: int | None = None
-        chunked = keep_alive = expect_continue = upgrade_h2c = upgrade_other = False
-        close = version == b"HTTP/1.0"
-        for line in lines[1:]:
-            name, sep, value = line.partition(b":")
-            if not sep or not name or name != name.strip() or name[:1] in b" \t":
-                raise _BadRequest(400, "malformed header line")
-            name = name.lower()
-            value = value.strip(b" \t")
-            headers.append((name, value))
-            if name == b"content-length":
-                if not value.isdigit() or (length is not None and int(value) != length):
-                    raise _BadRequest(400, "bad Content-Length")
-                length = int(value)
-            elif name == b"transfer-encoding":
-                if value.lower() != b"chunked":
-                    raise _BadRequest(501, "unsupported Transfer-Encoding")
-                chunked = True
-            elif name == b"connection":
-                tokens = {t.strip() for t in value.lower().split(b",")}
-                close = close or b"close" in tokens
-                keep_alive = keep_alive or b"keep-alive" in tokens
-            elif name == b"expect":
-                expect_continue = value.lower() == b"100-continue"
-            elif name == b"upgrade":
-                upgrade_h2c = value.lower() == b"h2c"
-                upgrade_other = not upgrade_h2c
-        if version == b"HTTP/1.0" and keep_alive:
-            close = False
-        if chunked and length is not None:
-            raise _BadRequest(400, "both Content-Length and chunked")
+            parsed = parse_request_head(raw_head)
+        except ProtocolError as exc:
+            raise _BadRequest(400, str(exc)) from None
+        if parsed.transfer_encoding not in (None, b"chunked"):
+            raise _BadRequest(501, "unsupported Transfer-Encoding")
+        target, version, headers = parsed.target, parsed.version, parsed.headers
+        length, chunked, close = parsed.content_length, parsed.chunked, not parsed.keep_alive
+        expect_continue = parsed.expect_continue
+        upgrade_h2c = parsed.upgrade == b"h2c"
+        upgrade_other = parsed.upgrade is not None and not upgrade_h2c
         if upgrade_h2c and self.scheme == "http":
             # The HTTP/2 upgrade dance is hypercorn's: give it the request as it came.
             rest = bytes(self.buf)
@@ -411,7 +386,7 @@ class _Connection:
             await self._handoff(raw_head + b"\r\n\r\n" + rest)
             return False
         path_b, _, query = target.partition(b"?")
-        method = method_b.decode("ascii")
+        method = parsed.method
         try:
             path = unquote(path_b.decode("ascii"))
         except UnicodeDecodeError:
@@ -472,10 +447,9 @@ class _Connection:
             request_told = True
             if not body_done:
                 if chunked:
-                    size_line = (await self._line()).split(b";", 1)[0].strip()
                     try:
-                        size = int(size_line, 16)
-                    except ValueError:
+                        size = parse_chunk_size(await self._line())
+                    except ProtocolError:
                         raise _BadRequest(400, "bad chunk size") from None
                     if size == 0:
                         while await self._line():  # trailers

@@ -14,10 +14,11 @@
 3. the control-plane loops not switched off (:class:`fleet.controlplane.ControlPlane`,
    on the same client); on a real control plane only those whose real component is
    missing (:data:`REAL_COMPONENT_LOOPS`), e.g. all of them beside envtest's binaries;
-4. the fleet, unless ``shards == 0``: the coordinator in this process, and
-   the shards. One shard runs in this process, on its own client and hot-path
-   transport as ``kubemock-fleet shard`` would (no second Python start,
-   nothing to supervise); several run as child processes under
+4. the fleet, unless ``shards == 0``: the coordinator in this process
+   (:func:`fleet.coordinator.serve_coordinator`, its composition root), and
+   the shards. One shard runs in this process, :func:`shards.serve_shard` as
+   ``kubemock-fleet shard`` runs it, without ``/metrics`` or the GC freeze (no
+   second Python start, nothing to supervise); several run as child processes under
    :class:`fleet.supervise.Supervisor`, each ``kubemock-fleet shard --id K
    --kubeconfig <the written kubeconfig>``, with ``/metrics`` on any free port
    unless the settings name one;
@@ -47,11 +48,10 @@ from typing import Literal
 
 import trio
 
-from fleet._metrics import FleetMetrics
 from fleet._settings import ENV_PREFIX, FleetSettings, ShardSettings
 from fleet.controlplane import ControlPlane
 from fleet.errors import ConfigError
-from fleet.kube import Client, InstrumentedRequester, load_config
+from fleet.kube import Client, load_config
 from fleet.realcp import (
     RealControlPlaneSettings,
     RunningControlPlane,
@@ -59,14 +59,13 @@ from fleet.realcp import (
     serve_real_control_plane,
 )
 from fleet.sandbox import RunningSandbox, SandboxSettings, serve_sandbox
-from fleet.supervise import Supervisor, process_identity, shard_command
+from fleet.supervise import Supervisor, shard_command
 from fleet.up._apistatus import ApiStatusSampler
 from fleet.up._bootstrap import ensure_namespace, install_crds
 from fleet.up._claim import claim_kubeconfig
 from fleet.up._controlplane import LOOPS, check_loops, control_plane_settings
 from fleet.up._nodes import NodeTemplate, create_nodes, load_template
 from fleet.up._status import Status, StatusSampler
-from fleet.wire import shard_host
 
 DEFAULT_SHARD_METRICS_PORT = ShardSettings().metrics_port
 
@@ -311,37 +310,22 @@ class Up:
     async def _run_shards_here(
         self, kubeconfig: Path, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """The shards in this process, each as ``kubemock-fleet shard`` runs one (no /metrics)."""
-        from fleet.kube import HotTransport, HotTransportSettings
-        from shards import ShardEngine, kubelet_api_settings
+        """The shards in this process, each :func:`shards.serve_shard` (no /metrics, no GC
+        freeze: the process is not the shard's alone)."""
+        from shards import serve_shard
 
         s = self.settings
         fleet = s.fleet.model_copy(
             update={"shard": s.fleet.shard.model_copy(update=self._kubelet_settings())}
         )
         config = load_config(kubeconfig)
-        hot_settings = HotTransportSettings(connections=s.fleet.shard.writers)
-        async with (
-            Client(config) as client,
-            HotTransport(config, hot_settings) as hot,
-            trio.open_nursery() as nursery,
-        ):
-            if fleet.shard.pod_cidr_allocation == "auto":
-                # Known here: no guess (the sandbox and our loops allocate none).
-                shard = fleet.shard.model_copy(update={"pod_cidr_allocation": self._pod_cidrs})
-                fleet = fleet.model_copy(update={"shard": shard})
+        if fleet.shard.pod_cidr_allocation == "auto":
+            # Known here: no guess (the sandbox and our loops allocate none).
+            shard = fleet.shard.model_copy(update={"pod_cidr_allocation": self._pod_cidrs})
+            fleet = fleet.model_copy(update={"shard": shard})
+        async with trio.open_nursery() as nursery:
             for k in range(s.shards):
-                metrics = FleetMetrics()
-                engine = ShardEngine(
-                    fleet,
-                    str(k),
-                    control=InstrumentedRequester(client, metrics),
-                    hot=InstrumentedRequester(hot, metrics),
-                    identity=process_identity(shard_host(k)),
-                    metrics=metrics,
-                    kubelet_api=kubelet_api_settings(fleet.shard),
-                )
-                await nursery.start(engine.run)
+                await nursery.start(serve_shard, fleet, k, config)
             task_status.started()
 
     def _kubelet_settings(self) -> dict[str, object]:
@@ -366,16 +350,9 @@ class Up:
         if s.shards == 0:
             children_done.set()
             return children_done
-        from fleet.coordinator import Coordinator
+        from fleet.coordinator import serve_coordinator
 
-        metrics = FleetMetrics()
-        coordinator = Coordinator(
-            InstrumentedRequester(client, metrics),
-            s.fleet,
-            identity=process_identity("coordinator"),
-            metrics=metrics,
-        )
-        await nursery.start(coordinator.run)
+        await nursery.start(serve_coordinator, s.fleet, client.config)
         processes = s.shard_processes if s.shard_processes is not None else s.shards > 1
         if not processes:
             await nursery.start(partial(self._run_shards_here, kubeconfig))
