@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests._apiserver import real_binaries
 from tests._up_process import kubectl, kubectl_json, node_ready, up_process, wait_until
 
 pytestmark = pytest.mark.kubectl
@@ -244,4 +245,50 @@ def test_logs_and_node_proxy_through_the_sandbox(tmp_path: Path) -> None:
                 "418 teapot",
                 "ping",
             ], binary
+    assert not [line for line in up.stderr if "Traceback" in line], up.stderr
+
+
+@pytest.mark.real
+def test_logs_exec_port_forward_through_a_real_apiserver(tmp_path: Path) -> None:
+    """``up --control-plane real``: kube-apiserver's own kubelet client (its certificate from
+    the control plane's CA, which the shard trusts) reaches the shard at the node's InternalIP."""
+    flags = ("--control-plane", "real", "--binaries", str(real_binaries()), "--nodes", "1")
+    with up_process(tmp_path, *flags) as up:
+        kc = up.kubeconfig
+        wait_until(lambda: node_ready(kc, "fleet-node-0"), 15, "node Ready")
+        wait_until(  # kube-controller-manager's ServiceAccount controller: pods wait for it
+            lambda: kubectl(kc, "get", "sa", "default", check=False).returncode == 0, 10, "SA"
+        )
+        kubectl(kc, "apply", "-f", "-", stdin=POD + "  nodeName: fleet-node-0\n")
+        wait_until(
+            lambda: (
+                kubectl(kc, "get", "pod", "talker", "-o", "jsonpath={.status.phase}").stdout
+                == "Running"
+            ),
+            15,
+            "pod talker Running",
+        )
+        logs = kubectl(kc, "logs", "talker", "--tail", "1").stdout.splitlines()
+        assert len(logs) == 1 and logs[0] in ("one", "two", "three"), logs
+        bad = kubectl(kc, "logs", "talker", "-c", "nope", check=False)
+        assert "container nope is not valid for pod talker" in bad.stderr
+
+        health = kubectl(kc, "get", "--raw", "/api/v1/nodes/fleet-node-0/proxy/healthz").stdout
+        assert health == "ok"
+        summary = json.loads(
+            kubectl(kc, "get", "--raw", "/api/v1/nodes/fleet-node-0/proxy/stats/summary").stdout
+        )
+        assert summary["node"]["nodeName"] == "fleet-node-0"
+
+        for binary in (BINARIES[0], BINARIES[-1]):  # SPDY, and WebSocket passed through
+            hello = _run(binary, kc, "exec", "talker", "--", "echo", "hello")
+            assert (hello.returncode, hello.stdout) == (0, "hello\n"), (binary, hello.stderr)
+        failed = kubectl(kc, "exec", "talker", "--", "sh", "-c", "exit 3", check=False)
+        assert failed.returncode == 3, failed.stderr
+
+        assert _port_forward(BINARIES[-1], kc, "talker") == [
+            "kubemock-fleet: default/talker port 8080: GET /hello",
+            "418 teapot",
+            "ping",
+        ]
     assert not [line for line in up.stderr if "Traceback" in line], up.stderr
