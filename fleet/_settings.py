@@ -195,7 +195,7 @@ class ShardSettings(_Section):
     kubelet_api: bool = False
     """Serve the kubelet API (kubectl logs, nodes/proxy, stats) for the driven nodes on one HTTPS port; their InternalIP and kubelet port then point at the shard. Off by default: it needs the apiserver's kubelet client CA."""
     kubelet_port: int = Field(default=10250, ge=0, le=65535)
-    """Base kubelet API port (the kubelet's own): shard K listens on kubeletPort + K when shards share a host; 0 picks a free port."""
+    """Base kubelet API port (the kubelet's own): shard K listens on kubeletPort + K where shards share an address (run, on loopback); a shard advertising its own $POD_IP (deploy/) takes kubeletPort itself; 0 picks a free port."""
     kubelet_address: str = ""
     """Address the nodes advertise (InternalIP); empty: $POD_IP (the shard pod's, by the downward API)."""
     kubelet_bind: str = "0.0.0.0"

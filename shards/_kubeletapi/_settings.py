@@ -86,10 +86,14 @@ def kubelet_api_settings(
     shard: ShardSettings, *, offset: int = 0, environ: Mapping[str, str] | None = None
 ) -> KubeletApiSettings | None:
     """The kubelet API settings ``shard`` asks for (None: not served); shard K passes ``offset=K``
-    when shards share a host, so each gets its own port."""
+    so that shards sharing an address (``run``: loopback) each get their own port. A shard
+    that advertises its pod's own ``$POD_IP`` shares it with no one and takes ``kubeletPort``
+    itself (deploy/: every shard pod on 10250, the port its manifest opens)."""
     if not shard.kubelet_api:
         return None
     env = os.environ if environ is None else environ
+    if not shard.kubelet_address:
+        offset = 0  # the pod's own address: no other shard listens there
     address = shard.kubelet_address or env.get("POD_IP", "")
     if not address:
         raise ConfigError("shard.kubeletAddress: empty, and no $POD_IP to advertise instead")
