@@ -200,6 +200,8 @@ class ShardSettings(_Section):
     """Address the nodes advertise (InternalIP); empty: $POD_IP (the shard pod's, by the downward API)."""
     kubelet_bind: str = "0.0.0.0"
     """Address the kubelet API binds."""
+    kubelet_address_per_node: bool = False
+    """Each node advertises an address of its own, 127.(K+1).x.y for shard K, all served by the one listener (bound to 0.0.0.0, answering loopback only): kube-apiserver's nodes/<n>/proxy/stats/summary then reaches the right node. For shards on one machine (run and up turn it on); the kubelet API's port is still kubeletPort (+ K)."""
     kubelet_client_ca_file: str = ""
     """CA of the apiserver's --kubelet-client-certificate (a kubelet's --client-ca-file); empty: the cluster's client-ca-file (kube-system/extension-apiserver-authentication, kubeadm's and kind's kubelet client CA too)."""
     kubelet_authorization: Literal["auto", "webhook", "always-allow"] = "auto"

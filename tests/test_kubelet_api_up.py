@@ -146,7 +146,7 @@ def test_logs_and_node_proxy_through_the_sandbox(tmp_path: Path) -> None:
         wait_until(lambda: node_ready(kc, "fleet-node-0"), 20, "node Ready")
         node = kubectl_json(kc, "get", "node", "fleet-node-0")
         addresses = {a["type"]: a["address"] for a in node["status"]["addresses"]}
-        assert addresses["InternalIP"] == "127.0.0.1"
+        assert addresses["InternalIP"] == "127.1.0.1"  # shard 0's first node address
         port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
         assert port not in (0, 10250)  # the shard's own listener (a free port under up)
         annotations = node["metadata"]["annotations"]
@@ -252,10 +252,11 @@ def test_logs_and_node_proxy_through_the_sandbox(tmp_path: Path) -> None:
 def test_logs_exec_port_forward_through_a_real_apiserver(tmp_path: Path) -> None:
     """``up --control-plane real``: kube-apiserver's own kubelet client (its certificate from
     the control plane's CA, which the shard trusts) reaches the shard at the node's InternalIP."""
-    flags = ("--control-plane", "real", "--binaries", str(real_binaries()), "--nodes", "1")
+    flags = ("--control-plane", "real", "--binaries", str(real_binaries()), "--nodes", "2")
     with up_process(tmp_path, *flags) as up:
         kc = up.kubeconfig
-        wait_until(lambda: node_ready(kc, "fleet-node-0"), 15, "node Ready")
+        for node in ("fleet-node-0", "fleet-node-1"):
+            wait_until(lambda node=node: node_ready(kc, node), 15, f"{node} Ready")
         wait_until(  # kube-controller-manager's ServiceAccount controller: pods wait for it
             lambda: kubectl(kc, "get", "sa", "default", check=False).returncode == 0, 10, "SA"
         )
@@ -275,10 +276,11 @@ def test_logs_exec_port_forward_through_a_real_apiserver(tmp_path: Path) -> None
 
         health = kubectl(kc, "get", "--raw", "/api/v1/nodes/fleet-node-0/proxy/healthz").stdout
         assert health == "ok"
-        summary = json.loads(
-            kubectl(kc, "get", "--raw", "/api/v1/nodes/fleet-node-0/proxy/stats/summary").stdout
-        )
-        assert summary["node"]["nodeName"] == "fleet-node-0"
+        # Two nodes on one shard, each on its own address: the apiserver's unprefixed
+        # nodes/<n>/proxy/stats/summary reaches the right one.
+        for node in ("fleet-node-0", "fleet-node-1"):
+            raw = kubectl(kc, "get", "--raw", f"/api/v1/nodes/{node}/proxy/stats/summary")
+            assert json.loads(raw.stdout)["node"]["nodeName"] == node
 
         for binary in (BINARIES[0], BINARIES[-1]):  # SPDY, and WebSocket passed through
             hello = _run(binary, kc, "exec", "talker", "--", "echo", "hello")

@@ -82,7 +82,8 @@ async def kubelet_api_wanted(requester: Requester, server: str) -> str | None:
 
 def kubelet_api_env(settings: FleetSettings, on: bool) -> dict[str, str]:
     """The shard children's environment for the kubelet API: on, on loopback unless the
-    settings name an address (shard K then listens on ``kubeletPort`` + K); or off."""
+    settings name an address (shard K then listens on ``kubeletPort`` + K, each of its nodes
+    on an address of its own); or off."""
     if not on:
         return {f"{ENV_PREFIX}SHARD__KUBELET_API": "false"}
     shard = settings.shard
@@ -90,6 +91,8 @@ def kubelet_api_env(settings: FleetSettings, on: bool) -> dict[str, str]:
     if not shard.kubelet_address:
         env[f"{ENV_PREFIX}SHARD__KUBELET_ADDRESS"] = LOOPBACK
         env[f"{ENV_PREFIX}SHARD__KUBELET_BIND"] = LOOPBACK
+        # Each node its own 127.(K+1).x.y on the shard's one listener (docs/kubelet-api.md).
+        env[f"{ENV_PREFIX}SHARD__KUBELET_ADDRESS_PER_NODE"] = "true"
     return env
 
 

@@ -341,7 +341,7 @@ class Up:
                     hot=InstrumentedRequester(hot, metrics),
                     identity=process_identity(shard_host(k)),
                     metrics=metrics,
-                    kubelet_api=kubelet_api_settings(fleet.shard),
+                    kubelet_api=kubelet_api_settings(fleet.shard, offset=k),
                 )
                 await nursery.start(engine.run)
             task_status.started()
@@ -357,6 +357,8 @@ class Up:
             "kubelet_bind": "127.0.0.1",
             "kubelet_port": 0,
             "kubelet_client_ca_file": str(self._kubelet_ca),
+            # Each node its own 127.(K+1).x.y: nodes/<n>/proxy/stats/summary reaches its node.
+            "kubelet_address_per_node": True,
         }
 
     async def _start_fleet(

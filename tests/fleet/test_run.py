@@ -123,10 +123,13 @@ async def test_run_two_shards(nursery: trio.Nursery, apiserver: Apiserver, tmp_p
             internal = [a for a in node["status"]["addresses"] if a["type"] == "InternalIP"]
             port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
             if apiserver.is_real:
-                assert internal[0]["address"] == "127.0.0.1"
+                # the node's own address: 127.(K+1).x.y, so unprefixed node paths are its own
+                assert internal[0]["address"].startswith(f"127.{int(shard) + 1}.")
                 assert port == kubelet_port + int(shard)
                 health = await client.request("GET", "/api/v1/nodes/run-node/proxy/healthz")
                 assert (health.status, health.content) == (200, b"ok"), health
+                pods = await client.request("GET", "/api/v1/nodes/run-node/proxy/pods")
+                assert pods.status == 200, pods
             else:  # the sandbox publishes no client CA
                 assert port != kubelet_port + int(shard)
             assert {c["type"]: c["status"] for c in cr["status"]["conditions"]} == {
@@ -170,6 +173,7 @@ async def test_kubelet_api_stays_off_for_an_apiserver_elsewhere() -> None:
         "KUBEMOCK_FLEET_SHARD__KUBELET_API": "true",
         "KUBEMOCK_FLEET_SHARD__KUBELET_ADDRESS": "127.0.0.1",
         "KUBEMOCK_FLEET_SHARD__KUBELET_BIND": "127.0.0.1",
+        "KUBEMOCK_FLEET_SHARD__KUBELET_ADDRESS_PER_NODE": "true",
     }
     chosen = FleetSettings(shard=ShardSettings(kubelet_address="192.0.2.7"))
     assert kubelet_api_env(chosen, True) == {"KUBEMOCK_FLEET_SHARD__KUBELET_API": "true"}
