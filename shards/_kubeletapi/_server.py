@@ -175,7 +175,10 @@ class KubeletServer:
                 await stream.aclose()  # bound to 0.0.0.0 for loopback's sake only
                 return
             async with self._limiter:
-                await serve_connection(stream, context, self.handle)
+                try:
+                    await serve_connection(stream, context, self.handle)
+                except Exception:  # one connection's fault never takes the listener down
+                    log.exception("kubelet API: a connection failed")
 
         async with trio.open_nursery() as nursery:
             listeners = await nursery.start(

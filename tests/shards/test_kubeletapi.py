@@ -490,3 +490,25 @@ async def test_each_node_its_own_address_on_one_listener(tmp_path: Path) -> None
             shared = await http.get(f"https://127.0.0.1:{endpoint.port}/pods")
             assert shared.status_code == 400  # the shared address: two nodes, ask by prefix
         nursery.cancel_scope.cancel()
+
+
+async def test_websocket_close_after_ours_is_not_answered() -> None:
+    # The kubelet closed first (the command ended); the client's Close is the answer, the
+    # connection is then CLOSED and nothing more may be sent. Answering it raised and took
+    # the whole listener down (kubectl 1.33 through kube-apiserver 1.24).
+    from wsproto.connection import Connection, ConnectionType
+    from wsproto.events import CloseConnection
+
+    from shards._kubeletapi._exec import _Session
+
+    client, kubelet = trio.testing.memory_stream_pair()
+    session = _Session(kubelet, b"", "v5.channel.k8s.io")
+    ws = Connection(ConnectionType.CLIENT)
+    with trio.fail_after(5):
+        await session.close()
+        ws.receive_data(bytes(await client.receive_some(65536)))
+        (event,) = ws.events()
+        assert isinstance(event, CloseConnection)
+        await client.send_all(ws.send(event.response()))
+        await session.read()  # returns: no LocalProtocolError
+    assert session.closed.is_set()
