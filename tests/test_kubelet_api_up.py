@@ -218,6 +218,25 @@ def test_logs_and_node_proxy_through_the_sandbox(tmp_path: Path) -> None:
             assert row[0] == "fleet-node-0" and row[1] == "350m", nodes.stdout  # base 100m + pod
         containers = kubectl(kc, "top", "pod", "talker", "--containers", "--no-headers").stdout
         assert containers.split()[1:] == ["app", "250m", "32Mi"]
+        # label selectors on the lists, against the objects' labels
+        picked = kubectl(kc, "top", "pod", "-l", "!nope", "--no-headers").stdout
+        assert picked.split()[0] == "talker", picked
+        none = kubectl(kc, "top", "pod", "-l", "app=web", "--no-headers", check=False)
+        assert "talker" not in none.stdout, none.stdout
+        labelled = kubectl(kc, "top", "node", "-l", "type=kubemock", "--no-headers").stdout
+        assert labelled.split()[0] == "fleet-node-0", labelled
+        raw = kubectl(
+            kc, "get", "--raw", "/apis/metrics.k8s.io/v1beta1/nodes?labelSelector=type%3Dother"
+        )
+        assert json.loads(raw.stdout)["items"] == []
+        bad = kubectl(
+            kc,
+            "get",
+            "--raw",
+            "/apis/metrics.k8s.io/v1beta1/pods?labelSelector=a%3D%3D%3D",
+            check=False,
+        )
+        assert "unable to parse requirement" in bad.stderr or "BadRequest" in bad.stderr, bad.stderr
 
         # exec: SPDY/3.1 (kubectl <= 1.29), WebSocket (>= 1.30): output, exit codes, stdin
         for binary in BINARIES:
