@@ -195,11 +195,13 @@ class ShardSettings(_Section):
     kubelet_api: bool = False
     """Serve the kubelet API (kubectl logs, nodes/proxy, stats) for the driven nodes on one HTTPS port; their InternalIP and kubelet port then point at the shard. Off by default: it needs the apiserver's kubelet client CA."""
     kubelet_port: int = Field(default=10250, ge=0, le=65535)
-    """Base kubelet API port (the kubelet's own): shard K listens on kubeletPort + K when shards share a host; 0 picks a free port."""
+    """Base kubelet API port (the kubelet's own): shard K listens on kubeletPort + K where shards share an address (run, on loopback); a shard advertising its own $POD_IP (deploy/) takes kubeletPort itself; 0 picks a free port."""
     kubelet_address: str = ""
     """Address the nodes advertise (InternalIP); empty: $POD_IP (the shard pod's, by the downward API)."""
     kubelet_bind: str = "0.0.0.0"
     """Address the kubelet API binds."""
+    kubelet_address_per_node: bool = False
+    """Each node advertises an address of its own, 127.(K+1).x.y for shard K, all served by the one listener (bound to 0.0.0.0, answering loopback only): kube-apiserver's nodes/<n>/proxy/stats/summary then reaches the right node. For shards on one machine (run and up turn it on); the kubelet API's port is still kubeletPort (+ K)."""
     kubelet_client_ca_file: str = ""
     """CA of the apiserver's --kubelet-client-certificate (a kubelet's --client-ca-file); empty: the cluster's client-ca-file (kube-system/extension-apiserver-authentication, kubeadm's and kind's kubelet client CA too)."""
     kubelet_authorization: Literal["auto", "webhook", "always-allow"] = "auto"

@@ -782,7 +782,7 @@ class NodeDriver:
         config = model.spec.node_config
         endpoint = self.kubelet_endpoint
         if endpoint is not None:  # the shard serves the kubelet API: its address it is
-            internal: tuple[str, ...] = (endpoint.address,)
+            internal: tuple[str, ...] = (endpoint.address_of(state.name),)
         elif config.address:
             internal = (self._addresses.assign(state.name, config.address),)
         elif ips:

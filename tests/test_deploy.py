@@ -19,9 +19,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from fleet._settings import FleetSettings
+from fleet._settings import FleetSettings, load_settings
 from fleet.cli import app
 from fleet.sandbox import RunningSandbox
+from shards import kubelet_api_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -90,11 +91,10 @@ def test_namespaced_objects_live_in_the_fleet_namespace() -> None:
         not in ("Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding")
     ]
     for doc in namespaced:
-        expected = (
-            "kube-node-lease"
-            if doc["metadata"]["name"] == "kubemock-fleet-node-leases"
-            else FLEET_NAMESPACE
-        )
+        expected = {
+            "kubemock-fleet-node-leases": "kube-node-lease",
+            "kubemock-fleet-client-ca": "kube-system",
+        }.get(doc["metadata"]["name"], FLEET_NAMESPACE)
         assert doc["metadata"].get("namespace") == expected, doc["metadata"]["name"]
     assert one("Namespace", FLEET_NAMESPACE)
 
@@ -128,11 +128,13 @@ def granted() -> set[Grant]:
             continue
         scope = "cluster" if doc["kind"] == "ClusterRole" else doc["metadata"]["namespace"]
         for rule in doc["rules"]:
-            assert set(rule) == {"apiGroups", "resources", "verbs"}, (
-                rule
-            )  # no resourceNames, no nonResourceURLs
+            # No nonResourceURLs; resourceNames narrow a rule, and the table names them:
+            # resource `configmaps [extension-apiserver-authentication]`.
+            assert set(rule) - {"resourceNames"} == {"apiGroups", "resources", "verbs"}, rule
+            names = rule.get("resourceNames")
             for group in rule["apiGroups"]:
-                for resource in rule["resources"]:
+                for plain in rule["resources"]:
+                    resource = f"{plain} [{', '.join(names)}]" if names else plain
                     for verb in rule["verbs"]:
                         assert "*" not in (group, resource, verb), rule
                         grant = (group, resource, verb, scope)
@@ -216,6 +218,23 @@ def test_coordinator_deployment() -> None:
     assert container(deployment)["args"] == ["coordinator", "--metrics-address", "0.0.0.0"]
 
 
+def test_shards_serve_the_kubelet_api_on_the_pod_ip() -> None:
+    statefulset = one("StatefulSet", "kubemock-fleet-shard")
+    c = container(statefulset)
+    env = {e["name"]: e for e in c["env"]}
+    assert env["POD_IP"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    on = load_settings(environ={e["name"]: e["value"] for e in c["env"] if "value" in e})
+    assert on.shard.kubelet_api is True
+    # Each pod advertises its own IP, so every shard takes the port itself (no + K).
+    got = kubelet_api_settings(on.shard, offset=2, environ={"POD_IP": "10.0.0.9"})
+    assert got is not None and (got.advertise_address, got.port) == ("10.0.0.9", 10250)
+    assert {"name": "kubelet", "containerPort": got.port, "protocol": "TCP"} in c["ports"]
+    service = one("Service", statefulset["spec"]["serviceName"])
+    assert {"name": "kubelet", "port": 10250, "targetPort": "kubelet", "protocol": "TCP"} in (
+        service["spec"]["ports"]
+    )
+
+
 def test_shard_id_is_the_pod_ordinal() -> None:
     statefulset = one("StatefulSet", "kubemock-fleet-shard")
     c = container(statefulset)
@@ -265,7 +284,7 @@ def test_probes_ports_resources_and_security(kind: str, name: str, port: int) ->
     # The endpoints bind loopback unless told otherwise; probes and Prometheus come by pod IP.
     assert FleetSettings().metrics_address == "127.0.0.1"
     assert c["args"][-2:] == ["--metrics-address", "0.0.0.0"]
-    assert c["ports"] == [{"name": "metrics", "containerPort": port, "protocol": "TCP"}]
+    assert c["ports"][0] == {"name": "metrics", "containerPort": port, "protocol": "TCP"}
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
     resources = c["resources"]

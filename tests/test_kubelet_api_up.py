@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests._apiserver import real_binaries
 from tests._up_process import kubectl, kubectl_json, node_ready, up_process, wait_until
 
 pytestmark = pytest.mark.kubectl
@@ -145,7 +146,7 @@ def test_logs_and_node_proxy_through_the_sandbox(tmp_path: Path) -> None:
         wait_until(lambda: node_ready(kc, "fleet-node-0"), 20, "node Ready")
         node = kubectl_json(kc, "get", "node", "fleet-node-0")
         addresses = {a["type"]: a["address"] for a in node["status"]["addresses"]}
-        assert addresses["InternalIP"] == "127.0.0.1"
+        assert addresses["InternalIP"] == "127.1.0.1"  # shard 0's first node address
         port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
         assert port not in (0, 10250)  # the shard's own listener (a free port under up)
         annotations = node["metadata"]["annotations"]
@@ -217,6 +218,25 @@ def test_logs_and_node_proxy_through_the_sandbox(tmp_path: Path) -> None:
             assert row[0] == "fleet-node-0" and row[1] == "350m", nodes.stdout  # base 100m + pod
         containers = kubectl(kc, "top", "pod", "talker", "--containers", "--no-headers").stdout
         assert containers.split()[1:] == ["app", "250m", "32Mi"]
+        # label selectors on the lists, against the objects' labels
+        picked = kubectl(kc, "top", "pod", "-l", "!nope", "--no-headers").stdout
+        assert picked.split()[0] == "talker", picked
+        none = kubectl(kc, "top", "pod", "-l", "app=web", "--no-headers", check=False)
+        assert "talker" not in none.stdout, none.stdout
+        labelled = kubectl(kc, "top", "node", "-l", "type=kubemock", "--no-headers").stdout
+        assert labelled.split()[0] == "fleet-node-0", labelled
+        raw = kubectl(
+            kc, "get", "--raw", "/apis/metrics.k8s.io/v1beta1/nodes?labelSelector=type%3Dother"
+        )
+        assert json.loads(raw.stdout)["items"] == []
+        bad = kubectl(
+            kc,
+            "get",
+            "--raw",
+            "/apis/metrics.k8s.io/v1beta1/pods?labelSelector=a%3D%3D%3D",
+            check=False,
+        )
+        assert "unable to parse requirement" in bad.stderr or "BadRequest" in bad.stderr, bad.stderr
 
         # exec: SPDY/3.1 (kubectl <= 1.29), WebSocket (>= 1.30): output, exit codes, stdin
         for binary in BINARIES:
@@ -244,4 +264,52 @@ def test_logs_and_node_proxy_through_the_sandbox(tmp_path: Path) -> None:
                 "418 teapot",
                 "ping",
             ], binary
+    assert not [line for line in up.stderr if "Traceback" in line], up.stderr
+
+
+@pytest.mark.real
+def test_logs_exec_port_forward_through_a_real_apiserver(tmp_path: Path) -> None:
+    """``up --control-plane real``: kube-apiserver's own kubelet client (its certificate from
+    the control plane's CA, which the shard trusts) reaches the shard at the node's InternalIP."""
+    flags = ("--control-plane", "real", "--binaries", str(real_binaries()), "--nodes", "2")
+    with up_process(tmp_path, *flags) as up:
+        kc = up.kubeconfig
+        for node in ("fleet-node-0", "fleet-node-1"):
+            wait_until(lambda node=node: node_ready(kc, node), 15, f"{node} Ready")
+        wait_until(  # kube-controller-manager's ServiceAccount controller: pods wait for it
+            lambda: kubectl(kc, "get", "sa", "default", check=False).returncode == 0, 10, "SA"
+        )
+        kubectl(kc, "apply", "-f", "-", stdin=POD + "  nodeName: fleet-node-0\n")
+        wait_until(
+            lambda: (
+                kubectl(kc, "get", "pod", "talker", "-o", "jsonpath={.status.phase}").stdout
+                == "Running"
+            ),
+            15,
+            "pod talker Running",
+        )
+        logs = kubectl(kc, "logs", "talker", "--tail", "1").stdout.splitlines()
+        assert len(logs) == 1 and logs[0] in ("one", "two", "three"), logs
+        bad = kubectl(kc, "logs", "talker", "-c", "nope", check=False)
+        assert "container nope is not valid for pod talker" in bad.stderr
+
+        health = kubectl(kc, "get", "--raw", "/api/v1/nodes/fleet-node-0/proxy/healthz").stdout
+        assert health == "ok"
+        # Two nodes on one shard, each on its own address: the apiserver's unprefixed
+        # nodes/<n>/proxy/stats/summary reaches the right one.
+        for node in ("fleet-node-0", "fleet-node-1"):
+            raw = kubectl(kc, "get", "--raw", f"/api/v1/nodes/{node}/proxy/stats/summary")
+            assert json.loads(raw.stdout)["node"]["nodeName"] == node
+
+        for binary in (BINARIES[0], BINARIES[-1]):  # SPDY, and WebSocket passed through
+            hello = _run(binary, kc, "exec", "talker", "--", "echo", "hello")
+            assert (hello.returncode, hello.stdout) == (0, "hello\n"), (binary, hello.stderr)
+        failed = kubectl(kc, "exec", "talker", "--", "sh", "-c", "exit 3", check=False)
+        assert failed.returncode == 3, failed.stderr
+
+        assert _port_forward(BINARIES[-1], kc, "talker") == [
+            "kubemock-fleet: default/talker port 8080: GET /hello",
+            "418 teapot",
+            "ping",
+        ]
     assert not [line for line in up.stderr if "Traceback" in line], up.stderr

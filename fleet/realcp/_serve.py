@@ -9,7 +9,12 @@ kube-scheduler when the binaries directory has them, on loopback, for as long as
 3. starts kube-apiserver on a free port (or the one asked for) with client-certificate
    authentication, ``Node,RBAC`` authorization and the flags ``../shared/realk8s/README.md``
    found to work on loopback; writes the admin kubeconfig (``O=system:masters``) and
-   waits for ``/readyz``;
+   waits for ``/readyz``. Its kubelet client (``--kubelet-client-certificate/-key``:
+   ``CN=kube-apiserver-kubelet-client, O=system:masters``, kubeadm's choice) comes from the
+   same CA, and it reaches kubelets at their ``InternalIP``
+   (``--kubelet-preferred-address-types``; its default tries the node name first, which
+   does not resolve): the fleet's shards, trusting that CA, serve ``pods/log``, ``exec``,
+   ``port-forward`` and ``nodes/proxy``;
 4. starts kube-controller-manager and kube-scheduler, each with its own kubeconfig
    (``CN=system:kube-controller-manager``, ``CN=system:kube-scheduler``), when present
    and wanted;
@@ -52,7 +57,7 @@ from fleet.realcp._binaries import (
     Binaries,
     find_binaries,
 )
-from fleet.realcp._pki import PKI, SERVING_NAMES, create_pki
+from fleet.realcp._pki import PKI, SERVING_NAMES, CertPair, create_pki
 from fleet.realcp._settings import RealControlPlaneSettings
 
 __all__ = ["RunningControlPlane", "serve_real_control_plane"]
@@ -63,6 +68,12 @@ SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/16"
 """The Services' range; its first address (10.96.0.1) is in the serving certificate."""
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 CONTEXT_NAME = "kubemock-fleet-real"
+KUBELET_CLIENT_USER = "kube-apiserver-kubelet-client"
+KUBELET_CLIENT_GROUPS = ("system:masters",)
+"""kube-apiserver's identity towards kubelets: kubeadm's common name, and the group that any
+kubelet's SubjectAccessReview allows (kubeadm binds ``system:kubelet-api-admin`` instead;
+a throwaway control plane needs no finer grant)."""
+KUBELET_ADDRESS_TYPES = "InternalIP"
 POLL_INTERVAL = 0.2
 """Seconds between readiness probes."""
 LOG_TAIL_LINES = 5
@@ -81,6 +92,9 @@ class RunningControlPlane:
     """The admin kubeconfig (``O=system:masters``, mode 0600)."""
     ca_pem: bytes
     """The CA of the serving and client certificates."""
+    kubelet_client_ca: Path
+    """The CA of kube-apiserver's kubelet client certificate (the cluster CA's file): what a
+    kubelet, and a shard serving the kubelet API, trusts for client certificates."""
     components: tuple[str, ...]
     """The components running, in start order (``etcd``, ``kube-apiserver``, ...)."""
     missing: tuple[str, ...]
@@ -243,6 +257,7 @@ def _apiserver_argv(
     pki: PKI,
     serving_cert: Path,
     serving_key: Path,
+    kubelet_client: CertPair,
     port: int,
     etcd_url: str,
     *,
@@ -265,6 +280,10 @@ def _apiserver_argv(
         "--endpoint-reconciler-type=none",
         f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
         "--allow-privileged=true",
+        f"--kubelet-client-certificate={kubelet_client.cert}",
+        f"--kubelet-client-key={kubelet_client.key}",
+        # Its default puts Hostname first: the node's name, which resolves nowhere here.
+        f"--kubelet-preferred-address-types={KUBELET_ADDRESS_TYPES}",
     ]
     if not controller_manager:
         # The ServiceAccount admission plugin refuses pods until kube-controller-manager's
@@ -355,6 +374,11 @@ async def serve_real_control_plane(
         async with trio.open_nursery() as nursery:
             pki = await trio.to_thread.run_sync(create_pki, workdir / "pki")
             serving = pki.issue("apiserver", common_name="kube-apiserver", hosts=SERVING_NAMES)
+            kubelet_client = pki.issue(
+                "apiserver-kubelet-client",
+                common_name=KUBELET_CLIENT_USER,
+                groups=KUBELET_CLIENT_GROUPS,
+            )
             deadline = trio.current_time() + s.start_timeout
             etcd_port, peer_port = _free_port(), _free_port()
             etcd_url = f"http://127.0.0.1:{etcd_port}"
@@ -389,6 +413,7 @@ async def serve_real_control_plane(
                     pki,
                     serving.cert,
                     serving.key,
+                    kubelet_client,
                     port,
                     etcd_url,
                     controller_manager=want_cm,
@@ -427,6 +452,7 @@ async def serve_real_control_plane(
                 url=url,
                 kubeconfig=kubeconfig,
                 ca_pem=pki.ca.cert_pem,
+                kubelet_client_ca=pki.ca.cert,
                 components=tuple(c.name for c in plane.components),
                 missing=tuple(
                     name

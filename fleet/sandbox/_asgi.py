@@ -571,7 +571,14 @@ class SandboxApp:
                 raise _not_served()
             name = rest[1] if len(rest) == 2 else None
             return _json(
-                200, await self.metrics_api.serve(self.kubelet_client, rest[0], namespace, name)
+                200,
+                await self.metrics_api.serve(
+                    self.kubelet_client,
+                    rest[0],
+                    namespace,
+                    name,
+                    label_selector=query.get("labelSelector", ""),
+                ),
             )
         to_kubelet = self._to_kubelet(method, group, namespace, rest, query, labels)
         if to_kubelet is not None:

@@ -8,21 +8,26 @@ of the nodes it concerns, at most ``FETCHES_IN_FLIGHT`` at once, with the kubele
 certificate of ``pods/log``. Nodes whose kubelet does not answer are left out, as
 metrics-server leaves out nodes it could not scrape; a single one asked for is 404.
 
-Not served: label selectors (every object is listed), watch, the ``window`` metrics-server
-derives from its scrape interval (a fixed ``WINDOW``).
+Lists take a ``labelSelector`` (``kubectl top pods -l app=web``), matched against the
+Node's or Pod's labels as metrics-server does; only the matching nodes are scraped.
+Not served: field selectors, watch, the ``window`` metrics-server derives from its scrape
+interval (a fixed ``WINDOW``).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import trio
 
+from fleet.errors import InputError
+from fleet.sandbox import _libs
 from fleet.sandbox._kubeletproxy import CONNECT_TIMEOUT, KubeletClientCert, node_endpoint
 from fleet.sandbox._registry import Registry, ResourceType
-from fleet.sandbox._status import StatusError
+from fleet.sandbox._status import StatusError, bad_request
 from fleet.sandbox._store import Store
 
 __all__ = ["GROUP", "MetricsApi", "metrics_types"]
@@ -83,12 +88,24 @@ class MetricsApi:
         plural: str,
         namespace: str | None,
         name: str | None,
+        label_selector: str = "",
     ) -> dict[str, Any]:
         if cert is None:
             raise StatusError(503, "ServiceUnavailable", "no kubelet client certificate")
+        try:
+            selector = (
+                _libs.parse_label_selector(label_selector) if label_selector.strip() else None
+            )
+        except InputError as exc:
+            raise bad_request(str(exc)) from exc
+
+        def selected(obj: dict[str, Any] | None) -> bool:
+            labels = ((obj or {}).get("metadata") or {}).get("labels") or {}
+            return selector is None or selector.matches(labels)
+
         if plural == "nodes":
-            return await self._nodes(cert, name)
-        return await self._pods(cert, namespace, name)
+            return await self._nodes(cert, name, selected)
+        return await self._pods(cert, namespace, name, selected)
 
     async def _summaries(
         self, cert: KubeletClientCert, nodes: list[str]
@@ -114,9 +131,15 @@ class MetricsApi:
                     nursery.start_soon(fetch, node)
         return out
 
-    async def _nodes(self, cert: KubeletClientCert, name: str | None) -> dict[str, Any]:
+    async def _nodes(
+        self, cert: KubeletClientCert, name: str | None, selected: Callable[[Any], bool]
+    ) -> dict[str, Any]:
         objects = self.store.collection(_NODES).objects
-        names = [name] if name is not None else sorted(n for (_, n) in objects)
+        names = (
+            [name]
+            if name is not None
+            else sorted(n for (_, n), node in objects.items() if selected(node))
+        )
         if name is not None and ("", name) not in objects:
             raise _not_found("nodes", name)
         summaries = await self._summaries(cert, names)
@@ -151,13 +174,19 @@ class MetricsApi:
         }
 
     async def _pods(
-        self, cert: KubeletClientCert, namespace: str | None, name: str | None
+        self,
+        cert: KubeletClientCert,
+        namespace: str | None,
+        name: str | None,
+        selected: Callable[[Any], bool],
     ) -> dict[str, Any]:
         objects = self.store.collection(_PODS).objects
         wanted: dict[tuple[str, str], dict[str, Any]] = {
             key: pod
             for key, pod in objects.items()
-            if (namespace is None or key[0] == namespace) and (name is None or key[1] == name)
+            if (namespace is None or key[0] == namespace)
+            and (name is None or key[1] == name)
+            and (name is not None or selected(pod))
         }
         if name is not None and not wanted:
             raise _not_found("pods", name)

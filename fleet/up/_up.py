@@ -24,8 +24,9 @@
    unless the settings name one;
 5. ``--nodes N`` Node CRs from a template (``_nodes``).
 
-Shards serve the kubelet API on loopback (a free port each) and trust the sandbox's
-kubelet client CA, so ``kubectl logs`` and ``nodes/proxy`` reach them through the sandbox.
+Shards serve the kubelet API on loopback (a free port each) and trust the apiserver's
+kubelet client CA (the sandbox's, or the real control plane's), so ``kubectl logs``,
+``exec``, ``port-forward`` and ``nodes/proxy`` reach them through either apiserver.
 
 Then it reports a :class:`RunningUp` through ``task_status.started`` and
 runs until :meth:`Up.stop`, which stops top to bottom: shard children get
@@ -231,6 +232,7 @@ class Up:
                 kubeconfig = real.kubeconfig
                 if "kube-controller-manager" in real.components:
                     self._pod_cidrs = "cluster"  # it runs with --allocate-node-cidrs
+                self._kubelet_ca = real.kubelet_client_ca
                 for component, names in REAL_COMPONENT_LOOPS.items():
                     if component in real.components:
                         covered.update(names)
@@ -329,7 +331,7 @@ class Up:
             task_status.started()
 
     def _kubelet_settings(self) -> dict[str, object]:
-        """Shard settings for the kubelet API on loopback, trusting the sandbox's client CA:
+        """Shard settings for the kubelet API on loopback, trusting the apiserver's kubelet client CA:
         ``kubectl logs`` and ``nodes/proxy`` reach the shards (a free port each)."""
         if self._kubelet_ca is None:
             return {}
@@ -339,6 +341,8 @@ class Up:
             "kubelet_bind": "127.0.0.1",
             "kubelet_port": 0,
             "kubelet_client_ca_file": str(self._kubelet_ca),
+            # Each node its own 127.(K+1).x.y: nodes/<n>/proxy/stats/summary reaches its node.
+            "kubelet_address_per_node": True,
         }
 
     async def _start_fleet(

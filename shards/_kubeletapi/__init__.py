@@ -5,8 +5,8 @@ Private to ``shards`` (the engine wires it); the modules, one job each:
 ``_server`` (routing), ``_auth`` (authentication and authorization), ``_logs`` (container logs), ``_usage`` and
 ``_stats`` (resource usage and the stats endpoints), ``_exec`` (exec and attach over
 WebSocket or SPDY), ``_commands`` (what a command answers), ``_spdy`` (SPDY/3.1 framing),
-``_portforward`` (responders on forwarded ports), ``_view`` (what the server reads of the
-shard). docs/kubelet-api.md says what is served.
+``_portforward`` (responders on forwarded ports), ``_addresses`` (each node its own
+loopback address), ``_view`` (what the server reads of the shard). docs/kubelet-api.md says what is served.
 """
 
 from __future__ import annotations

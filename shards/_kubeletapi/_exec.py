@@ -32,8 +32,9 @@ from datetime import datetime
 from typing import Any
 
 import trio
-from wsproto.connection import Connection, ConnectionType
+from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
+from wsproto.utilities import LocalProtocolError
 
 from shards._kubeletapi._commands import SHELLS, Outcome, run_argv, run_line
 from shards._kubeletapi._http import Reply, Request, Upgrade
@@ -146,16 +147,21 @@ class _Session:
                             await self._message(bytes(partial))
                             partial = bytearray()
                     elif isinstance(event, Ping):
-                        await self._write(self.ws.send(event.response()))
+                        if self.ws.state is ConnectionState.OPEN:
+                            await self._write(self.ws.send(event.response()))
                     elif isinstance(event, CloseConnection):
-                        await self._write(self.ws.send(event.response()))
+                        # Answered only if we had not closed first: after our own Close
+                        # (the command ended) the client's is the reply, and the
+                        # connection is CLOSED (kube-apiserver 1.24 relaying kubectl 1.33).
+                        if self.ws.state is ConnectionState.REMOTE_CLOSING:
+                            await self._write(self.ws.send(event.response()))
                         return
                 received = await self.stream.receive_some(_RECEIVE)
                 self.ws.receive_data(bytes(received) if received else None)
                 events = list(self.ws.events())
                 if not received:
                     return
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, LocalProtocolError):
             return
         finally:
             self.closed.set()

@@ -52,6 +52,9 @@ class Request:
     """Common name of the verified client certificate; None without one."""
     groups: tuple[str, ...] = ()
     """Organizations of the verified client certificate."""
+    local: str = ""
+    """The server address the client connected to: the node's own, when each node has one
+    (``_addresses``)."""
 
     def arg(self, name: str, default: str | None = None) -> str | None:
         """The last value of a query parameter."""
@@ -108,7 +111,9 @@ def _identity(stream: trio.SSLStream[trio.SocketStream]) -> tuple[str | None, tu
     return cn, tuple(groups)
 
 
-def _request(event: h11.Request, user: str | None, groups: tuple[str, ...]) -> Request:
+def _request(
+    event: h11.Request, user: str | None, groups: tuple[str, ...], local: str = ""
+) -> Request:
     target = urlsplit(event.target.decode("latin-1"))
     headers: dict[str, str] = {}
     for name, value in event.headers:
@@ -122,6 +127,7 @@ def _request(event: h11.Request, user: str | None, groups: tuple[str, ...]) -> R
         headers=headers,
         user=user,
         groups=groups,
+        local=local,
     )
 
 
@@ -150,6 +156,14 @@ async def _answer(conn: h11.Connection, stream: trio.abc.Stream, reply: Reply) -
     await _send(conn, stream, h11.EndOfMessage())
 
 
+def _local_address(raw: trio.SocketStream) -> str:
+    """The address the client dialed (empty when the socket cannot say)."""
+    try:
+        return str(raw.socket.getsockname()[0])
+    except (OSError, IndexError, TypeError):
+        return ""
+
+
 async def serve_connection(
     raw: trio.SocketStream, context: ssl.SSLContext, handler: Handler
 ) -> None:
@@ -161,6 +175,7 @@ async def serve_connection(
         if scope.cancelled_caught:
             return
         user, groups = _identity(stream)
+        local = _local_address(raw)
         conn = h11.Connection(h11.SERVER)
         while True:
             with trio.move_on_after(IDLE_TIMEOUT) as idle:
@@ -176,7 +191,7 @@ async def serve_connection(
                     more, h11.EndOfMessage | h11.ConnectionClosed
                 ):
                     break
-            request = _request(event, user, groups)
+            request = _request(event, user, groups, local)
             if size > MAX_BODY_BYTES:
                 await _answer(conn, stream, Reply(413, b"request body too large\n"))
                 return

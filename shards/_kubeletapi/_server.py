@@ -23,8 +23,9 @@ Pod paths name their pod, so one listener serves them for every node. Node paths
 ``/pods`` on the node's address, the same for every node of a shard. They are therefore
 also served under ``/nodes/{node}/...`` (the sandbox's ``nodes/proxy`` and the
 ``metrics.k8s.io/resource-metrics-path`` node annotation, which KWOK-aware metrics-server
-follows, use that form); unprefixed, they answer for the shard's only node, or 400 when
-it drives several.
+follows, use that form); unprefixed, they answer for the node whose own address the
+connection was made to (``_addresses``: under ``run``/``up`` each node has one), else for
+the shard's only node, or 400 when it drives several.
 
 Authentication and authorization as a kubelet with ``--anonymous-auth=false``: a client
 certificate signed by the client CA (the apiserver's ``--kubelet-client-certificate``), or a
@@ -34,6 +35,7 @@ one (``_auth``).
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import ssl
 from collections.abc import AsyncIterator, Callable
@@ -46,6 +48,7 @@ import trio
 
 from fleet.errors import ConfigError, InputError
 from fleet.machinery import format_time, utc_now
+from shards._kubeletapi._addresses import NodeAddresses
 from shards._kubeletapi._auth import Identity, WebhookAuth, attributes
 from shards._kubeletapi._exec import Streams
 from shards._kubeletapi._http import Reply, Request, Streamed, Upgrade, serve_connection
@@ -81,6 +84,21 @@ class KubeletEndpoint(msgspec.Struct, frozen=True):
 
     address: str
     port: int
+    per_node: NodeAddresses | None = None
+    """Each node its own address on this listener (``_addresses``); None: all ``address``."""
+
+    def address_of(self, node: str) -> str:
+        """The InternalIP ``node`` advertises: its own address, else the shared one."""
+        if self.per_node is not None:
+            return self.per_node.address_of(node) or self.address
+        return self.address
+
+
+def _local(stream: trio.SocketStream) -> str:
+    try:
+        return str(stream.socket.getsockname()[0])
+    except (OSError, IndexError, TypeError):
+        return ""
 
 
 def _text(status: int, message: str) -> Reply:
@@ -136,6 +154,12 @@ class KubeletServer:
         """The stats endpoints; None: 404."""
         self.exec: Streams | None = Streams(view, wall)
         """``/exec`` and ``/attach`` (WebSocket); None: 404."""
+        self.per_node = (
+            NodeAddresses(ipaddress.IPv4Network(settings.node_network))
+            if settings.node_network
+            else None
+        )
+        """Each node's own address, when the settings give a network for them."""
 
     async def run(
         self, *, task_status: trio.TaskStatus[KubeletEndpoint] = trio.TASK_STATUS_IGNORED
@@ -144,9 +168,17 @@ class KubeletServer:
         s = self.settings
         context = server_context(s, s.client_ca_pem or await self._cluster_client_ca())
 
+        per_node = self.per_node
+
         async def connection(stream: trio.SocketStream) -> None:
+            if per_node is not None and not per_node.accepts(_local(stream)):
+                await stream.aclose()  # bound to 0.0.0.0 for loopback's sake only
+                return
             async with self._limiter:
-                await serve_connection(stream, context, self.handle)
+                try:
+                    await serve_connection(stream, context, self.handle)
+                except Exception:  # one connection's fault never takes the listener down
+                    log.exception("kubelet API: a connection failed")
 
         async with trio.open_nursery() as nursery:
             listeners = await nursery.start(
@@ -154,7 +186,7 @@ class KubeletServer:
             )
             port = self.port = listeners[0].socket.getsockname()[1]
             log.info("kubelet API on %s:%d (advertised as %s)", s.host, port, s.advertise_address)
-            task_status.started(KubeletEndpoint(s.advertise_address, port))
+            task_status.started(KubeletEndpoint(s.advertise_address, port, per_node))
 
     # -- routing ---------------------------------------------------------------------------
 
@@ -189,7 +221,7 @@ class KubeletServer:
             return None
         verb, subresource = attributes(request.method, request.path)
         if await self.auth.authorize(
-            identity, verb, subresource, self._node_of(parts), token=token
+            identity, verb, subresource, self._node_of(parts, request.local), token=token
         ):
             return None
         return _text(
@@ -198,13 +230,15 @@ class KubeletServer:
             f"subresource={subresource})",
         )
 
-    def _node_of(self, parts: list[str]) -> str:
+    def _node_of(self, parts: list[str], local: str = "") -> str:
         """The node a request concerns (the name a SubjectAccessReview asks about)."""
         if len(parts) >= 3 and parts[0] in ("containerLogs", "exec", "attach", "portForward"):
             pod = self.view.pod(parts[1], parts[2])
             return pod.node if pod is not None else ""
         if len(parts) >= 2 and parts[0] == "nodes":
             return parts[1]
+        if self.per_node is not None and (own := self.per_node.node_at(local)) is not None:
+            return own
         names = self.view.nodes()
         return names[0] if len(names) == 1 else ""
 
@@ -227,6 +261,8 @@ class KubeletServer:
         node_name: str | None = None
         if len(parts) >= 3 and parts[0] == "nodes":
             node_name, parts = parts[1], parts[2:]
+        elif self.per_node is not None:  # the address dialed names the node
+            node_name = self.per_node.node_at(request.local)
         rest = "/".join(parts)
         if rest not in NODE_PATHS:
             return _text(404, "404 page not found")

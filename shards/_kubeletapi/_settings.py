@@ -14,6 +14,7 @@ from pathlib import Path
 
 from fleet._settings import ShardSettings
 from fleet.errors import ConfigError
+from shards._kubeletapi._addresses import shard_node_network
 
 __all__ = ["KubeletApiSettings", "kubelet_api_settings"]
 
@@ -42,6 +43,11 @@ class KubeletApiSettings:
     without ``--kubelet-certificate-authority`` does not verify it (nor does the sandbox)."""
     key_pem: bytes | None = None
     """The serving certificate's key (PEM)."""
+    node_network: str = ""
+    """Give each node its own address from this loopback network (``_addresses``): one
+    listener on ``0.0.0.0`` tells the nodes apart by the address dialed, so unprefixed node
+    paths (``/stats/summary``) answer for their node. Empty: every node advertises
+    ``advertise_address``."""
     authorization: str = "auto"
     """``auto``: SubjectAccessReview where the cluster serves it, else a certificate is
     enough; ``webhook``: always (no answer: 403); ``always-allow``: no reviews."""
@@ -67,6 +73,11 @@ class KubeletApiSettings:
                 "kubelet API: the client CA is empty (the one that signed the apiserver's "
                 "kubelet client certificate is needed; the API is never open to anyone)"
             )
+        if self.node_network and self.host != "0.0.0.0":
+            raise ConfigError(
+                "kubelet API: an address per node needs the listener on 0.0.0.0 "
+                f"(it answers on every loopback address), not {self.host}"
+            )
         if self.authorization not in ("auto", "webhook", "always-allow"):
             raise ConfigError(f"kubelet API authorization: unknown mode {self.authorization!r}")
         if (self.cert_pem is None) != (self.key_pem is None):
@@ -86,10 +97,15 @@ def kubelet_api_settings(
     shard: ShardSettings, *, offset: int = 0, environ: Mapping[str, str] | None = None
 ) -> KubeletApiSettings | None:
     """The kubelet API settings ``shard`` asks for (None: not served); shard K passes ``offset=K``
-    when shards share a host, so each gets its own port."""
+    so that shards sharing an address (``run``: loopback) each get their own port. A shard
+    that advertises its pod's own ``$POD_IP`` shares it with no one and takes ``kubeletPort``
+    itself (deploy/: every shard pod on 10250, the port its manifest opens)."""
     if not shard.kubelet_api:
         return None
     env = os.environ if environ is None else environ
+    network = str(shard_node_network(offset)) if shard.kubelet_address_per_node else ""
+    if not shard.kubelet_address:
+        offset = 0  # the pod's own address: no other shard listens there
     address = shard.kubelet_address or env.get("POD_IP", "")
     if not address:
         raise ConfigError("shard.kubeletAddress: empty, and no $POD_IP to advertise instead")
@@ -105,7 +121,8 @@ def kubelet_api_settings(
             else None
         ),
         authorization=shard.kubelet_authorization,
-        host=shard.kubelet_bind,
+        host="0.0.0.0" if network else shard.kubelet_bind,
+        node_network=network,
         port=shard.kubelet_port + offset if shard.kubelet_port else 0,
         cert_pem=cert,
         key_pem=key,

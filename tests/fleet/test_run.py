@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from functools import partial
 from pathlib import Path
 
 import trio
+import yaml
 
-from fleet.kube import Client, load_config
+from fleet._settings import FleetSettings, ShardSettings
+from fleet.cli import kubelet_api_env, kubelet_api_wanted
+from fleet.kube import Client, FakeApiserver, load_config
 from fleet.wire import SHARD_LABEL
 from tests._apiserver import Apiserver
 from tests.fleet._fleet import FLEET_NS, cr_body, cr_path, prepare, ready, wait_for, write_config
@@ -49,8 +53,25 @@ def _fleet_size(pid: int) -> bytes | None:
     return None
 
 
+def _two_free_ports() -> int:
+    """A port p with p + 1 free too: the kubelet API ports of shards 0 and 1."""
+    while True:
+        with socket.socket() as first, socket.socket() as second:
+            first.bind(("127.0.0.1", 0))
+            port = int(first.getsockname()[1])
+            try:
+                second.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+            return port
+
+
 async def test_run_two_shards(nursery: trio.Nursery, apiserver: Apiserver, tmp_path: Path) -> None:
     config = write_config(tmp_path / "fleet.yaml")
+    kubelet_port = _two_free_ports()
+    settings = yaml.safe_load(config.read_text())
+    settings["shard"]["kubeletPort"] = kubelet_port
+    config.write_text(yaml.safe_dump(settings))
     out_path, err_path = tmp_path / "run.out", tmp_path / "run.err"
     async with Client(load_config(apiserver.kubeconfig)) as client:
         await prepare(client)
@@ -96,6 +117,21 @@ async def test_run_two_shards(nursery: trio.Nursery, apiserver: Apiserver, tmp_p
             cr = await client.get(cr_path(FLEET_NS, "run-node"))
             shard = cr["metadata"]["labels"][SHARD_LABEL]
             assert shard in ("0", "1")
+            # The kubelet API: on by default where the apiserver is local and publishes its
+            # client CA (the real one), shard K on kubeletPort + K, reached through it.
+            node = await client.get("/api/v1/nodes/run-node")
+            internal = [a for a in node["status"]["addresses"] if a["type"] == "InternalIP"]
+            port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
+            if apiserver.is_real:
+                # the node's own address: 127.(K+1).x.y, so unprefixed node paths are its own
+                assert internal[0]["address"].startswith(f"127.{int(shard) + 1}.")
+                assert port == kubelet_port + int(shard)
+                health = await client.request("GET", "/api/v1/nodes/run-node/proxy/healthz")
+                assert (health.status, health.content) == (200, b"ok"), health
+                pods = await client.request("GET", "/api/v1/nodes/run-node/proxy/pods")
+                assert pods.status == 200, pods
+            else:  # the sandbox publishes no client CA
+                assert port != kubelet_port + int(shard)
             assert {c["type"]: c["status"] for c in cr["status"]["conditions"]} == {
                 "Registered": "True",
                 "Ready": "True",
@@ -124,3 +160,20 @@ async def test_run_two_shards(nursery: trio.Nursery, apiserver: Apiserver, tmp_p
     # The coordinator's own lines are unprefixed; everything else comes from a shard.
     others = [line for line in lines if not line.startswith("[shard ")]
     assert all(" fleet." in line or line.startswith("[run] ") for line in others), others
+
+
+async def test_kubelet_api_stays_off_for_an_apiserver_elsewhere() -> None:
+    # A remote apiserver could not reach loopback: nothing is even asked.
+    fake = FakeApiserver()
+    assert await kubelet_api_wanted(fake, "https://10.0.0.1:6443") is None
+    assert fake.requests == []
+    assert await kubelet_api_wanted(fake, "https://127.0.0.1:6443") is None  # no ConfigMap
+    assert kubelet_api_env(FleetSettings(), False) == {"KUBEMOCK_FLEET_SHARD__KUBELET_API": "false"}
+    assert kubelet_api_env(FleetSettings(), True) == {
+        "KUBEMOCK_FLEET_SHARD__KUBELET_API": "true",
+        "KUBEMOCK_FLEET_SHARD__KUBELET_ADDRESS": "127.0.0.1",
+        "KUBEMOCK_FLEET_SHARD__KUBELET_BIND": "127.0.0.1",
+        "KUBEMOCK_FLEET_SHARD__KUBELET_ADDRESS_PER_NODE": "true",
+    }
+    chosen = FleetSettings(shard=ShardSettings(kubelet_address="192.0.2.7"))
+    assert kubelet_api_env(chosen, True) == {"KUBEMOCK_FLEET_SHARD__KUBELET_API": "true"}

@@ -452,3 +452,63 @@ async def test_without_review_apis_a_certificate_is_enough_and_a_token_is_not() 
     assert (await server.handle(_request("/pods"))).status == 200  # type: ignore[union-attr]
     token = Request("GET", "/pods", [], {"authorization": "Bearer good-token"}, None)
     assert (await server.handle(token)).status == 401  # type: ignore[union-attr]
+
+
+async def test_each_node_its_own_address_on_one_listener(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    view = View()
+    view.node_infos["n2"] = NodeInfo("n2", {"cpu": "2", "memory": "4Gi", "pods": "110"}, {})
+    view.add("web")  # on n1
+    settings = KubeletApiSettings(
+        advertise_address="127.0.0.1",
+        client_ca_pem=ca.cert_pem.bytes(),
+        host="0.0.0.0",
+        port=0,
+        node_network="127.9.0.0/16",
+    )
+    server = KubeletServer(settings, view, wall=lambda: T0 + timedelta(minutes=1))
+    async with trio.open_nursery() as nursery:
+        endpoint: KubeletEndpoint = await nursery.start(server.run)
+        assert [endpoint.address_of(n) for n in ("n1", "n2", "n1")] == [
+            "127.9.0.1",
+            "127.9.0.2",
+            "127.9.0.1",
+        ]
+        cert = ca.issue_cert("client", common_name="kube-apiserver-kubelet-client")
+        cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "client.pem"))
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        context.load_cert_chain(str(tmp_path / "client.pem"))
+        async with httpx.AsyncClient(verify=context) as http:
+            # what kube-apiserver sends for nodes/<n>/proxy/pods: no node name, its address
+            for address, pods in (("127.9.0.1", ["web"]), ("127.9.0.2", [])):
+                answer = await http.get(f"https://{address}:{endpoint.port}/pods")
+                assert [p["metadata"]["name"] for p in answer.json()["items"]] == pods
+            summary = await http.get(f"https://127.9.0.2:{endpoint.port}/stats/summary")
+            assert summary.json()["node"]["nodeName"] == "n2"
+            shared = await http.get(f"https://127.0.0.1:{endpoint.port}/pods")
+            assert shared.status_code == 400  # the shared address: two nodes, ask by prefix
+        nursery.cancel_scope.cancel()
+
+
+async def test_websocket_close_after_ours_is_not_answered() -> None:
+    # The kubelet closed first (the command ended); the client's Close is the answer, the
+    # connection is then CLOSED and nothing more may be sent. Answering it raised and took
+    # the whole listener down (kubectl 1.33 through kube-apiserver 1.24).
+    from wsproto.connection import Connection, ConnectionType
+    from wsproto.events import CloseConnection
+
+    from shards._kubeletapi._exec import _Session
+
+    client, kubelet = trio.testing.memory_stream_pair()
+    session = _Session(kubelet, b"", "v5.channel.k8s.io")
+    ws = Connection(ConnectionType.CLIENT)
+    with trio.fail_after(5):
+        await session.close()
+        ws.receive_data(bytes(await client.receive_some(65536)))
+        (event,) = ws.events()
+        assert isinstance(event, CloseConnection)
+        await client.send_all(ws.send(event.response()))
+        await session.read()  # returns: no LocalProtocolError
+    assert session.closed.is_set()
