@@ -17,6 +17,7 @@ from shards._engine import ShardEngine as ShardEngine
 from shards._kubeletapi import KubeletApiSettings as KubeletApiSettings
 from shards._kubeletapi import kubelet_api_settings as kubelet_api_settings
 from shards._serve import serve_shard as serve_shard
+from shards._serve import shard_metrics_port as shard_metrics_port
 from shards._shardlease import ShardLease as ShardLease
 
 __all__ = [
@@ -27,4 +28,5 @@ __all__ = [
     "ShardLease",
     "kubelet_api_settings",
     "serve_shard",
+    "shard_metrics_port",
 ]

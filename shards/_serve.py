@@ -17,8 +17,9 @@ process is the shard's alone, as under the ``shard`` command).
 
 from __future__ import annotations
 
+import os
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 
 import trio
@@ -38,7 +39,17 @@ from fleet.wire import shard_host
 from shards._engine import ShardEngine
 from shards._kubeletapi import kubelet_api_settings
 
-__all__ = ["serve_shard"]
+__all__ = ["serve_shard", "shard_metrics_port"]
+
+
+def shard_metrics_port(base: int, shard_id: int, environ: Mapping[str, str] | None = None) -> int:
+    """The port shard K serves ``/metrics`` and its probes on: ``base + K`` where shards share
+    a host (``run``), ``base`` itself in a pod of its own (``$POD_IP`` set, as ``deploy/``
+    sets it: the manifest's probes and Service name that one port), any free one for 0."""
+    if not base:
+        return 0
+    env = os.environ if environ is None else environ
+    return base if env.get("POD_IP") else base + shard_id
 
 
 async def serve_shard(
@@ -67,8 +78,9 @@ async def serve_shard(
     host). ``identity`` (the shard Lease's holder) defaults to
     ``shard-K@<host>/<pid>``.
     """
-    base = settings.shard.metrics_port
-    metrics_port = (base + shard_id if base else 0) if serve_metrics else None
+    metrics_port = (
+        shard_metrics_port(settings.shard.metrics_port, shard_id) if serve_metrics else None
+    )
     metrics = metrics if metrics is not None else FleetMetrics()
     hot_settings = HotTransportSettings(connections=settings.shard.writers)
     async with Client(config) as client, HotTransport(config, hot_settings) as hot:

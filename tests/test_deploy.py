@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from fleet._settings import FleetSettings, load_settings
 from fleet.cli import app
 from fleet.sandbox import RunningSandbox
-from shards import kubelet_api_settings
+from shards import kubelet_api_settings, shard_metrics_port
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -233,6 +233,17 @@ def test_shards_serve_the_kubelet_api_on_the_pod_ip() -> None:
     assert {"name": "kubelet", "port": 10250, "targetPort": "kubelet", "protocol": "TCP"} in (
         service["spec"]["ports"]
     )
+
+
+def test_every_shard_pod_serves_metrics_on_the_port_its_probes_name() -> None:
+    """Shard K bound metricsPort + K, so shards 1 and up failed the probes on 9100: in a
+    pod of its own ($POD_IP set) a shard takes the port itself; under run (one host) + K."""
+    c = container(one("StatefulSet", "kubemock-fleet-shard"))
+    port = next(p["containerPort"] for p in c["ports"] if p["name"] == "metrics")
+    base = FleetSettings().shard.metrics_port
+    assert [shard_metrics_port(base, k, {"POD_IP": "10.0.0.9"}) for k in range(3)] == [port] * 3
+    assert [shard_metrics_port(base, k, {}) for k in range(3)] == [base, base + 1, base + 2]
+    assert shard_metrics_port(0, 2, {}) == 0
 
 
 def test_shard_id_is_the_pod_ordinal() -> None:
