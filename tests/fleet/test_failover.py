@@ -11,11 +11,22 @@ One story in three acts on one sandbox:
    startTime and IP;
 3. the shard comes back: it gets exactly its old share again, moved at the
    coordinator's bounded rate (``maxMovesPerSecond``), not in a storm.
+
+Every bound is asserted on what the fleet did, timed by the apiserver (the
+sandbox's write log), never by when the test's own watch saw it; the takeover is
+timed from the moment the victim's shard Lease expired as the apiserver saw it
+(its last renewal plus the Lease duration). Each bound allows for the seconds
+the actors of that step (coordinator, sandbox, adopting shard) stood runnable
+without a CPU (``tests/fleet/_load.py``), so the test holds on a loaded machine
+and asserts the same as before on an idle one. Waits for readiness (a leader,
+Leases, every Node Ready) are generous: they bound nothing the fleet promises.
 """
 
 from __future__ import annotations
 
+import os
 from collections import Counter
+from collections.abc import Callable
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -25,14 +36,15 @@ import trio
 from fleet.coordinator import owner
 from fleet.kube import Client, ObjectMeta, Reflector, WatchEvent, load_config
 from fleet.sandbox import RunningSandbox
+from fleet.wire import SHARD_LEASE_PREFIX
 from tests.fleet._fleet import (
     CR_GROUP_PATH,
+    FLEET_LEASES,
     FLEET_NS,
     MAX_MOVES_PER_SECOND,
     NODE_LEASE_DURATION,
     NODE_RENEW_INTERVAL,
     OTHER_NS,
-    SHARD_LEASE_DURATION,
     LabelWatch,
     Processes,
     WriteLog,
@@ -48,11 +60,29 @@ from tests.fleet._fleet import (
     wait_for,
     write_config,
 )
+from tests.fleet._load import RunQueueMeter
 
 PER_NAMESPACE = 150
 SHARDS = ("0", "1", "2")
 VICTIM = "2"
 PODS = 6
+SHARD_LEASE = 6.0
+LEASES = {
+    # Longer than the other fleet tests' 3 s (renew deadline 2 s): on a loaded machine (load
+    # 10 on 2 cores) a process can wait 2 s for a CPU, and a fleet whose shards fence and
+    # whose leader steps down every few seconds proves nothing about spreading or takeover.
+    # No bound below depends on them: the takeover is timed from the shard Lease's expiry,
+    # and leader election has its own test (test_leader.py).
+    "shardLeaseDuration": f"{SHARD_LEASE:g}s",
+    "shardRenewDeadline": "4s",
+    "shardRenewInterval": "1s",
+    "leaderLeaseDuration": "15s",
+    "leaderRenewDeadline": "10s",
+}
+READY_WITHIN = 60.0
+"""Seconds to wait for something the test only needs before it measures (processes up, a
+leader, Nodes Ready): generous, since a loaded machine can take long and nothing is proven by
+it. The bounds the fleet promises are asserted separately, from the apiserver's times."""
 
 
 def _keys() -> list[str]:
@@ -95,30 +125,42 @@ async def test_spread_kill_and_return(
     nursery: trio.Nursery, sandbox: RunningSandbox, tmp_path: Path
 ) -> None:
     writes = WriteLog(sandbox)
-    config = write_config(tmp_path / "fleet.yaml", shards=len(SHARDS))
+    config = write_config(tmp_path / "fleet.yaml", shards=len(SHARDS), **LEASES)
     procs = Processes(nursery, sandbox, tmp_path, config)
     client = Client(load_config(sandbox.kubeconfig))
     async with client:
         await prepare(client, (FLEET_NS, OTHER_NS))
         labels = LabelWatch()
         await nursery.start(labels.run, client)
+        meter = RunQueueMeter()
+        await nursery.start(meter.run)
         try:
-            await _acts(nursery, client, procs, writes, labels)
+            await _acts(nursery, client, procs, writes, labels, meter)
         except BaseException:
             print(procs.logs())
             raise
 
 
 async def _acts(
-    nursery: trio.Nursery, client: Client, procs: Processes, writes: WriteLog, labels: LabelWatch
+    nursery: trio.Nursery,
+    client: Client,
+    procs: Processes,
+    writes: WriteLog,
+    labels: LabelWatch,
+    meter: RunQueueMeter,
 ) -> None:
     keys = _keys()
+    me = os.getpid()  # the sandbox serves in the test's own process
     # -- act 1: the fleet spreads 300 CRs -------------------------------------------------
     shard_procs = {k: await procs.shard(int(k)) for k in SHARDS}
-    await procs.coordinator()
-    await wait_for(lambda: _has_leader(client), 10, "a coordinator leader")
-    await wait_for(lambda: _shards_up(client), 10, "three shard Leases")
-    await trio.sleep(0.3)  # the leader's watch delivers the shard Leases
+    meter.watch(*(p.pid for p in shard_procs.values()))
+    # The shard Leases exist before the coordinator starts, so its first list holds all
+    # three (a new leader counts every existing Lease as just renewed): the CRs spread over
+    # three shards at once, however long the leader's watch would take to deliver them.
+    await wait_for(lambda: _shards_up(client), READY_WITHIN, "three shard Leases")
+    coordinator = await procs.coordinator()
+    meter.watch(coordinator.pid)
+    await wait_for(lambda: _has_leader(client), READY_WITHIN, "a coordinator leader")
 
     created: dict[str, float] = {}
     limit = trio.CapacityLimiter(16)
@@ -132,16 +174,24 @@ async def _acts(
     async with trio.open_nursery() as creators:
         for key in keys:
             creators.start_soon(create, key)
-    await wait_for(lambda: all(labels.labels.get(k) for k in keys), 10, "every CR labelled")
+    await wait_for(
+        lambda: all(labels.labels.get(k) for k in keys), READY_WITHIN, "every CR labelled"
+    )
     # When the apiserver served each CR's first label write (the test's own watch lags: it
-    # shares its process with the sandbox).
-    labelled: dict[str, float] = {}
-    for w in writes.writes:
-        if w.method == "PATCH" and w.path.startswith(CR_GROUP_PATH) and not w.manager:
-            namespace, name = w.path.split("/")[5], w.path.split("/")[7]
-            labelled.setdefault(f"{namespace}/{name}", w.time)
-    latency = max(labelled[k] - created[k] for k in keys)
-    assert latency < 2.0, f"a CR waited {latency:.2f} s for its shard label"
+    # shares its process with the sandbox), less the time the coordinator and the sandbox
+    # were kept off the CPU meanwhile.
+    labelled = _label_writes(writes, since=0.0)
+    late = {
+        k: labelled[k][0]
+        - created[k]
+        - meter.stolen((me, coordinator.pid), created[k], labelled[k][0])
+        for k in keys
+    }
+    worst = max(late, key=late.__getitem__)
+    assert late[worst] < 2.0, (
+        f"{worst} waited {labelled[worst][0] - created[worst]:.2f} s for its shard label, "
+        f"{late[worst]:.2f} s of it with a CPU (must be < 2.0)"
+    )
 
     initial = {k: labels.labels[k] for k in keys}
     assert initial == {k: owner(k, SHARDS) for k in keys}  # rendezvous owners, no churn
@@ -151,9 +201,16 @@ async def _acts(
     assert all(abs(n - even) <= 0.1 * even for n in counts.values()), counts
 
     names = [k.partition("/")[2] for k in keys]
-    await wait_for(lambda: _all_ready(client, names), 10, "every Node Ready", interval=0.25)
+    await wait_for(
+        lambda: _all_ready(client, names), READY_WITHIN, "every Node Ready", interval=0.25
+    )
     window_start = trio.current_time()
-    await trio.sleep(NODE_RENEW_INTERVAL * 1.6)  # every node renews at least once
+    await trio.sleep(NODE_RENEW_INTERVAL * 1.6)  # every node renews at least once (idle)
+    await wait_for(  # and on a loaded machine, however late
+        lambda: len(writes.lease_writes(since=window_start)) == len(keys),
+        READY_WITHIN,
+        "every node Lease renewed",
+    )
     renewed = writes.lease_writes(since=window_start)
     for key in keys:
         name = key.partition("/")[2]
@@ -169,7 +226,12 @@ async def _acts(
     killed = trio.current_time()
     await kill9(shard_procs[VICTIM])
     survivors = tuple(s for s in SHARDS if s != VICTIM)
-    bound = SHARD_LEASE_DURATION + 2 * NODE_RENEW_INTERVAL + 1.0
+    # The coordinator may act once the victim's shard Lease has expired: its last renewal as
+    # the apiserver served it, plus the Lease duration (at most that after the kill). From
+    # there: the coordinator sees it (its own clock), moves the labels, and the adopter renews
+    # each node Lease within two renewal intervals.
+    expired = _shard_lease_renewed(writes, VICTIM, until=killed) + SHARD_LEASE
+    bound = 2 * NODE_RENEW_INTERVAL + 1.0
 
     def taken_over() -> bool:
         after = writes.lease_writes(since=killed)
@@ -177,21 +239,29 @@ async def _acts(
             any(shard_of(w) != VICTIM for w in after.get(k.partition("/")[2], [])) for k in victims
         )
 
-    await wait_for(taken_over, bound + 5, "the victim's nodes renewed by other shards")
+    await wait_for(taken_over, SHARD_LEASE + bound + READY_WITHIN, "the victim's nodes taken over")
     after = writes.lease_writes(since=killed)
-    took = max(
-        min(w.time for w in after[k.partition("/")[2]] if shard_of(w) != VICTIM) - killed
-        for k in victims
-    )
-    assert took <= bound, f"takeover took {took:.2f} s (bound {bound:.1f} s)"
+    # The processes a victim node's takeover waits on: the sandbox, the coordinator, its adopter.
+    actors = {k: (me, coordinator.pid, shard_procs[str(owner(k, survivors))].pid) for k in victims}
+    for key in victims:
+        name = key.partition("/")[2]
+        first = min(w.time for w in after[name] if shard_of(w) != VICTIM)
+        stolen = meter.stolen(actors[key], expired, first)
+        assert first - expired - stolen <= bound, (
+            f"{key} taken over {first - expired:.2f} s after the victim's shard Lease expired, "
+            f"{first - expired - stolen:.2f} s of it with a CPU (bound {bound:.1f} s)"
+        )
     assert not any(shard_of(w) == VICTIM for ws in after.values() for w in ws)
     moved = {k: labels.labels[k] for k in keys}
     assert moved == {k: owner(k, survivors) if initial[k] == VICTIM else initial[k] for k in keys}
     # No node Lease went stale across the takeover.
     for key in victims:
         times = [w.time for w in writes.lease_writes()[key.partition("/")[2]]]
-        gap = max(b - a for a, b in pairwise(times))
-        assert gap < NODE_LEASE_DURATION, f"{key}: node Lease unrenewed for {gap:.1f} s"
+        a, b = max(pairwise(times), key=lambda ab: ab[1] - ab[0])
+        stolen = meter.stolen(actors[key], a, b)
+        assert b - a - stolen < NODE_LEASE_DURATION, (
+            f"{key}: node Lease unrenewed for {b - a:.1f} s, {b - a - stolen:.1f} s with a CPU"
+        )
 
     await trio.sleep(NODE_RENEW_INTERVAL)  # the adopters drive the pods' nodes a while
     for name, before in pods.items():
@@ -204,16 +274,24 @@ async def _acts(
 
     # -- act 3: the shard comes back ------------------------------------------------------
     restarted = trio.current_time()
-    await procs.shard(int(VICTIM))
+    meter.watch((await procs.shard(int(VICTIM))).pid)
     await wait_for(
         lambda: all(labels.labels.get(k) == initial[k] for k in keys),
-        SHARD_LEASE_DURATION + len(victims) / MAX_MOVES_PER_SECOND + 8,
+        SHARD_LEASE + len(victims) / MAX_MOVES_PER_SECOND + READY_WITHIN,
         "the returning shard's share moved back",
     )
     back = [c for c in labels.changes if c.time >= restarted]
     assert {c.key for c in back} == set(victims)
     assert all(c.new == VICTIM for c in back), [c for c in back if c.new != VICTIM]
-    _assert_rate(sorted(c.time for c in back), MAX_MOVES_PER_SECOND)
+    # The rate as the apiserver served the moves, allowing for bunching where the coordinator
+    # or the sandbox stood without a CPU.
+    moves = _label_writes(writes, since=restarted)
+    assert set(moves) == set(victims), sorted(set(moves) ^ set(victims))
+    _assert_rate(
+        sorted(t for ts in moves.values() for t in ts),
+        MAX_MOVES_PER_SECOND,
+        lambda start, end: meter.stolen((me, coordinator.pid), start, end),
+    )
 
     def renewed_by_victim() -> bool:
         since = writes.lease_writes(since=restarted)
@@ -221,7 +299,9 @@ async def _acts(
             any(shard_of(w) == VICTIM for w in since.get(k.partition("/")[2], [])) for k in victims
         )
 
-    await wait_for(renewed_by_victim, 2 * NODE_RENEW_INTERVAL + 2, "the returned shard renewing")
+    await wait_for(
+        renewed_by_victim, 2 * NODE_RENEW_INTERVAL + READY_WITHIN, "the returned shard renewing"
+    )
     await trio.sleep(NODE_RENEW_INTERVAL)  # let any stray write by the old owners show
     checked = assert_one_driver_at_a_time(writes, labels)
     assert checked > 3 * len(keys)
@@ -234,18 +314,53 @@ async def _acts(
     assert await _all_ready(client, names)
 
 
-def _assert_rate(times: list[float], rate: float) -> None:
-    """At most a second's burst plus ``rate`` per second in any window; and not all at once."""
+def _assert_rate(times: list[float], rate: float, stolen: Callable[[float, float], float]) -> None:
+    """At most a second's burst plus ``rate`` per second in any window; and not all at once.
+
+    ``stolen(start, end)``: seconds the writer and the recorder stood without a CPU then;
+    moves released in that time may be served together after it, so a window may hold
+    ``rate`` more per such second (a second before the window counted too).
+    """
     slack = 3  # moves written in one planning pass can arrive a little bunched
     for i, start in enumerate(times):
         for width in (0.25, 0.5, 1.0, 2.0):
             inside = sum(1 for t in times[i:] if t - start <= width)
-            assert inside <= rate * (1 + width) + slack, (
-                f"{inside} label moves within {width} s (limit {rate}/s, burst {rate})"
+            lost = stolen(start - 1.0, start + width)
+            assert inside <= rate * (1 + width + lost) + slack, (
+                f"{inside} label moves within {width} s (limit {rate}/s, burst {rate}; "
+                f"{lost:.2f} s without a CPU)"
             )
     if len(times) > 2 * rate:
         spread = times[-1] - times[0]
-        assert spread >= (len(times) - rate) / rate * 0.8, f"{len(times)} moves in {spread:.2f} s"
+        lost = stolen(times[0] - 1.0, times[-1])
+        assert spread + lost >= (len(times) - rate) / rate * 0.8, (
+            f"{len(times)} moves in {spread:.2f} s ({lost:.2f} s without a CPU)"
+        )
+
+
+def _label_writes(writes: WriteLog, since: float) -> dict[str, list[float]]:
+    """When the apiserver served the coordinator's shard-label writes, by CR key."""
+    out: dict[str, list[float]] = {}
+    for w in writes.writes:
+        if (
+            w.time >= since
+            and w.method == "PATCH"
+            and w.path.startswith(CR_GROUP_PATH)
+            and not w.manager
+        ):
+            namespace, name = w.path.split("/")[5], w.path.split("/")[7]
+            out.setdefault(f"{namespace}/{name}", []).append(w.time)
+    return out
+
+
+def _shard_lease_renewed(writes: WriteLog, shard: str, until: float) -> float:
+    """When the apiserver last served a write of ``shard``'s Lease up to ``until``."""
+    name = f"{SHARD_LEASE_PREFIX}{shard}"
+    return max(
+        w.time
+        for w in writes.writes
+        if w.time <= until and w.path.startswith(FLEET_LEASES) and w.name == name
+    )
 
 
 async def _has_leader(client: Client) -> bool:
@@ -284,5 +399,5 @@ async def _running_pods(
             out[f"pod-{node}"] = (str(status.get("startTime")), str(status["podIP"]))
         return True
 
-    await wait_for(running, 10, "the pods Running", interval=0.1)
+    await wait_for(running, READY_WITHIN, "the pods Running", interval=0.1)
     return out
