@@ -6,7 +6,10 @@ tests (docs/sandbox.md lists what it implements). Public surface:
 - :class:`SandboxSettings`: how it listens and what it keeps;
 - :func:`serve_sandbox`: run it in a nursery; ``await nursery.start(serve_sandbox, settings)``
   returns a :class:`RunningSandbox` (url, token, kubeconfig path, ca_pem, app);
-- :class:`SandboxApp`: the bare ASGI application, for other servers or in-process use.
+- :class:`SandboxApp`: the bare ASGI application, for other servers or in-process use;
+- :class:`StatusError`: an error answer (HTTP code and ``Status`` body), what a handler
+  raises, and what an in-process fault injector (``tests/fleet/test_faults.py``) raises
+  to answer 429 or 410 in the apiserver's words.
 
 For the sandbox micro-benchmark (``bench.sandbox``), which measures the
 parts on their own: :class:`Http1Server` with :func:`open_listeners` and
@@ -28,6 +31,7 @@ from fleet.sandbox._server import identity_dir as identity_dir
 from fleet.sandbox._server import serve_sandbox as serve_sandbox
 from fleet.sandbox._server import tls_files as tls_files
 from fleet.sandbox._settings import SandboxSettings as SandboxSettings
+from fleet.sandbox._status import StatusError as StatusError
 
 __all__ = [
     "IDENTITY_SUFFIX",
@@ -36,6 +40,7 @@ __all__ = [
     "RunningSandbox",
     "SandboxApp",
     "SandboxSettings",
+    "StatusError",
     "identity_dir",
     "open_listeners",
     "serve_sandbox",
