@@ -206,11 +206,17 @@ async def _acts(
     )
     window_start = trio.current_time()
     await trio.sleep(NODE_RENEW_INTERVAL * 1.6)  # every node renews at least once (idle)
-    await wait_for(  # and on a loaded machine, however late
-        lambda: len(writes.lease_writes(since=window_start)) == len(keys),
-        READY_WITHIN,
-        "every node Lease renewed",
-    )
+    try:  # and on a loaded machine, however late
+        await wait_for(
+            lambda: len(writes.lease_writes(since=window_start)) == len(keys), READY_WITHIN, ""
+        )
+    except AssertionError:
+        since = writes.lease_writes(since=window_start)
+        stale = [k for k in keys if k.partition("/")[2] not in since]
+        raise AssertionError(
+            f"node Leases not renewed for {READY_WITHIN:g} s (a node lifecycle controller "
+            f"would mark them NotReady): {stale}"
+        ) from None
     renewed = writes.lease_writes(since=window_start)
     for key in keys:
         name = key.partition("/")[2]

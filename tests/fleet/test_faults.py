@@ -1,7 +1,7 @@
 """Faults against a running fleet, each counted: a small fleet survives every one of them.
 
 Two shard processes and two coordinator processes (one leads) drive 30 Node
-CRs and 8 Running pods on the sandbox. They reach it through
+CRs and 8 Running pods. They reach the apiserver through
 :class:`tests.fleet._faultproxy.FaultProxy` (TCP on loopback), which cuts,
 pauses or refuses their connections; 429 and 410 storms are answered by the
 sandbox itself (its handler wrapped, as :class:`tests.fleet._fleet.WriteLog`
@@ -39,14 +39,20 @@ Lease durations are scaled down as in the other fleet tests, but long enough
 that a 2.5 s outage is inside every renew deadline: those faults must not move
 a single CR.
 
-The sandbox only: the same proxy stands in front of a real kube-apiserver, but
-the counts here read the sandbox's write log (who wrote each node's Lease).
+Against both apiservers (the ``apiserver`` fixture): the same proxy stands in
+front of the real kube-apiserver, whose answers are not the test's to forge, so
+the 429 and 410 storms run on the sandbox only; on the real one the writer of each node
+Lease renewal comes from the Lease's ``managedFields`` as a watch sees them
+(:class:`_LeaseLog`) instead of the sandbox's write log. CRs and pods live in a
+namespace of their own, nodes are named after it, and the CRs are deleted at
+the end while the shards still run (they hold a finalizer).
 """
 
 from __future__ import annotations
 
 import os
 import signal
+from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from itertools import pairwise
@@ -59,14 +65,17 @@ import trio
 
 from fleet.kube import Client, ObjectMeta, Reflector, WatchEvent, load_config
 from fleet.sandbox import RunningSandbox, StatusError
-from tests._apiserver import Apiserver
+from tests._apiserver import Apiserver, unique
 from tests.fleet._faultproxy import FaultProxy
 from tests.fleet._fleet import (
     FLEET_NS,
     NODE_LEASE_DURATION,
+    NODE_LEASES,
+    SHARD_MANAGER,
     LabelWatch,
     Processes,
     WriteLog,
+    Written,
     coordinator_holder,
     cr_body,
     cr_path,
@@ -112,11 +121,13 @@ class _Seen:
     phases: dict[str, list[tuple[float, str]]] = field(default_factory=dict)
     restarts: dict[str, int] = field(default_factory=dict)
 
-    async def run(self, client: Client, *, task_status: trio.TaskStatus[None]) -> None:
+    async def run(
+        self, client: Client, namespace: str, *, task_status: trio.TaskStatus[None]
+    ) -> None:
         async with trio.open_nursery() as nursery:
             for path, consume in (
                 ("/api/v1/nodes", self._node),
-                ("/api/v1/namespaces/default/pods", self._pod),
+                (f"/api/v1/namespaces/{namespace}/pods", self._pod),
             ):
                 send, receive = trio.open_memory_channel[WatchEvent[_View]](10_000)
                 nursery.start_soon(self._consume, receive, consume)
@@ -199,30 +210,34 @@ class _Fleet:
     def __init__(
         self,
         nursery: trio.Nursery,
-        sandbox: RunningSandbox,
         client: Client,
         procs: Processes,
         proxy: FaultProxy,
+        writes: WriteLog | _LeaseLog,
+        storm: _Storm | None,
+        namespace: str,
     ) -> None:
         self.nursery = nursery
-        self.sandbox = sandbox
         self.client = client
         self.procs = procs
         self.proxy = proxy
-        self.writes = WriteLog(sandbox)
-        self.storm = _Storm(sandbox)
+        self.writes = writes
+        self.storm = storm
         self.labels = LabelWatch()
         self.seen = _Seen()
         self.shards: dict[str, trio.Process] = {}
         self.coordinators: list[trio.Process] = []
         self.killed: set[int] = set()
-        self.nodes = [f"n-{i:03d}" for i in range(NODES)]
+        self.ns = namespace
+        """Where the CRs and pods of the test live (a unique one: the real apiserver is shared)."""
+        self.pods_path = f"/api/v1/namespaces/{namespace}/pods"
+        self.nodes = [f"{namespace}-{i:03d}" for i in range(NODES)]
         self.pods: list[str] = []
         self.report: list[str] = []
 
     async def start(self) -> None:
         await self.nursery.start(self.labels.run, self.client)
-        await self.nursery.start(self.seen.run, self.client)
+        await self.nursery.start(self.seen.run, self.client, self.ns)
         for k in SHARDS:
             self.shards[k] = await self.procs.shard(int(k))
         await wait_for(lambda: self._shards_up(), SETTLE_WITHIN, "the shard Leases")
@@ -231,11 +246,11 @@ class _Fleet:
         await wait_for(self._leader, SETTLE_WITHIN, "a coordinator leader")
         async with trio.open_nursery() as creators:
             for name in self.nodes:
-                creators.start_soon(self.client.create, cr_path(FLEET_NS), cr_body(name))
+                creators.start_soon(self.client.create, cr_path(self.ns), cr_body(name))
         await wait_for(self._nodes_ready, SETTLE_WITHIN, "every Node Ready", interval=0.25)
         for i in range(PODS):
             name = f"pod-{i}"
-            await self.client.create("/api/v1/namespaces/default/pods", _pod(name, self.nodes[i]))
+            await self.client.create(self.pods_path, _pod(name, self.nodes[i]))
             self.pods.append(name)
         await wait_for(self._pods_running, SETTLE_WITHIN, "the pods Running", interval=0.25)
 
@@ -250,15 +265,26 @@ class _Fleet:
         return all(ready(nodes.get(name)) for name in self.nodes)
 
     async def _pods_running(self) -> bool:
-        pods = (await self.client.list("/api/v1/namespaces/default/pods")).items
+        pods = (await self.client.list(self.pods_path)).items
         phase = {p["metadata"]["name"]: (p.get("status") or {}).get("phase") for p in pods}
         return all(phase.get(name) == "Running" for name in self.pods)
 
-    def _renewed_since(self, since: float) -> bool:
+    async def clean_up(self) -> None:
+        """Delete the CRs while the shards run (they hold a finalizer), and wait till gone."""
+        async with trio.open_nursery() as deleters:
+            for name in self.nodes:
+                deleters.start_soon(self.client.delete, cr_path(self.ns, name))
+
+        async def gone() -> bool:
+            return not (await self.client.list(cr_path(self.ns))).items
+
+        await wait_for(gone, SETTLE_WITHIN, "the CRs deleted")
+
+    def _renewed_since(self, since: float, only: str | None = None) -> bool:
         """Every node's Lease renewed since ``since`` by the shard its CR is labelled with."""
         leases = self.writes.lease_writes(since=since)
-        for name in self.nodes:
-            shard = self.labels.labels.get(f"{FLEET_NS}/{name}")
+        for name in [only] if only else self.nodes:
+            shard = self.labels.labels.get(f"{self.ns}/{name}")
             if not any(shard_of(w) == shard for w in leases.get(name, [])):
                 return False
         return True
@@ -272,11 +298,19 @@ class _Fleet:
         ended = trio.current_time()
         await wait_for(self._nodes_ready, SETTLE_WITHIN, f"{name}: every Node Ready", 0.25)
         await wait_for(self._pods_running, SETTLE_WITHIN, f"{name}: the pods Running", 0.25)
-        await wait_for(
-            lambda: self._renewed_since(ended),
-            SETTLE_WITHIN,
-            f"{name}: every node Lease renewed by its shard",
-        )
+        try:
+            await wait_for(lambda: self._renewed_since(ended), SETTLE_WITHIN, "")
+        except AssertionError:
+            leases = self.writes.lease_writes(since=ended)
+            raise AssertionError(
+                f"{name}: node Leases not renewed by their shard since the fault: "
+                + ", ".join(
+                    f"{n} (label {self.labels.labels.get(f'{self.ns}/{n}')}, "
+                    f"writers {sorted({w.manager for w in leases.get(n, [])})})"
+                    for n in self.nodes
+                    if not self._renewed_since(ended, only=n)
+                )
+            ) from None
         counts = Counts(
             crashes=sum(
                 1
@@ -326,7 +360,7 @@ class _Fleet:
         return bad
 
     async def _lost(self) -> int:
-        crs = {c["metadata"]["name"] for c in (await self.client.list(cr_path(FLEET_NS))).items}
+        crs = {c["metadata"]["name"] for c in (await self.client.list(cr_path(self.ns))).items}
         nodes = {n["metadata"]["name"] for n in (await self.client.list("/api/v1/nodes")).items}
         leases = {
             lease["metadata"]["name"]
@@ -336,10 +370,7 @@ class _Fleet:
                 )
             ).items
         }
-        pods = {
-            p["metadata"]["name"]
-            for p in (await self.client.list("/api/v1/namespaces/default/pods")).items
-        }
+        pods = {p["metadata"]["name"] for p in (await self.client.list(self.pods_path)).items}
         return (
             sum(1 for n in self.nodes if n not in crs)
             + sum(1 for n in self.nodes if n not in nodes)
@@ -365,27 +396,100 @@ def _pod(name: str, node: str, **annotations: str) -> dict[str, Any]:
     }
 
 
-async def test_faults_counted(
-    nursery: trio.Nursery, sandbox: RunningSandbox, tmp_path: Path
-) -> None:
-    proxy = FaultProxy.before(sandbox.url)
+class _LeaseLog:
+    """On a real apiserver, node Lease renewals as a watch sees them, each with its writer.
+
+    The writer of a renewal is the shard manager whose ``managedFields`` entry changed
+    since the Lease's previous version (the entry's time has a one-second grain: a
+    renewal in the second of the last one by the same shard shows no change and is
+    credited to the previous writer). A shard writing after another took over changes
+    its entry again, which is what :meth:`_Fleet._two_drivers` counts.
+    """
+
+    def __init__(self) -> None:
+        self.writes: list[Written] = []
+        self._entries: dict[str, dict[str, str]] = {}
+        self._renewed: dict[str, str] = {}
+
+    async def run(self, client: Client, *, task_status: trio.TaskStatus[None]) -> None:
+        send, receive = trio.open_memory_channel[WatchEvent[_LeaseView]](10_000)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._consume, receive)
+            await nursery.start(Reflector(client, NODE_LEASES, _LeaseView).run, send)
+            task_status.started()
+
+    async def _consume(self, receive: trio.MemoryReceiveChannel[WatchEvent[_LeaseView]]) -> None:
+        async with receive:
+            async for event in receive:
+                if event.type == "DELETED":
+                    continue
+                name = event.obj.metadata.name
+                entries = {
+                    str(e.get("manager")): str(e.get("time"))
+                    for e in event.obj.metadata.managed_fields
+                    if str(e.get("manager", "")).startswith(SHARD_MANAGER)
+                }
+                before = self._entries.get(name, {})
+                self._entries[name] = entries
+                renew = str(event.obj.spec.get("renewTime"))
+                if self._renewed.get(name) == renew:
+                    continue
+                self._renewed[name] = renew
+                changed = [m for m, t in sorted(entries.items()) if before.get(m) != t]
+                last = next((w.manager for w in reversed(self.writes) if w.name == name), "")
+                for manager in changed or [last]:
+                    if manager:
+                        path = f"{NODE_LEASES}/{name}"
+                        now = trio.current_time()
+                        self.writes.append(Written(now, "PUT", path, manager, 200, name))
+
+    def lease_writes(self, since: float = 0.0) -> dict[str, list[Written]]:
+        out: dict[str, list[Written]] = defaultdict(list)
+        for w in self.writes:
+            if w.time >= since:
+                out[w.name].append(w)
+        return out
+
+    def node_writes(self) -> dict[str, list[Written]]:
+        return self.lease_writes()
+
+
+class _LeaseMeta(ObjectMeta, rename="camel", omit_defaults=True, frozen=True):
+    managed_fields: tuple[dict[str, Any], ...] = ()
+
+
+class _LeaseView(msgspec.Struct, frozen=True):
+    metadata: _LeaseMeta = _LeaseMeta()
+    spec: dict[str, Any] = {}
+
+
+async def test_faults_counted(apiserver: Apiserver, nursery: trio.Nursery, tmp_path: Path) -> None:
+    proxy = FaultProxy.before(apiserver.url)
     await nursery.start(proxy.run)
-    proxied = proxy.kubeconfig(sandbox.kubeconfig, tmp_path / "proxied.kubeconfig")
+    proxied = proxy.kubeconfig(apiserver.kubeconfig, tmp_path / "proxied.kubeconfig")
     config = write_config(tmp_path / "fleet.yaml", shards=len(SHARDS), **LEASES)
-    procs = Processes(nursery, Apiserver("sandbox", sandbox.url, proxied), tmp_path, config)
-    async with Client(load_config(sandbox.kubeconfig)) as client:
-        await prepare(client, (FLEET_NS,))
-        fleet = _Fleet(nursery, sandbox, client, procs, proxy)
+    procs = Processes(nursery, Apiserver(apiserver.kind, apiserver.url, proxied), tmp_path, config)
+    namespace = unique("faults")
+    async with Client(load_config(apiserver.kubeconfig)) as client:
+        await prepare(client, (FLEET_NS, namespace))
+        writes: WriteLog | _LeaseLog
+        if apiserver.sandbox is not None:
+            writes, storm = WriteLog(apiserver.sandbox), _Storm(apiserver.sandbox)
+        else:
+            writes, storm = _LeaseLog(), None
+            await nursery.start(writes.run, client)
+        fleet = _Fleet(nursery, client, procs, proxy, writes, storm, namespace)
         try:
             await fleet.start()
             await _cases(fleet)
+            await fleet.clean_up()
         except BaseException:
             print(procs.logs())
             raise
 
 
 async def _cases(fleet: _Fleet) -> None:
-    proxy, storm, client = fleet.proxy, fleet.storm, fleet.client
+    proxy, storm = fleet.proxy, fleet.storm
     zero = Counts()
 
     async def cuts() -> str:
@@ -418,6 +522,11 @@ async def _cases(fleet: _Fleet) -> None:
     counts = await fleet.case("restart", f"apiserver down {OUTAGE:g} s, state kept", restart)
     assert counts == zero, counts
 
+    if storm is None:  # a real apiserver: its answers are not the test's to forge
+        print("fault 429-storm, 410-storm: skipped (they wrap the sandbox's handler)")
+        await _later_cases(fleet)
+        return
+
     async def too_many() -> str:
         before = storm.answered
         storm.answer = TOO_MANY
@@ -439,8 +548,14 @@ async def _cases(fleet: _Fleet) -> None:
     counts = await fleet.case("410-storm", f"watches cut, every watch 410 for {OUTAGE:g} s", gone)
     assert counts == zero, counts
 
+    await _later_cases(fleet)
+
+
+async def _later_cases(fleet: _Fleet) -> None:
+    client, zero = fleet.client, Counts()
+
     async def malformed() -> str:
-        bad_crs = [f"bad-{i:03d}" for i in range(MALFORMED)]
+        bad_crs = [f"{fleet.ns}-bad-{i:03d}" for i in range(MALFORMED)]
         bad_pods = [f"bad-pod-{i:03d}" for i in range(MALFORMED)]
         limit = trio.CapacityLimiter(16)
 
@@ -450,13 +565,13 @@ async def _cases(fleet: _Fleet) -> None:
 
         async with trio.open_nursery() as creators:
             for name in bad_crs:
-                creators.start_soon(create, cr_path(FLEET_NS), cr_body(name, cpu="1e400"))
+                creators.start_soon(create, cr_path(fleet.ns), cr_body(name, cpu="1e400"))
             for i, name in enumerate(bad_pods):
                 body = _pod(name, fleet.nodes[i % NODES], delayRunning="soon")
-                creators.start_soon(create, "/api/v1/namespaces/default/pods", body)
+                creators.start_soon(create, fleet.pods_path, body)
 
         async def all_refused() -> bool:
-            pods = (await client.list("/api/v1/namespaces/default/pods")).items
+            pods = (await client.list(fleet.pods_path)).items
             reasons = {p["metadata"]["name"]: (p.get("status") or {}).get("reason") for p in pods}
             return all(reasons.get(n) == "InvalidLifecycleAnnotation" for n in bad_pods)
 
@@ -465,13 +580,13 @@ async def _cases(fleet: _Fleet) -> None:
         assert not nodes & set(bad_crs), "a Node CR with a bad capacity registered a Node"
         async with trio.open_nursery() as deleters:
             for name in bad_crs:
-                deleters.start_soon(client.delete, cr_path(FLEET_NS, name))
+                deleters.start_soon(client.delete, cr_path(fleet.ns, name))
             for name in bad_pods:
-                deleters.start_soon(client.delete, f"/api/v1/namespaces/default/pods/{name}")
+                deleters.start_soon(client.delete, f"{fleet.pods_path}/{name}")
 
         async def all_gone() -> bool:
-            crs = {c["metadata"]["name"] for c in (await client.list(cr_path(FLEET_NS))).items}
-            pods = (await client.list("/api/v1/namespaces/default/pods")).items
+            crs = {c["metadata"]["name"] for c in (await client.list(cr_path(fleet.ns))).items}
+            pods = (await client.list(fleet.pods_path)).items
             return not crs & set(bad_crs) and not {p["metadata"]["name"] for p in pods} & set(
                 bad_pods
             )
@@ -492,7 +607,7 @@ async def _cases(fleet: _Fleet) -> None:
         await kill9(victim)
         victims = [k.rpartition("/")[2] for k, s in fleet.labels.labels.items() if s == "1"]
         await wait_for(
-            lambda: all(fleet.labels.labels.get(f"{FLEET_NS}/{n}") == "0" for n in victims),
+            lambda: all(fleet.labels.labels.get(f"{fleet.ns}/{n}") == "0" for n in victims),
             SETTLE_WITHIN,
             "the victim's CRs moved",
         )
@@ -518,12 +633,12 @@ async def _cases(fleet: _Fleet) -> None:
         await wait_for(
             lambda: _other_leader(client, holder), SETTLE_WITHIN, "the other coordinator leading"
         )
-        fresh = [f"n-{NODES + i:03d}" for i in range(3)]
+        fresh = [f"{fleet.ns}-{NODES + i:03d}" for i in range(3)]
         for name in fresh:
-            await client.create(cr_path(FLEET_NS), cr_body(name))
+            await client.create(cr_path(fleet.ns), cr_body(name))
         fleet.nodes.extend(fresh)
         await wait_for(
-            lambda: all(fleet.labels.labels.get(f"{FLEET_NS}/{n}") for n in fresh),
+            lambda: all(fleet.labels.labels.get(f"{fleet.ns}/{n}") for n in fresh),
             SETTLE_WITHIN,
             "new CRs labelled by the new leader",
         )
