@@ -216,6 +216,11 @@ class ShardContext:
     wall: Callable[[], datetime]
     fresh: Callable[[], bool]
     """The fence: True while the shard's Lease is fresh."""
+    fence_open: Callable[[], bool] = lambda: True
+    """The fence as its callbacks last reported it. ``fresh()`` can be False for a moment
+    while this is still True (the shard Lease's renewal answered late on a saturated
+    machine, then in time after all: no ``fence_lost``, so no ``fence_regained``): work
+    that finds the Lease not fresh then is put off, never dropped."""
     rng: random.Random = field(default_factory=random.Random)
     kubelet_events: KubeletEvents | None = None
     """The Events the kubelets post (:mod:`shards._events`); None: none."""

@@ -176,6 +176,7 @@ class ShardEngine:
             clock=clock,
             wall=wall,
             fresh=fresh,
+            fence_open=lambda: self.lease.active,
             rng=self._rng,
             kubelet_events=KubeletEvents(self.writes, wall=wall, enabled=s.events),
         )

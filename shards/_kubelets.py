@@ -721,7 +721,8 @@ class NodeDriver:
             await self._sync(state)
         except FleetError as exc:
             log.info("node CR %s: sync failed (%s); retrying", key, exc)
-            if self.states.get(key) is state and self._ctx.fresh():
+            # A closed fence re-syncs every CR when it reopens; an open one must retry here.
+            if self.states.get(key) is state and (self._ctx.fresh() or self._ctx.fence_open()):
                 self._ctx.timers.schedule(("sync", key), self._ctx.clock() + RESYNC_DELAY)
         finally:
             state.busy = False
@@ -732,6 +733,8 @@ class NodeDriver:
     async def _sync(self, state: NodeState) -> None:
         ctx = self._ctx
         if not ctx.fresh():
+            if ctx.fence_open():  # not fresh for a moment only: no fence_regained will come
+                ctx.timers.schedule(("sync", state.key), ctx.clock() + RESYNC_DELAY)
             return
         cr = state.cr
         if cr.metadata.deletion_timestamp is not None:
@@ -1068,9 +1071,15 @@ class NodeDriver:
         """
         ctx = self._ctx
         state = self.states.get(key)
-        if state is None or not state.driving or state.lease is None or not ctx.fresh():
+        if state is None or not state.driving or state.lease is None:
             return None
         now = ctx.clock()
+        if not ctx.fresh():
+            if ctx.fence_open():
+                # The shard's Lease is late this moment but the fence is open: renew once it
+                # is fresh again (a closing fence cancels this; dropping it stopped the node).
+                self._schedule_lease(state, now + RESYNC_DELAY)
+            return None
         duration = ctx.settings.shard.node_lease_duration
         if (
             state.lease_ok is not None
@@ -1135,7 +1144,11 @@ class NodeDriver:
         """
         ctx = self._ctx
         state = self.states.get(key)
-        if state is None or not state.driving or state.spec is None or not ctx.fresh():
+        if state is None or not state.driving or state.spec is None:
+            return
+        if not ctx.fresh():
+            if periodic and ctx.fence_open():  # put off, not dropped (see ShardContext)
+                ctx.timers.schedule(("status", key), ctx.clock() + RESYNC_DELAY)
             return
         current = state.status
         desired = node_status(state.spec, ctx.wall(), current)

@@ -437,6 +437,32 @@ async def test_fence_stops_all_writes_and_resumes_by_readoption(
     assert phase(api, "p1") == "Running"
 
 
+async def test_a_moment_of_a_late_shard_lease_puts_work_off_never_drops_it(
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
+) -> None:
+    """On a saturated machine the shard Lease's renewal can answer past the renew deadline
+    and still in time: ``fresh()`` is False for a moment while the fence never closes (no
+    fence_lost, so no fence_regained). Renewals, syncs and status reports that came due in
+    that moment were dropped for good, and their nodes' Leases expired."""
+    api = MemoryApiserver()
+    api.create(CRS, node_cr("n1"))
+    api.create(CRS, node_cr("n2"))
+    engine, _ = await start(api, nursery)
+    await trio.sleep(20)
+    late = [False]
+    fresh = engine.ctx.fresh
+    engine.ctx.fresh = lambda: fresh() and not late[0]
+    late[0] = True
+    api.create(CRS, node_cr("n3"))  # its sync comes due in the moment, too
+    await trio.sleep(12)  # every node's renewal (10 s) comes due meanwhile
+    assert engine.lease.active  # the fence never closed
+    late[0] = False
+    back = trio.current_time()
+    await trio.sleep(40)
+    for name in ("n1", "n2", "n3"):
+        assert len([t for t in puts(api, f"{NODE_LEASES}/{name}") if t > back]) >= 3, name
+
+
 # -- pods ----------------------------------------------------------------------------------
 
 TIMELINES: list[tuple[dict[str, str], list[tuple[float, str]]]] = [
