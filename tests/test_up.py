@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -22,6 +23,7 @@ import yaml
 
 from fleet.cli import main
 from fleet.kube import Client, load_config
+from fleet.supervise import control_plane_command
 from fleet.up import (
     DEFAULT_TEMPLATE,
     LOOPS,
@@ -266,6 +268,55 @@ async def test_shards_zero_means_no_fleet_and_loops_switch_off(
             assert scheduled[0]["status"] == "False" and scheduled[0]["reason"] == "Unschedulable"
         up.stop()
     gc.collect()
+
+
+async def test_the_control_plane_runs_in_a_child_process_of_its_own(tmp_path: Path) -> None:
+    """``control_plane_process``: the loops run in ``kubemock-fleet control-plane``, a child
+    supervised beside the shards; the scheduler there still answers for the pods, and the
+    child ends on ``stop()``."""
+    up = Up(
+        UpSettings(
+            port=0,
+            kubeconfig_out=tmp_path / "kc",
+            shards=0,
+            disabled=frozenset({"job", "cronjob"}),
+            control_plane_process=True,
+        )
+    )
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+           "spec": {"containers": [{"name": "c", "image": "x"}]}}  # fmt: skip
+    async with trio.open_nursery() as nursery:
+        running: RunningUp = await nursery.start(up.run)
+        assert up.supervisor is not None
+        with trio.fail_after(10):
+            while not up.supervisor.pids():  # noqa: ASYNC110 - the child is being started
+                await trio.sleep(0.05)
+        assert list(up.supervisor.pids()) == ["control-plane"]
+        assert "scheduler" in running.loops and "job" not in running.loops
+        async with Client(load_config(running.kubeconfig)) as client:
+            await client.create("/api/v1/namespaces/default/pods", pod)
+            scheduled: list[dict[str, str]] = []
+            with trio.fail_after(30):  # a Python start, then the informers' lists
+                while not scheduled:
+                    await trio.sleep(0.2)
+                    got = await client.get("/api/v1/namespaces/default/pods/p")
+                    scheduled = [
+                        c
+                        for c in got["status"].get("conditions", [])
+                        if c["type"] == "PodScheduled"
+                    ]
+        assert scheduled[0]["reason"] == "Unschedulable"  # no nodes: the child's scheduler said so
+        child = up.supervisor.pids()["control-plane"]
+        up.stop()
+    gc.collect()
+    with pytest.raises(ProcessLookupError):
+        os.kill(child, 0)
+
+
+def test_control_plane_command_spells_the_loops_off() -> None:
+    command = control_plane_command(Path("/k"), disabled={"job", "cronjob"})
+    assert command[1:] == ["-m", "fleet", "control-plane", "--kubeconfig", "/k",
+                           "--disable", "cronjob", "--disable", "job"]  # fmt: skip
 
 
 STAND_IN_SHARD = """

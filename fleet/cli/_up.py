@@ -209,6 +209,12 @@ def up(
         help="--control-plane real: directory of kube-apiserver etc., plain or .xz with "
         "SHA256SUMS (default: $KUBEMOCK_FLEET_BINARIES, else $KUBEBUILDER_ASSETS).",
     ),
+    control_plane_process: bool = typer.Option(
+        False,
+        "--control-plane-process/--control-plane-in-process",
+        help="Run the scheduler and controllers in a child process of their own (a core of "
+        "their own beside the sandbox, for large fleets) or in this one.",
+    ),
 ) -> None:
     """Run an apiserver, its control plane and a fleet of fake kubelets on this machine."""
     settings = UpSettings(
@@ -224,6 +230,7 @@ def up(
         config_file=config.absolute() if config is not None else None,
         control_plane=control_plane,
         binaries=binaries.absolute() if binaries is not None else None,
+        control_plane_process=control_plane_process,
     )
     trio.run(partial(_main, settings))  # errors: one line at the CLI's boundary (_app.main)
     sys.stdout.flush()

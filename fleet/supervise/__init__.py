@@ -6,13 +6,15 @@ the CLI for it.
 
 - :class:`Supervisor`: run named child commands, restart each with backoff,
   pass their output on prefixed; :data:`RESTART_POLICY`, :data:`SHUTDOWN_GRACE`.
-- :func:`shard_command`: a shard child's command line, spelled once.
+- :func:`shard_command`, :func:`control_plane_command`: a shard child's and ``up``'s
+  control-plane child's command lines, spelled once.
 - :func:`process_identity`: ``<role>@<host>/<pid>``, the holder of a Lease.
 - :func:`configure_logging`: the long-running commands' stderr log.
 """
 
 from fleet.supervise._process import LOG_FORMAT as LOG_FORMAT
 from fleet.supervise._process import configure_logging as configure_logging
+from fleet.supervise._process import control_plane_command as control_plane_command
 from fleet.supervise._process import process_identity as process_identity
 from fleet.supervise._process import shard_command as shard_command
 from fleet.supervise._supervisor import MAX_LINE as MAX_LINE
@@ -27,6 +29,7 @@ __all__ = [
     "SHUTDOWN_GRACE",
     "Supervisor",
     "configure_logging",
+    "control_plane_command",
     "process_identity",
     "shard_command",
 ]

@@ -3,7 +3,8 @@
 :func:`process_identity` is the holder identity a process writes into the
 Leases it holds (``<role>@<host>/<pid>``); :func:`configure_logging` sets up
 the one-line-per-record stderr log of the long-running commands;
-:func:`shard_command` is the one place a shard child's command line is spelled.
+:func:`shard_command` and :func:`control_plane_command` are the one place a
+shard child's and a control-plane child's command lines are spelled.
 """
 
 from __future__ import annotations
@@ -12,9 +13,16 @@ import logging
 import os
 import socket
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["LOG_FORMAT", "configure_logging", "process_identity", "shard_command"]
+__all__ = [
+    "LOG_FORMAT",
+    "configure_logging",
+    "control_plane_command",
+    "process_identity",
+    "shard_command",
+]
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -52,4 +60,13 @@ def shard_command(
         command += ["--kubeconfig", str(kubeconfig)]
     if context is not None:
         command += ["--context", context]
+    return command
+
+
+def control_plane_command(kubeconfig: Path, *, disabled: Iterable[str] = ()) -> list[str]:
+    """The command line of ``up``'s control-plane child (``kubemock-fleet control-plane``):
+    the loops of :mod:`fleet.controlplane` except ``disabled``, against ``kubeconfig``."""
+    command = [sys.executable, "-m", "fleet", "control-plane", "--kubeconfig", str(kubeconfig)]
+    for name in sorted(disabled):
+        command += ["--disable", name]
     return command

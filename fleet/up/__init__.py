@@ -10,13 +10,16 @@ but the CLI and the tests. Public surface:
   :class:`RunningUp`; ``up.stop()`` ends it cleanly), ``up.status()``;
 - :class:`Status` and :func:`render`: the live status line;
 - :func:`load_template` and :data:`DEFAULT_TEMPLATE`: the ``--nodes`` template;
-- :data:`LOOPS`: the control-plane loops ``--disable`` can switch off;
+- :data:`LOOPS`: the control-plane loops ``--disable`` can switch off; :func:`check_loops`
+  and :func:`control_plane_settings` (the ``control-plane`` command uses them too);
 - :data:`CONTROL_PLANES`: what ``--control-plane`` takes (``sandbox``, ``real``).
 """
 
 from fleet.up._claim import claim_kubeconfig as claim_kubeconfig
 from fleet.up._claim import lock_path as lock_path
 from fleet.up._controlplane import LOOPS as LOOPS
+from fleet.up._controlplane import check_loops as check_loops
+from fleet.up._controlplane import control_plane_settings as control_plane_settings
 from fleet.up._nodes import DEFAULT_TEMPLATE as DEFAULT_TEMPLATE
 from fleet.up._nodes import NodeTemplate as NodeTemplate
 from fleet.up._nodes import load_template as load_template
@@ -36,7 +39,9 @@ __all__ = [
     "Status",
     "Up",
     "UpSettings",
+    "check_loops",
     "claim_kubeconfig",
+    "control_plane_settings",
     "load_template",
     "lock_path",
     "render",

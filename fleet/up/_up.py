@@ -12,8 +12,10 @@
 2. over one httpx :class:`~fleet.kube.Client`: the fleet's CRDs (from the
    models) and the namespace ``kube-mock-system`` (``_bootstrap``);
 3. the control-plane loops not switched off (:class:`fleet.controlplane.ControlPlane`,
-   on the same client); on a real control plane only those whose real component is
-   missing (:data:`REAL_COMPONENT_LOOPS`), e.g. all of them beside envtest's binaries;
+   on the same client, or with ``control_plane_process`` in a child process,
+   ``kubemock-fleet control-plane``, supervised with the shard children); on a real
+   control plane only those whose real component is missing
+   (:data:`REAL_COMPONENT_LOOPS`), e.g. all of them beside envtest's binaries;
 4. the fleet, unless ``shards == 0``: the coordinator in this process
    (:func:`fleet.coordinator.serve_coordinator`, its composition root), and
    the shards. One shard runs in this process, :func:`shards.serve_shard` as
@@ -60,7 +62,7 @@ from fleet.realcp import (
     serve_real_control_plane,
 )
 from fleet.sandbox import RunningSandbox, SandboxSettings, serve_sandbox
-from fleet.supervise import Supervisor, shard_command
+from fleet.supervise import Supervisor, control_plane_command, shard_command
 from fleet.up._apistatus import ApiStatusSampler
 from fleet.up._bootstrap import ensure_namespace, install_crds
 from fleet.up._claim import claim_kubeconfig
@@ -74,6 +76,8 @@ __all__ = ["CONTROL_PLANES", "REAL_COMPONENT_LOOPS", "RunningUp", "Up", "UpSetti
 
 CONTROL_PLANES = ("sandbox", "real")
 """What ``--control-plane`` takes: the embedded sandbox apiserver, or a real one."""
+CONTROL_PLANE_CHILD = "control-plane"
+"""The control-plane child's name under the supervisor (its output is prefixed so)."""
 REAL_COMPONENT_LOOPS = {
     "kube-controller-manager": ("deployment", "replicaset", "nodelifecycle", "garbagecollector"),
     "kube-scheduler": ("scheduler",),
@@ -116,6 +120,17 @@ class UpSettings:
     output: Callable[[bytes], None] | None = None
     """Where the shard children's output lines go, prefixed ``[shard K] ``; None: our
     stderr. A command drawing a live status passes a sink printing above it."""
+    status_line: bool = True
+    """Keep :meth:`Up.status` current. On a real control plane that lists every Node and
+    Pod every 2 s: at kwok-ci scale half of a core in this process (py-spy) and load on the
+    apiserver, so the bench, which draws no status line, turns it off."""
+    control_plane_process: bool = False
+    """Run the control-plane loops (scheduler, controllers) as a child process
+    (``kubemock-fleet control-plane``) instead of in this one: they then have a core, and a
+    GIL, of their own beside the sandbox. The bench runs its ``up`` so."""
+    control_plane_command: Callable[[Path, frozenset[str]], Sequence[str]] | None = None
+    """The control-plane child's command line given the kubeconfig and the loops switched
+    off; None: :func:`fleet.supervise.control_plane_command`. Tests substitute a stand-in."""
     control_plane: str = "sandbox"
     """``sandbox`` (embedded, in this process) or ``real`` (etcd, kube-apiserver ... as child
     processes, from :attr:`binaries`)."""
@@ -257,7 +272,7 @@ class Up:
                 for namespace in sorted({s.fleet.namespace, s.node_template.namespace}):
                     await ensure_namespace(client, namespace)
                 async with trio.open_nursery() as fleet:
-                    if real is not None:
+                    if real is not None and s.status_line:
                         api_sampler = ApiStatusSampler(client)
                         self._sampler = api_sampler
                         await api_sampler.read()
@@ -265,11 +280,14 @@ class Up:
                     loops = tuple(
                         name for name in LOOPS if name not in s.disabled and name not in covered
                     )
-                    if loops:
-                        off = frozenset(s.disabled | covered)
+                    off = frozenset(s.disabled | covered)
+                    in_child = bool(loops) and s.control_plane_process
+                    if loops and not in_child:
                         plane = ControlPlane(client, control_plane_settings(off))
                         await fleet.start(plane.run)
-                    children_done = await self._start_fleet(fleet, client, kubeconfig)
+                    children_done = await self._start_fleet(
+                        fleet, client, kubeconfig, control_plane=off if in_child else None
+                    )
                     created, existing = (0, 0)
                     if s.nodes:
                         created, existing = await create_nodes(client, s.node_template, s.nodes)
@@ -346,20 +364,32 @@ class Up:
         }
 
     async def _start_fleet(
-        self, nursery: trio.Nursery, client: Client, kubeconfig: Path
+        self,
+        nursery: trio.Nursery,
+        client: Client,
+        kubeconfig: Path,
+        *,
+        control_plane: frozenset[str] | None = None,
     ) -> trio.Event:
-        """Start the coordinator and the shards; returns an event set once shard children are gone."""
+        """Start the coordinator, the shards and, when ``control_plane`` (the loops switched
+        off) is given, the control-plane child; returns an event set once children are gone."""
         s = self.settings
         children_done = trio.Event()
-        if s.shards == 0:
-            children_done.set()
-            return children_done
-        from fleet.coordinator import serve_coordinator
-
-        await nursery.start(serve_coordinator, s.fleet, client.config)
+        children: dict[str, Sequence[str]] = {}
+        if control_plane is not None:
+            children[CONTROL_PLANE_CHILD] = (
+                s.control_plane_command(kubeconfig, control_plane)
+                if s.control_plane_command is not None
+                else control_plane_command(kubeconfig, disabled=control_plane)
+            )
         processes = s.shard_processes if s.shard_processes is not None else s.shards > 1
-        if not processes:
-            await nursery.start(partial(self._run_shards_here, kubeconfig))
+        if s.shards:
+            from fleet.coordinator import serve_coordinator
+
+            await nursery.start(serve_coordinator, s.fleet, client.config)
+            if not processes:
+                await nursery.start(partial(self._run_shards_here, kubeconfig))
+        if not children and not (s.shards and processes):
             children_done.set()
             return children_done
 
@@ -381,8 +411,10 @@ class Up:
         if s.fleet.shard.pod_cidr_allocation == "auto":
             # Known here: no guess (the sandbox and our loops allocate none).
             env[f"{ENV_PREFIX}SHARD__POD_CIDR_ALLOCATION"] = self._pod_cidrs
+        if s.shards and processes:
+            children.update({f"shard {k}": command(k) for k in range(s.shards)})
         supervisor = Supervisor(
-            {f"shard {k}": command(k) for k in range(s.shards)},
+            children,
             env=env,
             stdout=s.output,
             stderr=s.output,
