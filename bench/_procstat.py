@@ -1,21 +1,38 @@
-"""CPU and RSS of the fleet's own processes, read from ``/proc`` (Linux).
+"""CPU and RSS of the processes on the machine under test, read from ``/proc`` (Linux).
 
-The bench samples the processes it started (``kubemock-fleet run`` and every
-descendant: the shard children) at each timeline tick. CPU is cumulative
-(utime + stime), kept per pid at its highest reading so a shard that exits
-still counts; RSS is the sum over live processes, and the peak of those sums
-is reported. On a system without ``/proc`` nothing is measured (None).
+The bench samples, at each timeline tick, the processes it started
+(``roots`` and every descendant; with ``own_children`` every child of this
+process: the shard children, ``up``'s control-plane child, and on a real
+control plane etcd, kube-apiserver, kube-controller-manager and kube-scheduler)
+and, with ``self_name``, its own process. Each process is named for what it
+is (:func:`component_name`: the executable, or the ``kubemock-fleet``
+command with a shard's id) and the figures are summed per name, so a report
+shows the fleet's share of the machine beside the apiserver's: every
+CPU-second the fleet and the bench spend is taken from the apiserver under
+test.
+
+CPU is cumulative (utime + stime), kept per pid at its highest reading so a
+process that exits still counts; RSS is the sum over live processes, and the
+peak of those sums is reported. On a system without ``/proc`` nothing is
+measured (None).
 """
 
 from __future__ import annotations
 
 import os
+from collections import defaultdict
 from pathlib import Path
 
-__all__ = ["ProcessSampler"]
+__all__ = ["CONTROL_PLANE_COMPONENTS", "ProcessSampler", "component_name"]
 
 _PROC = Path("/proc")
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+CONTROL_PLANE_COMPONENTS = frozenset(
+    {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "control-plane"}
+)
+"""Components that are the cluster's control plane, not the fleet (``control-plane`` is
+``up``'s child running the scheduler and controllers in Python)."""
 
 
 def _children(pid: int) -> list[int]:
@@ -58,15 +75,53 @@ def _cpu_and_rss(pid: int) -> tuple[float, int] | None:
     return cpu, rss
 
 
-class ProcessSampler:
-    """Samples process trees: ``roots`` (pids the bench started), and with ``own_children``
-    every child process of this one at each sample (the shard processes ``up`` starts)."""
+def component_name(argv: list[str]) -> str:
+    """What a process is, from its command line: a ``kubemock-fleet`` command (``python -m
+    fleet shard --id 3`` → ``shard 3``, ``... control-plane`` → ``control-plane``), else the
+    executable's name (``etcd``, ``kube-apiserver``)."""
+    if not argv or not argv[0]:
+        return "?"
+    exe = os.path.basename(argv[0])
+    args = argv[1:]
+    if exe.startswith("python"):
+        if args[:2] == ["-m", "fleet"]:
+            args = args[2:]
+        elif args and os.path.basename(args[0]) == "kubemock-fleet":
+            args = args[1:]
+        else:
+            return exe
+    elif exe != "kubemock-fleet":
+        return exe
+    if not args:
+        return "kubemock-fleet"
+    if args[0] == "shard" and "--id" in args[:-1]:
+        return f"shard {args[args.index('--id') + 1]}"
+    return args[0]
 
-    def __init__(self, roots: list[int], *, own_children: bool = False) -> None:
+
+def _argv(pid: int) -> list[str]:
+    try:
+        raw = (_PROC / str(pid) / "cmdline").read_bytes()
+    except OSError:
+        return []
+    return [part.decode("utf-8", "replace") for part in raw.split(b"\0") if part]
+
+
+class ProcessSampler:
+    """Samples process trees: ``roots`` (pids the bench started), with ``own_children``
+    every child process of this one at each sample (what ``up`` starts), and with
+    ``self_name`` this process itself, under that name."""
+
+    def __init__(
+        self, roots: list[int], *, own_children: bool = False, self_name: str | None = None
+    ) -> None:
         self.roots = list(roots)
         self.own_children = own_children
+        self.self_name = self_name
         self._cpu: dict[int, float] = {}
         self._baseline: dict[int, float] = {}
+        self._names: dict[int, str] = {}
+        self._peak_by_name: dict[str, int] = {}
         self.peak_rss = 0
         self.available = _PROC.is_dir()
 
@@ -74,22 +129,62 @@ class ProcessSampler:
         if not self.available:
             return
         total_rss = 0
-        roots = self.roots + (_children(os.getpid()) if self.own_children else [])
-        for pid in _tree(roots):
+        rss_by_name: dict[str, int] = defaultdict(int)
+        me = os.getpid()
+        roots = self.roots + (_children(me) if self.own_children else [])
+        pids = _tree(roots)
+        if self.self_name is not None:
+            pids.append(me)
+        for pid in pids:
             got = _cpu_and_rss(pid)
             if got is None:
                 continue
             cpu, rss = got
+            if pid not in self._names:
+                name = self.self_name if pid == me else None
+                self._names[pid] = name if name is not None else component_name(_argv(pid))
             self._baseline.setdefault(pid, cpu if not self._cpu else 0.0)
             self._cpu[pid] = max(self._cpu.get(pid, 0.0), cpu)
-            total_rss += rss
+            rss_by_name[self._names[pid]] += rss
+            if pid != me:
+                total_rss += rss
+        for name, rss in rss_by_name.items():
+            self._peak_by_name[name] = max(self._peak_by_name.get(name, 0), rss)
         self.peak_rss = max(self.peak_rss, total_rss)
+
+    def _fleet(self, pid: int) -> bool:
+        """A pid of the fleet's own: not this process, not the control plane."""
+        return pid != os.getpid() and self._names.get(pid) not in CONTROL_PLANE_COMPONENTS
 
     @property
     def pids(self) -> list[int]:
-        return sorted(self._cpu)
+        """The fleet's processes seen (not this one, not the control plane's)."""
+        return sorted(pid for pid in self._cpu if self._fleet(pid))
 
     @property
     def cpu_seconds(self) -> float:
-        """CPU used since the first sample (processes born later count whole)."""
-        return sum(cpu - self._baseline.get(pid, 0.0) for pid, cpu in self._cpu.items())
+        """The fleet's CPU since the first sample (processes born later count whole)."""
+        return sum(
+            cpu - self._baseline.get(pid, 0.0) for pid, cpu in self._cpu.items() if self._fleet(pid)
+        )
+
+    def totals(self) -> dict[str, float]:
+        """Cumulative CPU-seconds per component, as last sampled (a process's whole life):
+        the difference of two readings is what each component spent between them."""
+        out: dict[str, float] = defaultdict(float)
+        for pid, cpu in self._cpu.items():
+            out[self._names[pid]] += cpu
+        return dict(out)
+
+    def usage(self) -> dict[str, tuple[list[int], float, int]]:
+        """Per component: its pids, CPU-seconds since the first sample, peak RSS."""
+        out: dict[str, tuple[list[int], float, int]] = {}
+        for pid, cpu in sorted(self._cpu.items()):
+            name = self._names[pid]
+            pids, seconds, _ = out.get(name, ([], 0.0, 0))
+            out[name] = (
+                [*pids, pid],
+                seconds + cpu - self._baseline.get(pid, 0.0),
+                self._peak_by_name.get(name, 0),
+            )
+        return out

@@ -28,6 +28,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "ApiserverSummary",
     "CleanupResult",
+    "ComponentUsage",
     "LatencyRow",
     "Percentiles",
     "PlotsInfo",
@@ -86,6 +87,10 @@ class StepResult(_Base, frozen=True):
     reason: str = ""
     """Why the step failed (empty when it did not): how far it got, and the last write
     error seen during it, if any."""
+    cpu_seconds: dict[str, NonNegative] = {}
+    """CPU-seconds each process component spent during the step (``kube-apiserver``,
+    ``etcd``, ``shard 0``, ``control-plane``, the bench's own process ...); empty when the
+    processes were not sampled."""
 
 
 class RequestRow(_Base, frozen=True):
@@ -174,6 +179,18 @@ class ProcessUsage(_Base, frozen=True):
     peak_rss_bytes: Count
 
 
+class ComponentUsage(_Base, frozen=True):
+    """CPU and memory of one component of the machine under test, over the whole run."""
+
+    name: str
+    """``kube-apiserver``, ``etcd``, ``kube-controller-manager``, ``kube-scheduler``,
+    ``control-plane`` (``up``'s scheduler and controllers), ``shard K``, or the bench's own
+    process (named for what it holds, e.g. ``bench + sandbox apiserver + coordinator``)."""
+    pids: list[int]
+    cpu_seconds: NonNegative
+    peak_rss_bytes: Count
+
+
 class CleanupResult(_Base, frozen=True):
     """What the bench deleted at the end, and whether anything was left."""
 
@@ -237,6 +254,9 @@ class Report(_Base, frozen=True):
     timeline: list[TimelineSample]
     cleanup: CleanupResult
     fleet_usage: ProcessUsage | None = None
+    components: list[ComponentUsage] = []
+    """Every process sampled, by component (the apiserver's beside the fleet's and the
+    bench's): empty when none was (a cluster elsewhere, no ``/proc``)."""
     plots: PlotsInfo = PlotsInfo()
     notes: tuple[str, ...] = ()
     completed: bool = True
@@ -318,6 +338,34 @@ def verdict(report: Report) -> str:
     if not report.slo_passed:
         reasons.append("SLOs failed" if report.slo else "no SLO rows")
     return "PASS" if not reasons else "FAIL (" + "; ".join(reasons) + ")"
+
+
+def _components_table(report: Report) -> list[str]:
+    """CPU-seconds per component and step, the whole run, and peak RSS."""
+    steps = [step.name for step in report.steps]
+    out = [
+        "## CPU by component",
+        "",
+        "| component | "
+        + " | ".join(f"{name} CPU-s" for name in steps)
+        + " | whole run CPU-s | peak RSS MiB |",
+        "|---|" + "---|" * (len(steps) + 2),
+    ]
+    for c in sorted(report.components, key=lambda c: -c.cpu_seconds):
+        cells = [f"{step.cpu_seconds.get(c.name, 0.0):.1f}" for step in report.steps]
+        out.append(
+            f"| {c.name} | "
+            + " | ".join([*cells, f"{c.cpu_seconds:.1f}"])
+            + f" | {c.peak_rss_bytes / 2**20:.0f} |"
+        )
+    totals = [f"{sum(step.cpu_seconds.values()):.1f}" for step in report.steps]
+    whole = sum(c.cpu_seconds for c in report.components)
+    seconds = [f"{step.seconds:.1f}" for step in report.steps]
+    out.append("| **all** | " + " | ".join([*totals, f"{whole:.1f}"]) + " | |")
+    out.append(
+        "| (wall-clock s) | " + " | ".join([*seconds, f"{report.duration_seconds:.1f}"]) + " | |"
+    )
+    return out
 
 
 def summary_markdown(report: Report) -> str:
@@ -412,6 +460,8 @@ def summary_markdown(report: Report) -> str:
             f"Fleet processes {u.pids}: {u.cpu_seconds:.2f} CPU-s, peak RSS "
             f"{u.peak_rss_bytes / 2**20:.1f} MiB",
         ]
+    if report.components:
+        out += ["", *_components_table(report)]
     out += ["", f"Cleanup: {report.cleanup.deleted} deleted, {report.cleanup.leftover} left over."]
     if report.plots.written:
         out += ["", *[f"![{name}]({name})" for name in report.plots.written]]

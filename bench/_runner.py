@@ -49,6 +49,7 @@ from bench._promtext import MetricsDelta, Scrape, diff, parse_metrics
 from bench._report import (
     ApiserverSummary,
     CleanupResult,
+    ComponentUsage,
     LatencyRow,
     Percentiles,
     PlotsInfo,
@@ -156,7 +157,10 @@ class RunOptions:
     """Processes of the fleet the bench started (their CPU and RSS are reported)."""
     fleet_children: bool = False
     """The fleet runs as child processes of this one (the bench started it with ``up``):
-    measure them."""
+    measure them (and the control plane's processes among them, by name)."""
+    self_component: str | None = "bench"
+    """The bench's own process is measured under this name (what it holds: the sandbox
+    apiserver and the coordinator too when it started them); None: not measured."""
     ensure_crds: bool = False
     """Create the Node CRDs if missing (the bench's own sandbox has none)."""
     cleanup_timeout: float = CLEANUP_TIMEOUT
@@ -423,7 +427,11 @@ class _Run:
         self.timeline: list[TimelineSample] = []
         self.scrapes: list[tuple[float, Scrape]] = []
         self.writes = _Writes()
-        self.sampler = ProcessSampler(list(options.fleet_pids), own_children=options.fleet_children)
+        self.sampler = ProcessSampler(
+            list(options.fleet_pids),
+            own_children=options.fleet_children,
+            self_name=options.self_component,
+        )
         self.created_namespaces: list[str] = []
         self.node_names: list[str] = []
         self.pods_created = 0
@@ -442,6 +450,19 @@ class _Run:
     async def _resync_pods(self) -> None:
         path = f"/api/v1/namespaces/{self.spec.namespace}/pods"
         self.pods.replace((await self.client.list(path, label_selector=self.selector)).items)
+
+    def cpu_mark(self) -> dict[str, float]:
+        """Each component's CPU-seconds so far (a fresh sample): a step's starting mark."""
+        self.sampler.sample()
+        return self.sampler.totals()
+
+    def cpu_since(self, mark: dict[str, float]) -> dict[str, float]:
+        """CPU-seconds each component spent since ``mark``, rounded to 10 ms."""
+        self.sampler.sample()
+        return {
+            name: round(max(0.0, total - mark.get(name, 0.0)), 2)
+            for name, total in sorted(self.sampler.totals().items())
+        }
 
     async def scrape(self) -> Scrape | None:
         try:
@@ -535,6 +556,7 @@ class _Run:
     ) -> None:
         """Run ``work`` and wait until ``reached() >= target``, within the timeout."""
         self.progress.begin(name, target)
+        mark = self.cpu_mark()
         start = trio.current_time()
         errors_before = len(self.writes.errors)
         resyncs_before = tracker.resyncs
@@ -559,6 +581,7 @@ class _Run:
                 ok=ok,
                 per_second=min(got, target) / seconds if seconds > 0 else 0.0,
                 reason=reason,
+                cpu_seconds=self.cpu_since(mark),
             )
         )
         self.progress.end(name)
@@ -763,6 +786,7 @@ class _Run:
 
         expected = math.ceil(self.spec.duration * self.spec.rate)
         self.progress.begin("churn", expected)
+        mark = self.cpu_mark()
         start = trio.current_time()
         with trio.move_on_after(self.spec.duration + self.spec.timeout) as scope:
             await work()
@@ -782,6 +806,7 @@ class _Run:
                 if ok
                 else f"{deleted} of {self.pods_created} pods deleted within "
                 f"{self.spec.duration + self.spec.timeout:g} s",
+                cpu_seconds=self.cpu_since(mark),
             )
         )
         self.progress.end("churn")
@@ -791,6 +816,7 @@ class _Run:
 
     async def soak(self) -> None:
         self.progress.begin("heartbeat-soak", round(self.spec.duration))
+        mark = self.cpu_mark()
         start = trio.current_time()
         while (elapsed := trio.current_time() - start) < self.spec.duration:
             self.progress.update("heartbeat-soak", round(elapsed))
@@ -808,6 +834,7 @@ class _Run:
                 reason=""
                 if ready >= self.spec.nodes
                 else f"only {ready} of {self.spec.nodes} nodes Ready at the end",
+                cpu_seconds=self.cpu_since(mark),
             )
         )
         self.progress.end("heartbeat-soak")
@@ -1061,6 +1088,10 @@ class _Run:
                 cpu_seconds=self.sampler.cpu_seconds,
                 peak_rss_bytes=self.sampler.peak_rss,
             )
+        components = [
+            ComponentUsage(name=name, pids=pids, cpu_seconds=cpu, peak_rss_bytes=rss)
+            for name, (pids, cpu, rss) in sorted(self.sampler.usage().items())
+        ]
         if self.writes.errors:
             self.notes.extend(self.writes.errors)
         return Report(
@@ -1103,6 +1134,7 @@ class _Run:
             slo_passed=bool(rows) and all(r.passed for r in rows),
             timeline=self.timeline,
             fleet_usage=usage,
+            components=components,
             cleanup=cleanup,
             notes=tuple(dict.fromkeys(self.notes)),
             completed=completed,

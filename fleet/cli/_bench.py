@@ -18,8 +18,8 @@ Two kinds of benchmark share the command:
   ``kwok-ci``, or a YAML file naming one of them as its ``type``
   (docs/bench.md); ``--nodes``, ``--pods`` and ``--rate`` override it. With ``--kubeconfig``/``--context`` the bench runs against
   that cluster, where a fleet must already run; without, it starts what
-  ``kubemock-fleet up`` starts (sandbox apiserver and control plane in this
-  process, ``--shards N`` shard child processes, no nodes). It writes ``report.json``, ``summary.md``
+  ``kubemock-fleet up`` starts (sandbox apiserver in this process, the control
+  plane and ``--shards N`` shards as child processes, no nodes). It writes ``report.json``, ``summary.md``
   and PNG plots into ``--output`` and exits 1 if a step failed or an SLO row
   failed.
 """
@@ -325,7 +325,8 @@ async def _own_cluster(
     task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """``kubemock-fleet up`` as a task: sandbox (or a real control plane), control plane
-    (scheduler, controllers), coordinator and ``shards`` shard child processes, no nodes;
+    (scheduler, controllers: a child process), coordinator and ``shards`` shard child
+    processes, no nodes;
     reports the ``Up`` and its ``RunningUp``. ``up.stop()`` ends it cleanly (shards first,
     then the apiserver)."""
     from fleet.up import Up, UpSettings
@@ -341,6 +342,10 @@ async def _own_cluster(
             output=output,
             control_plane=control_plane,
             binaries=binaries,
+            # The scheduler and controllers beside, not inside, the sandbox's process: in one
+            # process they took 100 % of a core with it at kwok-ci load (docs/performance.md).
+            control_plane_process=True,
+            status_line=False,  # nothing draws it; on a real apiserver it lists everything
         )
     )
     try:
@@ -368,6 +373,18 @@ def _interrupted(out: Path, run_id: str) -> str:
         f"interrupted: {cleanup.deleted} objects of run {run_id} deleted, {left}; "
         f"partial report in {out}"
     )
+
+
+def _self_component(own: bool, control_plane: str, shards: int) -> str:
+    """What the bench's own process holds, as its component is named in the report."""
+    if not own:
+        return "bench"
+    held = ["bench"]
+    if control_plane == "sandbox":
+        held.append("sandbox apiserver")
+    if shards:
+        held.append("coordinator")
+    return " + ".join(held)
 
 
 class _Interrupted(Exception):
@@ -473,7 +490,9 @@ def _run_scenario(
                 plots=plots,
                 run_id=run_id,
                 progress=_RichProgress(bar) if progress else NullProgress(),
-                fleet_children=own and shards > 0,
+                # Every child: shards, the control-plane child, etcd, kube-apiserver ...
+                fleet_children=own,
+                self_component=_self_component(own, control_plane, shards),
                 ensure_crds=own,
                 keep=keep,
             )
