@@ -153,7 +153,11 @@ class SandboxApp:
             settings.tls if settings.require_token is None else settings.require_token
         )
         self.server_address = f"{settings.host}:{settings.port}"
-        self.store = Store(history_limit=settings.watch_history, watch_queue=settings.watch_queue)
+        self.store = Store(
+            history_limit=settings.watch_history,
+            watch_queue=settings.watch_queue,
+            history_window=settings.watch_history_window,
+        )
         self.registry = Registry()
         self.api = Api(settings, self.store, self.registry)
         self.deleter = Deleter(self.api)

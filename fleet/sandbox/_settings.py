@@ -38,6 +38,12 @@ class SandboxSettings:
     watch_history: int = 1000
     """Events kept per resource for watches and consistent pages (the real watch cache keeps
     100 to a few thousand). A watch from an older resourceVersion gets 410 Gone."""
+    watch_history_window: float = 75.0
+    """Seconds of events kept beyond ``watch_history`` (up to 102,400 per resource): the
+    real watch cache sizes itself to keep 75 s (``eventFreshDuration``). Without it, at
+    kwok-ci load (~500 pod events/s) 1,000 events were 2 s: a paged LIST of 10,000 pods
+    outlived its snapshot and got 410 on a later page, and the client listed again, in a
+    loop. 0: the count alone."""
     watch_queue: int = 1000
     """Events buffered per watcher; a watcher that falls this far behind is closed, as the
     real apiserver closes a watcher that cannot keep up (the client re-lists)."""

@@ -2,7 +2,9 @@
 
 Plays etcd plus the apiserver's watch cache. Every write goes through
 :meth:`Store.commit`, which bumps the one global resourceVersion counter,
-records an event in the resource's bounded history (``watch_history``) and
+records an event in the resource's bounded history (``watch_history`` events,
+and beyond that those younger than ``watch_history_window`` seconds, as the
+real watch cache keeps a time window, up to :data:`HISTORY_CAP`) and
 hands it to that resource's watchers through their bounded channels. The
 history also lets a list be served as of an older resourceVersion (consistent
 pages, ``resourceVersionMatch=Exact``); asking for one older than the history
@@ -15,6 +17,7 @@ new dict (:func:`clone`) and commit it.
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -32,6 +35,10 @@ _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder()
 
 log = logging.getLogger("fleet.sandbox")
+
+HISTORY_CAP = 100 * 1024
+"""Most events a resource's history keeps, whatever their age: the real watch cache's
+largest capacity (``100 * 1024``, the apiserver's cacher sized dynamically)."""
 
 
 def clone(obj: Any) -> Any:
@@ -90,11 +97,22 @@ class Collection:
     history: deque[Event] = field(default_factory=deque)
     watchers: set[Watcher] = field(default_factory=set)
 
+    history_window: float = 0.0
+    """Seconds of events kept beyond :attr:`history_limit` (up to :data:`HISTORY_CAP`)."""
+    times: deque[float] = field(default_factory=deque)
+    """When each event of :attr:`history` was recorded (monotonic), in the same order."""
+
     def record(self, ev: Event) -> None:
-        if len(self.history) >= self.history_limit:
-            dropped = self.history.popleft()
+        history, times = self.history, self.times
+        now = time.monotonic()
+        while len(history) >= self.history_limit and (
+            len(history) >= HISTORY_CAP or now - times[0] > self.history_window
+        ):
+            dropped = history.popleft()
+            times.popleft()
             self.window_start = max(self.window_start, dropped.rv)
-        self.history.append(ev)
+        history.append(ev)
+        times.append(now)
         for w in list(self.watchers):
             if w.namespace is None or w.namespace == (ev.obj["metadata"].get("namespace") or ""):
                 w.offer(ev)
@@ -126,10 +144,13 @@ class Collection:
 class Store:
     """Every object the sandbox holds, keyed by resource type."""
 
-    def __init__(self, *, history_limit: int, watch_queue: int) -> None:
+    def __init__(
+        self, *, history_limit: int, watch_queue: int, history_window: float = 0.0
+    ) -> None:
         self.rv = 0
         self.start_rv = 0
         self.history_limit = history_limit
+        self.history_window = history_window
         self.watch_queue = watch_queue
         self._collections: dict[Key, Collection] = {}
         self._changed = trio.Event()
@@ -138,7 +159,9 @@ class Store:
     def collection(self, key: Key) -> Collection:
         c = self._collections.get(key)
         if c is None:
-            c = self._collections[key] = Collection(self.history_limit, self.start_rv)
+            c = self._collections[key] = Collection(
+                self.history_limit, self.start_rv, history_window=self.history_window
+            )
         return c
 
     def keys(self) -> Iterable[Key]:
@@ -221,4 +244,5 @@ class Store:
         self.start_rv = self.rv
         for c in self._collections.values():
             c.history.clear()
+            c.times.clear()
             c.window_start = self.rv

@@ -292,7 +292,7 @@ async def test_status_errors_map_to_the_hierarchy(config: ClusterConfig) -> None
 
 
 async def test_gone_for_a_compacted_resource_version(start_sandbox: StartSandbox) -> None:
-    sb = await start_sandbox(watch_history=3)
+    sb = await start_sandbox(watch_history=3, watch_history_window=0)
     async with Client(load_config(sb.kubeconfig)) as client:
         await make_namespace(client, "gone")
         first = await client.create(cms("gone"), configmap("cm-0"))

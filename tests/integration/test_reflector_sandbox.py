@@ -240,7 +240,7 @@ class GatedRequester(BaseRequester):
 async def test_gone_relists_and_synthesizes_deletions(
     via: str, start_sandbox: StartSandbox
 ) -> None:
-    sb = await start_sandbox(watch_history=5, bookmark_before_timeout=0.0)
+    sb = await start_sandbox(watch_history=5, watch_history_window=0, bookmark_before_timeout=0.0)
     config = load_config(sb.kubeconfig)
     async with (
         Client(config) as client,

@@ -143,7 +143,11 @@ async def test_paging_is_consistent_and_counts_remaining(sandbox: RunningSandbox
 
 async def test_exact_list_and_history_limit(nursery: trio.Nursery, tmp_path: Path) -> None:
     settings = SandboxSettings(
-        kubeconfig_out=tmp_path / "kc", watch_history=3, tls=False, too_large_rv_wait=0.1
+        kubeconfig_out=tmp_path / "kc",
+        watch_history=3,
+        watch_history_window=0,
+        tls=False,
+        too_large_rv_wait=0.1,
     )
     sb: RunningSandbox = await nursery.start(serve_sandbox, settings)
     async with client(sb) as c:
