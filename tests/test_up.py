@@ -421,3 +421,13 @@ def test_loops_are_named() -> None:
     settings = control_plane_settings(frozenset({"scheduler", "garbagecollector"}))
     assert (settings.scheduler, settings.gc) == (False, False)
     assert settings.deployments and settings.replicasets and settings.node_lifecycle
+
+
+def test_a_full_real_control_plane_leaves_no_loop_of_ours_running() -> None:
+    """kube-controller-manager runs every controller of ours, kube-scheduler the scheduler:
+    beside both, none of our loops acts on the same objects a second time."""
+    from fleet.up._up import REAL_COMPONENT_LOOPS
+
+    covered = [name for names in REAL_COMPONENT_LOOPS.values() for name in names]
+    assert sorted(covered) == sorted(LOOPS)
+    assert REAL_COMPONENT_LOOPS["kube-scheduler"] == ("scheduler",)

@@ -79,10 +79,13 @@ CONTROL_PLANES = ("sandbox", "real")
 CONTROL_PLANE_CHILD = "control-plane"
 """The control-plane child's name under the supervisor (its output is prefixed so)."""
 REAL_COMPONENT_LOOPS = {
-    "kube-controller-manager": ("deployment", "replicaset", "nodelifecycle", "garbagecollector"),
+    "kube-controller-manager": tuple(name for name in LOOPS if name != "scheduler"),
     "kube-scheduler": ("scheduler",),
 }
-"""The loops of ours each real component does itself: they run only where it is missing."""
+"""The loops of ours each real component does itself: they run only where it is missing.
+kube-controller-manager runs every controller of ours by default (``--controllers=*``):
+ours beside it would act on the same objects twice (and at kwok-ci scale their informers
+cost a Python process a core's worth of watch events)."""
 
 
 @dataclass(frozen=True)
