@@ -25,7 +25,10 @@ pod reflector(s) + consumer       ``PodDriver`` (one watch, or one per node
 timer runner                      one :class:`~shards._timers.DelayQueue` for
                                   every sync, status report and pod
                                   transition, feeding a bounded channel
-``TIMER_WORKERS`` workers         run each due timer (node or pod driver)
+``TIMER_WORKERS`` workers         run each due timer (node or pod driver); a
+                                  node CR sync (registration: round trips in
+                                  a row) in a task of its own, at most
+                                  ``SYNC_CONCURRENCY`` at once
 Lease lane                        ``_leaselane.LeaseLane``: node Lease renewals,
                                   timed from their due times, on their own
                                   dispatcher and writers, pipelined
@@ -84,13 +87,18 @@ from shards._scripts import ScriptLibrary
 from shards._shardlease import ShardLease
 from shards._timers import DelayQueue
 
-__all__ = ["TIMER_WORKERS", "ShardEngine"]
+__all__ = ["SYNC_CONCURRENCY", "TIMER_WORKERS", "ShardEngine"]
 
 log = logging.getLogger(__name__)
 
 TIMER_WORKERS = 8
 """Tasks running due timers. Most timers only compute and queue a write; the few that
 wait on the apiserver (registration) should not hold up Lease renewals behind them."""
+SYNC_CONCURRENCY = 64
+"""Node CR syncs in flight at once, each in a task of its own beside the timer workers. A
+registration is a few round trips in a row (finalizer, Node, Lease, CR status): run by the
+8 timer workers themselves, registration went ~16 nodes/s against kube-apiserver on
+2 busy cores (kwok-ci on the real control plane, the shard 2/3 idle waiting on answers)."""
 TIMER_CHANNEL = 1024
 """Due timer keys buffered for the workers; a full channel shows up as timer lateness."""
 CR_EVENT_BUFFER = 1024
@@ -216,6 +224,9 @@ class ShardEngine:
             )
         self._ready = False
         self._crs_drained = trio.Event()
+        self._syncs: trio.Nursery | None = None
+        """Where node syncs run beside the workers (the engine's nursery, once running)."""
+        self._sync_slots = trio.Semaphore(SYNC_CONCURRENCY)
 
     def ready(self) -> bool:
         """For /readyz: the watches are up and the shard's Lease is fresh."""
@@ -255,6 +266,7 @@ class ShardEngine:
                 await nursery.start(self.ctx.kubelet_events.run)
             await nursery.start(self.nodes.leases.run)
             send, receive = trio.open_memory_channel[TimerKey](TIMER_CHANNEL)
+            self._syncs = nursery
             async with receive:
                 for _ in range(TIMER_WORKERS):
                     nursery.start_soon(self._worker, receive.clone())
@@ -297,6 +309,11 @@ class ShardEngine:
             give_way = self.nodes.leases.give_way
             async for kind, key in receive:
                 await give_way()  # overdue Lease renewals first (trio has no priorities)
+                if kind == "sync" and self._syncs is not None:
+                    # Round trips in a row: beside the workers, SYNC_CONCURRENCY at once.
+                    await self._sync_slots.acquire()
+                    self._syncs.start_soon(self._sync_node, key)
+                    continue
                 try:
                     if kind.startswith("pod"):
                         await self.pods.handle(kind, key)
@@ -304,6 +321,15 @@ class ShardEngine:
                         await self.nodes.handle(kind, key)
                 except FleetError as exc:
                     log.warning("%s %s: %s", kind, key, exc)
+
+    async def _sync_node(self, key: str) -> None:
+        """One node CR sync in a task of its own; frees its slot when done."""
+        try:
+            await self.nodes.handle("sync", key)
+        except FleetError as exc:
+            log.warning("sync %s: %s", key, exc)
+        finally:
+            self._sync_slots.release()
 
     async def _freeze_gc(self) -> None:
         """Once start-up is over, move what it built out of the cyclic GC's reach.
