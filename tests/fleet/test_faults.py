@@ -109,9 +109,11 @@ LEASES = {
     "leaderRenewDeadline": "4s",
 }
 REAL_ENV = "KUBEMOCK_FLEET_FAULTS_REAL"
-"""Opt-in for the real control plane. It passes there (all counts zero), but leaves the shared
-apiserver slow to hand over leader Leases for a while: test_leader[real], next in the suite,
-then measured 7.7-8.9 s against its 7 s bound. Until that is understood, not by default."""
+"""Opt-in for the real control plane, a known gap. It passed there once (all counts zero) but
+left the shared apiserver slow to hand over leader Leases (test_leader[real], next in the
+suite, measured 7.7-8.9 s against its 7 s bound); in two later runs on a quiet box the
+session's kube-apiserver stopped answering (connection refused) after the watch-cut case, and
+every later real test failed. Until that is understood, not by default."""
 PHASES = {"": 0, "Pending": 0, "Running": 1, "Succeeded": 2, "Failed": 2}
 
 
