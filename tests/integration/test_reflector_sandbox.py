@@ -328,3 +328,21 @@ async def test_two_megabyte_objects(via: str, apiserver: Apiserver, config: Clus
         assert changed.type == "MODIFIED"
         assert changed.obj.spec["resources"]["blob"] == "y" * len(big)
         nursery.cancel_scope.cancel()
+
+
+async def test_a_quiet_watch_is_not_taken_for_dead(config: ClusterConfig) -> None:
+    """A real apiserver sends no bookmark on a watch of a resource nothing changes: a
+    reflector that counted that silence against its inactivity timeout re-watched (and
+    logged it) every 150 s for nothing. Silence counts only while bookmarks come."""
+    ns = unique("quiet")
+    async with Client(config) as client, trio.open_nursery() as nursery:
+        await client.create("/api/v1/namespaces", {"metadata": {"name": ns}})
+        reflector = Reflector(
+            client, cms(ns), ConfigMapView, settings=WatchSettings(inactivity_timeout=1.0)
+        )
+        await start_reflector(nursery, reflector)
+        await trio.sleep(4)
+        stats = reflector.statistics()
+        assert stats.restarts == 0 and stats.relists == 0, stats
+        assert stats.last_error is None
+        nursery.cancel_scope.cancel()
