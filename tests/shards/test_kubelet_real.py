@@ -6,7 +6,8 @@ v1.24 with ``--allocate-node-cidrs``): what a real kubelet gets right there.
   from it;
 - ``Ready=Unknown`` written by another (the node-lifecycle controller) is put right within
   seconds, as a kubelet that reads its Node every 10 s does;
-- the Events a kubelet posts, source ``kubelet``.
+- the Events a kubelet posts, source ``kubelet``;
+- a restarted shard reserves every Node's address before it gives a new node one.
 
 In-process tests (the in-memory apiserver, autojump clock) cover each in detail:
 test_nodewatch.py, test_versions.py, test_events.py.
@@ -173,3 +174,66 @@ async def test_a_kubelet_on_the_real_control_plane(
             return not nodes.items
 
         await eventually("the node removed with its CR", 30, gone)
+
+
+def internal_ip(node: dict[str, Any]) -> str | None:
+    for address in node.get("status", {}).get("addresses") or []:
+        if address.get("type") == "InternalIP":
+            return str(address["address"])
+    return None
+
+
+@pytest.mark.real
+async def test_a_restarted_shard_gives_no_new_node_an_address_in_use(
+    nursery: trio.Nursery, real_control_plane: RunningControlPlane
+) -> None:
+    """A new CR was once given the InternalIP an existing, not yet adopted Node held; that
+    node's sync then failed for ever and it went NotReady. Reserve first, then allocate."""
+    config = load_config(real_control_plane.kubeconfig)
+    settings = FleetSettings(shard=ShardSettings(pod_cidr_allocation="cluster"))
+    shard = unique("addresses")
+
+    def cr(name: str) -> dict[str, Any]:
+        return {
+            "apiVersion": "mock.zhizuqiu.cn/v1alpha1",
+            "kind": "Node",
+            "metadata": {"name": name, "labels": {SHARD_LABEL: shard}},
+            "spec": {},
+        }
+
+    async with Client(config) as client, HotTransport(config) as hot:
+        namespaces = await client.list("/api/v1/namespaces")
+        if FLEET_NAMESPACE not in {n["metadata"]["name"] for n in namespaces.items}:
+            await client.create("/api/v1/namespaces", {"metadata": {"name": FLEET_NAMESPACE}})
+
+        async def addresses(names: list[str]) -> dict[str, str] | None:
+            nodes = {n["metadata"]["name"]: n for n in (await client.list(NODES)).items}
+            got = {name: internal_ip(nodes[name]) for name in names if name in nodes}
+            return got if len(got) == len(names) and all(got.values()) else None  # type: ignore[return-value]
+
+        first = ShardEngine(settings, shard, control=client, hot=hot)
+        scope = trio.CancelScope()
+
+        async def run_first(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            with scope:
+                await first.run(task_status=task_status)
+
+        await nursery.start(run_first)
+        old = [unique("addr-old") for _ in range(4)]
+        for name in old:
+            await client.create(CRS, cr(name))
+        await eventually("the first nodes registered", 30, lambda: addresses(old))
+        scope.cancel()  # the shard stops; its Nodes stay
+        new = [unique("addr-new") for _ in range(6)]
+        for name in new:
+            await client.create(CRS, cr(name))
+        second = ShardEngine(settings, shard, control=client, hot=hot)
+        await nursery.start(second.run)
+        got = await eventually("every node registered", 30, lambda: addresses(old + new))
+        others = [
+            internal_ip(n)
+            for n in (await client.list(NODES)).items
+            if n["metadata"]["name"] not in got
+        ]
+        assert len(set(got.values())) == len(got), got
+        assert not set(got.values()) & set(others), (got, others)
