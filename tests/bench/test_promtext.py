@@ -145,10 +145,8 @@ def test_not_prometheus_text_is_a_protocol_error() -> None:
 
 def test_only_the_families_read_are_parsed_and_the_figures_do_not_change() -> None:
     """The scrape keeps only the families it reads (a real apiserver's /metrics is
-    megabytes): the recorded v1.24 scrape gives the same figures as the full parse, in
-    well under the time."""
-    import time
-
+    megabytes): the recorded v1.24 scrape gives the same figures as the full parse.
+    (What that saves is CPU, measured in the kwok-ci benchmark, not timed here.)"""
     from prometheus_client.parser import text_string_to_metric_families
 
     from bench._promtext import _wanted_lines
@@ -159,10 +157,3 @@ def test_only_the_families_read_are_parsed_and_the_figures_do_not_change() -> No
     assert "apiserver_request" in names and "etcd_request_duration_seconds" not in names
     scrape = parse_metrics(V124)
     assert scrape.requests_total() == 1699 and scrape.latencies
-    start = time.process_time()
-    parse_metrics(V124)
-    filtered = time.process_time() - start
-    start = time.process_time()
-    list(text_string_to_metric_families(V124))
-    whole = time.process_time() - start
-    assert filtered < whole
