@@ -18,7 +18,9 @@ Fencing rule: two shards never drive one node.
 * The coordinator moves a dead shard's CRs only after that shard's Lease has
   expired **by the coordinator's own observation**: ``shardLeaseDuration``
   after it last saw the Lease record change (``_liveness``), never by
-  comparing the Lease's timestamps with the local clock. Since
+  comparing the Lease's timestamps with the local clock, and only once a
+  fresh GET of that Lease shows the record unchanged (a lagging or broken
+  watch here proves nothing about the shard). Since
   ``shardRenewDeadline < shardLeaseDuration`` and the coordinator can only
   have seen a renewal after the shard sent it, a shard that could not renew
   has already stopped when its CRs move.
@@ -49,9 +51,10 @@ from fleet._metrics import FleetMetrics
 from fleet._settings import FleetSettings
 from fleet.api import CRDS_MISSING_HINT
 from fleet.coordinator._election import LeaderElector
-from fleet.coordinator._leases import WallClock, lease_path, wall_clock
+from fleet.coordinator._leases import WallClock, get_lease, lease_path, lease_record, wall_clock
 from fleet.coordinator._liveness import LeaseRecord, Liveness
 from fleet.coordinator._planner import Move, Planner
+from fleet.errors import ApiError, TransportError
 from fleet.kube import (
     MetaOnly,
     ObjectMeta,
@@ -86,7 +89,7 @@ BATCH_WINDOW = 0.1
 planned in a few passes, not 500, and each new CR is still assigned well within 1 s."""
 RETRY_DELAY = 1.0
 """Seconds before planning again after a label write failed (the write queue has
-already retried it with backoff)."""
+already retried it with backoff), or a re-read of an expired shard Lease failed."""
 
 _merge_encoder = msgspec.json.Encoder()
 
@@ -274,12 +277,12 @@ class Coordinator:
         planner = Planner(self._conf.max_moves_per_second, self._clock)
         while True:
             self._dirty = trio.Event()
+            failed = not await self._confirm_expiries()
             assignments = self.assignments()
             live = self._liveness.alive()
             moves = planner.next_moves(assignments, live)
-            failed = False
             if moves:
-                failed = not await self._write_all(moves, queue)
+                failed = not await self._write_all(moves, queue) or failed
                 assignments = self.assignments()
             self._export(assignments, live)
             waits = [math.inf]
@@ -292,6 +295,26 @@ class Coordinator:
             with trio.move_on_after(min(waits)):
                 await self._dirty.wait()
                 await trio.sleep(BATCH_WINDOW)
+
+    async def _confirm_expiries(self) -> bool:
+        """Read again each Lease expired by observation; False if a read failed.
+
+        The watch feeding ``_liveness`` may be what broke (a restarted apiserver,
+        a relist in back-off) while the shard renewed through its own connection:
+        only a fresh read that finds the record unchanged makes the shard dead.
+        """
+        settled = True
+        for shard in self._liveness.unconfirmed():  # a handful of shards: one GET each
+            name = f"{SHARD_LEASE_PREFIX}{shard}"
+            try:
+                lease = await get_lease(self._requester, self._settings.namespace, name)
+            except (ApiError, TransportError) as exc:
+                log.info("shard %s: Lease expired as observed, re-read failed: %s", shard, exc)
+                settled = False
+                continue
+            record = None if lease is None else lease_record(lease, self._conf.shard_lease_duration)
+            self._liveness.confirm(shard, record)
+        return settled
 
     def _export(self, assignments: Mapping[str, str | None], live: frozenset[str]) -> None:
         counts = Counter(shard for shard in assignments.values() if shard)

@@ -16,6 +16,15 @@ it errs towards waiting, never towards two shards driving one node.
 A Lease whose ``holderIdentity`` is empty has been released (the shard stopped
 driving its nodes, then gave up the Lease on a clean shutdown): that shard is
 dead at once. A deleted Lease is forgotten, hence dead.
+
+Expiry by observation is necessary, not sufficient: the coordinator's watch
+may be the thing that failed (an apiserver restart, a relist in back-off)
+while the shard kept renewing through its own connection. Moving a live
+shard's CRs while its watch is down too lets two shards drive one node, so
+an expired shard stays *unconfirmed*, still counted alive, until a fresh read
+of its Lease (:meth:`Liveness.confirm`) shows the same record: only then is
+it dead. A read that fails leaves it unconfirmed; the coordinator errs
+towards waiting.
 """
 
 from __future__ import annotations
@@ -42,6 +51,8 @@ class LeaseRecord:
 class _Observed:
     record: LeaseRecord
     since: float
+    confirmed: bool = False
+    """A read after the expiry showed this same record: the shard is dead."""
 
 
 class Liveness:
@@ -63,6 +74,13 @@ class Liveness:
         self._observed[shard] = _Observed(record, self._clock())
         return True
 
+    def confirm(self, shard: str, record: LeaseRecord | None) -> None:
+        """What a fresh read of an expired shard's Lease found (None: no Lease)."""
+        if record is None:
+            self.forget(shard)
+        elif not self.observe(shard, record):
+            self._observed[shard].confirmed = True
+
     def forget(self, shard: str) -> None:
         """The shard's Lease was deleted."""
         self._observed.pop(shard, None)
@@ -75,13 +93,22 @@ class Liveness:
         return seen.since + seen.record.duration
 
     def alive(self) -> frozenset[str]:
-        """The shards whose Lease changed within its duration, as observed here."""
+        """The shards not known dead: Lease changed within its duration, or not yet confirmed."""
         now = self._clock()
         return frozenset(
             shard
-            for shard in self._observed
-            if (expiry := self.expiry(shard)) is not None and now < expiry
+            for shard, seen in self._observed.items()
+            if (expiry := self.expiry(shard)) is not None and (now < expiry or not seen.confirmed)
         )
+
+    def unconfirmed(self) -> list[str]:
+        """Shards whose Lease expired by observation, to be read again before they count dead."""
+        now = self._clock()
+        return [
+            shard
+            for shard, seen in self._observed.items()
+            if (expiry := self.expiry(shard)) is not None and now >= expiry and not seen.confirmed
+        ]
 
     def next_expiry(self) -> float | None:
         """The earliest future expiry among live shards: when ``alive()`` next shrinks."""

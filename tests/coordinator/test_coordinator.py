@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
 import trio
@@ -15,7 +17,8 @@ from fleet._settings import CoordinatorSettings, FleetSettings
 from fleet.api import GROUP, VERSION
 from fleet.coordinator import Coordinator, owner
 from fleet.coordinator._leases import lease_path
-from fleet.kube import MemoryApiserver, MemoryClient, resource_path
+from fleet.errors import ConnectError
+from fleet.kube import MemoryApiserver, MemoryClient, Response, StreamResponse, resource_path
 from fleet.wire import FLEET_NAMESPACE, SHARD_LABEL, shard_lease_name
 
 NS = FLEET_NAMESPACE
@@ -143,3 +146,89 @@ async def test_assigns_fails_over_and_rebalances(autojump_clock: trio.abc.Clock)
 async def _scoped(scope: trio.CancelScope, client: MemoryClient, shard: str) -> None:
     with scope:
         await fake_shard(client, shard, task_status=trio.TASK_STATUS_IGNORED)
+
+
+class _MissesShard(MemoryClient):
+    """A connection whose watches miss every change to one shard's Lease, and whose GETs of
+    that Lease fail while ``reads_fail``: the coordinator's view broken, not the shard."""
+
+    def __init__(self, server: MemoryApiserver, shard: str) -> None:
+        super().__init__(server)
+        self.lease = shard_lease_name(shard)
+        self.reads_fail = False
+
+    async def request(
+        self, method: str, path: str, *, params: Mapping[str, str] | None = None,
+        body: bytes | None = None, content_type: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Response:  # fmt: skip
+        if self.reads_fail and method == "GET" and path.endswith("/" + self.lease):
+            raise ConnectError("connection refused (test)")
+        return await super().request(
+            method, path, params=params, body=body, content_type=content_type, headers=headers
+        )
+
+    @asynccontextmanager
+    async def _stream(
+        self, method: str, path: str, params: Mapping[str, str] | None,
+        headers: Mapping[str, str] | None,
+    ) -> AsyncIterator[StreamResponse]:  # fmt: skip
+        async with super()._stream(method, path, params, headers) as response:
+            yield _Filtered(response, self.lease.encode())
+
+
+class _Filtered:
+    def __init__(self, response: StreamResponse, drop: bytes) -> None:
+        self.status = response.status
+        self.headers = response.headers
+        self._response = response
+        self._drop = drop
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        async for chunk in self._response.aiter_bytes():  # the memory server: one event a chunk
+            if self._drop not in chunk:
+                yield chunk
+
+    async def aread(self) -> bytes:
+        return await self._response.aread()
+
+
+async def test_a_shard_renewing_unseen_by_the_watch_keeps_its_nodes(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """Expiry by observation alone would move shard 0's CRs while it drives them (two
+    drivers, as an apiserver restart showed); a fresh read of its Lease keeps them."""
+    server = MemoryApiserver()
+    for i in range(90):
+        add_node(server, "default", f"node-{i}")
+    client = _MissesShard(server, "0")
+    coordinator = Coordinator(
+        client, FleetSettings(), identity="coordinator@test/1", wall=wall, rng=random.Random(0)
+    )
+    async with trio.open_nursery() as nursery:
+        scopes = {shard: trio.CancelScope() for shard in SHARDS}
+        for shard in SHARDS:
+            nursery.start_soon(_scoped, scopes[shard], server.client(), shard)
+        await trio.testing.wait_all_tasks_blocked()
+        await nursery.start(coordinator.run)
+        with trio.fail_after(5):
+            await coordinator.elector.leading.wait()
+        await trio.sleep(1)
+        assigned = labels(server)
+        assert set(assigned.values()) == set(SHARDS)
+
+        client.reads_fail = True  # nor can the coordinator read it: it waits
+        await trio.sleep(30)
+        assert labels(server) == assigned
+        assert coordinator.live_shards() == set(SHARDS)
+
+        client.reads_fail = False  # a read shows the renewals the watch missed
+        await trio.sleep(10)
+        assert labels(server) == assigned
+
+        scopes["0"].cancel()  # now shard 0 dies: a read confirms it, its CRs move
+        await trio.sleep(30)
+        after = labels(server)
+        assert "0" not in after.values()
+        assert all(after[k] == v for k, v in assigned.items() if v != "0")
+        nursery.cancel_scope.cancel()

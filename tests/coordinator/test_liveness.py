@@ -23,8 +23,10 @@ async def test_alive_until_duration_after_last_observed_change(
     await trio.sleep(10)
     assert not live.observe("0", rec("2001-01-01T00:00:00.000000Z"))  # same record: no news
     await trio.sleep(5)
-    assert live.alive() == set()  # 15 s after the change was seen
-    assert live.next_expiry() is None
+    assert live.next_expiry() is None  # 15 s after the change was seen: expired...
+    assert live.alive() == {"0"} and live.unconfirmed() == ["0"]  # ...but not yet confirmed
+    live.confirm("0", rec("2001-01-01T00:00:00.000000Z"))  # a fresh read: the same record
+    assert live.alive() == set() and live.unconfirmed() == []
     assert live.observe("0", rec("2001-01-01T00:00:02.000000Z"))  # renewed: alive again
     assert live.alive() == {"0"}
     assert live.expiry("0") == trio.current_time() + 15
@@ -35,6 +37,8 @@ async def test_the_lease_duration_comes_from_the_lease(autojump_clock: trio.abc.
     live.observe("0", rec("t1", duration=4))
     live.observe("1", rec("t1", duration=40))
     await trio.sleep(5)
+    assert live.unconfirmed() == ["0"]
+    live.confirm("0", rec("t1", duration=4))
     assert live.alive() == {"1"}
 
 
@@ -54,4 +58,27 @@ async def test_a_new_holder_identity_counts_as_a_change(autojump_clock: trio.abc
     await trio.sleep(14)
     assert live.observe("0", rec("t1", holder="shard-0@h/2"))  # restarted shard, same time text
     await trio.sleep(14)
-    assert live.alive() == {"0"}
+    assert live.alive() == {"0"} and live.unconfirmed() == []
+
+
+async def test_an_expiry_counts_only_once_a_fresh_read_confirms_it(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """The watch that feeds observations may be what failed: a re-read decides."""
+    live = Liveness(trio.current_time)
+    live.observe("0", rec("t1"))
+    live.observe("1", rec("t1"))
+    live.observe("2", rec("t1"))
+    await trio.sleep(16)
+    assert sorted(live.unconfirmed()) == ["0", "1", "2"]
+    assert live.alive() == {"0", "1", "2"}  # no read yet: none is known dead
+    live.confirm("0", rec("t1"))  # unchanged: dead
+    live.confirm("1", rec("t9"))  # renewed meanwhile (the watch missed it): alive again
+    live.confirm("2", None)  # the Lease is gone: forgotten
+    assert live.alive() == {"1"} and live.unconfirmed() == []
+    assert live.expiry("1") == trio.current_time() + 15
+    assert live.expiry("2") is None
+    await trio.sleep(15)
+    assert live.unconfirmed() == ["1"]
+    live.observe("0", rec("t2"))  # the dead shard renews: alive with no read needed
+    assert live.alive() == {"0", "1"}
