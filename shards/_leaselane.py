@@ -14,7 +14,8 @@ the engine's timer workers and the shared :class:`~fleet.kube._writequeue.WriteQ
 - one dispatcher task: it sleeps until the earliest due time plus
   ``window`` (a few tens of ms, well inside the 2 s a renewal may be late),
   takes everything due by then and hands it to
-- ``writers`` tasks, each sending its share as one pipelined batch
+- ``writers`` tasks, each sending its share (at least :data:`LANE_MIN_BATCH`, so a
+  quiet lane keeps to a few connections) as one pipelined batch
   (:meth:`~fleet.kube._transport.HotTransport.request_batch` through the
   fenced requester; sequential requests on any other requester): a second of
   renewals of a 10,000-node shard costs tens of task switches, not thousands.
@@ -44,6 +45,7 @@ from shards._timers import DelayQueue
 
 __all__ = [
     "GIVE_WAY_AFTER",
+    "LANE_MIN_BATCH",
     "LANE_WINDOW",
     "LANE_WRITERS",
     "BatchSender",
@@ -54,8 +56,16 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-LANE_WRITERS = 4
-"""Writer tasks of the lane: each sends one pipelined batch at a time on one connection."""
+LANE_WRITERS = 32
+"""Writer tasks of the lane: each sends one pipelined batch at a time on one connection.
+kube-apiserver (Go's HTTP/1.1 server) answers the requests of one connection one after
+another, each waiting for its etcd commit: the lane's concurrency on a real apiserver is
+its connections in use, not its pipeline depth. With 4, a loaded kube-apiserver at
+~100 ms a commit renewed 40 Leases/s where 5,000 nodes need 500 (kwok-ci on the real
+control plane: PUTs 5 s from write to answer, thousands of renewals missed)."""
+LANE_MIN_BATCH = 8
+"""Fewest renewals a writer takes while more are ready: a quiet lane uses a few connections
+with short pipelines; a backlog (a slow apiserver) spreads over up to :data:`LANE_WRITERS`."""
 LANE_WINDOW = 0.05
 """Seconds the dispatcher waits past the earliest due time so renewals due close together
 go as one batch: 50 batches a second at 1,000 renewals/s, each at most 50 ms late."""
@@ -242,7 +252,7 @@ class LeaseLane:
                 if self._has_ready.is_set():
                     self._has_ready = trio.Event()
                 await self._has_ready.wait()
-            share = min(MAX_PIPELINE, max(1, -(-len(ready) // self._writers)))
+            share = min(MAX_PIPELINE, max(LANE_MIN_BATCH, -(-len(ready) // self._writers)))
             keys: list[str] = []
             dues: list[float | None] = []
             requests: list[BatchRequest] = []

@@ -38,6 +38,7 @@ from fleet.supervise import process_identity
 from fleet.wire import shard_host
 from shards._engine import ShardEngine
 from shards._kubeletapi import kubelet_api_settings
+from shards._leaselane import LANE_WRITERS
 
 __all__ = ["serve_shard", "shard_metrics_port"]
 
@@ -82,7 +83,8 @@ async def serve_shard(
         shard_metrics_port(settings.shard.metrics_port, shard_id) if serve_metrics else None
     )
     metrics = metrics if metrics is not None else FleetMetrics()
-    hot_settings = HotTransportSettings(connections=settings.shard.writers)
+    # The Lease lane's writers each hold a pool connection while out: they come on top.
+    hot_settings = HotTransportSettings(connections=settings.shard.writers + LANE_WRITERS)
     async with Client(config) as client, HotTransport(config, hot_settings) as hot:
         engine = ShardEngine(
             settings,
