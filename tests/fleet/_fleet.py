@@ -29,7 +29,7 @@ import trio
 import yaml
 
 from fleet.api import crd_manifests
-from fleet.errors import AlreadyExists
+from fleet.errors import AlreadyExists, NotFound
 from fleet.kube import Client, MetaOnly, Reflector, WatchEvent
 from fleet.sandbox import RunningSandbox
 from fleet.wire import COORDINATOR_LEASE, FLEET_NAMESPACE, SHARD_LABEL, SHARD_LEASE_PREFIX
@@ -100,13 +100,22 @@ def cr_body(name: str, **node_config: Any) -> dict[str, Any]:
 
 async def prepare(client: Client, namespaces: Iterable[str] = (FLEET_NS,)) -> None:
     """Install the CRDs and create the namespaces the fleet uses (the session's real control
-    plane has the CRDs already, and may have the namespaces from another test)."""
+    plane has the CRDs already, and may have the namespaces from another test), with no
+    fleet Lease left from another test."""
     for crd in crd_manifests():
         with contextlib.suppress(AlreadyExists):
             await client.create("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
     for ns in namespaces:
         with contextlib.suppress(AlreadyExists):
             await client.create("/api/v1/namespaces", {"metadata": {"name": ns}})
+    # The fleet's Leases an earlier test left on the shared real apiserver (a shard killed,
+    # or stopped behind a fault proxy already gone, keeps its Lease held): a coordinator
+    # would count that shard alive for a lease duration and label CRs to it.
+    for lease in (await client.list(FLEET_LEASES)).items:
+        name = str(lease["metadata"]["name"])
+        if name.startswith(SHARD_LEASE_PREFIX) or name == COORDINATOR_LEASE:
+            with contextlib.suppress(NotFound):
+                await client.delete(f"{FLEET_LEASES}/{name}")
 
 
 async def wait_for(
