@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Callable, Mapping
+from contextlib import AsyncExitStack
 from datetime import datetime
 
 import trio
@@ -32,6 +33,7 @@ from fleet.kube import (
     HotTransport,
     HotTransportSettings,
     InstrumentedRequester,
+    Requester,
 )
 from fleet.machinery import utc_now
 from fleet.supervise import process_identity
@@ -62,6 +64,7 @@ async def serve_shard(
     serve_metrics: bool = False,
     freeze_gc: bool = False,
     identity: str | None = None,
+    transport: Requester | None = None,
     clock: Callable[[], float] = trio.current_time,
     wall: Callable[[], datetime] = utc_now,
     rng: random.Random | None = None,
@@ -77,7 +80,9 @@ async def serve_shard(
     over (only for a process that is the shard's alone). The kubelet API, when the
     settings ask for it, listens on ``shard.kubeletPort + K`` (shards may share a
     host). ``identity`` (the shard Lease's holder) defaults to
-    ``shard-K@<host>/<pid>``.
+    ``shard-K@<host>/<pid>``. ``transport``: an apiserver connection already open
+    to send every request through (control and hot path) instead of the two opened
+    here (the caller's to close; tests pass a :class:`fleet.kube.MemoryApiserver`).
     """
     metrics_port = (
         shard_metrics_port(settings.shard.metrics_port, shard_id) if serve_metrics else None
@@ -85,7 +90,14 @@ async def serve_shard(
     metrics = metrics if metrics is not None else FleetMetrics()
     # The Lease lane's writers each hold a pool connection while out: they come on top.
     hot_settings = HotTransportSettings(connections=settings.shard.writers + LANE_WRITERS)
-    async with Client(config) as client, HotTransport(config, hot_settings) as hot:
+    async with AsyncExitStack() as stack:
+        client: Requester
+        hot: Requester
+        if transport is not None:
+            client = hot = transport
+        else:
+            client = await stack.enter_async_context(Client(config))
+            hot = await stack.enter_async_context(HotTransport(config, hot_settings))
         engine = ShardEngine(
             settings,
             str(shard_id),

@@ -56,7 +56,8 @@ LEASE_RENEW_JITTER = 0.04
 """The kubelet's (and kwok's) renewIntervalJitter: a renewal waits 10 s to 10.4 s."""
 
 _LATE_AFTER = 2.0
-"""A delivery later than this counts as late: the issue's "> 2 s past due" for Leases."""
+"""A delivery later than this counts as late: for Leases, the "more than 2 s late" of the
+shard's target (docs/performance.md)."""
 
 _CHECKPOINT_EVERY = 256
 """In callback mode, yield to the scheduler after this many deliveries in one burst."""

@@ -1,5 +1,5 @@
 """Run a composition root until SIGINT or SIGTERM: the one piece of process control the
-long-running commands share (``shard``, ``coordinator``)."""
+long-running commands share (``shard``, ``coordinator``, ``control-plane``)."""
 
 from __future__ import annotations
 

@@ -85,6 +85,10 @@ class _Pending:
     reason: str
     message: str
     component: str
+    at: float
+    """Wall-clock seconds when recorded: the event's time, however long it then waits to be
+    written (client-go's ``makeEvent`` stamps it so; a kubelet's later event must not sort
+    before it in ``kubectl describe``)."""
 
 
 @dataclass(slots=True)
@@ -146,7 +150,9 @@ class EventRecorder:
             "resourceVersion": meta.resource_version,
         }
         involved = {k: v for k, v in involved.items() if v}
-        pending = _Pending(meta.namespace or "default", involved, type_, reason, message, component)
+        pending = _Pending(
+            meta.namespace or "default", involved, type_, reason, message, component, self._wall()
+        )
         try:
             self._send.send_nowait(pending)
         except trio.WouldBlock:
@@ -191,7 +197,7 @@ class EventRecorder:
             self.filtered += 1
             return
         key = self._aggregate(event)
-        now = rfc3339(self._wall())
+        now = rfc3339(event.at)
         seen = self._written.get(key)
         if seen is not None:
             name, first, count = seen
@@ -207,7 +213,7 @@ class EventRecorder:
                 pass  # gone (TTL, deleted): write it anew
         # client-go names it by the time in nanoseconds; kept strictly increasing here so that
         # two events of one object in the same clock tick do not collide.
-        self._last_nanos = max(self._last_nanos + 1, int(self._wall() * 1e9))
+        self._last_nanos = max(self._last_nanos + 1, int(event.at * 1e9))
         name = f"{event.involved.get('name', '')}.{self._last_nanos:x}"
         body = {
             "apiVersion": "v1",

@@ -4,15 +4,19 @@
 :class:`~fleet.controlplane._informer.Informers` (so the scheduler, the
 ReplicaSet controller, node lifecycle and the garbage collector share one pod
 watch, as kube-controller-manager's controllers share informers), then runs
-them and the informers in one nursery. :func:`serve_control_plane` does the
-same over an httpx :class:`~fleet.kube._client.Client` for a cluster config,
-which is how ``kubemock-fleet up`` runs it beside the sandbox.
+them and the informers in one nursery. :func:`serve_control_plane` is the
+control plane's composition root: it opens an httpx :class:`fleet.kube.Client`
+for a cluster config and runs :class:`ControlPlane` over it. The
+``control-plane`` command (``up``'s child process) and ``up``'s in-process
+control plane (beside the sandbox, or beside a real apiserver whose
+kube-controller-manager or kube-scheduler is missing) both call it.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 
 import trio
@@ -169,15 +173,24 @@ async def serve_control_plane(
     config: ClusterConfig,
     settings: ControlPlaneSettings | None = None,
     *,
+    transport: Requester | None = None,
+    clock: Callable[[], float] = trio.current_time,
+    wall_clock: Callable[[], float] = time.time,
     task_status: trio.TaskStatus[ControlPlane] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the control plane against the cluster in ``config`` until cancelled.
 
     ``await nursery.start(serve_control_plane, load_config(sandbox.kubeconfig))``
     returns the running :class:`ControlPlane` once its informers have listed.
+    ``transport``: an apiserver connection already open to send every request
+    through instead of the client opened here (the caller's to close; tests pass a
+    :class:`fleet.kube.MemoryApiserver`).
     """
-    async with Client(config) as client:
-        plane = ControlPlane(client, settings)
+    async with AsyncExitStack() as stack:
+        requester = (
+            transport if transport is not None else await stack.enter_async_context(Client(config))
+        )
+        plane = ControlPlane(requester, settings, clock=clock, wall_clock=wall_clock)
         async with trio.open_nursery() as nursery:
             await nursery.start(plane.run)
             task_status.started(plane)

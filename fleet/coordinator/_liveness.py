@@ -13,9 +13,10 @@ A first sighting counts as a change, so a coordinator that has just started
 gives every existing shard one full lease duration before it moves anything:
 it errs towards waiting, never towards two shards driving one node.
 
-A Lease whose ``holderIdentity`` is empty has been released (the shard stopped
-driving its nodes, then gave up the Lease on a clean shutdown): that shard is
-dead at once. A deleted Lease is forgotten, hence dead.
+A Lease whose ``holderIdentity`` is empty has been released: that shard is
+dead at once. (A shard does not release its own on a clean stop: it leaves it
+to expire, so one restarted within the duration keeps its nodes.) A deleted
+Lease is forgotten, hence dead.
 
 Expiry by observation is necessary, not sufficient: the coordinator's watch
 may be the thing that failed (an apiserver restart, a relist in back-off)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 from functools import partial
 
 import trio
@@ -26,7 +27,7 @@ from fleet._metrics import serve_metrics as serve_metrics_endpoint
 from fleet._settings import FleetSettings
 from fleet.coordinator._coordinator import Coordinator
 from fleet.coordinator._leases import WallClock, wall_clock
-from fleet.kube import Client, ClusterConfig, InstrumentedRequester
+from fleet.kube import Client, ClusterConfig, InstrumentedRequester, Requester
 from fleet.supervise import process_identity
 
 __all__ = ["serve_coordinator"]
@@ -39,6 +40,7 @@ async def serve_coordinator(
     metrics: FleetMetrics | None = None,
     serve_metrics: bool = False,
     identity: str | None = None,
+    transport: Requester | None = None,
     clock: Callable[[], float] = trio.current_time,
     wall: WallClock = wall_clock,
     rng: random.Random | None = None,
@@ -50,12 +52,17 @@ async def serve_coordinator(
     :class:`Coordinator` (a standby until it wins the election). ``serve_metrics``:
     also serve ``/metrics``, ``/healthz`` and ``/readyz`` on ``coordinator.metricsPort``
     at ``metricsAddress``, started first. ``identity`` (the leader Lease's holder)
-    defaults to ``coordinator@<host>/<pid>``.
+    defaults to ``coordinator@<host>/<pid>``. ``transport``: an apiserver connection
+    already open to send every request through instead of the client opened here (the
+    caller's to close; tests pass a :class:`fleet.kube.MemoryApiserver`).
     """
     metrics = metrics if metrics is not None else FleetMetrics()
-    async with Client(config) as client:
+    async with AsyncExitStack() as stack:
+        requester = (
+            transport if transport is not None else await stack.enter_async_context(Client(config))
+        )
         coordinator = Coordinator(
-            InstrumentedRequester(client, metrics),
+            InstrumentedRequester(requester, metrics),
             settings,
             identity=identity or process_identity("coordinator"),
             metrics=metrics,

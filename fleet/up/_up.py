@@ -11,10 +11,11 @@
    them; an admin kubeconfig written where asked);
 2. over one httpx :class:`~fleet.kube.Client`: the fleet's CRDs (from the
    models) and the namespace ``kube-mock-system`` (``_bootstrap``);
-3. the control-plane loops not switched off (:class:`fleet.controlplane.ControlPlane`,
-   on the same client, or with ``control_plane_process`` in a child process,
-   ``kubemock-fleet control-plane``, supervised with the shard children); on a real
-   control plane only those whose real component is missing
+3. the control-plane loops not switched off, in this process through
+   :func:`fleet.controlplane.serve_control_plane` (its composition root, with a
+   client of its own), or with ``control_plane_process`` in a child process,
+   ``kubemock-fleet control-plane`` (the same root), supervised with the shard
+   children; on a real control plane only those whose real component is missing
    (:data:`REAL_COMPONENT_LOOPS`), e.g. all of them beside envtest's binaries;
 4. the fleet, unless ``shards == 0``: the coordinator in this process
    (:func:`fleet.coordinator.serve_coordinator`, its composition root), and
@@ -52,7 +53,7 @@ from typing import Literal
 import trio
 
 from fleet._settings import ENV_PREFIX, FleetSettings, ShardSettings
-from fleet.controlplane import ControlPlane
+from fleet.controlplane import serve_control_plane
 from fleet.errors import ConfigError
 from fleet.kube import Client, load_config
 from fleet.realcp import (
@@ -286,8 +287,7 @@ class Up:
                     off = frozenset(s.disabled | covered)
                     in_child = bool(loops) and s.control_plane_process
                     if loops and not in_child:
-                        plane = ControlPlane(client, control_plane_settings(off))
-                        await fleet.start(plane.run)
+                        await fleet.start(serve_control_plane, config, control_plane_settings(off))
                     children_done = await self._start_fleet(
                         fleet, client, kubeconfig, control_plane=off if in_child else None
                     )

@@ -135,3 +135,24 @@ async def test_writes_are_paced_at_qps_after_a_burst(
     await eventually(lambda: recorder.written == 25, step=0.01)
     # 5 at once, then 20 more at 10 a second.
     assert 1.9 <= trio.current_time() - start <= 2.2
+
+
+async def test_an_event_carries_the_time_it_was_recorded_not_written(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """As client-go's ``makeEvent``: a write held back by the rate keeps the event's time, so
+    ``kubectl describe`` (by time, then name) shows a pod's Scheduled before a kubelet's later
+    Pulling even when the scheduler's write went second."""
+    api = MemoryApiserver()
+    recorder = EventRecorder(Rest(api), EventSettings(qps=1.0, burst=1), wall_clock=api.now)
+    await nursery.start(recorder.run)
+    nodes = [view(api.create("/api/v1/nodes", node(f"n{i}"))) for i in range(3)]
+    recorded = api.now()
+    for n in nodes:
+        recorder.record(n, NODES, "Normal", "Starting", "Starting kubelet.", "kubelet")
+    await eventually(lambda: recorder.written == 3)
+    assert api.now() >= recorded + 2  # the last one written two seconds later
+    for event in events(api):
+        assert event["firstTimestamp"] == event["lastTimestamp"] == stamp(recorded)
+        nanos = int(event["metadata"]["name"].rpartition(".")[2], 16)
+        assert abs(nanos / 1e9 - recorded) < 0.001
