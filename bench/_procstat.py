@@ -29,10 +29,18 @@ _PROC = Path("/proc")
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 CONTROL_PLANE_COMPONENTS = frozenset(
-    {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "control-plane"}
+    {
+        "etcd",
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+        "control-plane",
+        "sandbox",
+    }
 )
 """Components that are the cluster's control plane, not the fleet (``control-plane`` is
-``up``'s child running the scheduler and controllers in Python)."""
+``up``'s child running the scheduler and controllers in Python, ``sandbox`` its sandbox
+apiserver child)."""
 
 
 def _children(pid: int) -> list[int]:

@@ -185,7 +185,7 @@ class ComponentUsage(_Base, frozen=True):
     name: str
     """``kube-apiserver``, ``etcd``, ``kube-controller-manager``, ``kube-scheduler``,
     ``control-plane`` (``up``'s scheduler and controllers), ``shard K``, or the bench's own
-    process (named for what it holds, e.g. ``bench + sandbox apiserver + coordinator``)."""
+    process (named for what it holds, e.g. ``bench + coordinator``)."""
     pids: list[int]
     cpu_seconds: NonNegative
     peak_rss_bytes: Count

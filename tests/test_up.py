@@ -22,6 +22,7 @@ import trio
 import yaml
 
 from fleet.cli import main
+from fleet.errors import ComponentError
 from fleet.kube import Client, load_config
 from fleet.supervise import control_plane_command
 from fleet.up import (
@@ -311,6 +312,47 @@ async def test_the_control_plane_runs_in_a_child_process_of_its_own(tmp_path: Pa
     gc.collect()
     with pytest.raises(ProcessLookupError):
         os.kill(child, 0)
+
+
+async def test_the_sandbox_runs_in_a_child_process_of_its_own(tmp_path: Path) -> None:
+    """``sandbox_process``: the apiserver is ``kubemock-fleet sandbox``, a child; ``up``
+    reaches it by the kubeconfig the child wrote and stops it last. A child that cannot
+    start is one error quoting its log."""
+    up = Up(UpSettings(port=0, kubeconfig_out=tmp_path / "kc", shards=0, sandbox_process=True))
+    async with trio.open_nursery() as nursery:
+        running: RunningUp = await nursery.start(up.run)
+        assert running.sandbox is None and running.url.startswith("https://127.0.0.1:")
+        port = int(running.url.rpartition(":")[2])
+        async with Client(load_config(running.kubeconfig)) as client:
+            assert (await client.request("GET", "/readyz")).status == 200
+        up.stop()
+    with socket.socket() as probe:  # the child is gone: its port is free again
+        probe.bind(("127.0.0.1", port))
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = Up(
+            UpSettings(
+                port=taken.getsockname()[1], kubeconfig_out=tmp_path / "kc2", shards=0,
+                sandbox_process=True,
+            )
+        )  # fmt: skip
+        with pytest.raises(BaseExceptionGroup) as caught:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(busy.run)
+    failed, _ = caught.value.split(ComponentError)
+    assert failed is not None
+    said = " ".join(str(e) for e in _leaves(failed))
+    assert "the sandbox child exited with code" in said
+    assert "address already in use" in said.lower()  # its log, quoted
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for e in group.exceptions:
+        out.extend(_leaves(e) if isinstance(e, BaseExceptionGroup) else [e])
+    return out
 
 
 def test_control_plane_command_spells_the_loops_off() -> None:

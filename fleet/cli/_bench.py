@@ -345,6 +345,9 @@ async def _own_cluster(
             # The scheduler and controllers beside, not inside, the sandbox's process: in one
             # process they took 100 % of a core with it at kwok-ci load (docs/performance.md).
             control_plane_process=True,
+            # The sandbox beside the bench too: in its process the bench's watch of 10,000
+            # pods fell tens of seconds behind at kwok-ci load (docs/performance.md).
+            sandbox_process=control_plane == "sandbox",
             status_line=False,  # nothing draws it; on a real apiserver it lists everything
         )
     )
@@ -380,8 +383,6 @@ def _self_component(own: bool, control_plane: str, shards: int) -> str:
     if not own:
         return "bench"
     held = ["bench"]
-    if control_plane == "sandbox":
-        held.append("sandbox apiserver")
     if shards:
         held.append("coordinator")
     return " + ".join(held)

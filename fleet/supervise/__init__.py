@@ -16,6 +16,7 @@ from fleet.supervise._process import LOG_FORMAT as LOG_FORMAT
 from fleet.supervise._process import configure_logging as configure_logging
 from fleet.supervise._process import control_plane_command as control_plane_command
 from fleet.supervise._process import process_identity as process_identity
+from fleet.supervise._process import sandbox_command as sandbox_command
 from fleet.supervise._process import shard_command as shard_command
 from fleet.supervise._supervisor import MAX_LINE as MAX_LINE
 from fleet.supervise._supervisor import RESTART_POLICY as RESTART_POLICY
@@ -31,5 +32,6 @@ __all__ = [
     "configure_logging",
     "control_plane_command",
     "process_identity",
+    "sandbox_command",
     "shard_command",
 ]

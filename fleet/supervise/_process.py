@@ -21,6 +21,7 @@ __all__ = [
     "configure_logging",
     "control_plane_command",
     "process_identity",
+    "sandbox_command",
     "shard_command",
 ]
 
@@ -70,3 +71,12 @@ def control_plane_command(kubeconfig: Path, *, disabled: Iterable[str] = ()) -> 
     for name in sorted(disabled):
         command += ["--disable", name]
     return command
+
+
+def sandbox_command(kubeconfig: Path, *, host: str, port: int) -> list[str]:
+    """The command line of ``up``'s sandbox child (``kubemock-fleet sandbox``), writing its
+    kubeconfig to ``kubeconfig``."""
+    return [
+        sys.executable, "-m", "fleet", "sandbox",
+        "--host", host, "--port", str(port), "--kubeconfig-out", str(kubeconfig),
+    ]  # fmt: skip

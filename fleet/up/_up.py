@@ -5,7 +5,8 @@
 0. a claim on the kubeconfig (``_claim``): a second ``up`` writing the same
    one stops with one line instead of overwriting a live cluster's;
 1. the sandbox apiserver (:func:`fleet.sandbox.serve_sandbox`: TLS, a bearer
-   token, the kubeconfig written where asked), or with ``control_plane="real"`` a
+   token, the kubeconfig written where asked; with ``sandbox_process`` the same as a
+   child process, ``_sandboxchild``), or with ``control_plane="real"`` a
    real one (:func:`fleet.realcp.serve_real_control_plane`: etcd, kube-apiserver,
    and kube-controller-manager and kube-scheduler when the binaries directory has
    them; an admin kubeconfig written where asked);
@@ -48,6 +49,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from tempfile import mkdtemp
 from typing import Literal
 
 import trio
@@ -69,6 +71,7 @@ from fleet.up._bootstrap import ensure_namespace, install_crds
 from fleet.up._claim import claim_kubeconfig
 from fleet.up._controlplane import LOOPS, check_loops, control_plane_settings
 from fleet.up._nodes import NodeTemplate, create_nodes, load_template
+from fleet.up._sandboxchild import serve_sandbox_child
 from fleet.up._status import Status, StatusSampler
 
 DEFAULT_SHARD_METRICS_PORT = ShardSettings().metrics_port
@@ -132,6 +135,10 @@ class UpSettings:
     """Run the control-plane loops (scheduler, controllers) as a child process
     (``kubemock-fleet control-plane``) instead of in this one: they then have a core, and a
     GIL, of their own beside the sandbox. The bench runs its ``up`` so."""
+    sandbox_process: bool = False
+    """Run the sandbox apiserver as a child process (``kubemock-fleet sandbox``,
+    ``_sandboxchild``) instead of in this one: a core of its own beside what runs here
+    (the bench's client and trackers). No status line, kubelet API or ``data_file`` then."""
     control_plane_command: Callable[[Path, frozenset[str]], Sequence[str]] | None = None
     """The control-plane child's command line given the kubeconfig and the loops switched
     off; None: :func:`fleet.supervise.control_plane_command`. Tests substitute a stand-in."""
@@ -154,6 +161,8 @@ class UpSettings:
             raise ConfigError(
                 f"--control-plane: {self.control_plane!r} is not one of {', '.join(CONTROL_PLANES)}"
             )
+        if self.sandbox_process and (self.control_plane != "sandbox" or self.data_file):
+            raise ConfigError("a sandbox child process: the sandbox only, and without --data")
         if self.control_plane == "real":
             if self.data_file is not None:
                 raise ConfigError("--data: only the sandbox keeps its state in a file")
@@ -178,13 +187,17 @@ class RunningUp:
     """Of the ``--nodes`` CRs: how many were created now, how many were there already."""
     real: RunningControlPlane | None = None
     """The real control plane (``control_plane="real"``)."""
+    server: str | None = None
+    """The apiserver's URL when it is neither of the above (a sandbox child process)."""
 
     @property
     def url(self) -> str:
         if self.real is not None:
             return self.real.url
-        assert self.sandbox is not None
-        return self.sandbox.url
+        if self.sandbox is not None:
+            return self.sandbox.url
+        assert self.server is not None
+        return self.server
 
 
 def _bind_error(exc: BaseException) -> OSError | None:
@@ -255,6 +268,13 @@ class Up:
                 for component, names in REAL_COMPONENT_LOOPS.items():
                     if component in real.components:
                         covered.update(names)
+            elif s.sandbox_process:
+                kubeconfig = s.kubeconfig_out or Path(mkdtemp(prefix="kubemock-fleet-up-")) / (
+                    "kubeconfig"
+                )
+                await outer.start(
+                    partial(serve_sandbox_child, kubeconfig, host=s.host, port=s.port)
+                )
             else:
                 try:
                     sandbox = await outer.start(partial(serve_sandbox, sandbox_settings))
@@ -295,7 +315,15 @@ class Up:
                     if s.nodes:
                         created, existing = await create_nodes(client, s.node_template, s.nodes)
                     task_status.started(
-                        RunningUp(sandbox, kubeconfig, loops, created, existing, real=real)
+                        RunningUp(
+                            sandbox,
+                            kubeconfig,
+                            loops,
+                            created,
+                            existing,
+                            real=real,
+                            server=config.server,
+                        )
                     )
                     await self._stop.wait()
                     if self.supervisor is not None:

@@ -244,10 +244,11 @@ def test_cli_runs_pod_startup_on_up_with_the_real_fleet(tmp_path: Path) -> None:
     assert report.pods_created == report.pods_running == 5
     assert report.pod_startup["pod_startup"].count == 5
     assert report.fleet_usage is not None and report.fleet_usage.peak_rss_bytes > 0
-    # Every process by component: the bench's own (holding the sandbox), the control-plane
-    # child, the shard; each step says what each spent, the summary shows the table.
+    # Every process by component: the bench's own (holding the coordinator), the sandbox
+    # and control-plane children, the shard; each step says what each spent, the summary
+    # shows the table.
     names = {c.name for c in report.components}
-    assert names == {"bench + sandbox apiserver + coordinator", "control-plane", "shard 0"}
+    assert names == {"bench + coordinator", "sandbox", "control-plane", "shard 0"}
     shard = next(c for c in report.components if c.name == "shard 0")
     assert shard.pids == report.fleet_usage.pids  # the fleet's usage is the shard's alone
     assert all(step.cpu_seconds.keys() <= names for step in report.steps)
