@@ -15,6 +15,8 @@ For the sandbox micro-benchmark (``bench.sandbox``), which measures the
 parts on their own: :class:`Http1Server` with :func:`open_listeners` and
 :func:`url_of` (the lean HTTP/1.1 front), :func:`tls_files` (the throwaway CA
 and certificate), and :class:`Call` (one API request, served without HTTP).
+For the tests that check the OpenAPI v2 protobuf against kube-apiserver's own:
+:func:`encode_openapi_v2`.
 
 It sits above ``fleet.kube`` (it writes its kubeconfig with it); nothing in
 the library layers imports it.
@@ -25,6 +27,7 @@ from fleet.sandbox._asgi import SandboxApp as SandboxApp
 from fleet.sandbox._http1 import Http1Server as Http1Server
 from fleet.sandbox._http1 import open_listeners as open_listeners
 from fleet.sandbox._http1 import url_of as url_of
+from fleet.sandbox._openapi_proto import encode_document as encode_openapi_v2
 from fleet.sandbox._server import IDENTITY_SUFFIX as IDENTITY_SUFFIX
 from fleet.sandbox._server import RunningSandbox as RunningSandbox
 from fleet.sandbox._server import identity_dir as identity_dir
@@ -41,6 +44,7 @@ __all__ = [
     "SandboxApp",
     "SandboxSettings",
     "StatusError",
+    "encode_openapi_v2",
     "identity_dir",
     "open_listeners",
     "serve_sandbox",

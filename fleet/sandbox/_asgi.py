@@ -45,6 +45,7 @@ from fleet.sandbox._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from fleet.sandbox._metrics import Metrics
 from fleet.sandbox._metricsapi import GROUP as METRICS_GROUP
 from fleet.sandbox._metricsapi import MetricsApi, metrics_types
+from fleet.sandbox._openapi import OpenApi
 from fleet.sandbox._registry import Registry, ResourceType
 from fleet.sandbox._services import ServiceAllocator
 from fleet.sandbox._settings import SandboxSettings
@@ -75,7 +76,6 @@ VERSION_INFO = {
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 PUBLIC_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/version"})
 """Paths the apiserver serves to anonymous clients (system:public-info-viewer)."""
-OPENAPI_V2_ETAG = '"kubemock-fleet-sandbox-openapi-v2-empty"'
 _TEXT = "text/plain; charset=utf-8"
 _NOT_FOUND_TEXT = b"404 page not found\n"
 _encoder = msgspec.json.Encoder()
@@ -162,6 +162,7 @@ class SandboxApp:
         self.api = Api(settings, self.store, self.registry)
         self.deleter = Deleter(self.api)
         self.crds = Crds(self.api)
+        self.openapi = OpenApi(self.store, self.registry, VERSION_INFO["gitVersion"])
         self.metrics = Metrics(self._storage_counts)
         self.kubelet_client: KubeletClientCert | None = settings.kubelet_client
         """The ``--kubelet-client-certificate`` for ``pods/log`` and ``nodes/proxy``
@@ -501,21 +502,13 @@ class SandboxApp:
         if path == "/metrics":
             return Reply(200, self.metrics.render(), METRICS_CONTENT_TYPE)
         if path == "/openapi/v2":
-            # An empty document: kubectl's client-side validation then has no schema to
-            # enforce (the server validates), and `kubectl apply` works without flags.
-            etag_headers = [("etag", OPENAPI_V2_ETAG)]
-            if headers.get("if-none-match") == OPENAPI_V2_ETAG:
-                return Reply(304, b"", "application/octet-stream", etag_headers)
-            if "protobuf" in accept or not accept:
-                return Reply(200, b"", "application/octet-stream", etag_headers)
-            doc = {
-                "swagger": "2.0",
-                "info": {"title": "Kubernetes", "version": VERSION_INFO["gitVersion"]},
-                "paths": {},
-                "definitions": {},
-            }
-            # The apiserver labels its JSON OpenAPI document text/plain.
-            return Reply(200, _encoder.encode(doc), _TEXT, etag_headers)
+            return self._openapi_v2(headers)
+        if path == "/openapi/v3":
+            return Reply(200, self.openapi.v3_index(), JSON)
+        if path.startswith("/openapi/v3/"):
+            doc = self.openapi.v3_document(path.removeprefix("/openapi/v3/"))
+            if doc is not None:
+                return Reply(200, doc, JSON)
         if path in ("/api", "/apis") and _only_aggregated(accept):
             return _json(
                 406,
@@ -535,6 +528,20 @@ class SandboxApp:
             if group_doc is not None:
                 return _json(200, group_doc)
         return Reply(404, _NOT_FOUND_TEXT, _TEXT)
+
+    def _openapi_v2(self, headers: dict[str, str]) -> Reply:
+        # kubectl and client-go ask for gnostic protobuf; a browser or curl gets JSON, which
+        # the apiserver labels text/plain. Both carry the JSON document's ETag.
+        accept = headers.get("accept", "")
+        proto = "protobuf" in accept
+        body, etag = self.openapi.v2_proto() if proto else self.openapi.v2_json()
+        etag_headers = [("etag", etag)]
+        if headers.get("if-none-match") == etag:
+            return Reply(304, b"", "application/octet-stream", etag_headers)
+        if proto:
+            # As kube-apiserver labels it: Go cannot parse the media type the client asks for.
+            return Reply(200, body, "application/octet-stream", etag_headers)
+        return Reply(200, body, _TEXT, etag_headers)
 
     def _resolve(self, path: str) -> tuple[str, str, list[str]] | Reply | None:
         parts = [p for p in path.split("/") if p]
