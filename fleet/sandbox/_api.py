@@ -20,7 +20,7 @@ import msgspec
 import yaml
 
 from fleet.machinery import APPLY_PATCH, JSON, YAML
-from fleet.sandbox import _builtins, _libs, _objects
+from fleet.sandbox import _builtins, _cluster_kinds, _libs, _objects
 from fleet.sandbox._objects import ordered, rfc3339
 from fleet.sandbox._registry import Registry, ResourceType
 from fleet.sandbox._settings import SandboxSettings
@@ -358,6 +358,8 @@ class Api:
     ) -> dict[str, Any]:
         if not rt.has_status():
             return new
+        if sub == "approval":
+            return _cluster_kinds.approval(old, new)
         if sub == "status":
             merged: dict[str, Any] = clone(old)
             if "status" in new:

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import json
 import logging
 import re
 import secrets
 from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
+from importlib import resources as importlib_resources
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -26,7 +28,8 @@ import trio
 
 from fleet.machinery import APPLY_PATCH, JSON, PROTOBUF
 from fleet.sandbox import _libs, _protobuf
-from fleet.sandbox._api import Api, Call
+from fleet.sandbox._api import Api, Call, decode_body
+from fleet.sandbox._convert import converter
 from fleet.sandbox._crds import CRD_KEY, Crds
 from fleet.sandbox._deletion import Deleter
 from fleet.sandbox._kubeletproxy import (
@@ -46,6 +49,8 @@ from fleet.sandbox._metrics import Metrics
 from fleet.sandbox._metricsapi import GROUP as METRICS_GROUP
 from fleet.sandbox._metricsapi import MetricsApi, metrics_types
 from fleet.sandbox._openapi import OpenApi
+from fleet.sandbox._patching import apply_patch
+from fleet.sandbox._priority import PRIORITY_CLASSES, SYSTEM_CLASSES, PriorityAdmission
 from fleet.sandbox._registry import Registry, ResourceType
 from fleet.sandbox._services import ServiceAllocator
 from fleet.sandbox._settings import SandboxSettings
@@ -76,6 +81,7 @@ VERSION_INFO = {
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 PUBLIC_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/version"})
 """Paths the apiserver serves to anonymous clients (system:public-info-viewer)."""
+FLOWCONTROL = "flowcontrol.apiserver.k8s.io"
 _TEXT = "text/plain; charset=utf-8"
 _NOT_FOUND_TEXT = b"404 page not found\n"
 _encoder = msgspec.json.Encoder()
@@ -173,6 +179,9 @@ class SandboxApp:
         self.api.after_create[("", "namespaces")] = self._namespace_created
         self.services = ServiceAllocator(self.store, settings.service_cidr)
         self.api.before_write[("", "services")] = self.services.prepare
+        self.priority = PriorityAdmission(self.store)
+        self.api.before_write[("", "pods")] = self.priority.pod
+        self.api.before_write[PRIORITY_CLASSES] = self.priority.priority_class
         if data is not None:
             self.store.load(data)
             for crd in list(self.store.collection(CRD_KEY).objects.values()):
@@ -191,6 +200,12 @@ class SandboxApp:
                     Call(rt=ns_rt, namespace=None),
                     {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
                 )
+        self._bootstrap_flowcontrol()
+        pc_rt = self.registry.by_key(PRIORITY_CLASSES)
+        assert pc_rt is not None
+        for pc in SYSTEM_CLASSES:
+            if self.store.get(pc_rt.key, "", pc["metadata"]["name"]) is None:
+                self.api.create(Call(rt=pc_rt, namespace=None), json.loads(json.dumps(pc)))
         svc_rt = self.registry.get("", "v1", "services")
         assert svc_rt is not None
         if self.store.get(svc_rt.key, "default", "kubernetes") is None:
@@ -212,6 +227,42 @@ class SandboxApp:
                     },
                 },
             )
+
+    def _bootstrap_flowcontrol(self) -> None:
+        """The FlowSchemas and PriorityLevelConfigurations kube-apiserver makes at start (its
+        APF configuration producer), each FlowSchema marked as finding its priority level."""
+        data = json.loads(
+            importlib_resources.files("fleet.sandbox")
+            .joinpath("_flowcontrol_bootstrap.json")
+            .read_text()
+        )
+        for plural in ("prioritylevelconfigurations", "flowschemas"):
+            storage = self.registry.by_key((FLOWCONTROL, plural))
+            if storage is None:
+                continue
+            conv = converter(FLOWCONTROL, plural, "v1beta2", f"{FLOWCONTROL}/v1beta2")
+            for obj in data[plural]:
+                if self.store.get(storage.key, "", obj["metadata"]["name"]) is not None:
+                    continue
+                body = conv.to_storage(dict(obj, kind=storage.kind), storage.api_version)
+                created = self.api.create(Call(rt=storage, namespace=None), body)
+                if plural == "flowschemas":
+                    level = body["spec"]["priorityLevelConfiguration"]["name"]
+                    status = {
+                        "conditions": [
+                            {
+                                "type": "Dangling",
+                                "status": "False",
+                                "lastTransitionTime": created["metadata"]["creationTimestamp"],
+                                "reason": "Found",
+                                "message": "This FlowSchema references the "
+                                f'PriorityLevelConfiguration object named "{level}" and it exists',
+                            }
+                        ]
+                    }
+                    self.store.commit(
+                        storage.key, "MODIFIED", dict(created, status=status), created
+                    )
 
     def _namespace_created(self, ns: dict[str, Any]) -> None:
         """The service account controller's work: every namespace gets a ``default`` ServiceAccount."""
@@ -646,6 +697,9 @@ class SandboxApp:
             call.body, call.content_type = _protobuf.to_json(body, rt.kind), JSON
         accept = headers.get("accept", "")
         table = _wants_table(accept)
+        storage = rt if rt.is_custom else self.registry.by_key(rt.key)
+        if storage is not None and storage is not rt:
+            return await self._converted(method, call, storage, table, watch)
         if watch:
             render = (lambda o: self._table(rt, [o], {}, query)) if table else None
             return WatchStream(self.api, call, render)
@@ -655,6 +709,58 @@ class SandboxApp:
         status, obj = await reply
         extra = [("warning", f'299 - "{w}"') for w in call.warnings]
         return _json(status, obj, extra)
+
+    async def _converted(
+        self, method: str, call: Call, storage: ResourceType, table: bool, watch: bool
+    ) -> Reply | WatchStream:
+        """A request at a version other than the storage one: the body converted in, the
+        answer converted out (``_convert``); a patch applies to the object as that version
+        shows it, and is then written as an update."""
+        rt = call.rt
+        conv = converter(rt.group, rt.plural, rt.version, rt.api_version)
+        scall = replace(call, rt=storage)
+
+        def out(obj: Any) -> Any:
+            if not isinstance(obj, dict):
+                return obj
+            if obj.get("kind") == rt.kind:
+                return conv.from_storage(obj)
+            if obj.get("kind") == rt.list_kind:
+                items = []
+                for item in obj.get("items") or []:
+                    shown = conv.from_storage(dict(item, apiVersion=storage.api_version))
+                    shown.pop("apiVersion", None)
+                    shown.pop("kind", None)
+                    items.append(shown)
+                return dict(obj, apiVersion=rt.api_version, items=items)
+            return obj
+
+        if watch:
+            if table:
+                return WatchStream(
+                    self.api, scall, lambda o: self._table(storage, [o], {}, call.query)
+                )
+            return WatchStream(self.api, scall, out)
+        sub = call.subresource
+        if method in ("POST", "PUT") and call.body and sub in (None, "status"):
+            obj = decode_body(rt, call.body, call.content_type)
+            scall.body = _encoder.encode(conv.to_storage(obj, storage.api_version))
+            scall.content_type = JSON
+        elif method == "PATCH" and sub in (None, "status") and call.name is not None:
+            current = self.store.get(storage.key, call.ns(), call.name)
+            if current is not None:
+                patched = apply_patch(rt, conv.from_storage(current), call.body, call.content_type)
+                scall.body = _encoder.encode(conv.to_storage(patched, storage.api_version))
+                scall.content_type, method = JSON, "PUT"
+            elif call.content_type == APPLY_PATCH:
+                obj = decode_body(rt, call.body, call.content_type)
+                scall.body = _encoder.encode(conv.to_storage(obj, storage.api_version))
+        reply = self._dispatch(method, scall, table)
+        if isinstance(reply, Reply):
+            return reply
+        status, obj = await reply
+        extra = [("warning", f'299 - "{w}"') for w in scall.warnings]
+        return _json(status, obj if table else out(obj), extra)
 
     async def upgrade(self, scope: Scope, stream: trio.abc.Stream, buffered: bytes) -> None:
         """An upgrade request (``Http1Server``'s hand-off): ``pods/{exec,attach,portforward}``
@@ -746,7 +852,7 @@ class SandboxApp:
                     return 200, list_body(rt, items, meta)
                 if sub == "scale":
                     return 200, get_scale(self.api, call)
-                if sub not in (None, "status"):
+                if sub not in (None, "status", "approval"):
                     raise _sandbox_has_no_kubelet(rt, sub)
                 obj = self.api.lookup(rt, call.ns(), call.name)
                 if table:
@@ -770,7 +876,7 @@ class SandboxApp:
                     raise method_not_allowed()
                 if sub == "scale":
                     return 200, write_scale(self.api, call, method)
-                if sub not in (None, "status"):
+                if sub not in (None, "status", "approval"):
                     raise _sandbox_has_no_kubelet(rt, sub)
                 if method == "PUT":
                     return 200, self.api.update(call)

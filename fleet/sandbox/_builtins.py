@@ -14,7 +14,7 @@ import re
 from typing import Any
 
 from fleet.machinery import TOTAL_ANNOTATION_SIZE, label_value_errors, qualified_name_errors
-from fleet.sandbox import _batch, _objects
+from fleet.sandbox import _batch, _cluster_kinds, _objects
 from fleet.sandbox._registry import ResourceType
 from fleet.sandbox._status import (
     bad_request,
@@ -151,9 +151,8 @@ def _default_pod(obj: dict[str, Any], creating: bool) -> None:
                         "tolerationSeconds": NOT_READY_TOLERATION_SECONDS,
                     }
                 )
-        spec.setdefault("priority", 0)
+        # priority and preemptionPolicy: the Priority admission plugin's (_priority).
         spec.setdefault("enableServiceLinks", True)
-        spec.setdefault("preemptionPolicy", "PreemptLowerPriority")
 
 
 def _default_template(spec: dict[str, Any]) -> None:
@@ -263,10 +262,14 @@ def default(rt: ResourceType, obj: dict[str, Any], *, creating: bool) -> None:
         _default_template(((obj["spec"].get("jobTemplate") or {}).get("spec")) or {})
     elif key == ("apiextensions.k8s.io", "customresourcedefinitions"):
         obj.setdefault("spec", {}).setdefault("conversion", {"strategy": "None"})
+    elif key in _cluster_kinds.KEYS:
+        _cluster_kinds.default(key, rt.version, obj)
 
 
 def initial_status(rt: ResourceType, obj: dict[str, Any]) -> None:
     """What a create does with the body's status (PrepareForCreate)."""
+    if rt.key in _cluster_kinds.KEYS:
+        _cluster_kinds.prepare_create(rt.key, obj)
     if rt.key == ("", "pods"):
         obj["status"] = {"phase": "Pending", "qosClass": _qos_class(obj.get("spec") or {})}
     elif rt.create_keeps_status:
@@ -443,6 +446,8 @@ def validate(rt: ResourceType, obj: dict[str, Any]) -> list[dict[str, str]]:
             tmpl_spec if isinstance(tmpl_spec, dict) else {}, "spec.jobTemplate.spec.template.spec"
         )
         causes += _batch.validate_cronjob(obj)
+    elif key in _cluster_kinds.KEYS:
+        causes += _cluster_kinds.validate(key, obj)
     return causes
 
 

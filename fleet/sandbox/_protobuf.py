@@ -336,6 +336,33 @@ _MORE: dict[str, dict[int, Field]] = {
         4: _f("description", STRING),
         5: _f("preemptionPolicy", STRING, ptr=True),
     },
+    # kubectl certificate approve|deny: an update of the approval subresource.
+    "CertificateSigningRequest": {
+        1: _f("metadata", "ObjectMeta"),
+        2: _f("spec", "CertificateSigningRequestSpec"),
+        3: _f("status", "CertificateSigningRequestStatus"),
+    },
+    "CertificateSigningRequestSpec": {
+        1: _f("request", BYTES),
+        2: _f("username", STRING),
+        3: _f("uid", STRING),
+        4: _f("groups", STRING, rep=True),
+        5: _f("usages", STRING, rep=True),
+        7: _f("signerName", STRING),
+        8: _f("expirationSeconds", INT, ptr=True),
+    },
+    "CertificateSigningRequestStatus": {
+        1: _f("conditions", "CertificateSigningRequestCondition", rep=True),
+        2: _f("certificate", BYTES),
+    },
+    "CertificateSigningRequestCondition": {
+        1: _f("type", STRING),
+        2: _f("reason", STRING),
+        3: _f("message", STRING),
+        4: _f("lastUpdateTime", TIME),
+        5: _f("lastTransitionTime", TIME),
+        6: _f("status", STRING),
+    },
     "Role": {1: _f("metadata", "ObjectMeta"), 2: _f("rules", "PolicyRule", rep=True)},
     "ClusterRole": {1: _f("metadata", "ObjectMeta"), 2: _f("rules", "PolicyRule", rep=True)},
     "PolicyRule": {
@@ -379,6 +406,7 @@ KINDS: dict[tuple[str, str], str] = {
     ("batch/v1", "CronJob"): "CronJob",
     ("policy/v1", "PodDisruptionBudget"): "PodDisruptionBudget",
     ("scheduling.k8s.io/v1", "PriorityClass"): "PriorityClass",
+    ("certificates.k8s.io/v1", "CertificateSigningRequest"): "CertificateSigningRequest",
     ("rbac.authorization.k8s.io/v1", "Role"): "Role",
     ("rbac.authorization.k8s.io/v1", "ClusterRole"): "ClusterRole",
     ("rbac.authorization.k8s.io/v1", "RoleBinding"): "RoleBinding",

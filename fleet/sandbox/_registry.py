@@ -217,7 +217,8 @@ class Registry:
         self._preferred: dict[str, str] = {}  # group -> preferred version
         self._group_order: list[str] = []
         for rt in _builtin_types():
-            self.add(rt)
+            # A group's first listed version is its preferred (and storage) version.
+            self.add(rt, preferred=rt.group not in self._preferred)
 
     def add(self, rt: ResourceType, *, preferred: bool = True) -> None:
         self._by_gv.setdefault(rt.api_version, {})[rt.plural] = rt

@@ -1038,6 +1038,161 @@ def _priorityclass_row(pc: dict[str, Any], now: datetime) -> list[Any]:
     ]
 
 
+# kube-apiserver v1.24's columns of the cluster-administration kinds (its Table answers).
+_ADMIN_COLUMNS: dict[str, list[_Col]] = {
+    "runtimeclasses": [
+        _NAME,
+        _c("Handler", ""),
+        _AGE,
+    ],
+    "certificatesigningrequests": [
+        _NAME,
+        _AGE,
+        _c(
+            "SignerName",
+            'Requested signer for the request. It is a qualified name in the form: `scope-hostname.io/name`. If empty, it will be defaulted:\n 1. If it\'s a kubelet client certificate, it is assigned\n    "kubernetes.io/kube-apiserver-client-kubelet".\n 2. If it\'s a kubelet serving certificate, it is assigned\n    "kubernetes.io/kubelet-serving".\n 3. Otherwise, it is assigned "kubernetes.io/legacy-unknown".\nDistribution of trust for signers happens out of band. You can select on this field using `spec.signerName`.',
+        ),
+        _c("Requestor", "Base64-encoded PKCS#10 CSR data"),
+        _c(
+            "RequestedDuration",
+            "expirationSeconds is the requested duration of validity of the issued certificate. The certificate signer may issue a certificate with a different validity duration so a client must check the delta between the notBefore and and notAfter fields in the issued certificate to determine the actual duration.\n\nThe v1.22+ in-tree implementations of the well-known Kubernetes signers will honor this field as long as the requested duration is not greater than the maximum duration they will honor per the --cluster-signing-duration CLI flag to the Kubernetes controller manager.\n\nCertificate signers may not honor this field for various reasons:\n\n  1. Old signer that is unaware of the field (such as the in-tree\n     implementations prior to v1.22)\n  2. Signer whose configured maximum is shorter than the requested duration\n  3. Signer whose configured minimum is longer than the requested duration\n\nThe minimum valid value for expirationSeconds is 600, i.e. 10 minutes.\n\nAs of v1.22, this field is beta and is controlled via the CSRDuration feature gate.",
+        ),
+        _c("Condition", "Conditions applied to the request, such as approval or denial."),
+    ],
+    "mutatingwebhookconfigurations": [
+        _NAME,
+        _c(
+            "Webhooks",
+            "Webhooks indicates the number of webhooks registered in this configuration",
+            type="integer",
+        ),
+        _AGE,
+    ],
+    "validatingwebhookconfigurations": [
+        _NAME,
+        _c(
+            "Webhooks",
+            "Webhooks indicates the number of webhooks registered in this configuration",
+            type="integer",
+        ),
+        _AGE,
+    ],
+    "flowschemas": [
+        _NAME,
+        _c(
+            "PriorityLevel",
+            "`name` is the name of the priority level configuration being referenced Required.",
+        ),
+        _c(
+            "MatchingPrecedence",
+            "`matchingPrecedence` is used to choose among the FlowSchemas that match a given request. The chosen FlowSchema is among those with the numerically lowest (which we take to be logically highest) MatchingPrecedence.  Each MatchingPrecedence value must be ranged in [1,10000]. Note that if the precedence is not specified, it will be set to 1000 as default.",
+        ),
+        _c(
+            "DistinguisherMethod",
+            "`distinguisherMethod` defines how to compute the flow distinguisher for requests that match this schema. `nil` specifies that the distinguisher is disabled and thus will always be the empty string.",
+        ),
+        _AGE,
+        _c("MissingPL", "references a broken or non-existent PriorityLevelConfiguration"),
+    ],
+    "prioritylevelconfigurations": [
+        _NAME,
+        _c(
+            "Type",
+            '`type` indicates whether this priority level is subject to limitation on request execution.  A value of `"Exempt"` means that requests of this priority level are not subject to a limit (and thus are never queued) and do not detract from the capacity made available to other priority levels.  A value of `"Limited"` means that (a) requests of this priority level _are_ subject to limits and (b) some of the server\'s limited capacity is made available exclusively to this priority level. Required.',
+        ),
+        _c(
+            "NominalConcurrencyShares",
+            "`nominalConcurrencyShares` (NCS) configures the execution limit, which is a limit on the number of requests of this priority level that may be exeucting at a given time.  ACS must be a positive number. The server's concurrency limit (SCL) is divided among the concurrency-controlled priority levels in proportion to their assured concurrency shares. This produces the assured concurrency value (ACV) ",
+        ),
+        _c(
+            "Queues",
+            "`queues` is the number of queues for this priority level. The queues exist independently at each apiserver. The value must be positive.  Setting it to 1 effectively precludes shufflesharding and thus makes the distinguisher method of associated flow schemas irrelevant.  This field has a default value of 64.",
+        ),
+        _c(
+            "HandSize",
+            "`handSize` is a small positive number that configures the shuffle sharding of requests into queues.  When enqueuing a request at this priority level the request's flow identifier (a string pair) is hashed and the hash value is used to shuffle the list of queues and deal a hand of the size specified here.  The request is put into one of the shortest queues in that hand. `handSize` must be no larger than `queues`, and should be significantly smaller (so that a few heavy flows do not saturate most of the queues).  See the user-facing documentation for more extensive guidance on setting this field.  This field has a default value of 8.",
+        ),
+        _c(
+            "QueueLengthLimit",
+            "`queueLengthLimit` is the maximum number of requests allowed to be waiting in a given queue of this priority level at a time; excess requests are rejected.  This value must be positive.  If not specified, it will be defaulted to 50.",
+        ),
+        _AGE,
+    ],
+}
+
+
+def _webhooks_row(config: dict[str, Any], now: datetime) -> list[Any]:
+    return [
+        _get(config, "metadata", "name") or "",
+        len(config.get("webhooks") or []),
+        _since(_get(config, "metadata", "creationTimestamp"), now),
+    ]
+
+
+def _runtimeclass_row(rc: dict[str, Any], now: datetime) -> list[Any]:
+    return [
+        _get(rc, "metadata", "name") or "",
+        rc.get("handler") or "",
+        _since(_get(rc, "metadata", "creationTimestamp"), now),
+    ]
+
+
+def _csr_row(csr: dict[str, Any], now: datetime) -> list[Any]:
+    """printCertificateSigningRequest: the conditions joined, else Pending."""
+    spec, status = csr.get("spec") or {}, csr.get("status") or {}
+    kinds = [
+        str(c.get("type"))
+        for c in status.get("conditions") or []
+        if isinstance(c, dict) and c.get("type")
+    ]
+    if status.get("certificate"):
+        kinds.append("Issued")
+    seconds = spec.get("expirationSeconds")
+    return [
+        _get(csr, "metadata", "name") or "",
+        _since(_get(csr, "metadata", "creationTimestamp"), now),
+        spec.get("signerName") or "<none>",
+        spec.get("username") or "",
+        human_duration(float(seconds)) if isinstance(seconds, int) else "<none>",
+        ",".join(kinds) or "Pending",
+    ]
+
+
+def _flowschema_row(fs: dict[str, Any], now: datetime) -> list[Any]:
+    spec = fs.get("spec") or {}
+    method = (spec.get("distinguisherMethod") or {}).get("type") or "<none>"
+    missing = any(
+        isinstance(c, dict) and c.get("type") == "Dangling" and c.get("status") == "True"
+        for c in (fs.get("status") or {}).get("conditions") or []
+    )
+    return [
+        _get(fs, "metadata", "name") or "",
+        (spec.get("priorityLevelConfiguration") or {}).get("name") or "",
+        _int(spec.get("matchingPrecedence")),
+        method,
+        _since(_get(fs, "metadata", "creationTimestamp"), now),
+        "True" if missing else "False",
+    ]
+
+
+def _plc_row(plc: dict[str, Any], now: datetime) -> list[Any]:
+    spec = plc.get("spec") or {}
+    limited = spec.get("limited") or {}
+    shares: Any = limited.get("nominalConcurrencyShares", limited.get("assuredConcurrencyShares"))
+    queuing = (limited.get("limitResponse") or {}).get("queuing") or {}
+    if spec.get("type") != "Limited":
+        shares = "<none>"
+    return [
+        _get(plc, "metadata", "name") or "",
+        spec.get("type") or "",
+        shares,
+        queuing.get("queues", "<none>"),
+        queuing.get("handSize", "<none>"),
+        queuing.get("queueLengthLimit", "<none>"),
+        _since(_get(plc, "metadata", "creationTimestamp"), now),
+    ]
+
+
 _MORE_ROWS: dict[str, Callable[[dict[str, Any], datetime], list[Any]]] = {
     "poddisruptionbudgets": _pdb_row,
     "horizontalpodautoscalers": _hpa_row,
@@ -1046,6 +1201,12 @@ _MORE_ROWS: dict[str, Callable[[dict[str, Any], datetime], list[Any]]] = {
     "networkpolicies": _netpol_row,
     "storageclasses": _storageclass_row,
     "priorityclasses": _priorityclass_row,
+    "runtimeclasses": _runtimeclass_row,
+    "certificatesigningrequests": _csr_row,
+    "mutatingwebhookconfigurations": _webhooks_row,
+    "validatingwebhookconfigurations": _webhooks_row,
+    "flowschemas": _flowschema_row,
+    "prioritylevelconfigurations": _plc_row,
 }
 
 
@@ -1417,7 +1578,7 @@ def table_for(
             cells += [_crd_cell(c, obj, now) for c in cols_in]
             rows.append(_row(cells, [], obj, include_object))
     else:
-        columns = _COLUMNS.get(resource, _DEFAULT_COLUMNS)
+        columns = _COLUMNS.get(resource) or _ADMIN_COLUMNS.get(resource, _DEFAULT_COLUMNS)
         for obj in objects:
             cells, conditions = _row_for(resource, obj, now)
             rows.append(_row(cells, conditions, obj, include_object))
