@@ -11,6 +11,10 @@ Bounded: at most ``max_keys`` distinct keys wait; adding a new key beyond
 that waits for room, passing the pressure back to the informer that feeds
 it. The delayed set holds at most one entry per key.
 
+With a ``priority`` function the waiting keys leave highest priority first, FIFO
+among equals (kube-scheduler's activeQ: a heap by pod priority, then by the time the
+pod was queued); a key's priority is read when it is queued.
+
 A key whose processing raises is logged on one line, counted
 (:attr:`WorkQueueStatistics.failures`) and queued again after a per-key
 exponential backoff (``AddRateLimited`` in client-go): one bad object never
@@ -20,6 +24,7 @@ ends the worker, and so never the process (see ``_guard``).
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -48,8 +53,26 @@ class WorkQueueStatistics:
     """Keys whose last processing raised."""
 
 
+class _ByPriority:
+    """The waiting keys as a heap: highest priority first, then first queued."""
+
+    def __init__(self, priority: Callable[[str], int]) -> None:
+        self._priority = priority
+        self._heap: list[tuple[int, int, str]] = []
+        self._seq = itertools.count()
+
+    def append(self, key: str) -> None:
+        heapq.heappush(self._heap, (-self._priority(key), next(self._seq), key))
+
+    def popleft(self) -> str:
+        return heapq.heappop(self._heap)[2]
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+
 class WorkQueue:
-    """Deduplicating FIFO of keys with delayed adds."""
+    """Deduplicating FIFO (or priority queue) of keys with delayed adds."""
 
     def __init__(
         self,
@@ -58,13 +81,16 @@ class WorkQueue:
         max_keys: int = 100_000,
         clock: Callable[[], float] = trio.current_time,
         backoff: RetryBackoff | None = None,
+        priority: Callable[[str], int] | None = None,
     ) -> None:
         if max_keys < 1:
             raise ConfigError(f"work queue {name}: max_keys must be >= 1, got {max_keys}")
         self.name = name
         self._max = max_keys
         self._clock = clock
-        self._queue: deque[str] = deque()
+        self._queue: deque[str] | _ByPriority = (
+            deque() if priority is None else _ByPriority(priority)
+        )
         self._dirty: set[str] = set()
         self._processing: set[str] = set()
         self._delayed: dict[str, float] = {}

@@ -20,6 +20,10 @@ Filters, in kube-scheduler's order, first failure per node wins:
   (In, NotIn, Exists, DoesNotExist, Gt, Lt; ``matchFields`` on ``metadata.name``);
 - ``NodeResourcesFit``: cpu, memory and pod count against allocatable.
 
+Pods are taken highest ``spec.priority`` first (the value the Priority admission
+plugin resolved from ``priorityClassName``), first queued first among equals, as
+kube-scheduler's active queue orders them; no pod is preempted to make room.
+
 Feasible nodes are scored least-allocated (cpu and memory equally, with
 kube-scheduler's non-zero request defaults), ties broken at random; on a
 large cluster only the first ``max(100, adaptive %)`` feasible nodes are
@@ -352,7 +356,9 @@ class Scheduler:
         self._informers = informers
         self._pods.subscribe(self._on_pod)
         self._nodes.subscribe(self._on_node)
-        self.queue = WorkQueue("scheduler", max_keys=s.max_queue, clock=clock)
+        self.queue = WorkQueue(
+            "scheduler", max_keys=s.max_queue, clock=clock, priority=self._priority
+        )
         self._node_info: dict[str, _Node] = {}
         self._node_order: list[str] = []
         self._order_dirty = False
@@ -495,6 +501,13 @@ class Scheduler:
         if not best:
             return None, unschedulable_message(total, reasons)
         return self._rng.choice(best), ""
+
+    def _priority(self, key: str) -> int:
+        """The pod's ``spec.priority`` (the Priority admission plugin's value): the queue
+        hands out higher priorities first, as kube-scheduler's activeQ does."""
+        pod = self._pods.store.get(key)
+        value = pod.spec.get("priority") if pod is not None else None
+        return value if isinstance(value, int) else 0
 
     async def _schedule_loop(self) -> None:
         await self._informers.wait_synced(self._pods, self._nodes)

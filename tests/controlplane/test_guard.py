@@ -70,3 +70,11 @@ async def test_an_informer_survives_a_handler_error(
     await eventually(lambda: "after" in got)
     assert sorted(got) == ["after", "first"]
     assert informer.handler_errors == 1
+
+
+async def test_a_priority_queue_hands_out_highest_first_fifo_among_equals() -> None:
+    priorities = {"a": 0, "b": 5, "c": 5, "d": 9}
+    queue = WorkQueue("test", priority=priorities.__getitem__)
+    for key in "abcd":
+        await queue.add(key)
+    assert [await queue.get() for _ in range(4)] == ["d", "b", "c", "a"]

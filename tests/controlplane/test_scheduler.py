@@ -351,3 +351,17 @@ async def test_an_error_deciding_one_pod_is_retried_not_fatal(
     assert env.scheduler.queue.statistics().failing == 0
     # Three retries backed off 0.1 + 0.2 + 0.4 s at least.
     assert trio.current_time() >= 1 + 0.7
+
+
+async def test_higher_priority_pods_are_scheduled_first(
+    env: Env, autojump_clock: trio.testing.MockClock
+) -> None:
+    # Three pods wait for a node that has room for two; when it comes, the two of highest
+    # priority get it, whatever order they came in (a FIFO would take "low" first).
+    for name, priority in (("low", 0), ("high", 1000), ("mid", 10)):
+        env.api.create("/api/v1/pods", pod(name, spec={"priority": priority}))
+    await eventually(lambda: env.scheduled_condition("mid"))
+    env.api.create("/api/v1/nodes", node("a", pods="2"))
+    await eventually(lambda: env.node_of("high") and env.node_of("mid"))
+    await trio.sleep(5)
+    assert env.node_of("low") is None
