@@ -78,11 +78,41 @@ _META_ORDER = (
 )
 
 
+_OMITEMPTY_MAPS = ("labels", "annotations")
+
+
+def _drop_empty_maps(meta: dict[str, Any]) -> None:
+    """Go's ObjectMeta has ``omitempty`` maps: ``labels: {}`` is not stored."""
+    for key in _OMITEMPTY_MAPS:
+        if meta.get(key) == {}:
+            del meta[key]
+
+
+def _templates(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    """The metadata of the pod templates of a built-in workload (``spec.template``, a CronJob's);
+    a custom resource's spec is kept as sent."""
+    spec = obj.get("spec")
+    if not isinstance(spec, dict) or "." in str(obj.get("apiVersion", "")).rpartition("/")[0]:
+        return []
+    out = []
+    for holder in (spec, (spec.get("jobTemplate") or {}).get("spec")):
+        template = holder.get("template") if isinstance(holder, dict) else None
+        if isinstance(template, dict) and isinstance(template.get("metadata"), dict):
+            out.append(template["metadata"])
+    job = spec.get("jobTemplate")
+    if isinstance(job, dict) and isinstance(job.get("metadata"), dict):
+        out.append(job["metadata"])
+    return out
+
+
 def ordered(obj: dict[str, Any]) -> dict[str, Any]:
     """The object with kind, apiVersion, metadata first and metadata keys in Go's field order."""
     out: dict[str, Any] = {k: obj[k] for k in _TOP_ORDER if k in obj}
     meta = obj.get("metadata")
     if isinstance(meta, dict):
+        _drop_empty_maps(meta)
+        for template in _templates(obj):
+            _drop_empty_maps(template)
         m = {k: meta[k] for k in _META_ORDER if k in meta}
         m.update((k, v) for k, v in meta.items() if k not in m)
         out["metadata"] = m
