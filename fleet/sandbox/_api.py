@@ -39,6 +39,8 @@ from fleet.sandbox._store import Key, Store, clone
 
 _decoder = msgspec.json.Decoder()
 FIELD_VALIDATION_VALUES = ("", "Ignore", "Strict", "Warn")
+GENERATE_NAME_ATTEMPTS = 8
+"""Names drawn for a ``generateName`` before a clash is answered 409 (kube-apiserver's 7 retries)."""
 
 
 @dataclass
@@ -229,7 +231,12 @@ class Api:
                         )
                     ],
                 )
-            meta["name"] = _objects.generated_name(str(prefix))
+            # RetryGenerateName (GA in 1.32): a generated name already taken is drawn again,
+            # so 5,000 pods of one DaemonSet do not collide (27^5 suffixes).
+            for _ in range(GENERATE_NAME_ATTEMPTS):
+                meta["name"] = _objects.generated_name(str(prefix))
+                if self.store.get(rt.key, ns, meta["name"]) is None:
+                    break
         name = str(meta["name"])
         _builtins.raise_if(_builtins.validate_name(rt, name), rt, name)
         if rt.namespaced:

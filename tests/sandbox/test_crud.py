@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from fleet.sandbox import RunningSandbox
 from tests.sandbox._http import client, make_namespace, pod
 
@@ -202,3 +204,23 @@ async def test_namespace_deletion_takes_its_content(sandbox: RunningSandbox) -> 
         assert r.status_code == 200
         assert (await c.get("/api/v1/namespaces/gone")).status_code == 404
         assert (await c.get("/api/v1/namespaces/gone/pods/p")).status_code == 404
+
+
+async def test_a_generated_name_already_taken_is_drawn_again(
+    sandbox: RunningSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # kube-apiserver retries generateName clashes (RetryGenerateName): one DaemonSet's 5,000
+    # pods drew a taken suffix once in a bench run and the pod was refused with a 409.
+    from fleet.sandbox import _objects
+
+    drawn = iter(["gen-aaaaa", "gen-aaaaa", "gen-bbbbb"])
+    monkeypatch.setattr(_objects, "generated_name", lambda prefix: next(drawn))
+    async with client(sandbox) as c:
+        names = []
+        for _ in range(2):
+            r = await c.post(
+                "/api/v1/namespaces/default/configmaps", json={"metadata": {"generateName": "gen-"}}
+            )
+            assert r.status_code == 201, r.text
+            names.append(r.json()["metadata"]["name"])
+    assert names == ["gen-aaaaa", "gen-bbbbb"]
