@@ -750,6 +750,35 @@ class _Run:
 
         await self.write_pool(range(len(sizes)), create, "create deployments")
 
+    async def daemonset_running(self) -> None:
+        """One DaemonSet over the run's nodes (its pods select them by the run label), timed
+        until a pod runs on every one of them."""
+        path = f"/apis/apps/v1/namespaces/{self.spec.namespace}/daemonsets"
+        name = f"{self.prefix}ds"
+
+        async def work() -> None:
+            template = self.pod_template()
+            template["metadata"]["labels"] = {**template["metadata"]["labels"], "app": name}
+            template["spec"]["nodeSelector"] = self.labels()  # the run's nodes, whatever placement
+            await self.writer.create(
+                path,
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "DaemonSet",
+                    "metadata": {
+                        "name": name,
+                        "namespace": self.spec.namespace,
+                        "labels": self.labels(),
+                    },
+                    "spec": {"selector": {"matchLabels": {"app": name}}, "template": template},
+                },
+            )
+            self.pods_created = self.spec.nodes
+
+        await self.step(
+            "pods-running", self.spec.nodes, work, lambda: len(self.pods.running), self.pods
+        )
+
     async def pods_deleted(self) -> None:
         names = sorted(self.pods.running)
         before = len(self.pods.deleted)
@@ -858,6 +887,8 @@ class _Run:
         elif kind == "kwok-ci":
             await self.pods_running(self.spec.pods)
             await self.pods_deleted()
+        elif kind == "daemonset":
+            await self.daemonset_running()
         elif kind == "churn":
             await self.churn()
         elif kind == "heartbeat-soak":
@@ -924,10 +955,11 @@ class _Run:
         ns, node_ns = self.spec.namespace, self.spec.node_namespace
         pods = f"/api/v1/namespaces/{ns}/pods"
         deployments = f"/apis/apps/v1/namespaces/{ns}/deployments"
+        daemonsets = f"/apis/apps/v1/namespaces/{ns}/daemonsets"
         crs = f"/apis/{GROUP}/{VERSION}/namespaces/{node_ns}/nodes"
         nodes = "/api/v1/nodes"
-        order = ((deployments, None), (pods, 0), (crs, None))
-        paths = (pods, deployments, crs, nodes)
+        order = ((deployments, None), (daemonsets, None), (pods, 0), (crs, None))
+        paths = (pods, deployments, daemonsets, crs, nodes)
         errors: list[str] = []
         before: int | None = None
         leftover: int | None = None
@@ -1031,6 +1063,7 @@ class _Run:
         paths = (
             f"/api/v1/namespaces/{ns}/pods",
             f"/apis/apps/v1/namespaces/{ns}/deployments",
+            f"/apis/apps/v1/namespaces/{ns}/daemonsets",
             f"/apis/{GROUP}/{VERSION}/namespaces/{node_ns}/nodes",
         )
         errors: list[str] = []
@@ -1041,7 +1074,7 @@ class _Run:
             errors.append(str(exc))
         self.notes.append(
             f"kept (--keep): {leftover} objects of run {self.run_id} left in place; delete them "
-            f"with `kubectl delete deployments,pods -n {ns} -l {self.selector}` and "
+            f"with `kubectl delete deployments,daemonsets,pods -n {ns} -l {self.selector}` and "
             f"`kubectl delete nodes.{GROUP} -n {node_ns} -l {self.selector}`"
         )
         return CleanupResult(deleted=0, leftover=leftover, errors=tuple(errors))

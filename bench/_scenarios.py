@@ -22,6 +22,9 @@ heartbeat-soak   ``nodes`` Ready, then nothing for ``duration``: the cost of
                  heartbeats (Leases, node status) alone
 kwok-ci          KWOK's CI benchmark: 5,000 nodes Ready, 10,000 pods Running,
                  10,000 pods deleted, each step timed
+daemonset        ``nodes`` Ready, then one DaemonSet over them, timed to a
+                 Running pod on every node (the cluster's DaemonSet controller
+                 and scheduler place them)
 ===============  ===========================================================
 """
 
@@ -40,7 +43,9 @@ from fleet.wire import FLEET_NAMESPACE
 
 __all__ = ["BUILTIN", "ScenarioSpec", "ScenarioType", "SloSpec", "load_scenario"]
 
-ScenarioType = Literal["node-density", "pod-startup", "churn", "heartbeat-soak", "kwok-ci"]
+ScenarioType = Literal[
+    "node-density", "pod-startup", "churn", "heartbeat-soak", "kwok-ci", "daemonset"
+]
 
 
 def _seconds(value: object) -> object:
@@ -107,7 +112,8 @@ class ScenarioSpec(_Model):
     @model_validator(mode="after")
     def _sizes(self) -> ScenarioSpec:
         if (
-            self.type in ("node-density", "heartbeat-soak", "churn", "pod-startup", "kwok-ci")
+            self.type
+            in ("node-density", "heartbeat-soak", "churn", "pod-startup", "kwok-ci", "daemonset")
             and self.nodes < 1
         ):
             raise ValueError(f"a {self.type} scenario needs nodes >= 1")
@@ -130,6 +136,14 @@ BUILTIN: dict[str, dict[str, Any]] = {
         "type": "kwok-ci",
         "nodes": 5000,
         "pods": 10000,
+        "rate": 200.0,
+        "concurrency": 32,
+        "timeout": 1200.0,
+    },
+    # The classic DaemonSet scale test: one pod on each of 5,000 nodes (issue 15's bar: 60 s).
+    "daemonset": {
+        "type": "daemonset",
+        "nodes": 5000,
         "rate": 200.0,
         "concurrency": 32,
         "timeout": 1200.0,

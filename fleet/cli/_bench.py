@@ -15,7 +15,7 @@ Two kinds of benchmark share the command:
   (600 s), ``--json``, ``--output``.
 - Load scenarios against a control plane (:mod:`bench`): the built-in
   ``node-density``, ``pod-startup``, ``churn``, ``heartbeat-soak``,
-  ``kwok-ci``, or a YAML file naming one of them as its ``type``
+  ``kwok-ci``, ``daemonset``, or a YAML file naming one of them as its ``type``
   (docs/bench.md); ``--nodes``, ``--pods`` and ``--rate`` override it. With ``--kubeconfig``/``--context`` the bench runs against
   that cluster, where a fleet must already run; without, it starts what
   ``kubemock-fleet up`` starts (sandbox apiserver in this process, the control
@@ -53,7 +53,7 @@ def bench(
     scenario: str = typer.Argument(
         ...,
         help="'transport' (client CPU per PATCH), a load scenario (node-density, pod-startup, churn, "
-        "heartbeat-soak, kwok-ci) or a scenario YAML file.",
+        "heartbeat-soak, kwok-ci, daemonset) or a scenario YAML file.",
     ),
     requests: int = typer.Option(
         5000, "--requests", min=1, help="transport: requests per timed repeat."

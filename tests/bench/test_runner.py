@@ -459,3 +459,21 @@ async def test_cleanup_deletes_one_by_one_when_delete_collection_fails(
     assert report.completed
     assert report.cleanup.deleted >= 3 and report.cleanup.leftover == 0
     assert await _labelled(client, report.run_id) == 0
+
+
+def test_cli_runs_the_daemonset_scenario_on_up(tmp_path: Path) -> None:
+    # The DaemonSet controller and scheduler of `up`'s control plane put a pod on every node.
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app,
+        ["bench", "daemonset", "--nodes", "3", "--no-progress", "--no-plots", "--output", str(out)],
+    )
+    assert result.exit_code == 0, result.output
+    report = read_report(out / "report.json")
+    assert report.completed
+    assert [(s.name, s.target, s.reached, s.ok) for s in report.steps] == [
+        ("nodes-ready", 3, 3, True),
+        ("pods-running", 3, 3, True),
+    ]
+    assert report.pods_created == report.pods_running == 3
+    assert report.cleanup.leftover == 0

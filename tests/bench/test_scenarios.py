@@ -11,7 +11,9 @@ from fleet.errors import ConfigError
 
 
 def test_builtins_load_with_overrides() -> None:
-    assert set(BUILTIN) == {"node-density", "pod-startup", "churn", "heartbeat-soak", "kwok-ci"}
+    assert set(BUILTIN) == {
+        "node-density", "pod-startup", "churn", "heartbeat-soak", "kwok-ci", "daemonset"
+    }  # fmt: skip
     kwok = load_scenario("kwok-ci")
     assert (kwok.nodes, kwok.pods, kwok.type) == (5000, 10000, "kwok-ci")
     small = load_scenario("pod-startup", {"nodes": 3, "pods": None})
