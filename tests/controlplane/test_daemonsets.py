@@ -161,3 +161,35 @@ async def test_node_heartbeats_do_not_wake_daemonsets(
     assert controller.queue.statistics().added == added
     api.patch("/api/v1/nodes/n1", {"metadata": {"labels": {"zone": "a"}}})
     await eventually(lambda: controller.queue.statistics().added > added)
+
+
+async def test_a_failed_creation_in_a_batch_is_made_up_without_duplicates(
+    api: MemoryApiserver, autojump_clock: trio.testing.MockClock
+) -> None:
+    from fleet.kube import status_response
+
+    refused: list[float] = []
+
+    def fail(method: str, path: str) -> object:
+        # The fourth creation is refused once, in the slow-start batch of 4: the creations
+        # after it wait for the next sync (slowStartBatch), which makes up the missing ones.
+        if (
+            method == "POST"
+            and path.endswith("/pods")
+            and len(api.log("POST", containing="/pods")) == 4
+            and not refused
+        ):
+            refused.append(trio.current_time())
+            return status_response(500, "InternalError", "etcd is sad")
+        return None
+
+    for i in range(20):
+        api.create("/api/v1/nodes", node(f"n{i:02d}"))
+    await trio.sleep(1)
+    api.fail = fail  # type: ignore[assignment]
+    api.create(DS, daemonset("agent"))
+    await eventually(lambda: len(refused) == 1)
+    await eventually(lambda: len(pods(api)) == 20)
+    await trio.sleep(5)
+    assert placed(api) == [f"n{i:02d}" for i in range(20)]  # one each, none twice
+    assert len(api.log("POST", containing="/pods")) == 21  # the refused one, once more
