@@ -12,14 +12,17 @@ import os
 import pty
 import select
 import socket
+import ssl
 import subprocess
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+import httpx
 import pytest
 
+from fleet.kube import load_config
 from tests._apiserver import real_binaries
 from tests._up_process import kubectl, kubectl_json, node_ready, up_process, wait_until
 
@@ -335,6 +338,20 @@ def _python_port_forward(kubeconfig: Path, pod: str) -> tuple[bytes, bytes, byte
     return head.split(b"\r\n")[0], body, pong
 
 
+def _refused(context: object, port: int) -> bool:
+    """Whether the metrics.k8s.io server turns away a client with ``context``'s certificate
+    (its own serving certificate taken on trust)."""
+    assert isinstance(context, ssl.SSLContext)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with httpx.Client(verify=context) as client:
+            client.get(f"https://127.0.0.1:{port}/apis/metrics.k8s.io/v1beta1/nodes")
+    except httpx.TransportError:
+        return True
+    return False
+
+
 @pytest.mark.real
 def test_logs_exec_port_forward_through_a_real_apiserver(tmp_path: Path) -> None:
     """``up --control-plane real``: kube-apiserver's own kubelet client (its certificate from
@@ -387,4 +404,27 @@ def test_logs_exec_port_forward_through_a_real_apiserver(tmp_path: Path) -> None
             b"kubemock-fleet: default/talker port 8080: GET /py\n",
             b"pong",
         )
+
+        # kubectl top: kube-apiserver 1.24 has no metrics.k8s.io; up registers an APIService
+        # for its own aggregated server, which the aggregator reaches with its proxy
+        # client certificate
+        def top_ready() -> bool:
+            return kubectl(kc, "top", "pod", "talker", "--no-headers", check=False).returncode == 0
+
+        wait_until(top_ready, 30, "the APIService v1beta1.metrics.k8s.io Available")
+        for binary in (BINARIES[0], BINARIES[-1]):
+            top = _run(binary, kc, "top", "pod", "talker", "--no-headers")
+            assert top.stdout.split()[1:] == ["250m", "32Mi"], (binary, top.stdout, top.stderr)
+            nodes = _run(binary, kc, "top", "nodes", "--no-headers")
+            rows = {row.split()[0]: row.split()[1] for row in nodes.stdout.splitlines()}
+            assert rows == {"fleet-node-0": "350m", "fleet-node-1": "100m"}, nodes  # base + pods
+        picked = kubectl(kc, "top", "pod", "-l", "app=web", "--no-headers", check=False)
+        assert "talker" not in picked.stdout, picked.stdout  # the selector reached the LIST
+        apiservice = kubectl_json(kc, "get", "apiservice", "v1beta1.metrics.k8s.io")
+        available = {c["type"]: c["status"] for c in apiservice["status"]["conditions"]}
+        assert available["Available"] == "True", apiservice["status"]
+        # only the aggregator's certificate gets in: the admin's (cluster CA) does not
+        port = apiservice["spec"]["service"]["port"]
+        assert _refused(load_config(kc).ssl_context, port)
+        assert _refused(ssl.create_default_context(), port)  # no certificate at all
     assert not [line for line in up.stderr if "Traceback" in line], up.stderr
