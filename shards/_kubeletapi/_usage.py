@@ -36,6 +36,7 @@ __all__ = [
     "Curve",
     "Usage",
     "container_usage",
+    "node_base_usage",
     "node_usage",
     "parse_curve",
 ]
@@ -169,6 +170,17 @@ def container_usage(pod: PodInfo, resource: str, at: datetime) -> list[tuple[str
 
 def node_usage(node: NodeInfo, pods: Sequence[PodInfo], resource: str, at: datetime) -> Usage:
     """A node's usage: its base plus its Running pods'."""
+    base = node_base_usage(node, resource, at)
+    now, total = base.now, base.total
+    for pod in pods:
+        for _, usage in container_usage(pod, resource, at):
+            now += usage.now
+            total += usage.total
+    return Usage(now, total)
+
+
+def node_base_usage(node: NodeInfo, resource: str, at: datetime) -> Usage:
+    """A node's own usage, without its pods'."""
     capacity = node.capacity.get(resource)
     try:
         basis = _quantity(capacity) if capacity else 0.0
@@ -177,9 +189,4 @@ def node_usage(node: NodeInfo, pods: Sequence[PodInfo], resource: str, at: datet
     curve = _annotated(node.annotations, resource, basis, NODE_DEFAULTS[resource])
     t = (at - node.created).total_seconds() if node.created else 0.0
     now = curve.at(t)
-    total = curve.integral(t) if resource == "cpu" else now
-    for pod in pods:
-        for _, usage in container_usage(pod, resource, at):
-            now += usage.now
-            total += usage.total
-    return Usage(now, total)
+    return Usage(now, curve.integral(t) if resource == "cpu" else now)

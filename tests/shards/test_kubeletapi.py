@@ -677,3 +677,27 @@ async def test_port_forward_over_the_kubelets_websocket_channels(protocol: str) 
             assert got[0][1].endswith(b"kubemock-fleet: default/web port 8080: GET /x\n")
             await client.send_all(ws.send(CloseConnection(code=1000)))
     assert not got.get(1)[1:] and not got.get(3)[1:]  # type: ignore[index]
+
+
+async def test_requests_wait_while_lease_renewals_are_overdue() -> None:
+    # The shard's Lease lane comes first (its give_way): a scrape of every node waits.
+    view = View()
+    clear = trio.Event()
+    asked: list[int] = []
+
+    async def give_way() -> None:
+        asked.append(1)
+        await clear.wait()
+
+    server = KubeletServer(_settings(trustme.CA()), view, wall=lambda: T0, give_way=give_way)
+    done: list[object] = []
+
+    async def scrape() -> None:
+        done.append(await server.handle(_request("/nodes/n1/metrics/resource")))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(scrape)
+        await trio.testing.wait_all_tasks_blocked()
+        assert asked and not done  # held while renewals are overdue
+        clear.set()
+    assert len(done) == 1 and done[0].status == 200  # type: ignore[attr-defined]
