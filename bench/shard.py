@@ -58,6 +58,7 @@ from typing import Any
 __all__ = [
     "BenchResult",
     "RunningCase",
+    "ScrapeCase",
     "SteadyCase",
     "format_report",
     "run",
@@ -124,6 +125,41 @@ class SteadyCase:
 
 
 @dataclass(frozen=True, slots=True)
+class ScrapeCase:
+    """metrics-server's scrape (``/metrics/resource`` of every node every ``interval_s``)
+    against one shard's kubelet API, beside its Lease work."""
+
+    nodes: int
+    pods: int
+    interval_s: float
+    rounds: int
+    connections: int
+    idle_cpu_percent: float
+    """Shard CPU, % of one core, in the window before scraping."""
+    scrape_cpu_percent: float
+    """Shard CPU while scraped (the rounds after the first, whose TLS handshakes are not
+    steady state)."""
+    cpu_per_scrape_s: float
+    """Shard CPU of one round, net of the idle rate: what a scrape of every node costs."""
+    cpu_per_request_ms: float
+    round_wall_s: tuple[float, ...]
+    """First request to last answer, each round (the first includes the TLS handshakes)."""
+    bytes_per_node: int
+    failed: int
+    client_cpu_s_per_round: float
+    renewals_idle: int
+    late_idle_shard: int
+    lateness_max_idle_s: float
+    renewals_scraped: int
+    late_scraped_shard: int
+    late_scraped_stub: int
+    lateness_max_scraped_s: float
+    lateness_p99_scraped_s: float
+    peak_rss_mib: float
+    loadavg: tuple[float, float, float]
+
+
+@dataclass(frozen=True, slots=True)
 class RunningCase:
     """``pods`` pods bound at once to ``nodes`` nodes, to Running (PATCH sent)."""
 
@@ -150,6 +186,7 @@ class BenchResult:
     load: str
     steady: SteadyCase | None
     running: RunningCase | None
+    scrape: ScrapeCase | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -188,6 +225,7 @@ class _Pair:
         *,
         shard_code: str = "from fleet.cli import main; main()",
         shard_env: dict[str, str] | None = None,
+        shard_config: str = "",
     ) -> None:
         self._dir = Path(tempfile.mkdtemp(prefix="kubemock-fleet-bench-shard-"))
         self.stub = subprocess.Popen(
@@ -218,7 +256,7 @@ class _Pair:
             "users:\n- name: stub\n  user: {}\n"
         )
         config = self._dir / "fleet.yaml"
-        config.write_text(f"shard:\n  metricsPort: {self.metrics_port}\n")
+        config.write_text(f"shard:\n  metricsPort: {self.metrics_port}\n{shard_config}")
         self.log = (self._dir / "shard.log").open("wb")
         self.started = time.monotonic()
         self.shard = subprocess.Popen(
@@ -474,6 +512,127 @@ def _running(nodes: int, pods: int, repeats: int, settle: float, timeout: float)
     )
 
 
+def _scrape(
+    nodes: int,
+    pods: int,
+    rounds: int,
+    interval: float,
+    connections: int,
+    settle: float,
+    timeout: float,
+) -> ScrapeCase:
+    import trustme
+
+    ca = trustme.CA(organization_name="kubemock-fleet bench")
+    workdir = Path(tempfile.mkdtemp(prefix="kubemock-fleet-bench-scrape-"))
+    ca_file = workdir / "client-ca.crt"
+    ca_file.write_bytes(ca.cert_pem.bytes())
+    client = ca.issue_cert("metrics-server", common_name="system:metrics-server")
+    cert, key = workdir / "client.crt", workdir / "client.key"
+    cert.write_bytes(b"".join(b.bytes() for b in client.cert_chain_pems))
+    key.write_bytes(client.private_key_pem.bytes())
+    port = _free_port()
+    pair = _Pair(
+        nodes,
+        pods,
+        shard_config=(
+            f"  kubeletApi: true\n  kubeletPort: {port}\n  kubeletBind: 127.0.0.1\n"
+            f"  kubeletAddress: 127.0.0.1\n  kubeletClientCaFile: {ca_file}\n"
+            # the stub serves no SubjectAccessReview: certificates alone, as "auto" would
+            # decide against it (a real cluster's reviews are cached for 5 minutes)
+            "  kubeletAuthorization: always-allow\n"
+        ),
+    )
+    scraper: subprocess.Popen[str] | None = None
+    try:
+        pair.wait_for(
+            lambda s: s["nodes_registered"] >= nodes and s["node_leases"] >= nodes,
+            timeout,
+            "nodes registered",
+        )
+        pair.wait_for(lambda s: s["pods_running"] >= pods, timeout, "pods Running")
+        time.sleep(settle)
+        # the idle window: as long as the scraped one, Leases only
+        window = interval * (rounds - 1)
+        late0 = pair.shard_metric("kubemock_fleet_lease_renewals_late_total")
+        pair.stub_call("/_stub/reset", "POST")
+        c0, t0 = pair.cpu(), time.monotonic()
+        time.sleep(window)
+        c1, t1 = pair.cpu(), time.monotonic()
+        idle = pair.stub_call("/_stub/stats")
+        late1 = pair.shard_metric("kubemock_fleet_lease_renewals_late_total")
+        idle_rate = (c1 - c0) / (t1 - t0)
+        scraper = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bench._kubeletscrape",
+                f"--port={port}",
+                f"--nodes={nodes}",
+                f"--cert={cert}",
+                f"--key={key}",
+                f"--interval={interval:g}",
+                f"--rounds={rounds}",
+                f"--connections={connections}",
+            ],
+            stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
+        assert scraper.stdout is not None
+        first = json.loads(scraper.stdout.readline())  # TLS handshakes: not steady state
+        pair.stub_call("/_stub/reset", "POST")
+        late2 = pair.shard_metric("kubemock_fleet_lease_renewals_late_total")
+        c2, t2 = pair.cpu(), time.monotonic()
+        later = [json.loads(line) for line in scraper.stdout]
+        scraper.wait(timeout=60)
+        c3, t3 = pair.cpu(), time.monotonic()
+        scraped = pair.stub_call("/_stub/stats")
+        late3 = pair.shard_metric("kubemock_fleet_lease_renewals_late_total")
+        peak = _status_kib(pair.shard.pid, "VmHWM:")
+        load = os.getloadavg()
+    finally:
+        if scraper is not None:
+            if scraper.poll() is None:
+                scraper.kill()
+                scraper.wait()
+            if scraper.stdout is not None:
+                scraper.stdout.close()
+        pair.stop()
+    rows = [first, *later]
+    steady_rounds = len(later)
+    cpu = c3 - c2
+    net = max(0.0, cpu - idle_rate * (t3 - t2))
+    ok = sum(r["ok"] for r in later)
+    return ScrapeCase(
+        nodes=nodes,
+        pods=pods,
+        interval_s=interval,
+        rounds=rounds,
+        connections=connections,
+        idle_cpu_percent=round(100 * idle_rate, 1),
+        scrape_cpu_percent=round(100 * cpu / (t3 - t2), 1),
+        cpu_per_scrape_s=round(net / max(steady_rounds, 1), 2),
+        cpu_per_request_ms=round(1000 * net / max(ok, 1), 3),
+        round_wall_s=tuple(r["wall_s"] for r in rows),
+        bytes_per_node=int(sum(r["bytes"] for r in later) / max(ok, 1)),
+        failed=sum(r["failed"] for r in rows),
+        client_cpu_s_per_round=round(
+            sum(r["client_cpu_s"] for r in later) / max(steady_rounds, 1), 2
+        ),
+        renewals_idle=idle["renewals"],
+        late_idle_shard=int(late1 - late0),
+        lateness_max_idle_s=round(idle["lateness_max_s"], 3),
+        renewals_scraped=scraped["renewals"],
+        late_scraped_shard=int(late3 - late2),
+        late_scraped_stub=scraped["renewals_late_2s"],
+        lateness_max_scraped_s=round(scraped["lateness_max_s"], 3),
+        lateness_p99_scraped_s=round(scraped["lateness_p99_s"], 3),
+        peak_rss_mib=round(peak / 1024, 1),
+        loadavg=(round(load[0], 2), round(load[1], 2), round(load[2], 2)),
+    )
+
+
 def run(
     *,
     nodes: int = 10_000,
@@ -483,6 +642,9 @@ def run(
     running_nodes: int = 1_000,
     running_pods: int = 10_000,
     repeats: int = 3,
+    scrape_rounds: int = 9,
+    scrape_interval: float = 15.0,
+    scrape_connections: int = 64,
     cases: tuple[str, ...] = ("steady", "running"),
     timeout: float = 1800.0,
     progress: Callable[[str], None] | None = None,
@@ -508,14 +670,29 @@ def run(
             f"running: {running_pods:,} pods bound -> Running on {running_nodes:,} nodes, {repeats} times"
         )
         running = _running(running_nodes, running_pods, repeats, min(settle, 15.0), timeout)
+    scrape = None
+    if "scrape" in cases:
+        say(
+            f"scrape: {nodes:,} nodes, {pods:,} pods: {scrape_rounds} rounds of /metrics/resource "
+            f"every {scrape_interval:g} s, after as long a window without"
+        )
+        scrape = _scrape(
+            nodes, pods, scrape_rounds, scrape_interval, scrape_connections, settle, timeout
+        )
     load = os.getloadavg()
     return BenchResult(
         machine=f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}",
         python=platform.python_version(),
-        command=f"kubemock-fleet bench shard --nodes {nodes} --pods {pods} --duration {duration:g}",
+        command=(
+            f"kubemock-fleet bench shard-scrape --nodes {nodes} --pods {pods} "
+            f"--duration {scrape_interval * (scrape_rounds - 1):g}"
+            if cases == ("scrape",)
+            else f"kubemock-fleet bench shard --nodes {nodes} --pods {pods} --duration {duration:g}"
+        ),
         load=f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at the end",
         steady=steady,
         running=running,
+        scrape=scrape,
     )
 
 
@@ -562,4 +739,23 @@ def format_report(result: BenchResult) -> str:
             f"| {r.pods:,} pods bound -> Running ({r.nodes:,} nodes, min of {r.repeats}) | "
             f"{r.cpu_s:.2f} s CPU ({r.cpu_net_s:.2f} s net of Leases), {r.wall_s:.1f} s wall | <= 10 s CPU |"
         )
+    c = result.scrape
+    if c is not None:
+        walls = ", ".join(f"{w:.1f}" for w in c.round_wall_s)
+        lines += [
+            f"| scrape of {c.nodes:,} nodes' /metrics/resource ({c.pods:,} pods), shard CPU net of "
+            f"Leases | **{c.cpu_per_scrape_s:.2f} s** a round ({c.cpu_per_request_ms:.3f} ms a node, "
+            f"{c.bytes_per_node:,} B) | |",
+            f"| shard CPU, every {c.interval_s:g} s scraped / not | {c.scrape_cpu_percent:.1f} % / "
+            f"{c.idle_cpu_percent:.1f} % of a core | <= 30 % |",
+            f"| round wall (first has the TLS handshakes, {c.connections} connections) | {walls} s | "
+            f"< {c.interval_s:g} s |",
+            f"| Lease renewals > 2 s late, scraped (shard / stub) | {c.late_scraped_shard} / "
+            f"{c.late_scraped_stub} of {c.renewals_scraped:,}; max {c.lateness_max_scraped_s:.2f} s, "
+            f"p99 {c.lateness_p99_scraped_s:.2f} s | 0 |",
+            f"| the same, not scraped (shard) | {c.late_idle_shard} of {c.renewals_idle:,}; max "
+            f"{c.lateness_max_idle_s:.2f} s | 0 |",
+            f"| failed requests / scraper CPU a round / shard peak RSS | {c.failed} / "
+            f"{c.client_cpu_s_per_round:.2f} s / {c.peak_rss_mib:.0f} MiB | 0 / / <= 500 MB |",
+        ]
     return "\n".join(lines)

@@ -221,6 +221,7 @@ class ShardEngine:
                 wall=wall,
                 # reviews create nothing: not fenced (they answer requests about any node)
                 auth=WebhookAuth(control, authorization=kubelet_api.authorization, clock=clock),
+                give_way=self.nodes.leases.give_way,  # a scrape of every node waits for Leases
             )
         self._ready = False
         self._crs_drained = trio.Event()

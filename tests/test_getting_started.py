@@ -16,11 +16,15 @@ truncated, so the real creation is at most a second later): a watch
 
 from __future__ import annotations
 
+import re
+import socket
 import subprocess
 import threading
 import time
+import urllib.request
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -173,7 +177,60 @@ def test_getting_started_kube_mock_example(tmp_path: Path, control_plane: str) -
         assert {p["status"]["phase"] for p in slow} == {"Pending"}
         assert {p["spec"].get("nodeName") for p in slow} == {"node-sample"}
 
+        _kubelet_commands(kc, pods)
         assert up.stop() == 0
+
+
+def _kubelet_commands(kc: Path, pods: list[dict[str, Any]]) -> None:
+    """The README's step 5 (in the namespace ``short``): logs, exec, port-forward, top."""
+    names = {p["metadata"]["name"] for p in pods}
+    ns = ("-n", "short")
+    deploy = "deploy/kube-mock-example"
+    log = kubectl(kc, "logs", deploy, "--tail", "1", *ns).stdout
+    assert re.fullmatch(
+        r'kubemock-fleet: container "container-0o8ycf" of pod short/(\S+) on node '
+        r"node-sample: heartbeat \d+\n",
+        log,
+    ), log
+    assert kubectl(kc, "exec", deploy, *ns, "--", "hostname").stdout.strip() in names
+    port = _free_port()
+    forward = subprocess.Popen(
+        [KUBECTL, "--kubeconfig", str(kc), "port-forward", deploy, f"{port}:80", *ns],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        assert forward.stdout is not None
+        assert "Forwarding from" in forward.stdout.readline()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/hello", timeout=10) as answer:
+            said = answer.read().decode()
+        assert re.fullmatch(r"kubemock-fleet: short/(\S+) port 80: GET /hello\n", said), said
+    finally:
+        forward.terminate()
+        forward.wait(timeout=10)
+        if forward.stdout is not None:
+            forward.stdout.close()
+    # on the real control plane, once the aggregator has found metrics.k8s.io available
+    wait_until(
+        lambda: kubectl(kc, "top", "pods", *ns, check=False).returncode == 0, 30, "kubectl top"
+    )
+    rows = kubectl(kc, "top", "pods", *ns, "--no-headers").stdout.splitlines()
+    assert {row.split()[0] for row in rows} == names
+    assert {tuple(row.split()[1:]) for row in rows} == {("10m", "10Mi")}  # 10 %, 50 % of requests
+
+    def all_running() -> bool:
+        listed = kubectl_json(kc, "get", "pods", "-A")["items"]
+        return {p["status"]["phase"] for p in listed} == {"Running"} and len(listed) == 40
+
+    wait_until(all_running, 15, "the ten-seconds pods Running too")
+    nodes = kubectl(kc, "top", "nodes", "--no-headers").stdout.split()
+    # 100m + 40 x 10m, 512Mi + 40 x 10Mi: the node's base and both Deployments' pods
+    assert (nodes[0], nodes[1], nodes[3]) == ("node-sample", "500m", "912Mi"), nodes
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 README = EXAMPLES.parent / "README.md"
@@ -198,6 +255,12 @@ def test_readme_opens_with_the_two_commands_and_replays_the_examples() -> None:
         "kubectl apply -f examples/node-sample.yaml",
         "kubectl apply -f examples/deployment.yaml",
         "export KUBECONFIG=$PWD/kubemock-fleet.kubeconfig",
+        "kubectl logs deploy/kube-mock-example --tail 1",
+        "kubectl exec deploy/kube-mock-example -- hostname",
+        "kubectl port-forward deploy/kube-mock-example 8080:80",
+        "curl localhost:8080/hello",
+        "kubectl top pods",
+        "kubectl top nodes",
     ):
         assert command in text
     assert "zhizuqiu.github.com/delayRunning: 10s" in (EXAMPLES / "deployment.yaml").read_text()

@@ -12,14 +12,17 @@ import os
 import pty
 import select
 import socket
+import ssl
 import subprocess
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+import httpx
 import pytest
 
+from fleet.kube import load_config
 from tests._apiserver import real_binaries
 from tests._up_process import kubectl, kubectl_json, node_ready, up_process, wait_until
 
@@ -107,12 +110,27 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _port_forward(binary: str, kubeconfig: Path, pod: str) -> list[str]:
+FALLBACK = "fallback to secondary dialer"
+"""client-go's log line (-v=4) when its WebSocket port-forward is refused and SPDY is used."""
+
+
+def _port_forward(
+    binary: str, kubeconfig: Path, pod: str, *, log: list[str] | None = None
+) -> list[str]:
     """Through ``kubectl port-forward``: GET on 8080 (default answer), on 8081 (scripted),
-    and a line to 7000 (echo)."""
+    and a line to 7000 (echo). ``log``: kubectl's -v=4 lines up to its listening go there."""
     http, teapot, echo = _free_port(), _free_port(), _free_port()
+    verbose = ["-v=4"] if log is not None else []
     child = subprocess.Popen(
-        [binary, "port-forward", f"pod/{pod}", f"{http}:8080", f"{teapot}:8081", f"{echo}:7000"],
+        [
+            binary,
+            *verbose,
+            "port-forward",
+            f"pod/{pod}",
+            f"{http}:8080",
+            f"{teapot}:8081",
+            f"{echo}:7000",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -120,8 +138,16 @@ def _port_forward(binary: str, kubeconfig: Path, pod: str) -> list[str]:
     )
     try:
         assert child.stdout is not None
-        for _ in range(6):  # "Forwarding from 127.0.0.1:<port> -> <port>", IPv4 and IPv6
-            assert "Forwarding from" in child.stdout.readline()
+        forwarding = 0
+        while forwarding < 6:  # "Forwarding from 127.0.0.1:<port> -> <port>", IPv4 and IPv6
+            line = child.stdout.readline()
+            assert line, "kubectl port-forward ended"
+            if "Forwarding from" in line:
+                forwarding += 1
+            elif log is not None:
+                log.append(line)
+            else:
+                raise AssertionError(line)
         got = []
         with urllib.request.urlopen(f"http://127.0.0.1:{http}/hello", timeout=10) as answer:
             got.append(answer.read().decode().strip())
@@ -257,14 +283,73 @@ def test_logs_and_node_proxy_through_the_sandbox(tmp_path: Path) -> None:
         piped = _run(BINARIES[0], kc, "exec", "-i", "talker", "--", "cat", stdin="a\nb\n")
         assert (piped.returncode, piped.stdout) == (0, "a\nb\n"), piped.stderr  # SPDY stdin FIN
 
-        # port-forward: SPDY (kubectl >= 1.31 falls back to it from its WebSocket tunnel)
-        for binary in (BINARIES[0], BINARIES[-1]):
-            assert _port_forward(binary, kc, "talker") == [
+        # port-forward: SPDY (kubectl 1.27), SPDY tunnelled in a WebSocket (1.33), no fallback
+        for binary in (BINARIES[0], BINARIES[-2]):
+            log: list[str] = []
+            assert _port_forward(binary, kc, "talker", log=log) == [
                 "kubemock-fleet: default/talker port 8080: GET /hello",
                 "418 teapot",
                 "ping",
             ], binary
+            assert not [line for line in log if FALLBACK in line], (binary, log)
+        tunnelled = [line for line in log if "Before WebSocket Upgrade" in line]
+        assert tunnelled, log  # 1.33 did try the WebSocket (and, above, was not refused)
+        # the kubelet's own WebSocket port-forward, as the official Python client opens it
+        assert _python_port_forward(kc, "talker") == (
+            b"HTTP/1.1 200 OK",
+            b"kubemock-fleet: default/talker port 8080: GET /py\n",
+            b"pong",
+        )
     assert not [line for line in up.stderr if "Traceback" in line], up.stderr
+
+
+def _python_port_forward(kubeconfig: Path, pod: str) -> tuple[bytes, bytes, bytes]:
+    """The official client's ``portforward`` (``v4.channel.k8s.io`` over WebSocket) on 8080
+    and 7000: the status line and body of a GET, and an echo."""
+    from kubernetes import client, config
+    from kubernetes.stream import portforward
+
+    api = client.CoreV1Api(config.new_client_from_config(str(kubeconfig)))
+    forward = portforward(
+        api.connect_get_namespaced_pod_portforward, pod, "default", ports="8080,7000"
+    )
+    try:
+        http = forward.socket(8080)
+        http.setblocking(True)
+        http.settimeout(10)
+        http.sendall(b"GET /py HTTP/1.1\r\nHost: pod\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while b"\r\n\r\n" not in answer or len(answer.partition(b"\r\n\r\n")[2]) < int(
+            answer.lower().partition(b"content-length: ")[2].split(b"\r\n")[0] or 0
+        ):  # the connection stays until the WebSocket ends: read what Content-Length says
+            chunk = http.recv(4096)
+            assert chunk, answer
+            answer += chunk
+        echo = forward.socket(7000)
+        echo.setblocking(True)
+        echo.settimeout(10)
+        echo.sendall(b"pong")
+        pong = echo.recv(100)
+        for port in (8080, 7000):
+            assert forward.error(port) is None, forward.error(port)
+    finally:
+        forward.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return head.split(b"\r\n")[0], body, pong
+
+
+def _refused(context: object, port: int) -> bool:
+    """Whether the metrics.k8s.io server turns away a client with ``context``'s certificate
+    (its own serving certificate taken on trust)."""
+    assert isinstance(context, ssl.SSLContext)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with httpx.Client(verify=context) as client:
+            client.get(f"https://127.0.0.1:{port}/apis/metrics.k8s.io/v1beta1/nodes")
+    except httpx.TransportError:
+        return True
+    return False
 
 
 @pytest.mark.real
@@ -307,9 +392,39 @@ def test_logs_exec_port_forward_through_a_real_apiserver(tmp_path: Path) -> None
         failed = kubectl(kc, "exec", "talker", "--", "sh", "-c", "exit 3", check=False)
         assert failed.returncode == 3, failed.stderr
 
-        assert _port_forward(BINARIES[-1], kc, "talker") == [
-            "kubemock-fleet: default/talker port 8080: GET /hello",
-            "418 teapot",
-            "ping",
-        ]
+        for binary in (BINARIES[0], BINARIES[-2]):  # SPDY; SPDY in a WebSocket, passed through
+            log: list[str] = []
+            assert _port_forward(binary, kc, "talker", log=log) == [
+                "kubemock-fleet: default/talker port 8080: GET /hello",
+                "418 teapot",
+                "ping",
+            ], binary
+            assert not [line for line in log if FALLBACK in line], (binary, log)
+        assert _python_port_forward(kc, "talker")[1:] == (
+            b"kubemock-fleet: default/talker port 8080: GET /py\n",
+            b"pong",
+        )
+
+        # kubectl top: kube-apiserver 1.24 has no metrics.k8s.io; up registers an APIService
+        # for its own aggregated server, which the aggregator reaches with its proxy
+        # client certificate
+        def top_ready() -> bool:
+            return kubectl(kc, "top", "pod", "talker", "--no-headers", check=False).returncode == 0
+
+        wait_until(top_ready, 30, "the APIService v1beta1.metrics.k8s.io Available")
+        for binary in (BINARIES[0], BINARIES[-1]):
+            top = _run(binary, kc, "top", "pod", "talker", "--no-headers")
+            assert top.stdout.split()[1:] == ["250m", "32Mi"], (binary, top.stdout, top.stderr)
+            nodes = _run(binary, kc, "top", "nodes", "--no-headers")
+            rows = {row.split()[0]: row.split()[1] for row in nodes.stdout.splitlines()}
+            assert rows == {"fleet-node-0": "350m", "fleet-node-1": "100m"}, nodes  # base + pods
+        picked = kubectl(kc, "top", "pod", "-l", "app=web", "--no-headers", check=False)
+        assert "talker" not in picked.stdout, picked.stdout  # the selector reached the LIST
+        apiservice = kubectl_json(kc, "get", "apiservice", "v1beta1.metrics.k8s.io")
+        available = {c["type"]: c["status"] for c in apiservice["status"]["conditions"]}
+        assert available["Available"] == "True", apiservice["status"]
+        # only the aggregator's certificate gets in: the admin's (cluster CA) does not
+        port = apiservice["spec"]["service"]["port"]
+        assert _refused(load_config(kc).ssl_context, port)
+        assert _refused(ssl.create_default_context(), port)  # no certificate at all
     assert not [line for line in up.stderr if "Traceback" in line], up.stderr

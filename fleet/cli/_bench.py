@@ -46,14 +46,19 @@ from fleet.errors import FleetError, InputError
 TRANSPORT = "transport"
 SANDBOX = "sandbox"
 SHARD = "shard"
+SHARD_SCRAPE = "shard-scrape"
+SCRAPE_INTERVAL = 15.0
+"""metrics-server's default --metric-resolution: the scrape case's round interval."""
 
 
 @app.command()
 def bench(
     scenario: str = typer.Argument(
         ...,
-        help="'transport' (client CPU per PATCH), a load scenario (node-density, pod-startup, churn, "
-        "heartbeat-soak, kwok-ci, daemonset) or a scenario YAML file.",
+        help="'transport' (client CPU per PATCH), 'sandbox', 'shard', 'shard-scrape' "
+        "(metrics-server's /metrics/resource scrape of every node of one shard), a load "
+        "scenario (node-density, pod-startup, churn, heartbeat-soak, kwok-ci, daemonset) or a "
+        "scenario YAML file.",
     ),
     requests: int = typer.Option(
         5000, "--requests", min=1, help="transport: requests per timed repeat."
@@ -117,7 +122,11 @@ def bench(
         "scenario).",
     ),
     duration: float = typer.Option(
-        600.0, "--duration", min=1, help="shard: seconds of steady state measured."
+        600.0,
+        "--duration",
+        min=1,
+        help="shard: seconds of steady state measured; shard-scrape: seconds scraped "
+        "(a round every 15 s), after as long a window without.",
     ),
     keep: bool = typer.Option(
         False,
@@ -148,8 +157,8 @@ def bench(
             requests, repeats, inflight, schemes, servers, watchers, events, rates, as_json, output
         )
         return
-    if scenario == SHARD:
-        _shard(nodes, pods, duration, as_json, output)
+    if scenario in (SHARD, SHARD_SCRAPE):
+        _shard(nodes, pods, duration, as_json, output, scrape=scenario == SHARD_SCRAPE)
         return
     from bench import load_scenario  # heavy imports only when the command runs
 
@@ -267,12 +276,19 @@ def _sandbox(
 
 
 def _shard(
-    nodes: int | None, pods: int | None, duration: float, as_json: bool, output: Path | None
+    nodes: int | None,
+    pods: int | None,
+    duration: float,
+    as_json: bool,
+    output: Path | None,
+    *,
+    scrape: bool = False,
 ) -> None:
-    """One shard against a stub apiserver: steady-state CPU, RSS, Lease lateness (:mod:`bench.shard`)."""
+    """One shard against a stub apiserver: steady-state CPU, RSS, Lease lateness; or, with
+    ``scrape``, what metrics-server's scrape of its kubelet API costs (:mod:`bench.shard`)."""
     from bench import shard
 
-    nodes, pods = nodes or 10_000, pods or 100_000
+    nodes, pods = nodes or 10_000, pods if pods is not None else 100_000
     # Bound -> Running: 10,000 pods on 1,000 nodes (fewer in a small run); settle at most 20 s.
     result = shard.run(
         nodes=nodes,
@@ -281,11 +297,15 @@ def _shard(
         settle=min(20.0, duration),
         running_nodes=min(nodes, 1_000),
         running_pods=min(pods, 10_000),
+        scrape_rounds=max(2, round(duration / SCRAPE_INTERVAL) + 1),
+        scrape_interval=SCRAPE_INTERVAL,
+        cases=("scrape",) if scrape else ("steady", "running"),
         progress=_progress,
     )
     if output is not None:
         output.mkdir(parents=True, exist_ok=True)
-        (output / f"{SHARD}.json").write_text(result.to_json() + "\n")
+        name = SHARD_SCRAPE if scrape else SHARD
+        (output / f"{name}.json").write_text(result.to_json() + "\n")
     if as_json:
         typer.echo(result.to_json())
     else:

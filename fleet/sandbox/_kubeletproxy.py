@@ -332,7 +332,10 @@ def stream_location(
     node = spec.get("nodeName")
     if not node:
         raise _bad_request(f"pod {name} does not have a host assigned")
-    params = [(k, v) for k, v in query if k != "container"]
+    params = [(k, v) for k, v in query if k not in ("container", "ports")]
+    # PodPortForwardOptions.ports becomes one ``port`` each at the kubelet (kube-apiserver's
+    # PortForwardLocation); the kubelet's WebSocket port-forward reads only those
+    params += [("port", p) for k, v in query if k == "ports" for p in v.split(",") if p]
     return node_endpoint(lookup_node(node), node), path + (
         f"?{urlencode(params)}" if params else ""
     )

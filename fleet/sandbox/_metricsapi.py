@@ -4,8 +4,9 @@ metrics-server cannot run next to the sandbox (no API aggregation), so the sandb
 ``NodeMetrics`` and ``PodMetrics`` itself and ``kubectl top nodes`` / ``kubectl top pods``
 work on ``up``. Each request reads the Summary API (``/nodes/{node}/stats/summary``, the
 fleet's per-node form; ``usageNanoCores`` is the usage now, no second scrape for a rate)
-of the nodes it concerns, at most ``FETCHES_IN_FLIGHT`` at once, with the kubelet client
-certificate of ``pods/log``. Nodes whose kubelet does not answer are left out, as
+of the nodes it concerns, with the kubelet client certificate of ``pods/log``; the scrape and
+the objects are ``fleet.kube``'s (shared with ``fleet.metricsapi``, the aggregated server
+beside a real kube-apiserver). Nodes whose kubelet does not answer are left out, as
 metrics-server leaves out nodes it could not scrape; a single one asked for is 404.
 
 Lists take a ``labelSelector`` (``kubectl top pods -l app=web``), matched against the
@@ -16,14 +17,20 @@ interval (a fixed ``WINDOW``).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from typing import Any
 
 import httpx
-import trio
 
 from fleet.errors import InputError
+from fleet.kube import (
+    METRICS_GROUP,
+    METRICS_VERSION,
+    fetch_summaries,
+    metrics_list,
+    node_metrics,
+    pod_metrics,
+)
 from fleet.sandbox import _libs
 from fleet.sandbox._kubeletproxy import CONNECT_TIMEOUT, KubeletClientCert, node_endpoint
 from fleet.sandbox._registry import Registry, ResourceType
@@ -32,16 +39,10 @@ from fleet.sandbox._store import Store
 
 __all__ = ["GROUP", "MetricsApi", "metrics_types"]
 
-log = logging.getLogger("fleet.sandbox")
-
-GROUP = "metrics.k8s.io"
-VERSION = "v1beta1"
-FETCHES_IN_FLIGHT = 16
-"""Kubelets asked at once for one request (a sandbox runs tens of nodes, not thousands)."""
+GROUP = METRICS_GROUP
+VERSION = METRICS_VERSION
 FETCH_TIMEOUT = 10.0
 """Seconds a kubelet may take to answer (metrics-server's own default scrape timeout)."""
-WINDOW = "10s"
-"""The ``window`` reported: metrics-server's with its default 15 s resolution rounds to it."""
 _NODES = ("", "nodes")
 _PODS = ("", "pods")
 
@@ -61,18 +62,6 @@ def _not_found(kind: str, name: str) -> StatusError:
         f'{kind}.{GROUP} "{name}" not found',
         {"name": name, "group": GROUP, "kind": kind},
     )
-
-
-def _cpu(stats: dict[str, Any]) -> str:
-    return f"{int((stats.get('cpu') or {}).get('usageNanoCores') or 0)}n"
-
-
-def _memory(stats: dict[str, Any]) -> str:
-    return f"{int((stats.get('memory') or {}).get('workingSetBytes') or 0) // 1024}Ki"
-
-
-def _time(stats: dict[str, Any]) -> str:
-    return str((stats.get("cpu") or {}).get("time") or "")
 
 
 class MetricsApi:
@@ -110,26 +99,15 @@ class MetricsApi:
     async def _summaries(
         self, cert: KubeletClientCert, nodes: list[str]
     ) -> dict[str, dict[str, Any]]:
-        out: dict[str, dict[str, Any]] = {}
-        limiter = trio.CapacityLimiter(FETCHES_IN_FLIGHT)
+        endpoints: dict[str, str] = {}
+        for node in nodes:
+            try:
+                endpoints[node] = node_endpoint(self.store.get(_NODES, "", node), node)
+            except StatusError:  # no such node, or no address: not scraped
+                continue
         timeout = httpx.Timeout(FETCH_TIMEOUT, connect=CONNECT_TIMEOUT)
-
         async with httpx.AsyncClient(verify=cert.context(), timeout=timeout) as client:
-
-            async def fetch(node: str) -> None:
-                async with limiter:
-                    try:
-                        endpoint = node_endpoint(self.store.get(_NODES, "", node), node)
-                        answer = await client.get(f"https://{endpoint}/nodes/{node}/stats/summary")
-                        if answer.status_code == 200:
-                            out[node] = answer.json()
-                    except (StatusError, httpx.HTTPError, ValueError) as exc:
-                        log.debug("metrics: node %s: %s", node, exc)
-
-            async with trio.open_nursery() as nursery:
-                for node in nodes:
-                    nursery.start_soon(fetch, node)
-        return out
+            return await fetch_summaries(client, endpoints)
 
     async def _nodes(
         self, cert: KubeletClientCert, name: str | None, selected: Callable[[Any], bool]
@@ -143,35 +121,20 @@ class MetricsApi:
         if name is not None and ("", name) not in objects:
             raise _not_found("nodes", name)
         summaries = await self._summaries(cert, names)
-        items = []
-        for node in names:
-            summary = summaries.get(node)
-            if summary is None:
-                continue
-            stats = summary.get("node") or {}
-            meta = (objects.get(("", node)) or {}).get("metadata") or {}
-            items.append(
-                {
-                    "metadata": {
-                        "name": node,
-                        "creationTimestamp": _time(stats),
-                        "labels": meta.get("labels") or {},
-                    },
-                    "timestamp": _time(stats),
-                    "window": WINDOW,
-                    "usage": {"cpu": _cpu(stats), "memory": _memory(stats)},
-                }
+        items = [
+            node_metrics(
+                node,
+                ((objects.get(("", node)) or {}).get("metadata") or {}).get("labels") or {},
+                summaries[node],
             )
+            for node in names
+            if node in summaries
+        ]
         if name is not None:
             if not items:
                 raise _not_found("nodes", name)
             return {"kind": "NodeMetrics", "apiVersion": f"{GROUP}/{VERSION}", **items[0]}
-        return {
-            "kind": "NodeMetricsList",
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "metadata": {},
-            "items": items,
-        }
+        return metrics_list("NodeMetricsList", items)
 
     async def _pods(
         self,
@@ -193,43 +156,9 @@ class MetricsApi:
         nodes = sorted(
             {str((p.get("spec") or {}).get("nodeName")) for p in wanted.values()} - {"None", ""}
         )
-        summaries = await self._summaries(cert, nodes)
-        items: list[dict[str, Any]] = []
-        for summary in summaries.values():
-            for stats in summary.get("pods") or []:
-                ref = stats.get("podRef") or {}
-                key = (ref.get("namespace", ""), ref.get("name", ""))
-                pod = wanted.get(key)
-                if pod is None:
-                    continue
-                meta = pod.get("metadata") or {}
-                items.append(
-                    {
-                        "metadata": {
-                            "name": key[1],
-                            "namespace": key[0],
-                            "creationTimestamp": _time(stats),
-                            "labels": meta.get("labels") or {},
-                        },
-                        "timestamp": _time(stats),
-                        "window": WINDOW,
-                        "containers": [
-                            {
-                                "name": c.get("name", ""),
-                                "usage": {"cpu": _cpu(c), "memory": _memory(c)},
-                            }
-                            for c in stats.get("containers") or []
-                        ],
-                    }
-                )
-        items.sort(key=lambda i: (i["metadata"]["namespace"], i["metadata"]["name"]))
+        items = pod_metrics(await self._summaries(cert, nodes), wanted)
         if name is not None:
             if not items:
                 raise _not_found("pods", name)
             return {"kind": "PodMetrics", "apiVersion": f"{GROUP}/{VERSION}", **items[0]}
-        return {
-            "kind": "PodMetricsList",
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "metadata": {},
-            "items": items,
-        }
+        return metrics_list("PodMetricsList", items)

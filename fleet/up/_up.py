@@ -30,7 +30,9 @@
 
 Shards serve the kubelet API on loopback (a free port each) and trust the apiserver's
 kubelet client CA (the sandbox's, or the real control plane's), so ``kubectl logs``,
-``exec``, ``port-forward`` and ``nodes/proxy`` reach them through either apiserver.
+``exec``, ``port-forward`` and ``nodes/proxy`` reach them through either apiserver. The
+sandbox serves ``metrics.k8s.io`` itself; beside a real kube-apiserver, ``up`` runs
+``fleet.metricsapi`` and registers it as an APIService, so ``kubectl top`` works on both.
 
 Then it reports a :class:`RunningUp` through ``task_status.started`` and
 runs until :meth:`Up.stop`, which stops top to bottom: shard children get
@@ -58,6 +60,7 @@ from fleet._settings import ENV_PREFIX, FleetSettings, ShardSettings
 from fleet.controlplane import serve_control_plane
 from fleet.errors import ConfigError
 from fleet.kube import Client, load_config
+from fleet.metricsapi import MetricsApiSettings, serve_metrics_api
 from fleet.realcp import (
     RealControlPlaneSettings,
     RunningControlPlane,
@@ -78,6 +81,8 @@ DEFAULT_SHARD_METRICS_PORT = ShardSettings().metrics_port
 
 __all__ = ["CONTROL_PLANES", "REAL_COMPONENT_LOOPS", "RunningUp", "Up", "UpSettings"]
 
+METRICS_USER = "kubemock-fleet-metrics"
+"""Who the aggregated metrics.k8s.io server is to the kubelets (the shards)."""
 CONTROL_PLANES = ("sandbox", "real")
 """What ``--control-plane`` takes: the embedded sandbox apiserver, or a real one."""
 CONTROL_PLANE_CHILD = "control-plane"
@@ -296,6 +301,8 @@ class Up:
                 for namespace in sorted({s.fleet.namespace, s.node_template.namespace}):
                     await ensure_namespace(client, namespace)
                 async with trio.open_nursery() as fleet:
+                    if real is not None:  # kubectl top: metrics.k8s.io, aggregated
+                        await fleet.start(serve_metrics_api, client, self._metrics_settings(real))
                     if real is not None and s.status_line:
                         api_sampler = ApiStatusSampler(client)
                         self._sampler = api_sampler
@@ -331,6 +338,13 @@ class Up:
                         await children_done.wait()
                     fleet.cancel_scope.cancel()
             outer.cancel_scope.cancel()
+
+    def _metrics_settings(self, real: RunningControlPlane) -> MetricsApiSettings:
+        """The aggregated metrics.k8s.io's trust: the request-header CA, and a client
+        certificate the shards' kubelet API accepts (``system:masters``, as kube-apiserver's
+        own kubelet client: a throwaway control plane needs no finer grant)."""
+        pair = real.issue("metrics-api-kubelet-client", METRICS_USER, ("system:masters",))
+        return MetricsApiSettings(real.front_proxy_ca_pem, pair.cert_pem, pair.key_pem)
 
     def _real_settings(self) -> RealControlPlaneSettings:
         s = self.settings

@@ -27,7 +27,7 @@ import base64
 import hashlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -38,9 +38,17 @@ from wsproto.utilities import LocalProtocolError
 
 from shards._kubeletapi._commands import SHELLS, Outcome, run_argv, run_line
 from shards._kubeletapi._http import Reply, Request, Upgrade
-from shards._kubeletapi._portforward import PORTFORWARD_PROTOCOL, PortForwardSession
+from shards._kubeletapi._portforward import (
+    CHANNEL_PROTOCOLS,
+    PORTFORWARD_PROTOCOL,
+    TUNNEL_PROTOCOL,
+    PortForwardSession,
+    parse_ports,
+    serve_channels,
+)
 from shards._kubeletapi._spdy import STREAM_CREATION_TIMEOUT, STREAM_PROTOCOLS, SpdySession
 from shards._kubeletapi._view import PodInfo, ShardView
+from shards._kubeletapi._wsstream import WebSocketStream
 
 __all__ = ["PROTOCOLS", "Streams"]
 
@@ -285,11 +293,11 @@ class Streams:
         if pod is None:
             return Reply(404, f'pod "{name}" in namespace "{namespace}" not found\n'.encode())
         upgrade = request.headers.get("upgrade", "").lower()
+        if upgrade == "websocket" and "sec-websocket-key" in request.headers:
+            return self._port_forward_websocket(pod, request)
         offered = _list(request.headers.get("x-stream-protocol-version", ""))
         if not upgrade.startswith("spdy/") or PORTFORWARD_PROTOCOL not in offered:
-            # kubectl >= 1.31 tries SPDY tunnelled in a WebSocket first, and falls back to
-            # plain SPDY on a refused upgrade
-            return Reply(400, b"port-forward is served over SPDY/3.1 (portforward.k8s.io)\n")
+            return Reply(400, b"Upgrade request required\n")
 
         async def run(stream: trio.abc.Stream, buffered: bytes) -> None:
             async with trio.open_nursery() as nursery:
@@ -302,6 +310,51 @@ class Streams:
             ("upgrade", "SPDY/3.1"),
             ("x-stream-protocol-version", PORTFORWARD_PROTOCOL),
         ]
+        return Upgrade(run, headers)
+
+    def _port_forward_websocket(self, pod: PodInfo, request: Request) -> Reply | Upgrade:
+        """SPDY tunnelled in a WebSocket (kubectl >= 1.31), else the kubelet's channel
+        protocol (``_portforward``)."""
+        offered = _list(request.headers.get("sec-websocket-protocol", ""))
+        run: Callable[[trio.abc.Stream, bytes], Awaitable[None]]
+        if TUNNEL_PROTOCOL in offered:
+            protocol = TUNNEL_PROTOCOL
+
+            async def run(stream: trio.abc.Stream, buffered: bytes) -> None:
+                tunnel = WebSocketStream(stream, buffered)
+                async with trio.open_nursery() as nursery:
+                    session = PortForwardSession(tunnel, b"", pod, nursery)
+                    await session.read()
+                    nursery.cancel_scope.cancel()
+                await tunnel.close()
+
+        else:
+            chosen = next(
+                (p for p in CHANNEL_PROTOCOLS if p in offered or not (p or offered)), None
+            )
+            if chosen is None:
+                return Reply(
+                    400,
+                    f"none of the offered subprotocols {offered} is served; supported: "
+                    f"{[TUNNEL_PROTOCOL, *filter(None, CHANNEL_PROTOCOLS)]}\n".encode(),
+                )
+            try:
+                ports = parse_ports([v for k, v in request.query if k == "port"])
+            except ValueError as exc:
+                return Reply(400, f"{exc}\n".encode())
+            protocol = chosen
+            text = ".base64." in chosen
+
+            async def run(stream: trio.abc.Stream, buffered: bytes) -> None:
+                await serve_channels(WebSocketStream(stream, buffered), pod, ports, text)
+
+        headers = [
+            ("upgrade", "websocket"),
+            ("connection", "Upgrade"),
+            ("sec-websocket-accept", accept_key(request.headers["sec-websocket-key"])),
+        ]
+        if protocol:
+            headers.append(("sec-websocket-protocol", protocol))
         return Upgrade(run, headers)
 
     async def _exec(

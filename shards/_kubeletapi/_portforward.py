@@ -1,10 +1,20 @@
-"""``/portForward/{ns}/{pod}``: a scripted responder on every forwarded port, over SPDY/3.1.
+"""``/portForward/{ns}/{pod}``: a scripted responder on every forwarded port.
 
-kubectl (≤ 1.30 directly; ≥ 1.31 after its WebSocket tunnel is refused, and kube-apiserver
-≥ 1.31 towards a kubelet) upgrades to SPDY/3.1 with ``portforward.k8s.io`` and opens, per
-local connection, an ``error`` and a ``data`` stream sharing a ``requestID`` and naming the
-``port``. The data stream is the connection to that port in the pod; here, a responder
-answers on it, by pod annotation ``fleet.mock.zhizuqiu.cn/port.<port>``:
+Three ways in, as a kubelet serves them:
+
+* SPDY/3.1 with ``portforward.k8s.io`` (kubectl ≤ 1.30, and kube-apiserver ≥ 1.31 towards a
+  kubelet): per local connection, an ``error`` and a ``data`` stream sharing a
+  ``requestID`` and naming the ``port`` (:class:`PortForwardSession`);
+* the same SPDY tunnelled in a WebSocket, ``SPDY/3.1+portforward.k8s.io`` (kubectl ≥ 1.31,
+  passed through by kube-apiserver ≤ 1.30 and the sandbox; ``_wsstream``);
+* the kubelet's own WebSocket protocol, ``v4.channel.k8s.io`` (or its base64 form) with
+  ``?ports=a,b`` (the official Python client's ``portforward``): channels ``2i`` (data) and
+  ``2i+1`` (error) for the i-th port, each message led by its channel byte, and the server's
+  first message on every channel the port, little-endian uint16; one connection per port
+  (:func:`serve_channels`).
+
+The data stream is the connection to that port in the pod; here, a responder answers on
+it, by pod annotation ``fleet.mock.zhizuqiu.cn/port.<port>``:
 
 * ``echo``: every byte back (a TCP echo server);
 * JSON ``{"status": 200, "body": "...", "headers": {...}}``: that HTTP answer to every
@@ -17,6 +27,7 @@ of the pair, as a kubelet does once the container's connection closes.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Awaitable, Callable
 
@@ -24,12 +35,27 @@ import trio
 
 from shards._kubeletapi._spdy import SpdyConnection
 from shards._kubeletapi._view import PodInfo
+from shards._kubeletapi._wsstream import WebSocketStream
 
-__all__ = ["ANNOTATION_PORT", "PORTFORWARD_PROTOCOL", "PortForwardSession"]
+__all__ = [
+    "ANNOTATION_PORT",
+    "CHANNEL_PROTOCOLS",
+    "PORTFORWARD_PROTOCOL",
+    "TUNNEL_PROTOCOL",
+    "PortForwardSession",
+    "parse_ports",
+    "serve_channels",
+]
 
 ANNOTATION_PORT = "fleet.mock.zhizuqiu.cn/port."
 """``<this><port>``: the responder of one port (see the module docstring)."""
 PORTFORWARD_PROTOCOL = "portforward.k8s.io"
+TUNNEL_PROTOCOL = "SPDY/3.1+" + PORTFORWARD_PROTOCOL
+"""The WebSocket subprotocol of SPDY tunnelled in a WebSocket (client-go's tunneling dialer)."""
+CHANNEL_PROTOCOLS = ("v4.channel.k8s.io", "v4.base64.channel.k8s.io", "")
+"""The kubelet's WebSocket port-forward: binary, base64 text, and (none offered) binary."""
+MAX_PORTS = 64
+"""Ports one WebSocket port-forward may name (each is two channels of one byte's 256)."""
 CONNECTION_BUFFER = 64
 """Data frames buffered per forwarded connection before the reader waits."""
 MAX_REQUEST_HEAD = 64 * 1024
@@ -192,3 +218,85 @@ class PortForwardSession(SpdyConnection):
             pass
         finally:
             self._inputs.pop(data_id, None)
+
+
+def parse_ports(values: list[str]) -> list[int]:
+    """``?ports=`` (repeated, comma-separated) as the kubelet reads it; ValueError names the
+    fault."""
+    if not values:
+        raise ValueError('query parameter "port" is required')
+    ports: list[int] = []
+    for value in values:
+        if not value:
+            raise ValueError('query parameter "port" cannot be empty')
+        for item in value.split(","):
+            if not item.isdigit() or int(item) > 65535:
+                raise ValueError(f'unable to parse "{value}" as a port')
+            if int(item) < 1:
+                raise ValueError(f'port "{value}" must be > 0')
+            ports.append(int(item))
+    if len(ports) > MAX_PORTS:
+        raise ValueError(f"at most {MAX_PORTS} ports may be forwarded on one connection")
+    return ports
+
+
+async def serve_channels(ws: WebSocketStream, pod: PodInfo, ports: list[int], text: bool) -> None:
+    """The kubelet's WebSocket port-forward: one responder per port, until the client closes
+    the WebSocket or every responder is done (then the kubelet closes it)."""
+
+    async def send(channel: int, data: bytes) -> None:
+        if text:
+            await ws.send_message(bytes([ord("0") + channel]) + base64.b64encode(data), text=True)
+        else:
+            await ws.send_message(bytes([channel]) + data)
+
+    inputs: list[trio.MemorySendChannel[bytes]] = []
+    outputs: list[trio.MemoryReceiveChannel[bytes]] = []
+    for _ in ports:
+        sender, receiver = trio.open_memory_channel[bytes](CONNECTION_BUFFER)
+        inputs.append(sender)
+        outputs.append(receiver)
+    try:
+        for i, port in enumerate(ports):
+            prefix = port.to_bytes(2, "little")
+            await send(2 * i, prefix)
+            await send(2 * i + 1, prefix)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        return
+
+    async def forward(i: int, port: int) -> None:
+        async def data(payload: bytes) -> None:
+            await send(2 * i, payload)
+
+        try:
+            async with outputs[i]:
+                await responder(pod, port)(outputs[i], data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
+
+    async def read(cancel: trio.CancelScope) -> None:
+        try:
+            while (message := await ws.receive_message()) is not None:
+                if not message:
+                    continue
+                channel = message[0] - ord("0") if text else message[0]
+                payload = base64.b64decode(message[1:]) if text else message[1:]
+                if channel % 2 == 0 and 0 <= channel // 2 < len(ports) and payload:
+                    try:
+                        await inputs[channel // 2].send(payload)
+                    except trio.BrokenResourceError:  # that responder is done
+                        pass
+        except ValueError:  # bad base64: the connection is ended, as on any bad frame
+            pass
+        finally:
+            for sender in inputs:
+                sender.close()
+        cancel.cancel()  # the client is gone: nothing left to answer
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read, nursery.cancel_scope)
+        async with trio.open_nursery() as responders:
+            for i, port in enumerate(ports):
+                responders.start_soon(forward, i, port)
+        await ws.close()  # every responder done: the kubelet closes the connection
+        nursery.cancel_scope.cancel()

@@ -18,7 +18,7 @@ import msgspec
 
 from fleet.machinery import format_time
 from shards._kubeletapi._http import Reply, Request
-from shards._kubeletapi._usage import Usage, container_usage, node_usage
+from shards._kubeletapi._usage import Usage, container_usage, node_base_usage, node_usage
 from shards._kubeletapi._view import NodeInfo, PodInfo, ShardView
 
 __all__ = ["Stats"]
@@ -137,6 +137,8 @@ class Stats:
         containers_start: list[tuple[str, float]] = []
         pods_cpu: list[tuple[str, float]] = []
         pods_memory: list[tuple[str, float]] = []
+        node_cpu = node_base_usage(node, "cpu", now).total
+        node_memory = node_base_usage(node, "memory", now).now
         for pod in pods:
             cpu = container_usage(pod, "cpu", now)
             memory = container_usage(pod, "memory", now)
@@ -148,8 +150,11 @@ class Stats:
                 containers_memory.append((labels, m.now))
                 containers_start.append((labels, pod.created.timestamp()))
             labels = _labels(namespace=pod.namespace, pod=pod.name)
-            pods_cpu.append((labels, _sum(cpu).total))
-            pods_memory.append((labels, _sum(memory).now))
+            pod_cpu, pod_memory = _sum(cpu).total, _sum(memory).now
+            pods_cpu.append((labels, pod_cpu))
+            pods_memory.append((labels, pod_memory))
+            node_cpu += pod_cpu
+            node_memory += pod_memory
         family(
             "container_cpu_usage_seconds_total",
             "counter",
@@ -172,13 +177,13 @@ class Stats:
             "node_cpu_usage_seconds_total",
             "counter",
             "Cumulative cpu time consumed by the node in core-seconds",
-            [("", node_usage(node, pods, "cpu", now).total)],
+            [("", node_cpu)],
         )
         family(
             "node_memory_working_set_bytes",
             "gauge",
             "Current working set of the node in bytes",
-            [("", node_usage(node, pods, "memory", now).now)],
+            [("", node_memory)],
         )
         family(
             "pod_cpu_usage_seconds_total",

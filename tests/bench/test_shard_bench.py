@@ -40,7 +40,8 @@ def test_bench_shard_json(tmp_path: Path) -> None:
     assert progress[0].startswith("bench: steady: 8 nodes, 40 pods: start-up, then 4 s measured")
     assert progress[1] == "bench: running: 40 pods bound -> Running on 8 nodes, 3 times"
     assert json.loads((tmp_path / "shard.json").read_text()) == report
-    assert set(report) == {"machine", "python", "command", "load", "steady", "running"}
+    assert set(report) == {"machine", "python", "command", "load", "steady", "running", "scrape"}
+    assert report["scrape"] is None
     assert "--nodes 8 --pods 40" in report["command"]
     steady = report["steady"]
     assert (steady["nodes"], steady["pods"]) == (8, 40)
@@ -61,6 +62,27 @@ def test_bench_shard_json(tmp_path: Path) -> None:
     assert (running["nodes"], running["pods"], running["repeats"]) == (8, 40, 3)
     assert running["cpu_s"] > 0 and running["wall_s"] > 0 and running["peak_rss_mib"] > 0
     assert len(running["all_cpu_s"]) == 3
+
+
+def test_bench_shard_scrape_json(tmp_path: Path) -> None:
+    # metrics-server's scrape against the shard's kubelet API: every node answered, each
+    # round, and the shard's CPU for it measured net of its Leases
+    result = CliRunner().invoke(
+        app,
+        ["bench", "shard-scrape", "--nodes", "6", "--pods", "30", "--duration", "2", "--json"],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["steady"] is None and report["running"] is None
+    assert (
+        report["command"] == "kubemock-fleet bench shard-scrape --nodes 6 --pods 30 --duration 15"
+    )
+    scrape = report["scrape"]
+    assert (scrape["nodes"], scrape["pods"], scrape["rounds"]) == (6, 30, 2)
+    assert scrape["failed"] == 0 and len(scrape["round_wall_s"]) == 2
+    assert scrape["bytes_per_node"] > 500  # 5 pods' and a node's series
+    assert scrape["renewals_scraped"] > 0  # (its CPU, a few ms, is below /proc's 10 ms tick)
+    assert scrape["late_scraped_shard"] == 0
 
 
 def test_bench_shard_report_rows() -> None:

@@ -512,3 +512,192 @@ async def test_websocket_close_after_ours_is_not_answered() -> None:
         await client.send_all(ws.send(event.response()))
         await session.read()  # returns: no LocalProtocolError
     assert session.closed.is_set()
+
+
+# --- port-forward over WebSocket: SPDY tunnelled (kubectl >= 1.31), the kubelet's channels ---
+
+
+def _ws_request(path: str, protocols: str, query: list[tuple[str, str]]) -> Request:
+    return Request(
+        "GET",
+        path,
+        query,
+        {
+            "upgrade": "websocket",
+            "connection": "Upgrade",
+            "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==",
+            "sec-websocket-version": "13",
+            "sec-websocket-protocol": protocols,
+        },
+        "kube-apiserver-kubelet-client",
+    )
+
+
+def _pf_server() -> KubeletServer:
+    view = View()
+    view.add("web", **{"fleet.mock.zhizuqiu.cn/port.7000": "echo"})
+    return KubeletServer(_settings(trustme.CA()), view, wall=lambda: T0)
+
+
+async def test_port_forward_spdy_tunnelled_in_a_websocket() -> None:
+    import struct
+    import zlib
+
+    from wsproto.connection import Connection, ConnectionType
+    from wsproto.events import BytesMessage, CloseConnection
+
+    from shards._kubeletapi import _spdy
+    from shards._kubeletapi._http import Upgrade
+
+    server = _pf_server()
+    reply = await server.handle(
+        _ws_request("/portForward/default/web", "SPDY/3.1+portforward.k8s.io", [])
+    )
+    assert isinstance(reply, Upgrade), reply
+    assert ("sec-websocket-protocol", "SPDY/3.1+portforward.k8s.io") in reply.headers
+    assert ("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=") in reply.headers  # RFC 6455
+    client, kubelet = trio.testing.memory_stream_pair()
+    ws = Connection(ConnectionType.CLIENT)
+    deflate = zlib.compressobj(zdict=_spdy.DICTIONARY)
+
+    def syn(stream_id: int, headers: dict[str, str]) -> bytes:
+        block = deflate.compress(_spdy.header_block(headers)) + deflate.flush(zlib.Z_SYNC_FLUSH)
+        return _spdy.control_frame(_spdy.SYN_STREAM, struct.pack(">IIH", stream_id, 0, 0) + block)
+
+    async def serve() -> None:
+        await reply.run(kubelet, b"")
+        await kubelet.aclose()
+
+    spdy = bytearray()
+    closed = False
+
+    def frames() -> list[tuple[bytes, int, bytes]]:
+        out, pos = [], 0
+        while pos + 8 <= len(spdy):
+            length = int.from_bytes(spdy[pos + 5 : pos + 8], "big")
+            out.append(
+                (bytes(spdy[pos : pos + 4]), spdy[pos + 4], bytes(spdy[pos + 8 : pos + 8 + length]))
+            )
+            pos += 8 + length
+        return out
+
+    def fins() -> set[int]:
+        return {int.from_bytes(h, "big") for h, f, _ in frames() if not h[0] & 0x80 and f & 1}
+
+    async def receive() -> None:
+        nonlocal closed
+        ws.receive_data(bytes(await client.receive_some(65536)))
+        for event in ws.events():
+            if isinstance(event, BytesMessage):
+                spdy.extend(event.data)
+            elif isinstance(event, CloseConnection):
+                closed = True
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(serve)
+            pair = {"port": "7000", "requestID": "0"}
+            opening = syn(1, {"streamType": "error", **pair}) + syn(
+                3, {"streamType": "data", **pair}
+            )
+            # SPDY cut across WebSocket messages anywhere, as client-go's tunnel may
+            for piece in (opening[:5], opening[5:], _spdy.data_frame(3, b"ping", _spdy.FLAG_FIN)):
+                await client.send_all(ws.send(BytesMessage(data=piece)))
+            while fins() != {1, 3}:  # the responder is done: both streams of the pair end
+                await receive()
+            assert not closed  # the tunnel stays for kubectl's next connection
+            await client.send_all(ws.send(CloseConnection(code=1000)))
+            while not closed:  # the client's Close is answered, the tunnel ends
+                await receive()
+    frames_ = frames()
+    replies = [p for head, _, p in frames_ if head[0] & 0x80 and head[3] == _spdy.SYN_REPLY]
+    assert [struct.unpack(">I", p[:4])[0] for p in replies] == [1, 3]
+    data = [(int.from_bytes(h, "big"), f, p) for h, f, p in frames_ if not h[0] & 0x80]
+    assert (3, 0, b"ping") in data  # echoed on the data stream
+    assert {(i, f) for i, f, p in data if not p} == {(3, _spdy.FLAG_FIN), (1, _spdy.FLAG_FIN)}
+
+
+@pytest.mark.parametrize("protocol", ["v4.channel.k8s.io", "v4.base64.channel.k8s.io"])
+async def test_port_forward_over_the_kubelets_websocket_channels(protocol: str) -> None:
+    import base64
+
+    from wsproto.connection import Connection, ConnectionType
+    from wsproto.events import BytesMessage, CloseConnection, TextMessage
+
+    from shards._kubeletapi._http import Upgrade
+
+    server = _pf_server()
+    path = "/portForward/default/web"
+    refused = await server.handle(_ws_request(path, protocol, []))
+    assert refused.status == 400 and b'"port" is required' in refused.body  # type: ignore[union-attr]
+    bad = await server.handle(_ws_request(path, protocol, [("port", "70000")]))
+    assert bad.status == 400 and b'unable to parse "70000"' in bad.body  # type: ignore[union-attr]
+    reply = await server.handle(_ws_request(path, protocol, [("port", "8080,7000")]))
+    assert isinstance(reply, Upgrade), reply
+    assert ("sec-websocket-protocol", protocol) in reply.headers
+    text = ".base64." in protocol
+    client, kubelet = trio.testing.memory_stream_pair()
+    ws = Connection(ConnectionType.CLIENT)
+
+    def message(channel: int, data: bytes) -> bytes:
+        if text:
+            return ws.send(
+                TextMessage(data=chr(ord("0") + channel) + base64.b64encode(data).decode())
+            )
+        return ws.send(BytesMessage(data=bytes([channel]) + data))
+
+    got: dict[int, list[bytes]] = {}
+
+    async def until(count: int) -> None:
+        while sum(len(v) for v in got.values()) < count:
+            ws.receive_data(bytes(await client.receive_some(65536)))
+            for event in ws.events():
+                if isinstance(event, BytesMessage | TextMessage):
+                    raw = event.data.encode() if isinstance(event.data, str) else event.data
+                    channel = raw[0] - ord("0") if text else raw[0]
+                    payload = base64.b64decode(raw[1:]) if text else bytes(raw[1:])
+                    got.setdefault(channel, []).append(payload)
+                elif isinstance(event, CloseConnection):
+                    raise AssertionError("closed early")
+
+    async def serve() -> None:
+        await reply.run(kubelet, b"")
+        await kubelet.aclose()
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(serve)
+            await until(4)  # the port, little-endian, first on each of the four channels
+            assert got == {0: [b"\x90\x1f"], 1: [b"\x90\x1f"], 2: [b"\x58\x1b"], 3: [b"\x58\x1b"]}
+            await client.send_all(message(2, b"hello"))
+            await client.send_all(message(0, b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n"))
+            await until(6)
+            assert got[2] == [b"\x58\x1b", b"hello"]
+            assert got[0][1].startswith(b"HTTP/1.1 200 OK\r\n")
+            assert got[0][1].endswith(b"kubemock-fleet: default/web port 8080: GET /x\n")
+            await client.send_all(ws.send(CloseConnection(code=1000)))
+    assert not got.get(1)[1:] and not got.get(3)[1:]  # type: ignore[index]
+
+
+async def test_requests_wait_while_lease_renewals_are_overdue() -> None:
+    # The shard's Lease lane comes first (its give_way): a scrape of every node waits.
+    view = View()
+    clear = trio.Event()
+    asked: list[int] = []
+
+    async def give_way() -> None:
+        asked.append(1)
+        await clear.wait()
+
+    server = KubeletServer(_settings(trustme.CA()), view, wall=lambda: T0, give_way=give_way)
+    done: list[object] = []
+
+    async def scrape() -> None:
+        done.append(await server.handle(_request("/nodes/n1/metrics/resource")))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(scrape)
+        await trio.testing.wait_all_tasks_blocked()
+        assert asked and not done  # held while renewals are overdue
+        clear.set()
+    assert len(done) == 1 and done[0].status == 200  # type: ignore[attr-defined]
