@@ -172,8 +172,10 @@ class ShardSettings(_Section):
     ``cluster``: kube-controller-manager (``--allocate-node-cidrs``); the shard writes none and
     reads them back for pod IPs. ``shard``: carved from podCidrRange at registration (where
     nobody allocates: the sandbox). ``auto``: registered without; a node still without one
-    podCidrWait later gets the shard's, and from then on every node at registration; a
-    podCIDR the cluster writes settles it the other way. The first node decides: a
+    podCidrWait later takes pod IPs from the shard's share of podCidrRange but writes no
+    podCIDR (a kube-controller-manager allocating node CIDRs refuses to start over one
+    outside its --cluster-cidr), and from then on every node at once; a podCIDR the
+    cluster writes settles it the other way. The first node decides: a
     controller-manager that has only just started may miss the wait, so say ``cluster``
     where it is known (``up`` says ``shard`` on the sandbox, ``cluster`` on a real control
     plane with its controller-manager)."""

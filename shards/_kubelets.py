@@ -476,8 +476,10 @@ class NodeDriver:
         shard_index = int(ctx.shard) if ctx.shard.isdigit() else 0
         parts = max(ctx.settings.shards, shard_index + 1, 1)
         self._addresses = NodeAddressPool(subrange(str(s.node_ip_range), shard_index, parts))
-        self._cidr_mode = s.pod_cidr_allocation
-        """``shard.podCidrAllocation``; ``auto`` turns ``shard`` or ``cluster`` once seen."""
+        self._cidr_mode: str = s.pod_cidr_allocation
+        """``shard.podCidrAllocation``; ``auto`` turns ``cluster`` once the cluster is seen
+        allocating, or ``internal`` once a wait saw none: pod IPs from the shard's range,
+        no podCIDR written (see :meth:`_give_pod_cidr`), until the cluster writes one."""
         self._cidr_writing: set[str] = set()
         """Nodes whose podCIDR PATCH is in flight: its watch echo is not the cluster's."""
         self._cidrs = _CidrPool(
@@ -622,7 +624,7 @@ class NodeDriver:
         cidrs = event.obj.spec.pod_cidrs
         if cidrs and not state.spec.pod_cidrs and state.node_uid in ("", meta.uid):
             self._take_pod_cidrs(state, cidrs)
-            if self._cidr_mode == "auto" and meta.name not in self._cidr_writing:
+            if self._cidr_mode in ("auto", "internal") and meta.name not in self._cidr_writing:
                 self._cidr_mode = "cluster"
                 log.info("the cluster allocates podCIDRs: the shard reads them back")
         if not state.driving:
@@ -864,7 +866,7 @@ class NodeDriver:
         state.registered = True
         self._set_pool(state)
         if not spec.pod_cidrs and self._cidr_mode != "cluster":
-            wait = 0.0 if self._cidr_mode == "shard" else self._ctx.settings.shard.pod_cidr_wait
+            wait = 0.0 if self._cidr_mode != "auto" else self._ctx.settings.shard.pod_cidr_wait
             self._ctx.timers.schedule(("cidr", state.key), self._ctx.clock() + wait)
 
     def _set_pool(self, state: NodeState) -> None:
@@ -893,8 +895,15 @@ class NodeDriver:
             self._listener.pod_cidrs_arrived(state.name)
 
     async def _give_pod_cidr(self, key: str) -> None:
-        """A registered node has no podCIDR: write the shard's (``shard``, or ``auto`` after
-        the wait), unless the cluster has been seen allocating them meanwhile."""
+        """A registered node has no podCIDR: write the shard's (``shard``), or under ``auto``
+        after the wait give its pods IPs from the shard's range without writing one; unless
+        the cluster has been seen allocating them meanwhile.
+
+        ``auto`` writes none because a kube-controller-manager allocating node CIDRs that
+        starts later, or restarts, exits on a podCIDR outside its ``--cluster-cidr``
+        (``failed to mark cidr ... as occupied``: fatal): a range allocator slow to start
+        on a loaded real control plane missed the wait, the shard wrote 244.0.9.0/24, and
+        kube-controller-manager would not start again."""
         state = self.states.get(key)
         if (
             state is None
@@ -905,6 +914,15 @@ class NodeDriver:
         ):
             return
         cidr = self._cidrs.allocate(state.name)
+        if self._cidr_mode != "shard":
+            if self._cidr_mode == "auto":
+                self._cidr_mode = "internal"
+                log.info("no podCIDR came from the cluster: pod IPs from the shard's range")
+            state.pool = PodIPPool((cidr,))
+            self._ctx.timers.cancel(("cidr", state.key))
+            if state.driving:
+                self._listener.pod_cidrs_arrived(state.name)
+            return
         patch = {"spec": {"podCIDR": cidr, "podCIDRs": [cidr]}}
         self._cidr_writing.add(state.name)
         try:
@@ -922,9 +940,6 @@ class NodeDriver:
         written = tuple(answer.spec.get("podCIDRs") or ()) or (cidr,)
         if self.states.get(key) is state and state.spec is not None and not state.spec.pod_cidrs:
             self._take_pod_cidrs(state, written)
-        if self._cidr_mode == "auto":
-            self._cidr_mode = "shard"
-            log.info("no podCIDR came from the cluster: the shard gives its nodes theirs")
 
     async def _update(self, state: NodeState, model: MockNode) -> None:
         """A registered node whose CR changed: labels, taints, annotations, capacity."""

@@ -203,30 +203,37 @@ async def test_podcidrs_the_cluster_allocates_are_left_to_it_and_read_back(
     assert state.spec.pod_cidrs == ("10.244.4.0/24",)
 
 
-async def test_where_nobody_allocates_podcidrs_the_shard_does_after_the_wait(
+async def test_where_nobody_allocates_podcidrs_pods_get_the_shards_ips_after_the_wait(
     autojump_clock: trio.abc.Clock, nursery: trio.Nursery
 ) -> None:
+    """Under ``auto`` no podCIDR is ever written: a kube-controller-manager allocating node
+    CIDRs that starts (or restarts) later exits on one outside its --cluster-cidr."""
     api = MemoryApiserver()
     api.create(CRS, node_cr("n1"))
     engine = await start(api, nursery)  # podCidrAllocation: auto, and nobody allocates
-    await trio.sleep(30)
-    (write,) = cidr_writes(api, "n1")
-    registered = api.log("POST", NODES)[0].at
-    assert 5.0 <= write.at - registered < 6.0  # podCidrWait
-    node = api.get(f"{NODES}/n1")
-    assert node is not None
-    cidr = node["spec"]["podCIDR"]
-    assert node["spec"]["podCIDRs"] == [cidr]
+    await trio.sleep(4)
     state = engine.nodes.state_of("n1")
-    assert state is not None and state.spec is not None
-    assert state.spec.pod_cidrs == (cidr,)
-    # Settled: a later node is registered with its podCIDR at once.
+    assert state is not None and state.pool is None  # waiting for the cluster's
+    await trio.sleep(26)
+    assert cidr_writes(api, "n1") == []
+    node = api.get(f"{NODES}/n1")
+    assert node is not None and "podCIDR" not in node["spec"]
+    state = engine.nodes.state_of("n1")
+    assert state is not None and state.spec is not None and state.pool is not None
+    assert state.spec.pod_cidrs == ()
+    first = state.pool.allocate("default/p1")
+    # Settled: a later node has its pool at once, still with nothing written.
     api.create(CRS, node_cr("n2"))
-    await trio.sleep(30)
-    post = api.log("POST", NODES)[-1]
-    assert post.body["metadata"]["name"] == "n2"
-    assert post.body["spec"]["podCIDR"] not in ("", cidr)
-    assert cidr_writes(api, "n2") == []
+    await trio.sleep(1)
+    later = engine.nodes.state_of("n2")
+    assert later is not None and later.pool is not None
+    assert later.pool.allocate("default/p2") != first
+    assert cidr_writes(api, "n2") == [] and "podCIDR" not in api.log("POST", NODES)[-1].body["spec"]
+    # And a podCIDR the cluster writes after all is taken up.
+    api.patch(f"{NODES}/n2", {"spec": {"podCIDR": "10.244.9.0/24", "podCIDRs": ["10.244.9.0/24"]}})
+    await trio.sleep(1)
+    assert later.spec is not None and later.spec.pod_cidrs == ("10.244.9.0/24",)
+    assert later.pool is not None and later.pool.allocate("default/p3") == ("10.244.9.2",)
 
 
 async def test_cluster_allocation_is_never_second_guessed(
