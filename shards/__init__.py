@@ -5,7 +5,8 @@ composition root, which the ``shard`` command and ``up`` both call),
 :class:`ShardEngine` (run one shard against an
 apiserver, given its settings and a Requester or two) and the pieces other
 packages and tests name; everything else lives in the ``_``-prefixed modules:
-``_engine`` (the tasks), ``_kubelets`` (Nodes, Leases, CR status),
+``_engine`` (the tasks), ``_kubelets`` (Nodes, node status, CR status),
+``_nodelease`` (node Leases; ``_leaselane`` sends their renewals),
 ``_pods`` (pod lifecycle), ``_shardlease`` (the shard's Lease and the fence),
 ``_cr`` (Node CR -> kubelet), ``_kubeletapi`` (the kubelet API: logs, stats), and the pure parts ``_plan``, ``_podstatus``,
 ``_nodeobj``, ``_ipam``, ``_timers``.

@@ -1,4 +1,4 @@
-"""The fake kubelets of one shard: Node CRs in, v1.Nodes, node Leases and CR status out.
+"""The fake kubelets of one shard: Node CRs in, v1.Nodes, node status and CR status out.
 
 :class:`NodeDriver` holds one :class:`NodeState` per Node CR the shard's
 reflector hands it and does all the work in timer callbacks run by the
@@ -17,13 +17,10 @@ engine's fixed pool of workers (no task per node):
     without a GET when the Node was just created), report status when it
     changed, write the CR status when it changed. A new node costs three
     requests: Node POST, Lease POST (both through ``hot``:
-    :data:`REGISTER_ON_HOT`), CR status PATCH.
-``lease``
-    A Lease PUT through the Lease lane (:mod:`shards._leaselane`) every 10 s
-    with jitter, timed from its due time (the body is the Lease as the last
-    write returned it, so a concurrent writer gets a 409, re-read and
-    renewed); 404 re-creates it. Lateness against the due time and renewals
-    that came after the Lease expired are counted.
+    :data:`REGISTER_ON_HOT`), CR status PATCH. The Lease (create, adopt,
+    renewals, their answers) is :class:`~shards._nodelease.NodeLeases`'s,
+    given at construction: the driver says when a node is registered, driven
+    or let go.
 ``status``
     The node status PATCH every ``statusUpdatesInterval`` (5 min default), as
     the kubelet's nodeStatusReportFrequency; changes are reported at once by
@@ -40,12 +37,11 @@ A CR with a deletionTimestamp is cleaned up: Lease and Node deleted, then the
 finalizer removed. ``suspend: true`` cancels the Lease and status timers;
 ``false`` renews at once. The pod driver learns which nodes are driven
 through :meth:`NodeDriver.node_added`'s listener, and which node names the
-shard's CRs claim through :meth:`NodeDriver.claims`.
+shard's CRs claim through the :class:`NodeClaims` both are given.
 
 What a node keeps between uses is bytes, not decoded JSON (10,000 nodes per
 shard): its status and its CR status as the apiserver last returned them,
-deflated, and its Lease trimmed to what a renewal carries; each is decoded
-when used (a status report, a sync, a renewal).
+deflated; each is decoded when used (a status report, a sync).
 """
 
 from __future__ import annotations
@@ -53,21 +49,18 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
-import weakref
 import zlib
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import msgspec
-from prometheus_client import CollectorRegistry, Histogram
 
 from fleet.api import MockNode, load_node
 from fleet.errors import AlreadyExists, Conflict, FleetError, InputError, NotFound
 from fleet.kube import (
-    BatchRequest,
     ListMeta,
     Response,
     WatchEvent,
@@ -77,7 +70,7 @@ from fleet.kube import (
 )
 from fleet.machinery import JSON, MERGE_PATCH, STRATEGIC_MERGE_PATCH
 from fleet.wire import API_VERSION, FINALIZER, NODE_CR_ANNOTATION, SHARD_LABEL
-from shards._context import FencedRequester, ShardContext
+from shards._context import ShardContext
 from shards._cr import (
     ConditionValue,
     CrView,
@@ -90,32 +83,24 @@ from shards._cr import (
 )
 from shards._ipam import NodeAddressPool, PodIPPool, PoolExhausted, node_pod_cidr, subrange
 from shards._kubeletapi import KubeletEndpoint, served_spec
-from shards._leaselane import LeaseLane
+from shards._nodelease import NodeLeases, lease_path
 from shards._nodeobj import (
     DEFAULT_KUBELET_VERSION,
-    LEASE_NAMESPACE,
     KubeletSpec,
-    decode_lease,
-    encode_lease,
-    lease_body,
     node_body,
     node_labels,
     node_status,
     node_status_patch,
-    renew_lease,
     status_changed,
-    trim_lease,
 )
 from shards._nodewatch import NodeObject, reports_differ
 from shards._podstatus import encode_patch
-from shards._timers import jitter, spread
+from shards._timers import spread
 
-__all__ = ["NodeDriver", "NodeListener", "NodeState"]
+__all__ = ["REGISTER_ON_HOT", "NodeClaims", "NodeDriver", "NodeListener", "NodeState"]
 
 log = logging.getLogger(__name__)
 
-_LATE_AFTER = 2.0
-"""A Lease renewal later than this past its due time counts as late (the issue's figure)."""
 READOPT_SPREAD = 1.0
 """Seconds over which the syncs of every CR are spread when the fence opens (at start,
 and after a lost shard Lease came back): a burst of GETs, not one instant of them."""
@@ -137,27 +122,6 @@ transport that already carries these objects' status PATCHes and Lease PUTs, not
 ``control`` (httpx), whose pool costs ~1 ms of shard CPU a request: registration is CPU
 bound, and 2,000 nodes against the stub register at ~330/s this way, ~210/s through
 ``control``. The CR and Events stay on ``control`` with the rest of the CR traffic."""
-LANE_LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
-_lane_lag: weakref.WeakKeyDictionary[CollectorRegistry, Histogram] = weakref.WeakKeyDictionary()
-
-
-def lane_lag_histogram(registry: CollectorRegistry) -> Histogram:
-    """``kubemock_fleet_lease_lane_seconds{stage}`` on ``registry`` (one per registry).
-
-    ``stage="due_to_sent"``: a node Lease renewal's due time to its PUT written
-    (the lane's backlog); ``stage="sent_to_answered"``: written to its answer read
-    (the server, plus the shard's own delay in reading).
-    """
-    histogram = _lane_lag.get(registry)
-    if histogram is None:
-        histogram = _lane_lag[registry] = Histogram(
-            "kubemock_fleet_lease_lane_seconds",
-            "Node Lease renewals: due -> PUT written, written -> answer read.",
-            ["stage"],
-            buckets=LANE_LAG_BUCKETS,
-            registry=registry,
-        )
-    return histogram
 
 
 _decode_any = msgspec.json.Decoder(dict[str, Any]).decode
@@ -327,9 +291,6 @@ class NodeState:
     name: str
     spec: KubeletSpec | None = None
     node_uid: str = ""
-    lease: bytes | None = None
-    """The Lease as the last write returned it, trimmed to what a renewal carries
-    (:func:`~shards._nodeobj.trim_lease`); decoded for each renewal."""
     packed_status: bytes = b""
     """The node status as the apiserver last returned it: its JSON, deflated. It is read
     only when a report is due (on change, or every 5 min); decoded it cost ~5 KiB a node,
@@ -345,12 +306,6 @@ class NodeState:
     driving: bool = False
     """Registered, Lease renewing (not suspended, fence open)."""
     registered: bool = False
-    lease_due: float = 0.0
-    """Due time of the next renewal."""
-    renewing_due: float = 0.0
-    """Due time of the renewal being sent (lateness is measured against it)."""
-    lease_ok: float | None = None
-    missed_counted: bool = False
     problem: ConditionValue | None = None
     """Why the CR cannot be (fully) served: InvalidSpec, NameConflict, ..."""
     busy: bool = False
@@ -386,10 +341,34 @@ def _node_path(name: str | None = None, sub: str | None = None) -> str:
     return resource_path("", "v1", "nodes", name=name, subresource=sub)
 
 
-def _lease_path(name: str | None = None) -> str:
-    return resource_path(
-        "coordination.k8s.io", "v1", "leases", namespace=LEASE_NAMESPACE, name=name
-    )
+class NodeClaims:
+    """Node name -> how many of the shard's Node CRs name it (two only while in conflict).
+
+    Kept by the node driver, read by the pod driver for every pod event (O(1)): the one
+    pod watch sees every bound pod in the cluster, and holding those of other shards'
+    nodes would cost each shard the whole fleet's pods.
+    """
+
+    __slots__ = ("_counts",)
+
+    def __init__(self) -> None:
+        self._counts: dict[str, int] = {}
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._counts
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._counts)
+
+    def add(self, name: str) -> None:
+        self._counts[name] = self._counts.get(name, 0) + 1
+
+    def remove(self, name: str) -> None:
+        count = self._counts.get(name, 0) - 1
+        if count > 0:
+            self._counts[name] = count
+        else:
+            self._counts.pop(name, None)
 
 
 class _CidrPool:
@@ -469,9 +448,19 @@ class _CidrPool:
 class NodeDriver:
     """Every fake kubelet of one shard; see the module docstring."""
 
-    def __init__(self, ctx: ShardContext, listener: NodeListener) -> None:
+    def __init__(
+        self,
+        ctx: ShardContext,
+        listener: NodeListener,
+        *,
+        leases: NodeLeases,
+        claims: NodeClaims,
+    ) -> None:
+        """``listener``: told which nodes are driven (the pod driver); ``leases``: their
+        Leases; ``claims``: kept here, read by the pod driver."""
         self._ctx = ctx
         self._listener = listener
+        self.leases = leases
         s = ctx.settings.shard
         shard_index = int(ctx.shard) if ctx.shard.isdigit() else 0
         parts = max(ctx.settings.shards, shard_index + 1, 1)
@@ -484,12 +473,12 @@ class NodeDriver:
             subrange(str(s.pod_cidr_range), shard_index, parts), s.node_pod_cidr_prefix
         )
         self.states: dict[str, NodeState] = {}
-        self.kubelet_endpoint: KubeletEndpoint | None = None
-        """Where this shard serves the kubelet API (set by the engine before any node is
-        registered); None: nodes get addresses from the range, and no one answers there."""
-        self._claims: dict[str, int] = {}
-        """Node name -> how many CRs in :attr:`states` name it (two only while in conflict):
-        in step with ``states``, for :meth:`claims`."""
+        self._kubelet_endpoint: KubeletEndpoint | None = None
+        """Where this shard serves the kubelet API (:meth:`kubelet_api_started`, before any
+        node is registered); None: nodes get addresses from the range, and no one answers
+        there."""
+        self._claims = claims
+        """In step with :attr:`states`: the node names they claim."""
         self._names: dict[str, str] = {}
         """Node name -> key of the CR that holds it (within this shard)."""
         self._leaving: dict[str, str] = {}
@@ -501,21 +490,13 @@ class NodeDriver:
         (:meth:`read_server_version`), as a kubelet of the cluster's own release would."""
         """On every Node this shard registers: what its node watch selects."""
         """Status reports made because the node watch saw other conditions stored."""
-        hot = ctx.hot
-        assert isinstance(hot, FencedRequester)
         self._register_io = ctx.hot if REGISTER_ON_HOT else ctx.control
-        """Where registration's Node and Lease requests go (:data:`REGISTER_ON_HOT`)."""
-        self.leases = LeaseLane(hot, self, limiter=ctx.writes.limiter, clock=ctx.clock, rng=ctx.rng)
-        """Every node Lease renewal: its own timers and writers (run by the engine)."""
-        lag = lane_lag_histogram(ctx.metrics.registry)
-        due_to_sent = lag.labels(stage="due_to_sent").observe
-        sent_to_answered = lag.labels(stage="sent_to_answered").observe
+        """Where registration's Node requests go (:data:`REGISTER_ON_HOT`)."""
 
-        def on_lag(backlog: float, answer: float) -> None:
-            due_to_sent(backlog)
-            sent_to_answered(answer)
-
-        self.leases.on_lag = on_lag
+    def kubelet_api_started(self, endpoint: KubeletEndpoint) -> None:
+        """The shard's kubelet API listens at ``endpoint``: the nodes registered from now
+        on advertise it (the engine starts it before any node registers)."""
+        self._kubelet_endpoint = endpoint
 
     # -- start -------------------------------------------------------------------------------
 
@@ -591,7 +572,7 @@ class NodeDriver:
             state = None
         if state is None:
             state = self.states[key] = NodeState(key=key, cr=cr, name=cr.metadata.name)
-            self._claims[state.name] = self._claims.get(state.name, 0) + 1
+            self._claims.add(state.name)
             self._leaving.pop(key, None)
         else:
             state.cr = cr
@@ -652,13 +633,10 @@ class NodeDriver:
         state = self.states.pop(key, None)
         if state is None:
             return
-        count = self._claims.get(state.name, 0) - 1
-        if count > 0:
-            self._claims[state.name] = count
-        else:
-            self._claims.pop(state.name, None)
+        self._claims.remove(state.name)
         was_driving = state.driving
         self._halt(state)
+        self.leases.drop(key)
         if not was_driving and state.name not in self._claims:
             # No longer ours, and not driven since (its CR's deletion cleanup, a closed
             # fence): the listener lets go of the pods it kept for it.
@@ -675,7 +653,7 @@ class NodeDriver:
         timers = self._ctx.timers
         for kind in ("sync", "status", "report", "cidr"):
             timers.cancel((kind, state.key))
-        self.leases.cancel(state.key)
+        self.leases.stop(state.key)
         if state.driving:
             state.driving = False
             self._listener.node_removed(state.name)
@@ -686,7 +664,7 @@ class NodeDriver:
         """Stop driving every node at once; remember nothing the apiserver may change meanwhile."""
         for state in self.states.values():
             self._halt(state)
-            state.lease = None
+            self.leases.release(state.key)
             state.registered = False
 
     def fence_regained(self) -> None:
@@ -768,7 +746,9 @@ class NodeDriver:
         if model.spec.suspend:
             self._halt(state)
         else:
-            await self._ensure_lease(state, node_created=created)
+            if self.states.get(state.key) is not state:
+                return  # stopped meanwhile: the Lease (by key) is no longer this sync's
+            await self.leases.ensure(state.key, node_created=created)
             if not state.driving:
                 state.driving = True
                 self._listener.node_added(state.name, state)
@@ -783,7 +763,7 @@ class NodeDriver:
         self, state: NodeState, model: MockNode, ips: tuple[str, ...] | None, cidrs: tuple[str, ...]
     ) -> KubeletSpec:
         config = model.spec.node_config
-        endpoint = self.kubelet_endpoint
+        endpoint = self._kubelet_endpoint
         if endpoint is not None:  # the shard serves the kubelet API: its address it is
             internal: tuple[str, ...] = (endpoint.address_of(state.name),)
         elif config.address:
@@ -860,6 +840,8 @@ class NodeDriver:
     def _adopt_node(self, state: NodeState, spec: KubeletSpec, node: _NodeAnswer) -> None:
         state.spec = spec
         state.node_uid = str(node.metadata.get("uid") or "")
+        if self.states.get(state.key) is state:  # not a sync that outlived its CR's stop
+            self.leases.node(state.key, state.name, state.node_uid)
         state.packed_status = _NODE_STATUS.pack(bytes(node.status))
         state.registered = True
         self._set_pool(state)
@@ -1014,126 +996,6 @@ class NodeDriver:
             pass  # a newer CR is on its way through the watch; its sync adds it
         self._ctx.timers.schedule(("sync", state.key), self._ctx.clock() + RESYNC_DELAY)
 
-    # -- the Lease -----------------------------------------------------------------------------
-
-    async def _ensure_lease(self, state: NodeState, *, node_created: bool = False) -> None:
-        """Create the node's Lease, or adopt the one there.
-
-        ``node_created``: the Node was POSTed just now, so its Lease is most likely
-        missing too: POST at once; a leftover Lease costs a 409 and the GET.
-        """
-        ctx = self._ctx
-        if state.lease is None:
-            response = (
-                None
-                if node_created
-                else await self._register_io.request("GET", _lease_path(state.name))
-            )
-            if response is None or response.status == 404:
-                body = encode_lease(lease_body(state.name, state.node_uid, ctx.wall()))
-                response = await self._register_io.request(
-                    "POST", _lease_path(), body=body, content_type=JSON
-                )
-                try:
-                    response.raise_for_status()
-                except AlreadyExists:
-                    response = await self._register_io.request("GET", _lease_path(state.name))
-                    state.lease = trim_lease(response.raise_for_status().content)
-                    self._schedule_lease(state, ctx.clock())
-                    return
-                state.lease = trim_lease(response.content)
-                state.lease_ok = ctx.clock()
-                self._schedule_lease(
-                    state, ctx.clock() + jitter(self._interval(), self._jitter(), ctx.rng)
-                )
-                return
-            state.lease = trim_lease(response.raise_for_status().content)
-        if state.key not in self.leases:
-            # Adopted (restart, takeover, resume): renew soon, spread so a thousand adoptions
-            # do not renew in one instant; well within the 40 s the Lease lasts.
-            self._schedule_lease(state, ctx.clock() + spread(min(self._interval(), 2.0), ctx.rng))
-
-    def _interval(self) -> float:
-        return self._ctx.settings.shard.node_lease_renew_interval
-
-    def _jitter(self) -> float:
-        return self._ctx.settings.shard.renew_jitter
-
-    def _schedule_lease(self, state: NodeState, when: float) -> None:
-        state.lease_due = when
-        self.leases.schedule(state.key, when)
-
-    def lease_request(self, key: str) -> BatchRequest | None:
-        """The lane asks for ``key``'s renewal (:class:`~shards._leaselane.LeaseOwner`).
-
-        Arms the next one from this one's due time (not from now), so a late
-        renewal does not push every later one back, and a bunch does not persist.
-        """
-        ctx = self._ctx
-        state = self.states.get(key)
-        if state is None or not state.driving or state.lease is None:
-            return None
-        now = ctx.clock()
-        if not ctx.fresh():
-            if ctx.fence_open():
-                # The shard's Lease is late this moment but the fence is open: renew once it
-                # is fresh again (a closing fence cancels this; dropping it stopped the node).
-                self._schedule_lease(state, now + RESYNC_DELAY)
-            return None
-        duration = ctx.settings.shard.node_lease_duration
-        if (
-            state.lease_ok is not None
-            and now - state.lease_ok > duration
-            and not state.missed_counted
-        ):
-            ctx.metrics.lease_renewals_missed.labels(lease="node").inc()
-            state.missed_counted = True
-        if not self.leases.retrying(key):  # a regular renewal: arm the next one
-            state.renewing_due = state.lease_due
-            self._schedule_lease(
-                state,
-                max(now, state.lease_due + jitter(self._interval(), self._jitter(), ctx.rng)),
-            )
-        renewed = renew_lease(decode_lease(state.lease), ctx.wall(), node_uid=state.node_uid)
-        return BatchRequest("PUT", _lease_path(state.name), None, encode_lease(renewed), JSON)
-
-    async def lease_answered(self, key: str, answer: Response | FleetError) -> bool:
-        """The renewal's answer (:class:`~shards._leaselane.LeaseOwner`); True: send again."""
-        ctx = self._ctx
-        state = self.states.get(key)
-        if state is None or not isinstance(answer, Response):
-            return False
-        if answer.status < 300:
-            state.lease = trim_lease(answer.content)
-            finished = ctx.clock()
-            duration = ctx.settings.shard.node_lease_duration
-            if state.lease_ok is not None and finished - state.lease_ok > duration:
-                if not state.missed_counted:
-                    ctx.metrics.lease_renewals_missed.labels(lease="node").inc()
-            elif finished - state.renewing_due > _LATE_AFTER:
-                ctx.metrics.lease_renewals_late.labels(lease="node").inc()
-            state.lease_ok = finished
-            state.missed_counted = False
-            return False
-        if answer.status == 404:
-            state.lease = None  # deleted: the sync re-creates it
-            ctx.timers.schedule(("sync", key), ctx.clock())
-            return False
-        if answer.status == 409:
-            # Someone else wrote the Lease: re-read it and renew on top of it, at once.
-            response = await ctx.hot.request("GET", _lease_path(state.name))
-            if response.status == 404:
-                return False
-            fresh = trim_lease(response.raise_for_status().content)
-            if self.states.get(key) is state:
-                state.lease = fresh
-            return True
-        try:
-            answer.raise_for_status()
-        except FleetError as exc:
-            log.warning("lease %s: renewal refused: %s", key, exc)
-        return False
-
     # -- node status -------------------------------------------------------------------------
 
     async def _report(self, key: str, *, periodic: bool, node_created: bool = False) -> None:
@@ -1240,7 +1102,7 @@ class NodeDriver:
             self._addresses.release(state.name)
             self._cidrs.release(state.name)
         state.registered = False
-        state.lease = None
+        self.leases.release(state.key)
         meta = state.cr.metadata
         if FINALIZER not in meta.finalizers:
             return
@@ -1278,7 +1140,7 @@ class NodeDriver:
             )
             if response.status not in (404, 409):
                 response.raise_for_status()
-        response = await ctx.control.request("DELETE", _lease_path(name))
+        response = await ctx.control.request("DELETE", lease_path(name))
         if response.status != 404:
             response.raise_for_status()
         ctx.writes.forget(f"leases/{name}")

@@ -71,7 +71,13 @@ from shards._plan import (
 from shards._podstatus import ContainerSpec, PodView, RuntimeStyle, build_status, encode_patch
 from shards._podstatus import pod_status_patch as make_patch
 from shards._policies import PodFacts
-from shards._scripts import INVALID_REASON, MISSING_REASON, ScriptError, ScriptLibrary
+from shards._scripts import (
+    INVALID_REASON,
+    MISSING_REASON,
+    MockStatusView,
+    ScriptError,
+    ScriptLibrary,
+)
 
 __all__ = ["PodDriver", "PodObject", "PodRecord"]
 
@@ -288,9 +294,31 @@ class PodRecord:
 class PodDriver:
     """Every pod on the nodes of one shard; see the module docstring."""
 
-    def __init__(self, ctx: ShardContext, scripts: ScriptLibrary | None = None) -> None:
+    def __init__(
+        self,
+        ctx: ShardContext,
+        *,
+        claims: Callable[[str], bool] = _claims_all,
+        give_way: Callable[[], Awaitable[None]] | None = None,
+        report: Callable[[MockStatusView, ScriptError | None], Awaitable[None]] | None = None,
+    ) -> None:
+        """``claims``: whether a node is one of this shard's
+        (:class:`~shards._kubelets.NodeClaims`): the one pod watch sees every bound pod in
+        the cluster, and holding those of other shards' nodes would cost each shard the
+        whole fleet's pods. ``give_way``: awaited before each pod event (the Lease lane's,
+        :meth:`~shards._nodelease.NodeLeases.give_way`). ``report``: told how each
+        MockStatus validates (shard 0's :class:`~shards._scriptreport.ScriptReporter`)."""
         self._ctx = ctx
-        self.scripts = scripts
+        self.scripts = ScriptLibrary(
+            ctx.control,
+            on_change=self.scripts_changed,
+            on_policies_change=self.policies_changed,
+            on_report=report,
+            clock=ctx.clock,
+            rng=ctx.rng,
+        )
+        """Every MockStatus: the scripts pods name, the policies that select pods (its
+        reflector is run by the engine)."""
         self.pods: dict[str, PodRecord] = {}
         self._phases: Counter[str] = Counter()
         """Pods in :attr:`pods` by phase, kept in step by ``_set_status`` and ``_forget``."""
@@ -310,12 +338,8 @@ class PodDriver:
         self._send: trio.MemorySendChannel[WatchEvent[PodObject]] | None = None
         self._node_watches: dict[str, trio.CancelScope] = {}
         self.per_node = ctx.settings.shard.pod_watch == "per-node"
-        self.give_way: Callable[[], Awaitable[None]] | None = None
-        """Awaited before each pod event (the Lease lane's :meth:`~shards._leaselane.LeaseLane.give_way`)."""
-        self.claims: Callable[[str], bool] = _claims_all
-        """Whether a node is one of this shard's (:meth:`~shards._kubelets.NodeDriver.claims`):
-        the one pod watch sees every bound pod in the cluster, and holding those of other
-        shards' nodes would cost each shard the whole fleet's pods."""
+        self.give_way = give_way
+        self.claims = claims
         self._specs: dict[bytes, _PodSpec] = {}
         """Pod specs by their JSON (see :meth:`_slim`)."""
         self._spec_views: dict[int, tuple[_PodSpec, PodView]] = {}
@@ -468,7 +492,7 @@ class PodDriver:
         later and select on them); annotations only under the keys a policy's
         ``matchAnnotations`` has named (:attr:`PolicyIndex.annotation_keys`): pods often
         carry per-pod ones, which would cost every pod facts of its own."""
-        watched = self.scripts.policies.annotation_keys if self.scripts is not None else ()
+        watched = self.scripts.policies.annotation_keys
         annotations = _NO_ANNOTATIONS
         if watched and meta.annotations:
             annotations = {k: meta.annotations[k] for k in watched if k in meta.annotations}
@@ -615,14 +639,14 @@ class PodDriver:
         without one follows the policy its facts match (``podIPs`` still applies), or is
         Running at once."""
         scripts = self.scripts
-        resolver = None if scripts is None else scripts.resolver(namespace, uid)
+        resolver = scripts.resolver(namespace, uid)
         try:
             plan = compile_plan(annotations, scripts=resolver)
         except ScriptError as exc:
             return _invalid_plan(str(exc), exc.reason), str(exc), ""
         except InputError as exc:
             return _invalid_plan(str(exc)), str(exc), ""
-        if scripts is None or facts is None or _has_lifecycle(annotations):
+        if facts is None or _has_lifecycle(annotations):
             return plan, None, ""
         hit = scripts.policy_plan(facts, uid)
         if hit is None:

@@ -316,6 +316,8 @@ class ScriptLibrary:
         requester: Requester,
         *,
         on_change: Callable[[str, str], None] | None = None,
+        on_policies_change: Callable[[], None] | None = None,
+        on_report: Callable[[MockStatusView, ScriptError | None], Awaitable[None]] | None = None,
         clock: Callable[[], float] = trio.current_time,
         rng: random.Random | None = None,
     ) -> None:
@@ -328,11 +330,10 @@ class ScriptLibrary:
             missing_hint=CRDS_MISSING_HINT,
         )
         self.on_change = on_change
-        self.on_policies_change: Callable[[], None] | None = None
+        """Called with each MockStatus (namespace, name) whose spec changed."""
+        self.on_policies_change = on_policies_change
         """Called when a policy (a MockStatus with a selector) appears, changes or goes."""
-        self.on_report: Callable[[MockStatusView, ScriptError | None], Awaitable[None]] | None = (
-            None
-        )
+        self.on_report = on_report
         """Awaited with each MockStatus listed or changed, and why it does not validate
         (None: it does); shard 0 reports it on the object (``shards._scriptreport``)."""
         self.policies = PolicyIndex()
