@@ -64,6 +64,7 @@ from shards._plan import (
     POD_INITIALIZING,
     RUNNING_NOW,
     ContainerState,
+    InitContainers,
     Plan,
     Step,
     compile_plan,
@@ -195,6 +196,13 @@ def _container(c: _Container) -> ContainerSpec:
         {k: str(v) for k, v in c.resources.limits.items()},
         restartable=c.restart_policy == "Always",
     )
+
+
+def _inits(record: PodRecord) -> InitContainers:
+    """The pod's init containers, for a Plan that runs them in order (else none needed)."""
+    if record.plan.init is None:
+        return ()
+    return tuple((c.name, c.restart_policy == "Always") for c in record.spec.init_containers)
 
 
 def _view(obj: PodObject) -> PodView:
@@ -927,7 +935,8 @@ class PodDriver:
         now = ctx.wall()
         elapsed = (now - record.creation).total_seconds()
         restart_policy = record.spec.restart_policy
-        step = record.plan.state_at(elapsed, restart_policy)
+        inits = _inits(record)
+        step = record.plan.state_at(elapsed, restart_policy, inits)
         deleting = record.deleting_since is not None
         if deleting:
             step = step.stopped(elapsed)
@@ -970,7 +979,7 @@ class PodDriver:
                 return
             await self._submit_status(record, patch, then_delete=True)
             return
-        following = record.plan.next_change_after(elapsed, restart_policy)
+        following = record.plan.next_change_after(elapsed, restart_policy, inits)
         if patch is not None:
             await self._submit_status(record, patch, then_delete=False)
         elif following is None or following - elapsed >= STATUS_HOLD_LIMIT:
@@ -1021,7 +1030,9 @@ class PodDriver:
         if record.deleting_since is not None:
             return False
         elapsed = (self._ctx.wall() - record.creation).total_seconds()
-        following = record.plan.next_change_after(elapsed, record.spec.restart_policy)
+        following = record.plan.next_change_after(
+            elapsed, record.spec.restart_policy, _inits(record)
+        )
         return following is None or following - elapsed >= STATUS_HOLD_LIMIT
 
     def _schedule_delete(self, record: PodRecord) -> None:

@@ -28,6 +28,7 @@ from ._duration import parse_go_duration as parse_go_duration
 from ._load import load_mock_status as load_mock_status
 from ._load import load_node as load_node
 from ._mockstatus import ContainerScript as ContainerScript
+from ._mockstatus import InitContainerScript as InitContainerScript
 from ._mockstatus import LabelSelectorRequirement as LabelSelectorRequirement
 from ._mockstatus import MockStatus as MockStatus
 from ._mockstatus import MockStatusBranch as MockStatusBranch
@@ -67,6 +68,7 @@ __all__ = [
     "Condition",
     "ContainerScript",
     "CronSchedule",
+    "InitContainerScript",
     "LabelSelectorRequirement",
     "LocalObjectReference",
     "MockNode",
