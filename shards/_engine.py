@@ -16,6 +16,10 @@ MockStatus reflector + consumer   ``ScriptLibrary``: every MockStatus, all
                                   (``PodDriver.policies_changed``)
 MockStatus reporter (shard 0)     ``_scriptreport.ScriptReporter``: condition
                                   Valid and Warning Events on MockStatuses
+NodeScript reflector + consumer   ``_nodescripts.NodeScriptLibrary``: every
+                                  NodeScript; a change re-matches the nodes
+                                  (``NodeDriver.scripts_changed``); its own
+                                  reporter on shard 0
 node reflector + consumer         ``_nodewatch.NodeWatch``: the v1.Nodes this
                                   shard labelled its own; stored conditions
                                   other than the kubelet's are reported over
@@ -89,7 +93,7 @@ from shards._kubeletview import DriverView
 from shards._nodelease import NodeLeases
 from shards._nodewatch import NodeWatch
 from shards._pods import PodDriver
-from shards._scriptreport import ScriptReporter
+from shards._scriptreport import ScriptReporter, node_script_reporter
 from shards._shardlease import ShardLease
 from shards._timers import DelayQueue
 
@@ -211,8 +215,10 @@ class ShardEngine:
             kubelet_events=KubeletEvents(self.writes, wall=wall, enabled=s.events),
         )
         self.reporter: ScriptReporter | None = None
-        if shard == "0":  # one reporter for the fleet: every shard judges a MockStatus alike
+        self.node_reporter: ScriptReporter | None = None
+        if shard == "0":  # one reporter for the fleet: every shard judges a script alike
             self.reporter = ScriptReporter(self.ctx)
+            self.node_reporter = node_script_reporter(self.ctx)
         claims = NodeClaims()
         self.pods = PodDriver(
             self.ctx,
@@ -221,7 +227,13 @@ class ShardEngine:
             report=None if self.reporter is None else self.reporter.report,
         )
         self.scripts = self.pods.scripts
-        self.nodes = NodeDriver(self.ctx, self.pods, leases=self.leases, claims=claims)
+        self.nodes = NodeDriver(
+            self.ctx,
+            self.pods,
+            leases=self.leases,
+            claims=claims,
+            report=None if self.node_reporter is None else self.node_reporter.report,
+        )
         self.node_watch = NodeWatch(
             gated_hot, f"{SHARD_LABEL}={shard}", self.nodes.node_seen, clock=clock, rng=self._rng
         )
@@ -294,9 +306,11 @@ class ShardEngine:
                 for _ in range(TIMER_WORKERS):
                     nursery.start_soon(self._worker, receive.clone())
             await nursery.start(self.timers.run, send)
-            if self.reporter is not None:
-                await nursery.start(self.reporter.run)
+            for reporter in (self.reporter, self.node_reporter):
+                if reporter is not None:
+                    await nursery.start(reporter.run)
             await nursery.start(self.scripts.run)
+            await nursery.start(self.nodes.scripts.run)
             if self.kubelet is not None:
                 self.nodes.kubelet_api_started(await nursery.start(self.kubelet.run))
             # The addresses of the Nodes already there are taken before any node gets one.

@@ -29,6 +29,13 @@ engine's fixed pool of workers (no task per node):
     The node watch (:mod:`shards._nodewatch`) saw stored conditions other than the
     kubelet's (``Ready=Unknown`` from the node-lifecycle controller): the status is
     reported at once, as the diff against what is stored (:meth:`NodeDriver.node_seen`).
+``node-script``
+    The node's NodeScript (:mod:`shards._nodescripts`) changes what it does:
+    conditions, taints, capacity (written as the kubelet writes them, with
+    its Events), a Lease pause (no renewal, no status: NotReady), a kubelet
+    restart (Starting, re-registration, a relist of its pods); armed for the
+    script's next change. ``node-scripts`` re-matches every node when the set
+    of NodeScripts changes.
 ``gone``
     A CR left the shard's watch: moved to another shard (nothing is deleted)
     or deleted without a finalizer (its Node and Lease are deleted).
@@ -48,10 +55,11 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import random
 import re
 import zlib
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -91,10 +99,20 @@ from shards._nodeobj import (
     node_labels,
     node_status,
     node_status_patch,
+    reported_conditions,
     status_changed,
+)
+from shards._nodescripts import (
+    NO_OVERLAY,
+    RESTART_WITHIN,
+    NodeOverlay,
+    NodeScriptLibrary,
+    NodeTimeline,
+    transition_event,
 )
 from shards._nodewatch import NodeObject, reports_differ
 from shards._podstatus import encode_patch
+from shards._scripts import MockStatusView, ScriptError
 from shards._timers import spread
 
 __all__ = ["REGISTER_ON_HOT", "NodeClaims", "NodeDriver", "NodeListener", "NodeState"]
@@ -104,13 +122,6 @@ log = logging.getLogger(__name__)
 READOPT_SPREAD = 1.0
 """Seconds over which the syncs of every CR are spread when the fence opens (at start,
 and after a lost shard Lease came back): a burst of GETs, not one instant of them."""
-_TRANSITION_EVENTS = {
-    "MemoryPressure": "NodeHasSufficientMemory",
-    "DiskPressure": "NodeHasNoDiskPressure",
-    "PIDPressure": "NodeHasSufficientPID",
-    "Ready": "NodeReady",
-}
-"""Kubelet condition -> the event its setter posts on a transition to the healthy status."""
 RESERVE_PAGE = 500
 """Nodes per page of the start-up list (:meth:`NodeDriver.reserve_addresses`): client-go's
 pager default."""
@@ -280,6 +291,10 @@ class NodeListener(Protocol):
         """The node's podCIDRs came after its registration: pods may now get IPs."""
         ...
 
+    def kubelet_restarted(self, name: str) -> None:
+        """The node's kubelet restarted (a node script): it lists its pods again."""
+        ...
+
 
 @dataclass(slots=True)
 class NodeState:
@@ -290,6 +305,14 @@ class NodeState:
     cr: CrView
     name: str
     spec: KubeletSpec | None = None
+    """What the kubelet reports: :attr:`base` with the node script's :attr:`overlay`."""
+    base: KubeletSpec | None = None
+    """What the CR says (and the registration found)."""
+    overlay: NodeOverlay = NO_OVERLAY
+    """What the node's script makes of it now (:mod:`shards._nodescripts`)."""
+    script: NodeTimeline | None = None
+    restarted: tuple[str, int] | None = None
+    """The last scripted kubelet restart done (script key, step index)."""
     node_uid: str = ""
     packed_status: bytes = b""
     """The node status as the apiserver last returned it: its JSON, deflated. It is read
@@ -298,6 +321,9 @@ class NodeState:
     packed_cr_status: bytes = b""
     """The CR status as our last write of it returned it (JSON, deflated): newer than
     ``cr.status`` until the watch brings the CR again (which empties it)."""
+    status_writes: int = 0
+    """Status reports submitted and not yet answered: while one is on its way, what the node
+    watch shows is about to be overwritten (no restore, no Event)."""
     status_rv: str = ""
     """The resourceVersion the node's last status write returned: the node watch skips its
     echo (:mod:`shards._nodewatch`)."""
@@ -339,6 +365,33 @@ class NodeState:
 
 def _node_path(name: str | None = None, sub: str | None = None) -> str:
     return resource_path("", "v1", "nodes", name=name, subresource=sub)
+
+
+def overlaid(base: KubeletSpec, overlay: NodeOverlay) -> KubeletSpec:
+    """What the kubelet reports: the CR's ``base`` with a node script's ``overlay``."""
+    if overlay == NO_OVERLAY or not (overlay.conditions or overlay.taints or overlay.capacity):
+        return base if not base.conditions else replace(base, conditions=())
+    scripted = {t.key for t in overlay.taints}
+    capacity = dict(overlay.capacity)
+    return replace(
+        base,
+        conditions=overlay.conditions,
+        taints=(*(t for t in base.taints if t.key not in scripted), *overlay.taints),
+        capacity={**base.capacity, **capacity} if capacity else base.capacity,
+        allocatable=(
+            {**base.allocatable, **capacity}
+            if capacity and base.allocatable is not None
+            else base.allocatable
+        ),
+    )
+
+
+def _older(rv: str, than: str) -> bool:
+    """``rv`` is a resourceVersion before ``than``. Opaque by contract, but etcd's (and the
+    sandbox's) are increasing integers; anything else is never older."""
+    if not rv.isdigit() or not than.isdigit():
+        return False
+    return int(rv) < int(than)
 
 
 class NodeClaims:
@@ -455,9 +508,11 @@ class NodeDriver:
         *,
         leases: NodeLeases,
         claims: NodeClaims,
+        report: Callable[[MockStatusView, ScriptError | None], Awaitable[None]] | None = None,
     ) -> None:
         """``listener``: told which nodes are driven (the pod driver); ``leases``: their
-        Leases; ``claims``: kept here, read by the pod driver."""
+        Leases; ``claims``: kept here, read by the pod driver; ``report``: told how each
+        NodeScript validates (shard 0's reporter)."""
         self._ctx = ctx
         self._listener = listener
         self.leases = leases
@@ -492,6 +547,15 @@ class NodeDriver:
         """Status reports made because the node watch saw other conditions stored."""
         self._register_io = ctx.hot if REGISTER_ON_HOT else ctx.control
         """Where registration's Node requests go (:data:`REGISTER_ON_HOT`)."""
+        self.scripts = NodeScriptLibrary(
+            ctx.control,
+            on_change=self.scripts_changed,
+            on_report=report,
+            clock=ctx.clock,
+            # Its own draws (watch timeouts): the shard's sequence stays as it was without it.
+            rng=random.Random(f"{ctx.shard}/nodescripts"),
+        )
+        """Every NodeScript (its reflector is run by the engine)."""
 
     def kubelet_api_started(self, endpoint: KubeletEndpoint) -> None:
         """The shard's kubelet API listens at ``endpoint``: the nodes registered from now
@@ -610,11 +674,20 @@ class NodeDriver:
             return
         if meta.resource_version == state.status_rv:
             return  # the echo of our own status write
+        if state.status_writes or _older(meta.resource_version, state.status_rv):
+            # Ours is on its way (a script's change, say), or was written after this: the
+            # event shows a status our write overwrites or overwrote.
+            return
         if state.node_uid and meta.uid != state.node_uid:
             return  # not the Node this state registered (re-created): its sync sorts it out
         status = event.obj.status
         differ = reports_differ(state.spec, status)
         if not differ:
+            return
+        if state.overlay.paused:
+            # The kubelet is down (a script's pause): it writes nothing; what it will write
+            # when it is back is the diff against this.
+            state.packed_status = _NODE_STATUS.pack(bytes(status))
             return
         log.info("node %s: stored %s differ from the kubelet's: reporting", meta.name, differ)
         state.packed_status = _NODE_STATUS.pack(bytes(status))
@@ -622,8 +695,9 @@ class NodeDriver:
         events = self._ctx.kubelet_events
         if events is not None:
             # As the kubelet's condition setters do on a transition of what it reads back.
+            wanted = reported_conditions(state.spec)
             for kind in differ:
-                reason = _TRANSITION_EVENTS.get(kind)
+                reason = transition_event(kind, wanted[kind][0])
                 if reason is not None:
                     events.node(meta.name, reason, f"Node {meta.name} status is now: {reason}")
         self._ctx.timers.schedule(("report", state.key), self._ctx.clock())
@@ -651,9 +725,15 @@ class NodeDriver:
 
     def _halt(self, state: NodeState) -> None:
         timers = self._ctx.timers
-        for kind in ("sync", "status", "report", "cidr"):
+        for kind in ("sync", "status", "report", "cidr", "node-script"):
             timers.cancel((kind, state.key))
         self.leases.stop(state.key)
+        if state.overlay != NO_OVERLAY or state.script is not None:
+            # Matched and applied again once driven (a paused Lease stays paused then).
+            state.script = None
+            state.overlay = NO_OVERLAY
+            if state.base is not None:
+                self._set_spec(state, state.base)
         if state.driving:
             state.driving = False
             self._listener.node_removed(state.name)
@@ -686,6 +766,10 @@ class NodeDriver:
             await self._report(key, periodic=False)
         elif kind == "gone":
             await self._check_gone(key)
+        elif kind == "node-script":
+            await self._follow_script(key)
+        elif kind == "node-scripts":
+            self._rematch_all()
 
     async def _sync_guarded(self, key: str) -> None:
         state = self.states.get(key)
@@ -755,6 +839,7 @@ class NodeDriver:
             await self._report(state.key, periodic=False, node_created=created)
             if created and ctx.kubelet_events is not None:
                 ctx.kubelet_events.node_started(state.name)
+            await self._match_script(state)
         await self._write_cr_status(state)
 
     # -- registration --------------------------------------------------------------------------
@@ -837,8 +922,12 @@ class NodeDriver:
         await self._reconcile_meta(state, None, {"metadata": meta, "spec": node_spec})
         return False
 
+    def _set_spec(self, state: NodeState, base: KubeletSpec) -> None:
+        state.base = base
+        state.spec = overlaid(base, state.overlay)
+
     def _adopt_node(self, state: NodeState, spec: KubeletSpec, node: _NodeAnswer) -> None:
-        state.spec = spec
+        self._set_spec(state, spec)
         state.node_uid = str(node.metadata.get("uid") or "")
         if self.states.get(state.key) is state:  # not a sync that outlived its CR's stop
             self.leases.node(state.key, state.name, state.node_uid)
@@ -867,8 +956,8 @@ class NodeDriver:
         return (self._cidrs.allocate(state.name),)
 
     def _take_pod_cidrs(self, state: NodeState, cidrs: tuple[str, ...]) -> None:
-        assert state.spec is not None
-        state.spec = replace(state.spec, pod_cidrs=cidrs)
+        assert state.spec is not None and state.base is not None
+        self._set_spec(state, replace(state.base, pod_cidrs=cidrs))
         self._set_pool(state)
         self._ctx.timers.cancel(("cidr", state.key))
         if state.driving:
@@ -912,8 +1001,9 @@ class NodeDriver:
         """A registered node whose CR changed: labels, taints, annotations, capacity."""
         old = state.spec
         assert old is not None
-        spec = self._spec_for(state, model, old.internal_ips, old.pod_cidrs)
-        state.spec = spec
+        self._set_spec(state, self._spec_for(state, model, old.internal_ips, old.pod_cidrs))
+        spec = state.spec
+        assert spec is not None
         if (old.labels, old.taints, old.annotations) == (
             spec.labels,
             spec.taints,
@@ -1012,6 +1102,10 @@ class NodeDriver:
             if periodic and ctx.fence_open():  # put off, not dropped (see ShardContext)
                 ctx.timers.schedule(("status", key), ctx.clock() + RESYNC_DELAY)
             return
+        if state.overlay.paused:  # the kubelet is down (a script): it reports when back
+            if periodic:
+                ctx.timers.schedule(("status", key), ctx.clock() + state.interval)
+            return
         current = state.status
         desired = node_status(state.spec, ctx.wall(), current)
         first = ("status", key) not in ctx.timers
@@ -1021,6 +1115,7 @@ class NodeDriver:
             if patch:
 
                 def done(result: WriteResult) -> None:
+                    state.status_writes -= 1
                     if result.outcome == "sent" and result.response is not None:
                         if self.states.get(key) is state:
                             answer = _decode_status_only(result.response.content)
@@ -1034,6 +1129,7 @@ class NodeDriver:
                     STRATEGIC_MERGE_PATCH,
                     on_result=done,
                 )
+                state.status_writes += 1
                 await ctx.writes.submit(f"nodes/{state.name}/status", write)
         if (
             send or first
@@ -1045,6 +1141,120 @@ class NodeDriver:
                 # as a status burst every interval (a kubelet's own start times are spread).
                 interval *= 0.1 + 0.9 * ctx.rng.random()
             ctx.timers.schedule(("status", key), ctx.clock() + interval)
+
+    # -- node scripts ------------------------------------------------------------------------
+
+    def scripts_changed(self) -> None:
+        """A NodeScript appeared, changed or went: re-match every node, once for a burst."""
+        self._ctx.timers.schedule(("node-scripts", ""), self._ctx.clock())
+
+    def _rematch_all(self) -> None:
+        now = self._ctx.clock()
+        for key, state in self.states.items():
+            if state.driving:
+                self._ctx.timers.schedule(("node-script", key), now)
+
+    async def _match_script(self, state: NodeState) -> None:
+        """Which NodeScript the node follows now; a change is followed at once."""
+        base = state.base
+        if base is None:
+            return
+        meta = state.cr.metadata
+        found = self.scripts.match(meta.namespace, state.name, node_labels(base), meta.annotations)
+        if isinstance(found, ScriptError):
+            await self._ctx.events.warn(state.involved, found.reason, str(found))
+            found = None
+        if found is not state.script:
+            state.script = found
+            self._ctx.timers.schedule(("node-script", state.key), self._ctx.clock())
+
+    async def _follow_script(self, key: str) -> None:
+        """The node's script changes something now: apply it, arm the next change."""
+        ctx = self._ctx
+        state = self.states.get(key)
+        if state is None or not state.driving or state.base is None:
+            return
+        if not ctx.fresh():
+            if ctx.fence_open():
+                ctx.timers.schedule(("node-script", key), ctx.clock() + RESYNC_DELAY)
+            return
+        await self._match_script(state)
+        ctx.timers.cancel(("node-script", key))  # armed again below, for the next change
+        script = state.script
+        now = ctx.wall()
+        overlay, following = (
+            (NO_OVERLAY, None) if script is None else script.state_at(state.name, now)
+        )
+        if (
+            overlay.restart is not None
+            and overlay.restart != state.restarted
+            and script is not None
+        ):
+            state.restarted = overlay.restart
+            since = (now - script.created).total_seconds() - overlay.restart_at
+            if since <= RESTART_WITHIN:
+                await self._kubelet_restart(state)
+        await self._apply_overlay(state, overlay)
+        if following is not None and self.states.get(key) is state:
+            ctx.timers.schedule(("node-script", key), ctx.clock() + following)
+
+    async def _apply_overlay(self, state: NodeState, overlay: NodeOverlay) -> None:
+        old_overlay = state.overlay
+        if overlay == old_overlay:
+            return
+        ctx = self._ctx
+        old = state.spec
+        base = state.base
+        assert old is not None and base is not None
+        state.overlay = overlay
+        self._set_spec(state, base)
+        spec = state.spec
+        assert spec is not None
+        if overlay.paused and not old_overlay.paused:
+            self.leases.stop(state.key)  # the kubelet is down: nothing renews, nothing reports
+        events = ctx.kubelet_events
+        if events is not None and not overlay.paused:
+            before, after = reported_conditions(old), reported_conditions(spec)
+            for kind, (status, _reason, _message) in after.items():
+                if kind in before and before[kind][0] == status:
+                    continue
+                reason = transition_event(kind, status)
+                if reason is not None:
+                    events.node(state.name, reason, f"Node {state.name} status is now: {reason}")
+        # The status first: the taint PATCH's watch echo carries the old status, which the
+        # report on its way overwrites (see NodeState.status_writes).
+        if old_overlay.paused and not overlay.paused:
+            await self.leases.ensure(state.key)
+            await self._report(state.key, periodic=True)  # over what the controller wrote
+        elif not overlay.paused:
+            await self._report(state.key, periodic=False)
+        if (old.taints, old.labels) != (spec.taints, spec.labels):
+            response = await ctx.control.request("GET", _node_path(state.name))
+            if response.status != 404:
+                node = _decode_any(response.raise_for_status().content)
+                await self._reconcile_meta(state, old, node)
+
+    async def _kubelet_restart(self, state: NodeState) -> None:
+        """As a kubelet starting again: Events, registration (POST, 409, GET), a status
+        report, its pods listed again."""
+        ctx = self._ctx
+        base = state.base
+        if base is None:
+            return
+        log.info("node %s: kubelet restart (node script)", state.name)
+        if ctx.kubelet_events is not None:
+            ctx.kubelet_events.node_started(state.name)
+        response = await self._register_io.request(
+            "POST", _node_path(), body=encode_patch(node_body(base, ctx.wall())), content_type=JSON
+        )
+        if response.status == 409:
+            response = await self._register_io.request("GET", _node_path(state.name))
+        node = _decode_node_answer(response.raise_for_status().content)
+        state.node_uid = str(node.metadata.get("uid") or state.node_uid)
+        state.packed_status = _NODE_STATUS.pack(bytes(node.status))
+        self.leases.node(state.key, state.name, state.node_uid)
+        self._listener.kubelet_restarted(state.name)
+        await self._report(state.key, periodic=True)
 
     # -- CR status -----------------------------------------------------------------------------
 

@@ -856,6 +856,26 @@ class PodDriver:
             if record is not None and not record.ips and not record.spec.host_network:
                 self._ctx.timers.schedule(("pod", key), now)
 
+    def kubelet_restarted(self, name: str) -> None:
+        """Node ``name``'s kubelet restarted (a node script): it lists its pods again (one
+        LIST of ``spec.nodeName=<node>``; with per-node watches, its watch starts over), and
+        its status manager looks at every pod's status again: each is evaluated now and
+        written where it differs."""
+        if name not in self._nodes:
+            return
+        if self.per_node:
+            scope = self._node_watches.pop(name, None)
+            if scope is not None:
+                scope.cancel()
+            self._watch_node(name)
+        else:
+            self._catch_up.add(name)
+            self._catch_up_wake.set()
+        now = self._ctx.clock()
+        for key in list(self._by_node.get(name, ())):
+            if key in self.pods:
+                self._ctx.timers.schedule(("pod", key), now)
+
     def node_removed(self, name: str) -> None:
         self._nodes.pop(name, None)
         self._catch_up.discard(name)

@@ -366,6 +366,9 @@ class _Listener:
     def pod_cidrs_arrived(self, name: str) -> None:
         pass
 
+    def kubelet_restarted(self, name: str) -> None:
+        pass
+
 
 async def test_claims_is_settled_before_the_node_is_removed(
     autojump_clock: trio.abc.Clock, nursery: trio.Nursery
