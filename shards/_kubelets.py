@@ -126,6 +126,9 @@ RESERVE_PAGE = 500
 """Nodes per page of the start-up list (:meth:`NodeDriver.reserve_addresses`): client-go's
 pager default."""
 RESYNC_DELAY = 1.0
+META_ATTEMPTS = 3
+"""Reads and PATCHes of a Node's taints for a script's step before giving up: its
+resourceVersion precondition meets the node's own status writes."""
 """Seconds before a sync that hit a conflict or an error runs again."""
 REGISTER_ON_HOT = True
 """Registration's Node and Lease GETs and POSTs go through ``hot``, the lean HTTP/1.1
@@ -1194,7 +1197,16 @@ class NodeDriver:
             since = (now - script.created).total_seconds() - overlay.restart_at
             if since <= RESTART_WITHIN:
                 await self._kubelet_restart(state)
-        await self._apply_overlay(state, overlay)
+        previous = state.overlay
+        try:
+            await self._apply_overlay(state, overlay)
+        except FleetError as exc:
+            log.info("node %s: script step not applied (%s); trying again", state.name, exc)
+            if self.states.get(key) is state and state.base is not None:
+                state.overlay = previous
+                self._set_spec(state, state.base)
+                ctx.timers.schedule(("node-script", key), ctx.clock() + RESYNC_DELAY)
+            return
         if following is not None and self.states.get(key) is state:
             ctx.timers.schedule(("node-script", key), ctx.clock() + following)
 
@@ -1229,10 +1241,17 @@ class NodeDriver:
         elif not overlay.paused:
             await self._report(state.key, periodic=False)
         if (old.taints, old.labels) != (spec.taints, spec.labels):
-            response = await ctx.control.request("GET", _node_path(state.name))
-            if response.status != 404:
+            for attempt in range(META_ATTEMPTS):
+                response = await ctx.control.request("GET", _node_path(state.name))
+                if response.status == 404:
+                    break
                 node = _decode_any(response.raise_for_status().content)
-                await self._reconcile_meta(state, old, node)
+                try:
+                    await self._reconcile_meta(state, old, node)
+                    break
+                except Conflict:  # our own status report landed between: read it again
+                    if attempt == META_ATTEMPTS - 1:
+                        raise
 
     async def _kubelet_restart(self, state: NodeState) -> None:
         """As a kubelet starting again: Events, registration (POST, 409, GET), a status

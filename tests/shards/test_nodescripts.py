@@ -9,6 +9,7 @@ False, a Warning Event, the shard going on).
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -292,3 +293,27 @@ async def test_an_invalid_node_script_is_reported_and_nothing_stops(
     assert warnings[0]["involvedObject"]["kind"] == "NodeScript"
     await trio.sleep(20)
     assert len(api.log("PUT", f"{NODE_LEASES}/n1")) >= 2  # the node goes on as its CR says
+
+
+async def test_a_lease_flap_pauses_renewals_on_its_period(
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
+) -> None:
+    api = MemoryApiserver()
+    api.create(CRS, node_cr("n1"))
+    await start(api, nursery)
+    await trio.sleep(5)
+    created = trio.current_time()
+    api.create(
+        NODE_SCRIPTS,
+        node_script(
+            "flap", {"after": "0s", "flap": {"period": "2m", "pausedFor": "50s"}}, selector={}
+        ),
+    )
+    await trio.sleep(365)
+    renewals = [c.at - created for c in api.log("PUT", f"{NODE_LEASES}/n1")]
+    # Renewing for the first 70 s of every 2 minutes, paused for the last 50 s.
+    for cycle in (0, 120, 240):
+        assert [t for t in renewals if cycle + 2 < t < cycle + 68]
+        assert not [t for t in renewals if cycle + 71 < t < cycle + 120]
+    gaps = [b - a for a, b in itertools.pairwise(renewals)]
+    assert sum(1 for gap in gaps if gap > 40) == 3  # each pause outlasts the Lease
