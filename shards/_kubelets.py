@@ -836,6 +836,8 @@ class NodeDriver:
             if self.states.get(state.key) is not state:
                 return  # stopped meanwhile: the Lease (by key) is no longer this sync's
             await self.leases.ensure(state.key, node_created=created)
+            if state.overlay.paused:  # its script has the kubelet down: it stays down
+                self.leases.stop(state.key)
             if not state.driving:
                 state.driving = True
                 self._listener.node_added(state.name, state)
@@ -1124,6 +1126,11 @@ class NodeDriver:
                             answer = _decode_status_only(result.response.content)
                             state.packed_status = _NODE_STATUS.pack(bytes(answer.status))
                             state.status_rv = answer.metadata.resource_version
+                            if state.spec is not None and reports_differ(state.spec, answer.status):
+                                # Another writer's conditions (Ready=Unknown) survived the
+                                # merge: the watch's events older than this one are skipped
+                                # (see node_seen), so put them right from here.
+                                ctx.timers.schedule(("report", key), ctx.clock())
 
                 write = Write(
                     "PATCH",
