@@ -1242,7 +1242,7 @@ class NodeDriver:
                     events.node(state.name, reason, f"Node {state.name} status is now: {reason}")
         # The status first: the taint PATCH's watch echo carries the old status, which the
         # report on its way overwrites (see NodeState.status_writes).
-        if old_overlay.paused and not overlay.paused:
+        if old_overlay.paused and not overlay.paused and self.states.get(state.key) is state:
             await self.leases.ensure(state.key)
             await self._report(state.key, periodic=True)  # over what the controller wrote
         elif not overlay.paused:
@@ -1278,6 +1278,8 @@ class NodeDriver:
         node = _decode_node_answer(response.raise_for_status().content)
         state.node_uid = str(node.metadata.get("uid") or state.node_uid)
         state.packed_status = _NODE_STATUS.pack(bytes(node.status))
+        if self.states.get(state.key) is not state:
+            return
         self.leases.node(state.key, state.name, state.node_uid)
         self._listener.kubelet_restarted(state.name)
         await self._report(state.key, periodic=True)
