@@ -4,7 +4,7 @@
 this server, so what it measures is the *shard's* cost. It serves a generated
 population and only what a shard sends:
 
-- LIST (paged with ``limit``/``continue``) and WATCH of the MockStatus CRs
+- LIST (paged with ``limit``/``continue``) and WATCH of the MockStatus and NodeScript CRs
   (none) and of the Node CRs (all
   labelled for shard 0, finalizer already on, so no CR write is needed before
   registration) and of the pods bound to them (``creationTimestamp`` = the
@@ -206,7 +206,9 @@ class _Watch:
         self.conn.write(b"%x\r\n%s\r\n" % (len(data), data))
 
     def _tick(self) -> None:
-        kind = {"pods": "Pod", "crs": "Node", "nodes": "Node"}.get(self.kind, "MockStatus")
+        kind = {"pods": "Pod", "crs": "Node", "nodes": "Node", "nodescripts": "NodeScript"}.get(
+            self.kind, "MockStatus"
+        )
         self.send(
             [
                 _encode(
@@ -323,6 +325,8 @@ class StubServer:
                 return self._collection(conn, "crs", query)
             if method == "GET" and path.rstrip("/").endswith("v1alpha1/mockstatuses"):
                 return self._collection(conn, "mockstatuses", query)
+            if method == "GET" and path.rstrip("/").endswith("v1alpha1/nodescripts"):
+                return self._collection(conn, "nodescripts", query)  # none: listed, watched
             return self._cr(method, path, body)
         if path.startswith("/api/v1/namespaces/") and path.endswith("/events") and method == "POST":
             self.count("event_post")
@@ -494,6 +498,8 @@ class StubServer:
             items = [self.population.cr(i) for i in range(start, stop)]
         elif kind == "mockstatuses":
             items = self.population.mock_statuses
+        elif kind == "nodescripts":
+            items = []
         elif kind == "nodes":
             items = list(self.nodes.values())[start:stop]
         else:

@@ -16,6 +16,7 @@ __all__ = [
     "FLEET_NAMESPACE",
     "GROUP",
     "MOCKSTATUS_PLURAL",
+    "NODESCRIPT_PLURAL",
     "NODE_CR_ANNOTATION",
     "NODE_PLURAL",
     "SHARD_LABEL",
@@ -36,6 +37,7 @@ API_VERSION = f"{GROUP}/{VERSION}"
 NODE_PLURAL = "nodes"
 """The Node CR's plural (``nodes.mock.zhizuqiu.cn``, not core ``nodes``)."""
 MOCKSTATUS_PLURAL = "mockstatuses"
+NODESCRIPT_PLURAL = "nodescripts"
 
 SHARD_LABEL = "fleet.mock.zhizuqiu.cn/shard"
 """Label on a Node CR naming the shard that drives it (written by the coordinator only)."""

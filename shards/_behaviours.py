@@ -98,7 +98,8 @@ class CrashLoop:
         extra = int((since - starts[last]) // self._period)
         return last + extra, starts[last] + extra * self._period, self._backoffs[-1]
 
-    def _start(self, index: int) -> float:
+    def start_of(self, index: int) -> float:
+        """Start of run ``index`` (0: the first), from the step's beginning."""
         last = len(self._starts) - 1
         if index <= last:
             return self._starts[index]
@@ -130,7 +131,7 @@ class CrashLoop:
         index, start, backoff = self._run(since)
         last = None
         if index > 0:
-            previous = self._start(index - 1)
+            previous = self.start_of(index - 1)
             last = LastTerminated(
                 exit_code=self.exit_code,
                 reason=self.reason,
@@ -164,7 +165,7 @@ class CrashLoop:
             ),
             backoff=backoff,
         )
-        return state, offset + self._start(index + 1), None
+        return state, offset + self.start_of(index + 1), None
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,10 @@ MockStatus reflector + consumer   ``ScriptLibrary``: every MockStatus, all
                                   (``PodDriver.policies_changed``)
 MockStatus reporter (shard 0)     ``_scriptreport.ScriptReporter``: condition
                                   Valid and Warning Events on MockStatuses
+NodeScript reflector + consumer   ``_nodescripts.NodeScriptLibrary``: every
+                                  NodeScript; a change re-matches the nodes
+                                  (``NodeDriver.scripts_changed``); its own
+                                  reporter on shard 0
 node reflector + consumer         ``_nodewatch.NodeWatch``: the v1.Nodes this
                                   shard labelled its own; stored conditions
                                   other than the kubelet's are reported over
@@ -29,9 +33,10 @@ timer runner                      one :class:`~shards._timers.DelayQueue` for
                                   node CR sync (registration: round trips in
                                   a row) in a task of its own, at most
                                   ``SYNC_CONCURRENCY`` at once
-Lease lane                        ``_leaselane.LeaseLane``: node Lease renewals,
-                                  timed from their due times, on their own
-                                  dispatcher and writers, pipelined
+Lease lane                        ``_nodelease.NodeLeases`` and its
+                                  ``_leaselane.LeaseLane``: node Lease
+                                  renewals, timed from their due times, on
+                                  their own dispatcher and writers, pipelined
 write queue writers               ``shard.writers`` tasks sending coalesced
                                   PATCHes, PUTs and DELETEs at ``shard.qps``
 kubelet events                    ``_events.KubeletEvents``: the kubelets'
@@ -53,6 +58,12 @@ through ``control`` (the httpx Client); a test passes one fake for both.
 The pod reflector starts once the first list of CRs is consumed, so the pod
 driver knows from the first pod which nodes are this shard's. Both are
 fenced: while the shard's Lease is stale nothing for any node or pod is sent.
+
+Every part is given its collaborators when it is built, in an order without
+cycles: the node Leases first (their lane's token bucket is the write queue's),
+then the write queue and the context, the pod driver (it builds the MockStatus
+library that tells it of changes), and the node driver (it tells the pod driver
+which nodes are driven, through the claims both share).
 """
 
 from __future__ import annotations
@@ -77,13 +88,12 @@ from shards._context import EventRecorder, FencedRequester, ShardContext, TimerK
 from shards._cr import CrView, cr_path
 from shards._events import KubeletEvents
 from shards._kubeletapi import KubeletApiSettings, KubeletServer, WebhookAuth
-from shards._kubelets import NodeDriver
+from shards._kubelets import REGISTER_ON_HOT, NodeClaims, NodeDriver
 from shards._kubeletview import DriverView
-from shards._leaselane import LaneFirstBucket
+from shards._nodelease import NodeLeases
 from shards._nodewatch import NodeWatch
 from shards._pods import PodDriver
-from shards._scriptreport import ScriptReporter
-from shards._scripts import ScriptLibrary
+from shards._scriptreport import ScriptReporter, node_script_reporter
 from shards._shardlease import ShardLease
 from shards._timers import DelayQueue
 
@@ -159,6 +169,24 @@ class ShardEngine:
             hot if hot is not None else control, fresh, field_manager=manager
         )
         s = settings.shard
+        self.timers: DelayQueue[TimerKey] = DelayQueue(clock=clock)
+        timers = self.timers
+
+        def resync(key: str) -> None:
+            timers.schedule(("sync", key), clock())
+
+        self.leases = NodeLeases(
+            gated_hot,
+            register=gated_hot if REGISTER_ON_HOT else gated_control,
+            settings=s,
+            metrics=self.metrics,
+            resync=resync,
+            clock=clock,
+            wall=wall,
+            rng=self._rng,
+            fresh=fresh,
+            fence_open=lambda: self.lease.active,
+        )
         self.writes = WriteQueue(
             gated_hot,
             WriteQueueSettings(
@@ -166,10 +194,8 @@ class ShardEngine:
             ),
             clock=clock,
             rng=self._rng,
+            limiter=self.leases.bucket,  # the Lease lane's writes go first (LaneFirstBucket)
         )
-        limiter = LaneFirstBucket(s.qps, s.burst, clock=clock)
-        self.writes.limiter = limiter  # the Lease lane's writes go first (see LaneFirstBucket)
-        self.timers: DelayQueue[TimerKey] = DelayQueue(clock=clock)
         self.ctx = ShardContext(
             shard=shard,
             settings=settings,
@@ -188,18 +214,26 @@ class ShardEngine:
             rng=self._rng,
             kubelet_events=KubeletEvents(self.writes, wall=wall, enabled=s.events),
         )
-        self.scripts = ScriptLibrary(gated_control, clock=clock, rng=self._rng)
-        self.pods = PodDriver(self.ctx, self.scripts)
-        self.scripts.on_change = self.pods.scripts_changed
-        self.scripts.on_policies_change = self.pods.policies_changed
         self.reporter: ScriptReporter | None = None
-        if shard == "0":  # one reporter for the fleet: every shard judges a MockStatus alike
+        self.node_reporter: ScriptReporter | None = None
+        if shard == "0":  # one reporter for the fleet: every shard judges a script alike
             self.reporter = ScriptReporter(self.ctx)
-            self.scripts.on_report = self.reporter.report
-        self.nodes = NodeDriver(self.ctx, self.pods)
-        limiter.lane = self.nodes.leases
-        self.pods.give_way = self.nodes.leases.give_way
-        self.pods.claims = self.nodes.claims
+            self.node_reporter = node_script_reporter(self.ctx)
+        claims = NodeClaims()
+        self.pods = PodDriver(
+            self.ctx,
+            claims=claims.__contains__,
+            give_way=self.leases.give_way,
+            report=None if self.reporter is None else self.reporter.report,
+        )
+        self.scripts = self.pods.scripts
+        self.nodes = NodeDriver(
+            self.ctx,
+            self.pods,
+            leases=self.leases,
+            claims=claims,
+            report=None if self.node_reporter is None else self.node_reporter.report,
+        )
         self.node_watch = NodeWatch(
             gated_hot, f"{SHARD_LABEL}={shard}", self.nodes.node_seen, clock=clock, rng=self._rng
         )
@@ -265,18 +299,20 @@ class ShardEngine:
             await nursery.start(self.writes.run)
             if self.ctx.kubelet_events is not None:
                 await nursery.start(self.ctx.kubelet_events.run)
-            await nursery.start(self.nodes.leases.run)
+            await nursery.start(self.leases.run)
             send, receive = trio.open_memory_channel[TimerKey](TIMER_CHANNEL)
             self._syncs = nursery
             async with receive:
                 for _ in range(TIMER_WORKERS):
                     nursery.start_soon(self._worker, receive.clone())
             await nursery.start(self.timers.run, send)
-            if self.reporter is not None:
-                await nursery.start(self.reporter.run)
+            for reporter in (self.reporter, self.node_reporter):
+                if reporter is not None:
+                    await nursery.start(reporter.run)
             await nursery.start(self.scripts.run)
+            await nursery.start(self.nodes.scripts.run)
             if self.kubelet is not None:
-                self.nodes.kubelet_endpoint = await nursery.start(self.kubelet.run)
+                self.nodes.kubelet_api_started(await nursery.start(self.kubelet.run))
             # The addresses of the Nodes already there are taken before any node gets one.
             await self.nodes.reserve_addresses()
             await self.nodes.read_server_version()
@@ -307,7 +343,7 @@ class ShardEngine:
 
     async def _worker(self, receive: trio.MemoryReceiveChannel[TimerKey]) -> None:
         async with receive:
-            give_way = self.nodes.leases.give_way
+            give_way = self.leases.give_way
             async for kind, key in receive:
                 await give_way()  # overdue Lease renewals first (trio has no priorities)
                 if kind == "sync" and self._syncs is not None:

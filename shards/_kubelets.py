@@ -1,4 +1,4 @@
-"""The fake kubelets of one shard: Node CRs in, v1.Nodes, node Leases and CR status out.
+"""The fake kubelets of one shard: Node CRs in, v1.Nodes, node status and CR status out.
 
 :class:`NodeDriver` holds one :class:`NodeState` per Node CR the shard's
 reflector hands it and does all the work in timer callbacks run by the
@@ -17,13 +17,10 @@ engine's fixed pool of workers (no task per node):
     without a GET when the Node was just created), report status when it
     changed, write the CR status when it changed. A new node costs three
     requests: Node POST, Lease POST (both through ``hot``:
-    :data:`REGISTER_ON_HOT`), CR status PATCH.
-``lease``
-    A Lease PUT through the Lease lane (:mod:`shards._leaselane`) every 10 s
-    with jitter, timed from its due time (the body is the Lease as the last
-    write returned it, so a concurrent writer gets a 409, re-read and
-    renewed); 404 re-creates it. Lateness against the due time and renewals
-    that came after the Lease expired are counted.
+    :data:`REGISTER_ON_HOT`), CR status PATCH. The Lease (create, adopt,
+    renewals, their answers) is :class:`~shards._nodelease.NodeLeases`'s,
+    given at construction: the driver says when a node is registered, driven
+    or let go.
 ``status``
     The node status PATCH every ``statusUpdatesInterval`` (5 min default), as
     the kubelet's nodeStatusReportFrequency; changes are reported at once by
@@ -32,6 +29,13 @@ engine's fixed pool of workers (no task per node):
     The node watch (:mod:`shards._nodewatch`) saw stored conditions other than the
     kubelet's (``Ready=Unknown`` from the node-lifecycle controller): the status is
     reported at once, as the diff against what is stored (:meth:`NodeDriver.node_seen`).
+``node-script``
+    The node's NodeScript (:mod:`shards._nodescripts`) changes what it does:
+    conditions, taints, capacity (written as the kubelet writes them, with
+    its Events), a Lease pause (no renewal, no status: NotReady), a kubelet
+    restart (Starting, re-registration, a relist of its pods); armed for the
+    script's next change. ``node-scripts`` re-matches every node when the set
+    of NodeScripts changes.
 ``gone``
     A CR left the shard's watch: moved to another shard (nothing is deleted)
     or deleted without a finalizer (its Node and Lease are deleted).
@@ -40,34 +44,31 @@ A CR with a deletionTimestamp is cleaned up: Lease and Node deleted, then the
 finalizer removed. ``suspend: true`` cancels the Lease and status timers;
 ``false`` renews at once. The pod driver learns which nodes are driven
 through :meth:`NodeDriver.node_added`'s listener, and which node names the
-shard's CRs claim through :meth:`NodeDriver.claims`.
+shard's CRs claim through the :class:`NodeClaims` both are given.
 
 What a node keeps between uses is bytes, not decoded JSON (10,000 nodes per
 shard): its status and its CR status as the apiserver last returned them,
-deflated, and its Lease trimmed to what a renewal carries; each is decoded
-when used (a status report, a sync, a renewal).
+deflated; each is decoded when used (a status report, a sync).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+import random
 import re
-import weakref
 import zlib
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import msgspec
-from prometheus_client import CollectorRegistry, Histogram
 
 from fleet.api import MockNode, load_node
 from fleet.errors import AlreadyExists, Conflict, FleetError, InputError, NotFound
 from fleet.kube import (
-    BatchRequest,
     ListMeta,
     Response,
     WatchEvent,
@@ -77,7 +78,7 @@ from fleet.kube import (
 )
 from fleet.machinery import JSON, MERGE_PATCH, STRATEGIC_MERGE_PATCH
 from fleet.wire import API_VERSION, FINALIZER, NODE_CR_ANNOTATION, SHARD_LABEL
-from shards._context import FencedRequester, ShardContext
+from shards._context import ShardContext
 from shards._cr import (
     ConditionValue,
     CrView,
@@ -90,46 +91,44 @@ from shards._cr import (
 )
 from shards._ipam import NodeAddressPool, PodIPPool, PoolExhausted, node_pod_cidr, subrange
 from shards._kubeletapi import KubeletEndpoint, served_spec
-from shards._leaselane import LeaseLane
+from shards._nodelease import NodeLeases, lease_path
 from shards._nodeobj import (
     DEFAULT_KUBELET_VERSION,
-    LEASE_NAMESPACE,
     KubeletSpec,
-    decode_lease,
-    encode_lease,
-    lease_body,
     node_body,
     node_labels,
     node_status,
     node_status_patch,
-    renew_lease,
+    reported_conditions,
     status_changed,
-    trim_lease,
+)
+from shards._nodescripts import (
+    NO_OVERLAY,
+    RESTART_WITHIN,
+    NodeOverlay,
+    NodeScriptLibrary,
+    NodeTimeline,
+    transition_event,
 )
 from shards._nodewatch import NodeObject, reports_differ
 from shards._podstatus import encode_patch
-from shards._timers import jitter, spread
+from shards._scripts import MockStatusView, ScriptError
+from shards._timers import spread
 
-__all__ = ["NodeDriver", "NodeListener", "NodeState"]
+__all__ = ["REGISTER_ON_HOT", "NodeClaims", "NodeDriver", "NodeListener", "NodeState"]
 
 log = logging.getLogger(__name__)
 
-_LATE_AFTER = 2.0
-"""A Lease renewal later than this past its due time counts as late (the issue's figure)."""
 READOPT_SPREAD = 1.0
 """Seconds over which the syncs of every CR are spread when the fence opens (at start,
 and after a lost shard Lease came back): a burst of GETs, not one instant of them."""
-_TRANSITION_EVENTS = {
-    "MemoryPressure": "NodeHasSufficientMemory",
-    "DiskPressure": "NodeHasNoDiskPressure",
-    "PIDPressure": "NodeHasSufficientPID",
-    "Ready": "NodeReady",
-}
-"""Kubelet condition -> the event its setter posts on a transition to the healthy status."""
 RESERVE_PAGE = 500
 """Nodes per page of the start-up list (:meth:`NodeDriver.reserve_addresses`): client-go's
 pager default."""
 RESYNC_DELAY = 1.0
+META_ATTEMPTS = 3
+"""Reads and PATCHes of a Node's taints for a script's step before giving up: its
+resourceVersion precondition meets the node's own status writes."""
 """Seconds before a sync that hit a conflict or an error runs again."""
 REGISTER_ON_HOT = True
 """Registration's Node and Lease GETs and POSTs go through ``hot``, the lean HTTP/1.1
@@ -137,27 +136,6 @@ transport that already carries these objects' status PATCHes and Lease PUTs, not
 ``control`` (httpx), whose pool costs ~1 ms of shard CPU a request: registration is CPU
 bound, and 2,000 nodes against the stub register at ~330/s this way, ~210/s through
 ``control``. The CR and Events stay on ``control`` with the rest of the CR traffic."""
-LANE_LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
-_lane_lag: weakref.WeakKeyDictionary[CollectorRegistry, Histogram] = weakref.WeakKeyDictionary()
-
-
-def lane_lag_histogram(registry: CollectorRegistry) -> Histogram:
-    """``kubemock_fleet_lease_lane_seconds{stage}`` on ``registry`` (one per registry).
-
-    ``stage="due_to_sent"``: a node Lease renewal's due time to its PUT written
-    (the lane's backlog); ``stage="sent_to_answered"``: written to its answer read
-    (the server, plus the shard's own delay in reading).
-    """
-    histogram = _lane_lag.get(registry)
-    if histogram is None:
-        histogram = _lane_lag[registry] = Histogram(
-            "kubemock_fleet_lease_lane_seconds",
-            "Node Lease renewals: due -> PUT written, written -> answer read.",
-            ["stage"],
-            buckets=LANE_LAG_BUCKETS,
-            registry=registry,
-        )
-    return histogram
 
 
 _decode_any = msgspec.json.Decoder(dict[str, Any]).decode
@@ -316,6 +294,10 @@ class NodeListener(Protocol):
         """The node's podCIDRs came after its registration: pods may now get IPs."""
         ...
 
+    def kubelet_restarted(self, name: str) -> None:
+        """The node's kubelet restarted (a node script): it lists its pods again."""
+        ...
+
 
 @dataclass(slots=True)
 class NodeState:
@@ -326,10 +308,15 @@ class NodeState:
     cr: CrView
     name: str
     spec: KubeletSpec | None = None
+    """What the kubelet reports: :attr:`base` with the node script's :attr:`overlay`."""
+    base: KubeletSpec | None = None
+    """What the CR says (and the registration found)."""
+    overlay: NodeOverlay = NO_OVERLAY
+    """What the node's script makes of it now (:mod:`shards._nodescripts`)."""
+    script: NodeTimeline | None = None
+    restarted: tuple[str, int] | None = None
+    """The last scripted kubelet restart done (script key, step index)."""
     node_uid: str = ""
-    lease: bytes | None = None
-    """The Lease as the last write returned it, trimmed to what a renewal carries
-    (:func:`~shards._nodeobj.trim_lease`); decoded for each renewal."""
     packed_status: bytes = b""
     """The node status as the apiserver last returned it: its JSON, deflated. It is read
     only when a report is due (on change, or every 5 min); decoded it cost ~5 KiB a node,
@@ -337,6 +324,9 @@ class NodeState:
     packed_cr_status: bytes = b""
     """The CR status as our last write of it returned it (JSON, deflated): newer than
     ``cr.status`` until the watch brings the CR again (which empties it)."""
+    status_writes: int = 0
+    """Status reports submitted and not yet answered: while one is on its way, what the node
+    watch shows is about to be overwritten (no restore, no Event)."""
     status_rv: str = ""
     """The resourceVersion the node's last status write returned: the node watch skips its
     echo (:mod:`shards._nodewatch`)."""
@@ -345,12 +335,6 @@ class NodeState:
     driving: bool = False
     """Registered, Lease renewing (not suspended, fence open)."""
     registered: bool = False
-    lease_due: float = 0.0
-    """Due time of the next renewal."""
-    renewing_due: float = 0.0
-    """Due time of the renewal being sent (lateness is measured against it)."""
-    lease_ok: float | None = None
-    missed_counted: bool = False
     problem: ConditionValue | None = None
     """Why the CR cannot be (fully) served: InvalidSpec, NameConflict, ..."""
     busy: bool = False
@@ -386,10 +370,61 @@ def _node_path(name: str | None = None, sub: str | None = None) -> str:
     return resource_path("", "v1", "nodes", name=name, subresource=sub)
 
 
-def _lease_path(name: str | None = None) -> str:
-    return resource_path(
-        "coordination.k8s.io", "v1", "leases", namespace=LEASE_NAMESPACE, name=name
+def overlaid(base: KubeletSpec, overlay: NodeOverlay) -> KubeletSpec:
+    """What the kubelet reports: the CR's ``base`` with a node script's ``overlay``."""
+    if overlay == NO_OVERLAY or not (overlay.conditions or overlay.taints or overlay.capacity):
+        return base if not base.conditions else replace(base, conditions=())
+    scripted = {t.key for t in overlay.taints}
+    capacity = dict(overlay.capacity)
+    return replace(
+        base,
+        conditions=overlay.conditions,
+        taints=(*(t for t in base.taints if t.key not in scripted), *overlay.taints),
+        capacity={**base.capacity, **capacity} if capacity else base.capacity,
+        allocatable=(
+            {**base.allocatable, **capacity}
+            if capacity and base.allocatable is not None
+            else base.allocatable
+        ),
     )
+
+
+def _older(rv: str, than: str) -> bool:
+    """``rv`` is a resourceVersion before ``than``. Opaque by contract, but etcd's (and the
+    sandbox's) are increasing integers; anything else is never older."""
+    if not rv.isdigit() or not than.isdigit():
+        return False
+    return int(rv) < int(than)
+
+
+class NodeClaims:
+    """Node name -> how many of the shard's Node CRs name it (two only while in conflict).
+
+    Kept by the node driver, read by the pod driver for every pod event (O(1)): the one
+    pod watch sees every bound pod in the cluster, and holding those of other shards'
+    nodes would cost each shard the whole fleet's pods.
+    """
+
+    __slots__ = ("_counts",)
+
+    def __init__(self) -> None:
+        self._counts: dict[str, int] = {}
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._counts
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._counts)
+
+    def add(self, name: str) -> None:
+        self._counts[name] = self._counts.get(name, 0) + 1
+
+    def remove(self, name: str) -> None:
+        count = self._counts.get(name, 0) - 1
+        if count > 0:
+            self._counts[name] = count
+        else:
+            self._counts.pop(name, None)
 
 
 class _CidrPool:
@@ -469,9 +504,21 @@ class _CidrPool:
 class NodeDriver:
     """Every fake kubelet of one shard; see the module docstring."""
 
-    def __init__(self, ctx: ShardContext, listener: NodeListener) -> None:
+    def __init__(
+        self,
+        ctx: ShardContext,
+        listener: NodeListener,
+        *,
+        leases: NodeLeases,
+        claims: NodeClaims,
+        report: Callable[[MockStatusView, ScriptError | None], Awaitable[None]] | None = None,
+    ) -> None:
+        """``listener``: told which nodes are driven (the pod driver); ``leases``: their
+        Leases; ``claims``: kept here, read by the pod driver; ``report``: told how each
+        NodeScript validates (shard 0's reporter)."""
         self._ctx = ctx
         self._listener = listener
+        self.leases = leases
         s = ctx.settings.shard
         shard_index = int(ctx.shard) if ctx.shard.isdigit() else 0
         parts = max(ctx.settings.shards, shard_index + 1, 1)
@@ -486,12 +533,12 @@ class NodeDriver:
             subrange(str(s.pod_cidr_range), shard_index, parts), s.node_pod_cidr_prefix
         )
         self.states: dict[str, NodeState] = {}
-        self.kubelet_endpoint: KubeletEndpoint | None = None
-        """Where this shard serves the kubelet API (set by the engine before any node is
-        registered); None: nodes get addresses from the range, and no one answers there."""
-        self._claims: dict[str, int] = {}
-        """Node name -> how many CRs in :attr:`states` name it (two only while in conflict):
-        in step with ``states``, for :meth:`claims`."""
+        self._kubelet_endpoint: KubeletEndpoint | None = None
+        """Where this shard serves the kubelet API (:meth:`kubelet_api_started`, before any
+        node is registered); None: nodes get addresses from the range, and no one answers
+        there."""
+        self._claims = claims
+        """In step with :attr:`states`: the node names they claim."""
         self._names: dict[str, str] = {}
         """Node name -> key of the CR that holds it (within this shard)."""
         self._leaving: dict[str, str] = {}
@@ -503,21 +550,22 @@ class NodeDriver:
         (:meth:`read_server_version`), as a kubelet of the cluster's own release would."""
         """On every Node this shard registers: what its node watch selects."""
         """Status reports made because the node watch saw other conditions stored."""
-        hot = ctx.hot
-        assert isinstance(hot, FencedRequester)
         self._register_io = ctx.hot if REGISTER_ON_HOT else ctx.control
-        """Where registration's Node and Lease requests go (:data:`REGISTER_ON_HOT`)."""
-        self.leases = LeaseLane(hot, self, limiter=ctx.writes.limiter, clock=ctx.clock, rng=ctx.rng)
-        """Every node Lease renewal: its own timers and writers (run by the engine)."""
-        lag = lane_lag_histogram(ctx.metrics.registry)
-        due_to_sent = lag.labels(stage="due_to_sent").observe
-        sent_to_answered = lag.labels(stage="sent_to_answered").observe
+        """Where registration's Node requests go (:data:`REGISTER_ON_HOT`)."""
+        self.scripts = NodeScriptLibrary(
+            ctx.control,
+            on_change=self.scripts_changed,
+            on_report=report,
+            clock=ctx.clock,
+            # Its own draws (watch timeouts): the shard's sequence stays as it was without it.
+            rng=random.Random(f"{ctx.shard}/nodescripts"),
+        )
+        """Every NodeScript (its reflector is run by the engine)."""
 
-        def on_lag(backlog: float, answer: float) -> None:
-            due_to_sent(backlog)
-            sent_to_answered(answer)
-
-        self.leases.on_lag = on_lag
+    def kubelet_api_started(self, endpoint: KubeletEndpoint) -> None:
+        """The shard's kubelet API listens at ``endpoint``: the nodes registered from now
+        on advertise it (the engine starts it before any node registers)."""
+        self._kubelet_endpoint = endpoint
 
     # -- start -------------------------------------------------------------------------------
 
@@ -593,7 +641,7 @@ class NodeDriver:
             state = None
         if state is None:
             state = self.states[key] = NodeState(key=key, cr=cr, name=cr.metadata.name)
-            self._claims[state.name] = self._claims.get(state.name, 0) + 1
+            self._claims.add(state.name)
             self._leaving.pop(key, None)
         else:
             state.cr = cr
@@ -631,11 +679,20 @@ class NodeDriver:
             return
         if meta.resource_version == state.status_rv:
             return  # the echo of our own status write
+        if state.status_writes or _older(meta.resource_version, state.status_rv):
+            # Ours is on its way (a script's change, say), or was written after this: the
+            # event shows a status our write overwrites or overwrote.
+            return
         if state.node_uid and meta.uid != state.node_uid:
             return  # not the Node this state registered (re-created): its sync sorts it out
         status = event.obj.status
         differ = reports_differ(state.spec, status)
         if not differ:
+            return
+        if state.overlay.paused:
+            # The kubelet is down (a script's pause): it writes nothing; what it will write
+            # when it is back is the diff against this.
+            state.packed_status = _NODE_STATUS.pack(bytes(status))
             return
         log.info("node %s: stored %s differ from the kubelet's: reporting", meta.name, differ)
         state.packed_status = _NODE_STATUS.pack(bytes(status))
@@ -643,8 +700,9 @@ class NodeDriver:
         events = self._ctx.kubelet_events
         if events is not None:
             # As the kubelet's condition setters do on a transition of what it reads back.
+            wanted = reported_conditions(state.spec)
             for kind in differ:
-                reason = _TRANSITION_EVENTS.get(kind)
+                reason = transition_event(kind, wanted[kind][0])
                 if reason is not None:
                     events.node(meta.name, reason, f"Node {meta.name} status is now: {reason}")
         self._ctx.timers.schedule(("report", state.key), self._ctx.clock())
@@ -654,13 +712,10 @@ class NodeDriver:
         state = self.states.pop(key, None)
         if state is None:
             return
-        count = self._claims.get(state.name, 0) - 1
-        if count > 0:
-            self._claims[state.name] = count
-        else:
-            self._claims.pop(state.name, None)
+        self._claims.remove(state.name)
         was_driving = state.driving
         self._halt(state)
+        self.leases.drop(key)
         if not was_driving and state.name not in self._claims:
             # No longer ours, and not driven since (its CR's deletion cleanup, a closed
             # fence): the listener lets go of the pods it kept for it.
@@ -675,9 +730,15 @@ class NodeDriver:
 
     def _halt(self, state: NodeState) -> None:
         timers = self._ctx.timers
-        for kind in ("sync", "status", "report", "cidr"):
+        for kind in ("sync", "status", "report", "cidr", "node-script"):
             timers.cancel((kind, state.key))
-        self.leases.cancel(state.key)
+        self.leases.stop(state.key)
+        if state.overlay != NO_OVERLAY or state.script is not None:
+            # Matched and applied again once driven (a paused Lease stays paused then).
+            state.script = None
+            state.overlay = NO_OVERLAY
+            if state.base is not None:
+                self._set_spec(state, state.base)
         if state.driving:
             state.driving = False
             self._listener.node_removed(state.name)
@@ -688,7 +749,7 @@ class NodeDriver:
         """Stop driving every node at once; remember nothing the apiserver may change meanwhile."""
         for state in self.states.values():
             self._halt(state)
-            state.lease = None
+            self.leases.release(state.key)
             state.registered = False
 
     def fence_regained(self) -> None:
@@ -710,6 +771,10 @@ class NodeDriver:
             await self._report(key, periodic=False)
         elif kind == "gone":
             await self._check_gone(key)
+        elif kind == "node-script":
+            await self._follow_script(key)
+        elif kind == "node-scripts":
+            self._rematch_all()
 
     async def _sync_guarded(self, key: str) -> None:
         state = self.states.get(key)
@@ -770,13 +835,18 @@ class NodeDriver:
         if model.spec.suspend:
             self._halt(state)
         else:
-            await self._ensure_lease(state, node_created=created)
+            if self.states.get(state.key) is not state:
+                return  # stopped meanwhile: the Lease (by key) is no longer this sync's
+            await self.leases.ensure(state.key, node_created=created)
+            if state.overlay.paused:  # its script has the kubelet down: it stays down
+                self.leases.stop(state.key)
             if not state.driving:
                 state.driving = True
                 self._listener.node_added(state.name, state)
             await self._report(state.key, periodic=False, node_created=created)
             if created and ctx.kubelet_events is not None:
                 ctx.kubelet_events.node_started(state.name)
+            await self._match_script(state)
         await self._write_cr_status(state)
 
     # -- registration --------------------------------------------------------------------------
@@ -785,7 +855,7 @@ class NodeDriver:
         self, state: NodeState, model: MockNode, ips: tuple[str, ...] | None, cidrs: tuple[str, ...]
     ) -> KubeletSpec:
         config = model.spec.node_config
-        endpoint = self.kubelet_endpoint
+        endpoint = self._kubelet_endpoint
         if endpoint is not None:  # the shard serves the kubelet API: its address it is
             internal: tuple[str, ...] = (endpoint.address_of(state.name),)
         elif config.address:
@@ -859,9 +929,15 @@ class NodeDriver:
         await self._reconcile_meta(state, None, {"metadata": meta, "spec": node_spec})
         return False
 
+    def _set_spec(self, state: NodeState, base: KubeletSpec) -> None:
+        state.base = base
+        state.spec = overlaid(base, state.overlay)
+
     def _adopt_node(self, state: NodeState, spec: KubeletSpec, node: _NodeAnswer) -> None:
-        state.spec = spec
+        self._set_spec(state, spec)
         state.node_uid = str(node.metadata.get("uid") or "")
+        if self.states.get(state.key) is state:  # not a sync that outlived its CR's stop
+            self.leases.node(state.key, state.name, state.node_uid)
         state.packed_status = _NODE_STATUS.pack(bytes(node.status))
         state.registered = True
         self._set_pool(state)
@@ -887,8 +963,8 @@ class NodeDriver:
         return (self._cidrs.allocate(state.name),)
 
     def _take_pod_cidrs(self, state: NodeState, cidrs: tuple[str, ...]) -> None:
-        assert state.spec is not None
-        state.spec = replace(state.spec, pod_cidrs=cidrs)
+        assert state.spec is not None and state.base is not None
+        self._set_spec(state, replace(state.base, pod_cidrs=cidrs))
         self._set_pool(state)
         self._ctx.timers.cancel(("cidr", state.key))
         if state.driving:
@@ -945,8 +1021,9 @@ class NodeDriver:
         """A registered node whose CR changed: labels, taints, annotations, capacity."""
         old = state.spec
         assert old is not None
-        spec = self._spec_for(state, model, old.internal_ips, old.pod_cidrs)
-        state.spec = spec
+        self._set_spec(state, self._spec_for(state, model, old.internal_ips, old.pod_cidrs))
+        spec = state.spec
+        assert spec is not None
         if (old.labels, old.taints, old.annotations) == (
             spec.labels,
             spec.taints,
@@ -1029,126 +1106,6 @@ class NodeDriver:
             pass  # a newer CR is on its way through the watch; its sync adds it
         self._ctx.timers.schedule(("sync", state.key), self._ctx.clock() + RESYNC_DELAY)
 
-    # -- the Lease -----------------------------------------------------------------------------
-
-    async def _ensure_lease(self, state: NodeState, *, node_created: bool = False) -> None:
-        """Create the node's Lease, or adopt the one there.
-
-        ``node_created``: the Node was POSTed just now, so its Lease is most likely
-        missing too: POST at once; a leftover Lease costs a 409 and the GET.
-        """
-        ctx = self._ctx
-        if state.lease is None:
-            response = (
-                None
-                if node_created
-                else await self._register_io.request("GET", _lease_path(state.name))
-            )
-            if response is None or response.status == 404:
-                body = encode_lease(lease_body(state.name, state.node_uid, ctx.wall()))
-                response = await self._register_io.request(
-                    "POST", _lease_path(), body=body, content_type=JSON
-                )
-                try:
-                    response.raise_for_status()
-                except AlreadyExists:
-                    response = await self._register_io.request("GET", _lease_path(state.name))
-                    state.lease = trim_lease(response.raise_for_status().content)
-                    self._schedule_lease(state, ctx.clock())
-                    return
-                state.lease = trim_lease(response.content)
-                state.lease_ok = ctx.clock()
-                self._schedule_lease(
-                    state, ctx.clock() + jitter(self._interval(), self._jitter(), ctx.rng)
-                )
-                return
-            state.lease = trim_lease(response.raise_for_status().content)
-        if state.key not in self.leases:
-            # Adopted (restart, takeover, resume): renew soon, spread so a thousand adoptions
-            # do not renew in one instant; well within the 40 s the Lease lasts.
-            self._schedule_lease(state, ctx.clock() + spread(min(self._interval(), 2.0), ctx.rng))
-
-    def _interval(self) -> float:
-        return self._ctx.settings.shard.node_lease_renew_interval
-
-    def _jitter(self) -> float:
-        return self._ctx.settings.shard.renew_jitter
-
-    def _schedule_lease(self, state: NodeState, when: float) -> None:
-        state.lease_due = when
-        self.leases.schedule(state.key, when)
-
-    def lease_request(self, key: str) -> BatchRequest | None:
-        """The lane asks for ``key``'s renewal (:class:`~shards._leaselane.LeaseOwner`).
-
-        Arms the next one from this one's due time (not from now), so a late
-        renewal does not push every later one back, and a bunch does not persist.
-        """
-        ctx = self._ctx
-        state = self.states.get(key)
-        if state is None or not state.driving or state.lease is None:
-            return None
-        now = ctx.clock()
-        if not ctx.fresh():
-            if ctx.fence_open():
-                # The shard's Lease is late this moment but the fence is open: renew once it
-                # is fresh again (a closing fence cancels this; dropping it stopped the node).
-                self._schedule_lease(state, now + RESYNC_DELAY)
-            return None
-        duration = ctx.settings.shard.node_lease_duration
-        if (
-            state.lease_ok is not None
-            and now - state.lease_ok > duration
-            and not state.missed_counted
-        ):
-            ctx.metrics.lease_renewals_missed.labels(lease="node").inc()
-            state.missed_counted = True
-        if not self.leases.retrying(key):  # a regular renewal: arm the next one
-            state.renewing_due = state.lease_due
-            self._schedule_lease(
-                state,
-                max(now, state.lease_due + jitter(self._interval(), self._jitter(), ctx.rng)),
-            )
-        renewed = renew_lease(decode_lease(state.lease), ctx.wall(), node_uid=state.node_uid)
-        return BatchRequest("PUT", _lease_path(state.name), None, encode_lease(renewed), JSON)
-
-    async def lease_answered(self, key: str, answer: Response | FleetError) -> bool:
-        """The renewal's answer (:class:`~shards._leaselane.LeaseOwner`); True: send again."""
-        ctx = self._ctx
-        state = self.states.get(key)
-        if state is None or not isinstance(answer, Response):
-            return False
-        if answer.status < 300:
-            state.lease = trim_lease(answer.content)
-            finished = ctx.clock()
-            duration = ctx.settings.shard.node_lease_duration
-            if state.lease_ok is not None and finished - state.lease_ok > duration:
-                if not state.missed_counted:
-                    ctx.metrics.lease_renewals_missed.labels(lease="node").inc()
-            elif finished - state.renewing_due > _LATE_AFTER:
-                ctx.metrics.lease_renewals_late.labels(lease="node").inc()
-            state.lease_ok = finished
-            state.missed_counted = False
-            return False
-        if answer.status == 404:
-            state.lease = None  # deleted: the sync re-creates it
-            ctx.timers.schedule(("sync", key), ctx.clock())
-            return False
-        if answer.status == 409:
-            # Someone else wrote the Lease: re-read it and renew on top of it, at once.
-            response = await ctx.hot.request("GET", _lease_path(state.name))
-            if response.status == 404:
-                return False
-            fresh = trim_lease(response.raise_for_status().content)
-            if self.states.get(key) is state:
-                state.lease = fresh
-            return True
-        try:
-            answer.raise_for_status()
-        except FleetError as exc:
-            log.warning("lease %s: renewal refused: %s", key, exc)
-        return False
-
     # -- node status -------------------------------------------------------------------------
 
     async def _report(self, key: str, *, periodic: bool, node_created: bool = False) -> None:
@@ -1165,6 +1122,10 @@ class NodeDriver:
             if periodic and ctx.fence_open():  # put off, not dropped (see ShardContext)
                 ctx.timers.schedule(("status", key), ctx.clock() + RESYNC_DELAY)
             return
+        if state.overlay.paused:  # the kubelet is down (a script): it reports when back
+            if periodic:
+                ctx.timers.schedule(("status", key), ctx.clock() + state.interval)
+            return
         current = state.status
         desired = node_status(state.spec, ctx.wall(), current)
         first = ("status", key) not in ctx.timers
@@ -1174,11 +1135,17 @@ class NodeDriver:
             if patch:
 
                 def done(result: WriteResult) -> None:
+                    state.status_writes -= 1
                     if result.outcome == "sent" and result.response is not None:
                         if self.states.get(key) is state:
                             answer = _decode_status_only(result.response.content)
                             state.packed_status = _NODE_STATUS.pack(bytes(answer.status))
                             state.status_rv = answer.metadata.resource_version
+                            if state.spec is not None and reports_differ(state.spec, answer.status):
+                                # Another writer's conditions (Ready=Unknown) survived the
+                                # merge: the watch's events older than this one are skipped
+                                # (see node_seen), so put them right from here.
+                                ctx.timers.schedule(("report", key), ctx.clock())
 
                 write = Write(
                     "PATCH",
@@ -1187,6 +1154,7 @@ class NodeDriver:
                     STRATEGIC_MERGE_PATCH,
                     on_result=done,
                 )
+                state.status_writes += 1
                 await ctx.writes.submit(f"nodes/{state.name}/status", write)
         if (
             send or first
@@ -1198,6 +1166,138 @@ class NodeDriver:
                 # as a status burst every interval (a kubelet's own start times are spread).
                 interval *= 0.1 + 0.9 * ctx.rng.random()
             ctx.timers.schedule(("status", key), ctx.clock() + interval)
+
+    # -- node scripts ------------------------------------------------------------------------
+
+    def scripts_changed(self) -> None:
+        """A NodeScript appeared, changed or went: re-match every node, once for a burst."""
+        self._ctx.timers.schedule(("node-scripts", ""), self._ctx.clock())
+
+    def _rematch_all(self) -> None:
+        now = self._ctx.clock()
+        for key, state in self.states.items():
+            if state.driving:
+                self._ctx.timers.schedule(("node-script", key), now)
+
+    async def _match_script(self, state: NodeState) -> None:
+        """Which NodeScript the node follows now; a change is followed at once."""
+        base = state.base
+        if base is None:
+            return
+        meta = state.cr.metadata
+        found = self.scripts.match(meta.namespace, state.name, node_labels(base), meta.annotations)
+        if isinstance(found, ScriptError):
+            await self._ctx.events.warn(state.involved, found.reason, str(found))
+            found = None
+        if found is not state.script:
+            state.script = found
+            self._ctx.timers.schedule(("node-script", state.key), self._ctx.clock())
+
+    async def _follow_script(self, key: str) -> None:
+        """The node's script changes something now: apply it, arm the next change."""
+        ctx = self._ctx
+        state = self.states.get(key)
+        if state is None or not state.driving or state.base is None:
+            return
+        if not ctx.fresh():
+            if ctx.fence_open():
+                ctx.timers.schedule(("node-script", key), ctx.clock() + RESYNC_DELAY)
+            return
+        await self._match_script(state)
+        ctx.timers.cancel(("node-script", key))  # armed again below, for the next change
+        script = state.script
+        now = ctx.wall()
+        overlay, following = (
+            (NO_OVERLAY, None) if script is None else script.state_at(state.name, now)
+        )
+        if (
+            overlay.restart is not None
+            and overlay.restart != state.restarted
+            and script is not None
+        ):
+            state.restarted = overlay.restart
+            since = (now - script.created).total_seconds() - overlay.restart_at
+            if since <= RESTART_WITHIN:
+                await self._kubelet_restart(state)
+        previous = state.overlay
+        try:
+            await self._apply_overlay(state, overlay)
+        except FleetError as exc:
+            log.info("node %s: script step not applied (%s); trying again", state.name, exc)
+            if self.states.get(key) is state and state.base is not None:
+                state.overlay = previous
+                self._set_spec(state, state.base)
+                ctx.timers.schedule(("node-script", key), ctx.clock() + RESYNC_DELAY)
+            return
+        if following is not None and self.states.get(key) is state:
+            ctx.timers.schedule(("node-script", key), ctx.clock() + following)
+
+    async def _apply_overlay(self, state: NodeState, overlay: NodeOverlay) -> None:
+        old_overlay = state.overlay
+        if overlay == old_overlay:
+            return
+        ctx = self._ctx
+        old = state.spec
+        base = state.base
+        assert old is not None and base is not None
+        state.overlay = overlay
+        self._set_spec(state, base)
+        spec = state.spec
+        assert spec is not None
+        if overlay.paused and not old_overlay.paused:
+            self.leases.stop(state.key)  # the kubelet is down: nothing renews, nothing reports
+        events = ctx.kubelet_events
+        if events is not None and not overlay.paused:
+            before, after = reported_conditions(old), reported_conditions(spec)
+            for kind, (status, _reason, _message) in after.items():
+                if kind in before and before[kind][0] == status:
+                    continue
+                reason = transition_event(kind, status)
+                if reason is not None:
+                    events.node(state.name, reason, f"Node {state.name} status is now: {reason}")
+        # The status first: the taint PATCH's watch echo carries the old status, which the
+        # report on its way overwrites (see NodeState.status_writes).
+        if old_overlay.paused and not overlay.paused and self.states.get(state.key) is state:
+            await self.leases.ensure(state.key)
+            await self._report(state.key, periodic=True)  # over what the controller wrote
+        elif not overlay.paused:
+            await self._report(state.key, periodic=False)
+        if (old.taints, old.labels) != (spec.taints, spec.labels):
+            for attempt in range(META_ATTEMPTS):
+                response = await ctx.control.request("GET", _node_path(state.name))
+                if response.status == 404:
+                    break
+                node = _decode_any(response.raise_for_status().content)
+                try:
+                    await self._reconcile_meta(state, old, node)
+                    break
+                except Conflict:  # our own status report landed between: read it again
+                    if attempt == META_ATTEMPTS - 1:
+                        raise
+
+    async def _kubelet_restart(self, state: NodeState) -> None:
+        """As a kubelet starting again: Events, registration (POST, 409, GET), a status
+        report, its pods listed again."""
+        ctx = self._ctx
+        base = state.base
+        if base is None:
+            return
+        log.info("node %s: kubelet restart (node script)", state.name)
+        if ctx.kubelet_events is not None:
+            ctx.kubelet_events.node_started(state.name)
+        response = await self._register_io.request(
+            "POST", _node_path(), body=encode_patch(node_body(base, ctx.wall())), content_type=JSON
+        )
+        if response.status == 409:
+            response = await self._register_io.request("GET", _node_path(state.name))
+        node = _decode_node_answer(response.raise_for_status().content)
+        state.node_uid = str(node.metadata.get("uid") or state.node_uid)
+        state.packed_status = _NODE_STATUS.pack(bytes(node.status))
+        if self.states.get(state.key) is not state:
+            return
+        self.leases.node(state.key, state.name, state.node_uid)
+        self._listener.kubelet_restarted(state.name)
+        await self._report(state.key, periodic=True)
 
     # -- CR status -----------------------------------------------------------------------------
 
@@ -1255,7 +1355,7 @@ class NodeDriver:
             self._addresses.release(state.name)
             self._cidrs.release(state.name)
         state.registered = False
-        state.lease = None
+        self.leases.release(state.key)
         meta = state.cr.metadata
         if FINALIZER not in meta.finalizers:
             return
@@ -1293,7 +1393,7 @@ class NodeDriver:
             )
             if response.status not in (404, 409):
                 response.raise_for_status()
-        response = await ctx.control.request("DELETE", _lease_path(name))
+        response = await ctx.control.request("DELETE", lease_path(name))
         if response.status != 404:
             response.raise_for_status()
         ctx.writes.forget(f"leases/{name}")

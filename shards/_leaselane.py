@@ -20,12 +20,15 @@ the engine's timer workers and the shared :class:`~fleet.kube._writequeue.WriteQ
   fenced requester; sequential requests on any other requester): a second of
   renewals of a 10,000-node shard costs tens of task switches, not thousands.
 
-What is sent and what an answer means is the owner's business
-(:class:`LeaseOwner`, the node driver): it builds each PUT body and reads each
-answer. The lane adds retries: 429/5xx/transport errors come back after a
-backoff (Retry-After when given), up to ``max_attempts``; the regular renewal
-after that stays where it was. Writes count against the write queue's token
-bucket (``shard.qps``), taken ahead of the pod writes waiting there.
+The lane is a sender: what is sent and what an answer means is its owner's
+business (:class:`LeaseOwner`, :class:`~shards._nodelease.NodeLeases`, which
+builds the lane and tells it when each Lease is due): the owner builds each PUT
+body when it is written and reads each answer. The lane adds retries:
+429/5xx/transport errors come back after a backoff (Retry-After when given), up
+to ``max_attempts``; the regular renewal after that stays where it was. Writes
+count against a token bucket (``shard.qps``) the lane builds and the write
+queue is given (:attr:`LeaseLane.bucket`), taken ahead of the pod writes
+waiting there.
 """
 
 from __future__ import annotations
@@ -81,19 +84,21 @@ GIVE_WAY_MAX = 1.0
 
 
 class LaneFirstBucket(TokenBucket):
-    """The write queue's token bucket, giving way to the Lease lane.
+    """The write queue's token bucket, giving way to the Lease lane that built it.
 
     Writes through :meth:`acquire` (the write queue's) first wait while the lane is
     behind (:meth:`LeaseLane.give_way`); the lane takes its tokens with
     :meth:`acquire_first`, from the same bucket, without waiting for anyone.
     """
 
-    lane: LeaseLane | None = None
+    def __init__(
+        self, lane: LeaseLane, rate: float, burst: int, *, clock: Callable[[], float]
+    ) -> None:
+        super().__init__(rate, burst, clock=clock)
+        self._lane = lane
 
     async def acquire(self) -> None:
-        lane = self.lane
-        if lane is not None:
-            await lane.give_way()
+        await self._lane.give_way()
         await super().acquire()
 
     async def acquire_first(self) -> None:
@@ -109,10 +114,13 @@ class BatchSender(Protocol):
 
 
 class LeaseOwner(Protocol):
-    """Builds renewals and reads their answers (the node driver)."""
+    """Builds renewals and reads their answers (:class:`~shards._nodelease.NodeLeases`)."""
 
-    def lease_request(self, key: str) -> BatchRequest | None:
-        """The PUT renewing ``key``'s Lease now, or None when it is not to be renewed."""
+    def lease_request(self, key: str, *, retry: bool) -> BatchRequest | None:
+        """The PUT renewing ``key``'s Lease now, or None when it is not to be renewed.
+
+        ``retry``: an earlier attempt failed and this one sends it again (the next
+        regular renewal is armed already)."""
         ...
 
     async def lease_answered(self, key: str, answer: Response | FleetError) -> bool:
@@ -128,8 +136,9 @@ class LeaseLane:
         sender: BatchSender,
         owner: LeaseOwner,
         *,
-        limiter: TokenBucket | None = None,
+        rate: tuple[float, int] | None = None,
         clock: Callable[[], float] = trio.current_time,
+        on_lag: Callable[[float, float], None] | None = None,
         writers: int = LANE_WRITERS,
         window: float = LANE_WINDOW,
         max_attempts: int = MAX_ATTEMPTS,
@@ -139,7 +148,11 @@ class LeaseLane:
         self._rng = rng if rng is not None else random.Random()
         self._sender = sender
         self._owner = owner
-        self._limiter = limiter
+        self.bucket: LaneFirstBucket | None = (
+            None if rate is None else LaneFirstBucket(self, rate[0], rate[1], clock=clock)
+        )
+        """The token bucket (``rate``: requests per second and burst) the lane shares with
+        the write queue, which is given it; None: renewals are not rate limited."""
         self._clock = clock
         self._writers = writers
         self._window = window
@@ -154,7 +167,7 @@ class LeaseLane:
         """Keys being retried: the due time of their next regular renewal."""
         self._due: dict[str, float] = {}
         """Keys handed to the writers: the time they were due (for :attr:`on_lag`)."""
-        self.on_lag: Callable[[float, float], None] | None = None
+        self._on_lag = on_lag
         """Told ``(due -> request written, written -> answer read)`` in seconds for each
         renewal sent: the lane's own backlog apart from the server's (and reading's) delay."""
         self._clear = trio.Event()
@@ -181,10 +194,6 @@ class LeaseLane:
 
     def __contains__(self, key: object) -> bool:
         return key in self.timers
-
-    def retrying(self, key: str) -> bool:
-        """Whether ``key``'s renewal failed and is being sent again (its next one is armed)."""
-        return key in self._attempts
 
     # -- priority ----------------------------------------------------------------------------
 
@@ -259,7 +268,7 @@ class LeaseLane:
             while ready and len(keys) < share:
                 key = ready.popleft()
                 due_at = self._due.pop(key, None)
-                request = self._owner.lease_request(key)
+                request = self._owner.lease_request(key, retry=key in self._attempts)
                 if request is not None:
                     keys.append(key)
                     dues.append(due_at)
@@ -267,15 +276,10 @@ class LeaseLane:
             self._maybe_clear()
             if not keys:
                 continue
-            limiter = self._limiter
-            if limiter is not None:
-                acquire = (
-                    limiter.acquire_first
-                    if isinstance(limiter, LaneFirstBucket)
-                    else limiter.acquire
-                )
+            bucket = self.bucket
+            if bucket is not None:
                 for _ in keys:
-                    await acquire()
+                    await bucket.acquire_first()
             sent = self._clock()
             self._sending += 1
             self._maybe_clear()  # every writer out: those giving way go on (see behind)
@@ -286,7 +290,7 @@ class LeaseLane:
                 self._maybe_clear()
             self.batches += 1
             self.sent += len(keys)
-            on_lag = self.on_lag
+            on_lag = self._on_lag
             if on_lag is not None:
                 took = self._clock() - sent
                 for due_at in dues:

@@ -154,6 +154,9 @@ class KubeletSpec:
     boot_id: str = ""
     network_unavailable_condition: bool = False
     """Also report NetworkUnavailable=False (RouteCreated), as kube-mock did."""
+    conditions: tuple[tuple[str, str, str, str], ...] = ()
+    """(type, status, reason, message) reported instead of the healthy wording (a node
+    script, ``shards._nodescripts``); a type the kubelet does not report is added."""
 
     @property
     def resolved_provider_id(self) -> str:
@@ -198,8 +201,21 @@ def _addresses(spec: KubeletSpec) -> list[dict[str, str]]:
 def reported_conditions(spec: KubeletSpec) -> Mapping[str, tuple[str, str, str]]:
     """The conditions the kubelet reports: type -> (status, reason, message), in order."""
     if spec.network_unavailable_condition:
-        return {"NetworkUnavailable": _NETWORK_UNAVAILABLE, **_HEALTHY}
-    return _HEALTHY
+        wanted: Mapping[str, tuple[str, str, str]] = {
+            "NetworkUnavailable": _NETWORK_UNAVAILABLE,
+            **_HEALTHY,
+        }
+    else:
+        wanted = _HEALTHY
+    if not spec.conditions:
+        return wanted
+    scripted = {
+        kind: (status, reason, message) for kind, status, reason, message in spec.conditions
+    }
+    out = {kind: scripted.get(kind, value) for kind, value in wanted.items()}
+    for kind, value in scripted.items():
+        out.setdefault(kind, value)
+    return out
 
 
 def node_status(

@@ -24,7 +24,10 @@ containers look like. The shard engine asks ``plan.state_at(elapsed)`` and
 ``plan.next_change_after(elapsed)``; it never interprets annotations itself, so
 a pod seen late (shard restart, late binding) goes straight to the state its
 timeline says and nothing is replayed, and a scripted lifecycle plugs in by
-producing another Plan. This module is pure: no clock, no I/O.
+producing another Plan. A Plan may also run the pod's init containers in
+order first (:class:`InitSequence`, ``_initrun``): its steps then wait for them,
+and ``state_at`` and ``next_change_after`` are given the pod's init containers
+(``inits``). This module is pure: no clock, no I/O.
 """
 
 from __future__ import annotations
@@ -55,6 +58,8 @@ __all__ = [
     "RUNNING_READY",
     "Behaviour",
     "ContainerState",
+    "InitContainers",
+    "InitSequence",
     "LastTerminated",
     "Phase",
     "Plan",
@@ -135,6 +140,35 @@ class Behaviour(Protocol):
         ...
 
 
+InitContainers = tuple[tuple[str, bool], ...]
+"""A pod's init containers in spec order: (name, restartable: a sidecar)."""
+
+
+class InitSequence(Protocol):
+    """The pod's init containers, run one after the other from its creation (``_initrun``).
+
+    Pure and shared by every pod of a Plan; answers for one pod's init containers."""
+
+    def done_at(self, inits: InitContainers, restart_policy: str) -> float | None:
+        """Offset at which the last init container completed; None: never (one keeps
+        failing, or failed the pod)."""
+        ...
+
+    def step_at(
+        self, elapsed: float, inits: InitContainers, restart_policy: str
+    ) -> tuple[Step, float | None]:
+        """The pod while its init containers run (before :meth:`done_at`), and the next
+        offset at which that changes (None: never)."""
+        ...
+
+    def completed(
+        self, inits: InitContainers, restart_policy: str
+    ) -> tuple[tuple[str, ContainerState], ...]:
+        """The init containers once all completed, those that differ from
+        :data:`INIT_COMPLETED` (restarted ones: their count and last run)."""
+        ...
+
+
 CONTAINER_CREATING = ContainerState("waiting", reason="ContainerCreating")
 POD_INITIALIZING = ContainerState("waiting", reason="PodInitializing")
 RUNNING_READY = ContainerState("running", ready=True)
@@ -166,6 +200,8 @@ class Step:
     """Pod-level ``status.message`` (scripted lifecycles only; empty: none)."""
     behaviours: tuple[tuple[str | None, Behaviour], ...] = ()
     """Containers (by name; None: every one) that change by themselves during the step."""
+    init_overrides: tuple[tuple[str, ContainerState], ...] = ()
+    """Per-init-container states by name (init containers run in order)."""
 
     def resolved(self, elapsed: float, restart_policy: str) -> tuple[Step, float | None]:
         """This step ``elapsed`` seconds after creation with its behaviours applied, and the
@@ -203,6 +239,12 @@ class Step:
                 return state
         return self.containers
 
+    def init_state(self, name: str) -> ContainerState:
+        for key, state in self.init_overrides:
+            if key == name:
+                return state
+        return self.init_containers
+
     @property
     def terminal(self) -> bool:
         return self.phase in TERMINAL_PHASES
@@ -232,6 +274,7 @@ class Step:
             containers=stop(self.containers),
             init_containers=stop_init(self.init_containers),
             overrides=tuple((name, stop(state)) for name, state in self.overrides),
+            init_overrides=tuple((name, stop_init(state)) for name, state in self.init_overrides),
             source="deletion",
         )
 
@@ -243,6 +286,9 @@ class Plan:
     steps: tuple[Step, ...]
     pod_ips: tuple[str, ...] = ()
     """IPs from ``zhizuqiu.github.com/podIPs`` (normalised); empty: allocate from the pool."""
+    init: InitSequence | None = None
+    """The pod's init containers run in order first; the steps wait for them. None: they
+    complete at once (Pending steps show them PodInitializing, the others completed)."""
     _offsets: tuple[float, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -253,16 +299,42 @@ class Plan:
             raise ValueError(f"Plan steps must start at 0 and be sorted, got offsets {offsets}")
         object.__setattr__(self, "_offsets", offsets)
 
-    def state_at(self, elapsed: float, restart_policy: str = "Always") -> Step:
+    def state_at(
+        self, elapsed: float, restart_policy: str = "Always", inits: InitContainers = ()
+    ) -> Step:
         """The step in force ``elapsed`` seconds after creation (negative: the first), its
-        containers' behaviours (restarts, readiness) applied."""
+        containers' behaviours (restarts, readiness) applied. ``inits``: the pod's init
+        containers (they matter only to a Plan with :attr:`init`)."""
+        init = self.init
+        done: float | None = None
+        if init is not None and inits:
+            done = init.done_at(inits, restart_policy)
+            if done is None or elapsed < done:
+                return init.step_at(elapsed, inits, restart_policy)[0]
         index = bisect.bisect_right(self._offsets, elapsed) - 1
         step = self.steps[max(index, 0)]
-        return step.resolved(elapsed, restart_policy)[0] if step.behaviours else step
+        step = step.resolved(elapsed, restart_policy)[0] if step.behaviours else step
+        if done is not None and init is not None:
+            # The containers started once the init containers were done, not before.
+            started = step.started_at
+            step = replace(
+                step,
+                init_containers=INIT_COMPLETED,
+                init_overrides=init.completed(inits, restart_policy),
+                started_at=None if started is None else max(started, done),
+            )
+        return step
 
-    def next_change_after(self, elapsed: float, restart_policy: str = "Always") -> float | None:
+    def next_change_after(
+        self, elapsed: float, restart_policy: str = "Always", inits: InitContainers = ()
+    ) -> float | None:
         """Offset of the next change strictly after ``elapsed`` (a step, or a container's
-        behaviour within one); None when the timeline is over."""
+        behaviour within one, or an init container's); None when the timeline is over."""
+        init = self.init
+        if init is not None and inits:
+            done = init.done_at(inits, restart_policy)
+            if done is None or elapsed < done:
+                return init.step_at(elapsed, inits, restart_policy)[1]
         index = bisect.bisect_right(self._offsets, max(elapsed, 0.0))
         following = self._offsets[index] if index < len(self._offsets) else None
         step = self.steps[max(index - 1, 0)]

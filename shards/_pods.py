@@ -64,6 +64,7 @@ from shards._plan import (
     POD_INITIALIZING,
     RUNNING_NOW,
     ContainerState,
+    InitContainers,
     Plan,
     Step,
     compile_plan,
@@ -71,7 +72,13 @@ from shards._plan import (
 from shards._podstatus import ContainerSpec, PodView, RuntimeStyle, build_status, encode_patch
 from shards._podstatus import pod_status_patch as make_patch
 from shards._policies import PodFacts
-from shards._scripts import INVALID_REASON, MISSING_REASON, ScriptError, ScriptLibrary
+from shards._scripts import (
+    INVALID_REASON,
+    MISSING_REASON,
+    MockStatusView,
+    ScriptError,
+    ScriptLibrary,
+)
 
 __all__ = ["PodDriver", "PodObject", "PodRecord"]
 
@@ -191,6 +198,13 @@ def _container(c: _Container) -> ContainerSpec:
     )
 
 
+def _inits(record: PodRecord) -> InitContainers:
+    """The pod's init containers, for a Plan that runs them in order (else none needed)."""
+    if record.plan.init is None:
+        return ()
+    return tuple((c.name, c.restart_policy == "Always") for c in record.spec.init_containers)
+
+
 def _view(obj: PodObject) -> PodView:
     meta = obj.metadata
     return PodView(
@@ -288,9 +302,31 @@ class PodRecord:
 class PodDriver:
     """Every pod on the nodes of one shard; see the module docstring."""
 
-    def __init__(self, ctx: ShardContext, scripts: ScriptLibrary | None = None) -> None:
+    def __init__(
+        self,
+        ctx: ShardContext,
+        *,
+        claims: Callable[[str], bool] = _claims_all,
+        give_way: Callable[[], Awaitable[None]] | None = None,
+        report: Callable[[MockStatusView, ScriptError | None], Awaitable[None]] | None = None,
+    ) -> None:
+        """``claims``: whether a node is one of this shard's
+        (:class:`~shards._kubelets.NodeClaims`): the one pod watch sees every bound pod in
+        the cluster, and holding those of other shards' nodes would cost each shard the
+        whole fleet's pods. ``give_way``: awaited before each pod event (the Lease lane's,
+        :meth:`~shards._nodelease.NodeLeases.give_way`). ``report``: told how each
+        MockStatus validates (shard 0's :class:`~shards._scriptreport.ScriptReporter`)."""
         self._ctx = ctx
-        self.scripts = scripts
+        self.scripts = ScriptLibrary(
+            ctx.control,
+            on_change=self.scripts_changed,
+            on_policies_change=self.policies_changed,
+            on_report=report,
+            clock=ctx.clock,
+            rng=ctx.rng,
+        )
+        """Every MockStatus: the scripts pods name, the policies that select pods (its
+        reflector is run by the engine)."""
         self.pods: dict[str, PodRecord] = {}
         self._phases: Counter[str] = Counter()
         """Pods in :attr:`pods` by phase, kept in step by ``_set_status`` and ``_forget``."""
@@ -310,12 +346,8 @@ class PodDriver:
         self._send: trio.MemorySendChannel[WatchEvent[PodObject]] | None = None
         self._node_watches: dict[str, trio.CancelScope] = {}
         self.per_node = ctx.settings.shard.pod_watch == "per-node"
-        self.give_way: Callable[[], Awaitable[None]] | None = None
-        """Awaited before each pod event (the Lease lane's :meth:`~shards._leaselane.LeaseLane.give_way`)."""
-        self.claims: Callable[[str], bool] = _claims_all
-        """Whether a node is one of this shard's (:meth:`~shards._kubelets.NodeDriver.claims`):
-        the one pod watch sees every bound pod in the cluster, and holding those of other
-        shards' nodes would cost each shard the whole fleet's pods."""
+        self.give_way = give_way
+        self.claims = claims
         self._specs: dict[bytes, _PodSpec] = {}
         """Pod specs by their JSON (see :meth:`_slim`)."""
         self._spec_views: dict[int, tuple[_PodSpec, PodView]] = {}
@@ -468,7 +500,7 @@ class PodDriver:
         later and select on them); annotations only under the keys a policy's
         ``matchAnnotations`` has named (:attr:`PolicyIndex.annotation_keys`): pods often
         carry per-pod ones, which would cost every pod facts of its own."""
-        watched = self.scripts.policies.annotation_keys if self.scripts is not None else ()
+        watched = self.scripts.policies.annotation_keys
         annotations = _NO_ANNOTATIONS
         if watched and meta.annotations:
             annotations = {k: meta.annotations[k] for k in watched if k in meta.annotations}
@@ -615,14 +647,14 @@ class PodDriver:
         without one follows the policy its facts match (``podIPs`` still applies), or is
         Running at once."""
         scripts = self.scripts
-        resolver = None if scripts is None else scripts.resolver(namespace, uid)
+        resolver = scripts.resolver(namespace, uid)
         try:
             plan = compile_plan(annotations, scripts=resolver)
         except ScriptError as exc:
             return _invalid_plan(str(exc), exc.reason), str(exc), ""
         except InputError as exc:
             return _invalid_plan(str(exc)), str(exc), ""
-        if scripts is None or facts is None or _has_lifecycle(annotations):
+        if facts is None or _has_lifecycle(annotations):
             return plan, None, ""
         hit = scripts.policy_plan(facts, uid)
         if hit is None:
@@ -824,6 +856,26 @@ class PodDriver:
             if record is not None and not record.ips and not record.spec.host_network:
                 self._ctx.timers.schedule(("pod", key), now)
 
+    def kubelet_restarted(self, name: str) -> None:
+        """Node ``name``'s kubelet restarted (a node script): it lists its pods again (one
+        LIST of ``spec.nodeName=<node>``; with per-node watches, its watch starts over), and
+        its status manager looks at every pod's status again: each is evaluated now and
+        written where it differs."""
+        if name not in self._nodes:
+            return
+        if self.per_node:
+            scope = self._node_watches.pop(name, None)
+            if scope is not None:
+                scope.cancel()
+            self._watch_node(name)
+        else:
+            self._catch_up.add(name)
+            self._catch_up_wake.set()
+        now = self._ctx.clock()
+        for key in list(self._by_node.get(name, ())):
+            if key in self.pods:
+                self._ctx.timers.schedule(("pod", key), now)
+
     def node_removed(self, name: str) -> None:
         self._nodes.pop(name, None)
         self._catch_up.discard(name)
@@ -903,7 +955,8 @@ class PodDriver:
         now = ctx.wall()
         elapsed = (now - record.creation).total_seconds()
         restart_policy = record.spec.restart_policy
-        step = record.plan.state_at(elapsed, restart_policy)
+        inits = _inits(record)
+        step = record.plan.state_at(elapsed, restart_policy, inits)
         deleting = record.deleting_since is not None
         if deleting:
             step = step.stopped(elapsed)
@@ -946,7 +999,7 @@ class PodDriver:
                 return
             await self._submit_status(record, patch, then_delete=True)
             return
-        following = record.plan.next_change_after(elapsed, restart_policy)
+        following = record.plan.next_change_after(elapsed, restart_policy, inits)
         if patch is not None:
             await self._submit_status(record, patch, then_delete=False)
         elif following is None or following - elapsed >= STATUS_HOLD_LIMIT:
@@ -997,7 +1050,9 @@ class PodDriver:
         if record.deleting_since is not None:
             return False
         elapsed = (self._ctx.wall() - record.creation).total_seconds()
-        following = record.plan.next_change_after(elapsed, record.spec.restart_policy)
+        following = record.plan.next_change_after(
+            elapsed, record.spec.restart_policy, _inits(record)
+        )
         return following is None or following - elapsed >= STATUS_HOLD_LIMIT
 
     def _schedule_delete(self, record: PodRecord) -> None:

@@ -326,6 +326,7 @@ def _sandbox_up(step: Step) -> bool:
         step.containers,
         step.init_containers,
         *(state for _, state in step.overrides),
+        *(state for _, state in step.init_overrides),
     )
     return any(
         state.kind != "waiting" or state.reason not in ("ContainerCreating", "PodInitializing")
@@ -549,7 +550,7 @@ def build_status(
             return entry
         finished = old_terminated.get("finishedAt") or (
             started
-            if init
+            if init and state.finished_at is None
             else max(started, at(step.at if state.finished_at is None else state.finished_at))
         )
         terminated: dict[str, JSON] = {
@@ -577,11 +578,19 @@ def build_status(
     status["containerStatuses"] = container_statuses
     init_statuses: list[dict[str, JSON]] = []
     if pod.init_containers:
-        init_done = (
-            step.init_containers.kind == "terminated" and step.init_containers.exit_code == 0
+        init_done = all(
+            state.kind == "terminated" and state.exit_code == 0
+            for state in (
+                step.init_containers,
+                *(
+                    step.init_state(spec.name)
+                    for spec in pod.init_containers
+                    if not spec.restartable
+                ),
+            )
         )
         for spec in pod.init_containers:
-            state = step.init_containers
+            state = step.init_state(spec.name)
             if spec.restartable and init_done:
                 state = _sidecar_state(step)
             init_statuses.append(container_status(spec, state, old_inits.get(spec.name), True))

@@ -1,4 +1,4 @@
-"""Shard 0 tells each MockStatus whether it validates: condition Valid, and a Warning Event.
+"""Shard 0 tells each MockStatus (and NodeScript) whether it validates: condition Valid, and a Warning Event.
 
 Rules the CRD schema cannot state (``after`` increasing, nothing after a
 terminal step, branch order, label selector syntax) are checked by the shard
@@ -13,6 +13,9 @@ reading pods, :class:`ScriptReporter` writes on the MockStatus itself:
   status subresource, only when it changes (transition time kept otherwise);
 - a Warning Event (reason InvalidMockStatus) on the MockStatus, once per fault
   (``EventRecorder`` de-duplicates).
+
+A NodeScript (``shards._nodescripts``) is reported the same way by a
+reporter of its own (``kind``, ``plural``, reason InvalidNodeScript).
 
 Only shard 0 reports (wired by the engine): every shard judges alike, and N
 shards writing one condition would only race. Reports wait in a dict keyed by
@@ -33,12 +36,13 @@ import trio
 from fleet.errors import FleetError
 from fleet.kube import resource_path
 from fleet.machinery import MERGE_PATCH, format_time
-from fleet.wire import GROUP, MOCKSTATUS_PLURAL, VERSION
+from fleet.wire import GROUP, MOCKSTATUS_PLURAL, NODESCRIPT_PLURAL, VERSION
 from shards._context import ShardContext
+from shards._nodescripts import INVALID_NODE_SCRIPT
 from shards._podstatus import encode_patch
 from shards._scripts import INVALID_REASON, MockStatusView, ScriptError
 
-__all__ = ["VALID_CONDITION", "VALID_REASON", "ScriptReporter"]
+__all__ = ["VALID_CONDITION", "VALID_REASON", "ScriptReporter", "node_script_reporter"]
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +63,18 @@ class ScriptReporter:
     FENCE_POLL = 1.0
     """Seconds between looks at the fence while the shard's Lease is not fresh."""
 
-    def __init__(self, ctx: ShardContext) -> None:
+    def __init__(
+        self,
+        ctx: ShardContext,
+        *,
+        kind: str = "MockStatus",
+        plural: str = MOCKSTATUS_PLURAL,
+        invalid_reason: str = INVALID_REASON,
+    ) -> None:
         self._ctx = ctx
+        self._kind = kind
+        self._plural = plural
+        self._invalid = invalid_reason
         self._pending: dict[str, tuple[MockStatusView, ScriptError | None]] = {}
         self._wake = trio.Event()
 
@@ -97,18 +111,18 @@ class ScriptReporter:
         status, reason, message = (
             ("True", VALID_REASON, "the shards compiled it")
             if problem is None
-            else ("False", INVALID_REASON, str(problem))
+            else ("False", self._invalid, str(problem))
         )
         generation = meta.generation or None
         if problem is not None:
             involved = {
                 "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": "MockStatus",
+                "kind": self._kind,
                 "namespace": meta.namespace,
                 "name": meta.name,
                 "uid": meta.uid,
             }
-            await self._ctx.events.warn(involved, INVALID_REASON, message)
+            await self._ctx.events.warn(involved, self._invalid, message)
         if (
             previous.get("status"),
             previous.get("reason"),
@@ -132,7 +146,7 @@ class ScriptReporter:
         path = resource_path(
             GROUP,
             VERSION,
-            MOCKSTATUS_PLURAL,
+            self._plural,
             namespace=meta.namespace,
             name=meta.name,
             subresource="status",
@@ -146,5 +160,17 @@ class ScriptReporter:
                 response.raise_for_status()
         except FleetError as exc:
             log.warning(
-                "MockStatus %s/%s: reporting Valid=%s: %s", meta.namespace, meta.name, status, exc
+                "%s %s/%s: reporting Valid=%s: %s",
+                self._kind,
+                meta.namespace,
+                meta.name,
+                status,
+                exc,
             )
+
+
+def node_script_reporter(ctx: ShardContext) -> ScriptReporter:
+    """The reporter of NodeScripts (condition Valid, reason InvalidNodeScript)."""
+    return ScriptReporter(
+        ctx, kind="NodeScript", plural=NODESCRIPT_PLURAL, invalid_reason=INVALID_NODE_SCRIPT
+    )

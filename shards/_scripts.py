@@ -35,6 +35,7 @@ import trio
 from fleet.api import (
     CRDS_MISSING_HINT,
     ContainerScript,
+    InitContainerScript,
     MockStatus,
     MockStatusStep,
     load_mock_status,
@@ -44,6 +45,7 @@ from fleet.errors import InputError
 from fleet.kube import ObjectMeta, Reflector, Requester, WatchEvent, resource_path
 from fleet.wire import GROUP, MOCKSTATUS_PLURAL, VERSION
 from shards._behaviours import CrashLoop, ReadinessFlap
+from shards._initrun import InitEntry, InitRun
 from shards._plan import (
     ANNOTATION_MOCK_STATUS,
     COMPLETED,
@@ -207,13 +209,37 @@ def _step(at: float, script: MockStatusStep, started: float | None) -> Step:
     )
 
 
-def build_plan(entries: Sequence[tuple[float, MockStatusStep]]) -> Plan:
+def init_run(entries: Sequence[InitContainerScript] | None) -> InitRun | None:
+    """``spec.initContainers`` as an :class:`~shards._initrun.InitRun`; None without it."""
+    if entries is None:
+        return None
+    default = InitEntry()
+    named: list[tuple[str, InitEntry]] = []
+    for script in entries:
+        entry = InitEntry(
+            run_for=parse_go_duration(script.run_for) / 1e9,
+            exit_code=script.exit_code,
+            failures=script.failures,
+            reason=script.reason or ("OOMKilled" if script.exit_code == 137 else "Error"),
+            message=script.message or "",
+        )
+        if script.name is None:
+            default = entry
+        else:
+            named.append((script.name, entry))
+    return InitRun(default, tuple(named))
+
+
+def build_plan(
+    entries: Sequence[tuple[float, MockStatusStep]], init: InitRun | None = None
+) -> Plan:
     """The :class:`Plan` of MockStatus steps, each at its given offset (seconds, sorted).
 
     Before the first step the pod is Pending with containers ContainerCreating
     (init containers PodInitializing), as with the delay annotations. Containers
     count as started from the first Running step (a terminal step with no
-    Running before it starts and ends them at its own offset).
+    Running before it starts and ends them at its own offset). ``init``: the init
+    containers run in order first, and the steps wait for them.
     """
     steps: list[Step] = []
     if entries[0][0] > 0:
@@ -224,12 +250,15 @@ def build_plan(entries: Sequence[tuple[float, MockStatusStep]]) -> Plan:
             started = at
         begun = at if started is None and entry.phase in ("Succeeded", "Failed") else started
         steps.append(_step(at, entry, begun))
-    return Plan(tuple(steps))
+    return Plan(tuple(steps), init=init)
 
 
 def compile_script(script: MockStatus) -> Plan:
     """A validated MockStatus without jitter or branches as a :class:`Plan`; see :func:`build_plan`."""
-    return build_plan([(entry.after_seconds(), entry) for entry in script.spec.steps])
+    return build_plan(
+        [(entry.after_seconds(), entry) for entry in script.spec.steps],
+        init_run(script.spec.init_containers),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +280,8 @@ class Timeline:
     """The one Plan of every pod when nothing is drawn (no jitter, no branches)."""
     policy: Policy | None = None
     """Its selector, when the MockStatus is a policy."""
+    init: InitRun | None = None
+    """Its ``spec.initContainers``, in every pod's Plan."""
     _plans: dict[tuple[int, tuple[float, ...]], Plan] = field(default_factory=dict)
 
     def plan_for(self, uid: str) -> Plan:
@@ -278,7 +309,9 @@ class Timeline:
         key = (branch, tuple(offsets))
         plan = self._plans.get(key)
         if plan is None:
-            plan = build_plan([(at, entry.step) for at, entry in zip(offsets, timed, strict=True)])
+            plan = build_plan(
+                [(at, entry.step) for at, entry in zip(offsets, timed, strict=True)], self.init
+            )
             if len(self._plans) < PLAN_CACHE:
                 self._plans[key] = plan
         return plan
@@ -302,7 +335,7 @@ def compile_timeline(script: MockStatus) -> Timeline:
         return Timeline(prefix, fixed=compile_script(script), policy=policy)
     branches = tuple(_timed(branch.steps) for branch in spec.branches or ())
     weights = tuple(branch.weight for branch in spec.branches or ())
-    return Timeline(prefix, branches, weights, policy=policy)
+    return Timeline(prefix, branches, weights, policy=policy, init=init_run(spec.init_containers))
 
 
 # --- the library --------------------------------------------------------------
@@ -316,6 +349,8 @@ class ScriptLibrary:
         requester: Requester,
         *,
         on_change: Callable[[str, str], None] | None = None,
+        on_policies_change: Callable[[], None] | None = None,
+        on_report: Callable[[MockStatusView, ScriptError | None], Awaitable[None]] | None = None,
         clock: Callable[[], float] = trio.current_time,
         rng: random.Random | None = None,
     ) -> None:
@@ -328,11 +363,10 @@ class ScriptLibrary:
             missing_hint=CRDS_MISSING_HINT,
         )
         self.on_change = on_change
-        self.on_policies_change: Callable[[], None] | None = None
+        """Called with each MockStatus (namespace, name) whose spec changed."""
+        self.on_policies_change = on_policies_change
         """Called when a policy (a MockStatus with a selector) appears, changes or goes."""
-        self.on_report: Callable[[MockStatusView, ScriptError | None], Awaitable[None]] | None = (
-            None
-        )
+        self.on_report = on_report
         """Awaited with each MockStatus listed or changed, and why it does not validate
         (None: it does); shard 0 reports it on the object (``shards._scriptreport``)."""
         self.policies = PolicyIndex()

@@ -27,7 +27,9 @@ from ._duration import parse_delay as parse_delay
 from ._duration import parse_go_duration as parse_go_duration
 from ._load import load_mock_status as load_mock_status
 from ._load import load_node as load_node
+from ._load import load_node_script as load_node_script
 from ._mockstatus import ContainerScript as ContainerScript
+from ._mockstatus import InitContainerScript as InitContainerScript
 from ._mockstatus import LabelSelectorRequirement as LabelSelectorRequirement
 from ._mockstatus import MockStatus as MockStatus
 from ._mockstatus import MockStatusBranch as MockStatusBranch
@@ -46,6 +48,14 @@ from ._node import MockNode as MockNode
 from ._node import MockNodeSpec as MockNodeSpec
 from ._node import MockNodeStatus as MockNodeStatus
 from ._node import NodeConfig as NodeConfig
+from ._nodescript import NODE_SCRIPT_CONDITIONS as NODE_SCRIPT_CONDITIONS
+from ._nodescript import LeaseFlapScript as LeaseFlapScript
+from ._nodescript import NodeConditionScript as NodeConditionScript
+from ._nodescript import NodeScript as NodeScript
+from ._nodescript import NodeScriptSelector as NodeScriptSelector
+from ._nodescript import NodeScriptSpec as NodeScriptSpec
+from ._nodescript import NodeScriptStatus as NodeScriptStatus
+from ._nodescript import NodeScriptStep as NodeScriptStep
 from ._quantity import INT64_MAX as INT64_MAX
 from ._quantity import QUANTITY_PATTERN as QUANTITY_PATTERN
 from ._quantity import Quantity as Quantity
@@ -62,12 +72,15 @@ __all__ = [
     "GO_DURATION_PATTERN",
     "GROUP",
     "INT64_MAX",
+    "NODE_SCRIPT_CONDITIONS",
     "QUANTITY_PATTERN",
     "VERSION",
     "Condition",
     "ContainerScript",
     "CronSchedule",
+    "InitContainerScript",
     "LabelSelectorRequirement",
+    "LeaseFlapScript",
     "LocalObjectReference",
     "MockNode",
     "MockNodeSpec",
@@ -77,7 +90,13 @@ __all__ = [
     "MockStatusSpec",
     "MockStatusStatus",
     "MockStatusStep",
+    "NodeConditionScript",
     "NodeConfig",
+    "NodeScript",
+    "NodeScriptSelector",
+    "NodeScriptSpec",
+    "NodeScriptStatus",
+    "NodeScriptStep",
     "ObjectMeta",
     "PodSelector",
     "Quantity",
@@ -91,6 +110,7 @@ __all__ = [
     "format_go_duration",
     "load_mock_status",
     "load_node",
+    "load_node_script",
     "parse_cron",
     "parse_delay",
     "parse_go_duration",

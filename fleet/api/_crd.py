@@ -30,6 +30,7 @@ from pydantic import BaseModel
 
 from ._mockstatus import MockStatus
 from ._node import GROUP, VERSION, MockNode
+from ._nodescript import NodeScript
 
 __all__ = ["crd_manifests", "structural_schema"]
 
@@ -155,7 +156,7 @@ CRDS_MISSING_HINT = (
 
 
 def crd_manifests() -> list[dict[str, Any]]:
-    """The CRDs of nodes.mock.zhizuqiu.cn and mockstatuses.mock.zhizuqiu.cn, as dicts."""
+    """The CRDs of nodes, mockstatuses and nodescripts (mock.zhizuqiu.cn), as dicts."""
     node_columns: list[dict[str, Any]] = [
         {"name": "Shard", "type": "string", "jsonPath": ".status.shard"},
         {"name": "Node", "type": "string", "jsonPath": ".status.nodeName"},
@@ -193,6 +194,24 @@ def crd_manifests() -> list[dict[str, Any]]:
                     "jsonPath": '.status.conditions[?(@.type=="Valid")].status',
                 },
                 {"name": "Priority", "type": "integer", "jsonPath": ".spec.priority"},
+                _AGE,
+            ],
+            status=True,
+        ),
+        _crd(
+            kind="NodeScript",
+            plural="nodescripts",
+            singular="nodescript",
+            short_names=["nscript"],
+            model=NodeScript,
+            printer_columns=[
+                {
+                    "name": "Valid",
+                    "type": "string",
+                    "jsonPath": '.status.conditions[?(@.type=="Valid")].status',
+                },
+                {"name": "Priority", "type": "integer", "jsonPath": ".spec.priority"},
+                {"name": "Percent", "type": "integer", "jsonPath": ".spec.percent"},
                 _AGE,
             ],
             status=True,

@@ -17,6 +17,7 @@ from fleet.errors import InputError
 
 from ._mockstatus import MockStatus
 from ._node import MockNode
+from ._nodescript import NodeScript
 
 __all__ = ["load_mock_status", "load_node"]
 
@@ -74,3 +75,8 @@ def load_node(raw: object) -> MockNode:
 def load_mock_status(raw: object) -> MockStatus:
     """Validate a raw MockStatus CR; :class:`InputError` names the CR and each bad field's path."""
     return _load(MockStatus, "MockStatus", raw)
+
+
+def load_node_script(raw: object) -> NodeScript:
+    """Validate a raw NodeScript CR; :class:`InputError` names the CR and each bad field's path."""
+    return _load(NodeScript, "NodeScript", raw)

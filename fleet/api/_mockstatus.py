@@ -36,6 +36,13 @@ may carry a ``jitter`` (uniform or normal over ``[after, after+jitter]``) and
 the timeline may end in weighted ``branches``; both are drawn per pod from its
 uid, so a run replays the same way. Branches are one level deep (a CRD schema
 cannot be recursive).
+
+``spec.initContainers`` runs a pod's init containers in order from its
+creation, as the kubelet does: each waits (PodInitializing), runs for its
+``runFor`` and completes before the next starts; a failing one fails the pod
+under ``restartPolicy: Never`` and is restarted with the kubelet's back-off
+otherwise (Init:CrashLoopBackOff). The steps wait for them: each takes effect
+at the later of its ``after`` and the end of the init containers.
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ from ._types import Condition, CRModel, GoDuration, ObjectMeta, StringMap
 
 __all__ = [
     "ContainerScript",
+    "InitContainerScript",
     "LabelSelectorRequirement",
     "MockStatus",
     "MockStatusBranch",
@@ -135,6 +143,51 @@ class ContainerScript(CRModel):
             period = parse_go_duration(self.readiness.period)
             if not 0 < parse_go_duration(self.readiness.not_ready_for) < period:
                 raise ValueError("readiness: notReadyFor must be more than 0 and less than period")
+        return self
+
+
+class InitContainerScript(CRModel):
+    """How one init container (by `name`), or every other one (no name), runs."""
+
+    name: str | None = Field(
+        default=None, description="Init container name; omitted: every init container not named."
+    )
+    run_for: GoDuration = Field(
+        default="0s",
+        alias="runFor",
+        description=(
+            "How long each run lasts before it exits (a sidecar: before it counts as "
+            "started and the next init container starts)."
+        ),
+    )
+    exit_code: int = Field(
+        default=0,
+        alias="exitCode",
+        ge=0,
+        le=255,
+        description=(
+            "Exit code of its failing runs; 0 (default): it completes on its first run. "
+            "Not 0: under restartPolicy Never the pod fails; otherwise the kubelet restarts "
+            "it with its back-off (Init:CrashLoopBackOff)."
+        ),
+    )
+    failures: int | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "With a non-zero exitCode: runs that fail before one completes; omitted: every "
+            "run fails (the pod never initializes)."
+        ),
+    )
+    reason: str | None = Field(
+        default=None, description="Reason of a failed run. Default: Error (OOMKilled with 137)."
+    )
+    message: str | None = None
+
+    @model_validator(mode="after")
+    def _failures_need_exit_code(self) -> InitContainerScript:
+        if self.failures is not None and self.exit_code == 0:
+            raise ValueError("failures needs a non-zero exitCode (exit 0 completes the run)")
         return self
 
 
@@ -261,6 +314,15 @@ class MockStatusSpec(CRModel):
             "omitted: only pods annotated with its name."
         ),
     )
+    init_containers: list[InitContainerScript] | None = Field(
+        default=None,
+        alias="initContainers",
+        description=(
+            "The pod's init containers run in spec order from its creation, each to "
+            "completion before the next (Initialized False, app containers "
+            "PodInitializing); the steps wait for them. Omitted: they complete at once."
+        ),
+    )
     priority: int = Field(
         default=0,
         description=(
@@ -274,6 +336,19 @@ class MockStatusSpec(CRModel):
     def _ordered(cls, steps: list[MockStatusStep]) -> list[MockStatusStep]:
         _check_order(steps, "")
         return steps
+
+    @field_validator("init_containers")
+    @classmethod
+    def _init_names(
+        cls, entries: list[InitContainerScript] | None
+    ) -> list[InitContainerScript] | None:
+        seen: set[str | None] = set()
+        for i, entry in enumerate(entries or ()):
+            if entry.name in seen:
+                which = f"name {entry.name!r}" if entry.name else "no name"
+                raise ValueError(f"initContainers[{i}]: a second entry with {which}")
+            seen.add(entry.name)
+        return entries
 
     @model_validator(mode="after")
     def _branches_follow(self) -> MockStatusSpec:

@@ -193,12 +193,15 @@ class WriteQueue:
         *,
         clock: Callable[[], float] = trio.current_time,
         rng: random.Random | None = None,
+        limiter: TokenBucket | None = None,
     ) -> None:
         self._requester = requester
         self.settings = s = settings if settings is not None else WriteQueueSettings()
         self._clock = clock
         self._rng = rng if rng is not None else random.Random()
-        self.limiter = TokenBucket(s.qps, s.burst, clock=clock)
+        self.limiter = limiter if limiter is not None else TokenBucket(s.qps, s.burst, clock=clock)
+        """Tokens for every write sent: ``settings.qps``, or the bucket given (one shared
+        with another sender, which ``settings.qps`` and ``burst`` then do not describe)."""
         self._pending: dict[str, Write] = {}
         self._in_flight: set[str] = set()
         self._last_sent: dict[str, bytes] = {}

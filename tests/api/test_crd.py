@@ -63,7 +63,7 @@ def _schema(name: str) -> dict[str, Any]:
     return schema
 
 
-CRDS = ["nodes.mock.zhizuqiu.cn", "mockstatuses.mock.zhizuqiu.cn"]
+CRDS = ["nodes.mock.zhizuqiu.cn", "mockstatuses.mock.zhizuqiu.cn", "nodescripts.mock.zhizuqiu.cn"]
 
 
 @pytest.mark.parametrize("name", CRDS)

@@ -31,6 +31,7 @@ def test_rendered_yaml_is_the_manifests() -> None:
     assert [d["metadata"]["name"] for d in docs] == [
         "nodes.mock.zhizuqiu.cn",
         "mockstatuses.mock.zhizuqiu.cn",
+        "nodescripts.mock.zhizuqiu.cn",
     ]
 
 

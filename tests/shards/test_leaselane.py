@@ -19,7 +19,7 @@ from shards._leaselane import GIVE_WAY_MAX, LeaseLane
 
 
 class Owner:
-    def lease_request(self, key: str) -> BatchRequest | None:
+    def lease_request(self, key: str, *, retry: bool) -> BatchRequest | None:
         return BatchRequest("PUT", f"/leases/{key}", body=b"{}")
 
     async def lease_answered(self, key: str, answer: Response | FleetError) -> bool:
@@ -105,13 +105,13 @@ class Renewing(Owner):
         self.due: dict[str, float] = {}
         self.late: list[float] = []
 
-    def lease_request(self, key: str) -> BatchRequest | None:
+    def lease_request(self, key: str, *, retry: bool) -> BatchRequest | None:
         assert self.lane is not None
         due = self.due[key]
         self.late.append(trio.current_time() - due)
         self.due[key] = due + 10.0
         self.lane.schedule(key, due + 10.0)
-        return super().lease_request(key)
+        return super().lease_request(key, retry=retry)
 
 
 async def test_a_commit_bound_apiserver_gets_renewals_on_many_connections(
