@@ -155,6 +155,9 @@ async def _follow(client: Client, apiserver: Apiserver, shard: str, name: str) -
                 await trio.sleep(0.1)
 
     await node_until(lambda n: _condition(n, "Ready") == "True", 30)
+    # The pressure must last until kube-controller-manager has tainted the node: a session's
+    # fresh controller-manager syncs its taint controller's caches ~10 s after it starts.
+    restart_after = "25s" if apiserver.real is not None else "8s"
     await client.create(
         SCRIPTS,
         {
@@ -170,7 +173,7 @@ async def _follow(client: Client, apiserver: Apiserver, shard: str, name: str) -
                         "taints": [{"key": "example.com/scripted", "effect": "NoSchedule"}],
                         "capacity": {"pods": "9"},
                     },
-                    {"after": "8s", "kubeletRestart": True},
+                    {"after": restart_after, "kubeletRestart": True},
                 ],
             },
         },
@@ -185,12 +188,12 @@ async def _follow(client: Client, apiserver: Apiserver, shard: str, name: str) -
     assert memory["reason"] == "KubeletHasInsufficientMemory"
     assert found["status"]["capacity"]["pods"] == "9"
     if apiserver.real is not None:  # kube-controller-manager: TaintNodesByCondition
-        await node_until(lambda n: "node.kubernetes.io/memory-pressure" in _taints(n), 10)
+        await node_until(lambda n: "node.kubernetes.io/memory-pressure" in _taints(n), 22)
     found = await node_until(  # the restart step: the node as its CR says again
         lambda n: (
             _condition(n, "MemoryPressure") == "False" and "example.com/scripted" not in _taints(n)
         ),
-        15,
+        30,
     )
     assert found["status"]["capacity"]["pods"] == "200"
     reasons: dict[str, int] = {}
