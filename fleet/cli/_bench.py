@@ -15,11 +15,14 @@ Two kinds of benchmark share the command:
   (600 s), ``--json``, ``--output``.
 - Load scenarios against a control plane (:mod:`bench`): the built-in
   ``node-density``, ``pod-startup``, ``churn``, ``heartbeat-soak``,
-  ``kwok-ci``, ``daemonset``, or a YAML file naming one of them as its ``type``
+  ``kwok-ci``, ``daemonset``, ``faults``, or a YAML file naming one of them as its ``type``
   (docs/bench.md); ``--nodes``, ``--pods`` and ``--rate`` override it. With ``--kubeconfig``/``--context`` the bench runs against
   that cluster, where a fleet must already run; without, it starts what
   ``kubemock-fleet up`` starts (sandbox apiserver in this process, the control
-  plane and ``--shards N`` shards as child processes, no nodes). It writes ``report.json``, ``summary.md``
+  plane and ``--shards N`` shards as child processes, no nodes). ``faults``
+  runs only so, on a fleet of its own behind a fault proxy (``--shards``, at
+  least 2, and 2 coordinators); on the sandbox the CLI puts the bench's write
+  log and storm in front of the sandbox's handler. It writes ``report.json``, ``summary.md``
   and PNG plots into ``--output`` and exits 1 if a step failed or an SLO row
   failed.
 """
@@ -57,7 +60,7 @@ def bench(
         ...,
         help="'transport' (client CPU per PATCH), 'sandbox', 'shard', 'shard-scrape' "
         "(metrics-server's /metrics/resource scrape of every node of one shard), a load "
-        "scenario (node-density, pod-startup, churn, heartbeat-soak, kwok-ci, daemonset) or a "
+        "scenario (node-density, pod-startup, churn, heartbeat-soak, kwok-ci, daemonset, faults) or a "
         "scenario YAML file.",
     ),
     requests: int = typer.Option(
@@ -379,6 +382,23 @@ async def _own_cluster(
         shutil.rmtree(workdir, ignore_errors=True)  # its kubeconfig: the token dies with the run
 
 
+def _fault_target(running: Any, shards: int) -> Any:
+    """The faults scenario's view of the bench's own apiserver: on the sandbox (in this
+    process) the write log and the storm go in front of its handler."""
+    from bench import FaultTarget, Storm, WriteLog
+
+    size = max(shards, 2)  # one shard is killed and another takes its CRs
+    if running.sandbox is None:
+        return FaultTarget(running.kubeconfig, running.url, shards=size)
+    from fleet.sandbox import gone, too_many_requests
+
+    writes = WriteLog()
+    storm = Storm(too_many_requests(1), gone("too old resource version: 1 (2)"))
+    running.sandbox.app.wrap_handler(writes.wrap)
+    running.sandbox.app.wrap_handler(storm.wrap)
+    return FaultTarget(running.kubeconfig, running.url, writes, storm, shards=size)
+
+
 def _interrupted(out: Path, run_id: str) -> str:
     """What an interrupted run's cleanup did, as its partial report says (never assumed)."""
     from bench import RUN_LABEL, read_report
@@ -467,6 +487,11 @@ def _run_scenario(
         raise InputError(
             "--control-plane: the bench starts its own only without --kubeconfig/--context"
         )
+    faults = spec.type == "faults"
+    if faults and not own:
+        raise InputError(
+            "the faults scenario runs on the bench's own apiserver only (no --kubeconfig/--context)"
+        )
     run_id = secrets.token_hex(4)
     out = output if output is not None else Path("bench-results") / f"{spec.name}-{run_id}"
     console = Console(stderr=True)
@@ -485,6 +510,7 @@ def _run_scenario(
     async def main() -> Any:
         async with trio.open_nursery() as nursery:
             up = None
+            fault_target = None
             if not own:
                 config = load_config(kubeconfig, context)
                 target = TargetInfo(server=config.server, mode="cluster", fleet="external")
@@ -493,7 +519,7 @@ def _run_scenario(
                 up, running = await nursery.start(
                     partial(
                         _own_cluster,
-                        shards,
+                        0 if faults else shards,  # faults: a fleet of its own, behind its proxy
                         console_sink(console) if live else None,
                         control_plane,
                         binaries,
@@ -503,8 +529,9 @@ def _run_scenario(
                 target = TargetInfo(
                     server=running.url,
                     mode="real" if control_plane == "real" else "sandbox",
-                    fleet="started" if shards else "none",
+                    fleet="started" if shards or faults else "none",
                 )
+                fault_target = _fault_target(running, shards) if faults else None
             options = RunOptions(
                 target=target,
                 output=out,
@@ -513,9 +540,10 @@ def _run_scenario(
                 progress=_RichProgress(bar) if progress else NullProgress(),
                 # Every child: shards, the control-plane child, etcd, kube-apiserver ...
                 fleet_children=own,
-                self_component=_self_component(own, control_plane, shards),
+                self_component=_self_component(own, control_plane, 0 if faults else shards),
                 ensure_crds=own,
                 keep=keep,
+                faults=fault_target,
             )
             try:
                 async with Client(config) as client:
@@ -542,6 +570,8 @@ def _run_scenario(
     if as_json:
         typer.echo(msgspec.json.encode(report).decode())
     else:
+        for fault in report.faults:
+            typer.echo(fault.line())
         for step in report.steps:
             typer.echo(
                 f"{step.name:16} {step.reached}/{step.target} in {step.seconds:.2f} s"
