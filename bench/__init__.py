@@ -12,7 +12,8 @@ their own.
 - Client-side latency (``_latency``): :class:`LatencyRecorder`; the SLO table (``_slo``).
 - The fault suite (``_faultproxy``, ``_faults``, ``_faultcount``): :class:`FaultProxy` (a TCP
   proxy that cuts, pauses, refuses), :class:`FaultFleet`, :class:`Storm`, :class:`FaultSuite`,
-  :func:`run_faults`, :data:`FAULTS` (:data:`STORMS` need the sandbox); the counting: :class:`FaultCounter`, :class:`WriteLog`,
+  :func:`run_faults`, :data:`FAULTS` (:data:`STORMS` need the sandbox),
+  :func:`start_fleet_process` and :func:`log_tails` (the fleet tests' processes too); the counting: :class:`FaultCounter`, :class:`WriteLog`,
   :class:`LeaseLog`, :class:`LabelWatch`, :class:`Seen`, :class:`Written`, :func:`shard_of`,
   :class:`Unsettled`; :class:`FaultTarget` is what the ``faults`` scenario runs against.
 - The report (``_report``): :class:`Report`, :func:`write_report`, :func:`read_report`,
@@ -34,7 +35,9 @@ from bench._faults import STORMS as STORMS
 from bench._faults import FaultFleet as FaultFleet
 from bench._faults import FaultSuite as FaultSuite
 from bench._faults import Storm as Storm
+from bench._faults import log_tails as log_tails
 from bench._faults import run_faults as run_faults
+from bench._faults import start_fleet_process as start_fleet_process
 from bench._latency import LatencyRecorder as LatencyRecorder
 from bench._latency import PhaseStats as PhaseStats
 from bench._promtext import MetricsDelta as MetricsDelta
@@ -99,6 +102,7 @@ __all__ = [
     "diff",
     "histogram_quantile",
     "load_scenario",
+    "log_tails",
     "parse_metrics",
     "read_report",
     "report_schema",
@@ -106,6 +110,7 @@ __all__ = [
     "run_scenario",
     "shard_of",
     "slo_table",
+    "start_fleet_process",
     "summary_markdown",
     "verdict",
     "wait_until",

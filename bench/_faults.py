@@ -36,9 +36,11 @@ Used by the ``faults`` bench scenario (``bench._runner``) at large sizes and by
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -55,7 +57,7 @@ from fleet.errors import FleetError, NotFound
 from fleet.kube import Client
 from fleet.wire import COORDINATOR_LEASE, FLEET_NAMESPACE
 
-__all__ = ["FaultFleet", "FaultSuite", "Storm", "run_faults"]
+__all__ = ["FaultFleet", "FaultSuite", "Storm", "log_tails", "run_faults", "start_fleet_process"]
 
 LEADER_LEASE = (
     f"/apis/coordination.k8s.io/v1/namespaces/{FLEET_NAMESPACE}/leases/{COORDINATOR_LEASE}"
@@ -103,7 +105,9 @@ class FaultFleet:
         self.coordinators: list[trio.Process] = []
         self.killed: set[int] = set()
         """Pids a fault killed (not crashes)."""
-        self.proxied = workdir / "proxied.kubeconfig"
+        self.proxied = Path()
+        """The kubeconfig naming the proxy: in a directory of its own, removed at the end
+        (it holds the apiserver's credentials; the logs in ``workdir`` may be kept)."""
         self._nursery: trio.Nursery | None = None
         self._stop = trio.Event()
         self.stopped = trio.Event()
@@ -111,9 +115,12 @@ class FaultFleet:
         self._count = 0
 
     async def run(self, *, task_status: trio.TaskStatus[FaultFleet]) -> None:
+        secrets = Path(tempfile.mkdtemp(prefix="kubemock-fleet-faults-"))
+        self.proxied = secrets / "proxied.kubeconfig"
         try:
             await self._run(task_status)
         finally:
+            shutil.rmtree(secrets, ignore_errors=True)
             self.stopped.set()
 
     async def _run(self, task_status: trio.TaskStatus[FaultFleet]) -> None:
@@ -149,27 +156,11 @@ class FaultFleet:
 
     async def _start(self, name: str, *args: str) -> trio.Process:
         assert self._nursery is not None, "start the fleet first (nursery.start(fleet.run))"
-        command = [
-            sys.executable, "-m", "fleet", *args,
-            "--config", str(self._config), "--kubeconfig", str(self.proxied),
-        ]  # fmt: skip
         self._count += 1
         log = self.workdir / f"{name}.{self._count}.log"
-        fd = os.open(log, os.O_WRONLY | os.O_CREAT, 0o600)
-        try:
-            process: trio.Process = await self._nursery.start(
-                partial(
-                    trio.run_process,
-                    command,
-                    stdin=subprocess.DEVNULL,
-                    stdout=fd,
-                    stderr=subprocess.STDOUT,
-                    check=False,
-                )
-            )
-        finally:
-            os.close(fd)  # the child has its own copy
-        return process
+        return await start_fleet_process(
+            self._nursery, args, config=self._config, kubeconfig=self.proxied, log=log
+        )
 
     async def start_shard(self, k: int) -> trio.Process:
         self.shards[k] = await self._start(f"shard-{k}", "shard", "--id", str(k))
@@ -189,10 +180,42 @@ class FaultFleet:
 
     def logs(self) -> str:
         """The tail of every process's log, for a failure message."""
-        out = []
-        for path in sorted(self.workdir.glob("*.log")):
-            out.append(f"--- {path.name}\n{path.read_text(errors='replace')[-LOG_TAIL:]}")
-        return "\n".join(out)
+        return log_tails(self.workdir)
+
+
+async def start_fleet_process(
+    nursery: trio.Nursery, args: Sequence[str], *, config: Path, kubeconfig: Path, log: Path
+) -> trio.Process:
+    """``kubemock-fleet ARGS --config CONFIG --kubeconfig KUBECONFIG`` as a child process in
+    ``nursery``, its output into ``log``. Cancelled, it gets SIGTERM and, after trio's
+    grace, SIGKILL."""
+    command = [
+        sys.executable, "-m", "fleet", *args,
+        "--config", str(config), "--kubeconfig", str(kubeconfig),
+    ]  # fmt: skip
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        process: trio.Process = await nursery.start(
+            partial(
+                trio.run_process,
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=fd,
+                stderr=subprocess.STDOUT,
+                check=False,
+            )
+        )
+    finally:
+        os.close(fd)  # the child has its own copy
+    return process
+
+
+def log_tails(directory: Path) -> str:
+    """The tail of every ``*.log`` in ``directory``, for a failure message."""
+    out = []
+    for path in sorted(directory.glob("*.log")):
+        out.append(f"--- {path.name}\n{path.read_text(errors='replace')[-LOG_TAIL:]}")
+    return "\n".join(out)
 
 
 class Storm:

@@ -14,12 +14,8 @@ bench's fault suite's too.
 from __future__ import annotations
 
 import contextlib
-import os
-import subprocess
-import sys
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from functools import partial
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -29,7 +25,7 @@ import yaml
 
 import bench
 from bench import LabelWatch as LabelWatch
-from bench import Unsettled, wait_until
+from bench import Unsettled, log_tails, start_fleet_process, wait_until
 from bench import shard_of as shard_of
 from fleet.api import crd_manifests
 from fleet.errors import AlreadyExists, NotFound
@@ -154,26 +150,14 @@ class Processes:
         return self._tmp / f"{name}.log"
 
     async def start(self, name: str, *args: str) -> trio.Process:
-        command = [
-            sys.executable, "-m", "fleet", *args,
-            "--config", str(self._config), "--kubeconfig", str(self._kubeconfig),
-        ]  # fmt: skip
         self._count += 1
-        fd = os.open(self.log_path(f"{name}.{self._count}"), os.O_WRONLY | os.O_CREAT, 0o600)
-        try:
-            process: trio.Process = await self._nursery.start(
-                partial(
-                    trio.run_process,
-                    command,
-                    stdin=subprocess.DEVNULL,
-                    stdout=fd,
-                    stderr=subprocess.STDOUT,
-                    check=False,
-                )
-            )
-        finally:
-            os.close(fd)  # the child has its own copy
-        return process
+        return await start_fleet_process(
+            self._nursery,
+            args,
+            config=self._config,
+            kubeconfig=self._kubeconfig,
+            log=self.log_path(f"{name}.{self._count}"),
+        )
 
     async def shard(self, shard: int) -> trio.Process:
         return await self.start(f"shard-{shard}", "shard", "--id", str(shard))
@@ -183,10 +167,7 @@ class Processes:
 
     def logs(self) -> str:
         """Every process's log, for failure messages."""
-        out = []
-        for path in sorted(self._tmp.glob("*.log")):
-            out.append(f"--- {path.name}\n{path.read_text(errors='replace')[-4000:]}")
-        return "\n".join(out)
+        return log_tails(self._tmp)
 
 
 async def kill9(process: trio.Process) -> None:
