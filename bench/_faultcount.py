@@ -159,10 +159,13 @@ class WriteLog:
         return handle
 
     def node_writes(self) -> dict[str, list[Written]]:
-        """Writes that drive a node (its Lease, the v1.Node, its status) by node name, in order."""
+        """Shards' writes that drive a node (its Lease, the v1.Node, its status) by node name,
+        in order."""
         out: dict[str, list[Written]] = defaultdict(list)
         for w in self.writes:
-            if w.name and (w.path.startswith(NODE_LEASES) or w.path.startswith("/api/v1/nodes")):
+            if not w.name or not w.manager.startswith(SHARD_MANAGER):
+                continue  # the control plane's node lifecycle writes node status too
+            if w.path.startswith(NODE_LEASES) or w.path.startswith("/api/v1/nodes"):
                 out[w.name].append(w)
         return out
 
@@ -518,7 +521,9 @@ class FaultCounter:
         return [
             name
             for name in self.nodes
-            if not any(shard_of(w) == self.label_of(name) for w in leases.get(name, []))
+            if not any(
+                w.manager == f"{SHARD_MANAGER}{self.label_of(name)}" for w in leases.get(name, [])
+            )
         ]
 
     def not_ready(self, since: float) -> set[str]:

@@ -57,6 +57,9 @@ def test_a_shard_writing_after_another_took_over_is_two_drivers() -> None:
     assert _counter(writes[:2] + writes[2:4], move).two_drivers() == 0
     # With no move at all, n1's switch from 0 to 1 is two drivers as well.
     assert _counter(writes[:2]).two_drivers() == 1
+    # The control plane's node lifecycle writes node status with no fieldManager: no driver.
+    lifecycle = Written(5, "PATCH", "/api/v1/nodes/n1/status", "", 200, "n1")
+    assert _counter([*writes[:2], lifecycle], move).two_drivers() == 0
 
 
 async def test_a_lease_unrenewed_past_its_duration_is_not_ready(
