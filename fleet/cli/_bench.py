@@ -345,9 +345,11 @@ async def _own_cluster(
     control_plane: str = "sandbox",
     binaries: Path | None = None,
     *,
+    sandbox_here: bool = False,
     task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """``kubemock-fleet up`` as a task: sandbox (or a real control plane), control plane
+    """``kubemock-fleet up`` as a task (``sandbox_here``: the sandbox in this process, as
+    the faults scenario wants it, to reach its handler): sandbox (or a real control plane), control plane
     (scheduler, controllers: a child process), coordinator and ``shards`` shard child
     processes, no nodes;
     reports the ``Up`` and its ``RunningUp``. ``up.stop()`` ends it cleanly (shards first,
@@ -370,7 +372,8 @@ async def _own_cluster(
             control_plane_process=True,
             # The sandbox beside the bench too: in its process the bench's watch of 10,000
             # pods fell tens of seconds behind at kwok-ci load (docs/performance.md).
-            sandbox_process=control_plane == "sandbox",
+            # The faults scenario keeps it here: its write log and storms wrap its handler.
+            sandbox_process=control_plane == "sandbox" and not sandbox_here,
             status_line=False,  # nothing draws it; on a real apiserver it lists everything
         )
     )
@@ -418,11 +421,15 @@ def _interrupted(out: Path, run_id: str) -> str:
     )
 
 
-def _self_component(own: bool, control_plane: str, shards: int) -> str:
+def _self_component(own: bool, control_plane: str, shards: int, faults: bool = False) -> str:
     """What the bench's own process holds, as its component is named in the report."""
     if not own:
         return "bench"
     held = ["bench"]
+    if faults:  # its fleet is child processes; the sandbox stays here, the proxy is here
+        return " + ".join([*held, "sandbox apiserver"] if control_plane == "sandbox" else held) + (
+            " + fault proxy"
+        )
     if shards:
         held.append("coordinator")
     return " + ".join(held)
@@ -523,6 +530,7 @@ def _run_scenario(
                         console_sink(console) if live else None,
                         control_plane,
                         binaries,
+                        sandbox_here=faults,
                     )
                 )
                 config = load_config(running.kubeconfig)
@@ -540,7 +548,7 @@ def _run_scenario(
                 progress=_RichProgress(bar) if progress else NullProgress(),
                 # Every child: shards, the control-plane child, etcd, kube-apiserver ...
                 fleet_children=own,
-                self_component=_self_component(own, control_plane, 0 if faults else shards),
+                self_component=_self_component(own, control_plane, shards, faults),
                 ensure_crds=own,
                 keep=keep,
                 faults=fault_target,
