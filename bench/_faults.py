@@ -73,6 +73,8 @@ FRESH_CRS = 3
 """New Node CRs created after a coordinator failover (the new leader must label them)."""
 MALFORMED_CONCURRENCY = 16
 """Creates and deletes in flight in the ``malformed`` fault."""
+STORM_RESOURCE = "(storm)"
+"""The ``resource`` label of requests a :class:`Storm` answered (they never reach routing)."""
 LOG_TAIL = 4000
 """Characters of each process's log that :meth:`FaultFleet.logs` gives."""
 
@@ -239,6 +241,8 @@ class Storm:
                 query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
                 if not self.watches_only or query.get("watch") in ("1", "true"):
                     self.answered += 1
+                    # Answered before routing: one metrics row for the storm, not one per path.
+                    labels["resource"], labels["subresource"] = STORM_RESOURCE, ""
                     raise answer
             return await inner(scope, receive, labels)
 
