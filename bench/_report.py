@@ -29,6 +29,7 @@ __all__ = [
     "ApiserverSummary",
     "CleanupResult",
     "ComponentUsage",
+    "FaultResult",
     "LatencyRow",
     "Percentiles",
     "PlotsInfo",
@@ -91,6 +92,58 @@ class StepResult(_Base, frozen=True):
     """CPU-seconds each process component spent during the step (``kube-apiserver``,
     ``etcd``, ``shard 0``, ``control-plane``, the bench's own process ...); empty when the
     processes were not sampled."""
+
+
+class FaultResult(_Base, frozen=True):
+    """One fault of the ``faults`` scenario: what was tried, and what it did to the fleet."""
+
+    name: str
+    """``watch-cut``, ``pause``, ``restart``, ``429-storm``, ``410-storm``, ``malformed``,
+    ``shard-kill``, ``coordinator-failover``."""
+    tried: str
+    did: str
+    """What the fault did, in counts (connections cut, requests answered 429 ...)."""
+    fault_seconds: NonNegative
+    settle_seconds: NonNegative
+    """From the fault's end until every node was Ready, every pod Running and every node
+    Lease renewed by the shard its CR is labelled with."""
+    moves: Count
+    """Node CRs the coordinator moved from one shard to another meanwhile."""
+    crashes: Count
+    """Fleet processes that exited (those the fault killed excepted)."""
+    not_ready: Count
+    """Nodes whose Ready left True, or whose Lease went unrenewed past its duration."""
+    regressed: Count
+    """Pods whose phase went backwards."""
+    restarted: Count
+    """Pods with a container restart."""
+    two_drivers: Count
+    """Nodes written by a shard after another took over (no shard-label move between)."""
+    lost: Count
+    """CRs, Nodes, node Leases or pods that should exist and do not."""
+    ok: bool
+    """Settled in time and every count zero."""
+    reason: str = ""
+
+    def counts(self) -> dict[str, int]:
+        """The counts that must be zero, by their report names."""
+        return {
+            "crashes": self.crashes,
+            "notReady": self.not_ready,
+            "regressed": self.regressed,
+            "restarted": self.restarted,
+            "twoDrivers": self.two_drivers,
+            "lost": self.lost,
+        }
+
+    def line(self) -> str:
+        """One line for the console: the fault, what it did, its counts."""
+        counts = " ".join(f"{k}={v}" for k, v in self.counts().items())
+        return (
+            f"fault {self.name}: {self.tried} ({self.did}); took {self.fault_seconds:.1f} s, "
+            f"settled in {self.settle_seconds:.1f} s; moves={self.moves} {counts}"
+            + ("" if self.ok else f"  FAILED: {self.reason}")
+        )
 
 
 class RequestRow(_Base, frozen=True):
@@ -258,6 +311,8 @@ class Report(_Base, frozen=True):
     """Every process sampled, by component (the apiserver's beside the fleet's and the
     bench's): empty when none was (a cluster elsewhere, no ``/proc``)."""
     plots: PlotsInfo = PlotsInfo()
+    faults: list[FaultResult] = []
+    """The ``faults`` scenario's faults, in the order injected (empty for other scenarios)."""
     notes: tuple[str, ...] = ()
     completed: bool = True
     """False when the run was interrupted (Ctrl-C) or a step failed: figures are partial."""
@@ -415,6 +470,22 @@ def summary_markdown(report: Report) -> str:
             f"| {step.name} | {step.target} | {step.reached} | {step.seconds:.2f} | "
             f"{step.per_second:.1f} | {'yes' if step.ok else f'**no**: {step.reason}'} |"
         )
+    if report.faults:
+        out += [
+            "",
+            "## Faults",
+            "",
+            "| fault | tried | did | fault s | settle s | moves | crashes | notReady | regressed "
+            "| restarted | twoDrivers | lost | ok |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        for f in report.faults:
+            cells = " | ".join(str(v) for v in f.counts().values())
+            out.append(
+                f"| {f.name} | {f.tried} | {f.did} | {f.fault_seconds:.1f} | "
+                f"{f.settle_seconds:.1f} | {f.moves} | {cells} | "
+                f"{'yes' if f.ok else f'**no**: {f.reason}'} |"
+            )
     if report.pod_startup:
         out += [
             "",

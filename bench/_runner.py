@@ -30,9 +30,11 @@ created itself. The report is written after the cleanup, partial
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import secrets
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +45,8 @@ from typing import Any, Protocol
 import msgspec
 import trio
 
+from bench._faultcount import FaultCounter, LabelWatch, LeaseLog, Seen, WriteLog, WriteSource
+from bench._faults import FaultFleet, FaultSuite, Storm, run_faults
 from bench._latency import LatencyRecorder, PhaseStats
 from bench._procstat import ProcessSampler
 from bench._promtext import MetricsDelta, Scrape, diff, parse_metrics
@@ -50,6 +54,7 @@ from bench._report import (
     ApiserverSummary,
     CleanupResult,
     ComponentUsage,
+    FaultResult,
     LatencyRow,
     Percentiles,
     PlotsInfo,
@@ -69,7 +74,14 @@ from bench._scenarios import ScenarioSpec
 from bench._slo import SloThresholds, slo_table
 from fleet import __version__
 from fleet.api import API_VERSION, GROUP, VERSION, crd_manifests
-from fleet.errors import AlreadyExists, FleetError, Forbidden, MethodNotAllowed, NotFound
+from fleet.errors import (
+    AlreadyExists,
+    ConfigError,
+    FleetError,
+    Forbidden,
+    MethodNotAllowed,
+    NotFound,
+)
 from fleet.kube import (
     Client,
     HotTransport,
@@ -81,7 +93,7 @@ from fleet.kube import (
     WatchEvent,
 )
 
-__all__ = ["RUN_LABEL", "NullProgress", "Progress", "RunOptions", "run_scenario"]
+__all__ = ["RUN_LABEL", "FaultTarget", "NullProgress", "Progress", "RunOptions", "run_scenario"]
 
 log = logging.getLogger("bench")
 
@@ -144,8 +156,32 @@ class NullProgress:
         return None
 
 
+FAULT_NODE_LEASE_DURATION = 40.0
+"""The fault fleet's node Lease duration (the kubelet's default, written into its settings):
+a Lease unrenewed for longer counts its node NotReady."""
+FAULT_SHARDS = 2
+"""Shards of the fault fleet at the least: one is killed, another takes its CRs."""
+FAULT_COORDINATORS = 2
+"""Coordinators of the fault fleet: the leader is killed, the other takes over."""
+
 METRICS_PATH = "/metrics"
 """The apiserver's metrics URL the bench scrapes (its own requests: left out of latency rows)."""
+
+
+@dataclass(frozen=True)
+class FaultTarget:
+    """What the ``faults`` scenario needs of the bench's own apiserver: its admin
+    kubeconfig and URL (the fault fleet reaches it through a proxy), and on the sandbox its
+    write log and a storm wrapper, both put in front of its handler
+    (``SandboxApp.wrap_handler``)."""
+
+    kubeconfig: Path
+    server: str
+    writes: WriteLog | None = None
+    """None on a real apiserver: node Lease writers come from a watch (:class:`LeaseLog`)."""
+    storm: Storm | None = None
+    """None on a real apiserver: no 429 or 410 storms."""
+    shards: int = FAULT_SHARDS
 
 
 @dataclass(frozen=True)
@@ -175,6 +211,8 @@ class RunOptions:
     keep: bool = False
     """Leave the run's objects in place for inspection (``--keep``): no cleanup; the
     notes say how to delete them (``kubectl delete ... -l <run label>``)."""
+    faults: FaultTarget | None = None
+    """The ``faults`` scenario's apiserver (it starts a fleet of its own behind a proxy)."""
 
 
 # --------------------------------------------------------------------------- watch views
@@ -405,6 +443,11 @@ class _Writes:
 
 
 class _Run:
+    nursery: trio.Nursery
+    """The run's nursery (the watches, the sampler), set once :meth:`execute` opens it."""
+    counter: FaultCounter
+    """The fault suite's tally (``faults`` only), set by :meth:`fault_observers`."""
+
     def __init__(
         self,
         client: Client,
@@ -412,8 +455,11 @@ class _Run:
         options: RunOptions,
         *,
         writer: Rest | None = None,
+        fault_fleet: FaultFleet | None = None,
     ) -> None:
         self.client = client
+        self.fault_fleet = fault_fleet
+        self.fault_results: list[FaultResult] = []
         self.writer: Rest = writer if writer is not None else client
         """The write pool's verbs (creates and deletes of the load); the client's by default."""
         self.spec = spec
@@ -879,8 +925,118 @@ class _Run:
             )
             raise _StepFailed("heartbeat-soak")
 
+    async def fault_observers(self) -> None:
+        """The fault suite's watches, from before the first node: shard labels, nodes and
+        pods, and on a real apiserver node Lease writers."""
+        target = self.options.faults
+        if target is None or self.fault_fleet is None:
+            raise FleetError("the faults scenario runs on the bench's own apiserver only")
+        writes: WriteSource
+        if target.writes is not None:
+            writes = target.writes
+        else:
+            lease_log = LeaseLog()
+            await self.nursery.start(lease_log.run, self.client)
+            writes = lease_log
+        ns = self.spec.namespace
+        labels, seen = LabelWatch(), Seen()
+        crs = f"/apis/{GROUP}/{VERSION}/namespaces/{self.spec.node_namespace}/nodes"
+        pods = f"/api/v1/namespaces/{ns}/pods"
+        await self.nursery.start(labels.run, self.client, crs, self.selector)
+        await self.nursery.start(seen.run, self.client, pods, self.selector)
+        fleet = self.fault_fleet
+        self.counter = FaultCounter(
+            self.client,
+            crs_path=crs,
+            pods_path=pods,
+            nodes=[],
+            pods=[],
+            writes=writes,
+            labels=labels,
+            seen=seen,
+            exited=fleet.exited,
+            node_lease_duration=FAULT_NODE_LEASE_DURATION,
+            settle_within=self.spec.timeout,
+            selector=self.selector,
+        )
+
+    async def faults(self) -> None:
+        """Each fault of :data:`bench._faults.FAULTS`, one a step, with its counts."""
+        target, fleet = self.options.faults, self.fault_fleet
+        assert target is not None and fleet is not None
+        self.counter.nodes.extend(self.node_names)
+        self.counter.pods.extend(self.pod_name(i) for i in range(self.spec.pods))
+        suite = FaultSuite(
+            client=self.client,
+            fleet=fleet,
+            counter=self.counter,
+            storm=target.storm,
+            outage=self.spec.outage,
+            malformed=self.spec.malformed,
+            cr_body=self._fault_cr,
+            pod_body=self._fault_pod,
+            fresh_name=lambda i: f"{self.prefix}n{i:05d}",
+        )
+        if target.storm is None:
+            self.notes.append(
+                "faults: no 429 or 410 storms (a real apiserver's answers are not the bench's "
+                "to forge); node Lease writers from managedFields as a watch saw them"
+            )
+        marks: dict[str, tuple[float, dict[str, float]]] = {}
+
+        def begin(name: str) -> None:
+            self.progress.begin(f"fault {name}", 1)
+            marks[name] = (trio.current_time(), self.cpu_mark())
+
+        def done(result: FaultResult) -> None:
+            start, mark = marks[result.name]
+            self.progress.update(f"fault {result.name}", 1 if result.ok else 0)
+            self.progress.end(f"fault {result.name}")
+            log.info("%s", result.line())
+            self.fault_results.append(result)
+            self.steps.append(
+                StepResult(
+                    name=f"fault {result.name}",
+                    seconds=trio.current_time() - start,
+                    target=1,
+                    reached=1 if result.ok else 0,
+                    ok=result.ok,
+                    reason=result.reason,
+                    cpu_seconds=self.cpu_since(mark),
+                )
+            )
+            if not result.ok:
+                self.notes.append(f"fault {result.name}: {result.reason}")
+
+        results = await run_faults(suite, done, begin=begin)
+        self.node_names = list(self.counter.nodes)  # the failover's new CRs count as created
+        if not all(r.ok for r in results):
+            raise _StepFailed("faults")
+
+    def _fault_cr(self, name: str, **node_config: Any) -> dict[str, Any]:
+        body = self.node_cr(name)
+        body["spec"]["nodeConfig"].update(node_config)
+        return body
+
+    def _fault_pod(self, name: str, node: str, **annotations: str) -> dict[str, Any]:
+        template = self.pod_template()
+        spec = {k: v for k, v in template["spec"].items() if k != "nodeSelector"}
+        return {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": name,
+                "namespace": self.spec.namespace,
+                "labels": self.labels(),
+                "annotations": {f"zhizuqiu.github.com/{k}": v for k, v in annotations.items()},
+            },
+            "spec": {**spec, "nodeName": node},
+        }
+
     async def scenario(self) -> None:
         kind = self.spec.type
+        if kind == "faults":
+            await self.fault_observers()
         await self.nodes_ready()
         if kind == "pod-startup":
             await self.pods_running(self.spec.pods)
@@ -893,6 +1049,9 @@ class _Run:
             await self.churn()
         elif kind == "heartbeat-soak":
             await self.soak()
+        elif kind == "faults":
+            await self.pods_running(self.spec.pods)
+            await self.faults()
 
     # -- cleanup --------------------------------------------------------------------------
 
@@ -1023,6 +1182,7 @@ class _Run:
     async def execute(self) -> Report:
         try:
             async with trio.open_nursery() as nursery:
+                self.nursery = nursery
                 if self.options.ensure_crds:
                     await self.ensure_crds()
                 for namespace in dict.fromkeys((self.spec.namespace, self.spec.node_namespace)):
@@ -1178,6 +1338,7 @@ class _Run:
             fleet_usage=usage,
             components=components,
             cleanup=cleanup,
+            faults=self.fault_results,
             notes=tuple(dict.fromkeys(self.notes)),
             completed=completed,
         )
@@ -1253,4 +1414,49 @@ async def run_scenario(client: Client, spec: ScenarioSpec, options: RunOptions) 
     """
     settings = HotTransportSettings(connections=spec.concurrency, request_timeout=WRITE_TIMEOUT)
     async with HotTransport(client.config, settings) as hot:
-        return await _Run(client, spec, options, writer=Rest(hot)).execute()
+        if spec.type != "faults":
+            return await _Run(client, spec, options, writer=Rest(hot)).execute()
+        if options.faults is None:
+            raise ConfigError(
+                "the faults scenario needs the bench's own apiserver (no --kubeconfig/--context): "
+                "its fleet reaches the apiserver through the bench's fault proxy"
+            )
+        return await _with_fault_fleet(client, spec, options, Rest(hot), options.faults)
+
+
+async def _with_fault_fleet(
+    client: Client, spec: ScenarioSpec, options: RunOptions, writer: Rest, target: FaultTarget
+) -> Report:
+    """The ``faults`` scenario with its fleet (shards and coordinators behind a fault proxy)
+    running from before the first node until after the cleanup (the shards' finalizer on
+    each Node CR). Their logs go into the report directory (``fleet/``)."""
+    if options.output is not None:
+        workdir = options.output / "fleet"
+        workdir.mkdir(parents=True, exist_ok=True)
+    else:
+        workdir = Path(tempfile.mkdtemp(prefix="kubemock-fleet-faults-"))
+    config = workdir / "fleet.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "shards": target.shards,
+                "shard": {"metricsPort": 0, "nodeLeaseDuration": f"{FAULT_NODE_LEASE_DURATION:g}s"},
+                "coordinator": {"metricsPort": 0},
+            }
+        ),
+        encoding="utf-8",
+    )
+    fleet = FaultFleet(
+        target.kubeconfig,
+        target.server,
+        config,
+        workdir,
+        shards=target.shards,
+        coordinators=FAULT_COORDINATORS,
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(fleet.run)
+        try:
+            return await _Run(client, spec, options, writer=writer, fault_fleet=fleet).execute()
+        finally:
+            fleet.stop()

@@ -25,6 +25,13 @@ kwok-ci          KWOK's CI benchmark: 5,000 nodes Ready, 10,000 pods Running,
 daemonset        ``nodes`` Ready, then one DaemonSet over them, timed to a
                  Running pod on every node (the cluster's DaemonSet controller
                  and scheduler place them)
+faults           ``nodes`` Ready and ``pods`` Running on a fleet of its own
+                 (2 shards, 2 coordinators) behind a fault proxy, then faults
+                 one after another (watch cuts, apiserver pause and restart of
+                 ``outage`` s, 429 and 410 storms on the sandbox, ``malformed``
+                 bad CRs and pods, shard kill -9, coordinator failover), each
+                 settled and counted (``bench._faults``); the bench's own
+                 apiserver only
 ===============  ===========================================================
 """
 
@@ -44,7 +51,7 @@ from fleet.wire import FLEET_NAMESPACE
 __all__ = ["BUILTIN", "ScenarioSpec", "ScenarioType", "SloSpec", "load_scenario"]
 
 ScenarioType = Literal[
-    "node-density", "pod-startup", "churn", "heartbeat-soak", "kwok-ci", "daemonset"
+    "node-density", "pod-startup", "churn", "heartbeat-soak", "kwok-ci", "daemonset", "faults"
 ]
 
 
@@ -107,6 +114,14 @@ class ScenarioSpec(_Model):
         default_factory=dict,
         description="Annotations of every pod (e.g. zhizuqiu.github.com/delayRunning).",
     )
+    outage: Seconds = Field(
+        8.0,
+        description="faults: seconds of each apiserver pause, restart and storm (the default is "
+        "inside the fleet's 10 s renew deadlines: no CR should move).",
+    )
+    malformed: int = Field(
+        100, ge=0, description="faults: malformed Node CRs, and as many malformed pods, at once."
+    )
     slo: SloSpec = SloSpec()
 
     @model_validator(mode="after")
@@ -117,6 +132,11 @@ class ScenarioSpec(_Model):
             and self.nodes < 1
         ):
             raise ValueError(f"a {self.type} scenario needs nodes >= 1")
+        if self.type == "faults":
+            if self.nodes < 2:
+                raise ValueError("a faults scenario needs nodes >= 2 (a shard each)")
+            if self.workload != "pods":
+                raise ValueError("a faults scenario counts bare pods: workload must be pods")
         if self.type in ("pod-startup", "kwok-ci") and self.pods < 1:
             raise ValueError(f"a {self.type} scenario needs pods >= 1")
         return self
@@ -147,6 +167,15 @@ BUILTIN: dict[str, dict[str, Any]] = {
         "rate": 200.0,
         "concurrency": 32,
         "timeout": 1200.0,
+    },
+    # Faults at scale (issue: "a bench scenario for the large sizes"); 5,000 nodes runs too.
+    "faults": {
+        "type": "faults",
+        "nodes": 1000,
+        "pods": 5000,
+        "rate": 100.0,
+        "concurrency": 16,
+        "timeout": 600.0,
     },
 }
 """The built-in scenarios by name: each is its ``type`` with these defaults."""

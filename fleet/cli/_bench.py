@@ -15,11 +15,14 @@ Two kinds of benchmark share the command:
   (600 s), ``--json``, ``--output``.
 - Load scenarios against a control plane (:mod:`bench`): the built-in
   ``node-density``, ``pod-startup``, ``churn``, ``heartbeat-soak``,
-  ``kwok-ci``, ``daemonset``, or a YAML file naming one of them as its ``type``
+  ``kwok-ci``, ``daemonset``, ``faults``, or a YAML file naming one of them as its ``type``
   (docs/bench.md); ``--nodes``, ``--pods`` and ``--rate`` override it. With ``--kubeconfig``/``--context`` the bench runs against
   that cluster, where a fleet must already run; without, it starts what
   ``kubemock-fleet up`` starts (sandbox apiserver in this process, the control
-  plane and ``--shards N`` shards as child processes, no nodes). It writes ``report.json``, ``summary.md``
+  plane and ``--shards N`` shards as child processes, no nodes). ``faults``
+  runs only so, on a fleet of its own behind a fault proxy (``--shards``, at
+  least 2, and 2 coordinators); on the sandbox the CLI puts the bench's write
+  log and storm in front of the sandbox's handler. It writes ``report.json``, ``summary.md``
   and PNG plots into ``--output`` and exits 1 if a step failed or an SLO row
   failed.
 """
@@ -57,7 +60,7 @@ def bench(
         ...,
         help="'transport' (client CPU per PATCH), 'sandbox', 'shard', 'shard-scrape' "
         "(metrics-server's /metrics/resource scrape of every node of one shard), a load "
-        "scenario (node-density, pod-startup, churn, heartbeat-soak, kwok-ci, daemonset) or a "
+        "scenario (node-density, pod-startup, churn, heartbeat-soak, kwok-ci, daemonset, faults) or a "
         "scenario YAML file.",
     ),
     requests: int = typer.Option(
@@ -342,9 +345,11 @@ async def _own_cluster(
     control_plane: str = "sandbox",
     binaries: Path | None = None,
     *,
+    sandbox_here: bool = False,
     task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """``kubemock-fleet up`` as a task: sandbox (or a real control plane), control plane
+    """``kubemock-fleet up`` as a task (``sandbox_here``: the sandbox in this process, as
+    the faults scenario wants it, to reach its handler): sandbox (or a real control plane), control plane
     (scheduler, controllers: a child process), coordinator and ``shards`` shard child
     processes, no nodes;
     reports the ``Up`` and its ``RunningUp``. ``up.stop()`` ends it cleanly (shards first,
@@ -367,7 +372,8 @@ async def _own_cluster(
             control_plane_process=True,
             # The sandbox beside the bench too: in its process the bench's watch of 10,000
             # pods fell tens of seconds behind at kwok-ci load (docs/performance.md).
-            sandbox_process=control_plane == "sandbox",
+            # The faults scenario keeps it here: its write log and storms wrap its handler.
+            sandbox_process=control_plane == "sandbox" and not sandbox_here,
             status_line=False,  # nothing draws it; on a real apiserver it lists everything
         )
     )
@@ -377,6 +383,23 @@ async def _own_cluster(
             task_status.started((up, running))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)  # its kubeconfig: the token dies with the run
+
+
+def _fault_target(running: Any, shards: int) -> Any:
+    """The faults scenario's view of the bench's own apiserver: on the sandbox (in this
+    process) the write log and the storm go in front of its handler."""
+    from bench import FaultTarget, Storm, WriteLog
+
+    size = max(shards, 2)  # one shard is killed and another takes its CRs
+    if running.sandbox is None:
+        return FaultTarget(running.kubeconfig, running.url, shards=size)
+    from fleet.sandbox import gone, too_many_requests
+
+    writes = WriteLog()
+    storm = Storm(too_many_requests(1), gone("too old resource version: 1 (2)"))
+    running.sandbox.app.wrap_handler(writes.wrap)
+    running.sandbox.app.wrap_handler(storm.wrap)
+    return FaultTarget(running.kubeconfig, running.url, writes, storm, shards=size)
 
 
 def _interrupted(out: Path, run_id: str) -> str:
@@ -398,11 +421,15 @@ def _interrupted(out: Path, run_id: str) -> str:
     )
 
 
-def _self_component(own: bool, control_plane: str, shards: int) -> str:
+def _self_component(own: bool, control_plane: str, shards: int, faults: bool = False) -> str:
     """What the bench's own process holds, as its component is named in the report."""
     if not own:
         return "bench"
     held = ["bench"]
+    if faults:  # its fleet is child processes; the sandbox stays here, the proxy is here
+        return " + ".join([*held, "sandbox apiserver"] if control_plane == "sandbox" else held) + (
+            " + fault proxy"
+        )
     if shards:
         held.append("coordinator")
     return " + ".join(held)
@@ -467,6 +494,11 @@ def _run_scenario(
         raise InputError(
             "--control-plane: the bench starts its own only without --kubeconfig/--context"
         )
+    faults = spec.type == "faults"
+    if faults and not own:
+        raise InputError(
+            "the faults scenario runs on the bench's own apiserver only (no --kubeconfig/--context)"
+        )
     run_id = secrets.token_hex(4)
     out = output if output is not None else Path("bench-results") / f"{spec.name}-{run_id}"
     console = Console(stderr=True)
@@ -485,6 +517,7 @@ def _run_scenario(
     async def main() -> Any:
         async with trio.open_nursery() as nursery:
             up = None
+            fault_target = None
             if not own:
                 config = load_config(kubeconfig, context)
                 target = TargetInfo(server=config.server, mode="cluster", fleet="external")
@@ -493,18 +526,20 @@ def _run_scenario(
                 up, running = await nursery.start(
                     partial(
                         _own_cluster,
-                        shards,
+                        0 if faults else shards,  # faults: a fleet of its own, behind its proxy
                         console_sink(console) if live else None,
                         control_plane,
                         binaries,
+                        sandbox_here=faults,
                     )
                 )
                 config = load_config(running.kubeconfig)
                 target = TargetInfo(
                     server=running.url,
                     mode="real" if control_plane == "real" else "sandbox",
-                    fleet="started" if shards else "none",
+                    fleet="started" if shards or faults else "none",
                 )
+                fault_target = _fault_target(running, shards) if faults else None
             options = RunOptions(
                 target=target,
                 output=out,
@@ -513,9 +548,10 @@ def _run_scenario(
                 progress=_RichProgress(bar) if progress else NullProgress(),
                 # Every child: shards, the control-plane child, etcd, kube-apiserver ...
                 fleet_children=own,
-                self_component=_self_component(own, control_plane, shards),
+                self_component=_self_component(own, control_plane, shards, faults),
                 ensure_crds=own,
                 keep=keep,
+                faults=fault_target,
             )
             try:
                 async with Client(config) as client:
@@ -542,6 +578,8 @@ def _run_scenario(
     if as_json:
         typer.echo(msgspec.json.encode(report).decode())
     else:
+        for fault in report.faults:
+            typer.echo(fault.line())
         for step in report.steps:
             typer.echo(
                 f"{step.name:16} {step.reached}/{step.target} in {step.seconds:.2f} s"

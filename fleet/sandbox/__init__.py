@@ -8,8 +8,9 @@ tests (docs/sandbox.md lists what it implements). Public surface:
   returns a :class:`RunningSandbox` (url, token, kubeconfig path, ca_pem, app);
 - :class:`SandboxApp`: the bare ASGI application, for other servers or in-process use;
 - :class:`StatusError`: an error answer (HTTP code and ``Status`` body), what a handler
-  raises, and what an in-process fault injector (``tests/fleet/test_faults.py``) raises
-  to answer 429 or 410 in the apiserver's words.
+  raises; :func:`too_many_requests` and :func:`gone` build the 429 and 410 an in-process
+  fault injector (``bench.Storm``, put in with :meth:`SandboxApp.wrap_handler`) raises to
+  answer in the apiserver's words; :data:`Handler` is what ``wrap_handler`` wraps.
 
 For the sandbox micro-benchmark (``bench.sandbox``), which measures the
 parts on their own: :class:`Http1Server` with :func:`open_listeners` and
@@ -23,6 +24,7 @@ the library layers imports it.
 """
 
 from fleet.sandbox._api import Call as Call
+from fleet.sandbox._asgi import Handler as Handler
 from fleet.sandbox._asgi import SandboxApp as SandboxApp
 from fleet.sandbox._http1 import Http1Server as Http1Server
 from fleet.sandbox._http1 import open_listeners as open_listeners
@@ -35,19 +37,24 @@ from fleet.sandbox._server import serve_sandbox as serve_sandbox
 from fleet.sandbox._server import tls_files as tls_files
 from fleet.sandbox._settings import SandboxSettings as SandboxSettings
 from fleet.sandbox._status import StatusError as StatusError
+from fleet.sandbox._status import gone as gone
+from fleet.sandbox._status import too_many_requests as too_many_requests
 
 __all__ = [
     "IDENTITY_SUFFIX",
     "Call",
+    "Handler",
     "Http1Server",
     "RunningSandbox",
     "SandboxApp",
     "SandboxSettings",
     "StatusError",
     "encode_openapi_v2",
+    "gone",
     "identity_dir",
     "open_listeners",
     "serve_sandbox",
     "tls_files",
+    "too_many_requests",
     "url_of",
 ]

@@ -61,6 +61,10 @@ from fleet.sandbox._watch import WatchStream
 
 log = logging.getLogger("fleet.sandbox")
 
+Handler = Callable[[Any, Any, dict[str, str]], Awaitable[Any]]
+"""The request handler :meth:`SandboxApp.wrap_handler` wraps: ``(scope, receive, labels)`` to a
+reply (``status``, ``body``), a watch stream or a kubelet proxy; or :class:`StatusError`."""
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -361,6 +365,14 @@ class SandboxApp:
 
     def dump(self) -> dict[str, Any]:
         return self.store.dump()
+
+    def wrap_handler(self, wrap: Callable[[Handler], Handler]) -> None:
+        """Put ``wrap(handler)`` in place of the request handler: every API request goes
+        through it (the path, method and query in the ASGI ``scope``; a reply with ``status``
+        and ``body``, a watch, or a :class:`StatusError` raised). The fault suite records each
+        write with its ``fieldManager`` and answers storms of 429 and 410 this way
+        (``bench.WriteLog``, ``bench.Storm``)."""
+        self._handle = wrap(self._handle)  # type: ignore[method-assign,assignment]
 
     # --- ASGI ---------------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -132,6 +132,17 @@ def gone(message: str) -> StatusError:
     return StatusError(410, "Expired", message)
 
 
+def too_many_requests(retry_after: int = 1) -> StatusError:
+    """429 as kube-apiserver's max-in-flight filter answers it (``Retry-After`` in seconds)."""
+    return StatusError(
+        429,
+        "TooManyRequests",
+        "Too many requests, please try again later.",
+        {"retryAfterSeconds": retry_after},
+        headers=[("Retry-After", str(retry_after))],
+    )
+
+
 def forbidden(resource: str, group: str, name: str, why: str) -> StatusError:
     return StatusError(
         403,

@@ -22,6 +22,7 @@ from bench import (
 from bench._report import (
     ApiserverSummary,
     CleanupResult,
+    FaultResult,
     LatencyRow,
     Percentiles,
     SloResult,
@@ -192,3 +193,41 @@ def test_latencies_within_the_first_bucket_are_shown_as_its_bound() -> None:
     text = summary_markdown(msgspec.structs.replace(report, apiserver=api))
     assert "| PATCH pods/status | 100 | <= 5 ms | <= 5 ms | 30.0 ms |" in text
     assert "`<= x ms`: within the histogram's first bucket" in text
+
+
+def _fault(name: str, **counts: int) -> FaultResult:
+    values = {
+        "crashes": 0, "not_ready": 0, "regressed": 0, "restarted": 0, "two_drivers": 0, "lost": 0,
+        **counts,
+    }  # fmt: skip
+    bad = ", ".join(f"{k}={v}" for k, v in values.items() if v)
+    return FaultResult(
+        name=name,
+        tried="apiserver silent for 8 s (SIGSTOP)",
+        did="12 connections opened and held meanwhile",
+        fault_seconds=8.0,
+        settle_seconds=3.5,
+        moves=0,
+        ok=not bad,
+        reason=f"non-zero: {bad}" if bad else "",
+        **values,
+    )
+
+
+def test_faults_round_trip_and_show_their_counts(tmp_path: Path) -> None:
+    """A faults report keeps each fault's counts; the summary tables them, a failed one with
+    why; the console line names every count."""
+    report = msgspec.structs.replace(
+        _report(), faults=[_fault("pause"), _fault("restart", not_ready=3, two_drivers=1)]
+    )
+    write_report(report, tmp_path / "report.json")
+    assert read_report(tmp_path / "report.json") == report
+    assert json.loads((tmp_path / "report.json").read_text())["faults"][1]["twoDrivers"] == 1
+    text = summary_markdown(report)
+    assert "## Faults" in text
+    assert "| pause | apiserver silent for 8 s (SIGSTOP) | 12 connections opened" in text
+    assert "| 0 | 3 | 0 | 0 | 1 | 0 | **no**: non-zero: not_ready=3, two_drivers=1 |" in text
+    line = report.faults[1].line()
+    assert "crashes=0 notReady=3 regressed=0 restarted=0 twoDrivers=1 lost=0" in line
+    assert line.endswith("FAILED: non-zero: not_ready=3, two_drivers=1")
+    assert "faults" not in summary_markdown(_report()).lower()

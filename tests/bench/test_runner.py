@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 from bench import RUN_LABEL, RunOptions, TargetInfo, load_scenario, read_report, run_scenario
 from fleet.api import GROUP, VERSION, crd_manifests
 from fleet.cli import app
-from fleet.errors import InputError
+from fleet.errors import ConfigError, InputError
 from fleet.kube import Client, load_config
 from fleet.sandbox import RunningSandbox
 
@@ -278,6 +278,24 @@ def test_cli_refuses_a_scenario_rate_given_twice(tmp_path: Path) -> None:
     assert isinstance(result.exception, InputError), result.output
     assert "scenarios take one --rate" in str(result.exception)
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_refuses_faults_on_a_cluster_of_a_kubeconfig(tmp_path: Path) -> None:
+    """The faults scenario puts its own fleet behind its proxy: not on someone's cluster
+    (refused before the kubeconfig is read)."""
+    kubeconfig = tmp_path / "kubeconfig"
+    result = CliRunner().invoke(
+        app, ["bench", "faults", "--kubeconfig", str(kubeconfig), "--output", str(tmp_path)]
+    )
+    assert isinstance(result.exception, InputError), result.output
+    assert "faults scenario runs on the bench's own apiserver only" in str(result.exception)
+
+
+async def test_faults_without_its_own_apiserver_is_refused(client: Client) -> None:
+    spec = load_scenario("faults", {"nodes": 2, "pods": 0})
+    target = TargetInfo(server="https://127.0.0.1:1", mode="cluster", fleet="external")
+    with pytest.raises(ConfigError, match="needs the bench's own apiserver"):
+        await run_scenario(client, spec, RunOptions(target=target))
 
 
 def test_cli_runs_a_yaml_scenario_on_its_own_sandbox(tmp_path: Path) -> None:

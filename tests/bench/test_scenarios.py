@@ -12,8 +12,10 @@ from fleet.errors import ConfigError
 
 def test_builtins_load_with_overrides() -> None:
     assert set(BUILTIN) == {
-        "node-density", "pod-startup", "churn", "heartbeat-soak", "kwok-ci", "daemonset"
+        "node-density", "pod-startup", "churn", "heartbeat-soak", "kwok-ci", "daemonset", "faults"
     }  # fmt: skip
+    faults = load_scenario("faults", {"nodes": 5000})
+    assert (faults.nodes, faults.pods, faults.outage, faults.malformed) == (5000, 5000, 8.0, 100)
     kwok = load_scenario("kwok-ci")
     assert (kwok.nodes, kwok.pods, kwok.type) == (5000, 10000, "kwok-ci")
     small = load_scenario("pod-startup", {"nodes": 3, "pods": None})
@@ -54,3 +56,15 @@ def test_bad_files_are_refused_by_name(tmp_path: Path, text: str, message: str) 
 def test_unknown_name() -> None:
     with pytest.raises(ConfigError, match="unknown scenario 'warp'"):
         load_scenario("warp")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"nodes": 1}, "nodes >= 2"),
+        ({"workload": "deployment"}, "workload must be pods"),
+    ],
+)
+def test_faults_scenario_limits(overrides: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_scenario("faults", overrides)

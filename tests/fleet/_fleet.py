@@ -3,36 +3,35 @@
 The sandbox runs in the test's own trio loop (the ``sandbox`` fixture); the
 coordinator and the shards run as real ``kubemock-fleet`` processes against it.
 
-:class:`WriteLog` wraps the sandbox application's request handler and records
-every successful write with the ``fieldManager`` its client named: shards name
-themselves ``kubemock-fleet-shard-<K>`` (``shards._context.FencedRequester``),
-which is how the tests tell which shard drove a node at every moment.
+:class:`WriteLog` (the bench's, ``bench.WriteLog``) wraps the sandbox application's
+request handler and records every successful write with the ``fieldManager`` its
+client named: shards name themselves ``kubemock-fleet-shard-<K>``
+(``shards._context.FencedRequester``), which is how the tests tell which shard
+drove a node at every moment. :class:`LabelWatch` and :func:`shard_of` are the
+bench's fault suite's too.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import os
-import subprocess
-import sys
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
-from functools import partial
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
 
 import trio
 import yaml
 
+import bench
+from bench import LabelWatch as LabelWatch
+from bench import Unsettled, log_tails, start_fleet_process, wait_until
+from bench import shard_of as shard_of
 from fleet.api import crd_manifests
 from fleet.errors import AlreadyExists, NotFound
-from fleet.kube import Client, MetaOnly, Reflector, WatchEvent
+from fleet.kube import Client
 from fleet.sandbox import RunningSandbox
-from fleet.wire import COORDINATOR_LEASE, FLEET_NAMESPACE, SHARD_LABEL, SHARD_LEASE_PREFIX
+from fleet.wire import COORDINATOR_LEASE, FLEET_NAMESPACE, SHARD_LEASE_PREFIX
 from tests._apiserver import Apiserver
 
 FLEET_NS = FLEET_NAMESPACE
@@ -122,17 +121,10 @@ async def wait_for(
     check: Callable[[], Awaitable[bool] | bool], within: float, what: str, interval: float = 0.05
 ) -> float:
     """Poll ``check`` until true; return the seconds it took. Fails with ``what`` after ``within``."""
-    start = trio.current_time()
-    deadline = start + within
-    while True:
-        result = check()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return trio.current_time() - start
-        if trio.current_time() > deadline:
-            raise AssertionError(f"timed out after {within:g} s waiting for {what}")
-        await trio.sleep(interval)
+    try:
+        return await wait_until(check, within, what, interval)
+    except Unsettled as exc:
+        raise AssertionError(str(exc)) from None
 
 
 # --- processes -----------------------------------------------------------------------------
@@ -158,26 +150,14 @@ class Processes:
         return self._tmp / f"{name}.log"
 
     async def start(self, name: str, *args: str) -> trio.Process:
-        command = [
-            sys.executable, "-m", "fleet", *args,
-            "--config", str(self._config), "--kubeconfig", str(self._kubeconfig),
-        ]  # fmt: skip
         self._count += 1
-        fd = os.open(self.log_path(f"{name}.{self._count}"), os.O_WRONLY | os.O_CREAT, 0o600)
-        try:
-            process: trio.Process = await self._nursery.start(
-                partial(
-                    trio.run_process,
-                    command,
-                    stdin=subprocess.DEVNULL,
-                    stdout=fd,
-                    stderr=subprocess.STDOUT,
-                    check=False,
-                )
-            )
-        finally:
-            os.close(fd)  # the child has its own copy
-        return process
+        return await start_fleet_process(
+            self._nursery,
+            args,
+            config=self._config,
+            kubeconfig=self._kubeconfig,
+            log=self.log_path(f"{name}.{self._count}"),
+        )
 
     async def shard(self, shard: int) -> trio.Process:
         return await self.start(f"shard-{shard}", "shard", "--id", str(shard))
@@ -187,10 +167,7 @@ class Processes:
 
     def logs(self) -> str:
         """Every process's log, for failure messages."""
-        out = []
-        for path in sorted(self._tmp.glob("*.log")):
-            out.append(f"--- {path.name}\n{path.read_text(errors='replace')[-4000:]}")
-        return "\n".join(out)
+        return log_tails(self._tmp)
 
 
 async def kill9(process: trio.Process) -> None:
@@ -202,121 +179,12 @@ async def kill9(process: trio.Process) -> None:
 # --- what the apiserver saw ----------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Written:
-    time: float
-    method: str
-    path: str
-    manager: str
-    status: int
-    name: str
-    """``metadata.name`` of the object written (from the reply: POSTs have none in the path)."""
-
-
-class WriteLog:
-    """Every successful write the sandbox served, in the order it finished, with its writer."""
+class WriteLog(bench.WriteLog):
+    """The bench's write log, put in front of ``sandbox``'s handler."""
 
     def __init__(self, sandbox: RunningSandbox) -> None:
-        self.writes: list[Written] = []
-        app = sandbox.app
-        inner = app._handle
-
-        async def handle(scope: Any, receive: Any, labels: dict[str, str]) -> Any:
-            reply = await inner(scope, receive, labels)
-            method = scope["method"]
-            status = getattr(reply, "status", 0)
-            body = getattr(reply, "body", b"")
-            if method in ("POST", "PUT", "PATCH", "DELETE") and 200 <= status < 300:
-                query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
-                self.writes.append(
-                    Written(
-                        time=trio.current_time(),
-                        method=method,
-                        path=scope["path"],
-                        manager=query.get("fieldManager", ""),
-                        status=status,
-                        name=_name_of(body),
-                    )
-                )
-            return reply
-
-        app._handle = handle  # type: ignore[method-assign]
-
-    def node_writes(self) -> dict[str, list[Written]]:
-        """Writes that drive a node (its Lease, the v1.Node, its status) by node name, in order."""
-        out: dict[str, list[Written]] = defaultdict(list)
-        for w in self.writes:
-            if w.path.startswith(NODE_LEASES) or w.path.startswith("/api/v1/nodes"):
-                if w.name:
-                    out[w.name].append(w)
-        return out
-
-    def lease_writes(self, since: float = 0.0) -> dict[str, list[Written]]:
-        """Successful node Lease creates and renewals since ``since``, by node name."""
-        out: dict[str, list[Written]] = defaultdict(list)
-        for w in self.writes:
-            if w.time >= since and w.path.startswith(NODE_LEASES) and w.method in ("POST", "PUT"):
-                out[w.name].append(w)
-        return out
-
-
-def _name_of(body: bytes) -> str:
-    try:
-        obj = json.loads(body)
-    except ValueError:
-        return ""
-    meta = obj.get("metadata") if isinstance(obj, dict) else None
-    return str(meta.get("name") or "") if isinstance(meta, dict) else ""
-
-
-def shard_of(written: Written) -> str:
-    assert written.manager.startswith(SHARD_MANAGER), f"a node write with no shard: {written}"
-    return written.manager[len(SHARD_MANAGER) :]
-
-
-@dataclass(frozen=True)
-class LabelChange:
-    time: float
-    key: str
-    old: str | None
-    new: str | None
-
-
-class LabelWatch:
-    """A watch on every Node CR recording each change of its shard label, with the time seen."""
-
-    def __init__(self) -> None:
-        self.labels: dict[str, str | None] = {}
-        self.changes: list[LabelChange] = []
-        self.created: dict[str, float] = {}
-
-    async def run(self, client: Client, *, task_status: trio.TaskStatus[None]) -> None:
-        reflector = Reflector(client, cr_path(), MetaOnly)
-        send, receive = trio.open_memory_channel[WatchEvent[MetaOnly]](10_000)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._consume, receive)
-            await nursery.start(reflector.run, send)
-            task_status.started()
-
-    async def _consume(self, receive: trio.MemoryReceiveChannel[WatchEvent[MetaOnly]]) -> None:
-        async with receive:
-            async for event in receive:
-                meta = event.obj.metadata
-                key = f"{meta.namespace}/{meta.name}"
-                if event.type == "DELETED":
-                    self.labels.pop(key, None)
-                    continue
-                label = meta.labels.get(SHARD_LABEL) or None
-                old = self.labels.get(key)
-                if key not in self.labels:
-                    self.created.setdefault(key, trio.current_time())
-                self.labels[key] = label
-                if label != old:
-                    self.changes.append(LabelChange(trio.current_time(), key, old, label))
-
-    def moves_of(self, key: str) -> int:
-        """Label changes from one shard to another (the first assignment not counted)."""
-        return sum(1 for c in self.changes if c.key == key and c.old is not None)
+        super().__init__()
+        sandbox.app.wrap_handler(self.wrap)
 
 
 def assert_one_driver_at_a_time(writes: WriteLog, labels: LabelWatch) -> int:

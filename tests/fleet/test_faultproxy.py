@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import trio
 
+from bench import FaultProxy
 from fleet.errors import TransportError
 from fleet.kube import Client, load_config
 from tests._apiserver import Apiserver, unique
-from tests.fleet._faultproxy import FaultProxy
 
 
 async def _get_retrying(client: Client, path: str) -> None:

@@ -15,7 +15,9 @@ in front of the sandbox and of a real kube-apiserver. What it can do:
   (its state kept, as etcd keeps a real one's).
 
 Answers inside the TLS stream (429, 410) are not the proxy's to forge; on the
-sandbox the test wraps the app's handler instead (``test_faults``).
+sandbox :class:`bench.Storm` wraps the app's handler instead. The fault suite
+(``bench._faults``: the ``faults`` scenario and ``tests/fleet/test_faults.py``)
+puts the fleet behind it.
 """
 
 from __future__ import annotations
