@@ -40,6 +40,7 @@ from bench._faults import run_faults as run_faults
 from bench._faults import start_fleet_process as start_fleet_process
 from bench._latency import LatencyRecorder as LatencyRecorder
 from bench._latency import PhaseStats as PhaseStats
+from bench._procstat import child_pids as child_pids
 from bench._promtext import MetricsDelta as MetricsDelta
 from bench._promtext import Scrape as Scrape
 from bench._promtext import diff as diff
@@ -99,6 +100,7 @@ __all__ = [
     "Unsettled",
     "WriteLog",
     "Written",
+    "child_pids",
     "diff",
     "histogram_quantile",
     "load_scenario",

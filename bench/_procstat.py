@@ -23,7 +23,7 @@ import os
 from collections import defaultdict
 from pathlib import Path
 
-__all__ = ["CONTROL_PLANE_COMPONENTS", "ProcessSampler", "component_name"]
+__all__ = ["CONTROL_PLANE_COMPONENTS", "ProcessSampler", "child_pids", "component_name"]
 
 _PROC = Path("/proc")
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -52,6 +52,12 @@ def _children(pid: int) -> list[int]:
     except OSError:
         pass
     return out
+
+
+def child_pids() -> frozenset[int]:
+    """This process's children now: taken before the bench starts its own, they are left
+    out of its figures (a test session's real control plane is a child of pytest too)."""
+    return frozenset(_children(os.getpid()))
 
 
 def _tree(roots: list[int]) -> list[int]:
@@ -121,10 +127,17 @@ class ProcessSampler:
     ``self_name`` this process itself, under that name."""
 
     def __init__(
-        self, roots: list[int], *, own_children: bool = False, self_name: str | None = None
+        self,
+        roots: list[int],
+        *,
+        own_children: bool = False,
+        self_name: str | None = None,
+        not_ours: frozenset[int] = frozenset(),
     ) -> None:
         self.roots = list(roots)
         self.own_children = own_children
+        self.not_ours = not_ours
+        """Children (and their trees) that were running before the bench: not measured."""
         self.self_name = self_name
         self._cpu: dict[int, float] = {}
         self._baseline: dict[int, float] = {}
@@ -139,7 +152,8 @@ class ProcessSampler:
         total_rss = 0
         rss_by_name: dict[str, int] = defaultdict(int)
         me = os.getpid()
-        roots = self.roots + (_children(me) if self.own_children else [])
+        children = _children(me) if self.own_children else []
+        roots = self.roots + [pid for pid in children if pid not in self.not_ours]
         pids = _tree(roots)
         if self.self_name is not None:
             pids.append(me)

@@ -200,6 +200,9 @@ class RunOptions:
     fleet_children: bool = False
     """The fleet runs as child processes of this one (the bench started it with ``up``):
     measure them (and the control plane's processes among them, by name)."""
+    not_our_children: frozenset[int] = frozenset()
+    """Child processes running before the bench started its own (:func:`child_pids`):
+    with ``fleet_children``, left out."""
     self_component: str | None = "bench"
     """The bench's own process is measured under this name (what it holds: the sandbox
     apiserver and the coordinator too when it started them); None: not measured."""
@@ -483,6 +486,7 @@ class _Run:
             list(options.fleet_pids),
             own_children=options.fleet_children,
             self_name=options.self_component,
+            not_ours=options.not_our_children,
         )
         self.created_namespaces: list[str] = []
         self.node_names: list[str] = []

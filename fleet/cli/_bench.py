@@ -486,7 +486,7 @@ def _run_scenario(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from bench import NullProgress, RunOptions, TargetInfo, run_scenario, verdict
+    from bench import NullProgress, RunOptions, TargetInfo, child_pids, run_scenario, verdict
     from fleet.kube import Client, load_config
 
     own = kubeconfig is None and context is None
@@ -515,6 +515,7 @@ def _run_scenario(
     live = progress and console.is_terminal  # bars redrawn in place: logs go above them
 
     async def main() -> Any:
+        before = child_pids()  # not the bench's own: not in its figures
         async with trio.open_nursery() as nursery:
             up = None
             fault_target = None
@@ -548,6 +549,7 @@ def _run_scenario(
                 progress=_RichProgress(bar) if progress else NullProgress(),
                 # Every child: shards, the control-plane child, etcd, kube-apiserver ...
                 fleet_children=own,
+                not_our_children=before,
                 self_component=_self_component(own, control_plane, shards, faults),
                 ensure_crds=own,
                 keep=keep,
