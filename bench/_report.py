@@ -27,6 +27,7 @@ from fleet.errors import ConfigError, InputError
 __all__ = [
     "SCHEMA_VERSION",
     "ApiserverSummary",
+    "ChaosResult",
     "CleanupResult",
     "ComponentUsage",
     "FaultResult",
@@ -200,6 +201,32 @@ class ApiserverSummary(_Base, frozen=True):
     scrapes: Count
 
 
+class ChaosResult(_Base, frozen=True):
+    """What a chaos scenario did to the control plane (restart-storm, node-flap, partition,
+    pod-churn), from the disturbance's start until the cluster settled."""
+
+    kind: str
+    nodes_disturbed: Count
+    """Nodes restarted, flapped or partitioned (0 for pod-churn)."""
+    disturb_seconds: NonNegative
+    """From the first disturbing write to the last (the whole flapping for node-flap)."""
+    settle_seconds: NonNegative | None
+    """From the end of the disturbance until every node was Ready, untainted and (restart-storm)
+    had reported again; None: not within the timeout."""
+    not_ready_peak: Count
+    """Most of the run's nodes not Ready at once."""
+    nodes_tainted: Count
+    """Nodes that got the unreachable or not-ready NoExecute taint."""
+    pods_evicted: Count
+    """The run's pods deleted by the control plane (the bench deleted none of them)."""
+    container_restarts: Count = 0
+    """Sum of the run's pods' restartCounts at the end (pod-churn: CrashLoopBackOff)."""
+    watch_requests: NonNegative | None = None
+    """WATCH requests the apiserver served over the window: watches (re)started."""
+    apiserver: ApiserverSummary | None = None
+    """Requests and latencies by verb over the window (None: /metrics not read)."""
+
+
 class TimelineSample(_Base, frozen=True):
     """One periodic sample while the scenario ran."""
 
@@ -267,6 +294,9 @@ class TargetInfo(_Base, frozen=True):
     fleet: Literal["started", "external", "none"]
     """``started``: the bench ran the fleet itself; ``external``: one already drives the cluster;
     ``none``: no fleet (``--shards 0``), the apiserver alone."""
+    traffic_profile: str | None = None
+    """``shard.trafficProfile`` of the fleet the bench started (``lean`` or ``kubelet``);
+    None: not the bench's fleet (external: its own settings), or none."""
 
 
 class Report(_Base, frozen=True):
@@ -313,6 +343,8 @@ class Report(_Base, frozen=True):
     plots: PlotsInfo = PlotsInfo()
     faults: list[FaultResult] = []
     """The ``faults`` scenario's faults, in the order injected (empty for other scenarios)."""
+    chaos: ChaosResult | None = None
+    """The chaos scenarios' section (None for the others)."""
     notes: tuple[str, ...] = ()
     completed: bool = True
     """False when the run was interrupted (Ctrl-C) or a step failed: figures are partial."""
@@ -423,12 +455,60 @@ def _components_table(report: Report) -> list[str]:
     return out
 
 
+def _chaos_section(chaos: ChaosResult) -> list[str]:
+    settle = (
+        f"{chaos.settle_seconds:.1f} s" if chaos.settle_seconds is not None else "**not settled**"
+    )
+    out = [
+        f"## Chaos: {chaos.kind}",
+        "",
+        "| figure | value |",
+        "|---|---:|",
+        f"| nodes disturbed | {chaos.nodes_disturbed} |",
+        f"| disturbance (s) | {chaos.disturb_seconds:.1f} |",
+        f"| settled after the disturbance | {settle} |",
+        f"| NotReady nodes at peak | {chaos.not_ready_peak} |",
+        f"| nodes tainted unreachable / not-ready | {chaos.nodes_tainted} |",
+        f"| pods evicted | {chaos.pods_evicted} |",
+        f"| container restarts | {chaos.container_restarts} |",
+        "| watch requests (watches started) | "
+        + (f"{chaos.watch_requests:.0f}" if chaos.watch_requests is not None else "n/a")
+        + " |",
+    ]
+    api = chaos.apiserver
+    if api is None:
+        return out
+    out += [
+        "",
+        f"Over the disturbance and settling: {api.requests_total:.0f} requests, "
+        f"{api.requests_per_second:.1f}/s; by verb (per second): "
+        + ", ".join(
+            f"{verb} {count / max(api.requests_total, 1) * api.requests_per_second:.1f}"
+            for verb, count in sorted(api.requests_by_verb.items())
+        ),
+        "",
+        "| verb resource | count | p50 | p99 |",
+        "|---|---:|---:|---:|",
+    ]
+    for row in api.latency:
+        out.append(
+            f"| {row.verb} {row.resource} | {row.count:.0f} | "
+            f"{_bucket_ms(row.p50, row.first_bucket)} | {_bucket_ms(row.p99, row.first_bucket)} |"
+        )
+    return out
+
+
 def summary_markdown(report: Report) -> str:
     """A human summary of ``report`` (what ``summary.md`` holds)."""
     out = [f"# Bench `{report.scenario}` ({report.scenario_type})", ""]
     out.append(
         f"- run `{report.run_id}` at {report.started_at}, {report.duration_seconds:.1f} s, "
-        f"against {report.target.mode} `{report.target.server}` (fleet {report.target.fleet})"
+        f"against {report.target.mode} `{report.target.server}` (fleet {report.target.fleet}"
+        + (
+            f", traffic profile {report.target.traffic_profile})"
+            if report.target.traffic_profile
+            else ")"
+        )
     )
     if not report.completed:
         out.append("- **incomplete run**: figures are partial")
@@ -486,6 +566,8 @@ def summary_markdown(report: Report) -> str:
                 f"{f.settle_seconds:.1f} | {f.moves} | {cells} | "
                 f"{'yes' if f.ok else f'**no**: {f.reason}'} |"
             )
+    if report.chaos is not None:
+        out += ["", *_chaos_section(report.chaos)]
     if report.pod_startup:
         out += [
             "",

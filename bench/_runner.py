@@ -45,6 +45,7 @@ from typing import Any, Protocol
 import msgspec
 import trio
 
+from bench._chaos import run_chaos
 from bench._faultcount import FaultCounter, LabelWatch, LeaseLog, Seen, WriteLog, WriteSource
 from bench._faults import FaultFleet, FaultSuite, Storm, run_faults
 from bench._latency import LatencyRecorder, PhaseStats
@@ -52,6 +53,7 @@ from bench._procstat import ProcessSampler
 from bench._promtext import MetricsDelta, Scrape, diff, parse_metrics
 from bench._report import (
     ApiserverSummary,
+    ChaosResult,
     CleanupResult,
     ComponentUsage,
     FaultResult,
@@ -70,7 +72,7 @@ from bench._report import (
     write_plots,
     write_report,
 )
-from bench._scenarios import ScenarioSpec
+from bench._scenarios import CHAOS_TYPES, ScenarioSpec
 from bench._slo import SloThresholds, slo_table
 from fleet import __version__
 from fleet.api import API_VERSION, GROUP, VERSION, crd_manifests
@@ -235,8 +237,9 @@ class _ContainerState(msgspec.Struct, frozen=True):
     running: _Running | None = None
 
 
-class _ContainerStatus(msgspec.Struct, frozen=True):
+class _ContainerStatus(msgspec.Struct, rename="camel", frozen=True):
     state: _ContainerState = _ContainerState()
+    restart_count: int = 0
 
 
 class _PodStatus(msgspec.Struct, rename="camel", frozen=True):
@@ -255,9 +258,24 @@ class _NodeStatus(msgspec.Struct, frozen=True):
     conditions: list[_Condition] = []
 
 
+class _Taint(msgspec.Struct, frozen=True):
+    key: str = ""
+    effect: str = ""
+
+
+class _NodeSpec(msgspec.Struct, frozen=True):
+    taints: list[_Taint] = []
+
+
 class _NodeView(msgspec.Struct, frozen=True):
     metadata: ObjectMeta
+    spec: _NodeSpec = _NodeSpec()
     status: _NodeStatus = _NodeStatus()
+
+
+NODE_DOWN_TAINTS = frozenset({"node.kubernetes.io/unreachable", "node.kubernetes.io/not-ready"})
+"""The NoExecute taints the node-lifecycle controller puts on a node it has stopped hearing
+from (or that reports NotReady): what evicts pods."""
 
 
 def _ts(value: datetime | None) -> float | None:
@@ -310,6 +328,21 @@ class _NodeTracker(_Tracker):
         super().__init__()
         self._prefix = prefix
         self.ready: set[str] = set()
+        self.known: set[str] = set()
+        """The run's Nodes that exist (as the watch last said)."""
+        self.down_tainted: set[str] = set()
+        """Nodes carrying an unreachable or not-ready NoExecute taint now."""
+        self.ever_tainted: set[str] = set()
+        """Nodes seen with such a taint since :meth:`mark` (the chaos scenarios)."""
+        self.not_ready_peak = 0
+        """Most known nodes not Ready at once since :meth:`mark`."""
+        self.last_seen: dict[str, float] = {}
+        """Trio time of each node's last event: a restarted node has reported again."""
+
+    def mark(self) -> None:
+        """Start counting taints and the NotReady peak afresh."""
+        self.ever_tainted = set(self.down_tainted)
+        self.not_ready_peak = len(self.known - self.ready)
 
     def replace(self, nodes: Iterable[Mapping[str, Any]]) -> None:
         """The Ready set from a list of Nodes (a resync), in place of what the watch built."""
@@ -338,6 +371,21 @@ class _NodeTracker(_Tracker):
                     self.ready.add(name)
                 else:
                     self.ready.discard(name)
+                if event.type == "DELETED":
+                    self.known.discard(name)
+                    self.down_tainted.discard(name)
+                else:
+                    self.known.add(name)
+                    self.last_seen[name] = trio.current_time()
+                    if any(
+                        t.effect == "NoExecute" and t.key in NODE_DOWN_TAINTS
+                        for t in event.obj.spec.taints
+                    ):
+                        self.down_tainted.add(name)
+                        self.ever_tainted.add(name)
+                    else:
+                        self.down_tainted.discard(name)
+                self.not_ready_peak = max(self.not_ready_peak, len(self.known - self.ready))
                 self._notify()
 
 
@@ -353,6 +401,10 @@ class _PodTracker(_Tracker):
         """Wall time each bare pod's create call was sent (the client-side start)."""
         self.running: set[str] = set()
         self.deleted: set[str] = set()
+        self.terminating: set[str] = set()
+        """Pods seen with a deletionTimestamp (deleted, not yet gone)."""
+        self.restarts: dict[str, int] = {}
+        """Each pod's containers' restartCounts summed, as last seen."""
         self.on_running: trio.MemorySendChannel[str] | None = None
 
     def replace(self, pods: Iterable[Mapping[str, Any]]) -> None:
@@ -390,6 +442,11 @@ class _PodTracker(_Tracker):
                     continue
                 phase = pod.status.phase or "Pending"
                 self.phase[name] = "Terminating" if pod.metadata.deletion_timestamp else phase
+                if pod.metadata.deletion_timestamp:
+                    self.terminating.add(name)
+                restarts = sum(c.restart_count for c in pod.status.container_statuses)
+                if restarts:
+                    self.restarts[name] = restarts
                 if phase == "Running" and name not in self.running:
                     self.running.add(name)
                     self._startup(pod)
@@ -489,6 +546,9 @@ class _Run:
             not_ours=options.not_our_children,
         )
         self.created_namespaces: list[str] = []
+        self.cleanup_extra: list[str] = []
+        """Collections of other labelled objects the run made (a chaos MockStatus)."""
+        self.chaos: ChaosResult | None = None
         self.node_names: list[str] = []
         self.pods_created = 0
         self.started_wall = time.time()
@@ -704,6 +764,22 @@ class _Run:
             "tolerations": [{"operator": "Exists"}],
             "terminationGracePeriodSeconds": 30,
         }
+        if self.spec.type in CHAOS_TYPES:
+            # Evictable as on a real cluster: any taint tolerated but a down node's NoExecute
+            # ones, which only for tolerationSeconds (DefaultTolerationSeconds' pair).
+            spec["tolerations"] = [
+                {"operator": "Exists", "effect": "NoSchedule"},
+                {"operator": "Exists", "effect": "PreferNoSchedule"},
+                *(
+                    {
+                        "key": key,
+                        "operator": "Exists",
+                        "effect": "NoExecute",
+                        "tolerationSeconds": self.spec.toleration_seconds,
+                    }
+                    for key in sorted(NODE_DOWN_TAINTS)
+                ),
+            ]
         if self.spec.placement == "scheduler":
             spec["nodeSelector"] = self.labels()
         return {
@@ -848,13 +924,24 @@ class _Run:
             "pods-deleted", len(names), work, lambda: len(self.pods.deleted) - before, self.pods
         )
 
-    async def churn(self) -> None:
+    async def churn(self, first: int = 0) -> None:
+        """Pods created at ``rate`` for ``duration``, numbered from ``first``, each deleted
+        once Running."""
         deadline = trio.current_time() + self.spec.duration
+        # Counted from here: pods standing before the churn (pod-churn's) are not its own.
+        created_before, deleted_before = self.pods_created, len(self.pods.deleted)
+
+        def created() -> int:
+            return self.pods_created - created_before
+
+        def deleted() -> int:
+            return len(self.pods.deleted) - deleted_before
+
         send, receive = trio.open_memory_channel[str](self.spec.concurrency * 4)
         self.pods.on_running = send
 
         def indices() -> Iterable[int]:
-            index = 0
+            index = first
             while trio.current_time() < deadline:
                 yield index
                 index += 1
@@ -864,9 +951,7 @@ class _Run:
                 nursery.start_soon(self.write_pool, receive, self.delete_pod, "delete pods")
                 await self.write_pool(indices(), self.create_pod, "create pods")
                 # Creation is over: wait until every pod created was deleted, then stop deleting.
-                await self.pods.wait_until(
-                    lambda: len(self.pods.deleted), self.pods_created, "churn", self.progress
-                )
+                await self.pods.wait_until(deleted, created(), "churn", self.progress)
                 nursery.cancel_scope.cancel()
 
         expected = math.ceil(self.spec.duration * self.spec.rate)
@@ -877,26 +962,26 @@ class _Run:
             await work()
         self.pods.on_running = None
         seconds = trio.current_time() - start
-        deleted = len(self.pods.deleted)
-        ok = not scope.cancelled_caught and deleted >= self.pods_created
+        gone, made = deleted(), created()
+        ok = not scope.cancelled_caught and gone >= made
         self.steps.append(
             StepResult(
                 name="churn",
                 seconds=seconds,
-                target=self.pods_created,
-                reached=min(deleted, self.pods_created),
+                target=made,
+                reached=min(gone, made),
                 ok=ok,
-                per_second=self.pods_created / seconds if seconds > 0 else 0.0,
+                per_second=made / seconds if seconds > 0 else 0.0,
                 reason=""
                 if ok
-                else f"{deleted} of {self.pods_created} pods deleted within "
+                else f"{gone} of {made} pods deleted within "
                 f"{self.spec.duration + self.spec.timeout:g} s",
                 cpu_seconds=self.cpu_since(mark),
             )
         )
         self.progress.end("churn")
         if not ok:
-            self.notes.append(f"churn: {deleted} of {self.pods_created} pods deleted in time")
+            self.notes.append(f"churn: {gone} of {made} pods deleted in time")
             raise _StepFailed("churn")
 
     async def soak(self) -> None:
@@ -1056,6 +1141,8 @@ class _Run:
         elif kind == "faults":
             await self.pods_running(self.spec.pods)
             await self.faults()
+        elif kind in CHAOS_TYPES and not await run_chaos(self):
+            raise _StepFailed("settle")
 
     # -- cleanup --------------------------------------------------------------------------
 
@@ -1121,8 +1208,9 @@ class _Run:
         daemonsets = f"/apis/apps/v1/namespaces/{ns}/daemonsets"
         crs = f"/apis/{GROUP}/{VERSION}/namespaces/{node_ns}/nodes"
         nodes = "/api/v1/nodes"
-        order = ((deployments, None), (daemonsets, None), (pods, 0), (crs, None))
-        paths = (pods, deployments, daemonsets, crs, nodes)
+        extra = tuple((path, None) for path in self.cleanup_extra)
+        order = ((deployments, None), (daemonsets, None), (pods, 0), (crs, None), *extra)
+        paths = (pods, deployments, daemonsets, crs, nodes, *self.cleanup_extra)
         errors: list[str] = []
         before: int | None = None
         leftover: int | None = None
@@ -1275,7 +1363,7 @@ class _Run:
         if len(self.scrapes) >= 2:
             (t0, first), (t1, last) = self.scrapes[0], self.scrapes[-1]
             delta = diff(first, last, seconds=t1 - t0)
-            api = self._apiserver(delta)
+            api = self.apiserver_summary(delta)
         elif self.scrapes:
             self.notes.append("only one /metrics scrape succeeded: no apiserver figures")
         startup = self.recorder.stats("pod_startup")
@@ -1343,11 +1431,12 @@ class _Run:
             components=components,
             cleanup=cleanup,
             faults=self.fault_results,
+            chaos=self.chaos,
             notes=tuple(dict.fromkeys(self.notes)),
             completed=completed,
         )
 
-    def _apiserver(self, delta: MetricsDelta) -> ApiserverSummary:
+    def apiserver_summary(self, delta: MetricsDelta) -> ApiserverSummary:
         peaks: dict[str, float] = {}
         watches = 0.0
         for _, scraped in self.scrapes:

@@ -32,7 +32,28 @@ faults           ``nodes`` Ready and ``pods`` Running on a fleet of its own
                  bad CRs and pods, shard kill -9, coordinator failover), each
                  settled and counted (``bench._faults``); the bench's own
                  apiserver only
+restart-storm    ``nodes`` Ready, ``pods`` Running, then every node restarts
+                 its kubelet at once (re-registers, relists its pods,
+                 rewrites its status); timed until every node has reported
+                 again and is Ready
+node-flap        ``nodes`` Ready, ``pods`` Running, then ``fraction`` of the
+                 nodes go quiet for ``down`` every ``period`` (NotReady once
+                 the control plane's grace period passes), for ``duration``
+partition        ``nodes`` Ready, ``pods`` Running, then ``fraction`` of the
+                 nodes stop renewing for ``down`` and come back; timed until
+                 every node is Ready and untainted again
+pod-churn        ``nodes`` Ready, ``pods`` standing, ``fraction`` of them in
+                 CrashLoopBackOff (a MockStatus policy), then ``churn`` on top
 ===============  ===========================================================
+
+The four chaos types (the last four) report what the control plane did in a
+``chaos`` section: apiserver requests and latencies by verb over the disturbance
+and the settling, watch requests, the peak of NotReady nodes, nodes tainted
+unreachable or not-ready, pods evicted, and how long it took to settle. Their
+pods tolerate the NoExecute taints for ``tolerationSeconds`` (300 s, what the
+DefaultTolerationSeconds admission gives) so evictions happen as on a real
+cluster; node-side, the fleet is driven through Node CRs only (``spec.suspend``,
+and the kubelet-restart annotation), so they run against any cluster a fleet drives.
 """
 
 from __future__ import annotations
@@ -48,11 +69,23 @@ from fleet.api import parse_delay
 from fleet.errors import ConfigError, InputError
 from fleet.wire import FLEET_NAMESPACE
 
-__all__ = ["BUILTIN", "ScenarioSpec", "ScenarioType", "SloSpec", "load_scenario"]
+__all__ = ["BUILTIN", "CHAOS_TYPES", "ScenarioSpec", "ScenarioType", "SloSpec", "load_scenario"]
 
 ScenarioType = Literal[
-    "node-density", "pod-startup", "churn", "heartbeat-soak", "kwok-ci", "daemonset", "faults"
+    "node-density",
+    "pod-startup",
+    "churn",
+    "heartbeat-soak",
+    "kwok-ci",
+    "daemonset",
+    "faults",
+    "restart-storm",
+    "node-flap",
+    "partition",
+    "pod-churn",
 ]
+CHAOS_TYPES = frozenset({"restart-storm", "node-flap", "partition", "pod-churn"})
+"""Scenario types that disturb the fleet and report a ``chaos`` section."""
 
 
 def _seconds(value: object) -> object:
@@ -122,22 +155,38 @@ class ScenarioSpec(_Model):
     malformed: int = Field(
         100, ge=0, description="faults: malformed Node CRs, and as many malformed pods, at once."
     )
+    fraction: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="Chaos: the share of the nodes disturbed (node-flap, partition), or of "
+        "the standing pods crash-looping (pod-churn).",
+    )
+    down: Seconds = Field(
+        60.0, description="Chaos: how long a disturbed node stops renewing (partition, node-flap)."
+    )
+    period: Seconds = Field(120.0, description="node-flap: seconds from one flap to the next.")
+    toleration_seconds: int = Field(
+        300,
+        ge=0,
+        description="Chaos: tolerationSeconds of the pods' NoExecute tolerations of the "
+        "unreachable and not-ready taints (300: DefaultTolerationSeconds'); a node "
+        "down longer has its pods evicted.",
+    )
     slo: SloSpec = SloSpec()
 
     @model_validator(mode="after")
     def _sizes(self) -> ScenarioSpec:
-        if (
-            self.type
-            in ("node-density", "heartbeat-soak", "churn", "pod-startup", "kwok-ci", "daemonset")
-            and self.nodes < 1
-        ):
+        if self.nodes < 1:  # every type places its load on nodes
             raise ValueError(f"a {self.type} scenario needs nodes >= 1")
         if self.type == "faults":
             if self.nodes < 2:
                 raise ValueError("a faults scenario needs nodes >= 2 (a shard each)")
             if self.workload != "pods":
                 raise ValueError("a faults scenario counts bare pods: workload must be pods")
-        if self.type in ("pod-startup", "kwok-ci") and self.pods < 1:
+        if self.type == "node-flap" and self.down >= self.period:
+            raise ValueError("a node-flap scenario needs down < period")
+        if self.type in ("pod-startup", "kwok-ci", "pod-churn") and self.pods < 1:
             raise ValueError(f"a {self.type} scenario needs pods >= 1")
         return self
 
@@ -176,6 +225,35 @@ BUILTIN: dict[str, dict[str, Any]] = {
         "rate": 100.0,
         "concurrency": 16,
         "timeout": 600.0,
+    },
+    # Chaos: small enough to run anywhere; `--nodes 1000` (or 5000) for the figures.
+    "restart-storm": {"type": "restart-storm", "nodes": 100, "pods": 500, "rate": 200.0},
+    "node-flap": {
+        "type": "node-flap",
+        "nodes": 100,
+        "pods": 500,
+        "fraction": 0.1,
+        "down": 60.0,
+        "period": 120.0,
+        "duration": 240.0,
+        "rate": 200.0,
+    },
+    "partition": {
+        "type": "partition",
+        "nodes": 100,
+        "pods": 500,
+        "fraction": 0.2,
+        "down": 90.0,
+        "tolerationSeconds": 30,
+        "rate": 200.0,
+    },
+    "pod-churn": {
+        "type": "pod-churn",
+        "nodes": 10,
+        "pods": 200,
+        "fraction": 0.2,
+        "rate": 10.0,
+        "duration": 60.0,
     },
 }
 """The built-in scenarios by name: each is its ``type`` with these defaults."""

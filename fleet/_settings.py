@@ -147,6 +147,14 @@ class ShardSettings(_Section):
     """Node status PATCH when nothing changed: the kubelet's nodeStatusReportFrequency (5 min)."""
     pod_watch: Literal["shard", "per-node"] = "shard"
     """One pod watch for the whole shard (cheap for the apiserver), or one per node as a kubelet does."""
+    traffic_profile: Literal["lean", "kubelet"] = "lean"
+    """What each node sends beside its heartbeat. ``lean``: Leases, status PATCHes, pod
+    status, Events, one pod watch for the shard (podWatch): the least a control plane must
+    see. ``kubelet``: also what a real kubelet reads (apiserver-transcripts/kubelet-requests.md,
+    ``shards._traffic``): its Node GET every 10 s, watches of its Node, of Services,
+    RuntimeClasses and CSIDrivers, of the kube-root-ca.crt ConfigMap of each namespace its
+    pods are in, its CSINode, and a pod watch of its own (podWatch per-node is implied).
+    Costs the shard 5+ connections per node (docs/performance.md)."""
     events: bool = True
     """Post the Events a kubelet posts (node Starting, NodeHasSufficient*, NodeReady; pod
     Pulling, Pulled, Created, Started, Killing), counted in series as client-go does: a

@@ -49,6 +49,9 @@ FINALIZER = "mock.zhizuqiu.cn/node-cleanup"
 """On every Node CR a shard drives: the shard removes its Node and Lease before the CR goes."""
 NODE_CR_ANNOTATION = "fleet.mock.zhizuqiu.cn/node-cr"
 """On the v1.Node: ``<namespace>/<name>`` of the Node CR driving it."""
+KUBELET_RESTART_ANNOTATION = "fleet.mock.zhizuqiu.cn/kubelet-restart"
+"""On a Node CR: a new value restarts the node's kubelet (it re-registers, relists its pods,
+rewrites its status); ``bench restart-storm`` writes it. Any value: only a change counts."""
 
 
 def shard_lease_name(shard: str | int) -> str:

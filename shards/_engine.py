@@ -8,7 +8,9 @@ task                              does
 shard-lease renewer               ``_shardlease.ShardLease``: the shard's own
                                   Lease and the fence
 CR reflector + consumer           Node CRs labelled ``<SHARD_LABEL>=<K>``, all
-                                  namespaces -> ``NodeDriver.on_event``
+                                  namespaces -> ``NodeDriver.on_event`` (and
+                                  ``_restarts.KubeletRestarts``: a changed
+                                  restart annotation restarts that kubelet)
 MockStatus reflector + consumer   ``ScriptLibrary``: every MockStatus, all
                                   namespaces; a change re-plans the pods
                                   naming it (``PodDriver.scripts_changed``)
@@ -33,6 +35,9 @@ timer runner                      one :class:`~shards._timers.DelayQueue` for
                                   node CR sync (registration: round trips in
                                   a row) in a task of its own, at most
                                   ``SYNC_CONCURRENCY`` at once
+kubelet traffic (optional)        ``_traffic.KubeletTraffic`` (``trafficProfile:
+                                  kubelet``): per node, the informers, Node
+                                  GETs and CSINode a real kubelet adds
 Lease lane                        ``_nodelease.NodeLeases`` and its
                                   ``_leaselane.LeaseLane``: node Lease
                                   renewals, timed from their due times, on
@@ -88,14 +93,16 @@ from shards._context import EventRecorder, FencedRequester, ShardContext, TimerK
 from shards._cr import CrView, cr_path
 from shards._events import KubeletEvents
 from shards._kubeletapi import KubeletApiSettings, KubeletServer, WebhookAuth
-from shards._kubelets import REGISTER_ON_HOT, NodeClaims, NodeDriver
+from shards._kubelets import REGISTER_ON_HOT, NodeClaims, NodeDriver, NodeListener
 from shards._kubeletview import DriverView
 from shards._nodelease import NodeLeases
 from shards._nodewatch import NodeWatch
 from shards._pods import PodDriver
+from shards._restarts import KubeletRestarts
 from shards._scriptreport import ScriptReporter, node_script_reporter
 from shards._shardlease import ShardLease
 from shards._timers import DelayQueue
+from shards._traffic import KubeletTraffic, TrafficListener
 
 __all__ = ["SYNC_CONCURRENCY", "TIMER_WORKERS", "ShardEngine"]
 
@@ -227,13 +234,27 @@ class ShardEngine:
             report=None if self.reporter is None else self.reporter.report,
         )
         self.scripts = self.pods.scripts
+        self.traffic: KubeletTraffic | None = None
+        """The kubelet traffic profile's reads and watches (``shard.trafficProfile: kubelet``)."""
+        listener: NodeListener = self.pods
+        if s.traffic_profile == "kubelet":
+            self.traffic = traffic = KubeletTraffic(self.ctx)
+            traffic.give_way = self.leases.give_way
+            listener = TrafficListener(self.pods, traffic)
+            self.pods.observe = lambda event: traffic.pod_event(
+                event.type,
+                f"{event.obj.metadata.namespace}/{event.obj.metadata.name}",
+                event.obj.spec.node_name,
+            )
         self.nodes = NodeDriver(
             self.ctx,
-            self.pods,
+            listener,
             leases=self.leases,
             claims=claims,
             report=None if self.node_reporter is None else self.node_reporter.report,
         )
+        self.restarts = KubeletRestarts(self.nodes)
+        """Kubelet restarts asked for by a Node CR annotation (``bench restart-storm``)."""
         self.node_watch = NodeWatch(
             gated_hot, f"{SHARD_LABEL}={shard}", self.nodes.node_seen, clock=clock, rng=self._rng
         )
@@ -306,6 +327,8 @@ class ShardEngine:
                 for _ in range(TIMER_WORKERS):
                     nursery.start_soon(self._worker, receive.clone())
             await nursery.start(self.timers.run, send)
+            if self.traffic is not None:
+                await nursery.start(self.traffic.run)
             for reporter in (self.reporter, self.node_reporter):
                 if reporter is not None:
                     await nursery.start(reporter.run)
@@ -337,6 +360,7 @@ class ShardEngine:
     async def _consume_crs(self, receive: trio.MemoryReceiveChannel[WatchEvent[CrView]]) -> None:
         async with receive:
             async for event in receive:
+                self.restarts.observe(event)  # before the sync the change schedules
                 self.nodes.on_event(event)
                 if not receive.statistics().current_buffer_used:
                     self._crs_drained.set()

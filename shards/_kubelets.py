@@ -675,8 +675,6 @@ class NodeDriver:
             if self._cidr_mode in ("auto", "internal") and meta.name not in self._cidr_writing:
                 self._cidr_mode = "cluster"
                 log.info("the cluster allocates podCIDRs: the shard reads them back")
-        if not state.driving:
-            return
         if meta.resource_version == state.status_rv:
             return  # the echo of our own status write
         if state.status_writes or _older(meta.resource_version, state.status_rv):
@@ -686,6 +684,12 @@ class NodeDriver:
         if state.node_uid and meta.uid != state.node_uid:
             return  # not the Node this state registered (re-created): its sync sorts it out
         status = event.obj.status
+        if not state.driving:
+            # Suspended: what is stored now (the controller's Ready=Unknown after the grace
+            # period) is what the resumed kubelet's first report must be the diff against,
+            # or it sends heartbeats only and the node stays NotReady (bench partition).
+            state.packed_status = _NODE_STATUS.pack(bytes(status))
+            return
         differ = reports_differ(state.spec, status)
         if not differ:
             return
@@ -775,6 +779,10 @@ class NodeDriver:
             await self._follow_script(key)
         elif kind == "node-scripts":
             self._rematch_all()
+        elif kind == "kubelet-restart":
+            state = self.states.get(key)
+            if state is not None and state.driving:
+                await self._kubelet_restart(state)
 
     async def _sync_guarded(self, key: str) -> None:
         state = self.states.get(key)
@@ -1282,7 +1290,7 @@ class NodeDriver:
         base = state.base
         if base is None:
             return
-        log.info("node %s: kubelet restart (node script)", state.name)
+        log.info("node %s: kubelet restart", state.name)
         if ctx.kubelet_events is not None:
             ctx.kubelet_events.node_started(state.name)
         response = await self._register_io.request(
@@ -1412,6 +1420,18 @@ class NodeDriver:
         else:
             response.raise_for_status()
         self._leaving.pop(key, None)
+
+    # -- chaos ---------------------------------------------------------------------------------
+
+    def restart(self, key: str) -> bool:
+        """The kubelet of CR ``key`` restarts (``shards._restarts``, a changed annotation): as
+        a node script's ``kubeletRestart`` (:meth:`_kubelet_restart`: Events, registration,
+        a status report, its pods listed again), on the timers at once. False: not driven."""
+        state = self.states.get(key)
+        if state is None or not state.driving:
+            return False
+        self._ctx.timers.schedule(("kubelet-restart", key), self._ctx.clock())
+        return True
 
     # -- observation ---------------------------------------------------------------------------
 

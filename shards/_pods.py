@@ -345,7 +345,11 @@ class PodDriver:
         self._nursery: trio.Nursery | None = None
         self._send: trio.MemorySendChannel[WatchEvent[PodObject]] | None = None
         self._node_watches: dict[str, trio.CancelScope] = {}
-        self.per_node = ctx.settings.shard.pod_watch == "per-node"
+        shard = ctx.settings.shard
+        self.per_node = shard.pod_watch == "per-node" or shard.traffic_profile == "kubelet"
+        """One watch per node: asked for, or implied by the kubelet traffic profile."""
+        self.observe: Callable[[WatchEvent[PodObject]], None] | None = None
+        """Told of every pod event before the driver (the kubelet traffic profile)."""
         self.give_way = give_way
         self.claims = claims
         self._specs: dict[bytes, _PodSpec] = {}
@@ -409,6 +413,8 @@ class PodDriver:
             async for event in receive:
                 if self.give_way is not None:
                     await self.give_way()  # overdue Lease renewals first
+                if self.observe is not None:
+                    self.observe(event)
                 self.on_event(event)
 
     def on_event(self, event: WatchEvent[PodObject]) -> None:

@@ -126,3 +126,13 @@ def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
     scalar.write_text("42\n")
     with pytest.raises(ConfigError, match="expected a mapping"):
         load_settings(config_file=scalar, environ={})
+
+
+def test_traffic_profile_flag_is_named_when_wrong() -> None:
+    assert load_settings(environ={}).shard.traffic_profile == "lean"  # today's economy
+    s = load_settings(environ={}, flags={"shard.traffic_profile": "kubelet"})
+    assert s.shard.traffic_profile == "kubelet"
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ={}, flags={"shard.traffic_profile": "chatty"})
+    assert str(info.value).startswith("--traffic-profile: shard.trafficProfile:")
+    assert "'lean' or 'kubelet'" in str(info.value)

@@ -43,7 +43,7 @@ import typer
 
 from fleet.cli._app import app
 from fleet.cli._console import console_sink, logs_through
-from fleet.cli._options import ContextOption, KubeconfigOption
+from fleet.cli._options import ContextOption, KubeconfigOption, TrafficProfileOption
 from fleet.errors import FleetError, InputError
 
 TRANSPORT = "transport"
@@ -150,6 +150,7 @@ def bench(
         help="--control-plane real: the binaries directory (default: $KUBEMOCK_FLEET_BINARIES, "
         "else $KUBEBUILDER_ASSETS).",
     ),
+    traffic_profile: TrafficProfileOption = None,
 ) -> None:
     """Run a benchmark: the transport or sandbox micro-benchmark, or a load scenario against a control plane."""
     if scenario == TRANSPORT:
@@ -161,6 +162,11 @@ def bench(
         )
         return
     if scenario in (SHARD, SHARD_SCRAPE):
+        if traffic_profile not in (None, "lean"):
+            # The stub apiserver serves what a lean shard sends, not a kubelet's informers.
+            raise InputError(
+                f"bench {scenario}: only --traffic-profile lean (the stub serves no more)"
+            )
         _shard(nodes, pods, duration, as_json, output, scrape=scenario == SHARD_SCRAPE)
         return
     from bench import load_scenario  # heavy imports only when the command runs
@@ -178,6 +184,7 @@ def bench(
         keep=keep,
         control_plane=control_plane,
         binaries=binaries.absolute() if binaries is not None else None,
+        traffic_profile=traffic_profile,
     )
     if not (report.completed and report.slo_passed):
         raise typer.Exit(1)
@@ -344,6 +351,7 @@ async def _own_cluster(
     output: Callable[[bytes], None] | None = None,
     control_plane: str = "sandbox",
     binaries: Path | None = None,
+    traffic_profile: str | None = None,
     *,
     sandbox_here: bool = False,
     task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
@@ -354,6 +362,7 @@ async def _own_cluster(
     processes, no nodes;
     reports the ``Up`` and its ``RunningUp``. ``up.stop()`` ends it cleanly (shards first,
     then the apiserver)."""
+    from fleet._settings import load_settings
     from fleet.up import Up, UpSettings
 
     workdir = Path(tempfile.mkdtemp(prefix="kubemock-fleet-bench-"))
@@ -363,6 +372,7 @@ async def _own_cluster(
             kubeconfig_out=workdir / "kubeconfig",
             nodes=0,
             shards=shards,
+            fleet=load_settings(flags={"shards": shards, "shard.traffic_profile": traffic_profile}),
             shard_processes=shards > 0,
             output=output,
             control_plane=control_plane,
@@ -479,6 +489,7 @@ def _run_scenario(
     keep: bool = False,
     control_plane: str = "sandbox",
     binaries: Path | None = None,
+    traffic_profile: str | None = None,
 ) -> Any:
     import secrets
 
@@ -490,6 +501,11 @@ def _run_scenario(
     from fleet.kube import Client, load_config
 
     own = kubeconfig is None and context is None
+    if traffic_profile is not None and not own:
+        raise InputError(
+            "--traffic-profile: the bench sets it only on the fleet it starts (without "
+            "--kubeconfig/--context); an external fleet has its own"
+        )
     if control_plane != "sandbox" and not own:
         raise InputError(
             "--control-plane: the bench starts its own only without --kubeconfig/--context"
@@ -499,6 +515,8 @@ def _run_scenario(
         raise InputError(
             "the faults scenario runs on the bench's own apiserver only (no --kubeconfig/--context)"
         )
+    if faults and traffic_profile not in (None, "lean"):
+        raise InputError("the faults scenario's own fleet runs --traffic-profile lean only")
     run_id = secrets.token_hex(4)
     out = output if output is not None else Path("bench-results") / f"{spec.name}-{run_id}"
     console = Console(stderr=True)
@@ -531,6 +549,7 @@ def _run_scenario(
                         console_sink(console) if live else None,
                         control_plane,
                         binaries,
+                        traffic_profile,
                         sandbox_here=faults,
                     )
                 )
@@ -539,6 +558,14 @@ def _run_scenario(
                     server=running.url,
                     mode="real" if control_plane == "real" else "sandbox",
                     fleet="started" if shards or faults else "none",
+                    # The faults fleet is the scenario's own (bench._faults), always lean.
+                    traffic_profile=(
+                        "lean"
+                        if faults
+                        else up.settings.fleet.shard.traffic_profile
+                        if shards
+                        else None
+                    ),
                 )
                 fault_target = _fault_target(running, shards) if faults else None
             options = RunOptions(

@@ -20,7 +20,7 @@ from typing import Annotated
 
 import typer
 
-__all__ = ["ContextOption", "KubeconfigOption", "MetricsAddressOption"]
+__all__ = ["ContextOption", "KubeconfigOption", "MetricsAddressOption", "TrafficProfileOption"]
 
 KubeconfigOption = Annotated[
     Path | None,
@@ -54,3 +54,15 @@ MetricsAddressOption = Annotated[
 ]
 """``--metrics-address IP``: the ``metricsAddress`` setting. Unset: loopback (the endpoints are
 unauthenticated)."""
+
+TrafficProfileOption = Annotated[
+    str | None,
+    typer.Option(
+        "--traffic-profile",
+        help="What each fake kubelet sends: 'lean' (Leases, status, pod status, Events: the "
+        "default) or 'kubelet' (also a real kubelet's watches, Node GETs every 10 s, CSINode; "
+        "docs/performance.md).",
+        show_default=False,
+    ),
+]
+"""``--traffic-profile lean|kubelet``: the ``shard.trafficProfile`` setting (validated there)."""

@@ -32,7 +32,12 @@ import typer
 
 from fleet._settings import ENV_PREFIX, FleetSettings, load_settings
 from fleet.cli._app import app
-from fleet.cli._options import ContextOption, KubeconfigOption, MetricsAddressOption
+from fleet.cli._options import (
+    ContextOption,
+    KubeconfigOption,
+    MetricsAddressOption,
+    TrafficProfileOption,
+)
 from fleet.errors import FleetError
 from fleet.kube import Requester
 from fleet.supervise import Supervisor, configure_logging, shard_command
@@ -126,6 +131,7 @@ async def run_fleet(
         **os.environ,
         f"{ENV_PREFIX}SHARDS": str(len(children)),
         f"{ENV_PREFIX}METRICS_ADDRESS": settings.metrics_address,  # --metrics-address, passed on
+        f"{ENV_PREFIX}SHARD__TRAFFIC_PROFILE": settings.shard.traffic_profile,  # and this
     }
     # A kubeconfig that cannot be used fails here, in one line, before any child starts.
     config = load_config(settings.kubeconfig, settings.context) if with_coordinator else None
@@ -171,6 +177,7 @@ def run(
         "and publishes its client CA (kube-system/extension-apiserver-authentication).",
         show_default=False,
     ),
+    traffic_profile: TrafficProfileOption = None,
 ) -> None:
     """Run the coordinator and N shard processes on this machine."""
     settings = load_settings(
@@ -180,6 +187,7 @@ def run(
             "kubeconfig": str(kubeconfig) if kubeconfig is not None else None,
             "context": context,
             "metrics_address": metrics_address,
+            "shard.traffic_profile": traffic_profile,
         },
     )
     configure_logging()

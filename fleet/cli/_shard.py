@@ -21,7 +21,12 @@ import typer
 
 from fleet._settings import FleetSettings, load_settings
 from fleet.cli._app import app
-from fleet.cli._options import ContextOption, KubeconfigOption, MetricsAddressOption
+from fleet.cli._options import (
+    ContextOption,
+    KubeconfigOption,
+    MetricsAddressOption,
+    TrafficProfileOption,
+)
 from fleet.cli._signals import until_signal
 from fleet.supervise import configure_logging
 
@@ -83,6 +88,7 @@ def shard(
         "--pod-watch",
         help="One pod watch for the shard ('shard'), or one per node ('per-node').",
     ),
+    traffic_profile: TrafficProfileOption = None,
 ) -> None:
     """Run one shard: drive every Node CR labelled with its id, and their pods."""
     number = resolve_shard_id(shard_id, os.environ)
@@ -98,6 +104,7 @@ def shard(
             "context": context,
             "metrics_address": metrics_address,
             "shard.pod_watch": watch,
+            "shard.traffic_profile": traffic_profile,
         },
     )
     configure_logging()

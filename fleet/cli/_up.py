@@ -26,6 +26,7 @@ from rich.text import Text
 from fleet._settings import load_settings
 from fleet.cli._app import app
 from fleet.cli._console import console_sink, logs_through
+from fleet.cli._options import TrafficProfileOption
 from fleet.up import CONTROL_PLANES, LOOPS, Up, UpSettings, load_template, render
 
 __all__ = ["DEFAULT_KUBECONFIG", "PLAIN_STATUS_EVERY", "kubeconfig_for", "up"]
@@ -215,6 +216,7 @@ def up(
         help="Run the scheduler and controllers in a child process of their own (a core of "
         "their own beside the sandbox, for large fleets) or in this one.",
     ),
+    traffic_profile: TrafficProfileOption = None,
 ) -> None:
     """Run an apiserver, its control plane and a fleet of fake kubelets on this machine."""
     settings = UpSettings(
@@ -226,7 +228,10 @@ def up(
         node_template=load_template(node_template),
         shards=shards,
         disabled=frozenset(disable),
-        fleet=load_settings(config_file=config, flags={"shards": shards}),
+        fleet=load_settings(
+            config_file=config,
+            flags={"shards": shards, "shard.traffic_profile": traffic_profile},
+        ),
         config_file=config.absolute() if config is not None else None,
         control_plane=control_plane,
         binaries=binaries.absolute() if binaries is not None else None,

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -254,13 +255,24 @@ class _Selection(NamedTuple):
 
 
 class _Stream:
-    def __init__(self, receive: trio.MemoryReceiveChannel[bytes]) -> None:
+    def __init__(self, receive: trio.MemoryReceiveChannel[bytes], end: float = math.inf) -> None:
         self.status = 200
         self.headers: Mapping[str, str] = {}
         self._receive = receive
+        self._end = end
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
-        async for chunk in self._receive:
+        while True:
+            chunk = None
+            # The server ends the watch at its timeoutSeconds (no yield inside the scope:
+            # this is a generator).
+            with trio.move_on_at(self._end):
+                try:
+                    chunk = await self._receive.receive()
+                except trio.EndOfChannel:
+                    return
+            if chunk is None:
+                return
             yield chunk
 
     async def aread(self) -> bytes:
@@ -285,8 +297,17 @@ class MemoryApiserver(BaseRequester):
     wall = staticmethod(wall)
     stamp = staticmethod(stamp)
 
-    def __init__(self, *, graceful_pod_deletion: bool = True, pod_grace_seconds: int = 30) -> None:
+    def __init__(
+        self,
+        *,
+        graceful_pod_deletion: bool = True,
+        pod_grace_seconds: int = 30,
+        end_watches: bool = False,
+    ) -> None:
         self.graceful_pod_deletion = graceful_pod_deletion
+        self.end_watches = end_watches
+        """End each watch after its ``timeoutSeconds``, as kube-apiserver does (off: watches
+        last until the client goes, which most tests want)."""
         self.pod_grace_seconds = pod_grace_seconds
         self.objects: dict[RKey, dict[tuple[str, str], Obj]] = defaultdict(dict)
         self.rv = 0
@@ -420,7 +441,9 @@ class MemoryApiserver(BaseRequester):
         entry = (selection, send)
         self._watchers.append(entry)
         try:
-            yield _Stream(receive)
+            timeout = params.get("timeoutSeconds")
+            end = trio.current_time() + float(timeout) if self.end_watches and timeout else math.inf
+            yield _Stream(receive, end)
         finally:
             self._watchers.remove(entry)
             send.close()

@@ -162,6 +162,11 @@ class WatchSettings:
     backs off. client-go's "very short watch" check uses one second."""
     backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
     """Delays between failed lists and watches (client-go's reflector values)."""
+    list_from_cache: bool = False
+    """List with ``resourceVersion=0``: served from the apiserver's watch cache (any recent
+    state, one answer whatever ``limit`` says), as client-go's informers list, the
+    kubelet's among them (apiserver-transcripts/kubelet-requests.md). Off: a quorum read
+    from etcd in pages, which a controller that must see the latest state needs."""
 
     def __post_init__(self) -> None:
         if self.page_size < 1:
@@ -419,7 +424,7 @@ class Reflector(Generic[T]):
             await self._list_by_page(send)
             return
         fresh: dict[str, T] = {}
-        params = {"limit": str(self.settings.page_size), **self._selectors}
+        params = self._list_params()
         while True:
             response = await self._requester.request("GET", self.path, params=params)
             response.raise_for_status()
@@ -450,12 +455,18 @@ class Reflector(Generic[T]):
             await send.send(event)
             self._events += 1
 
+    def _list_params(self) -> dict[str, str]:
+        params = {"limit": str(self.settings.page_size), **self._selectors}
+        if self.settings.list_from_cache:
+            params["resourceVersion"] = "0"
+        return params
+
     async def _list_by_page(self, send: trio.MemorySendChannel[WatchEvent[T]]) -> None:
         """:meth:`_list` without ``keep_objects``: each page's difference handed over as it
         comes (see :attr:`objects`); DELETED for what no page held, at the end."""
         held = self._versions
         listed: set[str] = set()
-        params = {"limit": str(self.settings.page_size), **self._selectors}
+        params = self._list_params()
         while True:
             response = await self._requester.request("GET", self.path, params=params)
             response.raise_for_status()

@@ -325,6 +325,67 @@ def test_cli_runs_a_yaml_scenario_on_its_own_sandbox(tmp_path: Path) -> None:
     assert report.plots.skipped == "plots not asked for (--no-plots)"
 
 
+def test_cli_starts_its_fleet_with_the_traffic_profile_asked_for(tmp_path: Path) -> None:
+    # --traffic-profile kubelet reaches the shard child process (through `up`'s environment):
+    # the apiserver serves each node's kubelet informers, and the report says which ran.
+    scenario = tmp_path / "soak.yaml"
+    scenario.write_text("type: heartbeat-soak\nnodes: 2\nduration: 3s\nscrapeInterval: 0.5s\n")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            str(scenario),
+            "--traffic-profile",
+            "kubelet",
+            "--no-progress",
+            "--no-plots",
+            "--output",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    report = read_report(out / "report.json")
+    assert report.target.traffic_profile == "kubelet"
+    assert "traffic profile kubelet" in (out / "summary.md").read_text()
+    assert report.apiserver is not None
+    served = {(r.verb, r.group, r.resource) for r in report.apiserver.requests}
+    assert {
+        ("WATCH", "storage.k8s.io", "csidrivers"),
+        ("WATCH", "node.k8s.io", "runtimeclasses"),
+        ("POST", "storage.k8s.io", "csinodes"),
+    } <= served
+
+
+def test_cli_refuses_a_traffic_profile_for_a_fleet_it_does_not_start(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            "node-density",
+            "--kubeconfig",
+            str(tmp_path / "kc"),
+            "--traffic-profile",
+            "kubelet",
+        ],
+    )
+    assert isinstance(result.exception, InputError), result.output
+    assert "the bench sets it only on the fleet it starts" in str(result.exception)
+
+
+@pytest.mark.parametrize("scenario", ["faults", "shard", "shard-scrape"])
+def test_cli_refuses_the_kubelet_profile_where_only_lean_runs(
+    scenario: str, tmp_path: Path
+) -> None:
+    """The faults scenario's own fleet, and bench shard's stub apiserver, run lean only."""
+    result = CliRunner().invoke(
+        app, ["bench", scenario, "--traffic-profile", "kubelet", "--output", str(tmp_path / "o")]
+    )
+    assert isinstance(result.exception, InputError), result.output
+    assert "--traffic-profile lean" in str(result.exception)
+    assert not (tmp_path / "o").exists()
+
+
 async def test_a_scrape_cancelled_in_the_tls_handshake_closes_its_socket() -> None:
     # The runner cancels its /metrics sampler when a run ends; a scrape that was opening a
     # connection then is cancelled inside the TLS handshake. httpcore's trio backend closes

@@ -12,8 +12,18 @@ from fleet.errors import ConfigError
 
 def test_builtins_load_with_overrides() -> None:
     assert set(BUILTIN) == {
-        "node-density", "pod-startup", "churn", "heartbeat-soak", "kwok-ci", "daemonset", "faults"
-    }  # fmt: skip
+        "node-density",
+        "pod-startup",
+        "churn",
+        "heartbeat-soak",
+        "kwok-ci",
+        "daemonset",
+        "faults",
+        "restart-storm",
+        "node-flap",
+        "partition",
+        "pod-churn",
+    }
     faults = load_scenario("faults", {"nodes": 5000})
     assert (faults.nodes, faults.pods, faults.outage, faults.malformed) == (5000, 5000, 8.0, 100)
     kwok = load_scenario("kwok-ci")
@@ -42,6 +52,9 @@ def test_yaml_file_with_go_durations(tmp_path: Path) -> None:
         ("type: pod-startup\npods: 10\nnodez: 3\n", "nodez"),
         ("type: warp-drive\n", "type: must be one of"),
         ("type: pod-startup\npods: 0\n", "needs pods >= 1"),
+        ("type: pod-churn\npods: 0\n", "needs pods >= 1"),
+        ("type: node-flap\ndown: 2m\nperiod: 1m\n", "needs down < period"),
+        ("type: partition\nfraction: 1.5\n", "fraction"),
         ("type: churn\nduration: soon\n", "duration"),
         ("- not a mapping\n", "a scenario is a mapping"),
     ],

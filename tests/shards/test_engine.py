@@ -322,6 +322,41 @@ async def test_suspend_stops_lease_and_status_and_resume_restarts(
     assert ready["status"] == "True"
 
 
+async def test_a_node_resumed_after_the_controller_marked_it_unknown_reports_ready(
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
+) -> None:
+    # A partition: suspended past the grace period, the node-lifecycle controller writes
+    # Ready=Unknown; the resumed kubelet's first report must set Ready=True again (it
+    # diffed against the status from before the suspension, sent heartbeats only, and the
+    # node stayed NotReady and tainted until its 5-minute report: bench partition).
+    api = MemoryApiserver()
+    api.create(CRS, node_cr("n1"))
+    await start(api, nursery)
+    await trio.sleep(15)
+    api.patch(f"{CRS}/n1", {"spec": {"suspend": True}})
+    await trio.sleep(45)
+    node = api.get(f"{NODES}/n1")
+    assert node is not None
+    unknown = [
+        {**c, "status": "Unknown", "reason": "NodeStatusUnknown"} if c["type"] == "Ready" else c
+        for c in node["status"]["conditions"]
+    ]
+    api.patch(f"{NODES}/n1/status", {"status": {"conditions": unknown}})
+    await trio.sleep(5)
+    resumed = trio.current_time()
+    api.patch(f"{CRS}/n1", {"spec": {"suspend": False}})
+    await trio.sleep(5)
+    node = api.get(f"{NODES}/n1")
+    assert node is not None
+    ready = next(c for c in node["status"]["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("True", "KubeletReady")
+    # By its first report, not by a later one that its own echo happened to set off (the
+    # in-memory watch can deliver the echo before the write's answer is handled).
+    first = next(c for c in api.log("PATCH", f"{NODES}/n1/status") if c.at >= resumed)
+    sent = {c["type"]: c.get("status") for c in first.body["status"]["conditions"]}
+    assert sent.get("Ready") == "True"
+
+
 async def test_cr_deletion_removes_node_and_lease_then_finalizer(
     autojump_clock: trio.abc.Clock, nursery: trio.Nursery
 ) -> None:

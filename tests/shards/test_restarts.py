@@ -1,0 +1,88 @@
+"""A kubelet restart asked for by a Node CR annotation (as a NodeScript kubeletRestart does it), on the autojump clock."""
+
+from __future__ import annotations
+
+import random
+
+import trio
+
+from fleet.kube import MemoryApiserver
+from fleet.wire import KUBELET_RESTART_ANNOTATION
+from shards import ShardEngine
+from tests.shards.test_engine import CRS, EVENTS, NODE_LEASES, NODES, node_cr, phase, pod, settings
+
+wall = MemoryApiserver.wall
+
+
+def _restart(api: MemoryApiserver, name: str, token: str) -> None:
+    api.patch(f"{CRS}/{name}", {"metadata": {"annotations": {KUBELET_RESTART_ANNOTATION: token}}})
+
+
+def _starting(api: MemoryApiserver) -> int:
+    """Starting Events of the kubelets: POSTed, then PATCHed as a series (count 2, ...)."""
+    posted = sum(1 for c in api.log("POST", EVENTS) if c.body["reason"] == "Starting")
+    repeated = sum(
+        1 for c in api.log("PATCH", EVENTS) if c.body.get("message") == "Starting kubelet."
+    )
+    return posted + repeated
+
+
+async def _fleet(api: MemoryApiserver, nursery: trio.Nursery, **shard: object) -> ShardEngine:
+    for name in ("n0", "n1"):
+        cr = node_cr(name)
+        cr["metadata"]["annotations"] = {KUBELET_RESTART_ANNOTATION: "first"}
+        api.create(CRS, cr)
+        api.create("/api/v1/namespaces/default/pods", pod(f"p-{name}", name))
+    engine = ShardEngine(settings(**shard), "0", control=api, wall=wall, rng=random.Random(5))
+    await nursery.start(engine.run)
+    await trio.sleep(20)
+    return engine
+
+
+async def test_a_changed_annotation_restarts_that_kubelet_only(
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
+) -> None:
+    api = MemoryApiserver()
+    engine = await _fleet(api, nursery)
+    assert engine.restarts.restarts == 0  # the value found at start restarts nothing
+    assert phase(api, "p-n0") == "Running"
+    started, since = _starting(api), len(api.calls)
+    _restart(api, "n0", "storm-1")
+    await trio.sleep(15)
+    calls = api.calls[since:]
+    assert engine.restarts.restarts == 1
+    # As a starting kubelet (a node script's kubeletRestart, the one implementation): it
+    # registers (POST, 409, GET), its whole status reported, its Lease renewed throughout ...
+    posts = [c for c in calls if c.method == "POST" and c.path == NODES]
+    assert [c.body["metadata"]["name"] for c in posts] == ["n0"]
+    assert [c.method for c in calls if c.path == f"{NODES}/n0"] == ["GET"]
+    assert set(c.method for c in calls if c.path == f"{NODE_LEASES}/n0") == {"PUT"}
+    assert [c for c in calls if c.method == "PATCH" and c.path == f"{NODES}/n0/status"]
+    assert _starting(api) > started
+    # ... its pods listed again, and still Running.
+    lists = [c for c in calls if c.path == "/api/v1/pods" and c.method == "GET"]
+    assert [c.params["fieldSelector"] for c in lists] == ["spec.nodeName=n0"]
+    assert phase(api, "p-n0") == "Running"
+    # n1 was left alone.
+    assert not [c for c in calls if c.path in (f"{NODES}/n1", f"{NODES}/n1/status")]
+    # The same value again restarts nothing.
+    api.patch(f"{CRS}/n0", {"metadata": {"labels": {"other": "change"}}})
+    await trio.sleep(5)
+    assert engine.restarts.restarts == 1
+
+
+async def test_a_restart_with_per_node_pod_watches_lists_through_a_new_watch(
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
+) -> None:
+    api = MemoryApiserver()
+    await _fleet(api, nursery, pod_watch="per-node")
+    since, restarted_at = len(api.calls), trio.current_time()
+    _restart(api, "n1", "storm-1")
+    await trio.sleep(15)
+    calls = api.calls[since:]
+    assert [c.method for c in calls if c.params.get("fieldSelector") == "spec.nodeName=n1"] == [
+        "GET",
+        "WATCH",
+    ]
+    lease_puts = [c.at for c in api.log("PUT", f"{NODE_LEASES}/n1")]
+    assert len([at for at in lease_puts if at > restarted_at]) >= 1  # renewing again

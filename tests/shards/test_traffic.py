@@ -1,0 +1,184 @@
+"""The kubelet traffic profile against the recorded kubelet, on the autojump clock.
+
+The reference is ``apiserver-transcripts/kubelet-requests.md`` (a v1.24 kubelet,
+idle with pods, t = 266...889 s): per minute, Node GET 5.97, Lease PUT 5.87,
+status PATCH 0.19, and 9 watches re-opened by 6 informers in 10.39 min. The
+in-memory apiserver ends each watch at its ``timeoutSeconds`` as kube-apiserver
+does, so re-watches come when they would.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import trio
+
+from fleet.kube import MemoryApiserver
+from fleet.wire import KUBELET_RESTART_ANNOTATION
+from shards import ShardEngine
+from tests.shards.test_engine import CRS, node_cr, pod, settings
+
+wall = MemoryApiserver.wall
+
+NODES = 20
+WARM_UP = 266.0
+WINDOW = 889.0 - 266.0
+"""The recording's own window, t = 266...889 s after the kubelet started (10.39 min): its
+informers' first watches, opened at start, end in [300, 600) s, so re-watches in that
+window are not yet spread evenly; the same window on the same clock compares like with
+like."""
+RECORDED_PER_MINUTE = {
+    "GET nodes/<name>": 5.97,
+    "PUT leases": 5.87,
+    "PATCH nodes/status": 0.19,
+    "WATCH (all informers)": 9 / 10.39,
+}
+"""The recorded kubelet's steady state (kubelet-requests.md §3), per node per minute."""
+TOLERANCE = 0.10
+
+
+def _kind(method: str, path: str, params: dict[str, str]) -> str:
+    parts = path.strip("/").split("/")
+    if method == "WATCH":
+        return "WATCH (all informers)"
+    if path.startswith("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/"):
+        return f"{method} leases"
+    if path.startswith("/api/v1/nodes/") and path.endswith("/status"):
+        return f"{method} nodes/status"
+    if path.startswith("/api/v1/nodes/") and len(parts) == 4:
+        return f"{method} nodes/<name>"
+    return f"{method} {'/'.join(p for p in parts if p not in ('api', 'apis', 'v1'))}"
+
+
+async def _kubelet_fleet(api: MemoryApiserver, nursery: trio.Nursery) -> ShardEngine:
+    for index in range(NODES):
+        api.create(CRS, node_cr(f"n{index}"))
+        api.create("/api/v1/namespaces/default/pods", pod(f"p{index}", f"n{index}"))
+    engine = ShardEngine(
+        settings(traffic_profile="kubelet", events=False),
+        "0",
+        control=api,
+        wall=wall,
+        rng=random.Random(11),
+    )
+    await nursery.start(engine.run)
+    return engine
+
+
+async def test_kubelet_profile_matches_the_recorded_kubelet_per_node(
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
+) -> None:
+    api = MemoryApiserver(end_watches=True)
+    engine = await _kubelet_fleet(api, nursery)
+    await trio.sleep(WARM_UP)
+    start = len(api.calls)
+    await trio.sleep(WINDOW)
+    window = Counter(_kind(c.method, c.path, dict(c.params)) for c in api.calls[start:])
+    per_minute = {kind: window[kind] / NODES / (WINDOW / 60) for kind in RECORDED_PER_MINUTE}
+    for kind, recorded in RECORDED_PER_MINUTE.items():
+        assert abs(per_minute[kind] - recorded) <= TOLERANCE * recorded, (kind, per_minute)
+    # The kubelet watches again from where it was; it lists only at start.
+    assert not [c for c in api.calls[start:] if c.method == "GET" and "limit" in c.params]
+    # Node GETs come from the watch cache, as the kubelet's do.
+    gets = [c for c in api.calls[start:] if _kind(c.method, c.path, {}) == "GET nodes/<name>"]
+    assert {c.params.get("resourceVersion") for c in gets} == {"0"}
+    assert engine.traffic is not None and engine.traffic.stats.nodes == NODES
+
+
+async def test_kubelet_profile_start_up_lists_watches_and_creates_csinode(
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
+) -> None:
+    api = MemoryApiserver(end_watches=True)
+    await _kubelet_fleet(api, nursery)
+    await trio.sleep(30)
+    lists = Counter(
+        (c.path, c.params.get("fieldSelector", ""))
+        for c in api.calls
+        if c.method == "GET" and "limit" in c.params and "kubemock" not in c.path
+    )
+    # Per node: its own Node, its pods, the ConfigMap its pods' token volume names; once.
+    assert lists[("/api/v1/nodes", "metadata.name=n3")] == 1
+    assert lists[("/api/v1/pods", "spec.nodeName=n3")] == 1
+    assert lists[("/api/v1/namespaces/default/configmaps", "metadata.name=kube-root-ca.crt")] == (
+        NODES
+    )
+    for cluster_wide in (
+        "/apis/node.k8s.io/v1/runtimeclasses",
+        "/apis/storage.k8s.io/v1/csidrivers",
+        "/api/v1/services",
+    ):
+        assert lists[(cluster_wide, "")] == NODES
+    # client-go informers list from the watch cache (resourceVersion=0) ...
+    informer_lists = [
+        c
+        for c in api.calls
+        if c.method == "GET" and "runtimeclasses" in c.path and "limit" in c.params
+    ]
+    assert {c.params.get("resourceVersion") for c in informer_lists} == {"0"}
+    # ... and hold one watch each, with the kubelet's parameters.
+    watches = [c for c in api.calls if c.method == "WATCH" and c.path.endswith("/csidrivers")]
+    assert len(watches) == NODES
+    assert all(
+        c.params["allowWatchBookmarks"] == "true" and 300 <= int(c.params["timeoutSeconds"]) <= 600
+        for c in watches
+    )
+    csinode = api.get("/apis/storage.k8s.io/v1/csinodes/n3")
+    node = api.get("/api/v1/nodes/n3")
+    assert csinode is not None and node is not None
+    assert csinode["metadata"]["ownerReferences"][0]["uid"] == node["metadata"]["uid"]
+
+
+async def test_lean_profile_sends_none_of_it(
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
+) -> None:
+    api = MemoryApiserver(end_watches=True)
+    api.create(CRS, node_cr("n0"))
+    engine = ShardEngine(settings(events=False), "0", control=api, wall=wall, rng=random.Random(3))
+    await nursery.start(engine.run)
+    await trio.sleep(60)
+    assert engine.traffic is None
+    assert not api.log("GET", "/api/v1/nodes/n0")
+    assert not api.log(prefix="/apis/storage.k8s.io")
+    assert not api.log(prefix="/apis/node.k8s.io")
+
+
+async def test_a_node_no_longer_driven_stops_its_traffic(
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
+) -> None:
+    api = MemoryApiserver(end_watches=True)
+    engine = await _kubelet_fleet(api, nursery)
+    await trio.sleep(30)
+    api.patch(f"{CRS}/n0", {"spec": {"suspend": True}})
+    await trio.sleep(5)
+    assert engine.traffic is not None
+    assert engine.traffic.stats.nodes == NODES - 1
+    since = len(api.calls)
+    await trio.sleep(60)
+    assert not [c for c in api.calls[since:] if c.path.endswith("/n0") or "=n0" in str(c.params)]
+
+
+async def test_a_kubelet_restart_starts_that_nodes_informers_over(
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
+) -> None:
+    api = MemoryApiserver(end_watches=True)
+    engine = await _kubelet_fleet(api, nursery)
+    await trio.sleep(30)
+    since = len(api.calls)
+    api.patch(f"{CRS}/n3", {"metadata": {"annotations": {KUBELET_RESTART_ANNOTATION: "r1"}}})
+    await trio.sleep(15)
+    lists = Counter(
+        (c.path, c.params.get("fieldSelector", ""))
+        for c in api.calls[since:]
+        if c.method == "GET" and "limit" in c.params and "kubemock" not in c.path
+    )
+    # n3's informers, pods and ConfigMap listed again (and no other node's) ...
+    assert lists[("/api/v1/nodes", "metadata.name=n3")] == 1
+    assert lists[("/api/v1/pods", "spec.nodeName=n3")] == 1
+    assert lists[("/apis/storage.k8s.io/v1/csidrivers", "")] == 1
+    assert lists[("/api/v1/namespaces/default/configmaps", "metadata.name=kube-root-ca.crt")] == 1
+    assert not [key for key in lists if key[1] == "metadata.name=n4"]
+    # ... its CSINode read again; every node still driven, with its traffic.
+    assert api.log("GET", "/apis/storage.k8s.io/v1/csinodes/n3")[-1].at >= api.calls[since].at
+    assert engine.restarts.restarts == 1
+    assert engine.traffic is not None and engine.traffic.stats.nodes == NODES
