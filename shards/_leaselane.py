@@ -59,13 +59,14 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-LANE_WRITERS = 32
+LANE_WRITERS = 128
 """Writer tasks of the lane: each sends one pipelined batch at a time on one connection.
 kube-apiserver (Go's HTTP/1.1 server) answers the requests of one connection one after
 another, each waiting for its etcd commit: the lane's concurrency on a real apiserver is
-its connections in use, not its pipeline depth. With 4, a loaded kube-apiserver at
-~100 ms a commit renewed 40 Leases/s where 5,000 nodes need 500 (kwok-ci on the real
-control plane: PUTs 5 s from write to answer, thousands of renewals missed)."""
+its connections in use, not its pipeline depth. With 4, a loaded kube-apiserver renewed
+~40 Leases/s where 5,000 nodes need 500; with 32, ~300/s at kwok-ci load with the machine
+at 1.2 of its 2 cores (latency-bound, not CPU-bound); real kubelets hold a connection
+each. A quiet lane uses a few of them (:data:`LANE_MIN_BATCH`)."""
 LANE_MIN_BATCH = 8
 """Fewest renewals a writer takes while more are ready: a quiet lane uses a few connections
 with short pipelines; a backlog (a slow apiserver) spreads over up to :data:`LANE_WRITERS`."""
