@@ -64,7 +64,7 @@ __all__ = ["LATE_AFTER", "NodeLeases", "lane_lag_histogram", "lease_path"]
 log = logging.getLogger(__name__)
 
 LATE_AFTER = 2.0
-"""A Lease renewal later than this past its due time counts as late (the issue's figure)."""
+"""A Lease renewal later than this past its due time counts as late (the figure docs/performance.md reports)."""
 PUT_OFF = 1.0
 """Seconds a renewal waits when the shard's own Lease is late for a moment (fence open)."""
 ADOPT_WITHIN = 2.0
