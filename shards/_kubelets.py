@@ -126,16 +126,19 @@ RESERVE_PAGE = 500
 """Nodes per page of the start-up list (:meth:`NodeDriver.reserve_addresses`): client-go's
 pager default."""
 RESYNC_DELAY = 1.0
+"""Seconds before a sync that hit a conflict or an error runs again."""
 META_ATTEMPTS = 3
 """Reads and PATCHes of a Node's taints for a script's step before giving up: its
 resourceVersion precondition meets the node's own status writes."""
-"""Seconds before a sync that hit a conflict or an error runs again."""
 REGISTER_ON_HOT = True
 """Registration's Node and Lease GETs and POSTs go through ``hot``, the lean HTTP/1.1
 transport that already carries these objects' status PATCHes and Lease PUTs, not through
 ``control`` (httpx), whose pool costs ~1 ms of shard CPU a request: registration is CPU
 bound, and 2,000 nodes against the stub register at ~330/s this way, ~210/s through
 ``control``. The CR and Events stay on ``control`` with the rest of the CR traffic."""
+RESTART_REPORT_DELAY = 1.0
+"""Seconds after a kubelet restart before its status report: heartbeat times have a
+one-second grain, so a report in the same second as the last one changes nothing."""
 
 
 _decode_any = msgspec.json.Decoder(dict[str, Any]).decode
@@ -1305,7 +1308,10 @@ class NodeDriver:
             return
         self.leases.node(state.key, state.name, state.node_uid)
         self._listener.kubelet_restarted(state.name)
-        await self._report(state.key, periodic=True)
+        # Its full status once it has synced, with heartbeat times of a second of its own:
+        # at once, in the second of the last report, the PATCH was empty and the restart
+        # showed nothing on the Node (bench restart-storm never settled).
+        ctx.timers.schedule(("status", state.key), ctx.clock() + RESTART_REPORT_DELAY)
 
     # -- CR status -----------------------------------------------------------------------------
 
