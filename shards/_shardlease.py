@@ -7,6 +7,14 @@ with a fresh renewTime, so the coordinator sees the record change
 (fleet.coordinator ``_liveness`` judges a shard alive by observing changes,
 never by comparing clocks).
 
+A renewal is one JSON patch that tests the holder and sets renewTime, not a PUT
+of the last copy read: on a saturated apiserver a renewal outlived its attempt,
+landed, and every PUT after it carried a stale resourceVersion (409, then a GET
+and a PUT, which outlived the next attempt in turn), so a shard renewing through
+an apiserver answering in 2-3 s fenced itself again and again (`bench kwok-ci
+--control-plane real`). The test keeps what the resourceVersion guarded: a
+Lease someone else holds is never renewed blindly, it is read and taken back.
+
 The fence (``_coordinator``'s docstring): a shard that has not renewed
 successfully within ``coordinator.shardRenewDeadline`` (10 s) stops driving
 every node, before the coordinator (which waits a whole
@@ -29,14 +37,18 @@ import trio
 
 from fleet.errors import FleetError
 from fleet.kube import Requester, resource_path
-from fleet.machinery import JSON, format_micro_time
+from fleet.machinery import JSON, JSON_PATCH, format_micro_time
 from fleet.wire import shard_lease_name
 from shards._nodeobj import Lease, LeaseMeta, LeaseSpec, decode_lease, encode_lease
 
-__all__ = ["RETRY_AFTER_FAILURE", "ShardLease"]
+__all__ = ["ATTEMPT_SHARE", "RETRY_AFTER_FAILURE", "ShardLease"]
 
 log = logging.getLogger(__name__)
 
+ATTEMPT_SHARE = 0.5
+"""An attempt may last this share of the renew deadline (at least an interval): long enough
+for an apiserver answering in seconds, short enough that a request hung on a dead
+connection is dropped and tried again on a fresh one before the fence closes."""
 RETRY_AFTER_FAILURE = 0.25
 """Seconds before a failed renewal is tried again (at most the renew interval): an outage
 shorter than the renew deadline minus this never fences the shard. Waiting a whole
@@ -73,6 +85,7 @@ class ShardLease:
         self._duration = max(1, round(duration))
         self._interval = renew_interval
         self._deadline = renew_deadline
+        self._attempt_timeout = max(renew_interval, renew_deadline * ATTEMPT_SHARE)
         self._clock = clock
         self._wall = wall
         self._on_lost = on_lost
@@ -98,9 +111,14 @@ class ShardLease:
         while True:
             sent = self._clock()
             ok = False
-            # An attempt never outlasts an interval: a hung request must not delay the next.
-            with trio.move_on_after(self._interval):
+            with trio.move_on_after(self._attempt_timeout) as attempt:
                 ok = await self._attempt()
+            if attempt.cancelled_caught:
+                log.info(
+                    "shard lease %s: renewal unanswered after %.1f s",
+                    self.name,
+                    self._attempt_timeout,
+                )
             if ok:
                 self._last_ok = sent
                 self.renewals += 1
@@ -131,7 +149,10 @@ class ShardLease:
                 self._lease, created = await self._read_or_create()
                 if created:
                     return True  # the create was this round's renewal
-            self._lease = await self._put(self._renewed(self._lease))
+                if self._lease.spec.holderIdentity != self.identity:
+                    self._lease = await self._put(self._renewed(self._lease))
+                    return True
+            self._lease = await self._patch()
             return True
         except FleetError as exc:
             log.info("shard lease %s: renewal failed: %s", self.name, exc)
@@ -172,6 +193,21 @@ class ShardLease:
             "POST", _lease_path(self.namespace), body=encode_lease(body), content_type=JSON
         )
         return decode_lease(response.raise_for_status().content), True
+
+    async def _patch(self) -> Lease:
+        """Renew a Lease this shard holds: the holder tested, renewTime set, one round trip."""
+        ops = [
+            {"op": "test", "path": "/spec/holderIdentity", "value": self.identity},
+            {"op": "add", "path": "/spec/renewTime", "value": format_micro_time(self._wall())},
+            {"op": "add", "path": "/spec/leaseDurationSeconds", "value": self._duration},
+        ]
+        response = await self._requester.request(
+            "PATCH",
+            _lease_path(self.namespace, self.name),
+            body=msgspec.json.encode(ops),
+            content_type=JSON_PATCH,
+        )
+        return decode_lease(response.raise_for_status().content)
 
     async def _put(self, lease: Lease) -> Lease:
         response = await self._requester.request(

@@ -10,7 +10,7 @@ what the code under test itself wrote, so a test drives whole loops
   with the ``kubernetes`` finalizer), 409 ``AlreadyExists``;
 - GET, list (label and field selectors, sorted by namespace/name, one
   resourceVersion for the whole store);
-- PUT and PATCH (JSON merge; strategic merge for the built-in kinds, with
+- PUT and PATCH (JSON merge; RFC 6902 JSON patch with ``test``; strategic merge for the built-in kinds, with
   the sandbox's implementation), ``resourceVersion`` and ``uid``
   preconditions (409), ``status`` and ``finalize`` subresources (a write to
   the object keeps its status, a write to ``status`` only changes status),
@@ -53,6 +53,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, NamedTuple
 
+import jsonpatch
 import msgspec
 import trio
 
@@ -60,6 +61,7 @@ from fleet.errors import ConnectError, InputError
 from fleet.kube._fake import json_response, status_response
 from fleet.kube._seam import BaseRequester, Response, StreamResponse
 from fleet.machinery import (
+    JSON_PATCH,
     MERGE_PATCH,
     STRATEGIC_MERGE_PATCH,
     FieldSelector,
@@ -124,6 +126,18 @@ def stamp(moment: datetime | float) -> str:
     if not isinstance(moment, datetime):
         moment = datetime.fromtimestamp(int(moment), UTC)
     return format_time(moment)
+
+
+def _json_patched(old: Obj, ops: Any) -> Obj:
+    """RFC 6902 applied to a copy; a failed ``test`` or a bad path is 422 as kube-apiserver says."""
+    try:
+        result = jsonpatch.JsonPatch(ops).apply(copy.deepcopy(old))
+    except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError) as exc:
+        raise _Answer(status_response(422, "Invalid", str(exc))) from exc
+    if not isinstance(result, dict):
+        raise _Answer(status_response(422, "Invalid", "the patch did not yield an object"))
+    result.get("metadata", {}).pop("resourceVersion", None)  # the patch is not a precondition
+    return result
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
@@ -520,6 +534,8 @@ class MemoryApiserver(BaseRequester):
         if method == "POST" and parsed.sub == "eviction":
             self._delete(rkey, old, body.get("deleteOptions") or {})
             return json_response(_SUCCESS, 201)
+        if method == "PATCH" and content_type == JSON_PATCH:
+            body = _json_patched(old, body)
         if method in ("PUT", "PATCH"):
             meta = body.get("metadata") or {}
             if (
@@ -544,7 +560,7 @@ class MemoryApiserver(BaseRequester):
 
     @staticmethod
     def _apply(rkey: RKey, old: Obj, body: Any, method: str, content_type: str | None) -> Obj:
-        if method == "PUT":
+        if method == "PUT" or content_type == JSON_PATCH:  # a JSON patch is applied already
             return copy.deepcopy(body)
         if content_type != STRATEGIC_MERGE_PATCH:
             result: Obj = merge_patch(copy.deepcopy(old), body)

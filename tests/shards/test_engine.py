@@ -101,11 +101,17 @@ async def test_shard_lease_created_and_renewed_with_changing_renew_time(
     assert lease is not None
     assert lease["spec"]["holderIdentity"] == "shard-0"
     assert lease["spec"]["leaseDurationSeconds"] == 15
-    times = puts(api, SHARD_LEASE)
+    assert [c.at for c in api.log("POST", SHARD_LEASE.rsplit("/", 1)[0])] == [0.0]
+    times = [c.at for c in api.log("PATCH", SHARD_LEASE)]
     assert len(times) == 3  # created at 0, renewed at 2, 4, 6
     assert [round(b - a, 3) for a, b in itertools.pairwise(times)] == [2.0, 2.0]
-    renewals = [c.body["spec"]["renewTime"] for c in api.log("PUT", SHARD_LEASE)]
-    assert len(set(renewals)) == len(renewals)
+    renewals = [
+        op["value"]
+        for c in api.log("PATCH", SHARD_LEASE)
+        for op in c.body
+        if op["path"] == "/spec/renewTime"
+    ]
+    assert len(set(renewals)) == len(renewals) == 3
 
 
 # -- registration --------------------------------------------------------------------------
@@ -452,7 +458,7 @@ async def test_fence_stops_all_writes_and_resumes_by_readoption(
     engine, _ = await start(api, nursery)
     await trio.sleep(20)
     cut[0] = True
-    last_ok = max(puts(api, SHARD_LEASE))
+    last_ok = max(c.at for c in api.log("PATCH", SHARD_LEASE))
     await trio.sleep(60)
     fenced_at = last_ok + 10
     writes = [

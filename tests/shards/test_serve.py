@@ -86,7 +86,7 @@ async def test_serve_shard_registers_renews_serves_and_stops_clean(
     # The shard Lease is held under the given identity, created at 0 and renewed at 2 and 4.
     lease = api.get(SHARD_LEASE)
     assert lease is not None and lease["spec"]["holderIdentity"] == IDENTITY
-    assert [c.at for c in api.log("PUT", SHARD_LEASE)] == [2.0, 4.0]
+    assert [c.at for c in api.log("PATCH", SHARD_LEASE)] == [2.0, 4.0]
 
     # Served on the settings' port: ready, and every request counted on the way through.
     assert await get(port, "/readyz") == (200, b"ok\n")
@@ -94,7 +94,7 @@ async def test_serve_shard_registers_renews_serves_and_stops_clean(
     assert status == 200
     counted = requests_counted(scrape)
     assert counted[("POST", "leases.coordination.k8s.io", "201")] == 2  # shard + node Lease
-    assert counted[("PUT", "leases.coordination.k8s.io", "200")] == 2
+    assert counted[("PATCH", "leases.coordination.k8s.io", "200")] == 2  # shard Lease
     assert counted[("POST", "nodes", "201")] == 1
     assert counted[("LIST", "nodes.mock.zhizuqiu.cn", "200")] == 1
 
