@@ -215,9 +215,17 @@ async def _acts(
     except AssertionError:
         since = writes.lease_writes(since=window_start)
         stale = [k for k in keys if k.partition("/")[2] not in since]
+        # What the apiserver last served for each: tells a shard that stopped renewing
+        # from renewals that were sent and refused.
+        every = writes.lease_writes()
+        seen = {
+            k: [(round(w.time - window_start, 2), w.method, w.manager) for w in every.get(k.partition("/")[2], [])[-3:]]
+            for k in stale
+        }  # fmt: skip
         raise AssertionError(
             f"node Leases not renewed for {READY_WITHIN:g} s (a node lifecycle controller "
-            f"would mark them NotReady): {stale}"
+            f"would mark them NotReady): {stale}; last writes (s after the window opened, "
+            f"method, writer): {seen}; labels: {[labels.labels.get(k) for k in stale]}"
         ) from None
     renewed = writes.lease_writes(since=window_start)
     for key in keys:
