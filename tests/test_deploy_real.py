@@ -104,7 +104,9 @@ async def test_deploy_keeps_the_fleet_off_its_own_nodes_on_a_real_scheduler(
 
         async def control_running() -> bool:
             pod = await client.get(f"{pods}/{control}")
-            return pod["spec"].get("nodeName") == node and pod["status"].get("phase") == "Running"
+            return bool(
+                pod["spec"].get("nodeName") == node and pod["status"].get("phase") == "Running"
+            )
 
         created: list[tuple[str, str]] = []
         try:
