@@ -30,8 +30,9 @@ async def _get(client: Client, path: str) -> dict[str, Any] | None:
 async def test_cr_to_ready_node_and_pod_running(apiserver: Apiserver) -> None:
     config = load_config(apiserver.kubeconfig)
     # kube-controller-manager allocates podCIDRs on the real one, nobody on the sandbox.
-    allocation = "cluster" if apiserver.is_real else "shard"
-    settings = FleetSettings(shard=ShardSettings(pod_cidr_allocation=allocation))
+    settings = FleetSettings(
+        shard=ShardSettings(pod_cidr_allocation="cluster" if apiserver.is_real else "shard")
+    )
     shard, node_name, pod_name = unique("sb"), unique("sb-node"), unique("sb-pod")
     # The shard stops (its nursery) before its transport closes.
     async with (
