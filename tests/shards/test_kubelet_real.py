@@ -34,6 +34,8 @@ from tests._apiserver import unique
 CRS = "/apis/mock.zhizuqiu.cn/v1alpha1/namespaces/default/nodes"
 NODES = "/api/v1/nodes"
 PODS = "/api/v1/namespaces/default/pods"
+SERVICE_RANGE = "10.96.0.0/12"
+"""The Service range of kubeadm and kind (the session's control plane uses 10.96.0.0/16)."""
 SCRIPTS = "/apis/mock.zhizuqiu.cn/v1alpha1/namespaces/default/nodescripts"
 
 
@@ -93,6 +95,9 @@ async def test_a_kubelet_on_the_real_control_plane(
         version = (await client.get("/version"))["gitVersion"]
         assert node["status"]["nodeInfo"]["kubeletVersion"] == version
         assert node["metadata"]["labels"][SHARD_LABEL] == shard
+        # Its InternalIP is clear of the cluster's Services (once 10.96.0.1, `kubernetes`'s).
+        address = ipaddress.ip_address(str(internal_ip(node)))
+        assert address not in ipaddress.ip_network(SERVICE_RANGE)
 
         # The controller-manager's podCIDR, read back; the shard wrote none.
         cidr = node["spec"]["podCIDR"]
