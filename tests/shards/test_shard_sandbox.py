@@ -103,6 +103,8 @@ async def test_cr_to_ready_node_and_pod_running(apiserver: Apiserver) -> None:
         await client.delete(f"{PODS}/{pod_name}", grace_period_seconds=0)
         await client.delete(f"{CRS}/{node_name}")
         with trio.fail_after(30):
-            while await _get(client, f"/api/v1/nodes/{node_name}") is not None:
+            while True:
+                if await _get(client, f"/api/v1/nodes/{node_name}") is None:
+                    break
                 await trio.sleep(0.1)
         nursery.cancel_scope.cancel()
