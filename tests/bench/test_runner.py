@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import ssl
 import warnings
 from collections.abc import AsyncIterator, Iterator
@@ -296,7 +297,14 @@ def test_cli_runs_kwok_ci_on_a_real_control_plane_of_its_own(tmp_path: Path) -> 
         ("pods-deleted", 6, True),
     ]
     names = {c.name for c in report.components}
-    assert {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"} <= names
+    real = {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"}
+    assert real <= names
+    # Everything it started has stopped (kube-scheduler, which ignores SIGTERM, too).
+    for component in report.components:
+        if component.name in real:
+            for pid in component.pids:
+                with pytest.raises(ProcessLookupError):
+                    os.kill(pid, 0)
     assert report.cleanup.leftover == 0 and report.cleanup.errors == ()
     assert report.cleanup.deleted >= 3
 
