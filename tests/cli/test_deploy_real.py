@@ -7,7 +7,8 @@ pod name's ordinal. Here a shard drives one fake node, Ready and schedulable (a 
 of the coordinator's pod without the node affinity lands on it), while deploy/'s
 coordinator and shard pods stay Pending with kube-scheduler's own "didn't match Pod's
 node affinity" reason, and each shard pod's name gives its ordinal. The static checks
-of the same manifests are in test_deploy.py and tests/shards/test_placement.py.
+of the same manifests are in tests/test_deploy.py and tests/shards/test_placement.py;
+the shard id resolution alone in test_shard_id.py.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import trio
 import yaml
 
 from fleet._settings import FleetSettings, ShardSettings
+from fleet.cli._shard import resolve_shard_id
 from fleet.errors import AlreadyExists, NotFound
 from fleet.kube import Client, HotTransport, load_config
 from fleet.realcp import RunningControlPlane
@@ -28,7 +30,7 @@ from fleet.wire import FLEET_NAMESPACE, SHARD_LABEL
 from shards import ShardEngine
 from tests._apiserver import unique
 
-DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 CRS = "/apis/mock.zhizuqiu.cn/v1alpha1/namespaces/default/nodes"
 POD_INDEX = "apps.kubernetes.io/pod-index"
 PATHS = {
@@ -67,8 +69,6 @@ async def _eventually(what: str, within: float, check: Any) -> Any:
 async def test_deploy_keeps_the_fleet_off_its_own_nodes_on_a_real_scheduler(
     real_control_plane: RunningControlPlane,
 ) -> None:
-    from fleet.cli._shard import resolve_shard_id  # the command's own resolution
-
     config = load_config(real_control_plane.kubeconfig)
     docs = _workloads()
     async with (
