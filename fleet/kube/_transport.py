@@ -151,9 +151,13 @@ class _Conn:
 
     async def receive(self) -> bytes:
         """Read what the socket has; ``b""`` at EOF. Library errors become ProtocolError."""
-        assert self.stream is not None
+        stream = self.stream
+        if stream is None:
+            # Discarded while this exchange waited (the transport closed under it): an error
+            # of the request, as a close during the read itself is, never an assertion.
+            raise ProtocolError("connection closed while a request was in flight")
         try:
-            return bytes(await self.stream.receive_some(_RECEIVE_BYTES))
+            return bytes(await stream.receive_some(_RECEIVE_BYTES))
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             raise ProtocolError(f"connection lost while reading: {exc}") from exc
 
@@ -472,9 +476,11 @@ class HotTransport(BaseRequester):
         conn.used = 0
 
     async def _send(self, conn: _Conn, payload: bytes) -> None:
-        assert conn.stream is not None
+        stream = conn.stream
+        if stream is None:  # discarded meanwhile (see _Conn.receive)
+            raise ProtocolError("connection closed while a request was in flight")
         try:
-            await conn.stream.send_all(payload)
+            await stream.send_all(payload)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             if conn.used:
                 raise _StaleConnection from exc

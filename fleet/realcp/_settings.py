@@ -41,9 +41,11 @@ class RealControlPlaneSettings:
     """kube-controller-manager's and kube-scheduler's client QPS (burst twice that): their
     defaults (20) starve a fleet of thousands of nodes."""
     cluster_cidr: str = "10.128.0.0/9"
-    """kube-controller-manager's ``--cluster-cidr``, node podCIDRs are allocated from it. The
-    fleet's own default ``podCidrRange``: kube-controller-manager exits at start when an
-    existing Node's podCIDR lies outside this range (the fleet assigns podCIDRs itself)."""
+    """kube-controller-manager's ``--cluster-cidr``: node podCIDRs are allocated from it.
+    ``up --control-plane real`` passes the fleet's ``podCidrRange`` (244.0.0.0/6) instead,
+    since kube-controller-manager exits at start when an existing Node's podCIDR lies
+    outside this range (a shard carves one only where nobody allocates, but a Node kept
+    from such a run would hold one)."""
     node_cidr_mask_size: int = 24
     """``--node-cidr-mask-size``: the fleet's default ``nodePodCidrPrefix``."""
     apiserver_flags: tuple[str, ...] = ()

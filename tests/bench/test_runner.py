@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import ssl
 import warnings
 from collections.abc import AsyncIterator, Iterator
@@ -28,6 +29,7 @@ from fleet.cli import app
 from fleet.errors import ConfigError, InputError
 from fleet.kube import Client, load_config
 from fleet.sandbox import RunningSandbox
+from tests._apiserver import real_binaries
 
 from ._minifleet import MiniFleet
 
@@ -256,6 +258,55 @@ def test_cli_runs_pod_startup_on_up_with_the_real_fleet(tmp_path: Path) -> None:
     assert "## CPU by component" in (out / "summary.md").read_text()
     assert report.cleanup.leftover == 0
     assert len(report.plots.written) == 3
+
+
+@pytest.mark.real
+def test_cli_runs_kwok_ci_on_a_real_control_plane_of_its_own(tmp_path: Path) -> None:
+    # `bench --control-plane real`: etcd, kube-apiserver, kube-controller-manager and
+    # kube-scheduler of its own, the fleet on them; every step ends, the cleanup counts what
+    # is left from the apiserver. SLOs are not asserted: they are the benchmark's to
+    # report, and a shared 2-core box misses them.
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            "kwok-ci",
+            "--nodes",
+            "3",
+            "--pods",
+            "6",
+            "--no-progress",
+            "--no-plots",
+            "--control-plane",
+            "real",
+            "--binaries",
+            str(real_binaries()),
+            "--output",
+            str(out),
+        ],
+    )
+    report = read_report(out / "report.json")
+    # Exit 1 for failed SLOs alone (a POST pods p99 over 1 s at load 19), never for a step.
+    assert result.exit_code == (0 if report.slo_passed else 1), result.output
+    assert (report.target.mode, report.target.fleet) == ("real", "started")
+    assert report.completed and not report.notes, report.notes
+    assert [(s.name, s.reached, s.ok) for s in report.steps] == [
+        ("nodes-ready", 3, True),
+        ("pods-running", 6, True),
+        ("pods-deleted", 6, True),
+    ]
+    names = {c.name for c in report.components}
+    real = {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"}
+    assert real <= names
+    # Everything it started has stopped (kube-scheduler, which ignores SIGTERM, too).
+    for component in report.components:
+        if component.name in real:
+            for pid in component.pids:
+                with pytest.raises(ProcessLookupError):
+                    os.kill(pid, 0)
+    assert report.cleanup.leftover == 0 and report.cleanup.errors == ()
+    assert report.cleanup.deleted >= 3
 
 
 def test_cli_refuses_a_scenario_rate_given_twice(tmp_path: Path) -> None:

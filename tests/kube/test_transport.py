@@ -12,6 +12,7 @@ import gc
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import h11
 import pytest
@@ -24,6 +25,7 @@ from fleet.errors import (
     NotFound,
     ProtocolError,
     ReadTimeout,
+    TransportError,
     Unauthorized,
 )
 from fleet.kube._cluster import ClusterConfig
@@ -293,6 +295,27 @@ async def test_idle_connection_closed_by_server_is_retried_on_a_fresh_one(serve:
         assert (await hot.request("PUT", "/lease", body=b"{}")).status == 200
     assert server.connections == 2
     assert len(server.seen) == 2  # the request that met the dead socket was not seen twice
+
+
+async def test_a_transport_closed_under_a_request_fails_that_request(
+    serve: ServeFn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Closed between a request's send and its read (a shard stopping while its writers
+    still run): a TransportError for that request, not an AssertionError that ends its caller."""
+    server, port = await serve(ok)
+    sent = HotTransport._send
+
+    async def send_then_close(self: HotTransport, conn: Any, payload: bytes) -> None:
+        await sent(self, conn, payload)
+        await self.aclose()
+
+    monkeypatch.setattr(HotTransport, "_send", send_then_close)
+    async with HotTransport(config(port), HotTransportSettings(connections=1)) as hot:
+        with pytest.raises(TransportError):
+            await hot.request("GET", "/x")
+        with pytest.raises(TransportError, match="closed"):
+            await hot.request("GET", "/x")  # and the next one finds it closed
+    assert len(server.seen) <= 1
 
 
 async def test_fresh_connection_closed_without_answer_is_not_retried(serve: ServeFn) -> None:

@@ -6,7 +6,9 @@ v1.24 with ``--allocate-node-cidrs``): what a real kubelet gets right there.
   from it;
 - ``Ready=Unknown`` written by another (the node-lifecycle controller) is put right within
   seconds, as a kubelet that reads its Node every 10 s does;
-- the Events a kubelet posts, source ``kubelet``;
+- the Events a kubelet posts, source ``kubelet``: its node's (Starting, NodeHasSufficient*,
+  NodeReady; NodeNotReady when it reports NotReady itself), its pods' (Pulling, Pulled,
+  Created, Started; Killing on a graceful delete);
 - a restarted shard reserves every Node's address before it gives a new node one.
 
 In-process tests (the in-memory apiserver, autojump clock) cover each in detail:
@@ -32,6 +34,9 @@ from tests._apiserver import unique
 CRS = "/apis/mock.zhizuqiu.cn/v1alpha1/namespaces/default/nodes"
 NODES = "/api/v1/nodes"
 PODS = "/api/v1/namespaces/default/pods"
+SERVICE_RANGE = "10.96.0.0/12"
+"""The Service range of kubeadm and kind (the session's control plane uses 10.96.0.0/16)."""
+SCRIPTS = "/apis/mock.zhizuqiu.cn/v1alpha1/namespaces/default/nodescripts"
 
 
 def ready(node: dict[str, Any]) -> str | None:
@@ -53,10 +58,16 @@ async def eventually(what: str, within: float, check: Any) -> Any:
 
 @pytest.mark.real
 async def test_a_kubelet_on_the_real_control_plane(
-    nursery: trio.Nursery, real_control_plane: RunningControlPlane
+    real_control_plane: RunningControlPlane,
 ) -> None:
     config = load_config(real_control_plane.kubeconfig)
-    async with Client(config) as client, HotTransport(config) as hot:
+    # The shard stops (its nursery) before its transport closes: a write in flight on a
+    # closed transport is an error of the shard's, not of the test.
+    async with (
+        Client(config) as client,
+        HotTransport(config) as hot,
+        trio.open_nursery() as nursery,
+    ):
         namespaces = await client.list("/api/v1/namespaces")
         if FLEET_NAMESPACE not in {n["metadata"]["name"] for n in namespaces.items}:
             await client.create("/api/v1/namespaces", {"metadata": {"name": FLEET_NAMESPACE}})
@@ -84,6 +95,9 @@ async def test_a_kubelet_on_the_real_control_plane(
         version = (await client.get("/version"))["gitVersion"]
         assert node["status"]["nodeInfo"]["kubeletVersion"] == version
         assert node["metadata"]["labels"][SHARD_LABEL] == shard
+        # Its InternalIP is clear of the cluster's Services (once 10.96.0.1, `kubernetes`'s).
+        address = ipaddress.ip_address(str(internal_ip(node)))
+        assert address not in ipaddress.ip_network(SERVICE_RANGE)
 
         # The controller-manager's podCIDR, read back; the shard wrote none.
         cidr = node["spec"]["podCIDR"]
@@ -166,7 +180,48 @@ async def test_a_kubelet_on_the_real_control_plane(
 
         await eventually("the pod's container events", 10, pod_events)
 
-        await client.delete(f"{PODS}/{pod_name}", grace_period_seconds=0)
+        # A graceful delete: the kubelet stops the container (Killing), then deletes the pod.
+        await client.delete(f"{PODS}/{pod_name}")
+
+        async def killed() -> bool:
+            events = await client.list(
+                "/api/v1/namespaces/default/events",
+                field_selector=f"involvedObject.name={pod_name}",
+            )
+            return "Killing" in {e["reason"] for e in events.items}
+
+        await eventually("the pod's Killing event", 15, killed)
+
+        # The kubelet itself reporting NotReady (a script's runtime down): NodeNotReady.
+        script = unique("kubelet-notready")
+        await client.create(
+            SCRIPTS,
+            {
+                "apiVersion": "mock.zhizuqiu.cn/v1alpha1",
+                "kind": "NodeScript",
+                "metadata": {"name": script},
+                "spec": {
+                    "steps": [{"after": "0s", "conditions": [{"type": "Ready", "status": "False"}]}]
+                },
+            },
+        )
+        await client.patch(
+            f"{CRS}/{name}",
+            {"metadata": {"annotations": {"zhizuqiu.github.com/nodeScript": script}}},
+            patch_type="merge",
+        )
+
+        async def not_ready_event() -> bool:
+            events = await client.list(
+                "/api/v1/namespaces/default/events", field_selector=f"involvedObject.name={name}"
+            )
+            return any(
+                e["reason"] == "NodeNotReady" and e["source"].get("component") == "kubelet"
+                for e in events.items
+            )
+
+        await eventually("the kubelet's NodeNotReady event", 15, not_ready_event)
+        await client.delete(f"{SCRIPTS}/{script}")
         await client.delete(f"{CRS}/{name}")
 
         async def gone() -> bool:
@@ -174,6 +229,7 @@ async def test_a_kubelet_on_the_real_control_plane(
             return not nodes.items
 
         await eventually("the node removed with its CR", 30, gone)
+        nursery.cancel_scope.cancel()
 
 
 def internal_ip(node: dict[str, Any]) -> str | None:
@@ -185,7 +241,7 @@ def internal_ip(node: dict[str, Any]) -> str | None:
 
 @pytest.mark.real
 async def test_a_restarted_shard_gives_no_new_node_an_address_in_use(
-    nursery: trio.Nursery, real_control_plane: RunningControlPlane
+    real_control_plane: RunningControlPlane,
 ) -> None:
     """A new CR was once given the InternalIP an existing, not yet adopted Node held; that
     node's sync then failed for ever and it went NotReady. Reserve first, then allocate."""
@@ -201,7 +257,11 @@ async def test_a_restarted_shard_gives_no_new_node_an_address_in_use(
             "spec": {},
         }
 
-    async with Client(config) as client, HotTransport(config) as hot:
+    async with (
+        Client(config) as client,
+        HotTransport(config) as hot,
+        trio.open_nursery() as nursery,
+    ):
         namespaces = await client.list("/api/v1/namespaces")
         if FLEET_NAMESPACE not in {n["metadata"]["name"] for n in namespaces.items}:
             await client.create("/api/v1/namespaces", {"metadata": {"name": FLEET_NAMESPACE}})
@@ -237,3 +297,14 @@ async def test_a_restarted_shard_gives_no_new_node_an_address_in_use(
         ]
         assert len(set(got.values())) == len(got), got
         assert not set(got.values()) & set(others), (got, others)
+        # Gone before the shard stops (it holds their finalizers): no node of this test is
+        # left NotReady on the session's control plane for the tests after it.
+        for name in old + new:
+            await client.delete(f"{CRS}/{name}")
+
+        async def gone() -> bool:
+            left = {n["metadata"]["name"] for n in (await client.list(NODES)).items}
+            return not left & set(old + new)
+
+        await eventually("the nodes removed with their CRs", 30, gone)
+        nursery.cancel_scope.cancel()

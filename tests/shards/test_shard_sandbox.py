@@ -1,4 +1,5 @@
-"""One shard against the real sandbox apiserver, over the real client and hot transport."""
+"""One shard against a real apiserver (the sandbox, and the session's real control plane),
+over the real client and hot transport."""
 
 from __future__ import annotations
 
@@ -6,15 +7,17 @@ from typing import Any
 
 import trio
 
-from fleet._settings import FleetSettings
-from fleet.api import crd_manifests
+from fleet._settings import FleetSettings, ShardSettings
 from fleet.kube import Client, HotTransport, load_config
-from fleet.sandbox import RunningSandbox
-from fleet.wire import SHARD_LABEL
+from fleet.wire import FLEET_NAMESPACE, SHARD_LABEL
 from shards import ShardEngine
+from tests._apiserver import Apiserver, install_fleet_crds, unique
 
 CRS = "/apis/mock.zhizuqiu.cn/v1alpha1/namespaces/default/nodes"
 PODS = "/api/v1/namespaces/default/pods"
+READY_WITHIN = {"sandbox": 5.0, "real": 20.0}
+"""Seconds for the node to be Ready with its Lease: the session's real control plane is
+shared with the other real tests, on a busy box."""
 
 
 async def _get(client: Client, path: str) -> dict[str, Any] | None:
@@ -24,31 +27,37 @@ async def _get(client: Client, path: str) -> dict[str, Any] | None:
     return await client.get(path)
 
 
-async def test_cr_to_ready_node_and_pod_running(
-    nursery: trio.Nursery, sandbox: RunningSandbox
-) -> None:
-    config = load_config(sandbox.kubeconfig)
-    client = Client(config)
-    hot = HotTransport(config)
-    async with client, hot:
-        for crd in crd_manifests():
-            await client.create("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
-        if await _get(client, "/api/v1/namespaces/kube-mock-system") is None:
-            await client.create("/api/v1/namespaces", {"metadata": {"name": "kube-mock-system"}})
-        engine = ShardEngine(FleetSettings(), "0", control=client, hot=hot)
+async def test_cr_to_ready_node_and_pod_running(apiserver: Apiserver) -> None:
+    config = load_config(apiserver.kubeconfig)
+    # kube-controller-manager allocates podCIDRs on the real one, nobody on the sandbox.
+    settings = FleetSettings(
+        shard=ShardSettings(pod_cidr_allocation="cluster" if apiserver.is_real else "shard")
+    )
+    shard, node_name, pod_name = unique("sb"), unique("sb-node"), unique("sb-pod")
+    # The shard stops (its nursery) before its transport closes.
+    async with (
+        Client(config) as client,
+        HotTransport(config) as hot,
+        trio.open_nursery() as nursery,
+    ):
+        await install_fleet_crds(client)
+        if await _get(client, f"/api/v1/namespaces/{FLEET_NAMESPACE}") is None:
+            await client.create("/api/v1/namespaces", {"metadata": {"name": FLEET_NAMESPACE}})
+        engine = ShardEngine(settings, shard, control=client, hot=hot)
         await nursery.start(engine.run)
         cr = {
             "apiVersion": "mock.zhizuqiu.cn/v1alpha1",
             "kind": "Node",
-            "metadata": {"name": "sb-node", "labels": {SHARD_LABEL: "0"}},
+            "metadata": {"name": node_name, "labels": {SHARD_LABEL: shard}},
             "spec": {"nodeConfig": {"cpu": "4"}},
         }
         await client.create(CRS, cr)
-        with trio.fail_after(5):
+        with trio.fail_after(READY_WITHIN[apiserver.kind]):
             while True:
-                node = await _get(client, "/api/v1/nodes/sb-node")
+                node = await _get(client, f"/api/v1/nodes/{node_name}")
                 lease = await _get(
-                    client, "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/sb-node"
+                    client,
+                    f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{node_name}",
                 )
                 ready = [
                     c
@@ -60,22 +69,22 @@ async def test_cr_to_ready_node_and_pod_running(
                 await trio.sleep(0.05)
         assert node is not None and lease is not None
         assert node["status"]["capacity"]["cpu"] == "4"
-        assert lease["spec"]["holderIdentity"] == "sb-node"
+        assert lease["spec"]["holderIdentity"] == node_name
         pod = {
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": {
-                "name": "sb-pod",
+                "name": pod_name,
                 "annotations": {"zhizuqiu.github.com/delayRunning": "1s"},
             },
-            "spec": {"nodeName": "sb-node", "containers": [{"name": "c", "image": "nginx"}]},
+            "spec": {"nodeName": node_name, "containers": [{"name": "c", "image": "nginx"}]},
         }
         created = trio.current_time()
         await client.create(PODS, pod)
         seen_pending = False
         with trio.fail_after(4):
             while True:
-                obj = await _get(client, f"{PODS}/sb-pod")
+                obj = await _get(client, f"{PODS}/{pod_name}")
                 current = ((obj or {}).get("status") or {}).get("phase")
                 if current == "Pending" and (obj or {})["status"].get("containerStatuses"):
                     seen_pending = True
@@ -85,6 +94,17 @@ async def test_cr_to_ready_node_and_pod_running(
         took = trio.current_time() - created
         assert seen_pending
         assert 0.0 < took < 2.5  # 1 s after creation (creationTimestamp has whole seconds)
-        cr_now = await client.get(f"{CRS}/sb-node")
+        cr_now = await client.get(f"{CRS}/{node_name}")
         conditions = {c["type"]: c["status"] for c in cr_now["status"]["conditions"]}
         assert conditions == {"Registered": "True", "Ready": "True"}
+
+        # Deleted while the shard runs (it holds the CR's finalizer): nothing of this test
+        # is left on a shared apiserver.
+        await client.delete(f"{PODS}/{pod_name}", grace_period_seconds=0)
+        await client.delete(f"{CRS}/{node_name}")
+        with trio.fail_after(30):
+            while True:
+                if await _get(client, f"/api/v1/nodes/{node_name}") is None:
+                    break
+                await trio.sleep(0.1)
+        nursery.cancel_scope.cancel()
