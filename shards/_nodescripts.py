@@ -48,7 +48,7 @@ from fleet.kube import ObjectMeta, Requester, WatchEvent
 from fleet.wire import NODESCRIPT_PLURAL
 from shards._library import MockStatusView, Report, ScriptError, WatchedLibrary
 from shards._nodeobj import Taint
-from shards._policies import PodFacts, Policy, compile_policy, unit_draw
+from shards._policies import PodFacts, Policy, compile_policy, jittered_offsets, unit_draw
 
 __all__ = [
     "ANNOTATION_NODE_SCRIPT",
@@ -187,16 +187,10 @@ class NodeTimeline:
         return self.percent >= 100 or unit_draw(node, f"{self.key}/percent") * 100 < self.percent
 
     def _offsets(self, node: str) -> list[float]:
-        offsets: list[float] = []
-        previous = 0.0
-        for index, step in enumerate(self.steps):
-            at = step.after
-            if step.jitter > 0:
-                shift = step.jitter * unit_draw(node, f"{self.key}/step/{index}")
-                at += round(shift) if step.jitter >= 1 else round(shift, 3)
-            previous = at = max(at, previous)
-            offsets.append(at)
-        return offsets
+        return jittered_offsets(
+            [(step.after, step.jitter) for step in self.steps],
+            lambda index: unit_draw(node, f"{self.key}/step/{index}"),
+        )
 
     def state_at(self, node: str, now: datetime) -> tuple[NodeOverlay, float | None]:
         """The node's overlay at ``now`` and the seconds until it next changes (None: never)."""

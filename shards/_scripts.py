@@ -62,6 +62,7 @@ from shards._policies import (
     PolicyIndex,
     compile_policy,
     jitter_draw,
+    jittered_offsets,
     weighted_choice,
 )
 
@@ -265,17 +266,12 @@ class Timeline:
             return self.fixed
         branch = weighted_choice(uid, "branch", self.weights) if self.branches else -1
         timed = self.prefix + (self.branches[branch] if branch >= 0 else ())
-        offsets: list[float] = []
-        previous = 0.0
-        for index, entry in enumerate(timed):
-            at = entry.after
-            if entry.jitter > 0:
-                shift = entry.jitter * jitter_draw(
-                    uid, f"step/{index}", "normal" if entry.normal else "uniform"
-                )
-                at += round(shift) if entry.jitter >= 1 else round(shift, 3)
-            previous = at = max(at, previous)
-            offsets.append(at)
+        offsets = jittered_offsets(
+            [(entry.after, entry.jitter) for entry in timed],
+            lambda index: jitter_draw(
+                uid, f"step/{index}", "normal" if timed[index].normal else "uniform"
+            ),
+        )
         key = (branch, tuple(offsets))
         plan = self._plans.get(key)
         if plan is None:
