@@ -8,6 +8,7 @@ packages and tests name; everything else lives in the ``_``-prefixed modules:
 ``_engine`` (the tasks), ``_kubelets`` (Nodes, node status, CR status),
 ``_nodelease`` (node Leases; ``_leaselane`` sends their renewals),
 ``_nodescripts`` (NodeScripts: which nodes follow which, and what they do when),
+``_scripts`` (MockStatuses; both on ``_library``, the watched library they share),
 ``_pods`` (pod lifecycle), ``_shardlease`` (the shard's Lease and the fence),
 ``_cr`` (Node CR -> kubelet), ``_kubeletapi`` (the kubelet API: logs, stats), and the pure parts ``_plan``, ``_podstatus``,
 ``_nodeobj``, ``_ipam``, ``_timers``.

@@ -91,6 +91,7 @@ from shards._cr import (
 )
 from shards._ipam import NodeAddressPool, PodIPPool, PoolExhausted, node_pod_cidr, subrange
 from shards._kubeletapi import KubeletEndpoint, served_spec
+from shards._library import MockStatusView, ScriptError
 from shards._nodelease import NodeLeases, lease_path
 from shards._nodeobj import (
     DEFAULT_KUBELET_VERSION,
@@ -112,7 +113,6 @@ from shards._nodescripts import (
 )
 from shards._nodewatch import NodeObject, reports_differ
 from shards._podstatus import encode_patch
-from shards._scripts import MockStatusView, ScriptError
 from shards._timers import spread
 
 __all__ = ["REGISTER_ON_HOT", "NodeClaims", "NodeDriver", "NodeListener", "NodeState"]

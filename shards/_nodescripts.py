@@ -19,26 +19,24 @@ a task per node. A restart step found more than :data:`RESTART_WITHIN` past
 its start (a shard restart, a script matched late) is not replayed.
 
 :class:`NodeScriptLibrary` keeps every NodeScript through one watch over all
-namespaces, compiles each once per spec, and tells the node driver when the
-set changes (one re-match pass, coalesced); an invalid one matches nothing and
-is reported (shard 0: condition Valid False, reason InvalidNodeScript, and a
-Warning Event, ``_scriptreport``).
+namespaces, compiles each once per spec (both
+:class:`~shards._library.WatchedLibrary`'s, shared with the MockStatuses), and
+tells the node driver when the set changes (one re-match pass, coalesced); an
+invalid one matches nothing and is reported (shard 0: condition Valid False,
+reason InvalidNodeScript, and a Warning Event, ``_scriptreport``).
 """
 
 from __future__ import annotations
 
-import logging
 import random
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import msgspec
 import trio
 
 from fleet.api import (
-    CRDS_MISSING_HINT,
     NodeScript,
     NodeScriptStep,
     PodSelector,
@@ -46,11 +44,11 @@ from fleet.api import (
     parse_go_duration,
 )
 from fleet.errors import InputError
-from fleet.kube import Reflector, Requester, WatchEvent, resource_path
-from fleet.wire import GROUP, NODESCRIPT_PLURAL, VERSION
+from fleet.kube import ObjectMeta, Requester, WatchEvent
+from fleet.wire import NODESCRIPT_PLURAL
+from shards._library import MockStatusView, Report, ScriptError, WatchedLibrary
 from shards._nodeobj import Taint
-from shards._policies import PodFacts, Policy, compile_policy, unit_draw
-from shards._scripts import MockStatusView, ScriptError
+from shards._policies import PodFacts, Policy, compile_policy, jittered_offsets, unit_draw
 
 __all__ = [
     "ANNOTATION_NODE_SCRIPT",
@@ -65,8 +63,6 @@ __all__ = [
     "transition_event",
 ]
 
-log = logging.getLogger(__name__)
-
 ANNOTATION_NODE_SCRIPT = "zhizuqiu.github.com/nodeScript"
 """On a Node CR: the NodeScript (same namespace) it follows, whatever the selectors say."""
 INVALID_NODE_SCRIPT = "InvalidNodeScript"
@@ -74,11 +70,6 @@ INVALID_NODE_SCRIPT = "InvalidNodeScript"
 RESTART_WITHIN = 60.0
 """Seconds after a kubeletRestart step's start within which the restart is still done when
 the node is first evaluated in it; later it is not replayed."""
-EVENT_BUFFER = 256
-SYNC_WAIT = 10.0
-"""Seconds the shard waits for the first list of NodeScripts before going on without."""
-
-_decode_spec = msgspec.json.Decoder(dict[str, Any]).decode
 
 # type -> status -> (reason, message): the kubelet's setters' wording (and the route
 # controller's for NetworkUnavailable).
@@ -196,16 +187,10 @@ class NodeTimeline:
         return self.percent >= 100 or unit_draw(node, f"{self.key}/percent") * 100 < self.percent
 
     def _offsets(self, node: str) -> list[float]:
-        offsets: list[float] = []
-        previous = 0.0
-        for index, step in enumerate(self.steps):
-            at = step.after
-            if step.jitter > 0:
-                shift = step.jitter * unit_draw(node, f"{self.key}/step/{index}")
-                at += round(shift) if step.jitter >= 1 else round(shift, 3)
-            previous = at = max(at, previous)
-            offsets.append(at)
-        return offsets
+        return jittered_offsets(
+            [(step.after, step.jitter) for step in self.steps],
+            lambda index: unit_draw(node, f"{self.key}/step/{index}"),
+        )
 
     def state_at(self, node: str, now: datetime) -> tuple[NodeOverlay, float | None]:
         """The node's overlay at ``now`` and the seconds until it next changes (None: never)."""
@@ -262,34 +247,28 @@ def compile_node_script(script: NodeScript, created: datetime) -> NodeTimeline:
     )
 
 
-class NodeScriptLibrary:
+class NodeScriptLibrary(WatchedLibrary[NodeTimeline]):
     """Every NodeScript in the cluster, compiled once per spec; see the module docstring."""
+
+    kind = "NodeScript"
+    invalid_reason = INVALID_NODE_SCRIPT
+    meanwhile = "nodes follow none meanwhile"
 
     def __init__(
         self,
         requester: Requester,
         *,
         on_change: Callable[[], None] | None = None,
-        on_report: Callable[[MockStatusView, ScriptError | None], Awaitable[None]] | None = None,
+        on_report: Report | None = None,
         clock: Callable[[], float] = trio.current_time,
         rng: random.Random | None = None,
     ) -> None:
         """``on_change``: the set of scripts or one's spec changed (the node driver re-matches);
         ``on_report``: awaited with each one listed or changed and why it does not validate."""
-        self.reflector: Reflector[MockStatusView] = Reflector(
-            requester,
-            resource_path(GROUP, VERSION, NODESCRIPT_PLURAL),
-            MockStatusView,
-            clock=clock,
-            rng=rng,
-            missing_hint=CRDS_MISSING_HINT,
-        )
+        super().__init__(requester, NODESCRIPT_PLURAL, on_report=on_report, clock=clock, rng=rng)
         self._on_change = on_change
-        self._on_report = on_report
-        self._compiled: dict[str, tuple[bytes, NodeTimeline | ScriptError]] = {}
         self._ordered: tuple[NodeTimeline, ...] = ()
         """The valid scripts with a selector, highest priority first."""
-        self.synced = trio.Event()
 
     def __len__(self) -> int:
         return len(self._compiled)
@@ -322,53 +301,17 @@ class NodeScriptLibrary:
 
     # -- watching -----------------------------------------------------------------------------
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Watch NodeScripts until cancelled; started once listed (or after ``SYNC_WAIT``)."""
-        send, receive = trio.open_memory_channel[WatchEvent[MockStatusView]](EVENT_BUFFER)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._consume, receive)
-            nursery.start_soon(self._reflect, send)
-            with trio.move_on_after(SYNC_WAIT):
-                await self.synced.wait()
-            if not self.synced.is_set():
-                log.warning(
-                    "NodeScript list not in after %.0f s (%s); nodes follow none meanwhile",
-                    SYNC_WAIT,
-                    self.reflector.statistics().last_error,
-                )
-            task_status.started()
-
-    async def _reflect(self, send: trio.MemorySendChannel[WatchEvent[MockStatusView]]) -> None:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(self.reflector.run, send)
-            self.synced.set()
-
-    async def _consume(
-        self, receive: trio.MemoryReceiveChannel[WatchEvent[MockStatusView]]
-    ) -> None:
-        async with receive:
-            async for event in receive:
-                problem = self.on_event(event)
-                if event.type != "DELETED" and self._on_report is not None:
-                    await self._on_report(event.obj, problem)
-
     def on_event(self, event: WatchEvent[MockStatusView]) -> ScriptError | None:
         """Keep the scripts in step with one event; why the script does not validate."""
-        view = event.obj
-        meta = view.metadata
+        meta = event.obj.metadata
         key = f"{meta.namespace}/{meta.name}"
         if event.type == "DELETED":
             if self._compiled.pop(key, None) is not None:
                 self._changed()
             return None
-        spec = bytes(view.spec)
-        cached = self._compiled.get(key)
-        if cached is not None and cached[0] == spec:
-            result = cached[1]
-            return result if isinstance(result, ScriptError) else None
-        result = self._compile(view)
-        self._compiled[key] = (spec, result)
-        self._changed()
+        result, fresh = self.compiled(key, event.obj)
+        if fresh:
+            self._changed()
         return result if isinstance(result, ScriptError) else None
 
     def _changed(self) -> None:
@@ -383,17 +326,11 @@ class NodeScriptLibrary:
         if self._on_change is not None:
             self._on_change()
 
-    @staticmethod
-    def _compile(view: MockStatusView) -> NodeTimeline | ScriptError:
-        meta = view.metadata
-        try:
-            spec = _decode_spec(view.spec)
-            script = load_node_script(
-                {"metadata": {"name": meta.name, "namespace": meta.namespace}, "spec": spec}
-            )
-            created = meta.creation_timestamp
-            if created is None:
-                raise InputError("metadata.creationTimestamp: missing")
-            return compile_node_script(script, created)
-        except (InputError, msgspec.DecodeError, ValueError) as exc:
-            return ScriptError(str(exc), INVALID_NODE_SCRIPT)
+    def build(self, document: dict[str, Any], meta: ObjectMeta) -> NodeTimeline:
+        """A NodeScript document as its :class:`NodeTimeline`, its steps counted from the
+        object's creationTimestamp."""
+        script = load_node_script(document)
+        created = meta.creation_timestamp
+        if created is None:
+            raise InputError("metadata.creationTimestamp: missing")
+        return compile_node_script(script, created)

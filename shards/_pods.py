@@ -57,6 +57,7 @@ from shards._events import container_events
 from shards._ipam import PoolExhausted
 from shards._kubeletapi import KUBELET_ANNOTATION_PREFIXES
 from shards._kubelets import NodeState
+from shards._library import MockStatusView, ScriptError
 from shards._plan import (
     ANNOTATION_MOCK_STATUS,
     ANNOTATION_POD_IPS,
@@ -72,13 +73,7 @@ from shards._plan import (
 from shards._podstatus import ContainerSpec, PodView, RuntimeStyle, build_status, encode_patch
 from shards._podstatus import pod_status_patch as make_patch
 from shards._policies import PodFacts
-from shards._scripts import (
-    INVALID_REASON,
-    MISSING_REASON,
-    MockStatusView,
-    ScriptError,
-    ScriptLibrary,
-)
+from shards._scripts import INVALID_REASON, MISSING_REASON, ScriptLibrary
 
 __all__ = ["PodDriver", "PodObject", "PodRecord"]
 

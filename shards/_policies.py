@@ -12,7 +12,8 @@ alphabetically first ``namespace/name``. The pieces, all pure (no clock, no I/O)
   facts and policy generation, not one per pod and never one per tick.
 - :class:`Policy` (:func:`compile_policy`) and :class:`PolicyIndex`: the
   policies in order, and ``match(facts)``.
-- :func:`unit_draw`, :func:`jitter_draw`, :func:`weighted_choice`: the per-pod
+- :func:`unit_draw`, :func:`jitter_draw`, :func:`weighted_choice`,
+  :func:`jittered_offsets`: the per-pod (and per-node: ``_nodescripts``)
   randomness of jittered steps and weighted branches, derived from the pod's
   uid with BLAKE2b (not ``random``, whose sequences are not promised across
   Python versions): a pod draws the same values on every shard, after every
@@ -26,7 +27,7 @@ facts change, and again only when the set of policies changes.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Literal
@@ -42,6 +43,7 @@ __all__ = [
     "PolicyIndex",
     "compile_policy",
     "jitter_draw",
+    "jittered_offsets",
     "unit_draw",
     "weighted_choice",
 ]
@@ -218,6 +220,25 @@ def jitter_draw(uid: str, salt: str, distribution: Literal["uniform", "normal"])
     if distribution == "uniform":
         return unit
     return min(1.0, max(0.0, _SPREAD.inv_cdf(unit)))
+
+
+def jittered_offsets(
+    steps: Sequence[tuple[float, float]], draw: Callable[[int], float]
+) -> list[float]:
+    """The offset of each (after, jitter) step: ``after`` plus ``jitter`` times ``draw(index)``
+    (0 to 1; drawn only for a step with jitter), in whole seconds for a window of a second or
+    more (status times have one-second resolution, and objects drawing alike then share
+    their plans), and never before the step it follows (a draw that would is moved up)."""
+    offsets: list[float] = []
+    previous = 0.0
+    for index, (after, jitter) in enumerate(steps):
+        at = after
+        if jitter > 0:
+            shift = jitter * draw(index)
+            at += round(shift) if jitter >= 1 else round(shift, 3)
+        previous = at = max(at, previous)
+        offsets.append(at)
+    return offsets
 
 
 def weighted_choice(uid: str, salt: str, weights: Sequence[int]) -> int:

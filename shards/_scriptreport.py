@@ -38,9 +38,10 @@ from fleet.kube import resource_path
 from fleet.machinery import MERGE_PATCH, format_time
 from fleet.wire import GROUP, MOCKSTATUS_PLURAL, NODESCRIPT_PLURAL, VERSION
 from shards._context import ShardContext
+from shards._library import MockStatusView, ScriptError
 from shards._nodescripts import INVALID_NODE_SCRIPT
 from shards._podstatus import encode_patch
-from shards._scripts import INVALID_REASON, MockStatusView, ScriptError
+from shards._scripts import INVALID_REASON
 
 __all__ = ["VALID_CONDITION", "VALID_REASON", "ScriptReporter", "node_script_reporter"]
 

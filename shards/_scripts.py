@@ -10,30 +10,26 @@ cached per resourceVersion), and hands :func:`~shards._plan.compile_plan` a
 per-namespace resolver (:meth:`ScriptLibrary.resolver`).
 
 A name that resolves to nothing, or to a MockStatus that does not validate,
-raises :class:`ScriptError` (an :class:`~fleet.errors.InputError` with a
-``reason``): the pod driver keeps such a pod Pending with that reason and a
+raises :class:`~shards._library.ScriptError` (an :class:`~fleet.errors.InputError`
+with a ``reason``): the pod driver keeps such a pod Pending with that reason and a
 Warning Event. Every ADDED or MODIFIED MockStatus is passed to ``on_change``
 (the pod driver re-plans the pods naming it); a DELETED one is only forgotten:
 pods already following it keep the steps they have, new pods wait for it.
 
-The library waits at most ``SYNC_WAIT`` seconds for its first list before
-reporting started, so a cluster without the CRD (or without the RBAC verbs)
-does not hold the shard up; the reflector keeps retrying behind it.
+The watch, the per-spec cache and the wait for the first list are
+:class:`~shards._library.WatchedLibrary`'s, shared with the NodeScripts.
 """
 
 from __future__ import annotations
 
-import logging
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgspec
 import trio
 
 from fleet.api import (
-    CRDS_MISSING_HINT,
     ContainerScript,
     InitContainerScript,
     MockStatus,
@@ -41,11 +37,11 @@ from fleet.api import (
     load_mock_status,
     parse_go_duration,
 )
-from fleet.errors import InputError
-from fleet.kube import ObjectMeta, Reflector, Requester, WatchEvent, resource_path
-from fleet.wire import GROUP, MOCKSTATUS_PLURAL, VERSION
+from fleet.kube import ObjectMeta, Requester, WatchEvent
+from fleet.wire import MOCKSTATUS_PLURAL
 from shards._behaviours import CrashLoop, ReadinessFlap
 from shards._initrun import InitEntry, InitRun
+from shards._library import MockStatusView, Report, ScriptError, WatchedLibrary
 from shards._plan import (
     ANNOTATION_MOCK_STATUS,
     COMPLETED,
@@ -66,6 +62,7 @@ from shards._policies import (
     PolicyIndex,
     compile_policy,
     jitter_draw,
+    jittered_offsets,
     weighted_choice,
 )
 
@@ -73,20 +70,12 @@ __all__ = [
     "INVALID_REASON",
     "MISSING_REASON",
     "SCRIPT_SOURCE",
-    "SYNC_WAIT",
-    "MockStatusView",
-    "ScriptError",
     "ScriptLibrary",
     "Timeline",
     "compile_script",
     "compile_timeline",
 ]
 
-log = logging.getLogger(__name__)
-
-SYNC_WAIT = 10.0
-"""Seconds the shard waits for the first MockStatus list before starting anyway."""
-EVENT_BUFFER = 256
 MISSING_REASON = "MockStatusNotFound"
 """Pod ``status.reason`` (and Event reason) while its MockStatus does not exist."""
 INVALID_REASON = "InvalidMockStatus"
@@ -96,24 +85,6 @@ SCRIPT_SOURCE = "mockStatus"
 PLAN_CACHE = 4096
 """Distinct per-pod Plans a jittered or branching MockStatus keeps to share between pods
 (pods drawing the same whole seconds and branch share one); past it each pod has its own."""
-
-_decode_spec = msgspec.json.Decoder(dict[str, Any]).decode
-
-
-class MockStatusView(msgspec.Struct, frozen=True):
-    """A MockStatus as the reflector holds it; the spec is validated when compiled."""
-
-    metadata: ObjectMeta = ObjectMeta()
-    spec: msgspec.Raw = msgspec.Raw(b"{}")
-    status: msgspec.Raw = msgspec.Raw(b"{}")
-
-
-class ScriptError(InputError):
-    """A pod's MockStatus is missing or invalid; ``reason`` is the pod's status.reason."""
-
-    def __init__(self, message: str, reason: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 # --- compiling ----------------------------------------------------------------
@@ -295,17 +266,12 @@ class Timeline:
             return self.fixed
         branch = weighted_choice(uid, "branch", self.weights) if self.branches else -1
         timed = self.prefix + (self.branches[branch] if branch >= 0 else ())
-        offsets: list[float] = []
-        previous = 0.0
-        for index, entry in enumerate(timed):
-            at = entry.after
-            if entry.jitter > 0:
-                shift = entry.jitter * jitter_draw(
-                    uid, f"step/{index}", "normal" if entry.normal else "uniform"
-                )
-                at += round(shift) if entry.jitter >= 1 else round(shift, 3)
-            previous = at = max(at, previous)
-            offsets.append(at)
+        offsets = jittered_offsets(
+            [(entry.after, entry.jitter) for entry in timed],
+            lambda index: jitter_draw(
+                uid, f"step/{index}", "normal" if timed[index].normal else "uniform"
+            ),
+        )
         key = (branch, tuple(offsets))
         plan = self._plans.get(key)
         if plan is None:
@@ -341,8 +307,12 @@ def compile_timeline(script: MockStatus) -> Timeline:
 # --- the library --------------------------------------------------------------
 
 
-class ScriptLibrary:
+class ScriptLibrary(WatchedLibrary[Timeline]):
     """Every MockStatus in the cluster, compiled on demand; see the module docstring."""
+
+    kind = "MockStatus"
+    invalid_reason = INVALID_REASON
+    meanwhile = "pods naming one wait for it"
 
     def __init__(
         self,
@@ -350,32 +320,19 @@ class ScriptLibrary:
         *,
         on_change: Callable[[str, str], None] | None = None,
         on_policies_change: Callable[[], None] | None = None,
-        on_report: Callable[[MockStatusView, ScriptError | None], Awaitable[None]] | None = None,
+        on_report: Report | None = None,
         clock: Callable[[], float] = trio.current_time,
         rng: random.Random | None = None,
     ) -> None:
-        self.reflector: Reflector[MockStatusView] = Reflector(
-            requester,
-            resource_path(GROUP, VERSION, MOCKSTATUS_PLURAL),
-            MockStatusView,
-            clock=clock,
-            rng=rng,
-            missing_hint=CRDS_MISSING_HINT,
-        )
+        super().__init__(requester, MOCKSTATUS_PLURAL, on_report=on_report, clock=clock, rng=rng)
         self.on_change = on_change
         """Called with each MockStatus (namespace, name) whose spec changed."""
         self.on_policies_change = on_policies_change
         """Called when a policy (a MockStatus with a selector) appears, changes or goes."""
-        self.on_report = on_report
-        """Awaited with each MockStatus listed or changed, and why it does not validate
-        (None: it does); shard 0 reports it on the object (``shards._scriptreport``)."""
         self.policies = PolicyIndex()
-        self._compiled: dict[str, tuple[bytes, Timeline | ScriptError]] = {}
-        """``namespace/name`` -> (its spec, its Timeline or why it has none)."""
         self._signalled: dict[str, bytes] = {}
         """``namespace/name`` -> the spec the pod driver was last told about: a change to
         the status alone (our own report) re-plans nothing."""
-        self.synced = trio.Event()
 
     # -- resolving -------------------------------------------------------------------------
 
@@ -391,7 +348,7 @@ class ScriptLibrary:
                 f"{where}: no MockStatus {key}; the pod stays Pending until it is created",
                 MISSING_REASON,
             )
-        result = self._timeline(key, view)
+        result, _fresh = self.compiled(key, view)
         if isinstance(result, ScriptError):
             raise ScriptError(f"{where}: {result}", result.reason)
         return result.plan_for(uid)
@@ -413,62 +370,16 @@ class ScriptLibrary:
         view = self.reflector.objects.get(key) if key else None
         if view is None:
             return None
-        result = self._timeline(key, view)
+        result, _fresh = self.compiled(key, view)
         if isinstance(result, ScriptError):
             return None
         return key, result.plan_for(uid)
 
-    def _timeline(self, key: str, view: MockStatusView) -> Timeline | ScriptError:
-        spec = bytes(view.spec)
-        cached = self._compiled.get(key)
-        if cached is None or cached[0] != spec:
-            cached = (spec, self._compile(view))
-            self._compiled[key] = cached
-        return cached[1]
-
-    @staticmethod
-    def _compile(view: MockStatusView) -> Timeline | ScriptError:
-        meta = view.metadata
-        try:
-            spec = _decode_spec(view.spec)
-            script = load_mock_status(
-                {"metadata": {"name": meta.name, "namespace": meta.namespace}, "spec": spec}
-            )
-            return compile_timeline(script)
-        except (InputError, msgspec.DecodeError, ValueError) as exc:
-            return ScriptError(str(exc), INVALID_REASON)
+    def build(self, document: dict[str, Any], meta: ObjectMeta) -> Timeline:
+        """A MockStatus document as its :class:`Timeline`."""
+        return compile_timeline(load_mock_status(document))
 
     # -- watching --------------------------------------------------------------------------
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Watch MockStatuses until cancelled; started once listed (or after ``SYNC_WAIT``)."""
-        send, receive = trio.open_memory_channel[WatchEvent[MockStatusView]](EVENT_BUFFER)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._consume, receive)
-            nursery.start_soon(self._reflect, send)
-            with trio.move_on_after(SYNC_WAIT):
-                await self.synced.wait()
-            if not self.synced.is_set():
-                log.warning(
-                    "MockStatus list not in after %.0f s (%s); pods naming one wait for it",
-                    SYNC_WAIT,
-                    self.reflector.statistics().last_error,
-                )
-            task_status.started()
-
-    async def _reflect(self, send: trio.MemorySendChannel[WatchEvent[MockStatusView]]) -> None:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(self.reflector.run, send)
-            self.synced.set()
-
-    async def _consume(
-        self, receive: trio.MemoryReceiveChannel[WatchEvent[MockStatusView]]
-    ) -> None:
-        async with receive:
-            async for event in receive:
-                problem = self.on_event(event)
-                if event.type != "DELETED" and self.on_report is not None:
-                    await self.on_report(event.obj, problem)
 
     def on_event(self, event: WatchEvent[MockStatusView]) -> ScriptError | None:
         """Keep the policy index in step with one MockStatus event, and tell the pod driver;
@@ -481,7 +392,7 @@ class ScriptLibrary:
             if self.policies.remove(key) and self.on_policies_change is not None:
                 self.on_policies_change()
             return None
-        result = self._timeline(key, event.obj)
+        result, _fresh = self.compiled(key, event.obj)
         problem = result if isinstance(result, ScriptError) else None
         spec = bytes(event.obj.spec)
         if self._signalled.get(key) == spec:

@@ -252,26 +252,9 @@ class DelayQueue(Generic[K]):
             self._late += 1
 
     async def _sleep_until_next(self) -> None:
-        # Drop stale entries at the top so we do not wake for nothing.
-        heap = self._heap
-        while heap:
-            _when, seq, key = heap[0]
-            live = self._live.get(key)
-            if live is not None and live[1] == seq:
-                break
-            heapq.heappop(heap)
-        deadline = heap[0][0] if heap else math.inf
-        self._wakeup = trio.Event()
-        self._sleeping_until = deadline
-        try:
-            if deadline == math.inf:
-                await self._wakeup.wait()
-            else:
-                delay = max(0.0, deadline - self._clock())
-                with trio.move_on_at(trio.current_time() + delay):
-                    await self._wakeup.wait()
-        finally:
-            self._sleeping_until = None
+        # Stale entries at the top are dropped, so we do not wake for nothing.
+        due = self.next_due()
+        await self.wait_until(math.inf if due is None else due)
 
     def _compact(self) -> None:
         self._heap = [(when, seq, key) for key, (when, seq) in self._live.items()]

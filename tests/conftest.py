@@ -28,8 +28,6 @@ against:
 from __future__ import annotations
 
 import os
-import queue
-import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -123,35 +121,6 @@ async def apiserver(
 @pytest.fixture(scope="session")
 def shared_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSandbox]:
     kubeconfig = tmp_path_factory.mktemp("sandbox") / "kubeconfig"
-    started: queue.Queue[RunningSandbox | BaseException] = queue.Queue(maxsize=1)
-    stop: list[tuple[trio.lowlevel.TrioToken, trio.Event]] = []
-
-    async def main() -> None:
-        stop_event = trio.Event()
-        stop.append((trio.lowlevel.current_trio_token(), stop_event))
-        async with trio.open_nursery() as nursery:
-            running = await nursery.start(
-                serve_sandbox, SandboxSettings(port=0, kubeconfig_out=kubeconfig)
-            )
-            started.put(running)
-            await stop_event.wait()
-            nursery.cancel_scope.cancel()
-
-    def thread_main() -> None:
-        try:
-            trio.run(main)
-        except BaseException as exc:  # reported to the fixture, not lost in the thread
-            if started.empty():
-                started.put(exc)
-
-    thread = threading.Thread(target=thread_main, name="shared-sandbox", daemon=True)
-    thread.start()
-    result = started.get(timeout=30)
-    if isinstance(result, BaseException):
-        raise result
-    try:
-        yield result
-    finally:
-        token, event = stop[0]
-        trio.from_thread.run_sync(event.set, trio_token=token)
-        thread.join(timeout=10)
+    yield from serve_in_thread(
+        "shared-sandbox", serve_sandbox, SandboxSettings(port=0, kubeconfig_out=kubeconfig), 30
+    )

@@ -146,6 +146,13 @@ def _crd(
 
 
 _AGE = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
+_VALID = {
+    "name": "Valid",
+    "type": "string",
+    "jsonPath": '.status.conditions[?(@.type=="Valid")].status',
+}
+"""A script's condition Valid, which shard 0 reports (MockStatus, NodeScript)."""
+_PRIORITY = {"name": "Priority", "type": "integer", "jsonPath": ".spec.priority"}
 
 
 CRDS_MISSING_HINT = (
@@ -188,12 +195,8 @@ def crd_manifests() -> list[dict[str, Any]]:
             short_names=["mst"],
             model=MockStatus,
             printer_columns=[
-                {
-                    "name": "Valid",
-                    "type": "string",
-                    "jsonPath": '.status.conditions[?(@.type=="Valid")].status',
-                },
-                {"name": "Priority", "type": "integer", "jsonPath": ".spec.priority"},
+                _VALID,
+                _PRIORITY,
                 _AGE,
             ],
             status=True,
@@ -205,12 +208,8 @@ def crd_manifests() -> list[dict[str, Any]]:
             short_names=["nscript"],
             model=NodeScript,
             printer_columns=[
-                {
-                    "name": "Valid",
-                    "type": "string",
-                    "jsonPath": '.status.conditions[?(@.type=="Valid")].status',
-                },
-                {"name": "Priority", "type": "integer", "jsonPath": ".spec.priority"},
+                _VALID,
+                _PRIORITY,
                 {"name": "Percent", "type": "integer", "jsonPath": ".spec.percent"},
                 _AGE,
             ],

@@ -51,7 +51,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from ._duration import parse_go_duration
+from ._steps import TimedStep, check_duty_cycle, check_later
 from ._types import Condition, CRModel, GoDuration, ObjectMeta, StringMap
 
 __all__ = [
@@ -140,9 +140,9 @@ class ContainerScript(CRModel):
                 "restarts and readiness are for running containers: no waiting/terminated"
             )
         if self.readiness is not None:
-            period = parse_go_duration(self.readiness.period)
-            if not 0 < parse_go_duration(self.readiness.not_ready_for) < period:
-                raise ValueError("readiness: notReadyFor must be more than 0 and less than period")
+            check_duty_cycle(
+                "readiness: notReadyFor", self.readiness.period, self.readiness.not_ready_for
+            )
         return self
 
 
@@ -191,7 +191,7 @@ class InitContainerScript(CRModel):
         return self
 
 
-class MockStatusStep(CRModel):
+class MockStatusStep(TimedStep):
     """From `after` on (since the pod's creation), the pod is in `phase`."""
 
     @model_validator(mode="after")
@@ -222,14 +222,6 @@ class MockStatusStep(CRModel):
     message: str | None = Field(default=None, description="status.message of the pod.")
     containers: list[ContainerScript] = Field(default_factory=list)
 
-    def after_seconds(self) -> float:
-        """``after`` in seconds."""
-        return parse_go_duration(self.after) / 1e9
-
-    def jitter_seconds(self) -> float:
-        """``jitter`` in seconds (0 without one)."""
-        return 0.0 if self.jitter is None else parse_go_duration(self.jitter) / 1e9
-
 
 def _check_order(steps: list[MockStatusStep], where: str, first: int = 0) -> None:
     for i in range(1, len(steps)):
@@ -239,11 +231,7 @@ def _check_order(steps: list[MockStatusStep], where: str, first: int = 0) -> Non
                 f"{where}step {i + first} follows the terminal step {i + first - 1} "
                 f"({prev.phase}): a terminal phase sticks"
             )
-        if parse_go_duration(step.after) <= parse_go_duration(prev.after):
-            raise ValueError(
-                f'{where}step {i + first}: after "{step.after}" must be later than '
-                f'step {i + first - 1}\'s "{prev.after}"'
-            )
+        check_later(prev, step, i + first, where)
 
 
 class LabelSelectorRequirement(CRModel):

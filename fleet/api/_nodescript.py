@@ -37,9 +37,9 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from ._duration import parse_go_duration
 from ._mockstatus import LabelSelectorRequirement
 from ._quantity import parse_quantity
+from ._steps import TimedStep, check_duty_cycle, check_later
 from ._types import Condition, CRModel, GoDuration, ObjectMeta, StringMap, Taint
 
 __all__ = [
@@ -82,7 +82,7 @@ class LeaseFlapScript(CRModel):
     )
 
 
-class NodeScriptStep(CRModel):
+class NodeScriptStep(TimedStep):
     """From `after` on (since the NodeScript's creation), the node behaves so."""
 
     after: GoDuration = Field(description="Go duration since the NodeScript's creationTimestamp.")
@@ -138,16 +138,8 @@ class NodeScriptStep(CRModel):
         if self.flap is not None:
             if self.lease == "Paused":
                 raise ValueError("flap needs lease: Renewing (Paused already stops it)")
-            period = parse_go_duration(self.flap.period)
-            if not 0 < parse_go_duration(self.flap.paused_for) < period:
-                raise ValueError("flap: pausedFor must be more than 0 and less than period")
+            check_duty_cycle("flap: pausedFor", self.flap.period, self.flap.paused_for)
         return self
-
-    def after_seconds(self) -> float:
-        return parse_go_duration(self.after) / 1e9
-
-    def jitter_seconds(self) -> float:
-        return 0.0 if self.jitter is None else parse_go_duration(self.jitter) / 1e9
 
 
 class NodeScriptSelector(CRModel):
@@ -198,11 +190,7 @@ class NodeScriptSpec(CRModel):
     @classmethod
     def _ordered(cls, steps: list[NodeScriptStep]) -> list[NodeScriptStep]:
         for i in range(1, len(steps)):
-            if steps[i].after_seconds() <= steps[i - 1].after_seconds():
-                raise ValueError(
-                    f'step {i}: after "{steps[i].after}" must be later than step {i - 1}\'s '
-                    f'"{steps[i - 1].after}"'
-                )
+            check_later(steps[i - 1], steps[i], i)
         return steps
 
 

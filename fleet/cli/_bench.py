@@ -36,7 +36,7 @@ import tempfile
 from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 import typer
@@ -199,6 +199,36 @@ def _scenario_rate(rates: list[int] | None) -> float | None:
     return float(rates[0])
 
 
+class _Result(Protocol):
+    """What every micro-benchmark's result has (``bench.transport``, ``.sandbox``, ``.shard``)."""
+
+    @property
+    def command(self) -> str: ...
+
+    def to_json(self) -> str: ...
+
+
+def _emit(
+    result: _Result,
+    path: Path | None,
+    *,
+    as_json: bool,
+    header: str,
+    report: Callable[[], str],
+) -> None:
+    """A micro-benchmark's result: written as JSON to ``path`` (if any), and printed as
+    JSON or as ``header``, the command and the ``report``."""
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(result.to_json() + "\n")
+    if as_json:
+        typer.echo(result.to_json())
+    else:
+        typer.echo(header)
+        typer.echo(f"command: {result.command}\n")
+        typer.echo(report())
+
+
 def _progress(message: str) -> None:
     """Progress of a micro-benchmark, on stderr: a run takes minutes (--json stays clean)."""
     typer.echo(f"bench: {message}", err=True)
@@ -228,15 +258,13 @@ def _transport(
         clients=chosen,
         progress=_progress,
     )
-    if output is not None:
-        output.mkdir(parents=True, exist_ok=True)
-        (output / f"{TRANSPORT}.json").write_text(result.to_json() + "\n")
-    if as_json:
-        typer.echo(result.to_json())
-    else:
-        typer.echo(f"{result.machine}, Python {result.python}")
-        typer.echo(f"command: {result.command}\n")
-        typer.echo(transport.format_table(result))
+    _emit(
+        result,
+        output / f"{TRANSPORT}.json" if output is not None else None,
+        as_json=as_json,
+        header=f"{result.machine}, Python {result.python}",
+        report=partial(transport.format_table, result),
+    )
 
 
 def _sandbox(
@@ -274,15 +302,13 @@ def _sandbox(
         rates=rates or (10000, 0),
         progress=_progress,
     )
-    if output is not None:
-        output.mkdir(parents=True, exist_ok=True)
-        (output / f"{SANDBOX}.json").write_text(result.to_json() + "\n")
-    if as_json:
-        typer.echo(result.to_json())
-    else:
-        typer.echo(f"{result.machine}, Python {result.python}, {result.load}")
-        typer.echo(f"command: {result.command}\n")
-        typer.echo(sandbox.format_report(result))
+    _emit(
+        result,
+        output / f"{SANDBOX}.json" if output is not None else None,
+        as_json=as_json,
+        header=f"{result.machine}, Python {result.python}, {result.load}",
+        report=partial(sandbox.format_report, result),
+    )
 
 
 def _shard(
@@ -312,16 +338,14 @@ def _shard(
         cases=("scrape",) if scrape else ("steady", "running"),
         progress=_progress,
     )
-    if output is not None:
-        output.mkdir(parents=True, exist_ok=True)
-        name = SHARD_SCRAPE if scrape else SHARD
-        (output / f"{name}.json").write_text(result.to_json() + "\n")
-    if as_json:
-        typer.echo(result.to_json())
-    else:
-        typer.echo(f"{result.machine}, Python {result.python}, {result.load}")
-        typer.echo(f"command: {result.command}\n")
-        typer.echo(shard.format_report(result))
+    name = SHARD_SCRAPE if scrape else SHARD
+    _emit(
+        result,
+        output / f"{name}.json" if output is not None else None,
+        as_json=as_json,
+        header=f"{result.machine}, Python {result.python}, {result.load}",
+        report=partial(shard.format_report, result),
+    )
 
 
 # --------------------------------------------------------------------------- load scenarios

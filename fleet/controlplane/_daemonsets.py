@@ -43,9 +43,10 @@ from fleet.controlplane._deployments import pod_template_hash
 from fleet.controlplane._events import NO_EVENTS, EventRecorder
 from fleet.controlplane._informer import Informer, Informers
 from fleet.controlplane._jobs import merge_patch_body
+from fleet.controlplane._podcontrol import Expectations, PodDeleter
 from fleet.controlplane._podutil import is_ready, ready_since, untolerated
 from fleet.controlplane._queue import WorkQueue
-from fleet.controlplane._replicasets import Expectations, owner_reference
+from fleet.controlplane._replicasets import owner_reference
 from fleet.controlplane._resources import (
     DAEMONSETS,
     NODES,
@@ -193,6 +194,9 @@ class DaemonSetController:
         self._pods.subscribe(self._on_pod)
         self.queue = WorkQueue("daemonsets", max_keys=s.max_queue, clock=clock)
         self.expectations = Expectations(s.expectations_timeout, clock)
+        self._pod_deleter = PodDeleter(
+            rest, self._sets, DAEMONSETS, CONTROLLER, self.expectations, self.queue, events
+        )
         self._owned: dict[str, set[str]] = defaultdict(set)
         self._node_shapes: dict[str, tuple[object, ...]] = {}
         """Node -> what of it decides eligibility (labels, taints, unschedulable)."""
@@ -320,7 +324,7 @@ class DaemonSetController:
                     unavailable += 1
         if self.expectations.satisfied(key) and ds.metadata.deletion_timestamp is None:
             burst = self.settings.burst_pods
-            await self._delete(key, doomed[:burst])
+            await self._pod_deleter.delete(key, doomed[:burst])
             await self._create(key, ds, create[:burst], revision)
         await self._write_status(ds, eligible, node_pod, misscheduled, revision, available)
         if min_ready:
@@ -378,30 +382,6 @@ class DaemonSetController:
         self._events.record(
             ds, DAEMONSETS, "Normal", "SuccessfulCreate", f"Created pod: {name}", CONTROLLER
         )
-
-    async def _delete(self, key: str, pods: list[KObject]) -> None:
-        if not pods:
-            return
-        self.expectations.expect(key, 0, len(pods))
-        for pod in pods:
-            try:
-                await self._rest.delete(
-                    PODS.path(pod.metadata.namespace, pod.metadata.name),
-                    preconditions_uid=pod.metadata.uid,
-                )
-            except NotFound:
-                self.expectations.observe(key, deletes=1)
-            except FleetError as exc:
-                log.info("daemonset %s: deleting %s failed: %s", key, pod.metadata.name, exc)
-                self.expectations.observe(key, deletes=1)
-                self.queue.add_after(key, 1.0)
-                continue
-            ds = self._sets.store.get(key)
-            if ds is not None:
-                self._events.record(
-                    ds, DAEMONSETS, "Normal", "SuccessfulDelete",
-                    f"Deleted pod: {pod.metadata.name}", CONTROLLER,
-                )  # fmt: skip
 
     async def _write_status(
         self,

@@ -54,9 +54,10 @@ import trio
 
 from fleet.controlplane._events import NO_EVENTS, EventRecorder
 from fleet.controlplane._informer import Informer, Informers
+from fleet.controlplane._podcontrol import Expectations, PodDeleter
 from fleet.controlplane._podutil import is_ready
 from fleet.controlplane._queue import WorkQueue
-from fleet.controlplane._replicasets import Expectations, owner_reference
+from fleet.controlplane._replicasets import owner_reference
 from fleet.controlplane._resources import (
     JOBS,
     PODS,
@@ -193,6 +194,9 @@ class JobController:
         self._pods.subscribe(self._on_pod)
         self.queue = WorkQueue("jobs", max_keys=s.max_queue, clock=clock)
         self.expectations = Expectations(s.expectations_timeout, clock)
+        self._pod_deleter = PodDeleter(
+            rest, self._jobs, JOBS, CONTROLLER, self.expectations, self.queue, events
+        )
         self._owned: dict[str, set[str]] = defaultdict(set)
         """Job uid -> keys of the pods it controls."""
         self._last_failure: dict[str, tuple[int, float]] = {}
@@ -378,7 +382,7 @@ class JobController:
             ):
                 self._set_condition(status, "SuccessCriteriaMet", "True", "CompletionsReached", now)
         if _true(status, "FailureTarget") or _true(status, "SuccessCriteriaMet"):
-            await self._delete_pods(key, active)
+            await self._pod_deleter.delete(key, active)
             if not active and not terminating:
                 if _true(status, "FailureTarget"):
                     cond = condition(status, "FailureTarget") or {}
@@ -393,7 +397,7 @@ class JobController:
 
         # 3. Suspended: no pods. Running: keep the right number of them.
         if spec.get("suspend"):
-            await self._delete_pods(key, active)
+            await self._pod_deleter.delete(key, active)
             if not _true(status, "Suspended"):
                 self._set_condition(status, "Suspended", "True", "JobSuspended", now)
             status.pop("startTime", None)
@@ -462,7 +466,9 @@ class JobController:
                 ),
                 reverse=True,
             )
-            await self._delete_pods(key, newest_first[: min(-diff, self.settings.burst_pods)])
+            await self._pod_deleter.delete(
+                key, newest_first[: min(-diff, self.settings.burst_pods)]
+            )
             return
         if diff == 0:
             return
@@ -529,30 +535,6 @@ class JobController:
             self._events.record(
                 job, JOBS, "Normal", "SuccessfulCreate", f"Created pod: {name}", CONTROLLER
             )
-
-    async def _delete_pods(self, key: str, pods: list[KObject]) -> None:
-        if not pods:
-            return
-        self.expectations.expect(key, 0, len(pods))
-        for pod in pods:
-            try:
-                await self._rest.delete(
-                    PODS.path(pod.metadata.namespace, pod.metadata.name),
-                    preconditions_uid=pod.metadata.uid,
-                )
-            except NotFound:
-                self.expectations.observe(key, deletes=1)
-            except FleetError as exc:
-                log.info("job %s: deleting pod %s failed: %s", key, pod.metadata.name, exc)
-                self.expectations.observe(key, deletes=1)
-                self.queue.add_after(key, 1.0)
-                continue
-            job = self._jobs.store.get(key)
-            if job is not None:
-                self._events.record(
-                    job, JOBS, "Normal", "SuccessfulDelete", f"Deleted pod: {pod.metadata.name}",
-                    CONTROLLER,
-                )  # fmt: skip
 
     # --- status ---------------------------------------------------------------------------
     @staticmethod

@@ -30,6 +30,7 @@ import trio
 
 from fleet.controlplane._events import NO_EVENTS, EventRecorder
 from fleet.controlplane._informer import Informer, Informers
+from fleet.controlplane._podcontrol import Expectations, PodDeleter
 from fleet.controlplane._podutil import is_active, is_ready, ready_since
 from fleet.controlplane._queue import WorkQueue
 from fleet.controlplane._resources import PODS, REPLICASETS, KObject, controlled, controller_of
@@ -38,7 +39,7 @@ from fleet.errors import ConfigError, FleetError, NotFound
 from fleet.kube import WatchEvent, object_key
 from fleet.machinery import label_selector_from_dict
 
-__all__ = ["Expectations", "ReplicaSetController", "ReplicaSetSettings"]
+__all__ = ["ReplicaSetController", "ReplicaSetSettings"]
 
 log = logging.getLogger(__name__)
 
@@ -62,33 +63,6 @@ class ReplicaSetSettings:
     def __post_init__(self) -> None:
         if self.workers < 1 or self.burst_replicas < 1:
             raise ConfigError("replicasets: workers and burst_replicas must be >= 1")
-
-
-class Expectations:
-    """Creations and deletions in flight per controller key (client-go ``ControllerExpectations``)."""
-
-    def __init__(self, timeout: float, clock: Callable[[], float]) -> None:
-        self._timeout = timeout
-        self._clock = clock
-        self._pending: dict[str, tuple[int, int, float]] = {}
-
-    def expect(self, key: str, adds: int, deletes: int) -> None:
-        self._pending[key] = (adds, deletes, self._clock())
-
-    def observe(self, key: str, *, adds: int = 0, deletes: int = 0) -> None:
-        current = self._pending.get(key)
-        if current is not None:
-            self._pending[key] = (current[0] - adds, current[1] - deletes, current[2])
-
-    def satisfied(self, key: str) -> bool:
-        current = self._pending.get(key)
-        if current is None:
-            return True
-        adds, deletes, since = current
-        return (adds <= 0 and deletes <= 0) or self._clock() - since > self._timeout
-
-    def forget(self, key: str) -> None:
-        self._pending.pop(key, None)
 
 
 def _deletion_rank(pod: KObject) -> tuple[Any, ...]:
@@ -142,6 +116,9 @@ class ReplicaSetController:
         self._pods.subscribe(self._on_pod)
         self.queue = WorkQueue("replicasets", max_keys=s.max_queue, clock=clock)
         self.expectations = Expectations(s.expectations_timeout, clock)
+        self._pod_deleter = PodDeleter(
+            rest, self._sets, REPLICASETS, CONTROLLER, self.expectations, self.queue, events
+        )
         self._owned: dict[str, set[str]] = defaultdict(set)
         """ReplicaSet uid -> keys of the pods it controls."""
         self._deleting: set[str] = set()
@@ -197,7 +174,7 @@ class ReplicaSetController:
                 doomed = sorted(active, key=_deletion_rank)[
                     : min(diff, self.settings.burst_replicas)
                 ]
-                await self._delete(key, doomed)
+                await self._pod_deleter.delete(key, doomed)
         await self._write_status(key, rs, active)
 
     async def _create(self, key: str, rs: KObject, count: int) -> None:
@@ -234,28 +211,6 @@ class ReplicaSetController:
             self._events.record(
                 rs, REPLICASETS, "Normal", "SuccessfulCreate", f"Created pod: {name}", CONTROLLER
             )
-
-    async def _delete(self, key: str, pods: list[KObject]) -> None:
-        self.expectations.expect(key, 0, len(pods))
-        for pod in pods:
-            try:
-                await self._rest.delete(
-                    PODS.path(pod.metadata.namespace, pod.metadata.name),
-                    preconditions_uid=pod.metadata.uid,
-                )
-            except NotFound:
-                self.expectations.observe(key, deletes=1)
-            except FleetError as exc:
-                log.info("replicaset %s: deleting pod %s failed: %s", key, pod.metadata.name, exc)
-                self.expectations.observe(key, deletes=1)
-                self.queue.add_after(key, 1.0)
-                continue
-            rs = self._sets.store.get(key)
-            if rs is not None:
-                self._events.record(
-                    rs, REPLICASETS, "Normal", "SuccessfulDelete",
-                    f"Deleted pod: {pod.metadata.name}", CONTROLLER,
-                )  # fmt: skip
 
     async def _write_status(self, key: str, rs: KObject, active: list[KObject]) -> None:
         template_labels = ((rs.spec.get("template") or {}).get("metadata") or {}).get(

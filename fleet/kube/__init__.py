@@ -20,7 +20,10 @@
   :class:`Client` is a :class:`Rest` over httpx.
 - ``metrics.k8s.io`` from kubelets (``_resourcemetrics``, for the sandbox and
   ``fleet.metricsapi``): :func:`fetch_summaries`, :func:`node_metrics`,
-  :func:`pod_metrics`, :func:`metrics_list`, :data:`METRICS_GROUP`, :data:`METRICS_VERSION`.
+  :func:`pod_metrics`, :func:`metrics_list`, :data:`METRICS_GROUP`, :data:`METRICS_VERSION`;
+  the TLS those fetches need (``_tls``): :func:`kubelet_client_context` (a client
+  certificate, the kubelet's not verified, as kube-apiserver) and
+  :func:`load_pem_cert_chain` (a key pair from PEM bytes, via a private temp dir).
 - On top of the seam: :class:`Reflector` (list + watch with the client-go
   contract) and :class:`WriteQueue` (coalesced, rate-limited, retried writes).
 
@@ -67,6 +70,8 @@ from fleet.kube._seam import Requester as Requester
 from fleet.kube._seam import Response as Response
 from fleet.kube._seam import StreamResponse as StreamResponse
 from fleet.kube._seam import error_for as error_for
+from fleet.kube._tls import kubelet_client_context as kubelet_client_context
+from fleet.kube._tls import load_pem_cert_chain as load_pem_cert_chain
 from fleet.kube._transport import MAX_PIPELINE as MAX_PIPELINE
 from fleet.kube._transport import HotTransport as HotTransport
 from fleet.kube._transport import HotTransportSettings as HotTransportSettings
@@ -135,7 +140,9 @@ __all__ = [
     "fetch_summaries",
     "in_cluster_config",
     "json_response",
+    "kubelet_client_context",
     "load_config",
+    "load_pem_cert_chain",
     "metrics_list",
     "node_metrics",
     "object_key",

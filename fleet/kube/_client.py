@@ -412,6 +412,46 @@ class HttpxRequester(BaseRequester):
             request.stream = _FixedBody(body)
         return request
 
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, str] | None,
+        body: bytes | None,
+        content_type: str | None,
+        headers: Mapping[str, str] | None,
+        *,
+        stream: bool = False,
+    ) -> httpx.Response:
+        """Send, renewing the TLS credentials once after a refused handshake and the auth
+        once after a 401 (rotated certificates and tokens); a second 401 is the answer."""
+        renewed = retried = False
+        while True:
+            request = self._build(
+                method,
+                path,
+                params,
+                body,
+                content_type,
+                headers,
+                await self._auth.headers(),
+                self._stream_timeout if stream else None,
+            )
+            try:
+                with _mapped_errors(method, path):
+                    response = await self._http.send(request, stream=stream)
+            except ConnectError as exc:
+                if not renewed and self._renew_tls(exc):
+                    renewed = True
+                    continue
+                raise
+            if response.status_code == 401 and not retried:
+                retried = True
+                await response.aclose()
+                await self._renew_auth()
+                continue
+            return response
+
     async def request(
         self,
         method: str,
@@ -423,25 +463,8 @@ class HttpxRequester(BaseRequester):
         headers: Mapping[str, str] | None = None,
     ) -> Response:
         """Send one request; return the whole answer, error codes included."""
-        renewed = retried = False
-        while True:
-            request = self._build(
-                method, path, params, body, content_type, headers, await self._auth.headers()
-            )
-            try:
-                with _mapped_errors(method, path):
-                    response = await self._http.send(request)
-                    content = response.content  # send() without stream=True has read the body
-            except ConnectError as exc:
-                if not renewed and self._renew_tls(exc):
-                    renewed = True
-                    continue
-                raise
-            if response.status_code == 401 and not retried:
-                retried = True
-                await self._renew_auth()
-                continue
-            break
+        response = await self._send(method, path, params, body, content_type, headers)
+        content = response.content  # send() without stream=True has read the body
         return Response(response.status_code, content, _headers(response))
 
     @asynccontextmanager
@@ -454,32 +477,7 @@ class HttpxRequester(BaseRequester):
         headers: Mapping[str, str] | None = None,
     ) -> AsyncIterator[_HttpxStream]:
         """A streamed answer (a watch); the connection is released when the block ends."""
-        renewed = retried = False
-        while True:
-            request = self._build(
-                method,
-                path,
-                params,
-                None,
-                None,
-                headers,
-                await self._auth.headers(),
-                self._stream_timeout,
-            )
-            try:
-                with _mapped_errors(method, path):
-                    response = await self._http.send(request, stream=True)
-            except ConnectError as exc:
-                if not renewed and self._renew_tls(exc):
-                    renewed = True
-                    continue
-                raise
-            if response.status_code == 401 and not retried:
-                retried = True
-                await response.aclose()
-                await self._renew_auth()
-                continue
-            break
+        response = await self._send(method, path, params, None, None, headers, stream=True)
         stream = _HttpxStream(response, method, path)
         try:
             yield stream

@@ -32,7 +32,6 @@ import contextlib
 import dataclasses
 import logging
 import os
-import shutil
 import ssl
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -46,6 +45,7 @@ import yaml
 from fleet.errors import ConfigError
 from fleet.kube._auth import BasicAuth, ExecCredentialPlugin, StaticToken, TokenFile
 from fleet.kube._cluster import Auth, ClusterConfig, NoAuth
+from fleet.kube._tls import pem_files
 
 __all__ = [
     "IN_CLUSTER_CA_PATH",
@@ -460,22 +460,13 @@ def _load_client_cert(ctx: ssl.SSLContext, cert: _Material, key: _Material, user
 
 @contextlib.contextmanager
 def _cert_files(cert: _Material, key: _Material) -> Iterator[tuple[str, str]]:
-    """Paths ssl can load; data is written to a private temp dir, deleted right after."""
+    """Paths ssl can load: the files named, or the data in a private temp dir
+    (:func:`~fleet.kube._tls.pem_files`), deleted right after."""
     if cert.path is not None and key.path is not None:
         yield str(cert.path), str(key.path)
         return
-    tmp = tempfile.mkdtemp(prefix="kubemock-fleet-")  # mkdtemp makes it 0700
-    try:
-        paths = []
-        for name, material in (("client.crt", cert), ("client.key", key)):
-            path = os.path.join(tmp, name)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(material.data)
-            paths.append(path)
-        yield paths[0], paths[1]
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with pem_files(cert.data, key.data) as paths:
+        yield paths
 
 
 def _auth(

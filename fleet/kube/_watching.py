@@ -426,12 +426,7 @@ class Reflector(Generic[T]):
         fresh: dict[str, T] = {}
         params = self._list_params()
         while True:
-            response = await self._requester.request("GET", self.path, params=params)
-            response.raise_for_status()
-            try:
-                page = _list_decoder.decode(response.content)
-            except msgspec.DecodeError as exc:
-                raise ProtocolError(f"list {self.path}: undecodable answer: {exc}") from exc
+            page = await self._list_page(params)
             for raw in page.items or ():
                 obj = self._decode(raw)
                 fresh[object_key(obj.metadata)] = obj
@@ -455,6 +450,15 @@ class Reflector(Generic[T]):
             await send.send(event)
             self._events += 1
 
+    async def _list_page(self, params: Mapping[str, str]) -> ListEnvelope:
+        """One page of the list (raw items), its errors raised as :mod:`fleet.errors` maps them."""
+        response = await self._requester.request("GET", self.path, params=params)
+        response.raise_for_status()
+        try:
+            return _list_decoder.decode(response.content)
+        except msgspec.DecodeError as exc:
+            raise ProtocolError(f"list {self.path}: undecodable answer: {exc}") from exc
+
     def _list_params(self) -> dict[str, str]:
         params = {"limit": str(self.settings.page_size), **self._selectors}
         if self.settings.list_from_cache:
@@ -468,13 +472,8 @@ class Reflector(Generic[T]):
         listed: set[str] = set()
         params = self._list_params()
         while True:
-            response = await self._requester.request("GET", self.path, params=params)
-            response.raise_for_status()
-            try:
-                page = _list_decoder.decode(response.content)
-            except msgspec.DecodeError as exc:
-                raise ProtocolError(f"list {self.path}: undecodable answer: {exc}") from exc
-            del response  # the page's objects are decoded; its buffer need not wait for them
+            # The page's answer is let go once decoded; its buffer need not wait for the objects.
+            page = await self._list_page(params)
             events: list[WatchEvent[T]] = []
             for raw in page.items or ():
                 obj = self._decode(raw)

@@ -6,8 +6,8 @@ and ``/``, then a name part of at most 63 alphanumerics, ``-``, ``_`` and
 ``.`` that starts and ends alphanumeric; a label value is empty or such a
 name part; all annotations of an object together hold at most 256 KiB. The
 messages are the apiserver's, word for word (a 422 quotes them), and are
-shared by the sandbox apiserver and by the CR models whose fields end up as
-labels (``fleet.api``).
+shared by the sandbox apiserver, the label selectors (``_selectors``) and the CR
+models whose fields end up as labels (``fleet.api``).
 """
 
 from __future__ import annotations
@@ -56,6 +56,11 @@ def _regex_error(msg: str, fmt: str, *examples: str) -> str:
     return f"{msg} (e.g. {listed}regex used for validation is '{fmt}')"
 
 
+def _go_match(pattern: re.Pattern[str], value: str) -> bool:
+    # Go's `$` matches only at the very end; Python's also before a final "\n".
+    return "\n" not in value and pattern.match(value) is not None
+
+
 def _max_len(n: int) -> str:
     return f"must be no more than {n} characters"
 
@@ -73,7 +78,7 @@ def qualified_name_errors(value: str) -> list[str]:
         else:
             if len(prefix) > _PREFIX_MAX:
                 errors.append("prefix part " + _max_len(_PREFIX_MAX))
-            if not _SUBDOMAIN.match(prefix):
+            if not _go_match(_SUBDOMAIN, prefix):
                 errors.append(
                     "prefix part " + _regex_error(_SUBDOMAIN_MSG, _SUBDOMAIN_FMT, "example.com")
                 )
@@ -87,7 +92,7 @@ def qualified_name_errors(value: str) -> list[str]:
         errors.append("name part must be non-empty")
     elif len(name) > LABEL_VALUE_MAX:
         errors.append("name part " + _max_len(LABEL_VALUE_MAX))
-    if not _QNAME.match(name):
+    if not _go_match(_QNAME, name):
         errors.append(
             "name part " + _regex_error(_QNAME_MSG, _QNAME_FMT, "MyName", "my.name", "123-abc")
         )
@@ -99,6 +104,6 @@ def label_value_errors(value: str) -> list[str]:
     errors: list[str] = []
     if len(value) > LABEL_VALUE_MAX:
         errors.append(_max_len(LABEL_VALUE_MAX))
-    if not _VALUE.match(value):
+    if not _go_match(_VALUE, value):
         errors.append(_regex_error(_VALUE_MSG, _VALUE_FMT, "MyValue", "my_value", "12345"))
     return errors

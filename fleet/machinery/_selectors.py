@@ -23,6 +23,7 @@ from typing import Any
 
 from fleet.errors import InputError
 from fleet.machinery._gofmt import go_quote
+from fleet.machinery._labels import label_value_errors, qualified_name_errors
 
 __all__ = [
     "FieldSelector",
@@ -34,94 +35,6 @@ __all__ = [
     "parse_field_selector",
     "parse_label_selector",
 ]
-
-# --- k8s.io/apimachinery/pkg/util/validation ----------------------------------
-
-_QNAME_CHAR = "[A-Za-z0-9]"
-_QNAME_EXT_CHAR = "[-A-Za-z0-9_.]"
-_QUALIFIED_NAME_FMT = f"({_QNAME_CHAR}{_QNAME_EXT_CHAR}*)?{_QNAME_CHAR}"
-_QUALIFIED_NAME_ERR = (
-    "must consist of alphanumeric characters, '-', '_' or '.', "
-    "and must start and end with an alphanumeric character"
-)
-_LABEL_VALUE_FMT = f"({_QUALIFIED_NAME_FMT})?"
-_LABEL_VALUE_ERR = (
-    "a valid label must be an empty string or consist of alphanumeric characters, "
-    "'-', '_' or '.', and must start and end with an alphanumeric character"
-)
-_DNS1123_LABEL_FMT = "[a-z0-9]([-a-z0-9]*[a-z0-9])?"
-_DNS1123_SUBDOMAIN_FMT = _DNS1123_LABEL_FMT + "(\\." + _DNS1123_LABEL_FMT + ")*"
-_DNS1123_SUBDOMAIN_ERR = (
-    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, "
-    "'-' or '.', and must start and end with an alphanumeric character"
-)
-_QUALIFIED_NAME_RE = re.compile(f"^{_QUALIFIED_NAME_FMT}$")
-_LABEL_VALUE_RE = re.compile(f"^{_LABEL_VALUE_FMT}$")
-_DNS1123_SUBDOMAIN_RE = re.compile(f"^{_DNS1123_SUBDOMAIN_FMT}$")
-
-
-def _regex_error(msg: str, fmt: str, *examples: str) -> str:
-    """``validation.RegexError``: every example is followed by ``", "``."""
-    if not examples:
-        return f"{msg} (regex used for validation is '{fmt}')"
-    eg = " or ".join(f"'{e}', " for e in examples)
-    return f"{msg} (e.g. {eg}regex used for validation is '{fmt}')"
-
-
-def _go_match(pattern: re.Pattern[str], value: str) -> bool:
-    # Go's `$` matches only at the very end; Python's also before a final "\n".
-    return "\n" not in value and pattern.match(value) is not None
-
-
-def _is_dns1123_subdomain(value: str) -> list[str]:
-    errs = []
-    if len(value) > 253:
-        errs.append("must be no more than 253 characters")
-    if not _go_match(_DNS1123_SUBDOMAIN_RE, value):
-        errs.append(_regex_error(_DNS1123_SUBDOMAIN_ERR, _DNS1123_SUBDOMAIN_FMT, "example.com"))
-    return errs
-
-
-def is_qualified_name(value: str) -> list[str]:
-    """``validation.IsQualifiedName``: the problems with a label key ([] when valid)."""
-    errs: list[str] = []
-    parts = value.split("/")
-    if len(parts) == 1:
-        name = parts[0]
-    elif len(parts) == 2:
-        prefix, name = parts
-        if not prefix:
-            errs.append("prefix part must be non-empty")
-        else:
-            errs.extend("prefix part " + m for m in _is_dns1123_subdomain(prefix))
-    else:
-        return [
-            "a qualified name "
-            + _regex_error(_QUALIFIED_NAME_ERR, _QUALIFIED_NAME_FMT, "MyName", "my.name", "123-abc")
-            + " with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"
-        ]
-    if not name:
-        errs.append("name part must be non-empty")
-    elif len(name) > 63:
-        errs.append("name part must be no more than 63 characters")
-    if not _go_match(_QUALIFIED_NAME_RE, name):
-        errs.append(
-            "name part "
-            + _regex_error(_QUALIFIED_NAME_ERR, _QUALIFIED_NAME_FMT, "MyName", "my.name", "123-abc")
-        )
-    return errs
-
-
-def is_valid_label_value(value: str) -> list[str]:
-    """``validation.IsValidLabelValue``: the problems with a label value ([] when valid)."""
-    errs = []
-    if len(value) > 63:
-        errs.append("must be no more than 63 characters")
-    if not _go_match(_LABEL_VALUE_RE, value):
-        errs.append(
-            _regex_error(_LABEL_VALUE_ERR, _LABEL_VALUE_FMT, "MyValue", "my_value", "12345")
-        )
-    return errs
 
 
 def _invalid(path: str, value: str | list[str], detail: str) -> str:
@@ -349,7 +262,7 @@ class _LabelParser:
             tok, lit = self.consume()
         if tok != _IDENT:
             raise _ParseError(f"found '{lit}', expected: identifier")
-        errs = is_qualified_name(lit)
+        errs = qualified_name_errors(lit)
         if errs:
             raise _ParseError(_invalid("<nil>", lit, "; ".join(errs)))
         if self.lookahead()[0] in (_EOS, ",") and op != "!":
@@ -419,7 +332,7 @@ class _ParseError(Exception):
 def _new_requirement(key: str, op: str, values: list[str]) -> Requirement:
     """``labels.NewRequirement``: validate and build (errors joined as an aggregate)."""
     errs: list[str] = []
-    key_errs = is_qualified_name(key)
+    key_errs = qualified_name_errors(key)
     if key_errs:
         errs.append(_invalid("key", key, "; ".join(key_errs)))
     if op in ("in", "notin"):
@@ -457,7 +370,7 @@ def _new_requirement(key: str, op: str, values: list[str]) -> Requirement:
         )
         errs.append(f"operator: Unsupported value: {go_quote(op)}: supported values: {supported}")
     for i, v in enumerate(values):
-        value_errs = is_valid_label_value(v)
+        value_errs = label_value_errors(v)
         if value_errs:
             errs.append(_invalid(f"values[{i}][{key}]", v, "; ".join(value_errs)))
     if errs:

@@ -51,6 +51,7 @@ from fleet.kube import (
     METRICS_VERSION,
     Rest,
     fetch_summaries,
+    kubelet_client_context,
     metrics_list,
     node_metrics,
     pod_metrics,
@@ -316,21 +317,6 @@ async def register(api: Rest, port: int, ca_pem: bytes) -> None:
             await api.replace(path, body)
 
 
-def _context(settings: MetricsApiSettings) -> ssl.SSLContext:
-    """The kubelets' client: the cluster's client certificate; the shards' serving
-    certificates are their own (kube-apiserver does not verify them either, without
-    ``--kubelet-certificate-authority``)."""
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    with tempfile.TemporaryDirectory() as tmp:
-        cert, key = Path(tmp) / "c.pem", Path(tmp) / "k.pem"
-        cert.write_bytes(settings.kubelet_client_cert_pem)
-        key.write_bytes(settings.kubelet_client_key_pem)
-        context.load_cert_chain(str(cert), str(key))
-    return context
-
-
 async def serve_metrics_api(
     api: Rest,
     settings: MetricsApiSettings,
@@ -355,7 +341,12 @@ async def serve_metrics_api(
         config.verify_mode = ssl.CERT_REQUIRED  # the aggregator's certificate, nothing else
         config.accesslog = None
         config.errorlog = log
-        async with httpx.AsyncClient(verify=_context(settings), timeout=timeout) as kubelets:
+        async with httpx.AsyncClient(
+            verify=kubelet_client_context(
+                settings.kubelet_client_cert_pem, settings.kubelet_client_key_pem
+            ),
+            timeout=timeout,
+        ) as kubelets:
             app = MetricsApp(api, kubelets)
             async with trio.open_nursery() as nursery:
                 binds: list[str] = await nursery.start(partial(serve, app, config))  # type: ignore[arg-type]  # hypercorn types an ASGI app by its TypedDict scopes

@@ -72,6 +72,20 @@ def _write(path: Path, data: bytes, *, secret: bool = False) -> Path:
     return path
 
 
+def _pair(
+    directory: Path, name: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey
+) -> CertPair:
+    """``cert`` and ``key`` written as ``<name>.crt`` and ``<name>.key`` (0600)."""
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    key_pem = _key_pem(key)
+    return CertPair(
+        _write(directory / f"{name}.crt", cert_pem),
+        _write(directory / f"{name}.key", key_pem, secret=True),
+        cert_pem,
+        key_pem,
+    )
+
+
 def _san(name: str) -> x509.GeneralName:
     try:
         return x509.IPAddress(ipaddress.ip_address(name))
@@ -92,42 +106,14 @@ class PKI:
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kubemock-fleet-ca")])
         self._ca_name = name
         self._ca_cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(self._ca_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(self._not_before)
-            .not_valid_after(self._not_after)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
+            self._builder(name, name, self._ca_key.public_key(), ca=True)
             .add_extension(
                 x509.SubjectKeyIdentifier.from_public_key(self._ca_key.public_key()),
                 critical=False,
             )
             .sign(self._ca_key, hashes.SHA256())
         )
-        ca_pem = self._ca_cert.public_bytes(serialization.Encoding.PEM)
-        ca_key_pem = _key_pem(self._ca_key)
-        self.ca = CertPair(
-            _write(directory / "ca.crt", ca_pem),
-            _write(directory / "ca.key", ca_key_pem, secret=True),
-            ca_pem,
-            ca_key_pem,
-        )
+        self.ca = _pair(directory, "ca", self._ca_cert, self._ca_key)
         sa_key = _key()
         self.service_account_key = _write(directory / "sa.key", _key_pem(sa_key), secret=True)
         self.service_account_pub = _write(
@@ -155,28 +141,7 @@ class PKI:
         if hosts:
             usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
         builder = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(self._ca_name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(self._not_before)
-            .not_valid_after(self._not_after)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=False,
-                    crl_sign=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
+            self._builder(subject, self._ca_name, key.public_key(), ca=False)
             .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(self._ca_key.public_key()),
@@ -188,13 +153,41 @@ class PKI:
                 x509.SubjectAlternativeName([_san(h) for h in hosts]), critical=False
             )
         cert = builder.sign(self._ca_key, hashes.SHA256())
-        cert_pem = cert.public_bytes(serialization.Encoding.PEM)
-        key_pem = _key_pem(key)
-        return CertPair(
-            _write(self.directory / f"{name}.crt", cert_pem),
-            _write(self.directory / f"{name}.key", key_pem, secret=True),
-            cert_pem,
-            key_pem,
+        return _pair(self.directory, name, cert, key)
+
+    def _builder(
+        self,
+        subject: x509.Name,
+        issuer: x509.Name,
+        public_key: ec.EllipticCurvePublicKey,
+        *,
+        ca: bool,
+    ) -> x509.CertificateBuilder:
+        """What the CA and every certificate it issues have in common: validity, serial,
+        basic constraints, and key usage (a CA's also signs certificates and CRLs)."""
+        return (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(issuer)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(self._not_before)
+            .not_valid_after(self._not_after)
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=ca,
+                    crl_sign=ca,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
         )
 
 

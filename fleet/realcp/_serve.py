@@ -59,6 +59,7 @@ from fleet.realcp._binaries import (
 )
 from fleet.realcp._pki import PKI, SERVING_NAMES, CertPair, create_pki
 from fleet.realcp._settings import RealControlPlaneSettings
+from fleet.supervise import wait_ready
 
 __all__ = ["RunningControlPlane", "serve_real_control_plane"]
 
@@ -78,6 +79,8 @@ FRONT_PROXY_CLIENT = "front-proxy-client"
 """The aggregator's client certificate's common name (kubeadm's)."""
 POLL_INTERVAL = 0.2
 """Seconds between readiness probes."""
+PROBE_TIMEOUT = 5.0
+"""Seconds one readiness probe may take (a local process answers at once, or is not up)."""
 LOG_TAIL_LINES = 5
 """Lines of a failed component's log quoted in the error."""
 ETCD_QUOTA_BYTES = 8 * 1024**3
@@ -227,19 +230,23 @@ async def _wait_ready(
     deadline: float,
 ) -> None:
     """Poll ``url`` until it answers 200; fail fast when a component dies, or at ``deadline``."""
-    last = ""
-    while True:
-        plane.check_alive()
+
+    async def probe() -> str | None:
         try:
-            response = await client.get(url, timeout=5.0)
-            if response.status_code == 200:
-                return
-            last = f"HTTP {response.status_code}: {response.text.strip()[-200:]}"
+            response = await client.get(url, timeout=PROBE_TIMEOUT)
         except httpx.HTTPError as exc:
-            last = f"{type(exc).__name__}: {exc}"
-        if trio.current_time() >= deadline:
-            raise component.failure(f"not ready ({what}) in time; last answer {last}")
-        await trio.sleep(POLL_INTERVAL)
+            return f"{type(exc).__name__}: {exc}"
+        if response.status_code == 200:
+            return None
+        return f"HTTP {response.status_code}: {response.text.strip()[-200:]}"
+
+    await wait_ready(
+        probe,
+        deadline=deadline,
+        interval=POLL_INTERVAL,
+        fail=lambda last: component.failure(f"not ready ({what}) in time; last answer {last}"),
+        alive=plane.check_alive,
+    )
 
 
 def _etcd_argv(etcd: Path, data: Path, client_port: int, peer_port: int) -> list[str]:

@@ -37,6 +37,7 @@ from urllib.parse import quote, urlencode
 import httpx
 import trio
 
+from fleet.kube import kubelet_client_context
 from fleet.sandbox._status import StatusError
 
 __all__ = ["KubeletClientCert", "Proxied", "log_location", "node_location", "proxy"]
@@ -97,18 +98,7 @@ class KubeletClientCert:
 
     def context(self) -> ssl.SSLContext:
         """TLS to a kubelet: this certificate, the kubelet's not verified (no CA given)."""
-        import tempfile
-        from pathlib import Path
-
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        with tempfile.TemporaryDirectory() as tmp:
-            cert, key = Path(tmp) / "c.pem", Path(tmp) / "k.pem"
-            cert.write_bytes(self.cert_pem)
-            key.write_bytes(self.key_pem)
-            context.load_cert_chain(str(cert), str(key))
-        return context
+        return kubelet_client_context(self.cert_pem, self.key_pem)
 
 
 def _bad_request(message: str) -> StatusError:

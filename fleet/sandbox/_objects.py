@@ -105,6 +105,14 @@ def _templates(obj: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def go_ordered_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    """``meta`` with its keys in Go's ObjectMeta field order, as the apiserver writes them;
+    keys Go does not know after them."""
+    out = {k: meta[k] for k in _META_ORDER if k in meta}
+    out.update((k, v) for k, v in meta.items() if k not in out)
+    return out
+
+
 def ordered(obj: dict[str, Any]) -> dict[str, Any]:
     """The object with kind, apiVersion, metadata first and metadata keys in Go's field order."""
     out: dict[str, Any] = {k: obj[k] for k in _TOP_ORDER if k in obj}
@@ -113,9 +121,7 @@ def ordered(obj: dict[str, Any]) -> dict[str, Any]:
         _drop_empty_maps(meta)
         for template in _templates(obj):
             _drop_empty_maps(template)
-        m = {k: meta[k] for k in _META_ORDER if k in meta}
-        m.update((k, v) for k, v in meta.items() if k not in m)
-        out["metadata"] = m
+        out["metadata"] = go_ordered_meta(meta)
     for k, v in obj.items():
         if k not in out:
             out[k] = v

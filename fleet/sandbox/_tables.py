@@ -24,6 +24,7 @@ from typing import Any
 
 from fleet.errors import InputError
 from fleet.machinery import label_selector_from_dict
+from fleet.sandbox._objects import go_ordered_meta
 
 __all__ = ["human_duration", "jsonpath_find", "table_for"]
 
@@ -519,23 +520,6 @@ _COLUMNS: dict[str, list[_Col]] = {
     ],
 }
 _DEFAULT_COLUMNS: list[_Col] = [_NAME, _c("Created At", _CREATED_DESC, type="date")]
-_META_ORDER = (
-    "name",
-    "generateName",
-    "namespace",
-    "selfLink",
-    "uid",
-    "resourceVersion",
-    "generation",
-    "creationTimestamp",
-    "deletionTimestamp",
-    "deletionGracePeriodSeconds",
-    "labels",
-    "annotations",
-    "ownerReferences",
-    "finalizers",
-    "managedFields",
-)
 _MANAGED_FIELDS_ORDER = (
     "manager",
     "operation",
@@ -1513,8 +1497,7 @@ def _crd_cell(col: dict[str, Any], obj: dict[str, Any], now: datetime) -> Any:
 
 def _partial_metadata(obj: dict[str, Any]) -> dict[str, Any]:
     meta = obj.get("metadata") or {}
-    out = {k: meta[k] for k in _META_ORDER if k in meta}
-    out.update({k: v for k, v in meta.items() if k not in out})
+    out = go_ordered_meta(meta)
     if isinstance(out.get("managedFields"), list):
         out["managedFields"] = [
             {k: mf[k] for k in _MANAGED_FIELDS_ORDER if k in mf}

@@ -8,6 +8,9 @@ the CLI for it.
   pass their output on prefixed; :data:`RESTART_POLICY`, :data:`SHUTDOWN_GRACE`.
 - :func:`shard_command`, :func:`control_plane_command`: a shard child's and ``up``'s
   control-plane child's command lines, spelled once.
+- :func:`wait_ready`: poll a started process's readiness :data:`Probe` until it answers,
+  it dies or a deadline passes (the sandbox child of ``up``, ``fleet.realcp``'s etcd and
+  kube-apiserver).
 - :func:`process_identity`: ``<role>@<host>/<pid>``, the holder of a Lease.
 - :func:`configure_logging`: the long-running commands' stderr log.
 """
@@ -18,6 +21,9 @@ from fleet.supervise._process import control_plane_command as control_plane_comm
 from fleet.supervise._process import process_identity as process_identity
 from fleet.supervise._process import sandbox_command as sandbox_command
 from fleet.supervise._process import shard_command as shard_command
+from fleet.supervise._readiness import NO_ANSWER as NO_ANSWER
+from fleet.supervise._readiness import Probe as Probe
+from fleet.supervise._readiness import wait_ready as wait_ready
 from fleet.supervise._supervisor import MAX_LINE as MAX_LINE
 from fleet.supervise._supervisor import RESTART_POLICY as RESTART_POLICY
 from fleet.supervise._supervisor import SHUTDOWN_GRACE as SHUTDOWN_GRACE
@@ -26,12 +32,15 @@ from fleet.supervise._supervisor import Supervisor as Supervisor
 __all__ = [
     "LOG_FORMAT",
     "MAX_LINE",
+    "NO_ANSWER",
     "RESTART_POLICY",
     "SHUTDOWN_GRACE",
+    "Probe",
     "Supervisor",
     "configure_logging",
     "control_plane_command",
     "process_identity",
     "sandbox_command",
     "shard_command",
+    "wait_ready",
 ]

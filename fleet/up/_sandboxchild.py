@@ -11,13 +11,14 @@ kubelet client CA stays in the child's temporary directory) and no ``--data``.
 from __future__ import annotations
 
 import subprocess
+from functools import partial
 from pathlib import Path
 
 import trio
 
 from fleet.errors import ComponentError, FleetError
 from fleet.kube import Client, load_config
-from fleet.supervise import sandbox_command
+from fleet.supervise import sandbox_command, wait_ready
 
 __all__ = ["SANDBOX_START_TIMEOUT", "serve_sandbox_child"]
 
@@ -59,27 +60,29 @@ async def serve_sandbox_child(
                 )
 
             await nursery.start(child)
-            try:
-                with trio.fail_after(SANDBOX_START_TIMEOUT):
-                    # The child says nothing when ready but by answering: poll it.
-                    while not await _ready(kubeconfig):  # noqa: ASYNC110 - another process
-                        await trio.sleep(POLL)
-            except trio.TooSlowError:
-                raise ComponentError(
+            # The child dying raises in ``child`` and cancels the wait.
+            await wait_ready(
+                partial(_ready, kubeconfig),
+                deadline=trio.current_time() + SANDBOX_START_TIMEOUT,
+                interval=POLL,
+                fail=lambda _last: ComponentError(
                     f"the sandbox child did not answer /readyz within {SANDBOX_START_TIMEOUT:g} s:"
                     f" {_tail(log_path)}"
-                ) from None
+                ),
+            )
             task_status.started()
 
 
-async def _ready(kubeconfig: Path) -> bool:
+async def _ready(kubeconfig: Path) -> str | None:
+    """A :data:`~fleet.supervise.Probe` of the child: None once it answers ``/readyz``."""
     if not await trio.Path(kubeconfig).exists():
-        return False
+        return "no kubeconfig yet"
     try:
         async with Client(load_config(kubeconfig)) as client:
-            return (await client.request("GET", "/readyz")).status == 200
-    except FleetError:
-        return False  # half-written, or not listening yet
+            status = (await client.request("GET", "/readyz")).status
+    except FleetError as exc:
+        return f"{type(exc).__name__}: {exc}"  # half-written, or not listening yet
+    return None if status == 200 else f"HTTP {status}"
 
 
 def _tail(path: Path) -> str:

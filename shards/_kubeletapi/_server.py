@@ -47,6 +47,7 @@ import msgspec
 import trio
 
 from fleet.errors import ConfigError, InputError
+from fleet.kube import load_pem_cert_chain
 from fleet.machinery import format_time, utc_now
 from shards._kubeletapi._addresses import NodeAddresses
 from shards._kubeletapi._auth import Identity, WebhookAuth, attributes
@@ -112,16 +113,7 @@ def server_context(settings: KubeletApiSettings, client_ca_pem: bytes) -> ssl.SS
     context.load_verify_locations(cadata=client_ca_pem.decode("ascii"))
     context.set_alpn_protocols(["http/1.1"])
     if settings.cert_pem is not None and settings.key_pem is not None:
-        import os
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as tmp:
-            cert, key = os.path.join(tmp, "tls.crt"), os.path.join(tmp, "tls.key")
-            with open(cert, "wb") as fh:
-                fh.write(settings.cert_pem)
-            with open(key, "wb") as fh:
-                fh.write(settings.key_pem)
-            context.load_cert_chain(cert, key)
+        load_pem_cert_chain(context, settings.cert_pem, settings.key_pem)
     else:
         import trustme
 

@@ -61,6 +61,15 @@ def test_label_values() -> None:
     ]
 
 
+def test_a_final_newline_is_refused_as_go_refuses_it() -> None:
+    # Go's `$` matches only at the very end (Python's also before a final newline), and the
+    # label selectors' validation, which checks the same rules, refused it already.
+    assert qualified_name_errors("app\n") == ["name part " + QNAME_RULE]
+    assert qualified_name_errors("example.com\n/app") != []
+    assert label_value_errors("web\n") != []
+    assert label_value_errors("web") == []
+
+
 def _cr(name: str, labels: dict[str, str] | None = None) -> dict[str, object]:
     return {
         "apiVersion": "mock.zhizuqiu.cn/v1alpha1",

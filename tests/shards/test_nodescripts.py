@@ -122,7 +122,7 @@ def test_bad_node_scripts(steps: list[dict[str, Any]], message: str) -> None:
 def test_the_annotation_wins_then_priority_then_percent() -> None:
     library = NodeScriptLibrary(MemoryApiserver())
     from fleet.kube import ObjectMeta, WatchEvent
-    from shards._scripts import MockStatusView
+    from shards._library import MockStatusView
 
     def add(name: str, **spec: Any) -> None:
         raw = node_script(name, {"after": "0s", "lease": "Paused"}, **spec)["spec"]
