@@ -297,6 +297,8 @@ class TargetInfo(_Base, frozen=True):
     traffic_profile: str | None = None
     """``shard.trafficProfile`` of the fleet the bench started (``lean`` or ``kubelet``);
     None: not the bench's fleet (external: its own settings), or none."""
+    kubelet_events: bool | None = None
+    """``shard.events`` of the fleet the bench started; None: not the bench's fleet, or none."""
 
 
 class Report(_Base, frozen=True):
@@ -505,10 +507,16 @@ def summary_markdown(report: Report) -> str:
         f"- run `{report.run_id}` at {report.started_at}, {report.duration_seconds:.1f} s, "
         f"against {report.target.mode} `{report.target.server}` (fleet {report.target.fleet}"
         + (
-            f", traffic profile {report.target.traffic_profile})"
+            f", traffic profile {report.target.traffic_profile}"
             if report.target.traffic_profile
-            else ")"
+            else ""
         )
+        + (
+            f", kubelet Events {'on' if report.target.kubelet_events else 'off'}"
+            if report.target.kubelet_events is not None
+            else ""
+        )
+        + ")"
     )
     if not report.completed:
         out.append("- **incomplete run**: figures are partial")

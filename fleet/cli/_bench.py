@@ -376,6 +376,7 @@ async def _own_cluster(
     control_plane: str = "sandbox",
     binaries: Path | None = None,
     traffic_profile: str | None = None,
+    kubelet_events: bool | None = None,
     *,
     sandbox_here: bool = False,
     task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
@@ -396,7 +397,13 @@ async def _own_cluster(
             kubeconfig_out=workdir / "kubeconfig",
             nodes=0,
             shards=shards,
-            fleet=load_settings(flags={"shards": shards, "shard.traffic_profile": traffic_profile}),
+            fleet=load_settings(
+                flags={
+                    "shards": shards,
+                    "shard.traffic_profile": traffic_profile,
+                    "shard.events": kubelet_events,
+                }
+            ),
             shard_processes=shards > 0,
             output=output,
             control_plane=control_plane,
@@ -574,6 +581,7 @@ def _run_scenario(
                         control_plane,
                         binaries,
                         traffic_profile,
+                        None if faults else spec.kubelet_events,
                         sandbox_here=faults,
                     )
                 )
@@ -590,6 +598,9 @@ def _run_scenario(
                         if shards
                         else None
                     ),
+                    kubelet_events=up.settings.fleet.shard.events
+                    if shards and not faults
+                    else None,
                 )
                 fault_target = _fault_target(running, shards) if faults else None
             options = RunOptions(

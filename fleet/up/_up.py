@@ -450,8 +450,10 @@ class Up:
         # Each shard carves its node-IP and pod-CIDR share out of the ranges by the fleet
         # size: every shard must know it, or their shares overlap (as `run` does too).
         env[f"{ENV_PREFIX}SHARDS"] = str(s.shards)
-        # `up --traffic-profile` as the children see it (after --config and the environment).
+        # `up --traffic-profile` and the Events setting as the children see them (after
+        # --config and the environment: the bench sets both on the fleet it starts).
         env[f"{ENV_PREFIX}SHARD__TRAFFIC_PROFILE"] = s.fleet.shard.traffic_profile
+        env[f"{ENV_PREFIX}SHARD__EVENTS"] = "true" if s.fleet.shard.events else "false"
         for name, value in self._kubelet_settings().items():
             text = str(value).lower() if isinstance(value, bool) else str(value)
             env[f"{ENV_PREFIX}SHARD__{name.upper()}"] = text

@@ -408,6 +408,34 @@ def test_cli_starts_its_fleet_with_the_traffic_profile_asked_for(tmp_path: Path)
     } <= served
 
 
+def test_a_scenario_without_kubelet_events_starts_a_fleet_that_posts_none(tmp_path: Path) -> None:
+    # kwok-ci's setting (KWOK's stages post no Events) reaches the shard child process: two
+    # registered kubelets would post ten (Starting, NodeHasSufficient*, NodeReady).
+    scenario = tmp_path / "soak.yaml"
+    scenario.write_text(
+        "type: heartbeat-soak\nnodes: 2\nduration: 3s\nscrapeInterval: 0.5s\nkubeletEvents: false\n"
+    )
+    out = tmp_path / "out"
+    args = ["bench", str(scenario), "--no-progress", "--no-plots", "--output", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = read_report(out / "report.json")
+    assert report.target.kubelet_events is False
+    assert "kubelet Events off" in (out / "summary.md").read_text()
+    assert report.apiserver is not None
+    posted = sum(
+        r.count
+        for r in report.apiserver.requests
+        if (r.verb, r.group, r.resource) == ("POST", "", "events")
+    )
+    assert posted < 5  # the control plane's own (RegisteredNode), not the kubelets'
+
+
+def test_kwok_ci_runs_without_kubelet_events_as_kwok_does() -> None:
+    assert load_scenario("kwok-ci").kubelet_events is False
+    assert load_scenario("pod-startup").kubelet_events is None
+
+
 def test_cli_refuses_a_traffic_profile_for_a_fleet_it_does_not_start(tmp_path: Path) -> None:
     result = CliRunner().invoke(
         app,
