@@ -11,12 +11,50 @@ stopped (kubelet-requests.md, "Events"). source ``{component: kubelet, host:
 <node>}``, ``type: Normal``, ``count``/``firstTimestamp``/``lastTimestamp``,
 ``eventTime`` null, name ``<object>.<UnixNano as hex>``.
 
-Its correlator's series: an event equal to one already sent (same object,
-reason, message, type, source) is not posted again but PATCHed (strategic
-merge: ``count``, ``lastTimestamp``, ``message``), kept in an LRU of 4,096
-(client-go ``maxLruCacheEntries``); a 404 (the Event expired, 1 h TTL) starts
-a new series. client-go's aggregator (ten similar events with different
-messages folded into one) is not imitated.
+What a container's own behaviour makes the kubelet post (:func:`container_events`,
+the wording of ``pkg/kubelet/kuberuntime`` and ``pkg/kubelet/prober``):
+
+==============================  ==============================================================
+status change                   event
+==============================  ==============================================================
+waiting CrashLoopBackOff        Warning ``BackOff`` "Back-off restarting failed container
+(a new back-off window)         <c> in pod <name>_<ns>(<uid>)"; when the window ends, one more
+                                per :data:`BACKOFF_RESYNC` it lasted (the pod worker syncs the
+                                pod again and ``doBackOff`` posts again each time)
+running, ready -> not ready     Warning ``Unhealthy`` "Readiness probe failed: <output>",
+(readiness flapping)            :data:`FAILURE_THRESHOLD` of them (every failed probe posts;
+                                the container turns not ready at the third); when it is ready
+                                again, one more per :data:`PROBE_PERIOD` it was not
+a sidecar stopped as its pod    Normal ``Killing`` "Stopping container <c>" (as for every
+ends, any container of a pod    running container of a deleted pod)
+being deleted
+a new exit ``OOMKilled``        Warning ``OOMKilling`` on the *node*, as node-problem-detector's
+                                kernel monitor posts it (source ``{component:
+                                kernel-monitor, host: <node>}``): the kernel's "Memory cgroup
+                                out of memory: Killed process ..." line. The kubelet itself
+                                posts ``SystemOOM`` only for an OOM of the whole machine
+                                (``pkg/kubelet/oom``: victim container ``/``), not for a
+                                container over its limit, so no kubelet event is imitated.
+==============================  ==============================================================
+
+Its correlator (client-go ``EventCorrelator``, which the kubelet's broadcaster
+runs before every write):
+
+- series: an event equal to one already sent (same object and fieldPath,
+  reason, message, type, source) is not posted again but PATCHed (strategic
+  merge: ``count``, ``lastTimestamp``, ``message``), kept in an LRU of 4,096
+  (``maxLruCacheEntries``); a repeat that finds its Event gone (404: expired,
+  1 h TTL) creates it again under the same name with the count reached;
+- the spam filter: per source and involved object (``getSpamKey``: not the
+  reason, not the fieldPath) a token bucket of :data:`SPAM_BURST` refilled at
+  one per :data:`SPAM_REFILL` seconds; an event without a token is not written,
+  but its series is still counted, so the next write carries the whole count
+  ("x40 over 2h"). A crash-looping pod thus costs a burst of writes, then one
+  every 5 minutes, however fast it loops.
+
+client-go's aggregator (ten similar events with different messages folded into
+one "(combined from similar events)") is not imitated: the messages here differ
+only by image and container name.
 
 :class:`KubeletEvents` does no I/O where events arise (timer workers, the node
 watch's consumer): :meth:`KubeletEvents.record` puts the request on a bounded
@@ -31,7 +69,9 @@ change means.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import math
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -42,13 +82,19 @@ import msgspec
 import trio
 
 from fleet.kube import Write, WriteQueue, WriteResult, resource_path
-from fleet.machinery import JSON, STRATEGIC_MERGE_PATCH, format_time
+from fleet.machinery import JSON, STRATEGIC_MERGE_PATCH, format_time, parse_time
 
 __all__ = [
+    "BACKOFF_RESYNC",
     "EVENT_BUFFER",
+    "FAILURE_THRESHOLD",
     "NODE_STARTED",
+    "PROBE_FAILURE",
+    "PROBE_PERIOD",
     "QUIET_DEPTH",
     "SERIES_CACHE",
+    "SPAM_BURST",
+    "SPAM_REFILL",
     "ContainerEvent",
     "KubeletEvents",
     "container_events",
@@ -67,6 +113,22 @@ QUIET_POLL = 0.05
 """Seconds between looks at the write queue while it is busy."""
 SERIES_CACHE = 4096
 """Event series remembered for counting repeats: client-go's ``maxLruCacheEntries``."""
+SPAM_BURST = 25
+"""Events one source may write about one object before the spam filter throttles it:
+client-go's ``defaultSpamBurst``."""
+SPAM_REFILL = 300.0
+"""Seconds per token the spam filter gives back (client-go's ``defaultSpamQPS`` = 1/300)."""
+BACKOFF_RESYNC = 12.5
+"""Seconds between the BackOff events of one back-off window: the pod worker syncs a pod
+again after ``backOffPeriod`` (10 s) plus up to 50 % jitter, 12.5 s on average, and each sync
+of a container in back-off posts BackOff again."""
+PROBE_PERIOD = 10.0
+"""Seconds between readiness probes: the probe's default ``periodSeconds``."""
+FAILURE_THRESHOLD = 3
+"""Failed probes before a container turns not ready: the default ``failureThreshold``;
+each failed probe posts Unhealthy."""
+PROBE_FAILURE = "HTTP probe failed with statuscode: 503"
+"""The failing readiness probe's output (an HTTP probe's, the most common kind)."""
 NODE_STARTED = (
     ("Starting", "Starting kubelet."),
     ("NodeHasSufficientMemory", "Node {node} status is now: NodeHasSufficientMemory"),
@@ -84,6 +146,12 @@ class ContainerEvent:
     reason: str
     message: str
     field_path: str
+    type_: str = "Normal"
+    repeats: int = 1
+    """Occurrences this stands for (the series' count goes up by as many)."""
+    on_node: bool = False
+    """About the pod's node, not the pod (OOMKilling)."""
+    component: str = "kubelet"
 
 
 def _started(state: Mapping[str, Any]) -> bool:
@@ -96,6 +164,53 @@ def _statuses(status: Mapping[str, Any], field: str) -> Iterator[Mapping[str, An
             yield item
 
 
+def _state_of(status: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
+    state = status.get(kind) or {}
+    return state if isinstance(state, Mapping) else {}
+
+
+def _exits(status: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
+    """The container's runs that have ended, as its status shows them (now and last)."""
+    for kind in ("state", "lastState"):
+        ended = _state_of(_state_of(status, kind), "terminated")
+        if ended:
+            yield ended
+
+
+def _seconds_since(stamp: Any, now: datetime | None) -> float:
+    if now is None or not isinstance(stamp, str):
+        return 0.0
+    try:
+        return max(0.0, (now - parse_time(stamp)).total_seconds())
+    except ValueError:
+        return 0.0
+
+
+def _ready_since(status: Mapping[str, Any]) -> Any:
+    """When the pod's Ready condition last changed (a not-ready window's start)."""
+    for condition in status.get("conditions") or ():
+        if isinstance(condition, Mapping) and condition.get("type") == "Ready":
+            return condition.get("lastTransitionTime")
+    return None
+
+
+def oom_message(uid: str, container_id: str, process: str) -> str:
+    """The kernel's line for a memory cgroup OOM kill (what node-problem-detector quotes).
+
+    The numbers are made up, the same for the same run (drawn from the pod's uid and the
+    run's container id): no process exists to measure.
+    """
+    digest = hashlib.blake2b(f"{uid}/{container_id}".encode(), digest_size=8).digest()
+    draw = int.from_bytes(digest, "big")
+    pid = 1000 + draw % 4_000_000
+    rss = 65_536 + (draw >> 22) % 4_000_000
+    return (
+        f"Memory cgroup out of memory: Killed process {pid} ({process}) "
+        f"total-vm:{rss + rss // 2}kB, anon-rss:{rss}kB, file-rss:{(draw >> 44) % 8192}kB, "
+        f"shmem-rss:0kB, UID:0 pgtables:{rss // 256}kB oom_score_adj:{900 + (draw >> 50) % 100}"
+    )
+
+
 def container_events(
     before: Mapping[str, Any],
     after: Mapping[str, Any],
@@ -103,15 +218,23 @@ def container_events(
     pulled_in: float,
     deleting: bool,
     images: Mapping[str, str] | None = None,
+    pod: str = "",
+    uid: str = "",
+    now: datetime | None = None,
+    sidecars: frozenset[str] = frozenset(),
 ) -> list[ContainerEvent]:
     """The container events a kubelet posts between pod status ``before`` and ``after``.
 
     A container started (running or terminated, where it was neither; or its restart
     count went up): its first start ``Pulling`` and ``Pulled`` (pulled in
     ``pulled_in`` seconds), a restart ``Pulled`` (already present); then ``Created``
-    and ``Started``. A running container stopped because its pod is ``deleting``:
-    ``Killing``. ``images``: container name -> image as the spec writes it (what the
-    kubelet's messages quote; the status may hold the runtime's normalised name).
+    and ``Started``. A running container stopped because its pod is ``deleting``, or a
+    sidecar (a name in ``sidecars``) stopped as its pod ends: ``Killing``. And the
+    table of the module docstring: ``BackOff``, ``Unhealthy``, ``OOMKilling``.
+    ``images``: container name -> image as the spec writes it (what the kubelet's
+    messages quote; the status may hold the runtime's normalised name). ``pod``: the
+    kubelet's ``format.Pod`` of it (``<name>_<ns>(<uid>)``); ``now``: the time of
+    ``after`` (the length of a window that just ended).
     """
     out: list[ContainerEvent] = []
     for field, where in (
@@ -128,6 +251,37 @@ def container_events(
             restarts = int(new.get("restartCount") or 0)
             restarted = restarts > int(prev.get("restartCount") or 0)
             image = (images or {}).get(name) or str(new.get("image") or "")
+            waiting = _state_of(state, "waiting")
+            prev_waiting = _state_of(prev_state, "waiting")
+            backing_off = waiting.get("reason") == "CrashLoopBackOff"
+            was_backing_off = prev_waiting.get("reason") == "CrashLoopBackOff"
+            if not deleting:
+                seen = {e.get("containerID") for e in _exits(prev)}
+                for ended in _exits(new):
+                    cid = ended.get("containerID")
+                    if ended.get("reason") == "OOMKilled" and cid and cid not in seen:
+                        seen.add(cid)
+                        message = oom_message(uid, str(cid), name)
+                        out.append(
+                            ContainerEvent(
+                                "OOMKilling",
+                                message,
+                                "",
+                                type_="Warning",
+                                on_node=True,
+                                component="kernel-monitor",
+                            )
+                        )
+            if was_backing_off and not backing_off:
+                # The window is over: the syncs in it each posted BackOff again.
+                last = _state_of(_state_of(prev, "lastState"), "terminated")
+                window = _seconds_since(last.get("finishedAt"), now)
+                more = math.ceil(window / BACKOFF_RESYNC) - 1
+                if more > 0:
+                    message = f"Back-off restarting failed container {name} in pod {pod}"
+                    out.append(
+                        ContainerEvent("BackOff", message, path, type_="Warning", repeats=more)
+                    )
             if (_started(state) and not _started(prev_state)) or restarted:
                 if restarts == 0:
                     out.append(ContainerEvent("Pulling", f'Pulling image "{image}"', path))
@@ -139,8 +293,38 @@ def container_events(
                     out.append(ContainerEvent("Pulled", message, path))
                 out.append(ContainerEvent("Created", f"Created container {name}", path))
                 out.append(ContainerEvent("Started", f"Started container {name}", path))
-            elif deleting and "running" in prev_state and "terminated" in state:
+            elif (
+                (deleting or name in sidecars) and "running" in prev_state and "terminated" in state
+            ):
                 out.append(ContainerEvent("Killing", f"Stopping container {name}", path))
+            if backing_off and (not was_backing_off or restarted):
+                message = f"Back-off restarting failed container {name} in pod {pod}"
+                out.append(ContainerEvent("BackOff", message, path, type_="Warning"))
+            running = "running" in state and "running" in prev_state and not restarted
+            if running and prev.get("ready") is True and new.get("ready") is False:
+                out.append(
+                    ContainerEvent(
+                        "Unhealthy",
+                        f"Readiness probe failed: {PROBE_FAILURE}",
+                        path,
+                        type_="Warning",
+                        repeats=FAILURE_THRESHOLD,
+                    )
+                )
+            elif running and prev.get("ready") is False and new.get("ready") is True:
+                # Ready again: the probes that failed while it was not ready each posted.
+                window = _seconds_since(_ready_since(before), now)
+                more = math.ceil(window / PROBE_PERIOD) - 1
+                if more > 0:
+                    out.append(
+                        ContainerEvent(
+                            "Unhealthy",
+                            f"Readiness probe failed: {PROBE_FAILURE}",
+                            path,
+                            type_="Warning",
+                            repeats=more,
+                        )
+                    )
     return out
 
 
@@ -149,6 +333,16 @@ class _Series:
     name: str
     namespace: str
     count: int
+    event: dict[str, Any]
+    """The Event as first made (what a POST after a 404 or a throttled start sends)."""
+    posted: bool = False
+    """Written (or on its way): repeats PATCH it; otherwise the next write POSTs it."""
+
+
+@dataclass(slots=True)
+class _Bucket:
+    tokens: float
+    at: float
 
 
 class KubeletEvents:
@@ -167,11 +361,14 @@ class KubeletEvents:
         self._wall = wall
         self._send, self._receive = trio.open_memory_channel[tuple[str, Write]](buffer)
         self._series: OrderedDict[tuple[str, ...], _Series] = OrderedDict()
+        self._spam: OrderedDict[tuple[str, ...], _Bucket] = OrderedDict()
         self._last_nanos = 0
         self.recorded = 0
         """Events handed to the write queue's channel (POSTs and repeat PATCHes)."""
         self.dropped = 0
         """Events dropped because the channel was full."""
+        self.throttled = 0
+        """Events the spam filter kept from being written (still counted in their series)."""
 
     # -- where events arise (no I/O) -----------------------------------------------------------
 
@@ -195,6 +392,18 @@ class KubeletEvents:
         host: str,
     ) -> None:
         for event in events:
+            if event.on_node:
+                self.record(
+                    {"kind": "Node", "name": host, "uid": host},
+                    "default",
+                    event.reason,
+                    event.message,
+                    host=host,
+                    type_=event.type_,
+                    component=event.component,
+                    repeats=event.repeats,
+                )
+                continue
             involved = {
                 "kind": "Pod",
                 "namespace": namespace,
@@ -203,7 +412,33 @@ class KubeletEvents:
                 "apiVersion": "v1",
                 "fieldPath": event.field_path,
             }
-            self.record(involved, namespace, event.reason, event.message, host=host)
+            self.record(
+                involved,
+                namespace,
+                event.reason,
+                event.message,
+                host=host,
+                type_=event.type_,
+                component=event.component,
+                repeats=event.repeats,
+            )
+
+    def _allowed(self, spam_key: tuple[str, ...], now: float) -> bool:
+        """client-go's ``EventSourceObjectSpamFilter``: a token bucket per source and object."""
+        bucket = self._spam.get(spam_key)
+        if bucket is None:
+            bucket = self._spam[spam_key] = _Bucket(float(SPAM_BURST), now)
+            if len(self._spam) > SERIES_CACHE:
+                self._spam.popitem(last=False)
+        else:
+            self._spam.move_to_end(spam_key)
+            refill = (now - bucket.at) / SPAM_REFILL
+            bucket.tokens = min(float(SPAM_BURST), bucket.tokens + max(0.0, refill))
+            bucket.at = now
+        if bucket.tokens < 1.0:
+            return False
+        bucket.tokens -= 1.0
+        return True
 
     def record(
         self,
@@ -214,8 +449,12 @@ class KubeletEvents:
         *,
         host: str,
         type_: str = "Normal",
+        component: str = "kubelet",
+        repeats: int = 1,
     ) -> None:
-        """Queue one event: a new series POSTed, a repeat PATCHed; dropped if the queue is full."""
+        """Count one event (``repeats`` of it) in its series, and queue its write: a new series
+        POSTed, a repeat PATCHed; not written when the spam filter says so, dropped if the
+        queue is full."""
         if not self.enabled:
             return
         now = self._wall()
@@ -226,12 +465,49 @@ class KubeletEvents:
             reason,
             message,
             type_,
+            component,
             host,
         )
         series = self._series.get(key)
         if series is not None:
             self._series.move_to_end(key)
-            series.count += 1
+            series.count += repeats
+        else:
+            nanos = max(int(now.timestamp() * 1e9), self._last_nanos + 1)
+            self._last_nanos = nanos
+            name = f"{involved.get('name')}.{nanos:x}"
+            event = {
+                "kind": "Event",
+                "apiVersion": "v1",
+                "metadata": {"name": name, "namespace": namespace},
+                "involvedObject": dict(involved),
+                "reason": reason,
+                "message": message,
+                "source": {"component": component, "host": host},
+                "firstTimestamp": stamp,
+                "lastTimestamp": stamp,
+                "count": repeats,
+                "type": type_,
+                "eventTime": None,
+                "reportingComponent": "",
+                "reportingInstance": "",
+            }
+            series = self._series[key] = _Series(name, namespace, repeats, event)
+            if len(self._series) > SERIES_CACHE:
+                self._series.popitem(last=False)
+        spam_key = (
+            component,
+            host,
+            involved.get("kind", ""),
+            involved.get("namespace", ""),
+            involved.get("name", ""),
+            involved.get("uid", ""),
+            involved.get("apiVersion", ""),
+        )
+        if not self._allowed(spam_key, now.timestamp()):
+            self.throttled += 1
+            return
+        if series.posted:
             body = {"count": series.count, "lastTimestamp": stamp, "message": message}
             path = resource_path("", "v1", "events", namespace=series.namespace, name=series.name)
             write = Write(
@@ -242,41 +518,19 @@ class KubeletEvents:
                 on_result=self._forget_on_404(key, series),
                 force=True,
             )
-            self._queue(f"events/{series.namespace}/{series.name}", write)
-            return
-        nanos = max(int(now.timestamp() * 1e9), self._last_nanos + 1)
-        self._last_nanos = nanos
-        name = f"{involved.get('name')}.{nanos:x}"
-        series = _Series(name, namespace, 1)
-        self._series[key] = series
-        if len(self._series) > SERIES_CACHE:
-            self._series.popitem(last=False)
-        event = {
-            "kind": "Event",
-            "apiVersion": "v1",
-            "metadata": {"name": name, "namespace": namespace},
-            "involvedObject": dict(involved),
-            "reason": reason,
-            "message": message,
-            "source": {"component": "kubelet", "host": host},
-            "firstTimestamp": stamp,
-            "lastTimestamp": stamp,
-            "count": 1,
-            "type": type_,
-            "eventTime": None,
-            "reportingComponent": "",
-            "reportingInstance": "",
-        }
-        path = resource_path("", "v1", "events", namespace=namespace)
-        write = Write(
-            "POST",
-            path,
-            _encode(event),
-            JSON,
-            on_result=self._forget_on_404(key, series),
-            force=True,
-        )
-        self._queue(f"events/{namespace}/{name}", write)
+        else:
+            series.posted = True
+            event = {**series.event, "count": series.count, "lastTimestamp": stamp}
+            path = resource_path("", "v1", "events", namespace=series.namespace)
+            write = Write(
+                "POST",
+                path,
+                _encode(event),
+                JSON,
+                on_result=self._forget_on_404(key, series),
+                force=True,
+            )
+        self._queue(f"events/{series.namespace}/{series.name}", write)
 
     def _queue(self, key: str, write: Write) -> None:
         try:
@@ -290,8 +544,12 @@ class KubeletEvents:
         self, key: tuple[str, ...], series: _Series
     ) -> Callable[[WriteResult], None]:
         def done(result: WriteResult) -> None:
-            if result.outcome in ("gone", "failed", "conflict") and self._series.get(key) is series:
-                del self._series[key]  # expired or never made: the next repeat starts anew
+            if result.outcome == "gone":
+                # Expired (its 1 h TTL): the next repeat creates it again, as client-go's
+                # recordEvent does after a 404 on its PATCH, with the count reached.
+                series.posted = False
+            elif result.outcome in ("failed", "conflict") and self._series.get(key) is series:
+                del self._series[key]  # never made: the next repeat starts anew
 
         return done
 

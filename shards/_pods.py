@@ -987,7 +987,17 @@ class PodDriver:
                 c.name: c.image for c in (*record.spec.init_containers, *record.spec.containers)
             }
             changes = container_events(
-                current, desired, pulled_in=elapsed, deleting=deleting, images=spec_images
+                current,
+                desired,
+                pulled_in=elapsed,
+                deleting=deleting,
+                images=spec_images,
+                pod=f"{record.name}_{record.namespace}({record.uid})",
+                uid=record.uid,
+                now=now,
+                sidecars=frozenset(
+                    c.name for c in record.spec.init_containers if c.restart_policy == "Always"
+                ),
             )
             if changes:
                 events.pod(record.namespace, record.name, record.uid, changes, host=record.node)

@@ -17,6 +17,7 @@ import trio
 from fleet.kube import MemoryApiserver, Write
 from shards._events import QUIET_DEPTH, KubeletEvents, container_events
 from tests.shards.test_engine import CRS, EVENTS, NODES, PODS, node_cr, pod, start
+from tests.shards.test_mockstatus import SCRIPTS
 
 BASE = MemoryApiserver.BASE
 stamp = MemoryApiserver.stamp
@@ -205,3 +206,181 @@ def test_container_events_of_a_restart_and_of_an_init_container() -> None:
         container_events(status(0, "running"), status(0, "terminated"), pulled_in=0, deleting=False)
         == []
     )
+
+
+def _pod_events(api: MemoryApiserver, reason: str) -> list[Any]:
+    return [c.body for c in api.log("POST", EVENTS) if c.body["reason"] == reason]
+
+
+def _stored(api: MemoryApiserver, reason: str) -> list[Any]:
+    return [e for e in api.items(EVENTS) if e["reason"] == reason]
+
+
+def _crash_loop(name: str, reason: str = "OOMKilled", exit_code: int = 137) -> dict[str, Any]:
+    restarts = {"runFor": "5s", "exitCode": exit_code, "reason": reason}
+    return {
+        "apiVersion": "mock.zhizuqiu.cn/v1alpha1",
+        "kind": "MockStatus",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "steps": [
+                {"after": "0s", "phase": "Running"},
+                {"after": "10s", "phase": "Running", "containers": [{"restarts": restarts}]},
+            ]
+        },
+    }
+
+
+async def test_a_crash_loop_posts_back_off_in_one_series_and_oom_killing_on_the_node(
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
+) -> None:
+    # Runs of 5 s from 10 s: exits at 15 (restarted at once), 20 (back-off 10 s to 30),
+    # 35 (20 s to 55), 60 (40 s to 100), 105.
+    api = MemoryApiserver()
+    api.create(CRS, node_cr("n1"))
+    api.create(SCRIPTS, _crash_loop("oom"))
+    await start(api, nursery)
+    await trio.sleep(2)
+    api.create(PODS, pod("p", "n1", mockStatus="oom"))
+    await trio.sleep(110)
+    obj = api.get(f"{PODS}/p")
+    assert obj is not None
+    uid = obj["metadata"]["uid"]
+    (backoff,) = _pod_events(api, "BackOff")  # one Event, then its series
+    assert backoff["type"] == "Warning"
+    assert (
+        backoff["message"] == f"Back-off restarting failed container main in pod p_default({uid})"
+    )
+    assert backoff["involvedObject"]["fieldPath"] == "spec.containers{main}"
+    assert backoff["source"] == {"component": "kubelet", "host": "n1"}
+    assert backoff["count"] == 1
+    # Four windows (from 20, 35, 60, 105); the 20 s one holds one more sync, the 40 s one 3.
+    (stored,) = _stored(api, "BackOff")
+    assert stored["count"] == 4 + 1 + 3
+    assert stored["firstTimestamp"] < stored["lastTimestamp"]
+    ooms = _pod_events(api, "OOMKilling")
+    assert len(ooms) == 5  # one per exit, each a run (a container id) of its own
+    first = ooms[0]
+    assert first["type"] == "Warning"
+    assert first["involvedObject"] == {"kind": "Node", "name": "n1", "uid": "n1"}
+    assert first["metadata"]["namespace"] == "default"
+    assert first["source"] == {"component": "kernel-monitor", "host": "n1"}
+    assert first["message"].startswith("Memory cgroup out of memory: Killed process ")
+    assert "(main) total-vm:" in first["message"]
+    assert len({e["message"] for e in ooms}) == 5
+    assert not [e for e in _pod_events(api, "Killing")]  # the kernel killed it, not the kubelet
+
+
+async def test_a_plain_crash_loop_posts_no_oom_killing(
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
+) -> None:
+    api = MemoryApiserver()
+    api.create(CRS, node_cr("n1"))
+    api.create(SCRIPTS, _crash_loop("err", "Error", 1))
+    await start(api, nursery)
+    await trio.sleep(2)
+    api.create(PODS, pod("p", "n1", mockStatus="err"))
+    await trio.sleep(40)
+    assert _pod_events(api, "BackOff") and not _pod_events(api, "OOMKilling")
+
+
+async def test_the_spam_filter_throttles_writes_and_the_series_keeps_counting(
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
+) -> None:
+    api = MemoryApiserver()
+    api.create(CRS, node_cr("n1"))
+    api.create(SCRIPTS, _crash_loop("oom"))
+    engine, _ = await start(api, nursery)
+    await trio.sleep(2)
+    api.create(PODS, pod("p", "n1", mockStatus="oom"))
+    await trio.sleep(3600)
+    about_p = [
+        c
+        for method in ("POST", "PATCH")
+        for c in api.log(method, EVENTS)
+        if method == "PATCH" or c.body["involvedObject"].get("name") == "p"
+    ]
+    # 25 at once, then one per 5 min: a crash loop of an hour (16 restarts, each a Pulled,
+    # Created, Started, BackOff and the node's OOMKilling) is not 5 writes a restart.
+    assert 25 <= len(about_p) <= 25 + 3600 // 300 + 1
+    events = engine.ctx.kubelet_events
+    assert events is not None and events.throttled > 30
+    (stored,) = _stored(api, "BackOff")
+    patches = [p.body["count"] for p in api.log("PATCH", f"{EVENTS}/{stored['metadata']['name']}")]
+    assert patches == sorted(patches) and patches[-1] == stored["count"]
+    # Counted while throttled: the count is past the number of writes of the series.
+    assert stored["count"] > len(patches) + 1
+
+
+async def test_readiness_flapping_posts_unhealthy_per_failed_probe(
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
+) -> None:
+    api = MemoryApiserver()
+    api.create(CRS, node_cr("n1"))
+    flap = {"readiness": {"period": "60s", "notReadyFor": "30s"}}
+    api.create(
+        SCRIPTS,
+        {
+            "apiVersion": "mock.zhizuqiu.cn/v1alpha1",
+            "kind": "MockStatus",
+            "metadata": {"name": "flappy", "namespace": "default"},
+            "spec": {"steps": [{"after": "0s", "phase": "Running", "containers": [flap]}]},
+        },
+    )
+    await start(api, nursery)
+    await trio.sleep(2)
+    api.create(PODS, pod("p", "n1", mockStatus="flappy"))
+    await trio.sleep(40)  # not ready from 30 s: the 3 failed probes that made it so
+    (unhealthy,) = _pod_events(api, "Unhealthy")
+    assert unhealthy["type"] == "Warning"
+    assert unhealthy["message"] == "Readiness probe failed: HTTP probe failed with statuscode: 503"
+    assert unhealthy["involvedObject"]["fieldPath"] == "spec.containers{main}"
+    assert unhealthy["source"] == {"component": "kubelet", "host": "n1"}
+    assert unhealthy["count"] == 3
+    await trio.sleep(25)  # ready again at 60 s: 30 s of probes every 10 s failed meanwhile
+    (stored,) = _stored(api, "Unhealthy")
+    assert stored["count"] == 3 + 2
+    await trio.sleep(30)  # not ready again at 90 s
+    (stored,) = _stored(api, "Unhealthy")
+    assert stored["count"] == 3 + 2 + 3
+    assert len(_pod_events(api, "Unhealthy")) == 1
+
+
+async def test_a_sidecar_is_killed_when_its_pod_ends(
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
+) -> None:
+    api = MemoryApiserver()
+    api.create(CRS, node_cr("n1"))
+    await start(api, nursery)
+    await trio.sleep(2)
+    obj = pod("p", "n1", delayRunning="5s", delaySucceeded="20s")
+    obj["spec"]["initContainers"] = [
+        {"name": "proxy", "image": "envoy:1.30", "restartPolicy": "Always"},
+    ]
+    api.create(PODS, obj)
+    await trio.sleep(25)
+    (killing,) = _pod_events(api, "Killing")
+    assert killing["message"] == "Stopping container proxy"
+    assert killing["involvedObject"]["fieldPath"] == "spec.initContainers{proxy}"
+    assert killing["type"] == "Normal"
+
+
+async def test_a_repeat_of_an_expired_event_creates_it_again_with_its_count(
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
+) -> None:
+    api = MemoryApiserver()
+    api.create(CRS, node_cr("n1"))
+    api.create(SCRIPTS, _crash_loop("oom"))
+    await start(api, nursery)
+    await trio.sleep(2)
+    api.create(PODS, pod("p", "n1", mockStatus="oom"))
+    await trio.sleep(25)  # the first back-off window (20 s)
+    (first,) = _stored(api, "BackOff")
+    api.delete(f"{EVENTS}/{first['metadata']['name']}")  # its TTL ran out
+    await trio.sleep(20)  # the second window (35 s): PATCH, 404, then POST again
+    await trio.sleep(20)  # the third (60 s)
+    posts = _pod_events(api, "BackOff")
+    assert len(posts) == 2
+    assert posts[1]["metadata"]["name"] == first["metadata"]["name"]
+    (stored,) = _stored(api, "BackOff")
+    assert stored["count"] >= 3
