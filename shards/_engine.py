@@ -86,7 +86,14 @@ from fleet._metrics import FleetMetrics, serve_metrics
 from fleet._settings import FleetSettings
 from fleet.api import CRDS_MISSING_HINT
 from fleet.errors import FleetError
-from fleet.kube import Reflector, Requester, WatchEvent, WriteQueue, WriteQueueSettings
+from fleet.kube import (
+    Http2Connection,
+    Reflector,
+    Requester,
+    WatchEvent,
+    WriteQueue,
+    WriteQueueSettings,
+)
 from fleet.machinery import utc_now
 from fleet.wire import SHARD_LABEL, shard_field_manager, shard_host
 from shards._context import EventRecorder, FencedRequester, ShardContext, TimerKey
@@ -146,6 +153,7 @@ class ShardEngine:
         rng: random.Random | None = None,
         freeze_gc: bool = False,
         kubelet_api: KubeletApiSettings | None = None,
+        node_connection: Callable[[], Http2Connection] | None = None,
     ) -> None:
         self.settings = settings
         self._freeze = freeze_gc
@@ -238,8 +246,11 @@ class ShardEngine:
         """The kubelet traffic profile's reads and watches (``shard.trafficProfile: kubelet``)."""
         listener: NodeListener = self.pods
         if s.traffic_profile == "kubelet":
-            self.traffic = traffic = KubeletTraffic(self.ctx)
+            # node_connection: each node's watches on one connection of its own, as a
+            # kubelet's (see shards._traffic); None: on the hot transport.
+            self.traffic = traffic = KubeletTraffic(self.ctx, connect=node_connection)
             traffic.give_way = self.leases.give_way
+            self.pods.transport_for = traffic.transport_for
             listener = TrafficListener(self.pods, traffic)
             self.pods.observe = lambda event: traffic.pod_event(
                 event.type,

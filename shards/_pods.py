@@ -46,6 +46,7 @@ from fleet.kube import (
     BackoffPolicy,
     ListMeta,
     Reflector,
+    Requester,
     WatchEvent,
     Write,
     WriteResult,
@@ -345,6 +346,9 @@ class PodDriver:
         """One watch per node: asked for, or implied by the kubelet traffic profile."""
         self.observe: Callable[[WatchEvent[PodObject]], None] | None = None
         """Told of every pod event before the driver (the kubelet traffic profile)."""
+        self.transport_for: Callable[[str], Requester] = lambda name: self._ctx.hot
+        """What a node's pod watch goes through (the kubelet traffic profile: the node's own
+        connection)."""
         self.give_way = give_way
         self.claims = claims
         self._specs: dict[bytes, _PodSpec] = {}
@@ -388,7 +392,7 @@ class PodDriver:
         scope = trio.CancelScope()
         self._node_watches[name] = scope
         reflector = Reflector(
-            self._ctx.hot,
+            self.transport_for(name),
             resource_path("", "v1", "pods"),
             PodObject,
             field_selector=f"spec.nodeName={name}",

@@ -22,6 +22,7 @@ import random
 from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 from datetime import datetime
+from functools import partial
 
 import trio
 
@@ -32,6 +33,7 @@ from fleet.kube import (
     ClusterConfig,
     HotTransport,
     HotTransportSettings,
+    Http2Connection,
     InstrumentedRequester,
     Requester,
 )
@@ -93,11 +95,15 @@ async def serve_shard(
     async with AsyncExitStack() as stack:
         client: Requester
         hot: Requester
+        node_connection: Callable[[], Http2Connection] | None = None
         if transport is not None:
             client = hot = transport
         else:
             client = await stack.enter_async_context(Client(config))
             hot = await stack.enter_async_context(HotTransport(config, hot_settings))
+            if settings.shard.traffic_profile == "kubelet":
+                # A kubelet's watches share one HTTP/2 connection: so do each node's here.
+                node_connection = partial(Http2Connection, config)
         engine = ShardEngine(
             settings,
             str(shard_id),
@@ -110,6 +116,7 @@ async def serve_shard(
             rng=rng,
             freeze_gc=freeze_gc,
             kubelet_api=kubelet_api_settings(settings.shard, offset=shard_id),
+            node_connection=node_connection,
         )
         async with trio.open_nursery() as nursery:
             await nursery.start(

@@ -28,9 +28,20 @@ GET its CSINode, POST it if missing    once, when driven
 Leases, status PATCHes, pod status and Events are the other modules' (as in
 ``lean``). Not reproduced: TokenRequests (``serviceaccounts/token``, once per
 pod: the shard mints no tokens), Secret/ConfigMap watches of volumes a pod
-names itself, and the kubelet's HTTP/2: each watch here is an HTTP/1.1
-connection of its own (:meth:`~fleet.kube.HotTransport.stream`), so a node
-costs 5 + namespaces connections where a kubelet holds one.
+names itself.
+
+Connections, as a kubelet holds them: a kubelet multiplexes everything on ONE
+HTTP/2 connection. Given a ``connect`` factory (``serve_shard`` gives one
+making a :class:`~fleet.kube.Http2Connection`), each node gets one HTTP/2
+connection, opened when it is driven and closed when it stops, carrying its
+informers' LISTs and WATCHes, its ConfigMap watches and the pod driver's
+watch of its pods (:meth:`KubeletTraffic.transport_for`): a shard of N nodes
+holds N connections on the apiserver. What differs from a kubelet: its Node
+GETs, CSINode request, Leases, status PATCHes and Events go through the
+shard's shared pools (the hot transport's HTTP/1.1 connections, cheaper per
+request on both sides than a Python HTTP/2 stream) rather than the node's
+connection. Without ``connect`` (tests on the in-memory apiserver) the watches
+go through the shard's hot transport, one HTTP/1.1 connection each.
 
 Cost bounds: watch events are decoded to metadata only
 (:class:`~fleet.kube.MetaOnly`, what a relist's diff needs) and dropped by one
@@ -50,7 +61,16 @@ import msgspec
 import trio
 
 from fleet.errors import AlreadyExists, FleetError
-from fleet.kube import MetaOnly, Reflector, WatchEvent, WatchSettings, resource_path
+from fleet.kube import (
+    Http2Connection,
+    InstrumentedRequester,
+    MetaOnly,
+    Reflector,
+    Requester,
+    WatchEvent,
+    WatchSettings,
+    resource_path,
+)
 from fleet.machinery import JSON
 from shards._context import ShardContext
 from shards._kubelets import NodeListener, NodeState
@@ -122,6 +142,8 @@ class _Node:
     configmaps: dict[str, trio.CancelScope] = field(default_factory=dict)
     nursery: trio.Nursery | None = None
     """Where its watches run, once its first lists are done."""
+    transport: Requester | None = None
+    """What its watches go through (see :meth:`KubeletTraffic.transport_for`)."""
     get_due: float = 0.0
     """Due time of its next Node GET (drift-free: each is due an interval after the last)."""
 
@@ -134,8 +156,13 @@ class KubeletTraffic:
     (:meth:`pod_event`); :meth:`run` runs its tasks until cancelled.
     """
 
-    def __init__(self, ctx: ShardContext) -> None:
+    def __init__(
+        self, ctx: ShardContext, *, connect: Callable[[], Http2Connection] | None = None
+    ) -> None:
         self._ctx = ctx
+        self._connect = connect
+        self._conns: dict[str, tuple[Http2Connection, Requester]] = {}
+        """Node -> its HTTP/2 connection (and it instrumented), while it is driven."""
         self.give_way: Callable[[], Awaitable[None]] = trio.lowlevel.checkpoint
         """Awaited before each Node GET (the Lease lane's ``give_way``)."""
         self._nodes: dict[str, _Node] = {}
@@ -178,7 +205,24 @@ class KubeletTraffic:
         self._nodes[name] = _Node(uid=uid)
         self._start(name)
 
+    def transport_for(self, name: str) -> Requester:
+        """What node ``name``'s watches go through: its own HTTP/2 connection (made here on
+        first ask; its task runs while the node is driven), or the shard's hot transport."""
+        if self._connect is None:
+            return self._ctx.hot
+        conn = self._conns.get(name)
+        if conn is None:
+            made = self._connect()
+            conn = self._conns[name] = (made, InstrumentedRequester(made, self._ctx.metrics))
+        return conn[1]
+
+    def connection(self, name: str) -> Http2Connection | None:
+        """Node ``name``'s own connection, if it has one (tests, statistics)."""
+        conn = self._conns.get(name)
+        return None if conn is None else conn[0]
+
     def node_removed(self, name: str) -> None:
+        self._conns.pop(name, None)  # its task ends with the node's scope
         node = self._nodes.pop(name, None)
         if node is None:
             return
@@ -210,15 +254,22 @@ class KubeletTraffic:
             self.stats.nodes += 1
             try:
                 async with trio.open_nursery() as nursery:
+                    transport = self.transport_for(name)
+                    conn = self._conns.get(name)
+                    if conn is not None:
+                        await nursery.start(conn[0].run)
                     async with self._starting:
                         listed = []
                         for group, version, plural in _INFORMERS:
                             listed.append(
-                                self._inform(nursery, resource_path(group, version, plural))
+                                self._inform(
+                                    nursery, transport, resource_path(group, version, plural)
+                                )
                             )
                         listed.append(
                             self._inform(
                                 nursery,
+                                transport,
                                 resource_path("", "v1", "nodes"),
                                 field_selector=f"metadata.name={name}",
                             )
@@ -228,20 +279,27 @@ class KubeletTraffic:
                             for event in listed:
                                 await event.wait()
                     node.nursery = nursery
+                    node.transport = transport
                     for namespace in list(node.namespaces):
                         self._watch_root_ca(node, namespace)
                     await trio.sleep_forever()
             finally:
                 node.nursery = None
+                node.transport = None
                 self.stats.nodes -= 1
 
     def _inform(
-        self, nursery: trio.Nursery, path: str, *, field_selector: str | None = None
+        self,
+        nursery: trio.Nursery,
+        transport: Requester,
+        path: str,
+        *,
+        field_selector: str | None = None,
     ) -> trio.Event:
         """Start one reflector whose events are dropped; the Event is set once it has listed."""
         assert self._send is not None
         reflector = Reflector(
-            self._ctx.hot,
+            transport,
             path,
             MetaOnly,
             field_selector=field_selector,
@@ -331,12 +389,12 @@ class KubeletTraffic:
         """The kubelet's watch of ``kube-root-ca.crt`` in ``namespace`` (once the node's
         first lists are done; until then its start-up starts them)."""
         nursery = node.nursery
-        if nursery is None or namespace in node.configmaps:
+        if nursery is None or node.transport is None or namespace in node.configmaps:
             return
         scope = node.configmaps[namespace] = trio.CancelScope()
         assert self._send is not None
         reflector = Reflector(
-            self._ctx.hot,
+            node.transport,
             resource_path("", "v1", "configmaps", namespace=namespace),
             MetaOnly,
             field_selector=f"metadata.name={ROOT_CA}",

@@ -49,6 +49,8 @@ from fleet.kube._fake import FakeRequest as FakeRequest
 from fleet.kube._fake import StreamScript as StreamScript
 from fleet.kube._fake import json_response as json_response
 from fleet.kube._fake import status_response as status_response
+from fleet.kube._http2 import Http2Connection as Http2Connection
+from fleet.kube._http2 import Http2Settings as Http2Settings
 from fleet.kube._instrumented import InstrumentedRequester as InstrumentedRequester
 from fleet.kube._instrumented import RequestRecorder as RequestRecorder
 from fleet.kube._memapi import MemoryApiserver as MemoryApiserver
@@ -108,6 +110,8 @@ __all__ = [
     "FakeRequest",
     "HotTransport",
     "HotTransportSettings",
+    "Http2Connection",
+    "Http2Settings",
     "InstrumentedRequester",
     "ListMeta",
     "ListResult",

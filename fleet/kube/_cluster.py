@@ -68,6 +68,10 @@ class ClusterConfig:
     """Base URL without a trailing slash, e.g. ``https://127.0.0.1:6443``."""
     ssl_context: ssl.SSLContext | None = None
     """Verifying context for https (CA, client cert); None for plain http."""
+    http2_context: ssl.SSLContext | None = None
+    """The same, offering HTTP/2 (ALPN ``h2``): a context's ALPN list is its connections'
+    (``ssl`` has no per-connection override), and the HTTP/1.1 transports must not be offered
+    h2. None: no HTTP/2 over TLS (plain http, or a config built without it)."""
     tls_server_name: str | None = None
     """Name to verify the server certificate against, when it differs from the host."""
     auth: Auth = field(default_factory=NoAuth)

@@ -323,8 +323,11 @@ def _build(cluster: _Entry, user: _Entry | None, *, namespace: str, source: str)
 
     server = _server_url(cluster, tls=bool(ca or cert or insecure))
     ssl_context: ssl.SSLContext | None = None
+    http2_context: ssl.SSLContext | None = None
     if server.startswith("https://"):
         ssl_context = _ssl_context(cluster, user, ca=ca, cert=cert, key=key, insecure=insecure)
+        http2_context = _ssl_context(cluster, user, ca=ca, cert=cert, key=key, insecure=insecure)
+        http2_context.set_alpn_protocols(["h2"])
         if insecure and server not in _warned_insecure:
             _warned_insecure.add(server)
             log.warning(
@@ -341,6 +344,7 @@ def _build(cluster: _Entry, user: _Entry | None, *, namespace: str, source: str)
     return ClusterConfig(
         server=server,
         ssl_context=ssl_context,
+        http2_context=http2_context,
         tls_server_name=tls_server_name,
         auth=auth,
         source=source,
@@ -654,10 +658,15 @@ def in_cluster_config(
         raise ConfigError(
             f"in-cluster: cannot read {ca_path} ({exc.strerror or type(exc).__name__})"
         ) from exc
-    if ca_data is None:
-        ssl_context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-    else:
-        ssl_context = _verifying_context(_Material(ca_data, str(ca_path), ca_path), "in-cluster")
+
+    def context() -> ssl.SSLContext:
+        if ca_data is None:
+            return ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+        return _verifying_context(_Material(ca_data, str(ca_path), ca_path), "in-cluster")
+
+    ssl_context = context()
+    http2_context = context()
+    http2_context.set_alpn_protocols(["h2"])
 
     namespace = env.get("POD_NAMESPACE", "").strip()
     if not namespace:
@@ -668,6 +677,7 @@ def in_cluster_config(
     return ClusterConfig(
         server=server,
         ssl_context=ssl_context,
+        http2_context=http2_context,
         auth=TokenFile(token_path, fallback=token, source="in-cluster"),
         source="in-cluster",
         namespace=namespace or "default",

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from functools import partial
 
 import trio
 
-from fleet.kube import MemoryApiserver
-from fleet.wire import KUBELET_RESTART_ANNOTATION
+from fleet._settings import FleetSettings, ShardSettings
+from fleet.kube import Client, HotTransport, Http2Connection, MemoryApiserver, load_config
+from fleet.wire import FLEET_NAMESPACE, KUBELET_RESTART_ANNOTATION, SHARD_LABEL
 from shards import ShardEngine
+from tests._apiserver import Apiserver, install_fleet_crds, unique
 from tests.shards.test_engine import CRS, node_cr, pod, settings
 
 wall = MemoryApiserver.wall
@@ -182,3 +185,70 @@ async def test_a_kubelet_restart_starts_that_nodes_informers_over(
     assert api.log("GET", "/apis/storage.k8s.io/v1/csinodes/n3")[-1].at >= api.calls[since].at
     assert engine.restarts.restarts == 1
     assert engine.traffic is not None and engine.traffic.stats.nodes == NODES
+
+
+async def test_each_node_watches_on_one_http2_connection_of_its_own(
+    nursery: trio.Nursery, apiserver: Apiserver
+) -> None:
+    """Against the sandbox and kube-apiserver: a node's informers, its pod watch and its
+    ConfigMap watch are streams of ONE HTTP/2 connection; no watch opens a connection of the
+    shard's HTTP/1.1 transport."""
+    config = load_config(apiserver.kubeconfig)
+    shard = unique("h2shard")
+    names = [unique("h2node") for _ in range(3)]
+    async with Client(config) as client, HotTransport(config) as hot:
+        await install_fleet_crds(client)
+        namespaces = {
+            n["metadata"]["name"] for n in (await client.list("/api/v1/namespaces")).items
+        }
+        if FLEET_NAMESPACE not in namespaces:
+            await client.create("/api/v1/namespaces", {"metadata": {"name": FLEET_NAMESPACE}})
+        allocation = "cluster" if apiserver.real is not None else "shard"
+        engine = ShardEngine(
+            FleetSettings(
+                shard=ShardSettings(traffic_profile="kubelet", pod_cidr_allocation=allocation)
+            ),
+            shard,
+            control=client,
+            hot=hot,
+            node_connection=partial(Http2Connection, config),
+        )
+        scope = trio.CancelScope()
+
+        async def run_engine(task_status: trio.TaskStatus[None]) -> None:
+            with scope:
+                await engine.run(task_status=task_status)
+
+        await nursery.start(run_engine)
+        try:
+            for name in names:
+                await client.create(
+                    "/apis/mock.zhizuqiu.cn/v1alpha1/namespaces/default/nodes",
+                    {
+                        "apiVersion": "mock.zhizuqiu.cn/v1alpha1",
+                        "kind": "Node",
+                        "metadata": {"name": name, "labels": {SHARD_LABEL: shard}},
+                        "spec": {},
+                    },
+                )
+            opened_before = hot.statistics().opened
+            traffic = engine.traffic
+            assert traffic is not None
+            # 5: RuntimeClasses, CSIDrivers, Services, its Node, its pods.
+            with trio.fail_after(30):
+                while True:
+                    conns = [traffic.connection(name) for name in names]
+                    if all(c is not None and c.streams >= 5 for c in conns):
+                        break
+                    await trio.sleep(0.2)
+            await trio.sleep(1)
+            for conn in conns:
+                assert conn is not None and conn.opened == 1 and conn.streams == 5
+            # The watches opened no HTTP/1.1 connection (the pool has at most its 16).
+            assert hot.statistics().opened - opened_before <= hot.statistics().connections
+        finally:
+            scope.cancel()
+            for name in names:
+                await client.request(
+                    "DELETE", f"/apis/mock.zhizuqiu.cn/v1alpha1/namespaces/default/nodes/{name}"
+                )

@@ -1,0 +1,95 @@
+"""``Http2Connection``: many watches and requests as streams of ONE HTTP/2 connection.
+
+Against the sandbox (HTTP/2 by hypercorn, ALPN h2 over TLS) and the real
+kube-apiserver: what a kubelet's client does. Real delays of a second or two.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+import trio
+
+from fleet.errors import ConnectError, ProtocolError
+from fleet.kube import Client, ClusterConfig, Http2Connection, Http2Settings, load_config
+from fleet.machinery import JSON
+from tests._apiserver import Apiserver, unique
+
+WATCHES = 12
+
+
+async def _until(check: Callable[[], bool], within: float = 5.0) -> None:
+    with trio.fail_after(within):
+        while True:
+            if check():
+                return
+            await trio.sleep(0.05)
+
+
+async def _events(
+    conn: Http2Connection, path: str, params: dict[str, str], into: list[Any]
+) -> None:
+    async with conn.stream("GET", path, params=params) as response:
+        assert response.status == 200
+        buf = b""
+        async for piece in response.aiter_bytes():
+            buf += piece
+            while b"\n" in buf:
+                line, _, buf = buf.partition(b"\n")
+                into.append(msgspec.json.decode(line))
+
+
+async def test_watches_and_requests_share_one_connection(
+    nursery: trio.Nursery, apiserver: Apiserver
+) -> None:
+    config = load_config(apiserver.kubeconfig)
+    namespace = unique("h2")
+    async with Client(config) as client:
+        await client.create("/api/v1/namespaces", {"metadata": {"name": namespace}})
+    conn = Http2Connection(config)
+    await nursery.start(conn.run)
+    path = f"/api/v1/namespaces/{namespace}/configmaps"
+    listed = await conn.request("GET", path)
+    assert listed.status == 200
+    rv = msgspec.json.decode(listed.content)["metadata"]["resourceVersion"]
+    seen: list[list[Any]] = [[] for _ in range(WATCHES)]
+    params = {"watch": "true", "resourceVersion": rv, "timeoutSeconds": "30"}
+    async with trio.open_nursery() as watches:
+        for i in range(WATCHES):
+            watches.start_soon(_events, conn, path, params, seen[i])
+        await _until(lambda: conn.streams >= WATCHES)
+        body = {"metadata": {"name": "cm"}, "data": {"k": "v"}}
+        created = await conn.request(
+            "POST", path, body=msgspec.json.encode(body), content_type=JSON
+        )
+        assert created.status == 201
+        await _until(lambda: all(any(e["type"] == "ADDED" for e in s) for s in seen))
+        watches.cancel_scope.cancel()
+    assert conn.opened == 1  # every watch and request on one connection
+    await _until(lambda: conn.streams == 0)  # the cancelled watches reset and forgotten
+    again = await conn.request("GET", f"{path}/cm")
+    assert again.status == 200
+
+
+async def test_a_server_without_http2_is_a_connect_error(nursery: trio.Nursery) -> None:
+    # A listener that closes every connection: no HTTP/2, no connection.
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+
+    async def refuse(stream: trio.SocketStream) -> None:
+        await stream.aclose()
+
+    nursery.start_soon(trio.serve_listeners, refuse, listeners)
+    port = listeners[0].socket.getsockname()[1]
+    conn = Http2Connection(
+        ClusterConfig(server=f"http://127.0.0.1:{port}"),
+        Http2Settings(connect_timeout=0.5, request_timeout=0.5),
+    )
+    await nursery.start(conn.run)
+    try:
+        await conn.request("GET", "/version")
+    except (ConnectError, ProtocolError):
+        pass
+    else:
+        raise AssertionError("a request over a refused connection succeeded")
