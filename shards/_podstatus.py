@@ -595,11 +595,18 @@ def build_status(
                 state = _sidecar_state(step)
             init_statuses.append(container_status(spec, state, old_inits.get(spec.name), True))
         status["initContainerStatuses"] = init_statuses
-        if not init_done:
-            # App containers wait for the init containers: kubelet reports PodInitializing.
-            for entry in container_statuses:
-                if "waiting" in entry["state"]:
-                    entry["state"] = {"waiting": {"reason": "PodInitializing"}}
+        for entry in container_statuses:
+            waiting = entry["state"].get("waiting")
+            if waiting is None:
+                continue
+            if not init_done:
+                # App containers wait for the init containers: kubelet reports PodInitializing.
+                entry["state"] = {"waiting": {"reason": "PodInitializing"}}
+            elif waiting.get("reason") == "ContainerCreating":
+                # Not started yet: the kubelet's default waiting reason for a pod with init
+                # containers is PodInitializing, also once they are done
+                # (convertToAPIContainerStatuses); kubectl shows the pod so.
+                entry["state"] = {"waiting": {"reason": "PodInitializing"}}
 
     # conditions
     by_name = {entry["name"]: entry for entry in container_statuses}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from functools import partial
+from typing import Literal
 
 import trio
 
@@ -203,7 +204,9 @@ async def test_each_node_watches_on_one_http2_connection_of_its_own(
         }
         if FLEET_NAMESPACE not in namespaces:
             await client.create("/api/v1/namespaces", {"metadata": {"name": FLEET_NAMESPACE}})
-        allocation = "cluster" if apiserver.real is not None else "shard"
+        allocation: Literal["cluster", "shard"] = (
+            "cluster" if apiserver.real is not None else "shard"
+        )
         engine = ShardEngine(
             FleetSettings(
                 shard=ShardSettings(traffic_profile="kubelet", pod_cidr_allocation=allocation)
