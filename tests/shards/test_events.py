@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 
 from fleet.kube import MemoryApiserver, Write
 from shards._events import QUIET_DEPTH, KubeletEvents, container_events
+from tests._up_process import kubectl, kubectl_json, up_process, wait_until
 from tests.shards.test_engine import CRS, EVENTS, NODES, PODS, node_cr, pod, start
 from tests.shards.test_mockstatus import SCRIPTS
 
@@ -384,3 +387,79 @@ async def test_a_repeat_of_an_expired_event_creates_it_again_with_its_count(
     assert posts[1]["metadata"]["name"] == first["metadata"]["name"]
     (stored,) = _stored(api, "BackOff")
     assert stored["count"] >= 3
+
+
+UP_SCRIPTS = """
+apiVersion: mock.zhizuqiu.cn/v1alpha1
+kind: MockStatus
+metadata: {name: oom-loop, namespace: default}
+spec:
+  selector: {matchLabels: {app: oom-loop}}
+  steps:
+    - after: 0s
+      phase: Running
+      containers: [{restarts: {runFor: 2s, exitCode: 137, reason: OOMKilled}}]
+---
+apiVersion: mock.zhizuqiu.cn/v1alpha1
+kind: MockStatus
+metadata: {name: flapping, namespace: default}
+spec:
+  selector: {matchLabels: {app: flapping}}
+  steps:
+    - after: 0s
+      phase: Running
+      containers: [{readiness: {period: 6s, notReadyFor: 3s}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: oom-loop, namespace: default, labels: {app: oom-loop}}
+spec:
+  containers: [{name: app, image: nginx}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: flapping, namespace: default, labels: {app: flapping}}
+spec:
+  containers: [{name: app, image: nginx}]
+"""
+
+
+@pytest.mark.kubectl
+def test_back_off_unhealthy_and_oom_killing_on_up(tmp_path: Path) -> None:
+    """kubectl sees what a kubelet (and node-problem-detector) would have posted."""
+    with up_process(tmp_path, "--nodes", "1") as up:
+        kubectl(up.kubeconfig, "apply", "-f", "-", stdin=UP_SCRIPTS)
+
+        def events() -> dict[str, list[dict[str, Any]]] | None:
+            items = kubectl_json(up.kubeconfig, "get", "events", "-n", "default")["items"]
+            by: dict[str, list[dict[str, Any]]] = {}
+            for item in items:
+                by.setdefault(item["reason"], []).append(item)
+            backoff = by.get("BackOff") or [{}]
+            unhealthy = by.get("Unhealthy") or [{}]
+            done = (
+                backoff[0].get("count", 0) >= 2
+                and unhealthy[0].get("count", 0) >= 3
+                and len(by.get("OOMKilling", ())) >= 3
+            )
+            return by if done else None
+
+        by = wait_until(events, 40, "BackOff x2, Unhealthy x3, 3 OOMKilling")
+        (backoff,) = by["BackOff"]
+        assert backoff["type"] == "Warning"
+        assert backoff["involvedObject"]["name"] == "oom-loop"
+        assert backoff["message"].startswith(
+            "Back-off restarting failed container app in pod oom-loop_default("
+        )
+        assert backoff["source"]["component"] == "kubelet"
+        (unhealthy,) = by["Unhealthy"]
+        assert unhealthy["message"] == (
+            "Readiness probe failed: HTTP probe failed with statuscode: 503"
+        )
+        assert unhealthy["involvedObject"]["fieldPath"] == "spec.containers{app}"
+        oom = by["OOMKilling"][0]
+        assert oom["involvedObject"]["kind"] == "Node"
+        assert oom["source"]["component"] == "kernel-monitor"
+        assert oom["source"]["host"] == oom["involvedObject"]["name"]
+        table = kubectl(up.kubeconfig, "get", "events", "-n", "default").stdout
+        assert "BackOff" in table and "OOMKilling" in table
