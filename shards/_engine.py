@@ -153,7 +153,7 @@ class ShardEngine:
         rng: random.Random | None = None,
         freeze_gc: bool = False,
         kubelet_api: KubeletApiSettings | None = None,
-        node_connection: Callable[[], Http2Connection] | None = None,
+        node_connection: Callable[[trio.CapacityLimiter], Http2Connection] | None = None,
     ) -> None:
         self.settings = settings
         self._freeze = freeze_gc

@@ -22,7 +22,6 @@ import random
 from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 from datetime import datetime
-from functools import partial
 
 import trio
 
@@ -95,7 +94,7 @@ async def serve_shard(
     async with AsyncExitStack() as stack:
         client: Requester
         hot: Requester
-        node_connection: Callable[[], Http2Connection] | None = None
+        node_connection: Callable[[trio.CapacityLimiter], Http2Connection] | None = None
         if transport is not None:
             client = hot = transport
         else:
@@ -103,7 +102,9 @@ async def serve_shard(
             hot = await stack.enter_async_context(HotTransport(config, hot_settings))
             if settings.shard.traffic_profile == "kubelet":
                 # A kubelet's watches share one HTTP/2 connection: so do each node's here.
-                node_connection = partial(Http2Connection, config)
+                def node_connection(connecting: trio.CapacityLimiter) -> Http2Connection:
+                    return Http2Connection(config, connecting=connecting)
+
         engine = ShardEngine(
             settings,
             str(shard_id),

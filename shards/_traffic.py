@@ -77,6 +77,7 @@ from shards._kubelets import NodeListener, NodeState
 from shards._timers import DelayQueue, spread
 
 __all__ = [
+    "CONNECT_CONCURRENCY",
     "GET_WORKERS",
     "NODE_GET_INTERVAL",
     "STARTUP_CONCURRENCY",
@@ -95,6 +96,11 @@ GET_WORKERS = 4
 keep up with room; more would take the hot transport's connections from the writes."""
 GET_TIMER_CHANNEL = 256
 """Due Node GETs buffered for the workers; a full channel shows as timer lateness."""
+CONNECT_CONCURRENCY = 16
+"""Node connections being made at once (TCP and TLS handshake). A burst of 1,000 nodes
+opening theirs at once filled the sandbox's accept backlog on a loaded 2-core box (its
+share of a core does ~100 handshakes a second, ~1.2 ms of CPU each): connects timed out
+after 5 s, were retried, and the shard's other clients could not connect either."""
 STARTUP_CONCURRENCY = 32
 """Nodes making their first lists (4 informers and the CSINode) at once: a thousand
 nodes registered in a burst would otherwise send 4,000 LISTs in the same second."""
@@ -157,10 +163,15 @@ class KubeletTraffic:
     """
 
     def __init__(
-        self, ctx: ShardContext, *, connect: Callable[[], Http2Connection] | None = None
+        self,
+        ctx: ShardContext,
+        *,
+        connect: Callable[[trio.CapacityLimiter], Http2Connection] | None = None,
     ) -> None:
         self._ctx = ctx
         self._connect = connect
+        """Makes a node's connection, given the limiter of connections being made."""
+        self._connecting = trio.CapacityLimiter(CONNECT_CONCURRENCY)
         self._conns: dict[str, tuple[Http2Connection, Requester]] = {}
         """Node -> its HTTP/2 connection (and it instrumented), while it is driven."""
         self.give_way: Callable[[], Awaitable[None]] = trio.lowlevel.checkpoint
@@ -212,7 +223,7 @@ class KubeletTraffic:
             return self._ctx.hot
         conn = self._conns.get(name)
         if conn is None:
-            made = self._connect()
+            made = self._connect(self._connecting)
             conn = self._conns[name] = (made, InstrumentedRequester(made, self._ctx.metrics))
         return conn[1]
 

@@ -7,6 +7,7 @@ or SIGTERM, then (with ``--data``) saves its state.
 from __future__ import annotations
 
 import signal
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -49,6 +50,13 @@ def sandbox(
         "--tls/--no-tls",
         help="https with a throwaway CA (kubectl sends tokens only over TLS).",
     ),
+    max_connections: int | None = typer.Option(
+        None,
+        "--max-connections",
+        min=1,
+        help="Connections served at once, more are closed at accept (default 4096; each "
+        "costs a file descriptor: keep it under `ulimit -n`).",
+    ),
 ) -> None:
     """Run the sandbox apiserver (a kubectl-compatible Kubernetes API) in the foreground."""
     from fleet.sandbox import SandboxSettings
@@ -56,4 +64,6 @@ def sandbox(
     settings = SandboxSettings(
         host=host, port=port, tls=tls, kubeconfig_out=kubeconfig_out, data_file=data
     )
+    if max_connections is not None:
+        settings = replace(settings, max_connections=max_connections)
     trio.run(_serve, settings)

@@ -217,6 +217,14 @@ def up(
         "their own beside the sandbox, for large fleets) or in this one.",
     ),
     traffic_profile: TrafficProfileOption = None,
+    sandbox_max_connections: int = typer.Option(
+        4096,
+        "--sandbox-max-connections",
+        min=1,
+        help="Connections the sandbox serves at once, more are closed at accept: under "
+        "--traffic-profile kubelet every node holds one (each a file descriptor: keep it "
+        "under `ulimit -n`).",
+    ),
 ) -> None:
     """Run an apiserver, its control plane and a fleet of fake kubelets on this machine."""
     settings = UpSettings(
@@ -224,6 +232,7 @@ def up(
         port=port,
         kubeconfig_out=(kubeconfig_out or kubeconfig_for(name)).absolute(),
         data_file=data.absolute() if data is not None else None,
+        sandbox_max_connections=sandbox_max_connections,
         nodes=nodes,
         node_template=load_template(node_template),
         shards=shards,

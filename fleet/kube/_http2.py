@@ -15,7 +15,8 @@ from :attr:`ClusterConfig.http2_context`, or cleartext with the HTTP/2 preface,
 "prior knowledge"), reads frames and hands each stream its data, answers
 pings and settings, and connects again after a loss (backoff from
 :data:`RECONNECT`). Requests made while it is not connected wait for it up to
-``connect_timeout``; a loss ends every open stream with
+``connect_timeout`` (twice that with a ``connecting`` limiter: its turn, then the
+attempt); a loss ends every open stream with
 :class:`~fleet.errors.ProtocolError` (the reflectors watch again, on the new
 connection).
 
@@ -174,7 +175,13 @@ class Http2Connection(BaseRequester):
     closes the connection and ends its streams.
     """
 
-    def __init__(self, config: ClusterConfig, settings: Http2Settings = Http2Settings()) -> None:
+    def __init__(
+        self,
+        config: ClusterConfig,
+        settings: Http2Settings = Http2Settings(),
+        *,
+        connecting: trio.CapacityLimiter | None = None,
+    ) -> None:
         url = urlsplit(config.server)
         if url.scheme not in ("http", "https") or not url.hostname:
             raise ConfigError(f"{config.source or 'server'}: unusable server URL {config.server!r}")
@@ -182,6 +189,8 @@ class Http2Connection(BaseRequester):
             raise ConfigError(f"{config.source or 'server'}: no TLS context offering HTTP/2")
         self._config = config
         self._settings = settings
+        self._connecting = connecting
+        """Shared by many connections: how many of them may be connecting at once."""
         self._scheme = url.scheme
         self._host = url.hostname
         try:
@@ -237,6 +246,15 @@ class Http2Connection(BaseRequester):
             await trio.sleep(backoff.next_delay())
 
     async def _connect(self) -> _Live:
+        if self._connecting is None:
+            return await self._connect_now()
+        # Waiting for a slot is not connecting: the timeout starts with the attempt. A
+        # thousand handshakes at once overrun a busy server's accept backlog, and a
+        # handshake abandoned at its timeout is server CPU spent for nothing.
+        async with self._connecting:
+            return await self._connect_now()
+
+    async def _connect_now(self) -> _Live:
         timeout = self._settings.connect_timeout
         try:
             with trio.fail_after(timeout):
@@ -350,14 +368,14 @@ class Http2Connection(BaseRequester):
     # -- streams -------------------------------------------------------------------------------
 
     async def _ready(self) -> _Live:
-        with trio.move_on_after(self._settings.connect_timeout):
+        wait = self._settings.connect_timeout
+        if self._connecting is not None:
+            wait += self._settings.connect_timeout  # and its turn to connect
+        with trio.move_on_after(wait):
             await self._connected.wait()
         live = self._live
         if live is None:
-            raise ConnectError(
-                f"no HTTP/2 connection to {self._config.server} "
-                f"within {self._settings.connect_timeout:g}s"
-            )
+            raise ConnectError(f"no HTTP/2 connection to {self._config.server} within {wait:g}s")
         return live
 
     def _target(self, path: str, params: Mapping[str, str] | None) -> str:

@@ -65,9 +65,13 @@ class SandboxSettings:
     """Seconds a request body may take to arrive (the real apiserver's request timeout,
     60 s); then 408 and the connection is closed. Bodies are at most 3 MiB."""
     max_connections: int = 4096
-    """HTTP/1.1 connections served at once; one more is closed at accept. A shard uses ~20
-    to ~120 (its hot connections, its watches, the general client's pool), kubectl a few;
-    4096 fits dozens of shards and stays under common file-descriptor limits."""
+    """Connections served at once (HTTP/1.1 and HTTP/2 alike); one more is closed at accept.
+    A shard uses ~20 to ~120 (its hot connections, its watches, the general client's pool),
+    plus one HTTP/2 connection per node under the kubelet traffic profile; kubectl a few.
+    4096 fits dozens of lean shards or ~3,500 nodes in ``kubelet`` mode and stays under
+    common file-descriptor limits; more: ``sandbox --max-connections``, ``up
+    --sandbox-max-connections`` (each connection is a file descriptor on both sides:
+    ``ulimit -n``)."""
     max_list_limit: int = 100_000
     """Upper bound of items a single page may hold, whatever limit the client asks."""
     event_ttl: float = 3600.0

@@ -73,10 +73,13 @@ def control_plane_command(kubeconfig: Path, *, disabled: Iterable[str] = ()) -> 
     return command
 
 
-def sandbox_command(kubeconfig: Path, *, host: str, port: int) -> list[str]:
+def sandbox_command(
+    kubeconfig: Path, *, host: str, port: int, max_connections: int | None = None
+) -> list[str]:
     """The command line of ``up``'s sandbox child (``kubemock-fleet sandbox``), writing its
-    kubeconfig to ``kubeconfig``."""
+    kubeconfig to ``kubeconfig``; ``max_connections``: its connection cap (None: its default)."""
+    cap = [] if max_connections is None else ["--max-connections", str(max_connections)]
     return [
         sys.executable, "-m", "fleet", "sandbox",
-        "--host", host, "--port", str(port), "--kubeconfig-out", str(kubeconfig),
+        "--host", host, "--port", str(port), "--kubeconfig-out", str(kubeconfig), *cap,
     ]  # fmt: skip

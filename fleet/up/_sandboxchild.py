@@ -36,6 +36,7 @@ async def serve_sandbox_child(
     *,
     host: str,
     port: int,
+    max_connections: int | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run ``kubemock-fleet sandbox`` until cancelled (then SIGTERM, as trio delivers it);
@@ -48,7 +49,9 @@ async def serve_sandbox_child(
 
             async def child(task_status: trio.TaskStatus[trio.Process]) -> None:
                 done = await trio.run_process(
-                    sandbox_command(kubeconfig, host=host, port=port),
+                    sandbox_command(
+                        kubeconfig, host=host, port=port, max_connections=max_connections
+                    ),
                     stdin=subprocess.DEVNULL,
                     stdout=log_file,
                     stderr=subprocess.STDOUT,

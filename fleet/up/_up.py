@@ -109,6 +109,8 @@ class UpSettings:
     """Where the kubeconfig is written; None: a fresh temporary directory."""
     data_file: Path | None = None
     """Sandbox state is loaded from here at start and saved here on a clean stop."""
+    sandbox_max_connections: int = SandboxSettings().max_connections
+    """Connections the sandbox serves at once (``SandboxSettings.max_connections``)."""
     nodes: int = 0
     """Node CRs to create from :attr:`node_template` (``fleet-node-0`` ...)."""
     node_template: NodeTemplate = field(default_factory=lambda: load_template(None))
@@ -259,6 +261,7 @@ class Up:
             tls=True,
             kubeconfig_out=s.kubeconfig_out,
             data_file=s.data_file,
+            max_connections=s.sandbox_max_connections,
         )
         async with trio.open_nursery() as outer:
             sandbox: RunningSandbox | None = None
@@ -278,7 +281,13 @@ class Up:
                     "kubeconfig"
                 )
                 await outer.start(
-                    partial(serve_sandbox_child, kubeconfig, host=s.host, port=s.port)
+                    partial(
+                        serve_sandbox_child,
+                        kubeconfig,
+                        host=s.host,
+                        port=s.port,
+                        max_connections=s.sandbox_max_connections,
+                    )
                 )
             else:
                 try:

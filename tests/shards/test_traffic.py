@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from functools import partial
 from typing import Literal
 
 import trio
@@ -214,7 +213,7 @@ async def test_each_node_watches_on_one_http2_connection_of_its_own(
             shard,
             control=client,
             hot=hot,
-            node_connection=partial(Http2Connection, config),
+            node_connection=lambda limiter: Http2Connection(config, connecting=limiter),
         )
         scope = trio.CancelScope()
 
