@@ -24,7 +24,7 @@ import yaml
 from fleet.cli import main
 from fleet.errors import ComponentError
 from fleet.kube import Client, load_config
-from fleet.supervise import control_plane_command
+from fleet.supervise import control_plane_command, sandbox_command
 from fleet.up import (
     DEFAULT_TEMPLATE,
     LOOPS,
@@ -359,6 +359,43 @@ def test_control_plane_command_spells_the_loops_off() -> None:
     command = control_plane_command(Path("/k"), disabled={"job", "cronjob"})
     assert command[1:] == ["-m", "fleet", "control-plane", "--kubeconfig", "/k",
                            "--disable", "cronjob", "--disable", "job"]  # fmt: skip
+
+
+def test_sandbox_command_hands_on_the_connection_cap() -> None:
+    assert "--max-connections" not in sandbox_command(Path("/k"), host="h", port=1)
+    command = sandbox_command(Path("/k"), host="h", port=1, max_connections=12_000)
+    assert command[-2:] == ["--max-connections", "12000"]
+
+
+def test_the_sandbox_closes_connections_past_its_cap(tmp_path: Path) -> None:
+    """``kubemock-fleet sandbox --max-connections 2``: a third connection held at once is
+    closed at accept, and the sandbox keeps serving the first two."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fleet", "sandbox", "--port", "0", "--no-tls",
+         "--kubeconfig-out", str(tmp_path / "kc"), "--max-connections", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        url = ""
+        for line in process.stdout:
+            if line.startswith("sandbox apiserver: "):
+                url = line.split(": ", 1)[1].strip()
+                break
+        host, _, port = url.removeprefix("http://").rpartition(":")
+        held = [socket.create_connection((host, int(port)), timeout=5) for _ in range(2)]
+        third = socket.create_connection((host, int(port)), timeout=5)
+        assert third.recv(1) == b""  # closed at accept
+        third.close()
+        held[0].sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert held[0].recv(64).startswith(b"HTTP/1.1 ")
+        for conn in held:
+            conn.close()
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+        if process.stdout is not None:
+            process.stdout.close()
 
 
 STAND_IN_SHARD = """
