@@ -316,6 +316,8 @@ class Http2Connection(BaseRequester):
             for event in events:
                 self._dispatch(live, event)
             await live.flush()
+            if live.error is not None:
+                raise live.error
 
     def _dispatch(self, live: _Live, event: h2.events.Event) -> None:
         if isinstance(event, h2.events.ResponseReceived):
@@ -356,11 +358,11 @@ class Http2Connection(BaseRequester):
             live.window_opened.set()
             live.window_opened = trio.Event()
         elif isinstance(event, h2.events.ConnectionTerminated):
-            error = ProtocolError(
+            # GOAWAY (kube-apiserver's --goaway-chance, a server stopping): no new stream
+            # may start on it; its watches end now and start again on a new connection.
+            live.error = ProtocolError(
                 f"the server ended the HTTP/2 connection (GOAWAY {event.error_code})"
             )
-            for stream in live.streams.values():
-                stream.fail(error)
         elif isinstance(event, h2.events.RemoteSettingsChanged):
             live.slot_freed.set()
             live.slot_freed = trio.Event()
@@ -397,6 +399,8 @@ class Http2Connection(BaseRequester):
     ) -> tuple[_Live, int, _Stream]:
         target = self._target(path, params)
         live = await self._ready()
+        if live.error is not None:
+            raise live.error  # ending (GOAWAY): the next connection takes new streams
         while live.conn.open_outbound_streams >= live.conn.remote_settings.max_concurrent_streams:
             await live.slot_freed.wait()  # a stream ended, or the limit changed
             if live.error is not None:

@@ -9,6 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import h2.config
+import h2.connection
+import h2.events
 import msgspec
 import trio
 
@@ -93,3 +96,55 @@ async def test_a_server_without_http2_is_a_connect_error(nursery: trio.Nursery) 
         pass
     else:
         raise AssertionError("a request over a refused connection succeeded")
+
+
+async def _h2_server(stream: trio.SocketStream, goaway_after: int, served: list[int]) -> None:
+    """A minimal HTTP/2 server: answers each request 200 with a line of JSON and keeps the
+    stream open (a watch); after ``goaway_after`` requests on this connection, GOAWAY."""
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+    conn.initiate_connection()
+    await stream.send_all(conn.data_to_send())
+    requests = 0
+    while data := await stream.receive_some(65536):
+        for event in conn.receive_data(data):
+            if isinstance(event, h2.events.RequestReceived):
+                requests += 1
+                served.append(event.stream_id)
+                conn.send_headers(event.stream_id, [(":status", "200")])
+                conn.send_data(event.stream_id, b'{"type":"ADDED"}\n')
+                if requests >= goaway_after:
+                    conn.close_connection(last_stream_id=event.stream_id)
+        await stream.send_all(conn.data_to_send())
+
+
+async def test_goaway_ends_the_streams_and_the_next_connection_takes_new_ones(
+    nursery: trio.Nursery,
+) -> None:
+    served: list[int] = []
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    nursery.start_soon(trio.serve_listeners, lambda s: _h2_server(s, 2, served), listeners)
+    port = listeners[0].socket.getsockname()[1]
+    conn = Http2Connection(ClusterConfig(server=f"http://127.0.0.1:{port}"))
+    await nursery.start(conn.run)
+    first: list[Any] = []
+    ended: list[Exception] = []
+
+    async def watch(path: str) -> None:
+        try:
+            await _events(conn, path, {}, first)
+        except ProtocolError as exc:
+            ended.append(exc)
+
+    async with trio.open_nursery() as watches:
+        watches.start_soon(watch, "/w")
+        await _until(lambda: len(first) == 1)
+        watches.start_soon(watch, "/w2")  # the second request: then GOAWAY
+    assert len(ended) == 2 and all("GOAWAY" in str(e) for e in ended)
+    assert first == [{"type": "ADDED"}] * 2
+    await _until(lambda: conn.opened == 2)  # connected again
+    again: list[Any] = []
+    async with trio.open_nursery() as watches:
+        watches.start_soon(_events, conn, "/w", {}, again)
+        await _until(lambda: bool(again))
+        watches.cancel_scope.cancel()
+    assert served == [1, 3, 1]  # a fresh connection numbers its streams from 1 again
