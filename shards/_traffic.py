@@ -45,7 +45,8 @@ go through the shard's hot transport, one HTTP/1.1 connection each.
 
 Cost bounds: watch events are decoded to metadata only
 (:class:`~fleet.kube.MetaOnly`, what a relist's diff needs) and dropped by one
-consumer task; at most :data:`STARTUP_CONCURRENCY` nodes make their first
+consumer task; at most :data:`CONNECT_CONCURRENCY` node connections are being
+made at once, and at most :data:`STARTUP_CONCURRENCY` nodes make their first
 lists at once; Node GETs go through :data:`GET_WORKERS` tasks from one delay
 queue, giving way to overdue Lease renewals. Everything for a node stops when
 it stops being driven (suspend, fence lost, restart, CR gone).

@@ -34,7 +34,7 @@ import logging
 import os
 import ssl
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -325,9 +325,9 @@ def _build(cluster: _Entry, user: _Entry | None, *, namespace: str, source: str)
     ssl_context: ssl.SSLContext | None = None
     http2_context: ssl.SSLContext | None = None
     if server.startswith("https://"):
-        ssl_context = _ssl_context(cluster, user, ca=ca, cert=cert, key=key, insecure=insecure)
-        http2_context = _ssl_context(cluster, user, ca=ca, cert=cert, key=key, insecure=insecure)
-        http2_context.set_alpn_protocols(["h2"])
+        ssl_context, http2_context = _ssl_contexts(
+            cluster, user, ca=ca, cert=cert, key=key, insecure=insecure
+        )
         if insecure and server not in _warned_insecure:
             _warned_insecure.add(server)
             log.warning(
@@ -406,7 +406,7 @@ def _no_password() -> NoReturn:
     raise _EncryptedKey
 
 
-def _ssl_context(
+def _ssl_contexts(
     cluster: _Entry,
     user: _Entry | None,
     *,
@@ -414,15 +414,25 @@ def _ssl_context(
     cert: _Material | None,
     key: _Material | None,
     insecure: bool,
-) -> ssl.SSLContext:
+) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """The verifying context, and the same offering HTTP/2 (ALPN h2; see
+    ``ClusterConfig.http2_context``)."""
+    plain = _client_context(cluster, ca=ca, insecure=insecure)
+    http2 = _client_context(cluster, ca=ca, insecure=insecure)
+    if cert is not None and key is not None and user is not None:
+        _load_client_cert((plain, http2), cert, key, user)  # one private temp dir for both
+    http2.set_alpn_protocols(["h2"])
+    return plain, http2
+
+
+def _client_context(cluster: _Entry, *, ca: _Material | None, insecure: bool) -> ssl.SSLContext:
+    """A context verifying the server (the system CAs unless a CA is given)."""
     ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)  # system CAs unless a CA is given
     if insecure:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     elif ca is not None:
         ctx = _verifying_context(ca, cluster.where)
-    if cert is not None and key is not None and user is not None:
-        _load_client_cert(ctx, cert, key, user)
     return ctx
 
 
@@ -438,14 +448,17 @@ def _verifying_context(ca: _Material, where: str) -> ssl.SSLContext:
     return ctx
 
 
-def _load_client_cert(ctx: ssl.SSLContext, cert: _Material, key: _Material, user: _Entry) -> None:
+def _load_client_cert(
+    contexts: Sequence[ssl.SSLContext], cert: _Material, key: _Material, user: _Entry
+) -> None:
     if b"-----BEGIN CERTIFICATE-----" not in cert.data:
         user.fail(f"{cert.what} is not a PEM certificate")
     if b"PRIVATE KEY-----" not in key.data:
         user.fail(f"{key.what} is not a PEM private key")
     try:
         with _cert_files(cert, key) as (cert_path, key_path):
-            ctx.load_cert_chain(cert_path, key_path, password=_no_password)
+            for ctx in contexts:
+                ctx.load_cert_chain(cert_path, key_path, password=_no_password)
     except _EncryptedKey as exc:
         raise ConfigError(
             f"{user.where}: {key.what} is encrypted; kubectl cannot use it either"

@@ -476,8 +476,8 @@ class Http2Connection(BaseRequester):
                 )
                 try:
                     await stream.head.wait()
-                    if stream.error is not None:
-                        raise stream.error
+                    if not stream.status and stream.error is not None:
+                        raise stream.error  # no answer; else what came is read first
                     content = await _H2Response(live, stream_id, stream).aread()
                 finally:
                     self._close(live, stream_id)
@@ -508,8 +508,8 @@ class Http2Connection(BaseRequester):
                 raise ReadTimeout(
                     f"{method} {path}: no response head within {self._settings.request_timeout:g}s"
                 )
-            if stream.error is not None:
-                raise stream.error
+            if not stream.status and stream.error is not None:
+                raise stream.error  # no answer; else what came is read first
             yield _H2Response(live, stream_id, stream)
         finally:
             self._close(live, stream_id)
