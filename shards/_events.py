@@ -515,7 +515,7 @@ class KubeletEvents:
                 path,
                 _encode(body),
                 STRATEGIC_MERGE_PATCH,
-                on_result=self._forget_on_404(key, series),
+                on_result=self._on_result(key, series),
                 force=True,
             )
         else:
@@ -527,7 +527,7 @@ class KubeletEvents:
                 path,
                 _encode(event),
                 JSON,
-                on_result=self._forget_on_404(key, series),
+                on_result=self._on_result(key, series),
                 force=True,
             )
         self._queue(f"events/{series.namespace}/{series.name}", write)
@@ -540,9 +540,7 @@ class KubeletEvents:
             return
         self.recorded += 1
 
-    def _forget_on_404(
-        self, key: tuple[str, ...], series: _Series
-    ) -> Callable[[WriteResult], None]:
+    def _on_result(self, key: tuple[str, ...], series: _Series) -> Callable[[WriteResult], None]:
         def done(result: WriteResult) -> None:
             if result.outcome == "gone":
                 # Expired (its 1 h TTL): the next repeat creates it again, as client-go's
