@@ -1,14 +1,16 @@
 """The Kubernetes client of kubemock-fleet: the bottom layer every component stands on.
 
 - Credentials: :func:`load_config` (kubeconfig as kubectl reads it, or in-cluster)
-  gives a :class:`ClusterConfig` (server, TLS context, :class:`Auth`).
+  gives a :class:`ClusterConfig` (server, TLS contexts for HTTP/1.1 and HTTP/2, :class:`Auth`).
 - The transport seam: :class:`Requester` (``request``, ``stream``,
   ``request_batch`` of :class:`BatchRequest` s), every implementation derived
   from :class:`BaseRequester` (whose ``request_batch`` sends one by one):
   :class:`Client` (httpx, general use) and :class:`HotTransport` (hand-framed
   persistent HTTP/1.1 for Lease renewals, status PATCHes and watches; its
   ``request_batch`` pipelines up to :data:`MAX_PIPELINE` on one connection),
-  and for unit tests :class:`FakeApiserver` (scripted answers) and
+  :class:`Http2Connection` (ONE HTTP/2 connection carrying many requests and
+  watches as streams, as a kubelet's client does; :class:`Http2Settings`), and
+  for unit tests :class:`FakeApiserver` (scripted answers) and
   :class:`MemoryApiserver` (a stateful in-memory store, with
   :class:`MemoryClient` connections to cut). :class:`InstrumentedRequester`
   wraps any of them and reports each request (verb, resource, code, latency)
