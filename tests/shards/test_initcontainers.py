@@ -229,3 +229,31 @@ async def test_failing_init_container_on_the_shard(
     assert migrate["restartCount"] == 2
     assert phase(api, "loops") == "Running"
     assert _conditions(api, "loops")["Initialized"]["status"] == "True"
+
+
+async def test_app_containers_show_pod_initializing_until_they_start(
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
+) -> None:
+    """After the init containers, before the step that starts the app: PodInitializing, the
+    kubelet's default waiting reason for a pod with init containers (not ContainerCreating)."""
+    api = MemoryApiserver()
+    api.create(CRS, node_cr("n1"))
+    api.create(
+        SCRIPTS,
+        _script(
+            "late-start",
+            [{"runFor": "2s"}],
+            {"after": "0s", "phase": "Pending"},
+            {"after": "10s", "phase": "Running"},
+        ),
+    )
+    await start(api, nursery)
+    await trio.sleep(2)
+    api.create(PODS, _init_pod("p", "late-start"))
+    await trio.sleep(6)  # both init containers done at 4 s
+    assert all("terminated" in c["state"] for c in _inits(api, "p").values())
+    assert _conditions(api, "p")["Initialized"]["status"] == "True"
+    assert states(api, "p")["main"]["state"] == {"waiting": {"reason": "PodInitializing"}}
+    assert phase(api, "p") == "Pending"
+    await trio.sleep(5)  # 11 s in
+    assert phase(api, "p") == "Running"
