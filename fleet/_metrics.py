@@ -64,6 +64,12 @@ class FleetMetrics:
             ["lease"],
             registry=r,
         )
+        self.lease_lane_repaired = Counter(
+            "kubemock_fleet_lease_lane_repaired",
+            "Node Leases found held with no renewal armed, queued or out (a bug), armed again.",
+            ["check"],
+            registry=r,
+        )
         self.write_queue_depth = Gauge(
             "kubemock_fleet_write_queue_depth", "Writes waiting in the write queue.", registry=r
         )

@@ -29,15 +29,33 @@ to ``max_attempts``; the regular renewal after that stays where it was. Writes
 count against a token bucket (``shard.qps``) the lane builds and the write
 queue is given (:attr:`LeaseLane.bucket`), taken ahead of the pod writes
 waiting there.
+
+Each key the lane holds has one record (:class:`_Renewal`): the due time of its
+next regular renewal, the attempts of the renewal under way, and where the key
+is. The invariant: a held key is in exactly one place, as its record says:
+a timer armed in :attr:`LeaseLane.timers` (at its regular due time, or its
+retry's if sooner), queued for a writer, or out with one (one request of a key
+out at a time, as a kubelet renews: a renewal due while the last one is out
+goes when it is answered, on top of what it returned, instead of racing it into
+a 409). Whether a request is the regular renewal or a retry is read off the due
+time when it is written (the regular one is due: it is that one, and it arms the
+next), never off what else of that key is in flight. It once was: a regular
+renewal that came due while a 409 re-send of its key was out went as a "retry",
+armed nothing, and the node's Lease was never renewed again (the failover test,
+1 run in 3 on a loaded machine). :meth:`LeaseLane.lost` checks the invariant and
+:meth:`LeaseLane.repair` re-arms any key that broke it (the owner runs it every
+:data:`LANE_AUDIT_EVERY` seconds, with a WARNING and a metric: a bug to report).
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
 import random
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import trio
@@ -48,6 +66,7 @@ from shards._timers import DelayQueue
 
 __all__ = [
     "GIVE_WAY_AFTER",
+    "LANE_AUDIT_EVERY",
     "LANE_MIN_BATCH",
     "LANE_WINDOW",
     "LANE_WRITERS",
@@ -82,6 +101,36 @@ GIVE_WAY_AFTER = 0.1
 other work (timers, the pod consumer, the write queue's writers) waits for it to catch up."""
 GIVE_WAY_MAX = 1.0
 """Longest a task waits in :meth:`LeaseLane.give_way` at a time, so nothing starves."""
+LANE_AUDIT_EVERY = 5.0
+"""Seconds between two checks of the lane's bookkeeping (:meth:`LeaseLane.repair`): a key
+lost by a bug is renewed again well within a Lease's 40 s, for ~1 ms of CPU per 10,000 keys."""
+
+
+class _Where(enum.Enum):
+    """Where a key the lane holds is (see the module docstring's invariant)."""
+
+    ARMED = "armed"
+    """A timer in :attr:`LeaseLane.timers`: the regular renewal's, or its retry's if sooner."""
+    READY = "ready"
+    """Queued for a writer."""
+    OUT = "out"
+    """With a writer: its request being built, sent or answered."""
+
+
+@dataclass(slots=True, eq=False)
+class _Renewal:
+    """What the lane knows of one key; compared by identity (a key cancelled and scheduled
+    again gets a new record: answers to the old one's request no longer steer the key)."""
+
+    due: float
+    """The due time of the next regular renewal (set by :meth:`LeaseLane.schedule`)."""
+    where: _Where = _Where.ARMED
+    attempts: int = 0
+    """Requests of the renewal under way that failed or met a 409."""
+    retry_at: float | None = None
+    """When the failed renewal goes again; None: it is not being retried."""
+    fired: float | None = None
+    """The due time of the timer that queued it (its lateness is measured from it)."""
 
 
 class LaneFirstBucket(TokenBucket):
@@ -160,14 +209,13 @@ class LeaseLane:
         self._max_attempts = max_attempts
         self._backoff = backoff
         self.timers: DelayQueue[str] = DelayQueue(clock=clock)
+        self._keys: dict[str, _Renewal] = {}
+        """Every key the lane holds (scheduled and not cancelled)."""
         self._ready: deque[str] = deque()
+        """Keys queued for a writer; an entry whose record is not READY is stale (skipped)."""
         self._has_ready = trio.Event()
-        self._attempts: dict[str, int] = {}
-        """Keys whose renewal failed and is being retried: attempts made so far."""
-        self._regular: dict[str, float] = {}
-        """Keys being retried: the due time of their next regular renewal."""
-        self._due: dict[str, float] = {}
-        """Keys handed to the writers: the time they were due (for :attr:`on_lag`)."""
+        self._out: set[_Renewal] = set()
+        """The records of the keys out with a writer."""
         self._on_lag = on_lag
         """Told ``(due -> request written, written -> answer read)`` in seconds for each
         renewal sent: the lane's own backlog apart from the server's (and reading's) delay."""
@@ -179,22 +227,89 @@ class LeaseLane:
         """Times a task waited for the lane in :meth:`give_way`."""
         self.batches = 0
         self.sent = 0
+        self.repaired = 0
+        """Keys :meth:`repair` found lost (see :meth:`lost`) and armed again: bugs."""
 
     # -- scheduling (sync) -----------------------------------------------------------------
 
     def schedule(self, key: str, when: float) -> None:
-        """Renew ``key`` at ``when``, replacing any renewal it had (a retry included)."""
-        self._attempts.pop(key, None)
-        self._regular.pop(key, None)
+        """Renew ``key`` at ``when``, replacing any renewal it had (a retry included).
+
+        A key out with a writer (its owner arms the next renewal while the lane asks
+        for the current one, :meth:`LeaseOwner.lease_request`) is armed when its
+        request is answered, at ``when`` or at once if that has passed."""
+        rec = self._keys.get(key)
+        if rec is None:
+            self._keys[key] = rec = _Renewal(when)
+        else:
+            rec.due = when
+            rec.attempts = 0
+            rec.retry_at = None
+            if rec.where is not _Where.ARMED:
+                return  # queued or out: re-armed from rec.due when its request ends
         self.timers.schedule(key, when)
 
     def cancel(self, key: str) -> None:
-        self._attempts.pop(key, None)
-        self._regular.pop(key, None)
+        """No more renewals of ``key``; a request of it out is still answered to the owner."""
+        rec = self._keys.pop(key, None)
+        if rec is not None:
+            self._out.discard(rec)
         self.timers.cancel(key)
 
     def __contains__(self, key: object) -> bool:
-        return key in self.timers
+        """``key`` is held: armed, queued or out (see the module docstring)."""
+        return key in self._keys
+
+    def lost(self) -> list[str]:
+        """Keys held but not where their record says: no timer, not queued, not out.
+
+        Always empty unless the lane has a bug; such a key would never be renewed again.
+        """
+        ready = set(self._ready)
+        timers = self.timers
+        out = self._out
+        lost: list[str] = []
+        for key, rec in self._keys.items():
+            where = rec.where
+            if where is _Where.ARMED:
+                held = key in timers
+            elif where is _Where.READY:
+                held = key in ready
+            else:
+                held = rec in out
+            if not held:
+                lost.append(key)
+        return lost
+
+    def repair(self) -> list[str]:
+        """Arm every :meth:`lost` key again, due at once, with a WARNING each; returns them."""
+        lost = self.lost()
+        for key in lost:
+            rec = self._keys[key]
+            log.warning(
+                "lease %s: lost by the lane (%s without being there), armed again: a bug",
+                key,
+                rec.where.value,
+            )
+            self._out.discard(rec)
+            rec.attempts = 0
+            rec.retry_at = None
+            rec.due = min(rec.due, self._clock())  # renewed at once: it may be late already
+            self._arm(key, rec)
+        self.repaired += len(lost)
+        return lost
+
+    def _arm(self, key: str, rec: _Renewal) -> None:
+        """Back to a timer: the regular renewal's, or the retry's if that is sooner."""
+        rec.where = _Where.ARMED
+        when = rec.due if rec.retry_at is None else min(rec.due, rec.retry_at)
+        self.timers.schedule(key, when)
+
+    def _queue(self, key: str, rec: _Renewal, fired: float | None) -> None:
+        rec.where = _Where.READY
+        rec.fired = fired
+        self._ready.append(key)
+        self._has_ready.set()
 
     # -- priority ----------------------------------------------------------------------------
 
@@ -243,11 +358,10 @@ class LeaseLane:
         timers = self.timers
         while True:
             now = self._clock()
-            due = timers.pop_due(now)
-            if due:
-                self._due.update(due)
-                self._ready.extend(key for key, _when in due)
-                self._has_ready.set()
+            for key, when in timers.pop_due(now):
+                rec = self._keys.get(key)
+                if rec is not None and rec.where is _Where.ARMED:
+                    self._queue(key, rec, when)
             deadline = timers.next_due()
             if deadline is None:
                 deadline = math.inf
@@ -264,15 +378,19 @@ class LeaseLane:
                 await self._has_ready.wait()
             share = min(MAX_PIPELINE, max(LANE_MIN_BATCH, -(-len(ready) // self._writers)))
             keys: list[str] = []
+            recs: list[_Renewal] = []
             dues: list[float | None] = []
             requests: list[BatchRequest] = []
             while ready and len(keys) < share:
                 key = ready.popleft()
-                due_at = self._due.pop(key, None)
-                request = self._owner.lease_request(key, retry=key in self._attempts)
+                rec = self._keys.get(key)
+                if rec is None or rec.where is not _Where.READY:
+                    continue  # cancelled, or queued twice (cancelled and scheduled again)
+                request = self._take(key, rec)
                 if request is not None:
                     keys.append(key)
-                    dues.append(due_at)
+                    recs.append(rec)
+                    dues.append(rec.fired)
                     requests.append(request)
             self._maybe_clear()
             if not keys:
@@ -297,14 +415,48 @@ class LeaseLane:
                 for due_at in dues:
                     if due_at is not None:
                         on_lag(max(0.0, sent - due_at), took)
-            for key, answer in zip(keys, answers, strict=True):
-                await self._answered(key, answer)
+            for key, rec, answer in zip(keys, recs, answers, strict=True):
+                await self._answered(key, rec, answer)
 
-    async def _answered(self, key: str, answer: Response | TransportError) -> None:
+    def _take(self, key: str, rec: _Renewal) -> BatchRequest | None:
+        """Take queued ``key`` out for a writer: its request, or None (the key is armed
+        again or, when its owner armed no renewal, dropped)."""
+        now = self._clock()
+        # The regular renewal is due: this request is it (whatever retry was under way)
+        # and the owner arms the next one. Else it is a retry, or a re-send after a 409.
+        retry = rec.due > now
+        if not retry:
+            rec.attempts = 0
+            rec.retry_at = None
+            rec.due = math.inf  # until the owner arms the next one (it does, as it builds this)
+        rec.where = _Where.OUT
+        self._out.add(rec)
+        request = self._owner.lease_request(key, retry=retry)
+        if request is not None:
+            return request
+        if self._keys.get(key) is rec:
+            # Put off by its owner (armed again), a retry not sent (the regular renewal
+            # stays), or no longer renewed (none armed: dropped until scheduled again).
+            self._settle(key, rec)
+        else:
+            self._out.discard(rec)
+        return None
+
+    async def _answered(self, key: str, rec: _Renewal, answer: Response | TransportError) -> None:
         error: FleetError
         if isinstance(answer, Response):
             if answer.status != 429 and answer.status < 500:
-                await self._settled(key, answer)
+                again = await self._tell(key, answer)
+                if self._keys.get(key) is not rec:
+                    self._out.discard(rec)
+                    return  # cancelled meanwhile: its renewals are someone else's business
+                if again:
+                    rec.attempts += 1
+                    if rec.attempts < self._max_attempts:
+                        self._out.discard(rec)
+                        self._queue(key, rec, None)  # at once, on top of the re-read Lease
+                        return
+                self._settle(key, rec)
                 return
             try:
                 answer.raise_for_status()
@@ -313,36 +465,42 @@ class LeaseLane:
                 error = exc
         else:
             error = answer
-        attempts = self._attempts.get(key, 0) + 1
-        if attempts >= self._max_attempts:
-            log.warning("lease %s: renewal failed after %d attempts: %s", key, attempts, error)
-            await self._settled(key, error)
-            return
-        regular_due = self.timers.due_time(key)
-        if regular_due is None and key not in self._regular:
+        if self._keys.get(key) is not rec:
+            self._out.discard(rec)
             return  # cancelled meanwhile (node stopped, fence closed): nothing to retry
+        rec.attempts += 1
+        if rec.attempts >= self._max_attempts:
+            log.warning("lease %s: renewal failed after %d attempts: %s", key, rec.attempts, error)
+            await self._tell(key, error)
+            if self._keys.get(key) is rec:
+                self._settle(key, rec)
+            else:
+                self._out.discard(rec)
+            return
         retry_after = error.retry_after if isinstance(error, ApiError) else None
         if retry_after is None:
             b = self._backoff
-            base = min(b.initial * b.factor ** (attempts - 1), b.maximum)
+            base = min(b.initial * b.factor ** (rec.attempts - 1), b.maximum)
             retry_after = base * (1.0 + b.jitter * self._rng.random())
-        if regular_due is not None:
-            self._regular[key] = regular_due
-        self._attempts[key] = attempts
-        self.timers.schedule(key, self._clock() + retry_after)
+        rec.retry_at = self._clock() + retry_after
+        self._out.discard(rec)
+        self._arm(key, rec)
 
-    async def _settled(self, key: str, answer: Response | FleetError) -> None:
-        """The renewal ended: the owner reads the answer; the regular renewal comes back."""
-        attempts = self._attempts.pop(key, 0) + 1
-        regular = self._regular.pop(key, None)
+    async def _tell(self, key: str, answer: Response | FleetError) -> bool:
+        """The owner reads the answer; True: send again now (after a 409 and its re-read)."""
         try:
-            again = await self._owner.lease_answered(key, answer)
+            return await self._owner.lease_answered(key, answer)
         except FleetError as exc:  # the re-read after a 409 failed: wait for the next one
             log.info("lease %s: %s", key, exc)
-            again = False
-        if regular is not None and key not in self.timers:
-            self.timers.schedule(key, regular)
-        if again and attempts < self._max_attempts:
-            self._attempts[key] = attempts  # a retry: its next regular renewal stays armed
-            self._ready.append(key)
-            self._has_ready.set()
+            return False
+
+    def _settle(self, key: str, rec: _Renewal) -> None:
+        """The renewal ended: the key waits for its next regular renewal (at once if due), or
+        leaves the lane when its owner armed none."""
+        self._out.discard(rec)
+        rec.attempts = 0
+        rec.retry_at = None
+        if rec.due == math.inf:
+            del self._keys[key]
+        else:
+            self._arm(key, rec)
