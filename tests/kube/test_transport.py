@@ -596,6 +596,36 @@ async def test_batch_connection_lost_mid_pipeline_keeps_answers_and_fails_the_re
     assert server.connections == 2
 
 
+async def test_batch_timed_out_mid_pipeline_never_hands_its_late_answers_to_the_next(
+    serve: ServeFn, autojump_clock: trio.abc.Clock
+) -> None:
+    """The answers read before a timeout stand, the rest are ReadTimeouts; the late answers
+    of the timed-out pipeline are never read as another batch's (the connection goes): a
+    Lease lane that got someone else's answer would keep a wrong resourceVersion."""
+
+    async def handler(seen: Seen) -> tuple[bytes, bool]:
+        if seen.target.startswith("/lease/2") and seen.body == b'{"i":2}':
+            await trio.sleep(30)  # applied, answered long after the client gave up
+        return reply(body=seen.target.encode()), False
+
+    server, port = await serve(handler)
+    settings = HotTransportSettings(connections=1, request_timeout=10)
+    async with HotTransport(config(port), settings) as hot:
+        answers = await hot.request_batch(puts(5))
+        assert [a.content for a in answers[:2] if isinstance(a, Response)] == [
+            b"/lease/0?fieldManager=f",
+            b"/lease/1?fieldManager=f",
+        ]
+        assert all(isinstance(a, ReadTimeout) for a in answers[2:])
+        await trio.sleep(25)  # the old pipeline's answers are on their way meanwhile
+        again = await hot.request_batch(puts(2)[::-1])
+        assert [a.content for a in again if isinstance(a, Response)] == [
+            b"/lease/1?fieldManager=f",
+            b"/lease/0?fieldManager=f",
+        ]
+    assert server.connections == 2
+
+
 async def test_batch_connection_close_answer_sends_the_rest_on_a_fresh_connection(
     serve: ServeFn,
 ) -> None:
