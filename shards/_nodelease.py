@@ -269,7 +269,7 @@ class NodeLeases:
     def audit(self) -> int:
         """Find node Leases that should be renewing but never will be, and renew them now.
 
-        Defence in depth against a bug in the lane's bookkeeping (one lost keys for good
+        Defence in depth against a bug in the lane's bookkeeping (it lost keys for good
         once, see :mod:`shards._leaselane`): a key the lane holds with no timer, not
         queued and not out (:meth:`~shards._leaselane.LeaseLane.repair`); a Lease being
         renewed, known, that the lane does not hold at all. Each is logged as a WARNING
