@@ -7,6 +7,8 @@ clock in test_nodescripts.py.
 
 from __future__ import annotations
 
+import math
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -84,9 +86,7 @@ def test_example_on_up(tmp_path: Path) -> None:
         } == chosen
 
 
-def _created(obj: dict[str, Any]) -> Any:
-    from datetime import datetime
-
+def _created(obj: dict[str, Any]) -> datetime:
     return datetime.fromisoformat(obj["metadata"]["creationTimestamp"].replace("Z", "+00:00"))
 
 
@@ -130,8 +130,37 @@ def _taints(node: dict[str, Any]) -> set[str]:
     return {t["key"] for t in node["spec"].get("taints") or []}
 
 
+# What kube-controller-manager (v1.24, as fleet.realcp runs it) does, and so how long the test
+# waits for it. Its node-lifecycle controller taints a node by its conditions
+# (TaintNodesByCondition: MemoryPressure=True -> node.kubernetes.io/memory-pressure:NoSchedule)
+# on each Node update event (its nodeUpdateQueue), not on a period; but only once its caches
+# have synced, and a fresh controller-manager starts its informers only after every controller
+# has started, which the node-IPAM one (--allocate-node-cidrs) holds up by
+# KCM_INFORMERS_HELD_AT_START.
+KCM_INFORMERS_HELD_AT_START = 10.0
+"""Seconds the node-IPAM controller's start takes: its listNodes polls every 10 s and waits
+the first 10 s before trying (the realcp log: "node_ipam_controller ... Sending events"
+then "range_allocator ... Sending events" 10.0 s later, then "Caches are synced for taint")."""
+NODE_MONITOR_PERIOD = 5.0
+"""``--node-monitor-period`` (its default; the fixture leaves it): how often the
+node-lifecycle controller lists the nodes, posting RegisteredNode for each new one."""
+BUSY_APISERVER = 15.0
+"""Seconds more on the session's shared real apiserver: ~20 tests' fleets go through it, and
+CI's 2 cores also run the test's own shard."""
+KCM_SEES_NODE_WITHIN = KCM_INFORMERS_HELD_AT_START + NODE_MONITOR_PERIOD + BUSY_APISERVER
+"""Until the node-lifecycle controller's RegisteredNode Event for the node: its taint workers
+run and it knows the node."""
+KCM_TAINTS_WITHIN = BUSY_APISERVER
+"""Until its condition taint, once it runs: a watch event, a GET and a PATCH."""
+
+
 async def _follow(client: Client, apiserver: Apiserver, shard: str, name: str) -> None:
-    """The node registers, follows its NodeScript, and is as its CR says after the restart."""
+    """The node registers, follows its NodeScript, and is as its CR says after the restart.
+
+    The restart step is added to the script once the pressure has shown all it must (on the
+    real control plane: kube-controller-manager's taint), so the pressure lasts as long as
+    that takes; a restart at a fixed offset raced a slow controller-manager (the taint was
+    never there to see once the restart had ended the pressure)."""
     await client.create(
         CRS,
         {
@@ -154,11 +183,30 @@ async def _follow(client: Client, apiserver: Apiserver, shard: str, name: str) -
                         return found
                 await trio.sleep(0.1)
 
+    async def node_reasons() -> dict[str, int]:
+        """The node's Events: reason -> count."""
+        reasons: dict[str, int] = {}
+        events = await client.list(
+            "/api/v1/namespaces/default/events", field_selector=f"involvedObject.name={name}"
+        )
+        for e in events.items:
+            reasons[e["reason"]] = reasons.get(e["reason"], 0) + int(e.get("count") or 1)
+        return reasons
+
     await node_until(lambda n: _condition(n, "Ready") == "True", 30)
-    # The pressure must last until kube-controller-manager has tainted the node: a session's
-    # fresh controller-manager syncs its taint controller's caches ~10 s after it starts.
-    restart_after = "25s" if apiserver.real is not None else "8s"
-    await client.create(
+    if apiserver.real is not None:  # the node-lifecycle controller runs and knows the node
+        with trio.fail_after(KCM_SEES_NODE_WITHIN):
+            while True:
+                if "RegisteredNode" in await node_reasons():
+                    break
+                await trio.sleep(0.2)
+    pressure = {
+        "after": "1s",
+        "conditions": [{"type": "MemoryPressure", "status": "True"}],
+        "taints": [{"key": "example.com/scripted", "effect": "NoSchedule"}],
+        "capacity": {"pods": "9"},
+    }
+    script = await client.create(
         SCRIPTS,
         {
             "apiVersion": "mock.zhizuqiu.cn/v1alpha1",
@@ -166,15 +214,7 @@ async def _follow(client: Client, apiserver: Apiserver, shard: str, name: str) -
             "metadata": {"name": unique("pressure")},
             "spec": {
                 "selector": {"matchLabels": {"kubernetes.io/hostname": name}},
-                "steps": [
-                    {
-                        "after": "1s",
-                        "conditions": [{"type": "MemoryPressure", "status": "True"}],
-                        "taints": [{"key": "example.com/scripted", "effect": "NoSchedule"}],
-                        "capacity": {"pods": "9"},
-                    },
-                    {"after": restart_after, "kubeletRestart": True},
-                ],
+                "steps": [pressure],
             },
         },
     )
@@ -188,7 +228,20 @@ async def _follow(client: Client, apiserver: Apiserver, shard: str, name: str) -
     assert memory["reason"] == "KubeletHasInsufficientMemory"
     assert found["status"]["capacity"]["pods"] == "9"
     if apiserver.real is not None:  # kube-controller-manager: TaintNodesByCondition
-        await node_until(lambda n: "node.kubernetes.io/memory-pressure" in _taints(n), 22)
+        await node_until(
+            lambda n: "node.kubernetes.io/memory-pressure" in _taints(n), KCM_TAINTS_WITHIN
+        )
+    # The restart a second from now: a step added to a script the node already follows.
+    elapsed = (datetime.now(UTC) - _created(script)).total_seconds()
+    await client.patch(
+        f"{SCRIPTS}/{script['metadata']['name']}",
+        {
+            "spec": {
+                "steps": [pressure, {"after": f"{math.ceil(elapsed) + 1}s", "kubeletRestart": True}]
+            }
+        },
+        patch_type="merge",
+    )
     found = await node_until(  # the restart step: the node as its CR says again
         lambda n: (
             _condition(n, "MemoryPressure") == "False" and "example.com/scripted" not in _taints(n)
@@ -199,9 +252,6 @@ async def _follow(client: Client, apiserver: Apiserver, shard: str, name: str) -
     reasons: dict[str, int] = {}
     with trio.fail_after(10):  # Events go out in the write queue's quiet moments
         while reasons.get("Starting", 0) < 2 or "NodeHasInsufficientMemory" not in reasons:
-            reasons = {}
-            for e in (await client.list("/api/v1/namespaces/default/events")).items:
-                if e["involvedObject"].get("name") == name:
-                    reasons[e["reason"]] = reasons.get(e["reason"], 0) + int(e.get("count") or 1)
+            reasons = await node_reasons()
             await trio.sleep(0.2)
     assert reasons["NodeHasSufficientMemory"] >= 2  # at start, and after the pressure
