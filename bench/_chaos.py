@@ -43,11 +43,7 @@ from fleet.wire import KUBELET_RESTART_ANNOTATION
 if TYPE_CHECKING:
     from bench._runner import _Run
 
-__all__ = ["CRASH_RUN_FOR", "run_chaos"]
-
-CRASH_RUN_FOR = "10s"
-"""How long each run of a crash-looping container lasts before it exits 1: the kubelet's
-back-off (10 s doubling to 5 min) then spaces the restarts, as for a real crash loop."""
+__all__ = ["run_chaos"]
 
 
 def _cr_path(run: _Run, name: str) -> str:
@@ -88,7 +84,7 @@ async def _crash_policy(run: _Run) -> None:
             }
         )
     if crashing > 0:
-        restarts = {"runFor": CRASH_RUN_FOR, "exitCode": 1}
+        restarts = {"runFor": f"{run.spec.crash_run_for:g}s", "exitCode": 1}
         branches.append(
             {
                 "name": "crashing",

@@ -180,6 +180,12 @@ class ScenarioSpec(_Model):
         "kwok-ci turns them off, as KWOK's default stages post none. A fleet the bench did "
         "not start keeps its own.",
     )
+    crash_run_for: Seconds = Field(
+        10.0,
+        description="pod-churn: how long each run of a crash-looping container lasts before "
+        "it exits 1; the kubelet's back-off (10 s doubling to 5 min) then spaces the restarts, "
+        "as for a real crash loop.",
+    )
     slo: SloSpec = SloSpec()
 
     @model_validator(mode="after")

@@ -36,6 +36,8 @@ SMALL: dict[str, Any] = {
 """Small and quick: every scenario's timings scaled to the shortened grace period."""
 GRACE = 3.0
 """The node-lifecycle controller's grace period here (kube-controller-manager: 40 s)."""
+CRASH_RUN_FOR = 2.0
+"""Seconds each run of a crash-looping container lasts here (the scenario's default: 10 s)."""
 
 
 @pytest.fixture(autouse=True)
@@ -149,13 +151,21 @@ async def test_pod_churn_under_crash_loops_counts_restarts(
 ) -> None:
     client, _ = fleet
     spec = load_scenario(
-        "pod-churn", {**SMALL, "pods": 10, "fraction": 1.0, "rate": 20, "duration": 12}
+        "pod-churn",
+        {
+            **SMALL,
+            "pods": 10,
+            "fraction": 1.0,
+            "rate": 20,
+            "crashRunFor": CRASH_RUN_FOR,
+            "duration": CRASH_RUN_FOR + 2,
+        },
     )
     report = await run_scenario(client, spec, _options(sandbox))
     assert report.completed, report.notes
     chaos = report.chaos
     assert chaos is not None and chaos.kind == "pod-churn"
-    # Every standing pod crashes after 10 s of each run; the first restart comes at once.
+    # Every standing pod crashes after CRASH_RUN_FOR of each run; the first restart comes at once.
     assert chaos.container_restarts >= 10
     assert chaos.pods_evicted == 0 and chaos.nodes_tainted == 0
     assert [s.name for s in report.steps] == ["nodes-ready", "pods-running", "churn", "settle"]
