@@ -69,6 +69,12 @@ def _run(
     )
 
 
+PROMPT = b"# "
+"""The exec'd shell's prompt on the terminal."""
+TERMINAL_WITHIN = 10.0
+"""Seconds a prompt may take to show (kubectl's start and the exec's upgrade on a busy box)."""
+
+
 def _interactive(kubeconfig: Path, pod: str, lines: list[bytes]) -> tuple[int, bytes]:
     """``kubectl exec -it <pod> -- sh`` on a pseudo-terminal, typing ``lines``: (exit code,
     what the terminal showed up to the exit)."""
@@ -84,10 +90,14 @@ def _interactive(kubeconfig: Path, pod: str, lines: list[bytes]) -> tuple[int, b
     os.close(terminal)
     shown = b""
 
-    def read(seconds: float) -> None:
+    def read(seconds: float, until: bytes | None = None, count: int = 0) -> None:
+        """What the terminal shows for ``seconds``, or until it has shown ``until``
+        ``count`` times, or closed."""
         nonlocal shown
         end = time.monotonic() + seconds
         while time.monotonic() < end:
+            if until is not None and shown.count(until) >= count:
+                return
             ready, _, _ = select.select([fd], [], [], 0.1)
             if ready:
                 try:
@@ -95,10 +105,10 @@ def _interactive(kubeconfig: Path, pod: str, lines: list[bytes]) -> tuple[int, b
                 except OSError:  # the terminal closed: kubectl is done
                     return
 
-    for line in lines:
-        read(1.5)
+    for typed, line in enumerate(lines):
+        read(TERMINAL_WITHIN, until=PROMPT, count=typed + 1)  # the shell waits for a line
         os.write(fd, line)
-    read(3.0)
+    read(3.0)  # until the shell exits and the terminal closes
     code = child.wait(timeout=10)
     os.close(fd)
     return code, shown.split(b"command terminated")[0]
