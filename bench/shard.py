@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "METRIC_RESOLUTION",
     "BenchResult",
     "RunningCase",
     "ScrapeCase",
@@ -64,6 +65,9 @@ __all__ = [
     "run",
 ]
 
+METRIC_RESOLUTION = 15.0
+"""metrics-server's default ``--metric-resolution``: the scrape case's round interval unless
+told otherwise (the report's command then names it)."""
 _TICKS = os.sysconf("SC_CLK_TCK")
 _POLL = 0.5
 """Seconds between progress polls of the stub during start-up."""
@@ -643,7 +647,7 @@ def run(
     running_pods: int = 10_000,
     repeats: int = 3,
     scrape_rounds: int = 9,
-    scrape_interval: float = 15.0,
+    scrape_interval: float = METRIC_RESOLUTION,
     scrape_connections: int = 64,
     cases: tuple[str, ...] = ("steady", "running"),
     timeout: float = 1800.0,
@@ -686,6 +690,11 @@ def run(
         command=(
             f"kubemock-fleet bench shard-scrape --nodes {nodes} --pods {pods} "
             f"--duration {scrape_interval * (scrape_rounds - 1):g}"
+            + (
+                ""
+                if scrape_interval == METRIC_RESOLUTION
+                else f" --scrape-interval {scrape_interval:g}"
+            )
             if cases == ("scrape",)
             else f"kubemock-fleet bench shard --nodes {nodes} --pods {pods} --duration {duration:g}"
         ),

@@ -129,7 +129,13 @@ def bench(
         "--duration",
         min=1,
         help="shard: seconds of steady state measured; shard-scrape: seconds scraped "
-        "(a round every 15 s), after as long a window without.",
+        "(a round every --scrape-interval), after as long a window without.",
+    ),
+    scrape_interval: float = typer.Option(
+        SCRAPE_INTERVAL,
+        "--scrape-interval",
+        min=1,
+        help="shard-scrape: seconds between rounds (metrics-server's --metric-resolution).",
     ),
     keep: bool = typer.Option(
         False,
@@ -167,7 +173,15 @@ def bench(
             raise InputError(
                 f"bench {scenario}: only --traffic-profile lean (the stub serves no more)"
             )
-        _shard(nodes, pods, duration, as_json, output, scrape=scenario == SHARD_SCRAPE)
+        _shard(
+            nodes,
+            pods,
+            duration,
+            as_json,
+            output,
+            scrape=scenario == SHARD_SCRAPE,
+            scrape_interval=scrape_interval,
+        )
         return
     from bench import load_scenario  # heavy imports only when the command runs
 
@@ -319,6 +333,7 @@ def _shard(
     output: Path | None,
     *,
     scrape: bool = False,
+    scrape_interval: float = SCRAPE_INTERVAL,
 ) -> None:
     """One shard against a stub apiserver: steady-state CPU, RSS, Lease lateness; or, with
     ``scrape``, what metrics-server's scrape of its kubelet API costs (:mod:`bench.shard`)."""
@@ -333,8 +348,8 @@ def _shard(
         settle=min(20.0, duration),
         running_nodes=min(nodes, 1_000),
         running_pods=min(pods, 10_000),
-        scrape_rounds=max(2, round(duration / SCRAPE_INTERVAL) + 1),
-        scrape_interval=SCRAPE_INTERVAL,
+        scrape_rounds=max(2, round(duration / scrape_interval) + 1),
+        scrape_interval=scrape_interval,
         cases=("scrape",) if scrape else ("steady", "running"),
         progress=_progress,
     )

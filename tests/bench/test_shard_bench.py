@@ -16,6 +16,14 @@ from typer.testing import CliRunner
 from bench.shard import BenchResult, RunningCase, format_report
 from fleet.cli import app
 
+STEADY = 3
+"""Seconds of steady state (also the settle and idle windows): the shard renews its own Lease
+every 2 s, so one renewal falls in it with a second to spare."""
+SCRAPE_INTERVAL = 11
+"""Seconds between scrape rounds, and so of the idle and the scraped windows: each holds a
+renewal of every node Lease (every 10 s, jittered by 4 %), which the lateness is read from
+(metrics-server's default is 15 s)."""
+
 
 def test_bench_shard_json(tmp_path: Path) -> None:
     result = CliRunner().invoke(
@@ -28,7 +36,7 @@ def test_bench_shard_json(tmp_path: Path) -> None:
             "--pods",
             "40",
             "--duration",
-            "4",
+            str(STEADY),
             "--json",
             "--output",
             str(tmp_path),
@@ -37,12 +45,14 @@ def test_bench_shard_json(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     progress = result.stderr.splitlines()  # one line per case as it starts
-    assert progress[0].startswith("bench: steady: 8 nodes, 40 pods: start-up, then 4 s measured")
+    assert progress[0].startswith(
+        f"bench: steady: 8 nodes, 40 pods: start-up, then {STEADY} s measured"
+    )
     assert progress[1] == "bench: running: 40 pods bound -> Running on 8 nodes, 3 times"
     assert json.loads((tmp_path / "shard.json").read_text()) == report
     assert set(report) == {"machine", "python", "command", "load", "steady", "running", "scrape"}
     assert report["scrape"] is None
-    assert "--nodes 8 --pods 40" in report["command"]
+    assert f"--nodes 8 --pods 40 --duration {STEADY}" in report["command"]
     steady = report["steady"]
     assert (steady["nodes"], steady["pods"]) == (8, 40)
     for key in (
@@ -69,13 +79,26 @@ def test_bench_shard_scrape_json(tmp_path: Path) -> None:
     # round, and the shard's CPU for it measured net of its Leases
     result = CliRunner().invoke(
         app,
-        ["bench", "shard-scrape", "--nodes", "6", "--pods", "30", "--duration", "2", "--json"],
+        [
+            "bench",
+            "shard-scrape",
+            "--nodes",
+            "6",
+            "--pods",
+            "30",
+            "--duration",
+            "2",
+            "--scrape-interval",
+            str(SCRAPE_INTERVAL),
+            "--json",
+        ],
     )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["steady"] is None and report["running"] is None
-    assert (
-        report["command"] == "kubemock-fleet bench shard-scrape --nodes 6 --pods 30 --duration 15"
+    assert report["command"] == (  # two rounds at least: one interval scraped
+        "kubemock-fleet bench shard-scrape --nodes 6 --pods 30 "
+        f"--duration {SCRAPE_INTERVAL} --scrape-interval {SCRAPE_INTERVAL}"
     )
     scrape = report["scrape"]
     assert (scrape["nodes"], scrape["pods"], scrape["rounds"]) == (6, 30, 2)
