@@ -13,7 +13,8 @@ population and only what a shard sends:
   ``timeoutSeconds``);
 - Node GET/POST and status PATCH (strategic merge, the sandbox's
   implementation, so the answer holds the merged status as a real server's
-  does), Node metadata PATCH, Lease GET/POST/PUT (any namespace), Node CR
+  does), Node metadata PATCH, Lease GET/POST/PUT and JSON patch (test, add,
+  replace of ``/spec/<field>``: a shard's own Lease renewal; any namespace), Node CR
   status PATCH, pod status PATCH (strategic merge, uid precondition), Event
   POST. A pod status PATCH comes back on the pod watches as a MODIFIED event, as a
   real apiserver sends it.
@@ -372,8 +373,29 @@ class StubServer:
                     self.window.gaps.append(now - last)
             self.leases[key] = body
             return _answer(200, body)
+        if method == "PATCH":
+            self.count("lease_patch" if node else "shard_lease_write")
+            return self._lease_json_patch(f"{namespace}/{name}", name, body)
         self.count("other")
         return _answer(404, _status(404, "NotFound", path))
+
+    def _lease_json_patch(self, key: str, name: str, body: bytes) -> bytes:
+        """A JSON patch (RFC 6902) of a Lease's spec fields, as a shard renews its own."""
+        stored = self.leases.get(key)
+        if stored is None:
+            return _answer(404, _status(404, "NotFound", f"leases {name!r} not found"))
+        lease = _decode(stored)
+        spec = lease.setdefault("spec", {})
+        for op in msgspec.json.decode(body, type=list[dict[str, Any]]):
+            field = str(op.get("path", "")).removeprefix("/spec/")
+            if op.get("op") == "test" and spec.get(field) != op.get("value"):
+                return _answer(422, _status(422, "Invalid", f"test of /spec/{field} failed"))
+            if op.get("op") in ("add", "replace"):
+                spec[field] = op.get("value")
+        self.rv += 1
+        lease.setdefault("metadata", {})["resourceVersion"] = str(self.rv)
+        stored = self.leases[key] = _encode(lease)
+        return _answer(200, stored)
 
     def _node(self, method: str, path: str, body: bytes) -> bytes:
         segments = path.split("/")  # ['', api, v1, nodes, name?, status?]
@@ -552,6 +574,7 @@ class StubServer:
             in (
                 "lease_put",
                 "lease_post",
+                "lease_patch",
                 "node_status_patch",
                 "pod_status_patch",
                 "node_post",
