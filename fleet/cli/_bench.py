@@ -151,6 +151,14 @@ def bench(
         "else $KUBEBUILDER_ASSETS).",
     ),
     traffic_profile: TrafficProfileOption = None,
+    outage: str | None = typer.Option(
+        None,
+        "--outage",
+        metavar="DURATION",
+        help="faults: how long each apiserver pause, restart and 429/410 storm lasts, as a Go "
+        "duration or seconds (e.g. 8s, 1m, 2.5; overrides the scenario's 8 s, which is inside "
+        "the fleet's 10 s renew deadlines: no CR should move; past them shards fence).",
+    ),
 ) -> None:
     """Run a benchmark: the transport or sandbox micro-benchmark, or a load scenario against a control plane."""
     if scenario == TRANSPORT:
@@ -171,7 +179,13 @@ def bench(
         return
     from bench import load_scenario  # heavy imports only when the command runs
 
-    spec = load_scenario(scenario, {"nodes": nodes, "pods": pods, "rate": _scenario_rate(rates)})
+    spec = load_scenario(
+        scenario,
+        {"nodes": nodes, "pods": pods, "rate": _scenario_rate(rates), "outage": _number_or(outage)},
+        flags={"nodes": "--nodes", "pods": "--pods", "rate": "--rate", "outage": "--outage"},
+    )
+    if outage is not None and spec.type != "faults":
+        raise InputError(f"--outage: only the faults scenario has outages, not {spec.type}")
     report = _run_scenario(
         spec,
         output=output,
@@ -227,6 +241,14 @@ def _emit(
         typer.echo(header)
         typer.echo(f"command: {result.command}\n")
         typer.echo(report())
+
+
+def _number_or(text: str | None) -> float | str | None:
+    """A flag's duration: a bare number is seconds (as in a scenario file), else Go syntax."""
+    try:
+        return float(text) if text is not None else None
+    except ValueError:
+        return text
 
 
 def _progress(message: str) -> None:
