@@ -835,6 +835,9 @@ class NodeDriver:
             return  # the watch brings the CR with its finalizer, and another sync
         state.interval = interval
         created = False
+        if not state.registered and not model.spec.suspend and state.cr_status_now.get("nodeName"):
+            # Served before (a takeover, a restart, the fence reopening): its Lease first.
+            await self.leases.take_over(state.key, state.name)
         if not state.registered:
             registered = await self._register(state, model)
             if registered is None:

@@ -39,6 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+import msgspec
 import trio
 from prometheus_client import CollectorRegistry, Histogram
 
@@ -46,10 +47,11 @@ from fleet._metrics import FleetMetrics
 from fleet._settings import ShardSettings
 from fleet.errors import AlreadyExists, FleetError
 from fleet.kube import BatchRequest, Requester, Response, resource_path
-from fleet.machinery import JSON
+from fleet.machinery import JSON, MERGE_PATCH, format_micro_time
 from shards._context import FencedRequester
 from shards._leaselane import LANE_AUDIT_EVERY, LeaseLane
 from shards._nodeobj import (
+    LEASE_DURATION_SECONDS,
     LEASE_NAMESPACE,
     decode_lease,
     encode_lease,
@@ -70,6 +72,9 @@ PUT_OFF = 1.0
 ADOPT_WITHIN = 2.0
 """Seconds (at most: the renew interval if shorter) over which adopted Leases are first
 renewed, so a thousand adoptions do not renew in one instant; well within the 40 s."""
+_TAKEOVER_MILESTONES = frozenset({1, 10, 100})
+"""Takeovers logged at INFO (then every thousandth): a failover's timeline in the log."""
+_patch_encoder = msgspec.json.Encoder()
 LANE_LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 _lane_lag: weakref.WeakKeyDictionary[CollectorRegistry, Histogram] = weakref.WeakKeyDictionary()
 
@@ -151,6 +156,8 @@ class NodeLeases:
         self._fresh = fresh
         self._fence_open = fence_open
         self._leases: dict[str, _NodeLease] = {}
+        self.taken_over = 0
+        """Leases of nodes served before renewed by :meth:`take_over` (logged at milestones)."""
         lag = lane_lag_histogram(metrics.registry)
         due_to_sent = lag.labels(stage="due_to_sent").observe
         sent_to_answered = lag.labels(stage="sent_to_answered").observe
@@ -181,6 +188,49 @@ class NodeLeases:
         else:
             lease.name = name
             lease.node_uid = node_uid
+
+    async def take_over(self, key: str, name: str) -> bool:
+        """Renew the Lease of a node served before (a takeover from another shard, a
+        restart, the fence reopening) at once, before any other work of its sync: one merge
+        PATCH, no read first. False when there is no Lease (its sync creates one).
+
+        A takeover is a race with the node Lease's duration: the dead shard's last
+        renewal, its shard Lease expiring, the moves, then this; the GET of the Node, its
+        label PATCH and the Lease GET an adoption makes came before the first renewal (and
+        that one was spread over :data:`ADOPT_WITHIN` more), and at 500 nodes behind 64
+        syncs on a loaded apiserver they took longer than the time left. The renewals go on
+        from here (:meth:`ensure` finds the Lease known and renewing)."""
+        lease = self._leases.get(key)
+        if lease is None:
+            lease = self._leases[key] = _NodeLease(name)
+        elif lease.body is not None and key in self.lane:
+            return True  # renewing already
+        now = format_micro_time(self._wall())
+        patch = {
+            "spec": {
+                "holderIdentity": name,
+                "leaseDurationSeconds": LEASE_DURATION_SECONDS,
+                "renewTime": now,
+            }
+        }
+        response = await self._register.request(
+            "PATCH", lease_path(name), body=_patch_encoder.encode(patch), content_type=MERGE_PATCH
+        )
+        if response.status == 404:
+            return False
+        body = trim_lease(response.raise_for_status().content)
+        if self._leases.get(key) is not lease:
+            return True  # dropped meanwhile: no renewals for it
+        lease.body = body
+        lease.ok = self._clock()
+        lease.missed_counted = False
+        self._schedule(
+            key, lease, self._clock() + jitter(self._interval(), self._jitter(), self._rng)
+        )
+        self.taken_over += 1
+        if self.taken_over in _TAKEOVER_MILESTONES or self.taken_over % 1000 == 0:
+            log.info("node Lease %s taken over (%d so far)", name, self.taken_over)
+        return True
 
     async def ensure(self, key: str, *, node_created: bool = False) -> None:
         """Create the node's Lease, or adopt the one there; renewals go on from it.
