@@ -1167,6 +1167,8 @@ class NodeDriver:
                     encode_patch(patch),
                     STRATEGIC_MERGE_PATCH,
                     on_result=done,
+                    # Not after the node left this shard (or stopped being driven).
+                    wanted=lambda: state.driving and self.states.get(key) is state,
                 )
                 state.status_writes += 1
                 await ctx.writes.submit(f"nodes/{state.name}/status", write)
