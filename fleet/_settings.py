@@ -300,6 +300,27 @@ class FleetSettings(_Section):
     coordinator: CoordinatorSettings = CoordinatorSettings()
     """Coordinator settings."""
 
+    @model_validator(mode="after")
+    def _takeover_fits(self) -> FleetSettings:
+        """The failover rule (docs/architecture.md, "Timings"): a dead shard's node Leases
+        were last renewed up to a renew interval before it died, its CRs move once its
+        shard Lease has expired, and another shard must renew them before the node Lease
+        duration has passed since. So shardLeaseDuration + nodeLeaseRenewInterval must stay
+        under nodeLeaseDuration, with room to spare for the moves and the takeover (the
+        defaults: 15 s + 10 s of 40 s leave 15 s). Only where a shard can take over (2 or
+        more shards): one alone keeps its nodes through a restart."""
+        shard_lease = self.coordinator.shard_lease_duration
+        renew = self.shard.node_lease_renew_interval
+        node_lease = self.shard.node_lease_duration
+        if self.shards >= 2 and shard_lease + renew >= node_lease:
+            raise ValueError(
+                f"coordinator.shardLeaseDuration ({format_duration(shard_lease)}) + "
+                f"shard.nodeLeaseRenewInterval ({format_duration(renew)}) must be under "
+                f"shard.nodeLeaseDuration ({format_duration(node_lease)}): a dead shard's "
+                "nodes would go NotReady before another shard could take them over"
+            )
+        return self
+
     @field_validator("namespace")
     @classmethod
     def _namespace(cls, value: str) -> str:
