@@ -107,6 +107,9 @@ class FaultFleet:
         self.coordinators: list[trio.Process] = []
         self.killed: set[int] = set()
         """Pids a fault killed (not crashes)."""
+        self.shard_killed: dict[str, float] = {}
+        """Shard id -> when its process was last killed (``FaultCounter(killed=...)``: what
+        the apiserver serves of it just after is what it sent before)."""
         self.proxied = Path()
         """The kubeconfig naming the proxy: in a directory of its own, removed at the end
         (it holds the apiserver's credentials; the logs in ``workdir`` may be kept)."""
@@ -177,6 +180,9 @@ class FaultFleet:
         """``kill -9`` (a fault: not counted as a crash)."""
         self.killed.add(process.pid)
         process.kill()
+        for k, shard in self.shards.items():
+            if shard is process:
+                self.shard_killed[str(k)] = trio.current_time()
         with trio.fail_after(KILL_WAIT):
             await process.wait()
 
