@@ -175,10 +175,11 @@ class WriteLog:
         return out
 
     def lease_writes(self, since: float = 0.0) -> dict[str, list[Written]]:
-        """Successful node Lease creates and renewals since ``since``, by node name."""
+        """Successful node Lease creates and renewals since ``since``, by node name (a
+        renewal is a PUT, or the merge PATCH a shard taking a node over renews it with)."""
         out: dict[str, list[Written]] = defaultdict(list)
         for w in self.writes[bisect_left(self.writes, since, key=_time) :]:
-            if w.path.startswith(NODE_LEASES) and w.method in ("POST", "PUT"):
+            if w.path.startswith(NODE_LEASES) and w.method in ("POST", "PUT", "PATCH"):
                 out[w.name].append(w)
         return out
 
