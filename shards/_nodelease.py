@@ -25,8 +25,12 @@ and tells when each Lease is due; the lane asks for each PUT when it writes
 it (:meth:`lease_request`) and hands back each answer (:meth:`lease_answered`).
 A renewal is a PUT every 10 s with jitter, timed from its due time (the body
 is the Lease as the last write returned it, so a concurrent writer gets a 409:
-re-read, and renewed on top of it); 404 hands the node back to its sync
-(``resync``), which creates the Lease again. Lateness against the due time
+re-read; where the Lease holds one of our own renewals, renewed; where another
+writer renewed it (another shard taking the node over before this shard's watch
+says so), the node is left alone for :data:`HANDOVER_WAIT` and handed back to its
+sync, never renewed on top at once); 404 hands the node back to its sync
+(``resync``), which creates the Lease again. A node served before has its Lease
+renewed first thing on adoption (:meth:`NodeLeases.take_over`). Lateness against the due time
 and renewals that came after the Lease expired are counted.
 """
 
@@ -72,6 +76,12 @@ PUT_OFF = 1.0
 ADOPT_WITHIN = 2.0
 """Seconds (at most: the renew interval if shorter) over which adopted Leases are first
 renewed, so a thousand adoptions do not renew in one instant; well within the 40 s."""
+SENT_KEPT = 4
+"""Renewals remembered per node until one is answered (a lane retries a few at most)."""
+HANDOVER_WAIT = 2.0
+"""Seconds a node whose Lease another writer renewed is left alone before its sync takes it
+up again: time for this shard's watch to bring the CR's move, if it moved (a loaded
+shard's watch lags by a second or so); the Lease was just renewed, so it costs nothing."""
 _TAKEOVER_MILESTONES = frozenset({1, 10, 100})
 """Takeovers logged at INFO (then every thousandth): a failover's timeline in the log."""
 _patch_encoder = msgspec.json.Encoder()
@@ -122,6 +132,9 @@ class _NodeLease:
     ok: float | None = None
     """When a renewal (or the creation) last succeeded."""
     missed_counted: bool = False
+    sent: tuple[str, ...] = ()
+    """The renewTimes of the renewals sent since the last answered success (the last
+    :data:`SENT_KEPT`): a 409 on a Lease holding one of them is our own write landing late."""
 
 
 class NodeLeases:
@@ -134,7 +147,7 @@ class NodeLeases:
         register: Requester,
         settings: ShardSettings,
         metrics: FleetMetrics,
-        resync: Callable[[str], None],
+        resync: Callable[[str, float], None],
         clock: Callable[[], float],
         wall: Callable[[], datetime],
         rng: random.Random,
@@ -142,8 +155,9 @@ class NodeLeases:
         fence_open: Callable[[], bool],
     ) -> None:
         """``sender``: renewals and their re-reads (``hot``, fenced); ``register``: creation
-        and adoption (``hot`` or ``control``: ``REGISTER_ON_HOT``); ``resync(key)``: the
-        node's sync is to run now (its Lease was deleted: the sync creates it again);
+        and adoption (``hot`` or ``control``: ``REGISTER_ON_HOT``); ``resync(key, delay)``: the
+        node's sync is to run in ``delay`` s (its Lease was deleted: the sync creates it
+        again; another writer renewed it: the sync takes it up again);
         ``fresh`` and ``fence_open``: as :class:`~shards._context.ShardContext`'s."""
         self._sender = sender
         self._register = register
@@ -381,6 +395,7 @@ class NodeLeases:
             # at once (the lane sends one request of a Lease at a time, see _leaselane).
             self._schedule(key, lease, due if due > now else now + interval)
         renewed = renew_lease(decode_lease(lease.body), self._wall(), node_uid=lease.node_uid)
+        lease.sent = (*lease.sent[-(SENT_KEPT - 1) :], renewed.spec.renewTime or "")
         return BatchRequest("PUT", lease_path(lease.name), None, encode_lease(renewed), JSON)
 
     async def lease_answered(self, key: str, answer: Response | FleetError) -> bool:
@@ -399,20 +414,35 @@ class NodeLeases:
                 self._metrics.lease_renewals_late.labels(lease="node").inc()
             lease.ok = finished
             lease.missed_counted = False
+            lease.sent = ()
             return False
         if answer.status == 404:
             lease.body = None  # deleted: the sync re-creates it
-            self._resync(key)
+            self._resync(key, 0.0)
             return False
         if answer.status == 409:
-            # Someone else wrote the Lease: re-read it and renew on top of it, at once.
             response = await self._sender.request("GET", lease_path(lease.name))
             if response.status == 404:
                 return False
-            fresh = trim_lease(response.raise_for_status().content)
-            if self._leases.get(key) is lease:
-                lease.body = fresh
-            return True
+            content = response.raise_for_status().content
+            if self._leases.get(key) is not lease:
+                return False
+            if decode_lease(content).spec.renewTime in lease.sent:
+                # Our own renewal landed after all (its answer was lost, a retry conflicted
+                # with it): renewed.
+                lease.body = trim_lease(content)
+                lease.ok = self._clock()
+                lease.sent = ()
+                return False
+            # Someone else renewed it: most likely another shard taking the node over (its
+            # CR moved, and this shard's watch has not said so yet). Renewing on top would
+            # drive the node from two shards; the node's sync takes it up again after
+            # HANDOVER_WAIT if the CR is still this shard's (its watch will have said).
+            log.info("node Lease %s renewed by another writer: leaving it a moment", lease.name)
+            lease.body = None
+            lease.sent = ()
+            self._resync(key, HANDOVER_WAIT)
+            return False
         try:
             answer.raise_for_status()
         except FleetError as exc:
