@@ -50,7 +50,7 @@ from urllib.parse import parse_qsl
 
 import trio
 
-from bench._faultcount import FaultCounter, Handler, Unsettled, wait_until
+from bench._faultcount import FaultCounter, Handler, Unsettled, shard_of, wait_until
 from bench._faultproxy import FaultProxy
 from bench._report import FaultResult
 from fleet.errors import FleetError, NotFound
@@ -107,6 +107,9 @@ class FaultFleet:
         self.coordinators: list[trio.Process] = []
         self.killed: set[int] = set()
         """Pids a fault killed (not crashes)."""
+        self.shard_killed: dict[str, float] = {}
+        """Shard id -> when its process was last killed (``FaultCounter(killed=...)``: what
+        the apiserver serves of it just after is what it sent before)."""
         self.proxied = Path()
         """The kubeconfig naming the proxy: in a directory of its own, removed at the end
         (it holds the apiserver's credentials; the logs in ``workdir`` may be kept)."""
@@ -177,6 +180,9 @@ class FaultFleet:
         """``kill -9`` (a fault: not counted as a crash)."""
         self.killed.add(process.pid)
         process.kill()
+        for k, shard in self.shards.items():
+            if shard is process:
+                self.shard_killed[str(k)] = trio.current_time()
         with trio.fail_after(KILL_WAIT):
             await process.wait()
 
@@ -373,6 +379,7 @@ async def _shard_kill(s: FaultSuite) -> str:
     k = max(fleet.shards)
     victim, shard = fleet.shards[k], str(k)
     await fleet.kill9(victim)
+    killed = fleet.shard_killed[shard]
     victims = [n for n in counter.nodes if counter.label_of(n) == shard]
     await wait_until(
         lambda: all(counter.label_of(n) not in (None, shard) for n in victims),
@@ -380,6 +387,24 @@ async def _shard_kill(s: FaultSuite) -> str:
         f"shard {k}'s CRs moved",
         0.25,
     )
+    moved = trio.current_time() - killed
+
+    def taken_over() -> list[float]:
+        """When each victim's node Lease was first renewed by another shard since the kill."""
+        writes = counter.writes.lease_writes(since=killed)
+        firsts = [
+            min((w.time for w in writes.get(n, []) if shard_of(w) != shard), default=None)
+            for n in victims
+        ]
+        return [t for t in firsts if t is not None]
+
+    await wait_until(
+        lambda: len(taken_over()) == len(victims),
+        counter.settle_within,
+        f"shard {k}'s node Leases renewed by another shard",
+        0.25,
+    )
+    took = max(taken_over(), default=killed) - killed
     await fleet.start_shard(k)
     await wait_until(
         lambda: any(counter.label_of(n) == shard for n in counter.nodes),
@@ -387,7 +412,13 @@ async def _shard_kill(s: FaultSuite) -> str:
         f"shard {k}'s share back",
         0.25,
     )
-    return f"{len(victims)} CRs moved off shard {k}, and its share moved back"
+    # The failover's figure: the kill to the last victim's node Lease renewed by another
+    # shard (as the write log or the Lease watch saw it), against the node Lease duration.
+    return (
+        f"{len(victims)} CRs moved off shard {k}, seen moved {moved:.1f} s after the kill, "
+        f"their node Leases all renewed by another shard {took:.1f} s after it "
+        f"(node Lease {counter.node_lease_duration:g} s); its share moved back"
+    )
 
 
 async def _coordinator_holder(client: Client) -> str | None:

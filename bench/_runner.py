@@ -1044,6 +1044,7 @@ class _Run:
             labels=labels,
             seen=seen,
             exited=fleet.exited,
+            killed=lambda: fleet.shard_killed,
             node_lease_duration=FAULT_NODE_LEASE_DURATION,
             settle_within=self.spec.timeout,
             selector=self.selector,

@@ -58,6 +58,7 @@ and the kubelet-restart annotation), so they run against any cluster a fleet dri
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -197,6 +198,11 @@ class ScenarioSpec(_Model):
                 raise ValueError("a faults scenario needs nodes >= 2 (a shard each)")
             if self.workload != "pods":
                 raise ValueError("a faults scenario counts bare pods: workload must be pods")
+            if self.outage >= self.timeout:
+                raise ValueError(
+                    f"a faults scenario needs outage < timeout ({self.timeout:g} s): the fleet "
+                    "settles after each outage within the step's timeout"
+                )
         if self.type == "node-flap" and self.down >= self.period:
             raise ValueError("a node-flap scenario needs down < period")
         if self.type in ("pod-startup", "kwok-ci", "pod-churn") and self.pods < 1:
@@ -275,23 +281,38 @@ BUILTIN: dict[str, dict[str, Any]] = {
 """The built-in scenarios by name: each is its ``type`` with these defaults."""
 
 
-def _validate(data: dict[str, Any], where: str) -> ScenarioSpec:
+def _validate(
+    data: dict[str, Any], where: str, flags: Mapping[str, str] | None = None
+) -> ScenarioSpec:
+    """``flags``: the command-line flag that set each field given (its error names the flag)."""
     try:
         return ScenarioSpec.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}"
-            for err in exc.errors()
-        )
-        raise ConfigError(f"{where}: {problems}") from exc
+        problems = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or "(top)"
+            flag = (flags or {}).get(str(err["loc"][0])) if err["loc"] else None
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append(f"{flag} {err['input']}: {msg}" if flag else f"{loc}: {msg}")
+        raise ConfigError(f"{where}: {'; '.join(problems)}") from exc
 
 
-def load_scenario(name_or_file: str, overrides: dict[str, Any] | None = None) -> ScenarioSpec:
-    """A built-in scenario by name, or a YAML file; ``overrides`` (e.g. ``--nodes``) win."""
+def load_scenario(
+    name_or_file: str,
+    overrides: dict[str, Any] | None = None,
+    *,
+    flags: Mapping[str, str] | None = None,
+) -> ScenarioSpec:
+    """A built-in scenario by name, or a YAML file; ``overrides`` (e.g. ``--nodes``) win.
+
+    ``flags`` names the command-line flag of each override, for the error message."""
     extra = {k: v for k, v in (overrides or {}).items() if v is not None}
+    given = {k: f for k, f in (flags or {}).items() if k in extra}
     if name_or_file in BUILTIN:
         return _validate(
-            {"name": name_or_file, **BUILTIN[name_or_file], **extra}, f"scenario {name_or_file}"
+            {"name": name_or_file, **BUILTIN[name_or_file], **extra},
+            f"scenario {name_or_file}",
+            given,
         )
     path = Path(name_or_file)
     if path.suffix not in (".yaml", ".yml") and not path.exists():
@@ -312,4 +333,4 @@ def load_scenario(name_or_file: str, overrides: dict[str, Any] | None = None) ->
     if kind not in BUILTIN:
         raise ConfigError(f"{path}: type: must be one of {', '.join(BUILTIN)}, got {kind!r}")
     data = {"name": path.stem, **BUILTIN[kind], **doc, **extra}
-    return _validate(data, str(path))
+    return _validate(data, str(path), given)

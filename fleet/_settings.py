@@ -253,8 +253,11 @@ class CoordinatorSettings(_Section):
     """Interval between leader-election attempts: client-go's default (2 s)."""
     max_moves_per_second: float = Field(default=50.0, gt=0)
     """Rebalance label writes per second when a shard returns: 1,000 CRs move in 20 s, never a storm."""
-    max_writes_in_flight: int = Field(default=8, ge=1, le=256)
-    """Label PATCHes in flight at once: a dead shard's 3,000 CRs move in about a second at ~3 ms each."""
+    max_writes_in_flight: int = Field(default=32, ge=1, le=256)
+    """Label PATCHes in flight at once: a dead shard's 3,000 CRs move in about a second at
+    ~3 ms each on an idle apiserver; on a loaded one each takes hundreds of ms (8 in flight
+    moved 481 CRs in 22 s on the bench's sandbox at load 10, past the 15 s a failover has),
+    and the moves gate every takeover, so they get a larger share of the apiserver."""
     metrics_port: int = Field(default=9090, ge=0, le=65535)
     """The coordinator's /metrics port (Prometheus' conventional first port); 0 picks a free port."""
 
@@ -299,6 +302,27 @@ class FleetSettings(_Section):
     """Shard settings."""
     coordinator: CoordinatorSettings = CoordinatorSettings()
     """Coordinator settings."""
+
+    @model_validator(mode="after")
+    def _takeover_fits(self) -> FleetSettings:
+        """The failover rule (docs/architecture.md, "Timings"): a dead shard's node Leases
+        were last renewed up to a renew interval before it died, its CRs move once its
+        shard Lease has expired, and another shard must renew them before the node Lease
+        duration has passed since. So shardLeaseDuration + nodeLeaseRenewInterval must stay
+        under nodeLeaseDuration, with room to spare for the moves and the takeover (the
+        defaults: 15 s + 10 s of 40 s leave 15 s). Only where a shard can take over (2 or
+        more shards): one alone keeps its nodes through a restart."""
+        shard_lease = self.coordinator.shard_lease_duration
+        renew = self.shard.node_lease_renew_interval
+        node_lease = self.shard.node_lease_duration
+        if self.shards >= 2 and shard_lease + renew >= node_lease:
+            raise ValueError(
+                f"coordinator.shardLeaseDuration ({format_duration(shard_lease)}) + "
+                f"shard.nodeLeaseRenewInterval ({format_duration(renew)}) must be under "
+                f"shard.nodeLeaseDuration ({format_duration(node_lease)}): a dead shard's "
+                "nodes would go NotReady before another shard could take them over"
+            )
+        return self
 
     @field_validator("namespace")
     @classmethod

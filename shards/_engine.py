@@ -187,8 +187,8 @@ class ShardEngine:
         self.timers: DelayQueue[TimerKey] = DelayQueue(clock=clock)
         timers = self.timers
 
-        def resync(key: str) -> None:
-            timers.schedule(("sync", key), clock())
+        def resync(key: str, delay: float) -> None:
+            timers.schedule(("sync", key), clock() + delay)
 
         self.leases = NodeLeases(
             gated_hot,

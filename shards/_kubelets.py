@@ -125,6 +125,10 @@ and after a lost shard Lease came back): a burst of GETs, not one instant of the
 RESERVE_PAGE = 500
 """Nodes per page of the start-up list (:meth:`NodeDriver.reserve_addresses`): client-go's
 pager default."""
+ADOPTION_PUT_OFF = 3.0
+"""Seconds over which the rest of the adoptions of nodes whose Leases were just taken over
+are spread (one burst of Node GETs, label and status PATCHes then, not in the failover's
+critical seconds); well within a node Lease renewal interval."""
 RESYNC_DELAY = 1.0
 """Seconds before a sync that hit a conflict or an error runs again."""
 META_ATTEMPTS = 3
@@ -342,6 +346,8 @@ class NodeState:
     """Why the CR cannot be (fully) served: InvalidSpec, NameConflict, ..."""
     busy: bool = False
     again: bool = False
+    adoption_put_off: bool = False
+    """The rest of this node's adoption was put off once after its Lease was taken over."""
 
     @property
     def status(self) -> dict[str, Any]:
@@ -835,6 +841,19 @@ class NodeDriver:
             return  # the watch brings the CR with its finalizer, and another sync
         state.interval = interval
         created = False
+        if not state.registered and not model.spec.suspend and state.cr_status_now.get("nodeName"):
+            # Served before (a takeover, a restart, the fence reopening): its Lease first.
+            taken = await self.leases.take_over(state.key, state.name)
+            if taken and not state.adoption_put_off:
+                # The rest (the Node read and its labels, status, CR status) can wait a
+                # moment: the Lease now holds for its duration, and in a failover those
+                # requests compete with the coordinator's moves of the nodes still waiting
+                # for theirs (481 moves took 22 s on a loaded sandbox, past the 15 s left).
+                state.adoption_put_off = True
+                ctx.timers.schedule(
+                    ("sync", state.key), ctx.clock() + spread(ADOPTION_PUT_OFF, ctx.rng)
+                )
+                return
         if not state.registered:
             registered = await self._register(state, model)
             if registered is None:
@@ -1164,6 +1183,8 @@ class NodeDriver:
                     encode_patch(patch),
                     STRATEGIC_MERGE_PATCH,
                     on_result=done,
+                    # Not after the node left this shard (or stopped being driven).
+                    wanted=lambda: state.driving and self.states.get(key) is state,
                 )
                 state.status_writes += 1
                 await ctx.writes.submit(f"nodes/{state.name}/status", write)

@@ -25,8 +25,12 @@ and tells when each Lease is due; the lane asks for each PUT when it writes
 it (:meth:`lease_request`) and hands back each answer (:meth:`lease_answered`).
 A renewal is a PUT every 10 s with jitter, timed from its due time (the body
 is the Lease as the last write returned it, so a concurrent writer gets a 409:
-re-read, and renewed on top of it); 404 hands the node back to its sync
-(``resync``), which creates the Lease again. Lateness against the due time
+re-read; where the Lease holds one of our own renewals, renewed; where another
+writer renewed it (another shard taking the node over before this shard's watch
+says so), the node is left alone for :data:`HANDOVER_WAIT` and handed back to its
+sync, never renewed on top at once); 404 hands the node back to its sync
+(``resync``), which creates the Lease again. A node served before has its Lease
+renewed first thing on adoption (:meth:`NodeLeases.take_over`). Lateness against the due time
 and renewals that came after the Lease expired are counted.
 """
 
@@ -39,6 +43,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+import msgspec
 import trio
 from prometheus_client import CollectorRegistry, Histogram
 
@@ -46,10 +51,11 @@ from fleet._metrics import FleetMetrics
 from fleet._settings import ShardSettings
 from fleet.errors import AlreadyExists, FleetError
 from fleet.kube import BatchRequest, Requester, Response, resource_path
-from fleet.machinery import JSON
+from fleet.machinery import JSON, MERGE_PATCH, format_micro_time
 from shards._context import FencedRequester
 from shards._leaselane import LANE_AUDIT_EVERY, LeaseLane
 from shards._nodeobj import (
+    LEASE_DURATION_SECONDS,
     LEASE_NAMESPACE,
     decode_lease,
     encode_lease,
@@ -70,6 +76,15 @@ PUT_OFF = 1.0
 ADOPT_WITHIN = 2.0
 """Seconds (at most: the renew interval if shorter) over which adopted Leases are first
 renewed, so a thousand adoptions do not renew in one instant; well within the 40 s."""
+SENT_KEPT = 4
+"""Renewals remembered per node until one is answered (a lane retries a few at most)."""
+HANDOVER_WAIT = 2.0
+"""Seconds a node whose Lease another writer renewed is left alone before its sync takes it
+up again: time for this shard's watch to bring the CR's move, if it moved (a loaded
+shard's watch lags by a second or so); the Lease was just renewed, so it costs nothing."""
+_TAKEOVER_MILESTONES = frozenset({1, 10, 100})
+"""Takeovers logged at INFO (then every thousandth): a failover's timeline in the log."""
+_patch_encoder = msgspec.json.Encoder()
 LANE_LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 _lane_lag: weakref.WeakKeyDictionary[CollectorRegistry, Histogram] = weakref.WeakKeyDictionary()
 
@@ -117,6 +132,9 @@ class _NodeLease:
     ok: float | None = None
     """When a renewal (or the creation) last succeeded."""
     missed_counted: bool = False
+    sent: tuple[str, ...] = ()
+    """The renewTimes of the renewals sent since the last answered success (the last
+    :data:`SENT_KEPT`): a 409 on a Lease holding one of them is our own write landing late."""
 
 
 class NodeLeases:
@@ -129,7 +147,7 @@ class NodeLeases:
         register: Requester,
         settings: ShardSettings,
         metrics: FleetMetrics,
-        resync: Callable[[str], None],
+        resync: Callable[[str, float], None],
         clock: Callable[[], float],
         wall: Callable[[], datetime],
         rng: random.Random,
@@ -137,8 +155,9 @@ class NodeLeases:
         fence_open: Callable[[], bool],
     ) -> None:
         """``sender``: renewals and their re-reads (``hot``, fenced); ``register``: creation
-        and adoption (``hot`` or ``control``: ``REGISTER_ON_HOT``); ``resync(key)``: the
-        node's sync is to run now (its Lease was deleted: the sync creates it again);
+        and adoption (``hot`` or ``control``: ``REGISTER_ON_HOT``); ``resync(key, delay)``: the
+        node's sync is to run in ``delay`` s (its Lease was deleted: the sync creates it
+        again; another writer renewed it: the sync takes it up again);
         ``fresh`` and ``fence_open``: as :class:`~shards._context.ShardContext`'s."""
         self._sender = sender
         self._register = register
@@ -151,6 +170,8 @@ class NodeLeases:
         self._fresh = fresh
         self._fence_open = fence_open
         self._leases: dict[str, _NodeLease] = {}
+        self.taken_over = 0
+        """Leases of nodes served before renewed by :meth:`take_over` (logged at milestones)."""
         lag = lane_lag_histogram(metrics.registry)
         due_to_sent = lag.labels(stage="due_to_sent").observe
         sent_to_answered = lag.labels(stage="sent_to_answered").observe
@@ -181,6 +202,49 @@ class NodeLeases:
         else:
             lease.name = name
             lease.node_uid = node_uid
+
+    async def take_over(self, key: str, name: str) -> bool:
+        """Renew the Lease of a node served before (a takeover from another shard, a
+        restart, the fence reopening) at once, before any other work of its sync: one merge
+        PATCH, no read first. False when there is no Lease (its sync creates one).
+
+        A takeover is a race with the node Lease's duration: the dead shard's last
+        renewal, its shard Lease expiring, the moves, then this; the GET of the Node, its
+        label PATCH and the Lease GET an adoption makes came before the first renewal (and
+        that one was spread over :data:`ADOPT_WITHIN` more), and at 500 nodes behind 64
+        syncs on a loaded apiserver they took longer than the time left. The renewals go on
+        from here (:meth:`ensure` finds the Lease known and renewing)."""
+        lease = self._leases.get(key)
+        if lease is None:
+            lease = self._leases[key] = _NodeLease(name)
+        elif lease.body is not None and key in self.lane:
+            return True  # renewing already
+        now = format_micro_time(self._wall())
+        patch = {
+            "spec": {
+                "holderIdentity": name,
+                "leaseDurationSeconds": LEASE_DURATION_SECONDS,
+                "renewTime": now,
+            }
+        }
+        response = await self._register.request(
+            "PATCH", lease_path(name), body=_patch_encoder.encode(patch), content_type=MERGE_PATCH
+        )
+        if response.status == 404:
+            return False
+        body = trim_lease(response.raise_for_status().content)
+        if self._leases.get(key) is not lease:
+            return True  # dropped meanwhile: no renewals for it
+        lease.body = body
+        lease.ok = self._clock()
+        lease.missed_counted = False
+        self._schedule(
+            key, lease, self._clock() + jitter(self._interval(), self._jitter(), self._rng)
+        )
+        self.taken_over += 1
+        if self.taken_over in _TAKEOVER_MILESTONES or self.taken_over % 1000 == 0:
+            log.info("node Lease %s taken over (%d so far)", name, self.taken_over)
+        return True
 
     async def ensure(self, key: str, *, node_created: bool = False) -> None:
         """Create the node's Lease, or adopt the one there; renewals go on from it.
@@ -331,6 +395,7 @@ class NodeLeases:
             # at once (the lane sends one request of a Lease at a time, see _leaselane).
             self._schedule(key, lease, due if due > now else now + interval)
         renewed = renew_lease(decode_lease(lease.body), self._wall(), node_uid=lease.node_uid)
+        lease.sent = (*lease.sent[-(SENT_KEPT - 1) :], renewed.spec.renewTime or "")
         return BatchRequest("PUT", lease_path(lease.name), None, encode_lease(renewed), JSON)
 
     async def lease_answered(self, key: str, answer: Response | FleetError) -> bool:
@@ -349,20 +414,35 @@ class NodeLeases:
                 self._metrics.lease_renewals_late.labels(lease="node").inc()
             lease.ok = finished
             lease.missed_counted = False
+            lease.sent = ()
             return False
         if answer.status == 404:
             lease.body = None  # deleted: the sync re-creates it
-            self._resync(key)
+            self._resync(key, 0.0)
             return False
         if answer.status == 409:
-            # Someone else wrote the Lease: re-read it and renew on top of it, at once.
             response = await self._sender.request("GET", lease_path(lease.name))
             if response.status == 404:
                 return False
-            fresh = trim_lease(response.raise_for_status().content)
-            if self._leases.get(key) is lease:
-                lease.body = fresh
-            return True
+            content = response.raise_for_status().content
+            if self._leases.get(key) is not lease:
+                return False
+            if decode_lease(content).spec.renewTime in lease.sent:
+                # Our own renewal landed after all (its answer was lost, a retry conflicted
+                # with it): renewed.
+                lease.body = trim_lease(content)
+                lease.ok = self._clock()
+                lease.sent = ()
+                return False
+            # Someone else renewed it: most likely another shard taking the node over (its
+            # CR moved, and this shard's watch has not said so yet). Renewing on top would
+            # drive the node from two shards; the node's sync takes it up again after
+            # HANDOVER_WAIT if the CR is still this shard's (its watch will have said).
+            log.info("node Lease %s renewed by another writer: leaving it a moment", lease.name)
+            lease.body = None
+            lease.sent = ()
+            self._resync(key, HANDOVER_WAIT)
+            return False
         try:
             answer.raise_for_status()
         except FleetError as exc:

@@ -1035,6 +1035,8 @@ class PodDriver:
             STRATEGIC_MERGE_PATCH,
             on_result=partial(self._status_done, record, then_delete),
             force=True,  # diffed against the status already (make_patch)
+            # Not after its node left this shard (the record is forgotten then).
+            wanted=lambda: self.pods.get(record.key) is record,
         )
         record.writes_out += 1
         await ctx.writes.submit(f"pods/{record.key}/status", write)

@@ -136,3 +136,22 @@ def test_traffic_profile_flag_is_named_when_wrong() -> None:
         load_settings(environ={}, flags={"shard.traffic_profile": "chatty"})
     assert str(info.value).startswith("--traffic-profile: shard.trafficProfile:")
     assert "'lean' or 'kubelet'" in str(info.value)
+
+
+def test_a_failover_that_cannot_beat_the_node_lease_is_refused(tmp_path: Path) -> None:
+    """A dead shard's nodes were renewed up to a renew interval before it died and move
+    after its shard Lease expired: 35 s + 10 s is past the 40 s node Lease, so they would go
+    NotReady before another shard could take them. One line, naming the three settings."""
+    config = tmp_path / "c.yaml"
+    config.write_text("coordinator:\n  shardLeaseDuration: 35s\n  shardRenewDeadline: 20s\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config_file=config, flags={"shards": 2}, environ={})
+    message = str(caught.value)
+    assert "\n" not in message
+    assert (
+        "coordinator.shardLeaseDuration (35s) + shard.nodeLeaseRenewInterval (10s) must be "
+        "under shard.nodeLeaseDuration (40s)"
+    ) in message
+    # One shard has no one to fail over to; the defaults leave 15 s for the takeover.
+    assert load_settings(config_file=config, flags={"shards": 1}, environ={}).shards == 1
+    assert load_settings(flags={"shards": 2}, environ={}).coordinator.shard_lease_duration == 15

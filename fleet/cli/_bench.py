@@ -157,6 +157,14 @@ def bench(
         "else $KUBEBUILDER_ASSETS).",
     ),
     traffic_profile: TrafficProfileOption = None,
+    outage: str | None = typer.Option(
+        None,
+        "--outage",
+        metavar="DURATION",
+        help="faults: how long each apiserver pause, restart and 429/410 storm lasts, as a Go "
+        "duration or seconds (e.g. 8s, 1m, 2.5; overrides the scenario's 8 s, which is inside "
+        "the fleet's 10 s renew deadlines: no CR should move; past them shards fence).",
+    ),
 ) -> None:
     """Run a benchmark: the transport or sandbox micro-benchmark, or a load scenario against a control plane."""
     if scenario == TRANSPORT:
@@ -185,7 +193,13 @@ def bench(
         return
     from bench import load_scenario  # heavy imports only when the command runs
 
-    spec = load_scenario(scenario, {"nodes": nodes, "pods": pods, "rate": _scenario_rate(rates)})
+    spec = load_scenario(
+        scenario,
+        {"nodes": nodes, "pods": pods, "rate": _scenario_rate(rates), "outage": _number_or(outage)},
+        flags={"nodes": "--nodes", "pods": "--pods", "rate": "--rate", "outage": "--outage"},
+    )
+    if outage is not None and spec.type != "faults":
+        raise InputError(f"--outage: only the faults scenario has outages, not {spec.type}")
     report = _run_scenario(
         spec,
         output=output,
@@ -241,6 +255,14 @@ def _emit(
         typer.echo(header)
         typer.echo(f"command: {result.command}\n")
         typer.echo(report())
+
+
+def _number_or(text: str | None) -> float | str | None:
+    """A flag's duration: a bare number is seconds (as in a scenario file), else Go syntax."""
+    try:
+        return float(text) if text is not None else None
+    except ValueError:
+        return text
 
 
 def _progress(message: str) -> None:
@@ -458,9 +480,19 @@ def _fault_target(running: Any, shards: int) -> Any:
     return FaultTarget(running.kubeconfig, running.url, writes, storm, shards=size)
 
 
-def _interrupted(out: Path, run_id: str) -> str:
+def _began(exc: BaseException) -> bool:
+    """Whether the interrupted run's scenario had started (an exception group: any of it)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return any(_began(inner) for inner in exc.exceptions)
+    return not isinstance(exc, _Interrupted) or exc.began
+
+
+def _interrupted(out: Path, run_id: str, began: bool = True) -> str:
     """What an interrupted run's cleanup did, as its partial report says (never assumed)."""
     from bench import RUN_LABEL, read_report
+
+    if not began:
+        return "interrupted before the scenario started: what the bench started is stopped"
 
     try:
         cleanup = read_report(out / "report.json").cleanup
@@ -492,34 +524,74 @@ def _self_component(own: bool, control_plane: str, shards: int, faults: bool = F
 
 
 class _Interrupted(Exception):
-    """SIGINT or SIGTERM stopped the scenario; it cleaned up and wrote its partial report."""
+    """SIGINT or SIGTERM stopped the run; what it started is stopped, its scenario cleaned up.
+
+    ``began``: the scenario had started (it may have created objects)."""
+
+    def __init__(self, began: bool = True) -> None:
+        super().__init__("interrupted")
+        self.began = began
 
 
-async def _until_signal(scenario: Callable[[], Awaitable[Any]]) -> Any:
-    """Run ``scenario`` until it ends or SIGINT/SIGTERM arrives.
+class _SignalStop:
+    """SIGINT and SIGTERM for the whole of a bench run, from before its cluster starts.
 
-    A signal cancels the scenario alone, so its shielded cleanup runs while the bench's
-    own apiserver still answers (a KeyboardInterrupt would tear everything down at
-    once); then :class:`_Interrupted` tells the CLI to exit 130.
+    A signal while the scenario runs cancels the scenario alone (:meth:`scenario`), so its
+    shielded cleanup runs while the bench's own apiserver still answers; at any other
+    moment (the cluster starting, the cleanup after a first signal, the cluster stopping)
+    it cancels everything: each part stops what it started as it unwinds (a real control
+    plane's etcd and kube-apiserver included, ``fleet.realcp``). Without it a SIGTERM
+    during start-up killed the bench outright and left them running.
     """
-    signalled = False
+
+    def __init__(self) -> None:
+        self.signalled = False
+        self.began = False
+        """The scenario started (:meth:`scenario`)."""
+        self.everything: trio.CancelScope | None = None
+        self._scenario: trio.CancelScope | None = None
+
+    async def watch(self, signals: Any) -> None:
+        async for _ in signals:
+            self.signalled = True
+            scenario = self._scenario
+            if scenario is not None and not scenario.cancel_called:
+                scenario.cancel()  # a second signal stops the rest too
+            elif self.everything is not None:
+                self.everything.cancel()
+
+    async def scenario(self, run: Callable[[], Awaitable[Any]]) -> Any:
+        """``run()``'s result; :class:`_Interrupted` if a signal cancelled it."""
+        with trio.CancelScope() as scope:
+            self._scenario = scope
+            self.began = True
+            try:
+                return await run()
+            finally:
+                self._scenario = None
+        raise _Interrupted
+
+
+async def _stoppable(body: Callable[[_SignalStop], Awaitable[Any]]) -> Any:
+    """``body(stop)`` with SIGINT and SIGTERM handled throughout (:class:`_SignalStop`);
+    :class:`_Interrupted` once it has unwound after a signal."""
+    stop = _SignalStop()
     result: Any = None
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-
-            async def watch() -> None:
-                nonlocal signalled
-                async for _ in signals:
-                    signalled = True
-                    nursery.cancel_scope.cancel()
-                    return
-
-            nursery.start_soon(watch)
-            result = await scenario()
+            stop.everything = nursery.cancel_scope
+            nursery.start_soon(stop.watch, signals)
+            result = await body(stop)
             nursery.cancel_scope.cancel()
-    if signalled:
-        raise _Interrupted
+    if stop.signalled:
+        raise _Interrupted(stop.began)
     return result
+
+
+async def _until_signal(scenario: Callable[[], Awaitable[Any]]) -> Any:
+    """Run ``scenario`` until it ends or SIGINT/SIGTERM arrives (then :class:`_Interrupted`,
+    after its cleanup: the signal cancels the scenario alone)."""
+    return await _stoppable(lambda stop: stop.scenario(scenario))
 
 
 def _run_scenario(
@@ -578,7 +650,7 @@ def _run_scenario(
 
     live = progress and console.is_terminal  # bars redrawn in place: logs go above them
 
-    async def main() -> Any:
+    async def main(stop: _SignalStop) -> Any:
         before = child_pids()  # not the bench's own: not in its figures
         async with trio.open_nursery() as nursery:
             up = None
@@ -635,7 +707,7 @@ def _run_scenario(
             try:
                 async with Client(config) as client:
                     with bar:
-                        report = await _until_signal(partial(run_scenario, client, spec, options))
+                        report = await stop.scenario(partial(run_scenario, client, spec, options))
             finally:
                 if up is not None:
                     up.stop()  # shards stop before the apiserver goes
@@ -643,14 +715,14 @@ def _run_scenario(
 
     try:
         with logs_through(console) if live else contextlib.nullcontext():
-            report = trio.run(main)
-    except (_Interrupted, KeyboardInterrupt):
-        console.print(_interrupted(out, run_id))
+            report = trio.run(_stoppable, main)
+    except (_Interrupted, KeyboardInterrupt) as exc:
+        console.print(_interrupted(out, run_id, _began(exc)))
         raise typer.Exit(130) from None
     except BaseExceptionGroup as group:
         # A nursery wraps what ended it; the CLI's error boundary wants one clear outcome.
-        if group.subgroup((_Interrupted, KeyboardInterrupt)) is not None:
-            console.print(_interrupted(out, run_id))
+        if (interrupted := group.subgroup((_Interrupted, KeyboardInterrupt))) is not None:
+            console.print(_interrupted(out, run_id, _began(interrupted)))
             raise typer.Exit(130) from None
         # Anything else goes to the CLI's error boundary (fleet.cli._app.main): one line.
         raise

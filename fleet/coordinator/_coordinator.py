@@ -282,8 +282,19 @@ class Coordinator:
             live = self._liveness.alive()
             moves = planner.next_moves(assignments, live)
             if moves:
+                began = self._clock()
                 failed = not await self._write_all(moves, queue) or failed
                 assignments = self.assignments()
+                failovers = Counter(m.source for m in moves if m.reason == "failover")
+                for shard, count in sorted(failovers.items()):
+                    # The failover's timeline in the log: dead -> CRs moved (-> adopted, in
+                    # the adopting shard's log).
+                    log.info(
+                        "failover of shard %s: %d CRs moved in %.2f s",
+                        shard,
+                        count,
+                        self._clock() - began,
+                    )
             self._export(assignments, live)
             waits = [math.inf]
             if (expiry := self._liveness.next_expiry()) is not None:
@@ -314,6 +325,12 @@ class Coordinator:
                 continue
             record = None if lease is None else lease_record(lease, self._conf.shard_lease_duration)
             self._liveness.confirm(shard, record)
+            if shard not in self._liveness.alive():
+                log.info(
+                    "shard %s: dead (its Lease expired as observed, a fresh read agrees)", shard
+                )
+            else:
+                log.info("shard %s: alive after all (a fresh read shows it renewed)", shard)
         return settled
 
     def _export(self, assignments: Mapping[str, str | None], live: frozenset[str]) -> None:

@@ -19,7 +19,8 @@ Failures, per write: 429 waits Retry-After (else the backoff) and retries;
 write for the same key submitted meanwhile replaces the retry; 404 drops the
 write (the object is gone); 409 asks the write's ``on_conflict`` for a fresh
 write (built from a re-read object) and sends that, or gives up on None.
-Any other error fails the write. Every write ends in exactly one
+Any other error fails the write. A write whose ``wanted`` says no when its turn comes
+ends unsent. Every write ends in exactly one
 :class:`WriteResult`, given to its ``on_result`` callback.
 
 When ``max_pending`` distinct keys are waiting, :meth:`WriteQueue.submit`
@@ -68,11 +69,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-WriteOutcome = Literal["sent", "noop", "superseded", "gone", "conflict", "failed"]
+WriteOutcome = Literal["sent", "noop", "superseded", "withdrawn", "gone", "conflict", "failed"]
 """How a write ended: sent (2xx); noop (same as the last sent, dropped); superseded (a
-newer write for its key replaced it before it was sent); gone (404); conflict (409 and
-``on_conflict`` gave up, or there was none); failed (attempts exhausted, or an error that
-retrying cannot fix)."""
+newer write for its key replaced it before it was sent); withdrawn (its ``wanted`` said no
+before it was sent); gone (404); conflict (409 and ``on_conflict`` gave up, or there was
+none); failed (attempts exhausted, or an error that retrying cannot fix)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +114,11 @@ class Write:
     force: bool = False
     """Send even if identical to the last write sent for the key (e.g. a Lease renewal, or a
     write its caller has already diffed); a forced write is not remembered for the no-op check."""
+    wanted: Callable[[], bool] | None = field(default=None, compare=False)
+    """Asked right before each attempt is sent: False ends the write ``withdrawn``, unsent.
+    A shard's node and pod status writes ask whether it still drives the object: one that
+    waited in the queue while the node moved to another shard must not be sent after the
+    new owner's first write (two shards driving one node)."""
 
     def fingerprint(self) -> bytes:
         """A digest of the request; equal digests mean the write would change nothing."""
@@ -342,6 +348,9 @@ class WriteQueue:
                 self._finish(key, write, "noop", attempts=attempts)
                 return
             await self.limiter.acquire()
+            if write.wanted is not None and not write.wanted():
+                self._finish(key, write, "withdrawn", attempts=attempts)
+                return
             attempts += 1
             try:
                 response = await self._requester.request(

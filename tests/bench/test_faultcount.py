@@ -22,7 +22,11 @@ def _lease(t: float, node: str, shard: str) -> Written:
     return Written(t, "PUT", f"{NODE_LEASES}/{node}", f"kubemock-fleet-shard-{shard}", 200, node)
 
 
-def _counter(writes: list[Written], changes: Sequence[LabelChange] = ()) -> FaultCounter:
+def _counter(
+    writes: list[Written],
+    changes: Sequence[LabelChange] = (),
+    killed: dict[str, float] | None = None,
+) -> FaultCounter:
     log = WriteLog()
     log.writes = sorted(writes, key=lambda w: w.time)
     labels = LabelWatch()
@@ -40,6 +44,7 @@ def _counter(writes: list[Written], changes: Sequence[LabelChange] = ()) -> Faul
         exited=lambda: 0,
         node_lease_duration=LEASE_DURATION,
         settle_within=10.0,
+        killed=lambda: killed or {},
     )
 
 
@@ -60,6 +65,18 @@ def test_a_shard_writing_after_another_took_over_is_two_drivers() -> None:
     # The control plane's node lifecycle writes node status with no fieldManager: no driver.
     lifecycle = Written(5, "PATCH", "/api/v1/nodes/n1/status", "", 200, "n1")
     assert _counter([*writes[:2], lifecycle], move).two_drivers() == 0
+
+
+def test_a_killed_shards_last_writes_served_just_after_its_kill_are_not_a_second_driver() -> None:
+    """Shard 0 killed at 10.0: its renewal served at 10.4 was sent before it died (a
+    pipelined batch in the socket buffers), not driving after shard 1 took over at 10.2;
+    one served 2 s after the kill would be (its process is dead: another one wrote)."""
+    move = [LabelChange(10.1, "ns/n1", "0", "1")]
+    in_flight = [_lease(9, "n1", "0"), _lease(10.2, "n1", "1"), _lease(10.4, "n1", "0")]
+    assert _counter(in_flight, move).two_drivers() == 1  # not told of the kill: counted
+    assert _counter(in_flight, move, {"0": 10.0}).two_drivers() == 0
+    late = [_lease(9, "n1", "0"), _lease(10.2, "n1", "1"), _lease(12.0, "n1", "0")]
+    assert _counter(late, move, {"0": 10.0}).two_drivers() == 1
 
 
 async def test_a_lease_unrenewed_past_its_duration_is_not_ready(

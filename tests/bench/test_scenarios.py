@@ -76,6 +76,7 @@ def test_unknown_name() -> None:
     [
         ({"nodes": 1}, "nodes >= 2"),
         ({"workload": "deployment"}, "workload must be pods"),
+        ({"outage": "10m"}, r"outage < timeout \(600 s\)"),
     ],
 )
 def test_faults_scenario_limits(overrides: dict[str, object], message: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 
 
@@ -82,3 +84,91 @@ def test_the_interrupted_line_says_what_the_cleanup_did(tmp_path: Path) -> None:
         assert _interrupted(tmp_path, "cafe") == (
             f"interrupted: {said}; partial report in {tmp_path}"
         )
+
+
+STARTUP_WAIT = 120.0
+"""Seconds the bench may take to start kube-apiserver (binaries decompressed on a first run)."""
+STOP_WAIT = 60.0
+"""Seconds it may take to stop everything after SIGTERM (etcd and kube-apiserver get their
+SIGTERM grace)."""
+
+
+def _descendants(root: int) -> dict[int, str]:
+    """Every live descendant of ``root`` (from /proc), with its command line."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rpartition(")")[2].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    out: dict[int, str] = {}
+    todo = [root]
+    while todo:
+        for pid in children.get(todo.pop(), []):
+            command = _command(pid)
+            if command is not None:
+                out[pid] = command
+                todo.append(pid)
+    return out
+
+
+def _command(pid: int) -> str | None:
+    """``pid``'s command line, or None when it is gone (or a zombie)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return None
+    return None if state == "Z" else command
+
+
+def test_sigterm_while_the_real_control_plane_starts_stops_all_it_started(tmp_path: Path) -> None:
+    """``bench --control-plane real`` told to stop (SIGTERM) while kube-apiserver is starting:
+    it exits 130 and leaves no process behind. Its components run in sessions of their own
+    (a terminal's Ctrl-C reaches only the bench), so nothing but the bench stops them: it
+    once died of the SIGTERM at once and left etcd and kube-apiserver running."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests._apiserver import real_binaries
+
+    binaries = real_binaries()
+    command = [
+        sys.executable, "-m", "fleet", "bench", "node-density", "--nodes", "1", "--shards", "0",
+        "--control-plane", "real", "--binaries", str(binaries),
+        "--no-progress", "--no-plots", "--output", str(tmp_path / "out"),
+    ]  # fmt: skip
+    log = tmp_path / "bench.log"
+    seen: dict[int, str] = {}
+    with log.open("wb") as out:
+        bench = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        deadline = time.monotonic() + STARTUP_WAIT
+        while not any("kube-apiserver" in c for c in seen.values()):
+            assert bench.poll() is None, f"the bench exited first: {log.read_text()}"
+            assert time.monotonic() < deadline, f"no kube-apiserver started: {log.read_text()}"
+            seen.update(_descendants(bench.pid))
+            time.sleep(0.02)
+        assert any("etcd" in c for c in seen.values()), seen
+        bench.send_signal(signal.SIGTERM)
+        code = bench.wait(timeout=STOP_WAIT)
+        survivors = {pid: c for pid, c in seen.items() if _command(pid) == c}
+        assert not survivors, f"left running: {survivors}"
+        assert code == 130, log.read_text()
+        assert "interrupted before the scenario started" in log.read_text()
+    finally:
+        for pid, c in seen.items():
+            if _command(pid) == c:  # not another process that got the pid since
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        if bench.poll() is None:
+            bench.kill()
+            bench.wait()

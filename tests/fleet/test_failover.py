@@ -271,8 +271,16 @@ async def _acts(
     # of Lease renewals may still sit in the sandbox's socket buffers when kill -9 returns.
     settled = writes.lease_writes(since=killed + IN_FLIGHT)
     assert not any(shard_of(w) == VICTIM for ws in settled.values() for w in ws)
+    # The labels as the test's own watch sees them: the adopter renews a node's Lease as soon
+    # as its CR's move reaches it, which may be before this watch has shown the move.
+    expected = {k: owner(k, survivors) if initial[k] == VICTIM else initial[k] for k in keys}
+    await wait_for(
+        lambda: all(labels.labels.get(k) == v for k, v in expected.items()),
+        READY_WITHIN,
+        "the test's watch showing the victim's CRs moved",
+    )
     moved = {k: labels.labels[k] for k in keys}
-    assert moved == {k: owner(k, survivors) if initial[k] == VICTIM else initial[k] for k in keys}
+    assert moved == expected
     # No node Lease went stale across the takeover.
     for key in victims:
         times = [w.time for w in writes.lease_writes()[key.partition("/")[2]]]

@@ -148,6 +148,7 @@ async def test_faults_counted(apiserver: Apiserver, nursery: trio.Nursery, tmp_p
             labels=labels,
             seen=seen,
             exited=fleet.exited,
+            killed=lambda: fleet.shard_killed,
             node_lease_duration=NODE_LEASE_DURATION,
             settle_within=SETTLE_WITHIN,
         )

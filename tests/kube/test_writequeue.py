@@ -132,6 +132,32 @@ async def test_a_write_equal_to_the_last_sent_is_a_noop_unless_forced(
     assert queue.statistics().noop_dropped == 2
 
 
+async def test_a_write_no_longer_wanted_is_withdrawn_unsent_even_between_retries(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A node's status write that waited in the queue (or between retries) while the node
+    moved to another shard is not sent: it would land after the new owner's first write."""
+    api, queue, results, record = make(
+        Scripted(status_response(503, "ServiceUnavailable"), delay=1.0)
+    )
+    driving = {"a": True, "b": True}
+    async with trio.open_nursery() as nursery:
+        await nursery.start(queue.run)
+        await queue.submit("a", patch("a", b"1", on_result=record, wanted=lambda: driving["a"]))
+        await trio.sleep(1.1)  # answered 503: waiting to retry
+        driving["a"] = False
+        await queue.submit("b", patch("b", b"1", on_result=record, wanted=lambda: driving["b"]))
+        driving["b"] = False  # before its turn
+        await queue.join()
+        nursery.cancel_scope.cancel()
+    assert [r.path.split("/")[-2] for r in api.requests] == ["a"]  # the first attempt only
+    assert sorted((r.key, r.outcome, r.attempts) for r in results) == [
+        ("a", "withdrawn", 1),
+        ("b", "withdrawn", 0),
+    ]
+    assert not results[0].ok
+
+
 async def test_the_limiter_sets_the_rate(autojump_clock: trio.testing.MockClock) -> None:
     api, queue, _results, _record = make(Scripted(), qps=10.0, burst=5, workers=50)
     async with trio.open_nursery() as nursery:

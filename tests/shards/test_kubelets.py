@@ -163,8 +163,12 @@ async def test_restart_reads_before_it_writes(
     del api.calls[:]
     await start(api, nursery)
     await trio.sleep(30)
-    # The CR status names the node: a shard served it, so Node and Lease are read and adopted.
-    assert registration_calls(api, "n1") == [("GET", f"{NODES}/n1"), ("GET", f"{NODE_LEASES}/n1")]
+    # The CR status names the node: a shard served it, so its Lease is renewed first (one
+    # PATCH, no read: a takeover races the Lease's duration), then the Node read and adopted.
+    assert registration_calls(api, "n1") == [
+        ("PATCH", f"{NODE_LEASES}/n1"),
+        ("GET", f"{NODES}/n1"),
+    ]
     assert api.log("PUT", f"{NODE_LEASES}/n1")
 
 

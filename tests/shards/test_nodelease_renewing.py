@@ -96,7 +96,7 @@ def leases(server: MemoryApiserver, plan: Plan) -> NodeLeases:
         register=server,
         settings=settings,
         metrics=FleetMetrics(),
-        resync=lambda key: None,
+        resync=lambda key, delay: None,
         clock=trio.current_time,
         wall=wall,
         rng=random.Random(1),
