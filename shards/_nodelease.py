@@ -76,8 +76,11 @@ PUT_OFF = 1.0
 ADOPT_WITHIN = 2.0
 """Seconds (at most: the renew interval if shorter) over which adopted Leases are first
 renewed, so a thousand adoptions do not renew in one instant; well within the 40 s."""
-SENT_KEPT = 4
-"""Renewals remembered per node until one is answered (a lane retries a few at most)."""
+SENT_KEPT = 16
+"""Renewals remembered per node until one is answered: every attempt of several renewals in
+a row whose answers were lost (the lane tries each up to five times). With 4, a landed
+renewal of our own fell out of the window on a slow, lossy apiserver, was taken for another
+writer's, and the node was let go (tests/shards/test_nodelease_renewing.py, 1 run in 5)."""
 HANDOVER_WAIT = 2.0
 """Seconds a node whose Lease another writer renewed is left alone before its sync takes it
 up again: time for this shard's watch to bring the CR's move, if it moved (a loaded
