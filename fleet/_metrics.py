@@ -100,7 +100,8 @@ class FleetMetrics:
         )
         self.moves = Counter(
             "kubemock_fleet_moves",
-            "Shard-label writes by the coordinator, by reason (assign, failover, rebalance).",
+            "Coordinator moves by reason (assign, failover, rebalance: a handover begun; handover:"
+            " the label written once the old shard let go).",
             ["reason"],
             registry=r,
         )

@@ -15,10 +15,13 @@ __all__ = [
     "FINALIZER",
     "FLEET_NAMESPACE",
     "GROUP",
+    "HANDOVER_ANNOTATION",
+    "HANDOVER_FIELD_MANAGER",
     "MOCKSTATUS_PLURAL",
     "NODESCRIPT_PLURAL",
     "NODE_CR_ANNOTATION",
     "NODE_PLURAL",
+    "RELEASED_ANNOTATION",
     "SHARD_LABEL",
     "SHARD_LEASE_PREFIX",
     "VERSION",
@@ -47,6 +50,17 @@ COORDINATOR_LEASE = "kubemock-fleet-coordinator"
 """The leader-election Lease of the coordinator replicas."""
 FINALIZER = "mock.zhizuqiu.cn/node-cleanup"
 """On every Node CR a shard drives: the shard removes its Node and Lease before the CR goes."""
+HANDOVER_ANNOTATION = "fleet.mock.zhizuqiu.cn/handover"
+"""On a Node CR: the shard the coordinator is moving it to from the live shard its label
+names (first phase of a handover, docs/architecture.md); the label stays until the labelled
+shard answers with :data:`RELEASED_ANNOTATION`."""
+RELEASED_ANNOTATION = "fleet.mock.zhizuqiu.cn/released"
+"""On a Node CR: the shard that let go of it for a handover (written by that shard once
+nothing of its for the node is in flight); the coordinator then writes the new label and
+removes both annotations in one PATCH."""
+HANDOVER_FIELD_MANAGER = "kubemock-fleet-handover"
+"""The ``fieldManager`` of the coordinator's :data:`HANDOVER_ANNOTATION` writes (its label
+writes name none): an audit log tells a handover begun from a label moved."""
 NODE_CR_ANNOTATION = "fleet.mock.zhizuqiu.cn/node-cr"
 """On the v1.Node: ``<namespace>/<name>`` of the Node CR driving it."""
 KUBELET_RESTART_ANNOTATION = "fleet.mock.zhizuqiu.cn/kubelet-restart"

@@ -36,12 +36,14 @@ from fleet.kube import (
 )
 from fleet.machinery import JSON, format_time
 from shards._events import KubeletEvents
+from shards._handover import HandoverGate
 from shards._timers import DelayQueue
 
 __all__ = [
     "EventRecorder",
     "Fenced",
     "FencedRequester",
+    "HandedOver",
     "ShardContext",
     "TimerKey",
 ]
@@ -61,12 +63,18 @@ class Fenced(TransportError):
     """A write refused locally: the shard's Lease is stale, it must not drive anything."""
 
 
+class HandedOver(Fenced):
+    """A write refused locally: its node is being handed to another shard (``_handover``)."""
+
+
 class FencedRequester(BaseRequester):
     """A :class:`Requester` that refuses every write while ``allowed()`` is False.
 
     With ``field_manager``, every create, update and patch names its writer in the
     ``fieldManager`` query parameter (an apiserver records it in managedFields), so
     which shard wrote a node Lease or a pod status can be told from the server side.
+    With ``gate``, writes for a node being handed over are refused too, and every write
+    sent is counted until answered (:class:`~shards._handover.HandoverGate`).
     """
 
     def __init__(
@@ -76,9 +84,11 @@ class FencedRequester(BaseRequester):
         *,
         field_manager: str | None = None,
         clock: Callable[[], float] = trio.current_time,
+        gate: HandoverGate | None = None,
     ) -> None:
         self.inner = inner
         self._allowed = allowed
+        self._gate = gate
         self._manager = {"fieldManager": field_manager} if field_manager else None
         self._clock = clock
 
@@ -97,9 +107,18 @@ class FencedRequester(BaseRequester):
             raise Fenced(f"{method} {path}: shard lease not fresh, not sending")
         if self._manager is not None and method in _MANAGED:
             params = {**params, **self._manager} if params else self._manager
-        return await self.inner.request(
-            method, path, params=params, body=body, content_type=content_type, headers=headers
-        )
+        gate = self._gate
+        if gate is None or method in _READS:
+            return await self.inner.request(
+                method, path, params=params, body=body, content_type=content_type, headers=headers
+            )
+        if gate.refuses(path):
+            await trio.lowlevel.checkpoint()
+            raise HandedOver(f"{method} {path}: node handed over, not sending")
+        with gate.sending():
+            return await self.inner.request(
+                method, path, params=params, body=body, content_type=content_type, headers=headers
+            )
 
     def stream(
         self,
@@ -138,7 +157,24 @@ class FencedRequester(BaseRequester):
                 else r
                 for r in requests
             ]
-        return await self.inner.request_batch(requests)
+        gate = self._gate
+        if gate is None:
+            return await self.inner.request_batch(requests)
+        refused = [r.method not in _READS and gate.refuses(r.path) for r in requests]
+        if not any(refused):
+            with gate.sending(len(requests)):
+                return await self.inner.request_batch(requests)
+        sent = [r for r, no in zip(requests, refused, strict=True) if not no]
+        with gate.sending(len(sent)):
+            answers = iter(await self.inner.request_batch(sent) if sent else ())
+        if not sent:
+            await trio.lowlevel.checkpoint()
+        return [
+            HandedOver(f"{r.method} {r.path}: node handed over, not sending")
+            if no
+            else next(answers)
+            for r, no in zip(requests, refused, strict=True)
+        ]
 
 
 class EventRecorder:
@@ -224,3 +260,5 @@ class ShardContext:
     rng: random.Random = field(default_factory=random.Random)
     kubelet_events: KubeletEvents | None = None
     """The Events the kubelets post (:mod:`shards._events`); None: none."""
+    handover: HandoverGate = field(default_factory=HandoverGate)
+    """The door the requesters above keep for nodes being handed over (:mod:`shards._handover`)."""

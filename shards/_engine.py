@@ -99,6 +99,7 @@ from fleet.wire import SHARD_LABEL, shard_field_manager, shard_host
 from shards._context import EventRecorder, FencedRequester, ShardContext, TimerKey
 from shards._cr import CrView, cr_path
 from shards._events import KubeletEvents
+from shards._handover import HandoverGate
 from shards._kubeletapi import KubeletApiSettings, KubeletServer, WebhookAuth
 from shards._kubelets import REGISTER_ON_HOT, NodeClaims, NodeDriver, NodeListener
 from shards._kubeletview import DriverView
@@ -179,9 +180,10 @@ class ShardEngine:
         )
         fresh = self.lease.fresh
         manager = shard_field_manager(shard)  # names the writer: see FencedRequester
-        gated_control = FencedRequester(control, fresh, field_manager=manager)
+        gate = HandoverGate()  # one door for both requesters: a handover drains them both
+        gated_control = FencedRequester(control, fresh, field_manager=manager, gate=gate)
         gated_hot = FencedRequester(
-            hot if hot is not None else control, fresh, field_manager=manager
+            hot if hot is not None else control, fresh, field_manager=manager, gate=gate
         )
         s = settings.shard
         self.timers: DelayQueue[TimerKey] = DelayQueue(clock=clock)
@@ -228,6 +230,7 @@ class ShardEngine:
             fence_open=lambda: self.lease.active,
             rng=self._rng,
             kubelet_events=KubeletEvents(self.writes, wall=wall, enabled=s.events),
+            handover=gate,
         )
         self.reporter: ScriptReporter | None = None
         self.node_reporter: ScriptReporter | None = None

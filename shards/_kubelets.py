@@ -39,6 +39,13 @@ engine's fixed pool of workers (no task per node):
 ``gone``
     A CR left the shard's watch: moved to another shard (nothing is deleted)
     or deleted without a finalizer (its Node and Lease are deleted).
+``release``
+    The coordinator is handing a CR of this shard to another
+    (:data:`~fleet.wire.HANDOVER_ANNOTATION`): the node was stopped at once
+    and its writes are refused at the door (:mod:`shards._handover`); once
+    every write sent before has been answered, the shard says so on the CR
+    (:data:`~fleet.wire.RELEASED_ANNOTATION`), and only then does the
+    coordinator relabel it for the new owner.
 
 A CR with a deletionTimestamp is cleaned up: Lease and Node deleted, then the
 finalizer removed. ``suspend: true`` cancels the Lease and status timers;
@@ -77,7 +84,14 @@ from fleet.kube import (
     resource_path,
 )
 from fleet.machinery import JSON, MERGE_PATCH, STRATEGIC_MERGE_PATCH
-from fleet.wire import API_VERSION, FINALIZER, NODE_CR_ANNOTATION, SHARD_LABEL
+from fleet.wire import (
+    API_VERSION,
+    FINALIZER,
+    HANDOVER_ANNOTATION,
+    NODE_CR_ANNOTATION,
+    RELEASED_ANNOTATION,
+    SHARD_LABEL,
+)
 from shards._context import ShardContext
 from shards._cr import (
     ConditionValue,
@@ -552,6 +566,9 @@ class NodeDriver:
         """Node name -> key of the CR that holds it (within this shard)."""
         self._leaving: dict[str, str] = {}
         """CR key -> node name, for CRs that left the watch and are being checked."""
+        self._releasing: dict[str, CrView] = {}
+        """CR key -> the CR as last seen, for CRs being handed over whose release is not
+        yet written (see ``release`` in the module docstring)."""
         self.restores = 0
         self._own_labels = {SHARD_LABEL: ctx.shard}
         self.kubelet_version = DEFAULT_KUBELET_VERSION
@@ -643,6 +660,10 @@ class NodeDriver:
         ours = cr.metadata.labels.get(SHARD_LABEL) == self._ctx.shard
         if event.type == "DELETED" or not ours:
             self._stop(key, check_gone=True)
+            self._releasing.pop(key, None)
+            return
+        if cr.metadata.annotations.get(HANDOVER_ANNOTATION, self._ctx.shard) != self._ctx.shard:
+            self._let_go(key, cr)
             return
         state = self.states.get(key)
         if state is not None and state.cr.metadata.uid != cr.metadata.uid:
@@ -652,6 +673,12 @@ class NodeDriver:
             state = self.states[key] = NodeState(key=key, cr=cr, name=cr.metadata.name)
             self._claims.add(state.name)
             self._leaving.pop(key, None)
+            if self._releasing.pop(key, None) is not None or self._ctx.handover.released(
+                state.name
+            ):
+                # Handed back before (or instead of) the move: the node's writes go out again.
+                self._ctx.timers.cancel(("release", key))
+                self._ctx.handover.restore(state.name)
         else:
             state.cr = cr
             state.packed_cr_status = b""  # the watch's CR is the newer
@@ -741,6 +768,65 @@ class NodeDriver:
                 self._leaving[key] = state.name
                 self._ctx.timers.schedule(("gone", key), self._ctx.clock())
 
+    def _let_go(self, key: str, cr: CrView) -> None:
+        """The coordinator is handing CR ``key`` to another shard: stop it now, refuse its
+        node's writes from now on, and say so on the CR once nothing of it is in flight."""
+        name = cr.metadata.name
+        if self._names.get(name, key) == key:  # a CR that lost its name never drove the node
+            self._ctx.handover.release(name)
+        self._stop(key, check_gone=False)
+        if cr.metadata.annotations.get(RELEASED_ANNOTATION) == self._ctx.shard:
+            self._releasing.pop(key, None)  # said already: the coordinator's turn
+            self._ctx.timers.cancel(("release", key))
+            return
+        if key not in self._releasing:
+            log.info(
+                "node CR %s: handed over to shard %s",
+                key,
+                cr.metadata.annotations.get(HANDOVER_ANNOTATION),
+            )
+        self._releasing[key] = cr
+        self._ctx.timers.schedule(("release", key), self._ctx.clock())
+
+    async def _release(self, key: str) -> None:
+        """Write the release of a CR being handed over, after every write sent before."""
+        ctx = self._ctx
+        if key not in self._releasing:
+            return
+        await ctx.handover.drain()
+        cr = self._releasing.get(key)
+        if cr is None:
+            return
+        meta = cr.metadata
+        # On the CR as seen: a CR changed since (handed back, handed elsewhere) is answered
+        # from its newer version, which the watch brings.
+        patch = {
+            "metadata": {
+                "resourceVersion": meta.resource_version,
+                "annotations": {RELEASED_ANNOTATION: ctx.shard},
+            }
+        }
+        try:
+            response = await ctx.control.request(
+                "PATCH",
+                cr_path(meta.namespace, meta.name),
+                body=encode_patch(patch),
+                content_type=MERGE_PATCH,
+            )
+            if response.status == 404:
+                self._releasing.pop(key, None)
+                return
+            response.raise_for_status()
+        except Conflict:
+            return  # the watch brings the newer CR, and with it another release if still due
+        except FleetError as exc:
+            log.info("node CR %s: release not written (%s); retrying", key, exc)
+            if self._releasing.get(key) is cr:
+                ctx.timers.schedule(("release", key), ctx.clock() + RESYNC_DELAY)
+            return
+        if self._releasing.get(key) is cr:
+            del self._releasing[key]
+
     def _halt(self, state: NodeState) -> None:
         timers = self._ctx.timers
         for kind in ("sync", "status", "report", "cidr", "node-script"):
@@ -784,6 +870,8 @@ class NodeDriver:
             await self._report(key, periodic=False)
         elif kind == "gone":
             await self._check_gone(key)
+        elif kind == "release":
+            await self._release(key)
         elif kind == "node-script":
             await self._follow_script(key)
         elif kind == "node-scripts":
@@ -1364,6 +1452,8 @@ class NodeDriver:
         )
         if not status_differs(previous, desired):
             return
+        if self.states.get(state.key) is not state:
+            return  # stopped meanwhile (moved, handed over): not this shard's to write
         meta = cr.metadata
         response = await ctx.control.request(
             "PATCH",

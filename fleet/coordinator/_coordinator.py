@@ -24,9 +24,19 @@ Fencing rule: two shards never drive one node.
   ``shardRenewDeadline < shardLeaseDuration`` and the coordinator can only
   have seen a renewal after the shard sent it, a shard that could not renew
   has already stopped when its CRs move.
-* A live shard loses a CR only by a label change it observes before the new
-  owner's watch can deliver the CR (one write, seen by both in
-  resourceVersion order), so rebalance moves need no wait.
+* A live shard loses a CR only by a handover in two phases, never by a bare
+  relabel: two processes' watches give no order between them, and a write in
+  flight can land late, so the old owner cannot be trusted to see a label
+  change before the new owner acts on it. The coordinator first marks the CR
+  (annotation ``fleet.mock.zhizuqiu.cn/handover: <target>``, the label
+  unchanged); the labelled shard stops the node at once, refuses its node's
+  writes from then on, waits until every write it had sent is answered, and
+  answers (``fleet.mock.zhizuqiu.cn/released: <itself>``); only on seeing
+  that does the coordinator write the new label (removing both marks). Each
+  step is caused by the one before, as the apiserver served it, so the old
+  owner's last write is served before the new owner's first, whatever the
+  watch lag. If the old owner dies meanwhile its CRs move as a dead shard's
+  (above), marks and all.
 * Only the elected leader writes labels, and a leader steps down (cancelling
   this work) before its own lease could be taken over (``_election``).
 
@@ -70,7 +80,10 @@ from fleet.machinery import MERGE_PATCH
 from fleet.wire import (
     COORDINATOR_LEASE,
     GROUP,
+    HANDOVER_ANNOTATION,
+    HANDOVER_FIELD_MANAGER,
     NODE_PLURAL,
+    RELEASED_ANNOTATION,
     SHARD_LABEL,
     SHARD_LEASE_PREFIX,
     VERSION,
@@ -148,6 +161,8 @@ class Coordinator:
         self._liveness = Liveness(clock)
         self._pending: dict[str, str] = {}
         """Labels written but not yet seen on the watch: key -> shard."""
+        self._handing: dict[str, str] = {}
+        """Handover marks written but not yet seen on the watch: key -> target shard."""
         self._nodes: list[Reflector[MetaOnly]] = []
         self._exported: set[str] = set()
         """Shards with an assignments gauge: one that leaves the fleet loses its series."""
@@ -163,15 +178,43 @@ class Coordinator:
     def assignments(self) -> dict[str, str | None]:
         """Node CR key -> shard label, as this leader sees it (pending writes included)."""
         out: dict[str, str | None] = {}
+        marked: set[str] = set()
         for reflector in self._nodes:
             for key, obj in reflector.objects.items():
                 out[key] = obj.metadata.labels.get(SHARD_LABEL) or None
+                if obj.metadata.annotations.get(HANDOVER_ANNOTATION):
+                    marked.add(key)
         for key, shard in list(self._pending.items()):
-            if key not in out or out[key] == shard:
-                del self._pending[key]  # deleted, or the watch caught up
+            if key not in out or (out[key] == shard and key not in marked):
+                # Deleted, or the watch caught up (a label write clears handover marks: one
+                # handed back to its own shard is caught up only when they are gone).
+                del self._pending[key]
             else:
                 out[key] = shard
         return out
+
+    def handovers(self) -> tuple[set[str], set[str]]:
+        """Keys being handed over: ``(moving, released)``, the second those whose shard has
+        let go (see the module docstring); label writes not yet seen left out."""
+        moving: set[str] = set()
+        released: set[str] = set()
+        for reflector in self._nodes:
+            for key, obj in reflector.objects.items():
+                annotations = obj.metadata.annotations
+                if not annotations.get(HANDOVER_ANNOTATION) or key in self._pending:
+                    continue
+                label = obj.metadata.labels.get(SHARD_LABEL)
+                if label and annotations.get(RELEASED_ANNOTATION) == label:
+                    released.add(key)
+                else:
+                    moving.add(key)
+        for key in list(self._handing):
+            seen = next((r.objects[key] for r in self._nodes if key in r.objects), None)
+            if seen is None or seen.metadata.annotations.get(HANDOVER_ANNOTATION):
+                del self._handing[key]  # gone, or the watch shows the mark: counted above
+            else:
+                moving.add(key)
+        return moving, released
 
     def live_shards(self) -> frozenset[str]:
         return self._liveness.alive()
@@ -192,6 +235,7 @@ class Coordinator:
         self.metrics.leader.set(1)
         self._liveness = Liveness(self._clock)  # a new term trusts no old observation
         self._pending = {}
+        self._handing = {}
         try:
             async with trio.open_nursery() as nursery:
                 queue = WriteQueue(
@@ -280,7 +324,8 @@ class Coordinator:
             failed = not await self._confirm_expiries()
             assignments = self.assignments()
             live = self._liveness.alive()
-            moves = planner.next_moves(assignments, live)
+            moving, released = self.handovers()
+            moves = planner.next_moves(assignments, live, moving=moving, released=released)
             if moves:
                 began = self._clock()
                 failed = not await self._write_all(moves, queue) or failed
@@ -362,9 +407,21 @@ class Coordinator:
     async def _write(self, move: Move, queue: WriteQueue) -> bool:
         namespace, _, name = move.key.rpartition("/")
         path = resource_path(GROUP, VERSION, NODE_PLURAL, namespace=namespace or None, name=name)
-        body = _merge_encoder.encode({"metadata": {"labels": {SHARD_LABEL: move.target}}})
+        handing = move.reason == "rebalance"  # from a live shard: mark it, it lets go first
+        if handing:
+            meta: dict[str, object] = {
+                "annotations": {HANDOVER_ANNOTATION: move.target, RELEASED_ANNOTATION: None}
+            }
+            params = {"fieldManager": HANDOVER_FIELD_MANAGER}
+        else:  # nobody drives it (any more): the label, and any handover's marks cleared
+            meta = {
+                "labels": {SHARD_LABEL: move.target},
+                "annotations": {HANDOVER_ANNOTATION: None, RELEASED_ANNOTATION: None},
+            }
+            params = None
+        body = _merge_encoder.encode({"metadata": meta})
         # force: a CR deleted and re-created under the same name needs the same label again.
-        write = Write("PATCH", path, body, MERGE_PATCH, force=True)
+        write = Write("PATCH", path, body, MERGE_PATCH, params=params, force=True)
         result = await queue.write(move.key, write)
         if result.outcome == "gone":
             return True  # deleted meanwhile: the watch drops it
@@ -373,7 +430,10 @@ class Coordinator:
                 "%s of %s to shard %s failed: %s", move.reason, move.key, move.target, result.error
             )
             return False
-        self._pending[move.key] = move.target
+        if handing:
+            self._handing[move.key] = move.target
+        else:
+            self._pending[move.key] = move.target
         self.metrics.moves.labels(reason=move.reason).inc()
         log.info("%s %s: %s -> %s", move.reason, move.key, move.source or "-", move.target)
         return True

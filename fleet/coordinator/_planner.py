@@ -13,7 +13,14 @@ owner among the live shards (``_hashing.owner``). Three kinds of move follow:
 * ``rebalance``: the CR's shard is alive but is not the target (a shard came
   back or joined). Moving it is optional and costs a handover, so these
   moves draw on a token bucket of ``max_moves_per_second``: a returning shard
-  gets its share over seconds, never as a write storm.
+  gets its share over seconds, never as a write storm. A rebalance move
+  begins a handover (the coordinator marks the CR, the labelled shard lets go
+  and says so, docs/architecture.md); a CR so marked and not yet let go
+  (``moving``) is left alone while its shard lives.
+* ``handover``: the labelled shard has let go of a marked CR (``released``):
+  nobody drives it, so it moves **at once**, to its target now (which may be
+  that same shard again, if the target died meanwhile: the label write clears
+  the marks and the shard drives it again).
 
 With no live shard at all nothing moves: CRs keep their labels (a label
 naming a dead shard drives nothing) until a shard is alive again.
@@ -29,7 +36,7 @@ from fleet.coordinator._hashing import owner
 
 __all__ = ["Move", "Planner", "TokenBucket", "plan"]
 
-MoveReason = Literal["assign", "failover", "rebalance"]
+MoveReason = Literal["assign", "failover", "rebalance", "handover"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,10 +56,15 @@ def plan(
     assignments: Mapping[str, str | None],
     live: Collection[str],
     target_of: Callable[[str], str | None] | None = None,
+    *,
+    moving: Collection[str] = (),
+    released: Collection[str] = (),
 ) -> tuple[list[Move], list[Move]]:
     """The moves to make now and the rebalance moves that may wait, each sorted by key.
 
-    ``target_of`` maps a key to its owner among ``live`` (default: compute it).
+    ``target_of`` maps a key to its owner among ``live`` (default: compute it);
+    ``moving``: keys being handed over, waiting for their shard to let go;
+    ``released``: keys whose shard has let go (see the module docstring).
     """
     urgent: list[Move] = []
     optional: list[Move] = []
@@ -62,13 +74,16 @@ def plan(
         current = assignments[key]
         target = target_of(key) if target_of is not None else owner(key, live)
         assert target is not None  # live is not empty
+        if key in released:
+            urgent.append(Move(key, current, target, "handover"))
+            continue
         if current == target:
             continue
         if current is None or current == "":
             urgent.append(Move(key, None, target, "assign"))
         elif current not in live:
             urgent.append(Move(key, current, target, "failover"))
-        else:
+        elif key not in moving:
             optional.append(Move(key, current, target, "rebalance"))
     return urgent, optional
 
@@ -131,14 +146,19 @@ class Planner:
         return target
 
     def next_moves(
-        self, assignments: Mapping[str, str | None], live: Collection[str]
+        self,
+        assignments: Mapping[str, str | None],
+        live: Collection[str],
+        *,
+        moving: Collection[str] = (),
+        released: Collection[str] = (),
     ) -> list[Move]:
         live = frozenset(live)
         if live != self._live:
             self._live, self._targets = live, {}
         elif len(self._targets) > 2 * len(assignments) + 1024:
             self._targets = {}  # deleted CRs: do not let the cache outgrow the fleet
-        urgent, optional = plan(assignments, live, self._target)
+        urgent, optional = plan(assignments, live, self._target, moving=moving, released=released)
         allowed = self._bucket.take(len(optional)) if optional else 0
         self._pending = len(optional) - allowed
         return urgent + optional[:allowed]

@@ -19,7 +19,14 @@ from fleet.coordinator import Coordinator, owner
 from fleet.coordinator._leases import lease_path
 from fleet.errors import ConnectError
 from fleet.kube import MemoryApiserver, MemoryClient, Response, StreamResponse, resource_path
-from fleet.wire import FLEET_NAMESPACE, SHARD_LABEL, shard_lease_name
+from fleet.wire import (
+    FLEET_NAMESPACE,
+    HANDOVER_ANNOTATION,
+    HANDOVER_FIELD_MANAGER,
+    RELEASED_ANNOTATION,
+    SHARD_LABEL,
+    shard_lease_name,
+)
 
 NS = FLEET_NAMESPACE
 EPOCH = datetime(2030, 1, 1, tzinfo=UTC)
@@ -64,6 +71,29 @@ async def fake_shard(
         assert lease is not None
         lease["spec"] = {**spec, "renewTime": wall().isoformat()}
         await client.request("PUT", lease_path(NS, name), body=json.dumps(lease).encode())
+
+
+async def fake_releases(client: MemoryClient, shard: str) -> None:
+    """Lets go of shard K's CRs being handed over, within 0.1 s, as a shard process does."""
+    crs = resource_path(GROUP, VERSION, "nodes")
+    while True:
+        await trio.sleep(0.1)
+        for obj in client.server.items(crs):
+            meta = obj["metadata"]
+            annotations = meta.get("annotations") or {}
+            if (
+                (meta.get("labels") or {}).get(SHARD_LABEL) == shard
+                and annotations.get(HANDOVER_ANNOTATION, shard) != shard
+                and annotations.get(RELEASED_ANNOTATION) != shard
+            ):
+                body = {"metadata": {"annotations": {RELEASED_ANNOTATION: shard}}}
+                await client.request(
+                    "PATCH",
+                    nodes_path(meta["namespace"], meta["name"]),
+                    params={"fieldManager": f"shard-{shard}"},
+                    body=json.dumps(body).encode(),
+                    content_type="application/merge-patch+json",
+                )
 
 
 async def test_assigns_fails_over_and_rebalances(autojump_clock: trio.abc.Clock) -> None:
@@ -131,8 +161,19 @@ async def test_assigns_fails_over_and_rebalances(autojump_clock: trio.abc.Clock)
         await trio.sleep(30)
         final = labels(server)
         assert final == {key: owner(key, SHARDS) for key in final}
-        rebalance = sorted(t for t, m, p, _ in server.writes if m == "PATCH" and t > back)
-        assert len(rebalance) == len(moved)
+        # Each move back is a handover: marked (at the bounded rate), let go by shard 0 or 1,
+        # then relabelled, in that order.
+        patches = [c for c in server.calls if c.method == "PATCH" and c.at > back]
+        marks = {
+            c.path: c.at for c in patches if c.params.get("fieldManager") == HANDOVER_FIELD_MANAGER
+        }
+        releases = {
+            c.path: c.at for c in patches if c.params.get("fieldManager", "").startswith("shard-")
+        }
+        relabels = {c.path: c.at for c in patches if "labels" in c.body["metadata"]}  # fmt: skip
+        assert len(marks) == len(releases) == len(relabels) == len(moved)
+        assert all(marks[p] < releases[p] < relabels[p] for p in marks)
+        rebalance = sorted(marks.values())
         for t in rebalance:
             in_window = [u for u in rebalance if t <= u < t + 1]
             assert len(in_window) <= 20 + 20  # one second's burst, then the rate
@@ -145,7 +186,9 @@ async def test_assigns_fails_over_and_rebalances(autojump_clock: trio.abc.Clock)
 
 async def _scoped(scope: trio.CancelScope, client: MemoryClient, shard: str) -> None:
     with scope:
-        await fake_shard(client, shard, task_status=trio.TASK_STATUS_IGNORED)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(fake_releases, client, shard)
+            await fake_shard(client, shard, task_status=trio.TASK_STATUS_IGNORED)
 
 
 class _MissesShard(MemoryClient):

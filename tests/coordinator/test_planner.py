@@ -84,3 +84,23 @@ async def test_urgent_moves_ignore_the_rate_limit(autojump_clock: trio.abc.Clock
     moves = planner.next_moves(assignments, ALL)
     assert len(moves) == len(KEYS)
     assert planner.wake_in() is None
+
+
+def test_a_handover_waits_for_its_shard_then_moves_at_once() -> None:
+    """Marked and not let go: left alone while its shard lives (no second mark, no token);
+    a failover if that shard dies; let go: relabelled at once, to the target now."""
+    live = ["0", "1", "2"]
+    key = next(k for k in KEYS if owner(k, live) == "2")
+    assignments: dict[str, str | None] = {key: "0"}
+    _, optional = plan(assignments, live)
+    assert [(m.source, m.target, m.reason) for m in optional] == [("0", "2", "rebalance")]
+    assert plan(assignments, live, moving={key}) == ([], [])
+    urgent, _ = plan(assignments, ["1", "2"], moving={key})
+    assert [(m.source, m.reason) for m in urgent] == [("0", "failover")]
+    urgent, _ = plan(assignments, live, released={key})
+    assert [(m.source, m.target, m.reason) for m in urgent] == [("0", "2", "handover")]
+    # The target died before shard 0 let go, and 0 owns it again: the label write is
+    # still made (it clears the marks, and shard 0 drives the node again).
+    back = next(k for k in KEYS if owner(k, ["0", "1"]) == "0" and owner(k, live) == "2")
+    urgent, _ = plan({back: "0"}, ["0", "1"], released={back})
+    assert [(m.source, m.target, m.reason) for m in urgent] == [("0", "0", "handover")]
