@@ -9,8 +9,10 @@ One story in three acts on one sandbox:
    driven by two shards at any moment (the sandbox records each write's
    ``fieldManager``), and pods that were Running stay Running with the same
    startTime and IP;
-3. the shard comes back: it gets exactly its old share again, moved at the
-   coordinator's bounded rate (``maxMovesPerSecond``), not in a storm.
+3. the shard comes back: it gets exactly its old share again, each CR handed
+   over (marked, let go by its live owner, relabelled), the handovers begun at
+   the coordinator's bounded rate (``maxMovesPerSecond``), not in a storm, and
+   no node driven by its old and new owner in turn.
 
 Every bound is asserted on what the fleet did, timed by the apiserver (the
 sandbox's write log), never by when the test's own watch saw it; the takeover is
@@ -36,7 +38,7 @@ import trio
 from fleet.coordinator import owner
 from fleet.kube import Client, ObjectMeta, Reflector, WatchEvent, load_config
 from fleet.sandbox import RunningSandbox
-from fleet.wire import SHARD_LEASE_PREFIX
+from fleet.wire import HANDOVER_FIELD_MANAGER, SHARD_LEASE_PREFIX
 from tests.fleet._fleet import (
     CR_GROUP_PATH,
     FLEET_LEASES,
@@ -310,12 +312,16 @@ async def _acts(
     back = [c for c in labels.changes if c.time >= restarted]
     assert {c.key for c in back} == set(victims)
     assert all(c.new == VICTIM for c in back), [c for c in back if c.new != VICTIM]
-    # The rate as the apiserver served the moves, allowing for bunching where the coordinator
-    # or the sandbox stood without a CPU.
+    # Each move is a handover between live shards: marked at the bounded rate (as the
+    # apiserver served the marks, allowing for bunching where the coordinator or the sandbox
+    # stood without a CPU), relabelled once the old owner let go.
     moves = _label_writes(writes, since=restarted)
     assert set(moves) == set(victims), sorted(set(moves) ^ set(victims))
+    marks = _label_writes(writes, since=restarted, manager=HANDOVER_FIELD_MANAGER)
+    assert set(marks) == set(victims), sorted(set(marks) ^ set(victims))
+    assert all(marks[k][0] < moves[k][0] for k in victims)
     _assert_rate(
-        sorted(t for ts in moves.values() for t in ts),
+        sorted(t for ts in marks.values() for t in ts),
         MAX_MOVES_PER_SECOND,
         lambda start, end: meter.stolen((me, coordinator.pid), start, end),
     )
@@ -365,15 +371,16 @@ def _assert_rate(times: list[float], rate: float, stolen: Callable[[float, float
         )
 
 
-def _label_writes(writes: WriteLog, since: float) -> dict[str, list[float]]:
-    """When the apiserver served the coordinator's shard-label writes, by CR key."""
+def _label_writes(writes: WriteLog, since: float, manager: str = "") -> dict[str, list[float]]:
+    """When the apiserver served the coordinator's shard-label writes, by CR key (with
+    ``manager``: its writes naming that ``fieldManager``, the handover marks)."""
     out: dict[str, list[float]] = {}
     for w in writes.writes:
         if (
             w.time >= since
             and w.method == "PATCH"
             and w.path.startswith(CR_GROUP_PATH)
-            and not w.manager
+            and w.manager == manager
         ):
             namespace, name = w.path.split("/")[5], w.path.split("/")[7]
             out.setdefault(f"{namespace}/{name}", []).append(w.time)

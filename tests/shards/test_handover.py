@@ -1,0 +1,211 @@
+"""A Node CR moved between two live shards is never driven by both (autojump clock).
+
+The coordinator and two shard engines share one in-memory apiserver; the old
+owner's CR watch is slow (each event held back), as on a loaded machine where
+one process reads its watch seconds after another. The node writes the server
+served, by ``fieldManager``, must form one run per owner: the old owner's last
+write before the new owner's first.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from itertools import pairwise
+
+import pytest
+import trio
+import trio.testing
+
+from fleet._settings import CoordinatorSettings, FleetSettings, ShardSettings
+from fleet.coordinator import Coordinator, owner
+from fleet.kube import BatchRequest, MemoryApiserver, MemoryClient, Response, StreamResponse
+from fleet.wire import SHARD_LABEL, shard_field_manager
+from shards import ShardEngine
+from shards._context import FencedRequester, HandedOver
+from shards._handover import HandoverGate, node_of
+
+wall = MemoryApiserver.wall
+
+CRS = "/apis/mock.zhizuqiu.cn/v1alpha1/namespaces/default/nodes"
+NODES = "/api/v1/nodes"
+NODE_LEASES = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases"
+WATCH_LAG = 3.0
+"""Seconds each CR watch event of the old owner is held back: longer than a node's whole
+adoption by the new owner (GETs, Lease, status), shorter than a Lease renewal interval."""
+CR_COUNT = 8
+
+
+class _SlowCrWatch(MemoryClient):
+    """A shard's connection whose Node CR watch delivers each event ``lag`` seconds late."""
+
+    def __init__(self, server: MemoryApiserver) -> None:
+        super().__init__(server)
+        self.lag = 0.0
+
+    @asynccontextmanager
+    async def _stream(
+        self, method: str, path: str, params: Mapping[str, str] | None,
+        headers: Mapping[str, str] | None,
+    ) -> AsyncIterator[StreamResponse]:  # fmt: skip
+        async with super()._stream(method, path, params, headers) as response:
+            yield _Late(response, self) if path.startswith("/apis/mock.zhizuqiu.cn/") else response
+
+
+class _Late:
+    def __init__(self, response: StreamResponse, client: _SlowCrWatch) -> None:
+        self.status = response.status
+        self.headers = response.headers
+        self._response = response
+        self._client = client
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        async for chunk in self._response.aiter_bytes():  # the memory server: one event a chunk
+            await trio.sleep(self._client.lag)
+            yield chunk
+
+    async def aread(self) -> bytes:
+        return await self._response.aread()
+
+
+def _settings() -> FleetSettings:
+    return FleetSettings(
+        shard=ShardSettings(pod_cidr_allocation="shard"),
+        coordinator=CoordinatorSettings(max_moves_per_second=2),
+    )
+
+
+async def _run_shard(
+    nursery: trio.Nursery, shard: str, control: MemoryClient | MemoryApiserver
+) -> ShardEngine:
+    engine = ShardEngine(_settings(), shard, control=control, wall=wall, rng=random.Random(7))
+    await nursery.start(engine.run)
+    return engine
+
+
+def _node_writes(api: MemoryApiserver) -> dict[str, list[tuple[float, str]]]:
+    """Each node's writes (its Node, status, Lease) the server took, by node: (time, writer)."""
+    out: dict[str, list[tuple[float, str]]] = defaultdict(list)
+    for call in api.calls:
+        if call.method not in ("POST", "PUT", "PATCH", "DELETE"):
+            continue
+        name = node_of(call.path)
+        if name is None and call.path in (NODES, NODE_LEASES) and isinstance(call.body, dict):
+            name = call.body.get("metadata", {}).get("name")  # a create
+        if name is not None:
+            out[name].append((call.at, call.params.get("fieldManager", "")))
+    return out
+
+
+async def test_a_cr_moved_between_live_shards_has_one_driver_at_a_time(
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
+) -> None:
+    api = MemoryApiserver()
+    for i in range(CR_COUNT):
+        api.create(CRS, {"apiVersion": "mock.zhizuqiu.cn/v1alpha1", "kind": "Node",
+                         "metadata": {"name": f"n{i}"}, "spec": {}})  # fmt: skip
+    slow = _SlowCrWatch(api)
+    await _run_shard(nursery, "0", slow)
+    coordinator = Coordinator(
+        api.client(), _settings(), identity="coordinator@test/1", wall=wall,
+        rng=random.Random(1),
+    )  # fmt: skip
+    await nursery.start(coordinator.run)
+    await trio.sleep(30)  # every CR on shard 0, every node registered and renewing
+    keys = [f"default/n{i}" for i in range(CR_COUNT)]
+    assert {k: coordinator.assignments()[k] for k in keys} == dict.fromkeys(keys, "0")
+
+    slow.lag = WATCH_LAG  # from now on shard 0 reads of every move seconds late
+    await _run_shard(nursery, "1", api.client())
+    await trio.sleep(60)
+    final = {k: (api.get(f"{CRS}/{k.partition('/')[2]}") or {})["metadata"]["labels"] for k in keys}
+    moved = [k for k in keys if owner(k, ["0", "1"]) == "1"]
+    assert moved and all(final[k][SHARD_LABEL] == "1" for k in moved)
+    assert all(final[k][SHARD_LABEL] == "0" for k in keys if k not in moved)
+
+    writes = _node_writes(api)
+    first, second = shard_field_manager("0"), shard_field_manager("1")
+    for key in keys:
+        name = key.partition("/")[2]
+        writers = [w for _, w in writes[name]]
+        runs = [writers[0], *(b for a, b in pairwise(writers) if a != b)]
+        expected = [first, second] if key in moved else [first]
+        assert runs == expected, f"{name} driven by {runs}: " + ", ".join(
+            f"{t:.2f} {w}" for t, w in writes[name] if t > 30
+        )
+        # And the new owner renews it (the move did not just stop the node).
+        if key in moved:
+            assert any(t > 60 and w == second for t, w in writes[name])
+
+
+# -- the door and the drain --------------------------------------------------------------------
+
+
+class _Held:
+    """A requester whose writes for node ``n1`` are answered only when the test says so."""
+
+    def __init__(self) -> None:
+        self.answer = trio.Event()
+        self.sent: list[str] = []
+
+    async def request(self, method: str, path: str, **_: object) -> Response:
+        self.sent.append(f"{method} {path}")
+        if node_of(path) == "n1" and method != "GET":
+            await self.answer.wait()
+        await trio.lowlevel.checkpoint()
+        return Response(200, b"{}")
+
+    async def request_batch(self, requests: list[BatchRequest]) -> list[Response]:
+        self.sent.extend(f"{r.method} {r.path}" for r in requests)
+        if any(node_of(r.path) == "n1" for r in requests):
+            await self.answer.wait()
+        await trio.lowlevel.checkpoint()
+        return [Response(200, b"{}") for _ in requests]
+
+
+def test_node_of_reads_the_node_of_a_path() -> None:
+    assert node_of(f"{NODES}/n1/status") == "n1"
+    assert node_of(f"{NODE_LEASES}/n1") == "n1"
+    assert node_of(NODES) is None
+    assert node_of("/api/v1/namespaces/default/pods/p/status") is None
+
+
+async def test_released_node_writes_are_refused_and_drain_waits_for_those_out(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    gate = HandoverGate()
+    inner = _Held()
+    fenced = FencedRequester(inner, lambda: True, field_manager="m", gate=gate)  # type: ignore[arg-type]
+    drained = trio.Event()
+
+    async def drain() -> None:
+        await gate.drain()
+        drained.set()
+
+    async with trio.open_nursery() as nursery:
+        # A renewal of n1 out (sent, not yet answered) when the handover begins.
+        nursery.start_soon(lambda: fenced.request("PUT", f"{NODE_LEASES}/n1"))
+        await trio.testing.wait_all_tasks_blocked()
+        gate.release("n1")
+        with pytest.raises(HandedOver):
+            await fenced.request("PATCH", f"{NODES}/n1/status")
+        answers = await fenced.request_batch(
+            [
+                BatchRequest("PUT", f"{NODE_LEASES}/n1", None, b"{}", None),
+                BatchRequest("PUT", f"{NODE_LEASES}/n2", None, b"{}", None),
+            ]
+        )
+        assert isinstance(answers[0], HandedOver) and isinstance(answers[1], Response)
+        assert inner.sent == [f"PUT {NODE_LEASES}/n1", f"PUT {NODE_LEASES}/n2"]
+        await fenced.request("GET", f"{NODES}/n1")  # reads are not writes: they go
+        nursery.start_soon(drain)
+        await trio.sleep(5)
+        assert not drained.is_set()  # the renewal sent before the release is still out
+        inner.answer.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert drained.is_set()
+    assert gate.refused == 2
+    gate.restore("n1")
+    assert not gate.refuses(f"{NODES}/n1/status")
