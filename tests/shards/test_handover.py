@@ -22,7 +22,12 @@ import trio.testing
 from fleet._settings import CoordinatorSettings, FleetSettings, ShardSettings
 from fleet.coordinator import Coordinator, owner
 from fleet.kube import BatchRequest, MemoryApiserver, MemoryClient, Response, StreamResponse
-from fleet.wire import SHARD_LABEL, shard_field_manager
+from fleet.wire import (
+    HANDOVER_ANNOTATION,
+    RELEASED_ANNOTATION,
+    SHARD_LABEL,
+    shard_field_manager,
+)
 from shards import ShardEngine
 from shards._context import FencedRequester, HandedOver
 from shards._handover import HandoverGate, node_of
@@ -138,6 +143,39 @@ async def test_a_cr_moved_between_live_shards_has_one_driver_at_a_time(
         # And the new owner renews it (the move did not just stop the node).
         if key in moved:
             assert any(t > 60 and w == second for t, w in writes[name])
+
+
+async def test_a_shard_lets_go_of_a_marked_cr_and_drives_it_again_when_handed_back(
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
+) -> None:
+    api = MemoryApiserver()
+    api.create(CRS, {"apiVersion": "mock.zhizuqiu.cn/v1alpha1", "kind": "Node",
+                     "metadata": {"name": "n1", "labels": {SHARD_LABEL: "0"}}, "spec": {}})  # fmt: skip
+    engine = await _run_shard(nursery, "0", api)
+    await trio.sleep(15)
+    mine = shard_field_manager("0")
+    api.patch(f"{CRS}/n1", {"metadata": {"annotations": {HANDOVER_ANNOTATION: "1"}}})
+    await trio.sleep(1)
+    cr = api.get(f"{CRS}/n1")
+    assert cr is not None and cr["metadata"]["annotations"][RELEASED_ANNOTATION] == "0"
+    (released,) = [
+        c.at for c in api.log("PATCH", f"{CRS}/n1") if RELEASED_ANNOTATION in str(c.body)
+    ]
+    await trio.sleep(30)  # three renewal intervals: nothing of the node from shard 0
+    assert [t for t, w in _node_writes(api)["n1"] if t >= released and w == mine] == []
+    assert engine.ctx.handover.released("n1")
+    # The target died meanwhile and n1 stays on shard 0: the label write clears the marks.
+    api.patch(f"{CRS}/n1", {"metadata": {"annotations": {HANDOVER_ANNOTATION: None,
+                                                         RELEASED_ANNOTATION: None}}})  # fmt: skip
+    back = trio.current_time()
+    await trio.sleep(15)
+    assert any(t > back for t, _ in _node_writes(api)["n1"])
+    assert not engine.ctx.handover.released("n1")
+    assert puts_after(api, f"{NODE_LEASES}/n1", back)
+
+
+def puts_after(api: MemoryApiserver, path: str, since: float) -> list[float]:
+    return [c.at for c in api.log(None, path) if c.method in ("PUT", "PATCH") and c.at > since]
 
 
 # -- the door and the drain --------------------------------------------------------------------
