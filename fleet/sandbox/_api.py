@@ -5,6 +5,9 @@ a request into a :class:`Call` and calls one method here. Lists and watches
 live in ``_lists`` and ``_watch``, deletion and garbage collection in
 ``_deletion``, CRDs in ``_crds``, subresources in ``_subresources``.
 
+Unknown fields of built-in kinds are dropped, warned about or refused on the way in
+(``_known_fields``, by ``fieldValidation``) as kube-apiserver's strict decoding does.
+
 Every write goes through :meth:`Api.write`: status subresource separation,
 defaulting, validation (built-in rules or the CRD schema), generation bumps,
 no-op detection, finalizer-driven removal, then one ``Store.commit``.
@@ -19,8 +22,17 @@ from typing import Any
 import msgspec
 import yaml
 
-from fleet.machinery import APPLY_PATCH, JSON, YAML
+from fleet.machinery import (
+    APPLY_PATCH,
+    JSON,
+    JSON_PATCH,
+    MERGE_PATCH,
+    STRATEGIC_MERGE_PATCH,
+    YAML,
+    go_quote,
+)
 from fleet.sandbox import _builtins, _cluster_kinds, _libs, _objects
+from fleet.sandbox._known_fields import known_fields
 from fleet.sandbox._objects import ordered, rfc3339
 from fleet.sandbox._registry import Registry, ResourceType
 from fleet.sandbox._settings import SandboxSettings
@@ -31,6 +43,7 @@ from fleet.sandbox._status import (
     cause,
     field_invalid,
     forbidden,
+    internal_error,
     invalid,
     not_found,
     stale,
@@ -38,6 +51,7 @@ from fleet.sandbox._status import (
 from fleet.sandbox._store import Key, Store, clone
 
 _decoder = msgspec.json.Decoder()
+_encoder = msgspec.json.Encoder()
 FIELD_VALIDATION_VALUES = ("", "Ignore", "Strict", "Warn")
 GENERATE_NAME_ATTEMPTS = 8
 """Names drawn for a ``generateName`` before a clash is answered 409 (kube-apiserver's 7 retries)."""
@@ -99,6 +113,38 @@ def _comparable(obj: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _strict_decoding_error(unknown: list[str]) -> str:
+    return "strict decoding error: " + ", ".join(f"unknown field {go_quote(p)}" for p in unknown)
+
+
+def go_map_text(v: Any) -> str:
+    """Go's ``%+v`` of a decoded JSON value (``map[k:v ...]`` with sorted keys, ``[a b]``)."""
+    if isinstance(v, dict):
+        return "map[" + " ".join(f"{k}:{go_map_text(v[k])}" for k in sorted(v)) + "]"
+    if isinstance(v, list):
+        return "[" + " ".join(go_map_text(x) for x in v) + "]"
+    if v is None:
+        return "<nil>"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
+
+
+def _apply_path(body: Any, path: str) -> str:
+    """A structured-merge-diff path (``.spec.containers[name="c"].bar``) of a strict path."""
+    out, node = "", body
+    for part in path.replace("[", ".[").split("."):
+        if part.startswith("["):
+            i = int(part[1:-1])
+            node = node[i] if isinstance(node, list) and i < len(node) else None
+            name = node.get("name") if isinstance(node, dict) else None
+            out += f"[name={go_quote(name)}]" if isinstance(name, str) else part
+        else:
+            node = node.get(part) if isinstance(node, dict) else None
+            out += "." + part
+    return out
+
+
 class Api:
     """The sandbox apiserver's object semantics over a :class:`Store`."""
 
@@ -144,6 +190,82 @@ class Api:
             # field validation and pruned silently).
             return "Warn"
         return fv
+
+    def _decode_unknown(self, call: Call, obj: dict[str, Any], fv: str) -> None:
+        """A create or update body's unknown fields: dropped, warned about, or a 400."""
+        rt = call.rt
+        if rt.is_custom:
+            return
+        unknown = known_fields().drop_unknown(rt.group, rt.version, rt.kind, obj)
+        if not unknown:
+            return
+        if fv == "Strict":
+            raise bad_request(
+                f"{rt.kind} in version {go_quote(rt.version)} cannot be handled as a {rt.kind}: "
+                + _strict_decoding_error(unknown)
+            )
+        if fv == "Warn":
+            call.warnings.extend(f"unknown field {go_quote(p)}" for p in unknown)
+
+    def _patch_unknown(self, call: Call, current: dict[str, Any], fv: str) -> bytes:
+        """A merge or strategic merge patch with its unknown fields dropped (the patch of a
+        clean object adds exactly those), warned about, or refused as kube-apiserver refuses
+        them after patching (422 on the ``patch`` field)."""
+        from fleet.sandbox._patching import apply_patch
+
+        rt = call.rt
+        smp = call.content_type == STRATEGIC_MERGE_PATCH
+        try:
+            patch = _decoder.decode(call.body)
+        except msgspec.DecodeError:
+            return call.body  # apply_patch answers a malformed body
+        unknown = known_fields().drop_unknown(rt.group, rt.version, rt.kind, patch, smp=smp)
+        if not unknown:
+            return call.body
+        if fv == "Strict":
+            if smp:
+                shown = go_map_text(_decoder.decode(call.body))
+            else:
+                patched = apply_patch(rt, clone(current), call.body, call.content_type)
+                shown = _encoder.encode(patched).decode()
+            self._refuse_patch(shown, unknown)
+        if fv == "Warn":
+            call.warnings.extend(f"unknown field {go_quote(p)}" for p in unknown)
+        return _encoder.encode(patch)
+
+    @staticmethod
+    def _refuse_patch(shown: str, unknown: list[str]) -> None:
+        text = f"Invalid value: {go_quote(shown)}: {_strict_decoding_error(unknown)}"
+        raise StatusError(
+            422,
+            "Invalid",
+            f' "" is invalid: patch: {text}',
+            {"causes": [cause("FieldValueInvalid", "patch", text)]},
+        )
+
+    def _apply_unknown(self, call: Call) -> None:
+        """Server-side apply builds a typed object from the body, whatever ``fieldValidation``
+        says: an unknown field is kube-apiserver's 500 from structured-merge-diff."""
+        rt = call.rt
+        if rt.is_custom:
+            return
+        body = decode_body(rt, call.body, APPLY_PATCH)
+        probe = clone(body)
+        unknown = known_fields().drop_unknown(rt.group, rt.version, rt.kind, probe)
+        if not unknown:
+            return
+        meta = body.get("metadata")
+        if not isinstance(meta, dict):
+            meta = {}
+        errors = [f"{_apply_path(body, p)}: field not declared in schema" for p in unknown]
+        text = (
+            errors[0] if len(errors) == 1 else "\n".join(["errors:"] + ["  " + e for e in errors])
+        )
+        group_version = rt.api_version if rt.group else f"/{rt.version}"
+        raise internal_error(
+            f"failed to create typed patch object ({meta.get('namespace') or ''}/"
+            f"{meta.get('name') or ''}; {group_version}, Kind={rt.kind}): {text}"
+        )
 
     # --- object preparation ------------------------------------------------------------
     def _check_type(self, rt: ResourceType, obj: dict[str, Any]) -> None:
@@ -203,6 +325,7 @@ class Api:
         fv = self.field_validation(call, "CreateOptions")
         if obj is None:
             obj = decode_body(rt, call.body, call.content_type)
+            self._decode_unknown(call, obj, fv)
         self._check_type(rt, obj)
         _builtins.check_decodable(rt, obj)
         meta = obj["metadata"]
@@ -282,6 +405,7 @@ class Api:
         assert call.name is not None
         fv = self.field_validation(call, "UpdateOptions")
         new = decode_body(rt, call.body, call.content_type)
+        self._decode_unknown(call, new, fv)
         self._check_type(rt, new)
         _builtins.check_decodable(rt, new)
         meta = new["metadata"]
@@ -403,13 +527,24 @@ class Api:
         rt = call.rt
         assert call.name is not None
         fv = self.field_validation(call, "PatchOptions")
+        if call.content_type == APPLY_PATCH:
+            self._apply_unknown(call)
         current = self.store.get(rt.key, call.ns(), call.name)
         if current is None:
             if call.content_type == APPLY_PATCH:
                 applied = decode_body(rt, call.body, APPLY_PATCH)
                 return self.create(call, applied)
             raise not_found(rt.plural, rt.group, call.name)
-        patched = apply_patch(rt, clone(current), call.body, call.content_type)
+        body = call.body
+        if not rt.is_custom and call.content_type in (MERGE_PATCH, STRATEGIC_MERGE_PATCH):
+            body = self._patch_unknown(call, current, fv)
+        patched = apply_patch(rt, clone(current), body, call.content_type)
+        if not rt.is_custom and call.content_type == JSON_PATCH:
+            unknown = known_fields().drop_unknown(rt.group, rt.version, rt.kind, patched)
+            if unknown and fv == "Strict":
+                self._refuse_patch(_encoder.encode(patched).decode(), unknown)
+            if unknown and fv == "Warn":
+                call.warnings.extend(f"unknown field {go_quote(p)}" for p in unknown)
         if not isinstance(patched.get("metadata"), dict):
             patched["metadata"] = {}
         rv = patched["metadata"].get("resourceVersion")

@@ -719,7 +719,7 @@ class SandboxApp:
         if isinstance(reply, Reply):
             return reply
         status, obj = await reply
-        extra = [("warning", f'299 - "{w}"') for w in call.warnings]
+        extra = [("warning", _warning(w)) for w in call.warnings]
         return _json(status, obj, extra)
 
     async def _converted(
@@ -771,7 +771,7 @@ class SandboxApp:
         if isinstance(reply, Reply):
             return reply
         status, obj = await reply
-        extra = [("warning", f'299 - "{w}"') for w in scall.warnings]
+        extra = [("warning", _warning(w)) for w in scall.warnings]
         return _json(status, obj if table else out(obj), extra)
 
     async def upgrade(self, scope: Scope, stream: trio.abc.Stream, buffered: bytes) -> None:
@@ -939,6 +939,12 @@ class SandboxApp:
 
 def _media(headers: dict[str, str]) -> str:
     return headers.get("content-type", JSON).split(";")[0].strip().lower() or JSON
+
+
+def _warning(text: str) -> str:
+    """A ``Warning`` header: code 299, no agent, the text quoted as RFC 7234 quotes it."""
+    quoted = text.replace("\\", "\\\\").replace('"', '\\"')
+    return f'299 - "{quoted}"'
 
 
 def _verb(method: str, name: str | None, watch: bool, headers: dict[str, str]) -> str:

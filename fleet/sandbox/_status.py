@@ -113,6 +113,11 @@ def bad_request(message: str) -> StatusError:
     return StatusError(400, "BadRequest", message)
 
 
+def internal_error(message: str) -> StatusError:
+    """A 500 with no reason, as kube-apiserver sends an error it did not classify."""
+    return StatusError(500, None, message)
+
+
 def method_not_allowed() -> StatusError:
     return StatusError(
         405,
