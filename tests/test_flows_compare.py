@@ -26,6 +26,7 @@ import trio
 
 from fleet.kube import Client, load_config
 from fleet.up import RunningUp, Up, UpSettings
+from fleet.wire import FLEET_NAMESPACE, GROUP, VERSION
 from tests._apiserver import real_binaries
 
 pytestmark = pytest.mark.real
@@ -34,6 +35,7 @@ NODES = 3
 FLOW_TIMEOUT = 90.0
 """Seconds one flow may take on a loaded 2-core box (the real one takes ~10-20 s)."""
 POLL = 0.5
+KUBECTL = "/usr/lib/google-cloud-sdk/bin/kubectl.1.33"
 
 Observed = dict[str, Any]
 
@@ -72,6 +74,39 @@ def _pod_view(pod: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _condition_statuses(obj: dict[str, Any]) -> list[tuple[str, str]]:
+    return sorted(
+        (c.get("type", ""), c.get("status", ""))
+        for c in (obj.get("status") or {}).get("conditions") or []
+    )
+
+
+def describe_view(text: str) -> dict[str, Any]:
+    """What ``kubectl describe`` shows, without values: its top-level sections (``Name:``,
+    ``Conditions:``, ``Events:``) and its events as (type, reason, from)."""
+    sections = sorted(
+        {line.split(":", 1)[0] for line in text.splitlines() if line[:1].isalpha() and ":" in line}
+    )
+    events: set[tuple[str, ...]] = set()
+    lines = text.splitlines()
+    if "Events:" in [line.strip() for line in lines]:
+        at = [line.strip() for line in lines].index("Events:")
+        header = lines[at + 1] if at + 1 < len(lines) else ""
+        if "Reason" in header:
+            cols = [header.index(c) for c in ("Type", "Reason", "Age", "From", "Message")]
+            for line in lines[at + 3 :]:
+                if not line.strip():
+                    break
+                events.add(
+                    (
+                        line[cols[0] : cols[1]].strip(),
+                        line[cols[1] : cols[2]].strip(),
+                        line[cols[3] : cols[4]].strip(),
+                    )
+                )
+    return {"sections": sections, "events": sorted(events)}
+
+
 def _template(labels: dict[str, str], **annotations: str) -> dict[str, Any]:
     return {
         "metadata": {"labels": labels, "annotations": annotations},
@@ -82,8 +117,9 @@ def _template(labels: dict[str, str], **annotations: str) -> dict[str, Any]:
 class Flows:
     """The flows, on one ``up``; each returns what it observed."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client, kubeconfig: Path) -> None:
         self.c = client
+        self.kubeconfig = kubeconfig
 
     async def _ns(self, name: str) -> str:
         await self.c.create("/api/v1/namespaces", {"metadata": {"name": name}})
@@ -323,6 +359,148 @@ class Flows:
             "events": await self.events(ns),
         }
 
+    async def cronjob(self) -> Observed:
+        """A CronJob firing at the next minute, its Job run to Complete and seen so."""
+        ns = await self._ns("flow-cron")
+        path = f"/apis/batch/v1/namespaces/{ns}/cronjobs/tick"
+        await self.c.create(
+            f"/apis/batch/v1/namespaces/{ns}/cronjobs",
+            {"metadata": {"name": "tick"}, "spec": {"schedule": "* * * * *", "jobTemplate": {"spec": {"template": {
+                "metadata": {"annotations": {"zhizuqiu.github.com/delaySucceeded": "1s"}},
+                "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}}}}},
+        )  # fmt: skip
+
+        async def seen_complete() -> dict[str, Any] | None:
+            cj = await self._get(path)
+            st = cj.get("status") or {}
+            return cj if st.get("lastScheduleTime") and st.get("lastSuccessfulTime") else None
+
+        cj = await _until("the cronjob's job seen complete", seen_complete)
+        await self._merge(path, {"spec": {"suspend": True}})
+        jobs = (await self.c.list(f"/apis/batch/v1/namespaces/{ns}/jobs")).items
+        job = jobs[0]
+        return {
+            "spec": shape(cj["spec"]),
+            "status": shape(cj["status"]),
+            "jobs": len(jobs),
+            "job.owner": [(o["kind"], o.get("controller")) for o in job["metadata"]["ownerReferences"]],
+            "job.name": job["metadata"]["name"].rsplit("-", 1)[0],
+            "job.annotations": sorted(job["metadata"].get("annotations") or {}),
+            "job.conditions": conditions(job.get("status") or {}),
+            "events": await self.events(ns),
+        }  # fmt: skip
+
+    async def failing_pods(self) -> Observed:
+        """A bare pod run to Failed (delayFailed) and one in CrashLoopBackOff (a MockStatus
+        whose container exits), and ``kubectl describe`` of the failed one."""
+        ns = await self._ns("flow-fail")
+        await self.c.create(
+            f"/apis/{GROUP}/{VERSION}/namespaces/{ns}/mockstatuses",
+            {"apiVersion": f"{GROUP}/{VERSION}", "kind": "MockStatus", "metadata": {"name": "crash"},
+             "spec": {"steps": [{"after": "0s", "phase": "Running", "containers": [
+                 {"name": "c", "restarts": {"runFor": "1s", "exitCode": 1}}]}]}},
+        )  # fmt: skip
+        pods = f"/api/v1/namespaces/{ns}/pods"
+        await self.c.create(
+            pods,
+            {"metadata": {"name": "fails", "annotations": {"zhizuqiu.github.com/delayFailed": "1s"}},
+             "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}},
+        )  # fmt: skip
+        await self.c.create(
+            pods,
+            {"metadata": {"name": "crashes", "annotations": {"zhizuqiu.github.com/mockStatus": "crash"}},
+             "spec": {"containers": [{"name": "c", "image": "busybox"}]}},
+        )  # fmt: skip
+
+        async def failed() -> dict[str, Any] | None:
+            p = await self._get(f"{pods}/fails")
+            return p if p["status"].get("phase") == "Failed" else None
+
+        async def backing_off() -> dict[str, Any] | None:
+            p = await self._get(f"{pods}/crashes")
+            for cs in p["status"].get("containerStatuses") or []:
+                waiting = (cs.get("state") or {}).get("waiting") or {}
+                if waiting.get("reason") == "CrashLoopBackOff" and cs.get("restartCount", 0) >= 1:
+                    return p
+            return None
+
+        fails = await _until("the pod to fail", failed)
+        crashes = await _until("CrashLoopBackOff", backing_off)
+        crash_status = crashes["status"]["containerStatuses"][0]
+        described = await self.describe("pod", "fails", ns)
+        return {
+            "failed": _pod_view(fails),
+            "failed.status": shape(fails["status"]),
+            "crash": _pod_view(crashes),
+            "crash.container": shape({k: v for k, v in crash_status.items() if k != "state"}),
+            "crash.waiting": sorted(crash_status["state"]["waiting"]),
+            "describe.pod": described,
+            "events": await self.events(ns),
+        }
+
+    async def describe(self, kind: str, name: str, ns: str | None = None) -> dict[str, Any]:
+        where = ["-n", ns] if ns else []
+        done = await trio.run_process(
+            [KUBECTL, "--kubeconfig", str(self.kubeconfig), "describe", kind, name, *where],
+            capture_stdout=True,
+            capture_stderr=True,
+        )
+        return describe_view(done.stdout.decode())
+
+    async def suspended_node(self) -> Observed:
+        """A Node CR suspended: its Node goes Unknown, its pods not ready, the events of the
+        node lifecycle controller; ``kubectl describe`` of the node."""
+        ns = await self._ns("flow-suspend")
+        node = "fleet-node-2"
+        await self.c.create(
+            f"/api/v1/namespaces/{ns}/pods",
+            {"metadata": {"name": "on-it"}, "spec": {"nodeName": node, "containers": [{"name": "c", "image": "busybox"}]}},
+        )  # fmt: skip
+
+        async def running() -> bool:
+            p = await self._get(f"/api/v1/namespaces/{ns}/pods/on-it")
+            return "Ready" in [
+                c["type"] for c in p["status"].get("conditions") or [] if c["status"] == "True"
+            ]
+
+        await _until("the pod on the node ready", running)
+        await self._merge(
+            f"/apis/{GROUP}/{VERSION}/namespaces/{FLEET_NAMESPACE}/nodes/{node}",
+            {"spec": {"suspend": True}},
+        )
+
+        async def unknown() -> tuple[dict[str, Any], dict[str, Any]] | None:
+            n = await self._get(f"/api/v1/nodes/{node}")
+            p = await self._get(f"/api/v1/namespaces/{ns}/pods/on-it")
+            taints = [t["key"] for t in n["spec"].get("taints") or []]
+            ready = dict(_condition_statuses(p)).get("Ready")
+            done = (
+                dict(_condition_statuses(n)).get("Ready") == "Unknown"
+                and "node.kubernetes.io/unreachable" in taints
+                and ready == "False"
+            )
+            return (n, p) if done else None
+
+        n, p = await _until("the node Unknown and its pod not ready", unknown)
+        node_events = sorted(
+            {
+                (e.get("reason", ""), e.get("type", ""), (e.get("source") or {}).get("component", ""))
+                for e in (
+                    await self.c.list("/api/v1/namespaces/default/events", field_selector=f"involvedObject.name={node}")
+                ).items
+            }
+        )  # fmt: skip
+        return {
+            "node.conditions": _condition_statuses(n),
+            "node.taints": sorted((t["key"], t["effect"]) for t in n["spec"].get("taints") or []),
+            "node.spec": shape(n["spec"]),
+            "pod.conditions": _condition_statuses(p),
+            "pod.phase": p["status"].get("phase"),
+            "node.events": node_events,
+            "describe.node": await self.describe("node", node),
+            "events": await self.events(ns),
+        }
+
     async def namespace_deletion(self) -> Observed:
         ns = await self._ns("flow-gone")
         await self.c.create(f"/api/v1/namespaces/{ns}/configmaps", {"metadata": {"name": "c"}})
@@ -363,7 +541,7 @@ async def _observe(settings: UpSettings) -> dict[str, Observed]:
                 return len(ready) >= NODES
 
             await _until("the fleet's nodes", nodes_ready)
-            flows = Flows(client)
+            flows = Flows(client, running.kubeconfig)
             out["deployment"] = await flows.deployment()
             out["service+pdb"] = await flows.service_and_pdb()
 
@@ -375,6 +553,10 @@ async def _observe(settings: UpSettings) -> dict[str, Observed]:
                 inner.start_soon(run, "daemonset", flows.daemonset)
                 inner.start_soon(run, "statefulset", flows.statefulset)
                 inner.start_soon(run, "namespace", flows.namespace_deletion)
+                inner.start_soon(run, "cronjob", flows.cronjob)
+                inner.start_soon(run, "failing", flows.failing_pods)
+            # Last: the suspended node takes a node away from the flows above.
+            out["suspended"] = await flows.suspended_node()
         nursery.cancel_scope.cancel()
     return out
 

@@ -22,7 +22,13 @@ Filters, in kube-scheduler's order, first failure per node wins:
 
 Pods are taken highest ``spec.priority`` first (the value the Priority admission
 plugin resolved from ``priorityClassName``), first queued first among equals, as
-kube-scheduler's active queue orders them; no pod is preempted to make room.
+kube-scheduler's active queue orders them.
+
+A pod that fits nowhere may preempt (``_preemption``: kube-scheduler's DefaultPreemption):
+the chosen node's victims get the ``DisruptionTarget`` condition, are deleted gracefully and
+get a ``Preempted`` event; the pod gets ``status.nominatedNodeName`` and waits for the room.
+Pods nominated to a node count there for pods of lower or equal priority, so the room is
+kept for them.
 
 Feasible nodes are scored least-allocated (cpu and memory equally, with
 kube-scheduler's non-zero request defaults), ties broken at random; on a
@@ -31,7 +37,9 @@ looked at, from a rotating start (``percentageOfNodesToScore``).
 
 A pod that fits nowhere gets ``PodScheduled=False`` reason ``Unschedulable``
 with kube-scheduler's message (``0/3 nodes are available: 1 node(s) had
-untolerated taint {k: v}, 2 Insufficient cpu.``) and a ``FailedScheduling``
+untolerated taint {k: v}, 2 Insufficient cpu. preemption: 0/3 nodes are available:
+1 Preemption is not helpful for scheduling, 2 No preemption victims found for incoming
+pod.``) and a ``FailedScheduling``
 Warning event, and waits in the unschedulable set until a node is added or
 changes what it offers, a bound pod goes away, the pod itself changes, or
 ``retry_interval`` passes.
@@ -44,6 +52,7 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import trio
@@ -60,6 +69,7 @@ from fleet.controlplane._podutil import (
     tolerates,
     untolerated,
 )
+from fleet.controlplane._preemption import Victim, no_victims_message, pick_node, select_victims
 from fleet.controlplane._queue import WorkQueue
 from fleet.controlplane._resources import EVENTS, NODES, PODS, KObject, condition, rfc3339
 from fleet.controlplane._rest import Rest
@@ -81,6 +91,8 @@ TAINT_UNREACHABLE = "node.kubernetes.io/unreachable"
 TAINT_UNSCHEDULABLE = "node.kubernetes.io/unschedulable"
 
 _UNSCHEDULABLE_TAINT = {"key": TAINT_UNSCHEDULABLE, "effect": "NoSchedule"}
+RESOURCE_REASONS = frozenset({"Too many pods", "Insufficient cpu", "Insufficient memory"})
+"""``NodeResourcesFit`` failures: the ones preemption can resolve."""
 REASON_UNSCHEDULABLE = "node(s) were unschedulable"
 REASON_AFFINITY = "node(s) didn't match Pod's node affinity/selector"
 
@@ -137,6 +149,8 @@ class SchedulerStatistics:
     bind_errors: int
     errors: int = 0
     """Unexpected errors survived (logged; the pod retried with backoff)."""
+    preemptions: int = 0
+    """Pods that preempted others (victims chosen and evicted)."""
 
 
 @dataclass(slots=True)
@@ -265,6 +279,20 @@ def _matches_affinity(info: _PodInfo, node: _Node) -> bool:
     )
 
 
+def _priority_of(pod: KObject) -> int:
+    value = pod.spec.get("priority")
+    return value if isinstance(value, int) else 0
+
+
+def _started(pod: KObject) -> float:
+    """When the pod started (``status.startTime``, else its creation), for ordering victims."""
+    stamp = pod.status.get("startTime") or pod.metadata.creation_timestamp or ""
+    try:
+        return datetime.fromisoformat(str(stamp).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0
+
+
 def _filter(info: _PodInfo, node: _Node, usage: _Usage) -> list[str]:
     """Why ``node`` cannot take the pod: empty when it can."""
     if node.unschedulable and not any(tolerates(t, _UNSCHEDULABLE_TAINT) for t in info.tolerations):
@@ -321,11 +349,24 @@ class _Bind:
 class _Unschedulable:
     pod: KObject
     message: str
+    nominated: str | None = None
+    """The node preemption made room on (``status.nominatedNodeName``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Preempt:
+    """Victims to evict for ``preemptor`` on ``node``, then the preemptor's status."""
+
+    preemptor: KObject
+    node: str
+    victims: tuple[KObject, ...]
+    message: str
 
 
 @dataclass(slots=True)
 class _Counters:
     scheduled: int = 0
+    preemptions: int = 0
     failed_attempts: int = 0
     bind_errors: int = 0
     errors: int = 0
@@ -366,13 +407,19 @@ class Scheduler:
         self._usage: dict[str, _Usage] = {}
         self._bound: dict[str, tuple[str, Requests]] = {}
         """Pod key -> (node, requests) of every non-terminal pod on a node, assumed ones too."""
+        self._pods_on_node: dict[str, set[str]] = {}
+        """Node -> keys of the pods ``_bound`` holds there."""
+        self._nominated: dict[str, tuple[str, int, Requests]] = {}
+        """Pod key -> (node, priority, requests) of a pod that preempted and waits for room."""
+        self._victims: dict[str, frozenset[str]] = {}
+        """Pod key -> the keys of the pods it preempted (until they are gone it may not again)."""
         self._assumed: set[str] = set()
         self._unschedulable: dict[str, dict[str, Any]] = {}
         """Pod key -> the spec it was found unschedulable with."""
         self._counters = _Counters()
-        self._jobs_send, self._jobs_receive = trio.open_memory_channel[_Bind | _Unschedulable](
-            s.binders * 4
-        )
+        self._jobs_send, self._jobs_receive = trio.open_memory_channel[
+            _Bind | _Unschedulable | _Preempt
+        ](s.binders * 4)
 
     # -- cache, from the watches ---------------------------------------------------------------
 
@@ -383,12 +430,18 @@ class Scheduler:
                 return
             self._unaccount(key)
         self._bound[key] = (node, requests)
+        self._pods_on_node.setdefault(node, set()).add(key)
         self._usage.setdefault(node, _Usage()).add(requests, +1)
 
     def _unaccount(self, key: str) -> bool:
         current = self._bound.pop(key, None)
         if current is None:
             return False
+        keys = self._pods_on_node.get(current[0])
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._pods_on_node[current[0]]
         usage = self._usage[current[0]]
         usage.add(current[1], -1)
         if usage.pods == 0:
@@ -408,6 +461,9 @@ class Scheduler:
         pod = event.obj
         key = object_key(pod.metadata)
         node = pod.spec.get("nodeName")
+        if event.type == "DELETED" or is_terminal(pod) or node:
+            self._nominated.pop(key, None)
+            self._victims.pop(key, None)
         if event.type == "DELETED" or is_terminal(pod):
             self._unschedulable.pop(key, None)
             self._assumed.discard(key)
@@ -471,6 +527,9 @@ class Scheduler:
         if total == 0:
             return None, unschedulable_message(0, {})
         info = _pod_info(pod)
+        priority = _priority_of(pod)
+        key = object_key(pod.metadata)
+        nominated = self._nominated_usage(key, priority)
         wanted = self._feasible_wanted(total)
         reasons: dict[str, int] = {}
         best: list[str] = []
@@ -483,7 +542,7 @@ class Scheduler:
             name = order[(start + i) % total]
             processed += 1
             node = self._node_info[name]
-            usage = self._usage.get(name, empty)
+            usage = nominated.get(name) or self._usage.get(name, empty)
             failed = _filter(info, node, usage)
             if failed:
                 for reason in failed:
@@ -501,6 +560,80 @@ class Scheduler:
         if not best:
             return None, unschedulable_message(total, reasons)
         return self._rng.choice(best), ""
+
+    def _nominated_usage(self, key: str, priority: int) -> dict[str, _Usage]:
+        """Per node, the usage with the pods nominated there that outrank or equal the pod
+        (kube-scheduler's ``addNominatedPods``): their room is kept for them."""
+        out: dict[str, _Usage] = {}
+        for other, (node, other_priority, requests) in self._nominated.items():
+            if other == key or other_priority < priority:
+                continue
+            usage = out.get(node)
+            if usage is None:
+                base = self._usage.get(node, _Usage())
+                usage = out[node] = _Usage(
+                    base.milli_cpu, base.memory, base.nonzero_milli_cpu, base.nonzero_memory,
+                    base.pods,
+                )  # fmt: skip
+            usage.add(requests, +1)
+        return out
+
+    def _preempt(self, pod: KObject) -> tuple[_Preempt | None, str]:
+        """Victims and a node for a pod that fits nowhere (``_preemption``), or None and the
+        PostFilter's text for the message ("" when the pod may not preempt at all)."""
+        if pod.spec.get("preemptionPolicy") == "Never":
+            return None, ""
+        key = object_key(pod.metadata)
+        priority = _priority_of(pod)
+        if any(v in self._bound for v in self._victims.get(key, ())):
+            return None, ""  # its victims are still on their way out
+        nominated_node = pod.status.get("nominatedNodeName")
+        if nominated_node:
+            for other in self._pods_on_node.get(nominated_node, ()):
+                victim = self._pods.store.get(other)
+                if (
+                    victim is not None
+                    and victim.metadata.deletion_timestamp is not None
+                    and _priority_of(victim) < priority
+                ):
+                    return None, ""  # its earlier preemption is still under way
+        info = _pod_info(pod)
+        nominated = self._nominated_usage(key, priority)
+        empty = _Usage()
+        candidates: dict[str, list[Victim]] = {}
+        objects: dict[str, KObject] = {}
+        not_helpful = 0
+        for name in self._node_order:
+            node = self._node_info[name]
+            if [r for r in _filter(info, node, empty) if r not in RESOURCE_REASONS]:
+                not_helpful += 1
+                continue
+            on_node: list[Victim] = []
+            for other in self._pods_on_node.get(name, ()):
+                victim = self._pods.store.get(other)
+                if victim is None or other == key:
+                    continue
+                objects[other] = victim
+                on_node.append(Victim(other, _priority_of(victim), _started(victim)))
+            base = nominated.get(name) or self._usage.get(name, empty)
+
+            def fits_without(gone: frozenset[str], node: _Node = node, base: _Usage = base) -> bool:
+                usage = _Usage(
+                    base.milli_cpu, base.memory, base.nonzero_milli_cpu, base.nonzero_memory,
+                    base.pods,
+                )  # fmt: skip
+                for other in gone:
+                    usage.add(self._bound[other][1], -1)
+                return not _filter(info, node, usage)
+
+            victims = select_victims(priority, on_node, fits_without)
+            if victims is not None:
+                candidates[name] = victims
+        chosen = pick_node(candidates)
+        if chosen is None:
+            return None, no_victims_message(len(self._node_order), not_helpful)
+        picked = tuple(objects[v.key] for v in candidates[chosen])
+        return _Preempt(pod, chosen, picked, ""), ""
 
     def _priority(self, key: str) -> int:
         """The pod's ``spec.priority`` (the Priority admission plugin's value): the queue
@@ -521,7 +654,18 @@ class Scheduler:
         if node is None:
             self._counters.failed_attempts += 1
             self._unschedulable[key] = pod.spec
-            await self._jobs_send.send(_Unschedulable(pod, message))
+            preempt, why = self._preempt(pod) if self._node_order else (None, "")
+            if preempt is not None:
+                self._counters.preemptions += 1
+                self._nominated[key] = (preempt.node, _priority_of(pod), pod_requests(pod.spec))
+                self._victims[key] = frozenset(object_key(v.metadata) for v in preempt.victims)
+                await self._jobs_send.send(_Preempt(pod, preempt.node, preempt.victims, message))
+                return
+            if why:
+                message = f"{message} {why}"
+            await self._jobs_send.send(
+                _Unschedulable(pod, message, pod.status.get("nominatedNodeName"))
+            )
             return
         self._assumed.add(key)
         self._account(key, node, pod_requests(pod.spec))
@@ -534,11 +678,15 @@ class Scheduler:
             if isinstance(job, _Bind):
                 await self._bind(job)
                 continue
+            pod = job.preemptor if isinstance(job, _Preempt) else job.pod
             try:
+                if isinstance(job, _Preempt):
+                    await self._evict(job)
+                    job = _Unschedulable(job.preemptor, job.message, job.node)
                 await self._report_unschedulable(job)
             except Exception as exc:  # a report is advisory: never worth the process
                 self._counters.errors += 1
-                meta = job.pod.metadata
+                meta = pod.metadata
                 log_failure("scheduler", f"reporting {meta.namespace}/{meta.name}", exc)
 
     async def _bind(self, job: _Bind) -> None:
@@ -582,6 +730,36 @@ class Scheduler:
     def _now(self) -> float:
         return self._wall()
 
+    async def _evict(self, job: _Preempt) -> None:
+        """Each victim as kube-scheduler's ``prepareCandidate`` treats it: the
+        ``DisruptionTarget`` condition, a graceful delete, a ``Preempted`` event."""
+        name = self.settings.scheduler_name
+        for victim in job.victims:
+            meta = victim.metadata
+            path = PODS.path(meta.namespace, meta.name)
+            conds = [
+                dict(c)
+                for c in victim.status.get("conditions") or ()
+                if c.get("type") != "DisruptionTarget"
+            ]
+            conds.append({
+                "type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler",
+                "message": f"{name}: preempting to accommodate a higher priority pod",
+                "lastProbeTime": None, "lastTransitionTime": rfc3339(self._now()),
+            })  # fmt: skip
+            try:
+                await self._rest.merge_patch(path + "/status", {"status": {"conditions": conds}})
+                await self._rest.delete(path, preconditions_uid=meta.uid)
+            except NotFound:
+                continue  # gone already: room made all the same
+            except FleetError as exc:
+                log.info("cannot preempt %s/%s: %s", meta.namespace, meta.name, exc)
+                continue
+            self._events.record(
+                victim, PODS, "Normal", "Preempted",
+                f"Preempted by pod {job.preemptor.metadata.uid} on node {job.node}", name,
+            )  # fmt: skip
+
     async def _report_unschedulable(self, job: _Unschedulable) -> None:
         pod = job.pod
         meta = pod.metadata
@@ -592,6 +770,7 @@ class Scheduler:
             and current.get("status") == "False"
             and current.get("reason") == "Unschedulable"
             and current.get("message") == job.message
+            and pod.status.get("nominatedNodeName") == job.nominated
         ):
             return  # said already: no status write, no second event
         conds = [
@@ -608,7 +787,7 @@ class Scheduler:
         })  # fmt: skip
         patch = {
             "metadata": {"resourceVersion": meta.resource_version},
-            "status": {"conditions": conds},
+            "status": {"conditions": conds, "nominatedNodeName": job.nominated},
         }
         try:
             await self._rest.merge_patch(PODS.path(meta.namespace, meta.name, "status"), patch)
@@ -661,6 +840,7 @@ class Scheduler:
             failed_attempts=self._counters.failed_attempts,
             bind_errors=self._counters.bind_errors,
             errors=self._counters.errors + self.queue.statistics().failures,
+            preemptions=self._counters.preemptions,
         )
 
     def node_usage(self, node: str) -> tuple[int, int, int]:

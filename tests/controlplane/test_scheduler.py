@@ -88,7 +88,12 @@ async def test_unschedulable_message_condition_and_event(
     env.api.create("/api/v1/nodes", node("c", cpu="1"))
     await trio.sleep(1)  # let the node watch deliver them
     env.api.create("/api/v1/pods", pod("big", cpu="2"))
-    expected = "0/3 nodes are available: 1 node(s) had untolerated taint {dedicated: gpu}, 2 Insufficient cpu."
+    expected = (
+        "0/3 nodes are available: 1 node(s) had untolerated taint {dedicated: gpu}, "
+        "2 Insufficient cpu. preemption: 0/3 nodes are available: "
+        "1 Preemption is not helpful for scheduling, "
+        "2 No preemption victims found for incoming pod."
+    )
     cond = await eventually(lambda: env.scheduled_condition("big"))
     assert cond["status"] == "False"
     assert cond["reason"] == "Unschedulable"
@@ -136,7 +141,10 @@ async def test_retried_when_a_bound_pod_goes_away(
     await eventually(lambda: env.node_of("first") == "a")
     env.api.create("/api/v1/pods", pod("second", cpu="2"))
     cond = await eventually(lambda: env.scheduled_condition("second"))
-    assert cond["message"] == "0/1 nodes are available: 1 Insufficient cpu."
+    assert cond["message"] == (
+        "0/1 nodes are available: 1 Insufficient cpu. preemption: 0/1 nodes are available: "
+        "1 No preemption victims found for incoming pod."
+    )
     env.api.remove("/api/v1/namespaces/default/pods/first")
     await eventually(lambda: env.node_of("second") == "a", within=5)
 
@@ -176,7 +184,9 @@ async def test_not_ready_unschedulable_and_tainted_nodes(
     assert cond["message"] == (
         "0/4 nodes are available: 1 Insufficient cpu, 1 node(s) had untolerated taint {k: }, "
         "1 node(s) had untolerated taint {node.kubernetes.io/unreachable: }, "
-        "1 node(s) were unschedulable."
+        "1 node(s) were unschedulable. preemption: 0/4 nodes are available: "
+        "1 No preemption victims found for incoming pod, "
+        "3 Preemption is not helpful for scheduling."
     )
     env.api.create(
         "/api/v1/pods", pod("tolerant", spec={"tolerations": [{"key": "k", "operator": "Exists"}]})
@@ -257,7 +267,8 @@ async def test_node_selector_and_required_affinity(
     cond = await eventually(lambda: env.scheduled_condition("none"))
     assert (
         cond["message"]
-        == "0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector."
+        == "0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector. "
+        "preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling."
     )
 
 
@@ -272,7 +283,10 @@ async def test_memory_and_pod_count_limits(
     await eventually(lambda: env.node_of("s1"))
     env.api.create("/api/v1/pods", pod("m2", memory="600Mi"))
     cond = await eventually(lambda: env.scheduled_condition("m2"))
-    assert cond["message"] == "0/1 nodes are available: 1 Insufficient memory, 1 Too many pods."
+    assert cond["message"] == (
+        "0/1 nodes are available: 1 Insufficient memory, 1 Too many pods. preemption: "
+        "0/1 nodes are available: 1 No preemption victims found for incoming pod."
+    )
 
 
 async def test_bind_failure_backs_off_and_retries(

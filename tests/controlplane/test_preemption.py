@@ -1,0 +1,154 @@
+"""Preemption by the scheduler, against the in-memory apiserver on the autojump clock."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import trio
+
+from fleet.controlplane._events import EventRecorder
+from fleet.controlplane._informer import Informers
+from fleet.controlplane._preemption import Victim, pick_node, select_victims
+from fleet.controlplane._rest import Rest
+from fleet.controlplane._scheduler import Scheduler, SchedulerSettings
+from fleet.kube import MemoryApiserver
+from tests.controlplane._helpers import eventually, node, pod
+
+PODS = "/api/v1/namespaces/default/pods"
+
+
+def _pod(name: str, priority: int, *, node_name: str | None = None, started: str = "", **spec: Any) -> dict[str, Any]:  # fmt: skip
+    body = pod(name, cpu="1", node_name=node_name, spec={"priority": priority, **spec})
+    if node_name:
+        body["status"] = {"phase": "Running", "startTime": started or "2026-01-01T00:00:00Z"}
+    return body
+
+
+async def _start(nursery: trio.Nursery, api: MemoryApiserver) -> Scheduler:
+    informers = Informers(api)
+    rest = Rest(api)
+    events = EventRecorder(rest, wall_clock=api.now)
+    scheduler = Scheduler(
+        rest, informers, SchedulerSettings(seed=1), wall_clock=api.now, events=events
+    )
+    await nursery.start(informers.run)
+    await nursery.start(events.run)
+    await nursery.start(scheduler.run)
+    return scheduler
+
+
+@pytest.fixture
+async def graceful(nursery: trio.Nursery) -> AsyncIterator[tuple[MemoryApiserver, Scheduler]]:
+    api = MemoryApiserver()  # deleted pods stay, terminating, until a kubelet finishes them
+    yield api, await _start(nursery, api)
+
+
+def _get(api: MemoryApiserver, name: str) -> dict[str, Any]:
+    got = api.get(f"{PODS}/{name}")
+    assert got is not None, name
+    return got
+
+
+async def test_a_higher_priority_pod_preempts_the_latest_started_lower_one(
+    graceful: tuple[MemoryApiserver, Scheduler], autojump_clock: trio.testing.MockClock
+) -> None:
+    api, scheduler = graceful
+    api.create("/api/v1/nodes", node("a", cpu="2"))
+    api.create(PODS, _pod("old", 0, node_name="a", started="2026-01-01T00:00:00Z"))
+    api.create(PODS, _pod("new", 0, node_name="a", started="2026-01-01T00:05:00Z"))
+    await trio.sleep(1)
+    high = api.create(PODS, _pod("high", 100))
+
+    victim = await eventually(lambda: _get(api, "new")["metadata"].get("deletionTimestamp"))
+    assert victim
+    assert not _get(api, "old")["metadata"].get("deletionTimestamp")
+    target = [
+        c for c in _get(api, "new")["status"]["conditions"] if c["type"] == "DisruptionTarget"
+    ]
+    assert target[0]["reason"] == "PreemptionByScheduler"
+    assert (
+        target[0]["message"] == "default-scheduler: preempting to accommodate a higher priority pod"
+    )
+    status = await eventually(
+        lambda: _get(api, "high")["status"].get("nominatedNodeName") and _get(api, "high")["status"]
+    )
+    assert status["nominatedNodeName"] == "a"
+    assert _get(api, "high")["spec"].get("nodeName") is None  # the victim still holds its cpu
+    events = await eventually(
+        lambda: [
+            e for e in api.items("/api/v1/namespaces/default/events") if e["reason"] == "Preempted"
+        ]
+    )
+    assert [
+        (e["involvedObject"]["name"], e["type"], e["message"], e["source"]["component"])
+        for e in events
+    ] == [
+        (
+            "new",
+            "Normal",
+            f"Preempted by pod {high['metadata']['uid']} on node a",
+            "default-scheduler",
+        )
+    ]
+    # A pod of no higher priority than the others does not take the room kept for "high".
+    api.create(PODS, _pod("late", 0))
+    await trio.sleep(5)
+    assert _get(api, "late")["spec"].get("nodeName") is None
+    assert scheduler.statistics().preemptions == 1  # none again while "new" is going
+    api.remove(f"{PODS}/new")  # the kubelet finished it
+    await eventually(lambda: _get(api, "high")["spec"].get("nodeName") == "a")
+    await trio.sleep(5)
+    assert _get(api, "late")["spec"].get("nodeName") is None
+    assert len(api.log("DELETE")) == 1
+
+
+async def test_never_policy_and_equal_priorities_do_not_preempt(
+    graceful: tuple[MemoryApiserver, Scheduler], autojump_clock: trio.testing.MockClock
+) -> None:
+    api, scheduler = graceful
+    api.create("/api/v1/nodes", node("a", cpu="1"))
+    api.create(PODS, _pod("held", 10, node_name="a"))
+    await trio.sleep(1)
+    api.create(PODS, _pod("polite", 100, preemptionPolicy="Never"))
+    api.create(PODS, _pod("peer", 10))
+
+    def message(name: str) -> str | None:
+        for c in _get(api, name)["status"].get("conditions") or []:
+            if c["type"] == "PodScheduled":
+                return str(c["message"])
+        return None
+
+    assert (
+        await eventually(lambda: message("polite"))
+        == "0/1 nodes are available: 1 Insufficient cpu."
+    )
+    assert await eventually(lambda: message("peer")) == (
+        "0/1 nodes are available: 1 Insufficient cpu. preemption: 0/1 nodes are available: "
+        "1 No preemption victims found for incoming pod."
+    )
+    await trio.sleep(10)
+    assert api.log("DELETE") == [] and scheduler.statistics().preemptions == 0
+
+
+def test_victims_and_node_choice() -> None:
+    def fits_with_room(room: int) -> Any:
+        return lambda gone: len(gone) >= room
+
+    pods = [Victim("a", 1, 10.0), Victim("b", 5, 20.0), Victim("c", 5, 5.0), Victim("d", 9, 0.0)]
+    # One pod must go: the least important, the most recently started of them (reprieve order).
+    assert select_victims(9, pods, fits_with_room(1)) == [Victim("a", 1, 10.0)]
+    # Two must go: the reprieve keeps the higher ones while it can.
+    got = select_victims(9, pods, fits_with_room(2))
+    assert got is not None and [v.key for v in got] == ["b", "a"]
+    assert select_victims(1, pods, fits_with_room(1)) is None  # nothing below priority 1
+    assert select_victims(9, pods, fits_with_room(4)) is None  # "d" (9) is no victim
+    choice = {
+        "x": [Victim("x1", 5, 0.0)],
+        "y": [Victim("y1", 3, 0.0), Victim("y2", 3, 0.0)],
+        "z": [Victim("z1", 3, 0.0)],
+    }
+    assert pick_node(choice) == "z"  # lowest top priority, then the smallest sum
+    assert pick_node({"x": [Victim("x1", 5, 0.0)], "free": []}) == "free"
+    assert pick_node({}) is None
