@@ -293,6 +293,11 @@ class Flows:
             return j if "Complete" in conditions(j.get("status") or {}) else None
 
         job = await _until("the job to complete", complete)
+
+        async def completed_event() -> bool:
+            return any(e[0] == "Completed" for e in await self.events(ns))
+
+        await _until("the job controller's Completed event", completed_event)
         pods = await self._pods(ns, "job-name=pi")
         return {
             "spec": shape(job["spec"]),
@@ -476,7 +481,7 @@ class Flows:
             ready = dict(_condition_statuses(p)).get("Ready")
             done = (
                 dict(_condition_statuses(n)).get("Ready") == "Unknown"
-                and "node.kubernetes.io/unreachable" in taints
+                and taints.count("node.kubernetes.io/unreachable") == 2  # NoSchedule, NoExecute
                 and ready == "False"
             )
             return (n, p) if done else None
@@ -500,6 +505,63 @@ class Flows:
             "describe.node": await self.describe("node", node),
             "events": await self.events(ns),
         }
+
+    async def preemption(self) -> Observed:
+        """A pod of a higher PriorityClass preempting the pod that fills its one node."""
+        ns = await self._ns("flow-preempt")
+        node = "fleet-node-1"
+        pods = f"/api/v1/namespaces/{ns}/pods"
+        await self.c.create(
+            "/apis/scheduling.k8s.io/v1/priorityclasses",
+            {"metadata": {"name": "flow-high"}, "value": 1000},
+        )
+        cpu = (await self._get(f"/api/v1/nodes/{node}"))["status"]["allocatable"]["cpu"]
+        resources = {"requests": {"cpu": cpu}}
+        victim = await self.c.create(
+            pods,
+            {"metadata": {"name": "low"}, "spec": {"nodeName": node, "containers": [{"name": "c", "image": "busybox", "resources": resources}]}},
+        )  # fmt: skip
+
+        async def low_running() -> bool:
+            p = await self._get(f"{pods}/low")
+            return bool(p["status"].get("phase") == "Running")
+
+        await _until("the low-priority pod running", low_running)
+        await self.c.create(
+            pods,
+            {"metadata": {"name": "high"}, "spec": {
+                "priorityClassName": "flow-high", "nodeSelector": {"kubernetes.io/hostname": node},
+                "containers": [{"name": "c", "image": "busybox", "resources": {"requests": {"cpu": "1"}}}]}},
+        )  # fmt: skip
+
+        async def bound() -> dict[str, Any] | None:
+            p = await self._get(f"{pods}/high")
+            return p if p["spec"].get("nodeName") else None
+
+        high = await _until("the preemptor bound", bound)
+        low_gone = not await self._exists(f"{pods}/low")
+        preempted = [
+            e
+            for e in (await self.c.list(f"/api/v1/namespaces/{ns}/events")).items
+            if e.get("reason") == "Preempted"
+        ]
+        failed = [
+            e["message"]
+            for e in (await self.c.list(f"/api/v1/namespaces/{ns}/events")).items
+            if e.get("reason") == "FailedScheduling"
+        ]
+        return {
+            "high.failed_scheduling": sorted(set(failed)),
+            "high.node": high["spec"]["nodeName"] == node,
+            "high.priority": high["spec"].get("priority"),
+            "high.nominated": high["status"].get("nominatedNodeName"),
+            "low.gone": low_gone,
+            "preempted.on": [
+                (e["involvedObject"]["name"], e["involvedObject"]["uid"] == victim["metadata"]["uid"])
+                for e in preempted
+            ],
+            "events": await self.events(ns),
+        }  # fmt: skip
 
     async def namespace_deletion(self) -> Observed:
         ns = await self._ns("flow-gone")
@@ -555,6 +617,7 @@ async def _observe(settings: UpSettings) -> dict[str, Observed]:
                 inner.start_soon(run, "namespace", flows.namespace_deletion)
                 inner.start_soon(run, "cronjob", flows.cronjob)
                 inner.start_soon(run, "failing", flows.failing_pods)
+                inner.start_soon(run, "preemption", flows.preemption)
             # Last: the suspended node takes a node away from the flows above.
             out["suspended"] = await flows.suspended_node()
         nursery.cancel_scope.cancel()
@@ -592,6 +655,13 @@ KNOWN_DIFFERENCES: dict[str, str] = {
     + " (targetRef.resourceVersion no longer set from 1.24.0, kubernetes#108450)",
     "service+pdb.endpointslice": SKEW_1_24 + " (the same, kubernetes#108450)",
     "statefulset.spec": SKEW_1_24 + " (persistentVolumeClaimRetentionPolicy defaulted, 1.27+)",
+    "cronjob.job.annotations": SKEW_1_24
+    + " (batch.kubernetes.io/cronjob-scheduled-timestamp 1.28+; job-tracking gone in 1.26)",
+    "cronjob.job.conditions": SKEW_1_24 + " (SuccessCriteriaMet before Complete, 1.31+)",
+    "failing.crash": SKEW_1_24 + " (the PodReadyToStartContainers condition, 1.29+)",
+    "failing.failed": SKEW_1_24 + " (the PodReadyToStartContainers condition, 1.29+)",
+    "failing.failed.status": SKEW_1_24 + " (hostIPs, 1.28+, dropped by the v1.24 server)",
+    "suspended.pod.conditions": SKEW_1_24 + " (the PodReadyToStartContainers condition, 1.29+)",
 }
 """What still differs (``flow.item``), and why; docs/sandbox.md lists them. An events line
 is never here: the event sets agree."""

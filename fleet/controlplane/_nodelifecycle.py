@@ -28,7 +28,9 @@ kube-controller-manager (envtest's binaries, ``up --control-plane real``).
 While a node's Ready is not True, its pods' Ready condition is set to False
 (``MarkPodsNotReady``), each with a ``NodeNotReady`` Warning event "Node is
 not ready"; the node gets a ``NodeNotReady`` event "Node <name> status is
-now: NodeNotReady" when it turns Unknown.
+now: NodeNotReady" when it turns Unknown. Each node this controller starts
+monitoring gets a ``RegisteredNode`` event ("Node <name> event: Registered Node
+<name> in Controller"), as kube-controller-manager's gives it.
 """
 
 from __future__ import annotations
@@ -166,6 +168,12 @@ class NodeLifecycleController:
             self._heard.pop(name, None)
             self._tainted_since.pop(name, None)
             return
+        if name not in self._heard:
+            # What kube-controller-manager says of each node it starts monitoring.
+            self._events.record(
+                event.obj, NODES, "Normal", "RegisteredNode",
+                f"Node {name} event: Registered Node {name} in Controller", CONTROLLER,
+            )  # fmt: skip
         ready = condition(event.obj.status, "Ready")
         beat = ready.get("lastHeartbeatTime") if ready is not None else None
         self._note(name, beat=beat if beat is not None else "")

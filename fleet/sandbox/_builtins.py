@@ -136,6 +136,14 @@ def _mount_token(spec: dict[str, Any]) -> None:
 def _default_pod(obj: dict[str, Any], creating: bool) -> None:
     spec = obj.setdefault("spec", {})
     default_pod_spec(spec)
+    status = obj.get("status")
+    if isinstance(status, dict):
+        # A PodCondition's times are metav1.Time structs, which Go's omitempty never
+        # omits: kube-apiserver answers "lastProbeTime": null for one nobody set.
+        for cond in status.get("conditions") or ():
+            if isinstance(cond, dict):
+                cond.setdefault("lastProbeTime", None)
+                cond.setdefault("lastTransitionTime", None)
     if creating:
         _mount_token(spec)
         spec.setdefault("serviceAccountName", "default")

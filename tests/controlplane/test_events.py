@@ -108,9 +108,15 @@ async def test_controllers_tell_what_they_did(
         lambda: any(e["involvedObject"]["kind"] == "Pod" for e in events(api)
                     if e["reason"] == "NodeNotReady")
     )  # fmt: skip
-    on_node = next(e for e in events(api) if e["involvedObject"]["kind"] == "Node")
-    assert on_node["message"] == "Node n1 status is now: NodeNotReady"
-    assert on_node["source"] == {"component": "node-controller"}
+    on_node = sorted(
+        (e["reason"], e["message"], e["source"]["component"])
+        for e in events(api)
+        if e["involvedObject"]["kind"] == "Node"
+    )
+    assert on_node == [
+        ("NodeNotReady", "Node n1 status is now: NodeNotReady", "node-controller"),
+        ("RegisteredNode", "Node n1 event: Registered Node n1 in Controller", "node-controller"),
+    ]
     on_pod = next(
         e for e in events(api)
         if e["reason"] == "NodeNotReady" and e["involvedObject"]["kind"] == "Pod"
