@@ -112,6 +112,9 @@ class DaemonSetSettings:
     """DaemonSets synced at once (``--concurrent-daemonset-syncs``)."""
     burst_pods: int = 500
     """Pods created or deleted per sync at most (slow-start batches in the real one)."""
+    status_delay: float = 0.5
+    """Seconds a pod's status change waits before its DaemonSet is synced, gathering the
+    changes of many pods into one sync (creations and deletions sync at once)."""
     expectations_timeout: float = 300.0
     """Seconds after which unobserved creations/deletions are presumed lost (client-go)."""
     max_queue: int = 100_000
@@ -242,15 +245,22 @@ class DaemonSetController:
         elif key not in owned:
             owned.add(key)
             self.expectations.observe(owner_key, adds=1)
+        else:
+            # A pod's own progress (bound, started, ready) only moves the status: at
+            # thousands of pods a sync per event was the control plane's main cost
+            # (each sync walks every node), so such events are gathered for a moment.
+            self.queue.add_after(owner_key, self.settings.status_delay)
+            return
         await self.queue.add(owner_key)
 
-    def _eligible(self, ds: KObject, node: KObject) -> bool:
-        tmpl_spec = (ds.spec.get("template") or {}).get("spec") or {}
-        selector = tmpl_spec.get("nodeSelector") or {}
+    @staticmethod
+    def _eligible(
+        selector: Mapping[str, str], tolerations: list[dict[str, Any]], node: KObject
+    ) -> bool:
         if any(node.metadata.labels.get(k) != v for k, v in selector.items()):
             return False
-        taints = node.spec.get("taints") or ()
-        return untolerated(taints, _tolerations(tmpl_spec)) is None
+        taints = node.spec.get("taints")
+        return not taints or untolerated(taints, tolerations) is None
 
     async def _sync(self, key: str) -> None:
         ds = self._sets.store.get(key)
@@ -278,15 +288,23 @@ class DaemonSetController:
         doomed: list[KObject] = []
         eligible: list[str] = []
         misscheduled = 0
+        tmpl_spec = template.get("spec") or {}
+        selector = tmpl_spec.get("nodeSelector") or {}
+        tolerations = _tolerations(tmpl_spec)
         for name, node in sorted(self._nodes.store.items()):
-            node_pods = sorted(by_node.pop(name, []), key=_created)
-            if not self._eligible(ds, node):
+            node_pods = by_node.pop(name, [])
+            if len(node_pods) > 1:
+                node_pods.sort(key=_created)
+            if not self._eligible(selector, tolerations, node):
                 misscheduled += bool(node_pods)
                 doomed += node_pods
                 continue
             eligible.append(name)
+            if not node_pods:
+                create.append(name)
+                continue
             failed = [p for p in node_pods if p.status.get("phase") == "Failed"]
-            running = [p for p in node_pods if p not in failed]
+            running = [p for p in node_pods if p.status.get("phase") != "Failed"]
             doomed += failed + running[1:]
             if not running:
                 create.append(name)
@@ -300,10 +318,11 @@ class DaemonSetController:
                 min_ready == 0 or (since is not None and now - since >= min_ready)
             )
 
+        doomed_keys = {id(p) for p in doomed}
         node_pod = {
             target_node(p): p
             for p in sorted(pods, key=_created, reverse=True)
-            if p.metadata.deletion_timestamp is None and p not in doomed
+            if p.metadata.deletion_timestamp is None and id(p) not in doomed_keys
         }
         strategy = ds.spec.get("updateStrategy") or {}
         if (strategy.get("type") or "RollingUpdate") == "RollingUpdate":

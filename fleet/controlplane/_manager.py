@@ -6,7 +6,10 @@ ReplicaSet controller, node lifecycle and the garbage collector share one pod
 watch, as kube-controller-manager's controllers share informers), then runs
 them and the informers in one nursery. :func:`serve_control_plane` is the
 control plane's composition root: it opens an httpx :class:`fleet.kube.Client`
-for a cluster config and runs :class:`ControlPlane` over it. The
+for a cluster config (reads, lists and watches) and a
+:class:`fleet.kube.HotTransport` (writes: at thousands of pods a second,
+httpx's connection pool bookkeeping was half the control plane's CPU), and runs
+:class:`ControlPlane` over them. The
 ``control-plane`` command (``up``'s child process) and ``up``'s in-process
 control plane (beside the sandbox, or beside a real apiserver whose
 kube-controller-manager or kube-scheduler is missing) both call it.
@@ -15,8 +18,8 @@ kube-controller-manager or kube-scheduler is missing) both call it.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from contextlib import AsyncExitStack
+from collections.abc import Callable, Mapping
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass, field
 
 import trio
@@ -36,9 +39,57 @@ from fleet.controlplane._replicasets import ReplicaSetController, ReplicaSetSett
 from fleet.controlplane._rest import Rest
 from fleet.controlplane._scheduler import Scheduler, SchedulerSettings
 from fleet.controlplane._statefulsets import StatefulSetController, StatefulSetSettings
-from fleet.kube import Client, ClusterConfig, Requester
+from fleet.kube import (
+    BaseRequester,
+    Client,
+    ClusterConfig,
+    HotTransport,
+    HotTransportSettings,
+    Requester,
+    Response,
+    StreamResponse,
+)
 
 __all__ = ["ControlPlane", "ControlPlaneSettings", "serve_control_plane"]
+
+WRITE_CONNECTIONS = 64
+"""The write transport's connections: as many as the DaemonSet controller's largest
+slow-start batch of creations (the scheduler's binders, 16, and the event writers fit in)."""
+_WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class _SplitRequester(BaseRequester):
+    """Writes through one requester, reads and watches through another."""
+
+    def __init__(self, reads: Requester, writes: Requester) -> None:
+        self._reads = reads
+        self._writes = writes
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: bytes | None = None,
+        content_type: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Response:
+        # The loops write single objects (no deletecollection): short exchanges all.
+        to = self._writes if method in _WRITES else self._reads
+        return await to.request(
+            method, path, params=params, body=body, content_type=content_type, headers=headers
+        )
+
+    def stream(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> AbstractAsyncContextManager[StreamResponse]:
+        return self._reads.stream(method, path, params=params, headers=headers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,9 +238,15 @@ async def serve_control_plane(
     :class:`fleet.kube.MemoryApiserver`).
     """
     async with AsyncExitStack() as stack:
-        requester = (
-            transport if transport is not None else await stack.enter_async_context(Client(config))
-        )
+        requester: Requester
+        if transport is not None:
+            requester = transport
+        else:
+            reads = await stack.enter_async_context(Client(config))
+            writes = await stack.enter_async_context(
+                HotTransport(config, HotTransportSettings(connections=WRITE_CONNECTIONS))
+            )
+            requester = _SplitRequester(reads, writes)
         plane = ControlPlane(requester, settings, clock=clock, wall_clock=wall_clock)
         async with trio.open_nursery() as nursery:
             await nursery.start(plane.run)

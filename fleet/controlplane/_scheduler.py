@@ -30,6 +30,11 @@ get a ``Preempted`` event; the pod gets ``status.nominatedNodeName`` and waits f
 Pods nominated to a node count there for pods of lower or equal priority, so the room is
 kept for them.
 
+A pod whose required node affinity names its nodes (``matchFields`` on
+``metadata.name``, as every DaemonSet pod's does) is tried on those alone, as
+kube-scheduler's NodeAffinity PreFilter result has it; only when none fits are
+all nodes looked at, for the message.
+
 Feasible nodes are scored least-allocated (cpu and memory equally, with
 kube-scheduler's non-zero request defaults), ties broken at random; on a
 large cluster only the first ``max(100, adaptive %)`` feasible nodes are
@@ -263,6 +268,25 @@ def _pod_info(pod: KObject) -> _PodInfo:
         terms=None if terms is None else tuple(terms),
         tolerations=tuple(t for t in spec.get("tolerations") or () if isinstance(t, Mapping)),
     )
+
+
+def _named_nodes(info: _PodInfo) -> frozenset[str] | None:
+    """The only nodes the pod may go to, when its required affinity names them
+    (``matchFields`` ``metadata.name In``, what every DaemonSet pod carries): kube-scheduler's
+    NodeAffinity PreFilter result, which spares looking at every other node. None when any
+    term leaves the choice open."""
+    if not info.terms:
+        return None
+    names: set[str] = set()
+    for _labels, fields in info.terms:
+        pinned = [r for r in fields if r.key == "metadata.name" and r.operator == "in"]
+        if not pinned:
+            return None
+        allowed = set(pinned[0].values)
+        for r in pinned[1:]:
+            allowed &= set(r.values)
+        names |= allowed
+    return frozenset(names)
 
 
 def _matches_affinity(info: _PodInfo, node: _Node) -> bool:
@@ -530,6 +554,14 @@ class Scheduler:
         priority = _priority_of(pod)
         key = object_key(pod.metadata)
         nominated = self._nominated_usage(key, priority)
+        named = _named_nodes(info)
+        if named is not None:
+            chosen = self._decide_among(
+                info, sorted(n for n in named if n in self._node_info), nominated
+            )
+            if chosen is not None:
+                return chosen, ""
+            # None fits: the full pass below words the message over every node.
         wanted = self._feasible_wanted(total)
         reasons: dict[str, int] = {}
         best: list[str] = []
@@ -560,6 +592,25 @@ class Scheduler:
         if not best:
             return None, unschedulable_message(total, reasons)
         return self._rng.choice(best), ""
+
+    def _decide_among(
+        self, info: _PodInfo, names: list[str], nominated: Mapping[str, _Usage]
+    ) -> str | None:
+        """The best of a few named nodes that fits, or None."""
+        best: list[str] = []
+        best_score = -1.0
+        empty = _Usage()
+        for name in names:
+            node = self._node_info[name]
+            usage = nominated.get(name) or self._usage.get(name, empty)
+            if _filter(info, node, usage):
+                continue
+            score = _least_allocated(info, node, usage)
+            if score > best_score:
+                best_score, best = score, [name]
+            elif score == best_score:
+                best.append(name)
+        return self._rng.choice(best) if best else None
 
     def _nominated_usage(self, key: str, priority: int) -> dict[str, _Usage]:
         """Per node, the usage with the pods nominated there that outrank or equal the pod

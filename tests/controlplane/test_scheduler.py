@@ -379,3 +379,29 @@ async def test_higher_priority_pods_are_scheduled_first(
     await eventually(lambda: env.node_of("high") and env.node_of("mid"))
     await trio.sleep(5)
     assert env.node_of("low") is None
+
+
+async def test_a_pod_pinned_by_name_is_tried_on_its_node_alone(
+    env: Env, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DaemonSet pods name their node (``matchFields`` ``metadata.name``): like kube-scheduler's
+    NodeAffinity PreFilter, the scheduler looks at that node only, not at every node."""
+    from fleet.controlplane import _scheduler
+
+    for i in range(300):
+        env.api.create("/api/v1/nodes", node(f"n{i:03}"))
+    await trio.sleep(1)  # let the node watch deliver them
+    looked_at: list[str] = []
+    real_filter = _scheduler._filter
+
+    def counting(info: Any, n: Any, usage: Any) -> list[str]:
+        looked_at.append(n.name)
+        return real_filter(info, n, usage)
+
+    monkeypatch.setattr(_scheduler, "_filter", counting)
+    pin = {"key": "metadata.name", "operator": "In", "values": ["n123"]}
+    affinity = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [{"matchFields": [pin]}]}}}  # fmt: skip
+    env.api.create("/api/v1/pods", pod("daemon", spec={"affinity": affinity}))
+    await eventually(lambda: env.node_of("daemon") == "n123")
+    assert looked_at == ["n123"]
