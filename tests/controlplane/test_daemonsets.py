@@ -193,3 +193,25 @@ async def test_a_failed_creation_in_a_batch_is_made_up_without_duplicates(
     await trio.sleep(5)
     assert placed(api) == [f"n{i:02d}" for i in range(20)]  # one each, none twice
     assert len(api.log("POST", containing="/pods")) == 21  # the refused one, once more
+
+
+async def test_many_pods_turning_ready_make_few_syncs(
+    api: MemoryApiserver, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A pod's own progress waits ``status_delay`` before its DaemonSet syncs: 50 pods turning
+    Ready over 2.5 s make a status write per half second, not fifty (each sync walks every
+    node)."""
+    for i in range(50):
+        api.create("/api/v1/nodes", node(f"n{i:02}"))
+    api.create(DS, daemonset("agent"))
+    await eventually(lambda: len(pods(api)) == 50)
+    await eventually(lambda: status(api).get("currentNumberScheduled") == 50)
+    await trio.sleep(5)
+    before = len(api.log("PATCH", containing="/daemonsets/agent/status"))
+    for p in pods(api):
+        mark_ready(api, "default", p["metadata"]["name"])
+        await trio.sleep(0.05)
+    await eventually(lambda: status(api).get("numberReady") == 50)
+    await trio.sleep(5)
+    writes = len(api.log("PATCH", containing="/daemonsets/agent/status")) - before
+    assert 1 <= writes <= 7
