@@ -85,6 +85,15 @@ async def test_kubectl_refuses_a_typo(apiserver: Apiserver, version: str) -> Non
     assert code != 0 and "NotFound" in err
 
     code, out, err = await _kubectl(
+        version, kc, "create", "--validate=warn", "--dry-run=server", "-f", "-", stdin=manifest
+    )
+    assert code == 0, err
+    if apiserver.is_real:  # no server-side validation to warn with: nothing said
+        assert "unknown field" not in err
+    else:
+        assert 'Warning: unknown field "spec.foo"' in err
+        assert 'Warning: unknown field "spec.template.spec.containers[0].bar"' in err
+    code, out, err = await _kubectl(
         version, kc, "apply", "--validate=false", "-f", "-", stdin=manifest
     )
     assert code == 0, err
