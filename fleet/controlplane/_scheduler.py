@@ -431,6 +431,10 @@ class Scheduler:
         self._usage: dict[str, _Usage] = {}
         self._bound: dict[str, tuple[str, Requests]] = {}
         """Pod key -> (node, requests) of every non-terminal pod on a node, assumed ones too."""
+        self._bound_priority: dict[str, int] = {}
+        self._priorities: dict[int, int] = {}
+        """How many bound pods have each priority: a pod outranking none of them has no
+        victims anywhere, known without looking at every pod."""
         self._pods_on_node: dict[str, set[str]] = {}
         """Node -> keys of the pods ``_bound`` holds there."""
         self._nominated: dict[str, tuple[str, int, Requests]] = {}
@@ -447,13 +451,15 @@ class Scheduler:
 
     # -- cache, from the watches ---------------------------------------------------------------
 
-    def _account(self, key: str, node: str, requests: Requests) -> None:
+    def _account(self, key: str, node: str, requests: Requests, priority: int = 0) -> None:
         current = self._bound.get(key)
         if current is not None:
             if current[0] == node:
                 return
             self._unaccount(key)
         self._bound[key] = (node, requests)
+        self._bound_priority[key] = priority
+        self._priorities[priority] = self._priorities.get(priority, 0) + 1
         self._pods_on_node.setdefault(node, set()).add(key)
         self._usage.setdefault(node, _Usage()).add(requests, +1)
 
@@ -461,6 +467,12 @@ class Scheduler:
         current = self._bound.pop(key, None)
         if current is None:
             return False
+        priority = self._bound_priority.pop(key, 0)
+        left = self._priorities[priority] - 1
+        if left:
+            self._priorities[priority] = left
+        else:
+            del self._priorities[priority]
         keys = self._pods_on_node.get(current[0])
         if keys is not None:
             keys.discard(key)
@@ -499,7 +511,7 @@ class Scheduler:
             self._assumed.discard(key)
             self._unschedulable.pop(key, None)
             self._counters.attempts.pop(key, None)
-            self._account(key, node, pod_requests(pod.spec))
+            self._account(key, node, pod_requests(pod.spec), _priority_of(pod))
             return
         if key in self._assumed or not self._ours(pod):
             return
@@ -651,6 +663,7 @@ class Scheduler:
         info = _pod_info(pod)
         nominated = self._nominated_usage(key, priority)
         empty = _Usage()
+        outranks = any(p < priority for p in self._priorities)
         candidates: dict[str, list[Victim]] = {}
         objects: dict[str, KObject] = {}
         not_helpful = 0
@@ -658,6 +671,8 @@ class Scheduler:
             node = self._node_info[name]
             if [r for r in _filter(info, node, empty) if r not in RESOURCE_REASONS]:
                 not_helpful += 1
+                continue
+            if not outranks:
                 continue
             on_node: list[Victim] = []
             for other in self._pods_on_node.get(name, ()):
@@ -719,7 +734,7 @@ class Scheduler:
             )
             return
         self._assumed.add(key)
-        self._account(key, node, pod_requests(pod.spec))
+        self._account(key, node, pod_requests(pod.spec), _priority_of(pod))
         await self._jobs_send.send(_Bind(key, pod, node))
 
     # -- writing -------------------------------------------------------------------------------
