@@ -261,3 +261,71 @@ async def test_kubectl_drain_honours_a_disruption_budget(tmp_path: Path) -> None
         assert f"node/{node} drained" in drain.stdout
         up.stop()
     gc.collect()
+
+
+PREEMPTION = """apiVersion: scheduling.k8s.io/v1
+kind: PriorityClass
+metadata: {name: urgent}
+value: 1000
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: urgent}
+spec:
+  priorityClassName: urgent
+  containers: [{name: c, image: busybox, resources: {requests: {cpu: "1"}}}]
+"""
+
+
+async def test_a_pod_of_higher_priority_preempts_on_the_fleet(tmp_path: Path) -> None:
+    """One node filled by a pod of priority 0; kubectl applies a PriorityClass and a pod of it:
+    the filler is evicted (a Preempted event, as kubectl lists it) and the new pod runs there."""
+    up = Up(UpSettings(port=0, kubeconfig_out=tmp_path / "kc", nodes=1))
+    async with trio.open_nursery() as nursery:
+        running: RunningUp = await nursery.start(up.run)
+        with trio.fail_after(15):
+            while up.status().nodes_ready < 1:  # noqa: ASYNC110 - polling the store is the point
+                await trio.sleep(0.1)
+
+        def kubectl(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [KUBECTL, "--kubeconfig", str(running.kubeconfig), *args],
+                input=stdin, capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+
+        async with Client(load_config(running.kubeconfig)) as client:
+            node = (await client.list("/api/v1/nodes")).items[0]
+            cpu = node["status"]["allocatable"]["cpu"]
+            filler = await client.create(
+                "/api/v1/namespaces/default/pods",
+                {"metadata": {"name": "filler"}, "spec": {"containers": [
+                    {"name": "c", "image": "busybox", "resources": {"requests": {"cpu": cpu}}}]}},
+            )  # fmt: skip
+            ready = await trio.to_thread.run_sync(
+                kubectl, "wait", "--for=condition=Ready", "pod/filler", "--timeout=30s"
+            )
+            assert ready.returncode == 0, ready.stderr
+            applied = await trio.to_thread.run_sync(
+                lambda: kubectl("apply", "-f", "-", stdin=PREEMPTION)
+            )
+            assert applied.returncode == 0, applied.stderr
+            running_there = await trio.to_thread.run_sync(
+                kubectl, "wait", "--for=jsonpath={.status.phase}=Running", "pod/urgent",
+                "--timeout=40s",
+            )  # fmt: skip
+            assert running_there.returncode == 0, running_there.stderr
+            urgent = await client.get("/api/v1/namespaces/default/pods/urgent")
+            assert urgent["spec"]["nodeName"] == node["metadata"]["name"]
+            assert urgent["status"]["nominatedNodeName"] == node["metadata"]["name"]
+            gone = await client.request("GET", "/api/v1/namespaces/default/pods/filler")
+            assert gone.status == 404
+            events = await trio.to_thread.run_sync(
+                kubectl, "get", "events", "--field-selector", "reason=Preempted",
+                "-o", "jsonpath={.items[*].message}",
+            )  # fmt: skip
+            assert events.stdout == (
+                f"Preempted by pod {urgent['metadata']['uid']} on node {node['metadata']['name']}"
+            )
+            assert filler["metadata"]["uid"]  # the victim was the one created above
+        up.stop()
+    gc.collect()
