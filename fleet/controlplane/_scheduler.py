@@ -747,9 +747,9 @@ class Scheduler:
             pod = job.preemptor if isinstance(job, _Preempt) else job.pod
             try:
                 if isinstance(job, _Preempt):
-                    await self._evict(job)
-                    job = _Unschedulable(job.preemptor, job.message, job.node)
-                await self._report_unschedulable(job)
+                    await self._preempt_for(job)
+                else:
+                    await self._report_unschedulable(job)
             except Exception as exc:  # a report is advisory: never worth the process
                 self._counters.errors += 1
                 meta = pod.metadata
@@ -796,6 +796,19 @@ class Scheduler:
     def _now(self) -> float:
         return self._wall()
 
+    async def _preempt_for(self, job: _Preempt) -> None:
+        """The preemptor's ``nominatedNodeName`` first, then its victims: kube-scheduler
+        writes the status before the pod can be tried again, and the room the victims leave
+        could otherwise see it bound before the status said where it was nominated. A pod
+        that changed meanwhile preempts nothing; its next attempt decides again."""
+        key = object_key(job.preemptor.metadata)
+        if await self._report_unschedulable(_Unschedulable(job.preemptor, job.message, job.node)):
+            await self._evict(job)
+            return
+        self._nominated.pop(key, None)
+        self._victims.pop(key, None)
+        self.queue.add_after(key, self.settings.backoff_initial)
+
     async def _evict(self, job: _Preempt) -> None:
         """Each victim as kube-scheduler's ``prepareCandidate`` treats it: the
         ``DisruptionTarget`` condition, a graceful delete, a ``Preempted`` event."""
@@ -826,7 +839,9 @@ class Scheduler:
                 f"Preempted by pod {job.preemptor.metadata.uid} on node {job.node}", name,
             )  # fmt: skip
 
-    async def _report_unschedulable(self, job: _Unschedulable) -> None:
+    async def _report_unschedulable(self, job: _Unschedulable) -> bool:
+        """Write ``PodScheduled=False`` (and ``nominatedNodeName``) and the event; False when
+        the pod moved on meanwhile (a conflict) and nothing was written."""
         pod = job.pod
         meta = pod.metadata
         current = condition(pod.status, "PodScheduled")
@@ -838,7 +853,7 @@ class Scheduler:
             and current.get("message") == job.message
             and pod.status.get("nominatedNodeName") == job.nominated
         ):
-            return  # said already: no status write, no second event
+            return True  # said already: no status write, no second event
         conds = [
             dict(c) for c in pod.status.get("conditions") or () if c.get("type") != "PodScheduled"
         ]
@@ -858,7 +873,7 @@ class Scheduler:
         try:
             await self._rest.merge_patch(PODS.path(meta.namespace, meta.name, "status"), patch)
         except (Conflict, NotFound):
-            return  # the pod moved on; its next attempt will tell
+            return False  # the pod moved on; its next attempt will tell
         except FleetError as exc:
             log.info("cannot mark %s/%s unschedulable: %s", meta.namespace, meta.name, exc)
         event = {
@@ -885,6 +900,7 @@ class Scheduler:
             log.debug("event for %s/%s not recorded: %s", meta.namespace, meta.name, exc)
         except FleetError as exc:
             log.info("event for %s/%s not recorded: %s", meta.namespace, meta.name, exc)
+        return True
 
     async def _retry_loop(self) -> None:
         while True:

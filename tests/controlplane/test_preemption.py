@@ -75,6 +75,11 @@ async def test_a_higher_priority_pod_preempts_the_latest_started_lower_one(
         lambda: _get(api, "high")["status"].get("nominatedNodeName") and _get(api, "high")["status"]
     )
     assert status["nominatedNodeName"] == "a"
+    # The preemptor's status is written before its victim goes (kube-scheduler's order of
+    # effect: the pod cannot be bound anywhere before it says where it was nominated).
+    order = [(c.method, c.path) for c in api.calls if c.method in ("PATCH", "DELETE")]
+    nominated_at = order.index(("PATCH", f"{PODS}/high/status"))
+    assert order.index(("DELETE", f"{PODS}/new")) > nominated_at
     assert _get(api, "high")["spec"].get("nodeName") is None  # the victim still holds its cpu
     events = await eventually(
         lambda: [
