@@ -74,12 +74,14 @@ async def fetch_summaries(
 
 
 def node_metrics(
-    name: str, labels: Mapping[str, str], summary: Mapping[str, Any]
+    name: str, labels: Mapping[str, str], summary: Mapping[str, Any], created: str
 ) -> dict[str, Any]:
-    """One ``NodeMetrics`` item (no kind: a list's item) from the node's Summary."""
+    """One ``NodeMetrics`` item (no kind: a list's item) from the node's Summary;
+    ``created`` is the time of the answer (metrics-server's ``creationTimestamp``: the object
+    is made for the request)."""
     stats = summary.get("node") or {}
     return {
-        "metadata": {"name": name, "creationTimestamp": _time(stats), "labels": dict(labels)},
+        "metadata": {"name": name, "creationTimestamp": created, "labels": dict(labels)},
         "timestamp": _time(stats),
         "window": WINDOW,
         "usage": {"cpu": _cpu(stats), "memory": _memory(stats)},
@@ -87,10 +89,12 @@ def node_metrics(
 
 
 def pod_metrics(
-    summaries: Mapping[str, Mapping[str, Any]], wanted: Mapping[tuple[str, str], Mapping[str, Any]]
+    summaries: Mapping[str, Mapping[str, Any]],
+    wanted: Mapping[tuple[str, str], Mapping[str, Any]],
+    created: str,
 ) -> list[dict[str, Any]]:
     """``PodMetrics`` items of the pods in ``wanted`` (``(namespace, name)`` -> the Pod) found
-    in ``summaries``, sorted by namespace and name."""
+    in ``summaries``, sorted by namespace and name; ``created`` as for :func:`node_metrics`."""
     items: list[dict[str, Any]] = []
     for summary in summaries.values():
         for stats in summary.get("pods") or []:
@@ -105,7 +109,7 @@ def pod_metrics(
                     "metadata": {
                         "name": key[1],
                         "namespace": key[0],
-                        "creationTimestamp": _time(stats),
+                        "creationTimestamp": created,
                         "labels": meta.get("labels") or {},
                     },
                     "timestamp": _time(stats),
