@@ -15,6 +15,7 @@ import trio.testing
 import trustme
 
 from fleet.errors import ConfigError
+from shards._behaviours import CrashLoop
 from shards._kubeletapi import (
     ANNOTATION_LOG_INTERVAL,
     ANNOTATION_LOGS,
@@ -26,6 +27,9 @@ from shards._kubeletapi import (
     PodInfo,
 )
 from shards._kubeletapi._http import Request, Streamed
+from shards._kubeletview import pod_info
+from shards._plan import RUNNING_READY, Plan, Step
+from shards._pods import PodRecord, _Container, _PodSpec
 
 T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -701,3 +705,87 @@ async def test_requests_wait_while_lease_renewals_are_overdue() -> None:
         assert asked and not done  # held while renewals are overdue
         clear.set()
     assert len(done) == 1 and done[0].status == 200  # type: ignore[attr-defined]
+
+
+# --- logs of a restarted container -----------------------------------------------------------
+
+
+def _crashing(view: View, run_for: float = 20.0) -> None:
+    """Pod ``crash`` whose container exits every ``run_for`` s, restarted as the kubelet does
+    (runs [0, 20), [20, 40), back-off 10 s, [50, 70), ...), its runs from its Plan."""
+    record = PodRecord(
+        key="default/crash",
+        uid="uid-crash",
+        node="n1",
+        spec=_PodSpec(containers=[_Container(name="app")]),
+        annotations={},
+        creation=T0,
+        plan=Plan(
+            (
+                Step(
+                    0.0,
+                    "Running",
+                    RUNNING_READY,
+                    started_at=0.0,
+                    behaviours=((None, CrashLoop(run_for)),),
+                ),
+            )
+        ),
+        phase="Running",
+    )
+    view.pod_infos["default/crash"] = pod_info(record)
+
+
+async def test_logs_of_the_current_and_the_previous_run_after_restarts() -> None:
+    view = View()
+    _crashing(view)
+    now = T0
+    server = KubeletServer(
+        _settings(trustme.CA(), default_log_interval=5.0), view, wall=lambda: now
+    )
+    path = "/containerLogs/default/crash/app"
+    line = 'kubemock-fleet: container "app" of pod default/crash on node n1: heartbeat {}\n'
+
+    def lines(*numbers: int) -> bytes:
+        return "".join(line.format(i) for i in numbers).encode()
+
+    # first run: no previous container yet
+    now = T0 + timedelta(seconds=12)
+    assert await _body(await server.handle(_request(path))) == lines(0, 1, 2)
+    refused = await server.handle(_request(path, previous="true"))
+    assert refused.status == 400  # type: ignore[union-attr]
+    assert b'previous terminated container "app" in pod "crash" not found' in refused.body  # type: ignore[union-attr]
+    # second run (from 20 s): its own log, from its start; previous: the first run, whole
+    now = T0 + timedelta(seconds=27)
+    assert await _body(await server.handle(_request(path))) == lines(0, 1)
+    assert await _body(await server.handle(_request(path, previous="true"))) == lines(0, 1, 2, 3, 4)
+    stamped = await _body(await server.handle(_request(path, tailLines="1", timestamps="true")))
+    assert stamped.startswith(b"2026-01-01T12:00:25.000000000Z ")
+    # back-off after the second run (40-50 s): the last run is read, as the kubelet does
+    now = T0 + timedelta(seconds=45)
+    assert await _body(await server.handle(_request(path))) == lines(0, 1, 2, 3, 4)
+    # third run (from 50 s)
+    now = T0 + timedelta(seconds=56)
+    assert await _body(await server.handle(_request(path))) == lines(0, 1)
+    assert await _body(await server.handle(_request(path, previous="true"))) == lines(0, 1, 2, 3, 4)
+
+
+async def test_a_follow_ends_when_its_container_exits(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    view = View()
+    _crashing(view)
+    start = trio.current_time()
+
+    def wall() -> datetime:
+        return T0 + timedelta(seconds=32 + trio.current_time() - start)
+
+    server = KubeletServer(_settings(trustme.CA(), default_log_interval=5.0), view, wall=wall)
+    reply = await server.handle(_request("/containerLogs/default/crash/app", follow="true"))
+    assert isinstance(reply, Streamed)
+    got = [(trio.current_time() - start, chunk) async for chunk in reply.chunks()]
+    line = 'kubemock-fleet: container "app" of pod default/crash on node n1: heartbeat {}\n'
+    # the second run (20-40 s): lines at 20, 25, 30, then 35 and 40; nothing after its exit
+    assert [(at, chunk.decode().count("\n")) for at, chunk in got] == [(0.0, 3), (3.0, 1), (8.0, 1)]
+    assert got[-1][1] == line.format(4).encode()
+    assert trio.current_time() - start <= 8.0 + 1.0  # ended at the exit, within a poll
