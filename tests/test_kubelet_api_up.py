@@ -337,7 +337,7 @@ def test_logs_and_node_proxy_through_the_sandbox(tmp_path: Path) -> None:
         assert 'nodes "nope" not found' in missing.stderr
 
         # kubectl top: the sandbox's metrics.k8s.io, from the shard's /stats/summary
-        for binary in (BINARIES[0], BINARIES[-1]):
+        for binary in (BINARIES[0], BINARIES[-2], BINARIES[-1]):
             top = _run(binary, kc, "top", "pod", "talker", "--no-headers")
             assert top.returncode == 0, (binary, top.stderr)
             assert top.stdout.split()[1:] == ["250m", "32Mi"], top.stdout
@@ -377,10 +377,11 @@ def test_logs_and_node_proxy_through_the_sandbox(tmp_path: Path) -> None:
         missing = kubectl(kc, "exec", "talker", "--", "nosuch", check=False)
         assert missing.returncode == 1
         assert 'exec: "nosuch": executable file not found in $PATH' in missing.stderr
-        shell = kubectl(
-            kc, "exec", "-i", "talker", "--", "sh", stdin="echo hi\nhostname\nexit 4\n", check=False
-        )
-        assert (shell.returncode, shell.stdout) == (4, "hi\ntalker\n"), shell.stderr
+        for binary in (BINARIES[0], BINARIES[-2], BINARIES[-1]):  # 1.27, 1.33, the default
+            shell = _run(
+                binary, kc, "exec", "-i", "talker", "--", "sh", stdin="echo hi\nhostname\nexit 4\n"
+            )
+            assert (shell.returncode, shell.stdout) == (4, "hi\ntalker\n"), (binary, shell.stderr)
         tty = _interactive(kc, "talker", [b"echo hi there\r", b"whoami\r", b"exit 2\r"])
         assert tty == (2, b"# echo hi there\r\nhi there\r\n# whoami\r\nroot\r\n# exit 2\r\n"), tty
         piped = _run(BINARIES[0], kc, "exec", "-i", "talker", "--", "cat", stdin="a\nb\n")
@@ -531,7 +532,7 @@ def test_logs_exec_port_forward_through_a_real_apiserver(tmp_path: Path) -> None
             return kubectl(kc, "top", "pod", "talker", "--no-headers", check=False).returncode == 0
 
         wait_until(top_ready, 30, "the APIService v1beta1.metrics.k8s.io Available")
-        for binary in (BINARIES[0], BINARIES[-1]):
+        for binary in (BINARIES[0], BINARIES[-2], BINARIES[-1]):
             top = _run(binary, kc, "top", "pod", "talker", "--no-headers")
             assert top.stdout.split()[1:] == ["250m", "32Mi"], (binary, top.stdout, top.stderr)
             nodes = _run(binary, kc, "top", "nodes", "--no-headers")

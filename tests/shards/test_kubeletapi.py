@@ -305,7 +305,9 @@ def test_commands_scripted_first_then_builtins() -> None:
 # --- exec over SPDY/3.1: the frames, against a scripted client -------------------------------
 
 
-async def test_spdy_exec_streams_output_status_and_stdin() -> None:
+async def test_spdy_exec_streams_output_status_and_stdin(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     import struct
     import zlib
 
@@ -337,14 +339,14 @@ async def test_spdy_exec_streams_output_status_and_stdin() -> None:
 
     received = bytearray()
 
-    async def frames() -> list[tuple[int, int, bytes]]:
-        """(control type or -stream id, flags, payload) of every frame until the server closes."""
-        while data := await client.receive_some(65536):
-            received.extend(data)
+    def parse() -> list[tuple[int, int, bytes]]:
+        """(control type or -stream id, flags, payload) of every whole frame received."""
         out, pos = [], 0
-        while pos < len(received):
+        while pos + 8 <= len(received):
             head = received[pos : pos + 8]
             length = int.from_bytes(head[5:8], "big")
+            if pos + 8 + length > len(received):
+                break
             payload = bytes(received[pos + 8 : pos + 8 + length])
             kind = (
                 int.from_bytes(head[2:4], "big")
@@ -355,16 +357,36 @@ async def test_spdy_exec_streams_output_status_and_stdin() -> None:
             pos += 8 + length
         return out
 
+    async def frames() -> list[tuple[int, int, bytes]]:
+        """Every frame up to the server's GOAWAY (its last word), as kubectl reads them."""
+        while not any(kind == _spdy.GOAWAY for kind, _, _ in parse()):
+            data = await client.receive_some(65536)
+            assert data, "the server closed before its GOAWAY"
+            received.extend(data)
+        return parse()
+
+    closed_at: list[float] = []
+
     async def serve() -> None:  # as the connection handler does: run, then close
         await reply.run(kubelet, b"")
         await kubelet.aclose()
+        closed_at.append(trio.current_time())
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(serve)
         opening = syn(1, "error") + syn(3, "stdin") + syn(5, "stdout") + syn(7, "stderr")
         await client.send_all(opening + _spdy.control_frame(_spdy.PING, struct.pack(">I", 1)))
-        await client.send_all(_spdy.data_frame(3, b"echo hi\nnosuch\nexit 5\n", _spdy.FLAG_FIN))
+        # the shell exits on its own line; stdin's end comes after (kubectl's FIN, racing)
+        await client.send_all(_spdy.data_frame(3, b"echo hi\nnosuch\nexit 5\n"))
         got = await frames()
+        await trio.sleep(1)
+        # the server is still reading: stdin's late end is taken, not reset (a close on
+        # unread bytes would discard the answer on its way)
+        assert not closed_at
+        await client.send_all(_spdy.data_frame(3, b"", _spdy.FLAG_FIN))
+        closed = trio.current_time()
+        await client.aclose()  # kubectl closes once it has the status
+    assert closed_at and closed_at[0] - closed < 0.5
     replies = [p for kind, _, p in got if kind == _spdy.SYN_REPLY]
     assert [struct.unpack(">I", p[:4])[0] for p in replies] == [1, 3, 5, 7]
     assert _spdy.parse_header_block(inflate.decompress(replies[0][4:])) == {}
