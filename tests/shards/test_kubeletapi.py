@@ -839,3 +839,10 @@ def test_pod_info_converts_each_spec_once() -> None:
     assert first.containers is second.containers  # one template's pods: converted once
     assert first.containers == (ContainerInfo("app", {"cpu": "100m"}, {}),)
     assert pod_info(record("c", other)).containers == (ContainerInfo("app", {"cpu": "2"}, {}),)
+
+
+def test_prometheus_label_values_are_escaped() -> None:
+    from shards._kubeletapi._stats import _labels
+
+    assert _labels(pod="web-1", namespace="default") == '{pod="web-1",namespace="default"}'
+    assert _labels(pod='a"b\\c\nd') == '{pod="a\\"b\\\\c\\nd"}'
