@@ -10,8 +10,8 @@ request                      answer
 .k8s.io[/v1beta1]``          (``nodes`` cluster-scoped, ``pods`` namespaced; ``get``, ``list``)
 ``nodes``, ``[namespaces/    ``NodeMetricsList`` / ``PodMetricsList``: the Nodes / Pods the
 NS/]pods``                   apiserver lists (``labelSelector`` passed to that LIST), sorted by
-                             (namespace,) name; an object whose kubelet did not answer, or
-                             answered an error, is left out, the list still 200
+                             (namespace,) name; an object whose kubelet did not answer
+                             within 10 s, or answered an error, is left out, the list still 200
 ``fieldSelector``            ``metadata.name`` (and ``metadata.namespace`` for pods), as
                              metrics-server filters its listers; any other field 400
                              ``"f" is not a known field selector: only "metadata.name",

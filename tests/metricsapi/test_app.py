@@ -30,12 +30,14 @@ ADDRESS = {
     "node-b": "127.1.0.2",
     "node-down": "127.1.0.3",
     "node-500": "127.1.0.4",
+    "node-slow": "127.1.0.5",
 }
 NODE_LABELS = {
     "node-a": {"zone": "a", "type": "kubemock"},
     "node-b": {"zone": "b", "type": "kubemock"},
     "node-down": {"zone": "a", "type": "kubemock"},
     "node-500": {"zone": "b", "type": "kubemock"},
+    "node-slow": {"zone": "c", "type": "kubemock"},
 }
 PODS = {  # (namespace, name): (node, labels, {container: (nanocores, bytes)})
     ("default", "web-1"): ("node-a", {"app": "web"}, {"app": (250_000_000, 64 << 20)}),
@@ -86,19 +88,22 @@ def summary(node: str) -> dict[str, Any]:
 
 class Kubelets:
     """The nodes' kubelets behind ``httpx.MockTransport``: node-a and node-b answer, node-down
-    refuses connections, node-500 answers 500. ``asked`` logs the nodes asked."""
+    refuses connections, node-500 answers 500, node-slow never answers. ``asked`` logs the
+    nodes asked."""
 
     def __init__(self) -> None:
         self.asked: list[str] = []
         self.by_host = {address: node for node, address in ADDRESS.items()}
 
-    def __call__(self, request: httpx.Request) -> httpx.Response:
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
         node = self.by_host[request.url.host]
         self.asked.append(node)
         assert request.url.path == f"/nodes/{node}/stats/summary"
         assert request.url.port == 10250 + int(ADDRESS[node].rsplit(".", 1)[1])
         if node == "node-down":
             raise httpx.ConnectError("connection refused", request=request)
+        if node == "node-slow":  # accepts, never answers
+            await trio.sleep_forever()
         if node == "node-500":
             # figures in the body, but an error status: not to be trusted
             return httpx.Response(500, json=summary(node))
@@ -201,9 +206,12 @@ def _not_found(message: str, details: dict[str, str]) -> dict[str, Any]:
 async def test_node_metrics_list_skips_nodes_whose_kubelet_fails(
     setup: Setup, autojump_clock: trio.abc.Clock
 ) -> None:
+    asked = trio.current_time()
     code, listed = await setup.get(f"{BASE}/nodes")
+    assert trio.current_time() - asked == 10  # node-slow's 10 s (metrics-server's timeout)
     assert code == 200
-    # node-down (connection refused), node-500 and no-address (nothing to dial) are left out,
+    # node-down (connection refused), node-500, node-slow (no answer in 10 s) and no-address
+    # (nothing to dial) are left out,
     # as metrics-server leaves out nodes it could not scrape; the list is not an error
     assert listed == {
         "kind": "NodeMetricsList",
@@ -232,8 +240,14 @@ async def test_node_metrics_list_skips_nodes_whose_kubelet_fails(
             },
         ],
     }
-    assert _now() == MemoryApiserver.stamp(MemoryApiserver.BASE + timedelta(seconds=42))
-    assert sorted(setup.kubelets.asked) == ["node-500", "node-a", "node-b", "node-down"]
+    assert _now() == MemoryApiserver.stamp(MemoryApiserver.BASE + timedelta(seconds=42 + 10))
+    assert sorted(setup.kubelets.asked) == [
+        "node-500",
+        "node-a",
+        "node-b",
+        "node-down",
+        "node-slow",
+    ]
 
 
 async def test_node_metrics_get(setup: Setup, autojump_clock: trio.abc.Clock) -> None:
@@ -259,7 +273,7 @@ async def test_node_metrics_get_of_unknown_node_and_silent_kubelets_is_404(
         _not_found('node "nope" not found', {"name": "nope", "kind": "node"}),
     )
     # a Node whose kubelet is down or answers 500: no metrics, metrics-server's own NotFound
-    for node in ("node-down", "node-500", "no-address"):
+    for node in ("node-down", "node-500", "node-slow", "no-address"):
         assert await setup.get(f"{BASE}/nodes/{node}") == (
             404,
             _not_found(
