@@ -179,6 +179,26 @@ def container_usage(pod: PodInfo, resource: str, at: datetime) -> list[tuple[str
     ]
 
 
+_Model = tuple[list[float], Curve, list[float], Curve]
+_models: dict[tuple[int, int], tuple[object, object, _Model]] = {}
+"""(``id(containers)``, ``id(annotations)``) -> (both, held so that their ids are not
+reused; the pod's cpu and memory shares and curves). The pods of one template on one node
+share both objects (the shard's view converts a spec's containers once, a template's pods
+share their annotations), so a scrape works each model out once, not once a pod."""
+
+
+def _model(pod: PodInfo) -> _Model:
+    key = (id(pod.containers), id(pod.annotations))
+    cached = _models.get(key)
+    if cached is not None and cached[0] is pod.containers and cached[1] is pod.annotations:
+        return cached[2]
+    if len(_models) >= PARSED_CACHE:
+        _models.clear()
+    model = (*_shares(pod, "cpu"), *_shares(pod, "memory"))
+    _models[key] = (pod.containers, pod.annotations, model)
+    return model
+
+
 def pod_usage(pod: PodInfo, at: datetime) -> list[tuple[str, float, float]]:
     """Each container's cpu counter (core-seconds) and memory working set (bytes) at ``at``,
     the figures ``/metrics/resource`` reports, in one pass (the scrape's hot path: the same
@@ -187,8 +207,7 @@ def pod_usage(pod: PodInfo, at: datetime) -> list[tuple[str, float, float]]:
     if pod.phase != "Running" or not pod.containers:
         return []
     t = (at - pod.created).total_seconds()
-    cpu_shares, cpu = _shares(pod, "cpu")
-    memory_shares, memory = _shares(pod, "memory")
+    cpu_shares, cpu, memory_shares, memory = _model(pod)
     cpu_total, memory_now = cpu.integral(t), memory.at(t)
     return [
         (c.name, cpu_total * cpu_share, memory_now * memory_share)

@@ -846,3 +846,19 @@ def test_prometheus_label_values_are_escaped() -> None:
 
     assert _labels(pod="web-1", namespace="default") == '{pod="web-1",namespace="default"}'
     assert _labels(pod='a"b\\c\nd') == '{pod="a\\"b\\\\c\\nd"}'
+
+
+def test_pod_usage_follows_its_pods_annotations() -> None:
+    """The usage model is kept per (containers, annotations) pair: a pod whose annotations
+    change (a new mapping, as the shard's view hands them) gets its new figures."""
+    from shards._kubeletapi._usage import ANNOTATION_USAGE_CPU, pod_usage
+
+    containers = (ContainerInfo("app", {"cpu": "1"}),)
+    fixed = PodInfo("default", "p", "u", "n1", T0, "Running", containers, (), {})
+    now = T0 + timedelta(seconds=10)
+    assert pod_usage(fixed, now) == [("app", 1.0, 16 * 1024 * 1024)]  # 10 % of 1 core, 10 s
+    busier = PodInfo(
+        "default", "p", "u", "n1", T0, "Running", containers, (), {ANNOTATION_USAGE_CPU: "500m"}
+    )
+    assert pod_usage(busier, now)[0][1] == 5.0
+    assert pod_usage(fixed, now)[0][1] == 1.0
