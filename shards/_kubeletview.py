@@ -8,13 +8,21 @@ request (the kubelet API is asked rarely; the drivers keep no second copy).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
 
-from shards._kubeletapi import ContainerInfo, NodeInfo, PodInfo
+from shards._kubeletapi import ContainerInfo, ContainerRuns, NodeInfo, PodInfo
 from shards._kubelets import NodeDriver
-from shards._pods import PodDriver, PodRecord
+from shards._pods import PodDriver, PodRecord, _inits, _PodSpec
 
 __all__ = ["DriverView"]
+
+SPEC_CACHE = 16_384
+"""Pod specs whose containers are kept as the kubelet API reads them. A spec is shared by
+the pods of one template on one node (``PodDriver._slim``), and a scrape of a node reads all
+its pods: converting their containers on each request was half the cost of the view
+(``pod_info``: 19 -> 12 µs a pod, micro-benchmark at load 10; 5 µs with ``PodInfo``
+not frozen)."""
 
 
 def _containers(items: Sequence[object]) -> tuple[ContainerInfo, ...]:
@@ -31,7 +39,54 @@ def _containers(items: Sequence[object]) -> tuple[ContainerInfo, ...]:
     return tuple(out)
 
 
+def container_runs(record: PodRecord) -> Callable[[str, datetime], ContainerRuns]:
+    """A container's runs as of a moment, from the pod's Plan (the status the shard writes
+    for that moment): the current run (or the last one, while it waits to restart) and
+    ``lastState.terminated``."""
+    inits = {c.name for c in record.spec.init_containers}
+
+    def runs(container: str, now: datetime) -> ContainerRuns:
+        def at(offset: float) -> datetime:
+            return record.creation + timedelta(seconds=offset)
+
+        elapsed = (now - record.creation).total_seconds()
+        step = record.plan.state_at(elapsed, record.spec.restart_policy, _inits(record))
+        state = (
+            step.init_state(container) if container in inits else step.container_state(container)
+        )
+        last = state.last
+        previous = None if last is None else (at(last.started_at), at(last.finished_at))
+        started = state.started_at if state.started_at is not None else step.started_at
+        if state.kind == "running" and started is not None:
+            current: tuple[datetime, datetime | None] | None = (at(started), None)
+        elif state.kind == "terminated" and started is not None:
+            finished = state.finished_at if state.finished_at is not None else step.at
+            current = (at(started), at(max(finished, started)))
+        else:  # waiting: the last run is what is read, as the kubelet does in a back-off
+            current = previous
+        return ContainerRuns(current, previous, state.reason or "ContainerCreating")
+
+    return runs
+
+
+_specs: dict[int, tuple[object, tuple[ContainerInfo, ...], tuple[ContainerInfo, ...]]] = {}
+"""``id(spec)`` -> (the spec, held so that its id is not reused; containers; init
+containers). Emptied when full: specs come and go with templates and nodes."""
+
+
+def _spec_containers(spec: _PodSpec) -> tuple[tuple[ContainerInfo, ...], tuple[ContainerInfo, ...]]:
+    cached = _specs.get(id(spec))
+    if cached is not None and cached[0] is spec:
+        return cached[1], cached[2]
+    if len(_specs) >= SPEC_CACHE:
+        _specs.clear()
+    containers, inits = _containers(spec.containers), _containers(spec.init_containers)
+    _specs[id(spec)] = (spec, containers, inits)
+    return containers, inits
+
+
 def pod_info(record: PodRecord) -> PodInfo:
+    containers, inits = _spec_containers(record.spec)
     return PodInfo(
         namespace=record.namespace,
         name=record.name,
@@ -39,9 +94,10 @@ def pod_info(record: PodRecord) -> PodInfo:
         node=record.node,
         created=record.creation,
         phase=record.phase,
-        containers=_containers(record.spec.containers),
-        init_containers=_containers(record.spec.init_containers),
+        containers=containers,
+        init_containers=inits,
         annotations=record.annotations,
+        runs=container_runs(record),
     )
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import trustme
 
 from fleet.kube import load_config
 from tests._apiserver import real_binaries
@@ -52,6 +53,40 @@ spec:
     image: busybox
     resources: {requests: {cpu: 100m, memory: 64Mi}}
 """
+CRASHER = """
+apiVersion: mock.zhizuqiu.cn/v1alpha1
+kind: MockStatus
+metadata:
+  name: crasher
+  namespace: default
+spec:
+  steps:
+  - after: 0s
+    phase: Running
+    containers:
+    - name: app
+      restarts: {runFor: 3s}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: crasher
+  namespace: default
+  annotations:
+    zhizuqiu.github.com/mockStatus: crasher
+    fleet.mock.zhizuqiu.cn/logs: |
+      one
+      two
+      three
+    fleet.mock.zhizuqiu.cn/log-interval: 1s
+spec:
+  containers:
+  - name: app
+    image: busybox
+"""
+"""A container that exits every 3 s and is restarted (runs [0, 3), [3, 6), a 10 s back-off,
+[16, 19) ...), writing a line a second from its start: every finished run logged
+``one two three one`` (lines at 0, 1, 2 and 3 s of the run)."""
 
 
 def _run(
@@ -176,6 +211,74 @@ def _port_forward(
             child.stdout.close()
 
 
+def _followed(binary: str, kubeconfig: Path, pod: str) -> int:
+    """Lines ``kubectl logs -f --tail 0`` showed in 3.5 s (the pod writes one a second)."""
+    try:
+        followed = subprocess.run(
+            [binary, "logs", "-f", pod, "--tail", "0"],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+            timeout=3.5,
+        )
+        out = followed.stdout
+    except subprocess.TimeoutExpired as exc:
+        out = (exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else exc.stdout or ""
+    return len(out.splitlines())
+
+
+def _previous_after_a_restart(kubeconfig: Path, node: str | None = None) -> None:
+    """``kubectl logs --previous`` (1.27 and 1.33) of a restarted container: its last run
+    whole; without ``--previous``: the current (or, in the back-off, the last) run."""
+    spec = CRASHER + (f"  nodeName: {node}\n" if node else "")
+    kubectl(kubeconfig, "apply", "-f", "-", stdin=spec)
+
+    def restarted() -> bool:
+        count = kubectl(
+            kubeconfig,
+            "get",
+            "pod",
+            "crasher",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].restartCount}",
+            check=False,
+        ).stdout
+        return count.isdigit() and int(count) >= 1
+
+    wait_until(restarted, 20, "crasher restarted")
+    for binary in (BINARIES[0], BINARIES[-2]):
+        previous = _run(binary, kubeconfig, "logs", "crasher", "--previous")
+        assert previous.returncode == 0, (binary, previous.stderr)
+        assert previous.stdout.splitlines() == ["one", "two", "three", "one"], binary
+        current = _run(binary, kubeconfig, "logs", "crasher")
+        assert current.returncode == 0, (binary, current.stderr)
+        lines = current.stdout.splitlines()
+        assert 1 <= len(lines) <= 4 and lines[0] == "one", (binary, lines)
+    kubectl(kubeconfig, "delete", "pod", "crasher", "--wait=false")
+
+
+def _kubelet_port_refuses_strangers(kubeconfig: Path, node: str) -> None:
+    """The shard's kubelet port, asked straight at the node's address and port: no
+    credentials, a token nobody vouches for, and a client certificate of another CA are
+    all refused (the apiserver's kubelet client certificate is what gets in)."""
+    status = kubectl_json(kubeconfig, "get", "node", node)["status"]
+    address = next(a["address"] for a in status["addresses"] if a["type"] == "InternalIP")
+    url = f"https://{address}:{status['daemonEndpoints']['kubeletEndpoint']['Port']}"
+    with httpx.Client(verify=False, timeout=10) as client:  # its serving cert is self-signed
+        for path in ("/containerLogs/default/talker/app", f"/nodes/{node}/stats/summary", "/pods"):
+            anonymous = client.get(url + path)
+            assert (anonymous.status_code, anonymous.text) == (401, "Unauthorized\n"), path
+            token = client.get(url + path, headers={"Authorization": "Bearer not-a-token"})
+            assert token.status_code == 401, path
+    stranger = ssl.create_default_context()
+    stranger.check_hostname = False
+    stranger.verify_mode = ssl.CERT_NONE
+    ca = trustme.CA()
+    ca.issue_cert("stranger.example", common_name="system:admin").configure_cert(stranger)
+    with pytest.raises(httpx.TransportError), httpx.Client(verify=stranger) as client:
+        client.get(url + "/pods").raise_for_status()
+
+
 def test_logs_and_node_proxy_through_the_sandbox(tmp_path: Path) -> None:
     with up_process(tmp_path, "--nodes", "1") as up:
         kc = up.kubeconfig
@@ -212,26 +315,16 @@ def test_logs_and_node_proxy_through_the_sandbox(tmp_path: Path) -> None:
             assert stamped.stdout.split(" ", 1)[0].endswith("000Z"), binary
 
         # follow: new lines arrive while the stream is open (one a second), until kubectl stops
-        try:
-            followed = subprocess.run(
-                ["kubectl", "logs", "-f", "talker", "--tail", "0"],
-                capture_output=True,
-                text=True,
-                env={**os.environ, "KUBECONFIG": str(kc)},
-                timeout=3.5,
-            )
-            out = followed.stdout
-        except subprocess.TimeoutExpired as exc:
-            out = (
-                (exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else exc.stdout or ""
-            )
-        assert 2 <= len(out.splitlines()) <= 4, out
+        for binary in (BINARIES[0], BINARIES[-2]):
+            assert _followed(binary, kc, "talker") in (2, 3, 4), binary
 
         # the apiserver's own checks, with its messages
         bad = kubectl(kc, "logs", "talker", "-c", "nope", check=False)
         assert "container nope is not valid for pod talker" in bad.stderr
         prev = kubectl(kc, "logs", "talker", "--previous", check=False)
         assert 'previous terminated container "app" in pod "talker" not found' in prev.stderr
+        _previous_after_a_restart(kc)
+        _kubelet_port_refuses_strangers(kc, "fleet-node-0")
 
         # nodes/proxy reaches the node's kubelet paths
         pods = json.loads(
@@ -244,7 +337,7 @@ def test_logs_and_node_proxy_through_the_sandbox(tmp_path: Path) -> None:
         assert 'nodes "nope" not found' in missing.stderr
 
         # kubectl top: the sandbox's metrics.k8s.io, from the shard's /stats/summary
-        for binary in (BINARIES[0], BINARIES[-1]):
+        for binary in (BINARIES[0], BINARIES[-2], BINARIES[-1]):
             top = _run(binary, kc, "top", "pod", "talker", "--no-headers")
             assert top.returncode == 0, (binary, top.stderr)
             assert top.stdout.split()[1:] == ["250m", "32Mi"], top.stdout
@@ -284,10 +377,11 @@ def test_logs_and_node_proxy_through_the_sandbox(tmp_path: Path) -> None:
         missing = kubectl(kc, "exec", "talker", "--", "nosuch", check=False)
         assert missing.returncode == 1
         assert 'exec: "nosuch": executable file not found in $PATH' in missing.stderr
-        shell = kubectl(
-            kc, "exec", "-i", "talker", "--", "sh", stdin="echo hi\nhostname\nexit 4\n", check=False
-        )
-        assert (shell.returncode, shell.stdout) == (4, "hi\ntalker\n"), shell.stderr
+        for binary in (BINARIES[0], BINARIES[-2], BINARIES[-1]):  # 1.27, 1.33, the default
+            shell = _run(
+                binary, kc, "exec", "-i", "talker", "--", "sh", stdin="echo hi\nhostname\nexit 4\n"
+            )
+            assert (shell.returncode, shell.stdout) == (4, "hi\ntalker\n"), (binary, shell.stderr)
         tty = _interactive(kc, "talker", [b"echo hi there\r", b"whoami\r", b"exit 2\r"])
         assert tty == (2, b"# echo hi there\r\nhi there\r\n# whoami\r\nroot\r\n# exit 2\r\n"), tty
         piped = _run(BINARIES[0], kc, "exec", "-i", "talker", "--", "cat", stdin="a\nb\n")
@@ -383,10 +477,18 @@ def test_logs_exec_port_forward_through_a_real_apiserver(tmp_path: Path) -> None
             15,
             "pod talker Running",
         )
-        logs = kubectl(kc, "logs", "talker", "--tail", "1").stdout.splitlines()
-        assert len(logs) == 1 and logs[0] in ("one", "two", "three"), logs
+        for binary in (BINARIES[0], BINARIES[-2]):  # kubectl 1.27 and 1.33
+            logs = _run(binary, kc, "logs", "talker", "--tail", "1")
+            assert logs.returncode == 0, (binary, logs.stderr)
+            assert logs.stdout.splitlines()[0] in ("one", "two", "three"), (binary, logs.stdout)
+            assert len(logs.stdout.splitlines()) == 1, (binary, logs.stdout)
+            assert _followed(binary, kc, "talker") in (2, 3, 4), binary  # a line a second
         bad = kubectl(kc, "logs", "talker", "-c", "nope", check=False)
         assert "container nope is not valid for pod talker" in bad.stderr
+        prev = kubectl(kc, "logs", "talker", "--previous", check=False)
+        assert 'previous terminated container "app" in pod "talker" not found' in prev.stderr
+        _previous_after_a_restart(kc, node="fleet-node-1")
+        _kubelet_port_refuses_strangers(kc, "fleet-node-0")
 
         health = kubectl(kc, "get", "--raw", "/api/v1/nodes/fleet-node-0/proxy/healthz").stdout
         assert health == "ok"
@@ -399,8 +501,16 @@ def test_logs_exec_port_forward_through_a_real_apiserver(tmp_path: Path) -> None
         for binary in (BINARIES[0], BINARIES[-1]):  # SPDY, and WebSocket passed through
             hello = _run(binary, kc, "exec", "talker", "--", "echo", "hello")
             assert (hello.returncode, hello.stdout) == (0, "hello\n"), (binary, hello.stderr)
-        failed = kubectl(kc, "exec", "talker", "--", "sh", "-c", "exit 3", check=False)
-        assert failed.returncode == 3, failed.stderr
+        for binary in (BINARIES[0], BINARIES[-2]):  # SPDY stdin (its FIN); WebSocket's close
+            failed = _run(binary, kc, "exec", "talker", "--", "sh", "-c", "exit 3")
+            assert failed.returncode == 3, (binary, failed.stderr)
+            assert "command terminated with exit code 3" in failed.stderr, binary
+            shell = _run(
+                binary, kc, "exec", "-i", "talker", "--", "sh", stdin="echo hi\nhostname\nexit 4\n"
+            )
+            assert (shell.returncode, shell.stdout) == (4, "hi\ntalker\n"), (binary, shell.stderr)
+            piped = _run(binary, kc, "exec", "-i", "talker", "--", "cat", stdin="a\nb\n")
+            assert (piped.returncode, piped.stdout) == (0, "a\nb\n"), (binary, piped.stderr)
 
         for binary in (BINARIES[0], BINARIES[-2]):  # SPDY; SPDY in a WebSocket, passed through
             log: list[str] = []
@@ -422,7 +532,7 @@ def test_logs_exec_port_forward_through_a_real_apiserver(tmp_path: Path) -> None
             return kubectl(kc, "top", "pod", "talker", "--no-headers", check=False).returncode == 0
 
         wait_until(top_ready, 30, "the APIService v1beta1.metrics.k8s.io Available")
-        for binary in (BINARIES[0], BINARIES[-1]):
+        for binary in (BINARIES[0], BINARIES[-2], BINARIES[-1]):
             top = _run(binary, kc, "top", "pod", "talker", "--no-headers")
             assert top.stdout.split()[1:] == ["250m", "32Mi"], (binary, top.stdout, top.stderr)
             nodes = _run(binary, kc, "top", "nodes", "--no-headers")

@@ -34,6 +34,10 @@ METRICS_GROUP = "metrics.k8s.io"
 METRICS_VERSION = "v1beta1"
 FETCHES_IN_FLIGHT = 16
 """Kubelets asked at once for one request (``kubectl top`` on a fleet of tens of nodes)."""
+FETCH_TIMEOUT = 10.0
+"""Seconds a kubelet has to answer as a whole (metrics-server's default scrape timeout); one
+that takes longer is left out, whatever its client's own timeouts (they bound each read,
+not the answer)."""
 WINDOW = "10s"
 """The ``window`` reported: metrics-server's with its default 15 s resolution rounds to it."""
 
@@ -51,21 +55,24 @@ def _time(stats: Mapping[str, Any]) -> str:
 
 
 async def fetch_summaries(
-    client: httpx.AsyncClient, endpoints: Mapping[str, str]
+    client: httpx.AsyncClient, endpoints: Mapping[str, str], per_node: float = FETCH_TIMEOUT
 ) -> dict[str, dict[str, Any]]:
-    """Each node's Summary, by name, from the kubelet at ``endpoints[node]`` (``host:port``);
-    ``client`` carries the kubelet client certificate and the timeouts."""
+    """Each node's Summary, by name, from the kubelet at ``endpoints[node]`` (``host:port``),
+    each within ``per_node`` seconds; ``client`` carries the kubelet client certificate."""
     out: dict[str, dict[str, Any]] = {}
     limiter = trio.CapacityLimiter(FETCHES_IN_FLIGHT)
 
     async def fetch(node: str, endpoint: str) -> None:
         async with limiter:
-            try:
-                answer = await client.get(f"https://{endpoint}/nodes/{node}/stats/summary")
-                if answer.status_code == 200:
-                    out[node] = answer.json()
-            except (httpx.HTTPError, ValueError) as exc:
-                log.debug("metrics: node %s: %s", node, exc)
+            with trio.move_on_after(per_node) as slow:
+                try:
+                    answer = await client.get(f"https://{endpoint}/nodes/{node}/stats/summary")
+                    if answer.status_code == 200:
+                        out[node] = answer.json()
+                except (httpx.HTTPError, ValueError) as exc:
+                    log.debug("metrics: node %s: %s", node, exc)
+            if slow.cancelled_caught:
+                log.debug("metrics: node %s: no answer within %g s", node, per_node)
 
     async with trio.open_nursery() as nursery:
         for node, endpoint in endpoints.items():
@@ -74,12 +81,14 @@ async def fetch_summaries(
 
 
 def node_metrics(
-    name: str, labels: Mapping[str, str], summary: Mapping[str, Any]
+    name: str, labels: Mapping[str, str], summary: Mapping[str, Any], created: str
 ) -> dict[str, Any]:
-    """One ``NodeMetrics`` item (no kind: a list's item) from the node's Summary."""
+    """One ``NodeMetrics`` item (no kind: a list's item) from the node's Summary;
+    ``created`` is the time of the answer (metrics-server's ``creationTimestamp``: the object
+    is made for the request)."""
     stats = summary.get("node") or {}
     return {
-        "metadata": {"name": name, "creationTimestamp": _time(stats), "labels": dict(labels)},
+        "metadata": {"name": name, "creationTimestamp": created, "labels": dict(labels)},
         "timestamp": _time(stats),
         "window": WINDOW,
         "usage": {"cpu": _cpu(stats), "memory": _memory(stats)},
@@ -87,10 +96,12 @@ def node_metrics(
 
 
 def pod_metrics(
-    summaries: Mapping[str, Mapping[str, Any]], wanted: Mapping[tuple[str, str], Mapping[str, Any]]
+    summaries: Mapping[str, Mapping[str, Any]],
+    wanted: Mapping[tuple[str, str], Mapping[str, Any]],
+    created: str,
 ) -> list[dict[str, Any]]:
     """``PodMetrics`` items of the pods in ``wanted`` (``(namespace, name)`` -> the Pod) found
-    in ``summaries``, sorted by namespace and name."""
+    in ``summaries``, sorted by namespace and name; ``created`` as for :func:`node_metrics`."""
     items: list[dict[str, Any]] = []
     for summary in summaries.values():
         for stats in summary.get("pods") or []:
@@ -105,7 +116,7 @@ def pod_metrics(
                     "metadata": {
                         "name": key[1],
                         "namespace": key[0],
-                        "creationTimestamp": _time(stats),
+                        "creationTimestamp": created,
                         "labels": meta.get("labels") or {},
                     },
                     "timestamp": _time(stats),

@@ -31,6 +31,7 @@ from fleet.kube import (
     node_metrics,
     pod_metrics,
 )
+from fleet.machinery import format_time, utc_now
 from fleet.sandbox import _libs
 from fleet.sandbox._kubeletproxy import CONNECT_TIMEOUT, KubeletClientCert, node_endpoint
 from fleet.sandbox._registry import Registry, ResourceType
@@ -121,11 +122,13 @@ class MetricsApi:
         if name is not None and ("", name) not in objects:
             raise _not_found("nodes", name)
         summaries = await self._summaries(cert, names)
+        created = format_time(utc_now())
         items = [
             node_metrics(
                 node,
                 ((objects.get(("", node)) or {}).get("metadata") or {}).get("labels") or {},
                 summaries[node],
+                created,
             )
             for node in names
             if node in summaries
@@ -156,7 +159,7 @@ class MetricsApi:
         nodes = sorted(
             {str((p.get("spec") or {}).get("nodeName")) for p in wanted.values()} - {"None", ""}
         )
-        items = pod_metrics(await self._summaries(cert, nodes), wanted)
+        items = pod_metrics(await self._summaries(cert, nodes), wanted, format_time(utc_now()))
         if name is not None:
             if not items:
                 raise _not_found("pods", name)

@@ -21,6 +21,7 @@ from shards._kubeletapi._server import KubeletServer as KubeletServer
 from shards._kubeletapi._settings import KubeletApiSettings as KubeletApiSettings
 from shards._kubeletapi._settings import kubelet_api_settings as kubelet_api_settings
 from shards._kubeletapi._view import ContainerInfo as ContainerInfo
+from shards._kubeletapi._view import ContainerRuns as ContainerRuns
 from shards._kubeletapi._view import NodeInfo as NodeInfo
 from shards._kubeletapi._view import PodInfo as PodInfo
 from shards._kubeletapi._view import ShardView as ShardView
@@ -44,6 +45,7 @@ __all__ = [
     "KUBELET_ANNOTATION_PREFIXES",
     "METRICS_PATH_ANNOTATION",
     "ContainerInfo",
+    "ContainerRuns",
     "KubeletApiSettings",
     "KubeletEndpoint",
     "KubeletServer",

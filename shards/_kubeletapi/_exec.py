@@ -63,6 +63,9 @@ STDIN_BUFFER = 64
 MAX_MESSAGE_BYTES = 1024 * 1024
 """A client message larger than this ends the session (kubectl sends at most 32 KiB)."""
 PROMPT = "# "
+CLOSE_GRACE = 5.0
+"""Seconds the client has, once the status is sent, to read it and close the connection
+(kubectl closes at once; a client that does not is then closed on)."""
 _RECEIVE = 64 * 1024
 
 
@@ -284,6 +287,13 @@ class Streams:
                     await session.close()
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                     pass
+                # The client closes once it has read the status; until then its last frames
+                # (stdin's end, racing a shell's `exit`) are still read. Closing on them
+                # unread makes the kernel reset the connection, and the reset discards the
+                # output and status still on their way (kubectl 1.27 then printed nothing
+                # and exited 0, about one exec in 40 through kube-apiserver).
+                with trio.move_on_after(CLOSE_GRACE):
+                    await session.closed.wait()
                 nursery.cancel_scope.cancel()
 
         return Upgrade(run, headers)

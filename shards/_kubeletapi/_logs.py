@@ -123,6 +123,8 @@ class LogScript:
     cycle: bool = True
     """Repeat the lines (scripted with an interval); False: line *i* is ``lines[0]`` with
     *i* filled in (the default heartbeat)."""
+    end: datetime | None = None
+    """When the container's run ended (nothing is written after it); None: it runs."""
 
     def line(self, i: int) -> str:
         template = self.lines[i % len(self.lines)]
@@ -133,6 +135,8 @@ class LogScript:
 
     def count_until(self, moment: datetime) -> int:
         """Lines written at or before ``moment``."""
+        if self.end is not None:
+            moment = min(moment, self.end)
         elapsed = (moment - self.start).total_seconds()
         if elapsed < 0 or not self.lines:
             return 0
@@ -154,17 +158,26 @@ class LogScript:
         return "".join(out).encode()
 
 
-def log_script(pod: PodInfo, container: str, default_interval: float) -> LogScript:
-    """The log of ``container`` in ``pod`` (scripted by annotations, or the default)."""
+def log_script(
+    pod: PodInfo,
+    container: str,
+    default_interval: float,
+    run: tuple[datetime, datetime | None] | None = None,
+) -> LogScript:
+    """The log of ``container`` in ``pod`` (scripted by annotations, or the default) in
+    ``run`` (start, end: a restarted container's program starts over, its log with it;
+    None: one run since the pod's creation)."""
+    start, end = run if run is not None else (pod.created, None)
     annotations = pod.annotations
     text = annotations.get(f"{ANNOTATION_LOGS}.{container}", annotations.get(ANNOTATION_LOGS))
     if text is None:
         where = f'container "{container}" of pod {pod.namespace}/{pod.name} on node {pod.node}'
         return LogScript(
-            pod.created,
+            start,
             (f"kubemock-fleet: {where}: heartbeat {{i}}",),
             default_interval,
             cycle=False,
+            end=end,
         )
     interval = None
     if ANNOTATION_LOG_INTERVAL in annotations:
@@ -175,7 +188,7 @@ def log_script(pod: PodInfo, container: str, default_interval: float) -> LogScri
         if interval is not None and interval <= 0:
             interval = None
     lines = tuple(text.splitlines())
-    return LogScript(pod.created, lines, interval)
+    return LogScript(start, lines, interval, end=end)
 
 
 def select(

@@ -39,6 +39,7 @@ import ipaddress
 import logging
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -62,7 +63,7 @@ from shards._kubeletapi._logs import (
 )
 from shards._kubeletapi._settings import KubeletApiSettings
 from shards._kubeletapi._stats import Stats
-from shards._kubeletapi._view import NodeInfo, PodInfo, ShardView
+from shards._kubeletapi._view import ContainerRuns, NodeInfo, PodInfo, ShardView
 
 __all__ = ["KubeletEndpoint", "KubeletServer"]
 
@@ -341,21 +342,30 @@ class KubeletServer:
             return _text(404, f'pod "{name}" in namespace "{namespace}" not found')
         if pod.container(container) is None:
             return _text(400, f'container "{container}" in pod "{name}" is not available')
+        if pod.runs is not None:
+            runs = pod.runs(container, self._wall())
+        elif pod.phase == "Pending":
+            runs = ContainerRuns(None)
+        else:
+            runs = ContainerRuns((pod.created, None))
+        run: tuple[datetime, datetime | None] | None = runs.current
         if options.previous:
+            run = runs.previous
+            if run is None:
+                return _text(
+                    400,
+                    f'previous terminated container "{container}" in pod "{name}" not found',
+                )
+        elif run is None:
             return _text(
                 400,
-                f'previous terminated container "{container}" in pod "{name}" not found',
+                f'container "{container}" in pod "{name}" is waiting to start: {runs.waiting}',
             )
-        if pod.phase == "Pending":
-            return _text(
-                400,
-                f'container "{container}" in pod "{name}" is waiting to start: ContainerCreating',
-            )
-        script = log_script(pod, container, self.settings.default_log_interval)
-        return Streamed(partial(self._log_chunks, pod, script, options))
+        script = log_script(pod, container, self.settings.default_log_interval, run)
+        return Streamed(partial(self._log_chunks, pod, container, script, options))
 
     async def _log_chunks(
-        self, pod: PodInfo, script: LogScript, options: LogOptions
+        self, pod: PodInfo, container: str, script: LogScript, options: LogOptions
     ) -> AsyncIterator[bytes]:
         now = self._wall()
         start, stop = select(script, options, now, self.settings.max_log_lines)
@@ -369,6 +379,8 @@ class KubeletServer:
                 yield chunk
             if not options.follow or budget == 0 or pod.phase in _TERMINAL:
                 return
+            if script.end is not None:  # a run that ended: its log is complete
+                return
             current = self.view.pod(pod.namespace, pod.name)
             if current is None or current.uid != pod.uid:
                 return
@@ -378,8 +390,20 @@ class KubeletServer:
                 due = (script.at(stop) - self._wall()).total_seconds()
                 wait = min(wait, max(due, 0.0))
             await trio.sleep(wait)
-            start, stop = stop, script.count_until(self._wall())
+            now = self._wall()
+            if pod.runs is not None:
+                script = replace(script, end=_ended(pod.runs(container, now), script.start))
+            start, stop = stop, script.count_until(now)
             chunk = script.render(start, stop, timestamps=options.timestamps)
+
+
+def _ended(runs: ContainerRuns, start: datetime) -> datetime | None:
+    """When the run that began at ``start`` ended, as of ``runs``; None: it still runs.
+    A follow ends with its container (the kubelet's log stream ends at the exit)."""
+    for run in (runs.current, runs.previous):
+        if run is not None and run[0] == start:
+            return run[1]
+    return start  # restarted more than once meanwhile: nothing more of this run is known
 
 
 def _container_json(c: Any) -> dict[str, Any]:

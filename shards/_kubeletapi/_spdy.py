@@ -232,7 +232,10 @@ class SpdySession(SpdyConnection):
     async def received(self, stream_id: int, data: bytes, fin: bool) -> None:
         if self._channels.get(stream_id) == self.STDIN:
             if data:
-                await self.stdin_send.send(data)
+                try:
+                    await self.stdin_send.send(data)
+                except trio.ClosedResourceError:  # after stdin's end: nothing reads it
+                    pass
             if fin:
                 self.stdin_send.close()
 

@@ -7,12 +7,12 @@ request costs no apiserver round trip and the drivers need not know the server e
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-__all__ = ["ContainerInfo", "NodeInfo", "PodInfo", "ShardView"]
+__all__ = ["ContainerInfo", "ContainerRuns", "NodeInfo", "PodInfo", "ShardView"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,8 +23,24 @@ class ContainerInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class ContainerRuns:
+    """A container's runs at one moment, as its status shows them: what ``kubectl logs``
+    reads (the kubelet picks the container by ``validateContainerLogStatus``)."""
+
+    current: tuple[datetime, datetime | None] | None
+    """The run the log is read from without ``previous``: (start, end; None while it runs).
+    A container waiting to restart shows its last run; None when it never ran."""
+    previous: tuple[datetime, datetime] | None = None
+    """``lastState.terminated``: the run before (start, end); None: never restarted."""
+    waiting: str = "ContainerCreating"
+    """The waiting reason, when :attr:`current` is None."""
+
+
+@dataclass(slots=True)
 class PodInfo:
-    """A pod on a driven node, as the kubelet API needs it."""
+    """A pod on a driven node, as the kubelet API needs it. Built per request and never
+    changed; not ``frozen``: a frozen dataclass's ``__init__`` takes twice as long, and a
+    scrape builds one for every pod of its node."""
 
     namespace: str
     name: str
@@ -36,6 +52,9 @@ class PodInfo:
     containers: Sequence[ContainerInfo]
     init_containers: Sequence[ContainerInfo] = ()
     annotations: Mapping[str, str] = field(default_factory=dict)
+    runs: Callable[[str, datetime], ContainerRuns] | None = None
+    """The runs of a container as of a moment (restarts); None: one run since creation
+    once the pod is past Pending, never restarted."""
 
     def container(self, name: str) -> ContainerInfo | None:
         for c in (*self.containers, *self.init_containers):

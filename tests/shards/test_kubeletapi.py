@@ -15,6 +15,7 @@ import trio.testing
 import trustme
 
 from fleet.errors import ConfigError
+from shards._behaviours import CrashLoop
 from shards._kubeletapi import (
     ANNOTATION_LOG_INTERVAL,
     ANNOTATION_LOGS,
@@ -26,6 +27,9 @@ from shards._kubeletapi import (
     PodInfo,
 )
 from shards._kubeletapi._http import Request, Streamed
+from shards._kubeletview import pod_info
+from shards._plan import RUNNING_READY, Plan, Step
+from shards._pods import PodRecord, _Container, _PodSpec
 
 T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -301,7 +305,9 @@ def test_commands_scripted_first_then_builtins() -> None:
 # --- exec over SPDY/3.1: the frames, against a scripted client -------------------------------
 
 
-async def test_spdy_exec_streams_output_status_and_stdin() -> None:
+async def test_spdy_exec_streams_output_status_and_stdin(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     import struct
     import zlib
 
@@ -333,14 +339,14 @@ async def test_spdy_exec_streams_output_status_and_stdin() -> None:
 
     received = bytearray()
 
-    async def frames() -> list[tuple[int, int, bytes]]:
-        """(control type or -stream id, flags, payload) of every frame until the server closes."""
-        while data := await client.receive_some(65536):
-            received.extend(data)
+    def parse() -> list[tuple[int, int, bytes]]:
+        """(control type or -stream id, flags, payload) of every whole frame received."""
         out, pos = [], 0
-        while pos < len(received):
+        while pos + 8 <= len(received):
             head = received[pos : pos + 8]
             length = int.from_bytes(head[5:8], "big")
+            if pos + 8 + length > len(received):
+                break
             payload = bytes(received[pos + 8 : pos + 8 + length])
             kind = (
                 int.from_bytes(head[2:4], "big")
@@ -351,16 +357,36 @@ async def test_spdy_exec_streams_output_status_and_stdin() -> None:
             pos += 8 + length
         return out
 
+    async def frames() -> list[tuple[int, int, bytes]]:
+        """Every frame up to the server's GOAWAY (its last word), as kubectl reads them."""
+        while not any(kind == _spdy.GOAWAY for kind, _, _ in parse()):
+            data = await client.receive_some(65536)
+            assert data, "the server closed before its GOAWAY"
+            received.extend(data)
+        return parse()
+
+    closed_at: list[float] = []
+
     async def serve() -> None:  # as the connection handler does: run, then close
         await reply.run(kubelet, b"")
         await kubelet.aclose()
+        closed_at.append(trio.current_time())
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(serve)
         opening = syn(1, "error") + syn(3, "stdin") + syn(5, "stdout") + syn(7, "stderr")
         await client.send_all(opening + _spdy.control_frame(_spdy.PING, struct.pack(">I", 1)))
-        await client.send_all(_spdy.data_frame(3, b"echo hi\nnosuch\nexit 5\n", _spdy.FLAG_FIN))
+        # the shell exits on its own line; stdin's end comes after (kubectl's FIN, racing)
+        await client.send_all(_spdy.data_frame(3, b"echo hi\nnosuch\nexit 5\n"))
         got = await frames()
+        await trio.sleep(1)
+        # the server is still reading: stdin's late end is taken, not reset (a close on
+        # unread bytes would discard the answer on its way)
+        assert not closed_at
+        await client.send_all(_spdy.data_frame(3, b"", _spdy.FLAG_FIN))
+        closed = trio.current_time()
+        await client.aclose()  # kubectl closes once it has the status
+    assert closed_at and closed_at[0] - closed < 0.5
     replies = [p for kind, _, p in got if kind == _spdy.SYN_REPLY]
     assert [struct.unpack(">I", p[:4])[0] for p in replies] == [1, 3, 5, 7]
     assert _spdy.parse_header_block(inflate.decompress(replies[0][4:])) == {}
@@ -701,3 +727,138 @@ async def test_requests_wait_while_lease_renewals_are_overdue() -> None:
         assert asked and not done  # held while renewals are overdue
         clear.set()
     assert len(done) == 1 and done[0].status == 200  # type: ignore[attr-defined]
+
+
+# --- logs of a restarted container -----------------------------------------------------------
+
+
+def _crashing(view: View, run_for: float = 20.0) -> None:
+    """Pod ``crash`` whose container exits every ``run_for`` s, restarted as the kubelet does
+    (runs [0, 20), [20, 40), back-off 10 s, [50, 70), ...), its runs from its Plan."""
+    record = PodRecord(
+        key="default/crash",
+        uid="uid-crash",
+        node="n1",
+        spec=_PodSpec(containers=[_Container(name="app")]),
+        annotations={},
+        creation=T0,
+        plan=Plan(
+            (
+                Step(
+                    0.0,
+                    "Running",
+                    RUNNING_READY,
+                    started_at=0.0,
+                    behaviours=((None, CrashLoop(run_for)),),
+                ),
+            )
+        ),
+        phase="Running",
+    )
+    view.pod_infos["default/crash"] = pod_info(record)
+
+
+async def test_logs_of_the_current_and_the_previous_run_after_restarts() -> None:
+    view = View()
+    _crashing(view)
+    now = T0
+    server = KubeletServer(
+        _settings(trustme.CA(), default_log_interval=5.0), view, wall=lambda: now
+    )
+    path = "/containerLogs/default/crash/app"
+    line = 'kubemock-fleet: container "app" of pod default/crash on node n1: heartbeat {}\n'
+
+    def lines(*numbers: int) -> bytes:
+        return "".join(line.format(i) for i in numbers).encode()
+
+    # first run: no previous container yet
+    now = T0 + timedelta(seconds=12)
+    assert await _body(await server.handle(_request(path))) == lines(0, 1, 2)
+    refused = await server.handle(_request(path, previous="true"))
+    assert refused.status == 400  # type: ignore[union-attr]
+    assert b'previous terminated container "app" in pod "crash" not found' in refused.body  # type: ignore[union-attr]
+    # second run (from 20 s): its own log, from its start; previous: the first run, whole
+    now = T0 + timedelta(seconds=27)
+    assert await _body(await server.handle(_request(path))) == lines(0, 1)
+    assert await _body(await server.handle(_request(path, previous="true"))) == lines(0, 1, 2, 3, 4)
+    stamped = await _body(await server.handle(_request(path, tailLines="1", timestamps="true")))
+    assert stamped.startswith(b"2026-01-01T12:00:25.000000000Z ")
+    # back-off after the second run (40-50 s): the last run is read, as the kubelet does
+    now = T0 + timedelta(seconds=45)
+    assert await _body(await server.handle(_request(path))) == lines(0, 1, 2, 3, 4)
+    # third run (from 50 s)
+    now = T0 + timedelta(seconds=56)
+    assert await _body(await server.handle(_request(path))) == lines(0, 1)
+    assert await _body(await server.handle(_request(path, previous="true"))) == lines(0, 1, 2, 3, 4)
+
+
+async def test_a_follow_ends_when_its_container_exits(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    view = View()
+    _crashing(view)
+    start = trio.current_time()
+
+    def wall() -> datetime:
+        return T0 + timedelta(seconds=32 + trio.current_time() - start)
+
+    server = KubeletServer(_settings(trustme.CA(), default_log_interval=5.0), view, wall=wall)
+    reply = await server.handle(_request("/containerLogs/default/crash/app", follow="true"))
+    assert isinstance(reply, Streamed)
+    got = [(trio.current_time() - start, chunk) async for chunk in reply.chunks()]
+    line = 'kubemock-fleet: container "app" of pod default/crash on node n1: heartbeat {}\n'
+    # the second run (20-40 s): lines at 20, 25, 30, then 35 and 40; nothing after its exit
+    assert [(at, chunk.decode().count("\n")) for at, chunk in got] == [(0.0, 3), (3.0, 1), (8.0, 1)]
+    assert got[-1][1] == line.format(4).encode()
+    assert trio.current_time() - start <= 8.0 + 1.0  # ended at the exit, within a poll
+
+
+def test_pod_info_converts_each_spec_once() -> None:
+    import msgspec
+
+    from shards._plan import RUNNING_NOW
+
+    def spec(cpu: str) -> _PodSpec:
+        body = {"containers": [{"name": "app", "resources": {"requests": {"cpu": cpu}}}]}
+        return msgspec.json.decode(msgspec.json.encode(body), type=_PodSpec)
+
+    def record(name: str, of: _PodSpec) -> PodRecord:
+        return PodRecord(
+            key=f"default/{name}",
+            uid=name,
+            node="n1",
+            spec=of,
+            annotations={},
+            creation=T0,
+            plan=RUNNING_NOW,
+            phase="Running",
+        )
+
+    shared, other = spec("100m"), spec("2")
+    first, second = pod_info(record("a", shared)), pod_info(record("b", shared))
+    assert first.containers is second.containers  # one template's pods: converted once
+    assert first.containers == (ContainerInfo("app", {"cpu": "100m"}, {}),)
+    assert pod_info(record("c", other)).containers == (ContainerInfo("app", {"cpu": "2"}, {}),)
+
+
+def test_prometheus_label_values_are_escaped() -> None:
+    from shards._kubeletapi._stats import _labels
+
+    assert _labels(pod="web-1", namespace="default") == '{pod="web-1",namespace="default"}'
+    assert _labels(pod='a"b\\c\nd') == '{pod="a\\"b\\\\c\\nd"}'
+
+
+def test_pod_usage_follows_its_pods_annotations() -> None:
+    """The usage model is kept per (containers, annotations) pair: a pod whose annotations
+    change (a new mapping, as the shard's view hands them) gets its new figures."""
+    from shards._kubeletapi._usage import ANNOTATION_USAGE_CPU, pod_usage
+
+    containers = (ContainerInfo("app", {"cpu": "1"}),)
+    fixed = PodInfo("default", "p", "u", "n1", T0, "Running", containers, (), {})
+    now = T0 + timedelta(seconds=10)
+    assert pod_usage(fixed, now) == [("app", 1.0, 16 * 1024 * 1024)]  # 10 % of 1 core, 10 s
+    busier = PodInfo(
+        "default", "p", "u", "n1", T0, "Running", containers, (), {ANNOTATION_USAGE_CPU: "500m"}
+    )
+    assert pod_usage(busier, now)[0][1] == 5.0
+    assert pod_usage(fixed, now)[0][1] == 1.0
