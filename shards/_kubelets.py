@@ -72,6 +72,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import msgspec
+import trio
 
 from fleet.api import MockNode, load_node
 from fleet.errors import AlreadyExists, Conflict, FleetError, InputError, NotFound
@@ -145,9 +146,15 @@ are spread (one burst of Node GETs, label and status PATCHes then, not in the fa
 critical seconds); well within a node Lease renewal interval."""
 RESYNC_DELAY = 1.0
 """Seconds before a sync that hit a conflict or an error runs again."""
-META_ATTEMPTS = 3
+META_ATTEMPTS = 5
 """Reads and PATCHes of a Node's taints for a script's step before giving up: its
 resourceVersion precondition meets the node's own status writes."""
+META_RETRY_PAUSE = 0.2
+"""Seconds before the next read after a 409, times the attempt: the step's own status
+report is still in the write queue when the taints are first read, lands between the read
+and the PATCH, and (with a warm kube-controller-manager adding its condition taint in the
+same moment) re-reading at once met it again every time: the scripted taint never came
+(test_nodescripts_e2e on the real control plane after other tests)."""
 REGISTER_ON_HOT = True
 """Registration's Node and Lease GETs and POSTs go through ``hot``, the lean HTTP/1.1
 transport that already carries these objects' status PATCHes and Lease PUTs, not through
@@ -1394,6 +1401,7 @@ class NodeDriver:
                 except Conflict:  # our own status report landed between: read it again
                     if attempt == META_ATTEMPTS - 1:
                         raise
+                    await trio.sleep(META_RETRY_PAUSE * (attempt + 1))
 
     async def _kubelet_restart(self, state: NodeState) -> None:
         """As a kubelet starting again: Events, registration (POST, 409, GET), a status
