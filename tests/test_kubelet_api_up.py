@@ -253,6 +253,8 @@ def _previous_after_a_restart(kubeconfig: Path, node: str | None = None) -> None
         current = _run(binary, kubeconfig, "logs", "crasher")
         assert current.returncode == 0, (binary, current.stderr)
         lines = current.stdout.splitlines()
+        # The current run is read mid-way: its log has 1 to 4 lines so far, from its start
+        # ("one"). Fails when `logs` answers nothing, or a log longer than one run's.
         assert 1 <= len(lines) <= 4 and lines[0] == "one", (binary, lines)
     kubectl(kubeconfig, "delete", "pod", "crasher", "--wait=false")
 
