@@ -16,8 +16,8 @@ engine's fixed pool of workers (no task per node):
     (taints other controllers added stay), create or adopt its Lease (POSTed
     without a GET when the Node was just created), report status when it
     changed, write the CR status when it changed. A new node costs three
-    requests: Node POST, Lease POST (both through ``hot``:
-    :data:`REGISTER_ON_HOT`), CR status PATCH. The Lease (create, adopt,
+    requests: Node POST, Lease POST, CR status PATCH (with the finalizer's,
+    four: all through ``hot``, :data:`REGISTER_ON_HOT`). The Lease (create, adopt,
     renewals, their answers) is :class:`~shards._nodelease.NodeLeases`'s,
     given at construction: the driver says when a node is registered, driven
     or let go.
@@ -160,7 +160,10 @@ REGISTER_ON_HOT = True
 transport that already carries these objects' status PATCHes and Lease PUTs, not through
 ``control`` (httpx), whose pool costs ~1 ms of shard CPU a request: registration is CPU
 bound, and 2,000 nodes against the stub register at ~330/s this way, ~210/s through
-``control``. The CR and Events stay on ``control`` with the rest of the CR traffic."""
+``control``. So do each CR's finalizer and status PATCHes and a node's deletion: through
+``control``, 64 syncs at once over httpx's pool of 100 connections spent 57 % of the
+shard's CPU in the pool's matching of requests to connections (py-spy, kwok-ci on the
+real control plane). Events and the rarer writes stay on ``control``."""
 RESTART_REPORT_DELAY = 1.0
 """Seconds after a kubelet restart before its status report: heartbeat times have a
 one-second grain, so a report in the same second as the last one changes nothing."""
@@ -583,8 +586,9 @@ class NodeDriver:
         (:meth:`read_server_version`), as a kubelet of the cluster's own release would."""
         """On every Node this shard registers: what its node watch selects."""
         """Status reports made because the node watch saw other conditions stored."""
-        self._register_io = ctx.hot if REGISTER_ON_HOT else ctx.control
-        """Where registration's Node requests go (:data:`REGISTER_ON_HOT`)."""
+        self._node_io = ctx.hot if REGISTER_ON_HOT else ctx.control
+        """Where each node's own requests go (:data:`REGISTER_ON_HOT`): registration, its
+        CR's finalizer and status, its deletion."""
         self.scripts = NodeScriptLibrary(
             ctx.control,
             on_change=self.scripts_changed,
@@ -1015,18 +1019,18 @@ class NodeDriver:
         ctx = self._ctx
         response: Response | None = None
         if state.cr_status_now.get("nodeName"):
-            response = await self._register_io.request("GET", _node_path(state.name))
+            response = await self._node_io.request("GET", _node_path(state.name))
         if response is None or response.status == 404:
             cidrs = self._registration_cidrs(state, model)
             spec = self._spec_for(state, model, None, cidrs)
             body = encode_patch(node_body(spec, ctx.wall()))
             try:
-                response = await self._register_io.request(
+                response = await self._node_io.request(
                     "POST", _node_path(), body=body, content_type=JSON
                 )
                 response.raise_for_status()
             except AlreadyExists:
-                response = await self._register_io.request("GET", _node_path(state.name))
+                response = await self._node_io.request("GET", _node_path(state.name))
                 response.raise_for_status()
             else:
                 self._adopt_node(state, spec, _decode_node_answer(response.content))
@@ -1220,7 +1224,7 @@ class NodeDriver:
             }
         }
         try:
-            response = await self._ctx.control.request(
+            response = await self._node_io.request(
                 "PATCH",
                 cr_path(meta.namespace, meta.name),
                 body=encode_patch(patch),
@@ -1413,11 +1417,11 @@ class NodeDriver:
         log.info("node %s: kubelet restart", state.name)
         if ctx.kubelet_events is not None:
             ctx.kubelet_events.node_started(state.name)
-        response = await self._register_io.request(
+        response = await self._node_io.request(
             "POST", _node_path(), body=encode_patch(node_body(base, ctx.wall())), content_type=JSON
         )
         if response.status == 409:
-            response = await self._register_io.request("GET", _node_path(state.name))
+            response = await self._node_io.request("GET", _node_path(state.name))
         node = _decode_node_answer(response.raise_for_status().content)
         state.node_uid = str(node.metadata.get("uid") or state.node_uid)
         state.packed_status = _NODE_STATUS.pack(bytes(node.status))
@@ -1463,7 +1467,7 @@ class NodeDriver:
         if self.states.get(state.key) is not state:
             return  # stopped meanwhile (moved, handed over): not this shard's to write
         meta = cr.metadata
-        response = await ctx.control.request(
+        response = await self._node_io.request(
             "PATCH",
             cr_path(meta.namespace, meta.name, "status"),
             body=encode_patch({"status": desired}),
@@ -1495,7 +1499,7 @@ class NodeDriver:
         rest = [f for f in meta.finalizers if f != FINALIZER]
         patch = {"metadata": {"finalizers": rest, "resourceVersion": meta.resource_version}}
         try:
-            response = await ctx.control.request(
+            response = await self._node_io.request(
                 "PATCH",
                 cr_path(meta.namespace, meta.name),
                 body=encode_patch(patch),
@@ -1509,7 +1513,7 @@ class NodeDriver:
     async def _delete_node_objects(self, key: str, name: str) -> None:
         """Delete the Lease and the Node of CR ``key`` (the Node only if it is that CR's)."""
         ctx = self._ctx
-        response = await ctx.control.request("GET", _node_path(name))
+        response = await self._node_io.request("GET", _node_path(name))
         if response.status != 404:
             node = _decode_any(response.raise_for_status().content)
             meta = node.get("metadata") or {}
@@ -1521,12 +1525,12 @@ class NodeDriver:
                 "apiVersion": "v1",
                 "preconditions": {"uid": meta.get("uid")},
             }
-            response = await ctx.control.request(
+            response = await self._node_io.request(
                 "DELETE", _node_path(name), body=encode_patch(options), content_type=JSON
             )
             if response.status not in (404, 409):
                 response.raise_for_status()
-        response = await ctx.control.request("DELETE", lease_path(name))
+        response = await self._node_io.request("DELETE", lease_path(name))
         if response.status != 404:
             response.raise_for_status()
         ctx.writes.forget(f"leases/{name}")

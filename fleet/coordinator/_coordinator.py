@@ -122,7 +122,9 @@ class Coordinator:
     """One coordinator replica: competes for leadership; while leader, assigns Node CRs.
 
     ``identity`` names this replica in the leader Lease (``coordinator@host/pid``).
-    ``clock`` is monotonic (trio's), ``wall`` writes Lease timestamps, ``rng``
+    ``writes``: where the CRs' label PATCHes go (default ``requester``; ``serve_coordinator``
+    gives its hot transport: thousands of them, where httpx's pool spent half the
+    coordinator's CPU matching requests to connections). ``clock`` is monotonic (trio's), ``wall`` writes Lease timestamps, ``rng``
     jitters election retries: all injected for tests.
     """
 
@@ -132,12 +134,14 @@ class Coordinator:
         settings: FleetSettings,
         *,
         identity: str,
+        writes: Requester | None = None,
         metrics: FleetMetrics | None = None,
         clock: Callable[[], float] = trio.current_time,
         wall: WallClock = wall_clock,
         rng: random.Random | None = None,
     ) -> None:
         self._requester = requester
+        self._writes = writes if writes is not None else requester
         self._settings = settings
         self._conf = settings.coordinator
         self.identity = identity
@@ -239,7 +243,7 @@ class Coordinator:
         try:
             async with trio.open_nursery() as nursery:
                 queue = WriteQueue(
-                    self._requester,
+                    self._writes,
                     WriteQueueSettings(workers=self._conf.max_writes_in_flight),
                     clock=self._clock,
                     rng=self._rng,

@@ -27,7 +27,14 @@ from fleet._metrics import serve_metrics as serve_metrics_endpoint
 from fleet._settings import FleetSettings
 from fleet.coordinator._coordinator import Coordinator
 from fleet.coordinator._leases import WallClock, wall_clock
-from fleet.kube import Client, ClusterConfig, InstrumentedRequester, Requester
+from fleet.kube import (
+    Client,
+    ClusterConfig,
+    HotTransport,
+    HotTransportSettings,
+    InstrumentedRequester,
+    Requester,
+)
 from fleet.supervise import process_identity
 
 __all__ = ["serve_coordinator"]
@@ -58,13 +65,23 @@ async def serve_coordinator(
     """
     metrics = metrics if metrics is not None else FleetMetrics()
     async with AsyncExitStack() as stack:
-        requester = (
-            transport if transport is not None else await stack.enter_async_context(Client(config))
-        )
+        requester: Requester
+        writes: Requester
+        if transport is not None:
+            requester = writes = transport
+        else:
+            requester = await stack.enter_async_context(Client(config))
+            writes = await stack.enter_async_context(
+                HotTransport(
+                    config,
+                    HotTransportSettings(connections=settings.coordinator.max_writes_in_flight),
+                )
+            )
         coordinator = Coordinator(
             InstrumentedRequester(requester, metrics),
             settings,
             identity=identity or process_identity("coordinator"),
+            writes=InstrumentedRequester(writes, metrics),
             metrics=metrics,
             clock=clock,
             wall=wall,

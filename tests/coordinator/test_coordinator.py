@@ -275,3 +275,46 @@ async def test_a_shard_renewing_unseen_by_the_watch_keeps_its_nodes(
         assert "0" not in after.values()
         assert all(after[k] == v for k, v in assigned.items() if v != "0")
         nursery.cancel_scope.cancel()
+
+
+class _Noting(MemoryClient):
+    """A connection noting the (method, path) of every request it is sent."""
+
+    def __init__(self, server: MemoryApiserver) -> None:
+        super().__init__(server)
+        self.sent: list[tuple[str, str]] = []
+
+    async def request(
+        self, method: str, path: str, *, params: Mapping[str, str] | None = None,
+        body: bytes | None = None, content_type: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Response:  # fmt: skip
+        self.sent.append((method, path))
+        return await super().request(
+            method, path, params=params, body=body, content_type=content_type, headers=headers
+        )
+
+
+async def test_label_writes_go_through_the_writes_requester(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """Thousands of label PATCHes take ``writes`` (the hot transport under
+    ``serve_coordinator``): through httpx's pool they cost half the coordinator's CPU."""
+    server = MemoryApiserver()
+    for i in range(20):
+        add_node(server, "default", f"node-{i}")
+    control, writes = _Noting(server), _Noting(server)
+    coordinator = Coordinator(
+        control, FleetSettings(), identity="coordinator@test/1", writes=writes,
+        wall=wall, rng=random.Random(0),
+    )  # fmt: skip
+    async with trio.open_nursery() as nursery:
+        for shard in SHARDS:
+            await nursery.start(fake_shard, server.client(), shard)
+        await nursery.start(coordinator.run)
+        await trio.sleep(5)
+        assert all(v in SHARDS for v in labels(server).values())
+        label_writes = [p for m, p in writes.sent if m == "PATCH" and "/nodes/" in p]
+        assert len(label_writes) == 20
+        assert not [p for m, p in control.sent if m == "PATCH" and "/nodes/" in p]
+        nursery.cancel_scope.cancel()
