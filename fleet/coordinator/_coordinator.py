@@ -7,7 +7,11 @@ After every change, and whenever a shard's Lease is due to expire or more
 rebalance moves are allowed, it plans (``_planner``) and writes the moves as
 merge PATCHes of the label ``fleet.mock.zhizuqiu.cn/shard`` (the wire
 contract in ``docs/architecture.md``) through a :class:`fleet.kube.WriteQueue`
-(``coordinator.maxWritesInFlight`` writers, retries with backoff).
+(``coordinator.maxWritesInFlight`` writers, retries with backoff). A CR's first
+label write also adds the shards' cleanup finalizer (guarded by the CR's
+resourceVersion; on a 409 the label goes alone), which the shard would
+otherwise add by a PATCH of its own: one CR write less per node, and one watch
+event less for each CR watcher.
 
 Fencing rule: two shards never drive one node.
 
@@ -64,7 +68,7 @@ from fleet.coordinator._election import LeaderElector
 from fleet.coordinator._leases import WallClock, get_lease, lease_path, lease_record, wall_clock
 from fleet.coordinator._liveness import LeaseRecord, Liveness
 from fleet.coordinator._planner import Move, Planner
-from fleet.errors import ApiError, TransportError
+from fleet.errors import ApiError, Conflict, TransportError
 from fleet.kube import (
     MetaOnly,
     ObjectMeta,
@@ -79,6 +83,7 @@ from fleet.kube import (
 from fleet.machinery import MERGE_PATCH
 from fleet.wire import (
     COORDINATOR_LEASE,
+    FINALIZER,
     GROUP,
     HANDOVER_ANNOTATION,
     HANDOVER_FIELD_MANAGER,
@@ -408,6 +413,14 @@ class Coordinator:
                 nursery.start_soon(worker)
         return failures == 0
 
+    def _seen(self, key: str) -> ObjectMeta | None:
+        """The metadata of CR ``key`` as the watch last showed it, if it did."""
+        for reflector in self._nodes:
+            obj = reflector.objects.get(key)
+            if obj is not None:
+                return obj.metadata
+        return None
+
     async def _write(self, move: Move, queue: WriteQueue) -> bool:
         namespace, _, name = move.key.rpartition("/")
         path = resource_path(GROUP, VERSION, NODE_PLURAL, namespace=namespace or None, name=name)
@@ -423,9 +436,37 @@ class Coordinator:
                 "annotations": {HANDOVER_ANNOTATION: None, RELEASED_ANNOTATION: None},
             }
             params = None
-        body = _merge_encoder.encode({"metadata": meta})
+        label_only = _merge_encoder.encode({"metadata": meta})
+        body = label_only
+        on_conflict = None
+        seen = self._seen(move.key)
+        if (
+            seen is not None
+            and seen.deletion_timestamp is None
+            and FINALIZER not in seen.finalizers
+            and not handing
+        ):
+            # The shard's finalizer with its first label: a merge PATCH replaces the whole
+            # list, so it is guarded by the resourceVersion the list was read at.
+            body = _merge_encoder.encode(
+                {
+                    "metadata": {
+                        **meta,
+                        "finalizers": [*seen.finalizers, FINALIZER],
+                        "resourceVersion": seen.resource_version,
+                    }
+                }
+            )
+
+            async def on_conflict(_: Conflict) -> Write:
+                # The CR changed since it was seen: the label alone (the shard adds the
+                # finalizer then, as it does for a CR labelled by anyone else).
+                return Write("PATCH", path, label_only, MERGE_PATCH, params=params, force=True)
+
         # force: a CR deleted and re-created under the same name needs the same label again.
-        write = Write("PATCH", path, body, MERGE_PATCH, params=params, force=True)
+        write = Write(
+            "PATCH", path, body, MERGE_PATCH, params=params, force=True, on_conflict=on_conflict
+        )
         result = await queue.write(move.key, write)
         if result.outcome == "gone":
             return True  # deleted meanwhile: the watch drops it

@@ -20,6 +20,7 @@ from fleet.coordinator._leases import lease_path
 from fleet.errors import ConnectError
 from fleet.kube import MemoryApiserver, MemoryClient, Response, StreamResponse, resource_path
 from fleet.wire import (
+    FINALIZER,
     FLEET_NAMESPACE,
     HANDOVER_ANNOTATION,
     HANDOVER_FIELD_MANAGER,
@@ -317,4 +318,57 @@ async def test_label_writes_go_through_the_writes_requester(
         label_writes = [p for m, p in writes.sent if m == "PATCH" and "/nodes/" in p]
         assert len(label_writes) == 20
         assert not [p for m, p in control.sent if m == "PATCH" and "/nodes/" in p]
+        nursery.cancel_scope.cancel()
+
+
+class _ChangesFirst(MemoryClient):
+    """A connection that changes CR ``name`` (an annotation, as a user might) just before
+    passing on the first PATCH of it: that PATCH meets a newer resourceVersion."""
+
+    def __init__(self, server: MemoryApiserver, name: str) -> None:
+        super().__init__(server)
+        self.name = name
+        self.changed = False
+
+    async def request(
+        self, method: str, path: str, *, params: Mapping[str, str] | None = None,
+        body: bytes | None = None, content_type: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Response:  # fmt: skip
+        if method == "PATCH" and path.endswith("/" + self.name) and not self.changed:
+            self.changed = True
+            user = {"metadata": {"annotations": {"team": "a"}, "finalizers": ["user/keep"]}}
+            await super().request(
+                "PATCH", path, body=json.dumps(user).encode(),
+                content_type="application/merge-patch+json",
+            )  # fmt: skip
+        return await super().request(
+            method, path, params=params, body=body, content_type=content_type, headers=headers
+        )
+
+
+async def test_the_first_label_brings_the_shards_finalizer(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """One CR write per node instead of two (the shard's finalizer PATCH); a CR changed
+    since the coordinator saw it gets its label alone, its finalizers untouched."""
+    server = MemoryApiserver()
+    for i in range(6):
+        add_node(server, "default", f"node-{i}")
+    writes = _ChangesFirst(server, "node-3")
+    coordinator = Coordinator(
+        server.client(), FleetSettings(), identity="coordinator@test/1", writes=writes,
+        wall=wall, rng=random.Random(0),
+    )  # fmt: skip
+    async with trio.open_nursery() as nursery:
+        for shard in SHARDS:
+            await nursery.start(fake_shard, server.client(), shard)
+        await nursery.start(coordinator.run)
+        await trio.sleep(5)
+        assert all(v in SHARDS for v in labels(server).values())
+        for i in range(6):
+            cr = server.get(nodes_path("default", f"node-{i}"))
+            assert cr is not None
+            expected = ["user/keep"] if i == 3 else [FINALIZER]
+            assert cr["metadata"].get("finalizers") == expected, i
         nursery.cancel_scope.cancel()
