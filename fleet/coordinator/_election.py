@@ -94,6 +94,8 @@ class LeaderElector:
         self._observed_at = 0.0
         self._is_leader = False
         self.leading = trio.Event()
+        self._last_failure = "none"
+        """Why the last acquire/renew attempt failed: said when leadership is lost."""
 
     @property
     def is_leader(self) -> bool:
@@ -123,7 +125,12 @@ class LeaderElector:
                     await self._renew(sent)
                     nursery.cancel_scope.cancel()
                 self._step_down()
-                log.warning("%s: lost leadership", self.identity)
+                log.warning(
+                    "%s: lost leadership: not renewed within %g s (last failure: %s)",
+                    self.identity,
+                    self._renew_deadline,
+                    self._last_failure,
+                )
         finally:
             if self._is_leader:
                 self._step_down()
@@ -149,13 +156,20 @@ class LeaderElector:
         while True:
             await trio.sleep(self._retry_period)
             deadline = last_sent + self._renew_deadline
+            attempting = False
             with trio.move_on_at(deadline):
                 while True:
                     sent = self._clock()
-                    if await self._try_acquire_or_renew():
+                    attempting = True
+                    renewed = await self._try_acquire_or_renew()
+                    attempting = False
+                    if renewed:
                         last_sent = sent
                         break
                     await trio.sleep(self._retry_period)
+            if attempting:
+                late = self._clock() - sent
+                self._last_failure = f"a renewal sent {late:.1f} s before was still unanswered"
             if last_sent + self._renew_deadline <= self._clock():
                 return
 
@@ -174,6 +188,7 @@ class LeaderElector:
             mine = holder == self.identity
             valid = self._observed_at + self._lease_duration > self._clock()
             if holder and valid and not mine:
+                self._last_failure = f"held by {holder}"
                 return False
             transitions = int(old.get("leaseTransitions") or 0)
             if mine:
@@ -186,6 +201,7 @@ class LeaderElector:
             return True
         except (ApiError, TransportError) as exc:
             log.debug("%s: acquire/renew failed: %s", self.identity, exc)
+            self._last_failure = str(exc)
             return False
 
     def _spec(self, renew_time: str, acquire_time: str, transitions: int) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 import trio
@@ -13,7 +14,7 @@ import trio.testing
 
 from fleet.coordinator._election import LeaderElector
 from fleet.coordinator._leases import lease_path
-from fleet.kube import MemoryApiserver, MemoryClient
+from fleet.kube import MemoryApiserver, MemoryClient, Response
 from fleet.wire import COORDINATOR_LEASE, FLEET_NAMESPACE
 
 NS = FLEET_NAMESPACE
@@ -145,4 +146,41 @@ async def test_release_on_cancel_hands_over_quickly(autojump_clock: trio.abc.Clo
         # Released: b needs only its next retry, not the 15 s lease.
         assert trio.current_time() - stopped <= 2 * 2.2 + 0.1
         terms.assert_never_two()
+        nursery.cancel_scope.cancel()
+
+
+class _Hangs(MemoryClient):
+    """A connection whose requests never get an answer while ``hanging``."""
+
+    hanging = False
+
+    async def request(self, *args: Any, **kwargs: Any) -> Response:
+        if self.hanging:
+            await trio.sleep_forever()
+        return await super().request(*args, **kwargs)
+
+
+async def test_losing_leadership_says_why(
+    autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """ "lost leadership" alone left a loaded bench run unexplained: the warning names the
+    deadline and what the last attempt met."""
+    server = MemoryApiserver()
+    broken, hangs = server.client(), _Hangs(server)
+    terms = Terms()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(elector(broken, "a", 1).run, terms.lead("a"))
+        await nursery.start(elector(hangs, "b", 2).run, terms.lead("b"))
+        await trio.sleep(5)
+        broken.broken = True
+        await trio.sleep(30)  # a steps down: its requests fail; b takes over
+        lost = [r.getMessage() for r in caplog.records if "lost leadership" in r.getMessage()]
+        assert lost == [lost[0]] and lost[0].startswith(
+            "a: lost leadership: not renewed within 10 s"
+        )
+        assert "last failure: " in lost[0] and "last failure: none" not in lost[0]
+        hangs.hanging = True
+        await trio.sleep(30)
+        lost = [r.getMessage() for r in caplog.records if r.getMessage().startswith("b: lost")]
+        assert lost and "was still unanswered" in lost[0], lost
         nursery.cancel_scope.cancel()
