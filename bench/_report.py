@@ -17,11 +17,13 @@ Plots need matplotlib (the ``plots`` extra). Without it the report says so in
 from __future__ import annotations
 
 import itertools
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import msgspec
 
+from bench._procstat import CONTROL_PLANE_COMPONENTS
 from fleet.errors import ConfigError, InputError
 
 __all__ = [
@@ -453,6 +455,23 @@ def _components_table(report: Report) -> list[str]:
     out.append("| **all** | " + " | ".join([*totals, f"{whole:.1f}"]) + " | |")
     out.append(
         "| (wall-clock s) | " + " | ".join([*seconds, f"{report.duration_seconds:.1f}"]) + " | |"
+    )
+    cores = os.cpu_count() or 1
+    busy = [
+        f"{sum(step.cpu_seconds.values()) / step.seconds:.2f}" if step.seconds > 0 else "-"
+        for step in report.steps
+    ]
+    # What the cluster itself spent, spread over every core: no fleet, however cheap, makes
+    # a step shorter than this on this machine (the step was CPU-bound if cores were busy).
+    floor = [
+        f"{sum(v for k, v in step.cpu_seconds.items() if k in CONTROL_PLANE_COMPONENTS) / cores:.1f}"
+        for step in report.steps
+    ]
+    out.append(f"| (cores busy, of {cores}) | " + " | ".join([*busy, ""]) + " | |")
+    out.append(
+        f"| (control plane's CPU-s / {cores} cores: the step's floor, s) | "
+        + " | ".join([*floor, ""])
+        + " | |"
     )
     return out
 

@@ -22,6 +22,7 @@ from bench import (
 from bench._report import (
     ApiserverSummary,
     CleanupResult,
+    ComponentUsage,
     FaultResult,
     LatencyRow,
     Percentiles,
@@ -231,3 +232,27 @@ def test_faults_round_trip_and_show_their_counts(tmp_path: Path) -> None:
     assert "crashes=0 notReady=3 regressed=0 restarted=0 twoDrivers=1 lost=0" in line
     assert line.endswith("FAILED: non-zero: not_ready=3, two_drivers=1")
     assert "faults" not in summary_markdown(_report()).lower()
+
+
+def test_cpu_table_shows_how_busy_the_cores_were_and_the_control_planes_floor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Whether a step was CPU-bound, and the shortest it could be on this machine with no
+    fleet at all: the control plane's own CPU spread over every core."""
+    monkeypatch.setattr("bench._report.os.cpu_count", lambda: 2)
+    step = StepResult(
+        name="pods-running", seconds=10.0, target=4, reached=4, ok=True, per_second=0.4,
+        cpu_seconds={"kube-apiserver": 9.0, "etcd": 1.0, "kube-scheduler": 4.0, "shard 0": 5.0},
+    )  # fmt: skip
+    usage = [
+        ComponentUsage(name=name, pids=[1], cpu_seconds=cpu, peak_rss_bytes=2**20)
+        for name, cpu in step.cpu_seconds.items()
+    ]
+    report = msgspec.structs.replace(_report(), steps=[step], components=usage)
+    rows = {
+        line.split(" | ")[0]: line.split(" | ")[1]
+        for line in summary_markdown(report).splitlines()
+        if line.startswith("| (")
+    }
+    assert rows["| (cores busy, of 2)"] == "1.90"
+    assert rows["| (control plane's CPU-s / 2 cores: the step's floor, s)"] == "7.0"
