@@ -10,6 +10,8 @@ kubelet client CA stays in the child's temporary directory) and no ``--data``.
 
 from __future__ import annotations
 
+import logging
+import signal
 import subprocess
 from functools import partial
 from pathlib import Path
@@ -20,13 +22,19 @@ from fleet.errors import ComponentError, FleetError
 from fleet.kube import Client, load_config
 from fleet.supervise import sandbox_command, wait_ready
 
-__all__ = ["SANDBOX_START_TIMEOUT", "serve_sandbox_child"]
+__all__ = ["SANDBOX_START_TIMEOUT", "SANDBOX_STOP_GRACE", "serve_sandbox_child", "stop_child"]
+
+log = logging.getLogger(__name__)
 
 SANDBOX_START_TIMEOUT = 30.0
 """Seconds the child may take to write its kubeconfig and answer ``/readyz`` (a Python
 start and a TLS CA: about 2 s on a quiet machine)."""
 POLL = 0.1
 """Seconds between readiness checks while it starts."""
+SANDBOX_STOP_GRACE = 15.0
+"""Seconds the child has after SIGTERM before it is killed. trio's default gives 5 and
+warns with a RuntimeWarning on the bench's terminal: a sandbox holding a kwok-ci run's
+objects, on a loaded machine, took longer than that to close its connections."""
 LOG_TAIL = 2000
 """Characters of the child's log quoted when it fails."""
 
@@ -56,6 +64,7 @@ async def serve_sandbox_child(
                     stdout=log_file,
                     stderr=subprocess.STDOUT,
                     check=False,
+                    deliver_cancel=stop_child,
                     task_status=task_status,
                 )
                 raise ComponentError(
@@ -74,6 +83,20 @@ async def serve_sandbox_child(
                 ),
             )
             task_status.started()
+
+
+async def stop_child(process: trio.Process, grace: float = SANDBOX_STOP_GRACE) -> None:
+    """SIGTERM; SIGKILL (said in one line) if it is still there after ``grace`` seconds."""
+    process.send_signal(signal.SIGTERM)
+    with trio.move_on_after(grace):
+        await process.wait()
+        return
+    log.warning(
+        "the sandbox child (pid %d) was still running %g s after SIGTERM: killed",
+        process.pid,
+        grace,
+    )
+    process.kill()
 
 
 async def _ready(kubeconfig: Path) -> str | None:

@@ -1,0 +1,51 @@
+"""Stopping the sandbox child: SIGTERM, then SIGKILL said in one line (real processes, a
+one-second grace)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from functools import partial
+
+import pytest
+import trio
+
+from fleet.up._sandboxchild import stop_child
+
+STUBBORN = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(60)"
+OBEDIENT = "import time; print('up', flush=True); time.sleep(60)"
+
+
+async def _run_then_cancel(code: str) -> trio.Process:
+    async def run(task_status: trio.TaskStatus[trio.Process]) -> None:
+        await trio.run_process(
+            [sys.executable, "-c", code],
+            stdout=subprocess.PIPE,
+            check=False,
+            deliver_cancel=partial(stop_child, grace=1.0),
+            task_status=task_status,
+        )
+
+    async with trio.open_nursery() as nursery:
+        process: trio.Process = await nursery.start(run)
+        assert process.stdout is not None
+        await process.stdout.receive_some(16)  # its SIGTERM handling is in place
+        nursery.cancel_scope.cancel()
+    return process
+
+
+async def test_a_child_ignoring_sigterm_is_killed_after_the_grace(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    started = trio.current_time()
+    process = await _run_then_cancel(STUBBORN)
+    assert process.returncode == -9
+    assert 1.0 <= trio.current_time() - started < 10
+    (line,) = [r.getMessage() for r in caplog.records if "after SIGTERM" in r.getMessage()]
+    assert line.endswith("was still running 1 s after SIGTERM: killed")
+
+
+async def test_a_child_stopping_on_sigterm_is_not_killed(caplog: pytest.LogCaptureFixture) -> None:
+    process = await _run_then_cancel(OBEDIENT)
+    assert process.returncode == -15
+    assert not [r for r in caplog.records if "after SIGTERM" in r.getMessage()]
