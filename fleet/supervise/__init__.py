@@ -13,6 +13,7 @@ the CLI for it.
   kube-apiserver).
 - :func:`process_identity`: ``<role>@<host>/<pid>``, the holder of a Lease.
 - :func:`configure_logging`: the long-running commands' stderr log.
+- :func:`terminate_then_kill`: a child's cancellation, SIGTERM then SIGKILL after a grace.
 """
 
 from fleet.supervise._process import LOG_FORMAT as LOG_FORMAT
@@ -28,6 +29,7 @@ from fleet.supervise._supervisor import MAX_LINE as MAX_LINE
 from fleet.supervise._supervisor import RESTART_POLICY as RESTART_POLICY
 from fleet.supervise._supervisor import SHUTDOWN_GRACE as SHUTDOWN_GRACE
 from fleet.supervise._supervisor import Supervisor as Supervisor
+from fleet.supervise._supervisor import terminate_then_kill as terminate_then_kill
 
 __all__ = [
     "LOG_FORMAT",
@@ -42,5 +44,6 @@ __all__ = [
     "process_identity",
     "sandbox_command",
     "shard_command",
+    "terminate_then_kill",
     "wait_ready",
 ]

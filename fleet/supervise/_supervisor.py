@@ -16,6 +16,7 @@ so tests run a stand-in script.
 
 from __future__ import annotations
 
+import logging
 import signal
 import subprocess
 import sys
@@ -28,7 +29,16 @@ import trio
 
 from fleet.kube import Backoff, BackoffPolicy
 
-__all__ = ["MAX_LINE", "RESTART_POLICY", "SHUTDOWN_GRACE", "Sink", "Supervisor"]
+__all__ = [
+    "MAX_LINE",
+    "RESTART_POLICY",
+    "SHUTDOWN_GRACE",
+    "Sink",
+    "Supervisor",
+    "terminate_then_kill",
+]
+
+log = logging.getLogger(__name__)
 
 RESTART_POLICY = BackoffPolicy(initial=0.5, factor=2.0, maximum=30.0, jitter=0.0, reset_after=60.0)
 """Restart delays of a crashed child: 0.5 s (a quick crash costs under a second), doubling to
@@ -165,6 +175,20 @@ class Supervisor:
 
     def _note(self, child: _Child, message: str) -> None:
         self._stderr(f"[run] {child.name} {message}\n".encode())
+
+
+async def terminate_then_kill(process: trio.Process, *, grace: float, name: str) -> None:
+    """Cancellation of a child as trio's default delivers it (SIGTERM, then SIGKILL), with
+    ``grace`` seconds between and the kill said in one log line naming ``name``, not
+    trio's RuntimeWarning on the terminal."""
+    process.send_signal(signal.SIGTERM)
+    with trio.move_on_after(grace):
+        await process.wait()
+        return
+    log.warning(
+        "%s (pid %d) was still running %g s after SIGTERM: killed", name, process.pid, grace
+    )
+    process.kill()
 
 
 async def _kill(process: trio.Process) -> None:

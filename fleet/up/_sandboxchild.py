@@ -10,8 +10,6 @@ kubelet client CA stays in the child's temporary directory) and no ``--data``.
 
 from __future__ import annotations
 
-import logging
-import signal
 import subprocess
 from functools import partial
 from pathlib import Path
@@ -20,11 +18,9 @@ import trio
 
 from fleet.errors import ComponentError, FleetError
 from fleet.kube import Client, load_config
-from fleet.supervise import sandbox_command, wait_ready
+from fleet.supervise import sandbox_command, terminate_then_kill, wait_ready
 
-__all__ = ["SANDBOX_START_TIMEOUT", "SANDBOX_STOP_GRACE", "serve_sandbox_child", "stop_child"]
-
-log = logging.getLogger(__name__)
+__all__ = ["SANDBOX_START_TIMEOUT", "SANDBOX_STOP_GRACE", "serve_sandbox_child"]
 
 SANDBOX_START_TIMEOUT = 30.0
 """Seconds the child may take to write its kubeconfig and answer ``/readyz`` (a Python
@@ -64,7 +60,9 @@ async def serve_sandbox_child(
                     stdout=log_file,
                     stderr=subprocess.STDOUT,
                     check=False,
-                    deliver_cancel=stop_child,
+                    deliver_cancel=partial(
+                        terminate_then_kill, grace=SANDBOX_STOP_GRACE, name="the sandbox child"
+                    ),
                     task_status=task_status,
                 )
                 raise ComponentError(
@@ -83,20 +81,6 @@ async def serve_sandbox_child(
                 ),
             )
             task_status.started()
-
-
-async def stop_child(process: trio.Process, grace: float = SANDBOX_STOP_GRACE) -> None:
-    """SIGTERM; SIGKILL (said in one line) if it is still there after ``grace`` seconds."""
-    process.send_signal(signal.SIGTERM)
-    with trio.move_on_after(grace):
-        await process.wait()
-        return
-    log.warning(
-        "the sandbox child (pid %d) was still running %g s after SIGTERM: killed",
-        process.pid,
-        grace,
-    )
-    process.kill()
 
 
 async def _ready(kubeconfig: Path) -> str | None:

@@ -1,4 +1,4 @@
-"""Stopping the sandbox child: SIGTERM, then SIGKILL said in one line (real processes, a
+"""Stopping a child (the sandbox under `up` and `bench`): SIGTERM, then SIGKILL said in one line (real processes, a
 one-second grace)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from functools import partial
 import pytest
 import trio
 
-from fleet.up._sandboxchild import stop_child
+from fleet.supervise import terminate_then_kill
 
 STUBBORN = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(60)"
 OBEDIENT = "import time; print('up', flush=True); time.sleep(60)"
@@ -22,7 +22,7 @@ async def _run_then_cancel(code: str) -> trio.Process:
             [sys.executable, "-c", code],
             stdout=subprocess.PIPE,
             check=False,
-            deliver_cancel=partial(stop_child, grace=1.0),
+            deliver_cancel=partial(terminate_then_kill, grace=1.0, name="the child"),
             task_status=task_status,
         )
 
@@ -42,7 +42,7 @@ async def test_a_child_ignoring_sigterm_is_killed_after_the_grace(
     assert process.returncode == -9
     assert 1.0 <= trio.current_time() - started < 10
     (line,) = [r.getMessage() for r in caplog.records if "after SIGTERM" in r.getMessage()]
-    assert line.endswith("was still running 1 s after SIGTERM: killed")
+    assert line.startswith("the child (pid ") and line.endswith("1 s after SIGTERM: killed")
 
 
 async def test_a_child_stopping_on_sigterm_is_not_killed(caplog: pytest.LogCaptureFixture) -> None:
