@@ -73,6 +73,8 @@ sent (a pipelined batch of Lease renewals in the socket buffers, or the fault pr
 not writes of a second driver (``tests/fleet/test_failover.py`` allows the same)."""
 SETTLE_POLL = 0.25
 """Seconds between looks at the observers while a fault settles (they are in memory)."""
+EVIDENCE = 3
+"""Nodes named in a non-zero count's evidence (the report's reason)."""
 PHASES = {"": 0, "Pending": 0, "Running": 1, "Succeeded": 2, "Failed": 2}
 """Pod phases in lifecycle order: a pod seen going to a lower rank regressed."""
 
@@ -182,6 +184,14 @@ class WriteLog:
             if w.path.startswith(NODE_LEASES) and w.method in ("POST", "PUT", "PATCH"):
                 out[w.name].append(w)
         return out
+
+
+def _tail(path: str) -> str:
+    """A node write's path, short: ``leases/<node>``, ``nodes/<node>/status``."""
+    for prefix in (NODE_LEASES + "/", "/api/v1/nodes/"):
+        if path.startswith(prefix):
+            return ("leases/" if prefix != "/api/v1/nodes/" else "nodes/") + path[len(prefix) :]
+    return path
 
 
 def _name_of(body: bytes) -> str:
@@ -457,7 +467,7 @@ class FaultCounter:
         """Run ``fault`` (it says what it did), let the fleet settle, count."""
         started = trio.current_time()
         moves_before = self.labels.moves()
-        drivers_before = self.two_drivers()
+        drivers_before = set(self.two_driver_nodes())
         did = ""
         reason = ""
         try:
@@ -477,6 +487,10 @@ class FaultCounter:
             except Unsettled:
                 settle = trio.current_time() - ended
                 reason = f"not settled within {self.settle_within:g} s: {self.unsettled(ended)}"
+        seen_down, lease_gaps = self.not_ready_parts(started)
+        drivers = {
+            node: seq for node, seq in self.two_driver_nodes().items() if node not in drivers_before
+        }
         result = FaultResult(
             name=name,
             tried=tried,
@@ -485,10 +499,10 @@ class FaultCounter:
             settle_seconds=settle,
             moves=self.labels.moves() - moves_before,
             crashes=self.exited(),
-            not_ready=len(self.not_ready(started)),
+            not_ready=len(seen_down | set(lease_gaps)),
             regressed=sum(1 for p in self.pods if regressed(self.seen.phases.get(p, []))),
             restarted=sum(1 for p in self.pods if self.seen.restarts.get(p, 0) > 0),
-            two_drivers=self.two_drivers() - drivers_before,
+            two_drivers=len(drivers),
             lost=await self.lost(),
             ok=False,
             reason=reason,
@@ -496,6 +510,7 @@ class FaultCounter:
         counts = result.counts()
         if not reason and any(counts.values()):
             reason = "non-zero: " + ", ".join(f"{k}={v}" for k, v in counts.items() if v)
+            reason += self._evidence(started, seen_down, lease_gaps, drivers)
         return msgspec.structs.replace(result, ok=not reason, reason=reason)
 
     def unsettled(self, since: float, *, quick: bool = False) -> str:
@@ -537,37 +552,82 @@ class FaultCounter:
 
     def not_ready(self, since: float) -> set[str]:
         """Nodes seen not Ready since ``since``, or whose Lease went a duration unrenewed."""
-        out = {
+        seen_down, lease_gaps = self.not_ready_parts(since)
+        return seen_down | set(lease_gaps)
+
+    def not_ready_parts(self, since: float) -> tuple[set[str], dict[str, float]]:
+        """The two halves of :meth:`not_ready`: nodes a watch saw not Ready since ``since``
+        (the node lifecycle controller marked them), and nodes whose Lease went a duration
+        or more between two renewals the apiserver served, with the longest gap."""
+        seen_down = {
             name
             for name in self.nodes
             if any(t >= since and not ok for t, ok in self.seen.ready.get(name, []))
         }
+        gaps: dict[str, float] = {}
         leases = self.writes.lease_writes(since=since - self.node_lease_duration)
         now = trio.current_time()
         for name in self.nodes:
             times = [w.time for w in leases.get(name, [])] + [now]
-            if any(b - a >= self.node_lease_duration for a, b in pairwise(times)):
-                out.add(name)
-        return out
+            longest = max((b - a for a, b in pairwise(times)), default=0.0)
+            if longest >= self.node_lease_duration:
+                gaps[name] = longest
+        return seen_down, gaps
 
     def two_drivers(self) -> int:
         """Nodes with more runs of writers than label moves allow: shard A writing again
         after B took over (A, B, A) with one move between is one run too many."""
+        return len(self.two_driver_nodes())
+
+    def two_driver_nodes(self) -> dict[str, list[Written]]:
+        """The nodes :meth:`two_drivers` counts, each with its shards' writes (those of a
+        killed shard in its :data:`IN_FLIGHT` second left out)."""
         moves = self.labels.moves_by_node()
         killed = self.killed()
-        bad = 0
+        out: dict[str, list[Written]] = {}
         for node, seq in self.writes.node_writes().items():
-            shards = [
-                shard_of(w)
+            kept = [
+                w
                 for w in seq
                 if not (
                     shard_of(w) in killed
                     and killed[shard_of(w)] < w.time <= killed[shard_of(w)] + IN_FLIGHT
                 )  # sent before the kill, served after it
             ]
+            shards = [shard_of(w) for w in kept]
             runs = 1 + sum(1 for a, b in pairwise(shards) if a != b)
-            bad += runs > moves.get(node, 0) + 1
-        return bad
+            if runs > moves.get(node, 0) + 1:
+                out[node] = kept
+        return out
+
+    def _evidence(
+        self,
+        since: float,
+        seen_down: set[str],
+        lease_gaps: Mapping[str, float],
+        drivers: Mapping[str, list[Written]],
+    ) -> str:
+        """What a non-zero notReady or twoDrivers is made of, for the report (times in
+        seconds from the fault's start)."""
+        parts = []
+        if seen_down or lease_gaps:
+            worst = sorted(lease_gaps.items(), key=lambda item: -item[1])[:EVIDENCE]
+            parts.append(
+                f"notReady: {len(seen_down)} seen not Ready, {len(lease_gaps)} with a Lease "
+                f"gap >= {self.node_lease_duration:g} s between served renewals"
+                + (" (longest: " + ", ".join(f"{n} {g:.1f} s" for n, g in worst) + ")")
+                * bool(worst)
+            )
+        for node, seq in sorted(drivers.items())[:EVIDENCE]:
+            switches = [b for a, b in pairwise(seq) if shard_of(a) != shard_of(b)]
+            parts.append(
+                f"twoDrivers {node} ({self.labels.moves_by_node().get(node, 0)} moves): "
+                + ", ".join(
+                    f"{shard_of(w)}@{w.time - since:.1f} {w.method} {_tail(w.path)} {w.status}"
+                    for w in [seq[0], *switches]
+                )
+            )
+        return "; " + "; ".join(parts) if parts else ""
 
     async def lost(self) -> int:
         """CRs, Nodes, node Leases and pods that should exist and do not."""

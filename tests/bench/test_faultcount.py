@@ -100,3 +100,27 @@ def test_a_pod_going_back_in_its_lifecycle_regressed() -> None:
     assert regressed([(0, ""), (1, "Pending"), (2, "Running"), (3, "Succeeded")]) is False
     assert regressed([(0, "Pending"), (1, "Running"), (2, "Pending")]) is True
     assert regressed([(0, "Running"), (1, "Failed"), (2, "Running")]) is True
+
+
+async def test_a_non_zero_count_says_what_it_is_made_of(autojump_clock: trio.abc.Clock) -> None:
+    """The report's reason names the halves of notReady and each second driver's writes,
+    so a count can be traced to its cause (a late status PATCH is not a Lease renewal)."""
+    await trio.sleep(100.0)
+    move = [LabelChange(55.0, "ns/n1", "0", "1")]
+    status = Written(70, "PATCH", "/api/v1/nodes/n1/status", "kubemock-fleet-shard-0", 200, "n1")
+    writes = [
+        _lease(50, "n1", "0"), _lease(60, "n1", "1"), status, _lease(70, "n1", "1"),
+        _lease(91, "n1", "1"), _lease(50, "n2", "0"), _lease(95, "n2", "0"),
+    ]  # fmt: skip
+    counter = _counter(writes, move)
+    seen_down, gaps = counter.not_ready_parts(since=60.0)
+    assert seen_down == set() and gaps == {"n2": 45.0}
+    drivers = counter.two_driver_nodes()
+    assert list(drivers) == ["n1"]
+    evidence = counter._evidence(60.0, seen_down, gaps, drivers)
+    assert "0 seen not Ready, 1 with a Lease gap >= 40 s" in evidence
+    assert "n2 45.0 s" in evidence
+    assert "twoDrivers n1 (1 moves): 0@-10.0 PUT leases/n1 200, 1@0.0 PUT leases/n1 200, " in (
+        evidence
+    )
+    assert "0@10.0 PATCH nodes/n1/status 200" in evidence

@@ -247,3 +247,55 @@ async def test_released_node_writes_are_refused_and_drain_waits_for_those_out(
     assert gate.refused == 2
     gate.restore("n1")
     assert not gate.refuses(f"{NODES}/n1/status")
+
+
+# -- many handovers at once ----------------------------------------------------------------------
+
+MANY = 192
+"""CRs marked for handover in one instant (a shard coming back takes half the fleet)."""
+WRITE_LATENCY = 0.5
+"""Seconds each write takes to be answered: a loaded apiserver."""
+RELEASED_WITHIN = 6.0
+"""Seconds from the marks to the last release: one drain and the release PATCHes side by side,
+whatever the number marked. One drain and one PATCH at a time per timer worker took ~16 s for
+96 at this latency (a returning shard's 500 took 50-100 s on a loaded sandbox: nodes NotReady,
+neither shard driving them meanwhile)."""
+
+
+class _SlowWrites(MemoryClient):
+    """Every write answered after :data:`WRITE_LATENCY` seconds."""
+
+    async def request(self, method: str, path: str, **kwargs: object) -> Response:
+        if method not in ("GET", "HEAD"):
+            await trio.sleep(WRITE_LATENCY)
+        return await super().request(method, path, **kwargs)  # type: ignore[arg-type]
+
+
+async def test_many_crs_marked_at_once_are_released_together_not_one_drain_each(
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
+) -> None:
+    api = MemoryApiserver()
+    for i in range(MANY):
+        api.create(CRS, {"apiVersion": "mock.zhizuqiu.cn/v1alpha1", "kind": "Node",
+                         "metadata": {"name": f"n{i}", "labels": {SHARD_LABEL: "0"}},
+                         "spec": {}})  # fmt: skip
+    engine = await _run_shard(nursery, "0", _SlowWrites(api))
+    await trio.sleep(60)  # every node registered and renewing
+    assert len(puts_after(api, NODE_LEASES + "/n0", 30)) >= 1
+    marked = trio.current_time()
+    for i in range(MANY):
+        api.patch(f"{CRS}/n{i}", {"metadata": {"annotations": {HANDOVER_ANNOTATION: "1"}}})
+    await trio.sleep(40)
+    released = {
+        c.path.rpartition("/")[2]: c.at
+        for c in api.log("PATCH", f"{CRS}/")
+        if RELEASED_ANNOTATION in str(c.body)
+    }
+    assert len(released) == MANY
+    last = max(released.values()) - marked
+    assert last <= RELEASED_WITHIN, f"the last of {MANY} releases {last:.1f} s after the marks"
+    # And each still after every write of its node: none of shard 0's after its release.
+    writes = _node_writes(api)
+    late = [n for n, t in released.items() if any(at > t for at, _ in writes[n])]
+    assert late == []
+    assert all(engine.ctx.handover.released(f"n{i}") for i in range(MANY))
