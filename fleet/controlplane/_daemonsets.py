@@ -23,6 +23,15 @@ As kube-controller-manager's ``daemonset`` controller, as an API client:
   ``updatedNumberScheduled``, ``observedGeneration`` — what ``kubectl rollout
   status ds`` reads.
 
+Unlike the real controller, whose sync walks every node (cheap in Go), a sync here
+looks only at the nodes marked since the last one: a node added, changed (labels,
+taints, unschedulable) or gone; a node where a pod of the DaemonSet was created,
+changed or deleted (an index per DaemonSet: node -> its pods there). What each look
+decided is kept per node with the sums the status reads, so a sync costs what changed,
+not the cluster's size. A DaemonSet first seen, or whose template, node selector,
+tolerations or ``minReadySeconds`` changed, is walked in full once
+(:meth:`DaemonSetController.statistics` counts both).
+
 Left out: required node affinity on labels, ``maxSurge``, ControllerRevision
 objects (the hash is this project's, as for Deployments).
 """
@@ -32,7 +41,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -52,14 +60,18 @@ from fleet.controlplane._resources import (
     NODES,
     PODS,
     KObject,
-    controlled,
     controller_of,
 )
 from fleet.controlplane._rest import Rest
 from fleet.errors import ConfigError, FleetError, NotFound
 from fleet.kube import WatchEvent, object_key
 
-__all__ = ["DAEMON_TOLERATIONS", "DaemonSetController", "DaemonSetSettings"]
+__all__ = [
+    "DAEMON_TOLERATIONS",
+    "DaemonSetController",
+    "DaemonSetSettings",
+    "DaemonSetStatistics",
+]
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +183,96 @@ def _created(pod: KObject) -> float:
     return ts.timestamp() if ts is not None else 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class DaemonSetStatistics:
+    """How much looking the controller did: what proves a sync is incremental."""
+
+    full_walks: int
+    """Syncs that looked at every node (a DaemonSet first seen, or its template, node
+    selector, tolerations or ``minReadySeconds`` changed)."""
+    nodes_examined: int
+    """Node looks over all syncs, full walks included."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Verdict:
+    """What one look at one node decided for one DaemonSet."""
+
+    eligible: bool
+    misscheduled: bool
+    create: bool
+    kept: str | None
+    """The pod that stays there (the oldest that has not failed), on an eligible node."""
+    doomed: tuple[str, ...]
+    ready: bool = False
+    updated: bool = False
+    available: bool = False
+    waiting: bool = False
+    """Ready, but not yet for ``minReadySeconds``: looked at again each sync."""
+
+
+_NOTHING = _Verdict(eligible=False, misscheduled=False, create=False, kept=None, doomed=())
+
+
+class _SetState:
+    """One DaemonSet's verdict per node and the sums the status and the actions read.
+
+    A sync looks only at the nodes marked dirty since the last one (a node added, changed
+    or gone; a pod of the DaemonSet on it created, changed or deleted), so a sync costs
+    what changed, not the cluster's size (the real controller's sync walks every node:
+    cheap in Go, ~100 ms a sync at 5,000 nodes here)."""
+
+    def __init__(self, signature: tuple[object, ...]) -> None:
+        self.signature = signature
+        self.verdicts: dict[str, _Verdict] = {}
+        self.dirty: set[str] = set()
+        self.to_create: set[str] = set()
+        self.to_delete: set[str] = set()
+        self.old: set[str] = set()
+        """Eligible nodes whose kept pod is of an older template."""
+        self.waiting: set[str] = set()
+        self.desired = self.current = self.misscheduled = 0
+        self.ready = self.updated = self.available = 0
+
+    def put(self, node: str, verdict: _Verdict) -> None:
+        old = self.verdicts.pop(node, _NOTHING)
+        self._count(node, old, -1)
+        if verdict != _NOTHING:
+            self.verdicts[node] = verdict
+        self._count(node, verdict, +1)
+
+    def _count(self, node: str, v: _Verdict, sign: int) -> None:
+        self.desired += sign * v.eligible
+        self.misscheduled += sign * v.misscheduled
+        on = v.eligible and v.kept is not None
+        self.current += sign * on
+        self.ready += sign * (on and v.ready)
+        self.updated += sign * (on and v.updated)
+        self.available += sign * (on and v.available)
+        for flag, members in (
+            (v.create, self.to_create),
+            (bool(v.doomed), self.to_delete),
+            (on and not v.updated, self.old),
+            (v.waiting, self.waiting),
+        ):
+            if flag:
+                if sign > 0:
+                    members.add(node)
+                else:
+                    members.discard(node)
+
+
+@dataclass(frozen=True, slots=True)
+class _How:
+    """What a sync decides each node by."""
+
+    revision: str
+    selector: Mapping[str, str]
+    tolerations: list[dict[str, Any]]
+    min_ready: int
+    available: Callable[[KObject], bool]
+
+
 class DaemonSetController:
     """Keeps a daemon pod on each eligible node, as an apiserver client."""
 
@@ -200,20 +302,34 @@ class DaemonSetController:
         self._pod_deleter = PodDeleter(
             rest, self._sets, DAEMONSETS, CONTROLLER, self.expectations, self.queue, events
         )
-        self._owned: dict[str, set[str]] = defaultdict(set)
+        self._index: dict[str, dict[str, set[str]]] = {}
+        """DaemonSet uid -> node -> keys of its pods there (by :func:`target_node`)."""
+        self._placed: dict[str, tuple[str, str, str]] = {}
+        """Pod key -> (owner uid, owner key, node) as indexed."""
+        self._states: dict[str, _SetState] = {}
+        """DaemonSet key -> its verdicts per node (see :class:`_SetState`)."""
         self._node_shapes: dict[str, tuple[object, ...]] = {}
         """Node -> what of it decides eligibility (labels, taints, unschedulable)."""
+        self._full_walks = 0
+        self._nodes_examined = 0
+
+    def statistics(self) -> DaemonSetStatistics:
+        return DaemonSetStatistics(self._full_walks, self._nodes_examined)
 
     async def _on_set(self, event: WatchEvent[KObject]) -> None:
         key = object_key(event.obj.metadata)
         if event.type == "DELETED":
             self.expectations.forget(key)
-            self._owned.pop(event.obj.metadata.uid, None)
+            self._states.pop(key, None)
+            for pods in self._index.pop(event.obj.metadata.uid, {}).values():
+                for pod in pods:
+                    self._placed.pop(pod, None)
         await self.queue.add(key)
 
     async def _on_node(self, event: WatchEvent[KObject]) -> None:
-        """Every DaemonSet looks again, unless only the node's status moved (its kubelet's
-        heartbeats: ``shouldIgnoreNodeUpdate``) — at thousands of nodes that is most events."""
+        """Every DaemonSet looks again at the node, unless only its status moved (its
+        kubelet's heartbeats: ``shouldIgnoreNodeUpdate``) — at thousands of nodes that is
+        most events."""
         node = event.obj
         name = node.metadata.name
         shape = (
@@ -227,31 +343,55 @@ class DaemonSetController:
             return
         else:
             self._node_shapes[name] = shape
+        for state in self._states.values():
+            state.dirty.add(name)
         for key in list(self._sets.store):
             await self.queue.add(key)
 
+    def _mark(self, owner_key: str, node: str) -> None:
+        state = self._states.get(owner_key)
+        if state is not None:
+            state.dirty.add(node)
+
     async def _on_pod(self, event: WatchEvent[KObject]) -> None:
         pod = event.obj
-        ref = controller_of(pod.metadata)
-        if ref is None or ref.kind != "DaemonSet":
-            return
         key = object_key(pod.metadata)
-        owner_key = f"{pod.metadata.namespace}/{ref.name}"
-        owned = self._owned[ref.uid]
-        if event.type == "DELETED":
-            if key in owned:
-                owned.discard(key)
-                self.expectations.observe(owner_key, deletes=1)
-        elif key not in owned:
-            owned.add(key)
-            self.expectations.observe(owner_key, adds=1)
+        ref = controller_of(pod.metadata)
+        before = self._placed.get(key)
+        after: tuple[str, str, str] | None = None
+        if event.type != "DELETED" and ref is not None and ref.kind == "DaemonSet":
+            after = (ref.uid, f"{pod.metadata.namespace}/{ref.name}", target_node(pod))
+        if before is None and after is None:
+            return
+        if before != after:
+            if before is not None:
+                uid, _, node = before
+                on_node = self._index.get(uid, {}).get(node)
+                if on_node is not None:
+                    on_node.discard(key)
+                    if not on_node:
+                        del self._index[uid][node]
+                del self._placed[key]
+            if after is not None:
+                uid, _, node = after
+                self._index.setdefault(uid, {}).setdefault(node, set()).add(key)
+                self._placed[key] = after
+        for placed in (before, after):
+            if placed is not None:
+                self._mark(placed[1], placed[2])
+        if after is None:
+            assert before is not None
+            if event.type == "DELETED":
+                self.expectations.observe(before[1], deletes=1)
+            await self.queue.add(before[1])
+        elif before is None:
+            self.expectations.observe(after[1], adds=1)
+            await self.queue.add(after[1])
         else:
             # A pod's own progress (bound, started, ready) only moves the status: at
-            # thousands of pods a sync per event was the control plane's main cost
-            # (each sync walks every node), so such events are gathered for a moment.
-            self.queue.add_after(owner_key, self.settings.status_delay)
-            return
-        await self.queue.add(owner_key)
+            # thousands of pods a sync per event was the control plane's main cost, so
+            # such events are gathered for a moment (each sync then looks at their nodes).
+            self.queue.add_after(after[1], self.settings.status_delay)
 
     @staticmethod
     def _eligible(
@@ -274,66 +414,113 @@ class DaemonSetController:
             log.info("daemonset %s: sync failed: %s", key, exc)
             self.queue.add_after(key, 1.0)
 
+    def _look(self, state: _SetState, ds: KObject, node_name: str, how: _How) -> None:
+        """Decide one node afresh: its eligibility, its pods, what to create or delete."""
+        uid = ds.metadata.uid
+        pods: list[KObject] = []
+        for pod_key in self._index.get(uid, {}).get(node_name, ()):
+            pod = self._pods.store.get(pod_key)
+            if pod is None or pod.metadata.deletion_timestamp is not None:
+                continue
+            ref = controller_of(pod.metadata)
+            if ref is not None and ref.uid == uid:
+                pods.append(pod)
+        if len(pods) > 1:
+            pods.sort(key=_created)
+        node = self._nodes.store.get(node_name)
+        if node is None or not self._eligible(how.selector, how.tolerations, node):
+            doomed = tuple(object_key(p.metadata) for p in pods)
+            state.put(
+                node_name,
+                _Verdict(
+                    eligible=False,
+                    misscheduled=node is not None and bool(pods),
+                    create=False,
+                    kept=None,
+                    doomed=doomed,
+                ),
+            )
+            return
+        failed = [p for p in pods if p.status.get("phase") == "Failed"]
+        running = [p for p in pods if p.status.get("phase") != "Failed"]
+        doomed = tuple(object_key(p.metadata) for p in failed + running[1:])
+        if not running:
+            state.put(node_name, _Verdict(True, False, True, None, doomed))
+            return
+        kept = running[0]
+        ready = is_ready(kept)
+        available = how.available(kept)
+        state.put(
+            node_name,
+            _Verdict(
+                eligible=True,
+                misscheduled=False,
+                create=False,
+                kept=object_key(kept.metadata),
+                doomed=doomed,
+                ready=ready,
+                updated=kept.metadata.labels.get(REVISION_LABEL) == how.revision,
+                available=available,
+                waiting=ready and not available,
+            ),
+        )
+
+    def _state(self, key: str, ds: KObject, how: _How) -> tuple[_SetState, set[str]]:
+        """The DaemonSet's state and the nodes to look at: all of them when it is new or
+        what decides eligibility or availability changed, else those marked since."""
+        signature = (
+            ds.metadata.uid, how.revision, repr(how.selector), repr(how.tolerations),
+            how.min_ready,
+        )  # fmt: skip
+        state = self._states.get(key)
+        if state is None or state.signature != signature:
+            state = self._states[key] = _SetState(signature)
+            self._full_walks += 1
+            return state, set(self._nodes.store) | set(self._index.get(ds.metadata.uid, ()))
+        look, state.dirty = state.dirty, set()
+        return state, look | state.waiting
+
     async def _sync_set(self, key: str, ds: KObject) -> None:
-        pods = controlled(ds.metadata.uid, self._owned.get(ds.metadata.uid, ()), self._pods.store)
-        by_node: dict[str, list[KObject]] = defaultdict(list)
-        for pod in pods:
-            if pod.metadata.deletion_timestamp is None:
-                by_node[target_node(pod)].append(pod)
         template = ds.spec.get("template") or {}
-        revision = pod_template_hash(template)
+        tmpl_spec = template.get("spec") or {}
         min_ready = int(ds.spec.get("minReadySeconds") or 0)
         now = self._wall()
-        create: list[str] = []
-        doomed: list[KObject] = []
-        eligible: list[str] = []
-        misscheduled = 0
-        tmpl_spec = template.get("spec") or {}
-        selector = tmpl_spec.get("nodeSelector") or {}
-        tolerations = _tolerations(tmpl_spec)
-        for name, node in sorted(self._nodes.store.items()):
-            node_pods = by_node.pop(name, [])
-            if len(node_pods) > 1:
-                node_pods.sort(key=_created)
-            if not self._eligible(selector, tolerations, node):
-                misscheduled += bool(node_pods)
-                doomed += node_pods
-                continue
-            eligible.append(name)
-            if not node_pods:
-                create.append(name)
-                continue
-            failed = [p for p in node_pods if p.status.get("phase") == "Failed"]
-            running = [p for p in node_pods if p.status.get("phase") != "Failed"]
-            doomed += failed + running[1:]
-            if not running:
-                create.append(name)
-        for orphaned in by_node.values():  # pods of nodes that are gone
-            doomed += orphaned
 
-        # Rolling update: replace old pods while few enough nodes lack an available pod.
         def available(p: KObject) -> bool:
             since = ready_since(p)
             return is_ready(p) and (
                 min_ready == 0 or (since is not None and now - since >= min_ready)
             )
 
-        doomed_keys = {id(p) for p in doomed}
-        node_pod = {
-            target_node(p): p
-            for p in sorted(pods, key=_created, reverse=True)
-            if p.metadata.deletion_timestamp is None and id(p) not in doomed_keys
-        }
+        how = _How(
+            revision=pod_template_hash(template),
+            selector=tmpl_spec.get("nodeSelector") or {},
+            tolerations=_tolerations(tmpl_spec),
+            min_ready=min_ready,
+            available=available,
+        )
+        state, look = self._state(key, ds, how)
+        for name in look:
+            self._look(state, ds, name, how)
+        self._nodes_examined += len(look)
+
+        store = self._pods.store
+        doomed = [
+            pod
+            for name in sorted(state.to_delete)
+            for pod_key in state.verdicts[name].doomed
+            if (pod := store.get(pod_key)) is not None
+        ]
+        # Rolling update: replace old pods while few enough nodes lack an available pod.
         strategy = ds.spec.get("updateStrategy") or {}
-        if (strategy.get("type") or "RollingUpdate") == "RollingUpdate":
-            budget = _max_unavailable(strategy, len(eligible))
-            unavailable = sum(
-                1 for n in eligible if n not in node_pod or not available(node_pod[n])
-            )
+        if (strategy.get("type") or "RollingUpdate") == "RollingUpdate" and state.old:
+            budget = _max_unavailable(strategy, state.desired)
+            unavailable = state.desired - state.available
             old = [
-                node_pod[n]
-                for n in eligible
-                if n in node_pod and node_pod[n].metadata.labels.get(REVISION_LABEL) != revision
+                pod
+                for name in sorted(state.old)
+                if (kept := state.verdicts[name].kept) is not None
+                and (pod := store.get(kept)) is not None
             ]
             for pod in sorted(old, key=available):  # the unavailable ones first
                 if not available(pod):
@@ -344,8 +531,9 @@ class DaemonSetController:
         if self.expectations.satisfied(key) and ds.metadata.deletion_timestamp is None:
             burst = self.settings.burst_pods
             await self._pod_deleter.delete(key, doomed[:burst])
-            await self._create(key, ds, create[:burst], revision)
-        await self._write_status(ds, eligible, node_pod, misscheduled, revision, available)
+            create = sorted(state.to_create)[:burst] if state.to_create else []
+            await self._create(key, ds, create, how.revision)
+        await self._write_status(ds, state)
         if min_ready:
             self.queue.add_after(key, float(min_ready))
 
@@ -402,26 +590,15 @@ class DaemonSetController:
             ds, DAEMONSETS, "Normal", "SuccessfulCreate", f"Created pod: {name}", CONTROLLER
         )
 
-    async def _write_status(
-        self,
-        ds: KObject,
-        eligible: list[str],
-        node_pod: Mapping[str, KObject],
-        misscheduled: int,
-        revision: str,
-        available: Callable[[KObject], bool],
-    ) -> None:
-        on = [node_pod[n] for n in eligible if n in node_pod]
+    async def _write_status(self, ds: KObject, state: _SetState) -> None:
         status: dict[str, Any] = {
-            "currentNumberScheduled": len(on),
-            "numberMisscheduled": misscheduled,
-            "desiredNumberScheduled": len(eligible),
-            "numberReady": sum(1 for p in on if is_ready(p)),
+            "currentNumberScheduled": state.current,
+            "numberMisscheduled": state.misscheduled,
+            "desiredNumberScheduled": state.desired,
+            "numberReady": state.ready,
             "observedGeneration": ds.metadata.generation,
-            "updatedNumberScheduled": sum(
-                1 for p in on if p.metadata.labels.get(REVISION_LABEL) == revision
-            ),
-            "numberAvailable": sum(1 for p in on if available(p)),
+            "updatedNumberScheduled": state.updated,
+            "numberAvailable": state.available,
         }
         status["numberUnavailable"] = status["desiredNumberScheduled"] - status["numberAvailable"]
         for name in _OMIT_EMPTY:
