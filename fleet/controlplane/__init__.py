@@ -20,6 +20,7 @@ from fleet.controlplane._cronjobs import CronJobController as CronJobController
 from fleet.controlplane._cronjobs import CronJobSettings as CronJobSettings
 from fleet.controlplane._daemonsets import DaemonSetController as DaemonSetController
 from fleet.controlplane._daemonsets import DaemonSetSettings as DaemonSetSettings
+from fleet.controlplane._daemonsets import DaemonSetStatistics as DaemonSetStatistics
 from fleet.controlplane._deployments import DeploymentController as DeploymentController
 from fleet.controlplane._deployments import DeploymentSettings as DeploymentSettings
 from fleet.controlplane._deployments import pod_template_hash as pod_template_hash
@@ -57,6 +58,7 @@ __all__ = [
     "CronJobSettings",
     "DaemonSetController",
     "DaemonSetSettings",
+    "DaemonSetStatistics",
     "DeploymentController",
     "DeploymentSettings",
     "DisruptionController",
