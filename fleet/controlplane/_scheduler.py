@@ -74,13 +74,27 @@ from fleet.controlplane._podutil import (
     tolerates,
     untolerated,
 )
-from fleet.controlplane._preemption import Victim, no_victims_message, pick_node, select_victims
+from fleet.controlplane._preemption import (
+    Candidate,
+    Victim,
+    no_victims_message,
+    pick_node,
+    select_victims,
+)
 from fleet.controlplane._queue import WorkQueue
-from fleet.controlplane._resources import EVENTS, NODES, PODS, KObject, condition, rfc3339
+from fleet.controlplane._resources import (
+    EVENTS,
+    NODES,
+    PODDISRUPTIONBUDGETS,
+    PODS,
+    KObject,
+    condition,
+    rfc3339,
+)
 from fleet.controlplane._rest import Rest
-from fleet.errors import ApiError, ConfigError, Conflict, FleetError, NotFound
+from fleet.errors import ApiError, ConfigError, Conflict, FleetError, InputError, NotFound
 from fleet.kube import WatchEvent, object_key
-from fleet.machinery import Requirement
+from fleet.machinery import LabelSelector, Requirement, label_selector_from_dict
 
 __all__ = ["Scheduler", "SchedulerSettings", "SchedulerStatistics", "unschedulable_message"]
 
@@ -303,6 +317,24 @@ def _matches_affinity(info: _PodInfo, node: _Node) -> bool:
     )
 
 
+_Budget = tuple[str, str, LabelSelector, frozenset[str], int]
+"""A PodDisruptionBudget: key, namespace, selector, ``disruptedPods`` names, ``disruptionsAllowed``."""
+
+
+def _budgets_of(pod: KObject, budgets: list[_Budget]) -> tuple[str, ...]:
+    """The budgets evicting ``pod`` would take a disruption from."""
+    labels = pod.metadata.labels
+    if not labels:
+        return ()
+    return tuple(
+        key
+        for key, namespace, selector, disrupted, _ in budgets
+        if namespace == pod.metadata.namespace
+        and pod.metadata.name not in disrupted
+        and selector.matches(labels)
+    )
+
+
 def _priority_of(pod: KObject) -> int:
     value = pod.spec.get("priority")
     return value if isinstance(value, int) else 0
@@ -418,6 +450,7 @@ class Scheduler:
         self._rng = random.Random(s.seed)
         self._pods: Informer[KObject] = informers.get(PODS)
         self._nodes: Informer[KObject] = informers.get(NODES)
+        self._budgets: Informer[KObject] = informers.get(PODDISRUPTIONBUDGETS)
         self._informers = informers
         self._pods.subscribe(self._on_pod)
         self._nodes.subscribe(self._on_node)
@@ -664,7 +697,9 @@ class Scheduler:
         nominated = self._nominated_usage(key, priority)
         empty = _Usage()
         outranks = any(p < priority for p in self._priorities)
-        candidates: dict[str, list[Victim]] = {}
+        budgets = self._budget_matchers() if outranks else []
+        allowed = {key: allowed for key, _, _, _, allowed in budgets}
+        candidates: dict[str, Candidate] = {}
         objects: dict[str, KObject] = {}
         not_helpful = 0
         for name in self._node_order:
@@ -680,7 +715,12 @@ class Scheduler:
                 if victim is None or other == key:
                     continue
                 objects[other] = victim
-                on_node.append(Victim(other, _priority_of(victim), _started(victim)))
+                on_node.append(
+                    Victim(
+                        other, _priority_of(victim), _started(victim),
+                        _budgets_of(victim, budgets),
+                    )
+                )  # fmt: skip
             base = nominated.get(name) or self._usage.get(name, empty)
 
             def fits_without(gone: frozenset[str], node: _Node = node, base: _Usage = base) -> bool:
@@ -692,14 +732,35 @@ class Scheduler:
                     usage.add(self._bound[other][1], -1)
                 return not _filter(info, node, usage)
 
-            victims = select_victims(priority, on_node, fits_without)
-            if victims is not None:
-                candidates[name] = victims
+            found = select_victims(priority, on_node, fits_without, allowed)
+            if found is not None:
+                candidates[name] = found
         chosen = pick_node(candidates)
         if chosen is None:
             return None, no_victims_message(len(self._node_order), not_helpful)
-        picked = tuple(objects[v.key] for v in candidates[chosen])
+        picked = tuple(objects[v.key] for v in candidates[chosen].victims)
         return _Preempt(pod, chosen, picked, ""), ""
+
+    def _budget_matchers(self) -> list[_Budget]:
+        """The PodDisruptionBudgets as preemption reads them (``getPodDisruptionBudgets``)."""
+        out: list[_Budget] = []
+        for key, pdb in self._budgets.store.items():
+            raw = pdb.spec.get("selector")
+            if not isinstance(raw, dict) or not (
+                raw.get("matchLabels") or raw.get("matchExpressions")
+            ):
+                continue  # a nil or empty selector matches nothing here
+            try:
+                selector = label_selector_from_dict(raw)
+            except InputError:
+                continue  # an invalid selector matches nothing
+            disrupted = frozenset((pdb.status.get("disruptedPods") or {}).keys())
+            allowed = pdb.status.get("disruptionsAllowed")
+            out.append(
+                (key, pdb.metadata.namespace, selector, disrupted,
+                 allowed if isinstance(allowed, int) else 0)
+            )  # fmt: skip
+        return out
 
     def _priority(self, key: str) -> int:
         """The pod's ``spec.priority`` (the Priority admission plugin's value): the queue
@@ -709,7 +770,7 @@ class Scheduler:
         return value if isinstance(value, int) else 0
 
     async def _schedule_loop(self) -> None:
-        await self._informers.wait_synced(self._pods, self._nodes)
+        await self._informers.wait_synced(self._pods, self._nodes, self._budgets)
         await self.queue.work(self._schedule)
 
     async def _schedule(self, key: str) -> None:

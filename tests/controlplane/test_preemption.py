@@ -10,7 +10,7 @@ import trio
 
 from fleet.controlplane._events import EventRecorder
 from fleet.controlplane._informer import Informers
-from fleet.controlplane._preemption import Victim, pick_node, select_victims
+from fleet.controlplane._preemption import Candidate, Victim, pick_node, select_victims
 from fleet.controlplane._rest import Rest
 from fleet.controlplane._scheduler import Scheduler, SchedulerSettings
 from fleet.kube import MemoryApiserver
@@ -143,17 +143,110 @@ def test_victims_and_node_choice() -> None:
 
     pods = [Victim("a", 1, 10.0), Victim("b", 5, 20.0), Victim("c", 5, 5.0), Victim("d", 9, 0.0)]
     # One pod must go: the least important, the most recently started of them (reprieve order).
-    assert select_victims(9, pods, fits_with_room(1)) == [Victim("a", 1, 10.0)]
+    assert select_victims(9, pods, fits_with_room(1)) == Candidate([Victim("a", 1, 10.0)])
     # Two must go: the reprieve keeps the higher ones while it can.
     got = select_victims(9, pods, fits_with_room(2))
-    assert got is not None and [v.key for v in got] == ["b", "a"]
+    assert got is not None and [v.key for v in got.victims] == ["b", "a"]
     assert select_victims(1, pods, fits_with_room(1)) is None  # nothing below priority 1
     assert select_victims(9, pods, fits_with_room(4)) is None  # "d" (9) is no victim
     choice = {
-        "x": [Victim("x1", 5, 0.0)],
-        "y": [Victim("y1", 3, 0.0), Victim("y2", 3, 0.0)],
-        "z": [Victim("z1", 3, 0.0)],
+        "x": Candidate([Victim("x1", 5, 0.0)]),
+        "y": Candidate([Victim("y1", 3, 0.0), Victim("y2", 3, 0.0)]),
+        "z": Candidate([Victim("z1", 3, 0.0)]),
     }
     assert pick_node(choice) == "z"  # lowest top priority, then the smallest sum
-    assert pick_node({"x": [Victim("x1", 5, 0.0)], "free": []}) == "free"
+    assert pick_node({"x": Candidate([Victim("x1", 5, 0.0)]), "free": Candidate([])}) == "free"
     assert pick_node({}) is None
+
+
+PDBS = "/apis/policy/v1/namespaces/default/poddisruptionbudgets"
+
+
+def _budget(name: str, app: str, allowed: int, disrupted: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {
+        "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"selector": {"matchLabels": {"app": app}}, "minAvailable": 1},
+        "status": {"disruptionsAllowed": allowed, "currentHealthy": 1, "desiredHealthy": 1,
+                   "expectedPods": 1, "observedGeneration": 1,
+                   "disruptedPods": {p: "2026-01-01T00:00:00Z" for p in disrupted}},
+    }  # fmt: skip
+
+
+def _labelled(name: str, app: str, node_name: str, started: str) -> dict[str, Any]:
+    body = _pod(name, 0, node_name=node_name, started=started)
+    body["metadata"]["labels"] = {"app": app}
+    return body
+
+
+async def test_preemption_prefers_the_node_whose_victims_violate_no_budget(
+    graceful: tuple[MemoryApiserver, Scheduler], autojump_clock: trio.testing.MockClock
+) -> None:
+    """Without budgets "a" is chosen (its victim started later: the latest earliest start
+    wins the last tie); its pod's budget allows no disruption, so "b" is chosen instead."""
+    api, scheduler = graceful
+    api.create("/api/v1/nodes", node("a", cpu="1"))
+    api.create("/api/v1/nodes", node("b", cpu="1"))
+    api.create(PODS, _labelled("guarded", "db", "a", "2026-01-01T00:05:00Z"))
+    api.create(PODS, _labelled("free", "web", "b", "2026-01-01T00:00:00Z"))
+    api.create(PDBS, _budget("db", "db", 0))
+    api.create(PDBS, _budget("web", "web", 1))
+    await trio.sleep(1)
+    api.create(PODS, _pod("high", 100))
+    await eventually(lambda: _get(api, "free")["metadata"].get("deletionTimestamp"))
+    assert not _get(api, "guarded")["metadata"].get("deletionTimestamp")
+    assert _get(api, "high")["status"].get("nominatedNodeName") == "b"
+    assert scheduler.statistics().preemptions == 1
+
+
+async def test_a_budget_violating_victim_is_still_taken_when_nothing_else_frees_room(
+    graceful: tuple[MemoryApiserver, Scheduler], autojump_clock: trio.testing.MockClock
+) -> None:
+    """Budgets are best effort in preemption (kube-scheduler's words): they order, not forbid."""
+    api, _ = graceful
+    api.create("/api/v1/nodes", node("a", cpu="1"))
+    api.create(PODS, _labelled("guarded", "db", "a", "2026-01-01T00:05:00Z"))
+    api.create(PDBS, _budget("db", "db", 0))
+    await trio.sleep(1)
+    api.create(PODS, _pod("high", 100))
+    await eventually(lambda: _get(api, "guarded")["metadata"].get("deletionTimestamp"))
+
+
+def test_victims_that_would_violate_a_budget_are_reprieved_first() -> None:
+    def fits_with_room(room: int) -> Any:
+        return lambda gone: len(gone) >= room
+
+    # Equal priority: without budgets "guarded" (started later, less important) would be
+    # the one victim; its budget allows no disruption, so it is reprieved first.
+    pods = [Victim("plain", 1, 0.0), Victim("guarded", 1, 10.0, budgets=("default/db",))]
+    assert select_victims(9, pods, fits_with_room(1), {"default/db": 0}) == Candidate(
+        [Victim("plain", 1, 0.0)], 0
+    )
+    assert select_victims(9, pods, fits_with_room(1), {"default/db": 1}) == Candidate(
+        [Victim("guarded", 1, 10.0, budgets=("default/db",))], 0
+    )
+    # Both must go: one violation counted, victims most important first.
+    got = select_victims(9, pods, fits_with_room(2), {"default/db": 0})
+    assert got is not None and got.pdb_violations == 1
+    assert [v.key for v in got.victims] == ["plain", "guarded"]
+    # A budget counted down over the node's pods: with one disruption allowed the second
+    # matching pod (in importance order) is the violating one.
+    two = [Victim("p1", 1, 0.0, ("default/db",)), Victim("p2", 1, 5.0, ("default/db",))]
+    got = select_victims(9, two, fits_with_room(2), {"default/db": 1})
+    assert got is not None and got.pdb_violations == 1
+    # Fewer violations beat a lower victim priority when picking the node.
+    assert (
+        pick_node({
+            "y": Candidate([Victim("y1", 1, 0.0, ("default/db",))], 1),
+            "x": Candidate([Victim("x1", 5, 0.0)], 0),
+        })
+        == "x"
+    )  # fmt: skip
+    # The last tie: the latest earliest start among the top-priority victims.
+    assert (
+        pick_node({
+            "early": Candidate([Victim("e1", 1, 0.0), Victim("e2", 1, 100.0)]),
+            "late": Candidate([Victim("l1", 1, 50.0), Victim("l2", 1, 60.0)]),
+        })
+        == "late"
+    )  # fmt: skip
