@@ -310,6 +310,10 @@ class DaemonSetController:
         """DaemonSet key -> its verdicts per node (see :class:`_SetState`)."""
         self._node_shapes: dict[str, tuple[object, ...]] = {}
         """Node -> what of it decides eligibility (labels, taints, unschedulable)."""
+        self._seen: dict[str, tuple[object, ...]] = {}
+        """DaemonSet key -> (uid, generation, deletionTimestamp) last synced for."""
+        self._written: dict[str, dict[str, Any]] = {}
+        """DaemonSet key -> the status this controller last wrote."""
         self._full_walks = 0
         self._nodes_examined = 0
 
@@ -317,10 +321,24 @@ class DaemonSetController:
         return DaemonSetStatistics(self._full_walks, self._nodes_examined)
 
     async def _on_set(self, event: WatchEvent[KObject]) -> None:
-        key = object_key(event.obj.metadata)
+        """Sync the DaemonSet, unless the change is the status this controller just wrote
+        (each write would otherwise make another sync, and another write, as long as its
+        pods keep moving: one per sync at thousands of pods)."""
+        ds = event.obj
+        key = object_key(ds.metadata)
+        seen = (ds.metadata.uid, ds.metadata.generation, ds.metadata.deletion_timestamp)
+        if (
+            event.type == "MODIFIED"
+            and self._seen.get(key) == seen
+            and self._written.get(key) == ds.status
+        ):
+            return
+        self._seen[key] = seen
         if event.type == "DELETED":
             self.expectations.forget(key)
             self._states.pop(key, None)
+            self._seen.pop(key, None)
+            self._written.pop(key, None)
             for pods in self._index.pop(event.obj.metadata.uid, {}).values():
                 for pod in pods:
                     self._placed.pop(pod, None)
@@ -379,19 +397,19 @@ class DaemonSetController:
         for placed in (before, after):
             if placed is not None:
                 self._mark(placed[1], placed[2])
-        if after is None:
-            assert before is not None
-            if event.type == "DELETED":
-                self.expectations.observe(before[1], deletes=1)
-            await self.queue.add(before[1])
+        owner = (after or before or ("", "", ""))[1]
+        if after is None and event.type == "DELETED":
+            self.expectations.observe(owner, deletes=1)
         elif before is None:
-            self.expectations.observe(after[1], adds=1)
-            await self.queue.add(after[1])
+            self.expectations.observe(owner, adds=1)
+        if (after is None or before is None) and self.expectations.satisfied(owner):
+            await self.queue.add(owner)
         else:
-            # A pod's own progress (bound, started, ready) only moves the status: at
-            # thousands of pods a sync per event was the control plane's main cost, so
-            # such events are gathered for a moment (each sync then looks at their nodes).
-            self.queue.add_after(after[1], self.settings.status_delay)
+            # A pod's own progress (bound, started, ready), or one more of a batch whose
+            # creations or deletions are still in flight, only moves the status until the
+            # batch is all seen: at thousands of pods a sync (and a status write) per event
+            # was the control plane's main cost, so such events are gathered for a moment.
+            self.queue.add_after(owner, self.settings.status_delay)
 
     @staticmethod
     def _eligible(
@@ -608,6 +626,7 @@ class DaemonSetController:
         merged = {**kept, **status}
         if merged == ds.status:
             return
+        self._written[object_key(ds.metadata)] = merged
         await self._rest.merge_patch(
             DAEMONSETS.path(ds.metadata.namespace, ds.metadata.name, "status"),
             {"status": merge_patch_body(ds.status, merged)},

@@ -364,3 +364,24 @@ def _ready(p: dict[str, Any]) -> bool:
         c.get("type") == "Ready" and c.get("status") == "True"
         for c in (p.get("status") or {}).get("conditions") or ()
     )
+
+
+async def test_its_own_status_writes_do_not_wake_it(
+    watched: tuple[MemoryApiserver, DaemonSetController], autojump_clock: trio.testing.MockClock
+) -> None:
+    """Creating 300 pods takes a few syncs: each status write shows up as a change of the
+    DaemonSet, which, synced again, wrote the status again while the pods kept coming (one
+    sync and one write per pod seen)."""
+    api, controller = watched
+    for i in range(300):
+        api.create("/api/v1/nodes", node(f"n{i:03}"))
+    await trio.sleep(1)
+    before = controller.queue.statistics().added
+    api.create(DS, daemonset("agent"))
+    await _settled(api, controller, 300)
+    assert controller.queue.statistics().added - before <= 10
+    writes = len(api.log("PATCH", containing="/daemonsets/agent/status"))
+    assert 1 <= writes <= 10
+    # A status written by someone else is put right.
+    api.patch(f"{DS}/agent/status", {"status": {"numberReady": 7}})
+    await eventually(lambda: status(api).get("numberReady") == 0)
