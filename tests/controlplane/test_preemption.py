@@ -250,3 +250,34 @@ def test_victims_that_would_violate_a_budget_are_reprieved_first() -> None:
         })
         == "late"
     )  # fmt: skip
+
+
+def _empty_selector() -> dict[str, Any]:
+    body = _budget("db", "db", 0)
+    body["spec"]["selector"] = {}
+    return body
+
+
+@pytest.mark.parametrize(
+    "budget",
+    [_budget("db", "db", 0, disrupted=("guarded",)), _empty_selector()],
+    ids=["already-disrupted", "empty-selector"],
+)
+async def test_budgets_that_do_not_count_the_pod_are_no_violation(
+    graceful: tuple[MemoryApiserver, Scheduler],
+    autojump_clock: trio.testing.MockClock,
+    budget: dict[str, Any],
+) -> None:
+    """``disruptedPods`` lists pods an eviction already took (not counted again); an empty
+    selector matches nothing in preemption: "a" wins the last tie as without budgets."""
+    api, _ = graceful
+    api.create("/api/v1/nodes", node("a", cpu="1"))
+    api.create("/api/v1/nodes", node("b", cpu="1"))
+    api.create(PODS, _labelled("guarded", "db", "a", "2026-01-01T00:05:00Z"))
+    api.create(PODS, _labelled("free", "web", "b", "2026-01-01T00:00:00Z"))
+    api.create(PDBS, budget)
+    await trio.sleep(1)
+    api.create(PODS, _pod("high", 100))
+    await eventually(lambda: _get(api, "guarded")["metadata"].get("deletionTimestamp"))
+    assert not _get(api, "free")["metadata"].get("deletionTimestamp")
+    assert _get(api, "high")["status"].get("nominatedNodeName") == "a"
