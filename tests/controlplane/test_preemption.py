@@ -252,32 +252,42 @@ def test_victims_that_would_violate_a_budget_are_reprieved_first() -> None:
     )  # fmt: skip
 
 
-def _empty_selector() -> dict[str, Any]:
-    body = _budget("db", "db", 0)
-    body["spec"]["selector"] = {}
-    return body
-
-
-@pytest.mark.parametrize(
-    "budget",
-    [_budget("db", "db", 0, disrupted=("guarded",)), _empty_selector()],
-    ids=["already-disrupted", "empty-selector"],
-)
-async def test_budgets_that_do_not_count_the_pod_are_no_violation(
-    graceful: tuple[MemoryApiserver, Scheduler],
-    autojump_clock: trio.testing.MockClock,
-    budget: dict[str, Any],
+async def test_a_pod_its_budget_already_counts_as_disrupted_is_no_violation(
+    graceful: tuple[MemoryApiserver, Scheduler], autojump_clock: trio.testing.MockClock
 ) -> None:
-    """``disruptedPods`` lists pods an eviction already took (not counted again); an empty
-    selector matches nothing in preemption: "a" wins the last tie as without budgets."""
+    """``disruptedPods`` lists pods an eviction already took: the budget does not count them
+    again, so "a" wins the last tie as it would without budgets."""
     api, _ = graceful
     api.create("/api/v1/nodes", node("a", cpu="1"))
     api.create("/api/v1/nodes", node("b", cpu="1"))
     api.create(PODS, _labelled("guarded", "db", "a", "2026-01-01T00:05:00Z"))
     api.create(PODS, _labelled("free", "web", "b", "2026-01-01T00:00:00Z"))
-    api.create(PDBS, budget)
+    api.create(PDBS, _budget("db", "db", 0, disrupted=("guarded",)))
     await trio.sleep(1)
     api.create(PODS, _pod("high", 100))
     await eventually(lambda: _get(api, "guarded")["metadata"].get("deletionTimestamp"))
     assert not _get(api, "free")["metadata"].get("deletionTimestamp")
     assert _get(api, "high")["status"].get("nominatedNodeName") == "a"
+
+
+async def test_a_budget_with_an_empty_selector_matches_nothing(
+    graceful: tuple[MemoryApiserver, Scheduler], autojump_clock: trio.testing.MockClock
+) -> None:
+    """Node "a" frees room by evicting two pods of priority 0, "b" one of priority 5: "a" wins
+    (the lowest top priority). A budget selecting everything with one disruption allowed
+    would make "a"'s second victim a violation and pick "b"; an empty selector selects nothing."""
+    api, _ = graceful
+    api.create("/api/v1/nodes", node("a", cpu="1"))
+    api.create("/api/v1/nodes", node("b", cpu="1"))
+    for name in ("a1", "a2"):
+        body = pod(name, cpu="500m", node_name="a", spec={"priority": 0})
+        body["status"] = {"phase": "Running", "startTime": "2026-01-01T00:00:00Z"}
+        api.create(PODS, body)
+    api.create(PODS, _pod("b1", 5, node_name="b"))
+    everything = _budget("all", "x", 1)
+    everything["spec"]["selector"] = {}
+    api.create(PDBS, everything)
+    await trio.sleep(1)
+    api.create(PODS, _pod("high", 100))
+    await eventually(lambda: _get(api, "high")["status"].get("nominatedNodeName"))
+    assert _get(api, "high")["status"]["nominatedNodeName"] == "a"
