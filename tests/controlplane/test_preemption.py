@@ -173,8 +173,9 @@ def _budget(name: str, app: str, allowed: int, disrupted: tuple[str, ...] = ()) 
     }  # fmt: skip
 
 
-def _labelled(name: str, app: str, node_name: str, started: str) -> dict[str, Any]:
+def _labelled(name: str, app: str, node_name: str, started: str, cpu: str = "1") -> dict[str, Any]:
     body = _pod(name, 0, node_name=node_name, started=started)
+    body["spec"]["containers"][0]["resources"]["requests"]["cpu"] = cpu
     body["metadata"]["labels"] = {"app": app}
     return body
 
@@ -280,10 +281,10 @@ async def test_a_budget_with_an_empty_selector_matches_nothing(
     api.create("/api/v1/nodes", node("a", cpu="1"))
     api.create("/api/v1/nodes", node("b", cpu="1"))
     for name in ("a1", "a2"):
-        body = pod(name, cpu="500m", node_name="a", spec={"priority": 0})
-        body["status"] = {"phase": "Running", "startTime": "2026-01-01T00:00:00Z"}
-        api.create(PODS, body)
-    api.create(PODS, _pod("b1", 5, node_name="b"))
+        api.create(PODS, _labelled(name, "x", "a", "2026-01-01T00:00:00Z", cpu="500m"))
+    b1 = _pod("b1", 5, node_name="b")
+    b1["metadata"]["labels"] = {"app": "x"}
+    api.create(PODS, b1)
     everything = _budget("all", "x", 1)
     everything["spec"]["selector"] = {}
     api.create(PDBS, everything)
