@@ -200,7 +200,12 @@ class NodeLifecycleController:
             if heard is None:
                 self._note(name)
                 continue
-            taints = [t for t in node.spec.get("taints") or () if isinstance(t, Mapping)]
+            taints = [
+                t
+                for t in node.spec.get("taints") or ()
+                if isinstance(t, dict) or isinstance(t, Mapping)
+            ]
+            ready = _ready(node)
             ours = [t for t in taints if t.get("key") == TAINT_UNREACHABLE]
             if now - heard[2] > self.settings.grace_period:
                 await self._mark_unknown(node)
@@ -221,7 +226,7 @@ class NodeLifecycleController:
                             },
                         ],
                     )
-            elif _ready(node) == "True":
+            elif ready == "True":
                 stale = [
                     t
                     for t in taints
@@ -230,7 +235,7 @@ class NodeLifecycleController:
                 ]
                 if stale:
                     await self._set_taints(node, [t for t in taints if t not in stale])
-            if _ready(node) not in ("True", None) or now - heard[2] > self.settings.grace_period:
+            if ready not in ("True", None) or now - heard[2] > self.settings.grace_period:
                 await self._mark_pods_not_ready(name)
             if any(t.get("effect") == "NoExecute" for t in ours):
                 since = self._tainted_since.setdefault(name, now)

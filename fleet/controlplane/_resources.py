@@ -160,6 +160,8 @@ def parse_time(value: object) -> float | None:
 def condition(status: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
     """The condition of type ``kind`` in ``status.conditions``, if present."""
     for cond in status.get("conditions") or ():
-        if isinstance(cond, Mapping) and cond.get("type") == kind:
+        # ``dict`` first: an ABC check per condition was most of the node lifecycle pass's
+        # CPU (every node's conditions, every 5 s, at 5,000 nodes).
+        if (isinstance(cond, dict) or isinstance(cond, Mapping)) and cond.get("type") == kind:
             return cond
     return None
