@@ -126,7 +126,9 @@ class DaemonSetSettings:
     """Pods created or deleted per sync at most (slow-start batches in the real one)."""
     status_delay: float = 0.5
     """Seconds a pod's status change waits before its DaemonSet is synced, gathering the
-    changes of many pods into one sync (creations and deletions sync at once)."""
+    changes of many pods into one sync; so does a creation or deletion while more of its
+    batch are still unseen (the one that completes the batch, or one nobody expected, syncs
+    at once)."""
     expectations_timeout: float = 300.0
     """Seconds after which unobserved creations/deletions are presumed lost (client-go)."""
     max_queue: int = 100_000
