@@ -30,6 +30,7 @@ from fleet.realcp import RealControlPlaneSettings, RunningControlPlane
 from fleet.wire import FLEET_NAMESPACE, SHARD_LABEL
 from shards import ShardEngine
 from tests._apiserver import unique
+from tests._polling import eventually
 
 CRS = "/apis/mock.zhizuqiu.cn/v1alpha1/namespaces/default/nodes"
 NODES = "/api/v1/nodes"
@@ -44,16 +45,6 @@ def ready(node: dict[str, Any]) -> str | None:
         if c["type"] == "Ready":
             return str(c["status"])
     return None
-
-
-async def eventually(what: str, within: float, check: Any) -> Any:
-    with trio.fail_after(within):
-        while True:
-            got = await check()
-            if got:
-                return got
-            await trio.sleep(0.1)
-    raise AssertionError(what)  # pragma: no cover
 
 
 @pytest.mark.real
