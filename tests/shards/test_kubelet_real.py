@@ -103,9 +103,13 @@ async def test_a_kubelet_on_the_real_control_plane(
             if "f:podCIDR" in str(m.get("fieldsV1"))
         }
         assert podcidr_writers and not any("kubemock-fleet" in w for w in podcidr_writers)
-        state = engine.nodes.state_of(name)
-        assert state is not None and state.spec is not None
-        assert state.spec.pod_cidrs == (cidr,)
+
+        async def taken() -> bool:  # from the shard's node watch, which may lag the list
+            await trio.lowlevel.checkpoint()
+            state = engine.nodes.state_of(name)
+            return state is not None and state.spec is not None and state.spec.pod_cidrs == (cidr,)
+
+        await eventually("the shard taking the controller-manager's podCIDR", 10, taken)
 
         # Ready=Unknown, as the node-lifecycle controller writes it: put right in seconds.
         conditions = [
