@@ -13,8 +13,10 @@ test.
 
 CPU is cumulative (utime + stime), kept per pid at its highest reading so a
 process that exits still counts; RSS is the sum over live processes, and the
-peak of those sums is reported. On a system without ``/proc`` nothing is
-measured (None).
+peak of those sums is reported, per component and for the fleet (:attr:`pids`:
+neither this process nor the control plane; it once summed kube-apiserver and
+etcd in, 4.4 GB beside one shard's 162 MiB). On a system without ``/proc``
+nothing is measured (None).
 """
 
 from __future__ import annotations
@@ -144,6 +146,7 @@ class ProcessSampler:
         self._names: dict[int, str] = {}
         self._peak_by_name: dict[str, int] = {}
         self.peak_rss = 0
+        """The peak of the fleet's summed RSS (the processes of :attr:`pids`)."""
         self.available = _PROC.is_dir()
 
     def sample(self) -> None:
@@ -168,7 +171,7 @@ class ProcessSampler:
             self._baseline.setdefault(pid, cpu if not self._cpu else 0.0)
             self._cpu[pid] = max(self._cpu.get(pid, 0.0), cpu)
             rss_by_name[self._names[pid]] += rss
-            if pid != me:
+            if self._fleet(pid):  # as :attr:`pids`: not the bench, not the control plane
                 total_rss += rss
         for name, rss in rss_by_name.items():
             self._peak_by_name[name] = max(self._peak_by_name.get(name, 0), rss)

@@ -279,6 +279,11 @@ class CleanupResult(_Base, frozen=True):
     deleted: Count
     leftover: Count
     errors: tuple[str, ...] = ()
+    state: Literal["finished", "running", "interrupted"] = "finished"
+    """``running``: the report was written when the steps were done, before the cleanup,
+    and is written again when the cleanup ends (one that still says so was cut short
+    before that: killed); ``deleted`` and ``leftover`` are not counted yet.
+    ``interrupted``: a signal stopped the cleanup; ``leftover`` was counted after it."""
 
 
 class PlotsInfo(_Base, frozen=True):
@@ -429,6 +434,19 @@ def verdict(report: Report) -> str:
     if not report.slo_passed:
         reasons.append("SLOs failed" if report.slo else "no SLO rows")
     return "PASS" if not reasons else "FAIL (" + "; ".join(reasons) + ")"
+
+
+def _cleanup_line(cleanup: CleanupResult) -> str:
+    """The summary's line on the cleanup, which says when it did not finish."""
+    if cleanup.state == "running":
+        return (
+            "Cleanup: still running when this report was written (the bench stopped before "
+            "it wrote its outcome): objects of the run may be left."
+        )
+    counts = f"{cleanup.deleted} deleted, {cleanup.leftover} left over."
+    return (
+        f"Cleanup interrupted: {counts}" if cleanup.state == "interrupted" else f"Cleanup: {counts}"
+    )
 
 
 def _components_table(report: Report) -> list[str]:
@@ -642,7 +660,7 @@ def summary_markdown(report: Report) -> str:
         ]
     if report.components:
         out += ["", *_components_table(report)]
-    out += ["", f"Cleanup: {report.cleanup.deleted} deleted, {report.cleanup.leftover} left over."]
+    out += ["", _cleanup_line(report.cleanup)]
     if report.plots.written:
         out += ["", *[f"![{name}]({name})" for name in report.plots.written]]
     elif report.plots.skipped:

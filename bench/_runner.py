@@ -24,8 +24,11 @@ Every object the bench creates carries the label ``bench.kubemock-fleet.io/run:
 shielded cleanup deletes by that label: pods (grace 0: they live on fake
 nodes), Deployments, Node CRs (the fleet's finalizer takes their Nodes and
 Leases), then any core Node left with the label, and the namespaces the bench
-created itself. The report is written after the cleanup, partial
-(``completed: false``) if the run was interrupted.
+created itself. The report (``report.json``, ``summary.md``) is written as soon as
+the steps are done, partial (``completed: false``) if the run was interrupted, with
+its cleanup ``running``; then again with the cleanup's outcome, ``interrupted`` when a
+signal stopped the cleanup (and what a recount found left). A bench stopped during a
+long cleanup keeps its figures.
 """
 
 from __future__ import annotations
@@ -123,6 +126,9 @@ CLEANUP_CONCURRENCY = 16
 that timed out: a real apiserver answers 504 for 5,000 CRs with finalizers)."""
 CLEANUP_RETRY = 1.0
 """Seconds between the cleanup's rounds while labelled objects are left."""
+CLEANUP_RECOUNT = 10.0
+"""Seconds a cleanup that was stopped (a signal) or timed out may take to count what it
+left: the report says how many, from the apiserver, or that it could not count them."""
 CLEANUP_COUNT_TRIES = 3
 """Failed counts in a row after which the cleanup stops (an unreachable apiserver): what is
 left is then unknown, and the report says so."""
@@ -546,6 +552,11 @@ class _Run:
             not_ours=options.not_our_children,
         )
         self.created_namespaces: list[str] = []
+        self.cleaned_before: int | None = None
+        """The cleanup's first count of the run's objects (None: not counted yet)."""
+        self.cleanup_errors: list[str] = []
+        self.plots: PlotsInfo | None = None
+        """The plots written with the first report; the cleanup does not change them."""
         self.cleanup_extra: list[str] = []
         """Collections of other labelled objects the run made (a chaos MockStatus)."""
         self.chaos: ChaosResult | None = None
@@ -1211,14 +1222,9 @@ class _Run:
         nodes = "/api/v1/nodes"
         extra = tuple((path, None) for path in self.cleanup_extra)
         order = ((deployments, None), (daemonsets, None), (pods, 0), (crs, None), *extra)
-        paths = (pods, deployments, daemonsets, crs, nodes, *self.cleanup_extra)
-        errors: list[str] = []
-        before: int | None = None
+        errors = self.cleanup_errors
         leftover: int | None = None
-
-        async def count() -> int:
-            return sum([await self._count_labelled(p) for p in paths])
-
+        count = self._count_all
         failed_counts = 0
         budget = self.options.cleanup_timeout
         if budget == CLEANUP_TIMEOUT:
@@ -1235,7 +1241,8 @@ class _Run:
                     await trio.sleep(CLEANUP_RETRY)
                     continue
                 failed_counts = 0
-                before = left if before is None else before
+                if self.cleaned_before is None:
+                    self.cleaned_before = left
                 leftover = left
                 if left == 0:
                     break
@@ -1260,15 +1267,44 @@ class _Run:
                     errors.append(f"namespace {name}: {exc}")
         if scope.cancelled_caught:
             errors.append(f"cleanup did not finish within {budget:.0f} s")
-            with trio.move_on_after(10):
-                try:
-                    leftover = await count()
-                except FleetError as exc:
-                    errors.append(f"counting: {exc}")
-        deleted = max(0, (before or 0) - (leftover or 0))
+            leftover = await self._recount()
+        return self._cleanup_result(leftover)
+
+    async def _count_all(self) -> int:
+        """The run's labelled objects of every kind the cleanup deletes."""
+        ns, node_ns = self.spec.namespace, self.spec.node_namespace
+        paths = (
+            f"/api/v1/namespaces/{ns}/pods",
+            f"/apis/apps/v1/namespaces/{ns}/deployments",
+            f"/apis/apps/v1/namespaces/{ns}/daemonsets",
+            f"/apis/{GROUP}/{VERSION}/namespaces/{node_ns}/nodes",
+            "/api/v1/nodes",
+            *self.cleanup_extra,
+        )
+        return sum([await self._count_labelled(p) for p in paths])
+
+    async def _recount(self) -> int | None:
+        """What is left after a cleanup that did not end on its own (None: not counted)."""
+        with trio.move_on_after(CLEANUP_RECOUNT):
+            try:
+                return await self._count_all()
+            except FleetError as exc:
+                self.cleanup_errors.append(f"counting: {exc}")
+        return None
+
+    def _cleanup_result(self, leftover: int | None, *, interrupted: bool = False) -> CleanupResult:
+        """The cleanup's outcome from its first count and ``leftover``."""
+        errors = list(self.cleanup_errors)
+        if interrupted:
+            errors.append("the cleanup was interrupted (a signal)")
         if leftover is None:
             errors.append("what is left could not be counted")
-        return CleanupResult(deleted=deleted, leftover=leftover or 0, errors=tuple(errors))
+        return CleanupResult(
+            deleted=max(0, (self.cleaned_before or 0) - (leftover or 0)),
+            leftover=leftover or 0,
+            errors=tuple(errors),
+            state="interrupted" if interrupted else "finished",
+        )
 
     # -- the whole ------------------------------------------------------------------------
 
@@ -1303,12 +1339,25 @@ class _Run:
         except BaseException:
             # Interrupted (Ctrl-C is a cancellation) or broken: clean up, keep a partial report.
             with trio.CancelScope(shield=True):
-                cleanup = await self.cleanup()
                 self.notes.append("the run was interrupted: figures are partial")
-                self.finish(cleanup, completed=False)
+                await self.clean_up(completed=False)
             raise
-        cleanup = await self.kept() if self.options.keep else await self.cleanup()
-        return self.finish(cleanup, completed=not self.failed)
+        return await self.clean_up(completed=not self.failed)
+
+    async def clean_up(self, *, completed: bool) -> Report:
+        """Write the report as the steps left it, clean up (or count, ``--keep``), and write
+        it again with the cleanup's outcome. A cleanup cancelled (the CLI's signal) is
+        recounted and written ``interrupted`` before the cancellation goes on: a bench
+        stopped in a cleanup of thousands of objects once wrote no report at all."""
+        self.finish(CleanupResult(deleted=0, leftover=0, state="running"), completed=completed)
+        try:
+            cleanup = await self.kept() if self.options.keep else await self.cleanup()
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                leftover = await self._recount()
+                self.finish(self._cleanup_result(leftover, interrupted=True), completed=completed)
+            raise
+        return self.finish(cleanup, completed=completed)
 
     async def kept(self) -> CleanupResult:
         """``--keep``: nothing deleted; count what is left and say how to delete it."""
@@ -1349,11 +1398,13 @@ class _Run:
         if self.options.output is not None:
             out = self.options.output
             out.mkdir(parents=True, exist_ok=True)
-            if self.options.plots:
-                plots = write_plots(report, out)
-            else:
-                plots = PlotsInfo(skipped="plots not asked for (--no-plots)")
-            report = msgspec.structs.replace(report, plots=plots)
+            if self.plots is None:  # once, before the cleanup: they do not show it
+                self.plots = (
+                    write_plots(report, out)
+                    if self.options.plots
+                    else PlotsInfo(skipped="plots not asked for (--no-plots)")
+                )
+            report = msgspec.structs.replace(report, plots=self.plots)
             write_report(report, out / "report.json")
             (out / "summary.md").write_text(summary_markdown(report), encoding="utf-8")
         return report

@@ -208,10 +208,10 @@ class ShardSettings(_Section):
     """Base kubelet API port (the kubelet's own): shard K listens on kubeletPort + K where shards share an address (run, on loopback); a shard advertising its own $POD_IP (deploy/) takes kubeletPort itself; 0 picks a free port."""
     kubelet_address: str = ""
     """Address the nodes advertise (InternalIP); empty: $POD_IP (the shard pod's, by the downward API)."""
-    kubelet_bind: str = "0.0.0.0"
-    """Address the kubelet API binds."""
+    kubelet_bind: str = ""
+    """Address the kubelet API binds; empty: where the nodes are reached (kubeletAddress or $POD_IP; with kubeletAddressPerNode every loopback address, no other interface). 0.0.0.0 opens it on every interface, as deploy/ sets it (kubectl port-forward dials the pod's loopback)."""
     kubelet_address_per_node: bool = False
-    """Each node advertises an address of its own, 127.(K+1).x.y for shard K, all served by the one listener (bound to 0.0.0.0, answering loopback only): kube-apiserver's nodes/<n>/proxy/stats/summary then reaches the right node. For shards on one machine (run and up turn it on); the kubelet API's port is still kubeletPort (+ K)."""
+    """Each node advertises an address of its own, 127.(K+1).x.y for shard K, all served by the one listener (on the loopback device alone): kube-apiserver's nodes/<n>/proxy/stats/summary then reaches the right node. For shards on one machine (run and up turn it on); the kubelet API's port is still kubeletPort (+ K)."""
     kubelet_client_ca_file: str = ""
     """CA of the apiserver's --kubelet-client-certificate (a kubelet's --client-ca-file); empty: the cluster's client-ca-file (kube-system/extension-apiserver-authentication, kubeadm's and kind's kubelet client CA too)."""
     kubelet_authorization: Literal["auto", "webhook", "always-allow"] = "auto"

@@ -13,7 +13,11 @@ pipelined connection. :class:`HandoverGate` gives that order:
   whose path is that node's (its ``v1.Node``, any subresource, its Lease in
   ``kube-node-lease``) is refused by the shard's
   :class:`~shards._context.FencedRequester` before it is sent, wherever it was
-  built or queued (the lane, the write queue, a sync half-way);
+  built or queued (the lane, the write queue, a sync half-way); so is every
+  write of the pods it ran (their status, their deletion), which the pod driver
+  names as it lets go of them (:meth:`HandoverGate.hold_pods`): a pod's path
+  does not name its node, and a pod status write queued or retried past the
+  release would land after the new owner wrote that pod;
 * :meth:`HandoverGate.drain` returns once every write sent before it was called
   has been answered (or failed): the writes of the released node that got past
   the door before it closed are among them.
@@ -26,15 +30,16 @@ again (the CR came back) is :meth:`HandoverGate.restore`\\ d.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 import trio
 
-__all__ = ["HandoverGate", "node_of"]
+__all__ = ["HandoverGate", "node_of", "pod_of"]
 
 _NODES = "/api/v1/nodes/"
 _NODE_LEASES = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/"
+_NAMESPACES = "/api/v1/namespaces/"
 
 
 def node_of(path: str) -> str | None:
@@ -45,11 +50,21 @@ def node_of(path: str) -> str | None:
     return None
 
 
+def pod_of(path: str) -> str | None:
+    """The pod (``namespace/name``) a write to ``path`` is for (it or a subresource), or None."""
+    if not path.startswith(_NAMESPACES):
+        return None
+    namespace, kind, name, *_ = (*path[len(_NAMESPACES) :].split("/"), "", "")
+    return f"{namespace}/{name}" if kind == "pods" and namespace and name else None
+
+
 class HandoverGate:
     """Released node names, and the shard's writes in flight by epoch; see the module docstring."""
 
     def __init__(self) -> None:
         self._released: set[str] = set()
+        self._pods: dict[str, str] = {}
+        """Pods (``namespace/name``) of released nodes: pod -> its node."""
         self._epoch = 0
         self._open: Counter[int] = Counter()
         """Writes out per epoch (the epoch current when each was sent)."""
@@ -63,17 +78,33 @@ class HandoverGate:
         self._released.add(name)
 
     def restore(self, name: str) -> None:
-        """Node ``name`` is this shard's again: its writes go out."""
+        """Node ``name`` is this shard's again: its writes, and its pods', go out."""
         self._released.discard(name)
+        if name in self._pods.values():
+            self._pods = {pod: node for pod, node in self._pods.items() if node != name}
+
+    def hold_pods(self, name: str, pods: Iterable[str]) -> None:
+        """``pods`` (``namespace/name``) ran on node ``name``, released: their writes are
+        refused with the node's (until :meth:`restore` or :meth:`drop_pod`)."""
+        if name in self._released:
+            self._pods.update(dict.fromkeys(pods, name))
+
+    def drop_pod(self, pod: str) -> None:
+        """Pod ``pod`` is no longer a released node's: deleted, or made again (the same
+        name) on a node this shard drives, whose writes must go."""
+        self._pods.pop(pod, None)
 
     def released(self, name: str) -> bool:
         return name in self._released
 
     def refuses(self, path: str) -> bool:
-        """True if a write to ``path`` is for a released node (counted)."""
+        """True if a write to ``path`` is for a released node or one of its pods (counted)."""
         if not self._released:
             return False
         name = node_of(path)
+        if name is None and self._pods:
+            pod = pod_of(path)
+            name = None if pod is None else self._pods.get(pod)
         if name is None or name not in self._released:
             return False
         self.refused += 1

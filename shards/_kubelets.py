@@ -78,7 +78,7 @@ import msgspec
 import trio
 
 from fleet.api import MockNode, load_node
-from fleet.errors import AlreadyExists, Conflict, FleetError, InputError, NotFound
+from fleet.errors import AlreadyExists, Conflict, FleetError, InputError, Invalid, NotFound
 from fleet.kube import (
     ListMeta,
     Response,
@@ -87,7 +87,7 @@ from fleet.kube import (
     WriteResult,
     resource_path,
 )
-from fleet.machinery import JSON, MERGE_PATCH, STRATEGIC_MERGE_PATCH
+from fleet.machinery import JSON, JSON_PATCH, MERGE_PATCH, STRATEGIC_MERGE_PATCH
 from fleet.wire import (
     API_VERSION,
     FINALIZER,
@@ -155,14 +155,12 @@ and the release, undriven, and ~40 of them went NotReady (``bench faults``, shar
 RESYNC_DELAY = 1.0
 """Seconds before a sync that hit a conflict or an error runs again."""
 META_ATTEMPTS = 5
-"""Reads and PATCHes of a Node's taints for a script's step before giving up: its
-resourceVersion precondition meets the node's own status writes."""
+"""Reads and writes of a Node's labels, annotations and taints before giving up (then the
+CR's sync retries): a write fails only when another writer changed the taints between the
+read and the write (its JSON patch tests them, :meth:`NodeDriver._reconcile_meta`)."""
 META_RETRY_PAUSE = 0.2
-"""Seconds before the next read after a 409, times the attempt: the step's own status
-report is still in the write queue when the taints are first read, lands between the read
-and the PATCH, and (with a warm kube-controller-manager adding its condition taint in the
-same moment) re-reading at once met it again every time: the scripted taint never came
-(test_nodescripts_e2e on the real control plane after other tests)."""
+"""Seconds before the next read after a failed write, times the attempt: room for the
+other writer (a kube-controller-manager adding its condition taint) to finish."""
 REGISTER_ON_HOT = True
 """Registration's Node and Lease GETs and POSTs go through ``hot``, the lean HTTP/1.1
 transport that already carries these objects' status PATCHes and Lease PUTs, not through
@@ -405,6 +403,25 @@ class NodeState:
             "uid": meta.uid,
             "resourceVersion": meta.resource_version,
         }
+
+
+def _taints_patch(
+    node_spec: Mapping[str, Any] | None, read: list[Any], taints: list[Any]
+) -> list[dict[str, Any]]:
+    """A JSON patch setting a Node's taints to ``taints`` only if they are still ``read``:
+    the list tested, or where there was none the spec read (JSON patch cannot test for an
+    absent member; a Node's spec changes rarely, and not with its status)."""
+    if node_spec is None:
+        return [{"op": "add", "path": "/spec", "value": {"taints": taints}}]
+    if not read:  # and so some to add
+        return [
+            {"op": "test", "path": "/spec", "value": node_spec},
+            {"op": "add", "path": "/spec/taints", "value": taints},
+        ]
+    ops = [{"op": "test", "path": "/spec/taints", "value": read}]
+    if taints:
+        return [*ops, {"op": "replace", "path": "/spec/taints", "value": taints}]
+    return [*ops, {"op": "remove", "path": "/spec/taints"}]
 
 
 def _node_path(name: str | None = None, sub: str | None = None) -> str:
@@ -1207,16 +1224,42 @@ class NodeDriver:
             spec.annotations,
         ):
             return
-        response = await self._ctx.control.request("GET", _node_path(state.name))
-        if response.status == 404:
+        if not await self._write_meta(state, old):
             state.registered = False  # deleted behind our back: register again
             raise NotFound("node vanished", status=404)
-        await self._reconcile_meta(state, old, _decode_any(response.raise_for_status().content))
+
+    async def _write_meta(self, state: NodeState, old: KubeletSpec | None) -> bool:
+        """Read the Node and write the labels, annotations and taints ``state`` owns (see
+        :meth:`_reconcile_meta`), again after a write that another writer's taint change
+        failed; False if the Node is gone."""
+        ctx = self._ctx
+        for attempt in range(META_ATTEMPTS):
+            response = await ctx.control.request("GET", _node_path(state.name))
+            if response.status == 404:
+                return False
+            node = _decode_any(response.raise_for_status().content)
+            try:
+                await self._reconcile_meta(state, old, node)
+                return True
+            except (Conflict, Invalid):  # the taints changed since the read: read them again
+                if attempt == META_ATTEMPTS - 1:
+                    raise
+                await trio.sleep(META_RETRY_PAUSE * (attempt + 1))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _reconcile_meta(
         self, state: NodeState, old: KubeletSpec | None, node: Mapping[str, Any]
     ) -> None:
-        """Merge-PATCH labels, annotations and taints the CR owns; others' stay as they are."""
+        r"""Write the labels, annotations and taints the CR (and its script) own over ``node``
+        as read; others' stay as they are.
+
+        Labels and annotations go by merge PATCH, key by key, which no other writer's keys
+        meet. Taints are one list: a JSON patch that ``test``\ s the list read (or, when
+        there is none, the spec read) and then sets it, so a taint another writer added
+        meanwhile fails the write (422) instead of being dropped. Not the resourceVersion:
+        that moves with every status write of the node's own, and a script step's taint
+        write met its own status report between read and write every time on a busy
+        apiserver (409 after 409; the taint never came)."""
         spec = state.spec
         assert spec is not None
         meta = node.get("metadata") or {}
@@ -1235,27 +1278,30 @@ class NodeDriver:
             for k in old.annotations:
                 if k not in spec.annotations and k in annotations:
                     annotation_patch[k] = None
-        current_taints = list((node.get("spec") or {}).get("taints") or [])
+        node_spec = node.get("spec")
+        current_taints = list((node_spec or {}).get("taints") or [])
         owned = {t.key for t in spec.taints} | {t.key for t in (old.taints if old else ())}
         taints = [t for t in current_taints if isinstance(t, Mapping) and t.get("key") not in owned]
         taints += [t.to_json() for t in spec.taints]
-        patch: dict[str, Any] = {}
+        control = self._ctx.control
         if label_patch or annotation_patch:
-            patch["metadata"] = {}
+            patch: dict[str, Any] = {"metadata": {}}
             if label_patch:
                 patch["metadata"]["labels"] = label_patch
             if annotation_patch:
                 patch["metadata"]["annotations"] = annotation_patch
+            response = await control.request(
+                "PATCH", _node_path(state.name), body=encode_patch(patch), content_type=MERGE_PATCH
+            )
+            response.raise_for_status()
         if taints != current_taints:
-            patch["spec"] = {"taints": taints}
-        if not patch:
-            return
-        # The resourceVersion makes this a compare-and-swap: a taint added meanwhile -> 409 -> resync.
-        patch.setdefault("metadata", {})["resourceVersion"] = meta.get("resourceVersion")
-        response = await self._ctx.control.request(
-            "PATCH", _node_path(state.name), body=encode_patch(patch), content_type=MERGE_PATCH
-        )
-        response.raise_for_status()
+            response = await control.request(
+                "PATCH",
+                _node_path(state.name),
+                body=encode_patch(_taints_patch(node_spec, current_taints, taints)),
+                content_type=JSON_PATCH,
+            )
+            response.raise_for_status()
 
     async def _conflict(self, state: NodeState, holder: str) -> None:
         message = f"node name {state.name!r} is already driven by Node CR {holder}"
@@ -1442,18 +1488,7 @@ class NodeDriver:
         elif not overlay.paused:
             await self._report(state.key, periodic=False)
         if (old.taints, old.labels) != (spec.taints, spec.labels):
-            for attempt in range(META_ATTEMPTS):
-                response = await ctx.control.request("GET", _node_path(state.name))
-                if response.status == 404:
-                    break
-                node = _decode_any(response.raise_for_status().content)
-                try:
-                    await self._reconcile_meta(state, old, node)
-                    break
-                except Conflict:  # our own status report landed between: read it again
-                    if attempt == META_ATTEMPTS - 1:
-                        raise
-                    await trio.sleep(META_RETRY_PAUSE * (attempt + 1))
+            await self._write_meta(state, old)
 
     async def _kubelet_restart(self, state: NodeState) -> None:
         """As a kubelet starting again: Events, registration (POST, 409, GET), a status

@@ -427,6 +427,7 @@ class PodDriver:
                 node = record.node if record else "" if seen is None else _node_of(seen)
             self._forget(key)
             self._seen.pop(key, None)
+            self._ctx.handover.drop_pod(key)
             if self._catch_up:
                 self._gone_while_listing.add(key)
             keys = self._by_node.get(node)
@@ -576,6 +577,7 @@ class PodDriver:
             record = None
         raw = bytes(obj.status)
         if record is None:
+            self._ctx.handover.drop_pod(key)  # a released node's pod of that name is gone
             obj = self._slim(obj)
             meta = obj.metadata
             record = PodRecord(
@@ -890,6 +892,10 @@ class PodDriver:
         # Still this shard's (the fence closed, the CR is being re-registered): park the
         # pods as they are until the node is driven again. Gone to another shard: let go.
         park = not self.per_node and self.claims(name)
+        if not park and self._ctx.handover.released(name):
+            # Handed over: a write of these pods still queued or retried must not land
+            # after the new owner's (the node's own writes are refused alike).
+            self._ctx.handover.hold_pods(name, self._by_node.get(name, ()))
         for key in list(self._by_node.get(name, ())):
             record = self.pods.get(key)
             if record is not None:

@@ -228,6 +228,9 @@ def test_shards_serve_the_kubelet_api_on_the_pod_ip() -> None:
     # Each pod advertises its own IP, so every shard takes the port itself (no + K).
     got = kubelet_api_settings(on.shard, offset=2, environ={"POD_IP": "10.0.0.9"})
     assert got is not None and (got.advertise_address, got.port) == ("10.0.0.9", 10250)
+    # Open on the pod's every interface (the default binds only what is advertised):
+    # kubectl port-forward to the kubelet port dials the pod's loopback.
+    assert got.host == "0.0.0.0"
     assert {"name": "kubelet", "containerPort": got.port, "protocol": "TCP"} in c["ports"]
     service = one("Service", statefulset["spec"]["serviceName"])
     assert {"name": "kubelet", "port": 10250, "targetPort": "kubelet", "protocol": "TCP"} in (

@@ -28,6 +28,7 @@ from fleet.kube import Client, load_config
 from fleet.up import RunningUp, Up, UpSettings
 from fleet.wire import FLEET_NAMESPACE, GROUP, VERSION
 from tests._apiserver import real_binaries
+from tests._polling import eventually
 
 pytestmark = pytest.mark.real
 
@@ -54,15 +55,7 @@ def conditions(status: dict[str, Any]) -> list[str]:
 
 
 async def _until(what: str, probe: Callable[[], Awaitable[Any]]) -> Any:
-    try:
-        with trio.fail_after(FLOW_TIMEOUT):
-            while True:
-                got = await probe()
-                if got:
-                    return got
-                await trio.sleep(POLL)
-    except trio.TooSlowError:
-        raise AssertionError(f"timed out waiting for {what}") from None
+    return await eventually(what, FLOW_TIMEOUT, probe, every=POLL)
 
 
 def _pod_view(pod: dict[str, Any]) -> dict[str, Any]:

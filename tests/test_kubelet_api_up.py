@@ -17,6 +17,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -227,6 +228,16 @@ def _followed(binary: str, kubeconfig: Path, pod: str) -> int:
     return len(out.splitlines())
 
 
+def _stamped(answer: subprocess.CompletedProcess[str]) -> list[tuple[datetime, str]]:
+    """``kubectl logs --timestamps`` lines: (when, text) each."""
+    assert answer.returncode == 0, answer.stderr
+    out = []
+    for line in answer.stdout.splitlines():
+        stamp, _, text = line.partition(" ")
+        out.append((datetime.fromisoformat(stamp), text))
+    return out
+
+
 def _previous_after_a_restart(kubeconfig: Path, node: str | None = None) -> None:
     """``kubectl logs --previous`` (1.27 and 1.33) of a restarted container: its last run
     whole; without ``--previous``: the current (or, in the back-off, the last) run."""
@@ -247,15 +258,19 @@ def _previous_after_a_restart(kubeconfig: Path, node: str | None = None) -> None
 
     wait_until(restarted, 20, "crasher restarted")
     for binary in (BINARIES[0], BINARIES[-2]):
-        previous = _run(binary, kubeconfig, "logs", "crasher", "--previous")
-        assert previous.returncode == 0, (binary, previous.stderr)
-        assert previous.stdout.splitlines() == ["one", "two", "three", "one"], binary
-        current = _run(binary, kubeconfig, "logs", "crasher")
-        assert current.returncode == 0, (binary, current.stderr)
-        lines = current.stdout.splitlines()
+        previous = _stamped(
+            _run(binary, kubeconfig, "logs", "crasher", "--previous", "--timestamps")
+        )
+        assert [text for _, text in previous] == ["one", "two", "three", "one"], binary
+        current = _stamped(_run(binary, kubeconfig, "logs", "crasher", "--timestamps"))
         # The current run is read mid-way: its log has 1 to 4 lines so far, from its start
-        # ("one"). Fails when `logs` answers nothing, or a log longer than one run's.
-        assert 1 <= len(lines) <= 4 and lines[0] == "one", (binary, lines)
+        # ("one"). Every run says the same words, so the run is told by its timestamps: the
+        # current one starts when the previous one ended, with or after its last line (at
+        # its exit: the same second), never before (a restart between the two reads only
+        # makes it later). Fails when `logs` answers nothing, a log longer than one run's,
+        # or the previous run's log for the current one (it starts 3 s before that line).
+        assert 1 <= len(current) <= 4 and current[0][1] == "one", (binary, current)
+        assert current[0][0] >= previous[-1][0], (binary, previous, current)
     kubectl(kubeconfig, "delete", "pod", "crasher", "--wait=false")
 
 

@@ -495,18 +495,23 @@ def _interrupted(out: Path, run_id: str, began: bool = True) -> str:
         return "interrupted before the scenario started: what the bench started is stopped"
 
     try:
-        cleanup = read_report(out / "report.json").cleanup
+        report = read_report(out / "report.json")
     except FleetError:
         return f"interrupted: no report was written to {out}; objects of run {run_id} may be left"
+    cleanup = report.cleanup
+    where = f"{'report' if report.completed else 'partial report'} in {out}"
+    if cleanup.state == "running":  # written before the cleanup, never rewritten
+        return (
+            f"interrupted in the cleanup, which wrote no outcome: objects of run {run_id} "
+            f"may be left; {where}"
+        )
     left = (
         f"{cleanup.leftover} left (`kubectl delete ... -l {RUN_LABEL}={run_id}` deletes them)"
         if cleanup.leftover or cleanup.errors
         else "none left"
     )
-    return (
-        f"interrupted: {cleanup.deleted} objects of run {run_id} deleted, {left}; "
-        f"partial report in {out}"
-    )
+    when = "interrupted in the cleanup" if cleanup.state == "interrupted" else "interrupted"
+    return f"{when}: {cleanup.deleted} objects of run {run_id} deleted, {left}; {where}"
 
 
 def _self_component(own: bool, control_plane: str, shards: int, faults: bool = False) -> str:

@@ -98,8 +98,8 @@ def kubelet_api_env(settings: FleetSettings, on: bool) -> dict[str, str]:
     env = {f"{ENV_PREFIX}SHARD__KUBELET_API": "true"}
     if not shard.kubelet_address:
         env[f"{ENV_PREFIX}SHARD__KUBELET_ADDRESS"] = LOOPBACK
-        env[f"{ENV_PREFIX}SHARD__KUBELET_BIND"] = LOOPBACK
-        # Each node its own 127.(K+1).x.y on the shard's one listener (docs/kubelet-api.md).
+        # Each node its own 127.(K+1).x.y on the shard's one listener (docs/kubelet-api.md),
+        # bound to every loopback address and no other interface (shard.kubeletBind empty).
         env[f"{ENV_PREFIX}SHARD__KUBELET_ADDRESS_PER_NODE"] = "true"
     return env
 

@@ -33,12 +33,11 @@ server push (refused by settings), trailers, priorities.
 from __future__ import annotations
 
 import logging
-import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 import h2.config
 import h2.connection
@@ -49,10 +48,18 @@ import h2.settings
 import trio
 
 from fleet import __version__
-from fleet.errors import ConfigError, ConnectError, InputError, ProtocolError, ReadTimeout
+from fleet.errors import ConfigError, ConnectError, InputError, ProtocolError
 from fleet.kube._backoff import BackoffPolicy
 from fleet.kube._cluster import ClusterConfig
 from fleet.kube._seam import BaseRequester, Response
+from fleet.kube._socketio import (
+    BodyIterator,
+    answer_within,
+    check_timeouts,
+    connect_errors,
+    open_stream,
+    server_address,
+)
 
 __all__ = [
     "CONNECTION_WINDOW",
@@ -83,8 +90,7 @@ class Http2Settings:
     """Seconds for a whole ``request``; for ``stream``, until the response head."""
 
     def __post_init__(self) -> None:
-        if self.connect_timeout <= 0 or self.request_timeout <= 0:
-            raise ConfigError("connect_timeout and request_timeout must be > 0")
+        check_timeouts(self.connect_timeout, self.request_timeout)
 
 
 @dataclass(eq=False, slots=True)
@@ -129,7 +135,7 @@ class _Live:
                     raise ProtocolError(f"HTTP/2 connection lost while sending: {exc}") from exc
 
 
-class _H2Response:
+class _H2Response(BodyIterator):
     """A streamed answer; see :class:`fleet.kube._seam.StreamResponse`."""
 
     def __init__(self, live: _Live, stream_id: int, stream: _Stream) -> None:
@@ -138,12 +144,6 @@ class _H2Response:
         self._live = live
         self._id = stream_id
         self._stream = stream
-
-    def aiter_bytes(self) -> AsyncIterator[bytes]:
-        return self
-
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self
 
     async def __anext__(self) -> bytes:
         stream = self._stream
@@ -164,9 +164,6 @@ class _H2Response:
             await live.flush()
         return piece
 
-    async def aread(self) -> bytes:
-        return b"".join([piece async for piece in self.aiter_bytes()])
-
 
 class Http2Connection(BaseRequester):
     """One HTTP/2 connection to the apiserver; a :class:`Requester`. See the module docstring.
@@ -182,9 +179,7 @@ class Http2Connection(BaseRequester):
         *,
         connecting: trio.CapacityLimiter | None = None,
     ) -> None:
-        url = urlsplit(config.server)
-        if url.scheme not in ("http", "https") or not url.hostname:
-            raise ConfigError(f"{config.source or 'server'}: unusable server URL {config.server!r}")
+        url, self._host, self._port = server_address(config)
         if url.scheme == "https" and config.http2_context is None:
             raise ConfigError(f"{config.source or 'server'}: no TLS context offering HTTP/2")
         self._config = config
@@ -192,11 +187,6 @@ class Http2Connection(BaseRequester):
         self._connecting = connecting
         """Shared by many connections: how many of them may be connecting at once."""
         self._scheme = url.scheme
-        self._host = url.hostname
-        try:
-            self._port = url.port or (443 if url.scheme == "https" else 80)
-        except ValueError as exc:
-            raise ConfigError(f"bad port in server URL {config.server!r}") from exc
         self._authority = url.netloc.rpartition("@")[2]
         self._prefix = url.path.rstrip("/")
         self._live: _Live | None = None
@@ -255,50 +245,28 @@ class Http2Connection(BaseRequester):
             return await self._connect_now()
 
     async def _connect_now(self) -> _Live:
-        timeout = self._settings.connect_timeout
-        try:
-            with trio.fail_after(timeout):
-                tcp = await trio.open_tcp_stream(self._host, self._port)
-                stream: trio.abc.Stream = tcp
-                if self._scheme == "https":
-                    context = self._config.http2_context
-                    assert context is not None
-                    tls = trio.SSLStream(
-                        tcp,
-                        context,
-                        server_hostname=self._config.tls_server_name or self._host,
-                        https_compatible=True,
-                    )
-                    try:
-                        await tls.do_handshake()
-                    except BaseException:
-                        await trio.aclose_forcefully(tcp)
-                        raise
-                    if tls.selected_alpn_protocol() != "h2":
-                        await trio.aclose_forcefully(tls)
-                        raise ProtocolError(f"{self._config.server} does not offer HTTP/2 (ALPN)")
-                    stream = tls
-                conn = h2.connection.H2Connection(
-                    h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
-                )
-                conn.local_settings = h2.settings.Settings(
-                    client=True,
-                    initial_values={
-                        h2.settings.SettingCodes.ENABLE_PUSH: 0,
-                        h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
-                    },
-                )
-                conn.initiate_connection()
-                conn.increment_flow_control_window(CONNECTION_WINDOW - 65_535)
-                live = _Live(stream, conn)
-                await live.flush()
-        except trio.TooSlowError as exc:
-            raise ConnectError(
-                f"connect to {self._config.server} timed out after {timeout:g}s"
-            ) from exc
-        except (OSError, trio.BrokenResourceError, ssl.SSLError) as exc:
-            cause = exc.__cause__ if isinstance(exc, trio.BrokenResourceError) else exc
-            raise ConnectError(f"cannot connect to {self._config.server}: {cause or exc}") from exc
+        context = self._config.http2_context if self._scheme == "https" else None
+        with connect_errors(self._config.server, self._settings.connect_timeout):
+            stream = await open_stream(
+                self._host, self._port, context, self._config.tls_server_name or self._host
+            )
+            if isinstance(stream, trio.SSLStream) and stream.selected_alpn_protocol() != "h2":
+                await trio.aclose_forcefully(stream)
+                raise ProtocolError(f"{self._config.server} does not offer HTTP/2 (ALPN)")
+            conn = h2.connection.H2Connection(
+                h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
+            )
+            conn.local_settings = h2.settings.Settings(
+                client=True,
+                initial_values={
+                    h2.settings.SettingCodes.ENABLE_PUSH: 0,
+                    h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
+                },
+            )
+            conn.initiate_connection()
+            conn.increment_flow_control_window(CONNECTION_WINDOW - 65_535)
+            live = _Live(stream, conn)
+            await live.flush()
         return live
 
     async def _read(self, live: _Live) -> None:
@@ -469,24 +437,19 @@ class Http2Connection(BaseRequester):
         content_type: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> Response:
-        try:
-            with trio.fail_after(self._settings.request_timeout):
-                live, stream_id, stream = await self._open(
-                    method, path, params, body, content_type, headers
-                )
-                try:
-                    await stream.head.wait()
-                    if not stream.status and stream.error is not None:
-                        raise stream.error  # no answer; else what came is read first
-                    content = await _H2Response(live, stream_id, stream).aread()
-                finally:
-                    self._close(live, stream_id)
-                    with trio.CancelScope(shield=True):
-                        await _quiet_flush(live)
-        except trio.TooSlowError as exc:
-            raise ReadTimeout(
-                f"{method} {path}: no whole answer within {self._settings.request_timeout:g}s"
-            ) from exc
+        with answer_within(self._settings.request_timeout, f"{method} {path}: no whole answer"):
+            live, stream_id, stream = await self._open(
+                method, path, params, body, content_type, headers
+            )
+            try:
+                await stream.head.wait()
+                if not stream.status and stream.error is not None:
+                    raise stream.error  # no answer; else what came is read first
+                content = await _H2Response(live, stream_id, stream).aread()
+            finally:
+                self._close(live, stream_id)
+                with trio.CancelScope(shield=True):
+                    await _quiet_flush(live)
         return Response(stream.status, content, stream.headers)
 
     @asynccontextmanager
@@ -502,12 +465,10 @@ class Http2Connection(BaseRequester):
         before the server ended it."""
         live, stream_id, stream = await self._open(method, path, params, None, None, headers)
         try:
-            with trio.move_on_after(self._settings.request_timeout) as waited:
+            with answer_within(
+                self._settings.request_timeout, f"{method} {path}: no response head"
+            ):
                 await stream.head.wait()
-            if waited.cancelled_caught:
-                raise ReadTimeout(
-                    f"{method} {path}: no response head within {self._settings.request_timeout:g}s"
-                )
             if not stream.status and stream.error is not None:
                 raise stream.error  # no answer; else what came is read first
             yield _H2Response(live, stream_id, stream)

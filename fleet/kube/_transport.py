@@ -42,7 +42,7 @@ import ssl
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 import trio
 
@@ -52,11 +52,18 @@ from fleet.errors import (
     ConnectError,
     InputError,
     ProtocolError,
-    ReadTimeout,
     TransportError,
 )
 from fleet.kube._cluster import ClusterConfig, Reloader, tls_failure
 from fleet.kube._seam import BaseRequester, BatchRequest, Response
+from fleet.kube._socketio import (
+    BodyIterator,
+    answer_within,
+    check_timeouts,
+    connect_errors,
+    open_stream,
+    server_address,
+)
 from fleet.machinery import (
     MAX_HEAD_BYTES,
     content_length,
@@ -109,8 +116,7 @@ class HotTransportSettings:
     def __post_init__(self) -> None:
         if self.connections < 1:
             raise ConfigError(f"connections must be >= 1, got {self.connections}")
-        if self.connect_timeout <= 0 or self.request_timeout <= 0:
-            raise ConfigError("connect_timeout and request_timeout must be > 0")
+        check_timeouts(self.connect_timeout, self.request_timeout)
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,7 +259,7 @@ async def _read_body(
     return Response(status, content, headers), keep
 
 
-class _HotStream:
+class _HotStream(BodyIterator):
     """A streamed answer on a dedicated connection; see :class:`fleet.kube._seam.StreamResponse`."""
 
     def __init__(self, conn: _Conn, status: int, headers: dict[str, str]) -> None:
@@ -264,16 +270,7 @@ class _HotStream:
         self._remaining = None if self._chunked else content_length(headers)
         self._done = False
 
-    def aiter_bytes(self) -> AsyncIterator[bytes]:
-        """Body bytes (chunked encoding removed) as they arrive; ends at the end of the body."""
-        # An iterator object, not an async generator: a watch reader that breaks out
-        # early leaves no half-run generator for the garbage collector to finalize.
-        return self
-
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self
-
-    async def __anext__(self) -> bytes:
+    async def __anext__(self) -> bytes:  # chunked encoding removed
         conn = self._conn
         if self._done:
             raise StopAsyncIteration
@@ -298,10 +295,6 @@ class _HotStream:
             raise StopAsyncIteration
         return data
 
-    async def aread(self) -> bytes:
-        """The rest of the body at once (for error answers)."""
-        return b"".join([data async for data in self.aiter_bytes()])
-
 
 class HotTransport(BaseRequester):
     """A fixed pool of HTTP/1.1 connections to one apiserver; a :class:`Requester`.
@@ -318,17 +311,10 @@ class HotTransport(BaseRequester):
     def __init__(
         self, config: ClusterConfig, settings: HotTransportSettings = HotTransportSettings()
     ) -> None:
-        url = urlsplit(config.server)
-        if url.scheme not in ("http", "https") or not url.hostname:
-            raise ConfigError(f"{config.source or 'server'}: unusable server URL {config.server!r}")
+        url, self._host, self._port = server_address(config)
         self._config = config
         self._settings = settings
         self._server = config.server
-        self._host = url.hostname
-        try:
-            self._port = url.port or (443 if url.scheme == "https" else 80)
-        except ValueError as exc:
-            raise ConfigError(f"bad port in server URL {config.server!r}") from exc
         self._ssl: ssl.SSLContext | None = None
         if url.scheme == "https":
             self._ssl = config.ssl_context or ssl.create_default_context()
@@ -450,27 +436,10 @@ class HotTransport(BaseRequester):
     async def _connect_once(self, conn: _Conn) -> None:
         if self._closed:
             raise TransportError("the transport is closed")
-        timeout = self._settings.connect_timeout
-        try:
-            with trio.fail_after(timeout):
-                tcp = await trio.open_tcp_stream(self._host, self._port)
-                if self._ssl is None:
-                    conn.stream = tcp
-                else:
-                    tls = trio.SSLStream(
-                        tcp, self._ssl, server_hostname=self._server_hostname, https_compatible=True
-                    )
-                    try:
-                        await tls.do_handshake()
-                    except BaseException:
-                        await trio.aclose_forcefully(tcp)
-                        raise
-                    conn.stream = tls
-        except trio.TooSlowError as exc:
-            raise ConnectError(f"connect to {self._server} timed out after {timeout:g}s") from exc
-        except (OSError, trio.BrokenResourceError, ssl.SSLError) as exc:
-            cause = exc.__cause__ if isinstance(exc, trio.BrokenResourceError) else exc
-            raise ConnectError(f"cannot connect to {self._server}: {cause or exc}") from exc
+        with connect_errors(self._server, self._settings.connect_timeout):
+            conn.stream = await open_stream(
+                self._host, self._port, self._ssl, self._server_hostname
+            )
         self._opened += 1
         conn.buf.clear()
         conn.used = 0
@@ -546,14 +515,10 @@ class HotTransport(BaseRequester):
         await self._free.acquire()
         conn = self._idle.pop()
         try:
-            with trio.fail_after(self._settings.request_timeout):
+            with answer_within(
+                self._settings.request_timeout, f"{method} to {self._server}: no complete answer"
+            ):
                 return await self._roundtrip(conn, method, payload)
-        except trio.TooSlowError as exc:
-            await conn.discard()
-            raise ReadTimeout(
-                f"{method} to {self._server}: no complete answer within "
-                f"{self._settings.request_timeout:g}s"
-            ) from exc
         except BaseException:
             # Errors and cancellation leave the connection mid-exchange: never reuse it.
             await conn.discard()
@@ -654,15 +619,12 @@ class HotTransport(BaseRequester):
         await self._free.acquire()
         conn = self._idle.pop()
         try:
-            with trio.fail_after(self._settings.request_timeout):
+            with answer_within(
+                self._settings.request_timeout,
+                f"pipeline of {len(methods)} to {self._server}: no complete answers",
+            ):
                 await self._pipeline(conn, methods, payload, out)
-        except trio.TooSlowError as exc:
-            await conn.discard()
-            raise ReadTimeout(
-                f"pipeline of {len(methods)} to {self._server}: no complete answers within "
-                f"{self._settings.request_timeout:g}s"
-            ) from exc
-        except BaseException:
+        except BaseException:  # mid-exchange (a timeout, an error, a cancellation): never reused
             await conn.discard()
             raise
         finally:
@@ -673,15 +635,11 @@ class HotTransport(BaseRequester):
         conn = _Conn()
         try:
             await self._connect(conn)
-            with trio.fail_after(self._settings.request_timeout):
+            with answer_within(
+                self._settings.request_timeout, f"{method} to {self._server}: no response head"
+            ):
                 await self._send(conn, head)
                 status, headers, _ = await _read_head(conn)
-        except trio.TooSlowError as exc:
-            await conn.discard()
-            raise ReadTimeout(
-                f"{method} to {self._server}: no response head within "
-                f"{self._settings.request_timeout:g}s"
-            ) from exc
         except BaseException:
             await conn.discard()
             raise

@@ -409,8 +409,7 @@ class Up:
             return {}
         return {
             "kubelet_api": True,
-            "kubelet_address": "127.0.0.1",
-            "kubelet_bind": "127.0.0.1",
+            "kubelet_address": "127.0.0.1",  # and bound there: loopback alone (kubeletBind)
             "kubelet_port": 0,
             "kubelet_client_ca_file": str(self._kubelet_ca),
             # Each node its own 127.(K+1).x.y: nodes/<n>/proxy/stats/summary reaches its node.

@@ -12,8 +12,8 @@ and a metrics-server scrapes ``/metrics/resource`` per node as on a real cluster
 Measured at 1,000 nodes (``trio.serve_tcp``, Python 3.11): a listener per node (a port
 each) costs 1,000 file descriptors, about 10 MiB of RSS and 1,000 ports taken from the
 ephemeral range; an address per node on one listener costs one descriptor and about
-0.3 MiB (this module's two dicts). The price of the latter: the listener binds 0.0.0.0,
-so connections that did not come in on loopback are closed unanswered.
+0.3 MiB (this module's two dicts). The price of the latter: the listener binds the
+wildcard, on the loopback device alone (``_listener``), which is Linux's.
 """
 
 from __future__ import annotations

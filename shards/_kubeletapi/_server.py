@@ -54,6 +54,7 @@ from shards._kubeletapi._addresses import NodeAddresses
 from shards._kubeletapi._auth import Identity, WebhookAuth, attributes
 from shards._kubeletapi._exec import Streams
 from shards._kubeletapi._http import Reply, Request, Streamed, Upgrade, serve_connection
+from shards._kubeletapi._listener import open_listeners
 from shards._kubeletapi._logs import (
     LogOptions,
     LogScript,
@@ -170,7 +171,7 @@ class KubeletServer:
 
         async def connection(stream: trio.SocketStream) -> None:
             if per_node is not None and not per_node.accepts(_local(stream)):
-                await stream.aclose()  # bound to 0.0.0.0 for loopback's sake only
+                await stream.aclose()  # opened wider (kubeletBind 0.0.0.0): loopback only
                 return
             async with self._limiter:
                 try:
@@ -178,12 +179,19 @@ class KubeletServer:
                 except Exception:  # one connection's fault never takes the listener down
                     log.exception("kubelet API: a connection failed")
 
+        host = s.host or ("0.0.0.0" if per_node is not None else s.advertise_address)
+        listeners = await open_listeners(
+            host, s.port, loopback_device=per_node is not None and not s.host
+        )
         async with trio.open_nursery() as nursery:
-            listeners = await nursery.start(
-                partial(trio.serve_tcp, connection, s.port, host=s.host)
-            )
+            await nursery.start(trio.serve_listeners, connection, listeners)
             port = self.port = listeners[0].socket.getsockname()[1]
-            log.info("kubelet API on %s:%d (advertised as %s)", s.host, port, s.advertise_address)
+            log.info(
+                "kubelet API on %s:%d (advertised as %s)",
+                "loopback" if per_node is not None and not s.host else host,
+                port,
+                s.advertise_address,
+            )
             task_status.started(KubeletEndpoint(s.advertise_address, port, per_node))
 
     # -- routing ---------------------------------------------------------------------------

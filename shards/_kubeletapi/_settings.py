@@ -33,8 +33,10 @@ class KubeletApiSettings:
     cluster's ``client-ca-file`` (``kube-system/extension-apiserver-authentication``), read at
     start. A request with neither such a certificate nor a token the cluster vouches for is
     answered 401, as a kubelet with anonymous auth off does."""
-    host: str = "0.0.0.0"
-    """Address to bind."""
+    host: str = ""
+    """Address to bind; empty: where the nodes are reached, ``advertise_address``, or with
+    ``node_network`` every loopback address (the wildcard on the loopback device alone,
+    ``_listener``). ``0.0.0.0`` opens it on every interface (deploy/)."""
     port: int = 10250
     """TCP port (the kubelet's own default); 0 picks a free one, which is what the nodes
     then advertise in ``daemonEndpoints.kubeletEndpoint.Port``."""
@@ -73,10 +75,10 @@ class KubeletApiSettings:
                 "kubelet API: the client CA is empty (the one that signed the apiserver's "
                 "kubelet client certificate is needed; the API is never open to anyone)"
             )
-        if self.node_network and self.host != "0.0.0.0":
+        if self.node_network and self.host not in ("", "0.0.0.0"):
             raise ConfigError(
-                "kubelet API: an address per node needs the listener on 0.0.0.0 "
-                f"(it answers on every loopback address), not {self.host}"
+                "kubelet API: an address per node needs the listener on every loopback "
+                f"address (shard.kubeletBind empty) or on 0.0.0.0, not {self.host}"
             )
         if self.authorization not in ("auto", "webhook", "always-allow"):
             raise ConfigError(f"kubelet API authorization: unknown mode {self.authorization!r}")
@@ -121,7 +123,7 @@ def kubelet_api_settings(
             else None
         ),
         authorization=shard.kubelet_authorization,
-        host="0.0.0.0" if network else shard.kubelet_bind,
+        host=shard.kubelet_bind,
         node_network=network,
         port=shard.kubelet_port + offset if shard.kubelet_port else 0,
         cert_pem=cert,

@@ -26,3 +26,41 @@ def test_own_process_is_measured_under_its_name_and_is_not_the_fleet() -> None:
     pids, _, rss = sampler.usage()["bench"]
     assert pids == [os.getpid()] and rss > 0
     assert sampler.pids == [] and sampler.cpu_seconds == 0.0  # the fleet's: none here
+
+
+def test_the_fleets_peak_rss_is_its_own_processes_not_the_control_planes() -> None:
+    """``fleetUsage.peakRssBytes`` said 4,435,136,512 bytes for one shard that ``components``
+    put at 162 MiB: the sum took every child, kube-apiserver and etcd included. It is the
+    fleet's processes alone, like the report's fleet pids and CPU-seconds."""
+    import subprocess
+    import sys
+
+    from bench._procstat import child_pids
+
+    before = child_pids()  # a test session's own children (a real control plane) are not ours
+    hold = (
+        "import sys; block = bytearray({size}); block[::4096] = b'x' * len(block[::4096]); "
+        "print('ready', flush=True); sys.stdin.read()"
+    )
+    apiserver = subprocess.Popen(  # named as a real control plane's process is
+        ["kube-apiserver", "-c", hold.format(size=96 * 2**20)],
+        executable=sys.executable,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    shard = subprocess.Popen(
+        [sys.executable, "-c", hold.format(size=0)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    try:
+        for child in (apiserver, shard):
+            assert child.stdout is not None and child.stdout.readline() == b"ready\n"
+        sampler = ProcessSampler([], own_children=True, self_name="bench", not_ours=before)
+        sampler.sample()
+        usage = sampler.usage()
+        fleet = [name for name in usage if name.startswith("python")]
+        assert len(fleet) == 1 and usage["kube-apiserver"][2] > 96 * 2**20
+        assert sampler.pids == [shard.pid]
+        assert sampler.peak_rss == usage[fleet[0]][2] > 0
+    finally:
+        for child in (apiserver, shard):
+            child.communicate(b"")

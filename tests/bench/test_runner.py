@@ -217,6 +217,45 @@ async def test_cancellation_still_cleans_up(
     assert "the run was interrupted: figures are partial" in partial.notes
 
 
+async def test_a_cleanup_stopped_by_a_signal_leaves_the_report_and_says_so(
+    sandbox: RunningSandbox, client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bench stopped (SIGTERM) in a long cleanup once wrote no report at all though its
+    steps were done ("interrupted: no report was written"): the report is written when the
+    steps are done, and again, ``interrupted`` with what is left, when the cleanup stops."""
+    deleting = trio.Event()
+
+    async def stuck(*args: object, **kwargs: object) -> None:
+        deleting.set()
+        await trio.sleep_forever()  # a delete-collection of thousands, on a slow apiserver
+
+    monkeypatch.setattr(Client, "delete_collection", stuck)
+    options = RunOptions(
+        target=TargetInfo(server=sandbox.url, mode="sandbox", fleet="started"),
+        output=tmp_path,
+        run_id="cafe0003",
+    )
+    with trio.CancelScope() as scope:  # the CLI's signal cancels the scenario like this
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run_scenario, client, load_scenario("node-density", FAST), options)
+            await deleting.wait()
+            before = read_report(tmp_path / "report.json")
+            assert before.completed and before.nodes_ready == 3
+            assert [(s.name, s.ok) for s in before.steps] == [("nodes-ready", True)]
+            assert before.cleanup.state == "running"
+            assert "Cleanup: still running" in (tmp_path / "summary.md").read_text()
+            scope.cancel()
+    left = await _labelled(client, "cafe0003")
+    assert left > 0  # the stuck cleanup deleted nothing
+    after = read_report(tmp_path / "report.json")
+    assert after.completed and after.steps == before.steps
+    assert after.cleanup.state == "interrupted"
+    assert (after.cleanup.deleted, after.cleanup.leftover) == (0, left)
+    assert "the cleanup was interrupted (a signal)" in after.cleanup.errors
+    summary = (tmp_path / "summary.md").read_text()
+    assert f"Cleanup interrupted: 0 deleted, {left} left over." in summary
+
+
 def test_cli_runs_pod_startup_on_up_with_the_real_fleet(tmp_path: Path) -> None:
     # No --kubeconfig: the bench starts what `kubemock-fleet up` does (sandbox, scheduler and
     # controllers, coordinator, one shard process) and measures the real fleet.

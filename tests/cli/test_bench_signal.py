@@ -70,20 +70,30 @@ def test_the_interrupted_line_says_what_the_cleanup_did(tmp_path: Path) -> None:
         f"interrupted: no report was written to {tmp_path / 'none'}; "
         "objects of run cafe may be left"
     )
-    base = _report()
+    base = msgspec.structs.replace(_report(), completed=False)
     cleanup = type(base.cleanup)
     for result, said in (
-        (cleanup(deleted=10, leftover=0), "10 objects of run cafe deleted, none left"),
+        (cleanup(deleted=10, leftover=0), "interrupted: 10 objects of run cafe deleted, none left"),
         (
             cleanup(deleted=7, leftover=3805, errors=("cleanup did not finish within 120 s",)),
-            "7 objects of run cafe deleted, 3805 left (`kubectl delete ... -l "
+            "interrupted: 7 objects of run cafe deleted, 3805 left (`kubectl delete ... -l "
             "bench.kubemock-fleet.io/run=cafe` deletes them)",
+        ),
+        (
+            cleanup(deleted=0, leftover=0, state="running"),
+            "interrupted in the cleanup, which wrote no outcome: objects of run cafe may be left",
         ),
     ):
         write_report(msgspec.structs.replace(base, cleanup=result), tmp_path / "report.json")
-        assert _interrupted(tmp_path, "cafe") == (
-            f"interrupted: {said}; partial report in {tmp_path}"
-        )
+        assert _interrupted(tmp_path, "cafe") == f"{said}; partial report in {tmp_path}"
+    # Steps done, the cleanup stopped by the signal: the report is whole, its cleanup is not.
+    stopped = cleanup(deleted=5, leftover=2, errors=("the cleanup was interrupted (a signal)",))
+    stopped = msgspec.structs.replace(stopped, state="interrupted")
+    write_report(msgspec.structs.replace(_report(), cleanup=stopped), tmp_path / "report.json")
+    assert _interrupted(tmp_path, "cafe") == (
+        "interrupted in the cleanup: 5 objects of run cafe deleted, 2 left (`kubectl delete ... "
+        f"-l bench.kubemock-fleet.io/run=cafe` deletes them); report in {tmp_path}"
+    )
 
 
 STARTUP_WAIT = 120.0

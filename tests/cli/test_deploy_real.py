@@ -29,6 +29,7 @@ from fleet.realcp import RunningControlPlane
 from fleet.wire import FLEET_NAMESPACE, SHARD_LABEL
 from shards import ShardEngine
 from tests._apiserver import unique
+from tests._polling import eventually
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 CRS = "/apis/mock.zhizuqiu.cn/v1alpha1/namespaces/default/nodes"
@@ -53,16 +54,6 @@ def _scheduled(pod: dict[str, Any]) -> dict[str, Any] | None:
         if c["type"] == "PodScheduled":
             return dict(c)
     return None
-
-
-async def _eventually(what: str, within: float, check: Any) -> Any:
-    with trio.fail_after(within):
-        while True:
-            got = await check()
-            if got:
-                return got
-            await trio.sleep(0.2)
-    raise AssertionError(what)  # pragma: no cover
 
 
 @pytest.mark.real
@@ -110,7 +101,7 @@ async def test_deploy_keeps_the_fleet_off_its_own_nodes_on_a_real_scheduler(
 
         created: list[tuple[str, str]] = []
         try:
-            await _eventually("the control pod Running on the fake node", 60, control_running)
+            await eventually("the control pod Running on the fake node", 60, control_running)
             for doc in docs:
                 await client.create(PATHS[doc["kind"]], doc)
                 created.append((doc["kind"], doc["metadata"]["name"]))
@@ -137,7 +128,7 @@ async def test_deploy_keeps_the_fleet_off_its_own_nodes_on_a_real_scheduler(
                 decided = all((_scheduled(p) or {}).get("reason") == "Unschedulable" for p in got)
                 return got if counts == want and decided else None
 
-            fleet_pods = await _eventually(
+            fleet_pods = await eventually(
                 "deploy/'s pods seen by kube-scheduler", 60, all_unschedulable
             )
             for pod in fleet_pods:
@@ -165,5 +156,5 @@ async def test_deploy_keeps_the_fleet_off_its_own_nodes_on_a_real_scheduler(
                 nodes = await client.list("/api/v1/nodes", field_selector=f"metadata.name={node}")
                 return not nodes.items
 
-            await _eventually("the fake node removed with its CR", 30, node_gone)
+            await eventually("the fake node removed with its CR", 30, node_gone)
             nursery.cancel_scope.cancel()

@@ -172,7 +172,6 @@ async def test_kubelet_api_stays_off_for_an_apiserver_elsewhere() -> None:
     assert kubelet_api_env(FleetSettings(), True) == {
         "KUBEMOCK_FLEET_SHARD__KUBELET_API": "true",
         "KUBEMOCK_FLEET_SHARD__KUBELET_ADDRESS": "127.0.0.1",
-        "KUBEMOCK_FLEET_SHARD__KUBELET_BIND": "127.0.0.1",
         "KUBEMOCK_FLEET_SHARD__KUBELET_ADDRESS_PER_NODE": "true",
     }
     chosen = FleetSettings(shard=ShardSettings(kubelet_address="192.0.2.7"))

@@ -22,6 +22,7 @@ import trio.testing
 from fleet._settings import CoordinatorSettings, FleetSettings, ShardSettings
 from fleet.coordinator import Coordinator, owner
 from fleet.kube import BatchRequest, MemoryApiserver, MemoryClient, Response, StreamResponse
+from fleet.machinery import MERGE_PATCH
 from fleet.wire import (
     HANDOVER_ANNOTATION,
     RELEASED_ANNOTATION,
@@ -30,13 +31,14 @@ from fleet.wire import (
 )
 from shards import ShardEngine
 from shards._context import FencedRequester, HandedOver
-from shards._handover import HandoverGate, node_of
+from shards._handover import HandoverGate, node_of, pod_of
 
 wall = MemoryApiserver.wall
 
 CRS = "/apis/mock.zhizuqiu.cn/v1alpha1/namespaces/default/nodes"
 NODES = "/api/v1/nodes"
 NODE_LEASES = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases"
+PODS = "/api/v1/namespaces/default/pods"
 WATCH_LAG = 3.0
 """Seconds each CR watch event of the old owner is held back: longer than a node's whole
 adoption by the new owner (GETs, Lease, status), shorter than a Lease renewal interval."""
@@ -172,6 +174,78 @@ async def test_a_shard_lets_go_of_a_marked_cr_and_drives_it_again_when_handed_ba
     assert any(t > back for t, _ in _node_writes(api)["n1"])
     assert not engine.ctx.handover.released("n1")
     assert puts_after(api, f"{NODE_LEASES}/n1", back)
+
+
+async def test_a_released_nodes_pod_writes_are_refused_like_its_own(
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
+) -> None:
+    """A pod's path does not name its node: pod status writes and deletes went out after
+    the node was released (queued, retried, or built from a state read before), to land
+    after the new owner's. They are refused at the door like the node's, until the node is
+    handed back; a pod of the same name on a node still driven is written."""
+    api = MemoryApiserver()
+    for name in ("n1", "n2"):
+        api.create(CRS, {"apiVersion": "mock.zhizuqiu.cn/v1alpha1", "kind": "Node",
+                         "metadata": {"name": name, "labels": {SHARD_LABEL: "0"}}, "spec": {}})  # fmt: skip
+    for name, node in (("p1", "n1"), ("p2", "n2")):
+        api.create(PODS, {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+                          "spec": {"nodeName": node, "containers": [{"name": "c", "image": "i"}]}})  # fmt: skip
+    engine = await _run_shard(nursery, "0", api)
+    await trio.sleep(15)
+    for name in ("p1", "p2"):
+        pod = api.get(f"{PODS}/{name}")
+        assert pod is not None and pod["status"]["phase"] == "Running"
+    api.patch(f"{CRS}/n1", {"metadata": {"annotations": {HANDOVER_ANNOTATION: "1"}}})
+    await trio.sleep(1)
+    assert engine.ctx.handover.released("n1")
+
+    status = b'{"status": {"message": "late"}}'
+    for requester in (engine.ctx.hot, engine.ctx.control):
+        with pytest.raises(HandedOver):
+            await requester.request(
+                "PATCH", f"{PODS}/p1/status", body=status, content_type=MERGE_PATCH
+            )
+        with pytest.raises(HandedOver):
+            await requester.request("DELETE", f"{PODS}/p1")
+    await engine.ctx.hot.request(
+        "PATCH", f"{PODS}/p2/status", body=status, content_type=MERGE_PATCH
+    )  # n2 is still driven here
+    await trio.sleep(30)
+    (released,) = [
+        c.at for c in api.log("PATCH", f"{CRS}/n1") if RELEASED_ANNOTATION in str(c.body)
+    ]
+    assert [  # nor any of the shard's own
+        c.method for c in api.log(None, f"{PODS}/p1") if c.method != "GET" and c.at >= released
+    ] == []
+
+    # Handed back: the node and its pods are written again.
+    api.patch(f"{CRS}/n1", {"metadata": {"annotations": {HANDOVER_ANNOTATION: None,
+                                                         RELEASED_ANNOTATION: None}}})  # fmt: skip
+    await trio.sleep(15)
+    assert not engine.ctx.handover.refuses(f"{PODS}/p1/status")
+    await engine.ctx.hot.request(
+        "PATCH", f"{PODS}/p1/status", body=status, content_type=MERGE_PATCH
+    )
+
+
+def test_pod_of_reads_the_pod_of_a_path_and_a_pod_made_again_elsewhere_is_let_through() -> None:
+    assert pod_of(f"{PODS}/p1/status") == "default/p1"
+    assert pod_of(f"{PODS}/p1") == "default/p1"
+    assert pod_of(PODS) is None
+    assert pod_of("/api/v1/namespaces/default/events/e") is None
+    assert pod_of(f"{NODES}/n1") is None
+    gate = HandoverGate()
+    gate.hold_pods("n1", ["default/p1"])  # not released: nothing held
+    assert not gate.refuses(f"{PODS}/p1/status")
+    gate.release("n1")
+    gate.hold_pods("n1", ["default/p1", "default/p3"])
+    assert gate.refuses(f"{PODS}/p1/status") and gate.refuses(f"{PODS}/p3")
+    gate.drop_pod("default/p1")  # deleted, or made again on a node still driven
+    assert not gate.refuses(f"{PODS}/p1/status") and gate.refuses(f"{PODS}/p3")
+    gate.restore("n1")
+    assert not gate.refuses(f"{PODS}/p3")
+    gate.release("n1")
+    assert not gate.refuses(f"{PODS}/p3")  # held again only when its driver lets go again
 
 
 def puts_after(api: MemoryApiserver, path: str, since: float) -> list[float]:

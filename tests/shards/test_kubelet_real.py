@@ -30,6 +30,7 @@ from fleet.realcp import RealControlPlaneSettings, RunningControlPlane
 from fleet.wire import FLEET_NAMESPACE, SHARD_LABEL
 from shards import ShardEngine
 from tests._apiserver import unique
+from tests._polling import eventually
 
 CRS = "/apis/mock.zhizuqiu.cn/v1alpha1/namespaces/default/nodes"
 NODES = "/api/v1/nodes"
@@ -44,16 +45,6 @@ def ready(node: dict[str, Any]) -> str | None:
         if c["type"] == "Ready":
             return str(c["status"])
     return None
-
-
-async def eventually(what: str, within: float, check: Any) -> Any:
-    with trio.fail_after(within):
-        while True:
-            got = await check()
-            if got:
-                return got
-            await trio.sleep(0.1)
-    raise AssertionError(what)  # pragma: no cover
 
 
 @pytest.mark.real
@@ -112,9 +103,13 @@ async def test_a_kubelet_on_the_real_control_plane(
             if "f:podCIDR" in str(m.get("fieldsV1"))
         }
         assert podcidr_writers and not any("kubemock-fleet" in w for w in podcidr_writers)
-        state = engine.nodes.state_of(name)
-        assert state is not None and state.spec is not None
-        assert state.spec.pod_cidrs == (cidr,)
+
+        async def taken() -> bool:  # from the shard's node watch, which may lag the list
+            await trio.lowlevel.checkpoint()
+            state = engine.nodes.state_of(name)
+            return state is not None and state.spec is not None and state.spec.pod_cidrs == (cidr,)
+
+        await eventually("the shard taking the controller-manager's podCIDR", 10, taken)
 
         # Ready=Unknown, as the node-lifecycle controller writes it: put right in seconds.
         conditions = [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import ssl
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -516,6 +517,85 @@ async def test_each_node_its_own_address_on_one_listener(tmp_path: Path) -> None
             shared = await http.get(f"https://127.0.0.1:{endpoint.port}/pods")
             assert shared.status_code == 400  # the shared address: two nodes, ask by prefix
         nursery.cancel_scope.cancel()
+
+
+def _outside_address() -> str | None:
+    """One of this machine's addresses that is not loopback (the one its default route
+    leaves from), or None when it has none."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: no packet is sent for a UDP connect
+        except OSError:
+            return None
+        address = str(probe.getsockname()[0])
+    return None if address.startswith("127.") else address
+
+
+async def _answers(address: str, port: int) -> bool:
+    """Whether a TCP connection to ``address:port`` is accepted (and then kept open)."""
+    try:
+        stream = await trio.open_tcp_stream(address, port)
+    except OSError:
+        return False
+    async with stream:
+        with trio.move_on_after(0.5):
+            # A listener wider than loopback took connections from elsewhere, then closed them.
+            return await stream.receive_some(1) != b""
+        return True
+
+
+@pytest.mark.parametrize("network", ["", "127.9.0.0/16"])
+async def test_the_listener_binds_where_the_nodes_are_reached_by_default(network: str) -> None:
+    """Under run/up every node is reached on loopback, yet the listener was bound to
+    0.0.0.0: open on every interface. By default it now binds what the nodes advertise (an
+    address per node: every loopback address, on the loopback device alone); ``0.0.0.0``
+    opens it (deploy/)."""
+    outside = _outside_address()
+    if outside is None:
+        pytest.skip("this machine has no address but loopback: nothing to refuse")
+    ca = trustme.CA()
+    view = View()
+    settings = KubeletApiSettings(
+        advertise_address="127.0.0.1", client_ca_pem=ca.cert_pem.bytes(), port=0,
+        node_network=network,
+    )  # fmt: skip
+    inside = "127.9.0.1" if network else "127.0.0.1"
+    for host, elsewhere in (("", False), ("0.0.0.0", not network)):
+        server = KubeletServer(replace(settings, host=host), view, wall=lambda: T0)
+        async with trio.open_nursery() as nursery:
+            endpoint: KubeletEndpoint = await nursery.start(server.run)
+            if network:
+                assert endpoint.address_of("n1") == inside
+            assert await _answers(inside, endpoint.port)
+            assert await _answers(outside, endpoint.port) is elsewhere, (host, outside)
+            nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("network", ["", "127.9.0.0/16"])
+async def test_a_kubelet_port_in_use_is_one_error_naming_it(network: str) -> None:
+    import socket
+
+    from fleet.errors import one_error
+
+    ca = trustme.CA()
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0" if network else "127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        settings = KubeletApiSettings(
+            advertise_address="127.0.0.1", client_ca_pem=ca.cert_pem.bytes(), port=port,
+            node_network=network,
+        )  # fmt: skip
+        with pytest.raises(BaseException) as raised:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(KubeletServer(settings, View(), wall=lambda: T0).run)
+    where = "every loopback address" if network else "127.0.0.1"
+    assert str(one_error(raised.value)) == (
+        f"cannot serve the kubelet API on {where}, port {port}: Address already in use "
+        "(another fleet on this host? pick another shard.kubeletPort, or 0)"
+    )
 
 
 async def test_websocket_close_after_ours_is_not_answered() -> None:

@@ -10,6 +10,8 @@ False, a Warning Event, the shard going on).
 from __future__ import annotations
 
 import itertools
+import random
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,7 +20,8 @@ import trio
 
 from fleet.api import load_node_script
 from fleet.errors import InputError
-from fleet.kube import MemoryApiserver
+from fleet.kube import MemoryApiserver, MemoryClient, Response
+from shards import ShardEngine
 from shards._nodescripts import NodeScriptLibrary, compile_node_script
 from tests.shards.test_engine import (
     CRS,
@@ -29,7 +32,9 @@ from tests.shards.test_engine import (
     node_cr,
     phase,
     pod,
+    settings,
     start,
+    wall,
 )
 
 NODE_SCRIPTS = "/apis/mock.zhizuqiu.cn/v1alpha1/namespaces/default/nodescripts"
@@ -220,6 +225,79 @@ async def test_conditions_taints_and_capacity_follow_the_script(
 
 def engine_restores_none(api: MemoryApiserver) -> bool:
     return len(api.log("PATCH", f"{NODES}/n1/status")) <= 4
+
+
+class _WritesBetween(MemoryClient):
+    """A shard's connection after whose every GET of a Node another write to that Node
+    lands before the shard's next request: the node's own status report (each once cost
+    the taint write its resourceVersion: a 409), or once, a taint of another writer's."""
+
+    def __init__(self, server: MemoryApiserver) -> None:
+        super().__init__(server)
+        self.armed = False
+        self.foreign_taint: dict[str, str] | None = None
+        self.reports = 0
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: bytes | None = None,
+        content_type: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Response:
+        response = await super().request(
+            method, path, params=params, body=body, content_type=content_type, headers=headers
+        )
+        if self.armed and method == "GET" and path == f"{NODES}/n1":
+            if self.foreign_taint is not None:  # kube-controller-manager's, say
+                node = self.server.get(f"{NODES}/n1")
+                assert node is not None
+                taints = [*(node["spec"].get("taints") or []), self.foreign_taint]
+                self.server.patch(f"{NODES}/n1", {"spec": {"taints": taints}})
+                self.foreign_taint = None
+            self.reports += 1
+            self.server.patch(
+                f"{NODES}/n1/status", {"status": {"nodeInfo": {"bootID": f"boot-{self.reports}"}}}
+            )
+        return response
+
+
+async def test_a_scripted_taint_lands_through_status_writes_and_keeps_anothers(
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
+) -> None:
+    """A script step's taint write met the node's own status report, landed between its
+    read and its write, every time (a warm kube-controller-manager on the real control
+    plane): the resourceVersion-guarded PATCH got 409 five times and the taint never came.
+    The write now tests the taints it read, which a status write does not touch; a taint
+    another writer added meanwhile fails the test, is read again and kept."""
+    api = MemoryApiserver()
+    api.create(CRS, node_cr("n1", nodeConfig={"taints": [{"key": "own", "effect": "NoSchedule"}]}))
+    connection = _WritesBetween(api)
+    engine = ShardEngine(settings(), "0", control=connection, wall=wall, rng=random.Random(7))
+    await nursery.start(engine.run)
+    await trio.sleep(5)
+    connection.armed = True
+    connection.foreign_taint = {"key": "node.kubernetes.io/other", "effect": "NoSchedule"}
+    disk = {"key": "example.com/disk", "effect": "NoSchedule"}
+    api.create(
+        NODE_SCRIPTS,
+        node_script("disk", {"after": "5s", "taints": [disk]}, {"after": "30s"}, selector={}),
+    )
+    await trio.sleep(15)
+    node = api.get(f"{NODES}/n1")
+    assert node is not None
+    taints = node["spec"]["taints"]
+    assert disk in taints and connection.foreign_taint is None, taints
+    assert {"key": "node.kubernetes.io/other", "effect": "NoSchedule"} in taints
+    assert {"key": "own", "effect": "NoSchedule"} in taints
+    await trio.sleep(30)  # the script's last step: its taint goes, the others stay
+    node = api.get(f"{NODES}/n1")
+    assert node is not None
+    assert sorted(t["key"] for t in node["spec"]["taints"]) == ["node.kubernetes.io/other", "own"]
+    assert connection.reports >= 2
 
 
 async def test_a_notready_window_stops_lease_and_status_then_returns(
