@@ -36,6 +36,11 @@ NODES = 3
 FLOW_TIMEOUT = 90.0
 """Seconds one flow may take on a loaded 2-core box (the real one takes ~10-20 s)."""
 POLL = 0.5
+SUSPENDED_NODE = "fleet-node-2"
+"""The node the suspended node's flow takes away (its Ready goes Unknown after the node
+lifecycle controller's 40 s grace period)."""
+CRON_NODE = "fleet-node-0"
+"""Where the cronjob's pods run: not :data:`SUSPENDED_NODE`, taken away while it waits."""
 KUBECTL = "/usr/lib/google-cloud-sdk/bin/kubectl.1.33"
 
 Observed = dict[str, Any]
@@ -358,14 +363,16 @@ class Flows:
         }
 
     async def cronjob(self) -> Observed:
-        """A CronJob firing at the next minute, its Job run to Complete and seen so."""
+        """A CronJob firing at the next minute, its Job run to Complete and seen so. Its pods
+        stay on :data:`CRON_NODE`: the suspended node's flow runs meanwhile."""
         ns = await self._ns("flow-cron")
         path = f"/apis/batch/v1/namespaces/{ns}/cronjobs/tick"
         await self.c.create(
             f"/apis/batch/v1/namespaces/{ns}/cronjobs",
             {"metadata": {"name": "tick"}, "spec": {"schedule": "* * * * *", "jobTemplate": {"spec": {"template": {
                 "metadata": {"annotations": {"zhizuqiu.github.com/delaySucceeded": "1s"}},
-                "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}}}}},
+                "spec": {"restartPolicy": "Never", "nodeSelector": {"kubernetes.io/hostname": CRON_NODE},
+                         "containers": [{"name": "c", "image": "busybox"}]}}}}}},
         )  # fmt: skip
 
         async def seen_complete() -> dict[str, Any] | None:
@@ -449,7 +456,7 @@ class Flows:
         """A Node CR suspended: its Node goes Unknown, its pods not ready, the events of the
         node lifecycle controller; ``kubectl describe`` of the node."""
         ns = await self._ns("flow-suspend")
-        node = "fleet-node-2"
+        node = SUSPENDED_NODE
         await self.c.create(
             f"/api/v1/namespaces/{ns}/pods",
             {"metadata": {"name": "on-it"}, "spec": {"nodeName": node, "containers": [{"name": "c", "image": "busybox"}]}},
@@ -597,22 +604,31 @@ async def _observe(settings: UpSettings) -> dict[str, Observed]:
 
             await _until("the fleet's nodes", nodes_ready)
             flows = Flows(client, running.kubeconfig)
-            out["deployment"] = await flows.deployment()
-            out["service+pdb"] = await flows.service_and_pdb()
 
             async def run(name: str, flow: Callable[[], Awaitable[Observed]]) -> None:
                 out[name] = await flow()
 
-            async with trio.open_nursery() as inner:
-                inner.start_soon(run, "job", flows.job)
-                inner.start_soon(run, "daemonset", flows.daemonset)
-                inner.start_soon(run, "statefulset", flows.statefulset)
-                inner.start_soon(run, "namespace", flows.namespace_deletion)
-                inner.start_soon(run, "cronjob", flows.cronjob)
-                inner.start_soon(run, "failing", flows.failing_pods)
-                inner.start_soon(run, "preemption", flows.preemption)
-            # Last: the suspended node takes a node away from the flows above.
-            out["suspended"] = await flows.suspended_node()
+            async def deployment_then_service() -> None:
+                # The Service, PDB and eviction use the Deployment's pods.
+                out["deployment"] = await flows.deployment()
+                out["service+pdb"] = await flows.service_and_pdb()
+
+            # Each flow works in a namespace of its own, so they run at once: the cronjob's
+            # wait for the next minute (up to 60 s) overlaps with the others, and with the
+            # suspended node's 40 s grace period.
+            async with trio.open_nursery() as outer:
+                outer.start_soon(run, "cronjob", flows.cronjob)
+                async with trio.open_nursery() as inner:
+                    inner.start_soon(deployment_then_service)
+                    inner.start_soon(run, "job", flows.job)
+                    inner.start_soon(run, "daemonset", flows.daemonset)
+                    inner.start_soon(run, "statefulset", flows.statefulset)
+                    inner.start_soon(run, "namespace", flows.namespace_deletion)
+                    inner.start_soon(run, "failing", flows.failing_pods)
+                    inner.start_soon(run, "preemption", flows.preemption)
+                # After the flows above (it takes a node away from them); the cronjob's pods
+                # are kept off that node.
+                out["suspended"] = await flows.suspended_node()
         nursery.cancel_scope.cancel()
     return out
 
@@ -662,6 +678,8 @@ is never here: the event sets agree."""
 
 async def test_flows_agree_with_the_real_control_plane(tmp_path: Path) -> None:
     binaries = real_binaries()
+    # One side after the other: each ``up`` runs in this process, and two at once starve
+    # the sandbox's control plane (its Scheduled events came after the flow had read them).
     sandbox = await _observe(
         UpSettings(
             port=0, kubeconfig_out=tmp_path / "sandbox.kubeconfig", nodes=NODES, status_line=False

@@ -415,11 +415,17 @@ def test_cli_runs_a_yaml_scenario_on_its_own_sandbox(tmp_path: Path) -> None:
     assert report.plots.skipped == "plots not asked for (--no-plots)"
 
 
-def test_cli_starts_its_fleet_with_the_traffic_profile_asked_for(tmp_path: Path) -> None:
-    # --traffic-profile kubelet reaches the shard child process (through `up`'s environment):
-    # the apiserver serves each node's kubelet informers, and the report says which ran.
+def test_cli_starts_its_fleet_with_the_settings_its_scenario_and_flags_ask_for(
+    tmp_path: Path,
+) -> None:
+    # Both reach the shard child process (through `up`'s environment), in one fleet:
+    # --traffic-profile kubelet: the apiserver serves each node's kubelet informers, and the
+    # report says which ran; kwok-ci's ``kubeletEvents: false`` (KWOK's stages post no Events):
+    # two registered kubelets would post ten (Starting, NodeHasSufficient*, NodeReady).
     scenario = tmp_path / "soak.yaml"
-    scenario.write_text("type: heartbeat-soak\nnodes: 2\nduration: 3s\nscrapeInterval: 0.5s\n")
+    scenario.write_text(
+        "type: heartbeat-soak\nnodes: 2\nduration: 3s\nscrapeInterval: 0.5s\nkubeletEvents: false\n"
+    )
     out = tmp_path / "out"
     result = CliRunner().invoke(
         app,
@@ -437,7 +443,10 @@ def test_cli_starts_its_fleet_with_the_traffic_profile_asked_for(tmp_path: Path)
     assert result.exit_code == 0, result.output
     report = read_report(out / "report.json")
     assert report.target.traffic_profile == "kubelet"
-    assert "traffic profile kubelet" in (out / "summary.md").read_text()
+    assert report.target.kubelet_events is False
+    summary = (out / "summary.md").read_text()
+    assert "traffic profile kubelet" in summary
+    assert "kubelet Events off" in summary
     assert report.apiserver is not None
     served = {(r.verb, r.group, r.resource) for r in report.apiserver.requests}
     assert {
@@ -445,23 +454,6 @@ def test_cli_starts_its_fleet_with_the_traffic_profile_asked_for(tmp_path: Path)
         ("WATCH", "node.k8s.io", "runtimeclasses"),
         ("POST", "storage.k8s.io", "csinodes"),
     } <= served
-
-
-def test_a_scenario_without_kubelet_events_starts_a_fleet_that_posts_none(tmp_path: Path) -> None:
-    # kwok-ci's setting (KWOK's stages post no Events) reaches the shard child process: two
-    # registered kubelets would post ten (Starting, NodeHasSufficient*, NodeReady).
-    scenario = tmp_path / "soak.yaml"
-    scenario.write_text(
-        "type: heartbeat-soak\nnodes: 2\nduration: 3s\nscrapeInterval: 0.5s\nkubeletEvents: false\n"
-    )
-    out = tmp_path / "out"
-    args = ["bench", str(scenario), "--no-progress", "--no-plots", "--output", str(out)]
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 0, result.output
-    report = read_report(out / "report.json")
-    assert report.target.kubelet_events is False
-    assert "kubelet Events off" in (out / "summary.md").read_text()
-    assert report.apiserver is not None
     posted = sum(
         r.count
         for r in report.apiserver.requests
