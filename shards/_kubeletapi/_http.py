@@ -1,17 +1,24 @@
-"""The kubelet API's HTTP/1.1 over TLS: connections, requests, answers, upgrades (h11 on trio).
+"""The kubelet API's HTTP/1.1 over TLS: connections, requests, answers, upgrades (on trio).
 
 Small on purpose, like ``fleet.kube._transport`` frames its own requests: the kubelet API
-sees few requests (the apiserver's proxy, metrics-server's scrapes), but needs what a
-framework hides — the client certificate of the TLS session (who is asking), answers
+sees few kinds of request (the apiserver's proxy, metrics-server's scrapes), but needs what
+a framework hides — the client certificate of the TLS session (who is asking), answers
 streamed for as long as a ``logs -f`` follows, and the raw stream after a 101 (exec,
 attach and port-forward upgrade to WebSocket or SPDY). The apiserver speaks HTTP/1.1 to a
 kubelet when the kubelet offers no ``h2`` by ALPN, as here.
 
-A handler gets a :class:`Request` and returns a :class:`Reply` (whole body), a
-:class:`Streamed` (chunked, each chunk sent as it comes) or an :class:`Upgrade` (101, then
-the handler owns the stream). Connections are kept alive between requests
-(``IDLE_TIMEOUT``); request bodies are read and dropped (no kubelet endpoint served here
-takes one) up to ``MAX_BODY_BYTES``.
+HTTP/1.1 is framed here by hand, not with h11: metrics-server's scrape is 10,000 requests a
+round on one shard, and h11's event machinery was a third of a request's CPU (heads and
+bodies parsed and validated in Python, per request; docs/performance.md). What is read:
+the request line and headers (``MAX_HEAD_BYTES``, else 431), a body by ``Content-Length``
+or chunked, read and dropped (no kubelet endpoint served here takes one;
+``MAX_BODY_BYTES``, else 413); anything else malformed is 400 and the connection closed.
+Requests may come back to back (pipelined) on a kept-alive connection (``IDLE_TIMEOUT``);
+``Connection: close`` and HTTP/1.0 close it after the answer.
+
+A handler gets a :class:`Request` and returns a :class:`Reply` (whole body; a ``HEAD`` gets
+its head only), a :class:`Streamed` (chunked, each chunk sent as it comes) or an
+:class:`Upgrade` (101, then the handler owns the stream and the bytes already read).
 """
 
 from __future__ import annotations
@@ -20,9 +27,9 @@ import logging
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-import h11
 import trio
 
 __all__ = ["Handler", "Reply", "Request", "Streamed", "Upgrade", "serve_connection"]
@@ -36,6 +43,9 @@ HANDSHAKE_TIMEOUT = 10.0
 """Seconds for the TLS handshake and the request head (Go's net/http TLSHandshakeTimeout)."""
 MAX_BODY_BYTES = 64 * 1024
 """A request body larger than this is refused (413): no endpoint here takes one."""
+MAX_HEAD_BYTES = 64 * 1024
+"""A request line and headers larger than this are refused (431); an apiserver's proxied
+request, its impersonation headers included, is a few KB."""
 _RECEIVE = 64 * 1024
 
 
@@ -112,18 +122,22 @@ def _identity(stream: trio.SSLStream[trio.SocketStream]) -> tuple[str | None, tu
 
 
 def _request(
-    event: h11.Request, user: str | None, groups: tuple[str, ...], local: str = ""
+    method: str,
+    target: str,
+    headers: dict[str, str],
+    user: str | None,
+    groups: tuple[str, ...],
+    local: str = "",
 ) -> Request:
-    target = urlsplit(event.target.decode("latin-1"))
-    headers: dict[str, str] = {}
-    for name, value in event.headers:
-        key = name.decode("latin-1").lower()
-        text = value.decode("latin-1")
-        headers[key] = f"{headers[key]},{text}" if key in headers else text
+    if "?" not in target and "%" not in target and target.startswith("/"):
+        path, query = target, []  # the scrape's form: no parsing to do
+    else:
+        split = urlsplit(target)
+        path, query = unquote(split.path), parse_qsl(split.query, keep_blank_values=True)
     return Request(
-        method=event.method.decode("ascii"),
-        path=unquote(target.path),
-        query=parse_qsl(target.query, keep_blank_values=True),
+        method=method,
+        path=path,
+        query=query,
         headers=headers,
         user=user,
         groups=groups,
@@ -131,32 +145,135 @@ def _request(
     )
 
 
-async def _next_event(conn: h11.Connection, stream: trio.abc.Stream) -> object:
-    while True:
-        event = conn.next_event()
-        if event is not h11.NEED_DATA:
-            return event
-        conn.receive_data(bytes(await stream.receive_some(_RECEIVE)))
+class _BadRequest(Exception):
+    """A request this server will not read: answered ``status`` and the connection closed."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
-async def _send(conn: h11.Connection, stream: trio.abc.Stream, event: h11.Event) -> None:
-    data = conn.send(event)
-    if data:
-        await stream.send_all(data)
+class _Reader:
+    """The bytes of one connection, read as requests: heads and bodies (RFC 9112)."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self.buffer = bytearray()
+
+    async def _more(self) -> bool:
+        data = await self.stream.receive_some(_RECEIVE)
+        if not data:
+            return False
+        self.buffer += data
+        return True
+
+    async def head(self) -> tuple[str, str, str, dict[str, str]] | None:
+        """(method, target, version, headers) of the next request; None when the client
+        closed between requests."""
+        start = 0
+        while True:
+            end = self.buffer.find(b"\r\n\r\n", start)
+            if end >= 0:
+                break
+            if len(self.buffer) > MAX_HEAD_BYTES:
+                raise _BadRequest(431, "request header fields too large")
+            start = max(len(self.buffer) - 3, 0)
+            if not await self._more():
+                if self.buffer.strip():
+                    raise _BadRequest(400, "incomplete request")
+                return None
+        head = bytes(self.buffer[:end]).decode("latin-1")
+        del self.buffer[: end + 4]
+        lines = head.lstrip("\r\n").split("\r\n")  # empty lines before a request: allowed
+        parts = lines[0].split(" ")
+        if len(parts) != 3 or not parts[0].isalpha() or not parts[2].startswith("HTTP/1."):
+            raise _BadRequest(400, f"malformed request line {lines[0][:100]!r}")
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            name, colon, value = line.partition(":")
+            if not colon or not name or name != name.strip():
+                raise _BadRequest(400, f"malformed header line {line[:100]!r}")
+            key = name.lower()
+            value = value.strip(" \t")
+            headers[key] = f"{headers[key]},{value}" if key in headers else value
+        return parts[0], parts[1], parts[2], headers
+
+    async def drop_body(self, headers: dict[str, str]) -> None:
+        """Read the request's body and forget it (413 past ``MAX_BODY_BYTES``)."""
+        coding = headers.get("transfer-encoding")
+        if coding is not None:
+            if coding.strip().lower() != "chunked":
+                raise _BadRequest(501, f"transfer-encoding {coding!r} is not supported")
+            await self._drop_chunked()
+            return
+        raw = headers.get("content-length", "0").strip() or "0"
+        if not raw.isdigit():
+            raise _BadRequest(400, f"bad content-length {raw[:40]!r}")
+        await self._drop(int(raw))
+
+    async def _drop(self, size: int) -> None:
+        if size > MAX_BODY_BYTES:
+            raise _BadRequest(413, "request body too large")
+        while len(self.buffer) < size:
+            if not await self._more():
+                raise _BadRequest(400, "incomplete request body")
+        del self.buffer[:size]
+
+    async def _line(self) -> bytes:
+        while (end := self.buffer.find(b"\r\n")) < 0:
+            if len(self.buffer) > MAX_HEAD_BYTES or not await self._more():
+                raise _BadRequest(400, "malformed chunked body")
+        line = bytes(self.buffer[:end])
+        del self.buffer[: end + 2]
+        return line
+
+    async def _drop_chunked(self) -> None:
+        total = 0
+        while True:
+            try:
+                size = int(bytes((await self._line()).split(b";", 1)[0]).strip(), 16)
+            except ValueError as exc:
+                raise _BadRequest(400, "malformed chunk size") from exc
+            total += size
+            if size == 0:
+                while await self._line():  # trailers, up to the empty line
+                    pass
+                return
+            await self._drop(size)
+            if total > MAX_BODY_BYTES:
+                raise _BadRequest(413, "request body too large")
+            if await self._line():
+                raise _BadRequest(400, "malformed chunk")
 
 
-async def _answer(conn: h11.Connection, stream: trio.abc.Stream, reply: Reply) -> None:
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
+
+
+def _head(status: int, headers: Sequence[tuple[str, str]]) -> bytes:
+    lines = [f"HTTP/1.1 {status} {_reason(status)}"]
+    lines.extend(f"{name}: {value}" for name, value in headers)
+    lines.append("\r\n")
+    return "\r\n".join(lines).encode("latin-1")
+
+
+async def _answer(
+    stream: trio.abc.Stream, reply: Reply, *, head_only: bool = False, close: bool = False
+) -> None:
     headers = [
         ("content-type", reply.content_type),
         ("content-length", str(len(reply.body))),
         *reply.headers,
     ]
-    # One write for head and body: one TLS record and one send instead of three (the
-    # scrape's answers are a few KB each, 10,000 of them a round).
-    head = conn.send(h11.Response(status_code=reply.status, headers=headers)) or b""
-    body = conn.send(h11.Data(data=reply.body)) or b""
-    end = conn.send(h11.EndOfMessage()) or b""
-    await stream.send_all(head + body + end)
+    if close:
+        headers.append(("connection", "close"))
+    # One write for head and body: one TLS record and one send (the scrape's answers are a
+    # few KB each, 10,000 of them a round).
+    head = _head(reply.status, headers)
+    await stream.send_all(head if head_only else head + reply.body)
 
 
 def _local_address(raw: trio.SocketStream) -> str:
@@ -179,61 +296,45 @@ async def serve_connection(
             return
         user, groups = _identity(stream)
         local = _local_address(raw)
-        conn = h11.Connection(h11.SERVER)
+        reader = _Reader(stream)
         while True:
-            with trio.move_on_after(IDLE_TIMEOUT) as idle:
-                event = await _next_event(conn, stream)
-            if idle.cancelled_caught or not isinstance(event, h11.Request):
+            try:
+                with trio.move_on_after(IDLE_TIMEOUT) as idle:
+                    head = await reader.head()
+                if idle.cancelled_caught or head is None:
+                    return
+                method, target, version, headers = head
+                await reader.drop_body(headers)
+            except _BadRequest as bad:
+                await _answer(stream, Reply(bad.status, f"{bad}\n".encode()), close=True)
                 return
-            size = 0
-            while True:
-                more = await _next_event(conn, stream)
-                if isinstance(more, h11.Data):
-                    size += len(more.data)
-                elif more is h11.PAUSED or isinstance(
-                    more, h11.EndOfMessage | h11.ConnectionClosed
-                ):
-                    break
-            request = _request(event, user, groups, local)
-            if size > MAX_BODY_BYTES:
-                await _answer(conn, stream, Reply(413, b"request body too large\n"))
-                return
+            request = _request(method, target, headers, user, groups, local)
+            close = version == "HTTP/1.0" or "close" in headers.get("connection", "").lower()
             try:
                 reply = await handler(request)
             except Exception:
                 log.exception("kubelet API: %s %s failed", request.method, request.path)
                 reply = Reply(500, b"Internal Server Error\n")
             if isinstance(reply, Upgrade):
-                await _send(
-                    conn,
-                    stream,
-                    h11.InformationalResponse(status_code=101, headers=list(reply.headers)),
-                )
-                trailing, _closed = conn.trailing_data
-                await reply.run(stream, bytes(trailing))
+                await stream.send_all(_head(101, list(reply.headers)))
+                await reply.run(stream, bytes(reader.buffer))
                 return
             if isinstance(reply, Streamed):
-                await _send(
-                    conn,
-                    stream,
-                    h11.Response(
-                        status_code=reply.status,
-                        headers=[
-                            ("content-type", reply.content_type),
-                            ("transfer-encoding", "chunked"),
-                        ],
-                    ),
-                )
-                async for chunk in reply.chunks():
-                    if chunk:
-                        await _send(conn, stream, h11.Data(data=chunk))
-                await _send(conn, stream, h11.EndOfMessage())
+                response = [("content-type", reply.content_type)]
+                if method == "HEAD":
+                    await stream.send_all(_head(reply.status, response))
+                else:
+                    response.append(("transfer-encoding", "chunked"))
+                    await stream.send_all(_head(reply.status, response))
+                    async for chunk in reply.chunks():
+                        if chunk:
+                            await stream.send_all(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+                    await stream.send_all(b"0\r\n\r\n")
             else:
-                await _answer(conn, stream, reply)
-            if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                await _answer(stream, reply, head_only=method == "HEAD", close=close)
+            if close:
                 return
-            conn.start_next_cycle()
-    except (trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError, ssl.SSLError):
+    except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError):
         return
     except OSError:
         return
