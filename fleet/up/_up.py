@@ -349,11 +349,14 @@ class Up:
             outer.cancel_scope.cancel()
 
     def _metrics_settings(self, real: RunningControlPlane) -> MetricsApiSettings:
-        """The aggregated metrics.k8s.io's trust: the request-header CA, and a client
-        certificate the shards' kubelet API accepts (``system:masters``, as kube-apiserver's
-        own kubelet client: a throwaway control plane needs no finer grant)."""
+        """The aggregated metrics.k8s.io's client certificate for the shards' kubelet API
+        (``system:masters``, as kube-apiserver's own kubelet client: a throwaway control plane
+        needs no finer grant). The request-header CA and allowed names it reads from the
+        cluster, where kube-apiserver publishes them (``fleet.metricsapi``)."""
         pair = real.issue("metrics-api-kubelet-client", METRICS_USER, ("system:masters",))
-        return MetricsApiSettings(real.front_proxy_ca_pem, pair.cert_pem, pair.key_pem)
+        return MetricsApiSettings(
+            kubelet_client_cert_pem=pair.cert_pem, kubelet_client_key_pem=pair.key_pem
+        )
 
     def _real_settings(self) -> RealControlPlaneSettings:
         s = self.settings

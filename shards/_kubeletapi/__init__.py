@@ -1,7 +1,7 @@
 """The kubelet API a shard serves for its nodes (``kubectl logs``, ``nodes/proxy``, stats).
 
 Private to ``shards`` (the engine wires it); the modules, one job each:
-``_settings`` (the frozen settings), ``_http`` (HTTP/1.1 over TLS, h11 on trio),
+``_settings`` (the frozen settings), ``_http`` (HTTP/1.1 over TLS, framed by hand on trio),
 ``_server`` (routing), ``_auth`` (authentication and authorization), ``_logs`` (container logs), ``_usage`` and
 ``_stats`` (resource usage and the stats endpoints), ``_exec`` (exec and attach over
 WebSocket or SPDY), ``_commands`` (what a command answers), ``_spdy`` (SPDY/3.1 framing),
