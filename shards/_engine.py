@@ -309,7 +309,8 @@ class ShardEngine:
         self.pods.pause_all()
 
     def _fence_regained(self) -> None:
-        self.nodes.fence_regained()
+        # Unbroken (no other shard can have been given our CRs): nodes resumed at once.
+        self.nodes.fence_regained(unbroken=self.lease.unbroken())
 
     # -- running -------------------------------------------------------------------------------
 

@@ -14,9 +14,14 @@ call                   when
 :meth:`ensure`         every sync of a driven node: create the Lease, or adopt
                        the one there; renewals start
 :meth:`stop`           the node stops being driven (``suspend``): renewals stop
-:meth:`release`        the fence closed, or the CR is being deleted: renewals
-                       stop and the Lease as last read is forgotten (the
-                       apiserver may change it meanwhile)
+:meth:`park`           the fence closed: renewals stop, the Lease as last
+                       written is kept aside for :meth:`resume`
+:meth:`resume`         the fence reopened unbroken (no other shard can have
+                       been given the node): renewals go on from the parked
+                       Lease, the first due at once, through the lane
+:meth:`release`        the fence reopened otherwise, or the CR is being
+                       deleted: renewals stop and the Lease as last read is
+                       forgotten (the apiserver may have changed it meanwhile)
 :meth:`drop`           the CR is no longer this shard's: its record goes
 =====================  ==========================================================
 
@@ -135,6 +140,8 @@ class _NodeLease:
     ok: float | None = None
     """When a renewal (or the creation) last succeeded."""
     missed_counted: bool = False
+    parked: bool = False
+    """Renewing when the fence closed: :meth:`NodeLeases.resume` may take it up again."""
     sent: tuple[str, ...] = ()
     """The renewTimes of the renewals sent since the last answered success (the last
     :data:`SENT_KEPT`): a 409 on a Lease holding one of them is our own write landing late."""
@@ -308,6 +315,32 @@ class NodeLeases:
         lease = self._leases.get(key)
         if lease is not None:
             lease.body = None
+            lease.parked = False
+
+    def park(self, key: str) -> bool:
+        """The fence closed: stop renewing, keep the Lease as last written for :meth:`resume`.
+
+        True when it was being renewed (a node suspended or paused by its script is not,
+        and is not resumed). A renewal out at the moment is still answered: its Lease
+        becomes the one kept (or, met by another writer, none: it is not resumed)."""
+        lease = self._leases.get(key)
+        renewing = lease is not None and lease.renewing and lease.body is not None
+        self.stop(key)
+        if lease is not None:
+            lease.parked = renewing
+        return renewing
+
+    def resume(self, key: str, when: float) -> bool:
+        """The fence reopened unbroken: renew a parked Lease from ``when`` on, on top of
+        the Lease as last written (a 409 from another writer is the lane's usual case: the
+        node is left alone). False when there is none to resume (re-adopt it instead)."""
+        lease = self._leases.get(key)
+        if lease is None or not lease.parked or lease.body is None:
+            return False
+        lease.parked = False
+        lease.renewing = True
+        self._schedule(key, lease, when)
+        return True
 
     def drop(self, key: str) -> None:
         """``key`` is no longer this shard's: nothing more about it."""

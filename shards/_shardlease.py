@@ -24,6 +24,32 @@ the moment the last successful renewal was *sent*, so it never errs late;
 the engine checks it before every node write (through a gate on its
 requesters) and gets ``on_lost`` / ``on_regained`` callbacks on each
 transition to cancel or re-adopt its nodes.
+
+Continuity (:meth:`ShardLease.unbroken`): when the fence reopens, may the shard
+simply resume its nodes, or could another shard have been given them meanwhile?
+The coordinator counts a shard dead only after it saw no change of its Lease for
+``leaseDurationSeconds`` *and* a fresh GET shows the record it last saw, i.e. only
+at a moment G with no renewal landing in the whole ``leaseDurationSeconds``
+before G. Every renewal this shard knows succeeded landed between its send
+(``S``) and the moment its answer was read (``A``). So if a renewal is answered
+less than the duration after the previous successful one was *sent*
+(``A_next - S_prev < duration``, the shard's own monotonic clock), no moment
+between the two landings can have been such a G, and a run of renewals each
+within that of the one before (a *tenure*, :attr:`ShardLease.tenure`) leaves the
+coordinator no moment to declare the shard dead from its first landing to its
+last. A tenure also ends where the Lease may have changed hands: the create, a
+PUT taking it back from another holder (or an emptied one: dead at once to the
+coordinator), a changed ``leaseTransitions``. The duration is the smaller of the
+configured one and the whole seconds written in the Lease (the coordinator reads
+the latter); the clocks of the shard and the coordinator are assumed to run at
+one rate (the fence's own argument assumes it too). A fence that closes and
+reopens within one tenure is unbroken: no dead-shard move of this shard's CRs
+can have happened while it was closed (a handover between live shards needs the
+shard's own release, which a fenced shard cannot write). A gap that broke the
+tenure while the fence looked open (an attempt started just before the deadline
+and answered late) closes and reopens the fence, so the engine re-adopts the
+careful way; a Lease taken back while the fence is open ends the tenure
+without closing it (as before).
 """
 
 from __future__ import annotations
@@ -42,6 +68,11 @@ from fleet.wire import shard_lease_name
 from shards._nodeobj import Lease, LeaseMeta, LeaseSpec, decode_lease, encode_lease
 
 __all__ = ["ATTEMPT_SHARE", "RETRY_AFTER_FAILURE", "ShardLease"]
+
+_RENEWED = "renewed"
+"""An attempt's outcome: the Lease this shard held, renewed by a holder-tested PATCH."""
+_ACQUIRED = "acquired"
+"""An attempt's outcome: the Lease created, or taken back from another (or no) holder."""
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +124,18 @@ class ShardLease:
         self._lease: Lease | None = None
         self._last_ok: float | None = None
         self._active = False
+        self._continuity = min(float(duration), float(self._duration))
+        """Seconds from a successful renewal's send within which the next one must be
+        answered for the coordinator to have had no moment to count the shard dead (the
+        module docstring): the configured duration, or the whole seconds the Lease says
+        if fewer (the coordinator reads those)."""
+        self.tenure = 0
+        """Runs of successful renewals with no gap the coordinator could count as death
+        (the module docstring); a new one starts at the first renewal and after each gap."""
+        self._transitions: int | None = None
+        """``leaseTransitions`` as the last successful renewal returned it."""
+        self._closed_in: int | None = None
+        """The tenure the fence last closed in."""
         self.renewals = 0
         self.failures = 0
 
@@ -105,21 +148,29 @@ class ShardLease:
         """The fence as last reported through the callbacks (open = True)."""
         return self._active
 
+    def unbroken(self) -> bool:
+        """True when the fence is open again within the tenure it last closed in: no other
+        shard can have been given this shard's CRs while it was closed (module docstring).
+        False before the fence ever closed (the first opening adopts everything)."""
+        return self._active and self._closed_in == self.tenure
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Renew until cancelled. Reports started at once: the fence starts closed."""
         task_status.started()
         while True:
             sent = self._clock()
-            ok = False
+            outcome: str | None = None
             with trio.move_on_after(self._attempt_timeout) as attempt:
-                ok = await self._attempt()
+                outcome = await self._attempt()
             if attempt.cancelled_caught:
                 log.info(
                     "shard lease %s: renewal unanswered after %.1f s",
                     self.name,
                     self._attempt_timeout,
                 )
+            ok = outcome is not None
             if ok:
+                self._carry_on(acquired=outcome == _ACQUIRED)
                 self._last_ok = sent
                 self.renewals += 1
             else:
@@ -131,33 +182,65 @@ class ShardLease:
             await trio.sleep_until(max(wake, trio.current_time()))
             self._check()
 
+    def _carry_on(self, *, acquired: bool) -> None:
+        """A renewal just succeeded (before ``_last_ok`` moves to it): does it continue the
+        tenure, or did the coordinator have a moment to count the shard dead since the last?"""
+        transitions = self._lease.spec.leaseTransitions if self._lease is not None else None
+        changed = transitions != self._transitions
+        self._transitions = transitions
+        last = self._last_ok
+        gap = last is not None and self._clock() - last >= self._continuity
+        if not (acquired or changed or gap or last is None):
+            return
+        if gap and self._active and last is not None:
+            # A gap the fence did not see (an attempt begun just before the deadline,
+            # answered late): closed now, in the tenure it broke, so the reopening just
+            # after re-adopts every node the careful way.
+            log.warning(
+                "shard lease %s: renewed %.1f s after the last one was sent: fenced",
+                self.name,
+                self._clock() - last,
+            )
+            self._close()
+        self.tenure += 1
+
+    def _close(self) -> None:
+        self._active = False
+        self._closed_in = self.tenure
+        self._on_lost()
+
     def _check(self) -> None:
         fresh = self.fresh()
         if fresh == self._active:
             return
-        self._active = fresh
         if fresh:
-            log.info("shard lease %s renewed: driving nodes", self.name)
+            self._active = True
+            log.info(
+                "shard lease %s renewed: driving nodes (%s)",
+                self.name,
+                "resumed: unbroken" if self.unbroken() else "re-adopted",
+            )
             self._on_regained()
         else:
             log.warning("shard lease %s not renewed for %.0f s: fenced", self.name, self._deadline)
-            self._on_lost()
+            self._close()
 
-    async def _attempt(self) -> bool:
+    async def _attempt(self) -> str | None:
+        """One renewal: :data:`_RENEWED`, :data:`_ACQUIRED`, or None when it failed."""
         try:
             if self._lease is None:
                 self._lease, created = await self._read_or_create()
                 if created:
-                    return True  # the create was this round's renewal
+                    return _ACQUIRED  # the create was this round's renewal
                 if self._lease.spec.holderIdentity != self.identity:
                     self._lease = await self._put(self._renewed(self._lease))
-                    return True
+                    return _ACQUIRED
             self._lease = await self._patch()
-            return True
+            return _RENEWED
         except FleetError as exc:
             log.info("shard lease %s: renewal failed: %s", self.name, exc)
             self._lease = None  # re-read next time (409, 404, anything)
-            return False
+            return None
 
     def _renewed(self, lease: Lease) -> Lease:
         now = format_micro_time(self._wall())
