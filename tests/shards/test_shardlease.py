@@ -9,7 +9,13 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 import trio
 
-from fleet.kube import BaseRequester, MemoryApiserver, Requester, Response, StreamResponse
+from fleet.kube import (
+    BaseRequester,
+    MemoryApiserver,
+    Requester,
+    Response,
+    StreamResponse,
+)
 from fleet.machinery import MERGE_PATCH
 from shards._shardlease import ShardLease
 
@@ -146,3 +152,91 @@ async def test_a_lease_another_holder_took_is_read_and_taken_back(
     assert spec["holderIdentity"] == IDENTITY
     assert spec["leaseTransitions"] == 1
     assert lease.failures == 1 and events == ["regained"]
+
+
+# -- continuity: may the nodes be resumed when the fence reopens? ----------------------------
+
+
+async def test_a_fence_reopened_within_the_lease_duration_is_unbroken(
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
+) -> None:
+    """The coordinator counts a shard dead only after no renewal landed for a whole
+    leaseDurationSeconds: a renewal answered within that of the last one sent leaves it no
+    such moment, so the nodes may be resumed at once."""
+    server = MemoryApiserver()
+    client = server.client()
+    events: list[str] = []
+    lease = shard_lease(client, events)
+    await nursery.start(lease.run)
+    await trio.sleep(5)
+    assert not lease.unbroken()  # the first opening re-adopts everything
+    client.broken = True
+    await trio.sleep(12)
+    client.broken = False
+    await trio.sleep(0.3)
+    assert events == ["regained", "lost", "regained"]
+    assert lease.unbroken() and lease.tenure == 1
+
+
+async def test_a_fence_reopened_after_the_lease_duration_is_not_unbroken(
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
+) -> None:
+    server = MemoryApiserver()
+    client = server.client()
+    events: list[str] = []
+    lease = shard_lease(client, events)
+    await nursery.start(lease.run)
+    await trio.sleep(4.5)  # the last renewal at 4
+    client.broken = True
+    await trio.sleep(15.5)  # retried every quarter second: the next one at 20, 16 s on
+    client.broken = False
+    await trio.sleep(0.3)
+    assert events == ["regained", "lost", "regained"]
+    assert not lease.unbroken() and lease.tenure == 2
+
+
+async def test_a_lease_emptied_while_fenced_is_not_unbroken(
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
+) -> None:
+    """An emptied holder is a released Lease: dead at once to the coordinator, whatever
+    the time. Taken back with a PUT, it starts a new tenure."""
+    server = MemoryApiserver()
+    client = server.client()
+    events: list[str] = []
+    lease = shard_lease(client, events)
+    await nursery.start(lease.run)
+    await trio.sleep(5)
+    client.broken = True
+    await trio.sleep(11)
+    path = f"/apis/coordination.k8s.io/v1/namespaces/{NAMESPACE}/leases/{lease.name}"
+    body = msgspec.json.encode({"spec": {"holderIdentity": ""}})
+    (await server.request("PATCH", path, body=body, content_type=MERGE_PATCH)).raise_for_status()
+    client.broken = False
+    await trio.sleep(0.3)
+    assert events == ["regained", "lost", "regained"]
+    assert not lease.unbroken()
+
+
+async def test_a_renewal_answered_past_the_lease_duration_closes_a_fence_that_looked_open(
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
+) -> None:
+    """An attempt begun just before the renew deadline may be answered after the lease
+    duration (an attempt may last the renew interval, here 9 s): the fence never closed in
+    the renewer's eyes, yet the coordinator may have counted the shard dead meanwhile. The
+    fence closes then and reopens, not unbroken: the nodes are re-adopted the careful way."""
+    server = MemoryApiserver()
+    slow = SlowAnswers(server.client(), latency=0.0)
+    events: list[str] = []
+    lease = ShardLease(
+        slow, namespace=NAMESPACE, shard="0", identity=IDENTITY,
+        duration=15, renew_interval=9, renew_deadline=10, clock=trio.current_time, wall=wall,
+        on_lost=lambda: events.append("lost"), on_regained=lambda: events.append("regained"),
+    )  # fmt: skip
+    await nursery.start(lease.run)
+    await trio.sleep(9.5)  # renewals sent at 0 and 9
+    slow.latency = 6.5  # the one sent at 18 is answered at 24.5, 15.5 s after 9
+    await trio.sleep(14.9)
+    assert events == ["regained"] and lease.active  # the renewer has not seen it close
+    await trio.sleep(0.2)
+    assert events == ["regained", "lost", "regained"]
+    assert lease.fresh() and not lease.unbroken() and lease.tenure == 2
