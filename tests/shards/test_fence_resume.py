@@ -265,11 +265,12 @@ async def test_a_cr_changed_while_fenced_is_not_resumed(
     engine = await start(api, nursery, Loaded(api))
     await trio.sleep(60)
     assert engine.nodes.driven() == count
-    patch: dict[str, Any] = {
+    patches: dict[str, dict[str, Any]] = {
         "relabelled": {"metadata": {"labels": {SHARD_LABEL: "1"}}},
         "handed over": {"metadata": {"annotations": {HANDOVER_ANNOTATION: "1"}}},
         "spec changed": {"spec": {"statusUpdatesInterval": "2m"}},
-    }[change]
+    }
+    patch = patches[change]
     back = await fence_for(engine, api, outage, 11.0, lambda: api.patch(f"{CRS}/n0", patch))
     assert engine.lease.unbroken()
     await trio.sleep(30)
