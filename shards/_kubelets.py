@@ -6,8 +6,9 @@ engine's fixed pool of workers (no task per node):
 
 ``sync``
     The reconcile of one CR, on every change of it (and after the fence
-    reopens, see :meth:`NodeDriver.fence_regained`): validate it with the models (a bad one gets a Warning Event and
-    a condition reason, the rest keep going), claim its node name (a second CR
+    reopens, see :meth:`NodeDriver.fence_regained`): validate it with the
+    models (a bad one gets a Warning Event and a condition reason, the rest
+    keep going), claim its node name (a second CR
     of one name in another namespace gets ``Registered=False NameConflict``
     and an Event, never the node), add the finalizer, POST the Node (a 409
     adopts the existing one as it stands: its addresses, podCIDRs and uid; a
@@ -139,7 +140,8 @@ log = logging.getLogger(__name__)
 
 READOPT_SPREAD = 1.0
 """Seconds over which the syncs of every CR are spread when the fence opens (at start,
-and after a lost shard Lease came back): a burst of GETs, not one instant of them."""
+and after a lost shard Lease came back, not unbroken): a burst of GETs, not one instant
+of them."""
 RESERVE_PAGE = 500
 """Nodes per page of the start-up list (:meth:`NodeDriver.reserve_addresses`): client-go's
 pager default."""
@@ -1071,7 +1073,8 @@ class NodeDriver:
         state.interval = interval
         created = False
         if not state.registered and not model.spec.suspend and state.cr_status_now.get("nodeName"):
-            # Served before (a takeover, a restart, the fence reopening): its Lease first.
+            # Served before (a takeover, a restart, the fence reopening): its Lease first
+            # (a node resumed by an unbroken fence has it renewing: no request).
             taken = await self.leases.take_over(state.key, state.name)
             if taken and not state.adoption_put_off:
                 # The rest (the Node read and its labels, status, CR status) can wait a
