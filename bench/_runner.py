@@ -1270,17 +1270,19 @@ class _Run:
             leftover = await self._recount()
         return self._cleanup_result(leftover)
 
-    async def _count_all(self) -> int:
-        """The run's labelled objects of every kind the cleanup deletes."""
+    def _run_paths(self) -> tuple[str, ...]:
+        """Where the run's own labelled objects are: its pods, Deployments, DaemonSets, CRs."""
         ns, node_ns = self.spec.namespace, self.spec.node_namespace
-        paths = (
+        return (
             f"/api/v1/namespaces/{ns}/pods",
             f"/apis/apps/v1/namespaces/{ns}/deployments",
             f"/apis/apps/v1/namespaces/{ns}/daemonsets",
             f"/apis/{GROUP}/{VERSION}/namespaces/{node_ns}/nodes",
-            "/api/v1/nodes",
-            *self.cleanup_extra,
         )
+
+    async def _count_all(self) -> int:
+        """The run's labelled objects of every kind the cleanup deletes."""
+        paths = (*self._run_paths(), "/api/v1/nodes", *self.cleanup_extra)
         return sum([await self._count_labelled(p) for p in paths])
 
     async def _recount(self) -> int | None:
@@ -1362,16 +1364,10 @@ class _Run:
     async def kept(self) -> CleanupResult:
         """``--keep``: nothing deleted; count what is left and say how to delete it."""
         ns, node_ns = self.spec.namespace, self.spec.node_namespace
-        paths = (
-            f"/api/v1/namespaces/{ns}/pods",
-            f"/apis/apps/v1/namespaces/{ns}/deployments",
-            f"/apis/apps/v1/namespaces/{ns}/daemonsets",
-            f"/apis/{GROUP}/{VERSION}/namespaces/{node_ns}/nodes",
-        )
         errors: list[str] = []
         leftover = 0
         try:
-            leftover = sum([await self._count_labelled(p) for p in paths])
+            leftover = sum([await self._count_labelled(p) for p in self._run_paths()])
         except FleetError as exc:
             errors.append(str(exc))
         self.notes.append(
