@@ -71,7 +71,7 @@ import re
 import zlib
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -176,6 +176,9 @@ bound, and 2,000 nodes against the stub register at ~330/s this way, ~210/s thro
 ``control``, 64 syncs at once over httpx's pool of 100 connections spent 57 % of the
 shard's CPU in the pool's matching of requests to connections (py-spy, kwok-ci on the
 real control plane). Events and the rarer writes stay on ``control``."""
+TAINTS_AGAIN = 0.5
+"""Seconds after a node watch event showing one of the node's own taints gone before they
+are written again (events in a burst share the one write)."""
 RESTART_REPORT_DELAY = 1.0
 """Seconds after a kubelet restart before its status report: heartbeat times have a
 one-second grain, so a report in the same second as the last one changes nothing."""
@@ -370,6 +373,9 @@ class NodeState:
     status_writes: int = 0
     """Status reports submitted and not yet answered: while one is on its way, what the node
     watch shows is about to be overwritten (no restore, no Event)."""
+    taint_keys: set[str] = field(default_factory=set)
+    """Keys of every taint this shard has put on the Node (its CR's, its scripts'): one of
+    them there and no longer wanted is ours to remove, whoever wrote it back."""
     status_rv: str = ""
     """The resourceVersion the node's last status write returned: the node watch skips its
     echo (:mod:`shards._nodewatch`)."""
@@ -763,6 +769,17 @@ class NodeDriver:
             if self._cidr_mode in ("auto", "internal") and meta.name not in self._cidr_writing:
                 self._cidr_mode = "cluster"
                 log.info("the cluster allocates podCIDRs: the shard reads them back")
+        if state.driving and state.node_uid in ("", meta.uid):
+            present = {(t.key, t.effect) for t in event.obj.spec.taints}
+            own = {(t.key, t.effect) for t in state.spec.taints}
+            if not own <= present or any(
+                key in state.taint_keys and (key, effect) not in own for key, effect in present
+            ):
+                # Another writer's taint PATCH from a stale read dropped one of ours, or put
+                # back one we had removed: kube-controller-manager's condition taints (its
+                # copy read from the apiserver's cache) replace the whole list, and did so
+                # right after a script step's taint write, both ways.
+                self._ctx.timers.schedule(("taints", state.key), self._ctx.clock() + TAINTS_AGAIN)
         if meta.resource_version == state.status_rv:
             return  # the echo of our own status write
         if state.status_writes or _older(meta.resource_version, state.status_rv):
@@ -917,7 +934,7 @@ class NodeDriver:
 
     def _halt(self, state: NodeState) -> None:
         timers = self._ctx.timers
-        for kind in ("sync", "status", "report", "cidr", "node-script"):
+        for kind in ("sync", "status", "report", "cidr", "node-script", "taints"):
             timers.cancel((kind, state.key))
         self.leases.stop(state.key)
         if state.overlay != NO_OVERLAY or state.script is not None:
@@ -1019,6 +1036,14 @@ class NodeDriver:
             await self._follow_script(key)
         elif kind == "node-scripts":
             self._rematch_all()
+        elif kind == "taints":
+            state = self.states.get(key)
+            if state is not None and state.driving and self._ctx.fresh():
+                try:
+                    await self._write_meta(state, None)
+                except FleetError as exc:
+                    log.info("node %s: taints not restored (%s); trying again", state.name, exc)
+                    self._ctx.timers.schedule(("taints", key), self._ctx.clock() + RESYNC_DELAY)
         elif kind == "kubelet-restart":
             state = self.states.get(key)
             if state is not None and state.driving:
@@ -1348,7 +1373,10 @@ class NodeDriver:
                     annotation_patch[k] = None
         node_spec = node.get("spec")
         current_taints = list((node_spec or {}).get("taints") or [])
-        owned = {t.key for t in spec.taints} | {t.key for t in (old.taints if old else ())}
+        state.taint_keys |= {t.key for t in spec.taints} | {
+            t.key for t in (old.taints if old else ())
+        }
+        owned = state.taint_keys
         taints = [t for t in current_taints if isinstance(t, Mapping) and t.get("key") not in owned]
         taints += [t.to_json() for t in spec.taints]
         control = self._ctx.control

@@ -45,7 +45,14 @@ import trio
 from fleet.kube import Reflector, Requester, WatchEvent, resource_path
 from shards._nodeobj import KubeletSpec, reported_conditions
 
-__all__ = ["NODE_EVENT_BUFFER", "NodeObject", "NodeSpec", "NodeWatch", "reports_differ"]
+__all__ = [
+    "NODE_EVENT_BUFFER",
+    "NodeObject",
+    "NodeSpec",
+    "NodeTaint",
+    "NodeWatch",
+    "reports_differ",
+]
 
 NODE_EVENT_BUFFER = 1024
 """Node watch events buffered for the consumer (which does no I/O)."""
@@ -60,9 +67,17 @@ class NodeMeta(msgspec.Struct, rename="camel", frozen=True):
     resource_version: str = ""
 
 
+class NodeTaint(msgspec.Struct, frozen=True):
+    key: str = ""
+    effect: str = ""
+
+
 class NodeSpec(msgspec.Struct, rename={"pod_cidrs": "podCIDRs"}, frozen=True):
     pod_cidrs: tuple[str, ...] = ()
     """Read back where the cluster allocates them (``shard.podCidrAllocation``)."""
+    taints: tuple[NodeTaint, ...] = ()
+    """Checked against the taints the node's CR and script own (another writer may drop
+    them: see ``NodeDriver.node_seen``)."""
 
 
 class NodeObject(msgspec.Struct, frozen=True):

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import shutil
 import signal
 import socket
@@ -140,7 +141,23 @@ class RunningControlPlane:
         )
 
 
+LISTEN_PORTS = (20000, 32768)
+"""Where the control plane's listening ports are picked: below Linux's ephemeral range
+(32768-60999 by default). A port the kernel hands out for ``bind(0)`` is one it also hands
+out as the local port of outgoing connections: between this pick and kube-apiserver's
+listen, a test's client connection took it once ("bind: address already in use")."""
+
+
 def _free_port() -> int:
+    """A port free on loopback now, outside the ephemeral range when one is."""
+    low, high = LISTEN_PORTS
+    for port in random.sample(range(low, high), 64):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])

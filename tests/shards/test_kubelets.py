@@ -7,6 +7,7 @@ clock, as in ``test_engine.py``; these tests look at the requests themselves.
 from __future__ import annotations
 
 import ipaddress
+import json
 import random
 from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
@@ -468,3 +469,62 @@ async def test_an_adopted_node_keeps_its_address_even_if_the_books_gave_it_away(
     cr = api.get(f"{CRS}/old")
     assert cr is not None
     assert {c["type"]: c["status"] for c in cr["status"]["conditions"]}["Ready"] == "True"
+
+
+async def test_a_taint_of_its_own_dropped_by_another_writer_is_written_again(
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
+) -> None:
+    """kube-controller-manager's condition taint PATCH (from its cache's stale copy)
+    replaced the whole list right after a script step's taint landed: the shard's node
+    watch sees its own taint gone and writes it again, keeping the other writer's."""
+    api = MemoryApiserver()
+    gpu = {"key": "nvidia.com/gpu", "effect": "NoSchedule"}
+    api.create(CRS, node_cr("n1", nodeConfig={"taints": [gpu]}))
+    await start(api, nursery)
+    await trio.sleep(5)
+    node = api.get(f"{NODES}/n1")
+    assert node is not None and node["spec"]["taints"] == [gpu]
+    pressure = {"key": "node.kubernetes.io/memory-pressure", "effect": "NoSchedule"}
+    answer = await api.request(
+        "PATCH",
+        f"{NODES}/n1",
+        body=json.dumps({"spec": {"taints": [pressure]}}).encode(),
+        content_type="application/merge-patch+json",
+    )
+    answer.raise_for_status()
+    await trio.sleep(3)
+    node = api.get(f"{NODES}/n1")
+    assert node is not None
+    assert sorted(t["key"] for t in node["spec"]["taints"]) == [pressure["key"], gpu["key"]]
+
+
+async def test_a_taint_it_removed_put_back_by_another_writer_is_removed_again(
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
+) -> None:
+    """The other way round: a stale copy written back brings a taint the CR (or script) no
+    longer has; the shard removes it again and keeps the other writer's own."""
+    api = MemoryApiserver()
+    gpu = {"key": "nvidia.com/gpu", "effect": "NoSchedule"}
+    api.create(CRS, node_cr("n1", nodeConfig={"taints": [gpu]}))
+    await start(api, nursery)
+    await trio.sleep(5)
+    cr = api.get(f"{CRS}/n1")
+    assert cr is not None
+    cr["spec"]["nodeConfig"]["taints"] = []
+    answer = await api.request("PUT", f"{CRS}/n1", body=json.dumps(cr).encode())
+    answer.raise_for_status()
+    await trio.sleep(3)
+    node = api.get(f"{NODES}/n1")
+    assert node is not None and not node["spec"].get("taints")
+    pressure = {"key": "node.kubernetes.io/memory-pressure", "effect": "NoSchedule"}
+    answer = await api.request(
+        "PATCH",
+        f"{NODES}/n1",
+        body=json.dumps({"spec": {"taints": [gpu, pressure]}}).encode(),
+        content_type="application/merge-patch+json",
+    )
+    answer.raise_for_status()
+    await trio.sleep(3)
+    node = api.get(f"{NODES}/n1")
+    assert node is not None
+    assert [t["key"] for t in node["spec"]["taints"]] == [pressure["key"]]
