@@ -218,8 +218,8 @@ class Coordinator:
                 else:
                     moving.add(key)
         for key in list(self._handing):
-            seen = next((r.objects[key] for r in self._nodes if key in r.objects), None)
-            if seen is None or seen.metadata.annotations.get(HANDOVER_ANNOTATION):
+            seen = self._seen(key)
+            if seen is None or seen.annotations.get(HANDOVER_ANNOTATION):
                 del self._handing[key]  # gone, or the watch shows the mark: counted above
             else:
                 moving.add(key)
@@ -415,11 +415,8 @@ class Coordinator:
 
     def _seen(self, key: str) -> ObjectMeta | None:
         """The metadata of CR ``key`` as the watch last showed it, if it did."""
-        for reflector in self._nodes:
-            obj = reflector.objects.get(key)
-            if obj is not None:
-                return obj.metadata
-        return None
+        obj = next((r.objects[key] for r in self._nodes if key in r.objects), None)
+        return None if obj is None else obj.metadata
 
     async def _write(self, move: Move, queue: WriteQueue) -> bool:
         namespace, _, name = move.key.rpartition("/")
