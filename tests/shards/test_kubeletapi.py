@@ -554,6 +554,9 @@ async def test_the_listener_binds_where_the_nodes_are_reached_by_default(network
     opens it (deploy/)."""
     outside = _outside_address()
     if outside is None:
+        # What is proven is that another interface's address is refused: with no other
+        # interface there is nothing to connect from. Not a CI skip: this machine, and any
+        # with a network, has one (the CI run here runs it).
         pytest.skip("this machine has no address but loopback: nothing to refuse")
     ca = trustme.CA()
     view = View()

@@ -40,6 +40,8 @@ async def test_a_child_ignoring_sigterm_is_killed_after_the_grace(
     started = trio.current_time()
     process = await _run_then_cancel(STUBBORN)
     assert process.returncode == -9
+    # Not killed before its grace (trio's default kills at 5 s; an immediate kill is under
+    # 1 s), and killed at all (an unbounded wait would hang until the test's timeout).
     assert 1.0 <= trio.current_time() - started < 10
     (line,) = [r.getMessage() for r in caplog.records if "after SIGTERM" in r.getMessage()]
     assert line.startswith("the child (pid ") and line.endswith("1 s after SIGTERM: killed")
