@@ -38,23 +38,28 @@ a new exit ``OOMKilled``        Warning ``OOMKilling`` on the *node*, as node-pr
 ==============================  ==============================================================
 
 Its correlator (client-go ``EventCorrelator``, which the kubelet's broadcaster
-runs before every write):
+runs before every write; the aggregator and the spam filter are
+:class:`fleet.kube.EventAggregator` and :class:`fleet.kube.SpamFilter`, shared
+with the control plane's recorder):
 
+- the aggregator, first: events alike but for their message (source, involved
+  object without its fieldPath, type, reason) are grouped for 10 minutes; from
+  the 10th distinct message on, each is counted in the group's one series, its
+  message prefixed "(combined from similar events): ". What it folds here: a
+  node's ``OOMKilling`` (each kill's kernel line differs) once ten of its pods'
+  containers were killed within ten minutes, and the ``Created``/``Started``/
+  ``Pulled`` of a pod with ten containers or more;
 - series: an event equal to one already sent (same object and fieldPath,
   reason, message, type, source) is not posted again but PATCHed (strategic
   merge: ``count``, ``lastTimestamp``, ``message``), kept in an LRU of 4,096
   (``maxLruCacheEntries``); a repeat that finds its Event gone (404: expired,
   1 h TTL) creates it again under the same name with the count reached;
-- the spam filter: per source and involved object (``getSpamKey``: not the
-  reason, not the fieldPath) a token bucket of :data:`SPAM_BURST` refilled at
-  one per :data:`SPAM_REFILL` seconds; an event without a token is not written,
-  but its series is still counted, so the next write carries the whole count
-  ("x40 over 2h"). A crash-looping pod thus costs a burst of writes, then one
-  every 5 minutes, however fast it loops.
-
-client-go's aggregator (ten similar events with different messages folded into
-one "(combined from similar events)") is not imitated: the messages here differ
-only by image and container name.
+- the spam filter, last: per source and involved object (``getSpamKey``: not
+  the reason, not the fieldPath) a token bucket of 25 refilled at one per 5
+  minutes; an event without a token is not written, but its series is still
+  counted, so the next write carries the whole count ("x40 over 2h"). A
+  crash-looping pod thus costs a burst of writes, then one every 5 minutes,
+  however fast it loops.
 
 :class:`KubeletEvents` does no I/O where events arise (timer workers, the node
 watch's consumer): :meth:`KubeletEvents.record` puts the request on a bounded
@@ -81,7 +86,16 @@ from typing import Any
 import msgspec
 import trio
 
-from fleet.kube import Write, WriteQueue, WriteResult, resource_path
+from fleet.kube import (
+    COMBINED,
+    CORRELATOR_CACHE,
+    EventAggregator,
+    SpamFilter,
+    Write,
+    WriteQueue,
+    WriteResult,
+    resource_path,
+)
 from fleet.machinery import JSON, STRATEGIC_MERGE_PATCH, format_time, parse_time
 
 __all__ = [
@@ -92,9 +106,6 @@ __all__ = [
     "PROBE_FAILURE",
     "PROBE_PERIOD",
     "QUIET_DEPTH",
-    "SERIES_CACHE",
-    "SPAM_BURST",
-    "SPAM_REFILL",
     "ContainerEvent",
     "KubeletEvents",
     "container_events",
@@ -111,13 +122,6 @@ QUIET_DEPTH = 64
 status PATCHes first, events in the gaps."""
 QUIET_POLL = 0.05
 """Seconds between looks at the write queue while it is busy."""
-SERIES_CACHE = 4096
-"""Event series remembered for counting repeats: client-go's ``maxLruCacheEntries``."""
-SPAM_BURST = 25
-"""Events one source may write about one object before the spam filter throttles it:
-client-go's ``defaultSpamBurst``."""
-SPAM_REFILL = 300.0
-"""Seconds per token the spam filter gives back (client-go's ``defaultSpamQPS`` = 1/300)."""
 BACKOFF_RESYNC = 12.5
 """Seconds between the BackOff events of one back-off window: the pod worker syncs a pod
 again after ``backOffPeriod`` (10 s) plus up to 50 % jitter, 12.5 s on average, and each sync
@@ -339,12 +343,6 @@ class _Series:
     """Written (or on its way): repeats PATCH it; otherwise the next write POSTs it."""
 
 
-@dataclass(slots=True)
-class _Bucket:
-    tokens: float
-    at: float
-
-
 class KubeletEvents:
     """Every fake kubelet's event recorder, for one shard; see the module docstring."""
 
@@ -361,7 +359,8 @@ class KubeletEvents:
         self._wall = wall
         self._send, self._receive = trio.open_memory_channel[tuple[str, Write]](buffer)
         self._series: OrderedDict[tuple[str, ...], _Series] = OrderedDict()
-        self._spam: OrderedDict[tuple[str, ...], _Bucket] = OrderedDict()
+        self._spam = SpamFilter()
+        self._aggregator = EventAggregator()
         self._last_nanos = 0
         self.recorded = 0
         """Events handed to the write queue's channel (POSTs and repeat PATCHes)."""
@@ -369,6 +368,8 @@ class KubeletEvents:
         """Events dropped because the channel was full."""
         self.throttled = 0
         """Events the spam filter kept from being written (still counted in their series)."""
+        self.combined = 0
+        """Events written as their group's combined series (the aggregator)."""
 
     # -- where events arise (no I/O) -----------------------------------------------------------
 
@@ -423,23 +424,6 @@ class KubeletEvents:
                 repeats=event.repeats,
             )
 
-    def _allowed(self, spam_key: tuple[str, ...], now: float) -> bool:
-        """client-go's ``EventSourceObjectSpamFilter``: a token bucket per source and object."""
-        bucket = self._spam.get(spam_key)
-        if bucket is None:
-            bucket = self._spam[spam_key] = _Bucket(float(SPAM_BURST), now)
-            if len(self._spam) > SERIES_CACHE:
-                self._spam.popitem(last=False)
-        else:
-            self._spam.move_to_end(spam_key)
-            refill = (now - bucket.at) / SPAM_REFILL
-            bucket.tokens = min(float(SPAM_BURST), bucket.tokens + max(0.0, refill))
-            bucket.at = now
-        if bucket.tokens < 1.0:
-            return False
-        bucket.tokens -= 1.0
-        return True
-
     def record(
         self,
         involved: Mapping[str, str],
@@ -459,15 +443,30 @@ class KubeletEvents:
             return
         now = self._wall()
         stamp = format_time(now)
-        key = (
-            involved.get("uid") or involved.get("name", ""),
-            involved.get("fieldPath", ""),
-            reason,
-            message,
-            type_,
+        spam_key = (
             component,
             host,
+            involved.get("kind", ""),
+            involved.get("namespace", ""),
+            involved.get("name", ""),
+            involved.get("uid", ""),
+            involved.get("apiVersion", ""),
         )
+        key: tuple[str, ...]
+        if self._aggregator.combine((*spam_key, type_, reason), message, now.timestamp()):
+            self.combined += 1
+            message = COMBINED + message
+            key = ("", *spam_key, type_, reason)  # the group's series: no fieldPath, no message
+        else:
+            key = (
+                involved.get("uid") or involved.get("name", ""),
+                involved.get("fieldPath", ""),
+                reason,
+                message,
+                type_,
+                component,
+                host,
+            )
         series = self._series.get(key)
         if series is not None:
             self._series.move_to_end(key)
@@ -493,18 +492,9 @@ class KubeletEvents:
                 "reportingInstance": "",
             }
             series = self._series[key] = _Series(name, namespace, repeats, event)
-            if len(self._series) > SERIES_CACHE:
+            if len(self._series) > CORRELATOR_CACHE:
                 self._series.popitem(last=False)
-        spam_key = (
-            component,
-            host,
-            involved.get("kind", ""),
-            involved.get("namespace", ""),
-            involved.get("name", ""),
-            involved.get("uid", ""),
-            involved.get("apiVersion", ""),
-        )
-        if not self._allowed(spam_key, now.timestamp()):
+        if not self._spam.allow(spam_key, now.timestamp()):
             self.throttled += 1
             return
         if series.posted:

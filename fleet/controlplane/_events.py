@@ -10,13 +10,15 @@ serves as core/v1; the sandbox keeps the two apart, so the scheduler's go out
 in the core/v1 shape too.)
 
 So that thousands of pods do not become thousands of writes, the
-recorder does what client-go's ``EventCorrelator`` does, in this order:
+recorder does what client-go's ``EventCorrelator`` does, in this order (the
+aggregator and the spam filter are :class:`fleet.kube.EventAggregator` and
+:class:`fleet.kube.SpamFilter`, shared with the shards' kubelets):
 
 | step | rule (client-go ``events_cache.go``) |
 |---|---|
-| spam filter | a token bucket per source and object: burst 25, one more every 5 min; no token, no event |
-| aggregation | more than 10 events differing only in message for one object, source, type and reason within 10 min become one event ``(combined from similar events): <latest message>`` |
+| aggregation | from the 10th distinct message of events alike but for it (object, source, type and reason) within 10 min of the last, one event ``(combined from similar events): <latest message>`` |
 | deduplication | an event equal to one already written bumps its ``count`` and ``lastTimestamp`` (a PATCH) instead of a new object |
+| spam filter | a token bucket per source and object: burst 25, one more every 5 min; no token, no write (the series still counts it: the next write carries the whole count) |
 
 :meth:`EventRecorder.record` never blocks a loop: events wait on a bounded
 channel (client-go's broadcaster queue, 1000) and are dropped when it is
@@ -33,7 +35,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -41,12 +43,13 @@ import trio
 from fleet.controlplane._resources import EVENTS, KObject, Resource, rfc3339
 from fleet.controlplane._rest import Rest
 from fleet.errors import ConfigError, FleetError, NotFound
+from fleet.kube import COMBINED, EventAggregator, SpamFilter
 
 __all__ = ["NO_EVENTS", "EventRecorder", "EventSettings"]
 
 log = logging.getLogger(__name__)
 
-AGGREGATE_PREFIX = "(combined from similar events): "
+AGGREGATE_PREFIX = COMBINED
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,18 +94,6 @@ class _Pending:
     before it in ``kubectl describe``)."""
 
 
-@dataclass(slots=True)
-class _Bucket:
-    tokens: float
-    at: float
-
-
-@dataclass(slots=True)
-class _Similar:
-    messages: set[str] = field(default_factory=set)
-    since: float = 0.0
-
-
 class EventRecorder:
     """Records events for the loops of one control plane; run :meth:`run` in a nursery."""
 
@@ -119,8 +110,10 @@ class EventRecorder:
         self._clock = clock
         self._wall = wall_clock
         self._send, self._receive = trio.open_memory_channel[_Pending](s.queue)
-        self._buckets: dict[tuple[str, ...], _Bucket] = {}
-        self._similar: dict[tuple[str, ...], _Similar] = {}
+        self._spam = SpamFilter(burst=s.spam_burst, refill=s.spam_refill, cache=s.cache_size)
+        self._aggregator = EventAggregator(
+            max_events=s.similar_max, window=s.similar_window, cache=s.cache_size
+        )
         self._written: dict[tuple[str, ...], tuple[str, str, int]] = {}
         """Dedup key -> (event name, firstTimestamp, count)."""
         self._last_nanos = 0
@@ -158,47 +151,30 @@ class EventRecorder:
         except trio.WouldBlock:
             self.dropped += 1
 
-    def _allowed(self, event: _Pending) -> bool:
-        key = (event.component, *(str(v) for v in event.involved.values()))
-        now = self._clock()
-        s = self.settings
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            _bounded(self._buckets, s.cache_size)
-            bucket = self._buckets[key] = _Bucket(float(s.spam_burst), now)
-        bucket.tokens = min(float(s.spam_burst), bucket.tokens + (now - bucket.at) / s.spam_refill)
-        bucket.at = now
-        if bucket.tokens < 1.0:
-            return False
-        bucket.tokens -= 1.0
-        return True
-
-    def _aggregate(self, event: _Pending) -> tuple[str, ...]:
-        """The dedup key; rewrites the message once similar events are too many."""
+    def _keys(self, event: _Pending) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The event's series key (its message rewritten once alike ones are too many) and
+        its spam key (``getSpamKey``: source and object, not its resourceVersion)."""
         inv = event.involved
-        similar_key = (
+        spam_key = (
             event.component, inv.get("kind", ""), inv.get("namespace", ""), inv.get("name", ""),
-            inv.get("uid", ""), event.type, event.reason,
+            inv.get("uid", ""), inv.get("apiVersion", ""),
         )  # fmt: skip
-        now = self._clock()
-        similar = self._similar.get(similar_key)
-        if similar is None or now - similar.since > self.settings.similar_window:
-            _bounded(self._similar, self.settings.cache_size)
-            similar = self._similar[similar_key] = _Similar(since=now)
-        similar.messages.add(event.message)
-        if len(similar.messages) >= self.settings.similar_max:
+        group = (*spam_key, event.type, event.reason)
+        if self._aggregator.combine(group, event.message, self._clock()):
             event.message = AGGREGATE_PREFIX + event.message
-            return similar_key
-        return (*similar_key, event.message)
+            return group, spam_key
+        return (*group, event.message), spam_key
 
     async def _write(self, event: _Pending) -> None:
         assert self._rest is not None
-        if not self._allowed(event):
-            self.filtered += 1
-            return
-        key = self._aggregate(event)
-        now = rfc3339(event.at)
+        key, spam_key = self._keys(event)
         seen = self._written.get(key)
+        if not self._spam.allow(spam_key, self._clock()):
+            self.filtered += 1
+            if seen is not None:
+                self._written[key] = (seen[0], seen[1], seen[2] + 1)
+            return
+        now = rfc3339(event.at)
         if seen is not None:
             name, first, count = seen
             try:

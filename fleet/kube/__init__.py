@@ -28,6 +28,9 @@
   :func:`load_pem_cert_chain` (a key pair from PEM bytes, via a private temp dir).
 - On top of the seam: :class:`Reflector` (list + watch with the client-go
   contract) and :class:`WriteQueue` (coalesced, rate-limited, retried writes).
+- client-go's event correlator, the parts every recorder shares (``_correlator``):
+  :class:`EventAggregator` (alike events combined, :data:`COMBINED`) and
+  :class:`SpamFilter` (a token bucket per source and object), with client-go's limits.
 
 Errors are those of :mod:`fleet.errors`.
 """
@@ -46,6 +49,14 @@ from fleet.kube._cluster import NoAuth as NoAuth
 from fleet.kube._config import in_cluster_config as in_cluster_config
 from fleet.kube._config import load_config as load_config
 from fleet.kube._config import write_kubeconfig as write_kubeconfig
+from fleet.kube._correlator import AGGREGATE_MAX as AGGREGATE_MAX
+from fleet.kube._correlator import AGGREGATE_WINDOW as AGGREGATE_WINDOW
+from fleet.kube._correlator import COMBINED as COMBINED
+from fleet.kube._correlator import CORRELATOR_CACHE as CORRELATOR_CACHE
+from fleet.kube._correlator import SPAM_BURST as SPAM_BURST
+from fleet.kube._correlator import SPAM_REFILL as SPAM_REFILL
+from fleet.kube._correlator import EventAggregator as EventAggregator
+from fleet.kube._correlator import SpamFilter as SpamFilter
 from fleet.kube._fake import FakeApiserver as FakeApiserver
 from fleet.kube._fake import FakeRequest as FakeRequest
 from fleet.kube._fake import StreamScript as StreamScript
@@ -95,9 +106,15 @@ from fleet.kube._writequeue import WriteQueueSettings as WriteQueueSettings
 from fleet.kube._writequeue import WriteResult as WriteResult
 
 __all__ = [
+    "AGGREGATE_MAX",
+    "AGGREGATE_WINDOW",
+    "COMBINED",
+    "CORRELATOR_CACHE",
     "MAX_PIPELINE",
     "METRICS_GROUP",
     "METRICS_VERSION",
+    "SPAM_BURST",
+    "SPAM_REFILL",
     "Auth",
     "Backoff",
     "BackoffPolicy",
@@ -107,6 +124,7 @@ __all__ = [
     "Client",
     "ClientTimeouts",
     "ClusterConfig",
+    "EventAggregator",
     "ExecCredentialPlugin",
     "FakeApiserver",
     "FakeRequest",
@@ -129,6 +147,7 @@ __all__ = [
     "Requester",
     "Response",
     "Rest",
+    "SpamFilter",
     "StaticToken",
     "StreamResponse",
     "StreamScript",

@@ -8,6 +8,7 @@ of count and lastTimestamp, not a new Event.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -16,8 +17,13 @@ from typing import Any
 import pytest
 import trio
 
-from fleet.kube import MemoryApiserver, Write
-from shards._events import QUIET_DEPTH, KubeletEvents, container_events
+from fleet.kube import AGGREGATE_MAX, AGGREGATE_WINDOW, COMBINED, MemoryApiserver, Write
+from shards._events import (
+    QUIET_DEPTH,
+    ContainerEvent,
+    KubeletEvents,
+    container_events,
+)
 from tests._up_process import kubectl, kubectl_json, up_process, wait_until
 from tests.shards.test_engine import CRS, EVENTS, NODES, PODS, node_cr, pod, start
 from tests.shards.test_mockstatus import SCRIPTS
@@ -177,6 +183,90 @@ async def test_events_wait_for_a_quiet_write_queue_and_are_dropped_when_too_many
     assert queue.submitted[0][0] >= 30
 
 
+class _Writes:
+    """A write queue that is always quiet and keeps what it is given, decoded."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, dict[str, Any]]] = []
+
+    def statistics(self) -> _Depth:
+        return _Depth(0)
+
+    async def submit(self, key: str, write: Write) -> None:
+        self.sent.append((write.method, write.path, json.loads(write.body)))
+        await trio.lowlevel.checkpoint()
+
+
+async def test_alike_events_with_ten_messages_are_combined_as_client_go_does(
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
+) -> None:
+    # client-go's EventAggregator: grouped by source, object (not its fieldPath), type and
+    # reason; from the 10th distinct message within 10 minutes, one combined series.
+    now = [BASE]
+    queue = _Writes()
+    events = KubeletEvents(queue, wall=lambda: now[0])  # type: ignore[arg-type]
+    await nursery.start(events.run)
+
+    def oom(i: int) -> None:
+        events.pod(
+            "default",
+            "p",
+            "uid-p",
+            [_oom_event(f"kill {i}")],
+            host="n1",
+        )
+        now[0] += timedelta(seconds=30)
+
+    for i in range(AGGREGATE_MAX - 1):
+        oom(i)
+    events.node("n1", "Starting", "Starting kubelet.")  # another reason: a group of its own
+    oom(100)
+    oom(101)
+    await trio.sleep(1)
+    messages = [(method, body.get("message")) for method, _, body in queue.sent]
+    assert messages[: AGGREGATE_MAX - 1] == [("POST", f"kill {i}") for i in range(9)]
+    assert messages[AGGREGATE_MAX - 1] == ("POST", "Starting kubelet.")
+    method, _, combined = queue.sent[AGGREGATE_MAX]
+    assert (method, combined["message"]) == ("POST", COMBINED + "kill 100")
+    assert combined["reason"] == "OOMKilling" and combined["count"] == 1
+    assert combined["involvedObject"] == {"kind": "Node", "name": "n1", "uid": "n1"}
+    method, path, repeat = queue.sent[AGGREGATE_MAX + 1]  # the next one counts in that series
+    assert (method, repeat) == ("PATCH", {**repeat, "count": 2, "message": COMBINED + "kill 101"})
+    assert path.endswith("/events/" + combined["metadata"]["name"])
+    assert events.combined == 2
+    # Ten minutes without one: the group starts over.
+    now[0] += timedelta(seconds=AGGREGATE_WINDOW + 1)
+    oom(200)
+    await trio.sleep(1)
+    assert queue.sent[-1][0] == "POST" and queue.sent[-1][2]["message"] == "kill 200"
+
+
+async def test_containers_of_one_pod_are_one_group(
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
+) -> None:
+    # The fieldPath is not part of the group: a pod of twelve containers posts nine
+    # "Created container <c>" of their own, then the combined series counts the rest.
+    queue = _Writes()
+    events = KubeletEvents(queue, wall=lambda: BASE)  # type: ignore[arg-type]
+    await nursery.start(events.run)
+    created = [
+        ContainerEvent("Created", f"Created container c{i}", f"spec.containers{{c{i}}}")
+        for i in range(12)
+    ]
+    events.pod("default", "p", "uid-p", created, host="n1")
+    await trio.sleep(1)
+    assert [m for m, _, _ in queue.sent] == ["POST"] * 10 + ["PATCH"] * 2
+    assert queue.sent[9][2]["message"] == COMBINED + "Created container c9"
+    assert queue.sent[9][2]["involvedObject"]["fieldPath"] == "spec.containers{c9}"
+    assert [body["count"] for _, _, body in queue.sent[10:]] == [2, 3]
+
+
+def _oom_event(message: str) -> ContainerEvent:
+    return ContainerEvent(
+        "OOMKilling", message, "", type_="Warning", on_node=True, component="kernel-monitor"
+    )
+
+
 def test_container_events_of_a_restart_and_of_an_init_container() -> None:
     def status(restarts: int, state: str) -> dict[str, Any]:
         return {
@@ -297,12 +387,10 @@ async def test_the_spam_filter_throttles_writes_and_the_series_keeps_counting(
     await trio.sleep(2)
     api.create(PODS, pod("p", "n1", mockStatus="oom"))
     await trio.sleep(3600)
-    about_p = [
-        c
-        for method in ("POST", "PATCH")
-        for c in api.log(method, EVENTS)
-        if method == "PATCH" or c.body["involvedObject"].get("name") == "p"
-    ]
+    posts = [c for c in api.log("POST", EVENTS) if c.body["involvedObject"].get("name") == "p"]
+    names = {f"{EVENTS}/{c.body['metadata']['name']}" for c in posts}
+    about_p = posts + [c for c in api.log("PATCH", EVENTS) if c.path in names]
+    assert len(about_p) > len(posts)  # the series were PATCHed too
     # 25 at once, then one per 5 min: a crash loop of an hour (16 restarts, each a Pulled,
     # Created, Started, BackOff and the node's OOMKilling) is not 5 writes a restart.
     assert 25 <= len(about_p) <= 25 + 3600 // 300 + 1
