@@ -321,6 +321,8 @@ class StubServer:
             return self._collection(conn, "pods", query)
         if path.startswith("/api/v1/namespaces/") and "/pods/" in path and path.endswith("/status"):
             return self._pod_status(path, body)
+        if path.startswith("/api/v1/namespaces/") and "/pods/" in path and method == "GET":
+            return self._pod_get(path)  # a shard reading back a status it let go
         if path.startswith(_CR_PREFIX):
             if method == "GET" and path.rstrip("/").endswith("v1alpha1/nodes"):
                 return self._collection(conn, "crs", query)
@@ -332,6 +334,9 @@ class StubServer:
         if path.startswith("/api/v1/namespaces/") and path.endswith("/events") and method == "POST":
             self.count("event_post")
             return _answer(201, body)
+        if path.startswith("/api/v1/namespaces/") and "/events/" in path and method == "PATCH":
+            self.count("event_patch")  # a repeat counted in its series (not stored: answered)
+            return _answer(200, body)
         if path.startswith("/_stub/"):
             return self._control(method, path, query)
         self.count("other")
@@ -437,12 +442,26 @@ class StubServer:
         self.count("other")
         return _answer(404, _status(404, "NotFound", path))
 
-    def _pod_status(self, path: str, body: bytes) -> bytes:
-        self.count("pod_status_patch")
-        name = path.split("/")[6]  # ['', api, v1, namespaces, ns, pods, name, status]
+    def _pod_index(self, name: str) -> int | None:
         try:
             j = int(name.rsplit("-", 1)[1])
         except (IndexError, ValueError):
+            return None
+        return j if 0 <= j < self.population.pods else None
+
+    def _pod_get(self, path: str) -> bytes:
+        self.count("pod_get")
+        name = path.split("/")[6]  # ['', api, v1, namespaces, ns, pods, name]
+        j = self._pod_index(name)
+        if j is None:
+            return _answer(404, _status(404, "NotFound", f'pods "{name}" not found'))
+        return _answer(200, _encode(self.population.pod(j, self.pod_status.get(j))))
+
+    def _pod_status(self, path: str, body: bytes) -> bytes:
+        self.count("pod_status_patch")
+        name = path.split("/")[6]  # ['', api, v1, namespaces, ns, pods, name, status]
+        j = self._pod_index(name)
+        if j is None:
             return _answer(404, _status(404, "NotFound", name))
         patch = _decode(body)
         uid = (patch.pop("metadata", None) or {}).get("uid")

@@ -42,3 +42,30 @@ def test_shard_lease_renewed_by_a_json_patch_that_tests_the_holder() -> None:
     assert (code, refused["reason"]) == (422, "Invalid")
     missing, _ = _reply(stub.handle(None, "PATCH", f"{LEASES}/shard-9", _patch(renew)))  # type: ignore[arg-type]
     assert missing == 404
+
+
+def test_a_pod_is_read_back_with_the_status_written_and_event_repeats_are_answered() -> None:
+    # A shard lets go of a settled pod's status and reads it back with a GET before its next
+    # change (a crash loop's next restart); a stub answering 404 froze those pods' loops.
+    stub = StubServer(Population(2, 4), 10.0)
+    pods = "/api/v1/namespaces/default/pods"
+    running = {"status": {"phase": "Running"}}
+    patched, _ = _reply(
+        stub.handle(None, "PATCH", f"{pods}/pod-000003/status", json.dumps(running).encode())  # type: ignore[arg-type]
+    )
+    assert patched == 200
+    code, pod = _reply(stub.handle(None, "GET", f"{pods}/pod-000003", b""))  # type: ignore[arg-type]
+    assert code == 200
+    assert pod["metadata"]["uid"] == "pod-uid-00000003"
+    assert pod["status"]["phase"] == "Running"
+    assert pod["spec"]["nodeName"] == "node-00001"
+    missing, _ = _reply(stub.handle(None, "GET", f"{pods}/pod-000004", b""))  # type: ignore[arg-type]
+    assert missing == 404
+    repeat = {"count": 2, "lastTimestamp": "2026-01-01T00:00:00Z", "message": "m"}
+    code, _ = _reply(
+        stub.handle(
+            None, "PATCH", "/api/v1/namespaces/default/events/p.1", json.dumps(repeat).encode()
+        )  # type: ignore[arg-type]
+    )
+    assert code == 200
+    assert stub.totals["pod_get"] == 2 and stub.totals["event_patch"] == 1
