@@ -62,10 +62,7 @@ def test_a_pod_is_read_back_with_the_status_written_and_event_repeats_are_answer
     missing, _ = _reply(stub.handle(None, "GET", f"{pods}/pod-000004", b""))  # type: ignore[arg-type]
     assert missing == 404
     repeat = {"count": 2, "lastTimestamp": "2026-01-01T00:00:00Z", "message": "m"}
-    code, _ = _reply(
-        stub.handle(
-            None, "PATCH", "/api/v1/namespaces/default/events/p.1", json.dumps(repeat).encode()
-        )  # type: ignore[arg-type]
-    )
+    event = "/api/v1/namespaces/default/events/p.1"
+    code, _ = _reply(stub.handle(None, "PATCH", event, json.dumps(repeat).encode()))  # type: ignore[arg-type]
     assert code == 200
     assert stub.totals["pod_get"] == 2 and stub.totals["event_patch"] == 1
