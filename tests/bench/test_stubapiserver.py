@@ -5,9 +5,13 @@ stub without it fenced the bench's shard and bench shard-scrape failed every req
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
+import yaml
+
 from bench._stubapiserver import Population, StubServer
+from fleet.api import load_mock_status
 
 LEASES = "/apis/coordination.k8s.io/v1/namespaces/kubemock-fleet/leases"
 
@@ -66,3 +70,21 @@ def test_a_pod_is_read_back_with_the_status_written_and_event_repeats_are_answer
     code, _ = _reply(stub.handle(None, "PATCH", event, json.dumps(repeat).encode()))  # type: ignore[arg-type]
     assert code == 200
     assert stub.totals["pod_get"] == 2 and stub.totals["event_patch"] == 1
+
+
+def test_the_bench_policy_example_is_valid_and_matches_every_stub_pod() -> None:
+    # examples/bench-policy.yaml is what docs/performance.md's "every pod matches a policy"
+    # figure ran: it must select the stub's pods and name their container.
+    path = Path(__file__).resolve().parents[2] / "examples" / "bench-policy.yaml"
+    (raw,) = yaml.safe_load_all(path.read_text(encoding="utf-8"))
+    policy = load_mock_status(raw)
+    assert policy.spec.selector is not None
+    pod = Population(10, 100).pod(7)
+    wanted = policy.spec.selector.match_labels or {}
+    assert wanted and wanted.items() <= pod["metadata"]["labels"].items()
+    named = {
+        c["name"] for branch in raw["spec"]["branches"] for step in branch["steps"]
+        for c in step.get("containers", [])
+    }  # fmt: skip
+    assert named == {c["name"] for c in pod["spec"]["containers"]}
+    assert sum(branch["weight"] for branch in raw["spec"]["branches"]) == 100
