@@ -423,11 +423,13 @@ class SandboxApp:
                 **{k: v for k, v in labels.items() if k != "dry_run"}
             )
             gauge.inc()
-            self.metrics.requests.labels(**labels, code="200").inc()
             try:
                 await self._stream(reply_or_watch, receive, send)
             finally:
                 gauge.dec()
+                # Counted when it ends, as kube-apiserver does (its metrics handler records
+                # after the stream returns): a watch still open is in the gauge alone.
+                self.metrics.requests.labels(**labels, code="200").inc()
             return
         reply = reply_or_watch
         headers = [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import trio
 
 from fleet.sandbox import RunningSandbox, SandboxSettings, serve_sandbox
@@ -72,3 +73,36 @@ async def test_metrics_discovery_openapi(sandbox: RunningSandbox) -> None:
         assert index["apis/apps/v1"]["serverRelativeURL"].startswith(
             "/openapi/v3/apis/apps/v1?hash="
         )
+
+
+async def test_a_watch_is_counted_when_it_ends_as_kube_apiserver_counts_it(
+    sandbox: RunningSandbox,
+) -> None:
+    """kube-apiserver's apiserver_request_total records a WATCH after its stream returns
+    (the metrics handler wraps the whole request); the sandbox counted it when it began,
+    so a chaos report's "watches" differed between the two for the same watches."""
+    from bench._promtext import RequestKey, parse_metrics
+
+    watch = RequestKey("WATCH", "", "configmaps", "", "200")
+
+    async def counts(c: httpx.AsyncClient) -> tuple[float, float]:
+        scrape = parse_metrics((await c.get("/metrics")).text)
+        return scrape.requests.get(watch, 0.0), scrape.longrunning.get(
+            ("WATCH", "", "configmaps"), 0.0
+        )
+
+    async with client(sandbox) as c:
+        ended, open_before = await counts(c)
+        path = "/api/v1/namespaces/default/configmaps?watch=1&timeoutSeconds=1"
+        async with c.stream("GET", path) as stream:
+            assert stream.status_code == 200
+            assert await counts(c) == (ended, open_before + 1)  # open: in the gauge alone
+            async for _ in stream.aiter_bytes():  # the server ends it after 1 s
+                pass
+        # The server's handler counts it once the stream is closed, a moment after the
+        # client read its end.
+        for _ in range(100):
+            if (now := await counts(c)) == (ended + 1, open_before):
+                break
+            await trio.sleep(0.05)
+        assert now == (ended + 1, open_before)
