@@ -21,29 +21,39 @@ pod-churn        a MockStatus policy puts ``fraction`` of the run's pods in
 
 What the control plane did is :class:`~bench._report.ChaosResult`: the
 apiserver's requests and latencies by verb from the disturbance's first write
-to the settling (two ``/metrics`` scrapes), WATCH requests among them (watches
-restarted), the NotReady peak, nodes tainted unreachable/not-ready (NoExecute),
-pods evicted (the bench deletes none of the standing pods), restarts counted.
+to the settling (two ``/metrics`` scrapes), watches ended and started over that
+window (kube-apiserver counts a WATCH request when it ends; those started are
+the ended ones plus the change in open watches), the NotReady peak, nodes
+tainted unreachable/not-ready (NoExecute), pods evicted (the bench deletes none
+of the standing pods), restarts counted, and kube-apiserver's and etcd's memory
+(peak RSS of the processes the bench started, and the peak of their
+``process_resident_memory_bytes``; "not exposed" on the sandbox).
+
+On kube-controller-manager the tainting is rate-limited: NotReady nodes get
+the NoExecute taint at ``--node-eviction-rate`` (0.1 node/s), none at all while
+a zone is fully disrupted, so a partition of many nodes taints only a few of
+them within the 40 s grace period plus ``down``; ``nodes_tainted`` and
+``pods_evicted`` count what the controller did, not what it could have done.
 """
 
 from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 from bench._promtext import Scrape, diff
-from bench._report import ChaosResult, StepResult
+from bench._report import ChaosResult, ComponentMemory, StepResult
 from fleet.api import GROUP, VERSION
 from fleet.wire import KUBELET_RESTART_ANNOTATION
 
 if TYPE_CHECKING:
     from bench._runner import _Run
 
-__all__ = ["run_chaos"]
+__all__ = ["control_plane_memory", "run_chaos", "watch_restarts"]
 
 
 def _cr_path(run: _Run, name: str) -> str:
@@ -170,6 +180,42 @@ async def _disturb(run: _Run) -> tuple[int, dict[str, float] | None]:
     return 0, None
 
 
+def watch_restarts(first: Scrape, last: Scrape, ended: float) -> tuple[float, float]:
+    """(watches ended, watches started) between two scrapes: ``ended`` is the WATCH
+    count of ``apiserver_request_total`` between them, which kube-apiserver records when
+    a watch returns; those started are the ended ones plus the change in open watches."""
+    return ended, max(0.0, ended + last.watches() - first.watches())
+
+
+def control_plane_memory(
+    peaks: Mapping[str, int],
+    apiserver_resident: Sequence[float | None],
+    etcd_resident: Sequence[float],
+) -> tuple[ComponentMemory, ...]:
+    """kube-apiserver's and etcd's memory over the window: the peak RSS of their processes
+    (``peaks``: the bench's sampler, by component) and the peak of each one's
+    ``process_resident_memory_bytes`` (None: not exposed); the sandbox's process where the
+    bench sampled one (the sandbox has no such gauge and no etcd)."""
+
+    def peak(values: Iterable[float | None]) -> int | None:
+        seen = [v for v in values if v is not None]
+        return round(max(seen)) if seen else None
+
+    out = [
+        ComponentMemory(
+            name="kube-apiserver",
+            peak_rss_bytes=peaks.get("kube-apiserver"),
+            metrics_peak_bytes=peak(apiserver_resident),
+        ),
+        ComponentMemory(
+            name="etcd", peak_rss_bytes=peaks.get("etcd"), metrics_peak_bytes=peak(etcd_resident)
+        ),
+    ]
+    if "sandbox" in peaks:
+        out.append(ComponentMemory(name="sandbox", peak_rss_bytes=peaks["sandbox"]))
+    return tuple(out)
+
+
 async def run_chaos(run: _Run) -> bool:
     """The chaos scenario ``run.spec.type`` after its nodes are Ready (``run.scenario``);
     False when the cluster did not settle within the timeout."""
@@ -182,6 +228,9 @@ async def run_chaos(run: _Run) -> bool:
     run.nodes.mark()
     first: Scrape | None = await run.scrape()
     t_first = trio.current_time()
+    window = run.now()
+    run.sampler.mark_window()
+    await run.scrape_etcd()
     mark = run.cpu_mark()
     start = trio.current_time()
     disturbed, reported_after = await _disturb(run)
@@ -216,12 +265,16 @@ async def run_chaos(run: _Run) -> bool:
         )
     )
     last: Scrape | None = await run.scrape()
+    await run.scrape_etcd()
     api = None
-    watches = None
+    ended = started = None
     if first is not None and last is not None:
         delta = diff(first, last, seconds=trio.current_time() - t_first)
         api = run.apiserver_summary(delta)
-        watches = api.requests_by_verb.get("WATCH", 0.0)
+        ended, started = watch_restarts(first, last, api.requests_by_verb.get("WATCH", 0.0))
+    scraped = [s for t, s in run.scrapes if t >= window] + [
+        s for s in (first, last) if s is not None
+    ]
     evicted = ((run.pods.deleted | run.pods.terminating) & standing) - gone_before
     run.chaos = ChaosResult(
         kind=run.spec.type,
@@ -232,8 +285,14 @@ async def run_chaos(run: _Run) -> bool:
         nodes_tainted=len(run.nodes.ever_tainted & set(run.node_names)),
         pods_evicted=len(evicted),
         container_restarts=sum(run.pods.restarts.values()),
-        watch_requests=watches,
+        watch_requests=ended,
+        watches_started=started,
         apiserver=api,
+        memory=control_plane_memory(
+            run.sampler.window_peaks(),
+            [s.resident_bytes for s in scraped],
+            [v for t, v in run.etcd_resident if t >= window],
+        ),
     )
     if settle is None:
         run.notes.append(f"{run.spec.type}: the cluster did not settle within the timeout")

@@ -145,6 +145,7 @@ class ProcessSampler:
         self._baseline: dict[int, float] = {}
         self._names: dict[int, str] = {}
         self._peak_by_name: dict[str, int] = {}
+        self._window_peak: dict[str, int] = {}
         self.peak_rss = 0
         """The peak of the fleet's summed RSS (the processes of :attr:`pids`)."""
         self.available = _PROC.is_dir()
@@ -175,7 +176,20 @@ class ProcessSampler:
                 total_rss += rss
         for name, rss in rss_by_name.items():
             self._peak_by_name[name] = max(self._peak_by_name.get(name, 0), rss)
+            self._window_peak[name] = max(self._window_peak.get(name, 0), rss)
         self.peak_rss = max(self.peak_rss, total_rss)
+
+    def mark_window(self) -> None:
+        """Start a window: :meth:`window_peaks` covers the samples from here on (the first
+        taken now), e.g. a chaos scenario's disturbance and settling."""
+        self._window_peak = {}
+        self.sample()
+
+    def window_peaks(self) -> dict[str, int]:
+        """Per component, its peak RSS since :meth:`mark_window` (a last sample taken now);
+        the whole run's without a mark."""
+        self.sample()
+        return dict(self._window_peak)
 
     def _fleet(self, pid: int) -> bool:
         """A pid of the fleet's own: not this process, not the control plane."""

@@ -16,6 +16,8 @@ apiserver_longrunning_requests,             by verb, group, resource
 apiserver_longrunning_gauge
 apiserver_registered_watchers               by group, kind
 apiserver_storage_objects, etcd_object_counts  by resource
+process_resident_memory_bytes               the server process's RSS (a Go server's own
+                                            process collector: kube-apiserver's, etcd's)
 ==========================================  ============================================
 
 The SLI histogram (1.26+) excludes webhook and priority-and-fairness queue
@@ -76,6 +78,7 @@ _INFLIGHT = "apiserver_current_inflight_requests"
 _LONGRUNNING = ("apiserver_longrunning_requests", "apiserver_longrunning_gauge")
 _WATCHERS = "apiserver_registered_watchers"
 _STORAGE = ("apiserver_storage_objects", "etcd_object_counts")
+_RESIDENT = "process_resident_memory_bytes"
 
 
 @dataclass(frozen=True, order=True, slots=True)
@@ -181,6 +184,9 @@ class Scrape:
     """``apiserver_registered_watchers`` by (group, kind); empty on servers without it."""
     storage: Mapping[str, float] = field(default_factory=dict)
     """Stored objects by resource (``pods``, ``leases.coordination.k8s.io``)."""
+    resident_bytes: float | None = None
+    """``process_resident_memory_bytes``: the server's RSS; None where it is not exposed
+    (the sandbox)."""
 
     def requests_total(self) -> float:
         return sum(self.requests.values())
@@ -224,7 +230,7 @@ def _wanted_lines(text: str) -> str:
         None,
     )
     wanted = {_REQUESTS, _REQUESTS.removesuffix("_total"), _INFLIGHT, _WATCHERS,
-              *_LONGRUNNING, *_STORAGE}  # fmt: skip
+              *_LONGRUNNING, *_STORAGE, _RESIDENT}  # fmt: skip
     if latency is not None:
         wanted.add(latency)
     kept: list[str] = []
@@ -367,6 +373,7 @@ def parse_metrics(text: str) -> Scrape:
         for s in families[storage_family].samples:
             _add(storage, s.labels.get("resource", ""), s.value)
 
+    resident = families.get(_RESIDENT)
     return Scrape(
         requests=requests,
         latency_family=latency_family,
@@ -375,6 +382,7 @@ def parse_metrics(text: str) -> Scrape:
         longrunning=longrunning,
         watchers=watchers,
         storage=storage,
+        resident_bytes=sum(s.value for s in resident.samples) if resident else None,
     )
 
 

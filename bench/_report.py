@@ -31,6 +31,7 @@ __all__ = [
     "ApiserverSummary",
     "ChaosResult",
     "CleanupResult",
+    "ComponentMemory",
     "ComponentUsage",
     "FaultResult",
     "LatencyRow",
@@ -203,6 +204,24 @@ class ApiserverSummary(_Base, frozen=True):
     scrapes: Count
 
 
+class ComponentMemory(_Base, frozen=True):
+    """One control-plane component's memory over a chaos scenario's window."""
+
+    name: str
+    """``kube-apiserver``, ``etcd``, or ``sandbox`` (the sandbox apiserver's own process)."""
+    peak_rss_bytes: Count | None = None
+    """Peak RSS of its processes, sampled from ``/proc`` (a control plane the bench started:
+    its child processes); None: not a process the bench sees."""
+    metrics_peak_bytes: Count | None = None
+    """Peak of ``process_resident_memory_bytes`` read from its ``/metrics``; None: not
+    exposed (the sandbox exposes no such gauge and has no etcd)."""
+
+
+CHAOS_MEMORY_COMPONENTS = ("kube-apiserver", "etcd")
+"""The components whose memory a chaos section always has a row for ("not exposed" when
+nothing was measured)."""
+
+
 class ChaosResult(_Base, frozen=True):
     """What a chaos scenario did to the control plane (restart-storm, node-flap, partition,
     pod-churn), from the disturbance's start until the cluster settled."""
@@ -224,9 +243,17 @@ class ChaosResult(_Base, frozen=True):
     container_restarts: Count = 0
     """Sum of the run's pods' restartCounts at the end (pod-churn: CrashLoopBackOff)."""
     watch_requests: NonNegative | None = None
-    """WATCH requests the apiserver served over the window: watches (re)started."""
+    """WATCH requests ``apiserver_request_total`` counted over the window. kube-apiserver
+    counts a watch when it ends (its metrics handler records after the stream returns),
+    and so does the sandbox: watches ended."""
+    watches_started: NonNegative | None = None
+    """Watches started over the window: those ended (:attr:`watch_requests`) plus the
+    change in open watches (``apiserver_longrunning_requests``): watches restarted."""
     apiserver: ApiserverSummary | None = None
     """Requests and latencies by verb over the window (None: /metrics not read)."""
+    memory: tuple[ComponentMemory, ...] = ()
+    """kube-apiserver's and etcd's memory over the window (rows whose figures are None:
+    not exposed), and the sandbox's process where it has one of its own."""
 
 
 class TimelineSample(_Base, frozen=True):
@@ -494,6 +521,31 @@ def _components_table(report: Report) -> list[str]:
     return out
 
 
+def _mib_or_not_exposed(value: int | None) -> str:
+    return "not exposed" if value is None else f"{value / 2**20:.0f}"
+
+
+def _memory_table(memory: tuple[ComponentMemory, ...]) -> list[str]:
+    """kube-apiserver's and etcd's rows always ("not exposed" where nothing was read)."""
+    rows = {row.name: row for row in memory}
+    for name in CHAOS_MEMORY_COMPONENTS:
+        rows.setdefault(name, ComponentMemory(name=name))
+    ordered = [rows[n] for n in CHAOS_MEMORY_COMPONENTS] + [
+        row for n, row in rows.items() if n not in CHAOS_MEMORY_COMPONENTS
+    ]
+    out = [
+        "| memory over the window | peak RSS MiB (/proc) | peak process_resident_memory_bytes MiB "
+        "(/metrics) |",
+        "|---|---:|---:|",
+    ]
+    for row in ordered:
+        out.append(
+            f"| {row.name} | {_mib_or_not_exposed(row.peak_rss_bytes)} | "
+            f"{_mib_or_not_exposed(row.metrics_peak_bytes)} |"
+        )
+    return out
+
+
 def _chaos_section(chaos: ChaosResult) -> list[str]:
     settle = (
         f"{chaos.settle_seconds:.1f} s" if chaos.settle_seconds is not None else "**not settled**"
@@ -510,10 +562,14 @@ def _chaos_section(chaos: ChaosResult) -> list[str]:
         f"| nodes tainted unreachable / not-ready | {chaos.nodes_tainted} |",
         f"| pods evicted | {chaos.pods_evicted} |",
         f"| container restarts | {chaos.container_restarts} |",
-        "| watch requests (watches started) | "
+        "| watches ended (WATCH requests counted) | "
         + (f"{chaos.watch_requests:.0f}" if chaos.watch_requests is not None else "n/a")
         + " |",
+        "| watches started (ended + change in open watches) | "
+        + (f"{chaos.watches_started:.0f}" if chaos.watches_started is not None else "n/a")
+        + " |",
     ]
+    out += ["", *_memory_table(chaos.memory)]
     api = chaos.apiserver
     if api is None:
         return out

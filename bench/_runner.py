@@ -45,6 +45,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+import httpx
 import msgspec
 import trio
 
@@ -132,6 +133,8 @@ left: the report says how many, from the apiserver, or that it could not count t
 CLEANUP_COUNT_TRIES = 3
 """Failed counts in a row after which the cleanup stops (an unreachable apiserver): what is
 left is then unknown, and the report says so."""
+ETCD_SCRAPE_TIMEOUT = 5.0
+"""Seconds one read of etcd's ``/metrics`` may take (a few kilobytes on loopback)."""
 WRITE_TIMEOUT = 60.0
 """Seconds one write of the load may take, as the httpx client's read timeout: a slow
 write is a latency to report (the apiserver's own request timeout is 60 s), not a failure."""
@@ -224,6 +227,10 @@ class RunOptions:
     notes say how to delete them (``kubectl delete ... -l <run label>``)."""
     faults: FaultTarget | None = None
     """The ``faults`` scenario's apiserver (it starts a fleet of its own behind a proxy)."""
+    etcd_metrics_url: str | None = None
+    """etcd's ``/metrics`` (plain HTTP on loopback: a real control plane's etcd) read at
+    each sample for its ``process_resident_memory_bytes``; None: not read (the sandbox has
+    no etcd; a cluster's etcd is not the bench's to reach)."""
 
 
 # --------------------------------------------------------------------------- watch views
@@ -544,6 +551,8 @@ class _Run:
         self.notes: list[str] = []
         self.timeline: list[TimelineSample] = []
         self.scrapes: list[tuple[float, Scrape]] = []
+        self.etcd_resident: list[tuple[float, float]] = []
+        """(time, etcd's ``process_resident_memory_bytes``) per sample with an etcd URL."""
         self.writes = _Writes()
         self.sampler = ProcessSampler(
             list(options.fleet_pids),
@@ -604,11 +613,31 @@ class _Run:
                 self.notes.append(note)
             return None
 
+    async def scrape_etcd(self) -> float | None:
+        """etcd's resident memory now (``options.etcd_metrics_url``); None: not read."""
+        url = self.options.etcd_metrics_url
+        if url is None:
+            return None
+        try:
+            async with httpx.AsyncClient(timeout=ETCD_SCRAPE_TIMEOUT) as http:
+                response = await http.get(url)
+                response.raise_for_status()
+            resident = parse_metrics(response.text).resident_bytes
+        except (httpx.HTTPError, FleetError) as exc:
+            note = f"etcd's /metrics could not be read: {exc}"
+            if note not in self.notes:
+                self.notes.append(note)
+            return None
+        if resident is not None:
+            self.etcd_resident.append((self.now(), resident))
+        return resident
+
     async def sample(self) -> None:
         scraped = await self.scrape()
         t = self.now()
         if scraped is not None:
             self.scrapes.append((t, scraped))
+        await self.scrape_etcd()
         self.sampler.sample()
         self.timeline.append(
             TimelineSample(

@@ -660,6 +660,7 @@ def _run_scenario(
         async with trio.open_nursery() as nursery:
             up = None
             fault_target = None
+            etcd_metrics = None
             if not own:
                 config = load_config(kubeconfig, context)
                 target = TargetInfo(server=config.server, mode="cluster", fleet="external")
@@ -695,6 +696,8 @@ def _run_scenario(
                     else None,
                 )
                 fault_target = _fault_target(running, shards) if faults else None
+                if running.real is not None:  # its etcd's memory, for the chaos section
+                    etcd_metrics = f"{running.real.etcd_url}/metrics"
             options = RunOptions(
                 target=target,
                 output=out,
@@ -708,6 +711,7 @@ def _run_scenario(
                 ensure_crds=own,
                 keep=keep,
                 faults=fault_target,
+                etcd_metrics_url=etcd_metrics,
             )
             try:
                 async with Client(config) as client:

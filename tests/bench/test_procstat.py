@@ -64,3 +64,33 @@ def test_the_fleets_peak_rss_is_its_own_processes_not_the_control_planes() -> No
     finally:
         for child in (apiserver, shard):
             child.communicate(b"")
+
+
+def test_a_window_has_the_peaks_of_its_own_samples() -> None:
+    """A chaos scenario's memory figures are its window's: a child that held 96 MiB and
+    exited before the window is in the run's peaks, not the window's."""
+    import subprocess
+    import sys
+
+    from bench._procstat import child_pids
+
+    before = child_pids()
+    hold = (
+        "import sys; block = bytearray(96 * 2**20); block[::4096] = b'x' * len(block[::4096]); "
+        "print('ready', flush=True); sys.stdin.read()"
+    )
+    apiserver = subprocess.Popen(
+        ["kube-apiserver", "-c", hold],
+        executable=sys.executable,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert apiserver.stdout is not None and apiserver.stdout.readline() == b"ready\n"
+    sampler = ProcessSampler([], own_children=True, self_name="bench", not_ours=before)
+    sampler.sample()
+    assert sampler.window_peaks()["kube-apiserver"] >= 96 * 2**20  # no mark: the whole run
+    apiserver.communicate(b"")
+    sampler.mark_window()
+    peaks = sampler.window_peaks()
+    assert "kube-apiserver" not in peaks and peaks["bench"] > 0
+    assert sampler.usage()["kube-apiserver"][2] >= 96 * 2**20
