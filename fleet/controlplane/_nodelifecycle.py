@@ -10,8 +10,14 @@ first seen counts as just heard from.
 Every ``monitor_period``: a node not heard from for ``grace_period`` gets its
 Ready, MemoryPressure, DiskPressure and PIDPressure conditions set to
 ``Unknown`` (reason ``NodeStatusUnknown``, "Kubelet stopped posting node
-status.") and the ``node.kubernetes.io/unreachable`` NoSchedule and
-NoExecute taints. Once the NoExecute taint has been there for a pod's
+status.") and the ``node.kubernetes.io/unreachable`` NoSchedule taint, and the
+NoExecute one as kube-controller-manager's tainting queue lets it: one node
+every 1/``eviction_rate`` seconds (0.1/s: 10 s) per zone, longest silent first;
+in a partially disrupted zone (more than 2 and at least 55 % of its nodes not
+Ready) ``secondary_eviction_rate`` if it has more than 50 nodes, else none;
+while every zone has no Ready node ("master disruption") none, and those there
+are taken off. A partition of 200 nodes of 1,000 so taints a few of them within
+the grace period plus its length, not all 200. Once the NoExecute taint has been there for a pod's
 ``tolerationSeconds`` (the smallest of its matching tolerations; a pod with
 no matching toleration gets ``default_toleration_seconds``, what the
 DefaultTolerationSeconds admission plugin gives every pod; one tolerating
@@ -67,6 +73,17 @@ CONTROLLER = "node-controller"
 """The events' source component, as kube-controller-manager names it."""
 
 
+ZONE_LABEL = "topology.kubernetes.io/zone"
+REGION_LABEL = "topology.kubernetes.io/region"
+
+
+def _zone(node: KObject) -> str:
+    """The node's zone key, as kube-controller-manager's (region and zone; "" for neither)."""
+    labels = node.metadata.labels or {}
+    region, zone = labels.get(REGION_LABEL, ""), labels.get(ZONE_LABEL, "")
+    return f"{region}:\x00:{zone}" if region or zone else ""
+
+
 def _ready(node: KObject) -> str | None:
     cond = condition(node.status, "Ready")
     return None if cond is None else str(cond.get("status"))
@@ -85,12 +102,27 @@ class NodeLifecycleSettings:
     """Eviction delay of a pod with no toleration for the unreachable taint
     (``--default-unreachable-toleration-seconds``)."""
     lease_namespace: str = "kube-node-lease"
+    eviction_rate: float = 0.1
+    """Nodes a second that get the NoExecute taint in a healthy zone (``--node-eviction-rate``;
+    a token bucket of burst 1, as kube-controller-manager's tainting queue)."""
+    secondary_eviction_rate: float = 0.01
+    """The same in a partially disrupted zone of more than ``large_cluster_size_threshold``
+    nodes (``--secondary-node-eviction-rate``); a smaller such zone taints none."""
+    large_cluster_size_threshold: int = 50
+    """``--large-cluster-size-threshold``."""
+    unhealthy_zone_threshold: float = 0.55
+    """Share of a zone's nodes not Ready (and more than 2) that makes it partially disrupted
+    (``--unhealthy-zone-threshold``)."""
 
     def __post_init__(self) -> None:
         if self.grace_period <= 0 or self.monitor_period <= 0:
             raise ConfigError("node lifecycle: grace_period and monitor_period must be > 0")
         if self.default_toleration_seconds < 0:
             raise ConfigError("node lifecycle: default_toleration_seconds must be >= 0")
+        if self.eviction_rate < 0 or self.secondary_eviction_rate < 0:
+            raise ConfigError("node lifecycle: eviction rates must be >= 0")
+        if not 0 < self.unhealthy_zone_threshold <= 1:
+            raise ConfigError("node lifecycle: unhealthy_zone_threshold must be in (0, 1]")
 
 
 def eviction_delay(tolerations: list[Mapping[str, Any]], default: float) -> float | None:
@@ -134,6 +166,8 @@ class NodeLifecycleController:
         self._heard: dict[str, tuple[object, object, float]] = {}
         """Node -> (lease token, node heartbeat token, when a change was last observed)."""
         self._tainted_since: dict[str, float] = {}
+        self._buckets: dict[str, tuple[float, float]] = {}
+        """Zone -> (NoExecute-taint tokens, when last refilled): the tainting rate limit."""
         self._on_node_pods: dict[str, set[str]] = defaultdict(set)
         self._evicted: set[str] = set()
         self.evictions = 0
@@ -191,10 +225,58 @@ class NodeLifecycleController:
 
     # -- the monitor pass ---------------------------------------------------------------------------
 
+    def _zone_rates(self, nodes: list[KObject], now: float) -> tuple[dict[str, float], bool]:
+        """Each zone's NoExecute-tainting rate from its state, as kube-controller-manager's
+        ``ComputeZoneState``: no Ready node, fully disrupted (when every zone is, nothing is
+        tainted: "master disruption"; else the healthy rate); more than 2 and at least
+        ``unhealthy_zone_threshold`` of them not Ready, partially disrupted (the secondary
+        rate in a large zone, none in a small one); else healthy. True with them: every
+        zone is fully disrupted."""
+        s = self.settings
+        counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # zone -> [ready, not]
+        for node in nodes:
+            heard = self._heard.get(node.metadata.name)
+            silent = heard is not None and now - heard[2] > s.grace_period
+            is_ready = _ready(node) == "True" and not silent
+            counts[_zone(node)][0 if is_ready else 1] += 1
+        full = {zone for zone, (ready, down) in counts.items() if ready == 0 and down > 0}
+        if counts and len(full) == len(counts):
+            return dict.fromkeys(counts, 0.0), True
+        rates: dict[str, float] = {}
+        for zone, (ready, down) in counts.items():
+            if (
+                zone not in full
+                and down > 2
+                and down / (ready + down) >= s.unhealthy_zone_threshold
+            ):
+                size = ready + down
+                rates[zone] = (
+                    s.secondary_eviction_rate if size > s.large_cluster_size_threshold else 0.0
+                )
+            else:
+                rates[zone] = s.eviction_rate
+        return rates, False
+
+    def _has_token(self, zone: str, rate: float, now: float) -> bool:
+        """Whether ``zone``'s bucket (burst 1, ``rate``/s) allows one NoExecute taint now;
+        :meth:`_spend_token` once it is written (a write that failed spends none)."""
+        tokens, since = self._buckets.get(zone, (1.0, now))
+        tokens = min(1.0, tokens + rate * (now - since))
+        self._buckets[zone] = (tokens, now)
+        return tokens >= 1.0
+
+    def _spend_token(self, zone: str) -> None:
+        tokens, since = self._buckets[zone]
+        self._buckets[zone] = (tokens - 1.0, since)
+
     async def monitor_once(self) -> None:
         """One pass over every node (what runs every ``monitor_period``)."""
         now = self._clock()
-        for node in list(self._nodes.store.values()):
+        nodes = list(self._nodes.store.values())
+        rates, master_disruption = self._zone_rates(nodes, now)
+        # The tainting queue is first come, first served: the longest silent first.
+        nodes.sort(key=lambda n: self._heard.get(n.metadata.name, (None, None, now))[2])
+        for node in nodes:
             name = node.metadata.name
             heard = self._heard.get(name)
             if heard is None:
@@ -207,25 +289,37 @@ class NodeLifecycleController:
             ]
             ready = _ready(node)
             ours = [t for t in taints if t.get("key") == TAINT_UNREACHABLE]
+            effects = {t.get("effect") for t in ours}
             if now - heard[2] > self.settings.grace_period:
                 await self._mark_unknown(node)
-                if {t.get("effect") for t in ours} != {"NoSchedule", "NoExecute"}:
-                    await self._set_taints(
+                rate = rates.get(_zone(node), 0.0)
+                # NoSchedule at once; NoExecute (what evicts) as the zone's rate allows,
+                # and taken off again while every zone is fully disrupted.
+                want = {"NoSchedule"}
+                adding = "NoExecute" not in effects and rate > 0
+                if "NoExecute" in effects and not master_disruption:
+                    want.add("NoExecute")
+                elif adding and self._has_token(_zone(node), rate, now):
+                    want.add("NoExecute")
+                if effects != want:
+                    kept = {t.get("effect"): t for t in ours if t.get("effect") in want}
+                    written = await self._set_taints(
                         node,
                         [t for t in taints if t.get("key") != TAINT_UNREACHABLE]
                         + [
-                            {
+                            kept.get(effect)
+                            or {
                                 "key": TAINT_UNREACHABLE,
-                                "effect": "NoSchedule",
+                                "effect": effect,
                                 "timeAdded": rfc3339(self._wall()),
-                            },
-                            {
-                                "key": TAINT_UNREACHABLE,
-                                "effect": "NoExecute",
-                                "timeAdded": rfc3339(self._wall()),
-                            },
+                            }
+                            for effect in ("NoSchedule", "NoExecute")
+                            if effect in want
                         ],
                     )
+                    if written and adding and "NoExecute" in want:
+                        self._spend_token(_zone(node))
+                    ours = [t for t in ours if t.get("effect") in want]
             elif ready == "True":
                 stale = [
                     t
@@ -323,7 +417,8 @@ class NodeLifecycleController:
                 pod, PODS, "Warning", "NodeNotReady", "Node is not ready", CONTROLLER
             )
 
-    async def _set_taints(self, node: KObject, taints: list[Mapping[str, Any]]) -> None:
+    async def _set_taints(self, node: KObject, taints: list[Mapping[str, Any]]) -> bool:
+        """False: not written (the next pass retries)."""
         patch = {
             "metadata": {"resourceVersion": node.metadata.resource_version},
             "spec": {"taints": taints or None},
@@ -334,6 +429,8 @@ class NodeLifecycleController:
             log.info(
                 "node %s: cannot update taints (%s); next pass retries", node.metadata.name, exc
             )
+            return False
+        return True
 
     async def _evict(self, node: str, tainted_for: float) -> None:
         store = self._pods.store

@@ -67,7 +67,9 @@ async def fleet(sandbox: RunningSandbox) -> AsyncIterator[tuple[Client, ShardEng
         ),
         coordinator=CoordinatorSettings(),
     )
-    lifecycle = NodeLifecycleSettings(grace_period=GRACE, monitor_period=0.25)
+    # Its tainting rate scaled up with the rest (0.1 node/s: the second of two partitioned
+    # nodes would be tainted after the partition; the limit itself: test_nodelifecycle.py).
+    lifecycle = NodeLifecycleSettings(grace_period=GRACE, monitor_period=0.25, eviction_rate=10)
     async with (
         Client(config) as client,
         Client(config) as plane_client,

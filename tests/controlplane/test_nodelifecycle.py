@@ -78,8 +78,12 @@ class Env:
 async def env(nursery: trio.Nursery) -> AsyncIterator[Env]:
     api = MemoryApiserver(graceful_pod_deletion=False)
     api.create("/api/v1/nodes", node("n1", taints=[{"key": "other", "effect": "NoSchedule"}]))
+    # A second node that stays Ready: with none Ready, kube-controller-manager taints
+    # nothing NoExecute ("master disruption"; test_no_ready_node_left_taints_nothing_noexecute).
+    api.create("/api/v1/nodes", node("live"))
     kubelet = Kubelet(api, "n1")
     nursery.start_soon(kubelet.run)
+    nursery.start_soon(Kubelet(api, "live").run)
     informers = Informers(api)
     controller = NodeLifecycleController(
         Rest(api), informers, NodeLifecycleSettings(), wall_clock=api.now
@@ -193,3 +197,87 @@ async def test_a_ready_node_loses_the_admission_not_ready_taint(
 
     assert taints("n2") == {("node.kubernetes.io/not-ready", "NoExecute"), ("other", "NoSchedule")}
     assert taints("n3") == {("node.kubernetes.io/not-ready", "NoSchedule")}  # not Ready: kept
+
+
+async def _cluster(
+    nursery: trio.Nursery, count: int, *, labels: dict[str, str] | None = None
+) -> tuple[MemoryApiserver, list[Kubelet]]:
+    """``count`` nodes ``m0``... with a live kubelet each and the controller's defaults."""
+    api = MemoryApiserver(graceful_pod_deletion=False)
+    kubelets = []
+    for i in range(count):
+        api.create("/api/v1/nodes", node(f"m{i}", labels=labels))
+        kubelets.append(Kubelet(api, f"m{i}"))
+        nursery.start_soon(kubelets[-1].run)
+    informers = Informers(api)
+    controller = NodeLifecycleController(
+        Rest(api), informers, NodeLifecycleSettings(), wall_clock=api.now
+    )
+    await nursery.start(informers.run)
+    await nursery.start(controller.run)
+    await trio.sleep(15)  # every node heard from
+    return api, kubelets
+
+
+def _no_execute(api: MemoryApiserver) -> set[str]:
+    return {
+        n["metadata"]["name"]
+        for n in api.items("/api/v1/nodes")
+        if (UNREACHABLE, "NoExecute")
+        in {(t["key"], t["effect"]) for t in n["spec"].get("taints") or []}
+    }
+
+
+def _no_schedule(api: MemoryApiserver) -> set[str]:
+    return {
+        n["metadata"]["name"]
+        for n in api.items("/api/v1/nodes")
+        if (UNREACHABLE, "NoSchedule")
+        in {(t["key"], t["effect"]) for t in n["spec"].get("taints") or []}
+    }
+
+
+async def test_noexecute_taints_come_one_per_10_s_in_a_healthy_zone(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A bench partition on kube-controller-manager tainted 2 of 10 silent nodes (the sandbox:
+    all 10): its tainting queue takes one node per 1/--node-eviction-rate (10 s) a zone."""
+    api, kubelets = await _cluster(nursery, 10)
+    for kubelet in kubelets[:3]:  # 30 %: the zone stays healthy
+        kubelet.alive = False
+    await eventually(lambda: _no_schedule(api) == {"m0", "m1", "m2"}, within=60)
+    start = trio.current_time()
+    assert len(_no_execute(api)) == 1  # the bucket's one token: at once
+    await eventually(lambda: len(_no_execute(api)) == 2, within=20)
+    assert 10 - 5 <= trio.current_time() - start <= 10 + 5 + 0.5  # the next, 10 s on
+    await eventually(lambda: len(_no_execute(api)) == 3, within=20)
+    assert 20 - 5 <= trio.current_time() - start <= 20 + 5 + 0.5
+    assert _no_execute(api) == {"m0", "m1", "m2"}
+
+
+async def test_a_small_partially_disrupted_zone_taints_none_noexecute(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """3 of 5 nodes silent: at least 55 % and more than 2, in a zone of 50 nodes or fewer:
+    kube-controller-manager stops tainting (and so evicting) there."""
+    api, kubelets = await _cluster(nursery, 5)
+    for kubelet in kubelets[:3]:
+        kubelet.alive = False
+    await eventually(lambda: _no_schedule(api) == {"m0", "m1", "m2"}, within=60)
+    await trio.sleep(600)
+    assert _no_execute(api) == set()
+
+
+async def test_no_ready_node_left_taints_nothing_noexecute(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The last Ready node going silent puts every zone in full disruption: the NoExecute
+    taints there are taken off, none is added ("master disruption"), until one is back."""
+    api, kubelets = await _cluster(nursery, 2, labels={"topology.kubernetes.io/zone": "a"})
+    kubelets[0].alive = False
+    await eventually(lambda: _no_execute(api) == {"m0"}, within=60)
+    kubelets[1].alive = False
+    await eventually(lambda: _no_schedule(api) == {"m0", "m1"}, within=60)
+    await eventually(lambda: _no_execute(api) == set(), within=10)
+    await trio.sleep(300)
+    assert _no_execute(api) == set()
