@@ -48,7 +48,8 @@ pod-churn        ``nodes`` Ready, ``pods`` standing, ``fraction`` of them in
 
 The four chaos types (the last four) report what the control plane did in a
 ``chaos`` section: apiserver requests and latencies by verb over the disturbance
-and the settling, watch requests, the peak of NotReady nodes, nodes tainted
+and the settling, watches ended and started, kube-apiserver's and etcd's memory
+("not exposed" on the sandbox), the peak of NotReady nodes, nodes tainted
 unreachable or not-ready, pods evicted, and how long it took to settle. Their
 pods tolerate the NoExecute taints for ``tolerationSeconds`` (300 s, what the
 DefaultTolerationSeconds admission gives) so evictions happen as on a real
