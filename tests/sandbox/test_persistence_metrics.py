@@ -81,15 +81,16 @@ async def test_a_watch_is_counted_when_it_ends_as_kube_apiserver_counts_it(
     """kube-apiserver's apiserver_request_total records a WATCH after its stream returns
     (the metrics handler wraps the whole request); the sandbox counted it when it began,
     so a chaos report's "watches" differed between the two for the same watches."""
-    from bench._promtext import RequestKey, parse_metrics
-
-    watch = RequestKey("WATCH", "", "configmaps", "", "200")
+    from bench import parse_metrics
 
     async def counts(c: httpx.AsyncClient) -> tuple[float, float]:
         scrape = parse_metrics((await c.get("/metrics")).text)
-        return scrape.requests.get(watch, 0.0), scrape.longrunning.get(
-            ("WATCH", "", "configmaps"), 0.0
+        ended = sum(
+            v
+            for k, v in scrape.requests.items()
+            if (k.verb, k.resource, k.subresource, k.code) == ("WATCH", "configmaps", "", "200")
         )
+        return ended, scrape.longrunning.get(("WATCH", "", "configmaps"), 0.0)
 
     async with client(sandbox) as c:
         ended, open_before = await counts(c)
