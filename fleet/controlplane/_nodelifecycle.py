@@ -291,7 +291,7 @@ class NodeLifecycleController:
             ours = [t for t in taints if t.get("key") == TAINT_UNREACHABLE]
             effects = {t.get("effect") for t in ours}
             if now - heard[2] > self.settings.grace_period:
-                await self._mark_unknown(node)
+                version = await self._mark_unknown(node)
                 rate = rates.get(_zone(node), 0.0)
                 # NoSchedule at once; NoExecute (what evicts) as the zone's rate allows,
                 # and taken off again while every zone is fully disrupted.
@@ -305,6 +305,7 @@ class NodeLifecycleController:
                     kept = {t.get("effect"): t for t in ours if t.get("effect") in want}
                     written = await self._set_taints(
                         node,
+                        version,
                         [t for t in taints if t.get("key") != TAINT_UNREACHABLE]
                         + [
                             kept.get(effect)
@@ -328,7 +329,7 @@ class NodeLifecycleController:
                     or (t.get("key") == TAINT_NOT_READY and t.get("effect") == "NoSchedule")
                 ]
                 if stale:
-                    await self._set_taints(node, [t for t in taints if t not in stale])
+                    await self._set_taints(node, None, [t for t in taints if t not in stale])
             if ready not in ("True", None) or now - heard[2] > self.settings.grace_period:
                 await self._mark_pods_not_ready(name)
             if any(t.get("effect") == "NoExecute" for t in ours):
@@ -337,7 +338,9 @@ class NodeLifecycleController:
             else:
                 self._tainted_since.pop(name, None)
 
-    async def _mark_unknown(self, node: KObject) -> None:
+    async def _mark_unknown(self, node: KObject) -> str:
+        """The node's resourceVersion after (its own when nothing was written): the taint
+        write that follows is conditional on it (the one read before would conflict)."""
         conds = [dict(c) for c in node.status.get("conditions") or () if isinstance(c, Mapping)]
         now = rfc3339(self._wall())
         changed = False
@@ -364,13 +367,13 @@ class NodeLifecycleController:
             )
             changed = True
         if not changed:
-            return
+            return node.metadata.resource_version
         patch = {
             "metadata": {"resourceVersion": node.metadata.resource_version},
             "status": {"conditions": conds},
         }
         try:
-            await self._rest.merge_patch(
+            written = await self._rest.merge_patch(
                 NODES.path(name=node.metadata.name, subresource="status"), patch
             )
             self._events.record(
@@ -386,6 +389,9 @@ class NodeLifecycleController:
             log.info(
                 "node %s: cannot set Ready=Unknown (%s); next pass retries", node.metadata.name, exc
             )
+            return node.metadata.resource_version
+        version = (written.get("metadata") or {}).get("resourceVersion")
+        return str(version) if version else node.metadata.resource_version
 
     async def _mark_pods_not_ready(self, node: str) -> None:
         """``MarkPodsNotReady``: Ready=False on the node's pods that still say True."""
@@ -417,10 +423,13 @@ class NodeLifecycleController:
                 pod, PODS, "Warning", "NodeNotReady", "Node is not ready", CONTROLLER
             )
 
-    async def _set_taints(self, node: KObject, taints: list[Mapping[str, Any]]) -> bool:
-        """False: not written (the next pass retries)."""
+    async def _set_taints(
+        self, node: KObject, version: str | None, taints: list[Mapping[str, Any]]
+    ) -> bool:
+        """Conditional on ``version`` (None: the node's as read). False: not written (the
+        next pass retries)."""
         patch = {
-            "metadata": {"resourceVersion": node.metadata.resource_version},
+            "metadata": {"resourceVersion": version or node.metadata.resource_version},
             "spec": {"taints": taints or None},
         }
         try:
