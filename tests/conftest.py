@@ -28,8 +28,10 @@ against:
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -47,18 +49,90 @@ from tests._apiserver import (
 )
 
 _left_out: list[tuple[int, str]] = []
+LEFT_OUT_KEY = "real_left_out"
+"""Where a pytest-xdist worker tells the controller (``workeroutput``) which tests it left out."""
+REAL_GROUP = "real-control-plane"
+"""The tests that may use the session's ``real_control_plane``, which one pytest-xdist worker
+runs, one after another, on one control plane (:func:`pytest_xdist_make_scheduler`): they
+share its cluster-scoped names (the fleet's shard and leader Leases), so they must not run at
+once; and one start, not one a worker, is what 2 cores can afford."""
+SESSION_REAL_TESTS = (
+    "tests/bench/test_runner_real.py::test_a_step_recounts_what_its_watch_missed_on_the_real_control_plane",
+    "tests/cli/test_deploy_real.py::test_deploy_keeps_the_fleet_off_its_own_nodes_on_a_real_scheduler",
+    "tests/metricsapi/test_serve.py::test_the_real_clusters_published_names",
+    "tests/realcp/test_realcp.py::test_users_by_client_certificate_and_rbac",
+    "tests/sandbox/test_openapi.py::test_protobuf_writer_matches_kube_apiserver",
+    "tests/shards/test_kubelet_real.py::test_a_kubelet_on_the_real_control_plane",
+    "tests/shards/test_kubelet_real.py::test_a_restarted_shard_gives_no_new_node_an_address_in_use",
+)
+"""The tests that take ``real_control_plane`` as an argument. The others on it are
+parametrized ``real`` (their ids: ``[real]``, ``[hot-real]``, ``[real-client]``). The
+controller sees only test ids, never fixtures: ``tests/test_real_group.py`` checks that every
+test on the session's control plane is in :data:`REAL_GROUP`."""
+_REAL_PARAM = re.compile(r"\[(?:[^\]]*-)?real(?:-[^\]]*)?\]$")
+_SESSION_REAL_PARAMS = ("apiserver_kind", "shared_apiserver")
+"""Fixtures whose ``real`` parameter asks for ``real_control_plane`` through ``getfixturevalue``
+(tests/conftest.py, tests/integration/): not in an item's fixture names."""
+
+
+def in_real_group(nodeid: str) -> bool:
+    """Whether pytest-xdist sends the test ``nodeid`` to the worker of :data:`REAL_GROUP`."""
+    return nodeid.startswith(SESSION_REAL_TESTS) or _REAL_PARAM.search(nodeid) is not None
+
+
+def on_the_session_real_control_plane(item: pytest.Item) -> bool:
+    """Whether ``item`` may use the session's ``real_control_plane`` (by its fixtures)."""
+    if item.get_closest_marker("real") is None:
+        return False
+    if "real_control_plane" in getattr(item, "fixturenames", ()):
+        return True
+    callspec = getattr(item, "callspec", None)
+    params = callspec.params if callspec is not None else {}
+    return any(params.get(name) == "real" for name in _SESSION_REAL_PARAMS)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Without the real control plane's binaries, leave its tests out (not under CI=true)."""
     reason = missing_real_binaries()
     if reason is None or os.environ.get("CI") == "true":
+        if hasattr(config, "workerinput"):
+            # An xdist worker: the tests marked real first (the group, then the end-to-end
+            # ones with a control plane of their own, up to two minutes each), so that no
+            # long test starts last while the other worker has nothing left to do.
+            items.sort(key=lambda item: item.get_closest_marker("real") is None)
         return
     real = [item for item in items if item.get_closest_marker("real") is not None]
     if real:
         config.hook.pytest_deselected(items=real)
         items[:] = [item for item in items if item.get_closest_marker("real") is None]
         _left_out.append((len(real), reason))
+        workeroutput = getattr(config, "workeroutput", None)
+        if workeroutput is not None:
+            workeroutput[LEFT_OUT_KEY] = [len(real), reason]
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)  # before xdist's own, for --dist
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """pytest-xdist's controller: each test to whichever worker is free (as ``--dist load``),
+    except :data:`REAL_GROUP`, all to one worker. (``--dist loadgroup`` with an
+    ``xdist_group`` mark would say the same, but pytest-xdist 3.8 tags the group onto
+    ``item._nodeid``, which pytest 9.2 no longer reads: the mark is lost.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class RealGroupScheduling(LoadScopeScheduling):  # type: ignore[misc]  # xdist is untyped
+        def _split_scope(self, nodeid: str) -> str:
+            return REAL_GROUP if in_real_group(nodeid) else nodeid
+
+    return RealGroupScheduling(config, log)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """pytest-xdist's controller: what a worker left out (each collects the same tests, so the
+    first worker's count is the run's)."""
+    got = getattr(node, "workeroutput", {}).get(LEFT_OUT_KEY)
+    if got and not _left_out:
+        _left_out.append((int(got[0]), str(got[1])))
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
