@@ -14,7 +14,9 @@ kube-controller-manager, kube-scheduler), the reference the sandbox is checked
 against:
 
 - ``real_control_plane``: ONE per session, started on first use in a background
-  thread, with the fleet's CRDs installed; yields a
+  thread, with the fleet's CRDs installed (with ``pytest -n 2``, two pytest-xdist workers,
+  each a session of its own, every test that may use it goes to one worker,
+  :data:`REAL_GROUP`, and ``tests/test_real_group.py`` checks that none is missed); yields a
   :class:`fleet.realcp.RunningControlPlane`. The binaries come from
   ``$KUBEMOCK_FLEET_BINARIES``, else ``../shared/realk8s`` beside the checkout.
   Without them the tests marked ``real`` are left out, with one line saying

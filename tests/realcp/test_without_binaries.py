@@ -39,7 +39,7 @@ def _pytest(tmp_path: Path, *args: str, ci: bool) -> subprocess.CompletedProcess
 @pytest.mark.parametrize(
     "args",
     [
-        pytest.param((), id="xdist"),  # pyproject's addopts: the workers tell the controller
+        pytest.param(("-n", "2"), id="xdist"),  # the workers tell the controller
         pytest.param(("-n", "0"), id="one-process"),
     ],
 )
