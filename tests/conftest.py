@@ -59,6 +59,7 @@ runs, one after another, on one control plane (:func:`pytest_xdist_make_schedule
 share its cluster-scoped names (the fleet's shard and leader Leases), so they must not run at
 once; and one start, not one a worker, is what 2 cores can afford."""
 SESSION_REAL_TESTS = (
+    "tests/bench/test_chaos.py::test_restart_storm_on_the_real_control_plane_restarts_watches_and_reads_memory",
     "tests/bench/test_runner_real.py::test_a_step_recounts_what_its_watch_missed_on_the_real_control_plane",
     "tests/cli/test_deploy_real.py::test_deploy_keeps_the_fleet_off_its_own_nodes_on_a_real_scheduler",
     "tests/metricsapi/test_serve.py::test_the_real_clusters_published_names",
