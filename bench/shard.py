@@ -279,7 +279,10 @@ def load_policy(path: Path) -> list[dict[str, Any]]:
         raise ValueError(f"--policy {path}: no MockStatus in it")
     for n, obj in enumerate(objects, 1):
         if not isinstance(obj, dict) or obj.get("kind") != "MockStatus":
-            raise ValueError(f"--policy {path}: object {n} is not a MockStatus (kind: MockStatus)")
+            what = (
+                f"a {obj.get('kind')}" if isinstance(obj, dict) and obj.get("kind") else "no kind"
+            )
+            raise ValueError(f"--policy {path}: object {n} is {what}, not a MockStatus")
         try:
             MockStatus.model_validate(obj)
         except pydantic.ValidationError as exc:

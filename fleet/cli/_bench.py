@@ -174,6 +174,8 @@ def bench(
     ),
 ) -> None:
     """Run a benchmark: the transport or sandbox micro-benchmark, or a load scenario against a control plane."""
+    if policy is not None and scenario != SHARD:
+        raise InputError(f"bench {scenario}: --policy is for bench shard only")
     if scenario == TRANSPORT:
         _transport(requests, repeats, inflight, clients, as_json, output)
         return
@@ -182,8 +184,6 @@ def bench(
             requests, repeats, inflight, schemes, servers, watchers, events, rates, as_json, output
         )
         return
-    if policy is not None and scenario != SHARD:
-        raise InputError(f"bench {scenario}: --policy is for bench shard only")
     if scenario in (SHARD, SHARD_SCRAPE):
         if scenario == SHARD_SCRAPE and traffic_profile not in (None, "lean"):
             # What it measures is the kubelet API's scrape, beside the Leases alone.
