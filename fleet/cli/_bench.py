@@ -372,6 +372,8 @@ def _shard(
     ``scrape``, what metrics-server's scrape of its kubelet API costs (:mod:`bench.shard`)."""
     from bench import shard
 
+    if traffic_profile not in shard.TRAFFIC_PROFILES:
+        raise InputError(f"--traffic-profile {traffic_profile}: one of lean, kubelet")
     if policy is not None:
         try:
             shard.load_policy(policy)  # its fault named before any process starts
