@@ -517,12 +517,20 @@ class StubServer:
         return _answer(404, _status(404, "NotFound", path))
 
     def _lease_json_patch(self, key: str, name: str, body: bytes) -> bytes:
-        """A JSON patch (RFC 6902) of a Lease's spec fields, as a shard renews its own."""
+        """A JSON patch (RFC 6902) of a Lease's spec fields, as a shard renews its own; or a
+        merge patch of them (a JSON object), as a shard takes a node's Lease over when its
+        fence reopens."""
         stored = self.leases.get(key)
         if stored is None:
             return _answer(404, _status(404, "NotFound", f"leases {name!r} not found"))
         lease = _decode(stored)
         spec = lease.setdefault("spec", {})
+        if body.lstrip()[:1] == b"{":
+            spec.update(_decode(body).get("spec") or {})
+            self.rv += 1
+            lease.setdefault("metadata", {})["resourceVersion"] = str(self.rv)
+            stored = self.leases[key] = _encode(lease)
+            return _answer(200, stored)
         for op in msgspec.json.decode(body, type=list[dict[str, Any]]):
             field = str(op.get("path", "")).removeprefix("/spec/")
             if op.get("op") == "test" and spec.get(field) != op.get("value"):
