@@ -278,3 +278,19 @@ async def test_stub_watches_of_a_kubelet_send_bookmarks_when_asked() -> None:
         assert stub.watches == set()
     finally:
         loop.close()
+
+
+def test_stub_takes_a_node_lease_over_by_a_merge_patch() -> None:
+    # A shard whose fence reopens takes each node's Lease over with one merge PATCH: the stub
+    # failed the connection on it (it parsed JSON patches only), and a 10,000-node run of the
+    # kubelet profile, fenced once on a loaded box, could not recover.
+    stub = StubServer(Population(2, 4), 10.0)
+    leases = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases"
+    lease = {"metadata": {"name": "node-00001"}, "spec": {"holderIdentity": "node-00001"}}
+    created, _ = _reply(stub.handle(None, "POST", leases, json.dumps(lease).encode()))  # type: ignore[arg-type]
+    assert created == 201
+    take = {"spec": {"holderIdentity": "node-00001", "renewTime": "2026-01-01T00:00:00.000000Z"}}
+    body = json.dumps(take).encode()
+    code, taken = _reply(stub.handle(None, "PATCH", f"{leases}/node-00001", body))  # type: ignore[arg-type]
+    assert (code, taken["spec"]["renewTime"]) == (200, "2026-01-01T00:00:00.000000Z")
+    assert stub.totals["lease_patch"] == 1
