@@ -17,7 +17,15 @@ population and only what a shard sends:
   replace of ``/spec/<field>``: a shard's own Lease renewal; any namespace), Node CR
   status PATCH, pod status PATCH (strategic merge, uid precondition), Event
   POST. A pod status PATCH comes back on the pod watches as a MODIFIED event, as a
-  real apiserver sends it.
+  real apiserver sends it;
+- what the ``kubelet`` traffic profile adds (``shards._traffic``): LIST and WATCH of
+  RuntimeClasses and CSIDrivers (none), Services (the ``kubernetes`` one), a node's
+  own Node (``fieldSelector=metadata.name=``), its pods (``spec.nodeName=``: only
+  that node's, and only they come back on its watch) and the ``kube-root-ca.crt``
+  ConfigMap of a namespace; CSINode GET (404 until POSTed) and POST. Their watches
+  send a BOOKMARK every :data:`KUBE_BOOKMARK_EVERY` s when asked
+  (``allowWatchBookmarks``), as kube-apiserver's watch cache does, and end at
+  ``timeoutSeconds``.
 
 It counts requests by kind, the pods PATCHed to Running, and the gap between
 successive PUTs of each Lease (its renewal lateness, seen from outside: the
@@ -29,8 +37,13 @@ nodes, created now, sent as ADDED events on every pod watch).
 HTTP/1.1 is framed by hand on asyncio's Protocol API (as
 :mod:`bench._httpserver`), heads parsed by :func:`fleet.machinery.parse_request_head`
 (the project's one HTTP/1.1 parser): keep-alive, ``Content-Length`` request bodies,
-``Content-Length`` answers, chunked watch streams. ``python -m
-bench._stubapiserver --nodes N --pods M`` prints the bound port on stdout.
+``Content-Length`` answers, chunked watch streams. A connection that opens with the
+HTTP/2 preface (``PRI * HTTP/2.0``: h2c with prior knowledge, what
+:class:`fleet.kube.Http2Connection` sends over ``http://``) is served by the ``h2``
+state machine instead (:class:`_H2`): each stream one request, answered with the same
+bytes as over HTTP/1.1, watches as DATA frames, within the client's flow-control
+windows. ``python -m bench._stubapiserver --nodes N --pods M [--mockstatuses FILE]``
+prints the bound port on stdout.
 """
 
 from __future__ import annotations
@@ -47,25 +60,88 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
 import msgspec
 
 from fleet.machinery import parse_request_head, strategic_merge_patch
 from fleet.wire import API_VERSION, FINALIZER, SHARD_LABEL
 
-__all__ = ["BOOKMARK_EVERY", "Population", "StubServer", "serve"]
+__all__ = ["BOOKMARK_EVERY", "KUBE_BOOKMARK_EVERY", "Population", "StubServer", "serve"]
 
 _TICK = 0.01
 """Seconds between the stub's loop-delay probes."""
 BOOKMARK_EVERY = 30.0
 """Seconds between BOOKMARK events on an open watch (well within the client's 150 s
 inactivity timeout)."""
+KUBE_BOOKMARK_EVERY = 60.0
+"""Seconds between BOOKMARK events on a watch of the kubelet profile's, when the client
+allows them: kube-apiserver's watch cache sends one a minute (its ``bookmarkFrequency``)."""
 NAMESPACE = "default"
 MOCKSTATUSES_ENV = "KUBEMOCK_FLEET_STUB_MOCKSTATUSES"
 _CR_PREFIX = f"/apis/{API_VERSION}/"
+_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+"""How an h2c client with prior knowledge opens its connection (RFC 9113 3.4)."""
+_CSINODES = "/apis/storage.k8s.io/v1/csinodes"
+_KUBELET_COLLECTIONS = {
+    "/apis/node.k8s.io/v1/runtimeclasses": "runtimeclasses",
+    "/apis/storage.k8s.io/v1/csidrivers": "csidrivers",
+    "/api/v1/services": "services",
+}
+"""The cluster-wide informers a kubelet starts, by path."""
+_KIND = {
+    "pods": "Pod",
+    "pods_node": "Pod",
+    "crs": "Node",
+    "nodes": "Node",
+    "node_own": "Node",
+    "nodescripts": "NodeScript",
+    "runtimeclasses": "RuntimeClass",
+    "csidrivers": "CSIDriver",
+    "services": "Service",
+    "configmaps": "ConfigMap",
+}
+"""A watch's object kind, for its BOOKMARKs (MockStatus otherwise)."""
 _LEASE_PREFIX = "/apis/coordination.k8s.io/v1/namespaces/"
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(dict[str, Any]).decode
 _REASONS = {200: b"OK", 201: b"Created", 404: b"Not Found", 409: b"Conflict", 422: b"Unprocessable"}
+
+
+_ROOT_CA = "kube-root-ca.crt"
+_KUBERNETES_SERVICE = {
+    "kind": "Service",
+    "apiVersion": "v1",
+    "metadata": {
+        "name": "kubernetes",
+        "namespace": "default",
+        "uid": "svc-kubernetes",
+        "resourceVersion": "5",
+    },
+    "spec": {
+        "clusterIP": "10.96.0.1",
+        "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}],
+        "type": "ClusterIP",
+    },
+}
+
+
+def _root_ca(namespace: str) -> dict[str, Any]:
+    """The ``kube-root-ca.crt`` ConfigMap kube-controller-manager publishes in every namespace
+    (a short stand-in for the CA bundle)."""
+    return {
+        "kind": "ConfigMap",
+        "apiVersion": "v1",
+        "metadata": {
+            "name": _ROOT_CA,
+            "namespace": namespace,
+            "uid": f"cm-root-ca-{namespace}",
+            "resourceVersion": "6",
+        },
+        "data": {"ca.crt": "-----BEGIN CERTIFICATE-----\nstub\n-----END CERTIFICATE-----\n"},
+    }
 
 
 def _status(code: int, reason: str, message: str) -> bytes:
@@ -92,21 +168,34 @@ def _answer(code: int, body: bytes) -> bytes:
 class Population:
     """The generated Node CRs and pods: node ``i`` is ``node-<i>``, pod ``j`` is on node ``j % N``."""
 
-    def __init__(self, nodes: int, pods: int) -> None:
+    def __init__(self, nodes: int, pods: int, mock_statuses: Path | None = None) -> None:
         self.nodes = nodes
         self.pods = pods
         self.created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         self.pod_created: dict[int, str] = {}
         """Creation time of pods added after the start (``inject``)."""
         self.mock_statuses: list[Any] = []
-        """MockStatuses to list: a JSON list in the file named by ``MOCKSTATUSES_ENV`` (to
-        measure lifecycle policies that match every pod); none by default."""
-        path = os.environ.get(MOCKSTATUSES_ENV)
+        """MockStatuses to list (to measure lifecycle policies that match every pod): a JSON
+        list in ``mock_statuses`` (``bench shard --policy``), else in the file named by
+        ``MOCKSTATUSES_ENV``; none by default."""
+        path = mock_statuses or os.environ.get(MOCKSTATUSES_ENV)
         if path:
             self.mock_statuses = json.loads(Path(path).read_text(encoding="utf-8"))
 
     def node_name(self, i: int) -> str:
         return f"node-{i:05d}"
+
+    def node_index(self, name: str) -> int:
+        """``i`` of ``node-<i>``; -1 for a name not of the population."""
+        try:
+            i = int(name.rsplit("-", 1)[1])
+        except (IndexError, ValueError):
+            return -1
+        return i if 0 <= i < self.nodes and name == self.node_name(i) else -1
+
+    def pods_of(self, i: int) -> range:
+        """The pods on node ``i``."""
+        return range(i, self.pods, self.nodes)
 
     def cr(self, i: int) -> dict[str, Any]:
         name = self.node_name(i)
@@ -192,24 +281,35 @@ class Population:
 
 
 class _Watch:
-    """One open watch stream: a chunked answer kept open, bookmarks, ended at its timeout."""
+    """One open watch stream: an answer kept open, bookmarks, ended at its timeout.
 
-    def __init__(self, server: StubServer, conn: _Http, kind: str, timeout: float) -> None:
+    ``conn`` frames it (:class:`_Http`: chunked; :class:`_H2Stream`: DATA frames).
+    ``node``: the node whose pods it watches (``spec.nodeName=``), -1 for all.
+    ``bookmarks``: seconds between BOOKMARKs, 0 for none."""
+
+    def __init__(
+        self,
+        server: StubServer,
+        conn: _Http | _H2Stream,
+        kind: str,
+        timeout: float,
+        node: int = -1,
+        bookmarks: float = BOOKMARK_EVERY,
+    ) -> None:
         self.conn = conn
         self.kind = kind
+        self.node = node
+        self._every = bookmarks
         loop = asyncio.get_running_loop()
-        self._bookmark = loop.call_later(BOOKMARK_EVERY, self._tick)
+        self._bookmark = loop.call_later(bookmarks, self._tick) if bookmarks else None
         self._end = loop.call_later(timeout, self.close)
         self._server = server
 
     def send(self, lines: list[bytes]) -> None:
-        data = b"".join(line + b"\n" for line in lines)
-        self.conn.write(b"%x\r\n%s\r\n" % (len(data), data))
+        self.conn.watch_data(b"".join(line + b"\n" for line in lines))
 
     def _tick(self) -> None:
-        kind = {"pods": "Pod", "crs": "Node", "nodes": "Node", "nodescripts": "NodeScript"}.get(
-            self.kind, "MockStatus"
-        )
+        kind = _KIND.get(self.kind, "MockStatus")
         self.send(
             [
                 _encode(
@@ -223,14 +323,20 @@ class _Watch:
                 )
             ]
         )
-        self._bookmark = asyncio.get_running_loop().call_later(BOOKMARK_EVERY, self._tick)
+        self._bookmark = asyncio.get_running_loop().call_later(self._every, self._tick)
+
+    def discard(self) -> None:
+        """Forget it (its connection or stream is gone, or it ended)."""
+        if self._bookmark is not None:
+            self._bookmark.cancel()
+        self._end.cancel()
+        self._server.forget(self)
+        self.conn.watch = None
 
     def close(self) -> None:
-        self._bookmark.cancel()
-        self._end.cancel()
-        self._server.watches.discard(self)
-        self.conn.write(b"0\r\n\r\n")
-        self.conn.watch = None
+        """End it, as the server does at ``timeoutSeconds``."""
+        self.discard()
+        self.conn.watch_end()
 
 
 class _Window:
@@ -267,6 +373,11 @@ class StubServer:
         self.pod_status: dict[int, dict[str, Any]] = {}
         self.running: set[int] = set()
         self.watches: set[_Watch] = set()
+        self.pod_watches: dict[int, set[_Watch]] = {}
+        """Pod watches by the node they watch (-1: every pod), what a pod event goes to."""
+        self.csinodes: dict[str, bytes] = {}
+        self.connections = {"http/1.1": 0, "h2": 0}
+        """Connections open now, by protocol."""
         self.window = _Window()
         self.totals: dict[str, int] = {}
         self.unknown: list[str] = []
@@ -295,6 +406,11 @@ class StubServer:
 
         loop.call_later(_TICK, tick)
 
+    def forget(self, watch: _Watch) -> None:
+        self.watches.discard(watch)
+        if watch.kind in ("pods", "pods_node"):
+            self.pod_watches.get(watch.node, set()).discard(watch)
+
     def busy(self, seconds: float) -> None:
         busy = self.window.busy
         busy[self.kind] = busy.get(self.kind, 0.0) + seconds
@@ -307,17 +423,23 @@ class StubServer:
 
     # -- routing ---------------------------------------------------------------------------
 
-    def handle(self, conn: _Http, method: str, target: str, body: bytes) -> bytes | None:
+    def handle(
+        self, conn: _Http | _H2Stream, method: str, target: str, body: bytes
+    ) -> bytes | None:
         parts = urlsplit(target)
         path = parts.path
         query = dict(parse_qsl(parts.query))
         if path.startswith(_LEASE_PREFIX) and "/leases" in path:
             return self._lease(method, path, body)
         if path == "/api/v1/nodes" and method == "GET":  # the shards' node list and watch
+            if "fieldSelector" in query:  # a kubelet's informer of its own Node
+                return self._collection(conn, "node_own", query)
             return self._collection(conn, "nodes", query)
         if path.startswith("/api/v1/nodes"):
             return self._node(method, path, body)
         if path == "/api/v1/pods":
+            if query.get("fieldSelector", "").startswith("spec.nodeName="):  # one node's
+                return self._collection(conn, "pods_node", query)
             return self._collection(conn, "pods", query)
         if path.startswith("/api/v1/namespaces/") and "/pods/" in path and path.endswith("/status"):
             return self._pod_status(path, body)
@@ -339,6 +461,16 @@ class StubServer:
             return _answer(200, body)
         if path.startswith("/_stub/"):
             return self._control(method, path, query)
+        if method == "GET" and path in _KUBELET_COLLECTIONS:
+            return self._collection(conn, _KUBELET_COLLECTIONS[path], query)
+        if (
+            method == "GET"
+            and path.startswith("/api/v1/namespaces/")
+            and path.endswith("/configmaps")
+        ):
+            return self._collection(conn, "configmaps", query, path.split("/")[4])
+        if path.startswith(_CSINODES):
+            return self._csinode(method, path, body)
         self.count("other")
         if len(self.unknown) < 20:
             self.unknown.append(f"{method} {target}")
@@ -385,12 +517,20 @@ class StubServer:
         return _answer(404, _status(404, "NotFound", path))
 
     def _lease_json_patch(self, key: str, name: str, body: bytes) -> bytes:
-        """A JSON patch (RFC 6902) of a Lease's spec fields, as a shard renews its own."""
+        """A JSON patch (RFC 6902) of a Lease's spec fields, as a shard renews its own; or a
+        merge patch of them (a JSON object), as a shard takes a node's Lease over when its
+        fence reopens."""
         stored = self.leases.get(key)
         if stored is None:
             return _answer(404, _status(404, "NotFound", f"leases {name!r} not found"))
         lease = _decode(stored)
         spec = lease.setdefault("spec", {})
+        if body.lstrip()[:1] == b"{":
+            spec.update(_decode(body).get("spec") or {})
+            self.rv += 1
+            lease.setdefault("metadata", {})["resourceVersion"] = str(self.rv)
+            stored = self.leases[key] = _encode(lease)
+            return _answer(200, stored)
         for op in msgspec.json.decode(body, type=list[dict[str, Any]]):
             field = str(op.get("path", "")).removeprefix("/spec/")
             if op.get("op") == "test" and spec.get(field) != op.get("value"):
@@ -442,6 +582,30 @@ class StubServer:
         self.count("other")
         return _answer(404, _status(404, "NotFound", path))
 
+    def _csinode(self, method: str, path: str, body: bytes) -> bytes:
+        name = path[len(_CSINODES) :].strip("/")
+        if method == "GET" and name:
+            self.count("csinode_get")
+            stored = self.csinodes.get(name)
+            if stored is None:
+                return _answer(
+                    404, _status(404, "NotFound", f'csinodes.storage.k8s.io "{name}" not found')
+                )
+            return _answer(200, stored)
+        if method == "POST" and not name:
+            self.count("csinode_post")
+            obj = _decode(body)
+            meta = obj.setdefault("metadata", {})
+            name = str(meta.get("name"))
+            if name in self.csinodes:
+                return _answer(409, _status(409, "AlreadyExists", "exists"))
+            self.rv += 1
+            meta.update(uid=f"csinode-uid-{self.rv}", resourceVersion=str(self.rv))
+            stored = self.csinodes[name] = _encode(obj)
+            return _answer(201, stored)
+        self.count("other")
+        return _answer(404, _status(404, "NotFound", path))
+
     def _pod_index(self, name: str) -> int | None:
         try:
             j = int(name.rsplit("-", 1)[1])
@@ -486,9 +650,11 @@ class StubServer:
         body = _encode(pod)
         # As a real apiserver does: the writer's own watch sees its write come back.
         line = b'{"type":"MODIFIED","object":%s}' % body
-        for watch in self.watches:
-            if watch.kind == "pods":
-                watch.send([line])
+        watches = self.pod_watches
+        for watch in watches.get(-1, ()):
+            watch.send([line])
+        for watch in watches.get(j % self.population.nodes, ()):
+            watch.send([line])
         return _answer(200, body)
 
     def _cr(self, method: str, path: str, body: bytes) -> bytes:
@@ -514,22 +680,32 @@ class StubServer:
 
     # -- lists and watches ------------------------------------------------------------------
 
-    def _collection(self, conn: _Http, kind: str, query: dict[str, str]) -> bytes | None:
+    def _collection(
+        self, conn: _Http | _H2Stream, kind: str, query: dict[str, str], namespace: str = ""
+    ) -> bytes | None:
+        node = -1
+        if kind == "pods_node":
+            node = self.population.node_index(query["fieldSelector"].partition("=")[2])
         if query.get("watch") in ("true", "1"):
             self.count(f"{kind}_watch")
             timeout = float(query.get("timeoutSeconds") or 1800)
-            conn.write(
-                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                b"Transfer-Encoding: chunked\r\n\r\n"
-            )
-            watch = _Watch(self, conn, kind, timeout)
+            conn.watch_start()
+            bookmarks = BOOKMARK_EVERY  # the lean shard's watches: as before
+            if kind not in ("pods", "crs", "nodes", "mockstatuses", "nodescripts"):
+                bookmarks = KUBE_BOOKMARK_EVERY if query.get("allowWatchBookmarks") == "true" else 0
+            watch = _Watch(self, conn, kind, timeout, node, bookmarks)
             conn.watch = watch
             self.watches.add(watch)
+            if kind in ("pods", "pods_node"):
+                self.pod_watches.setdefault(node, set()).add(watch)
             return None
         self.count(f"{kind}_list")
+        if kind in ("node_own", "services", "configmaps", "runtimeclasses", "csidrivers"):
+            return self._small_list(kind, query, namespace)
         total = {
             "crs": self.population.nodes,
             "pods": self.population.pods,
+            "pods_node": len(self.population.pods_of(node)) if node >= 0 else 0,
             "nodes": len(self.nodes),
         }.get(kind, 0)
         start = int(query.get("continue") or 0)
@@ -543,6 +719,9 @@ class StubServer:
             items = []
         elif kind == "nodes":
             items = list(self.nodes.values())[start:stop]
+        elif kind == "pods_node":
+            indices = self.population.pods_of(node)[start:stop]
+            items = [self.population.pod(j, self.pod_status.get(j)) for j in indices]
         else:
             items = [self.population.pod(j, self.pod_status.get(j)) for j in range(start, stop)]
         meta: dict[str, Any] = {"resourceVersion": str(self.rv)}
@@ -550,6 +729,22 @@ class StubServer:
             meta["continue"] = str(stop)
         listing = {"kind": "List", "apiVersion": "v1", "metadata": meta, "items": items}
         return _answer(200, _encode(listing))
+
+    def _small_list(self, kind: str, query: dict[str, str], namespace: str) -> bytes:
+        """What a kubelet's informers list: nothing, the one Service, its own Node, the CA."""
+        items: list[Any] = []
+        selected = query.get("fieldSelector", "").partition("=")[2]
+        if kind == "node_own":
+            node = self.nodes.get(selected)
+            items = [] if node is None else [node]
+        elif kind == "services":
+            items = [_KUBERNETES_SERVICE]
+        elif kind == "configmaps" and selected in ("", _ROOT_CA):
+            items = [_root_ca(namespace)]
+        meta = {"resourceVersion": str(self.rv)}
+        return _answer(
+            200, _encode({"kind": "List", "apiVersion": "v1", "metadata": meta, "items": items})
+        )
 
     # -- control -----------------------------------------------------------------------------
 
@@ -577,9 +772,15 @@ class StubServer:
             pod = population.pod(j)
             pod["metadata"]["resourceVersion"] = str(self.rv)
             lines.append(_encode({"type": "ADDED", "object": pod}))
-        for watch in [w for w in self.watches if w.kind == "pods"]:
+        for watch in self.pod_watches.get(-1, ()):
             for at in range(0, len(lines), 200):
                 watch.send(lines[at : at + 200])
+        nodes = population.nodes
+        for node, watches in self.pod_watches.items():
+            if node >= 0 and watches:
+                mine = [line for k, line in enumerate(lines) if (first + k) % nodes == node]
+                for watch in watches:
+                    watch.send(mine)
 
     def stats(self) -> dict[str, Any]:
         window = self.window
@@ -626,6 +827,7 @@ class StubServer:
             "lateness_p99_s": p99,
             "renewals_late_2s": len(lateness) - bisect.bisect_right(lateness, 2.0),
             "open_watches": len(self.watches),
+            "connections": dict(self.connections),
             "busy_s": {kind: round(t, 3) for kind, t in window.busy.items()},
             "busy_fraction": sum(window.busy.values()) / elapsed if elapsed > 0 else 0.0,
             "stall_max_s": window.stall_max,
@@ -636,7 +838,8 @@ class StubServer:
 
 
 class _Http(asyncio.Protocol):
-    """One connection: requests answered in order; a watch takes the connection over."""
+    """One connection: requests answered in order; a watch takes the connection over. One
+    that opens with the HTTP/2 preface is handed to :class:`_H2`."""
 
     server: StubServer
 
@@ -644,6 +847,9 @@ class _Http(asyncio.Protocol):
         self._buf = bytearray()
         self._transport: asyncio.Transport | None = None
         self.watch: _Watch | None = None
+        self._h2: _H2 | None = None
+        self._protocol = ""
+        """"http/1.1" or "h2" once the first bytes told which."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -651,18 +857,50 @@ class _Http(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.watch is not None:
-            watch, self.watch = self.watch, None
-            watch._bookmark.cancel()
-            watch._end.cancel()
-            self.server.watches.discard(watch)
+            self.watch.discard()
+        if self._h2 is not None:
+            self._h2.lost()
+        if self._protocol:
+            self.server.connections[self._protocol] -= 1
         self._transport = None
 
     def write(self, data: bytes) -> None:
         if self._transport is not None and not self._transport.is_closing():
             self._transport.write(data)
 
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    def watch_start(self) -> None:
+        self.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
+
+    def watch_data(self, data: bytes) -> None:
+        self.write(b"%x\r\n%s\r\n" % (len(data), data))
+
+    def watch_end(self) -> None:
+        self.write(b"0\r\n\r\n")
+
     def data_received(self, data: bytes) -> None:
+        if self._h2 is not None:
+            self._h2.receive(data)
+            return
         self._buf += data
+        if not self._protocol:
+            if _PREFACE.startswith(bytes(self._buf[: len(_PREFACE)])):
+                if len(self._buf) < len(_PREFACE):
+                    return  # the rest of the preface, or of a request, is on its way
+                self._protocol = "h2"
+                self.server.connections["h2"] += 1
+                self._h2 = _H2(self)
+                data, self._buf = bytes(self._buf), bytearray()
+                self._h2.receive(data)
+                return
+            self._protocol = "http/1.1"
+            self.server.connections["http/1.1"] += 1
         out: list[bytes] = []
         while self.watch is None:
             end = self._buf.find(b"\r\n\r\n")
@@ -685,6 +923,160 @@ class _Http(asyncio.Protocol):
                 out.append(answer)
         if out:
             self.write(b"".join(out))
+
+
+class _H2Stream:
+    """One HTTP/2 stream: a request's answer, or a watch kept open on it."""
+
+    def __init__(self, h2c: _H2, stream_id: int) -> None:
+        self._h2 = h2c
+        self.id = stream_id
+        self.watch: _Watch | None = None
+        self.pending = bytearray()
+        """Answer bytes waiting for the client's flow-control window."""
+        self.ending = False
+        """Ends once ``pending`` is sent."""
+
+    def answer(self, raw: bytes) -> None:
+        """Send an answer framed as HTTP/1.1 (what :meth:`StubServer.handle` returns)."""
+        head, _, body = raw.partition(b"\r\n\r\n")
+        self._h2.head(self.id, head[9:12], len(body))
+        self.send(body, end=True)
+
+    def watch_start(self) -> None:
+        self._h2.head(self.id, b"200", None)
+        self._h2.flush()
+
+    def watch_data(self, data: bytes) -> None:
+        self.send(data)
+
+    def watch_end(self) -> None:
+        self.send(b"", end=True)
+
+    def send(self, data: bytes, *, end: bool = False) -> None:
+        self.pending += data
+        self.ending = self.ending or end
+        self._h2.pump(self)
+        self._h2.flush()
+
+
+class _H2:
+    """A connection speaking HTTP/2 (h2c with prior knowledge), by the ``h2`` state machine.
+
+    Each stream carries one request; its body is gathered until the stream ends, then
+    :meth:`StubServer.handle` answers it as over HTTP/1.1. A stream the client resets (a
+    watch it stopped reading) is forgotten; data past a window waits for WINDOW_UPDATE."""
+
+    def __init__(self, owner: _Http) -> None:
+        self._owner = owner
+        self._server = owner.server
+        self._conn = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=False, header_encoding=None)
+        )
+        self._conn.initiate_connection()
+        self._requests: dict[int, tuple[str, str, bytearray]] = {}
+        self._streams: dict[int, _H2Stream] = {}
+        self._blocked: set[_H2Stream] = set()
+        """Streams with answer bytes waiting for a window."""
+
+    def receive(self, data: bytes) -> None:
+        conn = self._conn
+        try:
+            events = conn.receive_data(data)
+        except h2.exceptions.H2Error:
+            self.flush()
+            self._owner.close()
+            return
+        for event in events:
+            if isinstance(event, h2.events.RequestReceived):
+                fields = dict(event.headers or ())
+                method = bytes(fields.get(b":method", b"GET")).decode("latin-1")
+                target = bytes(fields.get(b":path", b"/")).decode("latin-1")
+                self._requests[event.stream_id] = (method, target, bytearray())
+            elif isinstance(event, h2.events.DataReceived):
+                request = self._requests.get(event.stream_id)
+                if request is not None and event.data:
+                    request[2].extend(event.data)
+                conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            elif isinstance(event, h2.events.StreamEnded):
+                request = self._requests.pop(event.stream_id, None)
+                if request is not None:
+                    self._dispatch(event.stream_id, *request)
+            elif isinstance(event, h2.events.StreamReset):
+                self._requests.pop(event.stream_id, None)
+                stream = self._streams.pop(event.stream_id, None)
+                if stream is not None:
+                    self._blocked.discard(stream)
+                    if stream.watch is not None:
+                        stream.watch.discard()
+            elif isinstance(event, h2.events.WindowUpdated):
+                for stream in list(self._blocked):
+                    self.pump(stream)
+            elif isinstance(event, h2.events.ConnectionTerminated):
+                self.flush()
+                self._owner.close()
+                return
+        self.flush()
+
+    def _dispatch(self, stream_id: int, method: str, target: str, body: bytearray) -> None:
+        stream = self._streams[stream_id] = _H2Stream(self, stream_id)
+        began = time.perf_counter()
+        answer = self._server.handle(stream, method, target, bytes(body))
+        self._server.busy(time.perf_counter() - began)
+        if answer is not None:
+            stream.answer(answer)
+
+    def head(self, stream_id: int, status: bytes, length: int | None) -> None:
+        fields = [(b":status", status), (b"content-type", b"application/json")]
+        if length is not None:
+            fields.append((b"content-length", b"%d" % length))
+        try:
+            self._conn.send_headers(stream_id, fields)
+        except h2.exceptions.H2Error:
+            self._forget(stream_id)  # reset by the client meanwhile
+
+    def pump(self, stream: _H2Stream) -> None:
+        """Send what the windows allow of ``stream``'s answer; end it once all is sent."""
+        conn = self._conn
+        try:
+            while stream.pending:
+                size = min(
+                    len(stream.pending),
+                    conn.local_flow_control_window(stream.id),
+                    conn.max_outbound_frame_size,
+                )
+                if size <= 0:
+                    self._blocked.add(stream)
+                    return
+                conn.send_data(stream.id, bytes(stream.pending[:size]))
+                del stream.pending[:size]
+            self._blocked.discard(stream)
+            if stream.ending:
+                conn.end_stream(stream.id)
+                self._streams.pop(stream.id, None)
+        except h2.exceptions.H2Error:
+            self._forget(stream.id)
+
+    def _forget(self, stream_id: int) -> None:
+        stream = self._streams.pop(stream_id, None)
+        if stream is not None:
+            self._blocked.discard(stream)
+            stream.pending.clear()
+            if stream.watch is not None:
+                stream.watch.discard()
+
+    def flush(self) -> None:
+        data = self._conn.data_to_send()
+        if data:
+            self._owner.write(data)
+
+    def lost(self) -> None:
+        """The connection is gone: its watches end."""
+        for stream in list(self._streams.values()):
+            if stream.watch is not None:
+                stream.watch.discard()
+        self._streams.clear()
+        self._blocked.clear()
 
 
 async def serve(population: Population, interval: float, port: int = 0) -> None:
@@ -720,9 +1112,16 @@ def _main() -> None:
         help="Longest Lease renewal interval the jitter allows (lateness is past it).",
     )
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument(
+        "--mockstatuses",
+        type=Path,
+        default=None,
+        help=f"A JSON list of MockStatus objects to list (else ${MOCKSTATUSES_ENV}'s file).",
+    )
     args = parser.parse_args()
+    population = Population(args.nodes, args.pods, args.mockstatuses)
     try:
-        asyncio.run(serve(Population(args.nodes, args.pods), args.interval, args.port))
+        asyncio.run(serve(population, args.interval, args.port))
     except KeyboardInterrupt:
         pass
 

@@ -34,8 +34,16 @@ last of them is PATCHed Running; the minimum over repeats is reported, raw and
 net of the Lease work the shard does meanwhile (its idle rate measured just
 before).
 
-Entry points: :func:`run` (used by ``kubemock-fleet bench shard``) and
-:func:`format_report`.
+``traffic_profile``: the shard's ``trafficProfile``. With ``kubelet`` every node also
+sends what a real kubelet reads (``shards._traffic``: informers of RuntimeClasses,
+CSIDrivers, Services, its Node, its pods, ``kube-root-ca.crt``, CSINode, a Node GET
+every 10 s), each node over one HTTP/2 connection of its own (h2c: the stub serves
+both); the steady case then also reports the shard's sockets (``/proc/<pid>/fd``) and
+the stub's requests by kind per node per minute. ``policy``: MockStatus objects (a
+YAML or JSON file, :func:`load_policy`) the stub lists, to measure lifecycle policies.
+
+Entry points: :func:`run` (used by ``kubemock-fleet bench shard``),
+:func:`load_policy` and :func:`format_report`.
 """
 
 from __future__ import annotations
@@ -57,11 +65,13 @@ from typing import Any
 
 __all__ = [
     "METRIC_RESOLUTION",
+    "TRAFFIC_PROFILES",
     "BenchResult",
     "RunningCase",
     "ScrapeCase",
     "SteadyCase",
     "format_report",
+    "load_policy",
     "run",
 ]
 
@@ -71,6 +81,10 @@ told otherwise (the report's command then names it)."""
 _TICKS = os.sysconf("SC_CLK_TCK")
 _POLL = 0.5
 """Seconds between progress polls of the stub during start-up."""
+SOCKETS_EVERY = 10.0
+"""Seconds between counts of the shard's sockets in the steady window (reading 10,000
+``/proc/<pid>/fd`` links is not free: the bench shares the box with what it measures)."""
+TRAFFIC_PROFILES = ("lean", "kubelet")
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +140,14 @@ class SteadyCase:
     """The stub's own delays until every pod was Running: busy fraction, loop stalls."""
     stub_steady: dict[str, Any] = field(default_factory=dict)
     """The same over the steady-state window."""
+    sockets: int = 0
+    """The shard's open sockets at the end of the window (``/proc/<pid>/fd``)."""
+    sockets_max: int = 0
+    """The most counted over the window (every :data:`SOCKETS_EVERY` s)."""
+    per_node_per_minute: dict[str, float] = field(default_factory=dict)
+    """The stub's requests over the window, by kind, per node per minute."""
+    stub_connections: dict[str, int] = field(default_factory=dict)
+    """Connections open on the stub at the end of the window, by protocol."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +213,10 @@ class BenchResult:
     steady: SteadyCase | None
     running: RunningCase | None
     scrape: ScrapeCase | None = None
+    traffic_profile: str = "lean"
+    """The shard's ``trafficProfile`` in every case."""
+    policy: str | None = None
+    """The file of MockStatus objects the stub listed, if any."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -212,6 +238,60 @@ def _status_kib(pid: int, key: str) -> int:
     return 0
 
 
+def _sockets(pid: int) -> int:
+    """Sockets ``pid`` holds open (its ``/proc/<pid>/fd`` links to ``socket:[...]``)."""
+    count = 0
+    fds = Path(f"/proc/{pid}/fd")
+    for fd in fds.iterdir():
+        try:
+            if os.readlink(fd).startswith("socket:"):
+                count += 1
+        except OSError:
+            continue  # closed meanwhile
+    return count
+
+
+def load_policy(path: Path) -> list[dict[str, Any]]:
+    """The MockStatus objects of a YAML or JSON file: one object, a list, a ``kind: List``
+    or several YAML documents. Raises :class:`ValueError` with one line naming the fault."""
+    import pydantic
+    import yaml
+
+    from fleet.api import MockStatus
+
+    try:
+        documents = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
+    except OSError as exc:
+        raise ValueError(f"--policy {path}: cannot read it: {exc.strerror or exc}") from exc
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" (line {where.line + 1})" if where is not None else ""
+        raise ValueError(f"--policy {path}: not YAML or JSON{at}") from exc
+    objects: list[Any] = []
+    for document in documents:
+        if isinstance(document, list):
+            objects += document
+        elif isinstance(document, dict) and document.get("kind") == "List":
+            objects += document.get("items") or []
+        elif document is not None:
+            objects.append(document)
+    if not objects:
+        raise ValueError(f"--policy {path}: no MockStatus in it")
+    for n, obj in enumerate(objects, 1):
+        if not isinstance(obj, dict) or obj.get("kind") != "MockStatus":
+            what = (
+                f"a {obj.get('kind')}" if isinstance(obj, dict) and obj.get("kind") else "no kind"
+            )
+            raise ValueError(f"--policy {path}: object {n} is {what}, not a MockStatus")
+        try:
+            MockStatus.model_validate(obj)
+        except pydantic.ValidationError as exc:
+            error = exc.errors()[0]
+            spot = ".".join(str(part) for part in error["loc"])
+            raise ValueError(f"--policy {path}: object {n}: {spot}: {error['msg']}") from exc
+    return objects
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -230,18 +310,19 @@ class _Pair:
         shard_code: str = "from fleet.cli import main; main()",
         shard_env: dict[str, str] | None = None,
         shard_config: str = "",
+        traffic_profile: str = "lean",
+        policy: list[dict[str, Any]] | None = None,
     ) -> None:
         self._dir = Path(tempfile.mkdtemp(prefix="kubemock-fleet-bench-shard-"))
+        stub_args = ["--nodes", str(nodes), "--pods", str(pods)]
+        if policy is not None:
+            listed = self._dir / "mockstatuses.json"
+            listed.write_text(json.dumps(policy))
+            stub_args += ["--mockstatuses", str(listed)]
+        if traffic_profile != "lean":
+            shard_config += f"  trafficProfile: {traffic_profile}\n"
         self.stub = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "bench._stubapiserver",
-                "--nodes",
-                str(nodes),
-                "--pods",
-                str(pods),
-            ],
+            [sys.executable, "-m", "bench._stubapiserver", *stub_args],
             stdout=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
         )
@@ -401,8 +482,16 @@ def _stub_delays(stats: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _steady(nodes: int, pods: int, duration: float, settle: float, timeout: float) -> SteadyCase:
-    pair = _Pair(nodes, pods)
+def _steady(
+    nodes: int,
+    pods: int,
+    duration: float,
+    settle: float,
+    timeout: float,
+    traffic_profile: str = "lean",
+    policy: list[dict[str, Any]] | None = None,
+) -> SteadyCase:
+    pair = _Pair(nodes, pods, traffic_profile=traffic_profile, policy=policy)
     try:
         pid = pair.shard.pid
         pair.wait_for(
@@ -422,11 +511,15 @@ def _steady(nodes: int, pods: int, duration: float, settle: float, timeout: floa
         pair.stub_call("/_stub/reset", "POST")
         cpu0, t0 = pair.cpu(), time.monotonic()
         samples = [(t0, cpu0)]
+        sockets_max, counted = _sockets(pid), t0
         while time.monotonic() - t0 < duration:
             time.sleep(min(1.0, max(0.0, duration - (time.monotonic() - t0))))
             samples.append((time.monotonic(), pair.cpu()))
+            if samples[-1][0] - counted >= SOCKETS_EVERY:
+                sockets_max, counted = max(sockets_max, _sockets(pid)), samples[-1][0]
         cpu1, t1 = samples[-1][1], samples[-1][0]
         stats = pair.stub_call("/_stub/stats")
+        sockets = _sockets(pid)
         lane_steady = _lag_summary(lag0, pair.lane_lag())
         late = pair.shard_metric("kubemock_fleet_lease_renewals_late_total") - late0
         missed = pair.shard_metric("kubemock_fleet_lease_renewals_missed_total") - missed0
@@ -441,6 +534,7 @@ def _steady(nodes: int, pods: int, duration: float, settle: float, timeout: floa
         load = os.getloadavg()
     finally:
         pair.stop()
+    minutes = stats["window_s"] / 60
     return SteadyCase(
         nodes=nodes,
         pods=pods,
@@ -467,11 +561,26 @@ def _steady(nodes: int, pods: int, duration: float, settle: float, timeout: floa
         lane_steady=lane_steady,
         stub_startup=_stub_delays(startup),
         stub_steady=_stub_delays(stats),
+        sockets=sockets,
+        sockets_max=max(sockets_max, sockets),
+        per_node_per_minute={
+            kind: round(count / nodes / minutes, 3)
+            for kind, count in sorted(stats["requests"].items())
+        },
+        stub_connections=stats.get("connections", {}),
     )
 
 
-def _running(nodes: int, pods: int, repeats: int, settle: float, timeout: float) -> RunningCase:
-    pair = _Pair(nodes, 0)
+def _running(
+    nodes: int,
+    pods: int,
+    repeats: int,
+    settle: float,
+    timeout: float,
+    traffic_profile: str = "lean",
+    policy: list[dict[str, Any]] | None = None,
+) -> RunningCase:
+    pair = _Pair(nodes, 0, traffic_profile=traffic_profile, policy=policy)
     best: tuple[float, float, float] | None = None
     all_cpu: list[float] = []
     idle_rate = 0.0
@@ -652,13 +761,20 @@ def run(
     cases: tuple[str, ...] = ("steady", "running"),
     timeout: float = 1800.0,
     progress: Callable[[str], None] | None = None,
+    traffic_profile: str = "lean",
+    policy: Path | None = None,
 ) -> BenchResult:
     """Run the chosen cases, each against its own stub and shard processes.
 
     ``progress`` is told of each case as it starts, with how long it measures.
+    ``traffic_profile`` is every case's shard's; ``policy`` a file of MockStatus objects
+    the stub lists (:func:`load_policy`; ``scrape`` lists none).
     """
     if pods < 1 or nodes < 1 or running_pods < 1 or running_nodes < 1 or repeats < 1:
         raise ValueError("bench shard: nodes, pods and repeats must be >= 1")
+    if traffic_profile not in TRAFFIC_PROFILES:
+        raise ValueError(f"bench shard: no traffic profile {traffic_profile!r}")
+    policies = None if policy is None else load_policy(policy)
     say = progress if progress is not None else (lambda _: None)
     steady = None
     if "steady" in cases:
@@ -667,13 +783,21 @@ def run(
             f"(until about {time.strftime('%H:%M:%S', time.localtime(time.time() + duration))} "
             "plus start-up)"
         )
-        steady = _steady(nodes, pods, duration, settle, timeout)
+        steady = _steady(nodes, pods, duration, settle, timeout, traffic_profile, policies)
     running = None
     if "running" in cases:
         say(
             f"running: {running_pods:,} pods bound -> Running on {running_nodes:,} nodes, {repeats} times"
         )
-        running = _running(running_nodes, running_pods, repeats, min(settle, 15.0), timeout)
+        running = _running(
+            running_nodes,
+            running_pods,
+            repeats,
+            min(settle, 15.0),
+            timeout,
+            traffic_profile,
+            policies,
+        )
     scrape = None
     if "scrape" in cases:
         say(
@@ -697,17 +821,26 @@ def run(
             )
             if cases == ("scrape",)
             else f"kubemock-fleet bench shard --nodes {nodes} --pods {pods} --duration {duration:g}"
+            + (f" --traffic-profile {traffic_profile}" if traffic_profile != "lean" else "")
+            + (f" --policy {policy}" if policy is not None else "")
         ),
         load=f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at the end",
         steady=steady,
         running=running,
         scrape=scrape,
+        traffic_profile=traffic_profile,
+        policy=None if policy is None else str(policy),
     )
 
 
 def format_report(result: BenchResult) -> str:
     """Markdown rows: the figures against the shard's targets."""
     lines = ["| figure | measured | target |", "|---|---|---|"]
+    lines.append(
+        f"| traffic profile{' / policy' if result.policy else ''} | `{result.traffic_profile}`"
+        + (f" / {result.policy}" if result.policy else "")
+        + " | |"
+    )
     s = result.steady
     if s is not None:
         lines += [
@@ -720,7 +853,12 @@ def format_report(result: BenchResult) -> str:
             f" of {s.renewals:,}; missed {s.renewals_missed_shard} | 0 |",
             f"| Lease lateness max / p99 (stub) | {s.lateness_max_s:.2f} / {s.lateness_p99_s:.2f} s | <= 2 s |",
             f"| writes/s | {s.writes_per_s:,.0f} | |",
+            f"| shard sockets end / max (stub connections) | {s.sockets:,} / {s.sockets_max:,} "
+            f"({', '.join(f'{k} {v:,}' for k, v in s.stub_connections.items())}) | |",
         ]
+        if s.per_node_per_minute:
+            rates = ", ".join(f"{k} {v:g}" for k, v in s.per_node_per_minute.items() if v)
+            lines.append(f"| stub requests per node per minute (steady) | {rates} | |")
         lines.append(
             f"| Lease renewals > 2 s late during start-up (shard) | {s.renewals_late_startup_shard:,} | 0 |"
         )

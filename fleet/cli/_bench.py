@@ -157,6 +157,13 @@ def bench(
         "else $KUBEBUILDER_ASSETS).",
     ),
     traffic_profile: TrafficProfileOption = None,
+    policy: Path | None = typer.Option(
+        None,
+        "--policy",
+        metavar="FILE",
+        help="shard: MockStatus objects (YAML or JSON: one, a list, a List or several "
+        "documents) the stub apiserver lists, so that the shard runs them as lifecycle policies.",
+    ),
     outage: str | None = typer.Option(
         None,
         "--outage",
@@ -167,6 +174,8 @@ def bench(
     ),
 ) -> None:
     """Run a benchmark: the transport or sandbox micro-benchmark, or a load scenario against a control plane."""
+    if policy is not None and scenario != SHARD:
+        raise InputError(f"bench {scenario}: --policy is for bench shard only")
     if scenario == TRANSPORT:
         _transport(requests, repeats, inflight, clients, as_json, output)
         return
@@ -176,11 +185,9 @@ def bench(
         )
         return
     if scenario in (SHARD, SHARD_SCRAPE):
-        if traffic_profile not in (None, "lean"):
-            # The stub apiserver serves what a lean shard sends, not a kubelet's informers.
-            raise InputError(
-                f"bench {scenario}: only --traffic-profile lean (the stub serves no more)"
-            )
+        if scenario == SHARD_SCRAPE and traffic_profile not in (None, "lean"):
+            # What it measures is the kubelet API's scrape, beside the Leases alone.
+            raise InputError(f"bench {scenario}: only --traffic-profile lean")
         _shard(
             nodes,
             pods,
@@ -189,6 +196,8 @@ def bench(
             output,
             scrape=scenario == SHARD_SCRAPE,
             scrape_interval=scrape_interval,
+            traffic_profile=traffic_profile or "lean",
+            policy=policy,
         )
         return
     from bench import load_scenario  # heavy imports only when the command runs
@@ -356,11 +365,20 @@ def _shard(
     *,
     scrape: bool = False,
     scrape_interval: float = SCRAPE_INTERVAL,
+    traffic_profile: str = "lean",
+    policy: Path | None = None,
 ) -> None:
     """One shard against a stub apiserver: steady-state CPU, RSS, Lease lateness; or, with
     ``scrape``, what metrics-server's scrape of its kubelet API costs (:mod:`bench.shard`)."""
     from bench import shard
 
+    if traffic_profile not in shard.TRAFFIC_PROFILES:
+        raise InputError(f"--traffic-profile {traffic_profile}: one of lean, kubelet")
+    if policy is not None:
+        try:
+            shard.load_policy(policy)  # its fault named before any process starts
+        except ValueError as exc:
+            raise InputError(str(exc)) from exc
     nodes, pods = nodes or 10_000, pods if pods is not None else 100_000
     # Bound -> Running: 10,000 pods on 1,000 nodes (fewer in a small run); settle at most 20 s.
     result = shard.run(
@@ -374,6 +392,8 @@ def _shard(
         scrape_interval=scrape_interval,
         cases=("scrape",) if scrape else ("steady", "running"),
         progress=_progress,
+        traffic_profile=traffic_profile,
+        policy=policy,
     )
     name = SHARD_SCRAPE if scrape else SHARD
     _emit(

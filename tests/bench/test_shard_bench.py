@@ -10,11 +10,22 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
+import pytest
 from typer.testing import CliRunner
 
-from bench.shard import BenchResult, RunningCase, format_report
+from bench.shard import (
+    BenchResult,
+    RunningCase,
+    SteadyCase,
+    _Pair,
+    _sockets,
+    format_report,
+    load_policy,
+)
 from fleet.cli import app
+from fleet.errors import InputError
 
 STEADY = 3
 """Seconds of steady state (also the settle and idle windows): the shard renews its own Lease
@@ -50,7 +61,17 @@ def test_bench_shard_json(tmp_path: Path) -> None:
     )
     assert progress[1] == "bench: running: 40 pods bound -> Running on 8 nodes, 3 times"
     assert json.loads((tmp_path / "shard.json").read_text()) == report
-    assert set(report) == {"machine", "python", "command", "load", "steady", "running", "scrape"}
+    assert set(report) == {
+        "machine",
+        "python",
+        "command",
+        "load",
+        "steady",
+        "running",
+        "scrape",
+        "traffic_profile",
+        "policy",
+    }
     assert report["scrape"] is None
     assert f"--nodes 8 --pods 40 --duration {STEADY}" in report["command"]
     steady = report["steady"]
@@ -68,6 +89,12 @@ def test_bench_shard_json(tmp_path: Path) -> None:
     assert steady["cpu_percent"] >= 0 and steady["writes_per_s"] > 0
     assert steady["requests"]["shard_lease_write"] > 0  # the shard's own Lease, every 2 s
     assert steady["renewals_missed_shard"] == 0
+    # lean: no kubelet reads, no node connections (the stub's HTTP/1.1 path, as before)
+    assert report["traffic_profile"] == "lean" and "--traffic-profile" not in report["command"]
+    assert steady["stub_connections"]["h2"] == 0
+    assert not {"node_get", "csinode_get", "services_watch"} & set(steady["requests"])
+    assert steady["per_node_per_minute"]["shard_lease_write"] > 0
+    assert steady["sockets"] > 0
     running = report["running"]
     assert (running["nodes"], running["pods"], running["repeats"]) == (8, 40, 3)
     assert running["cpu_s"] > 0 and running["wall_s"] > 0 and running["peak_rss_mib"] > 0
@@ -128,3 +155,135 @@ def test_memprobe_reports_what_the_shard_holds() -> None:
     assert held["PodRecord"] == 300 and held["NodeState"] == 6
     assert report["traced_mib"] > 0
     assert any("shards/" in line for line, _mib, _count in report["lines"])
+
+
+KUBELET_KINDS = (
+    "runtimeclasses_list",
+    "runtimeclasses_watch",
+    "csidrivers_list",
+    "csidrivers_watch",
+    "services_list",
+    "services_watch",
+    "node_own_list",
+    "node_own_watch",
+    "pods_node_list",
+    "pods_node_watch",
+    "configmaps_list",
+    "configmaps_watch",
+    "csinode_get",
+    "csinode_post",
+)
+"""What each node of the kubelet profile sends the stub once at start-up (shards._traffic)."""
+POLICY = {
+    "apiVersion": "mock.zhizuqiu.cn/v1alpha1",
+    "kind": "MockStatus",
+    "metadata": {"name": "every-pod", "namespace": "default"},
+    "spec": {
+        "selector": {"matchLabels": {"app": "bench"}},
+        "steps": [{"after": "0s", "phase": "Running"}],
+    },
+}
+
+
+def test_bench_shard_kubelet_profile_starts_every_nodes_informers() -> None:
+    # 20 nodes: each lists and watches what a kubelet does, over ONE HTTP/2 connection of its
+    # own (h2c to the stub), and creates its CSINode; the stub lists the policy it was given.
+    nodes = 20
+    pair = _Pair(nodes, 2 * nodes, traffic_profile="kubelet", policy=[POLICY])
+    try:
+
+        def started(stats: dict[str, Any]) -> bool:
+            totals = stats["totals"]
+            return all(totals.get(kind, 0) >= nodes for kind in KUBELET_KINDS)
+
+        stats = pair.wait_for(started, 60, "every node's informers")
+        assert stats["connections"]["h2"] == nodes
+        assert stats["unknown"] == ["GET /version"]  # the shard's server check, as in lean
+        assert _sockets(pair.shard.pid) >= nodes + 1  # its node connections and its pool
+        listed = pair.stub_call(f"/apis/{POLICY['apiVersion']}/mockstatuses")
+        assert listed["items"] == [POLICY]
+    finally:
+        pair.stop()
+
+
+def test_bench_shard_kubelet_profile_report(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            "shard",
+            "--nodes",
+            "6",
+            "--pods",
+            "12",
+            "--duration",
+            "2",
+            "--traffic-profile",
+            "kubelet",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["traffic_profile"] == "kubelet"
+    assert report["command"].endswith("--duration 2 --traffic-profile kubelet")
+    steady = report["steady"]
+    assert steady["stub_connections"]["h2"] == 6  # one per node, held in steady state
+    assert steady["sockets"] >= 7
+
+
+def test_bench_shard_policy_file(tmp_path: Path) -> None:
+    multi = tmp_path / "policies.yaml"
+    multi.write_text(
+        json.dumps(POLICY) + "\n---\n" + json.dumps({**POLICY, "metadata": {"name": "b"}})
+    )
+    assert [o["metadata"]["name"] for o in load_policy(multi)] == ["every-pod", "b"]
+    as_list = tmp_path / "policies.json"
+    as_list.write_text(json.dumps({"kind": "List", "items": [POLICY]}))
+    assert load_policy(as_list) == [POLICY]
+    bad = tmp_path / "bad.yaml"
+    for text, fault in (
+        ("kind: MockStatus\nspec: [", r"not YAML or JSON \(line 2\)"),
+        ("", "no MockStatus in it"),
+        ('{"kind": "Pod"}', "object 1 is a Pod, not a MockStatus"),
+        (json.dumps({**POLICY, "spec": {"steps": "soon"}}), "object 1: spec.steps: "),
+    ):
+        bad.write_text(text)
+        with pytest.raises(ValueError, match=r"^--policy .*bad.yaml: " + fault):
+            load_policy(bad)
+    # on the command line: one line naming the fault (fleet.cli's main prints it), before any
+    # process starts
+    for args, message in (
+        (["shard", "--nodes", "2", "--policy", str(bad)], "bad.yaml: object 1: spec.steps: "),
+        (["shard", "--policy", str(tmp_path / "none.yaml")], "none.yaml: cannot read it"),
+        (["transport", "--policy", str(multi)], "--policy is for bench shard only"),
+    ):
+        result = CliRunner().invoke(app, ["bench", *args])
+        assert isinstance(result.exception, InputError), result.output
+        assert message in str(result.exception) and "\n" not in str(result.exception)
+
+
+def test_bench_shard_report_names_the_profile_and_sockets() -> None:
+    fields: dict[str, Any] = {name: 0 for name in SteadyCase.__dataclass_fields__}
+    fields.update(
+        requests={},
+        lane_startup={},
+        lane_steady={},
+        stub_startup={},
+        stub_steady={},
+        loadavg=(0.0, 0.0, 0.0),
+        sockets=1012,
+        sockets_max=1020,
+        per_node_per_minute={"node_get": 5.97, "lease_put": 5.9, "other": 0.0},
+        stub_connections={"http/1.1": 13, "h2": 1000},
+    )
+    steady = SteadyCase(**fields)
+    text = format_report(
+        BenchResult("m", "3.11", "cmd", "load", steady, None, traffic_profile="kubelet")
+    )
+    assert "| traffic profile | `kubelet` | |" in text
+    assert (
+        "| shard sockets end / max (stub connections) | 1,012 / 1,020 (http/1.1 13, h2 1,000) | |"
+        in text
+    )
+    assert "| stub requests per node per minute (steady) | node_get 5.97, lease_put 5.9 | |" in text
