@@ -33,7 +33,7 @@ import contextlib
 import shutil
 import signal
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
@@ -356,6 +356,22 @@ def _sandbox(
     )
 
 
+@contextlib.contextmanager
+def _terminate_unwinds() -> Iterator[None]:
+    """SIGTERM unwinds as Ctrl-C does (``KeyboardInterrupt``), so the stub apiserver and
+    shard processes a synchronous bench started are stopped on the way out, not left
+    running under init (Python's default for SIGTERM is to die on the spot)."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _shard(
     nodes: int | None,
     pods: int | None,
@@ -381,20 +397,21 @@ def _shard(
             raise InputError(str(exc)) from exc
     nodes, pods = nodes or 10_000, pods if pods is not None else 100_000
     # Bound -> Running: 10,000 pods on 1,000 nodes (fewer in a small run); settle at most 20 s.
-    result = shard.run(
-        nodes=nodes,
-        pods=pods,
-        duration=duration,
-        settle=min(20.0, duration),
-        running_nodes=min(nodes, 1_000),
-        running_pods=min(pods, 10_000),
-        scrape_rounds=max(2, round(duration / scrape_interval) + 1),
-        scrape_interval=scrape_interval,
-        cases=("scrape",) if scrape else ("steady", "running"),
-        progress=_progress,
-        traffic_profile=traffic_profile,
-        policy=policy,
-    )
+    with _terminate_unwinds():
+        result = shard.run(
+            nodes=nodes,
+            pods=pods,
+            duration=duration,
+            settle=min(20.0, duration),
+            running_nodes=min(nodes, 1_000),
+            running_pods=min(pods, 10_000),
+            scrape_rounds=max(2, round(duration / scrape_interval) + 1),
+            scrape_interval=scrape_interval,
+            cases=("scrape",) if scrape else ("steady", "running"),
+            progress=_progress,
+            traffic_profile=traffic_profile,
+            policy=policy,
+        )
     name = SHARD_SCRAPE if scrape else SHARD
     _emit(
         result,

@@ -9,6 +9,11 @@ something at full size on a quiet machine (docs/performance.md).
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -287,3 +292,47 @@ def test_bench_shard_report_names_the_profile_and_sockets() -> None:
         in text
     )
     assert "| stub requests per node per minute (steady) | node_get 5.97, lease_put 5.9 | |" in text
+
+
+def _children(pid: int) -> set[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return set()
+    return {int(child) for child in text.split()}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_a_terminated_bench_shard_stops_its_stub_and_shard() -> None:
+    # SIGTERM (a CI job's timeout, `kill`) killed the bench alone before: its stub apiserver
+    # and shard kept running under init.
+    bench = subprocess.Popen(
+        [sys.executable, "-m", "fleet", "bench", "shard", "--nodes", "4", "--pods", "4",
+         "--duration", "60", "--json"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while len(_children(bench.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        started = _children(bench.pid)
+        assert len(started) == 2, "the stub and the shard did not start"
+        bench.send_signal(signal.SIGTERM)
+        assert bench.wait(timeout=30) != 0
+        deadline = time.monotonic() + 10
+        while any(_alive(pid) for pid in started) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not [pid for pid in started if _alive(pid)]
+    finally:
+        for pid in _children(bench.pid):
+            os.kill(pid, signal.SIGKILL)
+        bench.kill()
+        bench.wait()
