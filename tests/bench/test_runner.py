@@ -485,11 +485,13 @@ def test_cli_refuses_a_traffic_profile_for_a_fleet_it_does_not_start(tmp_path: P
     assert "the bench sets it only on the fleet it starts" in str(result.exception)
 
 
-@pytest.mark.parametrize("scenario", ["faults", "shard", "shard-scrape"])
+@pytest.mark.parametrize("scenario", ["faults", "shard-scrape"])
 def test_cli_refuses_the_kubelet_profile_where_only_lean_runs(
     scenario: str, tmp_path: Path
 ) -> None:
-    """The faults scenario's own fleet, and bench shard's stub apiserver, run lean only."""
+    """The faults scenario's own fleet, and bench shard-scrape (the kubelet API's scrape beside
+    the Leases alone), run lean only; bench shard takes both profiles
+    (tests/bench/test_shard_bench.py)."""
     result = CliRunner().invoke(
         app, ["bench", scenario, "--traffic-profile", "kubelet", "--output", str(tmp_path / "o")]
     )
