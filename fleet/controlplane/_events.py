@@ -49,8 +49,6 @@ __all__ = ["NO_EVENTS", "EventRecorder", "EventSettings"]
 
 log = logging.getLogger(__name__)
 
-AGGREGATE_PREFIX = COMBINED
-
 
 @dataclass(frozen=True, slots=True)
 class EventSettings:
@@ -161,7 +159,7 @@ class EventRecorder:
         )  # fmt: skip
         group = (*spam_key, event.type, event.reason)
         if self._aggregator.combine(group, event.message, self._clock()):
-            event.message = AGGREGATE_PREFIX + event.message
+            event.message = COMBINED + event.message
             return group, spam_key
         return (*group, event.message), spam_key
 

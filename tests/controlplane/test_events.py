@@ -7,13 +7,13 @@ from typing import Any
 import msgspec
 import trio
 
-from fleet.controlplane._events import AGGREGATE_PREFIX, EventRecorder, EventSettings
+from fleet.controlplane._events import EventRecorder, EventSettings
 from fleet.controlplane._informer import Informers
 from fleet.controlplane._nodelifecycle import NodeLifecycleController, NodeLifecycleSettings
 from fleet.controlplane._replicasets import ReplicaSetController
 from fleet.controlplane._resources import NODES, KObject
 from fleet.controlplane._rest import Rest
-from fleet.kube import MemoryApiserver
+from fleet.kube import COMBINED, MemoryApiserver
 from tests.controlplane._helpers import eventually, mark_ready, node, pod
 
 stamp = MemoryApiserver.stamp
@@ -57,8 +57,8 @@ async def test_identical_events_are_counted_similar_ones_combined_and_spam_held_
     await eventually(lambda: recorder.written >= 1 + 9 + 3)
     rebooted = [e for e in events(api) if e["reason"] == "Rebooted"]
     assert len(rebooted) == 10
-    combined = next(e for e in rebooted if e["message"].startswith(AGGREGATE_PREFIX))
-    assert combined["message"] == AGGREGATE_PREFIX + "reboot 11" and combined["count"] == 3
+    combined = next(e for e in rebooted if e["message"].startswith(COMBINED))
+    assert combined["message"] == COMBINED + "reboot 11" and combined["count"] == 3
 
     # 25 per source and object, then one every 5 minutes.
     for i in range(20):
