@@ -147,12 +147,12 @@ class LaneFirstBucket(TokenBucket):
         super().__init__(rate, burst, clock=clock)
         self._lane = lane
 
-    async def acquire(self) -> None:
+    async def acquire(self, tokens: int = 1) -> None:
         await self._lane.give_way()
-        await super().acquire()
+        await super().acquire(tokens)
 
-    async def acquire_first(self) -> None:
-        await super().acquire()
+    async def acquire_first(self, tokens: int = 1) -> None:
+        await super().acquire(tokens)
 
 
 class BatchSender(Protocol):
@@ -397,8 +397,7 @@ class LeaseLane:
                 continue
             bucket = self.bucket
             if bucket is not None:
-                for _ in keys:
-                    await bucket.acquire_first()
+                await bucket.acquire_first(len(keys))  # one checkpoint for the batch
             sent = self._clock()
             self._sending += 1
             self._maybe_clear()  # every writer out: those giving way go on (see behind)

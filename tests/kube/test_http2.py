@@ -148,3 +148,38 @@ async def test_goaway_ends_the_streams_and_the_next_connection_takes_new_ones(
         await _until(lambda: bool(again))
         watches.cancel_scope.cancel()
     assert served == [1, 3, 1]  # a fresh connection numbers its streams from 1 again
+
+
+async def test_a_request_waits_for_its_connections_turn_to_connect(
+    nursery: trio.Nursery,
+) -> None:
+    """Connections made a few at a time (a shard's 10,000 nodes, 16 at once): a request
+    waits for its connection's turn however long the queue, then connect_timeout."""
+    served: list[int] = []
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    nursery.start_soon(trio.serve_listeners, lambda s: _h2_server(s, 100, served), listeners)
+    port = listeners[0].socket.getsockname()[1]
+    connecting = trio.CapacityLimiter(1)
+    conn = Http2Connection(
+        ClusterConfig(server=f"http://127.0.0.1:{port}"),
+        Http2Settings(connect_timeout=0.5, request_timeout=0.5),
+        connecting=connecting,
+    )
+    turn = object()
+    await connecting.acquire_on_behalf_of(turn)  # the turns ahead of it take 1.5 s
+    await nursery.start(conn.run)
+    got: list[Any] = []
+
+    async def release() -> None:
+        await trio.sleep(1.5)
+        connecting.release_on_behalf_of(turn)
+
+    nursery.start_soon(release)
+    start = trio.current_time()
+    with trio.fail_after(5):
+        async with conn.stream("GET", "/w") as response:
+            assert response.status == 200
+            got.append(await response.__anext__())
+    assert got == [b'{"type":"ADDED"}\n']
+    assert trio.current_time() - start >= 1.5  # three connect_timeouts in the queue
+    assert conn.opened == 1 and served == [1]

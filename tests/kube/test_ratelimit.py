@@ -82,3 +82,41 @@ def test_rejects_nonsense() -> None:
         TokenBucket(qps=0.0, burst=1)
     with pytest.raises(ConfigError):
         TokenBucket(qps=1.0, burst=0)
+
+
+async def test_a_batch_takes_its_tokens_in_one_step(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A batch waits one scheduler round for tokens banked (not one per request), and
+    exactly until its last token when the bank is short."""
+    bucket = TokenBucket(qps=10.0, burst=50)
+    rounds = 0
+
+    async def spin() -> None:
+        nonlocal rounds
+        while True:
+            rounds += 1
+            await trio.lowlevel.checkpoint()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(spin)
+        await trio.lowlevel.checkpoint()
+        before = rounds
+        await bucket.acquire(40)
+        assert rounds - before <= 2
+        nursery.cancel_scope.cancel()  # a busy loop would keep the mock clock still
+    start = trio.current_time()
+    await bucket.acquire(20)  # 10 banked, 10 more at 10 a second
+    assert trio.current_time() - start == pytest.approx(1.0)
+    assert bucket.statistics().acquired == 60
+
+
+async def test_a_cancelled_batch_gives_all_its_tokens_back(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    bucket = TokenBucket(qps=10.0, burst=5)
+    with trio.move_on_after(0.5):
+        await bucket.acquire(30)  # 25 short: 2.5 s
+    stats = bucket.statistics()
+    assert stats.acquired == 0
+    assert stats.tokens == pytest.approx(5.0)
