@@ -220,6 +220,13 @@ class KubeletTraffic:
         async with receive:
             async for _ in receive:
                 self.stats.events_dropped += 1
+                # The rest of what is buffered at once, not one round of the loop each.
+                while True:
+                    try:
+                        receive.receive_nowait()
+                    except trio.WouldBlock:
+                        break
+                    self.stats.events_dropped += 1
 
     # -- nodes (NodeListener calls, forwarded by the engine) -----------------------------------
 

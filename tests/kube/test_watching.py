@@ -763,3 +763,34 @@ async def test_a_resource_not_served_is_said_once_with_the_hint_then_waited_for_
         ),
         ("WARNING", f"{PATH} is served now"),
     ]
+
+
+@pytest.mark.parametrize("keep_objects", [True, False])
+async def test_a_list_is_handed_over_in_a_round_or_two_of_a_busy_loop(
+    autojump_clock: trio.testing.MockClock, keep_objects: bool
+) -> None:
+    """One ``send`` per listed object is one round of the event loop each: 10,000 per-node
+    pod watches listing their pods on a busy shard waited a round per pod. The list goes
+    into the channel's room at once."""
+    items = [pod(f"p{i}", str(i)) for i in range(200)]
+    api = FakeApiserver(Lister(("300", items)), [STREAM_HANGS])
+    reflector = Reflector(
+        api, PATH, Pod, settings=settings(page_size=500), keep_objects=keep_objects
+    )
+    send, receive = trio.open_memory_channel[WatchEvent[Pod]](1000)
+    rounds = 0
+
+    async def spin() -> None:
+        nonlocal rounds
+        while True:
+            rounds += 1
+            await trio.lowlevel.checkpoint()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(spin)
+        await trio.lowlevel.checkpoint()
+        before = rounds
+        await nursery.start(reflector.run, send)
+        assert rounds - before < 20, rounds - before
+        assert len(drain(receive)) == 200
+        nursery.cancel_scope.cancel()
