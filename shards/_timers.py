@@ -60,7 +60,19 @@ _LATE_AFTER = 2.0
 shard's target (docs/performance.md)."""
 
 _CHECKPOINT_EVERY = 256
-"""In callback mode, yield to the scheduler after this many deliveries in one burst."""
+"""Yield to the scheduler after this many deliveries in one burst without a wait."""
+
+
+def _put(channel: trio.abc.SendChannel[K], key: K) -> bool:
+    """Put ``key`` in a memory channel's room without waiting; False: no room (or no
+    such channel), so it is to be sent."""
+    if not isinstance(channel, trio.MemorySendChannel):
+        return False
+    try:
+        channel.send_nowait(key)
+    except trio.WouldBlock:
+        return False
+    return True
 
 
 def jitter(
@@ -231,14 +243,18 @@ class DelayQueue(Generic[K]):
                     continue
                 del self._live[key]
                 if channel is not None:
-                    await channel.send(key)
+                    # Into the channel's room at once: ``send`` is a round of the event loop
+                    # each, and on a busy shard a round is tens of ms (100,000 pods' timers).
+                    if not _put(channel, key):
+                        await channel.send(key)
+                        burst = 0
                 else:
                     assert callback is not None
                     callback(key)
-                    burst += 1
-                    if burst >= _CHECKPOINT_EVERY:
-                        burst = 0
-                        await trio.lowlevel.checkpoint()
+                burst += 1
+                if burst >= _CHECKPOINT_EVERY:
+                    burst = 0
+                    await trio.lowlevel.checkpoint()
                 self._record(self._clock() - when)
                 heap = self._heap  # _compact() may have replaced it during the send
             burst = 0
