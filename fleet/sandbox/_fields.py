@@ -56,6 +56,12 @@ class Filter:
                 if name not in _ALWAYS and name not in rt.field_labels:
                     raise bad_request(f"field label not supported: {name}")
 
+    def equals(self, name: str) -> str | None:
+        """The value the field selector requires field ``name`` to equal, if it does."""
+        if self.fields is None:
+            return None
+        return next((t.value for t in self.fields.terms if t.field == name and t.op == "="), None)
+
     def __call__(self, obj: Mapping[str, Any] | None) -> bool:
         if obj is None:
             return False

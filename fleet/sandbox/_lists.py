@@ -154,13 +154,22 @@ async def list_objects(api: Api, call: Call) -> tuple[list[dict[str, Any]], dict
                 raise gone("The resourceVersion for the provided list is too old.")
             at, state = want, coll.snapshot(want)
         else:
-            at, state = api.store.rv, dict(coll.objects)
+            at, state = api.store.rv, coll.objects  # nothing awaited below: no copy
     else:
-        at, state = api.store.rv, dict(coll.objects)
+        at, state = api.store.rv, coll.objects
         if rv_s == "0":
             limit = 0  # served from the watch cache: the limit is ignored
     all_ns = call.namespace is None
-    objs = [o for (ns, _n), o in state.items() if (all_ns or ns == call.namespace)]
+    wanted = None if coll.index_field is None else flt.equals(coll.index_field)
+    if wanted is not None and state is coll.objects:
+        # The index's candidates only (a kubelet's list of its pods); the filter below
+        # still applies every term. A snapshot (paging, Exact) is scanned whole.
+        candidates = coll.indexed(wanted)
+    else:
+        candidates = list(state.values())
+    objs = [
+        o for o in candidates if all_ns or (o["metadata"].get("namespace") or "") == call.namespace
+    ]
     keyed = sorted(((sort_key(rt, o, all_ns), o) for o in objs), key=lambda p: p[0])
     if start:
         keyed = [p for p in keyed if p[0] >= start]

@@ -40,10 +40,29 @@ HISTORY_CAP = 100 * 1024
 """Most events a resource's history keeps, whatever their age: the real watch cache's
 largest capacity (``100 * 1024``, the apiserver's cacher sized dynamically)."""
 
+INDEXED_FIELDS: dict[Key, str] = {("", "pods"): "spec.nodeName"}
+"""The field each resource's objects are indexed by, as kube-apiserver's watch cache indexes
+pods by ``spec.nodeName`` (``pkg/registry/core/pod``: ``NodeNameIndexFunc``, the cacher's
+``IndexerFuncs``): every kubelet lists its own pods with ``fieldSelector=spec.nodeName=<node>``.
+Unindexed, each such list looked at every pod: in a restart storm of 2,000 nodes over 4,000
+pods, 68 % of the sandbox's CPU (py-spy, docs/performance.md)."""
+
 
 def clone(obj: Any) -> Any:
     """A deep copy of a JSON-like value (faster than copy.deepcopy for these)."""
     return _decoder.decode(_encoder.encode(obj))
+
+
+def _field_value(obj: dict[str, Any], path: str) -> str:
+    """A field's value as a field selector compares it (``fields.Set``: missing is "")."""
+    cur: Any = obj
+    for part in path.split("."):
+        if not isinstance(cur, dict):
+            return ""
+        cur = cur.get(part)
+    if isinstance(cur, bool):
+        return "true" if cur else "false"
+    return "" if cur is None else str(cur)
 
 
 def obj_key(obj: dict[str, Any]) -> ObjKey:
@@ -101,6 +120,36 @@ class Collection:
     """Seconds of events kept beyond :attr:`history_limit` (up to :data:`HISTORY_CAP`)."""
     times: deque[float] = field(default_factory=deque)
     """When each event of :attr:`history` was recorded (monotonic), in the same order."""
+    index_field: str | None = None
+    """The field :attr:`index` is by (:data:`INDEXED_FIELDS`), or None: no index."""
+    index: dict[str, set[ObjKey]] = field(default_factory=dict)
+    """The keys of the current objects by their :attr:`index_field`'s value (as a field
+    selector sees it: missing is ``""``)."""
+
+    def put(self, k: ObjKey, obj: dict[str, Any] | None) -> None:
+        """Store ``obj`` under ``k`` (None: remove it), keeping :attr:`index` in step."""
+        old = self.objects.pop(k, None) if obj is None else self.objects.get(k)
+        if obj is not None:
+            self.objects[k] = obj
+        name = self.index_field
+        if name is None:
+            return
+        before = None if old is None else _field_value(old, name)
+        after = None if obj is None else _field_value(obj, name)
+        if before == after:
+            return
+        if before is not None:
+            keys = self.index[before]
+            keys.discard(k)
+            if not keys:
+                del self.index[before]
+        if after is not None:
+            self.index.setdefault(after, set()).add(k)
+
+    def indexed(self, value: str) -> list[dict[str, Any]]:
+        """The current objects whose :attr:`index_field` is ``value``."""
+        objects = self.objects
+        return [objects[k] for k in self.index.get(value, ())]
 
     def record(self, ev: Event) -> None:
         history, times = self.history, self.times
@@ -160,7 +209,10 @@ class Store:
         c = self._collections.get(key)
         if c is None:
             c = self._collections[key] = Collection(
-                self.history_limit, self.start_rv, history_window=self.history_window
+                self.history_limit,
+                self.start_rv,
+                history_window=self.history_window,
+                index_field=INDEXED_FIELDS.get(key),
             )
         return c
 
@@ -183,10 +235,7 @@ class Store:
         obj["metadata"]["resourceVersion"] = str(self.rv)
         c = self.collection(key)
         k = obj_key(obj)
-        if type_ == "DELETED":
-            c.objects.pop(k, None)
-        else:
-            c.objects[k] = obj
+        c.put(k, None if type_ == "DELETED" else obj)
         ev = Event(self.rv, type_, obj, prev)
         c.record(ev)
         for hook in self.on_commit:
@@ -226,7 +275,7 @@ class Store:
         for entry in data["collections"]:
             c = self.collection((entry["group"], entry["resource"]))
             for obj in entry["objects"]:
-                c.objects[obj_key(obj)] = obj
+                c.put(obj_key(obj), obj)
                 newest = max(newest, int(obj["metadata"].get("resourceVersion") or 0))
         stated = int(data["resourceVersion"])
         if newest > stated:
