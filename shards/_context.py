@@ -37,7 +37,7 @@ from fleet.kube import (
 from fleet.machinery import JSON, format_time
 from shards._events import KubeletEvents
 from shards._handover import HandoverGate
-from shards._timers import DelayQueue
+from shards._timers import TimerLanes
 
 __all__ = [
     "EventRecorder",
@@ -245,7 +245,7 @@ class ShardContext:
     hot: Requester
     """Through the write queue: Lease PUTs, status PATCHes, pod DELETEs (fenced)."""
     writes: WriteQueue
-    timers: DelayQueue[TimerKey]
+    timers: TimerLanes[TimerKey]
     events: EventRecorder
     metrics: FleetMetrics
     clock: Callable[[], float]

@@ -28,14 +28,18 @@ node reflector + consumer         ``_nodewatch.NodeWatch``: the v1.Nodes this
                                   at once (``NodeDriver.node_seen``)
 pod reflector(s) + consumer       ``PodDriver`` (one watch, or one per node
                                   with ``podWatch: per-node``)
-timer runner                      one :class:`~shards._timers.DelayQueue` for
-                                  every sync, status report and pod
-                                  transition, feeding a bounded channel
-``TIMER_WORKERS`` workers         run each due timer (node or pod driver); a
-                                  node CR sync (registration: round trips in
-                                  a row) or a kubelet restart in a task
-                                  of its own, at most ``SYNC_CONCURRENCY``
-                                  at once
+timer runners                     :class:`~shards._timers.TimerLanes`: a
+                                  :class:`~shards._timers.DelayQueue` per
+                                  lane (``TIMER_LANES``), each feeding a
+                                  bounded channel of its own
+``syncs`` lane: 1 worker          starts each node CR sync (registration:
+                                  round trips in a row) and kubelet restart
+                                  in a task of its own, at most
+                                  ``SYNC_CONCURRENCY`` at once
+``nodes`` lane:                   the nodes' status reports, taints, node
+``NODE_TIMER_WORKERS`` workers    scripts, pod CIDRs (never behind pod work)
+``pods`` lane:                    the pods' evaluations (a GET first for a
+``TIMER_WORKERS`` workers         pod whose status is unheld), deletions
 kubelet traffic (optional)        ``_traffic.KubeletTraffic`` (``trafficProfile:
                                   kubelet``): per node, the informers, Node
                                   GETs and CSINode a real kubelet adds
@@ -110,7 +114,7 @@ from shards._pods import PodDriver
 from shards._restarts import KubeletRestarts
 from shards._scriptreport import ScriptReporter, node_script_reporter
 from shards._shardlease import ShardLease
-from shards._timers import DelayQueue
+from shards._timers import TimerLanes
 from shards._traffic import KubeletTraffic, TrafficListener
 
 __all__ = ["SYNC_CONCURRENCY", "TIMER_WORKERS", "ShardEngine"]
@@ -118,8 +122,14 @@ __all__ = ["SYNC_CONCURRENCY", "TIMER_WORKERS", "ShardEngine"]
 log = logging.getLogger(__name__)
 
 TIMER_WORKERS = 8
-"""Tasks running due timers. Most timers only compute and queue a write; the few that
-wait on the apiserver (registration) should not hold up Lease renewals behind them."""
+"""Tasks running the pods' due timers (the ``pods`` lane). Most only compute and queue a
+write; a pod whose status is unheld is read back first (a GET)."""
+NODE_TIMER_WORKERS = 8
+"""Tasks running the nodes' due timers (the ``nodes`` lane: status reports, taints, node
+scripts, pod CIDRs), in a lane of their own as a kubelet reports its node status from a loop
+of its own: in the pods' queue, a restart storm's node status reports waited behind every
+restarted pod's evaluation (2,000 nodes and 4,000 pods: the last report 10 s after the last
+restart, in step with the pods' GETs; docs/performance.md)."""
 SYNC_CONCURRENCY = 64
 """Node CR syncs in flight at once, each in a task of its own beside the timer workers. A
 registration is a few round trips in a row (finalizer, Node, Lease, CR status): run by the
@@ -129,9 +139,13 @@ ROUND_TRIPS = frozenset({"sync", "kubelet-restart"})
 """Timer kinds that wait on the apiserver several times in a row (a registration: POST,
 409, GET), run in tasks of their own under ``SYNC_CONCURRENCY``: by the 8 workers, a
 restart storm of 5,000 nodes went at 19 restarts a second (bench restart-storm, the box
-idle, each restart ~0.4 s of round trips)."""
+idle, each restart ~0.4 s of round trips). Their lane (``syncs``) has one worker, which
+only starts them: waiting for a free slot, it holds up no status report."""
+TIMER_LANES = {"syncs": 1, "nodes": NODE_TIMER_WORKERS, "pods": TIMER_WORKERS}
+"""The shard's timer lanes (:class:`~shards._timers.TimerLanes`) and their workers."""
 TIMER_CHANNEL = 1024
-"""Due timer keys buffered for the workers; a full channel shows up as timer lateness."""
+"""Due timer keys buffered for each lane's workers; a full channel shows up as that lane's
+timer lateness."""
 WORKER_BATCH = 64
 """Due timers a worker runs in a row from the channel before it waits on it again."""
 CR_EVENT_BUFFER = 1024
@@ -143,6 +157,14 @@ SETTLE_CHECK = 5.0
 SETTLE_CHECKS = 3
 """Consecutive quiet looks (nothing queued or in flight to write, no timer overdue) that end
 start-up."""
+
+
+def _lane_of(key: TimerKey) -> str:
+    """A timer's lane (``TIMER_LANES``) by its kind."""
+    kind = key[0]
+    if kind in ROUND_TRIPS:
+        return "syncs"
+    return "pods" if kind.startswith("pod") else "nodes"
 
 
 class ShardEngine:
@@ -194,7 +216,7 @@ class ShardEngine:
             hot if hot is not None else control, fresh, field_manager=manager, gate=gate
         )
         s = settings.shard
-        self.timers: DelayQueue[TimerKey] = DelayQueue(clock=clock)
+        self.timers: TimerLanes[TimerKey] = TimerLanes(list(TIMER_LANES), _lane_of, clock=clock)
         timers = self.timers
 
         def resync(key: str, delay: float) -> None:
@@ -344,12 +366,13 @@ class ShardEngine:
             if self.ctx.kubelet_events is not None:
                 await nursery.start(self.ctx.kubelet_events.run)
             await nursery.start(self.leases.run)
-            send, receive = trio.open_memory_channel[TimerKey](TIMER_CHANNEL)
             self._syncs = nursery
-            async with receive:
-                for _ in range(TIMER_WORKERS):
-                    nursery.start_soon(self._worker, receive.clone())
-            await nursery.start(self.timers.run, send)
+            for lane, workers in TIMER_LANES.items():
+                send, receive = trio.open_memory_channel[TimerKey](TIMER_CHANNEL)
+                async with receive:
+                    for _ in range(workers):
+                        nursery.start_soon(self._worker, receive.clone())
+                await nursery.start(self.timers.lanes[lane].run, send)
             if self.traffic is not None:
                 await nursery.start(self.traffic.run)
             for reporter in (self.reporter, self.node_reporter):

@@ -2,10 +2,13 @@
 
 A shard carries thousands of nodes (a Lease renewal every ~10 s, a status
 report check, the 5-minute status report) and up to 100k pods (delayed
-lifecycle transitions). None of them gets its own task: they all live in one
+lifecycle transitions). None of them gets its own task: they all live in a
 :class:`DelayQueue`, and one :meth:`DelayQueue.run` task hands due keys, in due
 order, to a bounded channel drained by a fixed pool of workers (kwok's
 ``NodeLeaseController`` with ``AddWeightAfter``; client-go's delaying queue).
+:class:`TimerLanes` puts several behind one keyed interface, each key in the
+lane its kind says, so that one lane's backlog does not hold up another's due
+keys (a shard's node status reports and its pods' evaluations).
 
 ``schedule(key, when)`` replaces any earlier timer of that key, ``cancel(key)``
 drops it. The structure is a binary heap with lazy deletion: a replaced or
@@ -36,7 +39,7 @@ import heapq
 import itertools
 import math
 import random
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -45,6 +48,7 @@ import trio
 __all__ = [
     "LEASE_RENEW_JITTER",
     "DelayQueue",
+    "TimerLanes",
     "TimerStatistics",
     "jitter",
     "spread",
@@ -311,4 +315,69 @@ class DelayQueue(Generic[K]):
             late=self._late,
             max_lateness=self._max_lateness,
             next_due=next_due,
+        )
+
+
+class TimerLanes(Generic[K]):
+    """Keyed timers in lanes: one :class:`DelayQueue` per lane, each key's lane chosen by
+    ``lane_of``. Each lane is run (:meth:`DelayQueue.run`) into a channel of its own,
+    drained by workers of its own, so due keys of one lane never wait behind a backlog of
+    another's: in one queue, a delivery in due order waits for every key due before it.
+
+    The same keyed interface as a :class:`DelayQueue` (``schedule``, ``cancel``...); a key
+    stays in its lane (``lane_of`` must give a key the same lane each time).
+    """
+
+    def __init__(
+        self,
+        lanes: Sequence[str],
+        lane_of: Callable[[K], str],
+        *,
+        clock: Callable[[], float] = trio.current_time,
+        late_after: float = _LATE_AFTER,
+    ) -> None:
+        self.lanes: dict[str, DelayQueue[K]] = {
+            name: DelayQueue(clock=clock, late_after=late_after) for name in lanes
+        }
+        self._lane_of = lane_of
+        self._clock = clock
+
+    def lane(self, key: K) -> DelayQueue[K]:
+        """The queue ``key`` lives in."""
+        return self.lanes[self._lane_of(key)]
+
+    def schedule(self, key: K, when: float) -> None:
+        """Deliver ``key`` at clock time ``when`` (its lane's), replacing any timer it had."""
+        self.lane(key).schedule(key, when)
+
+    def schedule_in(self, key: K, delay: float) -> None:
+        """Deliver ``key`` ``delay`` seconds from now."""
+        self.lane(key).schedule(key, self._clock() + delay)
+
+    def cancel(self, key: K) -> bool:
+        """Drop the key's timer; True if it had one."""
+        return self.lane(key).cancel(key)
+
+    def due_time(self, key: K) -> float | None:
+        return self.lane(key).due_time(key)
+
+    def __len__(self) -> int:
+        return sum(len(q) for q in self.lanes.values())
+
+    def __contains__(self, key: object) -> bool:
+        return any(key in q for q in self.lanes.values())
+
+    def statistics(self) -> TimerStatistics:
+        """The lanes' figures together (sizes and counts summed, the worst lateness, the
+        earliest due time)."""
+        parts = [q.statistics() for q in self.lanes.values()]
+        dues = [p.next_due for p in parts if p.next_due is not None]
+        return TimerStatistics(
+            size=sum(p.size for p in parts),
+            heap_entries=sum(p.heap_entries for p in parts),
+            due_backlog=sum(p.due_backlog for p in parts),
+            delivered=sum(p.delivered for p in parts),
+            late=sum(p.late for p in parts),
+            max_lateness=max((p.max_lateness for p in parts), default=0.0),
+            next_due=min(dues) if dues else None,
         )

@@ -8,7 +8,7 @@ import pytest
 import trio
 import trio.testing
 
-from shards._timers import LEASE_RENEW_JITTER, DelayQueue, jitter, spread
+from shards._timers import LEASE_RENEW_JITTER, DelayQueue, TimerLanes, jitter, spread
 
 
 async def collect(
@@ -222,3 +222,36 @@ async def test_due_keys_go_into_the_channels_room_without_a_round_each(
     while receive.statistics().current_buffer_used < 1000:
         await trio.lowlevel.checkpoint()
     assert receive.statistics().tasks_waiting_send == 1
+
+
+async def test_a_lanes_backlog_does_not_hold_up_another_lane(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    lanes: TimerLanes[str] = TimerLanes(
+        ["slow", "quick"], lambda key: "slow" if key.startswith("s") else "quick"
+    )
+    for i in range(4):
+        lanes.schedule(f"s{i}", 1.0)  # due first, each 1 s of work on the slow lane's one worker
+    lanes.schedule("q", 1.5)
+    assert "q" in lanes and "s0" in lanes and len(lanes) == 5
+    assert lanes.due_time("q") == 1.5 and lanes.lane("q") is lanes.lanes["quick"]
+    done: list[tuple[str, float]] = []
+
+    async def worker(receive: trio.MemoryReceiveChannel[str], work: float) -> None:
+        async for key in receive:
+            await trio.sleep(work)
+            done.append((key, trio.current_time()))
+
+    async with trio.open_nursery() as nursery:
+        for name, work in (("slow", 1.0), ("quick", 0.0)):
+            send, receive = trio.open_memory_channel[str](0)
+            nursery.start_soon(worker, receive, work)
+            await nursery.start(lanes.lanes[name].run, send)
+        await trio.sleep(10)
+        stats = lanes.statistics()
+        nursery.cancel_scope.cancel()
+    assert ("q", 1.5) in done  # at its time, not after the slow lane's 4 s
+    assert [at for key, at in done if key.startswith("s")] == [2.0, 3.0, 4.0, 5.0]
+    assert (stats.size, stats.delivered, stats.late) == (0, 5, 1)  # s3 handed over at 4.0
+    assert stats.max_lateness == pytest.approx(3.0)
+    assert lanes.cancel("q") is False and len(lanes) == 0
