@@ -169,6 +169,11 @@ class PodObject(msgspec.Struct, frozen=True):
 _NO_ANNOTATIONS: dict[str, str] = {}
 CATCH_UP_BACKOFF = BackoffPolicy(initial=1.0, maximum=30.0, jitter=0.5)
 """Between attempts to list the pods of a node just driven (see ``_catch_up_worker``)."""
+CATCH_UP_LISTS = 8
+"""Nodes whose pods are listed at once (the shared watch's catch-ups and kubelet restarts),
+each a LIST of ``spec.nodeName=<node>``: one at a time, a restart storm of 5,000 nodes
+listed ~10 a second (one round trip each on a busy apiserver), a real kubelet's own list
+starts with the kubelet. A few at a time keeps a storm from becoming 5,000 lists at once."""
 
 
 class _PodList(msgspec.Struct, frozen=True):
@@ -337,9 +342,14 @@ class PodDriver:
         self._dropped: set[str] = set()
         """Nodes of other shards whose pods went by unheld (see :meth:`on_event`)."""
         self._catch_up: set[str] = set()
-        """Nodes just driven whose pods went by unheld: each is listed once."""
+        """Nodes whose pods are to be listed: just driven after their pods went by unheld,
+        or their kubelet restarted (see :attr:`_restarted`)."""
         self._catch_up_wake = trio.Event()
-        self._gone_while_listing: set[str] = set()
+        self._listing: dict[str, set[str]] = {}
+        """Nodes being listed -> the keys of pods deleted while their list was in flight."""
+        self._restarted: set[str] = set()
+        """Nodes of :attr:`_catch_up` listed for a kubelet restart: their pods are evaluated
+        again with the statuses listed (see :meth:`kubelet_restarted`)."""
         self._reflector: Reflector[PodObject] | None = None
         self._nursery: trio.Nursery | None = None
         self._send: trio.MemorySendChannel[WatchEvent[PodObject]] | None = None
@@ -373,7 +383,8 @@ class PodDriver:
             self._send = send
             nursery.start_soon(self._consume, receive)
             if not self.per_node:
-                nursery.start_soon(self._catch_up_worker)
+                for _ in range(CATCH_UP_LISTS):
+                    nursery.start_soon(self._catch_up_worker)
                 self._reflector = Reflector(
                     self._ctx.hot,
                     resource_path("", "v1", "pods"),
@@ -443,8 +454,8 @@ class PodDriver:
             self._forget(key)
             self._seen.pop(key, None)
             self._ctx.handover.drop_pod(key)
-            if self._catch_up:
-                self._gone_while_listing.add(key)
+            for gone in self._listing.values():
+                gone.add(key)
             keys = self._by_node.get(node)
             if keys is not None:
                 keys.discard(key)
@@ -782,39 +793,56 @@ class PodDriver:
     # -- pods that went by unheld -------------------------------------------------------------
 
     async def _catch_up_worker(self) -> None:
-        """List the pods of each node driven after its pods went by unheld (shard moves).
+        """List the pods of each node driven after its pods went by unheld (shard moves), or
+        whose kubelet restarted; ``CATCH_UP_LISTS`` of these workers list side by side.
 
-        One node at a time, one LIST of ``spec.nodeName=<node>`` each: a move is rate
-        limited by the coordinator, and a relist of every bound pod would cost far more.
-        A pod the watch delivered meanwhile (fresher) or deleted meanwhile is left as the
-        watch has it."""
+        One LIST of ``spec.nodeName=<node>`` each: a move is rate limited by the coordinator,
+        and a relist of every bound pod would cost far more. A pod the watch delivered
+        meanwhile (fresher) or deleted meanwhile is left as the watch has it."""
         backoff = CATCH_UP_BACKOFF.start(clock=self._ctx.clock, rng=self._ctx.rng)
         while True:
-            if not self._catch_up:
-                self._catch_up_wake = trio.Event()
+            name = next((n for n in self._catch_up if n not in self._listing), None)
+            if name is None:
+                if self._catch_up_wake.is_set():  # spent: the workers share the next one
+                    self._catch_up_wake = trio.Event()
                 await self._catch_up_wake.wait()
                 continue
-            name = next(iter(self._catch_up))
+            self._catch_up.discard(name)  # a restart while listing lists it again
             if name not in self._nodes:
-                self._catch_up.discard(name)
+                self._restarted.discard(name)
                 continue
-            self._gone_while_listing.clear()
+            restarted = name in self._restarted
+            self._restarted.discard(name)
+            gone = self._listing[name] = set()
             try:
                 pods = await self._list_node(name)
             except FleetError as exc:
                 delay = backoff.next_delay()
                 log.warning("pods of node %s: %s; listing again in %.1f s", name, exc, delay)
+                self._catch_up.add(name)
+                if restarted:
+                    self._restarted.add(name)
                 await trio.sleep(delay)
                 continue
+            finally:
+                del self._listing[name]
             backoff.mark_healthy()
-            self._catch_up.discard(name)
             for obj in pods:
                 meta = obj.metadata
                 key = f"{meta.namespace}/{meta.name}"
-                if key not in self.pods and key not in self._gone_while_listing:
+                if key in gone:
+                    continue
+                record = self.pods.get(key)
+                if record is None:
                     self.on_event(WatchEvent("ADDED", obj))
-            if not self._catch_up:
-                self._gone_while_listing.clear()
+                elif restarted and not record.raw_status and not record.writes_out:
+                    if record.uid == meta.uid:  # its status as listed: no GET to evaluate it
+                        self._set_status(record, bytes(obj.status))
+            if restarted and name in self._nodes:
+                now = self._ctx.clock()
+                for key in list(self._by_node.get(name, ())):
+                    if key in self.pods:
+                        self._ctx.timers.schedule(("pod", key), now)
 
     async def _list_node(self, name: str) -> list[PodObject]:
         path = resource_path("", "v1", "pods")
@@ -881,8 +909,9 @@ class PodDriver:
     def kubelet_restarted(self, name: str) -> None:
         """Node ``name``'s kubelet restarted (a node script): it lists its pods again (one
         LIST of ``spec.nodeName=<node>``; with per-node watches, its watch starts over), and
-        its status manager looks at every pod's status again: each is evaluated now and
-        written where it differs."""
+        its status manager looks at every pod's status again: each is evaluated (with the
+        shared watch, once listed, against the status listed, as a kubelet's status manager
+        compares with its pod manager's copy) and written where it differs."""
         if name not in self._nodes:
             return
         if self.per_node:
@@ -891,8 +920,12 @@ class PodDriver:
                 scope.cancel()
             self._watch_node(name)
         else:
+            # Evaluated once listed, from the statuses listed (a settled pod's status is
+            # unheld: evaluated now, each would be read back first, one GET a pod).
+            self._restarted.add(name)
             self._catch_up.add(name)
             self._catch_up_wake.set()
+            return
         now = self._ctx.clock()
         for key in list(self._by_node.get(name, ())):
             if key in self.pods:
@@ -901,6 +934,7 @@ class PodDriver:
     def node_removed(self, name: str) -> None:
         self._nodes.pop(name, None)
         self._catch_up.discard(name)
+        self._restarted.discard(name)
         scope = self._node_watches.pop(name, None)
         if scope is not None:
             scope.cancel()
