@@ -846,7 +846,11 @@ class PodDriver:
 
     async def _list_node(self, name: str) -> list[PodObject]:
         path = resource_path("", "v1", "pods")
-        params = {"fieldSelector": f"spec.nodeName={name}", "limit": "500"}
+        # As a kubelet's reflector lists them (apiserver-transcripts/kubelet-requests.md):
+        # resourceVersion=0 is served from kube-apiserver's watch cache, by its spec.nodeName
+        # index; without it, from etcd, every pod of the cluster read to select the node's.
+        selector = f"spec.nodeName={name}"
+        params = {"fieldSelector": selector, "limit": "500", "resourceVersion": "0"}
         out: list[PodObject] = []
         while True:
             response = (await self._ctx.hot.request("GET", path, params=params)).raise_for_status()
@@ -857,7 +861,11 @@ class PodDriver:
             out.extend(page.items or ())
             if not page.metadata.continue_:
                 return out
-            params = {**params, "continue": page.metadata.continue_}
+            params = {
+                "fieldSelector": selector,
+                "limit": "500",
+                "continue": page.metadata.continue_,
+            }
 
     async def _fetch_status(self, record: PodRecord) -> bool:
         """Read a pod whose status is unheld; False if it is gone or could not be read."""

@@ -202,7 +202,10 @@ async def test_a_restarted_kubelet_checks_its_pods_against_the_statuses_it_liste
     await trio.sleep(15)
     calls = api.calls[since:]
     lists = [c for c in calls if c.method == "GET" and c.path == "/api/v1/pods"]
-    assert [c.params["fieldSelector"] for c in lists] == ["spec.nodeName=n0"]
+    # as a kubelet's reflector: from the watch cache (its spec.nodeName index)
+    assert [c.params for c in lists] == [
+        {"fieldSelector": "spec.nodeName=n0", "limit": "500", "resourceVersion": "0"}
+    ]
     assert not [c for c in calls if c.method == "GET" and c.path.startswith(PODS + "/")]
     assert all(phase(api, f"p-n0-{i}") == "Running" for i in range(3))
     # Evaluated with the statuses listed, and let go again (settled).
