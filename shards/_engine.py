@@ -154,6 +154,10 @@ METRICS_EVERY = 1.0
 """Seconds between gauge updates."""
 SETTLE_CHECK = 5.0
 """Seconds between looks at whether start-up is over (see ``ShardEngine._freeze_gc``)."""
+FREEZE_AFTER = 100_000
+"""Objects in the cyclic GC's oldest generation past which a shard past its start-up
+freezes again (nodes applied after it started): a full collection of that many is
+~50 ms of CPU."""
 SETTLE_CHECKS = 3
 """Consecutive quiet looks (nothing queued or in flight to write, no timer overdue) that end
 start-up."""
@@ -451,29 +455,37 @@ class ShardEngine:
             self._sync_slots.release()
 
     async def _freeze_gc(self) -> None:
-        """While start-up builds the shard's objects, move them out of the cyclic GC's reach.
+        """Move the shard's long-lived objects out of the cyclic GC's reach as they are built.
 
         A shard of 10,000 nodes and 100,000 pods holds ~380,000 long-lived objects (GC-tracked),
         ~6.75 million with the kubelet traffic profile (its six watches a node), which every
         full collection walks: 0.3-0.7 s of CPU a time in ``lean``, seconds with the
         profile, the whole process stopped meanwhile (renewals late, the shard's own Lease
         once unanswered for 5 s). Frozen once at the end of start-up, the collections on
-        the way (each when the objects had grown by a quarter) still walked them all.
-        So every :data:`SETTLE_CHECK` seconds until start-up is over, a collection (of
-        what came since the last, at most a few hundred thousand objects) and a freeze
-        (``gc.freeze``): later collections walk only what came after. The shard's own
-        objects form no cycles (only its httpx requests do); whatever is frozen is never
-        collected: at worst the cycles of the few requests in flight at each freeze.
+        the way (each when the objects had grown by a quarter) still walked them all, and
+        nodes added later (a shard started before its CRs were applied) were never frozen.
+        So every :data:`SETTLE_CHECK` seconds until start-up is over, and after it whenever
+        the oldest generation holds more than :data:`FREEZE_AFTER` objects, a collection
+        (of what came since the last freeze) and a freeze (``gc.freeze``): later
+        collections walk only what came after. The shard's own objects form no cycles
+        (only its httpx requests do); whatever is frozen is never collected: at worst the
+        cycles of the few requests in flight at each freeze.
         """
         quiet = 0
-        while quiet < SETTLE_CHECKS:
+        while True:
             await trio.sleep(SETTLE_CHECK)
-            gc.collect()
-            gc.freeze()
-            writes = self.writes.statistics()
-            busy = writes.depth or writes.in_flight or self.timers.statistics().due_backlog
-            quiet = 0 if busy or not self._ready else quiet + 1
-        log.info("start-up over: %d objects frozen out of the cyclic GC", gc.get_freeze_count())
+            if quiet < SETTLE_CHECKS or len(gc.get_objects(generation=2)) > FREEZE_AFTER:
+                gc.collect()
+                gc.freeze()
+            if quiet < SETTLE_CHECKS:
+                writes = self.writes.statistics()
+                busy = writes.depth or writes.in_flight or self.timers.statistics().due_backlog
+                quiet = 0 if busy or not self._ready else quiet + 1
+                if quiet == SETTLE_CHECKS:
+                    log.info(
+                        "start-up over: %d objects frozen out of the cyclic GC",
+                        gc.get_freeze_count(),
+                    )
 
     async def _export_metrics(self) -> None:
         metrics = self.metrics

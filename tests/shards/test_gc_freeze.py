@@ -1,4 +1,4 @@
-"""The shard command freezes start-up's objects out of the cyclic GC as start-up goes on."""
+"""The shard command freezes its objects out of the cyclic GC as start-up (and later growth) builds them."""
 
 from __future__ import annotations
 
@@ -10,13 +10,14 @@ import trio
 
 from fleet.kube import MemoryApiserver
 from shards import ShardEngine
+from shards._engine import FREEZE_AFTER, SETTLE_CHECK
 from tests.shards.test_engine import CRS, PODS, node_cr, phase, pod, settings
 
 wall = MemoryApiserver.wall
 
 
 @pytest.mark.parametrize("freeze", [True, False])
-async def test_start_up_is_frozen_once_it_is_over(
+async def test_the_shards_objects_are_frozen_as_they_are_built(
     autojump_clock: trio.abc.Clock,
     nursery: trio.Nursery,
     monkeypatch: pytest.MonkeyPatch,
@@ -31,8 +32,10 @@ async def test_start_up_is_frozen_once_it_is_over(
     def fake_freeze() -> None:
         calls.append(("freeze", trio.current_time()))
 
+    oldest: list[object] = []
     monkeypatch.setattr(gc, "collect", fake_collect)
     monkeypatch.setattr(gc, "freeze", fake_freeze)
+    monkeypatch.setattr(gc, "get_objects", lambda generation=None: oldest)
     api = MemoryApiserver()
     for i in range(3):
         api.create(CRS, node_cr(f"n{i}"))
@@ -61,5 +64,11 @@ async def test_start_up_is_frozen_once_it_is_over(
     assert names == ["collect", "freeze"] * (len(calls) // 2)
     times = [at for name, at in calls if name == "freeze"]
     assert times == [5.0 * (i + 1) for i in range(len(times))]
-    # ... until three quiet looks, 5 s apart, once the queue had emptied; none after.
+    # ... until three quiet looks, 5 s apart, once the queue had emptied; none after ...
     assert max(patches) + 10 <= times[-1] <= max(patches) + 20
+    await trio.sleep(30)
+    assert len(calls) == 2 * len(times)
+    # ... until the objects not frozen grow past FREEZE_AFTER (nodes applied later).
+    oldest.extend([None] * (FREEZE_AFTER + 1))
+    await trio.sleep(SETTLE_CHECK)
+    assert [name for name, _ in calls[2 * len(times) :]] == ["collect", "freeze"]
