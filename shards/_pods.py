@@ -170,10 +170,25 @@ _NO_ANNOTATIONS: dict[str, str] = {}
 CATCH_UP_BACKOFF = BackoffPolicy(initial=1.0, maximum=30.0, jitter=0.5)
 """Between attempts to list the pods of a node just driven (see ``_catch_up_worker``)."""
 CATCH_UP_LISTS = 8
-"""Nodes whose pods are listed at once (the shared watch's catch-ups and kubelet restarts),
-each a LIST of ``spec.nodeName=<node>``: one at a time, a restart storm of 5,000 nodes
-listed ~10 a second (one round trip each on a busy apiserver), a real kubelet's own list
-starts with the kubelet. A few at a time keeps a storm from becoming 5,000 lists at once."""
+"""Nodes whose pods are listed at once (the shared watch's catch-ups and kubelet restarts;
+with per-node watches, restarted nodes' new watches making their first lists), each a LIST
+of ``spec.nodeName=<node>``: one at a time, a restart storm of 5,000 nodes listed ~10 a
+second (one round trip each on a busy apiserver), a real kubelet's own list starts with the
+kubelet. A few at a time keeps a storm from becoming 5,000 lists at once."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Listed:
+    """In the event channel after the list of a restarted node's new pod watch: the node's
+    pods are evaluated once the consumer gets here (the listed statuses are in by then)."""
+
+    node: str
+    watch: trio.CancelScope
+    """The watch that listed: a later restart's watch makes this one stale."""
+
+
+_Item = WatchEvent[PodObject] | _Listed
+"""What the pod reflector(s) and the restarted nodes' watches put in the event channel."""
 
 
 class _PodList(msgspec.Struct, frozen=True):
@@ -348,11 +363,14 @@ class PodDriver:
         self._listing: dict[str, set[str]] = {}
         """Nodes being listed -> the keys of pods deleted while their list was in flight."""
         self._restarted: set[str] = set()
-        """Nodes of :attr:`_catch_up` listed for a kubelet restart: their pods are evaluated
-        again with the statuses listed (see :meth:`kubelet_restarted`)."""
+        """Nodes listed again for a kubelet restart, whose pods are evaluated once listed, with
+        the statuses listed (see :meth:`kubelet_restarted`): with the shared watch, nodes of
+        :attr:`_catch_up`; with per-node watches, until their new watch's :class:`_Listed`."""
+        self._relists = trio.CapacityLimiter(CATCH_UP_LISTS)
+        """Restarted nodes' new per-node watches making their first list at once."""
         self._reflector: Reflector[PodObject] | None = None
         self._nursery: trio.Nursery | None = None
-        self._send: trio.MemorySendChannel[WatchEvent[PodObject]] | None = None
+        self._send: trio.MemorySendChannel[_Item] | None = None
         self._node_watches: dict[str, trio.CancelScope] = {}
         shard = ctx.settings.shard
         self.per_node = shard.pod_watch == "per-node" or shard.traffic_profile == "kubelet"
@@ -377,7 +395,7 @@ class PodDriver:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The consumer task, and the reflector(s), until cancelled."""
-        send, receive = trio.open_memory_channel[WatchEvent[PodObject]](EVENT_BUFFER)
+        send, receive = trio.open_memory_channel[_Item](EVENT_BUFFER)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             self._send = send
@@ -397,10 +415,13 @@ class PodDriver:
                 await nursery.start(self._reflector.run, send.clone())
             else:
                 for name in list(self._nodes):
-                    self._watch_node(name)
+                    self._watch_node(name, restarted=name in self._restarted)
             task_status.started()
 
-    def _watch_node(self, name: str) -> None:
+    def _watch_node(self, name: str, *, restarted: bool = False) -> None:
+        """Start node ``name``'s pod watch; ``restarted``: its kubelet restarted, and its
+        pods are evaluated once the watch has listed them (a :class:`_Listed` follows the
+        list's events), at most :data:`CATCH_UP_LISTS` such nodes listing at once."""
         if self._nursery is None or self._send is None or name in self._node_watches:
             return
         scope = trio.CancelScope()
@@ -415,13 +436,23 @@ class PodDriver:
             keep_objects=False,
         )
 
-        async def watch(send: trio.MemorySendChannel[WatchEvent[PodObject]]) -> None:
+        async def watch(send: trio.MemorySendChannel[_Item]) -> None:
             with scope:
-                await reflector.run(send)
+                if not restarted:
+                    await reflector.run(send)
+                    return
+                async with trio.open_nursery() as nursery:
+                    async with send:
+                        # Started once the list's events are all in the channel (a list
+                        # that fails is retried with backoff, holding its place, as the
+                        # shared watch's catch-up workers do).
+                        async with self._relists:
+                            await nursery.start(reflector.run, send.clone())
+                        await send.send(_Listed(name, scope))
 
         self._nursery.start_soon(watch, self._send.clone())
 
-    async def _consume(self, receive: trio.MemoryReceiveChannel[WatchEvent[PodObject]]) -> None:
+    async def _consume(self, receive: trio.MemoryReceiveChannel[_Item]) -> None:
         async with receive:
             async for event in receive:
                 if self.give_way is not None:
@@ -437,7 +468,12 @@ class PodDriver:
                         break
                     self._take(event)
 
-    def _take(self, event: WatchEvent[PodObject]) -> None:
+    def _take(self, event: _Item) -> None:
+        if isinstance(event, _Listed):
+            if self._node_watches.get(event.node) is event.watch:  # else restarted again, or gone
+                self._restarted.discard(event.node)
+                self._relisted(event.node)
+            return
         if self.observe is not None:
             self.observe(event)
         self.on_event(event)
@@ -473,6 +509,8 @@ class PodDriver:
             return
         self._by_node.setdefault(node, set()).add(key)
         self._seen.pop(key, None)
+        if self.per_node and node in self._restarted:
+            self._take_listed_status(key, obj)
         self._track(key, obj)
 
     def _slim(self, obj: PodObject) -> PodObject:
@@ -832,17 +870,31 @@ class PodDriver:
                 key = f"{meta.namespace}/{meta.name}"
                 if key in gone:
                     continue
-                record = self.pods.get(key)
-                if record is None:
+                if key not in self.pods:
                     self.on_event(WatchEvent("ADDED", obj))
-                elif restarted and not record.raw_status and not record.writes_out:
-                    if record.uid == meta.uid:  # its status as listed: no GET to evaluate it
-                        self._set_status(record, bytes(obj.status))
-            if restarted and name in self._nodes:
-                now = self._ctx.clock()
-                for key in list(self._by_node.get(name, ())):
-                    if key in self.pods:
-                        self._ctx.timers.schedule(("pod", key), now)
+                elif restarted:
+                    self._take_listed_status(key, obj)
+            if restarted:
+                self._relisted(name)
+
+    def _take_listed_status(self, key: str, obj: PodObject) -> None:
+        """A restarted node's pod as its relist has it: a status let go (settled) is taken from
+        the list, so that evaluating the pod needs no GET; a held one is as fresh."""
+        record = self.pods.get(key)
+        if record is None or record.raw_status or record.writes_out:
+            return
+        if record.uid == obj.metadata.uid:
+            self._set_status(record, bytes(obj.status))
+
+    def _relisted(self, name: str) -> None:
+        """Node ``name``'s pods are listed again after its kubelet restarted: its status
+        manager looks at every pod again, each evaluated now (against the status listed)."""
+        if name not in self._nodes:
+            return
+        now = self._ctx.clock()
+        for key in list(self._by_node.get(name, ())):
+            if key in self.pods:
+                self._ctx.timers.schedule(("pod", key), now)
 
     async def _list_node(self, name: str) -> list[PodObject]:
         path = resource_path("", "v1", "pods")
@@ -917,27 +969,21 @@ class PodDriver:
     def kubelet_restarted(self, name: str) -> None:
         """Node ``name``'s kubelet restarted (a node script): it lists its pods again (one
         LIST of ``spec.nodeName=<node>``; with per-node watches, its watch starts over), and
-        its status manager looks at every pod's status again: each is evaluated (with the
-        shared watch, once listed, against the status listed, as a kubelet's status manager
-        compares with its pod manager's copy) and written where it differs."""
+        its status manager looks at every pod's status again: each is evaluated once listed,
+        against the status listed (as a kubelet's status manager compares with its pod
+        manager's copy), and written where it differs. Evaluated at once instead, a settled
+        pod (its status let go) would be read back first: one GET a pod."""
         if name not in self._nodes:
             return
+        self._restarted.add(name)
         if self.per_node:
             scope = self._node_watches.pop(name, None)
             if scope is not None:
                 scope.cancel()
-            self._watch_node(name)
+            self._watch_node(name, restarted=True)
         else:
-            # Evaluated once listed, from the statuses listed (a settled pod's status is
-            # unheld: evaluated now, each would be read back first, one GET a pod).
-            self._restarted.add(name)
             self._catch_up.add(name)
             self._catch_up_wake.set()
-            return
-        now = self._ctx.clock()
-        for key in list(self._by_node.get(name, ())):
-            if key in self.pods:
-                self._ctx.timers.schedule(("pod", key), now)
 
     def node_removed(self, name: str) -> None:
         self._nodes.pop(name, None)
