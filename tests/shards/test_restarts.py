@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 
+import pytest
 import trio
 
 from fleet.kube import MemoryApiserver, MemoryClient, Response
@@ -23,6 +24,7 @@ from tests.shards.test_engine import (
 )
 
 wall = MemoryApiserver.wall
+POD_LISTS = "/api/v1/pods"
 
 
 def _restart(api: MemoryApiserver, name: str, token: str) -> None:
@@ -187,47 +189,67 @@ async def test_a_node_status_report_does_not_wait_behind_pod_work(
     assert max(reports) < 1.0  # due at 0.5 s, not after 8 s of pod reads
 
 
+PROFILES = pytest.mark.parametrize("profile", ["lean", "kubelet"])
+"""The shared pod watch (a restarted node's pods listed by the catch-up workers), and a pod
+watch per node (the kubelet traffic profile: the restarted node's watch starts over)."""
+
+
+@PROFILES
 async def test_a_restarted_kubelet_checks_its_pods_against_the_statuses_it_listed(
-    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery, profile: str
 ) -> None:
     # Settled pods' statuses are unheld (memory); evaluated at once after a restart, each was
-    # read back with a GET (10,000 GETs in a 5,000-node storm) when the relist brings them all.
+    # read back with a GET (10,000 GETs in a 5,000-node storm) when the relist brings them all
+    # (lean: the catch-up list; kubelet: the list of the node's new pod watch).
     api = MemoryApiserver()
     for i in range(3):
         api.create(PODS, pod(f"p-n0-{i}", "n0"))
-    engine = await _fleet(api, nursery)
+    engine = await _fleet(api, nursery, traffic_profile=profile)
+    assert engine.pods.per_node == (profile == "kubelet")
     held = {key: bool(r.raw_status) for key, r in engine.pods.pods.items()}
     assert not any(held.values())  # all settled, their statuses let go
     since = len(api.calls)
     _restart(api, "n0", "storm-1")
     await trio.sleep(15)
     calls = api.calls[since:]
-    lists = [c for c in calls if c.method == "GET" and c.path == "/api/v1/pods"]
-    # as a kubelet's reflector: from the watch cache (its spec.nodeName index)
-    assert [c.params for c in lists] == [
-        {"fieldSelector": "spec.nodeName=n0", "limit": "500", "resourceVersion": "0"}
-    ]
+    lists = [c for c in calls if c.method == "GET" and c.path == POD_LISTS]
+    if profile == "lean":
+        # as a kubelet's reflector: from the watch cache (its spec.nodeName index)
+        assert [c.params for c in lists] == [
+            {"fieldSelector": "spec.nodeName=n0", "limit": "500", "resourceVersion": "0"}
+        ]
+    else:  # its new watch: a list, then the watch
+        assert [
+            c.method for c in calls
+            if c.path == POD_LISTS and c.params.get("fieldSelector") == "spec.nodeName=n0"
+        ] == ["GET", "WATCH"]  # fmt: skip
+        assert len(lists) == 1
     assert not [c for c in calls if c.method == "GET" and c.path.startswith(PODS + "/")]
     assert all(phase(api, f"p-n0-{i}") == "Running" for i in range(3))
     # Evaluated with the statuses listed, and let go again (settled).
     assert not any(bool(r.raw_status) for r in engine.pods.pods.values())
 
 
+@PROFILES
 async def test_a_status_changed_behind_a_restarted_kubelets_back_is_put_right(
-    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery, profile: str
 ) -> None:
     # Evaluated after the relist (not at once): it must still be evaluated at all.
     api = MemoryApiserver()
-    engine = await _fleet(api, nursery)
+    engine = await _fleet(api, nursery, traffic_profile=profile)
     record = engine.pods.pods["default/p-n0"]
     assert not record.raw_status
     # Changed where the shard's watch does not see it (as a change it missed)...
     stored = api.objects[("", "pods")][("default", "p-n0")]
     stored["status"] = {**stored["status"], "phase": "Pending"}
+    since = len(api.calls)
     _restart(api, "n0", "storm-1")
     await trio.sleep(15)
     # ... and put right from the relist, without reading the pod.
     assert phase(api, "p-n0") == "Running"
+    calls = api.calls[since:]
+    assert [c for c in calls if c.method == "PATCH" and c.path == f"{PODS}/p-n0/status"]
+    assert not [c for c in calls if c.method == "GET" and c.path.startswith(PODS + "/")]
 
 
 LISTED = 48
@@ -257,58 +279,9 @@ async def test_a_restart_storm_lists_the_nodes_pods_side_by_side(
 
 # -- the kubelet traffic profile: per-node pod watches ----------------------------------------
 
-POD_LISTS = "/api/v1/pods"
 RELISTS_AT_ONCE = 8
 """Restarted nodes' pod watches listing at once: the shard's ``CATCH_UP_LISTS``, as many as
 the shared watch's catch-up lists."""
-
-
-async def test_a_restarted_kubelet_with_its_own_pod_watch_checks_its_pods_against_its_relist(
-    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
-) -> None:
-    # The new watch's list brings every pod's status: evaluated at once instead (before the
-    # list), each settled pod (its status let go) was read back with a GET, as with the
-    # shared watch before its relists (10,000 GETs in a 5,000-node storm).
-    api = MemoryApiserver()
-    for i in range(3):
-        api.create(PODS, pod(f"p-n0-{i}", "n0"))
-    engine = await _fleet(api, nursery, traffic_profile="kubelet", events=False)
-    assert engine.pods.per_node
-    assert not any(bool(r.raw_status) for r in engine.pods.pods.values())  # all settled
-    since = len(api.calls)
-    _restart(api, "n0", "storm-1")
-    await trio.sleep(15)
-    calls = api.calls[since:]
-    # Its new watch: a list, then the watch.
-    assert [
-        c.method for c in calls
-        if c.path == POD_LISTS and c.params.get("fieldSelector") == "spec.nodeName=n0"
-    ] == ["GET", "WATCH"]  # fmt: skip
-    assert not [c for c in calls if c.method == "GET" and c.path.startswith(PODS + "/")]
-    assert all(phase(api, f"p-n0-{i}") == "Running" for i in range(3))
-    # Evaluated with the statuses listed, and let go again (settled).
-    assert not any(bool(r.raw_status) for r in engine.pods.pods.values())
-
-
-async def test_a_status_changed_behind_a_restarted_kubelets_own_pod_watch_is_put_right(
-    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
-) -> None:
-    # Evaluated once its new watch has listed (not at once): it must still be evaluated,
-    # against the status the list brings.
-    api = MemoryApiserver()
-    engine = await _fleet(api, nursery, traffic_profile="kubelet", events=False)
-    assert not engine.pods.pods["default/p-n0"].raw_status
-    # Changed where no watch sees it (as a change the restarted kubelet missed) ...
-    stored = api.objects[("", "pods")][("default", "p-n0")]
-    stored["status"] = {**stored["status"], "phase": "Pending"}
-    since = len(api.calls)
-    _restart(api, "n0", "storm-1")
-    await trio.sleep(15)
-    # ... and put right from the relist, without reading the pod.
-    assert phase(api, "p-n0") == "Running"
-    calls = api.calls[since:]
-    assert [c for c in calls if c.method == "PATCH" and c.path == f"{PODS}/p-n0/status"]
-    assert not [c for c in calls if c.method == "GET" and c.path.startswith(PODS + "/")]
 
 
 async def test_a_restart_storm_with_per_node_pod_watches_relists_a_few_nodes_at_a_time(
