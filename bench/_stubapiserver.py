@@ -55,9 +55,10 @@ import gc
 import json
 import os
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 import h2.config
@@ -106,6 +107,8 @@ _KIND = {
 """A watch's object kind, for its BOOKMARKs (MockStatus otherwise)."""
 _LEASE_PREFIX = "/apis/coordination.k8s.io/v1/namespaces/"
 _encode = msgspec.json.Encoder().encode
+_Stored = TypeVar("_Stored")
+"""How a store of :class:`StubServer` holds its objects: decoded (Nodes, patched), or encoded."""
 _decode = msgspec.json.Decoder(dict[str, Any]).decode
 _REASONS = {200: b"OK", 201: b"Created", 404: b"Not Found", 409: b"Conflict", 422: b"Unprocessable"}
 
@@ -553,15 +556,7 @@ class StubServer:
             return _answer(200, _encode(node))
         if method == "POST":
             self.count("node_post")
-            obj = _decode(body)
-            meta = obj.setdefault("metadata", {})
-            name = str(meta.get("name"))
-            if name in self.nodes:
-                return _answer(409, _status(409, "AlreadyExists", "exists"))
-            self.rv += 1
-            meta.update(uid=f"node-uid-{self.rv}", resourceVersion=str(self.rv))
-            self.nodes[name] = obj
-            return _answer(201, _encode(obj))
+            return self._create(self.nodes, body, "node-uid", lambda obj: obj)
         if method == "PATCH":
             node = self.nodes.get(name)
             if node is None:
@@ -594,17 +589,29 @@ class StubServer:
             return _answer(200, stored)
         if method == "POST" and not name:
             self.count("csinode_post")
-            obj = _decode(body)
-            meta = obj.setdefault("metadata", {})
-            name = str(meta.get("name"))
-            if name in self.csinodes:
-                return _answer(409, _status(409, "AlreadyExists", "exists"))
-            self.rv += 1
-            meta.update(uid=f"csinode-uid-{self.rv}", resourceVersion=str(self.rv))
-            stored = self.csinodes[name] = _encode(obj)
-            return _answer(201, stored)
+            return self._create(self.csinodes, body, "csinode-uid", _encode)
         self.count("other")
         return _answer(404, _status(404, "NotFound", path))
+
+    def _create(
+        self,
+        store: dict[str, _Stored],
+        body: bytes,
+        uid_prefix: str,
+        keep: Callable[[dict[str, Any]], _Stored],
+    ) -> bytes:
+        """POST of a cluster-scoped object named in ``body``: 409 AlreadyExists if ``store``
+        holds that name, as kube-apiserver answers a kubelet registering again; else given a
+        uid and resourceVersion, kept in ``store`` as ``keep`` makes it, and answered 201."""
+        obj = _decode(body)
+        meta = obj.setdefault("metadata", {})
+        name = str(meta.get("name"))
+        if name in store:
+            return _answer(409, _status(409, "AlreadyExists", "exists"))
+        self.rv += 1
+        meta.update(uid=f"{uid_prefix}-{self.rv}", resourceVersion=str(self.rv))
+        store[name] = keep(obj)
+        return _answer(201, _encode(obj))
 
     def _pod_index(self, name: str) -> int | None:
         try:

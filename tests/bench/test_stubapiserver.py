@@ -181,7 +181,10 @@ async def test_stub_serves_a_kubelets_reads_over_h2c(nursery: trio.Nursery) -> N
             assert int(listed["metadata"]["resourceVersion"]) > 0
         assert listed["items"] == []  # no Node yet; once POSTed, the informer lists it
         node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-00001"}}
-        assert (await _json(conn, "POST", "/api/v1/nodes", node))[0] == 201
+        code, created = await _json(conn, "POST", "/api/v1/nodes", node)
+        assert code == 201 and created["metadata"]["uid"] and created["metadata"]["resourceVersion"]
+        # registering again, as a restarted kubelet does: 409, the Node kept as it was
+        assert (await _json(conn, "POST", "/api/v1/nodes", node))[0] == 409
         _, own = await _json(conn, "GET", "/api/v1/nodes?fieldSelector=metadata.name=node-00001")
         assert [item["metadata"]["name"] for item in own["items"]] == ["node-00001"]
         assert (await _json(conn, "GET", "/api/v1/nodes/node-00001?resourceVersion=0"))[0] == 200
@@ -193,6 +196,7 @@ async def test_stub_serves_a_kubelets_reads_over_h2c(nursery: trio.Nursery) -> N
         assert (await _json(conn, "POST", csinode, body))[0] == 409
         code, got = await _json(conn, "GET", f"{csinode}/node-00001")
         assert (code, got["metadata"]["name"]) == (200, "node-00001")
+        assert got["metadata"]["uid"] and got["metadata"]["resourceVersion"]
         # a node's pod watch hears of its own pods' writes only, and ends at its timeoutSeconds
         events: list[Any] = []
         with trio.fail_after(5):
@@ -223,7 +227,7 @@ async def test_stub_serves_a_kubelets_reads_over_h2c(nursery: trio.Nursery) -> N
         "pods_node_list": 1,
         "pods_node_watch": 1,
         "node_own_list": 2,
-        "node_post": 1,
+        "node_post": 2,
         "node_get": 1,
         "csinode_get": 2,
         "csinode_post": 2,
