@@ -172,7 +172,7 @@ async def test_a_node_status_report_does_not_wait_behind_pod_work(
     since, now = len(api.calls), trio.current_time()
     timers = engine.ctx.timers
     for key in list(engine.pods.pods):
-        timers.schedule(("pod", key), now)  # as PodDriver.kubelet_restarted does
+        timers.schedule(("pod", key), now)  # as PodDriver.kubelet_restarted did
     for key in list(engine.nodes.states):
         timers.schedule(("status", key), now + 0.5)
     await trio.sleep(15)
