@@ -363,9 +363,11 @@ class PodDriver:
         self._listing: dict[str, set[str]] = {}
         """Nodes being listed -> the keys of pods deleted while their list was in flight."""
         self._restarted: set[str] = set()
-        """Nodes listed again for a kubelet restart, whose pods are evaluated once listed, with
-        the statuses listed (see :meth:`kubelet_restarted`): with the shared watch, nodes of
-        :attr:`_catch_up`; with per-node watches, until their new watch's :class:`_Listed`."""
+        """Nodes of :attr:`_catch_up` listed for a kubelet restart: their pods are evaluated
+        again with the statuses listed (see :meth:`kubelet_restarted`)."""
+        self._relisting: dict[str, set[str]] = {}
+        """With per-node watches, restarted nodes whose new watch has not listed yet (its
+        :class:`_Listed` not taken) -> the keys of the pods it has brought so far."""
         self._relists = trio.CapacityLimiter(CATCH_UP_LISTS)
         """Restarted nodes' new per-node watches making their first list at once."""
         self._reflector: Reflector[PodObject] | None = None
@@ -415,7 +417,7 @@ class PodDriver:
                 await nursery.start(self._reflector.run, send.clone())
             else:
                 for name in list(self._nodes):
-                    self._watch_node(name, restarted=name in self._restarted)
+                    self._watch_node(name, restarted=name in self._relisting)
             task_status.started()
 
     def _watch_node(self, name: str, *, restarted: bool = False) -> None:
@@ -471,8 +473,7 @@ class PodDriver:
     def _take(self, event: _Item) -> None:
         if isinstance(event, _Listed):
             if self._node_watches.get(event.node) is event.watch:  # else restarted again, or gone
-                self._restarted.discard(event.node)
-                self._relisted(event.node)
+                self._watch_listed(event.node)
             return
         if self.observe is not None:
             self.observe(event)
@@ -509,7 +510,9 @@ class PodDriver:
             return
         self._by_node.setdefault(node, set()).add(key)
         self._seen.pop(key, None)
-        if self.per_node and node in self._restarted:
+        listed = self._relisting.get(node)
+        if listed is not None:
+            listed.add(key)
             self._take_listed_status(key, obj)
         self._track(key, obj)
 
@@ -886,6 +889,22 @@ class PodDriver:
         if record.uid == obj.metadata.uid:
             self._set_status(record, bytes(obj.status))
 
+    def _watch_listed(self, name: str) -> None:
+        """Node ``name``'s new pod watch (its kubelet restarted) has listed, and the consumer
+        has taken the list's events: a pod held for it that the list did not bring was
+        deleted while no watch of the node was open (the new watch starts afresh, so no
+        DELETED comes for it), and is let go, as a kubelet's pod manager drops what its
+        relist lacks; the others are evaluated."""
+        listed = self._relisting.pop(name, set())
+        for key in list(self._by_node.get(name, ())):
+            record = self.pods.get(key)
+            if key in listed or record is None:
+                continue
+            namespace, _, pod = key.partition("/")
+            meta = _PodMeta(name=pod, namespace=namespace, uid=record.uid)
+            self._take(WatchEvent("DELETED", PodObject(meta, _PodSpec(node_name=name))))
+        self._relisted(name)
+
     def _relisted(self, name: str) -> None:
         """Node ``name``'s pods are listed again after its kubelet restarted: its status
         manager looks at every pod again, each evaluated now (against the status listed)."""
@@ -975,13 +994,14 @@ class PodDriver:
         pod (its status let go) would be read back first: one GET a pod."""
         if name not in self._nodes:
             return
-        self._restarted.add(name)
         if self.per_node:
             scope = self._node_watches.pop(name, None)
             if scope is not None:
                 scope.cancel()
+            self._relisting[name] = set()
             self._watch_node(name, restarted=True)
         else:
+            self._restarted.add(name)
             self._catch_up.add(name)
             self._catch_up_wake.set()
 
@@ -989,6 +1009,7 @@ class PodDriver:
         self._nodes.pop(name, None)
         self._catch_up.discard(name)
         self._restarted.discard(name)
+        self._relisting.pop(name, None)
         scope = self._node_watches.pop(name, None)
         if scope is not None:
             scope.cancel()

@@ -252,6 +252,25 @@ async def test_a_status_changed_behind_a_restarted_kubelets_back_is_put_right(
     assert not [c for c in calls if c.method == "GET" and c.path.startswith(PODS + "/")]
 
 
+async def test_a_pod_deleted_while_a_restarted_kubelets_watch_was_down_is_let_go(
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
+) -> None:
+    # A pod watch per node: the restart's new watch starts afresh, so nothing tells of a pod
+    # deleted while no watch of the node was open. Its relist lacks it: let go, as the
+    # kubelet's pod manager drops it, not read back (404) and held for good.
+    api = MemoryApiserver()
+    engine = await _fleet(api, nursery, traffic_profile="kubelet")
+    assert "default/p-n0" in engine.pods.pods
+    del api.objects[("", "pods")][("default", "p-n0")]  # where no watch sees it
+    since = len(api.calls)
+    _restart(api, "n0", "storm-1")
+    await trio.sleep(15)
+    assert "default/p-n0" not in engine.pods.pods
+    assert not engine.pods.on_node("n0")
+    assert engine.pods.phases() == {"Running": 1}  # n1's
+    assert not [c for c in api.calls[since:] if c.path.startswith(PODS + "/")]
+
+
 LISTED = 48
 
 
