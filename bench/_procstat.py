@@ -159,6 +159,7 @@ class ProcessSampler:
         children = _children(me) if self.own_children else []
         roots = self.roots + [pid for pid in children if pid not in self.not_ours]
         pids = _tree(roots)
+        own_argv = _argv(me)
         if self.self_name is not None:
             pids.append(me)
         for pid in pids:
@@ -168,7 +169,12 @@ class ProcessSampler:
             cpu, rss = got
             if pid not in self._names:
                 name = self.self_name if pid == me else None
-                self._names[pid] = name if name is not None else component_name(_argv(pid))
+                if name is None:
+                    argv = _argv(pid)
+                    if not argv or (pid != me and argv == own_argv):
+                        continue  # exited (a zombie's is empty) or forked, not yet exec'd
+                    name = component_name(argv)
+                self._names[pid] = name
             self._baseline.setdefault(pid, cpu if not self._cpu else 0.0)
             self._cpu[pid] = max(self._cpu.get(pid, 0.0), cpu)
             rss_by_name[self._names[pid]] += rss

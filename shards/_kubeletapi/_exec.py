@@ -63,6 +63,11 @@ STDIN_BUFFER = 64
 MAX_MESSAGE_BYTES = 1024 * 1024
 """A client message larger than this ends the session (kubectl sends at most 32 KiB)."""
 PROMPT = "# "
+WEBSOCKET_START = 0.1
+"""Seconds from a WebSocket upgrade to the command's first output, as a container runtime
+takes to start a process: client-go registers its channels in a goroutine of its own
+after the upgrade, and a message before that is dropped ("Unknown stream id 3, discarding
+message": kubectl 1.31 lost an instant `exit 3`'s status and exited 1, on a loaded box)."""
 CLOSE_GRACE = 5.0
 """Seconds the client has, once the status is sent, to read it and close the connection
 (kubectl closes at once; a client that does not is then closed on)."""
@@ -238,6 +243,8 @@ class Streams:
             def make(stream: trio.abc.Stream, buffered: bytes) -> Session:
                 return SpdySession(stream, buffered, expected)
 
+            start_after = 0.0  # the client opened its streams: nothing it can miss
+
         elif upgrade == "websocket" and "sec-websocket-key" in request.headers:
             offered = _list(request.headers.get("sec-websocket-protocol", ""))
             protocol = next((p for p in PROTOCOLS if p in offered), None)
@@ -256,6 +263,8 @@ class Streams:
 
             def make(stream: trio.abc.Stream, buffered: bytes) -> Session:
                 return _Session(stream, buffered, protocol)
+
+            start_after = WEBSOCKET_START
 
         else:
             return Reply(400, b"Upgrade request required\n")
@@ -278,6 +287,7 @@ class Streams:
                         data = text.replace("\n", "\r\n") if tty else text
                         await session.send(STDOUT if tty else channel, data.encode())
 
+                await trio.sleep(start_after)
                 if kind == "attach":
                     status = await self._attach(session, out, stdin)
                 else:

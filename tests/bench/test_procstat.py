@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from bench._procstat import ProcessSampler, component_name
 
@@ -94,3 +95,26 @@ def test_a_window_has_the_peaks_of_its_own_samples() -> None:
     peaks = sampler.window_peaks()
     assert "kube-apiserver" not in peaks and peaks["bench"] > 0
     assert sampler.usage()["kube-apiserver"][2] >= 96 * 2**20
+
+
+def test_a_child_that_exited_is_not_a_component_of_its_own() -> None:
+    """A child exited and not yet reaped (a zombie: its command line is empty) was named "?"
+    and showed in the report as a component (a CI run's `bench pod-startup` on `up`)."""
+    import subprocess
+    import sys
+    import time
+
+    from bench._procstat import child_pids
+
+    before = child_pids()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{gone.pid}/cmdline").read_bytes() and time.monotonic() < deadline:
+            time.sleep(0.01)  # exited, not waited for: a zombie
+        sampler = ProcessSampler([], own_children=True, self_name="bench", not_ours=before)
+        sampler.sample()
+        assert set(sampler.usage()) == {"bench"}
+        assert sampler.pids == []
+    finally:
+        gone.wait()

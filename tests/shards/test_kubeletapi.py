@@ -945,3 +945,43 @@ def test_pod_usage_follows_its_pods_annotations() -> None:
     )
     assert pod_usage(busier, now)[0][1] == 5.0
     assert pod_usage(fixed, now)[0][1] == 1.0
+
+
+async def test_a_websocket_exec_says_nothing_before_a_runtime_would_have_started_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """client-go registers its channels in a goroutine beside the one reading the
+    connection: a status sent at once after the upgrade was dropped ("Unknown stream id 3")
+    and kubectl 1.31 exited 1 for an `exit 3`. The command starts WEBSOCKET_START after."""
+    from wsproto.connection import Connection, ConnectionType
+    from wsproto.events import BytesMessage, CloseConnection
+
+    from shards._kubeletapi._exec import ERROR, WEBSOCKET_START
+    from shards._kubeletapi._http import Upgrade
+
+    view = View()
+    view.add("web")
+    server = KubeletServer(_settings(trustme.CA()), view, wall=lambda: T0)
+    query = [("command", "sh"), ("command", "-c"), ("command", "exit 3"), ("stdout", "1")]
+    reply = await server.handle(_ws_request("/exec/default/web/app", "v5.channel.k8s.io", query))
+    assert isinstance(reply, Upgrade), reply
+    client, kubelet = trio.testing.memory_stream_pair()
+    ws = Connection(ConnectionType.CLIENT)
+    start = trio.current_time()
+    first: list[tuple[float, bytes]] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reply.run, kubelet, b"")
+        with trio.fail_after(5):
+            while not first:
+                ws.receive_data(bytes(await client.receive_some(65536)))
+                for event in ws.events():
+                    if isinstance(event, BytesMessage):
+                        first.append((trio.current_time() - start, bytes(event.data)))
+        ((at, message),) = first
+        assert at >= WEBSOCKET_START
+        assert message[0] == ERROR and b"NonZeroExitCode" in message
+        ws.receive_data(bytes(await client.receive_some(65536)))
+        closing = [e for e in ws.events() if isinstance(e, CloseConnection)]
+        if closing:
+            await client.send_all(ws.send(closing[0].response()))
+        nursery.cancel_scope.cancel()
