@@ -148,10 +148,24 @@ out as the local port of outgoing connections: between this pick and kube-apiser
 listen, a test's client connection took it once ("bind: address already in use")."""
 
 
-def _free_port() -> int:
+def _free_ports(count: int, *, taken: tuple[int, ...] = ()) -> list[int]:
+    """``count`` distinct ports free on loopback now, none of ``taken``. Picked together: a
+    port picked after etcd was started but before it listened could be etcd's own
+    (kube-apiserver then failed with "bind: address already in use" on etcd's port)."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = _free_port(avoid=[*taken, *ports])
+        if port not in ports and port not in taken:
+            ports.append(port)
+    return ports
+
+
+def _free_port(avoid: list[int] | None = None) -> int:
     """A port free on loopback now, outside the ephemeral range when one is."""
     low, high = LISTEN_PORTS
     for port in random.sample(range(low, high), 64):
+        if avoid and port in avoid:
+            continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:
                 sock.bind(("127.0.0.1", port))
@@ -436,7 +450,7 @@ async def serve_real_control_plane(
             front_proxy = await trio.to_thread.run_sync(create_pki, workdir / "pki" / "front-proxy")
             proxy_client = front_proxy.issue("front-proxy-client", common_name=FRONT_PROXY_CLIENT)
             deadline = trio.current_time() + s.start_timeout
-            etcd_port, peer_port = _free_port(), _free_port()
+            etcd_port, peer_port, free = _free_ports(3, taken=(s.port,) if s.port else ())
             etcd_url = f"http://127.0.0.1:{etcd_port}"
             etcd = await plane.start(
                 nursery,
@@ -444,7 +458,7 @@ async def serve_real_control_plane(
                 _etcd_argv(binaries.etcd, workdir / "etcd", etcd_port, peer_port),
                 s.stop_grace,
             )
-            port = s.port or _free_port()
+            port = s.port or free
             url = f"https://127.0.0.1:{port}"
             kubeconfig = _kubeconfig(
                 s.kubeconfig_out or workdir / "admin.kubeconfig",

@@ -64,3 +64,19 @@ def test_without_binaries_under_ci_real_tests_fail(tmp_path: Path) -> None:
     assert result.returncode == 1, result.stdout
     assert "1 error" in result.stdout or "1 failed" in result.stdout, result.stdout
     assert "CI=true needs it" in result.stdout, result.stdout
+
+
+def test_the_control_planes_ports_are_picked_together_and_distinct(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """kube-apiserver's port was picked after etcd had been started on one, before etcd
+    listened: once it was etcd's own ("bind: address already in use", bench kwok-ci).
+    etcd's two ports and kube-apiserver's are picked at once, distinct, none the one the
+    user gave."""
+    import random
+
+    from fleet.realcp import _serve
+
+    candidates = [31603, 31604, 25000, 25001]
+    monkeypatch.setattr(random, "sample", lambda population, k: list(candidates))
+    assert _serve._free_ports(3, taken=(31604,)) == [31603, 25000, 25001]
