@@ -8,6 +8,7 @@ import trio.testing
 
 from fleet.errors import ConfigError
 from fleet.kube._ratelimit import TokenBucket
+from tests._busy import Spinner
 
 
 async def test_n_acquires_take_n_minus_burst_over_qps(
@@ -90,20 +91,14 @@ async def test_a_batch_takes_its_tokens_in_one_step(
     """A batch waits one scheduler round for tokens banked (not one per request), and
     exactly until its last token when the bank is short."""
     bucket = TokenBucket(qps=10.0, burst=50)
-    rounds = 0
-
-    async def spin() -> None:
-        nonlocal rounds
-        while True:
-            rounds += 1
-            await trio.lowlevel.checkpoint()
+    spinner = Spinner()
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(spin)
+        nursery.start_soon(spinner.spin)
         await trio.lowlevel.checkpoint()
-        before = rounds
+        before = spinner.rounds
         await bucket.acquire(40)
-        assert rounds - before <= 2
+        assert spinner.rounds - before <= 2
         nursery.cancel_scope.cancel()  # a busy loop would keep the mock clock still
     start = trio.current_time()
     await bucket.acquire(20)  # 10 banked, 10 more at 10 a second

@@ -29,6 +29,7 @@ from fleet.kube._fake import (
 from fleet.kube._seam import Response
 from fleet.kube._views import ObjectMeta
 from fleet.kube._watching import ObjectTooLarge, Reflector, WatchEvent, WatchSettings
+from tests._busy import Spinner
 
 PATH = "/api/v1/pods"
 
@@ -778,19 +779,13 @@ async def test_a_list_is_handed_over_in_a_round_or_two_of_a_busy_loop(
         api, PATH, Pod, settings=settings(page_size=500), keep_objects=keep_objects
     )
     send, receive = trio.open_memory_channel[WatchEvent[Pod]](1000)
-    rounds = 0
-
-    async def spin() -> None:
-        nonlocal rounds
-        while True:
-            rounds += 1
-            await trio.lowlevel.checkpoint()
+    spinner = Spinner()
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(spin)
+        nursery.start_soon(spinner.spin)
         await trio.lowlevel.checkpoint()
-        before = rounds
+        before = spinner.rounds
         await nursery.start(reflector.run, send)
-        assert rounds - before < 20, rounds - before
+        assert spinner.rounds - before < 20, spinner.rounds - before
         assert len(drain(receive)) == 200
         nursery.cancel_scope.cancel()

@@ -17,19 +17,10 @@ from fleet.kube import MemoryApiserver, WatchEvent
 from shards import ShardEngine
 from shards._context import TimerKey
 from shards._pods import PodObject
+from tests._busy import Spinner
 from tests.shards.test_engine import settings
 
 ITEMS = 300
-
-
-class _Spinner:
-    def __init__(self) -> None:
-        self.rounds = 0
-
-    async def spin(self) -> None:
-        while True:
-            self.rounds += 1
-            await trio.lowlevel.checkpoint()
 
 
 def _engine() -> ShardEngine:
@@ -44,7 +35,7 @@ def _engine() -> ShardEngine:
 
 async def _rounds_to_take(nursery: trio.Nursery, taken: list[object]) -> int:
     """Rounds of the spinner until ``ITEMS`` were taken (given up after ten a item)."""
-    spinner = _Spinner()
+    spinner = Spinner()
     nursery.start_soon(spinner.spin)
     await trio.lowlevel.checkpoint()
     before = spinner.rounds

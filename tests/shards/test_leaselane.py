@@ -17,6 +17,7 @@ import trio.testing
 from fleet.errors import FleetError, TransportError
 from fleet.kube import BatchRequest, Response
 from shards._leaselane import GIVE_WAY_MAX, LeaseLane
+from tests._busy import Spinner
 
 
 class Owner:
@@ -143,21 +144,15 @@ async def test_a_batch_of_renewals_waits_one_round_of_a_busy_loop_for_its_tokens
     server = SlowServer(0.0)
     lane = LeaseLane(server, Owner(), rate=(2000.0, 400), writers=1)
     await nursery.start(lane.run)
-    rounds = 0
-
-    async def spin() -> None:  # a busy process: always something else runnable
-        nonlocal rounds
-        while True:
-            rounds += 1
-            await trio.lowlevel.checkpoint()
+    spinner = Spinner()
 
     now = trio.current_time()
     for i in range(64):
         lane.schedule(f"n{i}", now)
-    nursery.start_soon(spin)
+    nursery.start_soon(spinner.spin)
     mock_clock.jump(1.0)  # all due, past the dispatcher's window
-    before = rounds
+    before = spinner.rounds
     while sum(server.batches) < 64:
         await trio.lowlevel.checkpoint()
     assert server.batches == [64]
-    assert rounds - before < 16, rounds - before
+    assert spinner.rounds - before < 16, spinner.rounds - before

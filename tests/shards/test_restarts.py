@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Callable
 
 import pytest
 import trio
@@ -101,12 +102,26 @@ async def test_a_restart_with_per_node_pod_watches_lists_through_a_new_watch(
     assert len([at for at in lease_puts if at > restarted_at]) >= 1  # renewing again
 
 
-class _Distant(MemoryClient):
-    """A connection whose every request takes ``RTT`` seconds to answer."""
+class _Slow(MemoryClient):
+    """A connection on which the requests ``slow(method, path)`` picks take ``delay`` seconds
+    to answer (a distant or loaded apiserver); the rest are answered at once."""
+
+    def __init__(
+        self, server: MemoryApiserver, delay: float, slow: Callable[[str, str], bool]
+    ) -> None:
+        super().__init__(server)
+        self.delay = delay
+        self.slow = slow
 
     async def request(self, method: str, path: str, **kwargs: object) -> Response:
-        await trio.sleep(RTT)
+        if self.slow(method, path):
+            await trio.sleep(self.delay)
         return await super().request(method, path, **kwargs)  # type: ignore[arg-type]
+
+
+def _distant(api: MemoryApiserver) -> _Slow:
+    """A connection whose every request takes ``RTT`` seconds to answer."""
+    return _Slow(api, RTT, lambda method, path: True)
 
 
 RTT = 0.1
@@ -121,7 +136,7 @@ async def test_a_restart_storm_restarts_the_kubelets_side_by_side(
     api = MemoryApiserver()
     for i in range(STORM):
         api.create(CRS, node_cr(f"n{i}"))
-    engine = ShardEngine(settings(), "0", control=_Distant(api), wall=wall, rng=random.Random(5))
+    engine = ShardEngine(settings(), "0", control=_distant(api), wall=wall, rng=random.Random(5))
     await nursery.start(engine.run)
     await trio.sleep(60)
     since = len(api.calls)
@@ -135,16 +150,6 @@ async def test_a_restart_storm_restarts_the_kubelets_side_by_side(
     ]  # fmt: skip
     assert len(gets) == STORM  # each registered again (POST, 409, GET)
     assert max(gets) - start < 8 * RTT  # side by side, not 12 rounds of 8 (~2.4 s)
-
-
-class _SlowPodReads(MemoryClient):
-    """A connection on which every GET of one pod takes ``POD_GET`` seconds to answer (a
-    loaded apiserver), and nothing else waits."""
-
-    async def request(self, method: str, path: str, **kwargs: object) -> Response:
-        if method == "GET" and path.startswith(PODS + "/"):
-            await trio.sleep(POD_GET)
-        return await super().request(method, path, **kwargs)  # type: ignore[arg-type]
 
 
 POD_GET = 1.0
@@ -164,7 +169,9 @@ async def test_a_node_status_report_does_not_wait_behind_pod_work(
         api.create(CRS, node_cr(f"n{i}"))
         for j in range(PODS_EACH):
             api.create(PODS, pod(f"p{i}-{j}", f"n{i}"))
-    client = _SlowPodReads(api)
+    client = _Slow(  # every GET of one pod takes POD_GET seconds (a loaded apiserver)
+        api, POD_GET, lambda method, path: method == "GET" and path.startswith(PODS + "/")
+    )
     engine = ShardEngine(settings(), "0", control=client, wall=wall, rng=random.Random(5))
     await nursery.start(engine.run)
     await trio.sleep(30)
@@ -292,7 +299,7 @@ async def test_a_restart_storm_lists_the_nodes_pods_side_by_side(
     engine = ShardEngine(
         settings(traffic_profile=profile),
         "0",
-        control=_Distant(api),
+        control=_distant(api),
         wall=wall,
         rng=random.Random(5),
     )

@@ -9,6 +9,7 @@ import trio
 import trio.testing
 
 from shards._timers import LEASE_RENEW_JITTER, DelayQueue, TimerLanes, jitter, spread
+from tests._busy import Spinner
 
 
 async def collect(
@@ -198,23 +199,17 @@ async def test_due_keys_go_into_the_channels_room_without_a_round_each(
     queue: DelayQueue[str] = DelayQueue()
     send, receive = trio.open_memory_channel[str](1000)
     await nursery.start(queue.run, send)
-    rounds = 0
-
-    async def spin() -> None:  # a busy process: always something else runnable
-        nonlocal rounds
-        while True:
-            rounds += 1
-            await trio.lowlevel.checkpoint()
+    spinner = Spinner()
 
     now = trio.current_time()
     for i in range(500):
         queue.schedule(f"k{i}", now + 1.0)
-    nursery.start_soon(spin)
+    nursery.start_soon(spinner.spin)
     mock_clock.jump(2.0)
-    before = rounds
+    before = spinner.rounds
     while receive.statistics().current_buffer_used < 500:
         await trio.lowlevel.checkpoint()
-    assert rounds - before < 20, rounds - before
+    assert spinner.rounds - before < 20, spinner.rounds - before
     # A full channel still holds the rest back (lateness shows).
     for i in range(800):
         queue.schedule(f"m{i}", now + 2.5)
