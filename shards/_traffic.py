@@ -48,7 +48,8 @@ Cost bounds: watch events are decoded to metadata only
 consumer task; at most :data:`CONNECT_CONCURRENCY` node connections are being
 made at once, and at most :data:`STARTUP_CONCURRENCY` nodes make their first
 lists at once; Node GETs go through :data:`GET_WORKERS` tasks from one delay
-queue, giving way to overdue Lease renewals. Everything for a node stops when
+queue, those due within :data:`GET_WINDOW` of each other as one pipelined batch,
+giving way to overdue Lease renewals. Everything for a node stops when
 it stops being driven (suspend, fence lost, restart, CR gone).
 """
 
