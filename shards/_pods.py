@@ -48,6 +48,7 @@ from fleet.kube import (
     Reflector,
     Requester,
     WatchEvent,
+    WatchSettings,
     Write,
     WriteResult,
     resource_path,
@@ -82,6 +83,10 @@ log = logging.getLogger(__name__)
 
 EVENT_BUFFER = 4096
 """Watch events buffered between the pod reflector(s) and the consumer task."""
+NODE_POD_WATCH = WatchSettings(list_from_cache=True)
+"""A node's own pod watch lists as the kubelet's pod reflector does (recorded:
+``?fieldSelector=spec.nodeName=<node>&limit=500&resourceVersion=0``): from kube-apiserver's
+watch cache and its ``spec.nodeName`` index, not from etcd's every pod."""
 CONSUME_BATCH = 64
 """Pod events handled in a row from the watch channel before the consumer lets others run
 (and gives way to overdue renewals again): a few ms of CPU."""
@@ -433,6 +438,7 @@ class PodDriver:
             resource_path("", "v1", "pods"),
             PodObject,
             field_selector=f"spec.nodeName={name}",
+            settings=NODE_POD_WATCH,
             clock=self._ctx.clock,
             rng=self._ctx.rng,
             keep_objects=False,

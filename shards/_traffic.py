@@ -15,7 +15,8 @@ its Node (``metadata.name=<node>``)    cache (``resourceVersion=0``), WATCH with
                                        5-10 min, again from the last
                                        resourceVersion when the server ends it
 LIST + WATCH its pods                  the pod driver's watch of the node
-(``spec.nodeName=<node>``)             (``podWatch: per-node`` is implied)
+(``spec.nodeName=<node>``)             (``podWatch: per-node`` is implied), its
+                                       LIST from the watch cache too
 LIST + WATCH ConfigMap                 while a pod of that namespace is on the
 ``kube-root-ca.crt`` per namespace     node: every pod's projected service-account
                                        volume names it (the kubelet's

@@ -157,13 +157,22 @@ async def test_kubelet_profile_start_up_lists_watches_and_creates_csinode(
         "/api/v1/services",
     ):
         assert lists[(cluster_wide, "")] == NODES
-    # client-go informers list from the watch cache (resourceVersion=0) ...
+    # client-go informers list from the watch cache (resourceVersion=0), the node's pod
+    # reflector too (recorded: `?fieldSelector=spec.nodeName=hollow-1&limit=500&resourceVersion=0`) ...
     informer_lists = [
         c
         for c in api.calls
-        if c.method == "GET" and "runtimeclasses" in c.path and "limit" in c.params
+        if c.method == "GET"
+        and ("runtimeclasses" in c.path or c.path == "/api/v1/pods")
+        and "limit" in c.params
     ]
-    assert {c.params.get("resourceVersion") for c in informer_lists} == {"0"}
+    assert {c.path for c in informer_lists} == {
+        "/apis/node.k8s.io/v1/runtimeclasses",
+        "/api/v1/pods",
+    }
+    assert {(c.params.get("resourceVersion"), c.params["limit"]) for c in informer_lists} == {
+        ("0", "500")
+    }
     # ... and hold one watch each, with the kubelet's parameters.
     watches = [c for c in api.calls if c.method == "WATCH" and c.path.endswith("/csidrivers")]
     assert len(watches) == NODES
