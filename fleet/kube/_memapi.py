@@ -19,7 +19,8 @@ what the code under test itself wrote, so a test drives whole loops
   / ``Orphan`` propagation as finalizers), finalizers and
   ``deletionTimestamp``, the object going once its last finalizer does;
 - ``pods/binding`` and ``pods/eviction``;
-- watches: history replayed after the ``resourceVersion`` asked for, then
+- watches: history replayed after the ``resourceVersion`` asked for (``0`` or none:
+  an ADDED for each object there now, as kube-apiserver), then
   live; with selectors, an object entering a watch's selection is ADDED to it
   and one leaving it DELETED.
 
@@ -452,6 +453,12 @@ class MemoryApiserver(BaseRequester):
             for change in self.history:
                 if change.rv > since and (line := selection.event(change)) is not None:
                     send.send_nowait(line)
+        else:
+            # "0" or none: kube-apiserver starts the watch with a synthetic ADDED for each
+            # object there now (the store's resourceVersion is 0 only while it is empty: a
+            # list of nothing, then a create, then a watch from "0" lost the create).
+            for obj in self._list(selection):
+                send.send_nowait(msgspec.json.encode({"type": "ADDED", "object": obj}) + b"\n")
         entry = (selection, send)
         self._watchers.append(entry)
         try:
