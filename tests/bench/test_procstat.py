@@ -109,12 +109,15 @@ def test_a_child_that_exited_is_not_a_component_of_its_own() -> None:
     before = child_pids()
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     try:
-        deadline = time.monotonic() + 10
-        while Path(f"/proc/{gone.pid}/cmdline").read_bytes() and time.monotonic() < deadline:
-            time.sleep(0.01)  # exited, not waited for: a zombie
+        deadline = time.monotonic() + 30
+        stat = Path(f"/proc/{gone.pid}/stat")
+        while stat.read_text().rpartition(")")[2].split()[0] != "Z":  # exited, not waited for
+            assert time.monotonic() < deadline, "the child did not exit within 30 s"
+            time.sleep(0.01)
         sampler = ProcessSampler([], own_children=True, self_name="bench", not_ours=before)
         sampler.sample()
-        assert set(sampler.usage()) == {"bench"}
-        assert sampler.pids == []
+        # (Other children of a test worker may come and go meanwhile: only this one counts.)
+        assert "?" not in sampler.usage()
+        assert gone.pid not in sampler.pids
     finally:
         gone.wait()
