@@ -12,7 +12,7 @@ from typing import Any
 
 from fleet.errors import InputError
 from fleet.sandbox import _libs
-from fleet.sandbox._objects import dig
+from fleet.sandbox._objects import field_value
 from fleet.sandbox._registry import ResourceType
 from fleet.sandbox._status import bad_request
 
@@ -24,15 +24,7 @@ def field_set(rt: ResourceType, obj: Mapping[str, Any]) -> dict[str, str]:
     meta = obj.get("metadata") or {}
     out = {"metadata.name": meta.get("name", ""), "metadata.namespace": meta.get("namespace", "")}
     for label in rt.field_labels:
-        v = dig(obj, label)
-        if isinstance(v, bool):
-            out[label] = "true" if v else "false"
-        elif v is None:
-            out[label] = ""
-        elif isinstance(v, list):
-            out[label] = ",".join(str(x.get("ip", x)) if isinstance(x, dict) else str(x) for x in v)
-        else:
-            out[label] = str(v)
+        out[label] = field_value(obj, label)
     return out
 
 

@@ -138,3 +138,16 @@ def dig(obj: Any, path: str) -> Any:
             return None
         cur = cur.get(part)
     return cur
+
+
+def field_value(obj: Any, path: str) -> str:
+    """The value at a dotted path as a field selector compares it (``fields.Set``): missing
+    is "", a bool ``true``/``false``, a list (of IPs) joined by commas."""
+    v = dig(obj, path)
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if v is None:
+        return ""
+    if isinstance(v, list):
+        return ",".join(str(x.get("ip", x)) if isinstance(x, dict) else str(x) for x in v)
+    return str(v)

@@ -26,6 +26,8 @@ from typing import Any
 import msgspec
 import trio
 
+from fleet.sandbox._objects import field_value
+
 Key = tuple[str, str]
 """Storage key of a resource type: (group, plural)."""
 ObjKey = tuple[str, str]
@@ -51,18 +53,6 @@ pods, 68 % of the sandbox's CPU (py-spy, docs/performance.md)."""
 def clone(obj: Any) -> Any:
     """A deep copy of a JSON-like value (faster than copy.deepcopy for these)."""
     return _decoder.decode(_encoder.encode(obj))
-
-
-def _field_value(obj: dict[str, Any], path: str) -> str:
-    """A field's value as a field selector compares it (``fields.Set``: missing is "")."""
-    cur: Any = obj
-    for part in path.split("."):
-        if not isinstance(cur, dict):
-            return ""
-        cur = cur.get(part)
-    if isinstance(cur, bool):
-        return "true" if cur else "false"
-    return "" if cur is None else str(cur)
 
 
 def obj_key(obj: dict[str, Any]) -> ObjKey:
@@ -134,8 +124,8 @@ class Collection:
         name = self.index_field
         if name is None:
             return
-        before = None if old is None else _field_value(old, name)
-        after = None if obj is None else _field_value(obj, name)
+        before = None if old is None else field_value(old, name)
+        after = None if obj is None else field_value(obj, name)
         if before == after:
             return
         if before is not None:
