@@ -436,6 +436,10 @@ class ShardEngine:
             await self._sync_slots.acquire()
             self._syncs.start_soon(self._sync_node, kind, key)
             return
+        await self._handle(kind, key)
+
+    async def _handle(self, kind: str, key: str) -> None:
+        """One due timer, by the pod or node driver; what it cannot do is logged."""
         try:
             if kind.startswith("pod"):
                 await self.pods.handle(kind, key)
@@ -448,9 +452,7 @@ class ShardEngine:
         """One node's round trips (a CR sync, a kubelet restart) in a task of its own; frees
         its slot when done."""
         try:
-            await self.nodes.handle(kind, key)
-        except FleetError as exc:
-            log.warning("%s %s: %s", kind, key, exc)
+            await self._handle(kind, key)
         finally:
             self._sync_slots.release()
 
